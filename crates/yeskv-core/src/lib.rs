@@ -1,0 +1,28 @@
+//! # yeskv-core: the pure heart of yeskv
+//!
+//! Everything in this crate is plain data and functions: no sockets, no threads, no clock, no disk.
+//! The node runtime (`yeskv-node`) drives these types; because they are pure they can be tested by
+//! properties (proptest) and run unchanged inside the deterministic simulator.
+//!
+//! - [`causality`]: actors, dots, version vectors and causal contexts — how yeskv knows which
+//!   write saw which (Dynamo §4.4, "Dotted Version Vectors", Preguiça et al. 2012).
+//! - [`object`]: the stored value of one key, a *dotted version vector set*: the siblings that are
+//!   concurrent, each tagged with the dot of the write that made it, plus the clock of everything
+//!   the replica has seen. Client writes (`update`) and replica merges (`sync`) live here.
+//! - [`codec`]: the versioned, checksummed binary encodings of objects (on disk and, later, on the
+//!   wire) and of the opaque causal context token handed to clients.
+//! - [`keyspace`]: the stable key hash, key → partition, and the storage key layout.
+//! - [`quorum`]: `one` / `quorum` / `all` / numbers, resolved against `n`.
+//! - [`error`]: the one error enum of this crate.
+
+pub mod causality;
+pub mod codec;
+pub mod error;
+pub mod keyspace;
+pub mod object;
+pub mod quorum;
+
+pub use causality::{Actor, CausalContext, Dot, NodeId, VersionVector};
+pub use error::Error;
+pub use object::{Object, Sibling, Version};
+pub use quorum::Quorum;

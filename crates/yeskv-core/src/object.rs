@@ -1,0 +1,322 @@
+//! The object: everything a replica knows about one key, as a dotted version vector set.
+//!
+//! An [`Object`] is a *clock* (a downward-closed [`VersionVector`] of every write this replica has
+//! seen for the key) and the *siblings*: the versions no seen write has superseded, each tagged
+//! with the [`Dot`] of the write that made it. This is the DVV set of Almeida, Baquero, Preguiça et
+//! al. in its explicit form (riak_kv's `dvvset` stores the same information packed per actor).
+//!
+//! Two operations change objects, and their laws are what make "no acknowledged write is lost"
+//! hold:
+//! - [`Object::update`] — a client write arriving at a coordinating replica with a
+//!   [`CausalContext`]: the siblings the context covers are removed, every other sibling stays, and
+//!   a new sibling with a fresh dot of the coordinator's actor is added. A write with the empty
+//!   context removes nothing; two writes without each other's dots are both kept.
+//! - [`Object::sync`] — merging what two replicas know: a sibling survives unless the other side
+//!   has seen its dot and dropped it. `sync` is commutative, associative and idempotent (a
+//!   join-semilattice), so replicas converge whatever the order, duplication or delay of messages.
+//!
+//! Time is an argument (`now_ms`), never read here: expiry (TTL) is an absolute instant carried by
+//! each [`Version`], so every replica agrees on it and no repair can bring an expired value back.
+
+use crate::causality::{Actor, CausalContext, Dot, VersionVector};
+
+/// One stored version: a value or a tombstone, with its write time and optional expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// The value; `None` is a tombstone (a versioned delete).
+    pub value: Option<Vec<u8>>,
+    /// Wall-clock time of the write at its coordinator, in ms since the Unix epoch.
+    pub written_at_ms: u64,
+    /// When the version expires (ms since the Unix epoch); `None` never.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Version {
+    /// A value version.
+    pub fn value(value: Vec<u8>, written_at_ms: u64, expires_at_ms: Option<u64>) -> Self {
+        Version {
+            value: Some(value),
+            written_at_ms,
+            expires_at_ms,
+        }
+    }
+
+    /// A tombstone.
+    pub fn tombstone(written_at_ms: u64) -> Self {
+        Version {
+            value: None,
+            written_at_ms,
+            expires_at_ms: None,
+        }
+    }
+
+    /// Whether this is a delete marker.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// Whether the version has expired at `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|t| t <= now_ms)
+    }
+}
+
+/// A version with the dot of the write that made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sibling {
+    /// The write's event.
+    pub dot: Dot,
+    /// What it wrote.
+    pub version: Version,
+}
+
+/// Everything one replica knows about one key (see the module docs).
+///
+/// Invariants: every sibling's dot is contained in `clock`; no two siblings share a dot; siblings
+/// are kept sorted by dot (so equal knowledge has equal representation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Object {
+    clock: VersionVector,
+    siblings: Vec<Sibling>,
+}
+
+impl Object {
+    /// The object of a key nobody wrote.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds an object from decoded parts, checking the invariants.
+    pub fn from_parts(clock: VersionVector, mut siblings: Vec<Sibling>) -> Result<Self, String> {
+        siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
+        for pair in siblings.windows(2) {
+            if pair[0].dot == pair[1].dot {
+                return Err(format!("duplicate dot {:?}", pair[0].dot));
+            }
+        }
+        if let Some(s) = siblings.iter().find(|s| !clock.contains(&s.dot)) {
+            return Err(format!(
+                "sibling dot {}:{} beyond the clock",
+                s.dot.actor, s.dot.counter
+            ));
+        }
+        Ok(Object { clock, siblings })
+    }
+
+    /// Every write this replica has seen for the key.
+    pub fn clock(&self) -> &VersionVector {
+        &self.clock
+    }
+
+    /// All siblings, expired or not, tombstones included.
+    pub fn siblings(&self) -> &[Sibling] {
+        &self.siblings
+    }
+
+    /// Whether the replica has never seen a write of this key.
+    pub fn is_empty(&self) -> bool {
+        self.clock.is_empty() && self.siblings.is_empty()
+    }
+
+    /// The context a read returns: it covers every sibling of this object.
+    pub fn context(&self) -> CausalContext {
+        CausalContext::from_seen(self.clock.clone())
+    }
+
+    /// The siblings a reader sees at `now_ms`: expired versions are hidden (their dots stay in the
+    /// clock, so a write with the read's context still supersedes them).
+    pub fn visible(&self, now_ms: u64) -> impl Iterator<Item = &Sibling> {
+        self.siblings
+            .iter()
+            .filter(move |s| !s.version.is_expired(now_ms))
+    }
+
+    /// Whether a reader at `now_ms` sees no value (nothing, only tombstones, or only expired).
+    pub fn is_deleted_at(&self, now_ms: u64) -> bool {
+        self.visible(now_ms).all(|s| s.version.is_tombstone())
+    }
+
+    /// A client write coordinated by `actor`: removes the siblings `ctx` covers (and expired ones,
+    /// which no reader can see any more), keeps all others, and adds `version` under a fresh dot.
+    /// Returns the dot of the new sibling.
+    ///
+    /// The fresh dot's counter exceeds anything known for `actor`, in this object or in `ctx`, so
+    /// it is unique as long as `actor` is unique to this replica's incarnation.
+    pub fn update(
+        &mut self,
+        ctx: &CausalContext,
+        actor: &Actor,
+        version: Version,
+        now_ms: u64,
+    ) -> Dot {
+        self.siblings
+            .retain(|s| !ctx.covers(&s.dot) && !s.version.is_expired(now_ms));
+        let ctx_max = ctx
+            .dots
+            .iter()
+            .filter(|d| &d.actor == actor)
+            .map(|d| d.counter)
+            .chain(std::iter::once(ctx.seen.get(actor)))
+            .max()
+            .unwrap_or(0);
+        let counter = self.clock.get(actor).max(ctx_max) + 1;
+        // Only the downward-closed part of the context joins the clock: loose dots say nothing
+        // about the events before them, and claiming them would drop siblings on a later sync.
+        self.clock.merge(&ctx.seen);
+        let dot = Dot {
+            actor: actor.clone(),
+            counter,
+        };
+        self.clock.raise(actor, counter);
+        let pos = self
+            .siblings
+            .binary_search_by(|s| s.dot.cmp(&dot))
+            .unwrap_or_else(|p| p);
+        self.siblings.insert(
+            pos,
+            Sibling {
+                dot: dot.clone(),
+                version,
+            },
+        );
+        dot
+    }
+
+    /// Merges what `other` knows into `self` (replica synchronization).
+    ///
+    /// A sibling is kept if both sides have it, or if the other side has never seen its dot; a
+    /// sibling one side has seen and dropped was superseded and goes. Commutative, associative,
+    /// idempotent.
+    pub fn sync(&mut self, other: &Object) {
+        let mut merged = Vec::with_capacity(self.siblings.len() + other.siblings.len());
+        let (mut i, mut j) = (0, 0);
+        let (a, b) = (&self.siblings, &other.siblings);
+        while i < a.len() || j < b.len() {
+            let order = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) => x.dot.cmp(&y.dot),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            match order {
+                std::cmp::Ordering::Equal => {
+                    merged.push(a[i].clone());
+                    i += 1;
+                    j += 1;
+                }
+                std::cmp::Ordering::Less => {
+                    if !other.clock.contains(&a[i].dot) {
+                        merged.push(a[i].clone());
+                    }
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    if !self.clock.contains(&b[j].dot) {
+                        merged.push(b[j].clone());
+                    }
+                    j += 1;
+                }
+            }
+        }
+        self.siblings = merged;
+        self.clock.merge(&other.clock);
+    }
+
+    /// When this object may be physically removed: once every sibling is a tombstone or expired,
+    /// `grace_ms` after the newest of those instants. `None` while any live value remains.
+    ///
+    /// Removing an object forgets its clock, so the grace must outlast anything that could still
+    /// deliver a covered version (hints, repairs) — see `docs/architecture.md`.
+    pub fn reap_at_ms(&self, grace_ms: u64) -> Option<u64> {
+        let mut latest = 0u64;
+        for s in &self.siblings {
+            let end = match (&s.version.value, s.version.expires_at_ms) {
+                (None, _) => s.version.written_at_ms,
+                (Some(_), Some(exp)) => exp,
+                (Some(_), None) => return None,
+            };
+            latest = latest.max(end);
+        }
+        Some(latest.saturating_add(grace_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causality::NodeId;
+
+    fn actor(n: &str) -> Actor {
+        Actor::new(NodeId::new(n).expect("valid"), 1)
+    }
+
+    fn val(s: &str) -> Version {
+        Version::value(s.as_bytes().to_vec(), 1, None)
+    }
+
+    fn values(o: &Object) -> Vec<String> {
+        o.visible(0)
+            .map(|s| String::from_utf8_lossy(s.version.value.as_deref().unwrap_or(b"<del>")).into())
+            .collect()
+    }
+
+    #[test]
+    fn blind_writes_become_siblings_and_context_write_resolves() {
+        let a = actor("a");
+        let mut o = Object::new();
+        o.update(&CausalContext::empty(), &a, val("x"), 0);
+        o.update(&CausalContext::empty(), &a, val("y"), 0);
+        assert_eq!(values(&o), vec!["x", "y"]);
+        let ctx = o.context();
+        o.update(&ctx, &a, val("z"), 0);
+        assert_eq!(values(&o), vec!["z"]);
+    }
+
+    #[test]
+    fn write_context_does_not_cover_concurrent_sibling() {
+        let a = actor("a");
+        let mut o = Object::new();
+        let d1 = o.update(&CausalContext::empty(), &a, val("x"), 0);
+        let _d2 = o.update(&CausalContext::empty(), &a, val("y"), 0);
+        // The first writer's context knows only its own dot.
+        let ctx = CausalContext::empty().with_dot(d1);
+        o.update(&ctx, &a, val("x2"), 0);
+        assert_eq!(values(&o), vec!["y", "x2"]);
+    }
+
+    #[test]
+    fn sync_drops_superseded_and_keeps_concurrent() {
+        let (a, b) = (actor("a"), actor("b"));
+        let mut ra = Object::new();
+        ra.update(&CausalContext::empty(), &a, val("v1"), 0);
+        let mut rb = ra.clone();
+        // a supersedes v1; b concurrently adds v2 without seeing the overwrite.
+        let ctx = ra.context();
+        ra.update(&ctx, &a, val("v1'"), 0);
+        rb.update(&CausalContext::empty(), &b, val("v2"), 0);
+        let mut m1 = ra.clone();
+        m1.sync(&rb);
+        let mut m2 = rb.clone();
+        m2.sync(&ra);
+        assert_eq!(m1, m2);
+        let mut vs = values(&m1);
+        vs.sort();
+        assert_eq!(vs, vec!["v1'", "v2"]);
+    }
+
+    #[test]
+    fn expiry_hides_and_reaps() {
+        let a = actor("a");
+        let mut o = Object::new();
+        o.update(
+            &CausalContext::empty(),
+            &a,
+            Version::value(b"s".to_vec(), 10, Some(100)),
+            10,
+        );
+        assert!(!o.is_deleted_at(50));
+        assert!(o.is_deleted_at(100));
+        assert_eq!(o.reap_at_ms(5), Some(105));
+        o.update(&CausalContext::empty(), &a, val("forever"), 20);
+        assert_eq!(o.reap_at_ms(5), None);
+    }
+}

@@ -1,0 +1,177 @@
+//! Property tests of the dotted version vector laws that the "no acknowledged write is lost"
+//! promise rests on: `sync` is a join (commutative, associative, idempotent); a write with a
+//! read's context replaces exactly what that read returned; a write without context removes
+//! nothing; concurrent writes are both kept; and the context token round-trips while garbage is an
+//! error, never a panic.
+
+use proptest::prelude::*;
+use yeskv_core::codec::{decode_record, decode_token, encode_record, encode_token};
+use yeskv_core::{Actor, CausalContext, NodeId, Object, Version};
+
+fn actor(i: u8) -> Actor {
+    Actor::new(NodeId::new(format!("n{i}")).expect("valid"), u64::from(i) * 1000 + 1)
+}
+
+/// A replica history: a sequence of client writes at random replicas, with contexts read from a
+/// random replica, interleaved with syncs. Returns the replica objects.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Write at replica `at`, with the context of a read at replica `read_from` (or none).
+    Write { at: u8, read_from: Option<u8>, tomb: bool },
+    /// Replica `to` merges replica `from`.
+    Sync { from: u8, to: u8 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0u8..3, proptest::option::of(0u8..3), any::<bool>())
+            .prop_map(|(at, read_from, tomb)| Step::Write { at, read_from, tomb }),
+        (0u8..3, 0u8..3).prop_map(|(from, to)| Step::Sync { from, to }),
+    ]
+}
+
+fn run(steps: &[Step]) -> Vec<Object> {
+    let mut replicas = vec![Object::new(); 3];
+    for (i, s) in steps.iter().enumerate() {
+        match *s {
+            Step::Write { at, read_from, tomb } => {
+                let ctx = read_from
+                    .map(|r| replicas[r as usize].context())
+                    .unwrap_or_default();
+                let version = if tomb {
+                    Version::tombstone(i as u64)
+                } else {
+                    Version::value(vec![i as u8], i as u64, None)
+                };
+                replicas[at as usize].update(&ctx, &actor(at), version, 0);
+            }
+            Step::Sync { from, to } => {
+                let src = replicas[from as usize].clone();
+                replicas[to as usize].sync(&src);
+            }
+        }
+    }
+    replicas
+}
+
+fn objects() -> impl Strategy<Value = Vec<Object>> {
+    proptest::collection::vec(step(), 0..30).prop_map(|s| run(&s))
+}
+
+fn synced(a: &Object, b: &Object) -> Object {
+    let mut x = a.clone();
+    x.sync(b);
+    x
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn sync_is_commutative(r in objects()) {
+        prop_assert_eq!(synced(&r[0], &r[1]), synced(&r[1], &r[0]));
+    }
+
+    #[test]
+    fn sync_is_associative(r in objects()) {
+        let left = synced(&synced(&r[0], &r[1]), &r[2]);
+        let right = synced(&r[0], &synced(&r[1], &r[2]));
+        prop_assert_eq!(left, right);
+    }
+
+    #[test]
+    fn sync_is_idempotent(r in objects()) {
+        prop_assert_eq!(synced(&r[0], &r[0]), r[0].clone());
+        let ab = synced(&r[0], &r[1]);
+        prop_assert_eq!(synced(&ab, &r[1]), ab.clone());
+    }
+
+    #[test]
+    fn context_write_replaces_exactly_what_was_read(r in objects(), at in 0u8..3) {
+        let read = &r[0];
+        let ctx = read.context();
+        let mut target = r[at as usize].clone();
+        let before = target.clone();
+        let dot = target.update(&ctx, &actor(at), Version::value(b"new".to_vec(), 0, None), 0);
+        // Every sibling the read returned is gone; every other sibling of the target remains.
+        for s in before.siblings() {
+            let was_read = read.siblings().iter().any(|x| x.dot == s.dot) || ctx.covers(&s.dot);
+            let kept = target.siblings().iter().any(|x| x.dot == s.dot);
+            prop_assert_eq!(kept, !was_read, "sibling {:?}", s.dot);
+        }
+        prop_assert!(target.siblings().iter().any(|x| x.dot == dot));
+        prop_assert_eq!(target.siblings().len(), before.siblings().iter().filter(|s| !ctx.covers(&s.dot)).count() + 1);
+    }
+
+    #[test]
+    fn write_without_context_removes_nothing(r in objects(), at in 0u8..3) {
+        let mut target = r[at as usize].clone();
+        let before = target.siblings().to_vec();
+        target.update(&CausalContext::empty(), &actor(at), Version::value(b"x".to_vec(), 0, None), 0);
+        for s in &before {
+            prop_assert!(target.siblings().contains(s));
+        }
+        prop_assert_eq!(target.siblings().len(), before.len() + 1);
+    }
+
+    #[test]
+    fn concurrent_writes_are_both_kept(r in objects(), a in 0u8..3, b in 0u8..3) {
+        prop_assume!(a != b);
+        // Two clients read the same state, then write at different replicas.
+        let base = synced(&r[a as usize], &r[b as usize]);
+        let ctx = base.context();
+        let mut ra = base.clone();
+        let mut rb = base.clone();
+        let da = ra.update(&ctx, &actor(a), Version::value(b"A".to_vec(), 0, None), 0);
+        let db = rb.update(&ctx, &actor(b), Version::value(b"B".to_vec(), 0, None), 0);
+        let m = synced(&ra, &rb);
+        prop_assert!(m.siblings().iter().any(|s| s.dot == da));
+        prop_assert!(m.siblings().iter().any(|s| s.dot == db));
+    }
+
+    #[test]
+    fn no_write_is_lost_without_a_covering_context(steps in proptest::collection::vec(step(), 0..30)) {
+        // Every write's dot is, after a full sync, either a sibling or covered by the context of a
+        // later write that superseded it (i.e. it is in the merged clock and some write read it).
+        let r = run(&steps);
+        let all = synced(&synced(&r[0], &r[1]), &r[2]);
+        for s in r.iter().flat_map(|o| o.siblings()) {
+            prop_assert!(all.clock().contains(&s.dot));
+        }
+        // Siblings of the merge never exceed the number of writes.
+        let writes = steps.iter().filter(|s| matches!(s, Step::Write { .. })).count();
+        prop_assert!(all.siblings().len() <= writes);
+    }
+
+    #[test]
+    fn record_round_trips(r in objects(), reap in proptest::option::of(1u64..u64::MAX)) {
+        for o in &r {
+            let rec = encode_record(o, reap);
+            prop_assert_eq!(&decode_record(&rec).expect("round trip"), o);
+        }
+    }
+
+    #[test]
+    fn token_round_trips(r in objects(), tag in any::<u32>()) {
+        let ctx = r[1].context();
+        let t = encode_token(&ctx, tag);
+        prop_assert_eq!(decode_token(&t, tag).expect("round trip"), ctx);
+    }
+
+    #[test]
+    fn garbage_tokens_are_errors(s in ".{0,200}", tag in any::<u32>()) {
+        let _ = decode_token(&s, tag); // must not panic
+    }
+
+    #[test]
+    fn garbage_bytes_tokens_are_errors(b in proptest::collection::vec(any::<u8>(), 0..200), tag in any::<u32>()) {
+        use base64::Engine as _;
+        let t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&b);
+        prop_assert!(decode_token(&t, tag).is_err());
+    }
+
+    #[test]
+    fn garbage_records_never_panic(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = decode_record(&b);
+    }
+}

@@ -1,0 +1,25 @@
+//! # yeskv-node: the server
+//!
+//! The I/O edge around the pure core: it owns sockets, storage handles, time and metrics.
+//!
+//! A write, end to end (see `docs/architecture.md`):
+//! [`api`] parses and validates `PUT /v1/kv/{bucket}/{key}` (limits, quorum, TTL, context token) →
+//! [`coordinator`] places the key (hash, partition, storage key) and stamps the version →
+//! [`replica`] takes the key's stripe lock, reads the stored object, applies the DVV update with
+//! this node's actor, encodes the record with its checksum and appends it to RocksDB's WAL →
+//! the group committer fsyncs (per `storage.sync`) → the client gets `204` with its new context.
+//!
+//! Modules: [`config`] (settings and validation), [`server`] (start-up and graceful shutdown),
+//! [`metrics`] (names and `/metrics`), [`clock`] (the time seam), [`error`].
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod coordinator;
+pub mod error;
+pub mod metrics;
+pub mod replica;
+pub mod server;
+
+pub use config::Config;
+pub use error::Error;

@@ -1,0 +1,104 @@
+//! Running a node: open storage, pick the actor epoch, serve HTTP, and shut down gracefully.
+//!
+//! Shutdown order (on the future passed to [`run`] resolving, i.e. SIGTERM or Ctrl-C): health
+//! turns `503` ("draining"), the node waits `server.shutdown_drain_ms` for load balancers to
+//! notice, the listener closes and in-flight requests finish, storage is flushed, and a
+//! clean-shutdown marker is written so the next start keeps the actor epoch.
+
+use std::future::Future;
+use std::sync::atomic::AtomicU8;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::serve::ListenerExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use yeskv_storage::{Engine, RocksConfig, RocksEngine};
+
+use crate::api::{router, AppState, Serving};
+use crate::clock::SystemClock;
+use crate::config::Validated;
+use crate::coordinator::{Coordinator, Settings};
+use crate::replica::{Replica, Startup};
+
+/// Runs a node until `shutdown` resolves. Errors are one-line, for the binary to print.
+pub async fn run(
+    cfg: Validated,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let raw = &cfg.raw;
+    let mut rocks = RocksConfig::new(raw.data_dir.join("db"));
+    rocks.sync = cfg.sync;
+    rocks.block_cache_mb = raw.storage.block_cache_mb;
+    rocks.write_buffer_mb = raw.storage.write_buffer_mb;
+    let engine = tokio::task::spawn_blocking(move || RocksEngine::open(&rocks))
+        .await
+        .map_err(|e| format!("opening storage: {e}"))?
+        .map_err(|e| format!("opening storage in {}: {e}", raw.data_dir.display()))?;
+    let engine: Arc<dyn Engine> = Arc::new(engine);
+
+    let (replica, startup) = Replica::open(
+        engine,
+        cfg.node_id.clone(),
+        raw.ttl.reap_grace_secs.saturating_mul(1000),
+        rand::random::<u64>,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    match startup {
+        Startup::Clean => tracing::info!(actor = %replica.actor(), "clean restart; actor epoch kept"),
+        Startup::Fresh => tracing::info!(actor = %replica.actor(), "new data directory; fresh actor epoch"),
+        Startup::Unclean => tracing::warn!(actor = %replica.actor(), "previous run did not stop cleanly; new actor epoch so no dot is ever reused"),
+    }
+    let replica = Arc::new(replica);
+
+    let settings = Settings {
+        n: raw.n,
+        r: raw.r,
+        w: raw.w,
+        partitions: raw.partitions,
+        siblings_max: raw.limits.siblings_max,
+        default_ttl_secs: raw.ttl.default_ttl_secs,
+    };
+    let state = Arc::new(AppState {
+        coordinator: Coordinator::new(replica.clone(), Arc::new(SystemClock), settings),
+        limits: raw.limits.clone(),
+        node_id: cfg.node_id.clone(),
+        zone: raw.zone.clone(),
+        http: cfg.http.to_string(),
+        peer: cfg.peer.to_string(),
+        serving: AtomicU8::new(Serving::Starting as u8),
+        metrics,
+        started: Instant::now(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(cfg.http)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.http))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("listener address: {e}"))?;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    state.set_serving(Serving::Serving);
+    tracing::info!(node = %cfg.node_id, http = %local, zone = %raw.zone, sync = %cfg.sync, "serving");
+
+    let drain = Duration::from_millis(raw.server.shutdown_drain_ms);
+    let state2 = state.clone();
+    let graceful = async move {
+        shutdown.await;
+        state2.set_serving(Serving::Draining);
+        tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down: draining");
+        tokio::time::sleep(drain).await;
+    };
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(graceful)
+        .await
+        .map_err(|e| format!("http server: {e}"))?;
+
+    tracing::info!("in-flight requests finished; flushing storage");
+    replica.close_cleanly().await.map_err(|e| e.to_string())?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,257 @@
+//! # yeskv-storage: where bytes meet the disk
+//!
+//! The [`Engine`] trait is the only door to storage. It knows nothing of objects or causality:
+//! it stores opaque byte records in a few named [`Space`]s (RocksDB column families) and writes
+//! batches atomically. Two engines implement it:
+//!
+//! - [`RocksEngine`] — the product's engine: RocksDB, an LSM tree with a write-ahead log. Its
+//!   [`SyncMode`] decides when a write counts as durable (see `docs/operations.md`):
+//!   `none` acknowledges once the write is in the WAL in the OS page cache (survives `kill -9`,
+//!   not power loss); `group` acknowledges after an fsync of the WAL that covers the write, one
+//!   fsync shared by every write that arrived while the previous fsync ran (group commit);
+//!   `always` fsyncs the WAL inside each write.
+//!   A compaction filter drops records whose header says they may be reaped (expired TTLs and old
+//!   tombstones), so expiry costs no scan and no timer per key.
+//! - [`MemoryEngine`] — a `BTreeMap` per space, for unit and simulation tests only.
+//!
+//! Integrity: every record the node stores carries its own CRC32C (see `yeskv_core::codec`), and
+//! RocksDB checksums its blocks; a RocksDB corruption error surfaces as [`Error::Corrupt`].
+
+mod memory;
+mod rocks;
+
+pub use memory::MemoryEngine;
+pub use rocks::{RocksConfig, RocksEngine};
+
+use std::sync::Arc;
+
+/// A named keyspace of the engine (a RocksDB column family).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Space {
+    /// User data: one record per key, keyed by `yeskv_core::keyspace::storage_key`.
+    Data,
+    /// The node's own state: actor epoch, shutdown marker, and later the layout.
+    Meta,
+    /// Hinted writes held for other nodes (sloppy quorum).
+    Hints,
+}
+
+impl Space {
+    /// All spaces, in a fixed order.
+    pub const ALL: [Space; 3] = [Space::Data, Space::Meta, Space::Hints];
+
+    /// The column family name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Data => "data",
+            Space::Meta => "meta",
+            Space::Hints => "hints",
+        }
+    }
+}
+
+/// When a write is acknowledged as durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Fsync the WAL inside every write.
+    Always,
+    /// Share one WAL fsync among all writes that arrive while the previous one runs.
+    #[default]
+    Group,
+    /// Never fsync before acknowledging: the WAL is in the OS page cache (survives a crash of the
+    /// process, not of the machine).
+    None,
+}
+
+impl std::str::FromStr for SyncMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(SyncMode::Always),
+            "group" => Ok(SyncMode::Group),
+            "none" => Ok(SyncMode::None),
+            other => Err(format!(
+                "sync must be \"always\", \"group\" or \"none\", not {other:?}"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncMode::Always => "always",
+            SyncMode::Group => "group",
+            SyncMode::None => "none",
+        })
+    }
+}
+
+/// What went wrong in storage.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Stored bytes failed a checksum (ours or RocksDB's).
+    #[error("corrupt data on disk: {0}")]
+    Corrupt(String),
+    /// The disk or the filesystem failed (full disk, I/O error).
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// The engine is closed or failed permanently (e.g. a WAL fsync failed).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl Error {
+    /// Whether a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Io(_))
+    }
+}
+
+/// One change in a [`WriteBatch`].
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Set `key` in `space` to `value`.
+    Put {
+        /// Where.
+        space: Space,
+        /// Which key.
+        key: Vec<u8>,
+        /// The new record.
+        value: Vec<u8>,
+    },
+    /// Remove `key` from `space`.
+    Delete {
+        /// Where.
+        space: Space,
+        /// Which key.
+        key: Vec<u8>,
+    },
+}
+
+/// Changes applied atomically by [`Engine::write`].
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    /// The changes, in order.
+    pub ops: Vec<Op>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) -> &mut Self {
+        self.ops.push(Op::Put { space, key, value });
+        self
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, space: Space, key: Vec<u8>) -> &mut Self {
+        self.ops.push(Op::Delete { space, key });
+        self
+    }
+}
+
+/// A write that has been applied; await [`Durable::wait`] before acknowledging it.
+#[must_use = "a write is not durable until Durable::wait returns"]
+pub struct Durable {
+    pending: Option<(u64, tokio::sync::watch::Receiver<rocks::SyncedState>)>,
+}
+
+impl Durable {
+    /// Already durable (memory engine, `none` and `always` modes).
+    pub fn done() -> Self {
+        Durable { pending: None }
+    }
+
+    /// Waits until the write is as durable as the engine's sync mode promises.
+    pub async fn wait(self) -> Result<(), Error> {
+        let Some((seq, mut rx)) = self.pending else {
+            return Ok(());
+        };
+        let state = rx
+            .wait_for(|s| s.synced >= seq || s.failed.is_some())
+            .await
+            .map_err(|_| Error::Unavailable("group commit stopped".into()))?;
+        match &state.failed {
+            Some(e) if state.synced < seq => Err(Error::Unavailable(format!("WAL fsync failed: {e}"))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A named figure of the engine, exported to `/metrics`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineStat {
+    /// Metric name suffix (e.g. `memtable_bytes`).
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// Current value.
+    pub value: f64,
+}
+
+/// The storage interface of a node (see the crate docs).
+pub trait Engine: Send + Sync + 'static {
+    /// Reads one record.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Applies a batch atomically. The batch is visible to reads when this returns; it is durable
+    /// (per [`SyncMode`]) when the returned [`Durable`] resolves. In `always` mode this call
+    /// itself blocks on an fsync.
+    fn write(&self, batch: WriteBatch) -> Result<Durable, Error>;
+
+    /// Records with `start <= key < end`, in key order, at most `limit`.
+    fn scan(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error>;
+
+    /// Makes everything written so far durable and flushes memtables (used at shutdown).
+    fn flush(&self) -> Result<(), Error>;
+
+    /// Compacts a whole space now (runs the reaping compaction filter; for operators and tests).
+    fn compact(&self, space: Space) -> Result<(), Error>;
+
+    /// How writes become durable.
+    fn sync_mode(&self) -> SyncMode;
+
+    /// Engine figures for `/metrics`.
+    fn stats(&self) -> Vec<EngineStat>;
+}
+
+impl<E: Engine + ?Sized> Engine for Arc<E> {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        (**self).get(space, key)
+    }
+    fn write(&self, batch: WriteBatch) -> Result<Durable, Error> {
+        (**self).write(batch)
+    }
+    fn scan(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        (**self).scan(space, start, end, limit)
+    }
+    fn flush(&self) -> Result<(), Error> {
+        (**self).flush()
+    }
+    fn compact(&self, space: Space) -> Result<(), Error> {
+        (**self).compact(space)
+    }
+    fn sync_mode(&self) -> SyncMode {
+        (**self).sync_mode()
+    }
+    fn stats(&self) -> Vec<EngineStat> {
+        (**self).stats()
+    }
+}

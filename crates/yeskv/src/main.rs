@@ -1,0 +1,178 @@
+//! `yeskv`: the one binary. `server` runs a node, `dev` runs a local cluster of real node
+//! processes, `get`/`put`/`delete` are the command-line client, and `bench` is the load generator.
+//! Every failure ends with one line on stderr and a non-zero exit status.
+
+mod bench;
+mod client_cmd;
+mod dev;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// yeskv: a Dynamo-style key-value store that always accepts writes.
+#[derive(Parser, Debug)]
+#[command(name = "yeskv", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one node.
+    #[command(after_long_help = concat!(
+        "CONFIGURATION FILE (--config), every key with its default:\n\n",
+        include_str!("../../../yeskv.example.toml")
+    ))]
+    Server(ServerArgs),
+    /// Run a local cluster of real node processes on 127.0.0.1 (Ctrl-C stops them all).
+    Dev(dev::DevArgs),
+    /// Read a key.
+    Get(client_cmd::GetArgs),
+    /// Write a key.
+    Put(client_cmd::PutArgs),
+    /// Delete a key (with the context of a read; without --context the CLI reads first).
+    Delete(client_cmd::DeleteArgs),
+    /// Load generator: YCSB-style workloads, latency percentiles, ops/s.
+    Bench(bench::BenchArgs),
+}
+
+/// Flags of `yeskv server`; each overrides the same key of the config file.
+#[derive(clap::Args, Debug, Clone)]
+struct ServerArgs {
+    /// TOML configuration file (see below for every key).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This node's id (`node_id`).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Data directory (`data_dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Client HTTP address, HOST:PORT (`http`).
+    #[arg(long)]
+    http: Option<String>,
+    /// Peer address other nodes reach this node at, HOST:PORT (`peer`).
+    #[arg(long)]
+    peer: Option<String>,
+    /// Peer address of a node of the cluster to join; repeatable (`seeds`).
+    #[arg(long = "seed")]
+    seeds: Vec<String>,
+    /// Failure domain of this node (`zone`).
+    #[arg(long)]
+    zone: Option<String>,
+    /// Durability of acknowledged writes: always, group or none (`storage.sync`).
+    #[arg(long)]
+    sync: Option<String>,
+}
+
+fn load_server_config(args: &ServerArgs) -> anyhow::Result<yeskv_node::config::Validated> {
+    let mut cfg = match &args.config {
+        Some(path) => yeskv_node::Config::from_file(path).map_err(anyhow::Error::msg)?,
+        None => yeskv_node::Config::default(),
+    };
+    if let Some(v) = &args.node_id {
+        cfg.node_id = v.clone();
+        if args.data_dir.is_none() && args.config.is_none() {
+            cfg.data_dir = PathBuf::from("./yeskv-data").join(v);
+        }
+    }
+    if let Some(v) = &args.data_dir {
+        cfg.data_dir = v.clone();
+    }
+    if let Some(v) = &args.http {
+        cfg.http = v.clone();
+    }
+    if let Some(v) = &args.peer {
+        cfg.peer = v.clone();
+    }
+    if !args.seeds.is_empty() {
+        cfg.seeds = args.seeds.clone();
+    }
+    if let Some(v) = &args.zone {
+        cfg.zone = v.clone();
+    }
+    if let Some(v) = &args.sync {
+        cfg.storage.sync = v.clone();
+    }
+    cfg.validate().map_err(anyhow::Error::msg)
+}
+
+fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let cfg = load_server_config(&args)?;
+    init_tracing(&cfg.raw.log);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if cfg.raw.server.worker_threads > 0 {
+        rt.worker_threads(cfg.raw.server.worker_threads);
+    }
+    let rt = rt.build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let metrics = yeskv_node::metrics::install();
+        yeskv_node::server::run(cfg, metrics, shutdown_signal())
+            .await
+            .map_err(anyhow::Error::msg)
+    })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => run_server(args),
+        other => {
+            init_tracing("warn");
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        match other {
+                            Command::Dev(a) => dev::run(a).await,
+                            Command::Get(a) => client_cmd::get(a).await,
+                            Command::Put(a) => client_cmd::put(a).await,
+                            Command::Delete(a) => client_cmd::delete(a).await,
+                            Command::Bench(a) => bench::run(a).await,
+                            Command::Server(_) => Ok(()),
+                        }
+                    })
+                })
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
