@@ -16,7 +16,7 @@ pub enum Error {
     },
     /// No connection could be made; the request was certainly not sent, so it is safe to retry
     /// anywhere, even for a non-idempotent write.
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect to {0}")]
     Connect(String),
     /// The connection failed while the request or response was in flight: the server may or may
     /// not have applied the request.

@@ -89,7 +89,7 @@ pub struct Ttl {
 }
 
 /// HTTP server behaviour.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     /// On SIGTERM, how long `/v1/health` answers `503` before the listener closes, so load
@@ -147,15 +147,6 @@ impl Default for Ttl {
         Ttl {
             default_ttl_secs: 0,
             reap_grace_secs: 3600,
-        }
-    }
-}
-
-impl Default for Server {
-    fn default() -> Self {
-        Server {
-            shutdown_drain_ms: 0,
-            worker_threads: 0,
         }
     }
 }

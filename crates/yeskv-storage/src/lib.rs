@@ -183,6 +183,9 @@ impl Durable {
     }
 }
 
+/// Key-value pairs returned by [`Engine::scan`].
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A named figure of the engine, exported to `/metrics`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineStat {
@@ -211,7 +214,7 @@ pub trait Engine: Send + Sync + 'static {
         start: &[u8],
         end: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error>;
+    ) -> Result<Rows, Error>;
 
     /// Makes everything written so far durable and flushes memtables (used at shutdown).
     fn flush(&self) -> Result<(), Error>;
@@ -239,7 +242,7 @@ impl<E: Engine + ?Sized> Engine for Arc<E> {
         start: &[u8],
         end: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<Rows, Error> {
         (**self).scan(space, start, end, limit)
     }
     fn flush(&self) -> Result<(), Error> {

@@ -61,7 +61,7 @@ impl Engine for MemoryEngine {
         start: &[u8],
         end: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<crate::Rows, Error> {
         Ok(self.spaces.read()[index(space)]
             .range(start.to_vec()..end.to_vec())
             .take(limit)

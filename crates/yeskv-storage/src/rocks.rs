@@ -257,7 +257,7 @@ impl Engine for RocksEngine {
         start: &[u8],
         end: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<crate::Rows, Error> {
         let cf = self.cf(space)?;
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(end.to_vec());

@@ -82,10 +82,16 @@ fn terminate(nodes: &[Node]) {
 /// Runs the dev cluster until Ctrl-C / SIGTERM or until a node exits.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.nodes != 1 {
-        bail!("--nodes {}: multi-node dev clusters need clustering (issue 4); use --nodes 1 for now", args.nodes);
+        bail!(
+            "--nodes {}: multi-node dev clusters need clustering (issue 4); use --nodes 1 for now",
+            args.nodes
+        );
     }
     if args.base_port < 1024 + args.nodes || args.base_port.checked_add(args.nodes).is_none() {
-        bail!("--base-port {} leaves no room for peer ports 1000 lower", args.base_port);
+        bail!(
+            "--base-port {} leaves no room for peer ports 1000 lower",
+            args.base_port
+        );
     }
     let exe = std::env::current_exe().context("locating the yeskv binary")?;
     std::fs::create_dir_all(&args.data_dir)
@@ -131,7 +137,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             }
             if Instant::now() > deadline {
                 terminate(&nodes);
-                bail!("node {} did not become healthy within {:?}", nodes[i].id, START_TIMEOUT);
+                bail!(
+                    "node {} did not become healthy within {:?}",
+                    nodes[i].id,
+                    START_TIMEOUT
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -64,7 +64,11 @@ fn siblings_contexts_and_tombstones() {
     // The context returned by a write covers that write only: writing with it replaces "stale"
     // but keeps the concurrent "laptop,phone".
     let own = old.context().expect("write context");
-    assert_eq!(node.req("PUT", path, &[("X-Causal-Context", &own)], b"stale2").status, 204);
+    assert_eq!(
+        node.req("PUT", path, &[("X-Causal-Context", &own)], b"stale2")
+            .status,
+        204
+    );
     let r = node.req("GET", path, &[], b"");
     assert_eq!(sorted_sibling_values(&r), vec!["laptop,phone", "stale2"]);
 
@@ -73,15 +77,30 @@ fn siblings_contexts_and_tombstones() {
     assert_eq!(d.status, 428);
     assert!(d.json()["error"].is_string());
     let ctx = r.context().expect("context");
-    assert_eq!(node.req("DELETE", path, &[("X-Causal-Context", &ctx)], b"").status, 204);
+    assert_eq!(
+        node.req("DELETE", path, &[("X-Causal-Context", &ctx)], b"")
+            .status,
+        204
+    );
     let r = node.req("GET", path, &[], b"");
     assert_eq!(r.status, 404);
-    assert!(r.context().is_some(), "a tombstone read still carries a context");
-    assert_eq!(node.req("GET", path, &[("Accept", "application/json")], b"").status, 404);
+    assert!(
+        r.context().is_some(),
+        "a tombstone read still carries a context"
+    );
+    assert_eq!(
+        node.req("GET", path, &[("Accept", "application/json")], b"")
+            .status,
+        404
+    );
 
     // A write after the delete with the tombstone's context is a plain single value.
     let ctx = r.context().expect("context");
-    assert_eq!(node.req("PUT", path, &[("X-Causal-Context", &ctx)], b"again").status, 204);
+    assert_eq!(
+        node.req("PUT", path, &[("X-Causal-Context", &ctx)], b"again")
+            .status,
+        204
+    );
     let r = node.req("GET", path, &[], b"");
     assert_eq!((r.status, r.text().as_str()), (200, "again"));
 }
@@ -92,17 +111,32 @@ fn forged_and_foreign_contexts_are_refused() {
     let node = Node::start(dir.path(), &[]);
     node.req("PUT", "/v1/kv/b/k", &[], b"v1");
     node.req("PUT", "/v1/kv/b/other", &[], b"x");
-    let ctx = node.req("GET", "/v1/kv/b/k", &[], b"").context().expect("ctx");
-    let foreign = node.req("GET", "/v1/kv/b/other", &[], b"").context().expect("ctx");
+    let ctx = node
+        .req("GET", "/v1/kv/b/k", &[], b"")
+        .context()
+        .expect("ctx");
+    let foreign = node
+        .req("GET", "/v1/kv/b/other", &[], b"")
+        .context()
+        .expect("ctx");
 
     let mut forged = ctx.clone().into_bytes();
     let mid = forged.len() / 2;
     forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).expect("ascii");
-    for bad in [forged.as_str(), "not-a-token", "!!!", foreign.as_str(), &ctx[..ctx.len() - 3]] {
+    for bad in [
+        forged.as_str(),
+        "not-a-token",
+        "!!!",
+        foreign.as_str(),
+        &ctx[..ctx.len() - 3],
+    ] {
         let r = node.req("PUT", "/v1/kv/b/k", &[("X-Causal-Context", bad)], b"evil");
         assert_eq!(r.status, 400, "context {bad:?}: {}", r.text());
-        assert!(r.json()["error"].as_str().expect("reason").contains("context"));
+        assert!(r.json()["error"]
+            .as_str()
+            .expect("reason")
+            .contains("context"));
         let d = node.req("DELETE", "/v1/kv/b/k", &[("X-Causal-Context", bad)], b"");
         assert_eq!(d.status, 400);
     }
@@ -144,11 +178,22 @@ fn limits_answer_4xx_and_store_nothing() {
     }
     assert_eq!(node.req("GET", "/v1/kv/b/k1?r=9", &[], b"").status, 400);
     // Exactly at the limits is fine.
-    let ok = node.req("PUT", &format!("/v1/kv/b/{}", "k".repeat(512)), &[], &vec![b'x'; 1 << 20]);
+    let ok = node.req(
+        "PUT",
+        &format!("/v1/kv/b/{}", "k".repeat(512)),
+        &[],
+        &vec![b'x'; 1 << 20],
+    );
     assert_eq!(ok.status, 204);
     // A key with bytes that are not UTF-8 works.
-    assert_eq!(node.req("PUT", "/v1/kv/b/%FF%00%2F", &[], b"bin").status, 204);
-    assert_eq!(node.req("GET", "/v1/kv/b/%FF%00%2F", &[], b"").text(), "bin");
+    assert_eq!(
+        node.req("PUT", "/v1/kv/b/%FF%00%2F", &[], b"bin").status,
+        204
+    );
+    assert_eq!(
+        node.req("GET", "/v1/kv/b/%FF%00%2F", &[], b"").text(),
+        "bin"
+    );
 }
 
 #[test]
@@ -159,28 +204,53 @@ fn ttl_expires_and_compaction_reaps() {
     let cfg = cfg.display().to_string();
     let node = Node::start(&dir.path().join("data"), &["--config", &cfg]);
 
-    assert_eq!(node.req("PUT", "/v1/kv/sessions/s1?ttl=1", &[], b"cart").status, 204);
-    assert_eq!(node.req("PUT", "/v1/kv/sessions/keep", &[], b"forever").status, 204);
+    assert_eq!(
+        node.req("PUT", "/v1/kv/sessions/s1?ttl=1", &[], b"cart")
+            .status,
+        204
+    );
+    assert_eq!(
+        node.req("PUT", "/v1/kv/sessions/keep", &[], b"forever")
+            .status,
+        204
+    );
     assert_eq!(node.req("GET", "/v1/kv/sessions/s1", &[], b"").status, 200);
     // A session that keeps writing stays alive: rewrite with a fresh TTL.
     let ctx = node.req("GET", "/v1/kv/sessions/s2", &[], b"").context();
     assert!(ctx.is_none());
     node.req("PUT", "/v1/kv/sessions/s2?ttl=1", &[], b"a");
-    let ctx = node.req("GET", "/v1/kv/sessions/s2", &[], b"").context().expect("ctx");
-    node.req("PUT", "/v1/kv/sessions/s2?ttl=3600", &[("X-Causal-Context", &ctx)], b"b");
+    let ctx = node
+        .req("GET", "/v1/kv/sessions/s2", &[], b"")
+        .context()
+        .expect("ctx");
+    node.req(
+        "PUT",
+        "/v1/kv/sessions/s2?ttl=3600",
+        &[("X-Causal-Context", &ctx)],
+        b"b",
+    );
 
     wait_until("s1 to expire", Duration::from_secs(10), || {
         node.req("GET", "/v1/kv/sessions/s1", &[], b"").status == 404
     });
     assert_eq!(node.req("GET", "/v1/kv/sessions/s2", &[], b"").text(), "b");
-    assert_eq!(node.req("GET", "/v1/kv/sessions/keep", &[], b"").text(), "forever");
+    assert_eq!(
+        node.req("GET", "/v1/kv/sessions/keep", &[], b"").text(),
+        "forever"
+    );
 
     let before = node.metric("yeskv_storage_reaped_records_total");
     assert_eq!(node.req("POST", "/v1/admin/compact", &[], b"").status, 200);
     let after = node.metric("yeskv_storage_reaped_records_total");
-    assert!(after >= before + 1.0, "compaction reaped nothing ({before} -> {after})");
+    assert!(
+        after >= before + 1.0,
+        "compaction reaped nothing ({before} -> {after})"
+    );
     assert_eq!(node.req("GET", "/v1/kv/sessions/s1", &[], b"").status, 404);
-    assert_eq!(node.req("GET", "/v1/kv/sessions/keep", &[], b"").text(), "forever");
+    assert_eq!(
+        node.req("GET", "/v1/kv/sessions/keep", &[], b"").text(),
+        "forever"
+    );
 }
 
 #[test]

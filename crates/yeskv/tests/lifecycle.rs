@@ -10,14 +10,18 @@ use support::{bin, Node};
 fn refused(args: &[&str], config: Option<&str>) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(bin());
-    cmd.arg("server").args(["--data-dir", &dir.path().display().to_string()]);
+    cmd.arg("server")
+        .args(["--data-dir", &dir.path().display().to_string()]);
     if let Some(text) = config {
         let p = dir.path().join("c.toml");
         std::fs::write(&p, text).expect("write config");
         cmd.args(["--config", &p.display().to_string()]);
     }
     let out = cmd.args(args).output().expect("run");
-    assert!(!out.status.success(), "{args:?} {config:?} should be refused");
+    assert!(
+        !out.status.success(),
+        "{args:?} {config:?} should be refused"
+    );
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
     assert_eq!(err.lines().count(), 1, "one line expected, got {err:?}");
     assert!(err.starts_with("error: "), "{err}");
@@ -38,7 +42,12 @@ fn bad_configuration_is_refused_with_one_line() {
 fn sigterm_is_clean_and_keeps_the_epoch_kill9_changes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = Node::start(dir.path(), &[]);
-    let actor = |n: &Node| n.req("GET", "/v1/status", &[], b"").json()["actor"].as_str().expect("actor").to_string();
+    let actor = |n: &Node| {
+        n.req("GET", "/v1/status", &[], b"").json()["actor"]
+            .as_str()
+            .expect("actor")
+            .to_string()
+    };
     let a1 = actor(&node);
     node.req("PUT", "/v1/kv/b/k", &[], b"v");
     let status = node.stop();
@@ -60,11 +69,20 @@ fn corrupt_record_on_disk_is_reported_never_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = Node::start(dir.path(), &[]);
     // An incompressible value, so its bytes appear verbatim in the SST file.
-    let value: Vec<u8> = (0..4096u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let value: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
         .collect();
     assert_eq!(node.req("PUT", "/v1/kv/b/victim", &[], &value).status, 204);
-    assert_eq!(node.req("PUT", "/v1/kv/b/bystander", &[], b"fine").status, 204);
+    assert_eq!(
+        node.req("PUT", "/v1/kv/b/bystander", &[], b"fine").status,
+        204
+    );
     assert!(node.stop().success()); // flushes memtables to SST files
 
     let needle = &value[1000..1064];
@@ -81,16 +99,26 @@ fn corrupt_record_on_disk_is_reported_never_served() {
             flipped += 1;
         }
     }
-    assert_eq!(flipped, 1, "value bytes not found in exactly one SST file");
+    let ssts: Vec<_> = std::fs::read_dir(dir.path().join("db"))
+        .expect("db dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    assert_eq!(flipped, 1, "value bytes not found in exactly one SST file: {ssts:?}");
 
     node.restart();
     let before = node.metric("yeskv_corrupt_records_total");
     let r = node.req("GET", "/v1/kv/b/victim", &[], b"");
     assert_eq!(r.status, 500, "{}", r.text());
-    assert!(r.json()["error"].as_str().expect("reason").contains("corrupt"));
-    assert!(!r.body.windows(needle.len()).any(|w| w == &needle[..]));
+    assert!(r.json()["error"]
+        .as_str()
+        .expect("reason")
+        .contains("corrupt"));
+    assert!(!r.body.windows(needle.len()).any(|w| w == needle));
     let after = node.metric("yeskv_corrupt_records_total");
-    assert!(after >= before + 1.0, "corruption not counted ({before} -> {after})");
+    assert!(
+        after >= before + 1.0,
+        "corruption not counted ({before} -> {after})"
+    );
     // A write over the corrupt record is refused too, and the value is still never served.
     assert_eq!(node.req("PUT", "/v1/kv/b/victim", &[], b"new").status, 500);
     assert_eq!(node.req("GET", "/v1/kv/b/victim", &[], b"").status, 500);

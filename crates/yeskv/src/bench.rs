@@ -1,0 +1,1035 @@
+//! `yeskv bench`: the load generator.
+//!
+//! `--concurrency` workers (tokio tasks) share one [`yeskv_client::Client`] (keep-alive pool,
+//! requests round-robin over `--nodes`) and each runs a closed loop: pick an operation and a
+//! key, send it, wait for the answer, record its latency into the worker's own HDR histogram
+//! (µs), repeat. Histograms are merged when the run ends (`--duration`, `--ops`, or Ctrl-C).
+//! With `--rate`, operations are released on a global schedule instead; when the workers fall
+//! behind it, a latency is measured from the operation's scheduled start, so time spent waiting
+//! for a free worker counts (no coordinated omission).
+//!
+//! ## Workloads and causal contexts
+//! yeskv keeps every write it cannot prove superseded: a *blind* write (no causal context)
+//! becomes a sibling of whatever the key holds, and siblings accumulate until the server refuses
+//! the key with 409 (counted as `too_many_siblings`). So the benchmark writes the way a correct
+//! application would:
+//! - **`write`**: each worker owns a stripe of the keys (index ≡ worker mod concurrency), so no
+//!   two workers ever write the same key at once, and remembers the context each of its writes
+//!   returned; the next write of that key carries it and replaces the previous value. Before its
+//!   first write of a key in a run, a worker reads the key once to learn its context (so that
+//!   values left by earlier runs are replaced too); these reads are reported as `context_read`,
+//!   not counted as ops, and skipped entirely after `--preload`. A key stays at one version no
+//!   matter how many runs rewrite it. `--fresh-keys` skips those reads when the keys are known
+//!   to be new (an empty store, an unused `--bucket`): first writes are then blind, which on
+//!   keys that do hold values leaves one extra sibling per key and run.
+//! - **`a` / `b` updates**: read-modify-write: a read, then a write with the read's context; the
+//!   latency covers both. Two workers updating one hot key at once leave two siblings until the
+//!   next update folds them; `--context-updates false` makes updates blind writes instead
+//!   (siblings then grow until 409).
+//! - **reads** of keys never written are successes that find nothing; they are reported as
+//!   `read misses`. `--preload` first makes sure every key holds one value of `--value-size`
+//!   bytes (reading each key and writing it, with the read's context, only when it does not), so
+//!   rerunning a preloaded benchmark costs one read per key.
+//!
+//! ## Output
+//! Progress goes to stderr (a progress bar on a terminal, else a line every 5 s); the summary
+//! (throughput, errors by kind, per-operation p50/p90/p99/p99.9/max) goes to stdout, as a table
+//! or, with `--json`, as one JSON object.
+
+mod report;
+mod workload;
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng as _};
+use yeskv_client::{Client, Quorum, ReadOptions, WriteOptions};
+
+use report::{RunDescription, Summary, WorkerStats};
+use workload::{key_name, KeyChooser, KeyDistribution, OpKind, Stripe, Workload};
+
+/// Duration of a run given neither `--duration` nor `--ops`.
+const DEFAULT_DURATION_SECS: f64 = 10.0;
+
+/// Interval between progress lines when stderr is not a terminal.
+const PROGRESS_LINE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Interval between progress bar redraws.
+const PROGRESS_BAR_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often a worker hands its recent latencies to the progress reporter.
+const LIVE_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Pause after a connection failure, so that a dead node does not turn workers into busy loops.
+const CONNECT_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// Attempts per key during `--preload` before giving up on the run.
+const PRELOAD_ATTEMPTS_MAX: u32 = 5;
+
+/// Largest accepted `--value-size` (the server's default value limit is 1 MiB).
+const VALUE_SIZE_MAX: usize = 64 * 1024 * 1024;
+
+/// Extra random bytes in the shared value pool: each write sends a slice of the pool at a
+/// random offset, so values differ without generating bytes per write.
+const VALUE_POOL_SLACK: usize = 4096;
+
+/// Flags of `yeskv bench`.
+#[derive(clap::Args, Debug)]
+#[command(after_long_help = "\
+WORKLOADS:
+  write   100% writes. Each worker owns its own keys and chains the causal context of its
+          previous write of a key, so rewrites replace values instead of piling up siblings.
+          A worker's first write of a key in a run reads the key first (reported as
+          context_read; skipped after --preload, or with --fresh-keys on an empty bucket).
+  read    100% reads.
+  a       YCSB A: 50% reads, 50% updates.   b   YCSB B: 95% reads, 5% updates.
+  c       YCSB C: 100% reads.
+  An update reads the key and writes with the read's context (latency covers both), unless
+  --context-updates false. Reads of keys never written count as successes ('read misses');
+  --preload writes every key once first (cheap on reruns: keys already holding one value of
+  the right size are only read).
+
+OUTPUT:
+  stderr: a progress bar on a terminal, else 't=5s ops=... ops/s=... p99=...ms errors=...'
+  every 5 s. stdout: the summary; with --json one object with ops, ops_per_sec, errors,
+  errors_by_kind, read_misses, and operations.<read|update|write|context_read>.{count, errors,
+  ops_per_sec, mean_ms, p50_ms, p90_ms, p99_ms, p999_ms, max_ms}.
+  Ctrl-C stops the run early and still prints the summary.
+
+EXAMPLES:
+  yeskv bench --workload write --keys 100000 --duration 30
+  yeskv bench --workload a --preload --distribution zipfian --nodes http://127.0.0.1:8081,http://127.0.0.1:8082
+  yeskv bench --workload c --rate 5000 --duration 60 --json > result.json")]
+pub struct BenchArgs {
+    /// Node URLs, comma separated; requests are spread round-robin over them.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8081",
+        env = "YESKV_NODES"
+    )]
+    pub nodes: Vec<String>,
+    /// Operation mix (see below).
+    #[arg(long, value_enum, default_value_t = Workload::A)]
+    pub workload: Workload,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
+    pub value_size: usize,
+    /// Concurrent workers, i.e. requests in flight.
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: usize,
+    /// Measure for this many seconds (default 10 unless --ops is given).
+    #[arg(long, value_name = "SECS", conflicts_with = "ops")]
+    pub duration: Option<f64>,
+    /// Measure this many operations instead of a duration.
+    #[arg(long, value_name = "N")]
+    pub ops: Option<u64>,
+    /// Target throughput over all workers (default: as fast as possible).
+    #[arg(long, value_name = "OPS_PER_SEC")]
+    pub rate: Option<f64>,
+    /// How keys are picked: uniform, or zipfian (θ = 0.99, hot keys scattered, as YCSB).
+    #[arg(long, value_enum, default_value_t = KeyDistribution::Uniform)]
+    pub distribution: KeyDistribution,
+    /// Bucket to use.
+    #[arg(long, default_value = "bench")]
+    pub bucket: String,
+    /// Read quorum: one, quorum, all, or a number (default: the server's r).
+    #[arg(long)]
+    pub r: Option<Quorum>,
+    /// Write quorum: one, quorum, all, or a number (default: the server's w).
+    #[arg(long)]
+    pub w: Option<Quorum>,
+    /// Make sure every key holds a value before measuring.
+    #[arg(long)]
+    pub preload: bool,
+    /// Run this many seconds before measuring (not recorded).
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub warmup: f64,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Seed of the random choices (default: random; printed in the summary).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Updates (workloads a, b) read first and write with the read's context; false: blind
+    /// writes, which pile up siblings.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub context_updates: bool,
+    /// Write workload: the keys are new (empty store or unused bucket), so a worker's first
+    /// write of a key is blind instead of reading the key's context first. On keys that already
+    /// hold values, each run then leaves one more sibling per key.
+    #[arg(long)]
+    pub fresh_keys: bool,
+    /// Per-request timeout.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub timeout: f64,
+}
+
+/// Validated settings of a run.
+#[derive(Debug)]
+struct Plan {
+    workload: Workload,
+    distribution: KeyDistribution,
+    keys: u64,
+    value_size: usize,
+    workers: usize,
+    duration: Option<Duration>,
+    ops_limit: Option<u64>,
+    rate: Option<f64>,
+    warmup: Duration,
+    timeout: Duration,
+    seed: u64,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs) -> anyhow::Result<Plan> {
+        let seconds = |name: &str, value: f64, allow_zero: bool| -> anyhow::Result<Duration> {
+            match Duration::try_from_secs_f64(value) {
+                Ok(duration) if allow_zero || !duration.is_zero() => Ok(duration),
+                _ => anyhow::bail!("--{name} must be a positive number of seconds, got {value}"),
+            }
+        };
+        anyhow::ensure!(args.keys >= 1, "--keys must be at least 1");
+        anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+        anyhow::ensure!(
+            args.value_size <= VALUE_SIZE_MAX,
+            "--value-size must be at most {VALUE_SIZE_MAX} bytes"
+        );
+        anyhow::ensure!(!args.bucket.is_empty(), "--bucket must not be empty");
+        if let Some(ops) = args.ops {
+            anyhow::ensure!(ops >= 1, "--ops must be at least 1");
+        }
+        if let Some(rate) = args.rate {
+            anyhow::ensure!(
+                rate.is_finite() && rate > 0.0,
+                "--rate must be a positive number of operations per second, got {rate}"
+            );
+        }
+        let duration = match (args.duration, args.ops) {
+            (Some(secs), _) => Some(seconds("duration", secs, false)?),
+            (None, Some(_)) => None,
+            (None, None) => Some(Duration::from_secs_f64(DEFAULT_DURATION_SECS)),
+        };
+        // In the write workload every worker owns a stripe of keys; more workers than keys
+        // would leave some with nothing to write.
+        let workers = if args.workload == Workload::Write {
+            usize::try_from(args.keys).map_or(args.concurrency, |keys| args.concurrency.min(keys))
+        } else {
+            args.concurrency
+        };
+        Ok(Plan {
+            workload: args.workload,
+            distribution: args.distribution,
+            keys: args.keys,
+            value_size: args.value_size,
+            workers,
+            duration,
+            ops_limit: args.ops,
+            rate: args.rate,
+            warmup: seconds("warmup", args.warmup, true)?,
+            timeout: seconds("timeout", args.timeout, false)?,
+            seed: args.seed.unwrap_or_else(|| rand::rng().random()),
+        })
+    }
+
+    /// The seed of worker `index`'s random choices.
+    fn worker_seed(&self, index: usize) -> u64 {
+        self.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// Releases operations at a fixed global rate: the `n`-th operation of the run is due at
+/// `start + n / rate`. Workers claim slots in turn; a slot in the past is due at once.
+#[derive(Debug)]
+struct Pacer {
+    start: Instant,
+    interval_secs: f64,
+    next: AtomicU64,
+}
+
+impl Pacer {
+    fn new(start: Instant, rate: f64) -> Pacer {
+        Pacer {
+            start,
+            interval_secs: 1.0 / rate,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Claims the next slot and returns when it is due.
+    fn next_slot(&self) -> Instant {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed);
+        self.start + slot_offset(slot, self.interval_secs)
+    }
+}
+
+/// Offset from the start of the `slot`-th operation when one is due every `interval_secs`.
+fn slot_offset(slot: u64, interval_secs: f64) -> Duration {
+    Duration::try_from_secs_f64(slot as f64 * interval_secs).unwrap_or(Duration::MAX)
+}
+
+/// What the progress reporter sees while the run goes on.
+#[derive(Debug)]
+struct LiveStats {
+    /// Measured operations done.
+    ops: AtomicU64,
+    /// Measured operations failed.
+    errors: AtomicU64,
+    /// Latencies since the reporter last looked (workers add theirs every
+    /// [`LIVE_FLUSH_INTERVAL`]).
+    recent_latency_us: Mutex<Histogram<u64>>,
+}
+
+/// Everything the workers share.
+struct Run {
+    client: Client,
+    bucket: String,
+    plan: Plan,
+    read_options: ReadOptions,
+    w: Option<Quorum>,
+    context_updates: bool,
+    /// Skip the context read before a first write (`--fresh-keys`).
+    fresh_keys: bool,
+    /// Random bytes that written values are sliced from.
+    value_pool: Bytes,
+    /// When measuring starts (after the warmup).
+    measure_start: Instant,
+    /// When measuring ends (`None`: when `ops_limit` operations are done).
+    deadline: Option<Instant>,
+    /// Measured operations claimed so far (for `--ops`).
+    ops_claimed: AtomicU64,
+    pacer: Option<Pacer>,
+    /// Set by Ctrl-C.
+    stop: Arc<AtomicBool>,
+    live: LiveStats,
+}
+
+impl Run {
+    /// A value of `--value-size` bytes: a slice of the pool at a random offset.
+    fn value(&self, rng: &mut SmallRng) -> Bytes {
+        let size = self.plan.value_size;
+        let offset = rng.random_range(0..=self.value_pool.len() - size);
+        self.value_pool.slice(offset..offset + size)
+    }
+}
+
+/// `yeskv bench`: see the module docs.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let plan = Plan::new(&args)?;
+    if plan.workers < args.concurrency {
+        eprintln!(
+            "note: only {} keys, so the write workload runs {} workers (each owns its keys)",
+            plan.keys, plan.workers
+        );
+    }
+    let client = Client::builder()
+        .nodes(args.nodes.iter().cloned())
+        .timeout(plan.timeout)
+        .retries(0)
+        .pool_max_idle_per_host(yeskv_client::DEFAULT_POOL_MAX_IDLE_PER_HOST.max(plan.workers))
+        .build()?;
+    check_nodes(&client).await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let interrupt = tokio::spawn(stop_on_ctrl_c(stop.clone()));
+    let mut rng = SmallRng::seed_from_u64(plan.seed);
+    let mut pool = vec![0u8; plan.value_size + VALUE_POOL_SLACK];
+    rng.fill(&mut pool[..]);
+    let description = RunDescription {
+        workload: plan.workload.name(),
+        workload_description: plan.workload.description(),
+        distribution: plan.distribution.name(),
+        nodes: client.nodes().map(str::to_string).collect(),
+        bucket: args.bucket.clone(),
+        concurrency: plan.workers,
+        keys: plan.keys,
+        value_size: plan.value_size,
+        r: args.r.map(|r| r.to_string()),
+        w: args.w.map(|w| w.to_string()),
+        context_updates: args.context_updates,
+        fresh_keys: args.fresh_keys,
+        rate_limit_ops_per_sec: plan.rate,
+        preloaded: args.preload,
+        warmup_secs: plan.warmup.as_secs_f64(),
+        seed: plan.seed,
+    };
+
+    let result = async {
+        let contexts = if args.preload {
+            preload(
+                &client,
+                &args.bucket,
+                &plan,
+                Bytes::from(pool.clone()),
+                args.r,
+                args.w,
+                &stop,
+            )
+            .await?
+        } else {
+            (0..plan.workers).map(|_| HashMap::new()).collect()
+        };
+
+        let start = Instant::now();
+        let measure_start = start + plan.warmup;
+        let run = Arc::new(Run {
+            client,
+            bucket: args.bucket.clone(),
+            read_options: ReadOptions { r: args.r },
+            w: args.w,
+            context_updates: args.context_updates,
+            fresh_keys: args.fresh_keys,
+            value_pool: Bytes::from(pool),
+            measure_start,
+            deadline: plan.duration.map(|duration| measure_start + duration),
+            ops_claimed: AtomicU64::new(0),
+            pacer: plan.rate.map(|rate| Pacer::new(start, rate)),
+            stop: stop.clone(),
+            live: LiveStats {
+                ops: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                recent_latency_us: Mutex::new(report::latency_histogram()),
+            },
+            plan,
+        });
+        let reporter = Reporter::start(run.clone(), start);
+        let workers: Vec<_> = contexts
+            .into_iter()
+            .enumerate()
+            .map(|(index, contexts)| tokio::spawn(worker(run.clone(), index, contexts)))
+            .collect();
+        let mut stats = WorkerStats::default();
+        for handle in workers {
+            let worker_stats = handle.await.context("a bench worker panicked")?;
+            stats.merge(&worker_stats);
+        }
+        let elapsed = Instant::now().saturating_duration_since(measure_start);
+        reporter.finish().await;
+        Ok::<_, anyhow::Error>(Summary::new(description, &stats, elapsed))
+    }
+    .await;
+    interrupt.abort();
+    let summary = result?;
+
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", summary.to_text());
+    }
+    if summary.ops == 0 && summary.errors > 0 {
+        let example = summary
+            .error_examples
+            .values()
+            .next()
+            .cloned()
+            .unwrap_or_default();
+        anyhow::bail!("every operation failed; first error: {example}");
+    }
+    Ok(())
+}
+
+/// Fails early, with the reason, when a node cannot be reached at all.
+async fn check_nodes(client: &Client) -> anyhow::Result<()> {
+    for (index, url) in client.nodes().enumerate() {
+        let Some(node) = client.for_node(index) else {
+            continue;
+        };
+        match node.status().await {
+            // Any answer, even an error status (a node still starting), means it is there.
+            Ok(_) | Err(yeskv_client::Error::Http { .. }) => {}
+            Err(error @ yeskv_client::Error::Connect(_)) => return Err(error.into()),
+            Err(yeskv_client::Error::Timeout) => {
+                anyhow::bail!("node {url} did not answer GET /v1/status in time")
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context(format!("cannot reach node {url}")))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets `stop` on the first Ctrl-C (the run ends and reports); exits on the second.
+async fn stop_on_ctrl_c(stop: Arc<AtomicBool>) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    stop.store(true, Ordering::Relaxed);
+    eprintln!("\ninterrupted: finishing the operations in flight (Ctrl-C again to quit now)");
+    if tokio::signal::ctrl_c().await.is_ok() {
+        std::process::exit(130);
+    }
+}
+
+/// Makes every key hold one value of `--value-size` bytes; returns each worker's contexts of its
+/// stripe's keys (kept for the write workload only, which chains them).
+async fn preload(
+    client: &Client,
+    bucket: &str,
+    plan: &Plan,
+    pool: Bytes,
+    r: Option<Quorum>,
+    w: Option<Quorum>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Vec<HashMap<u64, String>>> {
+    let done = Arc::new(AtomicU64::new(0));
+    let keep_contexts = plan.workload == Workload::Write;
+    let progress = Arc::new(Progress::new(
+        "preload",
+        Some(plan.keys),
+        std::io::stderr().is_terminal(),
+    ));
+    let mut tasks = Vec::with_capacity(plan.workers);
+    for index in 0..plan.workers {
+        let client = client.clone();
+        let bucket = bucket.to_string();
+        let stripe = Stripe::new(index as u64, plan.workers as u64, plan.keys);
+        let value = pool.slice(..plan.value_size);
+        let done = done.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut contexts = HashMap::new();
+            let mut name = String::new();
+            for position in 0..stripe.len() {
+                if stop.load(Ordering::Relaxed) {
+                    anyhow::bail!("interrupted during preload");
+                }
+                let key = stripe.key(position);
+                key_name(&mut name, key);
+                let context = preload_key(&client, &bucket, &name, value.clone(), r, w)
+                    .await
+                    .with_context(|| format!("preloading {bucket}/{name}"))?;
+                if keep_contexts {
+                    contexts.insert(key, context);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(contexts)
+        }));
+    }
+    let started = Instant::now();
+    let reporter = {
+        let done = done.clone();
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut last_line = Instant::now();
+            loop {
+                tokio::time::sleep(PROGRESS_BAR_INTERVAL).await;
+                let count = done.load(Ordering::Relaxed);
+                progress.update(count, "");
+                if !progress.is_bar() && last_line.elapsed() >= PROGRESS_LINE_INTERVAL {
+                    last_line = Instant::now();
+                    eprintln!("preload: {count} keys");
+                }
+            }
+        })
+    };
+    let mut contexts = Vec::with_capacity(tasks.len());
+    let mut failure = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(worker_contexts)) => contexts.push(worker_contexts),
+            Ok(Err(error)) => {
+                stop.store(true, Ordering::Relaxed);
+                failure.get_or_insert(error);
+            }
+            Err(panic) => {
+                failure.get_or_insert(anyhow::anyhow!("a preload worker panicked: {panic}"));
+            }
+        }
+    }
+    reporter.abort();
+    progress.finish();
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    eprintln!(
+        "preloaded {} keys in {:.1} s",
+        plan.keys,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(contexts)
+}
+
+/// Makes one key hold `value` (or any one value of its size) and returns its context.
+async fn preload_key(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    value: Bytes,
+    r: Option<Quorum>,
+    w: Option<Quorum>,
+) -> Result<String, yeskv_client::Error> {
+    let mut attempt = 1;
+    loop {
+        let result = async {
+            let read = client.read(bucket, key, &ReadOptions { r }).await?;
+            if read.value().is_some_and(|found| found.len() == value.len()) {
+                return Ok(read.context);
+            }
+            let options = WriteOptions {
+                context: Some(read.context).filter(|context| !context.is_empty()),
+                w,
+                ttl_secs: None,
+            };
+            client.put(bucket, key, value.clone(), &options).await
+        }
+        .await;
+        match result {
+            Err(error) if error.is_retryable() && attempt < PRELOAD_ATTEMPTS_MAX => {
+                tokio::time::sleep(Duration::from_millis(50) * attempt).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One worker's closed loop (see the module docs); `contexts` are the causal contexts of its
+/// own keys known so far (write workload).
+async fn worker(run: Arc<Run>, index: usize, mut contexts: HashMap<u64, String>) -> WorkerStats {
+    let plan = &run.plan;
+    let mut rng = SmallRng::seed_from_u64(plan.worker_seed(index));
+    let stripe = Stripe::new(index as u64, plan.workers as u64, plan.keys);
+    let chooser_keys = if plan.workload == Workload::Write {
+        stripe.len()
+    } else {
+        plan.keys
+    };
+    let chooser = match KeyChooser::new(plan.distribution, chooser_keys) {
+        Ok(chooser) => chooser,
+        // Only an empty stripe fails, and plan.workers <= keys for the write workload.
+        Err(_) => return WorkerStats::default(),
+    };
+    let mut stats = WorkerStats::default();
+    let mut recent = report::latency_histogram();
+    let mut last_flush = Instant::now();
+    let mut name = String::with_capacity(16);
+
+    loop {
+        if run.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let measuring = Instant::now() >= run.measure_start;
+        if measuring {
+            if let Some(limit) = plan.ops_limit {
+                if run.ops_claimed.fetch_add(1, Ordering::Relaxed) >= limit {
+                    break;
+                }
+            }
+        }
+        let start = match &run.pacer {
+            Some(pacer) => {
+                let due = pacer.next_slot();
+                if run.deadline.is_some_and(|deadline| due >= deadline) {
+                    break;
+                }
+                let now = Instant::now();
+                if due > now {
+                    // The worker was idle: the operation starts when it is sent (timer slack
+                    // is ours, not the server's).
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                    Instant::now()
+                } else {
+                    // Behind schedule: the time the operation waited for a worker counts.
+                    due
+                }
+            }
+            None => {
+                let now = Instant::now();
+                if run.deadline.is_some_and(|deadline| now >= deadline) {
+                    break;
+                }
+                now
+            }
+        };
+        let measured = start >= run.measure_start;
+
+        let kind = plan.workload.next_op(&mut rng);
+        let outcome = match kind {
+            OpKind::Read => {
+                key_name(&mut name, chooser.next(&mut rng));
+                run.client
+                    .read(&run.bucket, &name, &run.read_options)
+                    .await
+                    .map(|read| {
+                        if measured {
+                            stats.read_misses += u64::from(read.siblings.is_empty());
+                            stats.conflicted_reads += u64::from(read.is_conflict());
+                        }
+                    })
+            }
+            OpKind::Update => {
+                key_name(&mut name, chooser.next(&mut rng));
+                update(&run, &name, &mut rng, measured, &mut stats).await
+            }
+            OpKind::Write | OpKind::ContextRead => {
+                let key = stripe.key(chooser.next(&mut rng));
+                key_name(&mut name, key);
+                write(
+                    &run,
+                    key,
+                    &name,
+                    &mut contexts,
+                    &mut rng,
+                    measured,
+                    &mut stats,
+                )
+                .await
+            }
+        };
+        let end = Instant::now();
+        if !measured {
+            continue;
+        }
+        match outcome {
+            Ok(()) => {
+                let latency = end.saturating_duration_since(start);
+                stats.record(kind, latency);
+                report::record_latency(&mut recent, latency);
+                run.live.ops.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                stats.record_error(kind, &error);
+                run.live.errors.fetch_add(1, Ordering::Relaxed);
+                if matches!(error, yeskv_client::Error::Connect(_)) {
+                    tokio::time::sleep(CONNECT_ERROR_PAUSE).await;
+                }
+            }
+        }
+        if end.saturating_duration_since(last_flush) >= LIVE_FLUSH_INTERVAL {
+            flush_recent(&run.live, &mut recent);
+            last_flush = end;
+        }
+    }
+    flush_recent(&run.live, &mut recent);
+    stats
+}
+
+/// An update: read-modify-write with the read's context, or a blind write.
+async fn update(
+    run: &Run,
+    key: &str,
+    rng: &mut SmallRng,
+    measured: bool,
+    stats: &mut WorkerStats,
+) -> Result<(), yeskv_client::Error> {
+    let context = if run.context_updates {
+        let read = run.client.read(&run.bucket, key, &run.read_options).await?;
+        if measured {
+            stats.conflicted_reads += u64::from(read.is_conflict());
+        }
+        Some(read.context).filter(|context| !context.is_empty())
+    } else {
+        None
+    };
+    let options = WriteOptions {
+        context,
+        w: run.w,
+        ttl_secs: None,
+    };
+    run.client
+        .put(&run.bucket, key, run.value(rng), &options)
+        .await
+        .map(drop)
+}
+
+/// A write of one of the worker's own keys, carrying the context of its previous write of the
+/// key; the first time, the key is read to learn its context (recorded as a context read),
+/// unless `--fresh-keys` says there is nothing to learn.
+async fn write(
+    run: &Run,
+    key: u64,
+    name: &str,
+    contexts: &mut HashMap<u64, String>,
+    rng: &mut SmallRng,
+    measured: bool,
+    stats: &mut WorkerStats,
+) -> Result<(), yeskv_client::Error> {
+    // Taken out: if the write fails it may or may not have been applied, so the old context is
+    // no longer the right one; the next write of the key reads again.
+    let context = match contexts.remove(&key) {
+        Some(context) => Some(context),
+        None if run.fresh_keys => None,
+        None => {
+            let read_start = Instant::now();
+            let read = run.client.read(&run.bucket, name, &run.read_options).await;
+            match read {
+                Ok(read) => {
+                    if measured {
+                        stats.record(OpKind::ContextRead, read_start.elapsed());
+                        stats.conflicted_reads += u64::from(read.is_conflict());
+                    }
+                    Some(read.context).filter(|context| !context.is_empty())
+                }
+                // Reported as the write's failure (the write could not be attempted).
+                Err(error) => return Err(error),
+            }
+        }
+    };
+    let options = WriteOptions {
+        context,
+        w: run.w,
+        ttl_secs: None,
+    };
+    let new_context = run
+        .client
+        .put(&run.bucket, name, run.value(rng), &options)
+        .await?;
+    contexts.insert(key, new_context);
+    Ok(())
+}
+
+/// Hands a worker's recent latencies to the progress reporter.
+fn flush_recent(live: &LiveStats, recent: &mut Histogram<u64>) {
+    if recent.is_empty() {
+        return;
+    }
+    if let Ok(mut shared) = live.recent_latency_us.lock() {
+        let _ = shared.add(&*recent);
+    }
+    recent.reset();
+}
+
+/// Progress output on stderr: an indicatif bar on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    /// `length`: the bar's end (operations or milliseconds); `None`: a spinner.
+    fn new(prefix: &'static str, length: Option<u64>, terminal: bool) -> Progress {
+        if !terminal {
+            return Progress { bar: None };
+        }
+        let bar = match length {
+            Some(length) => indicatif::ProgressBar::new(length),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        let template =
+            "{prefix:>7} [{elapsed_precise}] [{bar:30.cyan/blue}] {percent:>3}% eta {eta:<4} {msg}";
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(prefix);
+        Progress { bar: Some(bar) }
+    }
+
+    fn is_bar(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    fn update(&self, position: u64, message: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(position);
+            if !message.is_empty() {
+                bar.set_message(message.to_string());
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The task that reports progress during the measured run.
+struct Reporter {
+    task: tokio::task::JoinHandle<()>,
+    done: Arc<AtomicBool>,
+}
+
+impl Reporter {
+    fn start(run: Arc<Run>, start: Instant) -> Reporter {
+        let done = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(report_progress(run, start, done.clone()));
+        Reporter { task, done }
+    }
+
+    async fn finish(self) {
+        self.done.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+    }
+}
+
+async fn report_progress(run: Arc<Run>, start: Instant, done: Arc<AtomicBool>) {
+    let terminal = std::io::stderr().is_terminal();
+    let warmup = run.plan.warmup;
+    // By time when the run has a duration (milliseconds, warmup included), else by operations.
+    let by_time = run
+        .plan
+        .duration
+        .map(|duration| (warmup + duration).as_millis() as u64);
+    let progress = Progress::new("bench", by_time.or(run.plan.ops_limit), terminal);
+    let window = if terminal {
+        Duration::from_secs(1)
+    } else {
+        PROGRESS_LINE_INTERVAL
+    };
+    let mut window_start = Instant::now();
+    let mut window_ops = 0u64;
+    let mut message = String::from("starting");
+    while !done.load(Ordering::Relaxed) {
+        tokio::time::sleep(PROGRESS_BAR_INTERVAL).await;
+        let now = Instant::now();
+        let ops = run.live.ops.load(Ordering::Relaxed);
+        let errors = run.live.errors.load(Ordering::Relaxed);
+        if now < run.measure_start {
+            message = format!(
+                "warming up, {:.0} s left",
+                (run.measure_start - now).as_secs_f64().ceil()
+            );
+            window_start = now;
+        } else if now.saturating_duration_since(window_start) >= window {
+            let rate = (ops - window_ops) as f64 / (now - window_start).as_secs_f64();
+            let p99_ms = match run.live.recent_latency_us.lock() {
+                Ok(mut recent) => {
+                    let p99 = if recent.is_empty() {
+                        0.0
+                    } else {
+                        recent.value_at_quantile(0.99) as f64 / 1000.0
+                    };
+                    recent.reset();
+                    p99
+                }
+                Err(_) => 0.0,
+            };
+            message = format!("ops={ops} ops/s={rate:.0} p99={p99_ms:.2}ms errors={errors}");
+            if !terminal {
+                eprintln!(
+                    "t={:.0}s {message}",
+                    now.saturating_duration_since(run.measure_start)
+                        .as_secs_f64()
+                );
+            }
+            window_start = now;
+            window_ops = ops;
+        }
+        let position = match by_time {
+            Some(_) => now.saturating_duration_since(start).as_millis() as u64,
+            None => ops,
+        };
+        progress.update(position, &message);
+    }
+    progress.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .map(|cli| cli.bench)
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let args = parse(&[]).expect("defaults parse");
+        assert_eq!(args.workload, Workload::A);
+        assert_eq!(args.keys, 100_000);
+        assert_eq!(args.concurrency, 50);
+        assert!(args.context_updates);
+        let plan = Plan::new(&args).expect("valid");
+        assert_eq!(plan.duration, Some(Duration::from_secs(10)));
+        assert_eq!(plan.ops_limit, None);
+        assert_eq!(plan.workers, 50);
+    }
+
+    #[test]
+    fn flags_parse() {
+        let args = parse(&[
+            "--nodes",
+            "http://a:1,http://b:2",
+            "--workload",
+            "write",
+            "--keys",
+            "10",
+            "--concurrency",
+            "64",
+            "--ops",
+            "1000",
+            "--distribution",
+            "zipfian",
+            "--r",
+            "one",
+            "--w",
+            "all",
+            "--context-updates",
+            "false",
+            "--seed",
+            "3",
+            "--rate",
+            "500",
+        ])
+        .expect("valid flags");
+        assert_eq!(args.nodes, ["http://a:1", "http://b:2"]);
+        assert_eq!(args.r, Some(Quorum::One));
+        assert_eq!(args.w, Some(Quorum::All));
+        assert!(!args.context_updates);
+        let plan = Plan::new(&args).expect("valid");
+        assert_eq!(plan.duration, None);
+        assert_eq!(plan.ops_limit, Some(1000));
+        // Write workload: no more workers than keys.
+        assert_eq!(plan.workers, 10);
+        assert_eq!(plan.seed, 3);
+        assert_ne!(plan.worker_seed(0), plan.worker_seed(1));
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        assert!(parse(&["--duration", "5", "--ops", "10"]).is_err());
+        assert!(parse(&["--workload", "d"]).is_err());
+        assert!(parse(&["--r", "zero"]).is_err());
+        for bad in [
+            &["--keys", "0"][..],
+            &["--concurrency", "0"],
+            &["--duration", "0"],
+            &["--duration=-1"],
+            &["--ops", "0"],
+            &["--rate", "0"],
+            &["--warmup=-1"],
+            &["--timeout", "0"],
+            &["--bucket", ""],
+        ] {
+            let args = parse(bad).expect("parses");
+            assert!(Plan::new(&args).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn pacer_slots_follow_the_rate() {
+        assert_eq!(slot_offset(0, 0.001), Duration::ZERO);
+        assert_eq!(slot_offset(1000, 0.001), Duration::from_secs(1));
+        let start = Instant::now();
+        let pacer = Pacer::new(start, 4.0);
+        let slots: Vec<Duration> = (0..3).map(|_| pacer.next_slot() - start).collect();
+        assert_eq!(
+            slots,
+            [
+                Duration::ZERO,
+                Duration::from_millis(250),
+                Duration::from_millis(500)
+            ]
+        );
+    }
+}
