@@ -355,7 +355,9 @@ impl Client {
                     method: Method::GET,
                     path_and_query: Bytes::from(path),
                     context: None,
-                    accept_json: true,
+                    // Raw 200 for one version (no JSON or base64 work on either side);
+                    // siblings still come as 300 JSON.
+                    accept_json: false,
                     body: None,
                     idempotence: Idempotence::Idempotent,
                 },

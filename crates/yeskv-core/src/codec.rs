@@ -15,7 +15,7 @@
 //! The fixed-offset `reap_at_ms` lets the storage engine's compaction filter decide without
 //! decoding the object. Object body: varint actor count, then per actor (node id string, epoch,
 //! counter) — the clock; varint sibling count, then per sibling (actor index, counter, flags,
-//! written_at_ms, [expires_at_ms], [value]). Integers are LEB128 varints; strings and values are
+//! written_at_ms, optional expires_at_ms, optional value). Integers are LEB128 varints; strings and values are
 //! length-prefixed.
 //!
 //! ## Causal context token (format 1)
@@ -74,7 +74,10 @@ impl<'a> Reader<'a> {
     }
 
     fn u8(&mut self) -> Result<u8, Error> {
-        let (&b, rest) = self.buf.split_first().ok_or_else(|| self.err("truncated"))?;
+        let (&b, rest) = self
+            .buf
+            .split_first()
+            .ok_or_else(|| self.err("truncated"))?;
         self.buf = rest;
         Ok(b)
     }
@@ -175,9 +178,7 @@ pub fn encode_record(obj: &Object, reap_at_ms: Option<u64>) -> Vec<u8> {
     put_varint(&mut out, obj.siblings().len() as u64);
     for s in obj.siblings() {
         // The object invariant guarantees the dot's actor is in the clock.
-        let idx = actors
-            .binary_search(&&s.dot.actor)
-            .unwrap_or(actors.len());
+        let idx = actors.binary_search(&&s.dot.actor).unwrap_or(actors.len());
         put_varint(&mut out, idx as u64);
         put_varint(&mut out, s.dot.counter);
         let v = &s.version;

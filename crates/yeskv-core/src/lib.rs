@@ -12,6 +12,7 @@
 //! - [`codec`]: the versioned, checksummed binary encodings of objects (on disk and, later, on the
 //!   wire) and of the opaque causal context token handed to clients.
 //! - [`keyspace`]: the stable key hash, key → partition, and the storage key layout.
+//! - [`placement`]: the layout: partition → replicas, zone-spread, balanced, fewest moves.
 //! - [`quorum`]: `one` / `quorum` / `all` / numbers, resolved against `n`.
 //! - [`error`]: the one error enum of this crate.
 
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod error;
 pub mod keyspace;
 pub mod object;
+pub mod placement;
 pub mod quorum;
 
 pub use causality::{Actor, CausalContext, Dot, NodeId, VersionVector};

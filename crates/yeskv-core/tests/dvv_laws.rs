@@ -9,7 +9,10 @@ use yeskv_core::codec::{decode_record, decode_token, encode_record, encode_token
 use yeskv_core::{Actor, CausalContext, NodeId, Object, Version};
 
 fn actor(i: u8) -> Actor {
-    Actor::new(NodeId::new(format!("n{i}")).expect("valid"), u64::from(i) * 1000 + 1)
+    Actor::new(
+        NodeId::new(format!("n{i}")).expect("valid"),
+        u64::from(i) * 1000 + 1,
+    )
 }
 
 /// A replica history: a sequence of client writes at random replicas, with contexts read from a
@@ -17,15 +20,24 @@ fn actor(i: u8) -> Actor {
 #[derive(Clone, Debug)]
 enum Step {
     /// Write at replica `at`, with the context of a read at replica `read_from` (or none).
-    Write { at: u8, read_from: Option<u8>, tomb: bool },
+    Write {
+        at: u8,
+        read_from: Option<u8>,
+        tomb: bool,
+    },
     /// Replica `to` merges replica `from`.
     Sync { from: u8, to: u8 },
 }
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        (0u8..3, proptest::option::of(0u8..3), any::<bool>())
-            .prop_map(|(at, read_from, tomb)| Step::Write { at, read_from, tomb }),
+        (0u8..3, proptest::option::of(0u8..3), any::<bool>()).prop_map(|(at, read_from, tomb)| {
+            Step::Write {
+                at,
+                read_from,
+                tomb,
+            }
+        }),
         (0u8..3, 0u8..3).prop_map(|(from, to)| Step::Sync { from, to }),
     ]
 }
@@ -34,7 +46,11 @@ fn run(steps: &[Step]) -> Vec<Object> {
     let mut replicas = vec![Object::new(); 3];
     for (i, s) in steps.iter().enumerate() {
         match *s {
-            Step::Write { at, read_from, tomb } => {
+            Step::Write {
+                at,
+                read_from,
+                tomb,
+            } => {
                 let ctx = read_from
                     .map(|r| replicas[r as usize].context())
                     .unwrap_or_default();

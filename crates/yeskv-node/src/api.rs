@@ -198,7 +198,9 @@ fn parse_query(uri: &Uri, method: &Method) -> Result<KvQuery, Error> {
             ("w", &Method::PUT | &Method::DELETE) => q.w = Some(quorum("w")?),
             ("ttl", &Method::PUT) => {
                 let t: u64 = value.parse().map_err(|_| {
-                    Error::BadRequest(format!("ttl must be a whole number of seconds, got {value:?}"))
+                    Error::BadRequest(format!(
+                        "ttl must be a whole number of seconds, got {value:?}"
+                    ))
                 })?;
                 if t == 0 || t > TTL_SECS_MAX {
                     return Err(Error::BadRequest(format!(
@@ -224,7 +226,9 @@ fn parse_context(headers: &HeaderMap, tag: u32) -> Result<Option<CausalContext>,
             let s = v
                 .to_str()
                 .map_err(|_| Error::BadRequest("X-Causal-Context is not ASCII".into()))?;
-            decode_token(s, tag).map(Some).map_err(Error::InvalidContext)
+            decode_token(s, tag)
+                .map(Some)
+                .map_err(Error::InvalidContext)
         }
     }
 }
@@ -412,10 +416,9 @@ async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
 async fn compact<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let replica = state.coordinator.replica().clone();
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || {
-        replica.engine().compact(yeskv_storage::Space::Data)
-    })
-    .await;
+    let result =
+        tokio::task::spawn_blocking(move || replica.engine().compact(yeskv_storage::Space::Data))
+            .await;
     match result {
         Ok(Ok(())) => axum::Json(json!({
             "compacted": "data",
@@ -429,7 +432,9 @@ async fn compact<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
 
 async fn health<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     match state.serving() {
-        Serving::Serving => (StatusCode::OK, axum::Json(json!({ "status": "serving" }))).into_response(),
+        Serving::Serving => {
+            (StatusCode::OK, axum::Json(json!({ "status": "serving" }))).into_response()
+        }
         Serving::Starting => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({ "status": "starting" })),
@@ -484,8 +489,14 @@ mod tests {
     #[test]
     fn queries() {
         let q = |s: &str, m: Method| parse_query(&s.parse::<Uri>().expect("uri"), &m);
-        assert_eq!(q("/x?r=quorum", Method::GET).expect("ok").r, Some(Quorum::Quorum));
-        assert_eq!(q("/x?ttl=30&w=1", Method::PUT).expect("ok").ttl_secs, Some(30));
+        assert_eq!(
+            q("/x?r=quorum", Method::GET).expect("ok").r,
+            Some(Quorum::Quorum)
+        );
+        assert_eq!(
+            q("/x?ttl=30&w=1", Method::PUT).expect("ok").ttl_secs,
+            Some(30)
+        );
         assert!(q("/x?ttl=0", Method::PUT).is_err());
         assert!(q("/x?ttl=abc", Method::PUT).is_err());
         assert!(q("/x?r=2", Method::PUT).is_err());

@@ -228,15 +228,25 @@ impl Config {
         if !(1..=10_000).contains(&l.siblings_max) {
             return Err("limits.siblings_max must be between 1 and 10000".into());
         }
-        let sync: SyncMode = self.storage.sync.parse().map_err(|e| format!("storage.{e}"))?;
+        let sync: SyncMode = self
+            .storage
+            .sync
+            .parse()
+            .map_err(|e| format!("storage.{e}"))?;
         if self.storage.block_cache_mb == 0 || self.storage.write_buffer_mb == 0 {
-            return Err("storage.block_cache_mb and storage.write_buffer_mb must be positive".into());
+            return Err(
+                "storage.block_cache_mb and storage.write_buffer_mb must be positive".into(),
+            );
         }
         if self.ttl.default_ttl_secs > TTL_SECS_MAX {
-            return Err(format!("ttl.default_ttl_secs must be at most {TTL_SECS_MAX}"));
+            return Err(format!(
+                "ttl.default_ttl_secs must be at most {TTL_SECS_MAX}"
+            ));
         }
         if self.ttl.reap_grace_secs > TTL_SECS_MAX {
-            return Err(format!("ttl.reap_grace_secs must be at most {TTL_SECS_MAX}"));
+            return Err(format!(
+                "ttl.reap_grace_secs must be at most {TTL_SECS_MAX}"
+            ));
         }
         Ok(Validated {
             node_id,

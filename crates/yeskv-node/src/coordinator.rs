@@ -102,12 +102,7 @@ impl<E: Engine> Coordinator<E> {
     }
 
     /// Reads a key: the merged object of `r` replicas (empty if none has it).
-    pub async fn get(
-        &self,
-        bucket: &[u8],
-        key: &[u8],
-        r: Option<Quorum>,
-    ) -> Result<Object, Error> {
+    pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
         let required = self.quorum(r, self.settings.r, "r")?;
         let p = self.place(bucket, key);
         let mut merged = Object::new();
@@ -152,7 +147,11 @@ impl<E: Engine> Coordinator<E> {
                     0 => None,
                     t => Some(t),
                 });
-                Version::value(v, now, ttl.map(|t| now.saturating_add(t.saturating_mul(1000))))
+                Version::value(
+                    v,
+                    now,
+                    ttl.map(|t| now.saturating_add(t.saturating_mul(1000))),
+                )
             }
         };
         let (_, dot) = self

@@ -15,7 +15,9 @@ pub enum Error {
     #[error(transparent)]
     InvalidContext(yeskv_core::Error),
     /// A DELETE came without `X-Causal-Context`.
-    #[error("DELETE needs the X-Causal-Context of a read: a delete supersedes exactly what was read")]
+    #[error(
+        "DELETE needs the X-Causal-Context of a read: a delete supersedes exactly what was read"
+    )]
     ContextRequired,
     /// The write would leave more siblings than `limits.siblings_max`.
     #[error("key would hold {count} siblings (limit {max}); read it, merge the siblings, and write back with the read's X-Causal-Context")]

@@ -21,8 +21,7 @@ pub const SIBLING_LIMIT_REFUSED: &str = "yeskv_sibling_limit_refused_total";
 /// Installs the process-wide Prometheus recorder; `None` if one is already installed.
 pub fn install() -> Option<PrometheusHandle> {
     let latency_buckets = [
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-        2.5,
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     ];
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency_buckets)
@@ -36,9 +35,15 @@ pub fn install() -> Option<PrometheusHandle> {
     let handle = builder.install_recorder().ok()?;
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status.");
     metrics::describe_histogram!(HTTP_DURATION, "HTTP request latency in seconds.");
-    metrics::describe_counter!(CORRUPT_RECORDS, "Stored records that failed their checksum.");
+    metrics::describe_counter!(
+        CORRUPT_RECORDS,
+        "Stored records that failed their checksum."
+    );
     metrics::describe_histogram!(READ_SIBLINGS, "Siblings returned per read.");
-    metrics::describe_counter!(SIBLING_LIMIT_REFUSED, "Writes refused for too many siblings.");
+    metrics::describe_counter!(
+        SIBLING_LIMIT_REFUSED,
+        "Writes refused for too many siblings."
+    );
     // Make the corruption counter visible at 0 before anything is corrupt.
     metrics::counter!(CORRUPT_RECORDS).increment(0);
     Some(handle)

@@ -79,9 +79,17 @@ impl<E: Engine> Replica<E> {
             None => (random_epoch().max(1), Startup::Fresh),
         };
         let mut b = WriteBatch::new();
-        b.put(Space::Meta, META_NODE_ID.to_vec(), node.as_str().as_bytes().to_vec())
-            .put(Space::Meta, META_EPOCH.to_vec(), epoch.to_le_bytes().to_vec())
-            .put(Space::Meta, META_CLEAN.to_vec(), vec![0]);
+        b.put(
+            Space::Meta,
+            META_NODE_ID.to_vec(),
+            node.as_str().as_bytes().to_vec(),
+        )
+        .put(
+            Space::Meta,
+            META_EPOCH.to_vec(),
+            epoch.to_le_bytes().to_vec(),
+        )
+        .put(Space::Meta, META_CLEAN.to_vec(), vec![0]);
         engine.write(b)?.wait().await?;
         // The epoch must be on disk before any dot of it is handed out, whatever the sync mode.
         engine.flush()?;
@@ -260,7 +268,10 @@ mod tests {
         r.coordinate(7, b"k", &CausalContext::empty(), v, 1, 100)
             .await
             .expect("write");
-        let mut raw = engine.get(Space::Data, b"k").expect("get").expect("present");
+        let mut raw = engine
+            .get(Space::Data, b"k")
+            .expect("get")
+            .expect("present");
         let last = raw.len() - 1;
         raw[last] ^= 0x55;
         engine.poke(Space::Data, b"k", &raw);
@@ -285,8 +296,13 @@ mod tests {
                 .expect("write");
         }
         let v = Version::value(vec![9], 1, None);
-        let e = r.coordinate(1, b"k", &CausalContext::empty(), v, 1, 3).await;
-        assert!(matches!(e, Err(Error::TooManySiblings { count: 4, max: 3 })));
+        let e = r
+            .coordinate(1, b"k", &CausalContext::empty(), v, 1, 3)
+            .await;
+        assert!(matches!(
+            e,
+            Err(Error::TooManySiblings { count: 4, max: 3 })
+        ));
         assert_eq!(r.read(b"k").expect("read").siblings().len(), 3);
     }
 }

@@ -46,9 +46,15 @@ pub async fn run(
     .await
     .map_err(|e| e.to_string())?;
     match startup {
-        Startup::Clean => tracing::info!(actor = %replica.actor(), "clean restart; actor epoch kept"),
-        Startup::Fresh => tracing::info!(actor = %replica.actor(), "new data directory; fresh actor epoch"),
-        Startup::Unclean => tracing::warn!(actor = %replica.actor(), "previous run did not stop cleanly; new actor epoch so no dot is ever reused"),
+        Startup::Clean => {
+            tracing::info!(actor = %replica.actor(), "clean restart; actor epoch kept")
+        }
+        Startup::Fresh => {
+            tracing::info!(actor = %replica.actor(), "new data directory; fresh actor epoch")
+        }
+        Startup::Unclean => {
+            tracing::warn!(actor = %replica.actor(), "previous run did not stop cleanly; new actor epoch so no dot is ever reused")
+        }
     }
     let replica = Arc::new(replica);
 
@@ -89,7 +95,10 @@ pub async fn run(
     let graceful = async move {
         shutdown.await;
         state2.set_serving(Serving::Draining);
-        tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down: draining");
+        tracing::info!(
+            drain_ms = drain.as_millis() as u64,
+            "shutting down: draining"
+        );
         tokio::time::sleep(drain).await;
     };
     axum::serve(listener, router(state.clone()))

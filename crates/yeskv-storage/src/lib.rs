@@ -177,7 +177,9 @@ impl Durable {
             .await
             .map_err(|_| Error::Unavailable("group commit stopped".into()))?;
         match &state.failed {
-            Some(e) if state.synced < seq => Err(Error::Unavailable(format!("WAL fsync failed: {e}"))),
+            Some(e) if state.synced < seq => {
+                Err(Error::Unavailable(format!("WAL fsync failed: {e}")))
+            }
             _ => Ok(()),
         }
     }
@@ -208,13 +210,7 @@ pub trait Engine: Send + Sync + 'static {
     fn write(&self, batch: WriteBatch) -> Result<Durable, Error>;
 
     /// Records with `start <= key < end`, in key order, at most `limit`.
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Rows, Error>;
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> Result<Rows, Error>;
 
     /// Makes everything written so far durable and flushes memtables (used at shutdown).
     fn flush(&self) -> Result<(), Error>;
@@ -236,13 +232,7 @@ impl<E: Engine + ?Sized> Engine for Arc<E> {
     fn write(&self, batch: WriteBatch) -> Result<Durable, Error> {
         (**self).write(batch)
     }
-    fn scan(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Rows, Error> {
+    fn scan(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> Result<Rows, Error> {
         (**self).scan(space, start, end, limit)
     }
     fn flush(&self) -> Result<(), Error> {

@@ -75,9 +75,8 @@ impl Engine for MemoryEngine {
 
     fn compact(&self, space: Space) -> Result<(), Error> {
         let now = crate::rocks::now_ms();
-        self.spaces.write()[index(space)].retain(|_, v| {
-            yeskv_core::codec::record_reap_at_ms(v).is_none_or(|t| t > now)
-        });
+        self.spaces.write()[index(space)]
+            .retain(|_, v| yeskv_core::codec::record_reap_at_ms(v).is_none_or(|t| t > now));
         Ok(())
     }
 

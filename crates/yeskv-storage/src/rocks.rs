@@ -119,12 +119,14 @@ impl RocksEngine {
                 let reaped = reaped.clone();
                 o.set_compaction_filter(
                     "yeskv-reap",
-                    move |_level: u32, _key: &[u8], value: &[u8]| match yeskv_core::codec::record_reap_at_ms(value) {
-                        Some(t) if t <= now_ms() => {
-                            reaped.fetch_add(1, Ordering::Relaxed);
-                            Decision::Remove
+                    move |_level: u32, _key: &[u8], value: &[u8]| {
+                        match yeskv_core::codec::record_reap_at_ms(value) {
+                            Some(t) if t <= now_ms() => {
+                                reaped.fetch_add(1, Ordering::Relaxed);
+                                Decision::Remove
+                            }
+                            _ => Decision::Keep,
                         }
-                        _ => Decision::Keep,
                     },
                 );
             }

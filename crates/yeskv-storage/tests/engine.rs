@@ -12,7 +12,10 @@ async fn contract(e: &dyn Engine) {
         .put(Space::Meta, b"a".to_vec(), b"meta".to_vec());
     e.write(b).expect("write").wait().await.expect("durable");
     assert_eq!(e.get(Space::Data, b"a").expect("get"), Some(b"1".to_vec()));
-    assert_eq!(e.get(Space::Meta, b"a").expect("get"), Some(b"meta".to_vec()));
+    assert_eq!(
+        e.get(Space::Meta, b"a").expect("get"),
+        Some(b"meta".to_vec())
+    );
     assert_eq!(e.get(Space::Hints, b"a").expect("get"), None);
     let rows = e.scan(Space::Data, b"a", b"c", 10).expect("scan");
     assert_eq!(rows.len(), 2);
@@ -26,7 +29,11 @@ async fn contract(e: &dyn Engine) {
     let obj = Object::new();
     let mut r = WriteBatch::new();
     r.put(Space::Data, b"old".to_vec(), encode_record(&obj, Some(1)))
-        .put(Space::Data, b"young".to_vec(), encode_record(&obj, Some(u64::MAX)))
+        .put(
+            Space::Data,
+            b"young".to_vec(),
+            encode_record(&obj, Some(u64::MAX)),
+        )
         .put(Space::Data, b"never".to_vec(), encode_record(&obj, None));
     e.write(r).expect("write").wait().await.expect("durable");
     e.compact(Space::Data).expect("compact");
@@ -84,7 +91,10 @@ async fn group_commit_shares_fsyncs() {
     let writes = stat("group_commit_writes_total");
     let fsyncs = stat("group_commit_fsyncs_total");
     assert_eq!(writes, 1600.0);
-    assert!(fsyncs >= 1.0 && fsyncs < writes, "fsyncs {fsyncs} for {writes} writes");
+    assert!(
+        fsyncs >= 1.0 && fsyncs < writes,
+        "fsyncs {fsyncs} for {writes} writes"
+    );
     // The committer's fsyncs are real WAL syncs, as RocksDB counts them.
     assert!(stat("rocksdb_wal_syncs_total") >= fsyncs);
 }

@@ -653,7 +653,9 @@ async fn worker(run: Arc<Run>, index: usize, mut contexts: HashMap<u64, String>)
                 now
             }
         };
-        let measured = start >= run.measure_start;
+        // An operation that claimed one of `--ops` is measured even if its slot was due
+        // before the warmup ended.
+        let measured = measuring || start >= run.measure_start;
 
         let kind = plan.workload.next_op(&mut rng);
         let outcome = match kind {
@@ -667,6 +669,7 @@ async fn worker(run: Arc<Run>, index: usize, mut contexts: HashMap<u64, String>)
                             stats.read_misses += u64::from(read.siblings.is_empty());
                             stats.conflicted_reads += u64::from(read.is_conflict());
                         }
+                        Duration::ZERO
                     })
             }
             OpKind::Update => {
@@ -693,8 +696,10 @@ async fn worker(run: Arc<Run>, index: usize, mut contexts: HashMap<u64, String>)
             continue;
         }
         match outcome {
-            Ok(()) => {
-                let latency = end.saturating_duration_since(start);
+            Ok(excluded) => {
+                let latency = end
+                    .saturating_duration_since(start)
+                    .saturating_sub(excluded);
                 stats.record(kind, latency);
                 report::record_latency(&mut recent, latency);
                 run.live.ops.fetch_add(1, Ordering::Relaxed);
@@ -716,14 +721,15 @@ async fn worker(run: Arc<Run>, index: usize, mut contexts: HashMap<u64, String>)
     stats
 }
 
-/// An update: read-modify-write with the read's context, or a blind write.
+/// An update: read-modify-write with the read's context, or a blind write. Returns the time to
+/// leave out of its latency (none: the read is part of an update).
 async fn update(
     run: &Run,
     key: &str,
     rng: &mut SmallRng,
     measured: bool,
     stats: &mut WorkerStats,
-) -> Result<(), yeskv_client::Error> {
+) -> Result<Duration, yeskv_client::Error> {
     let context = if run.context_updates {
         let read = run.client.read(&run.bucket, key, &run.read_options).await?;
         if measured {
@@ -741,12 +747,13 @@ async fn update(
     run.client
         .put(&run.bucket, key, run.value(rng), &options)
         .await
-        .map(drop)
+        .map(|_| Duration::ZERO)
 }
 
 /// A write of one of the worker's own keys, carrying the context of its previous write of the
 /// key; the first time, the key is read to learn its context (recorded as a context read),
-/// unless `--fresh-keys` says there is nothing to learn.
+/// unless `--fresh-keys` says there is nothing to learn. Returns the time that read took, to be
+/// left out of the write's latency.
 async fn write(
     run: &Run,
     key: u64,
@@ -755,7 +762,8 @@ async fn write(
     rng: &mut SmallRng,
     measured: bool,
     stats: &mut WorkerStats,
-) -> Result<(), yeskv_client::Error> {
+) -> Result<Duration, yeskv_client::Error> {
+    let mut context_read_time = Duration::ZERO;
     // Taken out: if the write fails it may or may not have been applied, so the old context is
     // no longer the right one; the next write of the key reads again.
     let context = match contexts.remove(&key) {
@@ -764,10 +772,11 @@ async fn write(
         None => {
             let read_start = Instant::now();
             let read = run.client.read(&run.bucket, name, &run.read_options).await;
+            context_read_time = read_start.elapsed();
             match read {
                 Ok(read) => {
                     if measured {
-                        stats.record(OpKind::ContextRead, read_start.elapsed());
+                        stats.record(OpKind::ContextRead, context_read_time);
                         stats.conflicted_reads += u64::from(read.is_conflict());
                     }
                     Some(read.context).filter(|context| !context.is_empty())
@@ -787,7 +796,7 @@ async fn write(
         .put(&run.bucket, name, run.value(rng), &options)
         .await?;
     contexts.insert(key, new_context);
-    Ok(())
+    Ok(context_read_time)
 }
 
 /// Hands a worker's recent latencies to the progress reporter.

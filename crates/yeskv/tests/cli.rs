@@ -17,7 +17,12 @@ fn yeskv(node: &Node, args: &[&str], stdin: Option<&[u8]>) -> Output {
         .spawn()
         .expect("spawn");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("wait")
@@ -44,7 +49,10 @@ fn put_get_delete_round_trip() {
     // A blind second put makes siblings; get labels them.
     ok(&yeskv(&node, &["put", "carts", "bob", "pen"], None));
     let out = ok(&yeskv(&node, &["get", "carts", "bob"], None));
-    assert!(out.contains("sibling 1 of 2") && out.contains("sibling 2 of 2"), "{out}");
+    assert!(
+        out.contains("sibling 1 of 2") && out.contains("sibling 2 of 2"),
+        "{out}"
+    );
     assert!(out.contains("book") && out.contains("pen"));
 
     // get --json, then put --context with its context resolves the siblings (value from stdin).
@@ -53,8 +61,15 @@ fn put_get_delete_round_trip() {
             .expect("json");
     let ctx = json["context"].as_str().expect("context");
     assert_eq!(json["siblings"].as_array().map(Vec::len), Some(2));
-    ok(&yeskv(&node, &["put", "carts", "bob", "-", "--context", ctx], Some(b"book,pen")));
-    assert_eq!(ok(&yeskv(&node, &["get", "carts", "bob"], None)), "book,pen");
+    ok(&yeskv(
+        &node,
+        &["put", "carts", "bob", "-", "--context", ctx],
+        Some(b"book,pen"),
+    ));
+    assert_eq!(
+        ok(&yeskv(&node, &["get", "carts", "bob"], None)),
+        "book,pen"
+    );
 
     // delete reads first, then deletes what it read.
     ok(&yeskv(&node, &["delete", "carts", "bob"], None));
@@ -81,9 +96,18 @@ fn errors_are_one_line_and_non_zero() {
 
     // Nothing listening: a clear connection error.
     let out = Command::new(bin())
-        .args(["get", "b", "k", "--node", &format!("http://127.0.0.1:{}", support::free_port())])
+        .args([
+            "get",
+            "b",
+            "k",
+            "--node",
+            &format!("http://127.0.0.1:{}", support::free_port()),
+        ])
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1
+    );
 }

@@ -9,7 +9,13 @@ use support::{bin, free_port, request};
 
 fn run_dev_until_ready(data: &std::path::Path, port: u16) -> (std::process::Child, Vec<String>) {
     let mut child = Command::new(bin())
-        .args(["dev", "--data-dir", &data.display().to_string(), "--base-port", &port.to_string()])
+        .args([
+            "dev",
+            "--data-dir",
+            &data.display().to_string(),
+            "--base-port",
+            &port.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -47,11 +53,20 @@ fn dev_runs_stops_and_comes_back_with_its_data() {
     };
     let (mut child, lines) = run_dev_until_ready(dir.path(), port);
     let url = format!("127.0.0.1:{port}");
-    assert!(lines.iter().any(|l| l.contains(&format!("http://{url}"))), "{lines:?}");
-    assert!(lines.last().is_some_and(|l| l.starts_with("ready")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains(&format!("http://{url}"))),
+        "{lines:?}"
+    );
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("ready")),
+        "{lines:?}"
+    );
     assert_eq!(request(&url, "PUT", "/v1/kv/b/k", &[], b"kept").status, 204);
     assert!(sigterm(&mut child).success());
-    assert!(support::try_request(&url, "GET", "/v1/health", &[], b"").is_err(), "node still up");
+    assert!(
+        support::try_request(&url, "GET", "/v1/health", &[], b"").is_err(),
+        "node still up"
+    );
 
     let (mut child, _) = run_dev_until_ready(dir.path(), port);
     assert_eq!(request(&url, "GET", "/v1/kv/b/k", &[], b"").text(), "kept");

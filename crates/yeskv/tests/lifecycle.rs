@@ -103,7 +103,10 @@ fn corrupt_record_on_disk_is_reported_never_served() {
         .expect("db dir")
         .filter_map(|e| e.ok().map(|e| e.file_name()))
         .collect();
-    assert_eq!(flipped, 1, "value bytes not found in exactly one SST file: {ssts:?}");
+    assert_eq!(
+        flipped, 1,
+        "value bytes not found in exactly one SST file: {ssts:?}"
+    );
 
     node.restart();
     let before = node.metric("yeskv_corrupt_records_total");
