@@ -31,6 +31,7 @@ pub async fn run(
     rocks.sync = cfg.sync;
     rocks.block_cache_mb = raw.storage.block_cache_mb;
     rocks.write_buffer_mb = raw.storage.write_buffer_mb;
+    rocks.group_commit_window_us = raw.storage.group_commit_window_us;
     let engine = tokio::task::spawn_blocking(move || RocksEngine::open(&rocks))
         .await
         .map_err(|e| format!("opening storage: {e}"))?

@@ -39,6 +39,9 @@ pub struct RocksConfig {
     pub block_cache_mb: usize,
     /// Memtable size in MiB (per column family).
     pub write_buffer_mb: usize,
+    /// In `group` mode, how long the committer waits for more writes before an fsync when the
+    /// previous fsync carried more than one write (0 = never wait).
+    pub group_commit_window_us: u64,
 }
 
 impl RocksConfig {
@@ -49,6 +52,7 @@ impl RocksConfig {
             sync: SyncMode::default(),
             block_cache_mb: 256,
             write_buffer_mb: 64,
+            group_commit_window_us: 200,
         }
     }
 }
@@ -62,9 +66,13 @@ pub(crate) struct SyncedState {
 
 struct GroupCommit {
     written: AtomicU64,
+    /// Set while the committer waits for work: only then does a writer need to wake it.
+    idle: AtomicBool,
     wake: Mutex<()>,
     cond: Condvar,
     stop: AtomicBool,
+    /// How long the committer waits for more writes before each fsync.
+    window: std::time::Duration,
     tx: tokio::sync::watch::Sender<SyncedState>,
     fsyncs: AtomicU64,
 }
@@ -107,6 +115,9 @@ impl RocksEngine {
         db_opts.enable_statistics();
         db_opts.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptTimeForMutex);
         db_opts.set_keep_log_file_num(4);
+        // Writers come from a few async worker threads on few cores: RocksDB's adaptive
+        // spin-then-yield wait for the write group leader burns the CPU the HTTP path needs.
+        db_opts.set_enable_write_thread_adaptive_yield(false);
 
         let reaped = Arc::new(AtomicU64::new(0));
         let cf_opts = |space: Space| {
@@ -115,6 +126,10 @@ impl RocksEngine {
             o.set_write_buffer_size(config.write_buffer_mb.max(1) << 20);
             o.set_compression_type(DBCompressionType::Lz4);
             o.set_level_compaction_dynamic_level_bytes(true);
+            // A whole-key bloom filter on the memtable answers "not there" without walking the
+            // skip list (every write reads its key first).
+            o.set_memtable_prefix_bloom_ratio(0.05);
+            o.set_memtable_whole_key_filtering(true);
             if space == Space::Data {
                 let reaped = reaped.clone();
                 o.set_compaction_filter(
@@ -142,9 +157,11 @@ impl RocksEngine {
             let (tx, _rx) = tokio::sync::watch::channel(SyncedState::default());
             let g = Arc::new(GroupCommit {
                 written: AtomicU64::new(0),
+                idle: AtomicBool::new(false),
                 wake: Mutex::new(()),
                 cond: Condvar::new(),
                 stop: AtomicBool::new(false),
+                window: std::time::Duration::from_micros(config.group_commit_window_us),
                 tx,
                 fsyncs: AtomicU64::new(0),
             });
@@ -190,12 +207,26 @@ impl RocksEngine {
 
 fn group_commit_loop(g: &GroupCommit, db: &DB) {
     let mut synced = 0u64;
+    let mut last_batch = 0u64;
     loop {
         {
             let mut guard = g.wake.lock();
             while g.written.load(Ordering::Acquire) == synced && !g.stop.load(Ordering::Acquire) {
+                g.idle.store(true, Ordering::SeqCst);
+                // Re-check after announcing idleness: a writer that saw `idle == false` has
+                // already bumped `written`, so nothing is missed.
+                if g.written.load(Ordering::SeqCst) != synced {
+                    break;
+                }
                 g.cond.wait(&mut guard);
             }
+            g.idle.store(false, Ordering::SeqCst);
+        }
+        if !g.window.is_zero() && last_batch > 1 && !g.stop.load(Ordering::Acquire) {
+            // Under concurrent load (the last fsync carried several writes), let more writes
+            // join this one: fewer, larger fsyncs leave CPU to the writers. A lone writer
+            // (last batch of one) is never delayed.
+            std::thread::sleep(g.window);
         }
         let target = g.written.load(Ordering::Acquire);
         if target == synced && g.stop.load(Ordering::Acquire) {
@@ -203,6 +234,7 @@ fn group_commit_loop(g: &GroupCommit, db: &DB) {
         }
         match db.flush_wal(true) {
             Ok(()) => {
+                last_batch = target - synced;
                 synced = target;
                 g.fsyncs.fetch_add(1, Ordering::Relaxed);
                 g.tx.send_modify(|s| s.synced = synced);
@@ -240,9 +272,10 @@ impl Engine for RocksEngine {
         match &self.group {
             None => Ok(Durable::done()),
             Some(g) => {
-                let seq = g.written.fetch_add(1, Ordering::AcqRel) + 1;
+                let seq = g.written.fetch_add(1, Ordering::SeqCst) + 1;
                 let rx = g.tx.subscribe();
-                {
+                // A busy committer picks this write up in its next round without being told.
+                if g.idle.load(Ordering::SeqCst) {
                     let _guard = g.wake.lock();
                     g.cond.notify_one();
                 }
