@@ -27,4 +27,4 @@ pub mod quorum;
 pub use causality::{Actor, CausalContext, Dot, NodeId, VersionVector};
 pub use error::Error;
 pub use object::{Object, Sibling, Version};
-pub use quorum::Quorum;
+pub use quorum::{Outcome, Quorum, QuorumTracker};

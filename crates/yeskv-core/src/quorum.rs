@@ -57,9 +57,98 @@ impl fmt::Display for Quorum {
     }
 }
 
+/// Where one request's quorum stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not decided: more replies may come.
+    Pending,
+    /// `required` replicas succeeded: answer the client.
+    Reached,
+    /// Too many replicas failed for `required` ever to succeed: answer with an error.
+    Impossible,
+}
+
+/// The bookkeeping of one request's quorum: `required` successes out of `asked` replicas.
+/// Pure; the coordinator feeds it replies as they arrive.
+#[derive(Clone, Debug)]
+pub struct QuorumTracker {
+    required: u8,
+    outstanding: u8,
+    succeeded: u8,
+    errors: Vec<String>,
+}
+
+impl QuorumTracker {
+    /// A request that asked `asked` replicas and needs `required` successes.
+    pub fn new(required: u8, asked: u8) -> Self {
+        QuorumTracker {
+            required,
+            outstanding: asked,
+            succeeded: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records a success.
+    pub fn success(&mut self) -> Outcome {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.succeeded = self.succeeded.saturating_add(1);
+        self.outcome()
+    }
+
+    /// Records a failure (`why` is kept for the error message).
+    pub fn failure(&mut self, why: String) -> Outcome {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.errors.push(why);
+        self.outcome()
+    }
+
+    /// The current outcome.
+    pub fn outcome(&self) -> Outcome {
+        if self.succeeded >= self.required {
+            Outcome::Reached
+        } else if u16::from(self.succeeded) + u16::from(self.outstanding) < u16::from(self.required)
+        {
+            Outcome::Impossible
+        } else {
+            Outcome::Pending
+        }
+    }
+
+    /// Successes so far.
+    pub fn succeeded(&self) -> u8 {
+        self.succeeded
+    }
+
+    /// Successes needed.
+    pub fn required(&self) -> u8 {
+        self.required
+    }
+
+    /// Failure reasons so far.
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracker_decides_as_soon_as_it_can() {
+        let mut t = QuorumTracker::new(2, 3);
+        assert_eq!(t.outcome(), Outcome::Pending);
+        assert_eq!(t.failure("n2 down".into()), Outcome::Pending);
+        assert_eq!(t.success(), Outcome::Pending);
+        assert_eq!(t.success(), Outcome::Reached);
+        let mut t = QuorumTracker::new(2, 3);
+        t.failure("a".into());
+        assert_eq!(t.failure("b".into()), Outcome::Impossible);
+        assert_eq!(t.errors().len(), 2);
+        // Asking fewer replicas than required is impossible from the start.
+        assert_eq!(QuorumTracker::new(3, 2).outcome(), Outcome::Impossible);
+    }
 
     #[test]
     fn parse_and_resolve() {

@@ -93,7 +93,7 @@ pub struct Ttl {
 }
 
 /// HTTP server behaviour.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     /// On SIGTERM, how long `/v1/health` answers `503` before the listener closes, so load
@@ -101,6 +101,19 @@ pub struct Server {
     pub shutdown_drain_ms: u64,
     /// Worker threads of the runtime; 0 = one per core.
     pub worker_threads: usize,
+    /// Deadline of one internode call, in milliseconds (a replica slower than this counts as
+    /// failed for that request).
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            shutdown_drain_ms: 0,
+            worker_threads: 0,
+            rpc_timeout_ms: 2000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -242,6 +255,9 @@ impl Config {
             return Err(
                 "storage.block_cache_mb and storage.write_buffer_mb must be positive".into(),
             );
+        }
+        if !(1..=600_000).contains(&self.server.rpc_timeout_ms) {
+            return Err("server.rpc_timeout_ms must be between 1 and 600000".into());
         }
         if self.storage.group_commit_window_us > 100_000 {
             return Err("storage.group_commit_window_us must be at most 100000".into());

@@ -1,24 +1,35 @@
 //! The coordinator: turns one client request into replica operations and a quorum decision.
 //!
-//! Any node coordinates any key (Dynamo §4.5, no leader on the data path). A write is applied by a
-//! replica of the key, which mints the new dot with its own actor; the client is answered after
-//! `w` replicas hold it durably. A read asks `r` replicas and merges what they return with DVV
-//! `sync`, so the answer holds every sibling any of them had.
+//! Any node coordinates any key (Dynamo §4.5: no leader on the data path). The key's replicas
+//! come from the [`Topology`] (the layout this node last applied), never from a consensus round.
 //!
-//! This node is, for now, a cluster of one: every key's only replica is the local [`Replica`], and
-//! `r`/`w` are validated against `n` then capped at the number of replicas that exist ("while the
-//! cluster has fewer nodes than n, each key has one replica per node"). The cluster issue adds
-//! remote replicas behind the same calls.
+//! - **Write**: if this node is a replica of the key, it applies the write with its own actor
+//!   ([`Replica::coordinate`], durable locally), then sends the resulting object to the key's
+//!   other replicas (`Merge`), and answers once `w` replicas — itself included — hold it durably.
+//!   Replication to the rest continues in the background. If this node is not a replica, it
+//!   forwards the write (`Coordinate`) to the first live replica, then the next on failure.
+//! - **Read**: asks every replica of the key in parallel (itself directly), merges the objects
+//!   with DVV `sync` as they come, and answers after `r` replies, so the answer holds every
+//!   sibling any of them had.
+//! - **Quorums**: `r`/`w` are validated against `n` (`400` above it), then capped at the number
+//!   of replicas a key has ("while the cluster has fewer nodes than n, each key has one replica
+//!   per node"). Known-down replicas count as failures at once; the pure
+//!   [`QuorumTracker`] decides as soon as the outcome is certain.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use yeskv_core::keyspace::{key_hash, partition_of, storage_key};
-use yeskv_core::{CausalContext, Object, Quorum, Version};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use yeskv_core::codec::{decode_record, decode_token, encode_record, encode_token};
+use yeskv_core::keyspace::{key_hash, key_tag, partition_of, storage_key};
+use yeskv_core::{CausalContext, NodeId, Object, Outcome, Quorum, QuorumTracker, Version};
 use yeskv_storage::Engine;
 
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::peer::{PeerClient, PeerRequest, PeerResponse, RemoteError};
 use crate::replica::Replica;
+use crate::topology::Topology;
 
 /// Settings the coordinator applies to every request.
 #[derive(Clone, Debug)]
@@ -35,6 +46,8 @@ pub struct Settings {
     pub siblings_max: usize,
     /// TTL for writes without one (0 = none).
     pub default_ttl_secs: u64,
+    /// Deadline of one internode call.
+    pub rpc_timeout: Duration,
 }
 
 /// See the module docs.
@@ -42,21 +55,32 @@ pub struct Coordinator<E: Engine> {
     replica: Arc<Replica<E>>,
     clock: Arc<dyn Clock>,
     settings: Settings,
+    topology: Arc<dyn Topology>,
+    peers: Arc<dyn PeerClient>,
 }
 
 /// Where a key lives.
 struct Placement {
     hash: u64,
     storage_key: Vec<u8>,
+    replicas: Arc<[NodeId]>,
 }
 
 impl<E: Engine> Coordinator<E> {
-    /// A coordinator over the local replica.
-    pub fn new(replica: Arc<Replica<E>>, clock: Arc<dyn Clock>, settings: Settings) -> Self {
+    /// A coordinator over the local replica, reaching others through `peers`.
+    pub fn new(
+        replica: Arc<Replica<E>>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        topology: Arc<dyn Topology>,
+        peers: Arc<dyn PeerClient>,
+    ) -> Self {
         Coordinator {
             replica,
             clock,
             settings,
+            topology,
+            peers,
         }
     }
 
@@ -70,6 +94,11 @@ impl<E: Engine> Coordinator<E> {
         &self.replica
     }
 
+    /// The topology.
+    pub fn topology(&self) -> &Arc<dyn Topology> {
+        &self.topology
+    }
+
     /// The clock.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
@@ -81,49 +110,95 @@ impl<E: Engine> Coordinator<E> {
         Placement {
             hash,
             storage_key: storage_key(partition, bucket, key),
+            replicas: self.topology.preference(partition),
         }
     }
 
-    /// Resolves a requested quorum (or the default) against `n`, then caps it at the replicas
-    /// that exist. An explicit number above `n` is a bad request.
-    fn quorum(&self, requested: Option<Quorum>, default: u8, what: &str) -> Result<u8, Error> {
+    /// Resolves a requested quorum (or the default) against `n`, then caps it at `replicas`.
+    fn quorum(
+        &self,
+        requested: Option<Quorum>,
+        default: u8,
+        replicas: usize,
+        what: &str,
+    ) -> Result<u8, Error> {
         let q = match requested {
             Some(q) => q
                 .resolve(self.settings.n)
                 .map_err(|e| Error::BadRequest(format!("{what} {e}")))?,
             None => default,
         };
-        Ok(q.min(self.replica_count()))
+        Ok(q.min(replicas.min(usize::from(u8::MAX)) as u8).max(1))
     }
 
-    /// Replicas each key has now: `min(n, nodes)`; one while this is a single node.
-    fn replica_count(&self) -> u8 {
-        1
+    fn is_local(&self, node: &NodeId) -> bool {
+        node == self.topology.local()
     }
 
-    /// Reads a key: the merged object of `r` replicas (empty if none has it).
-    pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
-        let required = self.quorum(r, self.settings.r, "r")?;
-        let p = self.place(bucket, key);
-        let mut merged = Object::new();
-        let mut succeeded = 0u8;
-        let mut errors = Vec::new();
-        match self.replica.read(&p.storage_key) {
-            Ok(obj) => {
-                merged.sync(&obj);
-                succeeded += 1;
+    /// Reads one replica's object: locally, or by RPC.
+    async fn read_replica(&self, node: &NodeId, storage_key: &[u8]) -> Result<Object, String> {
+        if self.is_local(node) {
+            return self.replica.read(storage_key).map_err(|e| e.to_string());
+        }
+        if !self.topology.is_up(node) {
+            return Err(format!("{node}: down"));
+        }
+        let addr = self
+            .topology
+            .peer_addr(node)
+            .ok_or_else(|| format!("{node}: address unknown"))?;
+        let req = PeerRequest::Read {
+            storage_key: storage_key.to_vec(),
+        };
+        match self.peers.call(&addr, req, self.settings.rpc_timeout).await {
+            Ok(PeerResponse::Object(None)) => Ok(Object::new()),
+            Ok(PeerResponse::Object(Some(rec))) => {
+                decode_record(&rec).map_err(|e| format!("{node}: {e}"))
             }
-            Err(e @ Error::Corrupt(_)) if required == 1 => return Err(e),
-            Err(e) => errors.push(e.to_string()),
+            Ok(PeerResponse::Failed(e)) => Err(format!("{node}: {}", Error::from(e))),
+            Ok(other) => Err(format!("{node}: unexpected answer {other:?}")),
+            Err(e) => Err(format!("{node}: {e}")),
         }
-        if succeeded < required {
-            return Err(Error::Quorum {
-                required,
-                succeeded,
-                errors: errors.join("; "),
-            });
+    }
+
+    /// Reads a key: the merged object of the first `r` replicas to answer (empty if none has it).
+    pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
+        let p = self.place(bucket, key);
+        let required = self.quorum(r, self.settings.r, p.replicas.len(), "r")?;
+        let mut tracker = QuorumTracker::new(required, p.replicas.len() as u8);
+        let mut pending: FuturesUnordered<_> = p
+            .replicas
+            .iter()
+            .map(|node| self.read_replica(node, &p.storage_key))
+            .collect();
+        let mut merged = Object::new();
+        let mut corrupt = None;
+        while let Some(result) = pending.next().await {
+            let outcome = match result {
+                Ok(obj) => {
+                    merged.sync(&obj);
+                    tracker.success()
+                }
+                Err(e) => {
+                    if e.contains("corrupt") {
+                        corrupt = Some(e.clone());
+                    }
+                    tracker.failure(e)
+                }
+            };
+            match outcome {
+                Outcome::Reached => return Ok(merged),
+                Outcome::Impossible => {
+                    // A lone replica that is corrupt is reported as such, not as a quorum miss.
+                    if let (Some(c), 1) = (corrupt, required) {
+                        return Err(Error::Corrupt(c));
+                    }
+                    return Err(quorum_error(&tracker));
+                }
+                Outcome::Pending => {}
+            }
         }
-        Ok(merged)
+        Err(quorum_error(&tracker))
     }
 
     /// Writes a value (or, with `value = None`, a tombstone) superseding what `ctx` covers.
@@ -137,8 +212,26 @@ impl<E: Engine> Coordinator<E> {
         ttl_secs: Option<u64>,
         w: Option<Quorum>,
     ) -> Result<CausalContext, Error> {
-        let required = self.quorum(w, self.settings.w, "w")?;
         let p = self.place(bucket, key);
+        let required = self.quorum(w, self.settings.w, p.replicas.len(), "w")?;
+        if p.replicas.iter().any(|n| self.is_local(n)) {
+            return self
+                .coordinate_local(&p, ctx, value, ttl_secs, required)
+                .await;
+        }
+        self.forward(bucket, key, &p, ctx, value, ttl_secs, required)
+            .await
+    }
+
+    /// Applies a write as one of the key's replicas and replicates it (see the module docs).
+    async fn coordinate_local(
+        &self,
+        p: &Placement,
+        ctx: CausalContext,
+        value: Option<Vec<u8>>,
+        ttl_secs: Option<u64>,
+        required: u8,
+    ) -> Result<CausalContext, Error> {
         let now = self.clock.now_ms();
         let version = match value {
             None => Version::tombstone(now),
@@ -154,7 +247,7 @@ impl<E: Engine> Coordinator<E> {
                 )
             }
         };
-        let (_, dot) = self
+        let (obj, dot) = self
             .replica
             .coordinate(
                 p.hash,
@@ -165,7 +258,185 @@ impl<E: Engine> Coordinator<E> {
                 self.settings.siblings_max,
             )
             .await?;
-        debug_assert!(required <= 1);
-        Ok(ctx.with_dot(dot))
+        let after = ctx.with_dot(dot);
+        let mut tracker = QuorumTracker::new(required, p.replicas.len() as u8);
+        if tracker.success() == Outcome::Reached && p.replicas.len() == 1 {
+            return Ok(after);
+        }
+        // Replicate to every other replica; each send runs to completion in its own task so
+        // replicas beyond the quorum still receive the write after the client is answered.
+        let record = encode_record(&obj, None);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(p.replicas.len());
+        for node in p.replicas.iter().filter(|n| !self.is_local(n)) {
+            let tx = tx.clone();
+            let node = node.clone();
+            let addr = self.topology.peer_addr(&node);
+            let up = self.topology.is_up(&node);
+            let peers = self.peers.clone();
+            let timeout = self.settings.rpc_timeout;
+            let req = PeerRequest::Merge {
+                key_hash: p.hash,
+                storage_key: p.storage_key.clone(),
+                record: record.clone(),
+            };
+            tokio::spawn(async move {
+                let result = match (addr, up) {
+                    (_, false) => Err(format!("{node}: down")),
+                    (None, _) => Err(format!("{node}: address unknown")),
+                    (Some(addr), true) => match peers.call(&addr, req, timeout).await {
+                        Ok(PeerResponse::Merged) => Ok(()),
+                        Ok(PeerResponse::Failed(e)) => Err(format!("{node}: {}", Error::from(e))),
+                        Ok(other) => Err(format!("{node}: unexpected answer {other:?}")),
+                        Err(e) => Err(format!("{node}: {e}")),
+                    },
+                };
+                if let Err(e) = &result {
+                    tracing::debug!(error = %e, "replication to a replica failed");
+                }
+                let _ = tx.send(result).await;
+            });
+        }
+        drop(tx);
+        if tracker.outcome() == Outcome::Reached {
+            return Ok(after);
+        }
+        while let Some(result) = rx.recv().await {
+            let outcome = match result {
+                Ok(()) => tracker.success(),
+                Err(e) => tracker.failure(e),
+            };
+            match outcome {
+                Outcome::Reached => return Ok(after),
+                Outcome::Impossible => return Err(quorum_error(&tracker)),
+                Outcome::Pending => {}
+            }
+        }
+        Err(quorum_error(&tracker))
+    }
+
+    /// Sends a write to a replica of the key, trying each live one in preference order.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        p: &Placement,
+        ctx: CausalContext,
+        value: Option<Vec<u8>>,
+        ttl_secs: Option<u64>,
+        required: u8,
+    ) -> Result<CausalContext, Error> {
+        let tag = key_tag(bucket, key);
+        let token = encode_token(&ctx, tag);
+        let mut errors = Vec::new();
+        for node in p.replicas.iter() {
+            if !self.topology.is_up(node) {
+                errors.push(format!("{node}: down"));
+                continue;
+            }
+            let Some(addr) = self.topology.peer_addr(node) else {
+                errors.push(format!("{node}: address unknown"));
+                continue;
+            };
+            let req = PeerRequest::Coordinate {
+                bucket: bucket.to_vec(),
+                key: key.to_vec(),
+                context: token.clone(),
+                value: value.clone().map(serde_bytes::ByteBuf::from),
+                ttl_secs,
+                w: required,
+            };
+            // A forwarded write waits for its own replication round: allow two RPC deadlines.
+            match self
+                .peers
+                .call(&addr, req, self.settings.rpc_timeout * 2)
+                .await
+            {
+                Ok(PeerResponse::Coordinated { context }) => {
+                    return decode_token(&context, tag).map_err(Error::InvalidContext);
+                }
+                Ok(PeerResponse::Failed(e)) => return Err(e.into()),
+                Ok(other) => errors.push(format!("{node}: unexpected answer {other:?}")),
+                // Transport failure: the write may or may not have been applied there; trying
+                // the next replica can at worst leave a duplicate sibling, never lose the write.
+                Err(e) => errors.push(format!("{node}: {e}")),
+            }
+        }
+        Err(Error::Quorum {
+            required,
+            succeeded: 0,
+            errors: errors.join("; "),
+        })
+    }
+
+    /// Answers a request from another node.
+    pub async fn serve_peer(&self, request: PeerRequest) -> PeerResponse {
+        match request {
+            PeerRequest::Read { storage_key } => match self.replica.read(&storage_key) {
+                Ok(obj) if obj.is_empty() => PeerResponse::Object(None),
+                Ok(obj) => PeerResponse::Object(Some(serde_bytes::ByteBuf::from(encode_record(
+                    &obj, None,
+                )))),
+                Err(e) => PeerResponse::Failed(e.into()),
+            },
+            PeerRequest::Merge {
+                key_hash,
+                storage_key,
+                record,
+            } => {
+                let incoming = match decode_record(&record) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        return PeerResponse::Failed(RemoteError::Corrupt(format!(
+                            "incoming object: {e}"
+                        )))
+                    }
+                };
+                match self.replica.merge(key_hash, &storage_key, &incoming).await {
+                    Ok(_) => PeerResponse::Merged,
+                    Err(e) => PeerResponse::Failed(e.into()),
+                }
+            }
+            PeerRequest::Coordinate {
+                bucket,
+                key,
+                context,
+                value,
+                ttl_secs,
+                w,
+            } => {
+                let tag = key_tag(&bucket, &key);
+                let ctx = match decode_token(&context, tag) {
+                    Ok(c) => c,
+                    Err(e) => return PeerResponse::Failed(RemoteError::BadRequest(e.to_string())),
+                };
+                let p = self.place(&bucket, &key);
+                if !p.replicas.iter().any(|n| self.is_local(n)) {
+                    return PeerResponse::Failed(RemoteError::Unavailable(format!(
+                        "{} is not a replica of this key in layout {}",
+                        self.topology.local(),
+                        self.topology.layout_version()
+                    )));
+                }
+                let w = w.clamp(1, p.replicas.len().max(1) as u8);
+                match self
+                    .coordinate_local(&p, ctx, value.map(|v| v.into_vec()), ttl_secs, w)
+                    .await
+                {
+                    Ok(after) => PeerResponse::Coordinated {
+                        context: encode_token(&after, tag),
+                    },
+                    Err(e) => PeerResponse::Failed(e.into()),
+                }
+            }
+        }
+    }
+}
+
+fn quorum_error(t: &QuorumTracker) -> Error {
+    Error::Quorum {
+        required: t.required(),
+        succeeded: t.succeeded(),
+        errors: t.errors().join("; "),
     }
 }

@@ -9,6 +9,9 @@
 //! this node's actor, encodes the record with its checksum and appends it to RocksDB's WAL →
 //! the group committer fsyncs (per `storage.sync`) → the client gets `204` with its new context.
 //!
+//! Reads and writes reach other replicas through [`peer`] (the internode protocol) as the
+//! [`topology`] says (which nodes hold a key, which are up).
+//!
 //! Modules: [`config`] (settings and validation), [`server`] (start-up and graceful shutdown),
 //! [`metrics`] (names and `/metrics`), [`clock`] (the time seam), [`error`].
 
@@ -18,8 +21,10 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod metrics;
+pub mod peer;
 pub mod replica;
 pub mod server;
+pub mod topology;
 
 pub use config::Config;
 pub use error::Error;

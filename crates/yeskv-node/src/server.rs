@@ -18,7 +18,9 @@ use crate::api::{router, AppState, Serving};
 use crate::clock::SystemClock;
 use crate::config::Validated;
 use crate::coordinator::{Coordinator, Settings};
+use crate::peer::NoPeers;
 use crate::replica::{Replica, Startup};
+use crate::topology::SingleNode;
 
 /// Runs a node until `shutdown` resolves. Errors are one-line, for the binary to print.
 pub async fn run(
@@ -66,9 +68,16 @@ pub async fn run(
         partitions: raw.partitions,
         siblings_max: raw.limits.siblings_max,
         default_ttl_secs: raw.ttl.default_ttl_secs,
+        rpc_timeout: std::time::Duration::from_millis(raw.server.rpc_timeout_ms),
     };
     let state = Arc::new(AppState {
-        coordinator: Coordinator::new(replica.clone(), Arc::new(SystemClock), settings),
+        coordinator: Coordinator::new(
+            replica.clone(),
+            Arc::new(SystemClock),
+            settings,
+            Arc::new(SingleNode::new(cfg.node_id.clone())),
+            Arc::new(NoPeers),
+        ),
         limits: raw.limits.clone(),
         node_id: cfg.node_id.clone(),
         zone: raw.zone.clone(),

@@ -1,0 +1,186 @@
+//! The internode protocol: the messages one node sends another on the data path, and the client
+//! seam the coordinator sends them through.
+//!
+//! Objects travel as stored records (`yeskv_core::codec::encode_record`: format byte + CRC32C),
+//! so a replica verifies what it merges end to end, on top of the RPC frame checksum. Causal
+//! contexts travel as the same checksummed tokens clients hold. Messages are postcard-encoded by
+//! `yeskv-rpc`, whose handshake carries the protocol version.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+/// A request from one node to another.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Return the local object of a key (as a record), if any.
+    Read {
+        /// The key's storage key.
+        #[serde(with = "serde_bytes")]
+        storage_key: Vec<u8>,
+    },
+    /// Merge this object into the local replica (DVV sync) and answer once durable.
+    Merge {
+        /// The key's hash (selects the stripe lock).
+        key_hash: u64,
+        /// The key's storage key.
+        #[serde(with = "serde_bytes")]
+        storage_key: Vec<u8>,
+        /// The object, as a checksummed record.
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
+    /// Coordinate a client write: the receiver is a replica of the key; it applies the write
+    /// with its own actor and replicates it to the key's other replicas.
+    Coordinate {
+        /// Bucket.
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        /// Key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The client's context token (empty = none).
+        context: String,
+        /// The value; `None` for a delete.
+        value: Option<serde_bytes::ByteBuf>,
+        /// TTL of the value.
+        ttl_secs: Option<u64>,
+        /// Durable acknowledgements required (already resolved and capped).
+        w: u8,
+    },
+}
+
+/// The answer to a [`PeerRequest`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// The object of a `Read`, as a record (`None`: never written here).
+    Object(Option<serde_bytes::ByteBuf>),
+    /// A `Merge` is durable.
+    Merged,
+    /// A `Coordinate` reached its quorum; the client's new context token.
+    Coordinated {
+        /// The context token to hand to the client.
+        context: String,
+    },
+    /// The request failed on the remote node.
+    Failed(RemoteError),
+}
+
+/// Why a remote request failed, preserving what the client must see.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum RemoteError {
+    /// The write would exceed the sibling limit.
+    TooManySiblings {
+        /// Siblings the write would leave.
+        count: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// The remote's stored record is corrupt.
+    Corrupt(String),
+    /// The remote could not reach its quorum.
+    Quorum {
+        /// Needed.
+        required: u8,
+        /// Reached.
+        succeeded: u8,
+        /// Why the others failed.
+        errors: String,
+    },
+    /// The request was malformed (e.g. a context token that does not decode).
+    BadRequest(String),
+    /// Anything else (storage, shutting down).
+    Unavailable(String),
+}
+
+impl From<crate::error::Error> for RemoteError {
+    fn from(e: crate::error::Error) -> Self {
+        use crate::error::Error as E;
+        match e {
+            E::TooManySiblings { count, max } => RemoteError::TooManySiblings {
+                count: count as u32,
+                max: max as u32,
+            },
+            E::Corrupt(m) => RemoteError::Corrupt(m),
+            E::Quorum {
+                required,
+                succeeded,
+                errors,
+            } => RemoteError::Quorum {
+                required,
+                succeeded,
+                errors,
+            },
+            E::BadRequest(m) | E::TooLarge(m) => RemoteError::BadRequest(m),
+            E::InvalidContext(e) => RemoteError::BadRequest(e.to_string()),
+            E::ContextRequired => RemoteError::BadRequest("context required".into()),
+            other => RemoteError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<RemoteError> for crate::error::Error {
+    fn from(e: RemoteError) -> Self {
+        use crate::error::Error as E;
+        match e {
+            RemoteError::TooManySiblings { count, max } => E::TooManySiblings {
+                count: count as usize,
+                max: max as usize,
+            },
+            RemoteError::Corrupt(m) => E::Corrupt(m),
+            RemoteError::Quorum {
+                required,
+                succeeded,
+                errors,
+            } => E::Quorum {
+                required,
+                succeeded,
+                errors,
+            },
+            RemoteError::BadRequest(m) => E::BadRequest(m),
+            RemoteError::Unavailable(m) => E::Storage(m),
+        }
+    }
+}
+
+/// How the coordinator reaches other nodes: real TCP RPC in the product, a simulated network in
+/// the simulator. Errors are transport failures (timeouts, disconnects), as text.
+pub trait PeerClient: Send + Sync + 'static {
+    /// Sends `request` to the node at `addr` and waits at most `timeout` for the answer.
+    fn call<'a>(
+        &'a self,
+        addr: &'a str,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<PeerResponse, String>>;
+}
+
+impl<C: yeskv_rpc::Connector> PeerClient for yeskv_rpc::RpcClient<PeerRequest, PeerResponse, C> {
+    fn call<'a>(
+        &'a self,
+        addr: &'a str,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<PeerResponse, String>> {
+        Box::pin(async move {
+            yeskv_rpc::RpcClient::call(self, addr, &request, timeout)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// A peer client for a node that has no peers (a single node): every call fails.
+pub struct NoPeers;
+
+impl PeerClient for NoPeers {
+    fn call<'a>(
+        &'a self,
+        addr: &'a str,
+        _request: PeerRequest,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<PeerResponse, String>> {
+        Box::pin(async move { Err(format!("no peer transport (asked for {addr})")) })
+    }
+}

@@ -1,0 +1,118 @@
+//! Topology: which nodes hold a key, where they are, and whether they are up.
+//!
+//! The coordinator asks a [`Topology`] and nothing else about the cluster, so the data path never
+//! waits on the consensus layer: the preference lists come from the last layout this node applied,
+//! liveness from the failure detector. [`SingleNode`] is the topology of a node that owns every
+//! partition alone; [`StaticTopology`] is a fixed layout for tests and the simulator.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use yeskv_core::NodeId;
+
+/// What the coordinator needs to know about the cluster (see the module docs).
+pub trait Topology: Send + Sync + 'static {
+    /// This node.
+    fn local(&self) -> &NodeId;
+    /// The replicas of `partition`, primaries first (at most `n`, fewer while the cluster is
+    /// smaller than `n`).
+    fn preference(&self, partition: u16) -> Arc<[NodeId]>;
+    /// The internode RPC address of `node`, if known.
+    fn peer_addr(&self, node: &NodeId) -> Option<String>;
+    /// Whether the failure detector believes `node` is up.
+    fn is_up(&self, node: &NodeId) -> bool;
+    /// The version of the layout the preference lists come from.
+    fn layout_version(&self) -> u64;
+}
+
+/// A cluster of one: this node holds every partition.
+pub struct SingleNode {
+    local: NodeId,
+    prefs: Arc<[NodeId]>,
+}
+
+impl SingleNode {
+    /// The topology of `local` alone.
+    pub fn new(local: NodeId) -> Self {
+        let prefs: Arc<[NodeId]> = Arc::from(vec![local.clone()]);
+        SingleNode { local, prefs }
+    }
+}
+
+impl Topology for SingleNode {
+    fn local(&self) -> &NodeId {
+        &self.local
+    }
+    fn preference(&self, _partition: u16) -> Arc<[NodeId]> {
+        self.prefs.clone()
+    }
+    fn peer_addr(&self, _node: &NodeId) -> Option<String> {
+        None
+    }
+    fn is_up(&self, node: &NodeId) -> bool {
+        node == &self.local
+    }
+    fn layout_version(&self) -> u64 {
+        1
+    }
+}
+
+/// A fixed layout: every partition has the same preference list unless overridden; liveness is
+/// set by hand. For tests and simulation.
+pub struct StaticTopology {
+    local: NodeId,
+    default_prefs: Arc<[NodeId]>,
+    per_partition: BTreeMap<u16, Arc<[NodeId]>>,
+    addrs: RwLock<BTreeMap<NodeId, String>>,
+    down: RwLock<BTreeSet<NodeId>>,
+}
+
+impl StaticTopology {
+    /// `local` in a cluster where every partition's replicas are `prefs`.
+    pub fn new(local: NodeId, prefs: Vec<NodeId>) -> Self {
+        StaticTopology {
+            local,
+            default_prefs: Arc::from(prefs),
+            per_partition: BTreeMap::new(),
+            addrs: RwLock::new(BTreeMap::new()),
+            down: RwLock::new(BTreeSet::new()),
+        }
+    }
+
+    /// Sets the RPC address of a node.
+    pub fn set_addr(&self, node: NodeId, addr: String) {
+        self.addrs.write().insert(node, addr);
+    }
+
+    /// Marks a node down or up.
+    pub fn set_up(&self, node: &NodeId, up: bool) {
+        let mut down = self.down.write();
+        if up {
+            down.remove(node);
+        } else {
+            down.insert(node.clone());
+        }
+    }
+}
+
+impl Topology for StaticTopology {
+    fn local(&self) -> &NodeId {
+        &self.local
+    }
+    fn preference(&self, partition: u16) -> Arc<[NodeId]> {
+        self.per_partition
+            .get(&partition)
+            .cloned()
+            .unwrap_or_else(|| self.default_prefs.clone())
+    }
+    fn peer_addr(&self, node: &NodeId) -> Option<String> {
+        self.addrs.read().get(node).cloned()
+    }
+    fn is_up(&self, node: &NodeId) -> bool {
+        !self.down.read().contains(node)
+    }
+    fn layout_version(&self) -> u64 {
+        1
+    }
+}
