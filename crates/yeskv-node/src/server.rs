@@ -29,6 +29,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let raw = &cfg.raw;
+    if !raw.seeds.is_empty() {
+        // Refuse rather than silently run alone: joining by gossip is not wired in yet.
+        return Err(
+            "seeds: joining an existing cluster is not available yet in this build (a node runs as a cluster of one); start without --seed".into(),
+        );
+    }
     let mut rocks = RocksConfig::new(raw.data_dir.join("db"));
     rocks.sync = cfg.sync;
     rocks.block_cache_mb = raw.storage.block_cache_mb;
