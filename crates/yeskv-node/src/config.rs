@@ -17,6 +17,9 @@ use yeskv_storage::SyncMode;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Name of the cluster this node belongs to; nodes (gossip and RPC) of another cluster are
+    /// refused.
+    pub cluster_name: String,
     /// This node's id: unique in the cluster, `[A-Za-z0-9._-]{1,64}`.
     pub node_id: String,
     /// Where RocksDB and the node's state live.
@@ -119,6 +122,7 @@ impl Default for Server {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            cluster_name: "yeskv".into(),
             node_id: "n1".into(),
             data_dir: PathBuf::from("./yeskv-data/n1"),
             http: "127.0.0.1:8081".into(),
@@ -208,6 +212,9 @@ impl Config {
     /// Checks every setting; the error is one line naming the setting.
     pub fn validate(self) -> Result<Validated, String> {
         let node_id = NodeId::new(self.node_id.clone()).map_err(|e| format!("node_id: {e}"))?;
+        if self.cluster_name.is_empty() || self.cluster_name.len() > 64 {
+            return Err("cluster_name must be 1 to 64 bytes".into());
+        }
         let http = parse_addr("http", &self.http)?;
         let peer = parse_addr("peer", &self.peer)?;
         for s in &self.seeds {

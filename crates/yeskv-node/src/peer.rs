@@ -170,17 +170,3 @@ impl<C: yeskv_rpc::Connector> PeerClient for yeskv_rpc::RpcClient<PeerRequest, P
         })
     }
 }
-
-/// A peer client for a node that has no peers (a single node): every call fails.
-pub struct NoPeers;
-
-impl PeerClient for NoPeers {
-    fn call<'a>(
-        &'a self,
-        addr: &'a str,
-        _request: PeerRequest,
-        _timeout: Duration,
-    ) -> BoxFuture<'a, Result<PeerResponse, String>> {
-        Box::pin(async move { Err(format!("no peer transport (asked for {addr})")) })
-    }
-}

@@ -4,6 +4,8 @@
 //! turns `503` ("draining"), the node waits `server.shutdown_drain_ms` for load balancers to
 //! notice, the listener closes and in-flight requests finish, storage is flushed, and a
 //! clean-shutdown marker is written so the next start keeps the actor epoch.
+//!
+//! Two listeners: the client HTTP API on `http`, internode RPC (`yeskv-rpc`) on `peer`.
 
 use std::future::Future;
 use std::sync::atomic::AtomicU8;
@@ -18,9 +20,10 @@ use crate::api::{router, AppState, Serving};
 use crate::clock::SystemClock;
 use crate::config::Validated;
 use crate::coordinator::{Coordinator, Settings};
-use crate::peer::NoPeers;
+use crate::peer::{PeerRequest, PeerResponse};
 use crate::replica::{Replica, Startup};
 use crate::topology::SingleNode;
+use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
 
 /// Runs a node until `shutdown` resolves. Errors are one-line, for the binary to print.
 pub async fn run(
@@ -76,13 +79,16 @@ pub async fn run(
         default_ttl_secs: raw.ttl.default_ttl_secs,
         rpc_timeout: std::time::Duration::from_millis(raw.server.rpc_timeout_ms),
     };
+    let rpc_config = RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str());
+    let peers: RpcClient<PeerRequest, PeerResponse> =
+        RpcClient::new(rpc_config.clone()).map_err(|e| format!("internode RPC: {e}"))?;
     let state = Arc::new(AppState {
         coordinator: Coordinator::new(
             replica.clone(),
             Arc::new(SystemClock),
             settings,
             Arc::new(SingleNode::new(cfg.node_id.clone())),
-            Arc::new(NoPeers),
+            Arc::new(peers),
         ),
         limits: raw.limits.clone(),
         node_id: cfg.node_id.clone(),
@@ -92,6 +98,29 @@ pub async fn run(
         serving: AtomicU8::new(Serving::Starting as u8),
         metrics,
         started: Instant::now(),
+    });
+
+    // Internode RPC on the peer address: replicas of other coordinators reach this node here.
+    let peer_listener = tokio::net::TcpListener::bind(cfg.peer)
+        .await
+        .map_err(|e| format!("cannot listen on peer address {}: {e}", cfg.peer))?;
+    let rpc_server: RpcServer<PeerRequest, PeerResponse> =
+        RpcServer::new(rpc_config).map_err(|e| format!("internode RPC: {e}"))?;
+    let (rpc_stop_tx, rpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let rpc_state = state.clone();
+    let rpc_task = tokio::spawn(async move {
+        rpc_server
+            .serve(
+                peer_listener,
+                move |_peer, request| {
+                    let state = rpc_state.clone();
+                    async move { state.coordinator.serve_peer(request).await }
+                },
+                async move {
+                    let _ = rpc_stop_rx.await;
+                },
+            )
+            .await;
     });
 
     let listener = tokio::net::TcpListener::bind(cfg.http)
@@ -122,6 +151,8 @@ pub async fn run(
         .await
         .map_err(|e| format!("http server: {e}"))?;
 
+    let _ = rpc_stop_tx.send(());
+    let _ = rpc_task.await;
     tracing::info!("in-flight requests finished; flushing storage");
     replica.close_cleanly().await.map_err(|e| e.to_string())?;
     tracing::info!("stopped cleanly");

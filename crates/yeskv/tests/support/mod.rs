@@ -81,9 +81,15 @@ pub fn try_request(
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
+    // A server may answer (e.g. 413 from Content-Length) and close before the whole body is
+    // sent: a failed body write is fine as long as a response can be read.
+    let body_written = s.write_all(body);
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    let read = s.read_to_end(&mut raw);
+    if raw.is_empty() {
+        body_written?;
+        read?;
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
