@@ -33,6 +33,8 @@ use crate::metrics;
 
 /// The header carrying causal context tokens.
 pub const CONTEXT_HEADER: &str = "x-causal-context";
+/// The header carrying the layout version the answering node routes by.
+pub const LAYOUT_VERSION_HEADER: &str = "x-yeskv-layout-version";
 
 /// Serving state, for `/v1/health`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,10 +247,16 @@ async fn kv<E: Engine>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match kv_inner(&state, method, uri, headers, body).await {
+    let mut resp = match kv_inner(&state, method, uri, headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    }
+    };
+    // Ring-aware clients refresh their copy of /v1/ring when this exceeds theirs.
+    resp.headers_mut().insert(
+        LAYOUT_VERSION_HEADER,
+        HeaderValue::from(state.coordinator.topology().layout_version()),
+    );
+    resp
 }
 
 async fn kv_inner<E: Engine>(
@@ -401,7 +409,7 @@ async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
         .map(|id| json!({ "id": id, "preference": [state.node_id.as_str()] }))
         .collect();
     axum::Json(json!({
-        "version": 1,
+        "version": state.coordinator.topology().layout_version(),
         "n": settings.n,
         "partition_count": settings.partitions,
         "partitions": partitions,
