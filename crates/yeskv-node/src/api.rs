@@ -68,6 +68,8 @@ pub struct AppState<E: Engine> {
     pub metrics: Option<PrometheusHandle>,
     /// When the node started.
     pub started: Instant,
+    /// Per-peer internode RPC figures, for `/metrics` (empty for a node with no peer client).
+    pub peer_stats: Box<dyn Fn() -> Vec<yeskv_rpc::PeerStats> + Send + Sync>,
 }
 
 impl<E: Engine> AppState<E> {
@@ -459,7 +461,11 @@ async fn health<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
 async fn metrics_text<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     match &state.metrics {
         Some(handle) => {
-            let text = metrics::render(handle, state.coordinator.replica().engine());
+            let text = metrics::render(
+                handle,
+                state.coordinator.replica().engine(),
+                &(state.peer_stats)(),
+            );
             let mut r = (StatusCode::OK, text).into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

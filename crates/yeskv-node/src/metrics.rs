@@ -49,10 +49,33 @@ pub fn install() -> Option<PrometheusHandle> {
     Some(handle)
 }
 
-/// Renders the Prometheus text, sampling the engine's figures first.
-pub fn render(handle: &PrometheusHandle, engine: &impl Engine) -> String {
+/// Renders the Prometheus text, sampling the engine's and the internode RPC's figures first.
+pub fn render(
+    handle: &PrometheusHandle,
+    engine: &impl Engine,
+    peers: &[yeskv_rpc::PeerStats],
+) -> String {
     for stat in engine.stats() {
         metrics::gauge!(format!("yeskv_storage_{}", stat.name)).set(stat.value);
+    }
+    for p in peers {
+        let peer = p.remote_node_id.clone().unwrap_or_else(|| p.addr.clone());
+        let figures = [
+            ("yeskv_rpc_calls_total", p.calls),
+            ("yeskv_rpc_errors_total", p.errors),
+            ("yeskv_rpc_timeouts_total", p.timeouts),
+            ("yeskv_rpc_reconnects_total", p.reconnects),
+            ("yeskv_rpc_connect_errors_total", p.connect_errors),
+            ("yeskv_rpc_inflight", p.inflight),
+            ("yeskv_rpc_bytes_sent_total", p.traffic.bytes_sent),
+            ("yeskv_rpc_bytes_received_total", p.traffic.bytes_received),
+            ("yeskv_rpc_corrupt_frames_total", p.traffic.corrupt_frames),
+        ];
+        for (name, value) in figures {
+            metrics::gauge!(name, "peer" => peer.clone()).set(value as f64);
+        }
+        metrics::gauge!("yeskv_rpc_connected", "peer" => peer)
+            .set(f64::from(u8::from(p.connected)));
     }
     handle.run_upkeep();
     handle.render()

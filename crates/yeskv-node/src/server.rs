@@ -82,6 +82,7 @@ pub async fn run(
     let rpc_config = RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str());
     let peers: RpcClient<PeerRequest, PeerResponse> =
         RpcClient::new(rpc_config.clone()).map_err(|e| format!("internode RPC: {e}"))?;
+    let stats_client = peers.clone();
     let state = Arc::new(AppState {
         coordinator: Coordinator::new(
             replica.clone(),
@@ -98,6 +99,7 @@ pub async fn run(
         serving: AtomicU8::new(Serving::Starting as u8),
         metrics,
         started: Instant::now(),
+        peer_stats: Box::new(move || stats_client.stats()),
     });
 
     // Internode RPC on the peer address: replicas of other coordinators reach this node here.
