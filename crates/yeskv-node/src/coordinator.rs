@@ -59,6 +59,16 @@ pub struct Coordinator<E: Engine> {
     peers: Arc<dyn PeerClient>,
 }
 
+/// A client write on its way to the replicas.
+struct Write {
+    /// What the client had seen.
+    ctx: CausalContext,
+    /// The value; `None` for a delete.
+    value: Option<Vec<u8>>,
+    /// TTL of the value, if the request set one.
+    ttl_secs: Option<u64>,
+}
+
 /// Where a key lives.
 struct Placement {
     hash: u64,
@@ -214,24 +224,29 @@ impl<E: Engine> Coordinator<E> {
     ) -> Result<CausalContext, Error> {
         let p = self.place(bucket, key);
         let required = self.quorum(w, self.settings.w, p.replicas.len(), "w")?;
+        let write = Write {
+            ctx,
+            value,
+            ttl_secs,
+        };
         if p.replicas.iter().any(|n| self.is_local(n)) {
-            return self
-                .coordinate_local(&p, ctx, value, ttl_secs, required)
-                .await;
+            return self.coordinate_local(&p, write, required).await;
         }
-        self.forward(bucket, key, &p, ctx, value, ttl_secs, required)
-            .await
+        self.forward(bucket, key, &p, write, required).await
     }
 
     /// Applies a write as one of the key's replicas and replicates it (see the module docs).
     async fn coordinate_local(
         &self,
         p: &Placement,
-        ctx: CausalContext,
-        value: Option<Vec<u8>>,
-        ttl_secs: Option<u64>,
+        write: Write,
         required: u8,
     ) -> Result<CausalContext, Error> {
+        let Write {
+            ctx,
+            value,
+            ttl_secs,
+        } = write;
         let now = self.clock.now_ms();
         let version = match value {
             None => Version::tombstone(now),
@@ -315,19 +330,16 @@ impl<E: Engine> Coordinator<E> {
     }
 
     /// Sends a write to a replica of the key, trying each live one in preference order.
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         bucket: &[u8],
         key: &[u8],
         p: &Placement,
-        ctx: CausalContext,
-        value: Option<Vec<u8>>,
-        ttl_secs: Option<u64>,
+        write: Write,
         required: u8,
     ) -> Result<CausalContext, Error> {
         let tag = key_tag(bucket, key);
-        let token = encode_token(&ctx, tag);
+        let token = encode_token(&write.ctx, tag);
         let mut errors = Vec::new();
         for node in p.replicas.iter() {
             if !self.topology.is_up(node) {
@@ -342,8 +354,8 @@ impl<E: Engine> Coordinator<E> {
                 bucket: bucket.to_vec(),
                 key: key.to_vec(),
                 context: token.clone(),
-                value: value.clone().map(serde_bytes::ByteBuf::from),
-                ttl_secs,
+                value: write.value.clone().map(serde_bytes::ByteBuf::from),
+                ttl_secs: write.ttl_secs,
                 w: required,
             };
             // A forwarded write waits for its own replication round: allow two RPC deadlines.
@@ -419,10 +431,12 @@ impl<E: Engine> Coordinator<E> {
                     )));
                 }
                 let w = w.clamp(1, p.replicas.len().max(1) as u8);
-                match self
-                    .coordinate_local(&p, ctx, value.map(|v| v.into_vec()), ttl_secs, w)
-                    .await
-                {
+                let write = Write {
+                    ctx,
+                    value: value.map(|v| v.into_vec()),
+                    ttl_secs,
+                };
+                match self.coordinate_local(&p, write, w).await {
                     Ok(after) => PeerResponse::Coordinated {
                         context: encode_token(&after, tag),
                     },

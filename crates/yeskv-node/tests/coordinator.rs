@@ -122,13 +122,22 @@ impl TestNode {
             .replica()
             .read(&storage_key(p, bucket, key))
             .expect("read");
-        let mut v: Vec<Vec<u8>> = obj
-            .siblings()
-            .iter()
-            .filter_map(|s| s.version.value.clone())
-            .collect();
-        v.sort();
-        v
+        values(&obj)
+    }
+
+    /// Writes `value` with `w = all` through this node.
+    async fn put_all(&self, ctx: CausalContext, value: &[u8]) {
+        self.coord
+            .put(
+                b"carts",
+                b"alice",
+                ctx,
+                Some(value.to_vec()),
+                None,
+                Some(Quorum::All),
+            )
+            .await
+            .expect("w=all");
     }
 }
 
@@ -145,39 +154,20 @@ fn values(obj: &yeskv_core::Object) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_all_reaches_every_replica_and_reads_merge() {
     let nodes = cluster(&["n1", "n2", "n3"], &["n1", "n2", "n3"]).await;
-    let ctx = nodes[0]
-        .coord
-        .put(
-            b"carts",
-            b"alice",
-            CausalContext::empty(),
-            Some(b"phone".to_vec()),
-            None,
-            Some(Quorum::All),
-        )
-        .await
-        .expect("w=all");
-    for n in &nodes {
-        assert_eq!(
-            n.local_values(b"carts", b"alice"),
-            vec![b"phone".to_vec()],
-            "{}",
-            n.id
-        );
-    }
+    let on_every_replica = |expected: &[u8]| {
+        for n in &nodes {
+            assert_eq!(
+                n.local_values(b"carts", b"alice"),
+                vec![expected.to_vec()],
+                "{}",
+                n.id
+            );
+        }
+    };
+    nodes[0].put_all(CausalContext::empty(), b"phone").await;
+    on_every_replica(b"phone");
     // A concurrent blind write through another node: both versions are siblings everywhere.
-    nodes[1]
-        .coord
-        .put(
-            b"carts",
-            b"alice",
-            CausalContext::empty(),
-            Some(b"laptop".to_vec()),
-            None,
-            Some(Quorum::All),
-        )
-        .await
-        .expect("w=all");
+    nodes[1].put_all(CausalContext::empty(), b"laptop").await;
     let read = nodes[2]
         .coord
         .get(b"carts", b"alice", Some(Quorum::All))
@@ -185,28 +175,8 @@ async fn write_all_reaches_every_replica_and_reads_merge() {
         .expect("r=all");
     assert_eq!(values(&read), vec![b"laptop".to_vec(), b"phone".to_vec()]);
     // Writing with the read's context resolves them on every replica.
-    nodes[2]
-        .coord
-        .put(
-            b"carts",
-            b"alice",
-            read.context(),
-            Some(b"both".to_vec()),
-            None,
-            Some(Quorum::All),
-        )
-        .await
-        .expect("w=all");
-    for n in &nodes {
-        assert_eq!(
-            n.local_values(b"carts", b"alice"),
-            vec![b"both".to_vec()],
-            "{}",
-            n.id
-        );
-    }
-    // The first writer's own context covers only its write.
-    let _ = ctx;
+    nodes[2].put_all(read.context(), b"both").await;
+    on_every_replica(b"both");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
