@@ -19,18 +19,38 @@
 //! and a request costs a few small allocations (its path, its headers). [`Client`] is a cheap
 //! handle (one `Arc`); clone it into every task rather than building one per task.
 //!
-//! ## Routing and retries
-//! [`Client::with_nodes`] spreads requests round-robin over several nodes; any node coordinates
-//! any key. A request that could not even connect is retried on the next node (at most
-//! [`ClientBuilder::retries`] times; the request was never sent, so this is safe for writes too),
-//! and a read is also retried after timeouts and "overloaded" statuses. Every attempt has its own
-//! timeout ([`ClientBuilder::timeout`], 10 s by default).
+//! ## Routing: ring-aware by default
+//! Any yeskv node coordinates any key, forwarding to the key's replicas. A client built with
+//! [`Client::with_nodes`] or [`Client::builder`] saves that hop (Dynamo §4.5, a
+//! "partition-aware client library"): the first key request fetches the layout from a seed
+//! (`GET /v1/ring`, parsed into a [`Ring`]), and from then on the client hashes each key itself
+//! and sends the request to a node of the key's preference list: writes to the first node that
+//! is not cooling down after a refused connection, reads too or spread over the live primaries
+//! ([`ClientBuilder::read_routing`]). Node-level requests ([`Client::status`], ...) go
+//! round-robin. The other nodes' URLs come from the ring (`nodes[].http`), so a few seeds are
+//! enough to reach a whole cluster.
+//!
+//! The cached ring is refreshed in the background, one fetch at a time, while requests keep
+//! using the old one: when a response's `X-Yeskv-Layout-Version` header ([`LAYOUT_VERSION_HEADER`])
+//! is newer than the cached ring, every [`ClientBuilder::ring_refresh_interval`] (on use: an idle
+//! client fetches nothing), and after a few consecutive failed attempts. A server that has no
+//! usable ring (an older server, or one hashing keys in a way this client does not implement:
+//! see [`Client::ring_error`]) is talked to round-robin, as is every server with
+//! [`ClientBuilder::ring_aware`]`(false)`; [`Client::new`] talks to its one node only.
+//!
+//! ## Retries
+//! A request that could not even connect goes to the next node: for a ring-routed request the
+//! next node of the key's preference list, without counting as a retry (the request was never
+//! sent, so this is safe for writes too); otherwise the next node in order, at most
+//! [`ClientBuilder::retries`] times. A read is also retried after timeouts and "overloaded"
+//! statuses. Every attempt has its own timeout ([`ClientBuilder::timeout`], 10 s by default).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), yeskv_client::Error> {
 //! use yeskv_client::{Client, ReadOptions, WriteOptions};
 //!
-//! let client = Client::new("http://127.0.0.1:8081")?;
+//! // Ring-aware: the seed's `/v1/ring` names the other nodes.
+//! let client = Client::builder().node("http://127.0.0.1:8081").build()?;
 //! let context = client
 //!     .put("users", "ada", "v1".into(), &WriteOptions::default())
 //!     .await?;
@@ -47,11 +67,12 @@
 
 mod error;
 mod path;
+mod ring;
 mod routing;
 mod types;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -59,15 +80,28 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::watch;
 
 pub use error::Error;
 pub use path::encode_segment;
+pub use ring::{Ring, RingNode, RING_NODES_MAX, RING_PARTITIONS_MAX, SUPPORTED_HASH};
+pub use routing::ReadRouting;
 pub use types::{ParseQuorumError, Quorum, Read, ReadOptions, Sibling, WriteOptions};
 
-use routing::{Node, Router, Target};
+use routing::{Access, Node, RefreshOutcome, Route, Router, RoutingConfig, Target};
 
 /// The header that carries the causal context token, on reads and writes alike.
 pub const CAUSAL_CONTEXT_HEADER: &str = "x-causal-context";
+
+/// The response header in which a node announces the version of its ring layout; a ring-aware
+/// client fetches `/v1/ring` again when it exceeds the cached ring's version.
+pub const LAYOUT_VERSION_HEADER: &str = "x-yeskv-layout-version";
+
+/// Default interval after which a ring-aware client in use fetches `/v1/ring` again.
+pub const DEFAULT_RING_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Default time a node that refused a connection is skipped by routing before it is tried again.
+pub const DEFAULT_NODE_COOLDOWN: Duration = Duration::from_secs(2);
 
 /// Default per-attempt timeout of a request, connection included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,7 +126,12 @@ pub const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Pause before the first retry; doubled for each further one.
 const RETRY_BACKOFF_INITIAL: Duration = Duration::from_millis(10);
 
+/// How many times [`Client::refresh_ring`] waits for a refresh someone else started before
+/// giving up on running its own.
+const REFRESH_RING_TRIES_MAX: usize = 3;
+
 const CAUSAL_CONTEXT: HeaderName = HeaderName::from_static(CAUSAL_CONTEXT_HEADER);
+const LAYOUT_VERSION: HeaderName = HeaderName::from_static(LAYOUT_VERSION_HEADER);
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const APPLICATION_OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
@@ -110,6 +149,23 @@ struct Inner {
     router: Router,
     timeout: Duration,
     retries: u32,
+    /// Counts ended ring refreshes (the first key requests wait for the first one to end).
+    refreshes_ended: watch::Sender<u64>,
+    /// Why the last ring refresh failed; `None` after one succeeded.
+    ring_error: Mutex<Option<Error>>,
+}
+
+impl Inner {
+    fn new(http: HttpClient, router: Router, timeout: Duration, retries: u32) -> Inner {
+        Inner {
+            http,
+            router,
+            timeout,
+            retries,
+            refreshes_ended: watch::Sender::new(0),
+            ring_error: Mutex::new(None),
+        }
+    }
 }
 
 /// Configures a [`Client`]; start with [`Client::builder`].
@@ -121,6 +177,10 @@ pub struct ClientBuilder {
     pool_max_idle_per_host: usize,
     pool_idle_timeout: Duration,
     retries: u32,
+    ring_aware: bool,
+    read_routing: ReadRouting,
+    ring_refresh_interval: Duration,
+    node_cooldown: Duration,
 }
 
 impl Default for ClientBuilder {
@@ -132,6 +192,10 @@ impl Default for ClientBuilder {
             pool_max_idle_per_host: DEFAULT_POOL_MAX_IDLE_PER_HOST,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             retries: DEFAULT_RETRIES,
+            ring_aware: true,
+            read_routing: ReadRouting::default(),
+            ring_refresh_interval: DEFAULT_RING_REFRESH_INTERVAL,
+            node_cooldown: DEFAULT_NODE_COOLDOWN,
         }
     }
 }
@@ -187,15 +251,59 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client. Fails if no node was given or a URL is not `http://host:port[/path]`.
-    /// Does not connect: the first request does.
+    /// Whether key requests are routed by the cluster's ring (default `true`; see the crate
+    /// docs). The given URLs are then *seeds*: the ring is fetched from one of them and names
+    /// the nodes requests go to. `false`: requests go round-robin over the given URLs only.
+    pub fn ring_aware(mut self, enabled: bool) -> Self {
+        self.ring_aware = enabled;
+        self
+    }
+
+    /// Which node of a key's preference list a read goes to (default [`ReadRouting::Primary`]);
+    /// writes always go to the first live one. Only for ring-aware clients.
+    pub fn read_routing(mut self, routing: ReadRouting) -> Self {
+        self.read_routing = routing;
+        self
+    }
+
+    /// How old the cached ring may get before a request triggers a background refresh (default
+    /// [`DEFAULT_RING_REFRESH_INTERVAL`]; must be positive). Layout changes the nodes announce
+    /// are picked up sooner, from the [`LAYOUT_VERSION_HEADER`] of their responses.
+    pub fn ring_refresh_interval(mut self, interval: Duration) -> Self {
+        self.ring_refresh_interval = interval;
+        self
+    }
+
+    /// How long a node that refused a connection is skipped by routing before it is tried
+    /// again (default [`DEFAULT_NODE_COOLDOWN`]; zero: never skipped).
+    pub fn node_cooldown(mut self, cooldown: Duration) -> Self {
+        self.node_cooldown = cooldown;
+        self
+    }
+
+    /// Builds the client. Fails if no node was given, a URL is not `http://host:port[/path]`,
+    /// or the ring refresh interval is zero. Does not connect: the first request does (and, for
+    /// a ring-aware client, the first key request fetches the ring first).
     pub fn build(self) -> Result<Client, Error> {
         let nodes = self
             .nodes
             .iter()
             .map(|url| Node::parse(url))
             .collect::<Result<Vec<_>, _>>()?;
-        let router = Router::new(nodes)?;
+        if self.ring_refresh_interval.is_zero() {
+            return Err(Error::InvalidArgument(
+                "the ring refresh interval must be positive".into(),
+            ));
+        }
+        let router = Router::new(
+            nodes,
+            RoutingConfig {
+                ring_aware: self.ring_aware,
+                read_routing: self.read_routing,
+                node_cooldown: self.node_cooldown,
+                ring_refresh_interval: self.ring_refresh_interval,
+            },
+        )?;
 
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -207,12 +315,7 @@ impl ClientBuilder {
             .pool_idle_timeout(self.pool_idle_timeout)
             .build(connector);
         Ok(Client {
-            inner: Arc::new(Inner {
-                http,
-                router,
-                timeout: self.timeout,
-                retries: self.retries,
-            }),
+            inner: Arc::new(Inner::new(http, router, self.timeout, self.retries)),
         })
     }
 }
@@ -266,6 +369,17 @@ impl RawResponse {
             })
     }
 
+    /// The layout version the node announced, if it did (older servers do not).
+    fn layout_version(&self) -> Option<u64> {
+        self.headers
+            .get(LAYOUT_VERSION)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn into_error(self) -> Error {
         Error::from_response(
             self.status.as_u16(),
@@ -276,12 +390,16 @@ impl RawResponse {
 }
 
 impl Client {
-    /// A client for one node, with default settings.
+    /// A client that sends every request to one node (which coordinates every key: the client
+    /// is not ring-aware), with default settings otherwise. For a ring-aware client with one
+    /// seed, use `Client::builder().node(url).build()`.
     pub fn new(base_url: &str) -> Result<Client, Error> {
-        Client::builder().node(base_url).build()
+        Client::builder().node(base_url).ring_aware(false).build()
     }
 
-    /// A client that spreads requests round-robin over `urls`, with default settings.
+    /// A ring-aware client with `urls` as seeds, with default settings: key requests go to the
+    /// key's preference list once the ring is known, and round-robin over `urls` when the
+    /// server publishes no usable ring.
     pub fn with_nodes(urls: Vec<String>) -> Result<Client, Error> {
         Client::builder().nodes(urls).build()
     }
@@ -291,29 +409,110 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// The node URLs this client uses, in the order given.
+    /// The node URLs this client was given (its seeds, for a ring-aware client), in the order
+    /// given. See [`Client::known_nodes`] for the nodes requests may go to.
     pub fn nodes(&self) -> impl Iterator<Item = &str> + '_ {
         self.inner
             .router
-            .nodes()
+            .seeds()
             .iter()
-            .map(|node| node.url.as_str())
+            .map(|state| state.node.url.as_str())
+    }
+
+    /// The node URLs requests may go to now: with a cached ring its nodes (in ring order), then
+    /// the seeds it does not name; otherwise the seeds.
+    pub fn known_nodes(&self) -> Vec<String> {
+        self.inner.router.known_urls()
     }
 
     /// A client that sends everything to the node at `index` (in [`Client::nodes`] order), for
     /// per-node requests like [`Client::status`]. It shares this client's connection pool and
-    /// settings but does not retry on other nodes. `None` if there is no such node.
+    /// settings but is not ring-aware and does not retry on other nodes. `None` if there is no
+    /// such node.
     pub fn for_node(&self, index: usize) -> Option<Client> {
-        let node = self.inner.router.nodes().get(index)?.clone();
-        let router = Router::new(vec![node]).ok()?;
+        let seed = self.inner.router.seeds().get(index)?.clone();
+        let config = RoutingConfig {
+            ring_aware: false,
+            ..*self.inner.router.config()
+        };
+        let router = Router::with_states(vec![seed], config).ok()?;
         Some(Client {
-            inner: Arc::new(Inner {
-                http: self.inner.http.clone(),
+            inner: Arc::new(Inner::new(
+                self.inner.http.clone(),
                 router,
-                timeout: self.inner.timeout,
-                retries: self.inner.retries,
-            }),
+                self.inner.timeout,
+                self.inner.retries,
+            )),
         })
+    }
+
+    /// The version of the cached ring; `None` before it was fetched, when the server has no
+    /// usable ring, and for a client that is not ring-aware.
+    pub fn ring_version(&self) -> Option<u64> {
+        self.inner.router.ring_version()
+    }
+
+    /// The cached ring, if there is one (see [`Client::ring_version`]).
+    pub fn cached_ring(&self) -> Option<Arc<Ring>> {
+        self.inner.router.ring()
+    }
+
+    /// Why the last ring fetch failed: a refused connection, a server without `/v1/ring` (an
+    /// [`Error::Http`] 404), a layout the client cannot use ([`Error::InvalidResponse`]
+    /// `unusable ring layout: ...`, e.g. a key hash function it does not implement)...; `None`
+    /// once one succeeded. For diagnostics: the client routes round-robin while it has no
+    /// usable ring.
+    pub fn ring_error(&self) -> Option<Error> {
+        self.inner
+            .ring_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The URL of the node a write of `bucket`/`key` would go to now (a read too, with
+    /// [`ReadRouting::Primary`]), for tests and diagnostics. Does not fetch the ring and does not
+    /// move the round-robin position.
+    pub fn route(&self, bucket: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> String {
+        let target = Target::Key {
+            bucket: bucket.as_ref(),
+            key: key.as_ref(),
+            access: Access::Write,
+        };
+        self.inner.router.peek(target, Instant::now())
+    }
+
+    /// Fetches the ring now and returns the version then cached. If a refresh is already
+    /// running, waits for it to end and then runs another. Fails with the reason when no ring
+    /// could be fetched (the previous one, if any, stays cached), and with
+    /// [`Error::InvalidArgument`] for a client that is not ring-aware.
+    pub async fn refresh_ring(&self) -> Result<u64, Error> {
+        if !self.inner.router.config().ring_aware {
+            return Err(Error::InvalidArgument(
+                "this client is not ring-aware".into(),
+            ));
+        }
+        let mut ended = self.inner.refreshes_ended.subscribe();
+        for _ in 0..REFRESH_RING_TRIES_MAX {
+            let seen = *ended.borrow_and_update();
+            match self.spawn_refresh() {
+                Some(before) => {
+                    // The sender lives in `self`: waiting can only end by the count growing.
+                    let _ = ended.wait_for(|count| *count > before).await;
+                    return match (self.ring_error(), self.ring_version()) {
+                        (Some(error), _) => Err(error),
+                        (None, Some(version)) => Ok(version),
+                        (None, None) => Err(Error::InvalidResponse("no ring was fetched".into())),
+                    };
+                }
+                None => {
+                    let _ = ended.wait_for(|count| *count > seen).await;
+                }
+            }
+        }
+        Err(Error::InvalidResponse(
+            "ring refreshes started by requests kept running; try again".into(),
+        ))
     }
 
     /// Reads a key. `Ok(None)` when it has no live value (HTTP 404: never written, deleted, or
@@ -350,7 +549,11 @@ impl Client {
         let path = path::key_path(bucket, key, options.r.map(|r| ("r", r)), None);
         let response = self
             .execute(
-                Target::Key { bucket, key },
+                Target::Key {
+                    bucket,
+                    key,
+                    access: Access::Read,
+                },
                 RequestSpec {
                     method: Method::GET,
                     path_and_query: Bytes::from(path),
@@ -409,7 +612,11 @@ impl Client {
         let path = path::key_path(bucket, key, options.w.map(|w| ("w", w)), options.ttl_secs);
         let response = self
             .execute(
-                Target::Key { bucket, key },
+                Target::Key {
+                    bucket,
+                    key,
+                    access: Access::Write,
+                },
                 RequestSpec {
                     method: Method::PUT,
                     path_and_query: Bytes::from(path),
@@ -446,7 +653,11 @@ impl Client {
         let path = path::key_path(bucket, key, options.w.map(|w| ("w", w)), None);
         let response = self
             .execute(
-                Target::Key { bucket, key },
+                Target::Key {
+                    bucket,
+                    key,
+                    access: Access::Write,
+                },
                 RequestSpec {
                     method: Method::DELETE,
                     path_and_query: Bytes::from(path),
@@ -493,7 +704,8 @@ impl Client {
         self.get_json("/v1/status").await
     }
 
-    /// `GET /v1/ring` of the next node: the partition layout, as JSON.
+    /// `GET /v1/ring` of the next node: the partition layout, as JSON. (The parsed layout a
+    /// ring-aware client routes by is [`Client::cached_ring`].)
     pub async fn ring(&self) -> Result<serde_json::Value, Error> {
         self.get_json("/v1/ring").await
     }
@@ -509,8 +721,8 @@ impl Client {
             body: None,
             idempotence: Idempotence::Idempotent,
         };
-        let index = self.inner.router.pick(Target::AnyNode);
-        match self.attempt(index, &spec).await {
+        let route = self.inner.router.route(Target::AnyNode, Instant::now());
+        match self.attempt(&route.node().node, &spec).await {
             Ok(response) => response.status.is_success(),
             Err(_) => false,
         }
@@ -537,19 +749,37 @@ impl Client {
             .map_err(|error| Error::InvalidResponse(format!("{path} is not JSON: {error}")))
     }
 
-    /// Sends `spec`, retrying on the next node as [`ClientBuilder::retries`] describes. Returns
-    /// the response whatever its status, except that retryable statuses of idempotent requests
-    /// are retried first.
+    /// Sends `spec`, retrying on the next node as [`ClientBuilder::retries`] describes (and, for
+    /// a ring-routed request, moving down the preference list past refused connections without
+    /// counting retries). Returns the response whatever its status, except that retryable
+    /// statuses of idempotent requests are retried first.
     async fn execute(
         &self,
         target: Target<'_>,
         spec: RequestSpec<'_>,
     ) -> Result<RawResponse, Error> {
-        let mut index = self.inner.router.pick(target);
+        if matches!(target, Target::Key { .. }) && self.inner.router.config().ring_aware {
+            self.prepare_ring().await;
+        }
+        let router = &self.inner.router;
+        let mut route = router.route(target, Instant::now());
         let mut backoff = RETRY_BACKOFF_INITIAL;
         let mut retries_left = self.inner.retries;
+        let mut free_failovers_left = if route.is_ring_routed() {
+            route.node_count().saturating_sub(1)
+        } else {
+            0
+        };
         loop {
-            let result = self.attempt(index, &spec).await;
+            let result = self.attempt(&route.node().node, &spec).await;
+            self.observe(&route, &result);
+            if matches!(result, Err(Error::Connect(_)))
+                && free_failovers_left > 0
+                && router.failover_untried(&mut route, Instant::now())
+            {
+                free_failovers_left -= 1;
+                continue;
+            }
             let retry = match &result {
                 Err(Error::Connect(_)) => true,
                 Err(error) => spec.idempotence == Idempotence::Idempotent && error.is_retryable(),
@@ -564,13 +794,162 @@ impl Client {
             retries_left -= 1;
             tokio::time::sleep(backoff).await;
             backoff *= 2;
-            index = self.inner.router.failover(index);
+            router.failover(&mut route, Instant::now());
         }
     }
 
-    /// One attempt of `spec` on node `index`, bounded by the client's timeout.
-    async fn attempt(&self, index: usize, spec: &RequestSpec<'_>) -> Result<RawResponse, Error> {
-        let node = self.inner.router.node(index);
+    /// Before a key request of a ring-aware client: the first one starts fetching the ring and
+    /// waits for that to end (at most one request timeout: then it goes round-robin); later
+    /// ones only start a background refresh when one is due.
+    async fn prepare_ring(&self) {
+        let router = &self.inner.router;
+        if router.bootstrapped() {
+            if router.refresh_due(Instant::now()) {
+                self.spawn_refresh();
+            }
+            return;
+        }
+        let mut ended = self.inner.refreshes_ended.subscribe();
+        self.spawn_refresh();
+        // Ends early only if the sender is gone, which it cannot be while `self` lives.
+        let _ = tokio::time::timeout(self.inner.timeout, ended.wait_for(|count| *count > 0)).await;
+    }
+
+    /// Learns from one attempt: failure marks, the failure streak, announced layout versions;
+    /// starts a ring refresh when that makes one due.
+    fn observe(&self, route: &Route, result: &Result<RawResponse, Error>) {
+        let router = &self.inner.router;
+        let now = Instant::now();
+        match result {
+            Ok(response) => {
+                route.node().mark_alive();
+                router.note_success();
+                if let Some(version) = response.layout_version() {
+                    router.note_layout_version(version);
+                }
+            }
+            Err(Error::Connect(_)) => {
+                route.node().mark_failed(now, router.config().node_cooldown);
+                router.note_failure();
+            }
+            Err(Error::Timeout | Error::Transport(_)) => router.note_failure(),
+            Err(_) => {}
+        }
+        if router.refresh_due(now) {
+            self.spawn_refresh();
+        }
+    }
+
+    /// Starts a ring refresh in the background unless one is running (then `None`). Returns how
+    /// many refreshes had ended before it: its own end makes the count one more.
+    fn spawn_refresh(&self) -> Option<u64> {
+        if !self.inner.router.try_begin_refresh() {
+            return None;
+        }
+        // Every earlier refresh counted its end before freeing the slot we now hold.
+        let ended_before = *self.inner.refreshes_ended.borrow();
+        let client = self.clone();
+        tokio::spawn(async move {
+            // Records the outcome and frees the slot even if the task is dropped mid-fetch.
+            let mut guard = RefreshGuard {
+                client: &client,
+                outcome: RefreshOutcome::Failed,
+            };
+            guard.outcome = client.update_ring().await;
+        });
+        Some(ended_before)
+    }
+
+    /// One refresh: asks a few nodes (best first) for the ring until one answers with a layout
+    /// at least as new as every announced version, and installs the newest answer.
+    async fn update_ring(&self) -> RefreshOutcome {
+        let router = &self.inner.router;
+        let announced = router.announced_version();
+        let mut newest: Option<(Ring, Node)> = None;
+        let mut error = None;
+        let mut unusable = None;
+        for source in router.refresh_sources(Instant::now()) {
+            match self.fetch_ring(&source.node).await {
+                Ok(Ok(ring)) => {
+                    source.mark_alive();
+                    let version = ring.version();
+                    if newest
+                        .as_ref()
+                        .is_none_or(|(kept, _)| version > kept.version())
+                    {
+                        newest = Some((ring, source.node.clone()));
+                    }
+                    if version >= announced {
+                        break;
+                    }
+                }
+                Ok(Err(layout_error)) => {
+                    if unusable.is_none() {
+                        unusable = Some(layout_error.clone());
+                    }
+                    error = Some(layout_error);
+                }
+                Err(failure) => {
+                    if matches!(failure, Error::Connect(_)) {
+                        source.mark_failed(Instant::now(), router.config().node_cooldown);
+                    }
+                    error = Some(failure);
+                }
+            }
+        }
+        let (outcome, error) = match newest {
+            Some((ring, source)) => match router.install_ring(ring, &source) {
+                Ok(version) if version >= announced => (RefreshOutcome::Current, None),
+                Ok(_) => (RefreshOutcome::Behind, None),
+                Err(failure) => {
+                    router.drop_ring();
+                    (RefreshOutcome::Failed, Some(failure))
+                }
+            },
+            None => {
+                // A layout we cannot use must not route: forget any older one too. Unreachable
+                // nodes, though, leave the cached ring in place (stale beats none).
+                if unusable.is_some() {
+                    router.drop_ring();
+                }
+                (RefreshOutcome::Failed, unusable.or(error))
+            }
+        };
+        *self
+            .inner
+            .ring_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
+        outcome
+    }
+
+    /// `GET /v1/ring` of `node`, parsed and validated. The outer error: no successful answer;
+    /// the inner one: an answer that is not a layout this client can use.
+    async fn fetch_ring(&self, node: &Node) -> Result<Result<Ring, Error>, Error> {
+        let spec = RequestSpec {
+            method: Method::GET,
+            path_and_query: Bytes::from_static(b"/v1/ring"),
+            context: None,
+            accept_json: true,
+            body: None,
+            idempotence: Idempotence::Idempotent,
+        };
+        let response = self.attempt(node, &spec).await?;
+        if !response.status.is_success() {
+            return Err(response.into_error());
+        }
+        Ok(
+            Ring::from_json(&response.body).map_err(|error| match error {
+                Error::InvalidResponse(reason) => {
+                    Error::InvalidResponse(format!("{}/v1/ring: {reason}", node.url))
+                }
+                other => other,
+            }),
+        )
+    }
+
+    /// One attempt of `spec` on `node`, bounded by the client's timeout.
+    async fn attempt(&self, node: &Node, spec: &RequestSpec<'_>) -> Result<RawResponse, Error> {
         let mut request = Request::builder()
             .method(spec.method.clone())
             .uri(node.uri(&spec.path_and_query)?);
@@ -627,6 +1006,23 @@ impl Client {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout),
         }
+    }
+}
+
+/// Holds the single ring-refresh slot of a client; on drop (the refresh ended, or its task was
+/// dropped) records the outcome, counts the end, then frees the slot, in that order so that
+/// whoever claims the slot next sees every earlier end counted.
+struct RefreshGuard<'a> {
+    client: &'a Client,
+    outcome: RefreshOutcome,
+}
+
+impl Drop for RefreshGuard<'_> {
+    fn drop(&mut self) {
+        let inner = &self.client.inner;
+        inner.router.record_refresh(Instant::now(), self.outcome);
+        inner.refreshes_ended.send_modify(|count| *count += 1);
+        inner.router.end_refresh();
     }
 }
 
