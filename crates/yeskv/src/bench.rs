@@ -1,8 +1,8 @@
 //! `yeskv bench`: the load generator.
 //!
-//! `--concurrency` workers (tokio tasks) share one [`yeskv_client::Client`] (keep-alive pool,
-//! requests routed by the ring: `--nodes` are seeds, each key goes to a node of its preference list) and each runs a closed loop: pick an operation and a
-//! key, send it, wait for the answer, record its latency into the worker's own HDR histogram
+//! `--concurrency` workers (tokio tasks) share one [`yeskv_client::Client`] (keep-alive pool;
+//! requests routed by the ring: `--nodes` are seeds, each key goes to a node of its preference
+//! list) and each runs a closed loop: pick an operation and a key, send it, wait for the answer, record its latency into the worker's own HDR histogram
 //! (µs), repeat. Histograms are merged when the run ends (`--duration`, `--ops`, or Ctrl-C).
 //! With `--rate`, operations are released on a global schedule instead; when the workers fall
 //! behind it, a latency is measured from the operation's scheduled start, so time spent waiting
@@ -108,7 +108,8 @@ EXAMPLES:
   yeskv bench --workload a --preload --distribution zipfian --nodes http://127.0.0.1:8081,http://127.0.0.1:8082
   yeskv bench --workload c --rate 5000 --duration 60 --json > result.json")]
 pub struct BenchArgs {
-    /// Seed node URLs, comma separated; the client reads /v1/ring from them and sends each key to a node of its preference list.
+    /// Seed node URLs, comma separated; the client reads /v1/ring from them and sends each key
+    /// to a node of its preference list.
     #[arg(
         long,
         value_delimiter = ',',
