@@ -1,0 +1,984 @@
+//! The layout model: plain data and pure functions, no I/O, no clock, no Raft.
+//!
+//! A [`Layout`] is one committed version of the cluster's shape: its members (zone, capacity,
+//! state, addresses), the replication factor `n`, the partition count and the
+//! [`Assignment`] of every partition to its replicas (primary first). Operators change it in two
+//! steps, as in Riak: they *stage* changes ([`StagedChange`]: join a node, leave gracefully, or
+//! force out a dead node), look at the [`Plan`] (the new layout and every partition move it
+//! causes, before anything happens), and *commit* it. The replicated state is a [`LayoutState`]:
+//! the current layout plus the [`Staged`] changes, so that every node shows the same plan.
+//!
+//! # Commands
+//!
+//! Every change is a [`Command`], an entry of the Raft log; [`apply`] is the state machine. It is
+//! a pure, deterministic function of the state and the command, so every replica that applies
+//! the same log computes the same state. A refused command leaves the state unchanged and yields
+//! the same [`LayoutError`] on every replica.
+//!
+//! - [`Command::Bootstrap`]: the first layout of a new cluster (only on an empty state).
+//! - [`Command::Stage`]: add one change to the staged set (bumps [`Staged::revision`]).
+//! - [`Command::Unstage`]: drop staged changes (bumps the revision).
+//! - [`Command::Commit`]: install the next layout version.
+//!
+//! # The version invariant
+//!
+//! *One version names one layout, on every node, forever.* Raft gives every replica the same
+//! log; on top of that a commit carries the version and the staged revision it was planned
+//! against, and [`apply`] refuses it ([`LayoutError::VersionMismatch`],
+//! [`LayoutError::StagedChanged`]) unless both are still current. So two commits prepared
+//! concurrently on two nodes against version `v` cannot both succeed: the first one in the log
+//! makes `v + 1`, the second is refused with a clear error, and `v + 1` is exactly one layout.
+//!
+//! A commit also carries the new layout itself, computed once by the proposer with
+//! [`yeskv_core::placement::assign`] from the previous assignment (so [`plan`] already minimises
+//! moves). Replicas install it after checking it, they do not recompute it: during a rolling
+//! upgrade, old and new binaries may place partitions differently, and re-running placement
+//! while applying the log (or re-applying it after a restart) would fork the layout. The members
+//! are recomputed and must match (that part is simple bookkeeping, not an algorithm that may
+//! change), so a commit cannot install something other than the staged changes.
+//!
+//! # Member states
+//!
+//! - [`MemberState::Valid`]: an owner; holds the replicas the assignment gives it, and is a Raft
+//!   voter.
+//! - [`MemberState::Leaving`]: a graceful leave was committed: the node is out of the assignment
+//!   (and out of the Raft voters) but stays in the layout for one version, so that the node
+//!   runtime knows where the data it must hand off still lives. The next commit drops it. A
+//!   forced leave (dead node) drops the node at once.
+//! - [`MemberState::Joining`]: never in a committed layout; [`LayoutState::members_view`] shows
+//!   nodes with a staged join in this state (known, addresses recorded, owning nothing yet).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::Error as _;
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use yeskv_core::placement::{self, Assignment, NodeSpec, MEMBERS_MAX, PARTITIONS_MAX};
+use yeskv_core::NodeId;
+
+use crate::codec;
+use crate::error::LayoutError;
+use crate::wire;
+
+/// Longest zone name, in bytes.
+pub const ZONE_BYTES_MAX: usize = 64;
+/// Longest address (`host:port`), in bytes.
+pub const ADDRESS_BYTES_MAX: usize = 256;
+/// Longest cluster id, in bytes (the RPC handshake's limit).
+pub const CLUSTER_ID_BYTES_MAX: usize = 255;
+/// Most changes staged at once (joins plus leaves).
+pub const STAGED_CHANGES_MAX: usize = 1024;
+
+/// Where a member stands (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Staged to join; owns nothing yet. Only in [`LayoutState::members_view`].
+    Joining,
+    /// An owner.
+    Valid,
+    /// Left the assignment in this version; still holds data to hand off.
+    Leaving,
+}
+
+impl MemberState {
+    /// The lowercase name used in `/v1/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Joining => "joining",
+            MemberState::Valid => "valid",
+            MemberState::Leaving => "leaving",
+        }
+    }
+}
+
+/// One member of a layout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Failure domain; replicas of a partition spread over zones. At most [`ZONE_BYTES_MAX`].
+    pub zone: String,
+    /// Relative weight, at least 1.
+    pub capacity: u32,
+    /// Owner, or leaving.
+    pub state: MemberState,
+    /// The node's client HTTP address (`host:port`), published in `/v1/ring`.
+    pub http: String,
+    /// The node's internode RPC address (`host:port`), also its Raft address.
+    pub peer: String,
+}
+
+impl Member {
+    fn from_spec(spec: &JoinSpec, state: MemberState) -> Member {
+        Member {
+            zone: spec.zone.clone(),
+            capacity: spec.capacity,
+            state,
+            http: spec.http.clone(),
+            peer: spec.peer.clone(),
+        }
+    }
+}
+
+/// What a join records about a node. Joining a node that is already a member updates these
+/// (e.g. a capacity change).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinSpec {
+    /// See [`Member::zone`].
+    pub zone: String,
+    /// See [`Member::capacity`].
+    pub capacity: u32,
+    /// See [`Member::http`].
+    pub http: String,
+    /// See [`Member::peer`].
+    pub peer: String,
+}
+
+impl JoinSpec {
+    /// Checks the limits of every field.
+    pub fn validate(&self, node: &NodeId) -> Result<(), LayoutError> {
+        let invalid = |reason: String| {
+            Err(LayoutError::InvalidJoin {
+                node: node.to_string(),
+                reason,
+            })
+        };
+        if self.capacity == 0 {
+            return invalid("capacity must be at least 1".into());
+        }
+        if self.zone.len() > ZONE_BYTES_MAX {
+            return invalid(format!(
+                "zone of {} bytes, at most {ZONE_BYTES_MAX}",
+                self.zone.len()
+            ));
+        }
+        for (name, address) in [("http", &self.http), ("peer", &self.peer)] {
+            if address.is_empty() || address.len() > ADDRESS_BYTES_MAX {
+                return invalid(format!(
+                    "{name} address must be 1 to {ADDRESS_BYTES_MAX} bytes, got {}",
+                    address.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a node leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaveMode {
+    /// Hand its data to the new owners: the node becomes [`MemberState::Leaving`].
+    Graceful,
+    /// The node is dead: drop it at once; its replicas are rebuilt from the others.
+    Force,
+}
+
+/// One staged change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StagedChange {
+    /// Make `node` an owner with `spec`, or update an owner's spec.
+    Join {
+        /// The node.
+        #[serde(with = "wire::node_id")]
+        node: NodeId,
+        /// Its zone, capacity and addresses.
+        spec: JoinSpec,
+    },
+    /// Remove `node` from the owners.
+    Leave {
+        /// The node.
+        #[serde(with = "wire::node_id")]
+        node: NodeId,
+        /// Graceful or forced.
+        mode: LeaveMode,
+    },
+}
+
+/// The changes waiting for the next commit. A node is in at most one of the two maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// Bumped by every stage, unstage and commit: a commit names the revision it was planned
+    /// against, so a change staged in between is never committed unseen.
+    pub revision: u64,
+    /// Nodes to make owners (or owners to update).
+    #[serde(with = "wire::node_map")]
+    pub joins: BTreeMap<NodeId, JoinSpec>,
+    /// Nodes to remove.
+    #[serde(with = "wire::node_map")]
+    pub leaves: BTreeMap<NodeId, LeaveMode>,
+}
+
+impl Staged {
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.joins.is_empty() && self.leaves.is_empty()
+    }
+
+    /// Number of staged changes.
+    pub fn len(&self) -> usize {
+        self.joins.len() + self.leaves.len()
+    }
+}
+
+/// One committed layout version (see the module docs). Decoding and [`apply`] check
+/// [`Layout::validate`], so a layout that came from a peer or a disk keeps its invariants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// 1 for the bootstrap layout, +1 per commit.
+    pub version: u64,
+    /// The cluster this layout belongs to.
+    pub cluster_id: String,
+    /// Replication factor.
+    pub n: u8,
+    /// Partition count (a power of two).
+    pub partitions: u32,
+    /// Every member, owners and leaving nodes.
+    pub members: BTreeMap<NodeId, Member>,
+    /// Replicas of every partition, primary first; only [`MemberState::Valid`] members.
+    pub assignment: Assignment,
+}
+
+impl Layout {
+    /// The first layout of a new cluster: `node` owns every partition.
+    pub fn bootstrap(
+        cluster_id: impl Into<String>,
+        n: u8,
+        partitions: u32,
+        node: NodeId,
+        spec: JoinSpec,
+    ) -> Result<Layout, LayoutError> {
+        spec.validate(&node)?;
+        let specs = [NodeSpec::new(
+            node.clone(),
+            spec.zone.clone(),
+            spec.capacity,
+        )];
+        let assignment = placement::assign(&specs, n, partitions, None).map_err(placement_error)?;
+        let layout = Layout {
+            version: 1,
+            cluster_id: cluster_id.into(),
+            n,
+            partitions,
+            members: BTreeMap::from([(node, Member::from_spec(&spec, MemberState::Valid))]),
+            assignment,
+        };
+        layout.validate()?;
+        Ok(layout)
+    }
+
+    /// The owners ([`MemberState::Valid`] members), by id.
+    pub fn owners(&self) -> impl Iterator<Item = (&NodeId, &Member)> + '_ {
+        self.members
+            .iter()
+            .filter(|(_, member)| member.state == MemberState::Valid)
+    }
+
+    /// The member `node`, if any.
+    pub fn member(&self, node: &NodeId) -> Option<&Member> {
+        self.members.get(node)
+    }
+
+    /// The owners as the placement sees them.
+    pub fn node_specs(&self) -> Vec<NodeSpec> {
+        node_specs(&self.members)
+    }
+
+    /// A 64-bit digest of the canonical encoding: two layouts with the same digest are equal
+    /// (up to XXH3 collisions); cheap to compare across nodes and to log.
+    pub fn digest(&self) -> u64 {
+        match codec::seal(self) {
+            Ok(bytes) => xxhash_rust::xxh3::xxh3_64(&bytes),
+            // Only an invalid layout fails to encode; it never reaches a digest in practice.
+            Err(_) => 0,
+        }
+    }
+
+    /// The persisted form: [`codec`] envelope around the postcard encoding.
+    pub fn encode(&self) -> Result<Vec<u8>, LayoutError> {
+        codec::seal(self)
+    }
+
+    /// Reads [`Layout::encode`]'s output; checks the checksum and every invariant.
+    pub fn decode(bytes: &[u8]) -> Result<Layout, LayoutError> {
+        codec::open(bytes)
+    }
+
+    /// Checks the invariants every committed layout keeps:
+    /// - version ≥ 1; a cluster id of 1 to [`CLUSTER_ID_BYTES_MAX`] bytes; `n` ≥ 1;
+    /// - 1 to [`MEMBERS_MAX`] members, at least one owner, no [`MemberState::Joining`] member,
+    ///   every member's fields within their limits, no two members with one peer address;
+    /// - the assignment has `partitions` rows of `min(n, owners)` replicas, all owners.
+    pub fn validate(&self) -> Result<(), LayoutError> {
+        if self.version == 0 {
+            return Err(LayoutError::invalid(
+                "version 0 is reserved for 'no layout'",
+            ));
+        }
+        if self.cluster_id.is_empty() || self.cluster_id.len() > CLUSTER_ID_BYTES_MAX {
+            return Err(LayoutError::invalid(format!(
+                "cluster id must be 1 to {CLUSTER_ID_BYTES_MAX} bytes"
+            )));
+        }
+        if self.n == 0 {
+            return Err(LayoutError::invalid("n must be at least 1"));
+        }
+        if !self.partitions.is_power_of_two() || self.partitions > PARTITIONS_MAX {
+            return Err(LayoutError::invalid(format!(
+                "partition count {} is not a power of two up to {PARTITIONS_MAX}",
+                self.partitions
+            )));
+        }
+        if self.members.len() > MEMBERS_MAX {
+            return Err(LayoutError::invalid(format!(
+                "{} members, at most {MEMBERS_MAX}",
+                self.members.len()
+            )));
+        }
+        let mut peers = BTreeMap::new();
+        for (node, member) in &self.members {
+            if member.state == MemberState::Joining {
+                return Err(LayoutError::invalid(format!(
+                    "member {node} is joining; committed layouts have owners and leaving nodes"
+                )));
+            }
+            let spec = JoinSpec {
+                zone: member.zone.clone(),
+                capacity: member.capacity,
+                http: member.http.clone(),
+                peer: member.peer.clone(),
+            };
+            spec.validate(node)
+                .map_err(|error| LayoutError::invalid(error.to_string()))?;
+            if let Some(other) = peers.insert(member.peer.as_str(), node) {
+                return Err(LayoutError::invalid(format!(
+                    "members {other} and {node} share the peer address {}",
+                    member.peer
+                )));
+            }
+        }
+        let owners = self.owners().count();
+        if owners == 0 {
+            return Err(LayoutError::invalid("no owning member"));
+        }
+        if self.assignment.partitions() != self.partitions {
+            return Err(LayoutError::invalid(format!(
+                "assignment has {} partitions, layout says {}",
+                self.assignment.partitions(),
+                self.partitions
+            )));
+        }
+        let width = usize::from(self.n).min(owners);
+        if self.assignment.replicas_per_partition() != width {
+            return Err(LayoutError::invalid(format!(
+                "assignment has {} replicas per partition, expected min(n, owners) = {width}",
+                self.assignment.replicas_per_partition()
+            )));
+        }
+        for (partition, row) in self.assignment.iter() {
+            for node in row {
+                match self.members.get(node) {
+                    Some(member) if member.state == MemberState::Valid => {}
+                    _ => {
+                        return Err(LayoutError::invalid(format!(
+                            "partition {partition} is assigned to {node}, which is not an owner"
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn node_specs(members: &BTreeMap<NodeId, Member>) -> Vec<NodeSpec> {
+    members
+        .iter()
+        .filter(|(_, member)| member.state == MemberState::Valid)
+        .map(|(id, member)| NodeSpec::new(id.clone(), member.zone.clone(), member.capacity))
+        .collect()
+}
+
+fn placement_error(error: placement::PlacementError) -> LayoutError {
+    LayoutError::Placement {
+        reason: error.to_string(),
+    }
+}
+
+/// The wire form of a layout: members in id order, the assignment as member indices.
+#[derive(Serialize)]
+struct LayoutWireRef<'a> {
+    version: u64,
+    cluster_id: &'a str,
+    n: u8,
+    partitions: u32,
+    members: Vec<(&'a str, &'a Member)>,
+    replicas_per_partition: u16,
+    table: Vec<u16>,
+}
+
+#[derive(Deserialize)]
+struct LayoutWire {
+    version: u64,
+    cluster_id: String,
+    n: u8,
+    partitions: u32,
+    members: Vec<(String, Member)>,
+    replicas_per_partition: u16,
+    table: Vec<u16>,
+}
+
+impl Serialize for Layout {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let index: BTreeMap<&NodeId, u16> = self
+            .members
+            .keys()
+            .enumerate()
+            .map(|(i, id)| (id, i as u16))
+            .collect();
+        if self.members.len() > MEMBERS_MAX {
+            return Err(S::Error::custom("too many members"));
+        }
+        let mut table = Vec::with_capacity(
+            self.assignment.partitions() as usize * self.assignment.replicas_per_partition(),
+        );
+        for (partition, row) in self.assignment.iter() {
+            for node in row {
+                let i = index.get(node).ok_or_else(|| {
+                    S::Error::custom(format!("partition {partition}: {node} is not a member"))
+                })?;
+                table.push(*i);
+            }
+        }
+        LayoutWireRef {
+            version: self.version,
+            cluster_id: &self.cluster_id,
+            n: self.n,
+            partitions: self.partitions,
+            members: self
+                .members
+                .iter()
+                .map(|(id, member)| (id.as_str(), member))
+                .collect(),
+            replicas_per_partition: self.assignment.replicas_per_partition() as u16,
+            table,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Layout {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Layout, D::Error> {
+        let wire = LayoutWire::deserialize(deserializer)?;
+        Layout::try_from(wire).map_err(D::Error::custom)
+    }
+}
+
+impl TryFrom<LayoutWire> for Layout {
+    type Error = LayoutError;
+
+    fn try_from(wire: LayoutWire) -> Result<Layout, LayoutError> {
+        if wire.members.len() > MEMBERS_MAX {
+            return Err(LayoutError::invalid("too many members"));
+        }
+        if !wire.partitions.is_power_of_two() || wire.partitions > PARTITIONS_MAX {
+            return Err(LayoutError::invalid(format!(
+                "partition count {} is not a power of two up to {PARTITIONS_MAX}",
+                wire.partitions
+            )));
+        }
+        let width = usize::from(wire.replicas_per_partition);
+        if width == 0 || width > wire.members.len() {
+            return Err(LayoutError::invalid(format!(
+                "{width} replicas per partition with {} members",
+                wire.members.len()
+            )));
+        }
+        if wire.table.len() != wire.partitions as usize * width {
+            return Err(LayoutError::invalid(format!(
+                "assignment table of {} entries, expected {} × {width}",
+                wire.table.len(),
+                wire.partitions
+            )));
+        }
+        let mut ids = Vec::with_capacity(wire.members.len());
+        let mut members = BTreeMap::new();
+        for (id, member) in wire.members {
+            let id = NodeId::new(id).map_err(LayoutError::invalid)?;
+            if ids.last().is_some_and(|last| last >= &id) {
+                return Err(LayoutError::invalid(
+                    "members are not in strictly ascending order",
+                ));
+            }
+            ids.push(id.clone());
+            members.insert(id, member);
+        }
+        let mut rows = Vec::with_capacity(wire.partitions as usize);
+        for chunk in wire.table.chunks(width) {
+            let mut row = Vec::with_capacity(width);
+            for &i in chunk {
+                let id = ids.get(usize::from(i)).ok_or_else(|| {
+                    LayoutError::invalid(format!("member index {i} out of range"))
+                })?;
+                row.push(id.clone());
+            }
+            rows.push(row);
+        }
+        let assignment = Assignment::from_replicas(rows).map_err(placement_error)?;
+        let layout = Layout {
+            version: wire.version,
+            cluster_id: wire.cluster_id,
+            n: wire.n,
+            partitions: wire.partitions,
+            members,
+            assignment,
+        };
+        layout.validate()?;
+        Ok(layout)
+    }
+}
+
+/// The replicated state: the committed layout (none before bootstrap) and the staged changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutState {
+    /// The current layout; `None` before the cluster is bootstrapped.
+    pub layout: Option<Arc<Layout>>,
+    /// The changes staged for the next commit.
+    pub staged: Staged,
+}
+
+impl LayoutState {
+    /// The current version, 0 before bootstrap.
+    pub fn version(&self) -> u64 {
+        self.layout.as_ref().map_or(0, |layout| layout.version)
+    }
+
+    /// The plan of the staged changes against the current layout.
+    pub fn plan(&self) -> Result<Plan, LayoutError> {
+        let layout = self.layout.as_ref().ok_or(LayoutError::NotBootstrapped)?;
+        plan(layout, &self.staged)
+    }
+
+    /// The state after `command`; see [`apply`].
+    pub fn apply(&self, command: &Command) -> Result<LayoutState, LayoutError> {
+        apply(self, command)
+    }
+
+    /// Every node the layout knows of with its state for display: the committed members, plus
+    /// nodes with a staged join (not yet members) as [`MemberState::Joining`].
+    pub fn members_view(&self) -> BTreeMap<NodeId, Member> {
+        let mut view = self
+            .layout
+            .as_ref()
+            .map(|layout| layout.members.clone())
+            .unwrap_or_default();
+        for (node, spec) in &self.staged.joins {
+            view.entry(node.clone())
+                .or_insert_with(|| Member::from_spec(spec, MemberState::Joining));
+        }
+        view
+    }
+
+    /// The state as stored in a snapshot.
+    pub fn encode(&self) -> Result<Vec<u8>, LayoutError> {
+        codec::seal(self)
+    }
+
+    /// Reads [`LayoutState::encode`]'s output.
+    pub fn decode(bytes: &[u8]) -> Result<LayoutState, LayoutError> {
+        codec::open(bytes)
+    }
+}
+
+/// An entry of the layout's Raft log (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// The first layout of a new cluster; refused unless the state is empty.
+    Bootstrap {
+        /// Version 1.
+        layout: Layout,
+    },
+    /// Stage one change.
+    Stage {
+        /// The change.
+        change: StagedChange,
+    },
+    /// Drop the staged changes of these nodes, or all of them if `nodes` is empty.
+    Unstage {
+        /// The nodes whose staged changes to drop.
+        #[serde(with = "wire::node_ids")]
+        nodes: Vec<NodeId>,
+    },
+    /// Install `layout` as the next version, if nothing moved since it was planned.
+    Commit {
+        /// The version the plan was made against; the commit is refused unless it is current.
+        expected_version: u64,
+        /// The staged revision the plan was made against; refused unless it is current.
+        expected_staged_revision: u64,
+        /// The planned layout (version `expected_version + 1`).
+        layout: Box<Layout>,
+    },
+}
+
+impl Command {
+    /// A commit of `plan`.
+    pub fn commit(plan: &Plan) -> Command {
+        Command::Commit {
+            expected_version: plan.base_version,
+            expected_staged_revision: plan.staged.revision,
+            layout: Box::new(plan.layout.clone()),
+        }
+    }
+}
+
+/// The state after `command`, or why `command` is refused (the state is then unchanged).
+/// Deterministic: it depends only on its arguments.
+pub fn apply(state: &LayoutState, command: &Command) -> Result<LayoutState, LayoutError> {
+    match command {
+        Command::Bootstrap { layout } => {
+            if let Some(current) = &state.layout {
+                return Err(LayoutError::AlreadyBootstrapped {
+                    version: current.version,
+                });
+            }
+            if layout.version != 1 {
+                return Err(LayoutError::invalid(format!(
+                    "a bootstrap layout has version 1, got {}",
+                    layout.version
+                )));
+            }
+            layout.validate()?;
+            if layout
+                .members
+                .values()
+                .any(|member| member.state != MemberState::Valid)
+            {
+                return Err(LayoutError::invalid("a bootstrap layout has only owners"));
+            }
+            Ok(LayoutState {
+                layout: Some(Arc::new(layout.clone())),
+                staged: Staged {
+                    revision: state.staged.revision + 1,
+                    ..Staged::default()
+                },
+            })
+        }
+        Command::Stage { change } => {
+            let layout = state.layout.as_ref().ok_or(LayoutError::NotBootstrapped)?;
+            let mut staged = state.staged.clone();
+            match change {
+                StagedChange::Join { node, spec } => {
+                    spec.validate(node)?;
+                    let peer_taken = layout
+                        .members
+                        .iter()
+                        .map(|(id, member)| (id, &member.peer))
+                        .chain(staged.joins.iter().map(|(id, spec)| (id, &spec.peer)))
+                        .find(|(id, peer)| *id != node && **peer == spec.peer);
+                    if let Some((other, _)) = peer_taken {
+                        return Err(LayoutError::InvalidJoin {
+                            node: node.to_string(),
+                            reason: format!("peer address {} is used by {other}", spec.peer),
+                        });
+                    }
+                    staged.leaves.remove(node);
+                    staged.joins.insert(node.clone(), spec.clone());
+                }
+                StagedChange::Leave { node, mode } => match layout.members.get(node) {
+                    None => {
+                        if staged.joins.remove(node).is_none() {
+                            return Err(LayoutError::UnknownNode {
+                                node: node.to_string(),
+                            });
+                        }
+                    }
+                    Some(member) => {
+                        if member.state == MemberState::Leaving && *mode == LeaveMode::Graceful {
+                            return Err(LayoutError::AlreadyLeaving {
+                                node: node.to_string(),
+                            });
+                        }
+                        staged.joins.remove(node);
+                        staged.leaves.insert(node.clone(), *mode);
+                    }
+                },
+            }
+            if staged.len() > STAGED_CHANGES_MAX {
+                return Err(LayoutError::TooManyStaged {
+                    max: STAGED_CHANGES_MAX,
+                });
+            }
+            let new_members = staged
+                .joins
+                .keys()
+                .filter(|node| !layout.members.contains_key(*node))
+                .count();
+            if layout.members.len() + new_members > MEMBERS_MAX {
+                return Err(LayoutError::Placement {
+                    reason: format!("more than {MEMBERS_MAX} members"),
+                });
+            }
+            staged.revision += 1;
+            Ok(LayoutState {
+                layout: state.layout.clone(),
+                staged,
+            })
+        }
+        Command::Unstage { nodes } => {
+            let mut staged = state.staged.clone();
+            if nodes.is_empty() {
+                staged.joins.clear();
+                staged.leaves.clear();
+            }
+            for node in nodes {
+                let joined = staged.joins.remove(node).is_some();
+                let left = staged.leaves.remove(node).is_some();
+                if !joined && !left {
+                    return Err(LayoutError::NotStaged {
+                        node: node.to_string(),
+                    });
+                }
+            }
+            staged.revision += 1;
+            Ok(LayoutState {
+                layout: state.layout.clone(),
+                staged,
+            })
+        }
+        Command::Commit {
+            expected_version,
+            expected_staged_revision,
+            layout: proposed,
+        } => {
+            let current = state.layout.as_ref().ok_or(LayoutError::NotBootstrapped)?;
+            if *expected_version != current.version {
+                return Err(LayoutError::VersionMismatch {
+                    expected: *expected_version,
+                    current: current.version,
+                });
+            }
+            if state.staged.is_empty() {
+                return Err(LayoutError::NothingStaged);
+            }
+            if *expected_staged_revision != state.staged.revision {
+                return Err(LayoutError::StagedChanged {
+                    expected: *expected_staged_revision,
+                    current: state.staged.revision,
+                });
+            }
+            check_successor(current, &state.staged, proposed)?;
+            Ok(LayoutState {
+                layout: Some(Arc::new((**proposed).clone())),
+                staged: Staged {
+                    revision: state.staged.revision + 1,
+                    ..Staged::default()
+                },
+            })
+        }
+    }
+}
+
+/// Checks that `proposed` is a valid next version of `current` with `staged` applied: same
+/// cluster, `n` and partition count, version + 1, exactly the members the staged changes give.
+/// The assignment is checked for shape and ownership, not recomputed (see the module docs).
+fn check_successor(
+    current: &Layout,
+    staged: &Staged,
+    proposed: &Layout,
+) -> Result<(), LayoutError> {
+    if proposed.cluster_id != current.cluster_id {
+        return Err(LayoutError::ClusterMismatch {
+            expected: current.cluster_id.clone(),
+            got: proposed.cluster_id.clone(),
+        });
+    }
+    if proposed.version != current.version + 1 {
+        return Err(LayoutError::invalid(format!(
+            "the layout after version {} must have version {}, got {}",
+            current.version,
+            current.version + 1,
+            proposed.version
+        )));
+    }
+    if proposed.n != current.n || proposed.partitions != current.partitions {
+        return Err(LayoutError::invalid(
+            "a commit does not change n or the partition count",
+        ));
+    }
+    let members = next_members(current, staged)?;
+    if members != proposed.members {
+        return Err(LayoutError::invalid(
+            "the proposed members are not the staged changes applied to the current layout",
+        ));
+    }
+    proposed.validate()
+}
+
+/// The members after `staged` is applied to `layout`: leaving members of `layout` are dropped,
+/// graceful leaves become [`MemberState::Leaving`], forced leaves are dropped, joins become (or
+/// stay) owners with their new spec.
+fn next_members(layout: &Layout, staged: &Staged) -> Result<BTreeMap<NodeId, Member>, LayoutError> {
+    let mut members: BTreeMap<NodeId, Member> = layout
+        .members
+        .iter()
+        .filter(|(_, member)| member.state != MemberState::Leaving)
+        .map(|(id, member)| (id.clone(), member.clone()))
+        .collect();
+    for (node, mode) in &staged.leaves {
+        if !layout.members.contains_key(node) {
+            return Err(LayoutError::UnknownNode {
+                node: node.to_string(),
+            });
+        }
+        match mode {
+            LeaveMode::Graceful => {
+                if let Some(member) = members.get_mut(node) {
+                    member.state = MemberState::Leaving;
+                }
+            }
+            LeaveMode::Force => {
+                members.remove(node);
+            }
+        }
+    }
+    for (node, spec) in &staged.joins {
+        members.insert(node.clone(), Member::from_spec(spec, MemberState::Valid));
+    }
+    if !members.values().any(|m| m.state == MemberState::Valid) {
+        return Err(LayoutError::NoOwnersLeft);
+    }
+    Ok(members)
+}
+
+/// One replica changing hands in a plan. `from` is `None` when a partition gains a replica (the
+/// cluster grew towards `n` members: copy from any current replica); `to` is `None` when it loses
+/// one (the cluster shrank below `n`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMove {
+    /// The partition.
+    pub partition: u16,
+    /// The replica that gives it up.
+    #[serde(with = "option_node_id")]
+    pub from: Option<NodeId>,
+    /// The replica that takes it.
+    #[serde(with = "option_node_id")]
+    pub to: Option<NodeId>,
+}
+
+mod option_node_id {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use yeskv_core::NodeId;
+
+    pub(crate) fn serialize<S: Serializer>(id: &Option<NodeId>, s: S) -> Result<S::Ok, S::Error> {
+        match id {
+            Some(id) => s.serialize_some(id.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NodeId>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|id| NodeId::new(id).map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
+/// Replicas a node holds before and after a plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedChange {
+    /// Replicas held in the current layout.
+    pub before: usize,
+    /// Replicas held in the planned layout.
+    pub after: usize,
+}
+
+/// What committing the staged changes would do, before anything happens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The version the plan is made against.
+    pub base_version: u64,
+    /// The staged changes (and their revision) it applies.
+    pub staged: Staged,
+    /// The layout a commit installs (version `base_version + 1`).
+    pub layout: Layout,
+    /// Every replica that changes hands, by partition: the fewest possible.
+    pub moves: Vec<PartitionMove>,
+    /// Replica counts before and after, for every node in either layout.
+    pub owned: BTreeMap<NodeId, OwnedChange>,
+}
+
+impl Plan {
+    /// Number of replicas to copy to a new holder.
+    pub fn transfers(&self) -> usize {
+        self.moves.iter().filter(|m| m.to.is_some()).count()
+    }
+}
+
+/// The plan of `staged` against `layout`: the new layout (placement from the previous
+/// assignment, hence the fewest moves) and the moves. Refused if nothing is staged, if no owner
+/// would remain, or if placement refuses the members.
+pub fn plan(layout: &Layout, staged: &Staged) -> Result<Plan, LayoutError> {
+    if staged.is_empty() {
+        return Err(LayoutError::NothingStaged);
+    }
+    let members = next_members(layout, staged)?;
+    let assignment = placement::assign(
+        &node_specs(&members),
+        layout.n,
+        layout.partitions,
+        Some(&layout.assignment),
+    )
+    .map_err(placement_error)?;
+    let next = Layout {
+        version: layout.version + 1,
+        cluster_id: layout.cluster_id.clone(),
+        n: layout.n,
+        partitions: layout.partitions,
+        members,
+        assignment,
+    };
+    next.validate()?;
+    let moves = moves_between(&layout.assignment, &next.assignment);
+    let mut owned: BTreeMap<NodeId, OwnedChange> = BTreeMap::new();
+    for (node, (replicas, _)) in layout.assignment.load() {
+        owned.entry(node).or_default().before = replicas;
+    }
+    for (node, (replicas, _)) in next.assignment.load() {
+        owned.entry(node).or_default().after = replicas;
+    }
+    for node in layout.members.keys().chain(next.members.keys()) {
+        owned.entry(node.clone()).or_default();
+    }
+    Ok(Plan {
+        base_version: layout.version,
+        staged: staged.clone(),
+        layout: next,
+        moves,
+        owned,
+    })
+}
+
+/// The replicas that change hands from `before` to `after` (same partition count), paired per
+/// partition in replica order.
+pub fn moves_between(before: &Assignment, after: &Assignment) -> Vec<PartitionMove> {
+    let mut moves = Vec::new();
+    for (partition, new_row) in after.iter() {
+        let old_row = before.replicas(partition);
+        let mut gone = old_row.iter().filter(|node| !new_row.contains(node));
+        let mut came = new_row.iter().filter(|node| !old_row.contains(node));
+        loop {
+            match (gone.next(), came.next()) {
+                (None, None) => break,
+                (from, to) => moves.push(PartitionMove {
+                    partition,
+                    from: from.cloned(),
+                    to: to.cloned(),
+                }),
+            }
+        }
+    }
+    moves
+}
+
+#[cfg(test)]
+#[path = "layout_tests.rs"]
+mod tests;
