@@ -68,6 +68,8 @@ pub struct AppState<E: Engine> {
     pub metrics: Option<PrometheusHandle>,
     /// When the node started.
     pub started: Instant,
+    /// The cluster layout (Raft-replicated); `/v1/ring` and `/v1/status` are served from it.
+    pub layout: yeskv_layout::LayoutService,
     /// Per-peer internode RPC figures, for `/metrics` (empty for a node with no peer client).
     pub peer_stats: Box<dyn Fn() -> Vec<yeskv_rpc::PeerStats> + Send + Sync>,
 }
@@ -376,7 +378,42 @@ fn read_response(obj: &Object, tag: u32, json_mode: bool, now_ms: u64) -> Respon
 async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let settings = state.coordinator.settings();
     let replica = state.coordinator.replica();
-    let partitions: Vec<_> = (0..settings.partitions)
+    let layout = state.layout.current();
+    let members: Vec<_> = match &layout {
+        Some(l) => l
+            .members
+            .iter()
+            .map(|(id, m)| {
+                json!({
+                    "id": id.as_str(),
+                    "peer": m.peer,
+                    "http": m.http,
+                    "zone": m.zone,
+                    // Liveness of other members comes with the gossip failure detector.
+                    "status": if id == &state.node_id { "up" } else { "unknown" },
+                    "state": m.state.as_str(),
+                    "owns": l.assignment.owned(id),
+                })
+            })
+            .collect(),
+        None => vec![json!({
+            "id": state.node_id.as_str(),
+            "peer": state.peer,
+            "http": state.http,
+            "zone": state.zone,
+            "status": "up",
+            "state": "joining",
+            "owns": 0,
+        })],
+    };
+    let local_partitions: Vec<u32> = match &layout {
+        Some(l) => (0..l.partitions)
+            .filter(|p| l.assignment.replicas(*p as u16).contains(&state.node_id))
+            .collect(),
+        None => Vec::new(),
+    };
+    let partitions: Vec<_> = local_partitions
+        .iter()
         .map(|id| json!({ "id": id, "merkle_root": null, "keys": null }))
         .collect();
     let body = json!({
@@ -389,15 +426,8 @@ async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
         "n": settings.n,
         "r": settings.r,
         "w": settings.w,
-        "members": [{
-            "id": state.node_id.as_str(),
-            "peer": state.peer,
-            "http": state.http,
-            "zone": state.zone,
-            "status": "up",
-            "state": "valid",
-            "owns": settings.partitions,
-        }],
+        "layout_version": layout.as_ref().map_or(0, |l| l.version),
+        "members": members,
         "hints_pending": 0,
         "corrupt_records": replica.corrupt_total(),
         "partitions": partitions,
@@ -406,23 +436,39 @@ async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
 }
 
 async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
-    let settings = state.coordinator.settings();
-    let partitions: Vec<_> = (0..settings.partitions)
-        .map(|id| json!({ "id": id, "preference": [state.node_id.as_str()] }))
+    let Some(layout) = state.layout.current() else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has no layout yet (it joined the gossip but owns nothing)",
+        );
+    };
+    let partitions: Vec<_> = (0..layout.partitions)
+        .map(|id| {
+            let prefs: Vec<&str> = layout
+                .assignment
+                .replicas(id as u16)
+                .iter()
+                .map(|n| n.as_str())
+                .collect();
+            json!({ "id": id, "preference": prefs })
+        })
+        .collect();
+    let nodes: Vec<_> = layout
+        .members
+        .iter()
+        .map(|(id, m)| json!({ "id": id.as_str(), "http": m.http, "zone": m.zone }))
         .collect();
     axum::Json(json!({
-        "version": state.coordinator.topology().layout_version(),
-        "n": settings.n,
-        "partition_count": settings.partitions,
+        "version": layout.version,
+        "n": layout.n,
+        "partition_count": layout.partitions,
         "partitions": partitions,
-        "nodes": [{ "id": state.node_id.as_str(), "http": state.http, "zone": state.zone }],
+        "nodes": nodes,
         "hash": HASH_NAME,
     }))
     .into_response()
 }
 
-/// `POST /v1/admin/compact`: compacts the data space now, so expired versions and old tombstones
-/// past their grace are dropped (like `nodetool compact`). Answers when done.
 async fn compact<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let replica = state.coordinator.replica().clone();
     let started = Instant::now();

@@ -381,9 +381,13 @@ impl<E: Engine> Coordinator<E> {
         })
     }
 
-    /// Answers a request from another node.
+    /// Answers a data-path request from another node (`Layout` messages are answered by the
+    /// layout service, see `server.rs`).
     pub async fn serve_peer(&self, request: PeerRequest) -> PeerResponse {
         match request {
+            PeerRequest::Layout(_) => PeerResponse::Failed(RemoteError::BadRequest(
+                "layout messages are not served by the coordinator".into(),
+            )),
             PeerRequest::Read { storage_key } => match self.replica.read(&storage_key) {
                 Ok(obj) if obj.is_empty() => PeerResponse::Object(None),
                 Ok(obj) => PeerResponse::Object(Some(serde_bytes::ByteBuf::from(encode_record(

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 /// A request from one node to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
+    /// A message of the layout's Raft group (`yeskv-layout`), multiplexed on the same
+    /// connections as the data path.
+    Layout(yeskv_layout::RaftRpc),
     /// Return the local object of a key (as a record), if any.
     Read {
         /// The key's storage key.
@@ -52,8 +55,10 @@ pub enum PeerRequest {
 }
 
 /// The answer to a [`PeerRequest`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
+    /// The answer to a `Layout` message.
+    Layout(yeskv_layout::RaftRpcResponse),
     /// The object of a `Read`, as a record (`None`: never written here).
     Object(Option<serde_bytes::ByteBuf>),
     /// A `Merge` is durable.
@@ -167,6 +172,31 @@ impl<C: yeskv_rpc::Connector> PeerClient for yeskv_rpc::RpcClient<PeerRequest, P
             yeskv_rpc::RpcClient::call(self, addr, &request, timeout)
                 .await
                 .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// The layout group's transport: Raft messages ride the node's own internode RPC client.
+pub struct LayoutOverPeers(pub yeskv_rpc::RpcClient<PeerRequest, PeerResponse>);
+
+impl yeskv_layout::LayoutTransport for LayoutOverPeers {
+    fn call(
+        &self,
+        addr: String,
+        request: yeskv_layout::RaftRpc,
+        timeout: Duration,
+    ) -> yeskv_layout::TransportFuture<'_> {
+        Box::pin(async move {
+            match self
+                .0
+                .call(&addr, &PeerRequest::Layout(request), timeout)
+                .await?
+            {
+                PeerResponse::Layout(response) => Ok(response),
+                other => Err(yeskv_rpc::Error::Decode {
+                    reason: format!("expected a layout answer, got {other:?}"),
+                }),
+            }
         })
     }
 }

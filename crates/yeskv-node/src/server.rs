@@ -18,11 +18,12 @@ use yeskv_storage::{Engine, RocksConfig, RocksEngine};
 
 use crate::api::{router, AppState, Serving};
 use crate::clock::SystemClock;
+use crate::cluster::ClusterTopology;
 use crate::config::Validated;
 use crate::coordinator::{Coordinator, Settings};
-use crate::peer::{PeerRequest, PeerResponse};
+use crate::peer::{LayoutOverPeers, PeerRequest, PeerResponse};
 use crate::replica::{Replica, Startup};
-use crate::topology::SingleNode;
+use yeskv_layout::{JoinSpec, Layout, LayoutConfig, LayoutService, StorageConfig};
 use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
 
 /// Runs a node until `shutdown` resolves. Errors are one-line, for the binary to print.
@@ -70,27 +71,81 @@ pub async fn run(
     }
     let replica = Arc::new(replica);
 
-    let settings = Settings {
-        n: raw.n,
-        r: raw.r,
-        w: raw.w,
-        partitions: raw.partitions,
-        siblings_max: raw.limits.siblings_max,
-        default_ttl_secs: raw.ttl.default_ttl_secs,
-        rpc_timeout: std::time::Duration::from_millis(raw.server.rpc_timeout_ms),
-    };
     let rpc_config = RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str());
     let peers: RpcClient<PeerRequest, PeerResponse> =
         RpcClient::new(rpc_config.clone()).map_err(|e| format!("internode RPC: {e}"))?;
     let stats_client = peers.clone();
+
+    // The layout: replicated by Raft among the owners, persisted under data_dir/layout. A node
+    // started without seeds and without a layout creates a new cluster that it owns alone.
+    let layout_config = LayoutConfig::new(
+        cfg.node_id.clone(),
+        raw.cluster_name.clone(),
+        cfg.peer.to_string(),
+        StorageConfig::Directory(raw.data_dir.join("layout")),
+    );
+    let layout = LayoutService::start(layout_config, Arc::new(LayoutOverPeers(peers.clone())))
+        .await
+        .map_err(|e| format!("layout: {e}"))?;
+    let bootstrap = if layout.current().is_none() {
+        let spec = JoinSpec {
+            zone: raw.zone.clone(),
+            capacity: 1,
+            http: cfg.http.to_string(),
+            peer: cfg.peer.to_string(),
+        };
+        Some(
+            Layout::bootstrap(
+                raw.cluster_name.clone(),
+                raw.n,
+                raw.partitions,
+                cfg.node_id.clone(),
+                spec,
+            )
+            .map_err(|e| format!("layout: {e}"))?,
+        )
+    } else {
+        None
+    };
+    // The partition count and n are fixed when the cluster is created: the layout's win.
+    let (n, partitions) = match (layout.current(), &bootstrap) {
+        (Some(l), _) => (l.n, l.partitions),
+        (None, Some(l)) => (l.n, l.partitions),
+        (None, None) => (raw.n, raw.partitions),
+    };
+    if (n, partitions) != (raw.n, raw.partitions) {
+        tracing::warn!(
+            layout_n = n,
+            layout_partitions = partitions,
+            "n and partitions come from the cluster's layout, not from this node's config"
+        );
+    }
+    // Until the gossip failure detector is wired in, peers count as up; a dead peer then
+    // costs its RPC's connection error or deadline instead of being skipped at once.
+    let topology = ClusterTopology::follow(
+        cfg.node_id.clone(),
+        layout.subscribe(),
+        Arc::new(|_: &yeskv_core::NodeId| true),
+    );
+
+    let settings = Settings {
+        n,
+        r: raw.r.min(n),
+        w: raw.w.min(n),
+        partitions,
+        siblings_max: raw.limits.siblings_max,
+        default_ttl_secs: raw.ttl.default_ttl_secs,
+        rpc_timeout: std::time::Duration::from_millis(raw.server.rpc_timeout_ms),
+    };
     let state = Arc::new(AppState {
         coordinator: Coordinator::new(
             replica.clone(),
             Arc::new(SystemClock),
             settings,
-            Arc::new(SingleNode::new(cfg.node_id.clone())),
+            topology,
             Arc::new(peers),
         ),
+        layout: layout.clone(),
         limits: raw.limits.clone(),
         node_id: cfg.node_id.clone(),
         zone: raw.zone.clone(),
@@ -116,7 +171,14 @@ pub async fn run(
                 peer_listener,
                 move |_peer, request| {
                     let state = rpc_state.clone();
-                    async move { state.coordinator.serve_peer(request).await }
+                    async move {
+                        match request {
+                            PeerRequest::Layout(rpc) => {
+                                PeerResponse::Layout(state.layout.handle(rpc).await)
+                            }
+                            other => state.coordinator.serve_peer(other).await,
+                        }
+                    }
                 },
                 async move {
                     let _ = rpc_stop_rx.await;
@@ -124,6 +186,14 @@ pub async fn run(
             )
             .await;
     });
+
+    if let Some(first) = bootstrap {
+        layout
+            .bootstrap_single(first)
+            .await
+            .map_err(|e| format!("creating the cluster's first layout: {e}"))?;
+        tracing::info!(cluster = %raw.cluster_name, "new cluster: this node owns every partition");
+    }
 
     let listener = tokio::net::TcpListener::bind(cfg.http)
         .await
@@ -153,6 +223,9 @@ pub async fn run(
         .await
         .map_err(|e| format!("http server: {e}"))?;
 
+    if let Err(e) = layout.shutdown().await {
+        tracing::warn!(error = %e, "layout service did not stop cleanly");
+    }
     let _ = rpc_stop_tx.send(());
     let _ = rpc_task.await;
     tracing::info!("in-flight requests finished; flushing storage");
