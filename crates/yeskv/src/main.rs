@@ -4,6 +4,7 @@
 
 mod bench;
 mod client_cmd;
+mod cluster_cmd;
 mod dev;
 
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ enum Command {
     Delete(client_cmd::DeleteArgs),
     /// Load generator: YCSB-style workloads, latency percentiles, ops/s.
     Bench(bench::BenchArgs),
+    /// Operator commands on the cluster (status).
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
 }
 
 /// Flags of `yeskv server`; each overrides the same key of the config file.
@@ -165,6 +169,7 @@ fn main() {
                             Command::Put(a) => client_cmd::put(a).await,
                             Command::Delete(a) => client_cmd::delete(a).await,
                             Command::Bench(a) => bench::run(a).await,
+                            Command::Cluster(c) => cluster_cmd::run(c).await,
                             Command::Server(_) => Ok(()),
                         }
                     })

@@ -271,7 +271,10 @@ fn status_health_ring_and_metrics() {
     assert_eq!(ring["partitions"][7]["preference"][0], "n1");
     assert_eq!(s["members"][0]["owns"], 256);
     assert_eq!(s["partitions"].as_array().map(Vec::len), Some(256));
-    assert!(dir.path().join("layout").is_dir(), "layout persisted in the data dir");
+    assert!(
+        dir.path().join("layout").is_dir(),
+        "layout persisted in the data dir"
+    );
     assert!(ring["hash"].as_str().expect("hash").contains("xxh3"));
     assert_eq!(node.req("GET", "/v1/health", &[], b"").status, 200);
     node.req("PUT", "/v1/kv/b/k", &[], b"v");

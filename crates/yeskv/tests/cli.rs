@@ -111,3 +111,24 @@ fn errors_are_one_line_and_non_zero() {
         1
     );
 }
+
+#[test]
+fn cluster_status_shows_members_and_layout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &["--zone", "eu-1"]);
+    let out = Command::new(bin())
+        .args([
+            "cluster",
+            "status",
+            "--node",
+            &format!("http://{}", node.http),
+        ])
+        .output()
+        .expect("run");
+    let text = ok(&out);
+    assert!(text.contains("layout version 1"), "{text}");
+    assert!(
+        text.contains("n1") && text.contains("eu-1") && text.contains("100.0%"),
+        "{text}"
+    );
+}

@@ -55,7 +55,10 @@ fn sigterm_is_clean_and_keeps_the_epoch_kill9_changes_it() {
     node.restart();
     assert_eq!(actor(&node), a1, "clean restart keeps the actor epoch");
     let ring = node.req("GET", "/v1/ring", &[], b"").json();
-    assert_eq!(ring["version"], 1, "the persisted layout comes back, not a new cluster");
+    assert_eq!(
+        ring["version"], 1,
+        "the persisted layout comes back, not a new cluster"
+    );
     assert_eq!(node.req("GET", "/v1/kv/b/k", &[], b"").text(), "v");
     node.kill9();
     node.restart();
