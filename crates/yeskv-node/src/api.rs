@@ -70,6 +70,10 @@ pub struct AppState<E: Engine> {
     pub started: Instant,
     /// The cluster layout (Raft-replicated); `/v1/ring` and `/v1/status` are served from it.
     pub layout: yeskv_layout::LayoutService,
+    /// Gossip membership: who is up, and what newcomers announce.
+    pub membership: Option<Arc<yeskv_membership::Membership>>,
+    /// What a join records about a node, from the membership view.
+    pub directory: crate::cluster_api::Directory,
     /// Per-peer internode RPC figures, for `/metrics` (empty for a node with no peer client).
     pub peer_stats: Box<dyn Fn() -> Vec<yeskv_rpc::PeerStats> + Send + Sync>,
 }
@@ -99,6 +103,19 @@ pub fn router<E: Engine>(state: Arc<AppState<E>>) -> Router {
         .route("/v1/health", get(health::<E>))
         .route("/metrics", get(metrics_text::<E>))
         .route("/v1/admin/compact", axum::routing::post(compact::<E>))
+        .route(
+            "/v1/cluster/join",
+            axum::routing::post(crate::cluster_api::join::<E>),
+        )
+        .route(
+            "/v1/cluster/leave",
+            axum::routing::post(crate::cluster_api::leave::<E>),
+        )
+        .route("/v1/cluster/plan", get(crate::cluster_api::plan::<E>))
+        .route(
+            "/v1/cluster/commit",
+            axum::routing::post(crate::cluster_api::commit::<E>),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(track))
@@ -379,24 +396,48 @@ async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let settings = state.coordinator.settings();
     let replica = state.coordinator.replica();
     let layout = state.layout.current();
-    let members: Vec<_> = match &layout {
-        Some(l) => l
-            .members
-            .iter()
-            .map(|(id, m)| {
-                json!({
-                    "id": id.as_str(),
-                    "peer": m.peer,
-                    "http": m.http,
-                    "zone": m.zone,
-                    // Liveness of other members comes with the gossip failure detector.
-                    "status": if id == &state.node_id { "up" } else { "unknown" },
-                    "state": m.state.as_str(),
-                    "owns": l.assignment.owned(id),
-                })
-            })
-            .collect(),
-        None => vec![json!({
+    let gossip = state.membership.as_ref().map(|m| m.view());
+    let liveness = |id: &NodeId| -> &'static str {
+        if id == &state.node_id {
+            return "up";
+        }
+        match gossip.as_ref().and_then(|g| g.member(id)) {
+            Some(m) if m.status == yeskv_membership::MemberStatus::Up => "up",
+            Some(_) => "down",
+            None => "unknown",
+        }
+    };
+    let mut members: Vec<serde_json::Value> = Vec::new();
+    if let Some(l) = &layout {
+        for (id, m) in &l.members {
+            members.push(json!({
+                "id": id.as_str(),
+                "peer": m.peer,
+                "http": m.http,
+                "zone": m.zone,
+                "status": liveness(id),
+                "state": m.state.as_str(),
+                "owns": l.assignment.owned(id),
+            }));
+        }
+    }
+    // Nodes that joined the gossip but own nothing yet.
+    let in_layout = |id: &NodeId| layout.as_ref().is_some_and(|l| l.members.contains_key(id));
+    if let Some(g) = &gossip {
+        for m in g.members.iter().filter(|m| !in_layout(&m.id)) {
+            members.push(json!({
+                "id": m.id.as_str(),
+                "peer": m.peer_addr,
+                "http": m.http_addr,
+                "zone": m.zone,
+                "status": liveness(&m.id),
+                "state": "joining",
+                "owns": 0,
+            }));
+        }
+    }
+    if !in_layout(&state.node_id) && gossip.is_none() {
+        members.push(json!({
             "id": state.node_id.as_str(),
             "peer": state.peer,
             "http": state.http,
@@ -404,8 +445,8 @@ async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
             "status": "up",
             "state": "joining",
             "owns": 0,
-        })],
-    };
+        }));
+    }
     let local_partitions: Vec<u32> = match &layout {
         Some(l) => (0..l.partitions)
             .filter(|p| l.assignment.replicas(*p as u16).contains(&state.node_id))

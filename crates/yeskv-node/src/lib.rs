@@ -18,6 +18,7 @@
 pub mod api;
 pub mod clock;
 pub mod cluster;
+pub mod cluster_api;
 pub mod config;
 pub mod coordinator;
 pub mod error;

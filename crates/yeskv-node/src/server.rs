@@ -24,6 +24,7 @@ use crate::coordinator::{Coordinator, Settings};
 use crate::peer::{LayoutOverPeers, PeerRequest, PeerResponse};
 use crate::replica::{Replica, Startup};
 use yeskv_layout::{JoinSpec, Layout, LayoutConfig, LayoutService, StorageConfig};
+use yeskv_membership::{GossipTransport, Membership, MembershipConfig};
 use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
 
 /// Runs a node until `shutdown` resolves. Errors are one-line, for the binary to print.
@@ -33,12 +34,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let raw = &cfg.raw;
-    if !raw.seeds.is_empty() {
-        // Refuse rather than silently run alone: joining by gossip is not wired in yet.
-        return Err(
-            "seeds: joining an existing cluster is not available yet in this build (a node runs as a cluster of one); start without --seed".into(),
-        );
-    }
     let mut rocks = RocksConfig::new(raw.data_dir.join("db"));
     rocks.sync = cfg.sync;
     rocks.block_cache_mb = raw.storage.block_cache_mb;
@@ -87,7 +82,7 @@ pub async fn run(
     let layout = LayoutService::start(layout_config, Arc::new(LayoutOverPeers(peers.clone())))
         .await
         .map_err(|e| format!("layout: {e}"))?;
-    let bootstrap = if layout.current().is_none() {
+    let bootstrap = if layout.current().is_none() && raw.seeds.is_empty() {
         let spec = JoinSpec {
             zone: raw.zone.clone(),
             capacity: 1,
@@ -120,13 +115,47 @@ pub async fn run(
             "n and partitions come from the cluster's layout, not from this node's config"
         );
     }
-    // Until the gossip failure detector is wired in, peers count as up; a dead peer then
-    // costs its RPC's connection error or deadline instead of being skipped at once.
-    let topology = ClusterTopology::follow(
+    // Gossip membership and failure detection (UDP, on the peer address's port).
+    let mut membership_config = MembershipConfig::new(
         cfg.node_id.clone(),
-        layout.subscribe(),
-        Arc::new(|_: &yeskv_core::NodeId| true),
+        raw.cluster_name.clone(),
+        raw.zone.clone(),
+        cfg.http.to_string(),
+        cfg.peer.to_string(),
     );
+    membership_config.seeds = raw.seeds.clone();
+    membership_config.layout_version = layout.current().map_or(0, |l| l.version);
+    // Dropped at exit: chitchat has no goodbye, peers notice through the failure detector.
+    let membership = Arc::new(
+        Membership::start(membership_config, GossipTransport::Udp)
+            .await
+            .map_err(|e| format!("gossip: {e}"))?,
+    );
+    let view = membership.subscribe();
+    let liveness = Arc::new(move |node: &yeskv_core::NodeId| view.borrow().is_up(node));
+    let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe(), liveness);
+    // Gossip the layout version this node holds.
+    {
+        let membership = membership.clone();
+        let mut layouts = layout.subscribe();
+        tokio::spawn(async move {
+            while layouts.changed().await.is_ok() {
+                let version = layouts.borrow_and_update().as_ref().map(|l| l.version);
+                if let Some(v) = version {
+                    let _ = membership.set_layout_version(v).await;
+                }
+            }
+        });
+    }
+    let directory_view = membership.subscribe();
+    let directory: crate::cluster_api::Directory = Box::new(move |node| {
+        directory_view.borrow().member(node).map(|m| JoinSpec {
+            zone: m.zone.clone(),
+            capacity: 1,
+            http: m.http_addr.clone(),
+            peer: m.peer_addr.clone(),
+        })
+    });
 
     let settings = Settings {
         n,
@@ -146,6 +175,8 @@ pub async fn run(
             Arc::new(peers),
         ),
         layout: layout.clone(),
+        membership: Some(membership.clone()),
+        directory,
         limits: raw.limits.clone(),
         node_id: cfg.node_id.clone(),
         zone: raw.zone.clone(),

@@ -1,0 +1,199 @@
+//! The operator's cluster endpoints: staged membership changes, as in Riak's `cluster join /
+//! leave / plan / commit`. Nothing changes until `commit`, which installs the plan as one new
+//! layout version through the layout's Raft group (any node may be asked; it forwards to the
+//! leader). The data path is never involved.
+//!
+//! - `POST /v1/cluster/join {"nodes": ["n4"]}` — stage: these nodes become owners. A node must
+//!   be known to this node's membership view (it gossips its zone and addresses), so only a
+//!   node that was started with `--seed` can be joined.
+//! - `POST /v1/cluster/leave {"nodes": ["n2"], "force": false}` — stage: hand these nodes'
+//!   partitions to others and drop them; `force` for a node that is dead.
+//! - `GET /v1/cluster/plan` — the staged changes and the partition moves they cause.
+//! - `POST /v1/cluster/commit` — apply the staged changes as one new layout version.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use yeskv_core::NodeId;
+use yeskv_layout::{JoinSpec, LayoutError, Plan};
+use yeskv_storage::Engine;
+
+use crate::api::AppState;
+
+/// Most nodes named in one join or leave request.
+pub const NODES_PER_REQUEST_MAX: usize = 64;
+
+/// Body of `join`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    nodes: Vec<String>,
+}
+
+/// Body of `leave`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaveBody {
+    nodes: Vec<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// Where the node finds what a join records about a node (zone, addresses): the gossip view.
+pub type Directory = Box<dyn Fn(&NodeId) -> Option<JoinSpec> + Send + Sync>;
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn layout_error(e: yeskv_layout::Error) -> Response {
+    use yeskv_layout::Error as E;
+    let status = match &e {
+        E::Rejected(
+            LayoutError::VersionMismatch { .. }
+            | LayoutError::StagedChanged { .. }
+            | LayoutError::NothingStaged
+            | LayoutError::AlreadyLeaving { .. }
+            | LayoutError::NotStaged { .. }
+            | LayoutError::NoOwnersLeft,
+        ) => StatusCode::CONFLICT,
+        E::Rejected(_) => StatusCode::BAD_REQUEST,
+        e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e)
+}
+
+fn parse_nodes(nodes: &[String]) -> Result<Vec<NodeId>, Response> {
+    if nodes.is_empty() || nodes.len() > NODES_PER_REQUEST_MAX {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("\"nodes\" must name 1 to {NODES_PER_REQUEST_MAX} nodes"),
+        ));
+    }
+    nodes
+        .iter()
+        .map(|n| NodeId::new(n.clone()).map_err(|e| error(StatusCode::BAD_REQUEST, e)))
+        .collect()
+}
+
+/// The JSON form of a plan.
+pub fn plan_json(plan: &Plan) -> serde_json::Value {
+    let owned: serde_json::Map<String, serde_json::Value> = plan
+        .owned
+        .iter()
+        .map(|(id, c)| {
+            (
+                id.as_str().to_string(),
+                json!({ "before": c.before, "after": c.after }),
+            )
+        })
+        .collect();
+    let moves: Vec<_> = plan
+        .moves
+        .iter()
+        .map(|m| {
+            json!({
+                "partition": m.partition,
+                "from": m.from.as_ref().map(|n| n.as_str()),
+                "to": m.to.as_ref().map(|n| n.as_str()),
+            })
+        })
+        .collect();
+    json!({
+        "base_version": plan.base_version,
+        "new_version": plan.layout.version,
+        "staged": {
+            "revision": plan.staged.revision,
+            "joins": plan.staged.joins.keys().map(|n| n.as_str()).collect::<Vec<_>>(),
+            "leaves": plan.staged.leaves.iter()
+                .map(|(n, mode)| json!({ "node": n.as_str(), "mode": format!("{mode:?}").to_lowercase() }))
+                .collect::<Vec<_>>(),
+        },
+        "replicas_moved": plan.moves.len(),
+        "moves": moves,
+        "owned": owned,
+    })
+}
+
+fn plan_response<E: Engine>(state: &AppState<E>) -> Response {
+    match state.layout.plan() {
+        Ok(plan) => axum::Json(plan_json(&plan)).into_response(),
+        Err(e) => layout_error(e),
+    }
+}
+
+/// `POST /v1/cluster/join`.
+pub async fn join<E: Engine>(
+    State(state): State<Arc<AppState<E>>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: JoinBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    let nodes = match parse_nodes(&body.nodes) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let mut specs = Vec::new();
+    for node in nodes {
+        match (state.directory)(&node) {
+            Some(spec) => specs.push((node, spec)),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("node {node} is not known to this node's membership view: start it with --seed pointing at this cluster first"),
+                )
+            }
+        }
+    }
+    for (node, spec) in specs {
+        if let Err(e) = state.layout.stage_join(node, spec).await {
+            return layout_error(e);
+        }
+    }
+    plan_response(&state)
+}
+
+/// `POST /v1/cluster/leave`.
+pub async fn leave<E: Engine>(
+    State(state): State<Arc<AppState<E>>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: LeaveBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    let nodes = match parse_nodes(&body.nodes) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    for node in nodes {
+        if let Err(e) = state.layout.stage_leave(node, body.force).await {
+            return layout_error(e);
+        }
+    }
+    plan_response(&state)
+}
+
+/// `GET /v1/cluster/plan`.
+pub async fn plan<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
+    plan_response(&state)
+}
+
+/// `POST /v1/cluster/commit`.
+pub async fn commit<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
+    match state.layout.commit(None).await {
+        Ok(layout) => axum::Json(json!({
+            "version": layout.version,
+            "members": layout.members.keys().map(|n| n.as_str()).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => layout_error(e),
+    }
+}
