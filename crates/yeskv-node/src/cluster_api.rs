@@ -68,17 +68,14 @@ fn layout_error(e: yeskv_layout::Error) -> Response {
     error(status, e)
 }
 
-fn parse_nodes(nodes: &[String]) -> Result<Vec<NodeId>, Response> {
+/// Validates the node names of a request; the error is the reason for a `400`.
+fn parse_nodes(nodes: &[String]) -> Result<Vec<NodeId>, String> {
     if nodes.is_empty() || nodes.len() > NODES_PER_REQUEST_MAX {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("\"nodes\" must name 1 to {NODES_PER_REQUEST_MAX} nodes"),
+        return Err(format!(
+            "\"nodes\" must name 1 to {NODES_PER_REQUEST_MAX} nodes"
         ));
     }
-    nodes
-        .iter()
-        .map(|n| NodeId::new(n.clone()).map_err(|e| error(StatusCode::BAD_REQUEST, e)))
-        .collect()
+    nodes.iter().map(|n| NodeId::new(n.clone())).collect()
 }
 
 /// The JSON form of a plan.
@@ -138,7 +135,7 @@ pub async fn join<E: Engine>(
     };
     let nodes = match parse_nodes(&body.nodes) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     let mut specs = Vec::new();
     for node in nodes {
@@ -171,7 +168,7 @@ pub async fn leave<E: Engine>(
     };
     let nodes = match parse_nodes(&body.nodes) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     for node in nodes {
         if let Err(e) = state.layout.stage_leave(node, body.force).await {

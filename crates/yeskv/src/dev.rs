@@ -5,6 +5,11 @@
 //! streamed here prefixed by node id. The command prints each node's URL and one `ready` line once
 //! every node answers `/v1/health`, and stops them all (SIGTERM, which flushes storage) on Ctrl-C
 //! or SIGTERM. Running it again on the same data directory brings back the same nodes and data.
+//!
+//! The cluster is formed the way an operator would: `n1` starts without seeds and creates the
+//! cluster, the others start with `--seed` (n1's peer address) and join its gossip, then this
+//! command stages `join` for them on n1 and `commit`s, and waits until every node applied the
+//! new layout. On a second run the layout is already committed and nothing is staged.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -17,8 +22,8 @@ use tokio::process::{Child, Command};
 /// Flags of `yeskv dev`.
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
-    /// Number of nodes. Until clustering lands (issue 4) a dev cluster is a single node.
-    #[arg(long, default_value_t = 1)]
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
     nodes: u16,
     /// Parent directory of the nodes' data directories.
     #[arg(long, default_value = "./yeskv-data")]
@@ -40,22 +45,108 @@ struct Node {
     child: Child,
 }
 
-async fn healthy(addr: &str) -> bool {
-    let Ok(Ok(mut s)) = tokio::time::timeout(
+/// One small HTTP/1.1 request; `(status, body)` or `None` if the node did not answer.
+async fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = tokio::time::timeout(
         Duration::from_millis(500),
         tokio::net::TcpStream::connect(addr),
     )
     .await
-    else {
+    .ok()?
+    .ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+async fn healthy(addr: &str) -> bool {
+    matches!(http(addr, "GET", "/v1/health", "").await, Some((200, _)))
+}
+
+/// The layout version and member ids a node routes by (`None` while it has no layout).
+async fn ring(addr: &str) -> Option<(u64, Vec<String>)> {
+    let (status, body) = http(addr, "GET", "/v1/ring", "").await?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let ids = v["nodes"]
+        .as_array()?
+        .iter()
+        .filter_map(|n| n["id"].as_str().map(str::to_string))
+        .collect();
+    Some((v["version"].as_u64()?, ids))
+}
+
+/// Whether `addr`'s failure detector sees `count` members, all up.
+async fn all_up(addr: &str, count: usize) -> bool {
+    let Some((200, body)) = http(addr, "GET", "/v1/status", "").await else {
         return false;
     };
-    let req = format!("GET /v1/health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
         return false;
+    };
+    let members = v["members"].as_array().cloned().unwrap_or_default();
+    members.len() == count && members.iter().all(|m| m["status"] == "up")
+}
+
+/// Stages a join of every node the layout lacks on the first node, commits, and waits until
+/// every node applied the result and sees every member up.
+async fn form_cluster(nodes: &[Node], deadline: Instant) -> anyhow::Result<u64> {
+    let first = nodes[0].url.trim_start_matches("http://").to_string();
+    let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    let (mut version, members) = ring(&first)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("{} has no layout", nodes[0].id))?;
+    let missing: Vec<&String> = ids.iter().filter(|id| !members.contains(id)).collect();
+    if !missing.is_empty() {
+        let body = serde_json::json!({ "nodes": missing }).to_string();
+        // The newcomers must be in n1's gossip view first: retry until they are.
+        loop {
+            match http(&first, "POST", "/v1/cluster/join", &body).await {
+                Some((200, _)) => break,
+                Some((status, reply)) if Instant::now() > deadline => {
+                    bail!("staging the join failed: {status} {reply}")
+                }
+                _ if Instant::now() > deadline => bail!("staging the join: no answer"),
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        match http(&first, "POST", "/v1/cluster/commit", "").await {
+            Some((200, reply)) => {
+                let v: serde_json::Value = serde_json::from_str(&reply)?;
+                version = v["version"].as_u64().unwrap_or(version);
+            }
+            Some((status, reply)) => bail!("commit failed: {status} {reply}"),
+            None => bail!("commit: no answer"),
+        }
     }
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_millis(500), s.read_to_end(&mut buf)).await;
-    read.is_ok() && buf.starts_with(b"HTTP/1.1 200")
+    for n in nodes {
+        let addr = n.url.trim_start_matches("http://").to_string();
+        loop {
+            if let (Some((v, _)), true) = (ring(&addr).await, all_up(&addr, nodes.len()).await) {
+                if v >= version {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("node {} did not apply layout version {version}", n.id);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(version)
 }
 
 fn stream_logs<R: tokio::io::AsyncRead + Unpin + Send + 'static>(id: String, r: R) {
@@ -81,11 +172,8 @@ fn terminate(nodes: &[Node]) {
 
 /// Runs the dev cluster until Ctrl-C / SIGTERM or until a node exits.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    if args.nodes != 1 {
-        bail!(
-            "--nodes {}: multi-node dev clusters need clustering (issue 4); use --nodes 1 for now",
-            args.nodes
-        );
+    if args.nodes == 0 || args.nodes > 64 {
+        bail!("--nodes must be between 1 and 64");
     }
     if args.base_port < 1024 + args.nodes || args.base_port.checked_add(args.nodes).is_none() {
         bail!(
@@ -112,6 +200,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .kill_on_drop(true);
         if let Some(s) = &args.sync {
             cmd.args(["--sync", s]);
+        }
+        if i > 0 {
+            cmd.args(["--seed", &format!("127.0.0.1:{}", args.base_port - 1000)]);
         }
         let mut child = cmd.spawn().with_context(|| format!("starting node {id}"))?;
         if let Some(out) = child.stdout.take() {
@@ -147,8 +238,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         println!("{} {}", nodes[i].id, nodes[i].url);
     }
+    let version = match form_cluster(&nodes, deadline).await {
+        Ok(v) => v,
+        Err(e) => {
+            terminate(&nodes);
+            return Err(e);
+        }
+    };
     println!(
-        "ready: {} node(s); try: curl -X PUT --data-binary hello {}/v1/kv/demo/greeting",
+        "ready: {} node(s), layout version {version}; try: curl -X PUT --data-binary hello {}/v1/kv/demo/greeting",
         nodes.len(),
         nodes[0].url
     );

@@ -162,17 +162,20 @@ impl Node {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
         let port = free_port();
         let http = format!("127.0.0.1:{port}");
+        let has = |flag: &str| extra.contains(&flag);
         let mut args: Vec<String> = vec![
             "server".into(),
-            "--node-id".into(),
-            "n1".into(),
             "--data-dir".into(),
             data_dir.display().to_string(),
             "--http".into(),
             http.clone(),
-            "--peer".into(),
-            format!("127.0.0.1:{}", free_port()),
         ];
+        if !has("--node-id") {
+            args.extend(["--node-id".into(), "n1".into()]);
+        }
+        if !has("--peer") {
+            args.extend(["--peer".into(), format!("127.0.0.1:{}", free_port())]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut node = Node {
             child: None,
