@@ -38,7 +38,7 @@ enum Command {
     Delete(client_cmd::DeleteArgs),
     /// Load generator: YCSB-style workloads, latency percentiles, ops/s.
     Bench(bench::BenchArgs),
-    /// Operator commands on the cluster (status).
+    /// Operator commands on the cluster: status, join, leave, plan, commit.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
 }
