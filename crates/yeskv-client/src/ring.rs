@@ -112,7 +112,7 @@ impl Ring {
             .map_err(|error| invalid(format!("not the expected JSON: {error}")))?;
         if json.hash != SUPPORTED_HASH {
             return Err(invalid(format!(
-                "key hash function {:?} is not implemented by this client (it implements {:?})",
+                "key hash function {:?} is not supported by this client (it supports {:?})",
                 json.hash, SUPPORTED_HASH
             )));
         }
@@ -366,7 +366,7 @@ mod tests {
         let json = ring_json(4, "md5(bucket/key)");
         let reason = reason(&json);
         assert!(reason.contains("\"md5(bucket/key)\""), "{reason}");
-        assert!(reason.contains("not implemented"), "{reason}");
+        assert!(reason.contains("not supported"), "{reason}");
         let error = parse(&json).expect_err("unusable");
         assert!(!error.is_retryable());
     }

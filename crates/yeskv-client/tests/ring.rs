@@ -424,7 +424,7 @@ async fn an_unknown_hash_function_falls_back_to_round_robin() {
         "{error}"
     );
     assert!(error.to_string().contains("sha1(bucket/key)"), "{error}");
-    assert!(error.to_string().contains("not implemented"), "{error}");
+    assert!(error.to_string().contains("not supported"), "{error}");
     assert!(matches!(
         client.refresh_ring().await,
         Err(Error::InvalidResponse(_))
