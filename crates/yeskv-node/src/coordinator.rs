@@ -8,10 +8,9 @@
 //!   other replicas (`Merge`), and answers once `w` replicas — itself included — hold it durably.
 //!   Replication to the rest continues in the background. If this node is not a replica, it
 //!   forwards the write (`Coordinate`) to the first live replica, then the next on failure.
-//! - **Read**: asks `r` replicas of the key in parallel (itself first if it is one, then live
-//!   replicas in preference order; another replica for each one that fails), merges the objects
-//!   with DVV `sync`, and answers after `r` replies, so the answer holds every sibling any of
-//!   them had.
+//! - **Read**: asks every replica of the key in parallel (itself directly), merges the objects
+//!   with DVV `sync` as they come, and answers after `r` replies, so the answer holds every
+//!   sibling any of them had.
 //! - **Quorums**: `r`/`w` are validated against `n` (`400` above it), then capped at the number
 //!   of replicas a key has ("while the cluster has fewer nodes than n, each key has one replica
 //!   per node"). Known-down replicas count as failures at once; the pure
@@ -172,23 +171,16 @@ impl<E: Engine> Coordinator<E> {
         }
     }
 
-    /// Reads a key: the merged object of `r` replicas (empty if none has it).
-    ///
-    /// Only `r` replicas are asked at first — this node first if it is one, then live replicas
-    /// in preference order — and another only when one fails, so a read costs `r` lookups, not
-    /// `n`. The guarantee is Dynamo's: the answer merges `r` replies.
+    /// Reads a key: the merged object of the first `r` replicas to answer (empty if none has it).
     pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
         let p = self.place(bucket, key);
         let required = self.quorum(r, self.settings.r, p.replicas.len(), "r")?;
-        let mut order: Vec<&NodeId> = p.replicas.iter().collect();
-        // Stable: preference order is kept within each group.
-        order.sort_by_key(|n| (!self.is_local(n), !self.topology.is_up(n)));
-        let mut tracker = QuorumTracker::new(required, order.len() as u8);
-        let mut untried = order.into_iter();
-        let mut pending = FuturesUnordered::new();
-        for node in untried.by_ref().take(usize::from(required)) {
-            pending.push(self.read_replica(node, &p.storage_key));
-        }
+        let mut tracker = QuorumTracker::new(required, p.replicas.len() as u8);
+        let mut pending: FuturesUnordered<_> = p
+            .replicas
+            .iter()
+            .map(|node| self.read_replica(node, &p.storage_key))
+            .collect();
         let mut merged = Object::new();
         let mut corrupt = None;
         while let Some(result) = pending.next().await {
@@ -200,9 +192,6 @@ impl<E: Engine> Coordinator<E> {
                 Err(e) => {
                     if e.contains("corrupt") {
                         corrupt = Some(e.clone());
-                    }
-                    if let Some(node) = untried.next() {
-                        pending.push(self.read_replica(node, &p.storage_key));
                     }
                     tracker.failure(e)
                 }
