@@ -2,8 +2,9 @@
 //!
 //! The coordinator asks a [`Topology`] and nothing else about the cluster, so the data path never
 //! waits on the consensus layer: the preference lists come from the last layout this node applied,
-//! liveness from the failure detector. [`SingleNode`] is the topology of a node that owns every
-//! partition alone; [`StaticTopology`] is a fixed layout for tests and the simulator.
+//! liveness from the failure detector: the node's implementation is
+//! [`crate::cluster::ClusterTopology`]; [`StaticTopology`] is a fixed layout for tests and the
+//! simulator.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,44 +27,11 @@ pub trait Topology: Send + Sync + 'static {
     fn layout_version(&self) -> u64;
 }
 
-/// A cluster of one: this node holds every partition.
-pub struct SingleNode {
-    local: NodeId,
-    prefs: Arc<[NodeId]>,
-}
-
-impl SingleNode {
-    /// The topology of `local` alone.
-    pub fn new(local: NodeId) -> Self {
-        let prefs: Arc<[NodeId]> = Arc::from(vec![local.clone()]);
-        SingleNode { local, prefs }
-    }
-}
-
-impl Topology for SingleNode {
-    fn local(&self) -> &NodeId {
-        &self.local
-    }
-    fn preference(&self, _partition: u16) -> Arc<[NodeId]> {
-        self.prefs.clone()
-    }
-    fn peer_addr(&self, _node: &NodeId) -> Option<String> {
-        None
-    }
-    fn is_up(&self, node: &NodeId) -> bool {
-        node == &self.local
-    }
-    fn layout_version(&self) -> u64 {
-        1
-    }
-}
-
-/// A fixed layout: every partition has the same preference list unless overridden; liveness is
-/// set by hand. For tests and simulation.
+/// A fixed layout: every partition has the same preference list; liveness is set by hand. For
+/// tests and simulation.
 pub struct StaticTopology {
     local: NodeId,
-    default_prefs: Arc<[NodeId]>,
-    per_partition: BTreeMap<u16, Arc<[NodeId]>>,
+    prefs: Arc<[NodeId]>,
     addrs: RwLock<BTreeMap<NodeId, String>>,
     down: RwLock<BTreeSet<NodeId>>,
 }
@@ -73,8 +41,7 @@ impl StaticTopology {
     pub fn new(local: NodeId, prefs: Vec<NodeId>) -> Self {
         StaticTopology {
             local,
-            default_prefs: Arc::from(prefs),
-            per_partition: BTreeMap::new(),
+            prefs: Arc::from(prefs),
             addrs: RwLock::new(BTreeMap::new()),
             down: RwLock::new(BTreeSet::new()),
         }
@@ -100,11 +67,8 @@ impl Topology for StaticTopology {
     fn local(&self) -> &NodeId {
         &self.local
     }
-    fn preference(&self, partition: u16) -> Arc<[NodeId]> {
-        self.per_partition
-            .get(&partition)
-            .cloned()
-            .unwrap_or_else(|| self.default_prefs.clone())
+    fn preference(&self, _partition: u16) -> Arc<[NodeId]> {
+        self.prefs.clone()
     }
     fn peer_addr(&self, node: &NodeId) -> Option<String> {
         self.addrs.read().get(node).cloned()
