@@ -23,6 +23,10 @@ pub enum Error {
     /// A causal context token from a client is malformed, tampered with or made for another key.
     #[error("invalid causal context: {0}")]
     InvalidContext(String),
+    /// A Tictac tree's shape is invalid, or two trees (or a tree and its stored copy) that must
+    /// have the same shape do not: they cannot be compared.
+    #[error("tictac tree geometry: {0}")]
+    TreeGeometry(String),
 }
 
 impl Error {

@@ -13,6 +13,9 @@
 //!   wire) and of the opaque causal context token handed to clients.
 //! - [`keyspace`]: the stable key hash, key → partition, and the storage key layout.
 //! - [`placement`]: the layout: partition → replicas, zone-spread, balanced, fewest moves.
+//! - [`tictac`]: Tictac trees for active anti-entropy (Riak 3): per partition replica, fixed
+//!   segments whose hashes are XORs of object digests, so a write updates the tree in O(1); the
+//!   stable object digest; and the key diff of one segment between two replicas.
 //! - [`quorum`]: `one` / `quorum` / `all` / numbers, resolved against `n`.
 //! - [`error`]: the one error enum of this crate.
 
@@ -23,6 +26,7 @@ pub mod keyspace;
 pub mod object;
 pub mod placement;
 pub mod quorum;
+pub mod tictac;
 
 pub use causality::{Actor, CausalContext, Dot, NodeId, VersionVector};
 pub use error::Error;
