@@ -636,12 +636,31 @@ mod tests {
         ] {
             assert_ne!(object_digest(b"k", &with(v)), d, "{what}");
         }
-        // A clock that saw more (a dropped sibling) differs from one that did not.
+        let with_expiry = |exp| object_digest(b"k", &with(Version::value(b"x".to_vec(), 5, exp)));
+        assert_ne!(with_expiry(Some(7)), with_expiry(Some(8)), "expiry instant");
+        // A clock that saw more (a dropped sibling), of another actor or of the same one, differs
+        // from one that did not.
+        for (who, counter) in [(actor("b"), 1), (actor("a"), 2)] {
+            let mut clock = base.clock().clone();
+            clock.raise(&who, counter);
+            let wider = Object::from_parts(clock, base.siblings().to_vec()).expect("valid parts");
+            assert_ne!(object_digest(b"k", &wider), d, "clock {who}:{counter}");
+        }
+        // The same version under another dot differs too.
         let mut clock = base.clock().clone();
-        clock.raise(&actor("b"), 1);
-        let s = base.siblings().to_vec();
-        let wider = Object::from_parts(clock, s).expect("valid parts");
-        assert_ne!(object_digest(b"k", &wider), d);
+        clock.raise(&actor("a"), 2);
+        let moved = crate::object::Sibling {
+            dot: crate::causality::Dot {
+                actor: actor("a"),
+                counter: 2,
+            },
+            version: base.siblings()[0].version.clone(),
+        };
+        let (stay, go) = (
+            Object::from_parts(clock.clone(), base.siblings().to_vec()).expect("valid parts"),
+            Object::from_parts(clock, vec![moved]).expect("valid parts"),
+        );
+        assert_ne!(object_digest(b"k", &stay), object_digest(b"k", &go), "dot");
     }
 
     #[test]
