@@ -2,7 +2,7 @@
 //! why it is stated this way; this module is the executable version.
 //!
 //! Each public checker takes the whole history and [`Options`] and returns its findings;
-//! [`crate::check`] runs them all over one shared [`Analysis`]. Findings come out in a
+//! [`crate::check`] runs them all over one shared analysis of the history. Findings come out in a
 //! deterministic order (keys sorted, then history order), so a seed's report replays byte for
 //! byte.
 
@@ -160,7 +160,8 @@ pub(crate) fn lost_cart_adds_in(analysis: &Analysis<'_>) -> Vec<Violation> {
     findings
 }
 
-/// Rule 3: no value an acknowledged delete saw is in the final state.
+/// Rule 3: no value an acknowledged delete saw is in the final state — unless the value's own
+/// write ended indeterminate (a client retry of it is a new version the delete never saw).
 pub fn resurrections(history: &History, _options: &Options) -> Vec<Violation> {
     resurrections_in(&Analysis::new(history))
 }
@@ -171,6 +172,16 @@ pub(crate) fn resurrections_in(analysis: &Analysis<'_>) -> Vec<Violation> {
         let FinalState::Judged { values, .. } = &info.final_state else {
             continue;
         };
+        // A write that ended indeterminate may be retried by its client after the delete: a new
+        // version, concurrent with the delete, that legitimately brings the value back.
+        let retryable: HashSet<&str> = analysis
+            .operations_on(info)
+            .filter(|operation| matches!(operation.outcome, Outcome::Info | Outcome::Pending))
+            .filter_map(|operation| match operation.op {
+                Op::Write { value, .. } => Some(value.as_str()),
+                _ => None,
+            })
+            .collect();
         let mut reported: HashSet<&str> = HashSet::new();
         for operation in analysis.operations_on(info) {
             let Op::Delete { saw, .. } = operation.op else {
@@ -180,7 +191,8 @@ pub(crate) fn resurrections_in(analysis: &Analysis<'_>) -> Vec<Violation> {
                 continue;
             }
             for value in saw {
-                if values.contains(value.as_str()) && reported.insert(value) {
+                let value = value.as_str();
+                if values.contains(value) && !retryable.contains(value) && reported.insert(value) {
                     findings.push(finding(
                         ViolationKind::Resurrected,
                         key,
@@ -285,8 +297,9 @@ pub(crate) fn visible_values_in(analysis: &Analysis<'_>) -> Vec<Violation> {
 /// Rule 5: each acknowledged read, and each key's final state, has at most as many siblings as
 /// writers could have left: the distinct processes that invoked a write or cart add on the key
 /// up to the read's completion, plus the indeterminate writes on the key up to then (a timed-out
-/// write may be retried and leave an extra sibling); and never more than
-/// [`Options::siblings_max`].
+/// write may be retried and leave an extra sibling), plus the blind writes (empty `saw` at
+/// invocation) by a process that had already written the key (its earlier write is not
+/// superseded); and never more than [`Options::siblings_max`].
 pub fn sibling_bounds(history: &History, options: &Options) -> Vec<Violation> {
     sibling_bounds_in(&Analysis::new(history), options)
 }
@@ -294,8 +307,13 @@ pub fn sibling_bounds(history: &History, options: &Options) -> Vec<Violation> {
 /// The sibling bound at a point of the history.
 #[derive(Default)]
 struct WriterCount {
+    /// Processes that invoked a write or cart add on the key.
     processes: BTreeSet<ProcessId>,
+    /// Indeterminate writes and cart adds on the key.
     indeterminate: usize,
+    /// Blind writes (empty `saw`) by a process that had already written the key: the earlier
+    /// write may survive beside the new one.
+    blind: usize,
 }
 
 fn sibling_finding(
@@ -306,13 +324,14 @@ fn sibling_finding(
     event_index: Option<usize>,
     what: &str,
 ) -> Option<Violation> {
-    let (processes, indeterminate) =
-        count.map_or((0, 0), |count| (count.processes.len(), count.indeterminate));
-    let bound = processes + indeterminate;
+    let (processes, indeterminate, blind) = count.map_or((0, 0, 0), |count| {
+        (count.processes.len(), count.indeterminate, count.blind)
+    });
+    let bound = processes + indeterminate + blind;
     let explanation = if siblings > bound {
         format!(
             "{what} has {siblings} siblings, more than the {processes} writing processes plus \
-             {indeterminate} indeterminate writes so far"
+             {indeterminate} indeterminate and {blind} repeated blind writes so far"
         )
     } else if options.siblings_max.is_some_and(|max| siblings > max) {
         format!(
@@ -337,7 +356,13 @@ pub(crate) fn sibling_bounds_in(analysis: &Analysis<'_>, options: &Options) -> V
     for (index, event) in analysis.history.events.iter().enumerate() {
         let key = event.op.key();
         match (&event.op, event.status) {
-            (Op::Write { .. } | Op::CartAdd { .. }, Status::Invoke) => {
+            (Op::Write { saw, .. }, Status::Invoke) => {
+                let count = counts.entry(key).or_default();
+                if !count.processes.insert(event.process) && saw.is_empty() {
+                    count.blind += 1;
+                }
+            }
+            (Op::CartAdd { .. }, Status::Invoke) => {
                 counts
                     .entry(key)
                     .or_default()

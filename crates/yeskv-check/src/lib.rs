@@ -19,6 +19,9 @@
 //! - Per-node final reads (`node != "merged"`) and [`history::DigestSample`]s feed the
 //!   convergence rule only.
 //! - For carts, a sibling's value is the cart's items joined by `,`; the empty cart is `""`.
+//! - A write's `saw` is recorded at invocation (the completion repeats it). The checkers go by
+//!   the order of [`history::History::events`], not by `time_ms`; only digest samples are
+//!   ordered by time.
 //!
 //! ## The rules
 //!
@@ -31,7 +34,9 @@
 //! 2. **No lost acknowledged cart add** ([`checkers::lost_cart_adds`]): each `ok` add's item
 //!    is in the union of the items of the final siblings of its cart.
 //! 3. **No resurrection** ([`checkers::resurrections`]): a value an `ok` delete saw is not in
-//!    the final state (values are unique, so it can only be the old write coming back).
+//!    the final state (values are unique, so it can only be the old write coming back). The
+//!    exception is a value whose write ended indeterminate: its client may have retried it,
+//!    and a retry is a new version, concurrent with the delete, that rightly survives it.
 //! 4. **Convergence** ([`checkers::convergence`]): all per-node final reads of a key agree as
 //!    sets; for digests, every partition's replicas agree at some sample time, and
 //!    [`Report::converged_ms`] is the first such time minus `healed_at_ms`, which must not
@@ -40,10 +45,11 @@
 //! 5. **Bounded siblings** ([`checkers::sibling_bounds`]): each `ok` read, and each key's final
 //!    state, has at most `W` siblings, `W` = distinct processes that invoked a write or cart add
 //!    on the key up to the read's completion + indeterminate (`info`) writes on the key up to
-//!    then (a timed-out write may be retried and leave an extra sibling); and at most
-//!    [`Options::siblings_max`]. Siblings are counted as returned, duplicates included. The
-//!    bound assumes a client's write carries a context that saw its own previous write of the
-//!    key (read-your-writes per session), which the workloads do.
+//!    then (a timed-out write may be retried and leave an extra sibling) + blind writes (empty
+//!    `saw` at invocation) by a process that had already written the key (nothing supersedes
+//!    its earlier write); and at most [`Options::siblings_max`]. Siblings are counted as
+//!    returned, duplicates included. The bound assumes a client's write with a context saw its
+//!    own previous write of the key (read-your-writes per session), which the workloads do.
 //! 6. **Indeterminate is not failure** ([`checkers::visible_values`] and the counts): an `info`
 //!    operation is neither failed nor acknowledged, and an `info` write may be present or
 //!    absent. A `fail` write must stay invisible — in any final read, `ok` read, or write or
@@ -60,6 +66,14 @@
 //! Counts: [`Report::ops`] completed operations (ok + fail + info), [`Report::acked`] `ok`
 //! writes, deletes and cart adds, [`Report::indeterminate`] `info` operations,
 //! [`Report::failed`] `fail` operations.
+//!
+//! ## Using it
+//!
+//! [`check`] runs every rule and returns a [`Report`] (JSON via serde; [`Report::ok`] is the
+//! verdict); [`trace`] gives the last events on a finding's key for a shortened failure trace.
+//! The binary `yeskv-check HISTORY.json [--convergence-bound-ms N] [--no-convergence]
+//! [--siblings-max N]` prints the report and exits 0 (pass), 1 (violations) or 2 (bad input,
+//! including a malformed history).
 
 mod analysis;
 pub mod checkers;

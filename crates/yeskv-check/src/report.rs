@@ -15,8 +15,9 @@ pub const CONVERGENCE_BOUND_MS_DEFAULT: u64 = 60_000;
 /// The default cap on the findings listed in a report (counts are never capped).
 pub const VIOLATIONS_MAX_DEFAULT: usize = 1_000;
 
-/// How to judge.
+/// How to judge. Deserializes from a partial object (missing fields take their defaults).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Options {
     /// Whether convergence findings are violations. When false they are still computed and
     /// listed in [`Report::warnings`] (the cluster has no anti-entropy yet, so replicas that

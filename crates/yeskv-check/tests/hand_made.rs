@@ -214,6 +214,16 @@ fn an_indeterminate_delete_may_leave_the_value() {
 }
 
 #[test]
+fn a_retried_indeterminate_write_may_come_back_after_a_delete() {
+    let mut history = Builder::new();
+    history
+        .write(1, Info, "k", "a", &[])
+        .delete(2, Acked, "k", &["a"])
+        .merged("k", &["a"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
 fn a_write_concurrent_with_a_delete_survives_it() {
     let mut history = Builder::new();
     history
@@ -361,6 +371,18 @@ fn an_indeterminate_write_allows_one_more_sibling() {
         .write(1, Info, "k", "a", &[])
         .read(2, Acked, "k", &["a", "a"])
         .merged("k", &["a", "a"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn a_repeated_blind_write_allows_one_more_sibling() {
+    // Without a context nothing supersedes the process's earlier write.
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(1, Acked, "k", "b", &[])
+        .read(1, Acked, "k", &["a", "b"])
+        .merged("k", &["a", "b"]);
     assert_passes(&judge(&history));
 }
 
