@@ -455,7 +455,12 @@ async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     };
     let partitions: Vec<_> = local_partitions
         .iter()
-        .map(|id| json!({ "id": id, "merkle_root": null, "keys": null }))
+        .map(|id| match replica.tree_summary(*id as u16) {
+            Some(t) => {
+                json!({ "id": id, "merkle_root": format!("{:016x}", t.root), "keys": t.keys })
+            }
+            None => json!({ "id": id, "merkle_root": null, "keys": null }),
+        })
         .collect();
     let body = json!({
         "node": state.node_id.as_str(),
@@ -469,7 +474,7 @@ async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
         "w": settings.w,
         "layout_version": layout.as_ref().map_or(0, |l| l.version),
         "members": members,
-        "hints_pending": 0,
+        "hints_pending": replica.hints_pending(),
         "corrupt_records": replica.corrupt_total(),
         "partitions": partitions,
     });

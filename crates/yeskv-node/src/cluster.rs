@@ -23,13 +23,19 @@ pub type Liveness = Arc<dyn Fn(&NodeId) -> bool + Send + Sync>;
 struct Snapshot {
     version: u64,
     prefs: Vec<Arc<[NodeId]>>,
+    fallbacks: Vec<Arc<[NodeId]>>,
     peers: BTreeMap<NodeId, String>,
 }
 
 impl Snapshot {
     fn of(layout: &Layout) -> Snapshot {
-        let prefs = (0..layout.partitions)
+        let prefs: Vec<Arc<[NodeId]>> = (0..layout.partitions)
             .map(|p| Arc::from(layout.assignment.replicas(p as u16).to_vec()))
+            .collect();
+        let fallbacks = prefs
+            .iter()
+            .enumerate()
+            .map(|(p, primaries)| Arc::from(fallback_order(layout, p as u16, primaries)))
             .collect();
         let peers = layout
             .members
@@ -39,9 +45,34 @@ impl Snapshot {
         Snapshot {
             version: layout.version,
             prefs,
+            fallbacks,
             peers,
         }
     }
+}
+
+/// The sloppy-quorum stand-ins of one partition: every member that is not one of its primaries,
+/// those in zones without a primary first (a zone outage takes primaries and same-zone fallbacks
+/// together), then by a hash of (partition, node) so that each partition spreads its fallback
+/// load differently.
+fn fallback_order(layout: &Layout, partition: u16, primaries: &[NodeId]) -> Vec<NodeId> {
+    let primary_zones: Vec<&str> = primaries
+        .iter()
+        .filter_map(|n| layout.members.get(n).map(|m| m.zone.as_str()))
+        .collect();
+    let mut rest: Vec<(bool, u64, NodeId)> = layout
+        .members
+        .iter()
+        .filter(|(id, _)| !primaries.contains(id))
+        .map(|(id, m)| {
+            let same_zone = primary_zones.contains(&m.zone.as_str());
+            let rank =
+                yeskv_core::keyspace::key_hash(&partition.to_be_bytes(), id.as_str().as_bytes());
+            (same_zone, rank, id.clone())
+        })
+        .collect();
+    rest.sort();
+    rest.into_iter().map(|(_, _, id)| id).collect()
 }
 
 /// See the module docs.
@@ -106,6 +137,12 @@ impl Topology for ClusterTopology {
             // received a layout): no replica is known, requests answer 503.
             None => Arc::from(Vec::new()),
         }
+    }
+
+    fn fallbacks(&self, partition: u16) -> Arc<[NodeId]> {
+        self.snap()
+            .and_then(|s| s.fallbacks.get(usize::from(partition)).cloned())
+            .unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
     fn peer_addr(&self, node: &NodeId) -> Option<String> {

@@ -48,6 +48,8 @@ pub struct Config {
     pub ttl: Ttl,
     /// HTTP server behaviour.
     pub server: Server,
+    /// Hinted handoff, read repair and anti-entropy.
+    pub repair: Repair,
     /// Log filter (tracing `EnvFilter` syntax); the `RUST_LOG` environment variable wins.
     pub log: String,
 }
@@ -109,6 +111,53 @@ pub struct Server {
     pub rpc_timeout_ms: u64,
 }
 
+/// Hinted handoff, read repair and active anti-entropy (AAE).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Repair {
+    /// Most hints this node keeps for one down node; past it the node refuses to stand in for
+    /// that node (another fallback takes the write, or anti-entropy repairs it later).
+    pub hints_per_target_max: u64,
+    /// Hints older than this are dropped without handoff (counted); anti-entropy repairs the
+    /// target instead. At most `ttl.reap_grace_secs`, so that a hint can never bring back a
+    /// value whose tombstone was reaped.
+    pub hint_age_max_secs: u64,
+    /// How often the handoff worker looks for hints whose target is up.
+    pub handoff_interval_ms: u64,
+    /// Hints read and sent per batch.
+    pub handoff_batch: usize,
+    /// Hints in flight to one target at once (back-pressure: the next batch waits).
+    pub handoff_inflight_max: usize,
+    /// Read repair after reads (the merged object to replicas that were behind).
+    pub read_repair: bool,
+    /// Most read repairs in flight; past it a repair is skipped (counted).
+    pub read_repair_inflight_max: usize,
+    /// How often this node runs an anti-entropy exchange (one partition per exchange, with one
+    /// other replica of it); 0 turns anti-entropy off.
+    pub aae_interval_ms: u64,
+    /// Most keys one exchange repairs (the rest wait for the next exchange of that partition).
+    pub aae_keys_per_exchange_max: usize,
+    /// How often the reaper looks for tombstones and expired versions past the grace period.
+    pub reap_interval_ms: u64,
+}
+
+impl Default for Repair {
+    fn default() -> Self {
+        Repair {
+            hints_per_target_max: 1_000_000,
+            hint_age_max_secs: 1800,
+            handoff_interval_ms: 1000,
+            handoff_batch: 512,
+            handoff_inflight_max: 32,
+            read_repair: true,
+            read_repair_inflight_max: 256,
+            aae_interval_ms: 1000,
+            aae_keys_per_exchange_max: 10_000,
+            reap_interval_ms: 10_000,
+        }
+    }
+}
+
 impl Default for Server {
     fn default() -> Self {
         Server {
@@ -137,6 +186,7 @@ impl Default for Config {
             storage: Storage::default(),
             ttl: Ttl::default(),
             server: Server::default(),
+            repair: Repair::default(),
             log: "info".into(),
         }
     }
@@ -279,6 +329,37 @@ impl Config {
                 "ttl.reap_grace_secs must be at most {TTL_SECS_MAX}"
             ));
         }
+        let rp = &self.repair;
+        if rp.hints_per_target_max == 0 {
+            return Err("repair.hints_per_target_max must be positive".into());
+        }
+        if rp.hint_age_max_secs == 0 || rp.hint_age_max_secs > self.ttl.reap_grace_secs.max(1) {
+            return Err(format!(
+                "repair.hint_age_max_secs must be between 1 and ttl.reap_grace_secs ({})",
+                self.ttl.reap_grace_secs
+            ));
+        }
+        if !(1..=3_600_000).contains(&rp.handoff_interval_ms) {
+            return Err("repair.handoff_interval_ms must be between 1 and 3600000".into());
+        }
+        if !(1..=100_000).contains(&rp.handoff_batch) {
+            return Err("repair.handoff_batch must be between 1 and 100000".into());
+        }
+        if !(1..=1024).contains(&rp.handoff_inflight_max) {
+            return Err("repair.handoff_inflight_max must be between 1 and 1024".into());
+        }
+        if !(1..=100_000).contains(&rp.read_repair_inflight_max) {
+            return Err("repair.read_repair_inflight_max must be between 1 and 100000".into());
+        }
+        if rp.aae_interval_ms > 3_600_000 {
+            return Err("repair.aae_interval_ms must be at most 3600000".into());
+        }
+        if !(1..=1_000_000).contains(&rp.aae_keys_per_exchange_max) {
+            return Err("repair.aae_keys_per_exchange_max must be between 1 and 1000000".into());
+        }
+        if !(1..=3_600_000).contains(&rp.reap_interval_ms) {
+            return Err("repair.reap_interval_ms must be between 1 and 3600000".into());
+        }
         Ok(Validated {
             node_id,
             http,
@@ -317,6 +398,8 @@ mod tests {
             "[storage]\nsync = \"sometimes\"",
             "[limits]\nkey_bytes_max = 0",
             "node_id = \"has space\"",
+            "[repair]\nhint_age_max_secs = 7200",
+            "[repair]\nhandoff_batch = 0",
         ];
         for b in bad {
             let r = Config::from_toml(b).and_then(|c| c.validate().map(|_| ()));

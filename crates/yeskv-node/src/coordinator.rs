@@ -16,10 +16,12 @@
 //!   per node"). Known-down replicas count as failures at once; the pure
 //!   [`QuorumTracker`] decides as soon as the outcome is certain.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use parking_lot::Mutex;
 use yeskv_core::codec::{decode_record, decode_token, encode_record, encode_token};
 use yeskv_core::keyspace::{key_hash, key_tag, partition_of, storage_key};
 use yeskv_core::{CausalContext, NodeId, Object, Outcome, Quorum, QuorumTracker, Version};
@@ -28,7 +30,7 @@ use yeskv_storage::Engine;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::peer::{PeerClient, PeerRequest, PeerResponse, RemoteError};
-use crate::replica::Replica;
+use crate::replica::{Replica, Slot};
 use crate::topology::Topology;
 
 /// Settings the coordinator applies to every request.
@@ -48,6 +50,8 @@ pub struct Settings {
     pub default_ttl_secs: u64,
     /// Deadline of one internode call.
     pub rpc_timeout: Duration,
+    /// Most read repairs in flight at once; past it a repair is skipped (and counted).
+    pub read_repair_inflight_max: usize,
 }
 
 /// See the module docs.
@@ -57,6 +61,20 @@ pub struct Coordinator<E: Engine> {
     settings: Settings,
     topology: Arc<dyn Topology>,
     peers: Arc<dyn PeerClient>,
+    read_repairs: Arc<tokio::sync::Semaphore>,
+}
+
+impl<E: Engine> Clone for Coordinator<E> {
+    fn clone(&self) -> Self {
+        Coordinator {
+            replica: self.replica.clone(),
+            clock: self.clock.clone(),
+            settings: self.settings.clone(),
+            topology: self.topology.clone(),
+            peers: self.peers.clone(),
+            read_repairs: self.read_repairs.clone(),
+        }
+    }
 }
 
 /// A client write on its way to the replicas.
@@ -71,9 +89,32 @@ struct Write {
 
 /// Where a key lives.
 struct Placement {
+    partition: u16,
     hash: u64,
-    storage_key: Vec<u8>,
+    storage_key: Arc<Vec<u8>>,
     replicas: Arc<[NodeId]>,
+}
+
+/// Who holds one replica slot of a key for a read or a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Holder {
+    /// The primary itself.
+    Primary(NodeId),
+    /// `node` stands in for the primary `for_primary` (sloppy quorum): the object is a hint.
+    StandIn {
+        /// The fallback node.
+        node: NodeId,
+        /// The primary it stands in for.
+        for_primary: NodeId,
+    },
+}
+
+impl Holder {
+    fn node(&self) -> &NodeId {
+        match self {
+            Holder::Primary(n) | Holder::StandIn { node: n, .. } => n,
+        }
+    }
 }
 
 impl<E: Engine> Coordinator<E> {
@@ -85,12 +126,16 @@ impl<E: Engine> Coordinator<E> {
         topology: Arc<dyn Topology>,
         peers: Arc<dyn PeerClient>,
     ) -> Self {
+        let read_repairs = Arc::new(tokio::sync::Semaphore::new(
+            settings.read_repair_inflight_max,
+        ));
         Coordinator {
             replica,
             clock,
             settings,
             topology,
             peers,
+            read_repairs,
         }
     }
 
@@ -109,6 +154,11 @@ impl<E: Engine> Coordinator<E> {
         &self.topology
     }
 
+    /// The internode client.
+    pub fn peers(&self) -> &Arc<dyn PeerClient> {
+        &self.peers
+    }
+
     /// The clock.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
@@ -118,8 +168,9 @@ impl<E: Engine> Coordinator<E> {
         let hash = key_hash(bucket, key);
         let partition = partition_of(hash, self.settings.partitions);
         Placement {
+            partition,
             hash,
-            storage_key: storage_key(partition, bucket, key),
+            storage_key: Arc::new(storage_key(partition, bucket, key)),
             replicas: self.topology.preference(partition),
         }
     }
@@ -145,70 +196,323 @@ impl<E: Engine> Coordinator<E> {
         node == self.topology.local()
     }
 
-    /// Reads one replica's object: locally, or by RPC.
-    async fn read_replica(&self, node: &NodeId, storage_key: &[u8]) -> Result<Object, String> {
-        if self.is_local(node) {
-            return self.replica.read(storage_key).map_err(|e| e.to_string());
+    /// The live fallbacks of a partition, this node excluded, in the order to try them.
+    fn live_fallbacks(&self, partition: u16) -> VecDeque<NodeId> {
+        self.topology
+            .fallbacks(partition)
+            .iter()
+            .filter(|n| !self.is_local(n) && self.topology.is_up(n))
+            .cloned()
+            .collect()
+    }
+
+    /// Who to ask for each replica slot of a read: the primary when the failure detector says
+    /// it is up, else the next live fallback (this node included), which answers with every hint
+    /// it holds for the key, whichever primary it stood in for.
+    fn read_holders(&self, p: &Placement) -> Vec<Holder> {
+        let mut fallbacks: Option<VecDeque<NodeId>> = None;
+        p.replicas
+            .iter()
+            .filter_map(|primary| {
+                if self.topology.is_up(primary) {
+                    return Some(Holder::Primary(primary.clone()));
+                }
+                let f = fallbacks
+                    .get_or_insert_with(|| {
+                        self.topology
+                            .fallbacks(p.partition)
+                            .iter()
+                            .filter(|n| self.topology.is_up(n))
+                            .cloned()
+                            .collect()
+                    })
+                    .pop_front()?;
+                Some(Holder::StandIn {
+                    node: f,
+                    for_primary: primary.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The merge of every hint this node holds for the key, for any of `primaries`.
+    fn local_hints(&self, primaries: &[NodeId], storage_key: &[u8]) -> Result<Object, Error> {
+        let now = self.clock.now_ms();
+        let mut merged = Object::new();
+        for primary in primaries.iter().filter(|n| !self.is_local(n)) {
+            merged.sync(&self.replica.read_hint(primary, storage_key, now)?);
         }
+        Ok(merged)
+    }
+
+    /// Reads one holder's object: locally, or by RPC. A stand-in answers with every hint it
+    /// holds for the key (for any of `primaries`).
+    async fn read_holder(
+        self,
+        holder: Holder,
+        storage_key: Arc<Vec<u8>>,
+        primaries: Arc<[NodeId]>,
+    ) -> (Holder, Result<Object, Error>) {
+        let node = holder.node();
+        let result = if self.is_local(node) {
+            match &holder {
+                Holder::Primary(_) => self.replica.read(&storage_key),
+                Holder::StandIn { .. } => self.local_hints(&primaries, &storage_key),
+            }
+        } else {
+            let req = match &holder {
+                Holder::Primary(_) => PeerRequest::Read {
+                    storage_key: storage_key.to_vec(),
+                },
+                Holder::StandIn { .. } => PeerRequest::ReadHints {
+                    targets: primaries.iter().map(|n| n.as_str().to_string()).collect(),
+                    storage_key: storage_key.to_vec(),
+                },
+            };
+            match self.call(node, req, self.settings.rpc_timeout).await {
+                Ok(PeerResponse::Object(None)) => Ok(Object::new()),
+                Ok(PeerResponse::Object(Some(rec))) => decode_record(&rec)
+                    .map_err(|e| Error::Corrupt(format!("object from {node}: {e}"))),
+                Ok(PeerResponse::Failed(e)) => Err(e.into()),
+                Ok(other) => Err(Error::Storage(format!("unexpected answer {other:?}"))),
+                Err(e) => Err(e),
+            }
+        };
+        (holder, result)
+    }
+
+    /// Sends `request` to `node` if it is up and its address is known.
+    async fn call(
+        &self,
+        node: &NodeId,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, Error> {
         if !self.topology.is_up(node) {
-            return Err(format!("{node}: down"));
+            return Err(Error::Storage("down".into()));
         }
         let addr = self
             .topology
             .peer_addr(node)
-            .ok_or_else(|| format!("{node}: address unknown"))?;
-        let req = PeerRequest::Read {
-            storage_key: storage_key.to_vec(),
-        };
-        match self.peers.call(&addr, req, self.settings.rpc_timeout).await {
-            Ok(PeerResponse::Object(None)) => Ok(Object::new()),
-            Ok(PeerResponse::Object(Some(rec))) => {
-                decode_record(&rec).map_err(|e| format!("{node}: {e}"))
-            }
-            Ok(PeerResponse::Failed(e)) => Err(format!("{node}: {}", Error::from(e))),
-            Ok(other) => Err(format!("{node}: unexpected answer {other:?}")),
-            Err(e) => Err(format!("{node}: {e}")),
-        }
+            .ok_or_else(|| Error::Storage("address unknown".into()))?;
+        self.peers
+            .call(&addr, request, timeout)
+            .await
+            .map_err(Error::Storage)
     }
 
     /// Reads a key: the merged object of the first `r` replicas to answer (empty if none has it).
+    /// Down primaries are read through their stand-ins. The replies that come after the answer
+    /// feed read repair (see [`Coordinator::read_repair`]).
     pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
         let p = self.place(bucket, key);
         let required = self.quorum(r, self.settings.r, p.replicas.len(), "r")?;
+        let holders = self.read_holders(&p);
         let mut tracker = QuorumTracker::new(required, p.replicas.len() as u8);
-        let mut pending: FuturesUnordered<_> = p
-            .replicas
-            .iter()
-            .map(|node| self.read_replica(node, &p.storage_key))
-            .collect();
         let mut merged = Object::new();
+        let pending_holders = holders.clone();
+        let mut pending: FuturesUnordered<_> = holders
+            .into_iter()
+            .map(|h| {
+                self.clone()
+                    .read_holder(h, p.storage_key.clone(), p.replicas.clone())
+            })
+            .collect();
+        let mut replies = Vec::with_capacity(p.replicas.len());
         let mut corrupt = None;
-        while let Some(result) = pending.next().await {
+        // A stand-in that holds nothing for the key knows nothing about it: once the quorum is
+        // reached with such a reply, wait for the primaries still asked (a primary that holds
+        // the value must not be outvoted by fallbacks that never saw it).
+        let mut primaries_pending = pending_holders
+            .iter()
+            .filter(|h| matches!(h, Holder::Primary(_)))
+            .count();
+        let mut empty_stand_ins = 0usize;
+        let mut reached = false;
+        while let Some((holder, result)) = pending.next().await {
+            if matches!(holder, Holder::Primary(_)) {
+                primaries_pending = primaries_pending.saturating_sub(1);
+            }
             let outcome = match result {
                 Ok(obj) => {
+                    if obj.is_empty() && !matches!(holder, Holder::Primary(_)) {
+                        empty_stand_ins += 1;
+                    }
                     merged.sync(&obj);
+                    replies.push((holder, obj));
                     tracker.success()
                 }
                 Err(e) => {
-                    if e.contains("corrupt") {
-                        corrupt = Some(e.clone());
+                    if matches!(e, Error::Corrupt(_)) {
+                        corrupt = Some(e.to_string());
                     }
-                    tracker.failure(e)
+                    tracker.failure(format!("{}: {e}", holder.node()))
                 }
             };
             match outcome {
-                Outcome::Reached => return Ok(merged),
-                Outcome::Impossible => {
+                Outcome::Reached => {
+                    reached = true;
+                    if empty_stand_ins > 0 && primaries_pending > 0 {
+                        continue;
+                    }
+                    break;
+                }
+                Outcome::Impossible if !reached => {
                     // A lone replica that is corrupt is reported as such, not as a quorum miss.
                     if let (Some(c), 1) = (corrupt, required) {
                         return Err(Error::Corrupt(c));
                     }
                     return Err(quorum_error(&tracker));
                 }
-                Outcome::Pending => {}
+                _ => {}
             }
         }
+        if reached {
+            self.read_repair(
+                p.hash,
+                p.storage_key.clone(),
+                pending,
+                replies,
+                merged.clone(),
+            );
+            return Ok(merged);
+        }
         Err(quorum_error(&tracker))
+    }
+
+    /// Read repair (Dynamo §4.7): after the client has its answer, waits (one RPC deadline at
+    /// most) for the replicas that had not answered, merges everything, and sends the merged
+    /// object to every primary whose copy was older or missing. Bounded: past
+    /// `read_repair_inflight_max` repairs in flight, a repair is skipped and counted.
+    fn read_repair<F>(
+        &self,
+        key_hash: u64,
+        storage_key: Arc<Vec<u8>>,
+        mut pending: FuturesUnordered<F>,
+        mut replies: Vec<(Holder, Object)>,
+        mut merged: Object,
+    ) where
+        F: std::future::Future<Output = (Holder, Result<Object, Error>)> + Send + 'static,
+    {
+        if pending.is_empty()
+            && replies
+                .iter()
+                .all(|(h, o)| *o == merged || !matches!(h, Holder::Primary(_)))
+        {
+            return;
+        }
+        let Ok(permit) = self.read_repairs.clone().try_acquire_owned() else {
+            metrics::counter!(crate::metrics::READ_REPAIRS_SKIPPED).increment(1);
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let deadline = tokio::time::sleep(this.settings.rpc_timeout);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    next = pending.next() => match next {
+                        Some((holder, Ok(obj))) => {
+                            merged.sync(&obj);
+                            replies.push((holder, obj));
+                        }
+                        Some((_, Err(_))) => {}
+                        None => break,
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+            for (holder, obj) in replies {
+                // Only primaries are repaired: a stand-in that lacks the key would turn every
+                // read during an outage into a new hint.
+                if obj == merged || !matches!(holder, Holder::Primary(_)) {
+                    continue;
+                }
+                let result = this
+                    .merge_into(&holder, key_hash, &storage_key, &merged)
+                    .await;
+                match result {
+                    Ok(()) => metrics::counter!(crate::metrics::READ_REPAIRS).increment(1),
+                    Err(e) => {
+                        tracing::debug!(node = %holder.node(), error = %e, "read repair failed")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Sends `obj` to be merged into `holder`'s copy (its own replica, or its hint).
+    async fn merge_into(
+        &self,
+        holder: &Holder,
+        key_hash: u64,
+        storage_key: &[u8],
+        obj: &Object,
+    ) -> Result<(), Error> {
+        let node = holder.node();
+        if self.is_local(node) {
+            let slot = match holder {
+                Holder::Primary(_) => Slot::Own,
+                Holder::StandIn { for_primary, .. } => Slot::HintFor(for_primary),
+            };
+            let now = self.clock.now_ms();
+            self.replica
+                .merge(slot, key_hash, storage_key, obj, now)
+                .await?;
+            return Ok(());
+        }
+        let record = encode_record(obj, None);
+        self.send_merge(holder, key_hash, storage_key, &record)
+            .await
+    }
+
+    /// Sends a record to `holder` to merge, over RPC.
+    async fn send_merge(
+        &self,
+        holder: &Holder,
+        key_hash: u64,
+        storage_key: &[u8],
+        record: &[u8],
+    ) -> Result<(), Error> {
+        let req = match holder {
+            Holder::Primary(_) => PeerRequest::Merge {
+                key_hash,
+                storage_key: storage_key.to_vec(),
+                record: record.to_vec(),
+            },
+            Holder::StandIn { for_primary, .. } => PeerRequest::MergeHint {
+                target: for_primary.as_str().to_string(),
+                key_hash,
+                storage_key: storage_key.to_vec(),
+                record: record.to_vec(),
+            },
+        };
+        match self
+            .call(holder.node(), req, self.settings.rpc_timeout)
+            .await?
+        {
+            PeerResponse::Merged => Ok(()),
+            PeerResponse::Failed(e) => Err(e.into()),
+            other => Err(Error::Storage(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Hands a hint to its target (hinted handoff): the target merges it into its own replica
+    /// and answers once durable.
+    pub async fn hand_off(
+        &self,
+        target: &NodeId,
+        hint: &crate::replica::Hint,
+    ) -> Result<(), Error> {
+        let record = encode_record(&hint.object, None);
+        self.send_merge(
+            &Holder::Primary(target.clone()),
+            hint.key_hash,
+            &hint.storage_key,
+            &record,
+        )
+        .await
     }
 
     /// Writes a value (or, with `value = None`, a tombstone) superseding what `ctx` covers.
@@ -230,17 +534,41 @@ impl<E: Engine> Coordinator<E> {
             ttl_secs,
         };
         if p.replicas.iter().any(|n| self.is_local(n)) {
-            return self.coordinate_local(&p, write, required).await;
+            return self.coordinate_local(&p, write, required, None).await;
         }
-        self.forward(bucket, key, &p, write, required).await
+        match self.forward(bucket, key, &p, &write, required).await {
+            Ok(ctx) => Ok(ctx),
+            // No primary could coordinate (all down, or none answered): this node stands in
+            // for the first primary and coordinates the write itself (sloppy quorum), so the
+            // write fails only when fewer than `w` nodes of the whole cluster can take it.
+            Err(Forward::Unreachable(errors)) => match p.replicas.first() {
+                Some(first) => {
+                    tracing::debug!(%errors, "no primary reachable; coordinating as a stand-in");
+                    metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => "coordinator")
+                        .increment(1);
+                    let first = first.clone();
+                    self.coordinate_local(&p, write, required, Some(first))
+                        .await
+                }
+                None => Err(Error::Quorum {
+                    required,
+                    succeeded: 0,
+                    errors: "no layout: the key has no replicas".into(),
+                }),
+            },
+            Err(Forward::Refused(e)) => Err(e),
+        }
     }
 
-    /// Applies a write as one of the key's replicas and replicates it (see the module docs).
+    /// Applies a write here — as one of the key's primaries, or as a stand-in for
+    /// `stand_in_for` — and replicates it to the other primaries, each replaced by a fallback
+    /// when it is down or fails (see the module docs).
     async fn coordinate_local(
         &self,
         p: &Placement,
         write: Write,
         required: u8,
+        stand_in_for: Option<NodeId>,
     ) -> Result<CausalContext, Error> {
         let Write {
             ctx,
@@ -262,9 +590,14 @@ impl<E: Engine> Coordinator<E> {
                 )
             }
         };
+        let slot = match &stand_in_for {
+            None => Slot::Own,
+            Some(t) => Slot::HintFor(t),
+        };
         let (obj, dot) = self
             .replica
             .coordinate(
+                slot,
                 p.hash,
                 &p.storage_key,
                 &ctx,
@@ -278,36 +611,27 @@ impl<E: Engine> Coordinator<E> {
         if tracker.success() == Outcome::Reached && p.replicas.len() == 1 {
             return Ok(after);
         }
-        // Replicate to every other replica; each send runs to completion in its own task so
+        // Replicate to every other primary slot; each runs to completion in its own task so
         // replicas beyond the quorum still receive the write after the client is answered.
-        let record = encode_record(&obj, None);
+        let record: Arc<[u8]> = Arc::from(encode_record(&obj, None));
+        let fallbacks = Arc::new(Mutex::new(self.live_fallbacks(p.partition)));
         let (tx, mut rx) = tokio::sync::mpsc::channel(p.replicas.len());
-        for node in p.replicas.iter().filter(|n| !self.is_local(n)) {
+        for primary in p
+            .replicas
+            .iter()
+            .filter(|n| !self.is_local(n) && Some(*n) != stand_in_for.as_ref())
+        {
             let tx = tx.clone();
-            let node = node.clone();
-            let addr = self.topology.peer_addr(&node);
-            let up = self.topology.is_up(&node);
-            let peers = self.peers.clone();
-            let timeout = self.settings.rpc_timeout;
-            let req = PeerRequest::Merge {
-                key_hash: p.hash,
-                storage_key: p.storage_key.clone(),
-                record: record.clone(),
-            };
+            let this = self.clone();
+            let primary = primary.clone();
+            let fallbacks = fallbacks.clone();
+            let record = record.clone();
+            let storage_key = p.storage_key.clone();
+            let hash = p.hash;
             tokio::spawn(async move {
-                let result = match (addr, up) {
-                    (_, false) => Err(format!("{node}: down")),
-                    (None, _) => Err(format!("{node}: address unknown")),
-                    (Some(addr), true) => match peers.call(&addr, req, timeout).await {
-                        Ok(PeerResponse::Merged) => Ok(()),
-                        Ok(PeerResponse::Failed(e)) => Err(format!("{node}: {}", Error::from(e))),
-                        Ok(other) => Err(format!("{node}: unexpected answer {other:?}")),
-                        Err(e) => Err(format!("{node}: {e}")),
-                    },
-                };
-                if let Err(e) = &result {
-                    tracing::debug!(error = %e, "replication to a replica failed");
-                }
+                let result = this
+                    .replicate_slot(primary, hash, storage_key, record, fallbacks)
+                    .await;
                 let _ = tx.send(result).await;
             });
         }
@@ -329,15 +653,66 @@ impl<E: Engine> Coordinator<E> {
         Err(quorum_error(&tracker))
     }
 
-    /// Sends a write to a replica of the key, trying each live one in preference order.
+    /// Puts one primary slot's copy of a write: on the primary if it is up and takes it, else
+    /// on the next fallback that takes it as a hint for that primary.
+    async fn replicate_slot(
+        self,
+        primary: NodeId,
+        key_hash: u64,
+        storage_key: Arc<Vec<u8>>,
+        record: Arc<[u8]>,
+        fallbacks: Arc<Mutex<VecDeque<NodeId>>>,
+    ) -> Result<(), String> {
+        let mut errors = Vec::new();
+        let reason = if self.topology.is_up(&primary) {
+            let holder = Holder::Primary(primary.clone());
+            match self
+                .send_merge(&holder, key_hash, &storage_key, &record)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(node = %primary, error = %e, "replication to a primary failed");
+                    errors.push(format!("{primary}: {e}"));
+                    "failed"
+                }
+            }
+        } else {
+            errors.push(format!("{primary}: down"));
+            "down"
+        };
+        loop {
+            let Some(node) = fallbacks.lock().pop_front() else {
+                break;
+            };
+            let holder = Holder::StandIn {
+                node: node.clone(),
+                for_primary: primary.clone(),
+            };
+            match self
+                .send_merge(&holder, key_hash, &storage_key, &record)
+                .await
+            {
+                Ok(()) => {
+                    metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => reason)
+                        .increment(1);
+                    return Ok(());
+                }
+                Err(e) => errors.push(format!("{node} (for {primary}): {e}")),
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    /// Sends a write to a primary of the key, trying each live one in preference order.
     async fn forward(
         &self,
         bucket: &[u8],
         key: &[u8],
         p: &Placement,
-        write: Write,
+        write: &Write,
         required: u8,
-    ) -> Result<CausalContext, Error> {
+    ) -> Result<CausalContext, Forward> {
         let tag = key_tag(bucket, key);
         let token = encode_token(&write.ctx, tag);
         let mut errors = Vec::new();
@@ -358,27 +733,33 @@ impl<E: Engine> Coordinator<E> {
                 ttl_secs: write.ttl_secs,
                 w: required,
             };
-            // A forwarded write waits for its own replication round: allow two RPC deadlines.
+            // A forwarded write waits for its own replication round, which may include a
+            // fallback after a slow primary: allow three RPC deadlines.
             match self
                 .peers
-                .call(&addr, req, self.settings.rpc_timeout * 2)
+                .call(&addr, req, self.settings.rpc_timeout * 3)
                 .await
             {
                 Ok(PeerResponse::Coordinated { context }) => {
-                    return decode_token(&context, tag).map_err(Error::InvalidContext);
+                    return decode_token(&context, tag)
+                        .map_err(|e| Forward::Refused(Error::InvalidContext(e)));
                 }
-                Ok(PeerResponse::Failed(e)) => return Err(e.into()),
+                // A quorum miss there may be a view of the cluster we do not share: try the
+                // next primary, then stand in ourselves.
+                Ok(PeerResponse::Failed(RemoteError::Quorum { errors: e, .. })) => {
+                    errors.push(format!("{node}: {e}"))
+                }
+                Ok(PeerResponse::Failed(RemoteError::Unavailable(e))) => {
+                    errors.push(format!("{node}: {e}"))
+                }
+                Ok(PeerResponse::Failed(e)) => return Err(Forward::Refused(e.into())),
                 Ok(other) => errors.push(format!("{node}: unexpected answer {other:?}")),
                 // Transport failure: the write may or may not have been applied there; trying
                 // the next replica can at worst leave a duplicate sibling, never lose the write.
                 Err(e) => errors.push(format!("{node}: {e}")),
             }
         }
-        Err(Error::Quorum {
-            required,
-            succeeded: 0,
-            errors: errors.join("; "),
-        })
+        Err(Forward::Unreachable(errors.join("; ")))
     }
 
     /// Answers a data-path request from another node (`Layout` messages are answered by the
@@ -388,31 +769,43 @@ impl<E: Engine> Coordinator<E> {
             PeerRequest::Layout(_) => PeerResponse::Failed(RemoteError::BadRequest(
                 "layout messages are not served by the coordinator".into(),
             )),
-            PeerRequest::Read { storage_key } => match self.replica.read(&storage_key) {
-                Ok(obj) if obj.is_empty() => PeerResponse::Object(None),
-                Ok(obj) => PeerResponse::Object(Some(serde_bytes::ByteBuf::from(encode_record(
-                    &obj, None,
-                )))),
-                Err(e) => PeerResponse::Failed(e.into()),
-            },
+            r @ (PeerRequest::AaeRoots { .. }
+            | PeerRequest::AaeBranches { .. }
+            | PeerRequest::AaeSegments { .. }
+            | PeerRequest::AaeKeys { .. }
+            | PeerRequest::Reap { .. }) => crate::aae::serve(self, r).await,
+            PeerRequest::Read { storage_key } => object_response(self.replica.read(&storage_key)),
+            PeerRequest::ReadHints {
+                targets,
+                storage_key,
+            } => {
+                let primaries: Result<Vec<NodeId>, String> =
+                    targets.into_iter().map(NodeId::new).collect();
+                match primaries {
+                    Ok(t) => object_response(self.local_hints(&t, &storage_key)),
+                    Err(e) => PeerResponse::Failed(RemoteError::BadRequest(e)),
+                }
+            }
             PeerRequest::Merge {
                 key_hash,
                 storage_key,
                 record,
             } => {
-                let incoming = match decode_record(&record) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        return PeerResponse::Failed(RemoteError::Corrupt(format!(
-                            "incoming object: {e}"
-                        )))
-                    }
-                };
-                match self.replica.merge(key_hash, &storage_key, &incoming).await {
-                    Ok(_) => PeerResponse::Merged,
-                    Err(e) => PeerResponse::Failed(e.into()),
-                }
+                self.serve_merge(Slot::Own, key_hash, &storage_key, &record)
+                    .await
             }
+            PeerRequest::MergeHint {
+                target,
+                key_hash,
+                storage_key,
+                record,
+            } => match NodeId::new(target) {
+                Ok(t) => {
+                    self.serve_merge(Slot::HintFor(&t), key_hash, &storage_key, &record)
+                        .await
+                }
+                Err(e) => PeerResponse::Failed(RemoteError::BadRequest(e)),
+            },
             PeerRequest::Coordinate {
                 bucket,
                 key,
@@ -440,7 +833,7 @@ impl<E: Engine> Coordinator<E> {
                     value: value.map(|v| v.into_vec()),
                     ttl_secs,
                 };
-                match self.coordinate_local(&p, write, w).await {
+                match self.coordinate_local(&p, write, w, None).await {
                     Ok(after) => PeerResponse::Coordinated {
                         context: encode_token(&after, tag),
                     },
@@ -448,6 +841,48 @@ impl<E: Engine> Coordinator<E> {
                 }
             }
         }
+    }
+
+    async fn serve_merge(
+        &self,
+        slot: Slot<'_>,
+        key_hash: u64,
+        storage_key: &[u8],
+        record: &[u8],
+    ) -> PeerResponse {
+        let incoming = match decode_record(record) {
+            Ok(o) => o,
+            Err(e) => {
+                return PeerResponse::Failed(RemoteError::Corrupt(format!("incoming object: {e}")))
+            }
+        };
+        let now = self.clock.now_ms();
+        match self
+            .replica
+            .merge(slot, key_hash, storage_key, &incoming, now)
+            .await
+        {
+            Ok(_) => PeerResponse::Merged,
+            Err(e) => PeerResponse::Failed(e.into()),
+        }
+    }
+}
+
+/// Why a forwarded write did not complete.
+enum Forward {
+    /// No primary could coordinate it (down, unreachable, or short of its quorum).
+    Unreachable(String),
+    /// A primary refused it for a reason that holds everywhere (bad context, sibling limit).
+    Refused(Error),
+}
+
+fn object_response(result: Result<Object, Error>) -> PeerResponse {
+    match result {
+        Ok(obj) if obj.is_empty() => PeerResponse::Object(None),
+        Ok(obj) => {
+            PeerResponse::Object(Some(serde_bytes::ByteBuf::from(encode_record(&obj, None))))
+        }
+        Err(e) => PeerResponse::Failed(e.into()),
     }
 }
 

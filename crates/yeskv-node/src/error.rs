@@ -43,6 +43,9 @@ pub enum Error {
     /// The storage engine failed (disk full, I/O error, fsync failure).
     #[error("storage unavailable: {0}")]
     Storage(String),
+    /// This node holds its limit of hints for a down primary and will not stand in for it.
+    #[error("hints full: {0}")]
+    HintsFull(String),
     /// The node is starting or shutting down.
     #[error("node is {0}")]
     NotServing(&'static str),
@@ -57,9 +60,10 @@ impl Error {
             Error::ContextRequired => StatusCode::PRECONDITION_REQUIRED,
             Error::TooManySiblings { .. } => StatusCode::CONFLICT,
             Error::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::Quorum { .. } | Error::Storage(_) | Error::NotServing(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::Quorum { .. }
+            | Error::Storage(_)
+            | Error::NotServing(_)
+            | Error::HintsFull(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -67,7 +71,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Quorum { .. } | Error::Storage(_) | Error::NotServing(_)
+            Error::Quorum { .. } | Error::Storage(_) | Error::NotServing(_) | Error::HintsFull(_)
         )
     }
 }

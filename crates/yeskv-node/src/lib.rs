@@ -15,6 +15,7 @@
 //! Modules: [`config`] (settings and validation), [`server`] (start-up and graceful shutdown),
 //! [`metrics`] (names and `/metrics`), [`clock`] (the time seam), [`error`].
 
+pub mod aae;
 pub mod api;
 pub mod clock;
 pub mod cluster;
@@ -22,6 +23,7 @@ pub mod cluster_api;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod handoff;
 pub mod metrics;
 pub mod peer;
 pub mod replica;

@@ -17,6 +17,30 @@ pub const CORRUPT_RECORDS: &str = "yeskv_corrupt_records_total";
 pub const READ_SIBLINGS: &str = "yeskv_read_siblings";
 /// Writes refused for too many siblings.
 pub const SIBLING_LIMIT_REFUSED: &str = "yeskv_sibling_limit_refused_total";
+/// Writes a fallback took for a down or slow primary (sloppy quorum), by `reason`.
+pub const SLOPPY_WRITES: &str = "yeskv_sloppy_writes_total";
+/// Times this node refused to stand in because it held its hint limit for the target.
+pub const HINTS_REFUSED: &str = "yeskv_hints_refused_total";
+/// Hints handed off to their primary and removed.
+pub const HINTS_HANDED_OFF: &str = "yeskv_hints_handed_off_total";
+/// Hints dropped without handoff, by `reason` (`age`, `target_left`); anti-entropy repairs them.
+pub const HINTS_DROPPED: &str = "yeskv_hints_dropped_total";
+/// Bytes of objects handed off.
+pub const HANDOFF_BYTES: &str = "yeskv_handoff_bytes_total";
+/// Hints this node holds for others.
+pub const HINTS_PENDING: &str = "yeskv_hints_pending";
+/// Replicas sent the merged object after a read found them behind.
+pub const READ_REPAIRS: &str = "yeskv_read_repairs_total";
+/// Read repairs skipped because too many were in flight.
+pub const READ_REPAIRS_SKIPPED: &str = "yeskv_read_repairs_skipped_total";
+/// Anti-entropy exchanges, by `result` (`equal`, `repaired`, `failed`).
+pub const AAE_EXCHANGES: &str = "yeskv_aae_exchanges_total";
+/// Keys anti-entropy found different and synced (counted on the node that ran the exchange).
+pub const AAE_KEYS_REPAIRED: &str = "yeskv_aae_keys_repaired_total";
+/// Bytes of anti-entropy messages sent (trees, key lists, objects).
+pub const AAE_BYTES: &str = "yeskv_aae_bytes_total";
+/// Tombstones and expired versions removed after every primary held them past the grace period.
+pub const TOMBSTONES_REAPED: &str = "yeskv_tombstones_reaped_total";
 
 /// Installs the process-wide Prometheus recorder; `None` if one is already installed.
 pub fn install() -> Option<PrometheusHandle> {
@@ -44,8 +68,53 @@ pub fn install() -> Option<PrometheusHandle> {
         SIBLING_LIMIT_REFUSED,
         "Writes refused for too many siblings."
     );
-    // Make the corruption counter visible at 0 before anything is corrupt.
-    metrics::counter!(CORRUPT_RECORDS).increment(0);
+    let counters = [
+        (
+            SLOPPY_WRITES,
+            "Writes a fallback took for a down or slow primary.",
+        ),
+        (
+            HINTS_REFUSED,
+            "Stand-in writes refused: hint limit for the target reached.",
+        ),
+        (
+            HINTS_HANDED_OFF,
+            "Hints handed off to their primary and removed.",
+        ),
+        (
+            HINTS_DROPPED,
+            "Hints dropped without handoff (anti-entropy repairs them).",
+        ),
+        (HANDOFF_BYTES, "Bytes of objects handed off."),
+        (
+            READ_REPAIRS,
+            "Replicas repaired after a read found them behind.",
+        ),
+        (
+            READ_REPAIRS_SKIPPED,
+            "Read repairs skipped: too many in flight.",
+        ),
+        (AAE_EXCHANGES, "Anti-entropy exchanges by result."),
+        (
+            AAE_KEYS_REPAIRED,
+            "Keys anti-entropy found different and synced.",
+        ),
+        (AAE_BYTES, "Bytes of anti-entropy messages sent."),
+        (
+            TOMBSTONES_REAPED,
+            "Tombstones/expired versions reaped after the grace period.",
+        ),
+        (
+            CORRUPT_RECORDS,
+            "Stored records that failed their checksum.",
+        ),
+    ];
+    for (name, help) in counters {
+        metrics::describe_counter!(name, help);
+        // Visible at 0 before anything happens.
+        metrics::counter!(name).increment(0);
+    }
+    metrics::describe_gauge!(HINTS_PENDING, "Hints this node holds for others.");
     Some(handle)
 }
 

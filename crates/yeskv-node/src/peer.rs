@@ -52,6 +52,64 @@ pub enum PeerRequest {
         /// Durable acknowledgements required (already resolved and capped).
         w: u8,
     },
+    /// Return the merge of the hints held for any of `targets` for this key, if any (sloppy
+    /// quorum reads).
+    ReadHints {
+        /// The primaries the hints may be for.
+        targets: Vec<String>,
+        /// The key's storage key.
+        #[serde(with = "serde_bytes")]
+        storage_key: Vec<u8>,
+    },
+    /// Anti-entropy: the tree roots of these partitions (`None` where the tree is not ready).
+    AaeRoots {
+        /// Partitions asked.
+        partitions: Vec<u16>,
+    },
+    /// Anti-entropy: the branch hashes of one partition's tree.
+    AaeBranches {
+        /// The partition.
+        partition: u16,
+    },
+    /// Anti-entropy: the segment hashes of these branches, concatenated in the order asked.
+    AaeSegments {
+        /// The partition.
+        partition: u16,
+        /// Branches asked.
+        branches: Vec<u32>,
+    },
+    /// Anti-entropy: `(storage_key, digest)` of every key in these segments.
+    AaeKeys {
+        /// The partition.
+        partition: u16,
+        /// Segments asked (tree-wide numbers).
+        segments: Vec<u32>,
+    },
+    /// Remove a reapable key (tombstones / expired past the grace period) if its object still has
+    /// `digest`: sent by the key's first primary once every primary holds the same object.
+    Reap {
+        /// The key's hash.
+        key_hash: u64,
+        /// The key's storage key.
+        #[serde(with = "serde_bytes")]
+        storage_key: Vec<u8>,
+        /// The digest every primary reported.
+        digest: u64,
+    },
+    /// Merge this object into the hint held for `target` (a stand-in write for a down primary)
+    /// and answer once durable.
+    MergeHint {
+        /// The primary the hint is for.
+        target: String,
+        /// The key's hash (selects the stripe lock).
+        key_hash: u64,
+        /// The key's storage key.
+        #[serde(with = "serde_bytes")]
+        storage_key: Vec<u8>,
+        /// The object, as a checksummed record.
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
 }
 
 /// The answer to a [`PeerRequest`].
@@ -70,6 +128,14 @@ pub enum PeerResponse {
     },
     /// The request failed on the remote node.
     Failed(RemoteError),
+    /// Tree roots (`AaeRoots`).
+    AaeRoots(Vec<Option<u64>>),
+    /// Hashes (`AaeBranches`, `AaeSegments`); `None`: the tree is not ready.
+    AaeHashes(Option<Vec<u64>>),
+    /// Keys and digests (`AaeKeys`).
+    AaeKeys(Vec<(serde_bytes::ByteBuf, u64)>),
+    /// Whether a `Reap` removed the key.
+    Reaped(bool),
 }
 
 /// Why a remote request failed, preserving what the client must see.
@@ -120,6 +186,7 @@ impl From<crate::error::Error> for RemoteError {
             E::BadRequest(m) | E::TooLarge(m) => RemoteError::BadRequest(m),
             E::InvalidContext(e) => RemoteError::BadRequest(e.to_string()),
             E::ContextRequired => RemoteError::BadRequest("context required".into()),
+            E::HintsFull(m) => RemoteError::Unavailable(format!("hints full: {m}")),
             other => RemoteError::Unavailable(other.to_string()),
         }
     }

@@ -8,16 +8,44 @@
 //! Writes to one key are serialized by a striped lock held only across "read, update, append to
 //! the WAL" — never across the fsync wait, so group commit can batch them.
 //!
+//! ## Hints (sloppy quorum)
+//! When this node stands in for a down primary of a key, the object lives in the `hints` space,
+//! keyed by (primary, storage key), not among the node's own data: the node's own replicas and
+//! anti-entropy trees never see stand-in data, and handoff finds everything owed to one primary
+//! with one prefix scan. A hint record is `[format 1][created_ms u64][key_hash u64][object record]`;
+//! the object record carries its own CRC32C. Hints are bounded per target
+//! ([`HintLimits::per_target_max`]): past it the node refuses to stand in (the coordinator tries
+//! the next fallback) and anti-entropy repairs the primary later.
+//!
+//! ## Anti-entropy trees
+//! Once the partition count is known ([`Replica::init_trees`]), the replica keeps one Tictac
+//! tree per partition (`yeskv_core::tictac`) over its own objects. Every store replaces the key's
+//! digest in O(1) under the partition's tree lock, taken around the WAL append so that a
+//! background rebuild (which holds the lock while it scans the partition) never counts a write
+//! twice. Trees are saved in `meta` at a clean shutdown and trusted at the next start only if the
+//! clean marker is set; otherwise every partition is rebuilt in the background and reports no
+//! root until it is ready.
+//!
+//! ## Reaping
+//! Records are stored without a reap instant, so compaction never drops one by itself. Instead a
+//! store of an object that will become reapable (all tombstones or expiring) queues
+//! `(reap_at, key)` in `meta`; the reaper (`aae.rs`) removes the key through [`Replica::reap`]
+//! only once every primary holds the same object and the grace period has passed.
+//!
 //! ## Actor epochs (the kv679 guard)
 //! On start the replica reads its epoch and a clean-shutdown marker from the `meta` space. If the
 //! marker is missing (first start, wiped directory, crash, `kill -9`) it picks a new random epoch
 //! before serving: a crash may have lost the tail of the WAL (in `sync = "none"`), and with it the
 //! knowledge of dots already handed out, so the old actor must never mint again.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 use yeskv_core::codec::{decode_record, encode_record};
+use yeskv_core::keyspace::partition_range;
+use yeskv_core::tictac::{tree_digest, TictacTree, TreeGeometry};
 use yeskv_core::{Actor, CausalContext, Dot, NodeId, Object, Version};
 use yeskv_storage::{Durable, Engine, Space, SyncMode, WriteBatch};
 
@@ -30,6 +58,80 @@ const META_NODE_ID: &[u8] = b"node_id";
 const META_EPOCH: &[u8] = b"actor_epoch";
 const META_CLEAN: &[u8] = b"clean_shutdown";
 
+/// Prefix of a tree saved in `meta` (then the partition, u16 BE).
+const META_TREE: &[u8] = b"aae/";
+/// Prefix of a reap-queue entry in `meta` (then reap_at u64 BE, then the storage key).
+pub const META_REAP_QUEUE: &[u8] = b"rq/";
+/// Rows per page when scanning a partition.
+const SCAN_PAGE_ROWS: usize = 4096;
+
+/// Format byte of a hint record.
+const HINT_FORMAT: u8 = 1;
+/// Bytes before the object record in a hint record.
+const HINT_HEADER_BYTES: usize = 17;
+
+/// Bounds on the hints this node keeps for others.
+#[derive(Clone, Copy, Debug)]
+pub struct HintLimits {
+    /// Most hints kept for one target node; past it the node refuses to stand in for it.
+    pub per_target_max: u64,
+    /// Hints older than this are never served nor handed off (see `handoff.rs`).
+    pub age_max_ms: u64,
+}
+
+impl Default for HintLimits {
+    fn default() -> Self {
+        HintLimits {
+            per_target_max: 1_000_000,
+            age_max_ms: 1_800_000,
+        }
+    }
+}
+
+/// Where an object lives on this node: among its own replicas, or as a hint for another node.
+#[derive(Clone, Copy, Debug)]
+pub enum Slot<'a> {
+    /// This node's own replica of the key.
+    Own,
+    /// Held for `target`, a primary of the key that could not take it.
+    HintFor(&'a NodeId),
+}
+
+/// One hint as stored, for handoff.
+#[derive(Clone, Debug)]
+pub struct Hint {
+    /// The key's storage key.
+    pub storage_key: Vec<u8>,
+    /// The key's hash (selects the stripe lock).
+    pub key_hash: u64,
+    /// When the hint was first written (ms since the epoch).
+    pub created_ms: u64,
+    /// The object owed to the target.
+    pub object: Object,
+    /// The stored bytes, so that removal can check nothing changed since they were sent.
+    pub raw: Vec<u8>,
+}
+
+/// The hints-space key of (target, storage key).
+fn hint_key(target: &NodeId, storage_key: &[u8]) -> Vec<u8> {
+    let t = target.as_str().as_bytes();
+    let mut k = Vec::with_capacity(1 + t.len() + storage_key.len());
+    k.push(t.len() as u8);
+    k.extend_from_slice(t);
+    k.extend_from_slice(storage_key);
+    k
+}
+
+/// The first key after every hint for `target`.
+fn hint_prefix_end(target: &NodeId) -> Vec<u8> {
+    let mut k = hint_key(target, &[]);
+    // Node ids are short ASCII, so the prefix is never all 0xff: increment its last byte.
+    if let Some(last) = k.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    k
+}
+
 /// See the module docs.
 pub struct Replica<E: Engine> {
     engine: E,
@@ -37,6 +139,32 @@ pub struct Replica<E: Engine> {
     stripes: Vec<Mutex<()>>,
     corrupt_total: AtomicU64,
     reap_grace_ms: u64,
+    hint_limits: HintLimits,
+    /// Hints held per target node (loaded by a scan at open, then kept up to date).
+    hint_counts: Mutex<BTreeMap<NodeId, u64>>,
+    /// How this run started (decides whether saved trees are trusted).
+    startup: Startup,
+    /// Anti-entropy trees, once the partition count is known.
+    trees: OnceLock<Trees>,
+}
+
+/// A reap-queue entry: (queue key, reap_at, storage key).
+pub type ReapEntry = (Vec<u8>, u64, Vec<u8>);
+
+/// One anti-entropy tree per partition.
+struct Trees {
+    geometry: TreeGeometry,
+    trees: Vec<Mutex<TictacTree>>,
+    ready: Vec<AtomicBool>,
+}
+
+/// A partition's tree summary, for `/v1/status` and exchanges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeSummary {
+    /// Root hash.
+    pub root: u64,
+    /// Keys in the tree.
+    pub keys: u64,
 }
 
 /// How the replica came up.
@@ -93,12 +221,17 @@ impl<E: Engine> Replica<E> {
         engine.write(b)?.wait().await?;
         // The epoch must be on disk before any dot of it is handed out, whatever the sync mode.
         engine.flush()?;
+        let hint_counts = count_hints(&engine)?;
         let replica = Replica {
             engine,
             actor: Actor::new(node, epoch),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             corrupt_total: AtomicU64::new(0),
             reap_grace_ms,
+            hint_limits: HintLimits::default(),
+            hint_counts: Mutex::new(hint_counts),
+            startup: startup.clone(),
+            trees: OnceLock::new(),
         };
         Ok((replica, startup))
     }
@@ -107,10 +240,22 @@ impl<E: Engine> Replica<E> {
     pub async fn close_cleanly(&self) -> Result<(), Error> {
         self.engine.flush()?;
         let mut b = WriteBatch::new();
+        if let Some(t) = self.trees.get() {
+            for (p, tree) in t.trees.iter().enumerate() {
+                if t.ready[p].load(Ordering::Acquire) {
+                    b.put(Space::Meta, tree_meta_key(p as u16), tree.lock().to_bytes());
+                }
+            }
+        }
         b.put(Space::Meta, META_CLEAN.to_vec(), vec![1]);
         self.engine.write(b)?.wait().await?;
         self.engine.flush()?;
         Ok(())
+    }
+
+    /// Sets the bounds on hints.
+    pub fn set_hint_limits(&mut self, limits: HintLimits) {
+        self.hint_limits = limits;
     }
 
     /// This replica's actor.
@@ -146,6 +291,41 @@ impl<E: Engine> Replica<E> {
         }
     }
 
+    /// The hint held for `target`, if any: (created_ms, object, raw bytes).
+    fn load_hint(
+        &self,
+        target: &NodeId,
+        storage_key: &[u8],
+    ) -> Result<Option<(u64, Object, Vec<u8>)>, Error> {
+        let key = hint_key(target, storage_key);
+        let raw = match self.engine.get(Space::Hints, &key) {
+            Ok(raw) => raw,
+            Err(yeskv_storage::Error::Corrupt(m)) => return Err(self.corrupt(storage_key, m)),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(raw) = raw else { return Ok(None) };
+        let (created_ms, _, obj) = decode_hint(&raw).map_err(|e| self.corrupt(storage_key, e))?;
+        Ok(Some((created_ms, obj, raw)))
+    }
+
+    /// Whether a hint created at `created_ms` is past its age bound at `now_ms`: it is then
+    /// neither served nor handed off, and a new write to it starts afresh.
+    fn hint_aged(&self, created_ms: u64, now_ms: u64) -> bool {
+        created_ms.saturating_add(self.hint_limits.age_max_ms) < now_ms
+    }
+
+    /// Loads the object of `slot` (an aged hint reads as empty).
+    fn load_slot(&self, slot: Slot<'_>, storage_key: &[u8], now_ms: u64) -> Result<Object, Error> {
+        match slot {
+            Slot::Own => self.load(storage_key),
+            Slot::HintFor(t) => Ok(self
+                .load_hint(t, storage_key)?
+                .filter(|(c, _, _)| !self.hint_aged(*c, now_ms))
+                .map(|(_, o, _)| o)
+                .unwrap_or_default()),
+        }
+    }
+
     fn corrupt(&self, storage_key: &[u8], reason: String) -> Error {
         self.corrupt_total.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::metrics::CORRUPT_RECORDS).increment(1);
@@ -158,10 +338,278 @@ impl<E: Engine> Replica<E> {
         self.load(storage_key)
     }
 
-    fn store(&self, storage_key: &[u8], obj: &Object) -> Result<Durable, Error> {
-        let record = encode_record(obj, obj.reap_at_ms(self.reap_grace_ms));
+    fn store(&self, storage_key: &[u8], old: &Object, obj: &Object) -> Result<Durable, Error> {
+        // No reap instant in the record: only the reaper removes objects (module docs).
+        let record = encode_record(obj, None);
         let mut b = WriteBatch::new();
         b.put(Space::Data, storage_key.to_vec(), record);
+        if let Some(reap_at) = obj.reap_at_ms(self.reap_grace_ms) {
+            b.put(
+                Space::Meta,
+                reap_queue_key(reap_at, storage_key),
+                Vec::new(),
+            );
+        }
+        self.commit_tracked(
+            b,
+            storage_key,
+            tree_digest(storage_key, old),
+            tree_digest(storage_key, obj),
+        )
+    }
+
+    /// Commits `b` and replaces the key's digest in its partition's tree, atomically with
+    /// respect to a tree rebuild (module docs).
+    fn commit_tracked(
+        &self,
+        b: WriteBatch,
+        storage_key: &[u8],
+        old: Option<u64>,
+        new: Option<u64>,
+    ) -> Result<Durable, Error> {
+        let Some((trees, p)) = self.tree_of(storage_key) else {
+            return self.commit(b);
+        };
+        let mut tree = trees.trees[p].lock();
+        let durable = self.commit(b)?;
+        if old != new {
+            tree.replace(storage_key, old, new);
+        }
+        Ok(durable)
+    }
+
+    fn tree_of(&self, storage_key: &[u8]) -> Option<(&Trees, usize)> {
+        let trees = self.trees.get()?;
+        let p = usize::from(u16::from_be_bytes([
+            *storage_key.first()?,
+            *storage_key.get(1)?,
+        ]));
+        (p < trees.trees.len()).then_some((trees, p))
+    }
+
+    /// Sets up one anti-entropy tree per partition. Saved trees are loaded if the previous run
+    /// stopped cleanly; returns the partitions whose tree must be rebuilt
+    /// ([`Replica::rebuild_tree`], in the background). Later calls do nothing.
+    pub fn init_trees(&self, partitions: u32) -> Vec<u16> {
+        let geometry = TreeGeometry::default();
+        let mut rebuild = Vec::new();
+        let mut trees = Vec::with_capacity(partitions as usize);
+        let mut ready = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let p = p as u16;
+            let saved = if self.startup == Startup::Clean {
+                self.engine
+                    .get(Space::Meta, &tree_meta_key(p))
+                    .ok()
+                    .flatten()
+                    .and_then(|b| TictacTree::from_bytes(&b, geometry).ok())
+            } else {
+                None
+            };
+            let ok = saved.is_some();
+            if !ok {
+                rebuild.push(p);
+            }
+            trees.push(Mutex::new(
+                saved.unwrap_or_else(|| TictacTree::new(geometry)),
+            ));
+            ready.push(AtomicBool::new(ok));
+        }
+        if self
+            .trees
+            .set(Trees {
+                geometry,
+                trees,
+                ready,
+            })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rebuild
+    }
+
+    /// Rebuilds one partition's tree by scanning its objects (holding the tree's lock: writes to
+    /// that partition wait, others go on).
+    pub fn rebuild_tree(&self, partition: u16) -> Result<(), Error> {
+        let Some(trees) = self.trees.get() else {
+            return Ok(());
+        };
+        let Some(slot) = trees.trees.get(usize::from(partition)) else {
+            return Ok(());
+        };
+        let mut tree = slot.lock();
+        let mut fresh = TictacTree::new(trees.geometry);
+        self.for_each_in_partition(partition, |key, obj| {
+            if let Some(d) = tree_digest(key, obj) {
+                fresh.add(key, d);
+            }
+        })?;
+        *tree = fresh;
+        trees.ready[usize::from(partition)].store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Calls `f` with every readable object of `partition` (corrupt ones are counted, skipped).
+    pub fn for_each_in_partition(
+        &self,
+        partition: u16,
+        mut f: impl FnMut(&[u8], &Object),
+    ) -> Result<(), Error> {
+        let (mut start, end) = partition_range(partition);
+        loop {
+            let rows = self
+                .engine
+                .scan(Space::Data, &start, &end, SCAN_PAGE_ROWS)?;
+            let Some((last, _)) = rows.last() else { break };
+            let mut next = last.clone();
+            next.push(0);
+            for (key, raw) in &rows {
+                match decode_record(raw) {
+                    Ok(obj) => f(key, &obj),
+                    Err(e) => {
+                        let _ = self.corrupt(key, e.to_string());
+                    }
+                }
+            }
+            if rows.len() < SCAN_PAGE_ROWS {
+                break;
+            }
+            start = next;
+        }
+        Ok(())
+    }
+
+    /// The tree summary of `partition`, if its tree is ready.
+    pub fn tree_summary(&self, partition: u16) -> Option<TreeSummary> {
+        let trees = self.trees.get()?;
+        let p = usize::from(partition);
+        if !trees.ready.get(p)?.load(Ordering::Acquire) {
+            return None;
+        }
+        let t = trees.trees[p].lock();
+        Some(TreeSummary {
+            root: t.root(),
+            keys: t.key_count(),
+        })
+    }
+
+    /// Runs `f` on the ready tree of `partition`.
+    pub fn with_tree<T>(&self, partition: u16, f: impl FnOnce(&TictacTree) -> T) -> Option<T> {
+        let trees = self.trees.get()?;
+        let p = usize::from(partition);
+        if !trees.ready.get(p)?.load(Ordering::Acquire) {
+            return None;
+        }
+        let t = trees.trees[p].lock();
+        Some(f(&t))
+    }
+
+    /// The `(storage_key, digest)` of every object of `partition` in `segments` (sorted by key).
+    pub fn segment_keys(
+        &self,
+        partition: u16,
+        segments: &[u32],
+    ) -> Result<Vec<(Vec<u8>, u64)>, Error> {
+        let Some(trees) = self.trees.get() else {
+            return Ok(Vec::new());
+        };
+        let geometry = trees.geometry;
+        let wanted: std::collections::BTreeSet<u32> = segments.iter().copied().collect();
+        let mut out = Vec::new();
+        self.for_each_in_partition(partition, |key, obj| {
+            if wanted.contains(&geometry.segment_of(key)) {
+                if let Some(d) = tree_digest(key, obj) {
+                    out.push((key.to_vec(), d));
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Reap-queue entries due at `now_ms` (up to `limit`): `(queue key, reap_at, storage key)`.
+    pub fn reap_due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<ReapEntry>, Error> {
+        let start = META_REAP_QUEUE.to_vec();
+        let mut end = META_REAP_QUEUE.to_vec();
+        end.extend_from_slice(&now_ms.saturating_add(1).to_be_bytes());
+        let rows = self.engine.scan(Space::Meta, &start, &end, limit)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, _)| {
+                let rest = k.get(META_REAP_QUEUE.len()..)?;
+                let at = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+                let sk = rest.get(8..)?.to_vec();
+                Some((k, at, sk))
+            })
+            .collect())
+    }
+
+    /// Removes reap-queue entries.
+    pub fn reap_dequeue(&self, keys: Vec<Vec<u8>>) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut b = WriteBatch::new();
+        for k in keys {
+            b.delete(Space::Meta, k);
+        }
+        drop(self.commit(b)?);
+        Ok(())
+    }
+
+    /// Moves reap-queue entries to a later instant (a primary was down or behind).
+    pub fn reap_requeue(&self, entries: Vec<(Vec<u8>, Vec<u8>)>, at_ms: u64) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut b = WriteBatch::new();
+        for (old, storage_key) in entries {
+            b.delete(Space::Meta, old);
+            b.put(Space::Meta, reap_queue_key(at_ms, &storage_key), Vec::new());
+        }
+        drop(self.commit(b)?);
+        Ok(())
+    }
+
+    /// Whether the object is reapable at `now_ms` (every sibling a tombstone or expired, past
+    /// the grace period).
+    pub fn reapable(&self, obj: &Object, now_ms: u64) -> bool {
+        !obj.is_empty()
+            && obj
+                .reap_at_ms(self.reap_grace_ms)
+                .is_some_and(|t| t <= now_ms)
+    }
+
+    /// Physically removes the key if its object still has digest `expected` and is reapable.
+    /// Returns whether it was removed.
+    pub async fn reap(
+        &self,
+        key_hash: u64,
+        storage_key: &[u8],
+        expected: u64,
+        now_ms: u64,
+    ) -> Result<bool, Error> {
+        let durable = {
+            let _guard = self.stripe(key_hash).lock();
+            let obj = self.load(storage_key)?;
+            let digest = tree_digest(storage_key, &obj);
+            if digest != Some(expected) || !self.reapable(&obj, now_ms) {
+                return Ok(false);
+            }
+            let mut b = WriteBatch::new();
+            b.delete(Space::Data, storage_key.to_vec());
+            self.commit_tracked(b, storage_key, digest, None)?
+        };
+        durable.wait().await?;
+        metrics::counter!(crate::metrics::TOMBSTONES_REAPED).increment(1);
+        Ok(true)
+    }
+
+    fn commit(&self, b: WriteBatch) -> Result<Durable, Error> {
         let durable = if self.engine.sync_mode() == SyncMode::Always {
             // The fsync happens inside write(): keep it off the async workers' hot loop.
             tokio::task::block_in_place(|| self.engine.write(b))?
@@ -171,10 +619,151 @@ impl<E: Engine> Replica<E> {
         Ok(durable)
     }
 
+    /// Stores `obj` as the hint for `target`, counting a new hint against the target's quota.
+    fn store_hint(
+        &self,
+        target: &NodeId,
+        key_hash: u64,
+        storage_key: &[u8],
+        obj: &Object,
+        existing: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Durable, Error> {
+        // An aged hint is replaced as if new (its content was already given up on), but it
+        // is already counted.
+        let counted = existing.is_some();
+        let existing_created_ms = existing.filter(|c| !self.hint_aged(*c, now_ms));
+        if !counted {
+            let mut counts = self.hint_counts.lock();
+            let count = counts.entry(target.clone()).or_insert(0);
+            if *count >= self.hint_limits.per_target_max {
+                metrics::counter!(crate::metrics::HINTS_REFUSED).increment(1);
+                return Err(Error::HintsFull(format!(
+                    "{} already holds {count} hints for {target}",
+                    self.actor.node
+                )));
+            }
+            *count += 1;
+        }
+        let created_ms = existing_created_ms.unwrap_or(now_ms);
+        let mut value = Vec::with_capacity(HINT_HEADER_BYTES + 64);
+        value.push(HINT_FORMAT);
+        value.extend_from_slice(&created_ms.to_le_bytes());
+        value.extend_from_slice(&key_hash.to_le_bytes());
+        value.extend_from_slice(&encode_record(obj, None));
+        let mut b = WriteBatch::new();
+        b.put(Space::Hints, hint_key(target, storage_key), value);
+        let result = self.commit(b);
+        if result.is_err() && !counted {
+            self.uncount_hint(target);
+        }
+        result
+    }
+
+    fn uncount_hint(&self, target: &NodeId) {
+        let mut counts = self.hint_counts.lock();
+        if let Some(c) = counts.get_mut(target) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                counts.remove(target);
+            }
+        }
+    }
+
+    /// Stores `obj` in `slot` (under the key's stripe lock).
+    fn store_slot(
+        &self,
+        slot: Slot<'_>,
+        key_hash: u64,
+        storage_key: &[u8],
+        before: &Object,
+        obj: &Object,
+        now_ms: u64,
+    ) -> Result<Durable, Error> {
+        match slot {
+            Slot::Own => self.store(storage_key, before, obj),
+            Slot::HintFor(t) => {
+                let created = self.load_hint(t, storage_key)?.map(|(c, _, _)| c);
+                self.store_hint(t, key_hash, storage_key, obj, created, now_ms)
+            }
+        }
+    }
+
+    /// Reads the hint held for `target` (empty if none or aged).
+    pub fn read_hint(
+        &self,
+        target: &NodeId,
+        storage_key: &[u8],
+        now_ms: u64,
+    ) -> Result<Object, Error> {
+        self.load_slot(Slot::HintFor(target), storage_key, now_ms)
+    }
+
+    /// Hints held for other nodes, in all.
+    pub fn hints_pending(&self) -> u64 {
+        self.hint_counts.lock().values().sum()
+    }
+
+    /// Hints held per target node.
+    pub fn hint_counts(&self) -> BTreeMap<NodeId, u64> {
+        self.hint_counts.lock().clone()
+    }
+
+    /// Up to `limit` hints held for `target`, in key order.
+    pub fn hint_batch(&self, target: &NodeId, limit: usize) -> Result<Vec<Hint>, Error> {
+        let start = hint_key(target, &[]);
+        let rows = self
+            .engine
+            .scan(Space::Hints, &start, &hint_prefix_end(target), limit)?;
+        let mut hints = Vec::with_capacity(rows.len());
+        for (key, raw) in rows {
+            let storage_key = key[start.len()..].to_vec();
+            match decode_hint(&raw) {
+                Ok((created_ms, key_hash, object)) => hints.push(Hint {
+                    storage_key,
+                    key_hash,
+                    created_ms,
+                    object,
+                    raw,
+                }),
+                Err(e) => {
+                    // A corrupt hint is never sent; drop it (anti-entropy repairs the target).
+                    let _ = self.corrupt(&storage_key, e);
+                    let mut b = WriteBatch::new();
+                    b.delete(Space::Hints, key);
+                    drop(self.commit(b)?);
+                    self.uncount_hint(target);
+                }
+            }
+        }
+        Ok(hints)
+    }
+
+    /// Removes the hint for (`target`, `hint.storage_key`) if it is still what `hint.raw` holds
+    /// (a write that arrived since keeps it for the next round). Returns whether it was removed.
+    pub async fn remove_hint(&self, target: &NodeId, hint: &Hint) -> Result<bool, Error> {
+        let durable = {
+            let _guard = self.stripe(hint.key_hash).lock();
+            let key = hint_key(target, &hint.storage_key);
+            if self.engine.get(Space::Hints, &key)?.as_deref() != Some(hint.raw.as_slice()) {
+                return Ok(false);
+            }
+            let mut b = WriteBatch::new();
+            b.delete(Space::Hints, key);
+            let d = self.commit(b)?;
+            self.uncount_hint(target);
+            d
+        };
+        durable.wait().await?;
+        Ok(true)
+    }
+
     /// Applies a client write as coordinator: the new sibling gets a fresh dot of this replica's
     /// actor. Returns the resulting object and the new dot once the write is durable.
+    #[allow(clippy::too_many_arguments)]
     pub async fn coordinate(
         &self,
+        slot: Slot<'_>,
         key_hash: u64,
         storage_key: &[u8],
         ctx: &CausalContext,
@@ -184,7 +773,8 @@ impl<E: Engine> Replica<E> {
     ) -> Result<(Object, Dot), Error> {
         let (obj, dot, durable) = {
             let _guard = self.stripe(key_hash).lock();
-            let mut obj = self.load(storage_key)?;
+            let mut obj = self.load_slot(slot, storage_key, now_ms)?;
+            let before = obj.clone();
             let dot = obj.update(ctx, &self.actor, version, now_ms);
             let count = obj.siblings().len();
             if count > siblings_max {
@@ -193,35 +783,99 @@ impl<E: Engine> Replica<E> {
                     max: siblings_max,
                 });
             }
-            let durable = self.store(storage_key, &obj)?;
+            let durable = self.store_slot(slot, key_hash, storage_key, &before, &obj, now_ms)?;
             (obj, dot, durable)
         };
         durable.wait().await?;
         Ok((obj, dot))
     }
 
-    /// Merges an object from another replica (replication, read repair, anti-entropy, handoff).
-    /// Returns the merged object once durable; writes nothing if the merge changes nothing.
+    /// Merges an object from another replica (replication, read repair, anti-entropy, handoff)
+    /// into `slot`. Returns the merged object once durable; writes nothing if the merge changes
+    /// nothing (a hint is still created if none was held, so that handoff delivers it).
     pub async fn merge(
         &self,
+        slot: Slot<'_>,
         key_hash: u64,
         storage_key: &[u8],
         incoming: &Object,
+        now_ms: u64,
     ) -> Result<Object, Error> {
         let (obj, durable) = {
             let _guard = self.stripe(key_hash).lock();
-            let mut obj = self.load(storage_key)?;
+            let (mut obj, held) = match slot {
+                Slot::Own => (self.load(storage_key)?, true),
+                Slot::HintFor(t) => match self.load_hint(t, storage_key)? {
+                    Some((created, o, _)) if !self.hint_aged(created, now_ms) => (o, true),
+                    _ => (Object::new(), false),
+                },
+            };
             let before = obj.clone();
             obj.sync(incoming);
-            if obj == before {
+            if obj == before && held {
                 return Ok(obj);
             }
-            let durable = self.store(storage_key, &obj)?;
+            let durable = self.store_slot(slot, key_hash, storage_key, &before, &obj, now_ms)?;
             (obj, durable)
         };
         durable.wait().await?;
         Ok(obj)
     }
+}
+
+fn tree_meta_key(partition: u16) -> Vec<u8> {
+    let mut k = META_TREE.to_vec();
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+fn reap_queue_key(reap_at: u64, storage_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(META_REAP_QUEUE.len() + 8 + storage_key.len());
+    k.extend_from_slice(META_REAP_QUEUE);
+    k.extend_from_slice(&reap_at.to_be_bytes());
+    k.extend_from_slice(storage_key);
+    k
+}
+
+/// Decodes a hint record: (created_ms, key_hash, object).
+fn decode_hint(raw: &[u8]) -> Result<(u64, u64, Object), String> {
+    if raw.len() < HINT_HEADER_BYTES || raw[0] != HINT_FORMAT {
+        return Err(format!(
+            "hint record of {} bytes with an unknown format",
+            raw.len()
+        ));
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&raw[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let obj = decode_record(&raw[HINT_HEADER_BYTES..]).map_err(|e| e.to_string())?;
+    Ok((word(1), word(9), obj))
+}
+
+/// Counts the hints held per target (at open).
+fn count_hints<E: Engine>(engine: &E) -> Result<BTreeMap<NodeId, u64>, Error> {
+    let mut counts = BTreeMap::new();
+    let mut start = Vec::new();
+    loop {
+        let rows = engine.scan(Space::Hints, &start, &[0xff; 300], 4096)?;
+        let Some((last, _)) = rows.last() else { break };
+        let mut next = last.clone();
+        next.push(0);
+        for (key, _) in &rows {
+            let len = usize::from(*key.first().unwrap_or(&0));
+            let id = key
+                .get(1..1 + len)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| NodeId::new(s).ok());
+            if let Some(id) = id {
+                *counts.entry(id).or_insert(0) += 1;
+            }
+        }
+        start = next;
+    }
+    Ok(counts)
 }
 
 #[cfg(test)]
@@ -265,7 +919,7 @@ mod tests {
             .await
             .expect("open");
         let v = Version::value(b"hello".to_vec(), 1, None);
-        r.coordinate(7, b"k", &CausalContext::empty(), v, 1, 100)
+        r.coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 1, 100)
             .await
             .expect("write");
         let mut raw = engine
@@ -280,7 +934,7 @@ mod tests {
         // A write over a corrupt record is refused too: it would hide the damage.
         let v = Version::value(b"again".to_vec(), 2, None);
         assert!(r
-            .coordinate(7, b"k", &CausalContext::empty(), v, 2, 100)
+            .coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 2, 100)
             .await
             .is_err());
     }
@@ -291,13 +945,13 @@ mod tests {
         let (r, _) = Replica::open(engine, node(), 0, || 1).await.expect("open");
         for i in 0..3u8 {
             let v = Version::value(vec![i], 1, None);
-            r.coordinate(1, b"k", &CausalContext::empty(), v, 1, 3)
+            r.coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1, 3)
                 .await
                 .expect("write");
         }
         let v = Version::value(vec![9], 1, None);
         let e = r
-            .coordinate(1, b"k", &CausalContext::empty(), v, 1, 3)
+            .coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1, 3)
             .await;
         assert!(matches!(
             e,

@@ -64,6 +64,11 @@ pub async fn run(
             tracing::warn!(actor = %replica.actor(), "previous run did not stop cleanly; new actor epoch so no dot is ever reused")
         }
     }
+    let mut replica = replica;
+    replica.set_hint_limits(crate::replica::HintLimits {
+        per_target_max: raw.repair.hints_per_target_max,
+        age_max_ms: raw.repair.hint_age_max_secs.saturating_mul(1000),
+    });
     let replica = Arc::new(replica);
 
     let rpc_config = RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str());
@@ -157,6 +162,27 @@ pub async fn run(
         })
     });
 
+    // Anti-entropy trees: loaded if the last run stopped cleanly, else rebuilt in the
+    // background (those partitions report no root until ready).
+    let rebuild = replica.init_trees(partitions);
+    if !rebuild.is_empty() {
+        let replica = replica.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let count = rebuild.len();
+            for p in rebuild {
+                if let Err(e) = replica.rebuild_tree(p) {
+                    tracing::warn!(partition = p, error = %e, "anti-entropy tree rebuild failed");
+                }
+            }
+            tracing::info!(
+                partitions = count,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "anti-entropy trees rebuilt"
+            );
+        });
+    }
+
     let settings = Settings {
         n,
         r: raw.r.min(n),
@@ -165,6 +191,11 @@ pub async fn run(
         siblings_max: raw.limits.siblings_max,
         default_ttl_secs: raw.ttl.default_ttl_secs,
         rpc_timeout: std::time::Duration::from_millis(raw.server.rpc_timeout_ms),
+        read_repair_inflight_max: if raw.repair.read_repair {
+            raw.repair.read_repair_inflight_max
+        } else {
+            0
+        },
     };
     let state = Arc::new(AppState {
         coordinator: Coordinator::new(
@@ -226,6 +257,34 @@ pub async fn run(
         tracing::info!(cluster = %raw.cluster_name, "new cluster: this node owns every partition");
     }
 
+    // Background repair: hinted handoff (and anti-entropy, see aae.rs).
+    let (workers_stop_tx, workers_stop_rx) = tokio::sync::watch::channel(false);
+    let handoff_task = tokio::spawn(crate::handoff::run(
+        state.coordinator.clone(),
+        crate::handoff::HandoffSettings {
+            interval: Duration::from_millis(raw.repair.handoff_interval_ms),
+            batch: raw.repair.handoff_batch,
+            inflight_max: raw.repair.handoff_inflight_max,
+            hint_age_max_ms: raw.repair.hint_age_max_secs.saturating_mul(1000),
+        },
+        workers_stop_rx.clone(),
+    ));
+    let aae_settings = crate::aae::AaeSettings {
+        interval: Duration::from_millis(raw.repair.aae_interval_ms),
+        keys_per_round_max: raw.repair.aae_keys_per_exchange_max,
+        reap_interval: Duration::from_millis(raw.repair.reap_interval_ms),
+    };
+    let aae_task = tokio::spawn(crate::aae::run_exchanges(
+        state.coordinator.clone(),
+        aae_settings.clone(),
+        workers_stop_rx.clone(),
+    ));
+    let reaper_task = tokio::spawn(crate::aae::run_reaper(
+        state.coordinator.clone(),
+        aae_settings,
+        workers_stop_rx.clone(),
+    ));
+
     let listener = tokio::net::TcpListener::bind(cfg.http)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.http))?;
@@ -257,6 +316,10 @@ pub async fn run(
     if let Err(e) = layout.shutdown().await {
         tracing::warn!(error = %e, "layout service did not stop cleanly");
     }
+    let _ = workers_stop_tx.send(true);
+    let _ = handoff_task.await;
+    let _ = aae_task.await;
+    let _ = reaper_task.await;
     let _ = rpc_stop_tx.send(());
     let _ = rpc_task.await;
     tracing::info!("in-flight requests finished; flushing storage");

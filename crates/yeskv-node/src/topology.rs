@@ -19,6 +19,10 @@ pub trait Topology: Send + Sync + 'static {
     /// The replicas of `partition`, primaries first (at most `n`, fewer while the cluster is
     /// smaller than `n`).
     fn preference(&self, partition: u16) -> Arc<[NodeId]>;
+    /// The nodes that stand in for down primaries of `partition` (sloppy quorum), in the order
+    /// to try them: every member that is not a primary, nodes in zones holding no primary
+    /// first, then a per-partition rotation so that fallback load spreads over the cluster.
+    fn fallbacks(&self, partition: u16) -> Arc<[NodeId]>;
     /// The internode RPC address of `node`, if known.
     fn peer_addr(&self, node: &NodeId) -> Option<String>;
     /// Whether the failure detector believes `node` is up.
@@ -32,6 +36,7 @@ pub trait Topology: Send + Sync + 'static {
 pub struct StaticTopology {
     local: NodeId,
     prefs: Arc<[NodeId]>,
+    fallbacks: Arc<[NodeId]>,
     addrs: RwLock<BTreeMap<NodeId, String>>,
     down: RwLock<BTreeSet<NodeId>>,
 }
@@ -42,9 +47,16 @@ impl StaticTopology {
         StaticTopology {
             local,
             prefs: Arc::from(prefs),
+            fallbacks: Arc::from(Vec::new()),
             addrs: RwLock::new(BTreeMap::new()),
             down: RwLock::new(BTreeSet::new()),
         }
+    }
+
+    /// Sets the fallbacks of every partition.
+    pub fn with_fallbacks(mut self, fallbacks: Vec<NodeId>) -> Self {
+        self.fallbacks = Arc::from(fallbacks);
+        self
     }
 
     /// Sets the RPC address of a node.
@@ -69,6 +81,9 @@ impl Topology for StaticTopology {
     }
     fn preference(&self, _partition: u16) -> Arc<[NodeId]> {
         self.prefs.clone()
+    }
+    fn fallbacks(&self, _partition: u16) -> Arc<[NodeId]> {
+        self.fallbacks.clone()
     }
     fn peer_addr(&self, node: &NodeId) -> Option<String> {
         self.addrs.read().get(node).cloned()

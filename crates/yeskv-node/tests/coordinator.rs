@@ -35,6 +35,7 @@ fn settings() -> Settings {
         siblings_max: 100,
         default_ttl_secs: 0,
         rpc_timeout: Duration::from_millis(1000),
+        read_repair_inflight_max: 64,
     }
 }
 
@@ -42,8 +43,13 @@ fn id(s: &str) -> NodeId {
     NodeId::new(s).expect("valid")
 }
 
-/// Starts nodes `names`; every partition's replicas are `replicas`.
+/// Starts nodes `names`; every partition's replicas are `replicas`, the others its fallbacks.
 async fn cluster(names: &[&str], replicas: &[&str]) -> Vec<TestNode> {
+    cluster_with(names, replicas, 0).await
+}
+
+/// As [`cluster`], with a tombstone grace period of `reap_grace_ms`.
+async fn cluster_with(names: &[&str], replicas: &[&str], reap_grace_ms: u64) -> Vec<TestNode> {
     let prefs: Vec<NodeId> = replicas.iter().map(|s| id(s)).collect();
     let mut listeners = Vec::new();
     for _ in names {
@@ -59,13 +65,27 @@ async fn cluster(names: &[&str], replicas: &[&str]) -> Vec<TestNode> {
         .collect();
     let mut nodes = Vec::new();
     for (name, listener) in names.iter().zip(listeners) {
-        let topology = Arc::new(StaticTopology::new(id(name), prefs.clone()));
+        let fallbacks: Vec<NodeId> = names
+            .iter()
+            .filter(|n| !replicas.contains(n))
+            .map(|n| id(n))
+            .collect();
+        let topology =
+            Arc::new(StaticTopology::new(id(name), prefs.clone()).with_fallbacks(fallbacks));
         for (other, addr) in names.iter().zip(&addrs) {
             topology.set_addr(id(other), addr.clone());
         }
-        let (replica, _) = Replica::open(Arc::new(MemoryEngine::new()), id(name), 0, rand::random)
-            .await
-            .expect("replica");
+        let (replica, _) = Replica::open(
+            Arc::new(MemoryEngine::new()),
+            id(name),
+            reap_grace_ms,
+            rand::random,
+        )
+        .await
+        .expect("replica");
+        for p in replica.init_trees(256) {
+            replica.rebuild_tree(p).expect("empty tree");
+        }
         let rpc_cfg = RpcConfig::new("test-cluster", *name);
         let client: RpcClient<PeerRequest, PeerResponse> =
             RpcClient::new(rpc_cfg.clone()).expect("client");
@@ -113,6 +133,21 @@ impl TestNode {
         if let Some(h) = self.server.take() {
             let _ = h.await;
         }
+    }
+
+    /// Marks `node` down (or up) in this node's failure detector.
+    fn sees(&self, node: &str, up: bool) {
+        self.topology.set_up(&id(node), up);
+    }
+
+    /// The root of the anti-entropy tree of the partition of `key`.
+    fn root(&self, bucket: &[u8], key: &[u8]) -> u64 {
+        let p = partition_of(key_hash(bucket, key), 256);
+        self.coord
+            .replica()
+            .tree_summary(p)
+            .expect("tree ready")
+            .root
     }
 
     fn local_values(&self, bucket: &[u8], key: &[u8]) -> Vec<Vec<u8>> {
@@ -281,4 +316,308 @@ async fn a_node_that_is_not_a_replica_forwards() {
         nodes[0].coord.get(b"b", b"k", Some(Quorum::N(4))).await,
         Err(Error::BadRequest(_))
     ));
+}
+
+async fn put(
+    node: &TestNode,
+    key: &[u8],
+    ctx: CausalContext,
+    value: Option<&[u8]>,
+    w: Quorum,
+) -> Result<CausalContext, Error> {
+    node.coord
+        .put(b"b", key, ctx, value.map(|v| v.to_vec()), None, Some(w))
+        .await
+}
+
+/// Polls `cond` every 10 ms for up to 5 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn handoff_settings() -> yeskv_node::handoff::HandoffSettings {
+    yeskv_node::handoff::HandoffSettings {
+        interval: Duration::from_millis(10),
+        batch: 2,
+        inflight_max: 4,
+        hint_age_max_ms: 60_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sloppy_quorum_takes_writes_for_down_primaries_and_hands_them_off() {
+    // Primaries n1..n3, fallbacks n4 and n5. n2 and n3 are down for everyone.
+    let nodes = cluster(&["n1", "n2", "n3", "n4", "n5"], &["n1", "n2", "n3"]).await;
+    for n in &nodes {
+        n.sees("n2", false);
+        n.sees("n3", false);
+    }
+    // w=3 with two primaries down: n1 plus two fallbacks.
+    for i in 0..5u8 {
+        let key = [b'k', i];
+        put(
+            &nodes[0],
+            &key,
+            CausalContext::empty(),
+            Some(&[i]),
+            Quorum::All,
+        )
+        .await
+        .expect("sloppy w=all");
+    }
+    let hints: u64 = nodes[3..]
+        .iter()
+        .map(|n| n.coord.replica().hints_pending())
+        .sum();
+    assert_eq!(hints, 10, "each write left a hint for n2 and one for n3");
+    assert!(nodes[1].local_values(b"b", b"k\x00").is_empty());
+    // Through a node that is no primary, with every primary down: it stands in itself.
+    for n in &nodes {
+        n.sees("n1", false);
+    }
+    put(
+        &nodes[4],
+        b"lonely",
+        CausalContext::empty(),
+        Some(b"v"),
+        Quorum::N(2),
+    )
+    .await
+    .expect("w=2 with every primary down");
+    // Reads consult the stand-ins.
+    let read = nodes[4]
+        .coord
+        .get(b"b", b"lonely", Some(Quorum::N(2)))
+        .await
+        .expect("r=2 through stand-ins");
+    assert_eq!(values(&read), vec![b"v".to_vec()]);
+    // The primaries come back: handoff delivers every hint, then removes it.
+    for n in &nodes {
+        n.sees("n1", true);
+        n.sees("n2", true);
+        n.sees("n3", true);
+    }
+    for n in &nodes[3..] {
+        for target in ["n1", "n2", "n3"] {
+            yeskv_node::handoff::round(&n.coord, &id(target), &handoff_settings())
+                .await
+                .expect("handoff");
+        }
+    }
+    for n in &nodes {
+        assert_eq!(n.coord.replica().hints_pending(), 0, "{} drained", n.id);
+    }
+    for i in 0..5u8 {
+        let key = [b'k', i];
+        for n in &nodes[..3] {
+            assert_eq!(
+                n.local_values(b"b", &key),
+                vec![vec![i]],
+                "{} has k{i}",
+                n.id
+            );
+        }
+    }
+    // "lonely" had stand-ins for n1 (n5 itself) and n2 (n4) only: n3's copy had no fallback
+    // left. Handoff delivers what was held; anti-entropy brings n3 the rest.
+    for n in &nodes[..2] {
+        assert_eq!(
+            n.local_values(b"b", b"lonely"),
+            vec![b"v".to_vec()],
+            "{}",
+            n.id
+        );
+    }
+    assert!(nodes[2].local_values(b"b", b"lonely").is_empty());
+    yeskv_node::aae::exchange_round(&nodes[2].coord, 100)
+        .await
+        .expect("aae");
+    assert_eq!(nodes[2].local_values(b"b", b"lonely"), vec![b"v".to_vec()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fewer_live_nodes_than_w_is_refused() {
+    let nodes = cluster(&["n1", "n2", "n3", "n4"], &["n1", "n2", "n3"]).await;
+    for n in &nodes {
+        n.sees("n2", false);
+        n.sees("n3", false);
+        n.sees("n4", false);
+    }
+    assert!(matches!(
+        put(
+            &nodes[0],
+            b"k",
+            CausalContext::empty(),
+            Some(b"v"),
+            Quorum::N(2)
+        )
+        .await,
+        Err(Error::Quorum { .. })
+    ));
+    put(
+        &nodes[0],
+        b"k",
+        CausalContext::empty(),
+        Some(b"v"),
+        Quorum::One,
+    )
+    .await
+    .expect("w=1 on the one live node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_repair_brings_a_stale_replica_up_to_date() {
+    let nodes = cluster(&["n1", "n2", "n3"], &["n1", "n2", "n3"]).await;
+    nodes[0].sees("n3", false);
+    put(
+        &nodes[0],
+        b"k",
+        CausalContext::empty(),
+        Some(b"v"),
+        Quorum::N(2),
+    )
+    .await
+    .expect("w=2");
+    assert!(nodes[2].local_values(b"b", b"k").is_empty(), "n3 missed it");
+    nodes[0].sees("n3", true);
+    let read = nodes[0]
+        .coord
+        .get(b"b", b"k", Some(Quorum::All))
+        .await
+        .expect("r=all");
+    assert_eq!(values(&read), vec![b"v".to_vec()]);
+    eventually("read repair of n3", || {
+        nodes[2].local_values(b"b", b"k") == vec![b"v".to_vec()]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_finds_and_repairs_missing_keys_both_ways() {
+    let nodes = cluster(&["n1", "n2", "n3"], &["n1", "n2", "n3"]).await;
+    // n3 misses 20 writes; n1 misses 5 others (written through n2 while n1 looked down).
+    nodes[0].sees("n3", false);
+    for i in 0..20u8 {
+        put(
+            &nodes[0],
+            &[b'a', i],
+            CausalContext::empty(),
+            Some(&[i]),
+            Quorum::N(2),
+        )
+        .await
+        .expect("w=2");
+    }
+    nodes[0].sees("n3", true);
+    nodes[1].sees("n1", false);
+    for i in 0..5u8 {
+        put(
+            &nodes[1],
+            &[b'z', i],
+            CausalContext::empty(),
+            Some(&[i]),
+            Quorum::N(2),
+        )
+        .await
+        .expect("w=2");
+    }
+    nodes[1].sees("n1", true);
+    assert_ne!(
+        nodes[0].root(b"b", &[b'a', 0]),
+        nodes[2].root(b"b", &[b'a', 0])
+    );
+    // One round on n3: with n1 it receives the 20 keys it lacked and gives n1 the 5 that n1
+    // lacked (n3 had them from n2's writes): keys flow both ways.
+    let r = yeskv_node::aae::exchange_round(&nodes[2].coord, 10_000)
+        .await
+        .expect("round");
+    assert!(r.keys_repaired >= 25, "{r:?}");
+    for i in 0..20u8 {
+        for n in &nodes {
+            assert_eq!(n.local_values(b"b", &[b'a', i]), vec![vec![i]], "{}", n.id);
+        }
+    }
+    for i in 0..5u8 {
+        for n in &nodes {
+            assert_eq!(n.local_values(b"b", &[b'z', i]), vec![vec![i]], "{}", n.id);
+        }
+    }
+    // Every partition's roots now agree, and another round finds nothing.
+    for p in 0..256u16 {
+        let roots: Vec<_> = nodes
+            .iter()
+            .map(|n| n.coord.replica().tree_summary(p).expect("ready").root)
+            .collect();
+        assert!(
+            roots.windows(2).all(|w| w[0] == w[1]),
+            "partition {p}: {roots:?}"
+        );
+    }
+    let r = yeskv_node::aae::exchange_round(&nodes[0].coord, 10_000)
+        .await
+        .expect("round");
+    assert_eq!(r.keys_repaired, 0);
+    assert_eq!(r.partitions_differing, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_are_reaped_only_when_every_primary_holds_them() {
+    let nodes = cluster_with(&["n1", "n2", "n3"], &["n1", "n2", "n3"], 0).await;
+    let ctx = put(
+        &nodes[0],
+        b"k",
+        CausalContext::empty(),
+        Some(b"v"),
+        Quorum::All,
+    )
+    .await
+    .expect("write");
+    // The delete misses n3.
+    nodes[0].sees("n3", false);
+    put(&nodes[0], b"k", ctx, None, Quorum::N(2))
+        .await
+        .expect("delete");
+    nodes[0].sees("n3", true);
+    let retry = Duration::from_millis(1);
+    // n3 still holds the value: no reaping (it could come back from n3).
+    assert_eq!(
+        yeskv_node::aae::reap_round(&nodes[0].coord, retry)
+            .await
+            .expect("reap"),
+        0
+    );
+    assert_eq!(nodes[2].local_values(b"b", b"k"), vec![b"v".to_vec()]);
+    // Anti-entropy gives n3 the tombstone; then every primary holds it and it is reaped.
+    yeskv_node::aae::exchange_round(&nodes[0].coord, 100)
+        .await
+        .expect("aae");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        yeskv_node::aae::reap_round(&nodes[0].coord, retry)
+            .await
+            .expect("reap"),
+        1
+    );
+    let sk = storage_key(partition_of(key_hash(b"b", b"k"), 256), b"b", b"k");
+    for n in &nodes {
+        assert!(
+            n.coord.replica().read(&sk).expect("read").is_empty(),
+            "{} reaped",
+            n.id
+        );
+        assert_eq!(n.root(b"b", b"k"), 0, "{}: tree empty again", n.id);
+    }
+    let read = nodes[1]
+        .coord
+        .get(b"b", b"k", Some(Quorum::All))
+        .await
+        .expect("read");
+    assert!(values(&read).is_empty(), "the value stays deleted");
 }

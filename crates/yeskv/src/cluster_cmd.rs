@@ -154,12 +154,35 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("{s}");
         return Ok(());
     }
-    print!("{}", render(&s));
+    // Repair progress needs every member's own view: hints it holds, roots of its replicas.
+    let mut peers = std::collections::BTreeMap::new();
+    for m in s["members"].as_array().cloned().unwrap_or_default() {
+        let (Some(id), Some(http)) = (m["id"].as_str(), m["http"].as_str()) else {
+            continue;
+        };
+        if m["status"] != "up" {
+            continue;
+        }
+        let Ok(c) = yeskv_client::Client::new(&format!("http://{http}")) else {
+            continue;
+        };
+        if let Ok(Ok(st)) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), c.status()).await
+        {
+            peers.insert(id.to_string(), st);
+        }
+    }
+    print!("{}", render(&s, &peers));
     Ok(())
 }
 
-/// The human-readable table of a `/v1/status` document.
-fn render(s: &serde_json::Value) -> String {
+/// The human-readable table of a `/v1/status` document, with each member's own status (those
+/// that answered) for the repair columns: hints it holds for others, and how many partitions
+/// have every replica reporting the same anti-entropy root.
+fn render(
+    s: &serde_json::Value,
+    peers: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> String {
     let members = s["members"].as_array().cloned().unwrap_or_default();
     let total: f64 = members
         .iter()
@@ -173,8 +196,8 @@ fn render(s: &serde_json::Value) -> String {
         s["hints_pending"],
     );
     out.push_str(&format!(
-        "{:<16} {:<8} {:<9} {:<12} {:>6} {:>7}  {}\n",
-        "member", "status", "state", "zone", "owns", "share", "http"
+        "{:<16} {:<8} {:<9} {:<12} {:>6} {:>7} {:>8}  {}\n",
+        "member", "status", "state", "zone", "owns", "share", "hints", "http"
     ));
     for m in &members {
         let owns = m["owns"].as_f64().unwrap_or(0.0);
@@ -183,15 +206,47 @@ fn render(s: &serde_json::Value) -> String {
         } else {
             0.0
         };
+        let id = m["id"].as_str().unwrap_or("?");
+        let hints = peers
+            .get(id)
+            .and_then(|p| p["hints_pending"].as_u64())
+            .map_or_else(|| "?".to_string(), |h| h.to_string());
         out.push_str(&format!(
-            "{:<16} {:<8} {:<9} {:<12} {:>6} {:>6.1}%  {}\n",
-            m["id"].as_str().unwrap_or("?"),
+            "{:<16} {:<8} {:<9} {:<12} {:>6} {:>6.1}% {:>8}  {}\n",
+            id,
             m["status"].as_str().unwrap_or("?"),
             m["state"].as_str().unwrap_or("?"),
             m["zone"].as_str().unwrap_or("?"),
             owns,
             share,
+            hints,
             m["http"].as_str().unwrap_or("?"),
+        ));
+    }
+    if !peers.is_empty() {
+        // partition -> roots reported by the replicas that answered.
+        let mut roots: std::collections::BTreeMap<u64, Vec<Option<String>>> = Default::default();
+        for p in peers.values() {
+            for part in p["partitions"].as_array().into_iter().flatten() {
+                if let Some(id) = part["id"].as_u64() {
+                    roots
+                        .entry(id)
+                        .or_default()
+                        .push(part["merkle_root"].as_str().map(str::to_string));
+                }
+            }
+        }
+        let agreeing = roots
+            .values()
+            .filter(|r| r.len() > 1 && r.iter().all(|x| x.is_some() && *x == r[0]))
+            .count();
+        let hints: u64 = peers
+            .values()
+            .filter_map(|p| p["hints_pending"].as_u64())
+            .sum();
+        out.push_str(&format!(
+            "repair: {agreeing} of {} partitions agree on every replica's anti-entropy root; {hints} hints to hand off\n",
+            roots.len()
         ));
     }
     out
@@ -210,9 +265,23 @@ mod tests {
                 {"id": "n2", "status": "down", "state": "valid", "zone": "b", "owns": 576, "http": "127.0.0.1:8082"}
             ]
         });
-        let text = render(&s);
+        let peers = std::collections::BTreeMap::from([
+            (
+                "n1".to_string(),
+                serde_json::json!({"hints_pending": 7, "partitions": [
+                    {"id": 0, "merkle_root": "aa"}, {"id": 1, "merkle_root": "bb"}]}),
+            ),
+            (
+                "n3".to_string(),
+                serde_json::json!({"hints_pending": 1, "partitions": [
+                    {"id": 0, "merkle_root": "aa"}, {"id": 1, "merkle_root": "cc"}]}),
+            ),
+        ]);
+        let text = render(&s, &peers);
         assert!(text.contains("layout version 3"));
-        assert!(text.contains("n1") && text.contains("25.0%"));
+        assert!(text.contains("n1") && text.contains("25.0%") && text.contains(" 7 "));
         assert!(text.contains("n2") && text.contains("down") && text.contains("75.0%"));
+        assert!(text.contains("1 of 2 partitions agree"), "{text}");
+        assert!(text.contains("8 hints to hand off"), "{text}");
     }
 }

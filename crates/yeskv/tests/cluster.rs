@@ -6,57 +6,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{free_port, request, try_request, wait_until, Node};
-
-struct Cluster {
-    nodes: Vec<Node>,
-}
-
-fn start_cluster(dir: &std::path::Path, count: usize, zones: &[&str]) -> Cluster {
-    let peer1 = format!("127.0.0.1:{}", free_port());
-    let mut nodes = Vec::new();
-    for i in 0..count {
-        let id = format!("n{}", i + 1);
-        let data = dir.join(&id);
-        let zone = zones[i % zones.len()];
-        let mut extra: Vec<String> =
-            vec!["--node-id".into(), id.clone(), "--zone".into(), zone.into()];
-        if i == 0 {
-            extra.extend(["--peer".into(), peer1.clone()]);
-        } else {
-            extra.extend(["--seed".into(), peer1.clone()]);
-        }
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        nodes.push(Node::start(&data, &extra));
-    }
-    let first = nodes[0].http.clone();
-    let joiners: Vec<String> = (2..=count).map(|i| format!("n{i}")).collect();
-    let body = serde_json::json!({ "nodes": joiners }).to_string();
-    wait_until(
-        "newcomers in n1's gossip view",
-        Duration::from_secs(20),
-        || request(&first, "POST", "/v1/cluster/join", &[], body.as_bytes()).status == 200,
-    );
-    let commit = request(&first, "POST", "/v1/cluster/commit", &[], b"");
-    assert_eq!(commit.status, 200, "{}", commit.text());
-    let version = commit.json()["version"].as_u64().expect("version");
-    for n in &nodes {
-        wait_until(
-            "every node applies the layout and sees all up",
-            Duration::from_secs(30),
-            || {
-                let ring = n.req("GET", "/v1/ring", &[], b"");
-                let status = n.req("GET", "/v1/status", &[], b"").json();
-                let members = status["members"].as_array().cloned().unwrap_or_default();
-                ring.status == 200
-                    && ring.json()["version"].as_u64() == Some(version)
-                    && members.len() == count
-                    && members.iter().all(|m| m["status"] == "up")
-            },
-        );
-    }
-    Cluster { nodes }
-}
+use support::{request, start_cluster, try_request, wait_until};
 
 fn put(addr: &str, key: &str, w: &str, value: &str) -> u16 {
     match try_request(
@@ -78,7 +28,7 @@ fn get(addr: &str, key: &str, r: &str) -> (u16, String) {
 
 fn quorum_and_kill9(count: usize, zones: &[&str]) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = start_cluster(dir.path(), count, zones);
+    let mut c = start_cluster(dir.path(), count, zones, &[]);
     let addrs: Vec<String> = c.nodes.iter().map(|n| n.http.clone()).collect();
 
     // Placement: replicas of each partition in distinct zones when there are enough zones.

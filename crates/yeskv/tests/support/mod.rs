@@ -255,3 +255,76 @@ impl Drop for Node {
         self.kill9();
     }
 }
+
+/// A cluster of real node processes.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+}
+
+/// Starts `count` nodes (zones assigned round-robin from `zones`, `extra` args for every node,
+/// e.g. `--config FILE`), forms the cluster the operator's way (seed, staged join, commit) and
+/// waits until every node applied the layout and sees every other up.
+pub fn start_cluster(dir: &Path, count: usize, zones: &[&str], extra: &[&str]) -> Cluster {
+    let peer1 = format!("127.0.0.1:{}", free_port());
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        let id = format!("n{}", i + 1);
+        let data = dir.join(&id);
+        let zone = zones[i % zones.len()];
+        let mut args: Vec<String> =
+            vec!["--node-id".into(), id.clone(), "--zone".into(), zone.into()];
+        if i == 0 {
+            args.extend(["--peer".into(), peer1.clone()]);
+        } else {
+            args.extend(["--seed".into(), peer1.clone()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        nodes.push(Node::start(&data, &args));
+    }
+    let first = nodes[0].http.clone();
+    let joiners: Vec<String> = (2..=count).map(|i| format!("n{i}")).collect();
+    if !joiners.is_empty() {
+        let body = serde_json::json!({ "nodes": joiners }).to_string();
+        wait_until(
+            "newcomers in n1's gossip view",
+            Duration::from_secs(20),
+            || request(&first, "POST", "/v1/cluster/join", &[], body.as_bytes()).status == 200,
+        );
+        let commit = request(&first, "POST", "/v1/cluster/commit", &[], b"");
+        assert_eq!(commit.status, 200, "{}", commit.text());
+    }
+    let version = request(&first, "GET", "/v1/ring", &[], b"").json()["version"]
+        .as_u64()
+        .expect("version");
+    let cluster = Cluster { nodes };
+    cluster.wait_all_up(version, Duration::from_secs(30));
+    cluster
+}
+
+impl Cluster {
+    /// Waits until every running node applied layout `version` and sees every member up.
+    pub fn wait_all_up(&self, version: u64, timeout: Duration) {
+        let count = self.nodes.len();
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            wait_until(
+                "every node applies the layout and sees all up",
+                timeout,
+                || {
+                    let ring = n.req("GET", "/v1/ring", &[], b"");
+                    let status = n.req("GET", "/v1/status", &[], b"").json();
+                    let members = status["members"].as_array().cloned().unwrap_or_default();
+                    ring.status == 200
+                        && ring.json()["version"].as_u64() == Some(version)
+                        && members.len() == count
+                        && members.iter().all(|m| m["status"] == "up")
+                },
+            );
+        }
+    }
+
+    /// The HTTP addresses of the nodes.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.http.clone()).collect()
+    }
+}

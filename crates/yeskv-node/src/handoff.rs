@@ -1,0 +1,161 @@
+//! Hinted handoff: giving back what this node took for a down primary (Dynamo §4.6).
+//!
+//! When a primary of a key was down or slow, a fallback took its copy of the write as a hint
+//! (see `replica.rs`, "Hints"). This worker, one per node, wakes every
+//! `repair.handoff_interval_ms`, and for each target that the failure detector says is up again
+//! sends the hints in batches (`repair.handoff_batch`, at most `repair.handoff_inflight_max` in
+//! flight: back-pressure on the target). The target merges each object by DVV `sync`, which is
+//! idempotent, so a retry after a lost answer is harmless. A hint is removed only after the
+//! target answered that the object is durable, and only if it did not change in the meantime
+//! (a write that arrived since keeps it for the next round).
+//!
+//! Hints older than `repair.hint_age_max_secs` are dropped unsent and counted: anti-entropy
+//! repairs their target instead. The age bound is at most the tombstone grace period, so a hint
+//! can never carry back a value whose tombstone every primary has already reaped.
+
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use yeskv_core::NodeId;
+use yeskv_storage::Engine;
+
+use crate::coordinator::Coordinator;
+use crate::error::Error;
+use crate::metrics;
+
+/// How the worker paces itself.
+#[derive(Clone, Debug)]
+pub struct HandoffSettings {
+    /// Pause between rounds.
+    pub interval: Duration,
+    /// Hints read and sent per batch.
+    pub batch: usize,
+    /// Hints in flight to one target at once.
+    pub inflight_max: usize,
+    /// Hints older than this are dropped (anti-entropy repairs the target).
+    pub hint_age_max_ms: u64,
+}
+
+/// What one round did for one target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Hints the target took durably and that were removed here.
+    pub handed_off: u64,
+    /// Hints dropped for age.
+    pub dropped: u64,
+    /// Sends that failed (the rest of the round for that target was skipped).
+    pub failed: u64,
+}
+
+/// Runs the worker until `stop` turns true.
+pub async fn run<E: Engine>(
+    coordinator: Coordinator<E>,
+    settings: HandoffSettings,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let replica = coordinator.replica();
+        ::metrics::gauge!(metrics::HINTS_PENDING).set(replica.hints_pending() as f64);
+        for target in replica.hint_counts().into_keys() {
+            match round(&coordinator, &target, &settings).await {
+                Ok(r) if r != Round::default() => {
+                    let left = coordinator
+                        .replica()
+                        .hint_counts()
+                        .get(&target)
+                        .copied()
+                        .unwrap_or(0);
+                    tracing::info!(
+                        %target,
+                        handed_off = r.handed_off,
+                        dropped = r.dropped,
+                        failed = r.failed,
+                        pending = left,
+                        "hinted handoff"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%target, error = %e, "hinted handoff round failed"),
+            }
+        }
+        ::metrics::gauge!(metrics::HINTS_PENDING).set(replica.hints_pending() as f64);
+    }
+}
+
+/// One round of handoff to `target`: batches until none is left, the target stops answering,
+/// or a bounded number of batches was sent.
+pub async fn round<E: Engine>(
+    coordinator: &Coordinator<E>,
+    target: &NodeId,
+    settings: &HandoffSettings,
+) -> Result<Round, Error> {
+    let replica = coordinator.replica();
+    let mut done = Round::default();
+    let pending = replica.hint_counts().get(target).copied().unwrap_or(0);
+    let batches_max = pending / settings.batch.max(1) as u64 + 2;
+    for _ in 0..batches_max {
+        let batch = replica.hint_batch(target, settings.batch)?;
+        if batch.is_empty() {
+            break;
+        }
+        let full = batch.len() == settings.batch;
+        let now = coordinator.now_ms();
+        let (old, fresh): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|h| h.created_ms.saturating_add(settings.hint_age_max_ms) < now);
+        for h in &old {
+            if replica.remove_hint(target, h).await? {
+                done.dropped += 1;
+                ::metrics::counter!(metrics::HINTS_DROPPED, "reason" => "age").increment(1);
+            }
+        }
+        if fresh.is_empty() {
+            if full {
+                continue;
+            }
+            break;
+        }
+        if !coordinator.topology().is_up(target)
+            || coordinator.topology().peer_addr(target).is_none()
+        {
+            break;
+        }
+        let results: Vec<Result<bool, Error>> = stream::iter(fresh)
+            .map(|h| async move {
+                coordinator.hand_off(target, &h).await?;
+                ::metrics::counter!(metrics::HANDOFF_BYTES).increment(h.raw.len() as u64);
+                replica.remove_hint(target, &h).await
+            })
+            .buffer_unordered(settings.inflight_max.max(1))
+            .collect()
+            .await;
+        let mut failed = false;
+        for r in results {
+            match r {
+                Ok(true) => {
+                    done.handed_off += 1;
+                    ::metrics::counter!(metrics::HINTS_HANDED_OFF).increment(1);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    failed = true;
+                    done.failed += 1;
+                    tracing::debug!(%target, error = %e, "handoff of a hint failed");
+                }
+            }
+        }
+        if failed || !full {
+            break;
+        }
+    }
+    Ok(done)
+}
