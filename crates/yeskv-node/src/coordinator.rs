@@ -7,7 +7,12 @@
 //!   ([`Replica::coordinate`], durable locally), then sends the resulting object to the key's
 //!   other replicas (`Merge`), and answers once `w` replicas — itself included — hold it durably.
 //!   Replication to the rest continues in the background. If this node is not a replica, it
-//!   forwards the write (`Coordinate`) to the first live replica, then the next on failure.
+//!   forwards the write (`Coordinate`) to the first live replica. Only a replica the request
+//!   never reached (believed down, address unknown) is skipped for the next one: after a
+//!   transport failure the write may have been applied there, and applying it again elsewhere
+//!   would mint a second, concurrent version of one client write, which a later write or delete
+//!   carrying the context of a read of the first would not supersede (found by the simulator:
+//!   a deleted value came back). Such a write answers `503` (indeterminate).
 //! - **Read**: asks every replica of the key in parallel (itself directly), merges the objects
 //!   with DVV `sync` as they come, and answers after `r` replies, so the answer holds every
 //!   sibling any of them had.
@@ -329,7 +334,8 @@ impl<E: Engine> Coordinator<E> {
         Err(quorum_error(&tracker))
     }
 
-    /// Sends a write to a replica of the key, trying each live one in preference order.
+    /// Sends a write to the first live replica of the key in preference order; moves on to the
+    /// next only past replicas the request never reached (see the module docs).
     async fn forward(
         &self,
         bucket: &[u8],
@@ -368,10 +374,19 @@ impl<E: Engine> Coordinator<E> {
                     return decode_token(&context, tag).map_err(Error::InvalidContext);
                 }
                 Ok(PeerResponse::Failed(e)) => return Err(e.into()),
-                Ok(other) => errors.push(format!("{node}: unexpected answer {other:?}")),
-                // Transport failure: the write may or may not have been applied there; trying
-                // the next replica can at worst leave a duplicate sibling, never lose the write.
-                Err(e) => errors.push(format!("{node}: {e}")),
+                // The replica got the request: whatever happened there, the write may have been
+                // applied, so it must not be applied again by another replica (see the module
+                // docs). The client is told the outcome is unknown.
+                Ok(other) => {
+                    errors.push(format!("{node}: unexpected answer {other:?}"));
+                    break;
+                }
+                Err(e) => {
+                    errors.push(format!(
+                        "{node}: {e} (the write may have been applied there)"
+                    ));
+                    break;
+                }
             }
         }
         Err(Error::Quorum {
