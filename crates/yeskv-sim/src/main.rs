@@ -131,6 +131,8 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let (mut failed, mut ops, mut acked, mut lost) = (0u64, 0u64, 0u64, 0u64);
     let mut diverged_seeds = 0u64;
+    let (mut lost_unsynced, mut indeterminate) = (0u64, 0u64);
+    let mut chaos = yeskv_sim::chaos::ChaosCounts::default();
     let mut fault_counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
     for &seed in &seeds {
         let outcome = match run_seed(&options, seed) {
@@ -145,6 +147,11 @@ fn main() -> ExitCode {
         ops += outcome.report.ops as u64;
         acked += outcome.report.acked as u64;
         lost += outcome.report.lost as u64;
+        indeterminate += outcome.report.indeterminate as u64;
+        lost_unsynced += outcome.lost_unsynced;
+        chaos.requests_dropped += outcome.chaos.requests_dropped;
+        chaos.replies_dropped += outcome.chaos.replies_dropped;
+        chaos.duplicated += outcome.chaos.duplicated;
         for (k, v) in &outcome.faults {
             *fault_counts.entry(k).or_default() += v;
         }
@@ -193,6 +200,11 @@ fn main() -> ExitCode {
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     println!("faults: {}", faults.join(", "));
+    println!(
+        "indeterminate ops {indeterminate}; unacknowledged writes lost in crashes {lost_unsynced}; \
+         internode requests dropped {}, replies dropped {}, requests duplicated {}",
+        chaos.requests_dropped, chaos.replies_dropped, chaos.duplicated
+    );
     println!(
         "time {:.1} s, seeds with diverged replicas after healing: {diverged_seeds}",
         started.elapsed().as_secs_f64()
