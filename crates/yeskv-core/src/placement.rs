@@ -1297,3 +1297,61 @@ mod tests {
         assert!((share("b1") - 51.2).abs() < 1e-9);
     }
 }
+
+/// The sloppy-quorum stand-ins of one partition (Dynamo §4.6): every member that is not one of
+/// its `primaries`, those in zones without a primary first (a zone outage takes primaries and
+/// same-zone fallbacks together), then by a hash of (partition, node) so that each partition
+/// spreads its fallback load differently. `members` are `(node, zone)` pairs.
+pub fn fallback_order<'a>(
+    members: impl IntoIterator<Item = (&'a NodeId, &'a str)>,
+    partition: u16,
+    primaries: &[NodeId],
+) -> Vec<NodeId> {
+    let members: Vec<(&NodeId, &str)> = members.into_iter().collect();
+    let primary_zones: Vec<&str> = members
+        .iter()
+        .filter(|(id, _)| primaries.contains(id))
+        .map(|(_, z)| *z)
+        .collect();
+    let mut rest: Vec<(bool, u64, NodeId)> = members
+        .iter()
+        .filter(|(id, _)| !primaries.contains(id))
+        .map(|(id, zone)| {
+            let rank = crate::keyspace::key_hash(&partition.to_be_bytes(), id.as_str().as_bytes());
+            (primary_zones.contains(zone), rank, (*id).clone())
+        })
+        .collect();
+    rest.sort();
+    rest.into_iter().map(|(_, _, id)| id).collect()
+}
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+
+    #[test]
+    fn fallbacks_exclude_primaries_and_prefer_other_zones() {
+        let ids: Vec<NodeId> = (1..=6)
+            .map(|i| NodeId::new(format!("n{i}")).expect("id"))
+            .collect();
+        let zones = ["a", "b", "a", "b", "c", "c"];
+        let members: Vec<(&NodeId, &str)> = ids.iter().zip(zones).collect();
+        let primaries = vec![ids[0].clone(), ids[1].clone()];
+        for p in 0..64u16 {
+            let f = fallback_order(members.iter().copied(), p, &primaries);
+            assert_eq!(f.len(), 4);
+            assert!(f.iter().all(|n| !primaries.contains(n)));
+            // Zone c holds no primary: its nodes come first.
+            let first_two: Vec<&str> = f[..2].iter().map(|n| n.as_str()).collect();
+            assert!(
+                first_two.contains(&"n5") && first_two.contains(&"n6"),
+                "{first_two:?}"
+            );
+        }
+        // The rotation differs between partitions.
+        let firsts: std::collections::BTreeSet<NodeId> = (0..64u16)
+            .map(|p| fallback_order(members.iter().copied(), p, &primaries)[0].clone())
+            .collect();
+        assert_eq!(firsts.len(), 2);
+    }
+}

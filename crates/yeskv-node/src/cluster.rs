@@ -51,28 +51,12 @@ impl Snapshot {
     }
 }
 
-/// The sloppy-quorum stand-ins of one partition: every member that is not one of its primaries,
-/// those in zones without a primary first (a zone outage takes primaries and same-zone fallbacks
-/// together), then by a hash of (partition, node) so that each partition spreads its fallback
-/// load differently.
 fn fallback_order(layout: &Layout, partition: u16, primaries: &[NodeId]) -> Vec<NodeId> {
-    let primary_zones: Vec<&str> = primaries
-        .iter()
-        .filter_map(|n| layout.members.get(n).map(|m| m.zone.as_str()))
-        .collect();
-    let mut rest: Vec<(bool, u64, NodeId)> = layout
-        .members
-        .iter()
-        .filter(|(id, _)| !primaries.contains(id))
-        .map(|(id, m)| {
-            let same_zone = primary_zones.contains(&m.zone.as_str());
-            let rank =
-                yeskv_core::keyspace::key_hash(&partition.to_be_bytes(), id.as_str().as_bytes());
-            (same_zone, rank, id.clone())
-        })
-        .collect();
-    rest.sort();
-    rest.into_iter().map(|(_, _, id)| id).collect()
+    yeskv_core::placement::fallback_order(
+        layout.members.iter().map(|(id, m)| (id, m.zone.as_str())),
+        partition,
+        primaries,
+    )
 }
 
 /// See the module docs.

@@ -7,10 +7,22 @@
 //!   ([`Replica::coordinate`], durable locally), then sends the resulting object to the key's
 //!   other replicas (`Merge`), and answers once `w` replicas — itself included — hold it durably.
 //!   Replication to the rest continues in the background. If this node is not a replica, it
-//!   forwards the write (`Coordinate`) to the first live replica, then the next on failure.
-//! - **Read**: asks every replica of the key in parallel (itself directly), merges the objects
-//!   with DVV `sync` as they come, and answers after `r` replies, so the answer holds every
-//!   sibling any of them had.
+//!   forwards the write (`Coordinate`) to the first live replica. Only a replica the request
+//!   never reached (believed down, address unknown) is skipped for the next one: after a
+//!   transport failure the write may have been applied there, and applying it again elsewhere
+//!   would mint a second, concurrent version of one client write, which a later write or delete
+//!   carrying the context of a read of the first would not supersede (found by the simulator:
+//!   a deleted value came back). Such a write answers `503` (indeterminate).
+//! - **Sloppy quorum** (Dynamo §4.6): a primary that is down or fails is replaced, for that
+//!   write, by the next live fallback of the partition, which keeps the copy as a hint for it
+//!   (`MergeHint`; handed back by `handoff.rs`). If no primary could be reached at all, this node
+//!   stands in for the first one and coordinates the write itself. A write fails only when fewer
+//!   than `w` nodes could take it.
+//! - **Read**: asks every replica of the key in parallel (itself directly; a down primary's
+//!   stand-in for every hint it holds), merges the objects with DVV `sync` as they come, and
+//!   answers after `r` replies — waiting for the primaries if an empty stand-in helped make the
+//!   quorum — so the answer holds every sibling any of them had. Then **read repair**: the merged
+//!   object goes to every primary found behind.
 //! - **Quorums**: `r`/`w` are validated against `n` (`400` above it), then capped at the number
 //!   of replicas a key has ("while the cluster has fewer nodes than n, each key has one replica
 //!   per node"). Known-down replicas count as failures at once; the pure
@@ -704,7 +716,8 @@ impl<E: Engine> Coordinator<E> {
         Err(errors.join("; "))
     }
 
-    /// Sends a write to a primary of the key, trying each live one in preference order.
+    /// Sends a write to the first live primary of the key in preference order; moves on to the
+    /// next only past primaries the request never reached (see the module docs).
     async fn forward(
         &self,
         bucket: &[u8],
@@ -744,19 +757,27 @@ impl<E: Engine> Coordinator<E> {
                     return decode_token(&context, tag)
                         .map_err(|e| Forward::Refused(Error::InvalidContext(e)));
                 }
-                // A quorum miss there may be a view of the cluster we do not share: try the
-                // next primary, then stand in ourselves.
-                Ok(PeerResponse::Failed(RemoteError::Quorum { errors: e, .. })) => {
-                    errors.push(format!("{node}: {e}"))
-                }
+                // Not a replica there (another layout version), or its storage refused before
+                // applying: nothing was written, the next primary may take it.
                 Ok(PeerResponse::Failed(RemoteError::Unavailable(e))) => {
                     errors.push(format!("{node}: {e}"))
                 }
+                // A quorum miss there: the write was applied on that primary and may spread, so
+                // it must not be applied again elsewhere (a second version of one client write
+                // could outlive a delete that saw only one). The outcome is unknown: 503.
                 Ok(PeerResponse::Failed(e)) => return Err(Forward::Refused(e.into())),
-                Ok(other) => errors.push(format!("{node}: unexpected answer {other:?}")),
-                // Transport failure: the write may or may not have been applied there; trying
-                // the next replica can at worst leave a duplicate sibling, never lose the write.
-                Err(e) => errors.push(format!("{node}: {e}")),
+                // The primary got the request: whatever happened there, the write may have been
+                // applied, so it must not be applied again by another replica or a stand-in.
+                Ok(other) => {
+                    errors.push(format!("{node}: unexpected answer {other:?}"));
+                    return Err(Forward::Refused(indeterminate(required, &errors)));
+                }
+                Err(e) => {
+                    errors.push(format!(
+                        "{node}: {e} (the write may have been applied there)"
+                    ));
+                    return Err(Forward::Refused(indeterminate(required, &errors)));
+                }
             }
         }
         Err(Forward::Unreachable(errors.join("; ")))
@@ -874,6 +895,15 @@ enum Forward {
     Unreachable(String),
     /// A primary refused it for a reason that holds everywhere (bad context, sibling limit).
     Refused(Error),
+}
+
+/// The error of a forwarded write whose outcome is unknown.
+fn indeterminate(required: u8, errors: &[String]) -> Error {
+    Error::Quorum {
+        required,
+        succeeded: 0,
+        errors: errors.join("; "),
+    }
 }
 
 fn object_response(result: Result<Object, Error>) -> PeerResponse {

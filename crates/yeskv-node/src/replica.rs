@@ -528,11 +528,7 @@ impl<E: Engine> Replica<E> {
     }
 
     /// Reap-queue entries due at `now_ms` (up to `limit`): `(queue key, reap_at, storage key)`.
-    pub fn reap_due(
-        &self,
-        now_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<ReapEntry>, Error> {
+    pub fn reap_due(&self, now_ms: u64, limit: usize) -> Result<Vec<ReapEntry>, Error> {
         let start = META_REAP_QUEUE.to_vec();
         let mut end = META_REAP_QUEUE.to_vec();
         end.extend_from_slice(&now_ms.saturating_add(1).to_be_bytes());

@@ -20,7 +20,7 @@
 //!   calls during the backoff fail fast instead of each waiting for a connect timeout, so the
 //!   node can go to another replica at once (Dynamo §4.6, sloppy quorum and hinted handoff).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -373,7 +373,7 @@ impl<C: Connector> ClientInner<C> {
         let connection = Arc::new(Connection {
             queue,
             pending: Mutex::new(PendingCalls {
-                calls: HashMap::new(),
+                calls: BTreeMap::new(),
                 closed: None,
             }),
             next_request_id: AtomicU64::new(1),
@@ -499,7 +499,9 @@ struct Connection {
 }
 
 struct PendingCalls {
-    calls: HashMap<u64, oneshot::Sender<Result<Bytes>>>,
+    /// By request id. Ordered, so closing a connection fails its calls in the order they were
+    /// made: the wake-up order then depends on nothing random (the simulator replays it).
+    calls: BTreeMap<u64, oneshot::Sender<Result<Bytes>>>,
     /// `Some(reason)` once the connection is closed: no call may register any more.
     closed: Option<String>,
 }

@@ -158,19 +158,46 @@ impl WriteBatch {
 /// A write that has been applied; await [`Durable::wait`] before acknowledging it.
 #[must_use = "a write is not durable until Durable::wait returns"]
 pub struct Durable {
-    pending: Option<(u64, tokio::sync::watch::Receiver<rocks::SyncedState>)>,
+    pending: Pending,
 }
+
+/// What a [`Durable`] still waits for.
+enum Pending {
+    /// Nothing: already durable.
+    Done,
+    /// The group committer's fsync covering write `seq`.
+    Group(u64, tokio::sync::watch::Receiver<rocks::SyncedState>),
+    /// An engine-defined completion (the simulator's disk model).
+    Deferred(DurableFuture),
+}
+
+/// The completion of a write in an engine outside this crate: resolves when the write is durable.
+pub type DurableFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send + 'static>>;
 
 impl Durable {
     /// Already durable (memory engine, `none` and `always` modes).
     pub fn done() -> Self {
-        Durable { pending: None }
+        Durable {
+            pending: Pending::Done,
+        }
+    }
+
+    /// Durable when `completion` resolves. For engines outside this crate, e.g. the
+    /// deterministic simulator's disk, which makes writes durable after a simulated fsync delay
+    /// and loses the rest on a simulated crash.
+    pub fn deferred(completion: DurableFuture) -> Self {
+        Durable {
+            pending: Pending::Deferred(completion),
+        }
     }
 
     /// Waits until the write is as durable as the engine's sync mode promises.
     pub async fn wait(self) -> Result<(), Error> {
-        let Some((seq, mut rx)) = self.pending else {
-            return Ok(());
+        let (seq, mut rx) = match self.pending {
+            Pending::Done => return Ok(()),
+            Pending::Deferred(completion) => return completion.await,
+            Pending::Group(seq, rx) => (seq, rx),
         };
         let state = rx
             .wait_for(|s| s.synced >= seq || s.failed.is_some())

@@ -280,7 +280,7 @@ impl Engine for RocksEngine {
                     g.cond.notify_one();
                 }
                 Ok(Durable {
-                    pending: Some((seq, rx)),
+                    pending: crate::Pending::Group(seq, rx),
                 })
             }
         }

@@ -1,0 +1,285 @@
+//! The fault schedule of a seed, and how each fault is applied to the simulation.
+//!
+//! [`schedule`] draws, from the seed, faults spread over the run: each has a start, an end (at
+//! the latest when the workload stops: everything is healed then) and a kind:
+//!
+//! | kind | how |
+//! |---|---|
+//! | crash + restart | turmoil `crash` (every task of the host dropped) and the disk loses what was not fsynced; at the end `bounce` restarts the software, which reopens the replica |
+//! | partition: one node isolated | every link of the node cut both ways |
+//! | partition: minority / majority | the nodes split in two sides, every link across cut both ways |
+//! | partition: bridge | two sides that only one node (the bridge) can talk to |
+//! | partition: one way | one node cannot send to some others (they still reach it) |
+//! | message loss | [`crate::chaos`]: a share of internode calls lose their request or their reply |
+//! | duplication | [`crate::chaos`]: a share of `Read`/`Merge` calls are sent twice |
+//! | delay | turmoil link latency between nodes raised to tens or hundreds of ms (messages on different connections reorder) |
+//! | clock skew | one node's clock jumps by up to ±10 s |
+//! | slow disk | one node's fsyncs take tens to hundreds of ms more |
+//!
+//! Partitions are kept as counts per directed link, so overlapping partitions compose: a link is
+//! cut while any active partition cuts it, and repaired when the last one ends. Clients are never
+//! partitioned from nodes (as in Jepsen: the faults are between the nodes).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+/// Normal one-way latency bound between any two hosts, ms.
+pub const LATENCY_MS_MAX: u64 = 3;
+
+/// One fault.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Node `node` crashes (power loss) and restarts at the end.
+    Crash {
+        /// Node index.
+        node: usize,
+    },
+    /// A partition: the directed links `(from, to)` that drop everything.
+    Partition {
+        /// Which shape.
+        shape: Shape,
+        /// Cut links, by node index.
+        cut: Vec<(usize, usize)>,
+    },
+    /// Internode calls lose their request or reply with this probability.
+    Loss {
+        /// Probability per call.
+        rate: f64,
+    },
+    /// Idempotent internode calls are sent twice with this probability.
+    Duplicate {
+        /// Probability per call.
+        rate: f64,
+    },
+    /// Node-to-node message latency up to `max_ms`.
+    Delay {
+        /// Latency bound, ms.
+        max_ms: u64,
+    },
+    /// Node `node`'s clock is off by `skew_ms`.
+    ClockSkew {
+        /// Node index.
+        node: usize,
+        /// Skew, ms.
+        skew_ms: i64,
+    },
+    /// Node `node`'s fsyncs take `delay_ms` more.
+    SlowDisk {
+        /// Node index.
+        node: usize,
+        /// Extra fsync latency, ms.
+        delay_ms: u64,
+    },
+}
+
+/// The shape of a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One node cut from all others.
+    Isolate,
+    /// A minority and a majority cut from each other.
+    Split,
+    /// Two sides connected only through one node.
+    Bridge,
+    /// Some links cut in one direction only.
+    OneWay,
+}
+
+/// A fault with its window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scheduled {
+    /// Start, simulated ms.
+    pub start_ms: u64,
+    /// End (healed), simulated ms.
+    pub end_ms: u64,
+    /// The fault.
+    pub fault: Fault,
+}
+
+/// Renders node indexes as names.
+pub fn node_name(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Crash { node } => write!(f, "crash {}", node_name(*node)),
+            Fault::Partition { shape, cut } => {
+                let links: Vec<String> = cut
+                    .iter()
+                    .map(|(a, b)| format!("{}->{}", node_name(*a), node_name(*b)))
+                    .collect();
+                write!(f, "partition {shape:?} [{}]", links.join(" "))
+            }
+            Fault::Loss { rate } => write!(f, "message loss {:.0}%", rate * 100.0),
+            Fault::Duplicate { rate } => write!(f, "duplication {:.0}%", rate * 100.0),
+            Fault::Delay { max_ms } => write!(f, "delay up to {max_ms} ms"),
+            Fault::ClockSkew { node, skew_ms } => {
+                write!(f, "clock skew {} {skew_ms:+} ms", node_name(*node))
+            }
+            Fault::SlowDisk { node, delay_ms } => {
+                write!(f, "slow disk {} +{delay_ms} ms", node_name(*node))
+            }
+        }
+    }
+}
+
+impl Fault {
+    /// The kind, for counting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Crash { .. } => "crash",
+            Fault::Partition {
+                shape: Shape::Isolate,
+                ..
+            } => "partition-isolate",
+            Fault::Partition {
+                shape: Shape::Split,
+                ..
+            } => "partition-split",
+            Fault::Partition {
+                shape: Shape::Bridge,
+                ..
+            } => "partition-bridge",
+            Fault::Partition {
+                shape: Shape::OneWay,
+                ..
+            } => "partition-oneway",
+            Fault::Loss { .. } => "loss",
+            Fault::Duplicate { .. } => "duplicate",
+            Fault::Delay { .. } => "delay",
+            Fault::ClockSkew { .. } => "clock-skew",
+            Fault::SlowDisk { .. } => "slow-disk",
+        }
+    }
+}
+
+fn both_ways(a: &[usize], b: &[usize]) -> Vec<(usize, usize)> {
+    let mut cut = Vec::new();
+    for &x in a {
+        for &y in b {
+            cut.push((x, y));
+            cut.push((y, x));
+        }
+    }
+    cut
+}
+
+fn partition(rng: &mut StdRng, nodes: usize) -> Fault {
+    let mut order: Vec<usize> = (0..nodes).collect();
+    order.shuffle(rng);
+    match rng.random_range(0..4) {
+        0 => Fault::Partition {
+            shape: Shape::Isolate,
+            cut: both_ways(&order[..1], &order[1..]),
+        },
+        1 => {
+            let minority = rng.random_range(1..=(nodes - 1) / 2);
+            Fault::Partition {
+                shape: Shape::Split,
+                cut: both_ways(&order[..minority], &order[minority..]),
+            }
+        }
+        2 => {
+            // order[0] is the bridge: the only node both sides still reach.
+            let rest = &order[1..];
+            let half = rest.len() / 2;
+            Fault::Partition {
+                shape: Shape::Bridge,
+                cut: both_ways(&rest[..half], &rest[half..]),
+            }
+        }
+        _ => {
+            let from = order[0];
+            let count = rng.random_range(1..nodes);
+            let cut = order[1..=count].iter().map(|&to| (from, to)).collect();
+            Fault::Partition {
+                shape: Shape::OneWay,
+                cut,
+            }
+        }
+    }
+}
+
+/// Draws the faults of a run of `duration_ms` on `nodes` nodes (see the module docs).
+pub fn schedule(rng: &mut StdRng, nodes: usize, duration_ms: u64) -> Vec<Scheduled> {
+    let count = (duration_ms / 500).max(1) as usize + rng.random_range(0..=2);
+    let mut faults = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start_ms = rng.random_range(100..duration_ms.saturating_sub(200).max(101));
+        let length_ms = rng.random_range(100..=1_500);
+        let end_ms = (start_ms + length_ms).min(duration_ms);
+        let fault = match rng.random_range(0..10) {
+            0 | 1 => Fault::Crash {
+                node: rng.random_range(0..nodes),
+            },
+            2..=4 => partition(rng, nodes),
+            5 => Fault::Loss {
+                rate: rng.random_range(0.05..=0.3),
+            },
+            6 => Fault::Duplicate {
+                rate: rng.random_range(0.1..=0.5),
+            },
+            7 => Fault::Delay {
+                max_ms: rng.random_range(20..=200),
+            },
+            8 => Fault::ClockSkew {
+                node: rng.random_range(0..nodes),
+                skew_ms: rng.random_range(-10_000..=10_000),
+            },
+            _ => Fault::SlowDisk {
+                node: rng.random_range(0..nodes),
+                delay_ms: rng.random_range(20..=400),
+            },
+        };
+        faults.push(Scheduled {
+            start_ms,
+            end_ms,
+            fault,
+        });
+    }
+    faults.sort_by_key(|f| (f.start_ms, f.end_ms));
+    faults
+}
+
+/// What is currently in force, composed from the active faults.
+#[derive(Debug, Default)]
+pub struct Active {
+    /// Active crashes per node.
+    pub crashed: BTreeMap<usize, usize>,
+    /// Active cuts per directed link.
+    pub cut: BTreeMap<(usize, usize), usize>,
+    /// Active loss rates (the highest applies).
+    pub loss: Vec<f64>,
+    /// Active duplication rates (the highest applies).
+    pub duplicate: Vec<f64>,
+    /// Active delay bounds (the highest applies).
+    pub delay_ms: Vec<u64>,
+    /// Active skews per node (the latest applies).
+    pub skew_ms: BTreeMap<usize, Vec<i64>>,
+    /// Active slow-disk delays per node (the highest applies).
+    pub slow_ms: BTreeMap<usize, Vec<u64>>,
+}
+
+/// The highest of `rates`, or 0.
+pub fn highest(rates: &[f64]) -> f64 {
+    rates.iter().copied().fold(0.0, f64::max)
+}
+
+/// Removes one occurrence of `x` from `v`.
+pub fn remove_one<T: PartialEq>(v: &mut Vec<T>, x: &T) {
+    if let Some(i) = v.iter().position(|y| y == x) {
+        v.remove(i);
+    }
+}
+
+/// Latency bound for links while `delay` bounds are active.
+pub fn latency(delay_ms: &[u64]) -> Duration {
+    Duration::from_millis(delay_ms.iter().copied().max().unwrap_or(LATENCY_MS_MAX))
+}

@@ -1,0 +1,103 @@
+//! # yeskv-sim: deterministic simulation of yeskv clusters
+//!
+//! Whole clusters of 3 to 7 nodes run in one thread inside a [`turmoil`] simulation, driven by a
+//! seed: the seed picks the cluster (node and client counts, keys), the faults and their times,
+//! every random choice of the nodes (actor epochs, reconnect jitter), of the network (latencies)
+//! and of the clients. Concurrent clients run the register and cart workloads and record a
+//! history; at the end the cluster is healed and the history judged by `yeskv-check`. The same
+//! seed replays the same run, event for event (`--hash`).
+//!
+//! ## What runs: the product's node code
+//!
+//! Each simulated node is a turmoil host running the product's [`yeskv_node::replica::Replica`]
+//! (actor epochs, DVV updates, stripe locks), [`yeskv_node::coordinator::Coordinator`] (quorum
+//! reads and writes, forwarding, background replication) and internode RPC (`yeskv-rpc`: frames,
+//! CRCs, handshake, keepalive, reconnect backoff), wired as `yeskv_node::server` wires them.
+//! What is simulated instead ([`node`]):
+//!
+//! - **Network** ([`net`]): `yeskv-rpc`'s `Connector`/`Listener` seams over turmoil's TCP.
+//!   Latency, partitions (symmetric and one-way) and crashes come from turmoil; message loss and
+//!   duplication from a chaos wrapper around the coordinator's peer client ([`chaos`]), because
+//!   a reliable TCP stream never loses one message.
+//! - **Disk** ([`engine`]): a `MemoryEngine` of durable state plus a queue of writes awaiting a
+//!   simulated fsync, kept outside the host so it outlives crashes; a crash loses exactly the
+//!   writes not yet durable (a power cut), the replica reopens on what remains and takes a new
+//!   actor epoch. Slow disks delay the fsync.
+//! - **Clock** ([`clock`]): simulated time plus a base plus a per-node skew.
+//! - **Topology and liveness** ([`topology`]): preference lists from the product's placement
+//!   (`yeskv_core::placement::assign`, zones when there are 3 or more nodes — always), liveness
+//!   from a small ping failure detector over the simulated network. Gossip (chitchat) is not
+//!   used: it draws its gossip targets from a thread-local RNG that cannot be seeded, so it
+//!   cannot run deterministically.
+//! - **Client API** ([`protocol`]): a small request/response protocol over `yeskv-rpc` whose
+//!   handler calls the coordinator exactly as the HTTP API does (axum cannot run on turmoil's
+//!   sockets). Not simulated: the HTTP layer, the Raft layout service (the layout is fixed per
+//!   seed), metrics, TTL expiry and reaping (no workload uses TTLs), anti-entropy and read
+//!   repair (not built yet).
+//!
+//! ## Faults ([`faults`])
+//!
+//! Crash and restart, partitions (one node isolated, minority/majority, bridge, one-way),
+//! message loss, duplication, delay, clock skew and slow disks, drawn from the seed and spread
+//! over the run, logged in the trace as they start and end. At the end of the workload every
+//! fault has ended; crashed nodes are restarted; after [`run::SETTLE_MS`] the final state is read
+//! ([`run`]).
+//!
+//! ## Judging
+//!
+//! The history ([`workload`]) follows `yeskv-check`'s model: `ok`, `fail` (a `4xx`-like refusal)
+//! or `info` (timeouts, quorum misses: indeterminate). Final reads: per key, an `r = all` read
+//! through a coordinator recorded as node `merged`, and each replica's own copy read from its
+//! disk. `yeskv_check::check` then looks for lost acknowledged writes and cart adds, resurrected
+//! deletes, refused or unknown values that became visible, too many siblings, and diverged
+//! replicas. The cluster has no anti-entropy yet, so divergence is reported but fails a seed
+//! only with `--require-convergence`.
+//!
+//! `--inject-bug lose-ack` makes node `n1`'s disk acknowledge half of its data writes and then
+//! drop them; the checkers catch it within a few seeds (a test proves it within 10). Replication
+//! masks a single lost copy, so the loss shows where the product is genuinely exposed: `n1`
+//! forgets dots it minted, reuses them for new writes, and DVV merges then keep one of two
+//! different values with the same dot (the kv679 failure mode).
+//!
+//! ## Determinism
+//!
+//! A run is a function of the seed: turmoil runs every host on one thread with paused, stepped
+//! time; all randomness is seeded from the seed (`StdRng` of the `rand` version in
+//! `Cargo.lock`); nothing reads the wall clock; maps that are iterated are ordered
+//! (`BTreeMap`). What had to change in shared code for this: `yeskv-rpc`'s client failed the
+//! pending calls of a closed connection in `HashMap` order (random per process), which changed
+//! which task woke first; it is a `BTreeMap` now. `yeskv-storage` gained
+//! `Durable::deferred`, so an engine outside the crate can complete durability later. Known
+//! limits: tokio's `select!` without `biased;` draws from a runtime RNG that can only be seeded
+//! with `--cfg tokio_unstable`; every `select!` on the simulated path (`yeskv-rpc`) is `biased;`,
+//! and a `select!` added later without it would make runs diverge (the hash test would catch it).
+//!
+//! ## Running
+//!
+//! ```text
+//! cargo run --release -p yeskv-sim -- --seeds 1000          # a long run: seeds 1..=1000
+//! cargo run --release -p yeskv-sim -- --seed 417 -v         # replay one seed, print its trace
+//! cargo run --release -p yeskv-sim -- --seed 417 --hash     # its trace hash (same on every run)
+//! cargo run --release -p yeskv-sim -- --seeds 10 --inject-bug lose-ack   # must fail
+//! ```
+//!
+//! The last line is always `seeds N, failed F, ops O, acked A, lost L`; any violation exits 1
+//! after printing the seed, the violations, the last events on each violating key and the faults.
+//! Options: `--nodes`, `--clients`, `--duration-ms` (simulated workload time, default 3000),
+//! `--require-convergence`, `--from S` (first seed of `--seeds`).
+
+pub mod chaos;
+pub mod clock;
+pub mod engine;
+pub mod error;
+pub mod faults;
+pub mod net;
+pub mod node;
+pub mod protocol;
+pub mod run;
+pub mod topology;
+pub mod trace;
+pub mod workload;
+
+pub use error::Error;
+pub use run::{run_seed, Bug, SeedOutcome, SimOptions};

@@ -1,0 +1,189 @@
+//! A simulated node: the product's [`Replica`], [`Coordinator`] and internode RPC (`yeskv-rpc`)
+//! wired as `yeskv_node::server::run` wires them, on simulated parts: a [`SimEngine`] on the
+//! node's [`Disk`], a [`SimClock`], a [`SimTopology`] with the ping failure detector, and the
+//! RPC client wrapped in [`ChaosPeers`].
+//!
+//! [`node_main`] is the host's software: turmoil calls it on start and again on every restart
+//! after a crash. Each start reopens the replica on the same disk (which kept only what was
+//! durable), so an unclean stop yields a new actor epoch, drawn from the node's seeded RNG (the
+//! product draws it from the OS). What the node does not run: the HTTP API (replaced by the
+//! client protocol of [`crate::protocol`], served with the same coordinator calls), gossip
+//! membership (replaced by the ping detector, see [`crate::topology`]), the Raft layout service
+//! (the layout is fixed per seed) and metrics export.
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use yeskv_core::NodeId;
+use yeskv_node::coordinator::{Coordinator, Settings};
+use yeskv_node::peer::{PeerRequest, PeerResponse};
+use yeskv_node::replica::Replica;
+use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
+
+use crate::chaos::{ChaosPeers, NetChaos};
+use crate::clock::{sim_now_ms, SimClock};
+use crate::engine::{Disk, SimEngine};
+use crate::net::{SimConnector, SimListener};
+use crate::protocol::{serve_client, ClientRequest, ClientResponse};
+use crate::topology::{run_detector, Detector, SimLayout, SimTopology};
+use crate::trace::{Kind, Recorder};
+
+/// The internode RPC port of every node.
+pub const PEER_PORT: u16 = 7000;
+/// The client protocol port of every node.
+pub const CLIENT_PORT: u16 = 7001;
+/// The cluster id in RPC handshakes.
+pub const CLUSTER: &str = "sim";
+/// Deadline of one internode call, simulated ms.
+pub const RPC_TIMEOUT_MS: u64 = 300;
+/// Partitions of the simulated ring (small: placement runs once per seed).
+pub const PARTITIONS: u32 = 64;
+/// Replicas per key.
+pub const N: u8 = 3;
+
+/// The RPC settings of simulated nodes and clients: the product's defaults scaled to the
+/// simulated latencies (milliseconds, not a WAN), so dead connections are noticed within a run.
+pub fn rpc_config(node_id: &str) -> RpcConfig {
+    let mut c = RpcConfig::new(CLUSTER, node_id);
+    c.handshake_timeout_ms = 200;
+    c.keepalive_interval_ms = 200;
+    c.keepalive_timeout_ms = 1_000;
+    c.reconnect_backoff_min_ms = 20;
+    c.reconnect_backoff_max_ms = 500;
+    c.shutdown_grace_ms = 0;
+    c
+}
+
+/// The coordinator settings of every simulated node: `n = 3`, `r = w = quorum`, the product's
+/// default sibling limit.
+pub fn settings() -> Settings {
+    Settings {
+        n: N,
+        r: N / 2 + 1,
+        w: N / 2 + 1,
+        partitions: PARTITIONS,
+        siblings_max: 100,
+        default_ttl_secs: 0,
+        rpc_timeout: Duration::from_millis(RPC_TIMEOUT_MS),
+        read_repair_inflight_max: 256,
+    }
+}
+
+/// What outlives a node's crashes: its disk, its clock skew, and its seeded randomness.
+pub struct NodeSlot {
+    /// The node.
+    pub id: NodeId,
+    /// Its disk.
+    pub disk: Arc<Disk>,
+    /// Its clock skew, ms (changed by clock-skew faults).
+    pub skew_ms: Arc<AtomicI64>,
+    rng: Mutex<StdRng>,
+}
+
+impl NodeSlot {
+    /// A node with an empty disk, no skew, randomness from `seed`.
+    pub fn new(id: NodeId, seed: u64) -> Self {
+        NodeSlot {
+            id,
+            disk: Arc::new(Disk::new()),
+            skew_ms: Arc::new(AtomicI64::new(0)),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+}
+
+/// Everything a node's software needs (shared by all of its incarnations).
+pub struct NodeEnv {
+    /// The node's durable parts.
+    pub slot: Arc<NodeSlot>,
+    /// The cluster's layout.
+    pub layout: SimLayout,
+    /// The shared loss/duplication state.
+    pub chaos: Arc<NetChaos>,
+    /// The trace.
+    pub recorder: Recorder,
+}
+
+/// The node's software (see the module docs). Runs until the host crashes.
+pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
+    let id = env.slot.id.clone();
+    let (epoch, rpc_seed) = {
+        let mut rng = env.slot.rng.lock();
+        (rng.random::<u64>(), rng.random::<u64>())
+    };
+    let engine = SimEngine::new(env.slot.disk.clone());
+    let (replica, startup) = Replica::open(engine, id.clone(), 3_600_000, || epoch).await?;
+    env.recorder.note(
+        sim_now_ms(),
+        Kind::Node,
+        format!("{id} started ({startup:?}), actor {}", replica.actor()),
+    );
+    let replica = Arc::new(replica);
+
+    let peers: Vec<NodeId> = env
+        .layout
+        .nodes
+        .iter()
+        .filter(|n| **n != id)
+        .cloned()
+        .collect();
+    let detector = Arc::new(Detector::new(&peers, sim_now_ms()));
+    {
+        let (id, detector, recorder) = (id.clone(), detector.clone(), env.recorder.clone());
+        tokio::task::spawn_local(async move {
+            let who = id.clone();
+            if let Err(e) = run_detector(id, peers, detector).await {
+                recorder.note(
+                    sim_now_ms(),
+                    Kind::Node,
+                    format!("{who}: failure detector stopped: {e}"),
+                );
+            }
+        });
+    }
+    let topology = Arc::new(SimTopology::new(id.clone(), env.layout.clone(), detector));
+    let rpc_config = rpc_config(id.as_str());
+    let client: RpcClient<PeerRequest, PeerResponse, SimConnector> =
+        RpcClient::with_connector(rpc_config.clone(), SimConnector, rpc_seed)?;
+    let coordinator = Arc::new(Coordinator::new(
+        replica,
+        Arc::new(SimClock::new(env.slot.skew_ms.clone())),
+        settings(),
+        topology,
+        Arc::new(ChaosPeers::new(client, env.chaos.clone())),
+    ));
+
+    let peer_listener = SimListener::bind(PEER_PORT).await?;
+    let peer_server: RpcServer<PeerRequest, PeerResponse> = RpcServer::new(rpc_config.clone())?;
+    let c = coordinator.clone();
+    tokio::task::spawn_local(async move {
+        peer_server
+            .serve(
+                peer_listener,
+                move |_peer, request| {
+                    let c = c.clone();
+                    async move { c.serve_peer(request).await }
+                },
+                std::future::pending::<()>(),
+            )
+            .await;
+    });
+
+    let client_listener = SimListener::bind(CLIENT_PORT).await?;
+    let client_server: RpcServer<ClientRequest, ClientResponse> = RpcServer::new(rpc_config)?;
+    client_server
+        .serve(
+            client_listener,
+            move |_peer, request| {
+                let c = coordinator.clone();
+                async move { serve_client(&c, request).await }
+            },
+            std::future::pending::<()>(),
+        )
+        .await;
+    Ok(())
+}

@@ -1,0 +1,487 @@
+//! Running one seed: build the cluster in a turmoil simulation, drive it through its fault
+//! schedule while the clients run, heal, settle, read the final state, and judge the history
+//! with `yeskv-check`.
+//!
+//! The driver owns the simulation loop: before each turmoil step (1 simulated ms) it applies the
+//! faults whose start or end has come. When the workload's time is up every fault has ended (the
+//! schedule clips them), so the cluster is healed and crashed nodes are restarted; the clients
+//! finish their last operations; after [`SETTLE_MS`] more a final client reads every key with
+//! `r = all` through the coordinator, and the driver reads every replica's copy of every key
+//! straight from its disk (for the convergence rule).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use yeskv_check::history::{FinalRead, History};
+use yeskv_check::{Options, Report};
+use yeskv_core::codec::decode_record;
+use yeskv_core::keyspace::{key_hash, partition_of, storage_key};
+use yeskv_core::NodeId;
+use yeskv_storage::Space;
+
+use crate::chaos::{ChaosCounts, NetChaos};
+use crate::clock::BASE_UNIX_MS;
+use crate::error::Error;
+use crate::faults::{self, highest, latency, remove_one, Active, Fault, Scheduled};
+use crate::node::{node_main, NodeEnv, NodeSlot, N, PARTITIONS};
+use crate::protocol::BUCKET;
+use crate::topology::SimLayout;
+use crate::trace::{self, Kind, Line, Recorder};
+use crate::workload::{client_main, final_reads_main, ClientEnv, Keys};
+
+/// Simulated time between healing and the final reads, ms: in-flight operations end (their
+/// deadlines are shorter), background replication completes, detectors see every node again.
+pub const SETTLE_MS: u64 = 2_000;
+/// Most nodes in a simulated cluster.
+pub const NODES_MAX: usize = 7;
+/// Fewest nodes (`n = 3`).
+pub const NODES_MIN: usize = 3;
+/// Most clients.
+pub const CLIENTS_MAX: usize = 64;
+/// Longest workload, simulated ms.
+pub const DURATION_MS_MAX: u64 = 600_000;
+/// Extra simulated time allowed after the final reads should have finished before the run is
+/// declared stuck, ms.
+const STUCK_AFTER_MS: u64 = 60_000;
+
+/// A bug planted in the simulated nodes, to prove the checkers can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// Node `n1`'s disk acknowledges a share of its data writes, then drops them.
+    LoseAck,
+}
+
+/// Share of `n1`'s data writes the lose-ack bug drops.
+pub const LOSE_ACK_RATE: f64 = 0.5;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Node count (`None`: drawn from the seed, 3 to 7).
+    pub nodes: Option<usize>,
+    /// Client count (`None`: drawn from the seed, 2 to 6).
+    pub clients: Option<usize>,
+    /// How long the clients run, simulated ms.
+    pub duration_ms: u64,
+    /// A planted bug.
+    pub bug: Option<Bug>,
+    /// Whether diverged replicas fail the seed.
+    pub require_convergence: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            nodes: None,
+            clients: None,
+            duration_ms: 3_000,
+            bug: None,
+            require_convergence: false,
+        }
+    }
+}
+
+impl SimOptions {
+    /// Refuses options out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        if let Some(n) = self.nodes {
+            if !(NODES_MIN..=NODES_MAX).contains(&n) {
+                return Err(Error::Config(format!(
+                    "--nodes must be {NODES_MIN} to {NODES_MAX}, got {n}"
+                )));
+            }
+        }
+        if let Some(c) = self.clients {
+            if !(1..=CLIENTS_MAX).contains(&c) {
+                return Err(Error::Config(format!(
+                    "--clients must be 1 to {CLIENTS_MAX}, got {c}"
+                )));
+            }
+        }
+        if !(500..=DURATION_MS_MAX).contains(&self.duration_ms) {
+            return Err(Error::Config(format!(
+                "--duration-ms must be 500 to {DURATION_MS_MAX}, got {}",
+                self.duration_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What one seed did and what the checkers said.
+pub struct SeedOutcome {
+    /// The seed.
+    pub seed: u64,
+    /// Nodes simulated.
+    pub nodes: usize,
+    /// Clients simulated.
+    pub clients: usize,
+    /// The recorded history (with final reads).
+    pub history: History,
+    /// The whole trace.
+    pub trace: Vec<Line>,
+    /// Its hash.
+    pub hash: u64,
+    /// The verdict.
+    pub report: Report,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, usize>,
+    /// What the chaos layer did.
+    pub chaos: ChaosCounts,
+    /// Writes lost to crashes before they were durable (never acknowledged).
+    pub lost_unsynced: u64,
+    /// Writes acknowledged and dropped by the planted bug.
+    pub lost_by_bug: u64,
+    /// Simulated ms the seed ran.
+    pub simulated_ms: u64,
+}
+
+impl SeedOutcome {
+    /// Whether the seed passed.
+    pub fn ok(&self) -> bool {
+        self.report.ok()
+    }
+}
+
+/// Applies fault starts and ends to the simulation.
+struct Driver<'a> {
+    sim: turmoil::Sim<'a>,
+    names: Vec<String>,
+    slots: Vec<Arc<NodeSlot>>,
+    chaos: Arc<NetChaos>,
+    recorder: Recorder,
+    active: Active,
+    counts: BTreeMap<&'static str, usize>,
+}
+
+impl Driver<'_> {
+    fn now_ms(&self) -> u64 {
+        self.sim.elapsed().as_millis() as u64
+    }
+
+    fn set_latency(&self) {
+        let bound = latency(&self.active.delay_ms);
+        for (i, a) in self.names.iter().enumerate() {
+            for b in &self.names[i + 1..] {
+                self.sim
+                    .set_link_max_message_latency(a.as_str(), b.as_str(), bound);
+            }
+        }
+    }
+
+    fn start(&mut self, f: &Scheduled) {
+        let now = self.now_ms();
+        *self.counts.entry(f.fault.kind()).or_default() += 1;
+        let mut note = format!("start {} (until {} ms)", f.fault, f.end_ms);
+        match &f.fault {
+            Fault::Crash { node } => {
+                let c = self.active.crashed.entry(*node).or_default();
+                *c += 1;
+                if *c == 1 {
+                    self.sim.crash(self.names[*node].as_str());
+                    let lost = self.slots[*node].disk.crash();
+                    note.push_str(&format!(": {lost} writes not yet durable lost"));
+                } else {
+                    note.push_str(": already down");
+                }
+            }
+            Fault::Partition { cut, .. } => {
+                for link in cut {
+                    let c = self.active.cut.entry(*link).or_default();
+                    *c += 1;
+                    if *c == 1 {
+                        self.sim.partition_oneway(
+                            self.names[link.0].as_str(),
+                            self.names[link.1].as_str(),
+                        );
+                    }
+                }
+            }
+            Fault::Loss { rate } => {
+                self.active.loss.push(*rate);
+                self.chaos.set_loss_rate(highest(&self.active.loss));
+            }
+            Fault::Duplicate { rate } => {
+                self.active.duplicate.push(*rate);
+                self.chaos
+                    .set_duplicate_rate(highest(&self.active.duplicate));
+            }
+            Fault::Delay { max_ms } => {
+                self.active.delay_ms.push(*max_ms);
+                self.set_latency();
+            }
+            Fault::ClockSkew { node, skew_ms } => {
+                self.active.skew_ms.entry(*node).or_default().push(*skew_ms);
+                self.slots[*node]
+                    .skew_ms
+                    .store(*skew_ms, std::sync::atomic::Ordering::Relaxed);
+            }
+            Fault::SlowDisk { node, delay_ms } => {
+                let slow = self.active.slow_ms.entry(*node).or_default();
+                slow.push(*delay_ms);
+                let worst = slow.iter().copied().max().unwrap_or(0);
+                self.slots[*node].disk.set_slow_ms(worst);
+            }
+        }
+        self.recorder.note(now, Kind::Fault, note);
+    }
+
+    fn end(&mut self, f: &Scheduled) {
+        let now = self.now_ms();
+        let mut note = format!("end {}", f.fault);
+        match &f.fault {
+            Fault::Crash { node } => {
+                let c = self.active.crashed.entry(*node).or_default();
+                *c = c.saturating_sub(1);
+                if *c == 0 {
+                    self.sim.bounce(self.names[*node].as_str());
+                    note.push_str(": restarted");
+                }
+            }
+            Fault::Partition { cut, .. } => {
+                for link in cut {
+                    let c = self.active.cut.entry(*link).or_default();
+                    *c = c.saturating_sub(1);
+                    if *c == 0 {
+                        self.sim.repair_oneway(
+                            self.names[link.0].as_str(),
+                            self.names[link.1].as_str(),
+                        );
+                    }
+                }
+            }
+            Fault::Loss { rate } => {
+                remove_one(&mut self.active.loss, rate);
+                self.chaos.set_loss_rate(highest(&self.active.loss));
+            }
+            Fault::Duplicate { rate } => {
+                remove_one(&mut self.active.duplicate, rate);
+                self.chaos
+                    .set_duplicate_rate(highest(&self.active.duplicate));
+            }
+            Fault::Delay { max_ms } => {
+                remove_one(&mut self.active.delay_ms, max_ms);
+                self.set_latency();
+            }
+            Fault::ClockSkew { node, skew_ms } => {
+                let skews = self.active.skew_ms.entry(*node).or_default();
+                remove_one(skews, skew_ms);
+                let now_skew = skews.last().copied().unwrap_or(0);
+                self.slots[*node]
+                    .skew_ms
+                    .store(now_skew, std::sync::atomic::Ordering::Relaxed);
+            }
+            Fault::SlowDisk { node, delay_ms } => {
+                let slow = self.active.slow_ms.entry(*node).or_default();
+                remove_one(slow, delay_ms);
+                let worst = slow.iter().copied().max().unwrap_or(0);
+                self.slots[*node].disk.set_slow_ms(worst);
+            }
+        }
+        self.recorder.note(now, Kind::Fault, note);
+    }
+}
+
+fn node_id(i: usize) -> Result<NodeId, Error> {
+    NodeId::new(faults::node_name(i)).map_err(Error::Config)
+}
+
+/// Reads every replica's copy of every key straight from its disk.
+fn replica_reads(layout: &SimLayout, slots: &[Arc<NodeSlot>], keys: &Keys) -> Vec<FinalRead> {
+    let mut reads = Vec::new();
+    for key in keys.all() {
+        let hash = key_hash(BUCKET, key.as_bytes());
+        let partition = partition_of(hash, layout.partitions);
+        let sk = storage_key(partition, BUCKET, key.as_bytes());
+        for node in layout.prefs[usize::from(partition)].iter() {
+            let Some(slot) = slots.iter().find(|s| &s.id == node) else {
+                continue;
+            };
+            let values = match slot.disk.get(Space::Data, &sk) {
+                Ok(Some(record)) => match decode_record(&record) {
+                    Ok(obj) => obj
+                        .siblings()
+                        .iter()
+                        .filter_map(|s| s.version.value.as_ref())
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .collect(),
+                    Err(e) => vec![format!("<corrupt record: {e}>")],
+                },
+                Ok(None) => Vec::new(),
+                Err(e) => vec![format!("<unreadable: {e}>")],
+            };
+            reads.push(FinalRead {
+                key: key.clone(),
+                node: node.to_string(),
+                values,
+            });
+        }
+    }
+    reads
+}
+
+/// Runs one seed (see the module docs).
+pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
+    options.validate()?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let nodes = options
+        .nodes
+        .unwrap_or_else(|| rng.random_range(NODES_MIN..=NODES_MAX));
+    let clients = options.clients.unwrap_or_else(|| rng.random_range(2..=6));
+    let keys = Keys::new(rng.random_range(2..=5), rng.random_range(1..=3));
+    let ids: Vec<NodeId> = (0..nodes).map(node_id).collect::<Result<_, _>>()?;
+    let layout = SimLayout::new(ids.clone(), N, PARTITIONS)?;
+    let recorder = Recorder::new();
+    let chaos = Arc::new(NetChaos::new(rng.random()));
+    let slots: Vec<Arc<NodeSlot>> = ids
+        .iter()
+        .map(|id| Arc::new(NodeSlot::new(id.clone(), rng.random())))
+        .collect();
+    if options.bug == Some(Bug::LoseAck) {
+        slots[0].disk.set_lose_ack(LOSE_ACK_RATE, rng.random());
+    }
+    let schedule = faults::schedule(&mut rng, nodes, options.duration_ms);
+    recorder.note(
+        0,
+        Kind::Node,
+        format!(
+            "seed {seed}: {nodes} nodes, {clients} clients, keys {:?}, {} faults, bug {:?}",
+            keys.all().collect::<Vec<_>>(),
+            schedule.len(),
+            options.bug
+        ),
+    );
+
+    let limit_ms = options.duration_ms + SETTLE_MS + STUCK_AFTER_MS;
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(rng.random())
+        .epoch(UNIX_EPOCH + Duration::from_millis(BASE_UNIX_MS))
+        .simulation_duration(Duration::from_millis(limit_ms + 1_000))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::ZERO)
+        .max_message_latency(Duration::from_millis(faults::LATENCY_MS_MAX));
+    let mut sim = builder.build();
+
+    let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    for (i, name) in names.iter().enumerate() {
+        let env = Arc::new(NodeEnv {
+            slot: slots[i].clone(),
+            layout: layout.clone(),
+            chaos: chaos.clone(),
+            recorder: recorder.clone(),
+        });
+        sim.host(name.as_str(), move || node_main(env.clone()));
+    }
+    for index in 0..clients {
+        let env = ClientEnv {
+            index,
+            clients,
+            nodes: ids.clone(),
+            keys: keys.clone(),
+            seed: rng.random(),
+            until_ms: options.duration_ms,
+            recorder: recorder.clone(),
+        };
+        sim.client(format!("client{}", index + 1).as_str(), client_main(env));
+    }
+    let final_seed: u64 = rng.random();
+
+    let mut driver = Driver {
+        sim,
+        names,
+        slots: slots.clone(),
+        chaos: chaos.clone(),
+        recorder: recorder.clone(),
+        active: Active::default(),
+        counts: BTreeMap::new(),
+    };
+    // Fault transitions in time order; at equal times ends before starts, then by schedule.
+    let mut transitions: Vec<(u64, bool, usize)> = Vec::new();
+    for (i, f) in schedule.iter().enumerate() {
+        transitions.push((f.start_ms, true, i));
+        transitions.push((f.end_ms, false, i));
+    }
+    transitions.sort();
+    let mut next = 0;
+    let mut healed = false;
+    let mut final_started = false;
+    let mut steps: u64 = 0;
+    loop {
+        let now = driver.now_ms();
+        while next < transitions.len() && transitions[next].0 <= now {
+            let (_, is_start, i) = transitions[next];
+            if is_start {
+                driver.start(&schedule[i]);
+            } else {
+                driver.end(&schedule[i]);
+            }
+            next += 1;
+        }
+        if !healed && next == transitions.len() && now >= options.duration_ms {
+            healed = true;
+            recorder.healed_at(now);
+            recorder.note(now, Kind::Fault, "healed: every fault has ended");
+        }
+        let finished = driver
+            .sim
+            .step()
+            .map_err(|e| Error::Simulation(e.to_string()))?;
+        steps += 1;
+        if finished {
+            if final_started {
+                break;
+            }
+            if healed && now >= options.duration_ms + SETTLE_MS {
+                final_started = true;
+                driver.sim.client(
+                    "final",
+                    final_reads_main(ids.clone(), keys.clone(), recorder.clone(), final_seed),
+                );
+            }
+        }
+        if now > limit_ms {
+            return Err(Error::Stuck {
+                steps,
+                what: if final_started {
+                    "the final reads".into()
+                } else {
+                    "the clients".into()
+                },
+            });
+        }
+    }
+    let simulated_ms = driver.now_ms();
+    for read in replica_reads(&layout, &slots, &keys) {
+        recorder.final_read(simulated_ms, read);
+    }
+    let lost_unsynced = slots.iter().map(|s| s.disk.lost_unsynced()).sum();
+    let lost_by_bug = slots.iter().map(|s| s.disk.lost_acked()).sum();
+    let faults = std::mem::take(&mut driver.counts);
+    drop(driver);
+
+    let (history, trace) = recorder.take();
+    let check_options = Options {
+        check_convergence: options.require_convergence,
+        ..Options::default()
+    };
+    let report = yeskv_check::check(&history, &check_options);
+    let hash = trace::hash(&trace);
+    Ok(SeedOutcome {
+        seed,
+        nodes,
+        clients,
+        history,
+        trace,
+        hash,
+        report,
+        faults,
+        chaos: chaos.counts(),
+        lost_unsynced,
+        lost_by_bug,
+        simulated_ms,
+    })
+}

@@ -1,0 +1,394 @@
+//! The simulated clients and their workloads, recorded as a `yeskv-check` history.
+//!
+//! Each client host runs one sequential client (a *process* in the history; after an
+//! indeterminate operation it continues as a new process, as in Jepsen, since its old operation
+//! may still be running). Every request goes to a node picked at random, over the simulated
+//! network, with the client protocol of [`crate::protocol`]; `r = w = quorum`. Two workloads,
+//! mixed at random:
+//!
+//! - **Registers** (keys `r0`, `r1`, ...): a read; a read followed by a write of a fresh value
+//!   with the read's context (`saw` = the read's values); a read followed by a delete with its
+//!   context (when the read found something); or a blind write (no context, `saw` empty) — only
+//!   as a process's first write of a key, so each process's later writes carry a context that
+//!   saw its previous one (the checkers' sibling bound assumes it, as any real session does).
+//! - **Carts** (keys `c0`, `c1`, ...): `CartAdd` reads the cart, takes the union of its
+//!   siblings' items, adds a fresh item and writes the union back with the read's context. If the
+//!   read fails nothing was written, so the add is a definite failure.
+//!
+//! Outcomes: an answer → `ok`; a `4xx`-like refusal → `fail` (not applied); a `5xx` (quorum
+//! missed, storage) or any transport error or timeout → `info` (indeterminate).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use yeskv_check::history::{Event, Op, ProcessId, Status};
+use yeskv_core::NodeId;
+use yeskv_rpc::RpcClient;
+
+use crate::clock::sim_now_ms;
+use crate::net::SimConnector;
+use crate::node::{rpc_config, CLIENT_PORT};
+use crate::protocol::{ClientRequest, ClientResponse};
+use crate::trace::Recorder;
+
+/// A client's deadline for one request, simulated ms (longer than a forwarded write's two RPC
+/// deadlines plus its replication round).
+pub const CLIENT_TIMEOUT_MS: u64 = 1_500;
+/// Most think time between two operations of a client, simulated ms.
+pub const THINK_MS_MAX: u64 = 10;
+
+/// The keys of one run.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    /// Register keys.
+    pub registers: Vec<String>,
+    /// Cart keys.
+    pub carts: Vec<String>,
+}
+
+impl Keys {
+    /// `registers` register keys and `carts` cart keys.
+    pub fn new(registers: usize, carts: usize) -> Self {
+        Keys {
+            registers: (0..registers).map(|i| format!("r{i}")).collect(),
+            carts: (0..carts).map(|i| format!("c{i}")).collect(),
+        }
+    }
+
+    /// Every key, registers first.
+    pub fn all(&self) -> impl Iterator<Item = &String> {
+        self.registers.iter().chain(&self.carts)
+    }
+}
+
+/// One client's settings.
+pub struct ClientEnv {
+    /// 0-based client index.
+    pub index: usize,
+    /// Clients in the run (process ids are `index + k × clients`).
+    pub clients: usize,
+    /// The nodes to pick from.
+    pub nodes: Vec<NodeId>,
+    /// The keys.
+    pub keys: Keys,
+    /// Randomness.
+    pub seed: u64,
+    /// Stop starting operations at this simulated time.
+    pub until_ms: u64,
+    /// Where to record.
+    pub recorder: Recorder,
+}
+
+/// A request's outcome, as the history sees it.
+enum Outcome {
+    Ok(ClientResponse),
+    Fail(String),
+    Info(String),
+}
+
+type Client = RpcClient<ClientRequest, ClientResponse, SimConnector>;
+
+struct Worker {
+    env: ClientEnv,
+    rpc: Client,
+    rng: StdRng,
+    process: ProcessId,
+    generation: u64,
+    counter: u64,
+    /// Keys this process has written (its later writes of them carry a context).
+    written: BTreeSet<String>,
+}
+
+/// What a read returned.
+struct ReadResult {
+    values: Vec<String>,
+    context: String,
+}
+
+impl Worker {
+    fn pick_node(&mut self) -> NodeId {
+        let i = self.rng.random_range(0..self.env.nodes.len());
+        self.env.nodes[i].clone()
+    }
+
+    fn fresh(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}{}.{}", self.env.index, self.counter)
+    }
+
+    fn record(&self, status: Status, op: Op, node: &NodeId, error: Option<String>) {
+        self.env.recorder.event(Event {
+            process: self.process,
+            time_ms: sim_now_ms(),
+            status,
+            op,
+            node: Some(node.to_string()),
+            error,
+        });
+    }
+
+    /// Completes an operation; an indeterminate one retires the process.
+    fn complete(&mut self, outcome: &Outcome, op: Op, node: &NodeId) {
+        let (status, error) = match outcome {
+            Outcome::Ok(_) => (Status::Ok, None),
+            Outcome::Fail(e) => (Status::Fail, Some(e.clone())),
+            Outcome::Info(e) => (Status::Info, Some(e.clone())),
+        };
+        self.record(status, op, node, error);
+        if status == Status::Info {
+            self.generation += 1;
+            self.process = self.env.index as u64 + self.generation * self.env.clients as u64;
+            self.written.clear();
+        }
+    }
+
+    async fn call(&self, node: &NodeId, request: ClientRequest) -> Outcome {
+        let addr = format!("{node}:{CLIENT_PORT}");
+        match self
+            .rpc
+            .call(&addr, &request, Duration::from_millis(CLIENT_TIMEOUT_MS))
+            .await
+        {
+            Ok(ClientResponse::Refused { status, message }) if status < 500 => {
+                Outcome::Fail(format!("{status}: {message}"))
+            }
+            Ok(ClientResponse::Refused { status, message }) => {
+                Outcome::Info(format!("{status}: {message}"))
+            }
+            Ok(answer) => Outcome::Ok(answer),
+            Err(e) => Outcome::Info(e.to_string()),
+        }
+    }
+
+    /// A recorded register read.
+    async fn read(&mut self, key: &str) -> Option<ReadResult> {
+        let node = self.pick_node();
+        let invoke = Op::Read {
+            key: key.to_string(),
+            values: Vec::new(),
+        };
+        self.record(Status::Invoke, invoke.clone(), &node, None);
+        let request = ClientRequest::Get {
+            key: key.to_string(),
+            r: "quorum".into(),
+        };
+        let outcome = self.call(&node, request).await;
+        match outcome {
+            Outcome::Ok(ClientResponse::Read {
+                values, context, ..
+            }) => {
+                let op = Op::Read {
+                    key: key.to_string(),
+                    values: values.clone(),
+                };
+                self.record(Status::Ok, op, &node, None);
+                Some(ReadResult { values, context })
+            }
+            Outcome::Ok(other) => {
+                let outcome = Outcome::Info(format!("unexpected answer {other:?}"));
+                self.complete(&outcome, invoke, &node);
+                None
+            }
+            outcome => {
+                self.complete(&outcome, invoke, &node);
+                None
+            }
+        }
+    }
+
+    /// A recorded register write or delete (`value = None`).
+    async fn write(&mut self, key: &str, value: Option<String>, seen: Option<ReadResult>) {
+        let node = self.pick_node();
+        let (saw, context) = seen.map_or((Vec::new(), String::new()), |r| (r.values, r.context));
+        let op = match &value {
+            Some(v) => Op::Write {
+                key: key.to_string(),
+                value: v.clone(),
+                saw,
+            },
+            None => Op::Delete {
+                key: key.to_string(),
+                saw,
+            },
+        };
+        self.record(Status::Invoke, op.clone(), &node, None);
+        let request = ClientRequest::Put {
+            key: key.to_string(),
+            context,
+            value,
+            w: "quorum".into(),
+        };
+        let outcome = self.call(&node, request).await;
+        self.written.insert(key.to_string());
+        self.complete(&outcome, op, &node);
+    }
+
+    async fn register_op(&mut self) {
+        let key = {
+            let keys = &self.env.keys.registers;
+            keys[self.rng.random_range(0..keys.len())].clone()
+        };
+        let roll: u32 = self.rng.random_range(0..100);
+        if roll < 15 && !self.written.contains(&key) {
+            let value = self.fresh("v");
+            self.write(&key, Some(value), None).await;
+            return;
+        }
+        let Some(read) = self.read(&key).await else {
+            return;
+        };
+        if roll < 40 {
+            return;
+        }
+        if roll < 50 && !read.context.is_empty() {
+            self.write(&key, None, Some(read)).await;
+            return;
+        }
+        let value = self.fresh("v");
+        self.write(&key, Some(value), Some(read)).await;
+    }
+
+    async fn cart_op(&mut self) {
+        let cart = {
+            let keys = &self.env.keys.carts;
+            keys[self.rng.random_range(0..keys.len())].clone()
+        };
+        let item = self.fresh("i");
+        let op = Op::CartAdd {
+            cart: cart.clone(),
+            item: item.clone(),
+        };
+        let node = self.pick_node();
+        self.record(Status::Invoke, op.clone(), &node, None);
+        let read = self
+            .call(
+                &node,
+                ClientRequest::Get {
+                    key: cart.clone(),
+                    r: "quorum".into(),
+                },
+            )
+            .await;
+        let (items, context) = match read {
+            Outcome::Ok(ClientResponse::Read {
+                values, context, ..
+            }) => {
+                let mut items: BTreeSet<String> = values
+                    .iter()
+                    .flat_map(|v| v.split(','))
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                items.insert(item);
+                (items, context)
+            }
+            Outcome::Ok(other) => {
+                let e = format!("cart read: unexpected answer {other:?}");
+                self.complete(&Outcome::Fail(e), op, &node);
+                return;
+            }
+            Outcome::Fail(e) | Outcome::Info(e) => {
+                // Nothing was written: the add definitely did not happen.
+                self.complete(&Outcome::Fail(format!("cart read failed: {e}")), op, &node);
+                return;
+            }
+        };
+        let value = items.into_iter().collect::<Vec<_>>().join(",");
+        let node = self.pick_node();
+        let outcome = self
+            .call(
+                &node,
+                ClientRequest::Put {
+                    key: cart,
+                    context,
+                    value: Some(value),
+                    w: "quorum".into(),
+                },
+            )
+            .await;
+        self.complete(&outcome, op, &node);
+    }
+}
+
+/// A client host's software: operations until `until_ms`, then done.
+pub async fn client_main(env: ClientEnv) -> turmoil::Result {
+    let name = format!("client{}", env.index + 1);
+    let mut rng = StdRng::seed_from_u64(env.seed);
+    let rpc: Client = RpcClient::with_connector(rpc_config(&name), SimConnector, rng.random())?;
+    let process = env.index as u64;
+    let mut worker = Worker {
+        env,
+        rpc,
+        rng,
+        process,
+        generation: 0,
+        counter: 0,
+        written: BTreeSet::new(),
+    };
+    while sim_now_ms() < worker.env.until_ms {
+        if worker.rng.random_bool(0.5) {
+            worker.register_op().await;
+        } else {
+            worker.cart_op().await;
+        }
+        let think = worker.rng.random_range(0..=THINK_MS_MAX);
+        tokio::time::sleep(Duration::from_millis(think)).await;
+    }
+    Ok(())
+}
+
+/// The final-read client: after `settle_until_ms`, reads every key with `r = all` through the
+/// coordinator (trying each node in turn until one answers) and records each as a final read of
+/// node [`yeskv_check::MERGED_NODE`].
+pub async fn final_reads_main(
+    nodes: Vec<NodeId>,
+    keys: Keys,
+    recorder: Recorder,
+    seed: u64,
+) -> turmoil::Result {
+    let rpc: Client = RpcClient::with_connector(rpc_config("final"), SimConnector, seed)?;
+    for (k, key) in keys.all().enumerate() {
+        let mut result = None;
+        for attempt in 0..nodes.len() * 2 {
+            let node = &nodes[(k + attempt) % nodes.len()];
+            let request = ClientRequest::Get {
+                key: key.clone(),
+                r: "all".into(),
+            };
+            let answer = rpc
+                .call(
+                    &format!("{node}:{CLIENT_PORT}"),
+                    &request,
+                    Duration::from_millis(CLIENT_TIMEOUT_MS),
+                )
+                .await;
+            match answer {
+                Ok(ClientResponse::Read { values, .. }) => {
+                    result = Some(values);
+                    break;
+                }
+                other => {
+                    recorder.note(
+                        sim_now_ms(),
+                        crate::trace::Kind::Node,
+                        format!("final read of {key} through {node} failed: {other:?}"),
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        if let Some(values) = result {
+            recorder.final_read(
+                sim_now_ms(),
+                yeskv_check::history::FinalRead {
+                    key: key.clone(),
+                    node: yeskv_check::MERGED_NODE.to_string(),
+                    values,
+                },
+            );
+        }
+    }
+    Ok(())
+}
