@@ -67,6 +67,7 @@ pub async fn run_exchanges<E: Engine>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
@@ -389,6 +390,7 @@ pub async fn run_reaper<E: Engine>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }

@@ -424,6 +424,7 @@ impl<E: Engine> Coordinator<E> {
             tokio::pin!(deadline);
             loop {
                 tokio::select! {
+                    biased;
                     next = pending.next() => match next {
                         Some((holder, Ok(obj))) => {
                             merged.sync(&obj);

@@ -57,6 +57,7 @@ pub async fn run<E: Engine>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }

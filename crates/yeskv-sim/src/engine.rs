@@ -68,6 +68,8 @@ struct DiskState {
     lost_unsynced: u64,
     /// Writes acknowledged and then dropped by the planted bug.
     lost_acked: u64,
+    /// Data records deleted (only the reaper deletes data records: reaped tombstones).
+    data_deletes: u64,
 }
 
 /// A node's stable storage and its not-yet-durable writes (see the module docs).
@@ -96,6 +98,7 @@ impl Disk {
                 lose_ack: None,
                 lost_unsynced: 0,
                 lost_acked: 0,
+                data_deletes: 0,
             }),
         }
     }
@@ -132,6 +135,12 @@ impl Disk {
     /// Writes acknowledged and then dropped by the planted bug so far.
     pub fn lost_acked(&self) -> u64 {
         self.state.lock().lost_acked
+    }
+
+    /// Data records deleted so far: the replica deletes a data record only when the reaper
+    /// removes a tombstone, so this counts reaped copies.
+    pub fn data_deletes(&self) -> u64 {
+        self.state.lock().data_deletes
     }
 
     /// Reads one record as the node would see it now (durable state plus pending writes).
@@ -202,6 +211,11 @@ impl Disk {
         let touches_data = batch.ops.iter().any(|op| match op {
             Op::Put { space, .. } | Op::Delete { space, .. } => *space == Space::Data,
         });
+        s.data_deletes += batch
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Delete { space, .. } if *space == Space::Data))
+            .count() as u64;
         let doomed = match &mut s.lose_ack {
             Some(bug) if touches_data => bug.rng.random_bool(bug.rate),
             _ => false,

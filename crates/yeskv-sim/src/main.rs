@@ -47,9 +47,10 @@ struct Args {
     /// Plant a bug the checkers must catch.
     #[arg(long, value_enum)]
     inject_bug: Option<BugArg>,
-    /// Fail a seed whose replicas diverge after healing (no anti-entropy yet: off by default).
+    /// Do not fail a seed whose replicas have not converged (equal anti-entropy tree roots
+    /// within 10 simulated s of healing, equal per-replica final reads); still reported.
     #[arg(long)]
-    require_convergence: bool,
+    no_convergence: bool,
     /// Print a summary per seed; twice: the whole trace of every seed.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -118,7 +119,7 @@ fn main() -> ExitCode {
         bug: args.inject_bug.map(|b| match b {
             BugArg::LoseAck => Bug::LoseAck,
         }),
-        require_convergence: args.require_convergence,
+        require_convergence: !args.no_convergence,
     };
     if let Err(e) = options.validate() {
         eprintln!("yeskv-sim: {e}");
@@ -131,6 +132,9 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let (mut failed, mut ops, mut acked, mut lost) = (0u64, 0u64, 0u64, 0u64);
     let mut diverged_seeds = 0u64;
+    let (mut reaped, mut seeds_reaping, mut hints_left) = (0u64, 0u64, 0u64);
+    let mut converged: Vec<u64> = Vec::new();
+    let mut never_converged = 0u64;
     let (mut lost_unsynced, mut indeterminate) = (0u64, 0u64);
     let mut chaos = yeskv_sim::chaos::ChaosCounts::default();
     let mut fault_counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
@@ -149,6 +153,13 @@ fn main() -> ExitCode {
         lost += outcome.report.lost as u64;
         indeterminate += outcome.report.indeterminate as u64;
         lost_unsynced += outcome.lost_unsynced;
+        reaped += outcome.reaped;
+        seeds_reaping += u64::from(outcome.reaped > 0);
+        hints_left += outcome.hints_left;
+        match outcome.report.converged_ms {
+            Some(ms) => converged.push(ms),
+            None => never_converged += 1,
+        }
         chaos.requests_dropped += outcome.chaos.requests_dropped;
         chaos.replies_dropped += outcome.chaos.replies_dropped;
         chaos.duplicated += outcome.chaos.duplicated;
@@ -171,7 +182,8 @@ fn main() -> ExitCode {
             let r = &outcome.report;
             println!(
                 "seed {seed}: {} nodes, {} clients, ops {}, acked {}, info {}, fail {}, lost {}, \
-                 not judgeable {}, warnings {}, simulated {} ms, lost unsynced {}, dropped by bug {}, chaos {:?}",
+                 not judgeable {}, warnings {}, simulated {} ms, converged {:?} ms after healing, \
+                 reaped {}, lost unsynced {}, dropped by bug {}, chaos {:?}",
                 outcome.nodes,
                 outcome.clients,
                 r.ops,
@@ -182,6 +194,8 @@ fn main() -> ExitCode {
                 r.not_judgeable,
                 r.warnings.len(),
                 outcome.simulated_ms,
+                r.converged_ms,
+                outcome.reaped,
                 outcome.lost_unsynced,
                 outcome.lost_by_bug,
                 outcome.chaos
@@ -204,6 +218,23 @@ fn main() -> ExitCode {
         "indeterminate ops {indeterminate}; unacknowledged writes lost in crashes {lost_unsynced}; \
          internode requests dropped {}, replies dropped {}, requests duplicated {}",
         chaos.requests_dropped, chaos.replies_dropped, chaos.duplicated
+    );
+    converged.sort_unstable();
+    let at = |q: f64| {
+        converged
+            .get(((converged.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "converged after healing (ms): median {}, p90 {}, p99 {}, max {}; never {never_converged}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        converged.last().copied().unwrap_or(0)
+    );
+    println!(
+        "tombstone copies reaped {reaped} (in {seeds_reaping} seeds); hints left at the final reads {hints_left}"
     );
     println!(
         "time {:.1} s, seeds with diverged replicas after healing: {diverged_seeds}",

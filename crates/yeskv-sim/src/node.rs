@@ -19,9 +19,11 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yeskv_core::NodeId;
+use yeskv_node::aae::AaeSettings;
 use yeskv_node::coordinator::{Coordinator, Settings};
+use yeskv_node::handoff::HandoffSettings;
 use yeskv_node::peer::{PeerRequest, PeerResponse};
-use yeskv_node::replica::Replica;
+use yeskv_node::replica::{HintLimits, Replica};
 use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
 
 use crate::chaos::{ChaosPeers, NetChaos};
@@ -44,6 +46,38 @@ pub const RPC_TIMEOUT_MS: u64 = 300;
 pub const PARTITIONS: u32 = 64;
 /// Replicas per key.
 pub const N: u8 = 3;
+/// Tombstone grace before the reaper may remove a deleted key, simulated ms: short, so that
+/// tombstones written during the workload are reaped during the settle phase.
+pub const REAP_GRACE_MS: u64 = 3_000;
+/// Hints older than this are dropped unsent (the product requires it `<=` the grace).
+pub const HINT_AGE_MAX_MS: u64 = REAP_GRACE_MS;
+/// Hints kept per target at most.
+pub const HINTS_PER_TARGET_MAX: u64 = 10_000;
+/// Pause between hinted-handoff rounds, simulated ms.
+pub const HANDOFF_INTERVAL_MS: u64 = 100;
+/// Pause between anti-entropy exchange rounds, simulated ms.
+pub const AAE_INTERVAL_MS: u64 = 200;
+/// Pause between reaper rounds, simulated ms.
+pub const REAP_INTERVAL_MS: u64 = 500;
+
+/// The hinted-handoff worker's settings: the product's defaults with a fast simulated interval.
+pub fn handoff_settings() -> HandoffSettings {
+    HandoffSettings {
+        interval: Duration::from_millis(HANDOFF_INTERVAL_MS),
+        batch: 64,
+        inflight_max: 8,
+        hint_age_max_ms: HINT_AGE_MAX_MS,
+    }
+}
+
+/// The anti-entropy and reaper settings, with fast simulated intervals.
+pub fn aae_settings() -> AaeSettings {
+    AaeSettings {
+        interval: Duration::from_millis(AAE_INTERVAL_MS),
+        keys_per_round_max: 64,
+        reap_interval: Duration::from_millis(REAP_INTERVAL_MS),
+    }
+}
 
 /// The RPC settings of simulated nodes and clients: the product's defaults scaled to the
 /// simulated latencies (milliseconds, not a WAN), so dead connections are noticed within a run.
@@ -81,6 +115,9 @@ pub struct NodeSlot {
     pub disk: Arc<Disk>,
     /// Its clock skew, ms (changed by clock-skew faults).
     pub skew_ms: Arc<AtomicI64>,
+    /// The running incarnation's replica (set at start, cleared by the driver on a crash), so
+    /// the driver can sample its anti-entropy tree roots.
+    pub replica: Mutex<Option<Arc<Replica<SimEngine>>>>,
     rng: Mutex<StdRng>,
 }
 
@@ -91,6 +128,7 @@ impl NodeSlot {
             id,
             disk: Arc::new(Disk::new()),
             skew_ms: Arc::new(AtomicI64::new(0)),
+            replica: Mutex::new(None),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         }
     }
@@ -116,13 +154,30 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
         (rng.random::<u64>(), rng.random::<u64>())
     };
     let engine = SimEngine::new(env.slot.disk.clone());
-    let (replica, startup) = Replica::open(engine, id.clone(), 3_600_000, || epoch).await?;
+    let (mut replica, startup) = Replica::open(engine, id.clone(), REAP_GRACE_MS, || epoch).await?;
+    replica.set_hint_limits(HintLimits {
+        per_target_max: HINTS_PER_TARGET_MAX,
+        age_max_ms: HINT_AGE_MAX_MS,
+    });
+    let replica = Arc::new(replica);
+    // Anti-entropy trees, as the product sets them up: a node that did not stop cleanly (every
+    // start here: a crash is a power cut) rebuilds each partition's tree from its disk. The
+    // product rebuilds on a blocking thread while it serves; here the rebuild runs before the
+    // node serves (the engine is in memory, it takes no simulated time), so it is deterministic.
+    let rebuild = replica.init_trees(PARTITIONS);
+    let rebuilt = rebuild.len();
+    for p in rebuild {
+        replica.rebuild_tree(p)?;
+    }
     env.recorder.note(
         sim_now_ms(),
         Kind::Node,
-        format!("{id} started ({startup:?}), actor {}", replica.actor()),
+        format!(
+            "{id} started ({startup:?}), actor {}, {rebuilt} trees rebuilt",
+            replica.actor()
+        ),
     );
-    let replica = Arc::new(replica);
+    *env.slot.replica.lock() = Some(replica.clone());
 
     let peers: Vec<NodeId> = env
         .layout
@@ -155,6 +210,26 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
         settings(),
         topology,
         Arc::new(ChaosPeers::new(client, env.chaos.clone())),
+    ));
+
+    // Background repair, as `yeskv_node::server` runs it: hinted handoff, anti-entropy
+    // exchanges, the reaper. They stop with the host (a crash drops every task); the stop
+    // channel's sender lives as long as this function, so they never see it closed.
+    let (_workers_stop_tx, workers_stop_rx) = tokio::sync::watch::channel(false);
+    tokio::task::spawn_local(yeskv_node::handoff::run(
+        (*coordinator).clone(),
+        handoff_settings(),
+        workers_stop_rx.clone(),
+    ));
+    tokio::task::spawn_local(yeskv_node::aae::run_exchanges(
+        (*coordinator).clone(),
+        aae_settings(),
+        workers_stop_rx.clone(),
+    ));
+    tokio::task::spawn_local(yeskv_node::aae::run_reaper(
+        (*coordinator).clone(),
+        aae_settings(),
+        workers_stop_rx,
     ));
 
     let peer_listener = SimListener::bind(PEER_PORT).await?;

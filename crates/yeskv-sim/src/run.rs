@@ -5,9 +5,16 @@
 //! The driver owns the simulation loop: before each turmoil step (1 simulated ms) it applies the
 //! faults whose start or end has come. When the workload's time is up every fault has ended (the
 //! schedule clips them), so the cluster is healed and crashed nodes are restarted; the clients
-//! finish their last operations; after [`SETTLE_MS`] more a final client reads every key with
-//! `r = all` through the coordinator, and the driver reads every replica's copy of every key
-//! straight from its disk (for the convergence rule).
+//! finish their last operations. From then on the nodes' own repair (hinted handoff,
+//! anti-entropy exchanges, the reaper) puts the replicas right, and every [`DIGEST_SAMPLE_MS`]
+//! the driver samples each node's anti-entropy tree root of every partition it is a primary of
+//! (`yeskv-check`'s digest samples). The settle phase lasts at least [`SETTLE_MIN_MS`] (long
+//! enough for tombstones of the workload to pass their grace and be reaped), then until every
+//! partition's replicas have equal roots and no hint is pending, at most [`SETTLE_MAX_MS`].
+//! Then a final client reads every key with `r = all` through the coordinator, and the driver
+//! reads every replica's copy of every key straight from its disk. Convergence (equal roots
+//! within [`CONVERGENCE_BOUND_MS`] of healing, equal per-replica reads) is enforced unless
+//! [`SimOptions::require_convergence`] is turned off.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +22,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use yeskv_check::history::{FinalRead, History};
+use yeskv_check::history::{DigestSample, FinalRead, History};
 use yeskv_check::{Options, Report};
 use yeskv_core::codec::decode_record;
 use yeskv_core::keyspace::{key_hash, partition_of, storage_key};
@@ -32,9 +39,17 @@ use crate::topology::SimLayout;
 use crate::trace::{self, Kind, Line, Recorder};
 use crate::workload::{client_main, final_reads_main, ClientEnv, Keys};
 
-/// Simulated time between healing and the final reads, ms: in-flight operations end (their
-/// deadlines are shorter), background replication completes, detectors see every node again.
-pub const SETTLE_MS: u64 = 2_000;
+/// Least simulated time between healing and the final reads, ms: in-flight operations end,
+/// hints are handed off, anti-entropy runs, and tombstones written during the workload pass
+/// their grace ([`crate::node::REAP_GRACE_MS`]) so the reaper removes some of them.
+pub const SETTLE_MIN_MS: u64 = 4_000;
+/// Most simulated time between healing and the final reads, ms (a cluster that has not
+/// converged by then fails the convergence rule).
+pub const SETTLE_MAX_MS: u64 = 12_000;
+/// Replicas must agree (equal tree roots) within this many simulated ms of healing.
+pub const CONVERGENCE_BOUND_MS: u64 = 10_000;
+/// Period of the tree-root samples after healing, simulated ms.
+pub const DIGEST_SAMPLE_MS: u64 = 100;
 /// Most nodes in a simulated cluster.
 pub const NODES_MAX: usize = 7;
 /// Fewest nodes (`n = 3`).
@@ -68,7 +83,8 @@ pub struct SimOptions {
     pub duration_ms: u64,
     /// A planted bug.
     pub bug: Option<Bug>,
-    /// Whether diverged replicas fail the seed.
+    /// Whether diverged replicas (per-replica final reads, tree roots not equal within
+    /// [`CONVERGENCE_BOUND_MS`] of healing) fail the seed. On by default.
     pub require_convergence: bool,
 }
 
@@ -79,7 +95,7 @@ impl Default for SimOptions {
             clients: None,
             duration_ms: 3_000,
             bug: None,
-            require_convergence: false,
+            require_convergence: true,
         }
     }
 }
@@ -137,6 +153,10 @@ pub struct SeedOutcome {
     pub lost_by_bug: u64,
     /// Simulated ms the seed ran.
     pub simulated_ms: u64,
+    /// Replica copies of tombstones removed by the reaper.
+    pub reaped: u64,
+    /// Hints still pending on any node when the final reads started.
+    pub hints_left: u64,
 }
 
 impl SeedOutcome {
@@ -182,6 +202,7 @@ impl Driver<'_> {
                 *c += 1;
                 if *c == 1 {
                     self.sim.crash(self.names[*node].as_str());
+                    *self.slots[*node].replica.lock() = None;
                     let lost = self.slots[*node].disk.crash();
                     note.push_str(&format!(": {lost} writes not yet durable lost"));
                 } else {
@@ -285,6 +306,45 @@ impl Driver<'_> {
     }
 }
 
+/// One sample of every running node's tree roots (partitions it is a primary of). Returns the
+/// samples, whether every partition's sampled roots agree, and the hints pending cluster-wide.
+fn sample_digests(
+    layout: &SimLayout,
+    slots: &[Arc<NodeSlot>],
+    time_ms: u64,
+) -> (Vec<DigestSample>, bool, u64) {
+    let mut samples = Vec::new();
+    let mut hints = 0;
+    let mut roots: BTreeMap<u16, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    let mut complete = true;
+    for slot in slots {
+        let Some(replica) = slot.replica.lock().clone() else {
+            complete = false;
+            continue;
+        };
+        hints += replica.hints_pending();
+        for (p, prefs) in layout.prefs.iter().enumerate() {
+            if !prefs.contains(&slot.id) {
+                continue;
+            }
+            let p = p as u16;
+            let Some(summary) = replica.tree_summary(p) else {
+                complete = false;
+                continue;
+            };
+            roots.entry(p).or_default().insert(summary.root);
+            samples.push(DigestSample {
+                time_ms,
+                node: slot.id.to_string(),
+                partition: u32::from(p),
+                digest: format!("{:016x}", summary.root),
+            });
+        }
+    }
+    let agree = complete && roots.values().all(|r| r.len() == 1);
+    (samples, agree, hints)
+}
+
 fn node_id(i: usize) -> Result<NodeId, Error> {
     NodeId::new(faults::node_name(i)).map_err(Error::Config)
 }
@@ -355,7 +415,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
         ),
     );
 
-    let limit_ms = options.duration_ms + SETTLE_MS + STUCK_AFTER_MS;
+    let limit_ms = options.duration_ms + SETTLE_MAX_MS + STUCK_AFTER_MS;
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(rng.random())
@@ -407,7 +467,11 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
     }
     transitions.sort();
     let mut next = 0;
-    let mut healed = false;
+    let mut healed_at_ms: Option<u64> = None;
+    let mut next_sample_ms = 0;
+    let mut agreed_at_ms: Option<u64> = None;
+    let mut settled = false;
+    let mut hints_left = 0;
     let mut final_started = false;
     let mut steps: u64 = 0;
     loop {
@@ -421,10 +485,43 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
             }
             next += 1;
         }
-        if !healed && next == transitions.len() && now >= options.duration_ms {
-            healed = true;
+        if healed_at_ms.is_none() && next == transitions.len() && now >= options.duration_ms {
+            healed_at_ms = Some(now);
+            next_sample_ms = now;
             recorder.healed_at(now);
             recorder.note(now, Kind::Fault, "healed: every fault has ended");
+        }
+        if let Some(healed) = healed_at_ms {
+            if now >= next_sample_ms {
+                next_sample_ms = now + DIGEST_SAMPLE_MS;
+                let (samples, agree, hints) = sample_digests(&layout, &slots, now);
+                recorder.digests(samples);
+                match (agree && hints == 0, agreed_at_ms) {
+                    (true, None) => {
+                        agreed_at_ms = Some(now);
+                        recorder.note(
+                            now,
+                            Kind::Node,
+                            format!(
+                                "replicas agree: equal tree roots, no hint pending ({} ms after healing)",
+                                now - healed
+                            ),
+                        );
+                    }
+                    (false, Some(_)) => {
+                        agreed_at_ms = None;
+                        recorder.note(now, Kind::Node, "replicas differ again");
+                    }
+                    _ => {}
+                }
+                if !settled
+                    && now >= healed + SETTLE_MIN_MS
+                    && (agreed_at_ms.is_some() || now >= healed + SETTLE_MAX_MS)
+                {
+                    settled = true;
+                    hints_left = hints;
+                }
+            }
         }
         let finished = driver
             .sim
@@ -435,7 +532,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
             if final_started {
                 break;
             }
-            if healed && now >= options.duration_ms + SETTLE_MS {
+            if settled {
                 final_started = true;
                 driver.sim.client(
                     "final",
@@ -460,12 +557,17 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
     }
     let lost_unsynced = slots.iter().map(|s| s.disk.lost_unsynced()).sum();
     let lost_by_bug = slots.iter().map(|s| s.disk.lost_acked()).sum();
+    let reaped = slots.iter().map(|s| s.disk.data_deletes()).sum();
+    for slot in &slots {
+        *slot.replica.lock() = None;
+    }
     let faults = std::mem::take(&mut driver.counts);
     drop(driver);
 
     let (history, trace) = recorder.take();
     let check_options = Options {
         check_convergence: options.require_convergence,
+        convergence_bound_ms: CONVERGENCE_BOUND_MS,
         ..Options::default()
     };
     let report = yeskv_check::check(&history, &check_options);
@@ -483,5 +585,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
         lost_unsynced,
         lost_by_bug,
         simulated_ms,
+        reaped,
+        hints_left,
     })
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use yeskv_check::history::{Event, FinalRead, History};
+use yeskv_check::history::{DigestSample, Event, FinalRead, History};
 
 /// What a trace line is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +106,12 @@ impl Recorder {
             text: format!("{} {}: {:?}", read.node, read.key, read.values),
         });
         inner.history.final_reads.push(read);
+    }
+
+    /// Records tree-root samples (in the history only: they are many; what they show, the
+    /// time the replicas agreed, is a trace line, and the roots follow from the final state).
+    pub fn digests(&self, samples: Vec<DigestSample>) {
+        self.inner.lock().history.digests.extend(samples);
     }
 
     /// Sets when the last fault healed.
