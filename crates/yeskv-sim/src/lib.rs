@@ -4,15 +4,19 @@
 //! seed: the seed picks the cluster (node and client counts, keys), the faults and their times,
 //! every random choice of the nodes (actor epochs, reconnect jitter), of the network (latencies)
 //! and of the clients. Concurrent clients run the register and cart workloads and record a
-//! history; at the end the cluster is healed and the history judged by `yeskv-check`. The same
+//! history; at the end the cluster is healed, left to repair itself, and the history judged by `yeskv-check`. The same
 //! seed replays the same run, event for event (`--hash`).
 //!
 //! ## What runs: the product's node code
 //!
 //! Each simulated node is a turmoil host running the product's [`yeskv_node::replica::Replica`]
-//! (actor epochs, DVV updates, stripe locks), [`yeskv_node::coordinator::Coordinator`] (quorum
-//! reads and writes, forwarding, background replication) and internode RPC (`yeskv-rpc`: frames,
-//! CRCs, handshake, keepalive, reconnect backoff), wired as `yeskv_node::server` wires them.
+//! (actor epochs, DVV updates, stripe locks, hints, anti-entropy trees rebuilt at every start),
+//! [`yeskv_node::coordinator::Coordinator`] (quorum reads and writes, forwarding, sloppy quorum
+//! with stand-ins, read repair, background replication), its background repair (hinted handoff
+//! `yeskv_node::handoff::run`, anti-entropy exchanges `yeskv_node::aae::run_exchanges`, the
+//! reaper `yeskv_node::aae::run_reaper`, with fast simulated intervals and a 3 s tombstone
+//! grace) and internode RPC (`yeskv-rpc`: frames, CRCs, handshake, keepalive, reconnect
+//! backoff), wired as `yeskv_node::server` wires them.
 //! What is simulated instead ([`node`]):
 //!
 //! - **Network** ([`net`]): `yeskv-rpc`'s `Connector`/`Listener` seams over turmoil's TCP.
@@ -32,16 +36,16 @@
 //! - **Client API** ([`protocol`]): a small request/response protocol over `yeskv-rpc` whose
 //!   handler calls the coordinator exactly as the HTTP API does (axum cannot run on turmoil's
 //!   sockets). Not simulated: the HTTP layer, the Raft layout service (the layout is fixed per
-//!   seed), metrics, TTL expiry and reaping (no workload uses TTLs), anti-entropy and read
-//!   repair (not built yet).
+//!   seed), metrics, TTL expiry (no workload uses TTLs; tombstones are reaped).
 //!
 //! ## Faults ([`faults`])
 //!
 //! Crash and restart, partitions (one node isolated, minority/majority, bridge, one-way),
 //! message loss, duplication, delay, clock skew and slow disks, drawn from the seed and spread
 //! over the run, logged in the trace as they start and end. At the end of the workload every
-//! fault has ended; crashed nodes are restarted; after [`run::SETTLE_MS`] the final state is read
-//! ([`run`]).
+//! fault has ended; crashed nodes are restarted; the cluster settles (at least
+//! [`run::SETTLE_MIN_MS`], until the replicas agree, at most [`run::SETTLE_MAX_MS`]) and the final
+//! state is read ([`run`]).
 //!
 //! ## Judging
 //!
@@ -50,8 +54,11 @@
 //! through a coordinator recorded as node `merged`, and each replica's own copy read from its
 //! disk. `yeskv_check::check` then looks for lost acknowledged writes and cart adds, resurrected
 //! deletes, refused or unknown values that became visible, too many siblings, and diverged
-//! replicas. The cluster has no anti-entropy yet, so divergence is reported but fails a seed
-//! only with `--require-convergence`.
+//! replicas. After healing the driver samples every node's anti-entropy tree root of each
+//! partition it is a primary of; convergence is enforced by default: equal roots within
+//! [`run::CONVERGENCE_BOUND_MS`] of healing and equal per-replica final reads
+//! (`--no-convergence` reports it only; `--no-repair` turns the nodes' repair off, to show the
+//! rule failing).
 //!
 //! `--inject-bug lose-ack` makes node `n1`'s disk acknowledge half of its data writes and then
 //! drop them; the checkers catch it within a few seeds (a test proves it within 10). Replication
@@ -69,8 +76,10 @@
 //! which task woke first; it is a `BTreeMap` now. `yeskv-storage` gained
 //! `Durable::deferred`, so an engine outside the crate can complete durability later. Known
 //! limits: tokio's `select!` without `biased;` draws from a runtime RNG that can only be seeded
-//! with `--cfg tokio_unstable`; every `select!` on the simulated path (`yeskv-rpc`) is `biased;`,
-//! and a `select!` added later without it would make runs diverge (the hash test would catch it).
+//! with `--cfg tokio_unstable`; every `select!` on the simulated path (`yeskv-rpc`, and in
+//! `yeskv-node` the read-repair collector and the handoff, exchange and reaper loops) is
+//! `biased;`; a `select!` added later without it could make runs diverge (the hash test would
+//! catch it).
 //!
 //! ## Running
 //!
@@ -84,7 +93,7 @@
 //! The last line is always `seeds N, failed F, ops O, acked A, lost L`; any violation exits 1
 //! after printing the seed, the violations, the last events on each violating key and the faults.
 //! Options: `--nodes`, `--clients`, `--duration-ms` (simulated workload time, default 3000),
-//! `--require-convergence`, `--from S` (first seed of `--seeds`).
+//! `--no-convergence`, `--no-repair`, `--from S` (first seed of `--seeds`).
 
 pub mod chaos;
 pub mod clock;

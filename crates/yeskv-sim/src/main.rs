@@ -51,6 +51,10 @@ struct Args {
     /// within 10 simulated s of healing, equal per-replica final reads); still reported.
     #[arg(long)]
     no_convergence: bool,
+    /// Run the nodes without their background repair (hinted handoff, anti-entropy, reaper):
+    /// shows what the convergence rule catches without it.
+    #[arg(long)]
+    no_repair: bool,
     /// Print a summary per seed; twice: the whole trace of every seed.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
             BugArg::LoseAck => Bug::LoseAck,
         }),
         require_convergence: !args.no_convergence,
+        repair: !args.no_repair,
     };
     if let Err(e) = options.validate() {
         eprintln!("yeskv-sim: {e}");

@@ -144,6 +144,8 @@ pub struct NodeEnv {
     pub chaos: Arc<NetChaos>,
     /// The trace.
     pub recorder: Recorder,
+    /// Whether the background repair workers run.
+    pub repair: bool,
 }
 
 /// The node's software (see the module docs). Runs until the host crashes.
@@ -216,21 +218,23 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
     // exchanges, the reaper. They stop with the host (a crash drops every task); the stop
     // channel's sender lives as long as this function, so they never see it closed.
     let (_workers_stop_tx, workers_stop_rx) = tokio::sync::watch::channel(false);
-    tokio::task::spawn_local(yeskv_node::handoff::run(
-        (*coordinator).clone(),
-        handoff_settings(),
-        workers_stop_rx.clone(),
-    ));
-    tokio::task::spawn_local(yeskv_node::aae::run_exchanges(
-        (*coordinator).clone(),
-        aae_settings(),
-        workers_stop_rx.clone(),
-    ));
-    tokio::task::spawn_local(yeskv_node::aae::run_reaper(
-        (*coordinator).clone(),
-        aae_settings(),
-        workers_stop_rx,
-    ));
+    if env.repair {
+        tokio::task::spawn_local(yeskv_node::handoff::run(
+            (*coordinator).clone(),
+            handoff_settings(),
+            workers_stop_rx.clone(),
+        ));
+        tokio::task::spawn_local(yeskv_node::aae::run_exchanges(
+            (*coordinator).clone(),
+            aae_settings(),
+            workers_stop_rx.clone(),
+        ));
+        tokio::task::spawn_local(yeskv_node::aae::run_reaper(
+            (*coordinator).clone(),
+            aae_settings(),
+            workers_stop_rx,
+        ));
+    }
 
     let peer_listener = SimListener::bind(PEER_PORT).await?;
     let peer_server: RpcServer<PeerRequest, PeerResponse> = RpcServer::new(rpc_config.clone())?;

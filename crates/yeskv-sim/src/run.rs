@@ -86,6 +86,9 @@ pub struct SimOptions {
     /// Whether diverged replicas (per-replica final reads, tree roots not equal within
     /// [`CONVERGENCE_BOUND_MS`] of healing) fail the seed. On by default.
     pub require_convergence: bool,
+    /// Whether the nodes run their background repair (hinted handoff, anti-entropy, reaper).
+    /// Off only to show that the convergence rule fails without it.
+    pub repair: bool,
 }
 
 impl Default for SimOptions {
@@ -96,6 +99,7 @@ impl Default for SimOptions {
             duration_ms: 3_000,
             bug: None,
             require_convergence: true,
+            repair: true,
         }
     }
 }
@@ -433,6 +437,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
             layout: layout.clone(),
             chaos: chaos.clone(),
             recorder: recorder.clone(),
+            repair: options.repair,
         });
         sim.host(name.as_str(), move || node_main(env.clone()));
     }
