@@ -311,9 +311,13 @@ struct WriterCount {
     processes: BTreeSet<ProcessId>,
     /// Indeterminate writes and cart adds on the key.
     indeterminate: usize,
-    /// Blind writes (empty `saw`) by a process that had already written the key: the earlier
-    /// write may survive beside the new one.
+    /// Writes by a process that had already written the key and whose `saw` lacks that
+    /// earlier write — a blind write, or a write after a stale read (Dynamo allows a read that
+    /// misses the reader's own write, e.g. under sloppy quorum): the earlier write may survive
+    /// beside the new one.
     blind: usize,
+    /// Each process's last written value on the key.
+    last_written: HashMap<ProcessId, String>,
 }
 
 fn sibling_finding(
@@ -331,7 +335,8 @@ fn sibling_finding(
     let explanation = if siblings > bound {
         format!(
             "{what} has {siblings} siblings, more than the {processes} writing processes plus \
-             {indeterminate} indeterminate and {blind} repeated blind writes so far"
+             {indeterminate} indeterminate and {blind} writes that missed the writer's own \
+             previous write so far"
         )
     } else if options.siblings_max.is_some_and(|max| siblings > max) {
         format!(
@@ -356,11 +361,15 @@ pub(crate) fn sibling_bounds_in(analysis: &Analysis<'_>, options: &Options) -> V
     for (index, event) in analysis.history.events.iter().enumerate() {
         let key = event.op.key();
         match (&event.op, event.status) {
-            (Op::Write { saw, .. }, Status::Invoke) => {
+            (Op::Write { saw, value, .. }, Status::Invoke) => {
                 let count = counts.entry(key).or_default();
-                if !count.processes.insert(event.process) && saw.is_empty() {
-                    count.blind += 1;
+                count.processes.insert(event.process);
+                if let Some(previous) = count.last_written.get(&event.process) {
+                    if !saw.contains(previous) {
+                        count.blind += 1;
+                    }
                 }
+                count.last_written.insert(event.process, value.clone());
             }
             (Op::CartAdd { .. }, Status::Invoke) => {
                 counts

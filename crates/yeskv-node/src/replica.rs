@@ -57,6 +57,7 @@ const STRIPES: usize = 1024;
 const META_NODE_ID: &[u8] = b"node_id";
 const META_EPOCH: &[u8] = b"actor_epoch";
 const META_CLEAN: &[u8] = b"clean_shutdown";
+const META_STAND_IN_SEQ: &[u8] = b"stand_in_seq";
 
 /// Prefix of a tree saved in `meta` (then the partition, u16 BE).
 const META_TREE: &[u8] = b"aae/";
@@ -144,6 +145,9 @@ pub struct Replica<E: Engine> {
     hint_counts: Mutex<BTreeMap<NodeId, u64>>,
     /// How this run started (decides whether saved trees are trusted).
     startup: Startup,
+    /// Stand-in writes coordinated in this epoch (each gets an actor of its own, see
+    /// [`Replica::stand_in_actor`]); saved at a clean stop, restarts at 0 with a new epoch.
+    stand_in_seq: AtomicU64,
     /// Anti-entropy trees, once the partition count is known.
     trees: OnceLock<Trees>,
 }
@@ -222,6 +226,13 @@ impl<E: Engine> Replica<E> {
         // The epoch must be on disk before any dot of it is handed out, whatever the sync mode.
         engine.flush()?;
         let hint_counts = count_hints(&engine)?;
+        let stand_in_seq = match startup {
+            Startup::Clean => engine
+                .get(Space::Meta, META_STAND_IN_SEQ)?
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map_or(0, u64::from_le_bytes),
+            _ => 0,
+        };
         let replica = Replica {
             engine,
             actor: Actor::new(node, epoch),
@@ -231,6 +242,7 @@ impl<E: Engine> Replica<E> {
             hint_limits: HintLimits::default(),
             hint_counts: Mutex::new(hint_counts),
             startup: startup.clone(),
+            stand_in_seq: AtomicU64::new(stand_in_seq),
             trees: OnceLock::new(),
         };
         Ok((replica, startup))
@@ -247,6 +259,14 @@ impl<E: Engine> Replica<E> {
                 }
             }
         }
+        b.put(
+            Space::Meta,
+            META_STAND_IN_SEQ.to_vec(),
+            self.stand_in_seq
+                .load(Ordering::SeqCst)
+                .to_le_bytes()
+                .to_vec(),
+        );
         b.put(Space::Meta, META_CLEAN.to_vec(), vec![1]);
         self.engine.write(b)?.wait().await?;
         self.engine.flush()?;
@@ -256,6 +276,22 @@ impl<E: Engine> Replica<E> {
     /// Sets the bounds on hints.
     pub fn set_hint_limits(&mut self, limits: HintLimits) {
         self.hint_limits = limits;
+    }
+
+    /// A fresh actor for one stand-in write (this node coordinating a write for a primary it
+    /// could not reach). The node's own actor cannot be used there: its counters for a key live
+    /// in the key's object on the primaries, which a stand-in does not hold — minting from an
+    /// empty hint would reuse a dot the primaries have already seen, and they would drop the
+    /// new value as known (kv679; found by the simulator, seed 43). So each stand-in write gets
+    /// `node@H(epoch, seq)` with a sequence number never reused in this epoch: its first dot is
+    /// unique by construction.
+    pub fn stand_in_actor(&self) -> Actor {
+        let seq = self.stand_in_seq.fetch_add(1, Ordering::SeqCst);
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.actor.epoch.to_le_bytes());
+        bytes[8..].copy_from_slice(&seq.to_le_bytes());
+        let epoch = yeskv_core::keyspace::key_hash(b"stand-in", &bytes) | 1;
+        Actor::new(self.actor.node.clone(), epoch)
     }
 
     /// This replica's actor.
@@ -771,7 +807,10 @@ impl<E: Engine> Replica<E> {
             let _guard = self.stripe(key_hash).lock();
             let mut obj = self.load_slot(slot, storage_key, now_ms)?;
             let before = obj.clone();
-            let dot = obj.update(ctx, &self.actor, version, now_ms);
+            let dot = match slot {
+                Slot::Own => obj.update(ctx, &self.actor, version, now_ms),
+                Slot::HintFor(_) => obj.update(ctx, &self.stand_in_actor(), version, now_ms),
+            };
             let count = obj.siblings().len();
             if count > siblings_max {
                 return Err(Error::TooManySiblings {

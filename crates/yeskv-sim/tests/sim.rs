@@ -9,7 +9,7 @@ use yeskv_sim::{run_seed, Bug, SimOptions};
 const BOUNDED_SEEDS: u64 = 50;
 /// Seeds of the bounded run that fail on a known, not yet fixed product bug (each has its own
 /// ignored regression test below); they are skipped here and the run takes one more seed each.
-const KNOWN_BUG_SEEDS: [u64; 1] = [43];
+const KNOWN_BUG_SEEDS: [u64; 0] = [];
 
 #[test]
 fn a_bounded_run_passes() {
@@ -141,16 +141,15 @@ fn without_repair_the_convergence_rule_fails() {
     );
 }
 
-/// Seed 43 (7 nodes) loses an acknowledged blind write, found once hinted handoff ran in the
-/// simulator. The likely cause (a product bug, not fixed yet): a node that is no primary of a
+/// Seed 43 (7 nodes) lost an acknowledged blind write, found once hinted handoff ran in the
+/// simulator. The cause (fixed: `Replica::stand_in_actor`): a node that is no primary of a
 /// key and cannot reach any coordinates the write as a stand-in in its hint slot for the first
 /// primary, and mints the dot from that slot's object. After an earlier stand-in write of the
 /// same key was handed off (the hint removed), the slot is empty, so a blind write gets the
 /// same dot `(n4, 1)` as the earlier one; the primaries' clock already covers that dot (a later
 /// write saw the earlier value), so the next write with such a context drops the new value.
-/// Ignored until the product mints stand-in dots that cannot repeat; run it with `--ignored`.
+/// Each stand-in write now gets an actor of its own.
 #[test]
-#[ignore = "known product bug: stand-in coordinators can reuse a dot after handoff (seed 43)"]
 fn regression_stand_in_dot_reuse_after_handoff() {
     let o = run_seed(&SimOptions::default(), 43).expect("run");
     assert!(o.ok(), "seed 43: {:?}", o.report.violations);
