@@ -37,8 +37,8 @@ fn config(dir: &Path) -> String {
     let path = dir.join("repair.toml");
     std::fs::write(
         &path,
-        "[ttl]\nreap_grace_secs = 6\n\
-         [repair]\nhint_age_max_secs = 6\nhandoff_interval_ms = 200\n\
+        "[ttl]\nreap_grace_secs = 20\n\
+         [repair]\nhint_age_max_secs = 20\nhandoff_interval_ms = 200\n\
          aae_interval_ms = 200\nreap_interval_ms = 300\n\
          [server]\nrpc_timeout_ms = 1000\n",
     )
