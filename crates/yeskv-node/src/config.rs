@@ -48,6 +48,8 @@ pub struct Config {
     pub ttl: Ttl,
     /// HTTP server behaviour.
     pub server: Server,
+    /// Test-only fault injection (off by default; see [`crate::chaos`]).
+    pub chaos: Chaos,
     /// Log filter (tracing `EnvFilter` syntax); the `RUST_LOG` environment variable wins.
     pub log: String,
 }
@@ -109,6 +111,16 @@ pub struct Server {
     pub rpc_timeout_ms: u64,
 }
 
+/// Test-only fault injection, for the real-process chaos runner.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Chaos {
+    /// Wraps internode calls in a runtime-settable delay and serves `GET`/`POST
+    /// /v1/admin/chaos` to set it. Never enable in production: anyone who reaches the client
+    /// port can slow the node down.
+    pub enabled: bool,
+}
+
 impl Default for Server {
     fn default() -> Self {
         Server {
@@ -137,6 +149,7 @@ impl Default for Config {
             storage: Storage::default(),
             ttl: Ttl::default(),
             server: Server::default(),
+            chaos: Chaos::default(),
             log: "info".into(),
         }
     }
@@ -306,6 +319,13 @@ mod tests {
     }
 
     #[test]
+    fn chaos_is_off_unless_asked_for() {
+        assert!(!Config::default().chaos.enabled);
+        let on = Config::from_toml("[chaos]\nenabled = true").expect("parses");
+        assert!(on.chaos.enabled);
+    }
+
+    #[test]
     fn nonsense_is_refused() {
         let bad = [
             "r = 4",
@@ -317,6 +337,7 @@ mod tests {
             "[storage]\nsync = \"sometimes\"",
             "[limits]\nkey_bytes_max = 0",
             "node_id = \"has space\"",
+            "[chaos]\ndelay_ms = 5",
         ];
         for b in bad {
             let r = Config::from_toml(b).and_then(|c| c.validate().map(|_| ()));
