@@ -1,0 +1,320 @@
+//! One pass over a history that every checker shares: pair invocations with completions, group
+//! operations by key, and decide each key's final state.
+//!
+//! Invariants of the result: `operations` is in invocation order; each operation's `op` is the
+//! completion's (results filled in) or, for a pending one, the invocation's; every key touched
+//! by an operation or a final read has a [`KeyInfo`]. The pass is total: a malformed history
+//! yields a best-effort analysis plus [`Error`]s, so the checkers can still say something.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::error::Error;
+use crate::history::{FinalRead, History, Op, ProcessId, Status};
+
+/// The node name of a final read that is the DVV-merged state across replicas.
+pub const MERGED_NODE: &str = "merged";
+
+/// How an operation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ok,
+    Fail,
+    Info,
+    /// Invoked, never completed: as indeterminate as `Info`.
+    Pending,
+}
+
+impl Outcome {
+    /// Whether the operation may have taken effect.
+    pub(crate) fn may_have_applied(self) -> bool {
+        self != Outcome::Fail
+    }
+}
+
+/// One operation: an invocation and its completion.
+#[derive(Clone, Debug)]
+pub(crate) struct Operation<'h> {
+    pub(crate) process: ProcessId,
+    /// `None` only for a completion without an invocation (a malformed history).
+    pub(crate) invoke_index: Option<usize>,
+    /// `None` for a pending operation.
+    pub(crate) completion_index: Option<usize>,
+    pub(crate) outcome: Outcome,
+    pub(crate) op: &'h Op,
+}
+
+impl Operation<'_> {
+    /// The event that best locates the operation (its completion, else its invocation).
+    pub(crate) fn event_index(&self) -> Option<usize> {
+        self.completion_index.or(self.invoke_index)
+    }
+}
+
+/// Which workload a key belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    Register,
+    Cart,
+}
+
+/// The state a key was left in, as far as the final reads tell.
+#[derive(Clone, Debug)]
+pub(crate) enum FinalState<'h> {
+    /// The sibling values after healing (a `merged` read, or per-node reads that all agree).
+    Judged {
+        values: BTreeSet<&'h str>,
+        /// The most siblings any read used returned (duplicates count: a retried write can
+        /// leave two siblings of one value).
+        siblings: usize,
+    },
+    /// No merged read and the per-node reads disagree, or no final read at all.
+    NotJudgeable { reason: String },
+}
+
+/// Everything known about one key.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyInfo<'h> {
+    pub(crate) kind: KeyKind,
+    /// Indices into [`Analysis::operations`], in invocation order.
+    pub(crate) operations: Vec<usize>,
+    /// Whether any write, delete or cart add touched the key (only then must it be judged).
+    pub(crate) written: bool,
+    /// All final reads of the key (merged and per node).
+    pub(crate) final_reads: Vec<&'h FinalRead>,
+    pub(crate) final_state: FinalState<'h>,
+}
+
+/// The shared reading of a history.
+#[derive(Clone, Debug)]
+pub(crate) struct Analysis<'h> {
+    pub(crate) history: &'h History,
+    pub(crate) operations: Vec<Operation<'h>>,
+    pub(crate) keys: BTreeMap<&'h str, KeyInfo<'h>>,
+    pub(crate) errors: Vec<Error>,
+}
+
+/// Whether a completion's operation is the one invoked (results may differ: a read's values, a
+/// write's `saw` when the client filled it in late).
+fn same_operation(invoked: &Op, completed: &Op) -> bool {
+    match (invoked, completed) {
+        (Op::Read { key: a, .. }, Op::Read { key: b, .. }) => a == b,
+        (Op::Delete { key: a, .. }, Op::Delete { key: b, .. }) => a == b,
+        (
+            Op::Write {
+                key: a, value: va, ..
+            },
+            Op::Write {
+                key: b, value: vb, ..
+            },
+        ) => a == b && va == vb,
+        (Op::CartAdd { cart: a, item: ia }, Op::CartAdd { cart: b, item: ib }) => {
+            a == b && ia == ib
+        }
+        _ => false,
+    }
+}
+
+/// The items of a cart sibling (`""` is the empty cart).
+pub(crate) fn cart_items(sibling: &str) -> impl Iterator<Item = &str> {
+    sibling.split(',').filter(|item| !item.is_empty())
+}
+
+impl<'h> Analysis<'h> {
+    pub(crate) fn new(history: &'h History) -> Self {
+        let mut errors = Vec::new();
+        let mut operations: Vec<Operation<'h>> = Vec::new();
+        // Per process: the index into `operations` of its outstanding invocation.
+        let mut outstanding: HashMap<ProcessId, usize> = HashMap::new();
+        // Written values and cart items: where first invoked.
+        let mut first_use: HashMap<&'h str, usize> = HashMap::new();
+
+        for (index, event) in history.events.iter().enumerate() {
+            if event.status == Status::Invoke {
+                if let Some(&previous) = outstanding.get(&event.process) {
+                    errors.push(Error::InvokeWhileOutstanding {
+                        index,
+                        process: event.process,
+                        outstanding_index: operations[previous].invoke_index.unwrap_or(index),
+                    });
+                }
+                let written = match &event.op {
+                    Op::Write { value, .. } => Some(value.as_str()),
+                    Op::CartAdd { item, .. } => {
+                        if item.is_empty() || item.contains(',') {
+                            errors.push(Error::BadCartItem {
+                                index,
+                                item: item.clone(),
+                            });
+                        }
+                        Some(item.as_str())
+                    }
+                    Op::Read { .. } | Op::Delete { .. } => None,
+                };
+                if let Some(value) = written {
+                    if let Some(&first_index) = first_use.get(value) {
+                        errors.push(Error::DuplicateValue {
+                            index,
+                            first_index,
+                            value: value.to_string(),
+                        });
+                    } else {
+                        first_use.insert(value, index);
+                    }
+                }
+                outstanding.insert(event.process, operations.len());
+                operations.push(Operation {
+                    process: event.process,
+                    invoke_index: Some(index),
+                    completion_index: None,
+                    outcome: Outcome::Pending,
+                    op: &event.op,
+                });
+                continue;
+            }
+            let outcome = match event.status {
+                Status::Ok => Outcome::Ok,
+                Status::Fail => Outcome::Fail,
+                Status::Info | Status::Invoke => Outcome::Info,
+            };
+            match outstanding.remove(&event.process) {
+                Some(position) => {
+                    let operation = &mut operations[position];
+                    if !same_operation(operation.op, &event.op) {
+                        errors.push(Error::CompletionMismatch {
+                            index,
+                            process: event.process,
+                            invoke_index: operation.invoke_index.unwrap_or(index),
+                        });
+                    }
+                    operation.completion_index = Some(index);
+                    operation.outcome = outcome;
+                    operation.op = &event.op;
+                }
+                None => {
+                    errors.push(Error::CompletionWithoutInvoke {
+                        index,
+                        process: event.process,
+                    });
+                    operations.push(Operation {
+                        process: event.process,
+                        invoke_index: None,
+                        completion_index: Some(index),
+                        outcome,
+                        op: &event.op,
+                    });
+                }
+            }
+        }
+
+        let mut keys: BTreeMap<&'h str, KeyInfo<'h>> = BTreeMap::new();
+        let mut mixed: BTreeSet<&'h str> = BTreeSet::new();
+        for (position, operation) in operations.iter().enumerate() {
+            let kind = match operation.op {
+                Op::Write { .. } | Op::Delete { .. } => Some(KeyKind::Register),
+                Op::CartAdd { .. } => Some(KeyKind::Cart),
+                Op::Read { .. } => None,
+            };
+            let info = keys.entry(operation.op.key()).or_insert_with(|| KeyInfo {
+                kind: kind.unwrap_or(KeyKind::Register),
+                operations: Vec::new(),
+                written: false,
+                final_reads: Vec::new(),
+                final_state: FinalState::NotJudgeable {
+                    reason: String::new(),
+                },
+            });
+            if let Some(kind) = kind {
+                if !info.written {
+                    info.kind = kind;
+                    info.written = true;
+                } else if info.kind != kind {
+                    mixed.insert(operation.op.key());
+                }
+            }
+            info.operations.push(position);
+        }
+        for key in mixed {
+            errors.push(Error::MixedKey {
+                key: key.to_string(),
+            });
+        }
+        for read in &history.final_reads {
+            keys.entry(read.key.as_str())
+                .or_insert_with(|| KeyInfo {
+                    kind: KeyKind::Register,
+                    operations: Vec::new(),
+                    written: false,
+                    final_reads: Vec::new(),
+                    final_state: FinalState::NotJudgeable {
+                        reason: String::new(),
+                    },
+                })
+                .final_reads
+                .push(read);
+        }
+        for (key, info) in keys.iter_mut() {
+            info.final_state = resolve_final_state(key, &info.final_reads, &mut errors);
+        }
+
+        Analysis {
+            history,
+            operations,
+            keys,
+            errors,
+        }
+    }
+
+    /// The operations on one key, in invocation order.
+    pub(crate) fn operations_on<'a>(
+        &'a self,
+        info: &'a KeyInfo<'h>,
+    ) -> impl Iterator<Item = &'a Operation<'h>> + 'a {
+        info.operations
+            .iter()
+            .map(move |&position| &self.operations[position])
+    }
+}
+
+/// The set of values of a final read.
+fn value_set(read: &FinalRead) -> BTreeSet<&str> {
+    read.values.iter().map(String::as_str).collect()
+}
+
+/// A key's final state: its `merged` read; else its per-node reads if they agree; else unknown.
+fn resolve_final_state<'h>(
+    key: &str,
+    reads: &[&'h FinalRead],
+    errors: &mut Vec<Error>,
+) -> FinalState<'h> {
+    let merged: Vec<&'h FinalRead> = reads
+        .iter()
+        .copied()
+        .filter(|read| read.node == MERGED_NODE)
+        .collect();
+    let (used, source) = if merged.is_empty() {
+        (
+            reads.to_vec(),
+            "the per-node final reads disagree and there is no merged read",
+        )
+    } else {
+        (merged, "its merged final reads disagree")
+    };
+    let Some(first) = used.first() else {
+        return FinalState::NotJudgeable {
+            reason: "no final read".to_string(),
+        };
+    };
+    let values = value_set(first);
+    if used.iter().any(|read| value_set(read) != values) {
+        if used.iter().any(|read| read.node == MERGED_NODE) {
+            errors.push(Error::ConflictingMergedReads {
+                key: key.to_string(),
+            });
+        }
+        return FinalState::NotJudgeable {
+            reason: source.to_string(),
+        };
+    }
+    let siblings = used.iter().map(|read| read.values.len()).max().unwrap_or(0);
+    FinalState::Judged { values, siblings }
+}

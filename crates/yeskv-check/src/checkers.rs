@@ -1,0 +1,563 @@
+//! The rules, one function each. See the crate documentation for what each rule promises and
+//! why it is stated this way; this module is the executable version.
+//!
+//! Each public checker takes the whole history and [`Options`] and returns its findings;
+//! [`crate::check`] runs them all over one shared analysis of the history. Findings come out in a
+//! deterministic order (keys sorted, then history order), so a seed's report replays byte for
+//! byte.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::analysis::{cart_items, Analysis, FinalState, KeyKind, Outcome, MERGED_NODE};
+use crate::history::{History, Op, ProcessId, Status};
+use crate::report::{Options, Violation, ViolationKind};
+
+/// How many values an explanation lists before eliding the rest.
+const VALUES_SHOWN_MAX: usize = 6;
+
+/// `[a, b, c, … (+n)]`.
+fn show<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let values: Vec<&str> = values.into_iter().collect();
+    let mut shown: Vec<String> = values
+        .iter()
+        .take(VALUES_SHOWN_MAX)
+        .map(|value| format!("{value:?}"))
+        .collect();
+    if values.len() > VALUES_SHOWN_MAX {
+        shown.push(format!("… (+{})", values.len() - VALUES_SHOWN_MAX));
+    }
+    format!("[{}]", shown.join(", "))
+}
+
+fn finding(
+    kind: ViolationKind,
+    key: &str,
+    value: Option<&str>,
+    event_index: Option<usize>,
+    explanation: String,
+) -> Violation {
+    Violation {
+        kind,
+        key: Some(key.to_string()),
+        value: value.map(str::to_string),
+        event_index,
+        explanation,
+    }
+}
+
+/// Rule 1, registers: every acknowledged write is in the final state or covered.
+pub fn lost_writes(history: &History, _options: &Options) -> Vec<Violation> {
+    lost_writes_in(&Analysis::new(history))
+}
+
+/// The values of a register key that survived: present in the final state, or seen (in `saw`)
+/// by a delete that may have applied, or by a write that itself survived — transitively.
+fn surviving_values<'h>(
+    analysis: &Analysis<'h>,
+    key: &str,
+    final_values: &BTreeSet<&'h str>,
+) -> HashSet<&'h str> {
+    let Some(info) = analysis.keys.get(key) else {
+        return HashSet::new();
+    };
+    let mut saw_of: HashMap<&'h str, &'h [String]> = HashMap::new();
+    let mut pending: Vec<&'h str> = final_values.iter().copied().collect();
+    for operation in analysis.operations_on(info) {
+        match operation.op {
+            // Any write that survived was applied whatever the client was told (a `fail` one
+            // that is visible is reported by its own rule), so its context covers what it saw.
+            Op::Write { value, saw, .. } => {
+                saw_of.insert(value.as_str(), saw.as_slice());
+            }
+            Op::Delete { saw, .. } if operation.outcome.may_have_applied() => {
+                pending.extend(saw.iter().map(String::as_str));
+            }
+            Op::Delete { .. } | Op::Read { .. } | Op::CartAdd { .. } => {}
+        }
+    }
+    let mut surviving = HashSet::new();
+    while let Some(value) = pending.pop() {
+        if surviving.insert(value) {
+            if let Some(saw) = saw_of.get(value) {
+                pending.extend(saw.iter().map(String::as_str));
+            }
+        }
+    }
+    surviving
+}
+
+pub(crate) fn lost_writes_in(analysis: &Analysis<'_>) -> Vec<Violation> {
+    let mut findings = Vec::new();
+    for (&key, info) in &analysis.keys {
+        let FinalState::Judged { values, .. } = &info.final_state else {
+            continue;
+        };
+        if info.kind != KeyKind::Register {
+            continue;
+        }
+        let surviving = surviving_values(analysis, key, values);
+        for operation in analysis.operations_on(info) {
+            let Op::Write { value, .. } = operation.op else {
+                continue;
+            };
+            if operation.outcome == Outcome::Ok && !surviving.contains(value.as_str()) {
+                findings.push(finding(
+                    ViolationKind::LostWrite,
+                    key,
+                    Some(value),
+                    operation.event_index(),
+                    format!(
+                        "acknowledged write of {value:?} by process {} is not in the final state \
+                         {} and no surviving write or delete saw it",
+                        operation.process,
+                        show(values.iter().copied()),
+                    ),
+                ));
+            }
+        }
+    }
+    findings
+}
+
+/// Rule 2, carts: every acknowledged add is in the union of the final siblings' items.
+pub fn lost_cart_adds(history: &History, _options: &Options) -> Vec<Violation> {
+    lost_cart_adds_in(&Analysis::new(history))
+}
+
+pub(crate) fn lost_cart_adds_in(analysis: &Analysis<'_>) -> Vec<Violation> {
+    let mut findings = Vec::new();
+    for (&key, info) in &analysis.keys {
+        let FinalState::Judged { values, .. } = &info.final_state else {
+            continue;
+        };
+        if info.kind != KeyKind::Cart {
+            continue;
+        }
+        let items: HashSet<&str> = values
+            .iter()
+            .flat_map(|sibling| cart_items(sibling))
+            .collect();
+        for operation in analysis.operations_on(info) {
+            let Op::CartAdd { item, .. } = operation.op else {
+                continue;
+            };
+            if operation.outcome == Outcome::Ok && !items.contains(item.as_str()) {
+                findings.push(finding(
+                    ViolationKind::LostCartAdd,
+                    key,
+                    Some(item),
+                    operation.event_index(),
+                    format!(
+                        "acknowledged add of {item:?} by process {} is in none of the final \
+                         siblings {}",
+                        operation.process,
+                        show(values.iter().copied()),
+                    ),
+                ));
+            }
+        }
+    }
+    findings
+}
+
+/// Rule 3: no value an acknowledged delete saw is in the final state — unless the value's own
+/// write ended indeterminate (a client retry of it is a new version the delete never saw).
+pub fn resurrections(history: &History, _options: &Options) -> Vec<Violation> {
+    resurrections_in(&Analysis::new(history))
+}
+
+pub(crate) fn resurrections_in(analysis: &Analysis<'_>) -> Vec<Violation> {
+    let mut findings = Vec::new();
+    for (&key, info) in &analysis.keys {
+        let FinalState::Judged { values, .. } = &info.final_state else {
+            continue;
+        };
+        // A write that ended indeterminate may be retried by its client after the delete: a new
+        // version, concurrent with the delete, that legitimately brings the value back.
+        let retryable: HashSet<&str> = analysis
+            .operations_on(info)
+            .filter(|operation| matches!(operation.outcome, Outcome::Info | Outcome::Pending))
+            .filter_map(|operation| match operation.op {
+                Op::Write { value, .. } => Some(value.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut reported: HashSet<&str> = HashSet::new();
+        for operation in analysis.operations_on(info) {
+            let Op::Delete { saw, .. } = operation.op else {
+                continue;
+            };
+            if operation.outcome != Outcome::Ok {
+                continue;
+            }
+            for value in saw {
+                let value = value.as_str();
+                if values.contains(value) && !retryable.contains(value) && reported.insert(value) {
+                    findings.push(finding(
+                        ViolationKind::Resurrected,
+                        key,
+                        Some(value),
+                        operation.event_index(),
+                        format!(
+                            "{value:?} was deleted (acknowledged, process {}) but is back in the \
+                             final state",
+                            operation.process
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    findings
+}
+
+/// Rule 6 (visibility half): a value whose write failed, or that nobody wrote, must not be
+/// visible — not in any final read (merged or per node), not in an acknowledged read, not in
+/// the context (`saw`) of any write or delete.
+pub fn visible_values(history: &History, _options: &Options) -> Vec<Violation> {
+    visible_values_in(&Analysis::new(history))
+}
+
+pub(crate) fn visible_values_in(analysis: &Analysis<'_>) -> Vec<Violation> {
+    let mut findings = Vec::new();
+    for (&key, info) in &analysis.keys {
+        // Every value or item written on the key: whether its write was refused.
+        let mut written: HashMap<&str, (bool, ProcessId)> = HashMap::new();
+        for operation in analysis.operations_on(info) {
+            if let Op::Write { value: v, .. } | Op::CartAdd { item: v, .. } = operation.op {
+                written.insert(v, (operation.outcome == Outcome::Fail, operation.process));
+            }
+        }
+        // (where it was seen, the event if any, the value or item)
+        let mut seen: Vec<(String, Option<usize>, &str)> = Vec::new();
+        for read in &info.final_reads {
+            for sibling in &read.values {
+                let place = if read.node == MERGED_NODE {
+                    "the merged final state".to_string()
+                } else {
+                    format!("the final read of node {}", read.node)
+                };
+                match info.kind {
+                    KeyKind::Register => seen.push((place, None, sibling)),
+                    KeyKind::Cart => {
+                        seen.extend(cart_items(sibling).map(|item| (place.clone(), None, item)))
+                    }
+                }
+            }
+        }
+        for operation in analysis.operations_on(info) {
+            let index = operation.event_index();
+            match operation.op {
+                Op::Read { values, .. } if operation.outcome == Outcome::Ok => {
+                    for sibling in values {
+                        let place = format!("a read by process {}", operation.process);
+                        match info.kind {
+                            KeyKind::Register => seen.push((place, index, sibling)),
+                            KeyKind::Cart => seen.extend(
+                                cart_items(sibling).map(|item| (place.clone(), index, item)),
+                            ),
+                        }
+                    }
+                }
+                Op::Write { saw, .. } | Op::Delete { saw, .. } => {
+                    for value in saw {
+                        let place = format!(
+                            "the context of an operation by process {}",
+                            operation.process
+                        );
+                        seen.push((place, index, value));
+                    }
+                }
+                Op::Read { .. } | Op::CartAdd { .. } => {}
+            }
+        }
+        let mut reported: HashSet<&str> = HashSet::new();
+        for (place, index, value) in seen {
+            let (kind, explanation) = match written.get(value) {
+                None => (
+                    ViolationKind::UnknownValue,
+                    format!("{value:?} is in {place} but no operation wrote it"),
+                ),
+                Some(&(true, process)) => (
+                    ViolationKind::FailedWritePresent,
+                    format!(
+                        "{value:?} is in {place} but its write (process {process}) was refused"
+                    ),
+                ),
+                Some(&(false, _)) => continue,
+            };
+            if reported.insert(value) {
+                findings.push(finding(kind, key, Some(value), index, explanation));
+            }
+        }
+    }
+    findings
+}
+
+/// Rule 5: each acknowledged read, and each key's final state, has at most as many siblings as
+/// writers could have left: the distinct processes that invoked a write or cart add on the key
+/// up to the read's completion, plus the indeterminate writes on the key up to then (a timed-out
+/// write may be retried and leave an extra sibling), plus the blind writes (empty `saw` at
+/// invocation) by a process that had already written the key (its earlier write is not
+/// superseded); and never more than [`Options::siblings_max`].
+pub fn sibling_bounds(history: &History, options: &Options) -> Vec<Violation> {
+    sibling_bounds_in(&Analysis::new(history), options)
+}
+
+/// The sibling bound at a point of the history.
+#[derive(Default)]
+struct WriterCount {
+    /// Processes that invoked a write or cart add on the key.
+    processes: BTreeSet<ProcessId>,
+    /// Indeterminate writes and cart adds on the key.
+    indeterminate: usize,
+    /// Blind writes (empty `saw`) by a process that had already written the key: the earlier
+    /// write may survive beside the new one.
+    blind: usize,
+}
+
+fn sibling_finding(
+    key: &str,
+    siblings: usize,
+    count: Option<&WriterCount>,
+    options: &Options,
+    event_index: Option<usize>,
+    what: &str,
+) -> Option<Violation> {
+    let (processes, indeterminate, blind) = count.map_or((0, 0, 0), |count| {
+        (count.processes.len(), count.indeterminate, count.blind)
+    });
+    let bound = processes + indeterminate + blind;
+    let explanation = if siblings > bound {
+        format!(
+            "{what} has {siblings} siblings, more than the {processes} writing processes plus \
+             {indeterminate} indeterminate and {blind} repeated blind writes so far"
+        )
+    } else if options.siblings_max.is_some_and(|max| siblings > max) {
+        format!(
+            "{what} has {siblings} siblings, more than the hard maximum {}",
+            options.siblings_max.unwrap_or_default()
+        )
+    } else {
+        return None;
+    };
+    Some(finding(
+        ViolationKind::TooManySiblings,
+        key,
+        None,
+        event_index,
+        explanation,
+    ))
+}
+
+pub(crate) fn sibling_bounds_in(analysis: &Analysis<'_>, options: &Options) -> Vec<Violation> {
+    let mut findings = Vec::new();
+    let mut counts: HashMap<&str, WriterCount> = HashMap::new();
+    for (index, event) in analysis.history.events.iter().enumerate() {
+        let key = event.op.key();
+        match (&event.op, event.status) {
+            (Op::Write { saw, .. }, Status::Invoke) => {
+                let count = counts.entry(key).or_default();
+                if !count.processes.insert(event.process) && saw.is_empty() {
+                    count.blind += 1;
+                }
+            }
+            (Op::CartAdd { .. }, Status::Invoke) => {
+                counts
+                    .entry(key)
+                    .or_default()
+                    .processes
+                    .insert(event.process);
+            }
+            (Op::Write { .. } | Op::CartAdd { .. }, Status::Info) => {
+                counts.entry(key).or_default().indeterminate += 1;
+            }
+            (Op::Read { values, .. }, Status::Ok) => {
+                let what = format!("the read at event {index} (process {})", event.process);
+                findings.extend(sibling_finding(
+                    key,
+                    values.len(),
+                    counts.get(key),
+                    options,
+                    Some(index),
+                    &what,
+                ));
+            }
+            _ => {}
+        }
+    }
+    for (&key, info) in &analysis.keys {
+        if let FinalState::Judged { siblings, .. } = info.final_state {
+            findings.extend(sibling_finding(
+                key,
+                siblings,
+                counts.get(key),
+                options,
+                None,
+                "the final state",
+            ));
+        }
+    }
+    // Reads first in history order, then final states by key: stable and readable.
+    findings
+}
+
+/// What the convergence checker found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Convergence {
+    /// Time from `healed_at_ms` to the first digest sample time at which every partition's
+    /// replicas agreed (`None`: no digests, or never).
+    pub converged_ms: Option<u64>,
+    /// Diverged keys, digests that never agreed, or agreed too late. Violations only when
+    /// [`Options::check_convergence`] is on (then [`crate::check`] counts them).
+    pub findings: Vec<Violation>,
+}
+
+/// Rule 4: replicas agree after healing — per-node final reads of each key are equal as sets,
+/// and the digest samples show every partition's replicas agreeing within
+/// [`Options::convergence_bound_ms`] of `healed_at_ms`.
+///
+/// Digest samples need not be taken at the same instant on every node: the state at a sample
+/// time `t` is each (node, partition)'s latest sample at or before `t`, and agreement is judged
+/// only once every (node, partition) that is ever sampled has been sampled.
+pub fn convergence(history: &History, options: &Options) -> Convergence {
+    convergence_in(&Analysis::new(history), options)
+}
+
+pub(crate) fn convergence_in(analysis: &Analysis<'_>, options: &Options) -> Convergence {
+    let mut findings = Vec::new();
+    for (&key, info) in &analysis.keys {
+        let per_node: Vec<_> = info
+            .final_reads
+            .iter()
+            .filter(|read| read.node != MERGED_NODE)
+            .collect();
+        let Some(first) = per_node.first() else {
+            continue;
+        };
+        let first_values: BTreeSet<&str> = first.values.iter().map(String::as_str).collect();
+        if let Some(other) = per_node.iter().find(|read| {
+            read.values
+                .iter()
+                .map(String::as_str)
+                .collect::<BTreeSet<_>>()
+                != first_values
+        }) {
+            findings.push(finding(
+                ViolationKind::Diverged,
+                key,
+                None,
+                None,
+                format!(
+                    "node {} has {} but node {} has {}",
+                    first.node,
+                    show(first_values.iter().copied()),
+                    other.node,
+                    show(other.values.iter().map(String::as_str)),
+                ),
+            ));
+        }
+    }
+
+    let history = analysis.history;
+    let mut converged_ms = None;
+    if !history.digests.is_empty() {
+        let sampled: BTreeSet<(&str, u32)> = history
+            .digests
+            .iter()
+            .map(|sample| (sample.node.as_str(), sample.partition))
+            .collect();
+        let mut samples: Vec<_> = history.digests.iter().collect();
+        samples.sort_by_key(|sample| sample.time_ms);
+        let mut latest: BTreeMap<(u32, &str), &str> = BTreeMap::new();
+        let mut differing: Vec<u32> = Vec::new();
+        let mut position = 0;
+        while position < samples.len() {
+            let time_ms = samples[position].time_ms;
+            while position < samples.len() && samples[position].time_ms == time_ms {
+                let sample = samples[position];
+                latest.insert(
+                    (sample.partition, sample.node.as_str()),
+                    sample.digest.as_str(),
+                );
+                position += 1;
+            }
+            if latest.len() < sampled.len() {
+                continue;
+            }
+            let mut per_partition: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
+            for (&(partition, _), &digest) in &latest {
+                per_partition.entry(partition).or_default().insert(digest);
+            }
+            differing = per_partition
+                .iter()
+                .filter(|(_, digests)| digests.len() > 1)
+                .map(|(&partition, _)| partition)
+                .collect();
+            if differing.is_empty() {
+                converged_ms = Some(time_ms.saturating_sub(history.healed_at_ms.unwrap_or(0)));
+                break;
+            }
+        }
+        match converged_ms {
+            None => {
+                let explanation = if differing.is_empty() {
+                    "not every sampled replica was sampled before the samples ended".to_string()
+                } else {
+                    let shown: Vec<String> = differing
+                        .iter()
+                        .take(VALUES_SHOWN_MAX)
+                        .map(u32::to_string)
+                        .collect();
+                    format!(
+                        "replicas never agreed: at the last sample {} partitions still differ \
+                         (e.g. {})",
+                        differing.len(),
+                        shown.join(", ")
+                    )
+                };
+                findings.push(Violation {
+                    kind: ViolationKind::NotConverged,
+                    key: None,
+                    value: None,
+                    event_index: None,
+                    explanation,
+                });
+            }
+            Some(ms) if ms > options.convergence_bound_ms => findings.push(Violation {
+                kind: ViolationKind::ConvergedTooLate,
+                key: None,
+                value: None,
+                event_index: None,
+                explanation: format!(
+                    "replicas agreed {ms} ms after healing, the bound is {} ms",
+                    options.convergence_bound_ms
+                ),
+            }),
+            Some(_) => {}
+        }
+    }
+    Convergence {
+        converged_ms,
+        findings,
+    }
+}
+
+/// Warnings for written keys whose final state could not be determined.
+pub(crate) fn not_judgeable_in(analysis: &Analysis<'_>) -> Vec<Violation> {
+    analysis
+        .keys
+        .iter()
+        .filter(|(_, info)| info.written)
+        .filter_map(|(&key, info)| match &info.final_state {
+            FinalState::NotJudgeable { reason } => Some(finding(
+                ViolationKind::NotJudgeable,
+                key,
+                None,
+                None,
+                format!("not judged for lost writes or resurrections: {reason}"),
+            )),
+            FinalState::Judged { .. } => None,
+        })
+        .collect()
+}

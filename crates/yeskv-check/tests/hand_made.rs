@@ -1,0 +1,672 @@
+//! Hand-made histories, one or two per rule: ones that must fail (each a planted anomaly the
+//! checker has to name) and ones that must pass (legitimate Dynamo behaviour the checker must
+//! not mistake for a bug).
+
+mod common;
+
+use common::{add_op, write_op, Builder};
+use yeskv_check::history::Status::{Fail, Info, Ok as Acked};
+use yeskv_check::{check, trace, validate, Error, Options, Report, ViolationKind};
+
+fn judge(builder: &Builder) -> Report {
+    check(&builder.build(), &Options::default())
+}
+
+fn kinds(report: &Report) -> Vec<ViolationKind> {
+    report
+        .violations
+        .iter()
+        .map(|violation| violation.kind)
+        .collect()
+}
+
+fn assert_passes(report: &Report) {
+    assert!(report.ok(), "expected a pass, got {report:#?}");
+}
+
+// ---- rule 1: registers ----
+
+#[test]
+fn lost_acknowledged_write_is_flagged() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(2, Acked, "k", "b", &[])
+        .merged("k", &["b"]);
+    let report = judge(&history);
+    assert_eq!(report.lost, 1);
+    assert_eq!(kinds(&report), vec![ViolationKind::LostWrite]);
+    assert_eq!(report.violations[0].value.as_deref(), Some("a"));
+    assert_eq!(report.violations[0].key.as_deref(), Some("k"));
+    assert!(!report.ok());
+}
+
+#[test]
+fn indeterminate_write_may_be_absent() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(2, Info, "k", "b", &[])
+        .merged("k", &["a"]);
+    let report = judge(&history);
+    assert_passes(&report);
+    assert_eq!(
+        (report.acked, report.indeterminate, report.failed),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn indeterminate_write_may_be_present() {
+    let mut history = Builder::new();
+    history.write(1, Info, "k", "a", &[]).merged("k", &["a"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn write_covered_by_a_later_write_context_passes() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .read(2, Acked, "k", &["a"])
+        .write(2, Acked, "k", "b", &["a"])
+        .merged("k", &["b"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn a_chain_of_coverings_passes() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(2, Info, "k", "b", &["a"])
+        .write(3, Acked, "k", "c", &["b"])
+        .write(1, Acked, "k", "d", &["c"])
+        .merged("k", &["d"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn a_broken_chain_loses_the_write() {
+    // b saw a, but b itself is neither present nor seen by anyone: b (indeterminate) may never
+    // have been applied, so nothing superseded a.
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(2, Info, "k", "b", &["a"])
+        .write(3, Acked, "k", "c", &[])
+        .merged("k", &["c"]);
+    let report = judge(&history);
+    assert_eq!(report.lost, 1);
+    assert_eq!(report.violations[0].value.as_deref(), Some("a"));
+}
+
+#[test]
+fn a_refused_write_does_not_cover() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(2, Fail, "k", "b", &["a"])
+        .merged("k", &[]);
+    let report = judge(&history);
+    assert_eq!(report.lost, 1);
+    assert_eq!(report.failed, 1);
+}
+
+#[test]
+fn a_delete_covers_what_it_saw() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .delete(2, Acked, "k", &["a"])
+        .write(1, Acked, "j", "x", &[])
+        .delete(2, Info, "j", &["x"])
+        .merged("k", &[])
+        .merged("j", &[]);
+    let report = judge(&history);
+    assert_passes(&report);
+    assert_eq!(report.acked, 3);
+}
+
+#[test]
+fn a_refused_delete_does_not_cover() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .delete(2, Fail, "k", &["a"])
+        .merged("k", &[]);
+    assert_eq!(judge(&history).lost, 1);
+}
+
+#[test]
+fn a_pending_write_is_indeterminate() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .invoke(2, write_op("k", "b", &["a"]))
+        .merged("k", &["b"]);
+    let report = judge(&history);
+    assert_passes(&report);
+    assert_eq!((report.ops, report.pending), (1, 1));
+}
+
+// ---- rule 2: carts ----
+
+#[test]
+fn lost_cart_add_is_flagged() {
+    let mut history = Builder::new();
+    history
+        .add(1, Acked, "cart", "apple")
+        .add(2, Acked, "cart", "pear")
+        .add(3, Info, "cart", "plum")
+        .merged("cart", &["apple", ""]);
+    let report = judge(&history);
+    assert_eq!(report.lost, 1);
+    assert_eq!(kinds(&report), vec![ViolationKind::LostCartAdd]);
+    assert_eq!(report.violations[0].value.as_deref(), Some("pear"));
+}
+
+#[test]
+fn cart_adds_spread_over_siblings_pass() {
+    let mut history = Builder::new();
+    history
+        .add(1, Acked, "cart", "apple")
+        .add(2, Acked, "cart", "pear")
+        .add(1, Acked, "cart", "fig")
+        .merged("cart", &["apple,fig", "pear"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn a_refused_cart_add_must_stay_absent() {
+    let mut history = Builder::new();
+    history
+        .add(1, Acked, "cart", "apple")
+        .add(2, Fail, "cart", "pear")
+        .merged("cart", &["apple,pear"]);
+    let report = judge(&history);
+    assert_eq!(kinds(&report), vec![ViolationKind::FailedWritePresent]);
+    assert_eq!(report.violations[0].value.as_deref(), Some("pear"));
+}
+
+// ---- rule 3: resurrection ----
+
+#[test]
+fn resurrected_delete_is_flagged() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .delete(2, Acked, "k", &["a"])
+        .merged("k", &["a"]);
+    let report = judge(&history);
+    assert_eq!(report.resurrected, 1);
+    assert_eq!(kinds(&report), vec![ViolationKind::Resurrected]);
+}
+
+#[test]
+fn an_indeterminate_delete_may_leave_the_value() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .delete(2, Info, "k", &["a"])
+        .merged("k", &["a"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn a_retried_indeterminate_write_may_come_back_after_a_delete() {
+    let mut history = Builder::new();
+    history
+        .write(1, Info, "k", "a", &[])
+        .delete(2, Acked, "k", &["a"])
+        .merged("k", &["a"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn a_write_concurrent_with_a_delete_survives_it() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .delete(2, Acked, "k", &["a"])
+        .write(3, Acked, "k", "b", &[])
+        .merged("k", &["b"]);
+    assert_passes(&judge(&history));
+}
+
+// ---- rule 4: convergence ----
+
+fn diverged() -> Builder {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .merged("k", &["a"])
+        .final_read("n1", "k", &["a"])
+        .final_read("n2", "k", &[]);
+    history
+}
+
+#[test]
+fn diverged_replicas_are_flagged() {
+    let report = judge(&diverged());
+    assert_eq!(kinds(&report), vec![ViolationKind::Diverged]);
+    assert!(report.violations[0].explanation.contains("n2"));
+}
+
+#[test]
+fn convergence_off_reports_without_failing() {
+    let options = Options {
+        check_convergence: false,
+        ..Options::default()
+    };
+    let report = check(&diverged().build(), &options);
+    assert_passes(&report);
+    assert_eq!(report.warnings.len(), 1);
+    assert_eq!(report.warnings[0].kind, ViolationKind::Diverged);
+}
+
+#[test]
+fn replicas_that_agree_pass_and_order_does_not_matter() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(2, Acked, "k", "b", &[])
+        .final_read("n1", "k", &["a", "b"])
+        .final_read("n2", "k", &["b", "a"]);
+    let report = judge(&history);
+    assert_passes(&report);
+    assert_eq!(report.not_judgeable, 0);
+}
+
+#[test]
+fn converged_ms_is_the_first_agreement_after_healing() {
+    let mut history = Builder::new();
+    // Samples are staggered: n2's first sample of partition 1 comes at 1_105.
+    history
+        .healed_at(1_000)
+        .digest(1_050, "n1", 0, "x")
+        .digest(1_050, "n2", 0, "y")
+        .digest(1_050, "n1", 1, "p")
+        .digest(1_100, "n1", 0, "x")
+        .digest(1_100, "n2", 0, "x")
+        .digest(1_105, "n2", 1, "p");
+    let report = judge(&history);
+    assert_passes(&report);
+    assert_eq!(report.converged_ms, Some(105));
+}
+
+#[test]
+fn replicas_that_never_agree_are_flagged() {
+    let mut history = Builder::new();
+    history
+        .healed_at(1_000)
+        .digest(1_100, "n1", 0, "x")
+        .digest(1_100, "n2", 0, "y")
+        .digest(1_200, "n1", 0, "x")
+        .digest(1_200, "n2", 0, "z");
+    let report = judge(&history);
+    assert_eq!(report.converged_ms, None);
+    assert_eq!(kinds(&report), vec![ViolationKind::NotConverged]);
+}
+
+#[test]
+fn converging_later_than_the_bound_is_flagged() {
+    let mut history = Builder::new();
+    history
+        .healed_at(1_000)
+        .digest(1_100, "n1", 0, "x")
+        .digest(1_100, "n2", 0, "y")
+        .digest(9_000, "n1", 0, "x")
+        .digest(9_000, "n2", 0, "x");
+    let options = Options {
+        convergence_bound_ms: 5_000,
+        ..Options::default()
+    };
+    let report = check(&history.build(), &options);
+    assert_eq!(report.converged_ms, Some(8_000));
+    assert_eq!(kinds(&report), vec![ViolationKind::ConvergedTooLate]);
+    let relaxed = Options {
+        convergence_bound_ms: 8_000,
+        ..Options::default()
+    };
+    assert_passes(&check(&history.build(), &relaxed));
+}
+
+// ---- rule 5: siblings ----
+
+#[test]
+fn concurrent_siblings_within_the_bound_pass() {
+    let mut history = Builder::new();
+    history
+        .invoke(1, write_op("k", "a", &[]))
+        .invoke(2, write_op("k", "b", &[]))
+        .event(1, Acked, write_op("k", "a", &[]))
+        .event(2, Acked, write_op("k", "b", &[]))
+        .read(3, Acked, "k", &["a", "b"])
+        .merged("k", &["a", "b"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn too_many_siblings_are_flagged() {
+    // One process wrote three values, each with the context of its previous write, yet a read
+    // returns two of them as siblings: the context was ignored.
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(1, Acked, "k", "b", &["a"])
+        .read(2, Acked, "k", &["a", "b"])
+        .merged("k", &["b"]);
+    let report = judge(&history);
+    assert_eq!(report.sibling_violations, 1);
+    assert_eq!(kinds(&report), vec![ViolationKind::TooManySiblings]);
+    assert_eq!(report.violations[0].event_index, Some(5));
+}
+
+#[test]
+fn an_indeterminate_write_allows_one_more_sibling() {
+    // A timed-out write retried by the client can leave two siblings of one value.
+    let mut history = Builder::new();
+    history
+        .write(1, Info, "k", "a", &[])
+        .read(2, Acked, "k", &["a", "a"])
+        .merged("k", &["a", "a"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn a_repeated_blind_write_allows_one_more_sibling() {
+    // Without a context nothing supersedes the process's earlier write.
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(1, Acked, "k", "b", &[])
+        .read(1, Acked, "k", &["a", "b"])
+        .merged("k", &["a", "b"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn the_final_state_is_held_to_the_bound() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(1, Acked, "k", "b", &["a"])
+        .merged("k", &["a", "b"]);
+    assert_eq!(judge(&history).sibling_violations, 1);
+}
+
+#[test]
+fn the_hard_sibling_maximum_applies() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(2, Acked, "k", "b", &[])
+        .write(3, Acked, "k", "c", &[])
+        .merged("k", &["a", "b", "c"]);
+    assert_passes(&judge(&history));
+    let options = Options {
+        siblings_max: Some(2),
+        ..Options::default()
+    };
+    let report = check(&history.build(), &options);
+    assert_eq!(report.sibling_violations, 1);
+    assert!(report.violations[0].explanation.contains("hard maximum 2"));
+}
+
+// ---- rule 6: indeterminate, refused and unknown values ----
+
+#[test]
+fn a_refused_write_present_is_flagged() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .write(2, Fail, "k", "b", &[])
+        .merged("k", &["a", "b"]);
+    let report = judge(&history);
+    assert_eq!(kinds(&report), vec![ViolationKind::FailedWritePresent]);
+    assert_eq!(report.violations[0].value.as_deref(), Some("b"));
+}
+
+#[test]
+fn a_refused_write_seen_by_a_read_is_flagged() {
+    let mut history = Builder::new();
+    history
+        .write(2, Fail, "k", "b", &[])
+        .read(1, Acked, "k", &["b"])
+        .write(1, Acked, "k", "c", &["b"])
+        .merged("k", &["c"]);
+    let report = judge(&history);
+    assert_eq!(kinds(&report), vec![ViolationKind::FailedWritePresent]);
+}
+
+#[test]
+fn a_value_nobody_wrote_is_flagged() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .merged("k", &["a", "ghost"]);
+    let report = judge(&history);
+    assert!(kinds(&report).contains(&ViolationKind::UnknownValue));
+}
+
+#[test]
+fn counts_separate_acked_indeterminate_and_failed() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .read(1, Acked, "k", &["a"])
+        .read(1, Info, "k", &[])
+        .write(2, Info, "k", "b", &[])
+        .write(2, Fail, "k", "c", &[])
+        .add(3, Acked, "cart", "x")
+        .add(3, Fail, "cart", "y")
+        .delete(4, Acked, "k", &["a"])
+        .merged("k", &["b"])
+        .merged("cart", &["x"]);
+    let report = judge(&history);
+    assert_passes(&report);
+    assert_eq!(report.ops, 8);
+    assert_eq!(report.acked, 3);
+    assert_eq!(report.indeterminate, 2);
+    assert_eq!(report.failed, 2);
+    assert_eq!(report.keys, 2);
+}
+
+// ---- final state resolution ----
+
+#[test]
+fn disagreeing_nodes_without_a_merged_read_are_not_judged() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .final_read("n1", "k", &[])
+        .final_read("n2", "k", &["a"])
+        .write(1, Acked, "j", "x", &[]);
+    let options = Options {
+        check_convergence: false,
+        ..Options::default()
+    };
+    let report = check(&history.build(), &options);
+    assert_passes(&report);
+    assert_eq!(report.not_judgeable, 2, "k disagrees, j has no final read");
+    assert_eq!(report.lost, 0);
+}
+
+#[test]
+fn agreeing_nodes_without_a_merged_read_are_judged() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .final_read("n1", "k", &[])
+        .final_read("n2", "k", &[]);
+    let report = judge(&history);
+    assert_eq!(report.not_judgeable, 0);
+    assert_eq!(report.lost, 1);
+}
+
+#[test]
+fn the_merged_read_wins_over_per_node_reads() {
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "k", "a", &[])
+        .merged("k", &["a"])
+        .final_read("n1", "k", &[])
+        .final_read("n2", "k", &[]);
+    let report = judge(&history);
+    assert_eq!(report.lost, 0);
+}
+
+// ---- malformed histories ----
+
+#[test]
+fn malformed_histories_are_errors() {
+    let mut orphan = Builder::new();
+    orphan.event(1, Acked, write_op("k", "a", &[]));
+    assert!(matches!(
+        validate(&orphan.build())[..],
+        [Error::CompletionWithoutInvoke {
+            index: 0,
+            process: 1
+        }]
+    ));
+
+    let mut overlapping = Builder::new();
+    overlapping
+        .invoke(1, write_op("k", "a", &[]))
+        .invoke(1, write_op("k", "b", &[]));
+    assert!(matches!(
+        validate(&overlapping.build())[..],
+        [Error::InvokeWhileOutstanding {
+            index: 1,
+            process: 1,
+            outstanding_index: 0
+        }]
+    ));
+
+    let mut mismatched = Builder::new();
+    mismatched
+        .invoke(1, write_op("k", "a", &[]))
+        .event(1, Acked, write_op("k", "b", &[]));
+    assert!(matches!(
+        validate(&mismatched.build())[..],
+        [Error::CompletionMismatch {
+            index: 1,
+            invoke_index: 0,
+            ..
+        }]
+    ));
+
+    let mut duplicated = Builder::new();
+    duplicated
+        .write(1, Acked, "k", "a", &[])
+        .write(2, Acked, "k", "a", &[]);
+    assert!(matches!(
+        validate(&duplicated.build())[..],
+        [Error::DuplicateValue {
+            index: 2,
+            first_index: 0,
+            ..
+        }]
+    ));
+
+    let mut mixed = Builder::new();
+    mixed.write(1, Acked, "k", "a", &[]).add(1, Acked, "k", "x");
+    assert!(matches!(
+        validate(&mixed.build())[..],
+        [Error::MixedKey { .. }]
+    ));
+
+    let mut bad_item = Builder::new();
+    bad_item.op(1, Acked, add_op("cart", "a,b"));
+    assert!(matches!(
+        validate(&bad_item.build())[..],
+        [Error::BadCartItem { .. }]
+    ));
+
+    let mut two_merged = Builder::new();
+    two_merged.merged("k", &["a"]).merged("k", &[]);
+    assert!(matches!(
+        validate(&two_merged.build())[..],
+        [Error::ConflictingMergedReads { .. }]
+    ));
+
+    let report = judge(&orphan);
+    assert!(!report.ok());
+    assert_eq!(report.errors.len(), 1);
+}
+
+#[test]
+fn a_well_formed_history_has_no_errors() {
+    let mut history = Builder::new();
+    history
+        .invoke(1, write_op("k", "a", &[]))
+        .invoke(2, write_op("k", "b", &[]))
+        .event(2, Info, write_op("k", "b", &[]))
+        .event(1, Acked, write_op("k", "a", &[]))
+        .read(2, Acked, "k", &["a"]);
+    assert!(validate(&history.build()).is_empty());
+}
+
+// ---- report and trace ----
+
+#[test]
+fn the_report_caps_its_lists_but_not_its_counts() {
+    let mut history = Builder::new();
+    for value in ["a", "b", "c", "d"] {
+        history.write(1, Acked, "k", value, &[]);
+    }
+    history.merged("k", &[]);
+    let options = Options {
+        violations_max: 2,
+        ..Options::default()
+    };
+    let report = check(&history.build(), &options);
+    assert_eq!(report.lost, 4);
+    assert_eq!(report.violations.len(), 2);
+    assert_eq!(report.violations_omitted, 2);
+    assert!(!report.ok());
+}
+
+#[test]
+fn the_report_serializes_to_json() {
+    let mut history = Builder::new();
+    history.write(1, Acked, "k", "a", &[]).merged("k", &[]);
+    let report = judge(&history);
+    let json = serde_json::to_value(&report).expect("a report serializes");
+    assert_eq!(json["lost"], 1);
+    assert_eq!(json["violations"][0]["kind"], "lost_write");
+    assert_eq!(json["violations"][0]["value"], "a");
+    let back: Report = serde_json::from_value(json).expect("and reads back");
+    assert_eq!(back, report);
+}
+
+#[test]
+fn trace_keeps_the_write_and_the_last_events_on_the_key() {
+    let mut history = Builder::new();
+    history.write(1, Acked, "k", "a", &[]);
+    for i in 0..10 {
+        history.write(2, Acked, "other", &format!("o{i}"), &[]);
+        history.read(3, Acked, "k", &[]);
+    }
+    history.merged("k", &[]);
+    let built = history.build();
+    let report = check(&built, &Options::default());
+    let lost = report
+        .violations
+        .iter()
+        .find(|violation| violation.kind == ViolationKind::LostWrite)
+        .expect("a is lost");
+    let events = trace(&built, lost, 5);
+    assert_eq!(events.len(), 5);
+    assert!(events.iter().all(|event| event.op.key() == "k"));
+    assert_eq!(
+        events[0], built.events[0],
+        "the write's invocation comes first"
+    );
+    assert_eq!(events[1], built.events[1], "then its completion");
+    assert_eq!(events[4], *built.events.last().expect("non-empty"));
+    assert!(events
+        .windows(2)
+        .all(|pair| pair[0].time_ms < pair[1].time_ms));
+}
