@@ -150,6 +150,7 @@ enabled = true
                 data = spec.data_dir.display(),
                 http = spec.http,
                 zone = spec.zone,
+                ip = spec.ip,
             );
             std::fs::write(&spec.config, config)?;
             std::fs::write(&spec.faketime_file, "+0\n")?;
@@ -222,7 +223,10 @@ enabled = true
                 .and_then(|c| c.try_wait().ok().flatten())
             {
                 self.nodes[i].child = None;
-                bail!("{} exited during start-up ({status})", self.nodes[i].spec.id);
+                bail!(
+                    "{} exited during start-up ({status})",
+                    self.nodes[i].spec.id
+                );
             }
             if healthy(&self.nodes[i].spec.http).await {
                 return Ok(());
@@ -281,7 +285,11 @@ enabled = true
     pub fn reap_unexpected(&mut self) -> Vec<(usize, ExitStatus)> {
         let mut out = Vec::new();
         for (i, node) in self.nodes.iter_mut().enumerate() {
-            if let Some(status) = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 node.child = None;
                 node.paused = false;
                 out.push((i, status));
@@ -293,7 +301,10 @@ enabled = true
     /// Like [`Cluster::reap_unexpected`] for node `i` alone.
     pub fn reap_unexpected_one(&mut self, i: usize) -> Option<ExitStatus> {
         let node = &mut self.nodes[i];
-        let status = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten())?;
+        let status = node
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())?;
         node.child = None;
         node.paused = false;
         Some(status)
@@ -310,7 +321,15 @@ enabled = true
             let body = serde_json::json!({ "nodes": joiners }).to_string();
             // The newcomers must be in n1's gossip view first.
             loop {
-                match http::request(first, "POST", "/v1/cluster/join", body.as_bytes(), CALL_TIMEOUT).await {
+                match http::request(
+                    first,
+                    "POST",
+                    "/v1/cluster/join",
+                    body.as_bytes(),
+                    CALL_TIMEOUT,
+                )
+                .await
+                {
                     Ok(r) if r.status == 200 => break,
                     other if Instant::now() > deadline => bail!("staging the join: {other:?}"),
                     _ => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -359,7 +378,9 @@ enabled = true
         };
         let Ok(v) = r.json() else { return false };
         let members = v["members"].as_array().cloned().unwrap_or_default();
-        r.status == 200 && members.len() == self.len() && members.iter().all(|m| m["status"] == "up")
+        r.status == 200
+            && members.len() == self.len()
+            && members.iter().all(|m| m["status"] == "up")
     }
 
     /// Sets node `i`'s outgoing internode delay (the node's test-only chaos layer).

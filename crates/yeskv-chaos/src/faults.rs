@@ -129,8 +129,14 @@ pub struct DiskChecks {
     pub stayed_up: u32,
     /// How many saw a `w=all` probe write through the node succeed after the ballast went.
     pub recovered: u32,
-    /// Longest time from ballast removal to the first successful probe write, s.
+    /// Longest time from ballast removal to the first successful probe write, s (among the
+    /// faults that recovered on their own).
     pub recovery_s_max: f64,
+    /// How many did not recover on their own within the bound and were restarted (kill -9 and
+    /// start, the operator's remedy) so the run could go on; each is a failure of the run.
+    pub restarted: u32,
+    /// Of those, how many took writes after the restart.
+    pub recovered_after_restart: u32,
     /// What each probe saw.
     pub notes: Vec<String>,
 }
@@ -141,8 +147,6 @@ const BALLAST_BYTES_MAX: u64 = 4 << 30;
 const PROBE_VALUE_BYTES: usize = 256 << 10;
 /// Probe writes tried while the disk is full.
 const PROBE_WRITES_MAX: usize = 64;
-/// How long a healed disk node may take to take writes again.
-const DISK_RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The fault injector of one run.
 pub struct Faults {
@@ -158,6 +162,8 @@ pub struct Faults {
     pub disk: DiskChecks,
     /// Clock-skew faults whose offset was seen in the node's `Date` header.
     pub clock_verified: u32,
+    /// How long a healed disk node may take to take writes again.
+    pub disk_recovery_timeout: Duration,
     start: Instant,
 }
 
@@ -171,6 +177,7 @@ impl Faults {
             counts: BTreeMap::new(),
             disk: DiskChecks::default(),
             clock_verified: 0,
+            disk_recovery_timeout: Duration::from_secs(30),
             start,
         }
     }
@@ -221,7 +228,10 @@ impl Faults {
                 self.firewall
                     .block(&ns, &others(cluster, i), Direction::Both)
                     .await?;
-                (Active::Partition(vec![i]), format!("{} | rest", id(cluster, i)))
+                (
+                    Active::Partition(vec![i]),
+                    format!("{} | rest", id(cluster, i)),
+                )
             }
             FaultKind::PartitionSplit => {
                 let mut order: Vec<usize> = (0..n).collect();
@@ -318,11 +328,7 @@ impl Faults {
                 let probe = self.probe_full(cluster, i).await;
                 (
                     Active::DiskFull(i),
-                    format!(
-                        "{} ballast {} MiB; {probe}",
-                        id(cluster, i),
-                        written >> 20
-                    ),
+                    format!("{} ballast {} MiB; {probe}", id(cluster, i), written >> 20),
                 )
             }
             FaultKind::Delay => {
@@ -382,7 +388,34 @@ impl Faults {
                 let path = Self::ballast(cluster, i);
                 std::fs::remove_file(&path)
                     .with_context(|| format!("removing {}", path.display()))?;
-                self.probe_recovered(cluster, i).await
+                let timeout = self.disk_recovery_timeout;
+                match self.probe_recovered(cluster, i, timeout).await {
+                    Ok(s) => {
+                        self.disk.recovered += 1;
+                        self.disk.recovery_s_max = self.disk.recovery_s_max.max(s);
+                        let note = format!("ballast removed; w=all write ok after {s:.1} s");
+                        self.disk.notes.push(note.clone());
+                        note
+                    }
+                    Err(last) => {
+                        // Not recovered on its own: restart it so the run can go on, and
+                        // count the failure.
+                        self.disk.restarted += 1;
+                        cluster.kill9(i).await?;
+                        cluster.start(i).await?;
+                        let after = self.probe_recovered(cluster, i, timeout).await;
+                        if after.is_ok() {
+                            self.disk.recovered_after_restart += 1;
+                        }
+                        let note = format!(
+                            "ballast removed; NOT recovered within {timeout:?} ({last}); \
+                             restarted: writes ok again: {}",
+                            after.is_ok()
+                        );
+                        self.disk.notes.push(note.clone());
+                        note
+                    }
+                }
             }
             Active::Delay(nodes) => {
                 for i in nodes {
@@ -470,8 +503,11 @@ impl Faults {
             self.disk.notes.push(note.clone());
             return note;
         };
-        let client = &crate::workload::clients(&[cluster.nodes[i].spec.http.clone()])
-            .expect("a valid address")[0];
+        let clients = match crate::workload::clients(&[cluster.nodes[i].spec.http.clone()]) {
+            Ok(c) => c,
+            Err(e) => return format!("no probe client: {e}"),
+        };
+        let client = &clients[0];
         let options = WriteOptions {
             w: Some(Quorum::All),
             ..WriteOptions::default()
@@ -500,47 +536,43 @@ impl Faults {
         note
     }
 
-    /// After the ballast is gone: small `w=all` writes through the node until one succeeds.
-    async fn probe_recovered(&mut self, cluster: &mut Cluster, i: usize) -> String {
+    /// After the ballast is gone: small `w=all` writes through the node until one succeeds;
+    /// the seconds that took, or the last error after `timeout`.
+    async fn probe_recovered(
+        &mut self,
+        cluster: &mut Cluster,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<f64, String> {
         let t = Instant::now();
         let Some(key) = Self::probe_key(cluster, i).await else {
-            return "ballast removed; no probe key".to_string();
+            return Err("no probe key (ring unavailable)".to_string());
         };
         let client = &crate::workload::clients(&[cluster.nodes[i].spec.http.clone()])
-            .expect("a valid address")[0];
+            .map_err(|e| e.to_string())?[0];
         let options = WriteOptions {
             w: Some(Quorum::All),
             ..WriteOptions::default()
         };
         let mut last = String::new();
-        while t.elapsed() < DISK_RECOVERY_TIMEOUT {
+        while t.elapsed() < timeout {
             match client
                 .put("probe", &key, bytes::Bytes::from_static(b"ok"), &options)
                 .await
             {
-                Ok(_) => {
-                    let s = t.elapsed().as_secs_f64();
-                    self.disk.recovered += 1;
-                    self.disk.recovery_s_max = self.disk.recovery_s_max.max(s);
-                    let note = format!("ballast removed; w=all write ok after {s:.1} s");
-                    self.disk.notes.push(note.clone());
-                    return note;
-                }
+                Ok(_) => return Ok(t.elapsed().as_secs_f64()),
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let note = format!(
-            "ballast removed; NOT recovered within {DISK_RECOVERY_TIMEOUT:?}: {last}"
-        );
-        self.disk.notes.push(note.clone());
-        note
+        Err(last)
     }
 }
 
 /// Writes zeros to `path` until the filesystem is full; returns the bytes written.
 fn fill(path: &std::path::Path) -> anyhow::Result<u64> {
-    let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let chunk = vec![0u8; 1 << 20];
     let mut written = 0u64;
     let mut full = false;

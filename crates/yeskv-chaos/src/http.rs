@@ -137,9 +137,14 @@ mod tests {
     #[test]
     fn parses_plain_and_chunked() {
         let r = parse(b"HTTP/1.1 200 OK\r\nDate: x\r\ncontent-length: 2\r\n\r\nhi").expect("ok");
-        assert_eq!((r.status, r.header("date"), &r.body[..]), (200, Some("x"), &b"hi"[..]));
-        let r = parse(b"HTTP/1.1 503 No\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n")
-            .expect("ok");
+        assert_eq!(
+            (r.status, r.header("date"), &r.body[..]),
+            (200, Some("x"), &b"hi"[..])
+        );
+        let r = parse(
+            b"HTTP/1.1 503 No\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n",
+        )
+        .expect("ok");
         assert_eq!((r.status, &r.body[..]), (503, &b"abc"[..]));
         assert!(parse(b"HTTP/1.1 200 OK\r\n").is_err());
     }

@@ -44,7 +44,10 @@ use workload::{Params, Recorder, Shared};
 
 /// Flags (scripts/chaos passes the namespace and path ones).
 #[derive(Parser, Debug)]
-#[command(name = "yeskv-chaos", about = "Real-process chaos run (use scripts/chaos)")]
+#[command(
+    name = "yeskv-chaos",
+    about = "Real-process chaos run (use scripts/chaos)"
+)]
 struct Args {
     /// Nodes (3 to 9).
     #[arg(long, default_value_t = 5)]
@@ -80,6 +83,13 @@ struct Args {
     /// the disk-full fault (none: no disk-full faults).
     #[arg(long)]
     disk_node: Option<usize>,
+    /// Only these fault kinds, comma-separated (default: every kind).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
+    /// Plant a harness-level bug to prove the run can fail: `drop-acked-value` removes one
+    /// acknowledged register value from the final state before judging (must report lost >= 1).
+    #[arg(long)]
+    plant_bug: Option<String>,
     /// How long the final `r=all` reads through every node may take to agree, in seconds.
     #[arg(long, default_value_t = 60)]
     converge_timeout_s: u64,
@@ -266,8 +276,25 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
 
     // Faults, one at a time, every kind once per shuffled round.
     let mut faults = Faults::new(firewall, disk_node, start);
+    faults.disk_recovery_timeout = Duration::from_secs(if short { 15 } else { 30 });
+    let kinds: Vec<FaultKind> = if args.faults.is_empty() {
+        faults.kinds()
+    } else {
+        let mut chosen = Vec::new();
+        for name in &args.faults {
+            match faults.kinds().into_iter().find(|k| k.name() == name) {
+                Some(k) => chosen.push(k),
+                None => bail!("--faults: unknown or unavailable kind {name:?}"),
+            }
+        }
+        chosen
+    };
     let end = Instant::now() + Duration::from_secs(args.duration);
-    let (hold_s, gap_s) = if short { (3..=5, 1..=2) } else { (5..=10, 2..=4) };
+    let (hold_s, gap_s) = if short {
+        (3..=5, 1..=2)
+    } else {
+        (5..=10, 2..=4)
+    };
     let mut round: Vec<FaultKind> = Vec::new();
     let mut crashes: Vec<String> = Vec::new();
     let mut fault_errors: Vec<String> = Vec::new();
@@ -282,15 +309,16 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
         }
         if round.is_empty() {
-            round = faults.kinds();
+            round = kinds.clone();
             round.shuffle(&mut rng);
         }
         let kind = round.pop().expect("refilled above");
         let active = match faults.inject(&mut cluster, kind, &mut rng).await {
             Ok((active, detail)) => {
                 progress(start, &format!("inject {}: {detail}", kind.name()));
+                let short_detail: String = detail.split(';').next().unwrap_or("").into();
                 *status_line.lock().unwrap_or_else(PoisonError::into_inner) =
-                    format!("{} {detail}", kind.name());
+                    format!("{} {short_detail}", kind.name());
                 active
             }
             Err(e) => {
@@ -361,12 +389,8 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         .map(|k| (format!("r{k}"), workload::REGISTER_BUCKET))
         .chain((0..params.cart_keys).map(|k| (format!("c{k}"), workload::CART_BUCKET)))
         .collect();
-    let (final_reads, converged_s) = final_reads(
-        &shared,
-        &keys,
-        Duration::from_secs(args.converge_timeout_s),
-    )
-    .await;
+    let (final_reads, converged_s) =
+        final_reads(&shared, &keys, Duration::from_secs(args.converge_timeout_s)).await;
     progress(
         start,
         &format!(
@@ -381,6 +405,14 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     cluster.stop_all().await;
 
     // Judge.
+    let mut final_reads = final_reads;
+    if let Some(bug) = &args.plant_bug {
+        plant(bug, &recorder.events(), &mut final_reads)?;
+        progress(
+            start,
+            &format!("planted bug {bug}: the checker must fail this run"),
+        );
+    }
     let history = History {
         events: recorder.events(),
         healed_at_ms: Some(healed_at_ms),
@@ -396,9 +428,8 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     };
     let report = yeskv_check::check(&history, &options);
 
-    let disk_ok = faults.disk.injected == 0
-        || (faults.disk.recovered == faults.disk.injected
-            && faults.disk.stayed_up == faults.disk.injected);
+    let disk_ok = faults.disk.recovered == faults.disk.injected
+        && faults.disk.stayed_up == faults.disk.injected;
     let passed = report.ok() && crashes.is_empty() && disk_ok && all_up;
     let mut failures = Vec::new();
     if !report.ok() {
@@ -412,7 +443,13 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         failures.push(format!("{} unexpected node exit(s)", crashes.len()));
     }
     if !disk_ok {
-        failures.push("a full disk crashed the node or it did not recover".into());
+        failures.push(format!(
+            "full disk: {} injected, node stayed up {}, recovered on its own {} (restarted {})",
+            faults.disk.injected,
+            faults.disk.stayed_up,
+            faults.disk.recovered,
+            faults.disk.restarted
+        ));
     }
     if !all_up {
         failures.push("the healed cluster never saw every member up".into());
@@ -541,5 +578,32 @@ async fn final_reads(
             return (reads, converged);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Plants a harness-level bug (see `--plant-bug`).
+fn plant(
+    bug: &str,
+    events: &[yeskv_check::history::Event],
+    final_reads: &mut [FinalRead],
+) -> anyhow::Result<()> {
+    use yeskv_check::history::{Op, Status};
+    match bug {
+        "drop-acked-value" => {
+            // The last acknowledged write whose value is in the final state: drop it there.
+            for e in events.iter().rev() {
+                if let (Status::Ok, Op::Write { key, value, .. }) = (e.status, &e.op) {
+                    if let Some(read) = final_reads
+                        .iter_mut()
+                        .find(|r| &r.key == key && r.values.contains(value))
+                    {
+                        read.values.retain(|v| v != value);
+                        return Ok(());
+                    }
+                }
+            }
+            bail!("drop-acked-value: no acknowledged value in the final state")
+        }
+        other => bail!("--plant-bug: unknown bug {other:?} (known: drop-acked-value)"),
     }
 }

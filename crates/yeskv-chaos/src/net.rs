@@ -81,14 +81,34 @@ impl Firewall {
         if matches!(direction, Direction::In | Direction::Both) {
             nft(
                 netns,
-                &["add", "rule", "inet", &self.table, "part_in", "ip", "saddr", &set, "drop"],
+                &[
+                    "add",
+                    "rule",
+                    "inet",
+                    &self.table,
+                    "part_in",
+                    "ip",
+                    "saddr",
+                    &set,
+                    "drop",
+                ],
             )
             .await?;
         }
         if matches!(direction, Direction::Out | Direction::Both) {
             nft(
                 netns,
-                &["add", "rule", "inet", &self.table, "part_out", "ip", "daddr", &set, "drop"],
+                &[
+                    "add",
+                    "rule",
+                    "inet",
+                    &self.table,
+                    "part_out",
+                    "ip",
+                    "daddr",
+                    &set,
+                    "drop",
+                ],
             )
             .await?;
         }
@@ -101,8 +121,21 @@ impl Firewall {
         nft(
             netns,
             &[
-                "add", "rule", "inet", &self.table, "loss_in", "iifname", "!=", "lo", "numgen",
-                "random", "mod", "100", "<", &p, "drop",
+                "add",
+                "rule",
+                "inet",
+                &self.table,
+                "loss_in",
+                "iifname",
+                "!=",
+                "lo",
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                &p,
+                "drop",
             ],
         )
         .await

@@ -321,10 +321,7 @@ impl Worker {
     }
 
     async fn register_op(&mut self, shared: &Shared, node: usize) {
-        let key = format!(
-            "r{}",
-            self.rng.random_range(0..shared.params.register_keys)
-        );
+        let key = format!("r{}", self.rng.random_range(0..shared.params.register_keys));
         let roll = self.rng.random_range(0..100);
         let Some(read) = self.read(shared, node, &key).await else {
             return;
@@ -394,7 +391,10 @@ impl Worker {
         rec.invoke(p, op.clone(), id);
         let t = Instant::now();
         let client = &shared.clients[node];
-        let read = match client.read(CART_BUCKET, &cart, &ReadOptions::default()).await {
+        let read = match client
+            .read(CART_BUCKET, &cart, &ReadOptions::default())
+            .await
+        {
             Ok(read) => read,
             Err(e) => {
                 // The write was never sent: definitely not applied.
@@ -476,9 +476,23 @@ mod tests {
             values: vec![],
         };
         rec.invoke(1, op.clone(), "n1");
-        rec.complete("read", 1, (Status::Ok, None), op.clone(), "n1", Duration::from_millis(3));
+        rec.complete(
+            "read",
+            1,
+            (Status::Ok, None),
+            op.clone(),
+            "n1",
+            Duration::from_millis(3),
+        );
         rec.invoke(2, op.clone(), "n2");
-        rec.complete("read", 2, (Status::Info, Some("t".into())), op, "n2", Duration::ZERO);
+        rec.complete(
+            "read",
+            2,
+            (Status::Info, Some("t".into())),
+            op,
+            "n2",
+            Duration::ZERO,
+        );
         let events = rec.events();
         assert_eq!(events.len(), 4);
         assert!(events.windows(2).all(|w| w[0].time_ms <= w[1].time_ms));
