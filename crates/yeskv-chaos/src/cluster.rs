@@ -430,6 +430,24 @@ enabled = true
         Some(theirs - ours)
     }
 
+    /// The offset a fresh process started like node `i` (same libfaketime, same offset file)
+    /// sees: `date +%s` minus our clock, in seconds.
+    pub async fn fresh_process_offset_s(&self, i: usize) -> Option<i64> {
+        let out = Command::new("date")
+            .arg("+%s")
+            .env("LD_PRELOAD", &self.settings.faketime_lib)
+            .env("FAKETIME_TIMESTAMP_FILE", &self.nodes[i].spec.faketime_file)
+            .output()
+            .await
+            .ok()?;
+        let theirs: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        let ours = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        Some(theirs - ours)
+    }
+
     /// Continues every paused node and kills every node (the end of a run or an interrupt).
     pub async fn stop_all(&mut self) {
         for i in 0..self.len() {

@@ -9,7 +9,7 @@
 //! | `partition-split` | a minority and a majority, each side dropping the other's traffic | flush |
 //! | `partition-oneway` | one node drops only what it receives from (or only what it sends to) the others | flush |
 //! | `loss` | `numgen random mod 100 < P drop` on input in 1..N/2 nodes, P in 10..30 | flush |
-//! | `clock-skew` | libfaketime offset file of one node rewritten to ±30..600 s, checked through the node's `Date` header | offset back to `+0` |
+//! | `clock-skew` | libfaketime offset file of one node rewritten to ±30..600 s, checked through the node's `Date` header (or, when hyper's cached Date hides a backward jump, by a fresh process with the same preload and file) | offset back to `+0` |
 //! | `disk-full` | a ballast file fills the small loop-mounted ext4 that is one node's data dir; probe writes through that node must be refused | delete the ballast; probe writes must succeed again |
 //! | `delay` | `POST /v1/admin/chaos` on 1-2 nodes: 50..500 ms (+ jitter 0..300 ms) before each outgoing internode call | delay 0 |
 //!
@@ -162,6 +162,9 @@ pub struct Faults {
     pub disk: DiskChecks,
     /// Clock-skew faults whose offset was seen in the node's `Date` header.
     pub clock_verified: u32,
+    /// Clock-skew faults whose offset the node's `Date` header did not show (hyper's cached
+    /// Date after a backward jump) but a fresh process with the same preload and file did.
+    pub clock_verified_fresh: u32,
     /// How long a healed disk node may take to take writes again.
     pub disk_recovery_timeout: Duration,
     start: Instant,
@@ -177,6 +180,7 @@ impl Faults {
             counts: BTreeMap::new(),
             disk: DiskChecks::default(),
             clock_verified: 0,
+            clock_verified_fresh: 0,
             disk_recovery_timeout: Duration::from_secs(30),
             start,
         }
@@ -308,13 +312,21 @@ impl Faults {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 let verified = seen.is_some_and(|s| (s - offset).abs() <= 2);
+                // hyper caches the Date header until the clock passes the next second it
+                // expects, so after a backward jump it stays frozen: then check that a fresh
+                // process with the same preload and offset file sees the offset.
+                let fresh = cluster.fresh_process_offset_s(i).await;
+                let fresh_ok = fresh.is_some_and(|s| (s - offset).abs() <= 2);
                 if verified {
                     self.clock_verified += 1;
+                } else if fresh_ok {
+                    self.clock_verified_fresh += 1;
                 }
                 let detail = format!(
-                    "{} {offset:+} s (node's Date header: {})",
+                    "{} {offset:+} s (node's Date header: {}; fresh process: {})",
                     id(cluster, i),
-                    seen.map_or("no answer".to_string(), |s| format!("{s:+} s"))
+                    seen.map_or("no answer".to_string(), |s| format!("{s:+} s")),
+                    fresh.map_or("failed".to_string(), |s| format!("{s:+} s")),
                 );
                 (Active::ClockSkew(i), detail)
             }

@@ -474,7 +474,10 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
             "request_timeout_ms": workload::REQUEST_TIMEOUT.as_millis() as u64,
             "disk_node": disk_node.map(|i| node_ids[i].clone()),
         },
-        "clock_skew_verified": faults.clock_verified,
+        "clock_skew_verified": {
+            "node_date_header": faults.clock_verified,
+            "fresh_process_only": faults.clock_verified_fresh,
+        },
         "disk_full": faults.disk,
         "unexpected_exits": crashes,
         "fault_errors": fault_errors,
