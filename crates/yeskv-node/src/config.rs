@@ -50,6 +50,8 @@ pub struct Config {
     pub server: Server,
     /// Hinted handoff, read repair and anti-entropy.
     pub repair: Repair,
+    /// Test-only fault injection (off by default; see [`crate::chaos`]).
+    pub chaos: Chaos,
     /// Log filter (tracing `EnvFilter` syntax); the `RUST_LOG` environment variable wins.
     pub log: String,
 }
@@ -158,6 +160,16 @@ impl Default for Repair {
     }
 }
 
+/// Test-only fault injection, for the real-process chaos runner.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Chaos {
+    /// Wraps internode calls in a runtime-settable delay and serves `GET`/`POST
+    /// /v1/admin/chaos` to set it. Never enable in production: anyone who reaches the client
+    /// port can slow the node down.
+    pub enabled: bool,
+}
+
 impl Default for Server {
     fn default() -> Self {
         Server {
@@ -187,6 +199,7 @@ impl Default for Config {
             ttl: Ttl::default(),
             server: Server::default(),
             repair: Repair::default(),
+            chaos: Chaos::default(),
             log: "info".into(),
         }
     }
@@ -387,6 +400,13 @@ mod tests {
     }
 
     #[test]
+    fn chaos_is_off_unless_asked_for() {
+        assert!(!Config::default().chaos.enabled);
+        let on = Config::from_toml("[chaos]\nenabled = true").expect("parses");
+        assert!(on.chaos.enabled);
+    }
+
+    #[test]
     fn nonsense_is_refused() {
         let bad = [
             "r = 4",
@@ -400,6 +420,7 @@ mod tests {
             "node_id = \"has space\"",
             "[repair]\nhint_age_max_secs = 7200",
             "[repair]\nhandoff_batch = 0",
+            "[chaos]\ndelay_ms = 5",
         ];
         for b in bad {
             let r = Config::from_toml(b).and_then(|c| c.validate().map(|_| ()));

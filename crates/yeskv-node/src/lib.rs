@@ -13,10 +13,12 @@
 //! [`topology`] says (which nodes hold a key, which are up).
 //!
 //! Modules: [`config`] (settings and validation), [`server`] (start-up and graceful shutdown),
-//! [`metrics`] (names and `/metrics`), [`clock`] (the time seam), [`error`].
+//! [`metrics`] (names and `/metrics`), [`clock`] (the time seam), [`error`], and [`chaos`]
+//! (test-only delay injection, off unless configured).
 
 pub mod aae;
 pub mod api;
+pub mod chaos;
 pub mod clock;
 pub mod cluster;
 pub mod cluster_api;

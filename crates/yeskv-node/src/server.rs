@@ -197,13 +197,25 @@ pub async fn run(
             0
         },
     };
+    // Test-only: the chaos runner's delay on the coordinator's internode calls.
+    let chaos = raw
+        .chaos
+        .enabled
+        .then(|| Arc::new(crate::chaos::ChaosControl::default()));
+    let coordinator_peers: Arc<dyn crate::peer::PeerClient> = match &chaos {
+        Some(control) => Arc::new(crate::chaos::ChaosPeers::new(
+            Arc::new(peers),
+            control.clone(),
+        )),
+        None => Arc::new(peers),
+    };
     let state = Arc::new(AppState {
         coordinator: Coordinator::new(
             replica.clone(),
             Arc::new(SystemClock),
             settings,
             topology,
-            Arc::new(peers),
+            coordinator_peers,
         ),
         layout: layout.clone(),
         membership: Some(membership.clone()),
@@ -308,7 +320,12 @@ pub async fn run(
         );
         tokio::time::sleep(drain).await;
     };
-    axum::serve(listener, router(state.clone()))
+    let mut app = router(state.clone());
+    if let Some(control) = chaos {
+        tracing::warn!("chaos layer enabled: POST /v1/admin/chaos delays internode calls");
+        app = app.merge(crate::chaos::routes(control));
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(graceful)
         .await
         .map_err(|e| format!("http server: {e}"))?;

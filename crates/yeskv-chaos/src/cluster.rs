@@ -1,0 +1,540 @@
+//! The cluster under test: real `yeskv server` processes, one per network namespace.
+//!
+//! `scripts/chaos` made the namespaces (`{netns_prefix}{i}`, node `n{i}` at `{ip_prefix}.{10+i}`
+//! on a bridge in the hub namespace this runner lives in); this module writes each node's TOML
+//! config, starts the node inside its namespace with `ip netns exec` (which execs, so the child's
+//! pid *is* the server's), with libfaketime preloaded and reading its offset from a per-node file
+//! (the clock-skew fault rewrites that file), and forms the cluster the operator's way: `n1`
+//! creates it, the others start with `--seed`, then a staged join and commit on `n1`.
+//!
+//! Invariants: a node is in exactly one of the states running / paused (SIGSTOP) / killed; the
+//! runner only signals its own children; every child is in its own process group (a Ctrl-C on
+//! the terminal reaches the runner, which stops them) and is killed when its handle drops.
+//! A child that exits without the runner having killed it is an *unexpected exit* (a crash):
+//! [`Cluster::reap_unexpected`] reports it, and the run counts it as a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use tokio::process::{Child, Command};
+
+use crate::http;
+
+/// HTTP port every node listens on (each node has its own address).
+pub const HTTP_PORT: u16 = 8080;
+/// Peer (internode RPC and gossip) port of every node.
+pub const PEER_PORT: u16 = 7080;
+/// Zones the nodes are spread over (`n{i}` is in zone `z{i % ZONES}`).
+pub const ZONES: usize = 3;
+/// How long a node may take to answer `/v1/health` after a start.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout of one runner call to a node (status, ring, admin).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where and how the nodes run (from the runner's flags).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Network namespace of node `i` (1-based) is `{netns_prefix}{i}`.
+    pub netns_prefix: String,
+    /// Node `i` listens on `{ip_prefix}.{10 + i}`.
+    pub ip_prefix: String,
+    /// The `yeskv` binary.
+    pub yeskv_bin: PathBuf,
+    /// libfaketime (preloaded into every node).
+    pub faketime_lib: PathBuf,
+    /// Parent of the nodes' data directories (`{data_root}/n{i}`).
+    pub data_root: PathBuf,
+    /// Configs and faketime files.
+    pub work_dir: PathBuf,
+    /// Node logs (`n{i}.log`, appended across restarts).
+    pub log_dir: PathBuf,
+}
+
+/// One node's fixed facts.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// `n{i}`.
+    pub id: String,
+    /// Its namespace.
+    pub netns: String,
+    /// Its address.
+    pub ip: String,
+    /// `ip:HTTP_PORT`.
+    pub http: String,
+    /// Its zone.
+    pub zone: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    config: PathBuf,
+    /// The file libfaketime reads the node's clock offset from.
+    pub faketime_file: PathBuf,
+    log: PathBuf,
+}
+
+/// A node process and its state.
+pub struct Node {
+    /// Fixed facts.
+    pub spec: NodeSpec,
+    child: Option<Child>,
+    paused: bool,
+    /// Times the node was started.
+    pub starts: u32,
+}
+
+/// All nodes.
+pub struct Cluster {
+    /// Flags.
+    pub settings: Settings,
+    /// Nodes in id order (`nodes[0]` is `n1`).
+    pub nodes: Vec<Node>,
+}
+
+impl Cluster {
+    /// Writes every node's config and faketime file (offset `+0`); starts nothing.
+    pub fn prepare(settings: Settings) -> anyhow::Result<Cluster> {
+        for dir in [&settings.work_dir, &settings.log_dir, &settings.data_root] {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let seed = format!("{}.{}:{PEER_PORT}", settings.ip_prefix, 11);
+        let mut nodes = Vec::new();
+        for i in 1..=settings.nodes {
+            let id = format!("n{i}");
+            let ip = format!("{}.{}", settings.ip_prefix, 10 + i);
+            let spec = NodeSpec {
+                netns: format!("{}{i}", settings.netns_prefix),
+                http: format!("{ip}:{HTTP_PORT}"),
+                zone: format!("z{}", i % ZONES),
+                data_dir: settings.data_root.join(&id),
+                config: settings.work_dir.join(format!("{id}.toml")),
+                faketime_file: settings.work_dir.join(format!("{id}.faketime")),
+                log: settings.log_dir.join(format!("{id}.log")),
+                id,
+                ip,
+            };
+            std::fs::create_dir_all(&spec.data_dir)?;
+            let seeds = if i == 1 {
+                String::new()
+            } else {
+                format!("\"{seed}\"")
+            };
+            let config = format!(
+                r#"# written by yeskv-chaos
+cluster_name = "chaos"
+node_id = "{id}"
+data_dir = "{data}"
+http = "{http}"
+peer = "{ip}:{PEER_PORT}"
+seeds = [{seeds}]
+zone = "{zone}"
+n = 3
+r = 2
+w = 2
+partitions = 64
+log = "info"
+
+[storage]
+sync = "group"
+block_cache_mb = 16
+# Small memtables: the full-disk fault's loop filesystem is small, and RocksDB preallocates
+# about a memtable's worth of WAL.
+write_buffer_mb = 4
+
+[chaos]
+enabled = true
+"#,
+                id = spec.id,
+                data = spec.data_dir.display(),
+                http = spec.http,
+                zone = spec.zone,
+                ip = spec.ip,
+            );
+            std::fs::write(&spec.config, config)?;
+            std::fs::write(&spec.faketime_file, "+0\n")?;
+            nodes.push(Node {
+                spec,
+                child: None,
+                paused: false,
+                starts: 0,
+            });
+        }
+        Ok(Cluster { settings, nodes })
+    }
+
+    /// Node count.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Starts node `i` (0-based) in its namespace; does not wait for it.
+    pub fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        if node.child.is_some() {
+            bail!("{} is already running", node.spec.id);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.spec.log)
+            .with_context(|| format!("opening {}", node.spec.log.display()))?;
+        let log2 = log.try_clone()?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &node.spec.netns])
+            .arg(&self.settings.yeskv_bin)
+            .arg("server")
+            .arg("--config")
+            .arg(&node.spec.config)
+            .env("LD_PRELOAD", &self.settings.faketime_lib)
+            .env("FAKETIME_TIMESTAMP_FILE", &node.spec.faketime_file)
+            // Re-read the offset file every second; leave CLOCK_MONOTONIC alone so tokio's
+            // timers, Instant and the failure detector keep working.
+            .env("FAKETIME_CACHE_DURATION", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", node.spec.id))?;
+        node.child = Some(child);
+        node.paused = false;
+        node.starts += 1;
+        Ok(())
+    }
+
+    /// Starts node `i` and waits until it answers `/v1/health` with 200.
+    pub async fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawn(i)?;
+        self.wait_healthy(i, START_TIMEOUT).await
+    }
+
+    /// Waits until node `i` answers `/v1/health` with 200; fails if it exits meanwhile.
+    pub async fn wait_healthy(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.nodes[i]
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.nodes[i].child = None;
+                bail!(
+                    "{} exited during start-up ({status})",
+                    self.nodes[i].spec.id
+                );
+            }
+            if healthy(&self.nodes[i].spec.http).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} not healthy within {timeout:?}", self.nodes[i].spec.id);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether node `i` has a process (running or paused).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
+    /// `kill -9` node `i` and reap it.
+    pub async fn kill9(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        let mut child = node
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("{} is not running", node.spec.id))?;
+        child.start_kill()?;
+        child.wait().await?;
+        node.paused = false;
+        Ok(())
+    }
+
+    /// SIGSTOP (`pause = true`) or SIGCONT node `i`.
+    pub async fn signal_pause(&mut self, i: usize, pause: bool) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        let pid = node
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .ok_or_else(|| anyhow!("{} is not running", node.spec.id))?;
+        let signal = if pause { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill {signal} {pid} failed ({status})");
+        }
+        node.paused = pause;
+        Ok(())
+    }
+
+    /// Whether node `i` is paused.
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.nodes[i].paused
+    }
+
+    /// Children that exited although the runner did not kill them (crashes), reaped.
+    pub fn reap_unexpected(&mut self) -> Vec<(usize, ExitStatus)> {
+        let mut out = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if let Some(status) = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                node.child = None;
+                node.paused = false;
+                out.push((i, status));
+            }
+        }
+        out
+    }
+
+    /// Like [`Cluster::reap_unexpected`] for node `i` alone.
+    pub fn reap_unexpected_one(&mut self, i: usize) -> Option<ExitStatus> {
+        let node = &mut self.nodes[i];
+        let status = node
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())?;
+        node.child = None;
+        node.paused = false;
+        Some(status)
+    }
+
+    /// Forms the cluster: stages a join of every other node on `n1`, commits, and waits until
+    /// every node applied the layout and sees every member up. Returns the layout version.
+    pub async fn form(&self, timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        let first = &self.nodes[0].spec.http;
+        let joiners: Vec<&str> = self.nodes[1..].iter().map(|n| n.spec.id.as_str()).collect();
+        let mut version = 1;
+        if !joiners.is_empty() {
+            let body = serde_json::json!({ "nodes": joiners }).to_string();
+            // The newcomers must be in n1's gossip view first.
+            loop {
+                match http::request(
+                    first,
+                    "POST",
+                    "/v1/cluster/join",
+                    body.as_bytes(),
+                    CALL_TIMEOUT,
+                )
+                .await
+                {
+                    Ok(r) if r.status == 200 => break,
+                    other if Instant::now() > deadline => bail!("staging the join: {other:?}"),
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+            let commit =
+                http::request(first, "POST", "/v1/cluster/commit", b"", CALL_TIMEOUT).await?;
+            if commit.status != 200 {
+                bail!(
+                    "commit: {} {}",
+                    commit.status,
+                    String::from_utf8_lossy(&commit.body)
+                );
+            }
+            version = commit.json()?["version"].as_u64().unwrap_or(version);
+        }
+        for i in 0..self.len() {
+            loop {
+                let applied = ring_version(&self.nodes[i].spec.http)
+                    .await
+                    .is_some_and(|v| v >= version);
+                if applied && self.sees_all_up(i).await {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{} did not apply layout {version}", self.nodes[i].spec.id);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(version)
+    }
+
+    /// Whether node `i`'s failure detector sees every member up.
+    pub async fn sees_all_up(&self, i: usize) -> bool {
+        let Ok(r) = http::request(
+            &self.nodes[i].spec.http,
+            "GET",
+            "/v1/status",
+            b"",
+            CALL_TIMEOUT,
+        )
+        .await
+        else {
+            return false;
+        };
+        let Ok(v) = r.json() else { return false };
+        let members = v["members"].as_array().cloned().unwrap_or_default();
+        r.status == 200
+            && members.len() == self.len()
+            && members.iter().all(|m| m["status"] == "up")
+    }
+
+    /// Sets node `i`'s outgoing internode delay (the node's test-only chaos layer).
+    pub async fn set_delay(&self, i: usize, delay_ms: u64, jitter_ms: u64) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "delay_ms": delay_ms, "jitter_ms": jitter_ms }).to_string();
+        let r = http::request(
+            &self.nodes[i].spec.http,
+            "POST",
+            "/v1/admin/chaos",
+            body.as_bytes(),
+            CALL_TIMEOUT,
+        )
+        .await?;
+        if r.status != 200 {
+            bail!(
+                "{}: /v1/admin/chaos answered {}",
+                self.nodes[i].spec.id,
+                r.status
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes node `i`'s clock offset in seconds (libfaketime re-reads it within a second).
+    pub fn set_clock_offset(&self, i: usize, offset_s: i64) -> anyhow::Result<()> {
+        let spec = format!("{offset_s:+}\n");
+        write_atomically(&self.nodes[i].spec.faketime_file, spec.as_bytes())
+    }
+
+    /// Node `i`'s clock minus ours, in seconds, from the `Date` header of its answer (1 s
+    /// resolution); `None` if it did not answer.
+    pub async fn clock_offset_s(&self, i: usize) -> Option<i64> {
+        let r = http::request(
+            &self.nodes[i].spec.http,
+            "GET",
+            "/v1/health",
+            b"",
+            CALL_TIMEOUT,
+        )
+        .await
+        .ok()?;
+        let theirs = parse_http_date(r.header("date")?)?;
+        let ours = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        Some(theirs - ours)
+    }
+
+    /// The offset a fresh process started like node `i` (same libfaketime, same offset file)
+    /// sees: `date +%s` minus our clock, in seconds.
+    pub async fn fresh_process_offset_s(&self, i: usize) -> Option<i64> {
+        let out = Command::new("date")
+            .arg("+%s")
+            .env("LD_PRELOAD", &self.settings.faketime_lib)
+            .env("FAKETIME_TIMESTAMP_FILE", &self.nodes[i].spec.faketime_file)
+            .output()
+            .await
+            .ok()?;
+        let theirs: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        let ours = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        Some(theirs - ours)
+    }
+
+    /// Continues every paused node and kills every node (the end of a run or an interrupt).
+    pub async fn stop_all(&mut self) {
+        for i in 0..self.len() {
+            if self.nodes[i].paused {
+                let _ = self.signal_pause(i, false).await;
+            }
+            if self.nodes[i].child.is_some() {
+                let _ = self.kill9(i).await;
+            }
+        }
+    }
+}
+
+/// Whether `/v1/health` answers 200.
+pub async fn healthy(addr: &str) -> bool {
+    matches!(
+        http::request(addr, "GET", "/v1/health", b"", Duration::from_millis(500)).await,
+        Ok(r) if r.status == 200
+    )
+}
+
+/// The layout version a node routes by.
+pub async fn ring_version(addr: &str) -> Option<u64> {
+    let r = http::request(addr, "GET", "/v1/ring", b"", CALL_TIMEOUT)
+        .await
+        .ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    r.json().ok()?["version"].as_u64()
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let day: i64 = parts[1].parse().ok()?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == parts[2])? as i64 + 1;
+    let year: i64 = parts[3].parse().ok()?;
+    let hms: Vec<i64> = parts[4]
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if hms.len() != 3 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date("Sat, 29 Feb 2020 12:00:01 GMT"),
+            Some(1_582_977_601)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+}

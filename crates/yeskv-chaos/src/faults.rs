@@ -1,0 +1,617 @@
+//! The faults: how each is made and how it is healed (the fault matrix of
+//! `docs/reliability.md`, "Real-process chaos").
+//!
+//! | kind | made by | healed by |
+//! |---|---|---|
+//! | `kill` | SIGKILL of one node | start it again on the same data, wait for health |
+//! | `pause` | SIGSTOP of one node | SIGCONT |
+//! | `partition-isolate` | nft drop rules in one node's namespace: everything to/from the other nodes | flush the chains |
+//! | `partition-split` | a minority and a majority, each side dropping the other's traffic | flush |
+//! | `partition-oneway` | one node drops only what it receives from (or only what it sends to) the others | flush |
+//! | `loss` | `numgen random mod 100 < P drop` on input in 1..N/2 nodes, P in 10..30 | flush |
+//! | `clock-skew` | libfaketime offset file of one node rewritten to ±30..600 s, checked through the node's `Date` header (or, when hyper's cached Date hides a backward jump, by a fresh process with the same preload and file) | offset back to `+0` |
+//! | `disk-full` | a ballast file fills the small loop-mounted ext4 that is one node's data dir; probe writes through that node must be refused | delete the ballast; probe writes must succeed again |
+//! | `delay` | `POST /v1/admin/chaos` on 1-2 nodes: 50..500 ms (+ jitter 0..300 ms) before each outgoing internode call | delay 0 |
+//!
+//! One fault is active at a time; every kind has its own heal, and [`Faults::heal_everything`]
+//! resets every node at the end (rules flushed, offsets zero, delays zero, ballast gone, paused
+//! nodes continued, dead nodes restarted) whatever happened before.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
+use rand::Rng as _;
+use serde::Serialize;
+use yeskv_client::{Quorum, WriteOptions};
+
+use crate::cluster::Cluster;
+use crate::net::{Direction, Firewall};
+
+/// A kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// kill -9, then restart.
+    Kill,
+    /// SIGSTOP, then SIGCONT.
+    Pause,
+    /// One node cut off from the others.
+    PartitionIsolate,
+    /// Minority / majority.
+    PartitionSplit,
+    /// One direction only.
+    PartitionOneway,
+    /// Random packet loss.
+    Loss,
+    /// Wall clock offset.
+    ClockSkew,
+    /// The data filesystem of one node is full.
+    DiskFull,
+    /// Delay on outgoing internode calls.
+    Delay,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::PartitionIsolate,
+        FaultKind::PartitionSplit,
+        FaultKind::PartitionOneway,
+        FaultKind::Loss,
+        FaultKind::ClockSkew,
+        FaultKind::DiskFull,
+        FaultKind::Delay,
+    ];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::PartitionIsolate => "partition-isolate",
+            FaultKind::PartitionSplit => "partition-split",
+            FaultKind::PartitionOneway => "partition-oneway",
+            FaultKind::Loss => "loss",
+            FaultKind::ClockSkew => "clock-skew",
+            FaultKind::DiskFull => "disk-full",
+            FaultKind::Delay => "delay",
+        }
+    }
+}
+
+/// A fault in force, with what its heal needs.
+#[derive(Debug)]
+pub enum Active {
+    /// Node killed.
+    Killed(usize),
+    /// Node paused.
+    Paused(usize),
+    /// Partition rules in these nodes' namespaces.
+    Partition(Vec<usize>),
+    /// Loss rules in these nodes' namespaces.
+    Loss(Vec<usize>),
+    /// Node's clock offset.
+    ClockSkew(usize),
+    /// Ballast on the disk node.
+    DiskFull(usize),
+    /// Delay on these nodes.
+    Delay(Vec<usize>),
+}
+
+/// One injected fault, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultRecord {
+    /// Kind.
+    pub kind: FaultKind,
+    /// Injected at, ms since start.
+    pub start_ms: u64,
+    /// Healed at, ms since start (`None`: healing failed).
+    pub healed_ms: Option<u64>,
+    /// Targets and parameters.
+    pub detail: String,
+}
+
+/// What the disk-full faults showed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DiskChecks {
+    /// Disk-full faults injected.
+    pub injected: u32,
+    /// Of those, how many saw a probe write through the full node refused (non-2xx answer).
+    pub refused: u32,
+    /// How many saw the node stay up (healthy, not exited) while full.
+    pub stayed_up: u32,
+    /// How many saw a `w=all` probe write through the node succeed after the ballast went.
+    pub recovered: u32,
+    /// Longest time from ballast removal to the first successful probe write, s (among the
+    /// faults that recovered on their own).
+    pub recovery_s_max: f64,
+    /// How many did not recover on their own within the bound and were restarted (kill -9 and
+    /// start, the operator's remedy) so the run could go on; each is a failure of the run.
+    pub restarted: u32,
+    /// Of those, how many took writes after the restart.
+    pub recovered_after_restart: u32,
+    /// What each probe saw.
+    pub notes: Vec<String>,
+}
+
+/// Largest ballast written (the loop filesystem is much smaller).
+const BALLAST_BYTES_MAX: u64 = 4 << 30;
+/// Probe value size while the disk is full.
+const PROBE_VALUE_BYTES: usize = 256 << 10;
+/// Probe writes tried while the disk is full.
+const PROBE_WRITES_MAX: usize = 64;
+
+/// The fault injector of one run.
+pub struct Faults {
+    /// nftables handle.
+    pub firewall: Firewall,
+    /// 0-based index of the node whose data dir is the loop filesystem, if any.
+    pub disk_node: Option<usize>,
+    /// What was injected.
+    pub records: Vec<FaultRecord>,
+    /// Kind → times injected.
+    pub counts: BTreeMap<String, u32>,
+    /// Disk-full observations.
+    pub disk: DiskChecks,
+    /// Clock-skew faults whose offset was seen in the node's `Date` header.
+    pub clock_verified: u32,
+    /// Clock-skew faults whose offset the node's `Date` header did not show (hyper's cached
+    /// Date after a backward jump) but a fresh process with the same preload and file did.
+    pub clock_verified_fresh: u32,
+    /// How long a healed disk node may take to take writes again.
+    pub disk_recovery_timeout: Duration,
+    start: Instant,
+}
+
+impl Faults {
+    /// An injector; times are measured from `start`.
+    pub fn new(firewall: Firewall, disk_node: Option<usize>, start: Instant) -> Faults {
+        Faults {
+            firewall,
+            disk_node,
+            records: Vec::new(),
+            counts: BTreeMap::new(),
+            disk: DiskChecks::default(),
+            clock_verified: 0,
+            clock_verified_fresh: 0,
+            disk_recovery_timeout: Duration::from_secs(30),
+            start,
+        }
+    }
+
+    /// The kinds this run can inject.
+    pub fn kinds(&self) -> Vec<FaultKind> {
+        FaultKind::ALL
+            .into_iter()
+            .filter(|k| *k != FaultKind::DiskFull || self.disk_node.is_some())
+            .collect()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn ballast(cluster: &Cluster, node: usize) -> PathBuf {
+        cluster.nodes[node].spec.data_dir.join("chaos-ballast")
+    }
+
+    /// Injects a fault of `kind`; returns what to heal and a description.
+    pub async fn inject(
+        &mut self,
+        cluster: &mut Cluster,
+        kind: FaultKind,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let n = cluster.len();
+        let ip = |c: &Cluster, i: usize| c.nodes[i].spec.ip.clone();
+        let id = |c: &Cluster, i: usize| c.nodes[i].spec.id.clone();
+        let others = |c: &Cluster, i: usize| -> Vec<String> {
+            (0..c.len()).filter(|&j| j != i).map(|j| ip(c, j)).collect()
+        };
+        let (active, detail) = match kind {
+            FaultKind::Kill => {
+                let i = rng.random_range(0..n);
+                cluster.kill9(i).await?;
+                (Active::Killed(i), id(cluster, i))
+            }
+            FaultKind::Pause => {
+                let i = rng.random_range(0..n);
+                cluster.signal_pause(i, true).await?;
+                (Active::Paused(i), id(cluster, i))
+            }
+            FaultKind::PartitionIsolate => {
+                let i = rng.random_range(0..n);
+                let ns = cluster.nodes[i].spec.netns.clone();
+                self.firewall
+                    .block(&ns, &others(cluster, i), Direction::Both)
+                    .await?;
+                (
+                    Active::Partition(vec![i]),
+                    format!("{} | rest", id(cluster, i)),
+                )
+            }
+            FaultKind::PartitionSplit => {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(rng);
+                let minority = ((n - 1) / 2).max(1);
+                let (a, b) = order.split_at(minority);
+                let ips = |side: &[usize]| side.iter().map(|&j| ip(cluster, j)).collect::<Vec<_>>();
+                let (a_ips, b_ips) = (ips(a), ips(b));
+                for &i in a {
+                    let ns = cluster.nodes[i].spec.netns.clone();
+                    self.firewall.block(&ns, &b_ips, Direction::Both).await?;
+                }
+                for &i in b {
+                    let ns = cluster.nodes[i].spec.netns.clone();
+                    self.firewall.block(&ns, &a_ips, Direction::Both).await?;
+                }
+                let names = |side: &[usize]| {
+                    side.iter()
+                        .map(|&j| id(cluster, j))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let detail = format!("{} | {}", names(a), names(b));
+                (Active::Partition(order), detail)
+            }
+            FaultKind::PartitionOneway => {
+                let i = rng.random_range(0..n);
+                let direction = if rng.random_bool(0.5) {
+                    Direction::In
+                } else {
+                    Direction::Out
+                };
+                let ns = cluster.nodes[i].spec.netns.clone();
+                self.firewall
+                    .block(&ns, &others(cluster, i), direction)
+                    .await?;
+                let detail = match direction {
+                    Direction::In => format!("{} hears nobody", id(cluster, i)),
+                    _ => format!("nobody hears {}", id(cluster, i)),
+                };
+                (Active::Partition(vec![i]), detail)
+            }
+            FaultKind::Loss => {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(rng);
+                let count = rng.random_range(1..=(n / 2).max(1));
+                let chosen: Vec<usize> = order[..count].to_vec();
+                let mut parts = Vec::new();
+                for &i in &chosen {
+                    let percent = rng.random_range(10..=30);
+                    let ns = cluster.nodes[i].spec.netns.clone();
+                    self.firewall.loss(&ns, percent).await?;
+                    parts.push(format!("{} {percent}%", id(cluster, i)));
+                }
+                (Active::Loss(chosen), parts.join(", "))
+            }
+            FaultKind::ClockSkew => {
+                let i = rng.random_range(0..n);
+                let magnitude: i64 = rng.random_range(30..=600);
+                let offset = if rng.random_bool(0.5) {
+                    magnitude
+                } else {
+                    -magnitude
+                };
+                cluster.set_clock_offset(i, offset)?;
+                // libfaketime re-reads the file within a second: look for it in `Date`.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let mut seen = None;
+                while Instant::now() < deadline {
+                    seen = cluster.clock_offset_s(i).await;
+                    if seen.is_some_and(|s| (s - offset).abs() <= 2) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                let verified = seen.is_some_and(|s| (s - offset).abs() <= 2);
+                // hyper caches the Date header until the clock passes the next second it
+                // expects, so after a backward jump it stays frozen: then check that a fresh
+                // process with the same preload and offset file sees the offset.
+                let fresh = cluster.fresh_process_offset_s(i).await;
+                let fresh_ok = fresh.is_some_and(|s| (s - offset).abs() <= 2);
+                if verified {
+                    self.clock_verified += 1;
+                } else if fresh_ok {
+                    self.clock_verified_fresh += 1;
+                }
+                let detail = format!(
+                    "{} {offset:+} s (node's Date header: {}; fresh process: {})",
+                    id(cluster, i),
+                    seen.map_or("no answer".to_string(), |s| format!("{s:+} s")),
+                    fresh.map_or("failed".to_string(), |s| format!("{s:+} s")),
+                );
+                (Active::ClockSkew(i), detail)
+            }
+            FaultKind::DiskFull => {
+                let Some(i) = self.disk_node else {
+                    bail!("no disk node in this run");
+                };
+                let path = Self::ballast(cluster, i);
+                let written = tokio::task::spawn_blocking(move || fill(&path)).await??;
+                self.disk.injected += 1;
+                let probe = self.probe_full(cluster, i).await;
+                (
+                    Active::DiskFull(i),
+                    format!("{} ballast {} MiB; {probe}", id(cluster, i), written >> 20),
+                )
+            }
+            FaultKind::Delay => {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(rng);
+                let count = rng.random_range(1..=2.min(n));
+                let mut parts = Vec::new();
+                for &i in &order[..count] {
+                    let delay = rng.random_range(50..=500);
+                    let jitter = rng.random_range(0..=300);
+                    cluster.set_delay(i, delay, jitter).await?;
+                    parts.push(format!("{} {delay}+{jitter} ms", id(cluster, i)));
+                }
+                (Active::Delay(order[..count].to_vec()), parts.join(", "))
+            }
+        };
+        *self.counts.entry(kind.name().to_string()).or_default() += 1;
+        self.records.push(FaultRecord {
+            kind,
+            start_ms: self.now_ms(),
+            healed_ms: None,
+            detail: detail.clone(),
+        });
+        Ok((active, detail))
+    }
+
+    /// Heals `active` (the last injected fault).
+    pub async fn heal(&mut self, cluster: &mut Cluster, active: Active) -> anyhow::Result<String> {
+        let note = match active {
+            Active::Killed(i) => {
+                cluster.start(i).await?;
+                "restarted".to_string()
+            }
+            Active::Paused(i) => {
+                cluster.signal_pause(i, false).await?;
+                "continued".to_string()
+            }
+            Active::Partition(nodes) => {
+                for i in nodes {
+                    let ns = cluster.nodes[i].spec.netns.clone();
+                    self.firewall.heal_partition(&ns).await?;
+                }
+                "rules flushed".to_string()
+            }
+            Active::Loss(nodes) => {
+                for i in nodes {
+                    let ns = cluster.nodes[i].spec.netns.clone();
+                    self.firewall.heal_loss(&ns).await?;
+                }
+                "rules flushed".to_string()
+            }
+            Active::ClockSkew(i) => {
+                cluster.set_clock_offset(i, 0)?;
+                "offset +0".to_string()
+            }
+            Active::DiskFull(i) => {
+                let path = Self::ballast(cluster, i);
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+                let timeout = self.disk_recovery_timeout;
+                match self.probe_recovered(cluster, i, timeout).await {
+                    Ok(s) => {
+                        self.disk.recovered += 1;
+                        self.disk.recovery_s_max = self.disk.recovery_s_max.max(s);
+                        let note = format!("ballast removed; w=all write ok after {s:.1} s");
+                        self.disk.notes.push(note.clone());
+                        note
+                    }
+                    Err(last) => {
+                        // Not recovered on its own: restart it so the run can go on, and
+                        // count the failure.
+                        self.disk.restarted += 1;
+                        cluster.kill9(i).await?;
+                        cluster.start(i).await?;
+                        let after = self.probe_recovered(cluster, i, timeout).await;
+                        if after.is_ok() {
+                            self.disk.recovered_after_restart += 1;
+                        }
+                        let note = format!(
+                            "ballast removed; NOT recovered within {timeout:?} ({last}); \
+                             restarted: writes ok again: {}",
+                            after.is_ok()
+                        );
+                        self.disk.notes.push(note.clone());
+                        note
+                    }
+                }
+            }
+            Active::Delay(nodes) => {
+                for i in nodes {
+                    if cluster.is_running(i) {
+                        cluster.set_delay(i, 0, 0).await?;
+                    }
+                }
+                "delay 0".to_string()
+            }
+        };
+        let now = self.now_ms();
+        if let Some(last) = self.records.last_mut() {
+            last.healed_ms = Some(now);
+        }
+        Ok(note)
+    }
+
+    /// Resets every node, whatever is in force: continues paused nodes, restarts dead ones,
+    /// flushes every rule, zeroes offsets and delays, removes the ballast.
+    pub async fn heal_everything(&mut self, cluster: &mut Cluster) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        for i in 0..cluster.len() {
+            if cluster.is_paused(i) {
+                if let Err(e) = cluster.signal_pause(i, false).await {
+                    problems.push(e.to_string());
+                }
+            }
+            if !cluster.is_running(i) {
+                if let Err(e) = cluster.start(i).await {
+                    problems.push(e.to_string());
+                }
+            }
+            let ns = cluster.nodes[i].spec.netns.clone();
+            for r in [
+                self.firewall.heal_partition(&ns).await,
+                self.firewall.heal_loss(&ns).await,
+                cluster.set_clock_offset(i, 0),
+                cluster.set_delay(i, 0, 0).await,
+            ] {
+                if let Err(e) = r {
+                    problems.push(e.to_string());
+                }
+            }
+        }
+        if let Some(i) = self.disk_node {
+            let path = Self::ballast(cluster, i);
+            if path.exists() {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    problems.push(format!("removing {}: {e}", path.display()));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            bail!("healing: {}", problems.join("; "));
+        }
+        Ok(())
+    }
+
+    /// Whether node `i` is a replica of `probe/{key}`, from its ring.
+    async fn probe_key(cluster: &Cluster, i: usize) -> Option<String> {
+        let r = crate::http::request(
+            &cluster.nodes[i].spec.http,
+            "GET",
+            "/v1/ring",
+            b"",
+            crate::cluster::CALL_TIMEOUT,
+        )
+        .await
+        .ok()?;
+        let ring = yeskv_client::Ring::from_json(&r.body).ok()?;
+        let me = ring
+            .nodes()
+            .iter()
+            .position(|n| n.id == cluster.nodes[i].spec.id)?;
+        (0..1000)
+            .map(|k| format!("d{k}"))
+            .find(|k| ring.preference(b"probe", k.as_bytes()).contains(&me))
+    }
+
+    /// While the disk is full: `w=all` writes of large values through the node to a key it
+    /// replicates, until one is refused; then checks the node is still up.
+    async fn probe_full(&mut self, cluster: &mut Cluster, i: usize) -> String {
+        let Some(key) = Self::probe_key(cluster, i).await else {
+            let note = "no probe key (ring unavailable)".to_string();
+            self.disk.notes.push(note.clone());
+            return note;
+        };
+        let clients = match crate::workload::clients(&[cluster.nodes[i].spec.http.clone()]) {
+            Ok(c) => c,
+            Err(e) => return format!("no probe client: {e}"),
+        };
+        let client = &clients[0];
+        let options = WriteOptions {
+            w: Some(Quorum::All),
+            ..WriteOptions::default()
+        };
+        let value = bytes::Bytes::from(vec![b'x'; PROBE_VALUE_BYTES]);
+        let mut refused = None;
+        for n in 1..=PROBE_WRITES_MAX {
+            if let Err(e) = client.put("probe", &key, value.clone(), &options).await {
+                refused = Some((n, e));
+                break;
+            }
+        }
+        let alive = cluster.reap_unexpected_one(i).is_none()
+            && crate::cluster::healthy(&cluster.nodes[i].spec.http).await;
+        if alive {
+            self.disk.stayed_up += 1;
+        }
+        let note = match refused {
+            Some((n, e)) => {
+                self.disk.refused += 1;
+                format!("probe write {n} refused: {e}; node up: {alive}")
+            }
+            None => format!("{PROBE_WRITES_MAX} probe writes all accepted; node up: {alive}"),
+        };
+        self.disk.notes.push(note.clone());
+        note
+    }
+
+    /// After the ballast is gone: small `w=all` writes through the node until one succeeds;
+    /// the seconds that took, or the last error after `timeout`.
+    async fn probe_recovered(
+        &mut self,
+        cluster: &mut Cluster,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<f64, String> {
+        let t = Instant::now();
+        let Some(key) = Self::probe_key(cluster, i).await else {
+            return Err("no probe key (ring unavailable)".to_string());
+        };
+        let client = &crate::workload::clients(&[cluster.nodes[i].spec.http.clone()])
+            .map_err(|e| e.to_string())?[0];
+        let options = WriteOptions {
+            w: Some(Quorum::All),
+            ..WriteOptions::default()
+        };
+        let mut last = String::new();
+        while t.elapsed() < timeout {
+            match client
+                .put("probe", &key, bytes::Bytes::from_static(b"ok"), &options)
+                .await
+            {
+                Ok(_) => return Ok(t.elapsed().as_secs_f64()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(last)
+    }
+}
+
+/// Writes zeros to `path` until the filesystem is full; returns the bytes written.
+fn fill(path: &std::path::Path) -> anyhow::Result<u64> {
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    let mut full = false;
+    while written < BALLAST_BYTES_MAX {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(k) => written += k as u64,
+            Err(e) if e.raw_os_error() == Some(libc_enospc()) => {
+                full = true;
+                break;
+            }
+            Err(e) => return Err(e).context("writing ballast"),
+        }
+    }
+    // Small writes fill the last partial megabyte.
+    let small = [0u8; 4096];
+    while full && written < BALLAST_BYTES_MAX {
+        match f.write(&small) {
+            Ok(k) if k > 0 => written += k as u64,
+            _ => break,
+        }
+    }
+    let _ = f.sync_all();
+    Ok(written)
+}
+
+/// `ENOSPC` on Linux.
+const fn libc_enospc() -> i32 {
+    28
+}

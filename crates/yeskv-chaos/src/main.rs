@@ -1,0 +1,612 @@
+//! `yeskv-chaos`: the real-process chaos runner (issue 5, part 3). Run it through
+//! `scripts/chaos`, which builds it, creates the network namespaces, the bridge and the loop
+//! filesystem this runner expects, runs it inside the hub namespace, and removes everything
+//! afterwards (also on Ctrl-C).
+//!
+//! A run: start `--nodes` real `yeskv server` processes (one per namespace, three zones, n=3,
+//! r=w=2) and form the cluster; run the register and cart workloads ([`workload`]) from the hub
+//! namespace while injecting one fault at a time ([`faults`]) for `--duration` seconds; stop
+//! the workload, heal everything, restart dead nodes and wait until every node sees every
+//! member up; read every key with `r=all` through every node until the answers agree
+//! (`converged_s`, bounded) and record them as the `merged` final state; judge the history with
+//! `yeskv-check`; write the report (`--report FILE.json`), the history next to it
+//! (`FILE.history.json`, replayable with the `yeskv-check` binary) and the node logs
+//! (`FILE.logs/`). Exit status 0 only when the checker, the crash watch and the disk checks
+//! all pass; 1 on a violation; 2 when the run itself could not be carried out; 130 when
+//! interrupted.
+
+mod cluster;
+mod faults;
+mod http;
+mod net;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
+use rand::{Rng as _, SeedableRng as _};
+use serde_json::json;
+use yeskv_check::history::{FinalRead, History};
+use yeskv_client::{Quorum, ReadOptions};
+
+use cluster::{Cluster, Settings};
+use faults::{FaultKind, Faults};
+use net::Firewall;
+use workload::{Params, Recorder, Shared};
+
+/// Flags (scripts/chaos passes the namespace and path ones).
+#[derive(Parser, Debug)]
+#[command(
+    name = "yeskv-chaos",
+    about = "Real-process chaos run (use scripts/chaos)"
+)]
+struct Args {
+    /// Nodes (3 to 9).
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Seconds of workload under faults.
+    #[arg(long, default_value_t = 300)]
+    duration: u64,
+    /// Report file (JSON); the history and logs go next to it.
+    #[arg(long)]
+    report: PathBuf,
+    /// Seed of the fault schedule and workload choices (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Node `i`'s network namespace is `{netns_prefix}{i}`.
+    #[arg(long)]
+    netns_prefix: String,
+    /// Node `i`'s address is `{ip_prefix}.{10+i}`.
+    #[arg(long)]
+    ip_prefix: String,
+    /// The nftables table name to use in the node namespaces (unique per run).
+    #[arg(long)]
+    nft_table: String,
+    /// The yeskv binary.
+    #[arg(long)]
+    yeskv: PathBuf,
+    /// libfaketime to preload into the nodes.
+    #[arg(long)]
+    faketime_lib: PathBuf,
+    /// Scratch directory (node data under `data/`); the script removes it.
+    #[arg(long)]
+    work_dir: PathBuf,
+    /// 1-based node whose data dir (`{work_dir}/data/n{i}`) is a small mounted filesystem, for
+    /// the disk-full fault (none: no disk-full faults).
+    #[arg(long)]
+    disk_node: Option<usize>,
+    /// Only these fault kinds, comma-separated (default: every kind).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
+    /// Plant a harness-level bug to prove the run can fail: `drop-acked-value` removes one
+    /// acknowledged register value from the final state before judging (must report lost >= 1).
+    #[arg(long)]
+    plant_bug: Option<String>,
+    /// How long the final `r=all` reads through every node may take to agree, in seconds.
+    #[arg(long, default_value_t = 60)]
+    converge_timeout_s: u64,
+}
+
+/// Ends the run with this exit status.
+enum Outcome {
+    Passed,
+    Violations,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let run = run(args);
+    let interrupted = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    };
+    tokio::select! {
+        result = run => match result {
+            Ok(Outcome::Passed) => ExitCode::SUCCESS,
+            Ok(Outcome::Violations) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("chaos: error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        signal = interrupted => {
+            // Dropping the run kills every node (kill_on_drop); the script removes the rest.
+            eprintln!("chaos: {signal}: stopping the nodes");
+            ExitCode::from(130)
+        }
+    }
+}
+
+fn progress(start: Instant, line: &str) {
+    println!("[{:>6.1}s] {line}", start.elapsed().as_secs_f64());
+}
+
+async fn run(args: Args) -> anyhow::Result<Outcome> {
+    if !(3..=9).contains(&args.nodes) {
+        bail!("--nodes must be between 3 and 9");
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let mut rng = StdRng::seed_from_u64(seed);
+    let report_path = args.report.clone();
+    let stem = report_path
+        .file_stem()
+        .map_or("chaos".into(), |s| s.to_string_lossy().into_owned());
+    let report_dir = report_path
+        .parent()
+        .map(PathBuf::from)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let history_path = report_dir.join(format!("{stem}.history.json"));
+    let log_dir = report_dir.join(format!("{stem}.logs"));
+    if log_dir.exists() {
+        std::fs::remove_dir_all(&log_dir)
+            .with_context(|| format!("clearing {}", log_dir.display()))?;
+    }
+
+    let start = Instant::now();
+    let mut cluster = Cluster::prepare(Settings {
+        nodes: args.nodes,
+        netns_prefix: args.netns_prefix.clone(),
+        ip_prefix: args.ip_prefix.clone(),
+        yeskv_bin: args.yeskv.clone(),
+        faketime_lib: args.faketime_lib.clone(),
+        data_root: args.work_dir.join("data"),
+        work_dir: args.work_dir.join("conf"),
+        log_dir: log_dir.clone(),
+    })?;
+    let disk_node = match args.disk_node {
+        Some(i) if (1..=args.nodes).contains(&i) => Some(i - 1),
+        Some(i) => bail!("--disk-node {i} is not a node"),
+        None => None,
+    };
+    let firewall = Firewall {
+        table: args.nft_table.clone(),
+    };
+    for node in &cluster.nodes {
+        firewall.install(&node.spec.netns).await?;
+    }
+    progress(
+        start,
+        &format!(
+            "seed {seed}: starting {} nodes (zones {}, n=3 r=2 w=2), logs in {}",
+            args.nodes,
+            cluster::ZONES,
+            log_dir.display()
+        ),
+    );
+    for i in 0..cluster.len() {
+        cluster.start(i).await?;
+    }
+    let version = cluster.form(Duration::from_secs(90)).await?;
+    progress(start, &format!("cluster formed: layout version {version}"));
+    // libfaketime is preloaded with offset 0: the nodes' clocks must agree with ours.
+    for i in 0..cluster.len() {
+        match cluster.clock_offset_s(i).await {
+            Some(s) if s.abs() <= 2 => {}
+            other => bail!(
+                "{}: clock offset {other:?} s with faketime at +0",
+                cluster.nodes[i].spec.id
+            ),
+        }
+    }
+
+    // Workload.
+    let short = args.duration < 120;
+    let params = Params {
+        register_keys: 12,
+        cart_keys: 6,
+        register_workers: 2 * args.nodes,
+        cart_workers: args.nodes,
+        think_ms_min: 20,
+        think_ms_max: 80,
+    };
+    let recorder = Arc::new(Recorder::new(start));
+    let node_ids: Vec<String> = cluster.nodes.iter().map(|n| n.spec.id.clone()).collect();
+    let http_addrs: Vec<String> = cluster.nodes.iter().map(|n| n.spec.http.clone()).collect();
+    let shared = Arc::new(Shared {
+        clients: workload::clients(&http_addrs)?,
+        node_ids: node_ids.clone(),
+        recorder: recorder.clone(),
+        stop: AtomicBool::new(false),
+        params: params.clone(),
+    });
+    let stride = (params.register_workers + params.cart_workers) as u64;
+    let mut workers = Vec::new();
+    for w in 0..params.register_workers as u64 {
+        workers.push(tokio::spawn(workload::register_worker(
+            shared.clone(),
+            w,
+            stride,
+            seed,
+        )));
+    }
+    for w in 0..params.cart_workers as u64 {
+        let index = params.register_workers as u64 + w;
+        workers.push(tokio::spawn(workload::cart_worker(
+            shared.clone(),
+            index,
+            stride,
+            seed,
+        )));
+    }
+
+    // Progress lines.
+    let status_line = Arc::new(Mutex::new(String::from("none")));
+    let ticker = {
+        let recorder = recorder.clone();
+        let status_line = status_line.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let s = status_line
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                progress(
+                    start,
+                    &format!(
+                        "ops {} (ok {}, info {}); fault: {s}",
+                        recorder.completed.load(Ordering::Relaxed),
+                        recorder.ok.load(Ordering::Relaxed),
+                        recorder.info.load(Ordering::Relaxed),
+                    ),
+                );
+            }
+        })
+    };
+
+    // Faults, one at a time, every kind once per shuffled round.
+    let mut faults = Faults::new(firewall, disk_node, start);
+    faults.disk_recovery_timeout = Duration::from_secs(if short { 15 } else { 30 });
+    let kinds: Vec<FaultKind> = if args.faults.is_empty() {
+        faults.kinds()
+    } else {
+        let mut chosen = Vec::new();
+        for name in &args.faults {
+            match faults.kinds().into_iter().find(|k| k.name() == name) {
+                Some(k) => chosen.push(k),
+                None => bail!("--faults: unknown or unavailable kind {name:?}"),
+            }
+        }
+        chosen
+    };
+    let end = Instant::now() + Duration::from_secs(args.duration);
+    let (hold_s, gap_s) = if short {
+        (3..=5, 1..=2)
+    } else {
+        (5..=10, 2..=4)
+    };
+    let mut round: Vec<FaultKind> = Vec::new();
+    let mut crashes: Vec<String> = Vec::new();
+    let mut fault_errors: Vec<String> = Vec::new();
+    tokio::time::sleep(Duration::from_secs(if short { 2 } else { 5 })).await;
+    while Instant::now() + Duration::from_secs(*hold_s.start()) < end {
+        for (i, status) in cluster.reap_unexpected() {
+            let line = format!("{} exited unexpectedly ({status}); restarting", node_ids[i]);
+            progress(start, &line);
+            crashes.push(line);
+            if let Err(e) = cluster.start(i).await {
+                fault_errors.push(format!("restarting {}: {e:#}", node_ids[i]));
+            }
+        }
+        if round.is_empty() {
+            round = kinds.clone();
+            round.shuffle(&mut rng);
+        }
+        let kind = round.pop().expect("refilled above");
+        let active = match faults.inject(&mut cluster, kind, &mut rng).await {
+            Ok((active, detail)) => {
+                progress(start, &format!("inject {}: {detail}", kind.name()));
+                let short_detail: String = detail.split(';').next().unwrap_or("").into();
+                *status_line.lock().unwrap_or_else(PoisonError::into_inner) =
+                    format!("{} {short_detail}", kind.name());
+                active
+            }
+            Err(e) => {
+                let line = format!("injecting {}: {e:#}", kind.name());
+                progress(start, &line);
+                fault_errors.push(line);
+                continue;
+            }
+        };
+        let hold = Duration::from_secs(rng.random_range(hold_s.clone()));
+        tokio::time::sleep(hold.min(end.saturating_duration_since(Instant::now()))).await;
+        match faults.heal(&mut cluster, active).await {
+            Ok(note) => progress(start, &format!("heal {}: {note}", kind.name())),
+            Err(e) => {
+                let line = format!("healing {}: {e:#}", kind.name());
+                progress(start, &line);
+                fault_errors.push(line);
+            }
+        }
+        *status_line.lock().unwrap_or_else(PoisonError::into_inner) = "none".into();
+        let gap = Duration::from_secs(rng.random_range(gap_s.clone()));
+        tokio::time::sleep(gap.min(end.saturating_duration_since(Instant::now()))).await;
+    }
+    let remaining = end.saturating_duration_since(Instant::now());
+    tokio::time::sleep(remaining).await;
+
+    // Stop the workload; every request has a timeout, so this ends.
+    shared.stop.store(true, Ordering::Relaxed);
+    progress(start, "workload stopping");
+    for w in workers {
+        let _ = w.await;
+    }
+    ticker.abort();
+    for (i, status) in cluster.reap_unexpected() {
+        let line = format!("{} exited unexpectedly ({status})", node_ids[i]);
+        progress(start, &line);
+        crashes.push(line);
+    }
+
+    // Heal everything, restart the dead, wait until everyone sees everyone up.
+    if let Err(e) = faults.heal_everything(&mut cluster).await {
+        fault_errors.push(format!("{e:#}"));
+    }
+    let healed_at_ms = recorder.now_ms();
+    let up_deadline = Instant::now() + Duration::from_secs(120);
+    let mut all_up = false;
+    while Instant::now() < up_deadline {
+        let mut ok = true;
+        for i in 0..cluster.len() {
+            ok &= cluster.sees_all_up(i).await;
+        }
+        if ok {
+            all_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    progress(
+        start,
+        &format!(
+            "healed; every node sees every member up: {all_up} (after {:.1} s)",
+            (recorder.now_ms() - healed_at_ms) as f64 / 1000.0
+        ),
+    );
+
+    // Final reads: r=all through every node, until they agree.
+    let keys: Vec<(String, &str)> = (0..params.register_keys)
+        .map(|k| (format!("r{k}"), workload::REGISTER_BUCKET))
+        .chain((0..params.cart_keys).map(|k| (format!("c{k}"), workload::CART_BUCKET)))
+        .collect();
+    let (final_reads, converged_s) =
+        final_reads(&shared, &keys, Duration::from_secs(args.converge_timeout_s)).await;
+    progress(
+        start,
+        &format!(
+            "final reads: {} keys; r=all reads through every node agree: {}",
+            final_reads.len(),
+            converged_s.map_or("no".to_string(), |s| format!("after {s:.1} s"))
+        ),
+    );
+    for (i, status) in cluster.reap_unexpected() {
+        crashes.push(format!("{} exited unexpectedly ({status})", node_ids[i]));
+    }
+    cluster.stop_all().await;
+
+    // Judge.
+    let mut final_reads = final_reads;
+    if let Some(bug) = &args.plant_bug {
+        plant(bug, &recorder.events(), &mut final_reads)?;
+        progress(
+            start,
+            &format!("planted bug {bug}: the checker must fail this run"),
+        );
+    }
+    let history = History {
+        events: recorder.events(),
+        healed_at_ms: Some(healed_at_ms),
+        final_reads,
+        digests: Vec::new(),
+    };
+    std::fs::write(&history_path, serde_json::to_vec(&history)?)
+        .with_context(|| format!("writing {}", history_path.display()))?;
+    let options = yeskv_check::Options {
+        // No anti-entropy yet: replicas that missed writes may stay behind (next issue).
+        check_convergence: false,
+        ..yeskv_check::Options::default()
+    };
+    let report = yeskv_check::check(&history, &options);
+
+    let disk_ok = faults.disk.recovered == faults.disk.injected
+        && faults.disk.stayed_up == faults.disk.injected;
+    let passed = report.ok() && crashes.is_empty() && disk_ok && all_up;
+    let mut failures = Vec::new();
+    if !report.ok() {
+        failures.push(format!(
+            "checker: {} violation(s), {} history error(s)",
+            report.violations.len(),
+            report.errors.len()
+        ));
+    }
+    if !crashes.is_empty() {
+        failures.push(format!("{} unexpected node exit(s)", crashes.len()));
+    }
+    if !disk_ok {
+        failures.push(format!(
+            "full disk: {} injected, node stayed up {}, recovered on its own {} (restarted {})",
+            faults.disk.injected,
+            faults.disk.stayed_up,
+            faults.disk.recovered,
+            faults.disk.restarted
+        ));
+    }
+    if !all_up {
+        failures.push("the healed cluster never saw every member up".into());
+    }
+    let summary = recorder.summary();
+    let doc = json!({
+        "passed": passed,
+        "failures": failures,
+        "acked": report.acked,
+        "lost": report.lost,
+        "resurrected": report.resurrected,
+        "converged_s": converged_s,
+        "faults": faults.counts,
+        "ops": summary,
+        "params": {
+            "nodes": args.nodes,
+            "duration_s": args.duration,
+            "seed": seed,
+            "zones": cluster::ZONES,
+            "n": 3, "r": 2, "w": 2,
+            "workload": params,
+            "request_timeout_ms": workload::REQUEST_TIMEOUT.as_millis() as u64,
+            "disk_node": disk_node.map(|i| node_ids[i].clone()),
+        },
+        "clock_skew_verified": {
+            "node_date_header": faults.clock_verified,
+            "fresh_process_only": faults.clock_verified_fresh,
+        },
+        "disk_full": faults.disk,
+        "unexpected_exits": crashes,
+        "fault_errors": fault_errors,
+        "all_up_after_heal": all_up,
+        "healed_at_ms": healed_at_ms,
+        "fault_log": faults.records,
+        "history": history_path.display().to_string(),
+        "logs": log_dir.display().to_string(),
+        "check": report,
+    });
+    std::fs::write(&report_path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+
+    let count = |k: &str| summary.get(k).map_or(0, |s| s.ok);
+    println!(
+        "chaos: {} nodes, {} s, seed {seed}: ops ok {} (reads {}, writes {}, deletes {}, cart adds {}), acked {}, lost {}, resurrected {}, converged_s {}, faults {}",
+        args.nodes,
+        args.duration,
+        recorder.ok.load(Ordering::Relaxed),
+        count("read"),
+        count("write"),
+        count("delete"),
+        count("cart_add"),
+        report.acked,
+        report.lost,
+        report.resurrected,
+        converged_s.map_or("null".into(), |s| format!("{s:.1}")),
+        faults
+            .counts
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    println!(
+        "chaos: report {}, history {} (replay: yeskv-check {} --no-convergence)",
+        report_path.display(),
+        history_path.display(),
+        history_path.display()
+    );
+    if passed {
+        println!("chaos: PASS");
+        Ok(Outcome::Passed)
+    } else {
+        for f in &failures {
+            println!("chaos: FAIL: {f}");
+        }
+        for v in report.violations.iter().take(10) {
+            println!("chaos: violation: {}", serde_json::to_string(v)?);
+        }
+        Ok(Outcome::Violations)
+    }
+}
+
+/// Reads every key with `r=all` through every node, every second, until all nodes answer
+/// every key alike or `timeout` passes. Returns the `merged` final reads (the agreed answers,
+/// or, without agreement, each key's first successful answer) and the seconds agreement took.
+async fn final_reads(
+    shared: &Shared,
+    keys: &[(String, &str)],
+    timeout: Duration,
+) -> (Vec<FinalRead>, Option<f64>) {
+    let t = Instant::now();
+    let all = ReadOptions {
+        r: Some(Quorum::All),
+    };
+    let mut first: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    loop {
+        let mut agreed = true;
+        for (key, bucket) in keys {
+            let mut answers: Vec<Option<Vec<String>>> = Vec::new();
+            for client in &shared.clients {
+                let answer = client.read(*bucket, key, &all).await.ok().map(|r| {
+                    let mut v = workload::values_of(&r);
+                    v.sort();
+                    v
+                });
+                if let Some(v) = &answer {
+                    first.entry(key.clone()).or_insert_with(|| v.clone());
+                }
+                answers.push(answer);
+            }
+            let agree = answers.iter().all(|a| a.is_some() && *a == answers[0]);
+            if agree {
+                if let Some(Some(v)) = answers.first() {
+                    first.insert(key.clone(), v.clone());
+                }
+            }
+            agreed &= agree;
+        }
+        let converged = agreed.then(|| t.elapsed().as_secs_f64());
+        if agreed || t.elapsed() >= timeout {
+            let reads = first
+                .into_iter()
+                .map(|(key, values)| FinalRead {
+                    key,
+                    node: yeskv_check::MERGED_NODE.to_string(),
+                    values,
+                })
+                .collect();
+            return (reads, converged);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Plants a harness-level bug (see `--plant-bug`).
+fn plant(
+    bug: &str,
+    events: &[yeskv_check::history::Event],
+    final_reads: &mut [FinalRead],
+) -> anyhow::Result<()> {
+    use yeskv_check::history::{Op, Status};
+    match bug {
+        "drop-acked-value" => {
+            // The last acknowledged write whose value is in the final state: drop it there.
+            for e in events.iter().rev() {
+                if let (Status::Ok, Op::Write { key, value, .. }) = (e.status, &e.op) {
+                    if let Some(read) = final_reads
+                        .iter_mut()
+                        .find(|r| &r.key == key && r.values.contains(value))
+                    {
+                        read.values.retain(|v| v != value);
+                        return Ok(());
+                    }
+                }
+            }
+            bail!("drop-acked-value: no acknowledged value in the final state")
+        }
+        other => bail!("--plant-bug: unknown bug {other:?} (known: drop-acked-value)"),
+    }
+}
