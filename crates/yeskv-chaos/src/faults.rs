@@ -137,6 +137,8 @@ pub struct DiskChecks {
     pub restarted: u32,
     /// Of those, how many took writes after the restart.
     pub recovered_after_restart: u32,
+    /// Bytes added to ballast files after their first fill (space the node freed while full).
+    pub topped_up_bytes: u64,
     /// What each probe saw.
     pub notes: Vec<String>,
 }
@@ -167,6 +169,7 @@ pub struct Faults {
     pub clock_verified_fresh: u32,
     /// How long a healed disk node may take to take writes again.
     pub disk_recovery_timeout: Duration,
+    probe_keys_used: u64,
     start: Instant,
 }
 
@@ -182,6 +185,7 @@ impl Faults {
             clock_verified: 0,
             clock_verified_fresh: 0,
             disk_recovery_timeout: Duration::from_secs(30),
+            probe_keys_used: 0,
             start,
         }
     }
@@ -367,6 +371,17 @@ impl Faults {
         Ok((active, detail))
     }
 
+    /// Keeps a fault in force while it is held (called about once a second): a full disk is
+    /// topped up, since RocksDB may free space (a finished flush, a deleted WAL) after the fill.
+    pub async fn maintain(&mut self, cluster: &Cluster, active: &Active) {
+        if let Active::DiskFull(i) = active {
+            let path = Self::ballast(cluster, *i);
+            if let Ok(Ok(more)) = tokio::task::spawn_blocking(move || top_up(&path)).await {
+                self.disk.topped_up_bytes += more;
+            }
+        }
+    }
+
     /// Heals `active` (the last injected fault).
     pub async fn heal(&mut self, cluster: &mut Cluster, active: Active) -> anyhow::Result<String> {
         let note = match active {
@@ -487,7 +502,7 @@ impl Faults {
     }
 
     /// Whether node `i` is a replica of `probe/{key}`, from its ring.
-    async fn probe_key(cluster: &Cluster, i: usize) -> Option<String> {
+    async fn probe_key(&mut self, cluster: &Cluster, i: usize) -> Option<String> {
         let r = crate::http::request(
             &cluster.nodes[i].spec.http,
             "GET",
@@ -502,15 +517,19 @@ impl Faults {
             .nodes()
             .iter()
             .position(|n| n.id == cluster.nodes[i].spec.id)?;
-        (0..1000)
-            .map(|k| format!("d{k}"))
-            .find(|k| ring.preference(b"probe", k.as_bytes()).contains(&me))
+        // A fresh key per probe, so no probe inherits an earlier probe's versions.
+        let start = self.probe_keys_used;
+        let (k, key) = (start..start + 1000)
+            .map(|k| (k, format!("d{k}")))
+            .find(|(_, key)| ring.preference(b"probe", key.as_bytes()).contains(&me))?;
+        self.probe_keys_used = k + 1;
+        Some(key)
     }
 
     /// While the disk is full: `w=all` writes of large values through the node to a key it
     /// replicates, until one is refused; then checks the node is still up.
     async fn probe_full(&mut self, cluster: &mut Cluster, i: usize) -> String {
-        let Some(key) = Self::probe_key(cluster, i).await else {
+        let Some(key) = self.probe_key(cluster, i).await else {
             let note = "no probe key (ring unavailable)".to_string();
             self.disk.notes.push(note.clone());
             return note;
@@ -520,16 +539,21 @@ impl Faults {
             Err(e) => return format!("no probe client: {e}"),
         };
         let client = &clients[0];
-        let options = WriteOptions {
+        let mut options = WriteOptions {
             w: Some(Quorum::All),
             ..WriteOptions::default()
         };
         let value = bytes::Bytes::from(vec![b'x'; PROBE_VALUE_BYTES]);
         let mut refused = None;
         for n in 1..=PROBE_WRITES_MAX {
-            if let Err(e) = client.put("probe", &key, value.clone(), &options).await {
-                refused = Some((n, e));
-                break;
+            // Each write replaces the previous one (its context), so the object stays one
+            // version: what fills up is the node's disk, not the key.
+            match client.put("probe", &key, value.clone(), &options).await {
+                Ok(context) => options.context = Some(context),
+                Err(e) => {
+                    refused = Some((n, e));
+                    break;
+                }
             }
         }
         let alive = cluster.reap_unexpected_one(i).is_none()
@@ -557,7 +581,7 @@ impl Faults {
         timeout: Duration,
     ) -> Result<f64, String> {
         let t = Instant::now();
-        let Some(key) = Self::probe_key(cluster, i).await else {
+        let Some(key) = self.probe_key(cluster, i).await else {
             return Err("no probe key (ring unavailable)".to_string());
         };
         let client = &crate::workload::clients(&[cluster.nodes[i].spec.http.clone()])
@@ -583,8 +607,20 @@ impl Faults {
 
 /// Writes zeros to `path` until the filesystem is full; returns the bytes written.
 fn fill(path: &std::path::Path) -> anyhow::Result<u64> {
-    let mut f =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    fill_file(f)
+}
+
+/// Appends to an existing ballast until the filesystem is full again; returns the bytes added.
+fn top_up(path: &std::path::Path) -> anyhow::Result<u64> {
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    fill_file(f)
+}
+
+fn fill_file(mut f: std::fs::File) -> anyhow::Result<u64> {
     let chunk = vec![0u8; 1 << 20];
     let mut written = 0u64;
     let mut full = false;

@@ -329,7 +329,12 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
             }
         };
         let hold = Duration::from_secs(rng.random_range(hold_s.clone()));
-        tokio::time::sleep(hold.min(end.saturating_duration_since(Instant::now()))).await;
+        let held_until = (Instant::now() + hold).min(end);
+        while Instant::now() < held_until {
+            let step = held_until.saturating_duration_since(Instant::now());
+            tokio::time::sleep(step.min(Duration::from_secs(1))).await;
+            faults.maintain(&cluster, &active).await;
+        }
         match faults.heal(&mut cluster, active).await {
             Ok(note) => progress(start, &format!("heal {}: {note}", kind.name())),
             Err(e) => {

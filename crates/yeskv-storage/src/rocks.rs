@@ -147,9 +147,20 @@ impl RocksEngine {
             }
             o
         };
+        // The default column family is unused, but RocksDB always opens it (rust-rocksdb with
+        // `Options::default()` unless it is listed) and sizes the WAL it creates when resuming
+        // after an error (e.g. a full disk) by that family's memtable, x1.1: at RocksDB's
+        // 64 MiB that WAL preallocated ~70 MiB whatever `write_buffer_mb` said, which kept a
+        // node that had filled its disk from recovering (found by scripts/chaos).
+        let mut default_opts = Options::default();
+        default_opts.set_write_buffer_size(config.write_buffer_mb.max(1) << 20);
         let cfs = Space::ALL
             .iter()
-            .map(|s| ColumnFamilyDescriptor::new(s.name(), cf_opts(*s)));
+            .map(|s| ColumnFamilyDescriptor::new(s.name(), cf_opts(*s)))
+            .chain(std::iter::once(ColumnFamilyDescriptor::new(
+                rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+                default_opts,
+            )));
         let db = DB::open_cf_descriptors(&db_opts, &config.path, cfs).map_err(map_err)?;
         let db = Arc::new(db);
 
