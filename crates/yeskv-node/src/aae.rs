@@ -58,22 +58,12 @@ pub struct ExchangeRound {
 pub async fn run_exchanges<E: Engine>(
     coordinator: Coordinator<E>,
     settings: AaeSettings,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     if settings.interval.is_zero() {
         return;
     }
-    let mut tick = tokio::time::interval(settings.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
+    crate::worker::every(settings.interval, stop, || async {
         match exchange_round(&coordinator, settings.keys_per_round_max).await {
             Ok(r) if r.keys_repaired > 0 => tracing::info!(
                 compared = r.partitions_compared,
@@ -84,7 +74,8 @@ pub async fn run_exchanges<E: Engine>(
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "anti-entropy round failed"),
         }
-    }
+    })
+    .await;
 }
 
 /// The partitions this node is a primary of, grouped by each other live primary.
@@ -384,25 +375,16 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: PeerRequest) -> PeerR
 pub async fn run_reaper<E: Engine>(
     coordinator: Coordinator<E>,
     settings: AaeSettings,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(settings.reap_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
+    crate::worker::every(settings.reap_interval, stop, || async {
         match reap_round(&coordinator, settings.reap_interval).await {
             Ok(n) if n > 0 => tracing::info!(reaped = n, "reaped tombstones and expired keys"),
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "reaper round failed"),
         }
-    }
+    })
+    .await;
 }
 
 /// Entries examined per reaper round.

@@ -51,19 +51,9 @@ pub struct Round {
 pub async fn run<E: Engine>(
     coordinator: Coordinator<E>,
     settings: HandoffSettings,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(settings.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
+    crate::worker::every(settings.interval, stop, || async {
         let replica = coordinator.replica();
         ::metrics::gauge!(metrics::HINTS_PENDING).set(replica.hints_pending() as f64);
         for target in replica.hint_counts().into_keys() {
@@ -89,7 +79,8 @@ pub async fn run<E: Engine>(
             }
         }
         ::metrics::gauge!(metrics::HINTS_PENDING).set(replica.hints_pending() as f64);
-    }
+    })
+    .await;
 }
 
 /// One round of handoff to `target`: batches until none is left, the target stops answering,

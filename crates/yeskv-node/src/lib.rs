@@ -31,6 +31,7 @@ pub mod peer;
 pub mod replica;
 pub mod server;
 pub mod topology;
+pub mod worker;
 
 pub use config::Config;
 pub use error::Error;

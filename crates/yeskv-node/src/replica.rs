@@ -492,28 +492,19 @@ impl<E: Engine> Replica<E> {
         partition: u16,
         mut f: impl FnMut(&[u8], &Object),
     ) -> Result<(), Error> {
-        let (mut start, end) = partition_range(partition);
-        loop {
-            let rows = self
-                .engine
-                .scan(Space::Data, &start, &end, SCAN_PAGE_ROWS)?;
-            let Some((last, _)) = rows.last() else { break };
-            let mut next = last.clone();
-            next.push(0);
-            for (key, raw) in &rows {
-                match decode_record(raw) {
-                    Ok(obj) => f(key, &obj),
-                    Err(e) => {
-                        let _ = self.corrupt(key, e.to_string());
-                    }
+        let (start, end) = partition_range(partition);
+        scan_pages(
+            &self.engine,
+            Space::Data,
+            start,
+            &end,
+            |key, raw| match decode_record(raw) {
+                Ok(obj) => f(key, &obj),
+                Err(e) => {
+                    let _ = self.corrupt(key, e.to_string());
                 }
-            }
-            if rows.len() < SCAN_PAGE_ROWS {
-                break;
-            }
-            start = next;
-        }
-        Ok(())
+            },
+        )
     }
 
     /// The tree summary of `partition`, if its tree is ready.
@@ -892,25 +883,41 @@ fn decode_hint(raw: &[u8]) -> Result<(u64, u64, Object), String> {
 /// Counts the hints held per target (at open).
 fn count_hints<E: Engine>(engine: &E) -> Result<BTreeMap<NodeId, u64>, Error> {
     let mut counts = BTreeMap::new();
-    let mut start = Vec::new();
-    loop {
-        let rows = engine.scan(Space::Hints, &start, &[0xff; 300], 4096)?;
-        let Some((last, _)) = rows.last() else { break };
-        let mut next = last.clone();
-        next.push(0);
-        for (key, _) in &rows {
-            let len = usize::from(*key.first().unwrap_or(&0));
-            let id = key
-                .get(1..1 + len)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| NodeId::new(s).ok());
-            if let Some(id) = id {
-                *counts.entry(id).or_insert(0) += 1;
-            }
+    scan_pages(engine, Space::Hints, Vec::new(), &[0xff; 300], |key, _| {
+        let len = usize::from(*key.first().unwrap_or(&0));
+        let id = key
+            .get(1..1 + len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| NodeId::new(s).ok());
+        if let Some(id) = id {
+            *counts.entry(id).or_insert(0) += 1;
         }
-        start = next;
-    }
+    })?;
     Ok(counts)
+}
+
+/// Calls `f` with every row of `space` in `[start, end)`, [`SCAN_PAGE_ROWS`] rows per engine
+/// scan.
+fn scan_pages<E: Engine>(
+    engine: &E,
+    space: Space,
+    mut start: Vec<u8>,
+    end: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]),
+) -> Result<(), Error> {
+    loop {
+        let rows = engine.scan(space, &start, end, SCAN_PAGE_ROWS)?;
+        for (key, value) in &rows {
+            f(key, value);
+        }
+        match rows.last() {
+            Some((last, _)) if rows.len() == SCAN_PAGE_ROWS => {
+                start = last.clone();
+                start.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,12 @@ fn config(dir: &Path) -> String {
     path.display().to_string()
 }
 
+/// 5 nodes in 3 zones, formed with the test configuration.
+fn five_nodes(dir: &Path) -> Cluster {
+    let cfg = config(dir);
+    start_cluster(dir, 5, &["zone-a", "zone-b", "zone-c"], &["--config", &cfg])
+}
+
 fn status(addr: &str) -> serde_json::Value {
     request(addr, "GET", "/v1/status", &[], b"").json()
 }
@@ -125,17 +131,9 @@ fn get(addr: &str, key: &str, r: &str) -> support::Resp {
 #[test]
 fn five_nodes_two_dead_take_every_write_then_heal() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(dir.path());
-    let mut c = start_cluster(
-        dir.path(),
-        5,
-        &["zone-a", "zone-b", "zone-c"],
-        &["--config", &cfg],
-    );
+    let mut c = five_nodes(dir.path());
     let addrs = c.addrs();
-    let version = request(&addrs[0], "GET", "/v1/ring", &[], b"").json()["version"]
-        .as_u64()
-        .expect("version");
+    let version = c.version;
     // Keys to delete later, written while everything is up.
     for i in 0..50 {
         assert_eq!(
@@ -369,17 +367,9 @@ fn cart_client(
 #[test]
 fn cart_adds_survive_repeated_kill9() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(dir.path());
-    let mut c = start_cluster(
-        dir.path(),
-        5,
-        &["zone-a", "zone-b", "zone-c"],
-        &["--config", &cfg],
-    );
+    let mut c = five_nodes(dir.path());
     let addrs = c.addrs();
-    let version = request(&addrs[0], "GET", "/v1/ring", &[], b"").json()["version"]
-        .as_u64()
-        .expect("version");
+    let version = c.version;
     let stop = Arc::new(AtomicBool::new(false));
     let history = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();

@@ -259,6 +259,8 @@ impl Drop for Node {
 /// A cluster of real node processes.
 pub struct Cluster {
     pub nodes: Vec<Node>,
+    /// The layout version the cluster was formed with.
+    pub version: u64,
 }
 
 /// Starts `count` nodes (zones assigned round-robin from `zones`, `extra` args for every node,
@@ -297,7 +299,7 @@ pub fn start_cluster(dir: &Path, count: usize, zones: &[&str], extra: &[&str]) -
     let version = request(&first, "GET", "/v1/ring", &[], b"").json()["version"]
         .as_u64()
         .expect("version");
-    let cluster = Cluster { nodes };
+    let cluster = Cluster { nodes, version };
     cluster.wait_all_up(version, Duration::from_secs(30));
     cluster
 }
