@@ -73,6 +73,33 @@ fn a_seed_replays_identically() {
     assert_ne!(a.hash, c.hash, "two seeds gave the same trace");
 }
 
+/// Each seed's hash printed by `yeskv-sim --hash`.
+fn hashes(args: &[&str]) -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_yeskv-sim"))
+        .args(args)
+        .arg("--hash")
+        .output()
+        .expect("yeskv-sim runs");
+    assert!(out.status.success(), "yeskv-sim {args:?} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" hash "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A failing seed found in a long run is replayed alone: its trace must not depend on the
+/// seeds that ran before it in the same process, nor on the process.
+#[test]
+fn a_seed_replays_alone_as_it_ran_in_a_sequence() {
+    let sequence = hashes(&["--seeds", "3", "--from", "5"]);
+    assert_eq!(sequence.len(), 3, "{sequence:?}");
+    for (i, seed) in (5..8).enumerate() {
+        let alone = hashes(&["--seed", &seed.to_string()]);
+        assert_eq!(alone, vec![sequence[i].clone()], "seed {seed}");
+    }
+}
+
 #[test]
 fn lose_ack_is_caught_within_ten_seeds() {
     let options = SimOptions {
