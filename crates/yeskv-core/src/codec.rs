@@ -9,11 +9,12 @@
 //! ```text
 //! [0]      format = 1
 //! [1..5]   CRC32C (little endian) of bytes [5..]
-//! [5..13]  reap_at_ms, u64 LE: when compaction may drop the record (0 = never)
+//! [5..13]  reap_at_ms, u64 LE: reserved (the node writes 0; see below)
 //! [13..]   object body
 //! ```
-//! The fixed-offset `reap_at_ms` lets the storage engine's compaction filter decide without
-//! decoding the object. Object body: varint actor count, then per actor (node id string, epoch,
+//! `reap_at_ms` once let a compaction filter drop expired records without decoding them; records
+//! are now removed only by the node's reaper (after every primary holds the same tombstone), so
+//! the node writes 0 and nothing reads the field. Object body: varint actor count, then per actor (node id string, epoch,
 //! counter) — the clock; varint sibling count, then per sibling (actor index, counter, flags,
 //! written_at_ms, optional expires_at_ms, optional value). Integers are LEB128 varints; strings and values are
 //! length-prefixed.

@@ -547,7 +547,22 @@ impl<E: Engine> Coordinator<E> {
             ttl_secs,
         };
         if p.replicas.iter().any(|n| self.is_local(n)) {
-            return self.coordinate_local(&p, write, required, None).await;
+            return match self.coordinate_local(&p, &write, required, None).await {
+                // This node's storage refused the write before applying it (a full disk): the
+                // key's other primaries can still make `w`, so one of them coordinates it.
+                Err(Error::Storage(local)) => {
+                    tracing::debug!(error = %local, "own storage refused a write; forwarding it");
+                    metrics::counter!(crate::metrics::WRITES_FORWARDED_STORAGE).increment(1);
+                    match self.forward(bucket, key, &p, &write, required).await {
+                        Ok(ctx) => Ok(ctx),
+                        Err(Forward::Unreachable(errors)) => {
+                            Err(Error::Storage(format!("{local}; {errors}")))
+                        }
+                        Err(Forward::Refused(e)) => Err(e),
+                    }
+                }
+                other => other,
+            };
         }
         match self.forward(bucket, key, &p, &write, required).await {
             Ok(ctx) => Ok(ctx),
@@ -560,7 +575,7 @@ impl<E: Engine> Coordinator<E> {
                     metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => "coordinator")
                         .increment(1);
                     let first = first.clone();
-                    self.coordinate_local(&p, write, required, Some(first))
+                    self.coordinate_local(&p, &write, required, Some(first))
                         .await
                 }
                 None => Err(Error::Quorum {
@@ -579,7 +594,7 @@ impl<E: Engine> Coordinator<E> {
     async fn coordinate_local(
         &self,
         p: &Placement,
-        write: Write,
+        write: &Write,
         required: u8,
         stand_in_for: Option<NodeId>,
     ) -> Result<CausalContext, Error> {
@@ -597,7 +612,7 @@ impl<E: Engine> Coordinator<E> {
                     t => Some(t),
                 });
                 Version::value(
-                    v,
+                    v.clone(),
                     now,
                     ttl.map(|t| now.saturating_add(t.saturating_mul(1000))),
                 )
@@ -613,13 +628,13 @@ impl<E: Engine> Coordinator<E> {
                 slot,
                 p.hash,
                 &p.storage_key,
-                &ctx,
+                ctx,
                 version,
                 now,
                 self.settings.siblings_max,
             )
             .await?;
-        let after = ctx.with_dot(dot);
+        let after = ctx.clone().with_dot(dot);
         let mut tracker = QuorumTracker::new(required, p.replicas.len() as u8);
         if tracker.success() == Outcome::Reached && p.replicas.len() == 1 {
             return Ok(after);
@@ -730,7 +745,7 @@ impl<E: Engine> Coordinator<E> {
         let tag = key_tag(bucket, key);
         let token = encode_token(&write.ctx, tag);
         let mut errors = Vec::new();
-        for node in p.replicas.iter() {
+        for node in p.replicas.iter().filter(|n| !self.is_local(n)) {
             if !self.topology.is_up(node) {
                 errors.push(format!("{node}: down"));
                 continue;
@@ -855,7 +870,7 @@ impl<E: Engine> Coordinator<E> {
                     value: value.map(|v| v.into_vec()),
                     ttl_secs,
                 };
-                match self.coordinate_local(&p, write, w, None).await {
+                match self.coordinate_local(&p, &write, w, None).await {
                     Ok(after) => PeerResponse::Coordinated {
                         context: encode_token(&after, tag),
                     },

@@ -40,9 +40,14 @@ pub enum Error {
         /// What the others said.
         errors: String,
     },
-    /// The storage engine failed (disk full, I/O error, fsync failure).
+    /// The storage engine refused the operation (disk full, I/O error): nothing was written.
     #[error("storage unavailable: {0}")]
     Storage(String),
+    /// The write was applied here but could not be made durable (a WAL fsync failed, the
+    /// storage was reopened): it may or may not survive, so it must not be applied again by
+    /// another replica (a second version of one client write).
+    #[error("write outcome unknown: {0}")]
+    Indeterminate(String),
     /// This node holds its limit of hints for a down primary and will not stand in for it.
     #[error("hints full: {0}")]
     HintsFull(String),
@@ -62,6 +67,7 @@ impl Error {
             Error::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Quorum { .. }
             | Error::Storage(_)
+            | Error::Indeterminate(_)
             | Error::NotServing(_)
             | Error::HintsFull(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -71,7 +77,11 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Quorum { .. } | Error::Storage(_) | Error::NotServing(_) | Error::HintsFull(_)
+            Error::Quorum { .. }
+                | Error::Storage(_)
+                | Error::Indeterminate(_)
+                | Error::NotServing(_)
+                | Error::HintsFull(_)
         )
     }
 }

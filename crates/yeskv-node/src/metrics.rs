@@ -41,6 +41,8 @@ pub const AAE_KEYS_REPAIRED: &str = "yeskv_aae_keys_repaired_total";
 pub const AAE_BYTES: &str = "yeskv_aae_bytes_total";
 /// Tombstones and expired versions removed after every primary held them past the grace period.
 pub const TOMBSTONES_REAPED: &str = "yeskv_tombstones_reaped_total";
+/// Writes this node's storage refused (a full disk) that it handed to another primary.
+pub const WRITES_FORWARDED_STORAGE: &str = "yeskv_writes_forwarded_storage_total";
 
 /// Installs the process-wide Prometheus recorder; `None` if one is already installed.
 pub fn install() -> Option<PrometheusHandle> {
@@ -69,6 +71,10 @@ pub fn install() -> Option<PrometheusHandle> {
         "Writes refused for too many siblings."
     );
     let counters = [
+        (
+            WRITES_FORWARDED_STORAGE,
+            "Writes this node's storage refused that another primary coordinated.",
+        ),
         (
             SLOPPY_WRITES,
             "Writes a fallback took for a down or slow primary.",

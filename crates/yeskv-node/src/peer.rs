@@ -161,8 +161,10 @@ pub enum RemoteError {
     },
     /// The request was malformed (e.g. a context token that does not decode).
     BadRequest(String),
-    /// Anything else (storage, shutting down).
+    /// Refused before anything was written (storage, shutting down, not a replica).
     Unavailable(String),
+    /// Applied, but not known to be durable (see `Error::Indeterminate`).
+    Indeterminate(String),
 }
 
 impl From<crate::error::Error> for RemoteError {
@@ -187,6 +189,7 @@ impl From<crate::error::Error> for RemoteError {
             E::InvalidContext(e) => RemoteError::BadRequest(e.to_string()),
             E::ContextRequired => RemoteError::BadRequest("context required".into()),
             E::HintsFull(m) => RemoteError::Unavailable(format!("hints full: {m}")),
+            E::Indeterminate(m) => RemoteError::Indeterminate(m),
             other => RemoteError::Unavailable(other.to_string()),
         }
     }
@@ -212,6 +215,7 @@ impl From<RemoteError> for crate::error::Error {
             },
             RemoteError::BadRequest(m) => E::BadRequest(m),
             RemoteError::Unavailable(m) => E::Storage(m),
+            RemoteError::Indeterminate(m) => E::Indeterminate(m),
         }
     }
 }

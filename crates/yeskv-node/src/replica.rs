@@ -812,7 +812,12 @@ impl<E: Engine> Replica<E> {
             let durable = self.store_slot(slot, key_hash, storage_key, &before, &obj, now_ms)?;
             (obj, dot, durable)
         };
-        durable.wait().await?;
+        // Applied (visible to reads) from here on: a failure to make it durable leaves the
+        // outcome unknown, not "nothing written".
+        durable.wait().await.map_err(|e| match e {
+            yeskv_storage::Error::Corrupt(m) => Error::Corrupt(m),
+            other => Error::Indeterminate(other.to_string()),
+        })?;
         Ok((obj, dot))
     }
 

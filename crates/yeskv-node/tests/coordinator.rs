@@ -318,6 +318,64 @@ async fn a_node_that_is_not_a_replica_forwards() {
     ));
 }
 
+/// A node whose own disk refuses writes (full) hands the writes it coordinates to another
+/// primary: the key's other replicas still make `w`, nothing is written on the full node, and
+/// the answer's context works like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_storage_refuses_hands_the_write_to_another_primary() {
+    let nodes = cluster(&["n1", "n2", "n3"], &["n1", "n2", "n3"]).await;
+    nodes[0].coord.replica().engine().fail_writes(true);
+    let ctx = put(
+        &nodes[0],
+        b"k",
+        CausalContext::empty(),
+        Some(b"v1"),
+        Quorum::N(2),
+    )
+    .await
+    .expect("w=2 through the full node");
+    assert!(
+        nodes[0].local_values(b"b", b"k").is_empty(),
+        "n1 wrote nothing"
+    );
+    assert_eq!(nodes[1].local_values(b"b", b"k"), vec![b"v1".to_vec()]);
+    // n1 still reads (its own empty copy plus the others) and its context supersedes.
+    put(&nodes[0], b"k", ctx, Some(b"v2"), Quorum::N(2))
+        .await
+        .expect("second write through the full node");
+    let read = nodes[1]
+        .coord
+        .get(b"b", b"k", Some(Quorum::N(2)))
+        .await
+        .expect("read");
+    assert_eq!(values(&read), vec![b"v2".to_vec()], "one value, no sibling");
+    // w=all cannot be made without n1's disk: refused, 503-class.
+    let all = put(
+        &nodes[0],
+        b"k2",
+        CausalContext::empty(),
+        Some(b"x"),
+        Quorum::All,
+    )
+    .await;
+    assert!(
+        all.is_err_and(|e| e.is_retryable()),
+        "w=all needs the full node"
+    );
+    // Once the disk has room again, n1 coordinates and stores writes itself.
+    nodes[0].coord.replica().engine().fail_writes(false);
+    put(
+        &nodes[0],
+        b"k3",
+        CausalContext::empty(),
+        Some(b"y"),
+        Quorum::All,
+    )
+    .await
+    .expect("w=all after the disk recovered");
+    assert_eq!(nodes[0].local_values(b"b", b"k3"), vec![b"y".to_vec()]);
+}
+
 async fn put(
     node: &TestNode,
     key: &[u8],

@@ -10,8 +10,8 @@
 //!   not power loss); `group` acknowledges after an fsync of the WAL that covers the write, one
 //!   fsync shared by every write that arrived while the previous fsync ran (group commit);
 //!   `always` fsyncs the WAL inside each write.
-//!   A compaction filter drops records whose header says they may be reaped (expired TTLs and old
-//!   tombstones), so expiry costs no scan and no timer per key.
+//!   After a write failure (a full disk) it recovers by itself, reopening the database if
+//!   RocksDB does not (see `rocks.rs`).
 //! - [`MemoryEngine`] — a `BTreeMap` per space, for unit and simulation tests only.
 //!
 //! Integrity: every record the node stores carries its own CRC32C (see `yeskv_core::codec`), and
@@ -165,8 +165,13 @@ pub struct Durable {
 enum Pending {
     /// Nothing: already durable.
     Done,
-    /// The group committer's fsync covering write `seq`.
-    Group(u64, tokio::sync::watch::Receiver<rocks::SyncedState>),
+    /// The group committer's fsync covering write `seq`, in the generation the write was
+    /// applied in (see `rocks::SyncedState`).
+    Group {
+        seq: u64,
+        generation: u64,
+        rx: tokio::sync::watch::Receiver<rocks::SyncedState>,
+    },
     /// An engine-defined completion (the simulator's disk model).
     Deferred(DurableFuture),
 }
@@ -194,21 +199,26 @@ impl Durable {
 
     /// Waits until the write is as durable as the engine's sync mode promises.
     pub async fn wait(self) -> Result<(), Error> {
-        let (seq, mut rx) = match self.pending {
+        let (seq, generation, mut rx) = match self.pending {
             Pending::Done => return Ok(()),
             Pending::Deferred(completion) => return completion.await,
-            Pending::Group(seq, rx) => (seq, rx),
+            Pending::Group {
+                seq,
+                generation,
+                rx,
+            } => (seq, generation, rx),
         };
         let state = rx
-            .wait_for(|s| s.synced >= seq || s.failed.is_some())
+            .wait_for(|s| s.synced >= seq || s.generation != generation)
             .await
             .map_err(|_| Error::Unavailable("group commit stopped".into()))?;
-        match &state.failed {
-            Some(e) if state.synced < seq => {
-                Err(Error::Unavailable(format!("WAL fsync failed: {e}")))
-            }
-            _ => Ok(()),
+        if state.generation == generation {
+            return Ok(());
         }
+        Err(Error::Io(format!(
+            "the write may not be durable: {}",
+            state.failed.as_deref().unwrap_or("storage failed")
+        )))
     }
 }
 
@@ -242,7 +252,7 @@ pub trait Engine: Send + Sync + 'static {
     /// Makes everything written so far durable and flushes memtables (used at shutdown).
     fn flush(&self) -> Result<(), Error>;
 
-    /// Compacts a whole space now (runs the reaping compaction filter; for operators and tests).
+    /// Compacts a whole space now (for operators and tests).
     fn compact(&self, space: Space) -> Result<(), Error>;
 
     /// How writes become durable.

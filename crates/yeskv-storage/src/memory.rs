@@ -2,6 +2,7 @@
 //! only — it forgets everything when dropped, so it is never the product's default.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 
@@ -13,6 +14,8 @@ type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 #[derive(Default)]
 pub struct MemoryEngine {
     spaces: RwLock<[Map; 3]>,
+    /// While set, writes fail as on a full disk (see [`MemoryEngine::fail_writes`]).
+    failing: AtomicBool,
 }
 
 fn index(space: Space) -> usize {
@@ -33,6 +36,12 @@ impl MemoryEngine {
     pub fn poke(&self, space: Space, key: &[u8], value: &[u8]) {
         self.spaces.write()[index(space)].insert(key.to_vec(), value.to_vec());
     }
+
+    /// While `on`, every write fails with [`Error::Io`] and changes nothing, as on a full disk
+    /// (tests of what a node does when its own storage refuses writes).
+    pub fn fail_writes(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+    }
 }
 
 impl Engine for MemoryEngine {
@@ -41,6 +50,9 @@ impl Engine for MemoryEngine {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<Durable, Error> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(Error::Io("No space left on device (fail_writes)".into()));
+        }
         let mut spaces = self.spaces.write();
         for op in batch.ops {
             match op {
@@ -73,10 +85,7 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn compact(&self, space: Space) -> Result<(), Error> {
-        let now = crate::rocks::now_ms();
-        self.spaces.write()[index(space)]
-            .retain(|_, v| yeskv_core::codec::record_reap_at_ms(v).is_none_or(|t| t > now));
+    fn compact(&self, _space: Space) -> Result<(), Error> {
         Ok(())
     }
 

@@ -5,28 +5,48 @@
 //! without syncing, take a sequence number, and wait until the committer has fsynced past it. The
 //! committer loops "take the highest sequence written, fsync the WAL, publish it", so however
 //! many writes arrive during one fsync, they share the next one.
+//!
+//! **Recovery from write failures** (a full disk, an I/O error). Once RocksDB fails to append
+//! to or sync its WAL it may keep the error ("Writer has previous error") and refuse every later
+//! write although the disk has room again; rust-rocksdb has no `DB::Resume()`. So a *doctor*
+//! thread watches: after the first failed write it probes with a small synced write every
+//! [`PROBE_INTERVAL`]; if RocksDB has not recovered by itself within [`RESUME_GRACE`] and the
+//! filesystem has room for the reopen ([`reopen_space_needed`]), it closes and reopens the
+//! database (WAL replay recovers every write RocksDB accepted). Reads keep being served by the
+//! failing database until the reopen; writes fail with [`Error::Io`] meanwhile. Writes waiting
+//! for a group fsync that failed, or that were pending when the database was reopened, fail
+//! (their outcome is unknown to the caller, never reported as durable): a *generation* number
+//! taken before each write changes at every such failure.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Condvar, Mutex};
-use rocksdb::compaction_filter::Decision;
+use parking_lot::{Condvar, Mutex, RwLock};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteOptions, DB,
 };
 
 use crate::{Durable, Engine, EngineStat, Error, Op, Space, SyncMode, WriteBatch};
 
-/// Wall-clock now in ms since the Unix epoch (compaction filters need real time).
+/// Wall-clock now in ms since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// How often the doctor probes a failing database.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long RocksDB gets to recover from a write failure by itself before a reopen.
+const RESUME_GRACE: Duration = Duration::from_secs(2);
+/// Free space kept beyond what a reopen writes (manifest, info log, options file).
+const REOPEN_MARGIN_BYTES: u64 = 8 << 20;
+/// The Meta key the doctor's probe writes.
+const PROBE_KEY: &[u8] = b"engine.probe";
 
 /// Settings of the RocksDB engine.
 #[derive(Clone, Debug)]
@@ -55,12 +75,22 @@ impl RocksConfig {
             group_commit_window_us: 200,
         }
     }
+
+    fn write_buffer_bytes(&self) -> u64 {
+        (self.write_buffer_mb.max(1) as u64) << 20
+    }
 }
 
 /// Published by the group committer.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SyncedState {
+    /// Every write with a sequence number up to this one is durable.
     pub(crate) synced: u64,
+    /// Changes whenever writes may have been lost: a failed fsync, a reopen. A write that took
+    /// generation `g` before it was applied is acknowledged only if `synced` covers it while
+    /// the generation is still `g`.
+    pub(crate) generation: u64,
+    /// Why the generation last changed.
     pub(crate) failed: Option<String>,
 }
 
@@ -70,22 +100,53 @@ struct GroupCommit {
     idle: AtomicBool,
     wake: Mutex<()>,
     cond: Condvar,
-    stop: AtomicBool,
     /// How long the committer waits for more writes before each fsync.
-    window: std::time::Duration,
+    window: Duration,
     tx: tokio::sync::watch::Sender<SyncedState>,
     fsyncs: AtomicU64,
 }
 
+impl GroupCommit {
+    /// Fails every write not yet durable (see [`SyncedState::generation`]).
+    fn fail_pending(&self, why: String) {
+        self.tx.send_modify(|s| {
+            s.generation += 1;
+            s.failed = Some(why);
+        });
+    }
+}
+
+/// The engine's view of its own health (see the module docs).
+#[derive(Default)]
+struct Health {
+    /// Since when writes fail with an I/O error; `None` while healthy.
+    failing_since: Mutex<Option<Instant>>,
+    /// Wakes the doctor.
+    wake: Condvar,
+    /// The last write error seen.
+    last_error: Mutex<Option<String>>,
+    /// Recoveries (the probe succeeded again), by RocksDB itself or after a reopen.
+    recoveries: AtomicU64,
+    /// Reopens of the database by the doctor.
+    reopens: AtomicU64,
+}
+
+/// What the engine's threads share.
+struct Shared {
+    /// `None` only after a reopen failed to open the database again (the doctor retries).
+    db: RwLock<Option<DB>>,
+    config: RocksConfig,
+    db_opts: Options,
+    cache: Cache,
+    group: Option<GroupCommit>,
+    health: Health,
+    stop: AtomicBool,
+}
+
 /// See the module docs.
 pub struct RocksEngine {
-    db: Arc<DB>,
-    opts: Options,
-    sync: SyncMode,
-    group: Option<Arc<GroupCommit>>,
-    committer: Mutex<Option<JoinHandle<()>>>,
-    path: PathBuf,
-    reaped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 fn map_err(e: rocksdb::Error) -> Error {
@@ -96,18 +157,66 @@ fn map_err(e: rocksdb::Error) -> Error {
     }
 }
 
+fn cf(db: &DB, space: Space) -> Result<&rocksdb::ColumnFamily, Error> {
+    db.cf_handle(space.name())
+        .ok_or_else(|| Error::Unavailable(format!("column family {} missing", space.name())))
+}
+
+/// Opens the database at `config.path` with the engine's column families.
+fn open_db(config: &RocksConfig, db_opts: &Options, cache: &Cache) -> Result<DB, Error> {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    let cf_opts = || {
+        let mut o = Options::default();
+        o.set_block_based_table_factory(&table);
+        o.set_write_buffer_size(config.write_buffer_bytes() as usize);
+        o.set_compression_type(DBCompressionType::Lz4);
+        o.set_level_compaction_dynamic_level_bytes(true);
+        // A whole-key bloom filter on the memtable answers "not there" without walking the
+        // skip list (every write reads its key first).
+        o.set_memtable_prefix_bloom_ratio(0.05);
+        o.set_memtable_whole_key_filtering(true);
+        o
+    };
+    // The default column family is unused, but RocksDB always opens it (rust-rocksdb with
+    // `Options::default()` unless it is listed) and sizes the WAL it creates when resuming
+    // after an error (e.g. a full disk) by that family's memtable, x1.1: at RocksDB's
+    // 64 MiB that WAL preallocated ~70 MiB whatever `write_buffer_mb` said, which kept a
+    // node that had filled its disk from recovering (found by scripts/chaos).
+    let mut default_opts = Options::default();
+    default_opts.set_write_buffer_size(config.write_buffer_bytes() as usize);
+    let cfs = Space::ALL
+        .iter()
+        .map(|s| ColumnFamilyDescriptor::new(s.name(), cf_opts()))
+        .chain(std::iter::once(ColumnFamilyDescriptor::new(
+            rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+            default_opts,
+        )));
+    DB::open_cf_descriptors(db_opts, &config.path, cfs).map_err(map_err)
+}
+
+/// Bytes a reopen may write before it serves again: the memtables it recovers from the WAL and
+/// flushes, one preallocated WAL, and a margin.
+fn reopen_space_needed(config: &RocksConfig, memtable_bytes: u64) -> u64 {
+    memtable_bytes + config.write_buffer_bytes() * 11 / 10 + REOPEN_MARGIN_BYTES
+}
+
+/// Bytes an unprivileged process may still write on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> Result<u64, Error> {
+    let st = rustix::fs::statvfs(path)
+        .map_err(|e| Error::Io(format!("statvfs {}: {e}", path.display())))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 impl RocksEngine {
     /// Opens (or creates) the database.
     pub fn open(config: &RocksConfig) -> Result<Self, Error> {
         std::fs::create_dir_all(&config.path)
             .map_err(|e| Error::Io(format!("creating {}: {e}", config.path.display())))?;
         let cache = Cache::new_lru_cache(config.block_cache_mb.max(1) << 20);
-        let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&cache);
-        table.set_bloom_filter(10.0, false);
-        table.set_cache_index_and_filter_blocks(true);
-        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -118,182 +227,317 @@ impl RocksEngine {
         // Writers come from a few async worker threads on few cores: RocksDB's adaptive
         // spin-then-yield wait for the write group leader burns the CPU the HTTP path needs.
         db_opts.set_enable_write_thread_adaptive_yield(false);
+        let db = open_db(config, &db_opts, &cache)?;
 
-        let reaped = Arc::new(AtomicU64::new(0));
-        let cf_opts = |space: Space| {
-            let mut o = Options::default();
-            o.set_block_based_table_factory(&table);
-            o.set_write_buffer_size(config.write_buffer_mb.max(1) << 20);
-            o.set_compression_type(DBCompressionType::Lz4);
-            o.set_level_compaction_dynamic_level_bytes(true);
-            // A whole-key bloom filter on the memtable answers "not there" without walking the
-            // skip list (every write reads its key first).
-            o.set_memtable_prefix_bloom_ratio(0.05);
-            o.set_memtable_whole_key_filtering(true);
-            if space == Space::Data {
-                let reaped = reaped.clone();
-                o.set_compaction_filter(
-                    "yeskv-reap",
-                    move |_level: u32, _key: &[u8], value: &[u8]| {
-                        match yeskv_core::codec::record_reap_at_ms(value) {
-                            Some(t) if t <= now_ms() => {
-                                reaped.fetch_add(1, Ordering::Relaxed);
-                                Decision::Remove
-                            }
-                            _ => Decision::Keep,
-                        }
-                    },
-                );
-            }
-            o
-        };
-        // The default column family is unused, but RocksDB always opens it (rust-rocksdb with
-        // `Options::default()` unless it is listed) and sizes the WAL it creates when resuming
-        // after an error (e.g. a full disk) by that family's memtable, x1.1: at RocksDB's
-        // 64 MiB that WAL preallocated ~70 MiB whatever `write_buffer_mb` said, which kept a
-        // node that had filled its disk from recovering (found by scripts/chaos).
-        let mut default_opts = Options::default();
-        default_opts.set_write_buffer_size(config.write_buffer_mb.max(1) << 20);
-        let cfs = Space::ALL
-            .iter()
-            .map(|s| ColumnFamilyDescriptor::new(s.name(), cf_opts(*s)))
-            .chain(std::iter::once(ColumnFamilyDescriptor::new(
-                rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
-                default_opts,
-            )));
-        let db = DB::open_cf_descriptors(&db_opts, &config.path, cfs).map_err(map_err)?;
-        let db = Arc::new(db);
-
-        let (group, committer) = if config.sync == SyncMode::Group {
+        let group = (config.sync == SyncMode::Group).then(|| {
             let (tx, _rx) = tokio::sync::watch::channel(SyncedState::default());
-            let g = Arc::new(GroupCommit {
+            GroupCommit {
                 written: AtomicU64::new(0),
                 idle: AtomicBool::new(false),
                 wake: Mutex::new(()),
                 cond: Condvar::new(),
-                stop: AtomicBool::new(false),
-                window: std::time::Duration::from_micros(config.group_commit_window_us),
+                window: Duration::from_micros(config.group_commit_window_us),
                 tx,
                 fsyncs: AtomicU64::new(0),
-            });
-            let (g2, db2) = (g.clone(), db.clone());
-            let handle = std::thread::Builder::new()
-                .name("yeskv-group-commit".into())
-                .spawn(move || group_commit_loop(&g2, &db2))
-                .map_err(|e| Error::Io(format!("spawning group commit thread: {e}")))?;
-            (Some(g), Some(handle))
-        } else {
-            (None, None)
-        };
-        tracing::info!(path = %config.path.display(), sync = %config.sync, "RocksDB opened");
-        Ok(RocksEngine {
-            db,
-            opts: db_opts,
-            sync: config.sync,
+            }
+        });
+        let shared = Arc::new(Shared {
+            db: RwLock::new(Some(db)),
+            config: config.clone(),
+            db_opts,
+            cache,
             group,
-            committer: Mutex::new(committer),
-            path: config.path.clone(),
-            reaped,
-        })
+            health: Health::default(),
+            stop: AtomicBool::new(false),
+        });
+        let engine = RocksEngine {
+            shared: shared.clone(),
+            threads: Mutex::new(Vec::new()),
+        };
+        let spawn = |name: &str, f: fn(&Shared)| {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || f(&s))
+                .map_err(|e| Error::Io(format!("spawning {name} thread: {e}")))
+        };
+        if shared.group.is_some() {
+            engine
+                .threads
+                .lock()
+                .push(spawn("yeskv-group-commit", group_commit_loop)?);
+        }
+        engine
+            .threads
+            .lock()
+            .push(spawn("yeskv-storage-doctor", doctor_loop)?);
+        tracing::info!(path = %config.path.display(), sync = %config.sync, "RocksDB opened");
+        Ok(engine)
     }
 
     /// Where the database lives.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.config.path
     }
 
-    fn cf(&self, space: Space) -> Result<&rocksdb::ColumnFamily, Error> {
-        self.db
-            .cf_handle(space.name())
-            .ok_or_else(|| Error::Unavailable(format!("column family {} missing", space.name())))
+    /// Whether writes currently fail (a full disk, an I/O error) and the engine is recovering.
+    pub fn is_failing(&self) -> bool {
+        self.shared.health.failing_since.lock().is_some()
+    }
+
+    /// Times the engine closed and reopened its database to recover from a write failure.
+    pub fn reopens(&self) -> u64 {
+        self.shared.health.reopens.load(Ordering::Relaxed)
     }
 
     fn int_property(&self, space: Space, name: &str) -> f64 {
-        self.cf(space)
+        self.shared
+            .with_db(|db| {
+                Ok(db
+                    .property_int_value_cf(cf(db, space)?, name)
+                    .ok()
+                    .flatten())
+            })
             .ok()
-            .and_then(|cf| self.db.property_int_value_cf(cf, name).ok().flatten())
+            .flatten()
             .unwrap_or(0) as f64
     }
 }
 
-fn group_commit_loop(g: &GroupCommit, db: &DB) {
-    let mut synced = 0u64;
+impl Shared {
+    /// Runs `f` on the open database (a reopen waits for it, and it for a reopen).
+    fn with_db<T>(&self, f: impl FnOnce(&DB) -> Result<T, Error>) -> Result<T, Error> {
+        match self.db.read().as_ref() {
+            Some(db) => f(db),
+            None => Err(Error::Unavailable(
+                "storage is reopening after a write failure".into(),
+            )),
+        }
+    }
+
+    /// Notes a failed write: an I/O error wakes the doctor.
+    fn write_failed(&self, e: &Error) {
+        if !matches!(e, Error::Io(_)) {
+            return;
+        }
+        *self.health.last_error.lock() = Some(e.to_string());
+        let mut since = self.health.failing_since.lock();
+        if since.is_none() {
+            tracing::warn!(error = %e, "storage write failed; recovering");
+            *since = Some(Instant::now());
+            self.health.wake.notify_one();
+        }
+    }
+
+    /// A small synced write: does the database take writes again?
+    fn probe(&self) -> Result<(), Error> {
+        self.with_db(|db| {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            db.put_cf_opt(cf(db, Space::Meta)?, PROBE_KEY, now_ms().to_le_bytes(), &wo)
+                .map_err(map_err)
+        })
+    }
+
+    /// Closes and reopens the database (see the module docs); pending group writes fail.
+    fn reopen(&self) -> Result<(), Error> {
+        let mut slot = self.db.write();
+        if let Some(g) = &self.group {
+            g.fail_pending("the database was reopened after a write failure".into());
+        }
+        // Close first: RocksDB allows one open instance per directory.
+        drop(slot.take());
+        *slot = Some(open_db(&self.config, &self.db_opts, &self.cache)?);
+        Ok(())
+    }
+
+    /// Bytes of all memtables (what a reopen flushes).
+    fn memtable_bytes(&self) -> u64 {
+        self.with_db(|db| {
+            let mut total = 0;
+            for space in Space::ALL {
+                total += db
+                    .property_int_value_cf(cf(db, space)?, "rocksdb.cur-size-all-mem-tables")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+            }
+            Ok(total)
+        })
+        .unwrap_or(0)
+    }
+
+    /// Sleeps `d` unless the engine stops first; false once it stops.
+    fn pause(&self, d: Duration) -> bool {
+        let mut since = self.health.failing_since.lock();
+        if !self.stop.load(Ordering::Acquire) {
+            self.health.wake.wait_for(&mut since, d);
+        }
+        !self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// The doctor thread (see the module docs).
+fn doctor_loop(s: &Shared) {
+    let mut space_warned = false;
+    loop {
+        // Sleep until a write fails.
+        {
+            let mut since = s.health.failing_since.lock();
+            while since.is_none() && !s.stop.load(Ordering::Acquire) {
+                s.health.wake.wait(&mut since);
+            }
+        }
+        if !s.pause(PROBE_INTERVAL) {
+            return;
+        }
+        let Some(since) = *s.health.failing_since.lock() else {
+            continue;
+        };
+        match s.probe() {
+            Ok(()) => {
+                *s.health.failing_since.lock() = None;
+                s.health.recoveries.fetch_add(1, Ordering::Relaxed);
+                space_warned = false;
+                tracing::info!(
+                    after_ms = since.elapsed().as_millis() as u64,
+                    "storage takes writes again"
+                );
+                continue;
+            }
+            Err(e) => *s.health.last_error.lock() = Some(e.to_string()),
+        }
+        if since.elapsed() < RESUME_GRACE {
+            continue;
+        }
+        let needed = reopen_space_needed(&s.config, s.memtable_bytes());
+        match free_bytes(&s.config.path) {
+            Ok(free) if free >= needed => {}
+            Ok(free) => {
+                if !space_warned {
+                    tracing::warn!(
+                        free,
+                        needed,
+                        "storage failing; waiting for free space to reopen"
+                    );
+                    space_warned = true;
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell the free space; reopening anyway");
+            }
+        }
+        let started = Instant::now();
+        match s.reopen() {
+            Ok(()) => {
+                s.health.reopens.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "storage reopened after a write failure"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "reopening storage failed; will retry"),
+        }
+    }
+}
+
+fn group_commit_loop(s: &Shared) {
+    let Some(g) = &s.group else { return };
+    // Writes up to here have been dealt with: made durable, or failed.
+    let mut handled = 0u64;
     let mut last_batch = 0u64;
     loop {
         {
             let mut guard = g.wake.lock();
-            while g.written.load(Ordering::Acquire) == synced && !g.stop.load(Ordering::Acquire) {
+            while g.written.load(Ordering::Acquire) == handled && !s.stop.load(Ordering::Acquire) {
                 g.idle.store(true, Ordering::SeqCst);
                 // Re-check after announcing idleness: a writer that saw `idle == false` has
                 // already bumped `written`, so nothing is missed.
-                if g.written.load(Ordering::SeqCst) != synced {
+                if g.written.load(Ordering::SeqCst) != handled {
                     break;
                 }
                 g.cond.wait(&mut guard);
             }
             g.idle.store(false, Ordering::SeqCst);
         }
-        if !g.window.is_zero() && last_batch > 1 && !g.stop.load(Ordering::Acquire) {
+        if !g.window.is_zero() && last_batch > 1 && !s.stop.load(Ordering::Acquire) {
             // Under concurrent load (the last fsync carried several writes), let more writes
             // join this one: fewer, larger fsyncs leave CPU to the writers. A lone writer
             // (last batch of one) is never delayed.
             std::thread::sleep(g.window);
         }
         let target = g.written.load(Ordering::Acquire);
-        if target == synced && g.stop.load(Ordering::Acquire) {
+        if target == handled && s.stop.load(Ordering::Acquire) {
             return;
         }
-        match db.flush_wal(true) {
+        match s.with_db(|db| db.flush_wal(true).map_err(map_err)) {
             Ok(()) => {
-                last_batch = target - synced;
-                synced = target;
+                last_batch = target - handled;
                 g.fsyncs.fetch_add(1, Ordering::Relaxed);
-                g.tx.send_modify(|s| s.synced = synced);
+                g.tx.send_modify(|st| st.synced = target);
             }
             Err(e) => {
-                tracing::error!(error = %e, "WAL fsync failed; refusing further acknowledgements");
-                g.tx.send_modify(|s| s.failed = Some(e.to_string()));
-                // Keep retrying: an fsync can fail on a transiently full disk.
-                std::thread::sleep(std::time::Duration::from_millis(100));
+                tracing::error!(error = %e, "WAL fsync failed; the writes it covered fail");
+                g.fail_pending(format!("WAL fsync failed: {e}"));
+                s.write_failed(&e);
+                last_batch = 0;
             }
         }
+        handled = target;
     }
 }
 
 impl Engine for RocksEngine {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let cf = self.cf(space)?;
-        self.db
-            .get_pinned_cf(cf, key)
-            .map(|v| v.map(|s| s.to_vec()))
-            .map_err(map_err)
+        self.shared.with_db(|db| {
+            db.get_pinned_cf(cf(db, space)?, key)
+                .map(|v| v.map(|s| s.to_vec()))
+                .map_err(map_err)
+        })
     }
 
     fn write(&self, batch: WriteBatch) -> Result<Durable, Error> {
-        let mut wb = rocksdb::WriteBatch::default();
-        for op in &batch.ops {
-            match op {
-                Op::Put { space, key, value } => wb.put_cf(self.cf(*space)?, key, value),
-                Op::Delete { space, key } => wb.delete_cf(self.cf(*space)?, key),
+        let s = &self.shared;
+        // The generation is taken before the write is applied (see `SyncedState`).
+        let pending = s.group.as_ref().map(|g| {
+            let rx = g.tx.subscribe();
+            let generation = rx.borrow().generation;
+            (rx, generation)
+        });
+        let applied = s.with_db(|db| {
+            let mut wb = rocksdb::WriteBatch::default();
+            for op in &batch.ops {
+                match op {
+                    Op::Put { space, key, value } => wb.put_cf(cf(db, *space)?, key, value),
+                    Op::Delete { space, key } => wb.delete_cf(cf(db, *space)?, key),
+                }
             }
+            let mut wo = WriteOptions::default();
+            wo.set_sync(s.config.sync == SyncMode::Always);
+            db.write_opt(wb, &wo).map_err(map_err)
+        });
+        if let Err(e) = &applied {
+            s.write_failed(e);
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync == SyncMode::Always);
-        self.db.write_opt(wb, &wo).map_err(map_err)?;
-        match &self.group {
-            None => Ok(Durable::done()),
-            Some(g) => {
+        applied?;
+        match (&s.group, pending) {
+            (Some(g), Some((rx, generation))) => {
                 let seq = g.written.fetch_add(1, Ordering::SeqCst) + 1;
-                let rx = g.tx.subscribe();
                 // A busy committer picks this write up in its next round without being told.
                 if g.idle.load(Ordering::SeqCst) {
                     let _guard = g.wake.lock();
                     g.cond.notify_one();
                 }
                 Ok(Durable {
-                    pending: crate::Pending::Group(seq, rx),
+                    pending: crate::Pending::Group {
+                        seq,
+                        generation,
+                        rx,
+                    },
                 })
             }
+            _ => Ok(Durable::done()),
         }
     }
 
@@ -304,46 +548,50 @@ impl Engine for RocksEngine {
         end: &[u8],
         limit: usize,
     ) -> Result<crate::Rows, Error> {
-        let cf = self.cf(space)?;
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(end.to_vec());
-        let iter = self.db.iterator_cf_opt(
-            cf,
-            ro,
-            rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
-        );
-        let mut out = Vec::new();
-        for item in iter.take(limit) {
-            let (k, v) = item.map_err(map_err)?;
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        self.shared.with_db(|db| {
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_iterate_upper_bound(end.to_vec());
+            let iter = db.iterator_cf_opt(
+                cf(db, space)?,
+                ro,
+                rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+            );
+            let mut out = Vec::new();
+            for item in iter.take(limit) {
+                let (k, v) = item.map_err(map_err)?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     fn flush(&self) -> Result<(), Error> {
-        self.db.flush_wal(true).map_err(map_err)?;
-        for s in Space::ALL {
-            self.db.flush_cf(self.cf(s)?).map_err(map_err)?;
-        }
-        Ok(())
+        self.shared.with_db(|db| {
+            db.flush_wal(true).map_err(map_err)?;
+            for s in Space::ALL {
+                db.flush_cf(cf(db, s)?).map_err(map_err)?;
+            }
+            Ok(())
+        })
     }
 
     fn compact(&self, space: Space) -> Result<(), Error> {
-        let cf = self.cf(space)?;
-        self.db.flush_cf(cf).map_err(map_err)?;
-        let mut opts = rocksdb::CompactOptions::default();
-        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-        self.db
-            .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
-        Ok(())
+        self.shared.with_db(|db| {
+            let cf = cf(db, space)?;
+            db.flush_cf(cf).map_err(map_err)?;
+            let mut opts = rocksdb::CompactOptions::default();
+            opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+            Ok(())
+        })
     }
 
     fn sync_mode(&self) -> SyncMode {
-        self.sync
+        self.shared.config.sync
     }
 
     fn stats(&self) -> Vec<EngineStat> {
-        let ticker = |t| self.opts.get_ticker_count(t) as f64;
+        let ticker = |t| self.shared.db_opts.get_ticker_count(t) as f64;
         use rocksdb::statistics::Ticker;
         let mut out = vec![
             EngineStat {
@@ -397,12 +645,23 @@ impl Engine for RocksEngine {
                 value: ticker(Ticker::WalFileSynced),
             },
         ];
+        let health = &self.shared.health;
         out.push(EngineStat {
-            name: "reaped_records_total",
-            help: "Records dropped by the compaction filter (expired TTLs, old tombstones).",
-            value: self.reaped.load(Ordering::Relaxed) as f64,
+            name: "write_failing",
+            help: "1 while writes fail (full disk, I/O error) and the engine recovers.",
+            value: if self.is_failing() { 1.0 } else { 0.0 },
         });
-        if let Some(g) = &self.group {
+        out.push(EngineStat {
+            name: "recoveries_total",
+            help: "Times writes worked again after failing.",
+            value: health.recoveries.load(Ordering::Relaxed) as f64,
+        });
+        out.push(EngineStat {
+            name: "reopens_total",
+            help: "Times the database was closed and reopened to recover from a write failure.",
+            value: self.reopens() as f64,
+        });
+        if let Some(g) = &self.shared.group {
             out.push(EngineStat {
                 name: "group_commit_fsyncs_total",
                 help: "WAL fsyncs issued by the group committer (each covers many writes).",
@@ -420,12 +679,17 @@ impl Engine for RocksEngine {
 
 impl Drop for RocksEngine {
     fn drop(&mut self) {
-        if let Some(g) = &self.group {
-            g.stop.store(true, Ordering::Release);
+        let s = &self.shared;
+        s.stop.store(true, Ordering::Release);
+        if let Some(g) = &s.group {
             let _guard = g.wake.lock();
             g.cond.notify_one();
         }
-        if let Some(h) = self.committer.lock().take() {
+        {
+            let _guard = s.health.failing_since.lock();
+            s.health.wake.notify_all();
+        }
+        for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
     }
