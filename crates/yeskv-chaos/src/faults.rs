@@ -124,10 +124,16 @@ pub struct DiskChecks {
     /// Disk-full faults injected.
     pub injected: u32,
     /// Of those, how many saw a probe write through the full node refused (non-2xx answer).
+    /// Rare since a node whose storage refuses a write hands it to another primary, and a
+    /// fallback stands in for the full node's copy.
     pub refused: u32,
+    /// How many saw the node's own storage report that it refuses writes
+    /// (`yeskv_storage_write_failing 1` in its `/metrics`): the fault took hold.
+    pub failing_seen: u32,
     /// How many saw the node stay up (healthy, not exited) while full.
     pub stayed_up: u32,
-    /// How many saw a `w=all` probe write through the node succeed after the ballast went.
+    /// How many saw the node's storage take writes again on its own after the ballast went
+    /// (`yeskv_storage_write_failing 0`) and a `w=all` probe write through the node succeed.
     pub recovered: u32,
     /// Longest time from ballast removal to the first successful probe write, s (among the
     /// faults that recovered on their own).
@@ -527,7 +533,8 @@ impl Faults {
     }
 
     /// While the disk is full: `w=all` writes of large values through the node to a key it
-    /// replicates, until one is refused; then checks the node is still up.
+    /// replicates, until one is refused or the node's storage reports it refuses writes; then
+    /// checks the node is still up.
     async fn probe_full(&mut self, cluster: &mut Cluster, i: usize) -> String {
         let Some(key) = self.probe_key(cluster, i).await else {
             let note = "no probe key (ring unavailable)".to_string();
@@ -555,6 +562,13 @@ impl Faults {
                     break;
                 }
             }
+            if storage_failing(&cluster.nodes[i].spec.http).await == Some(true) {
+                break;
+            }
+        }
+        let failing = storage_failing(&cluster.nodes[i].spec.http).await == Some(true);
+        if failing {
+            self.disk.failing_seen += 1;
         }
         let alive = cluster.reap_unexpected_one(i).is_none()
             && crate::cluster::healthy(&cluster.nodes[i].spec.http).await;
@@ -564,9 +578,12 @@ impl Faults {
         let note = match refused {
             Some((n, e)) => {
                 self.disk.refused += 1;
-                format!("probe write {n} refused: {e}; node up: {alive}")
+                format!("probe write {n} refused: {e}; storage failing: {failing}; node up: {alive}")
             }
-            None => format!("{PROBE_WRITES_MAX} probe writes all accepted; node up: {alive}"),
+            None => format!(
+                "probe writes accepted (through other replicas); storage failing: {failing}; \
+                 node up: {alive}"
+            ),
         };
         self.disk.notes.push(note.clone());
         note
@@ -591,18 +608,38 @@ impl Faults {
             ..WriteOptions::default()
         };
         let mut last = String::new();
+        let http = cluster.nodes[i].spec.http.clone();
         while t.elapsed() < timeout {
+            // The node's own storage must take writes again (a write through it alone proves
+            // nothing: another primary coordinates it while this node's disk refuses).
             match client
                 .put("probe", &key, bytes::Bytes::from_static(b"ok"), &options)
                 .await
             {
-                Ok(_) => return Ok(t.elapsed().as_secs_f64()),
+                Ok(_) => match storage_failing(&http).await {
+                    Some(false) => return Ok(t.elapsed().as_secs_f64()),
+                    Some(true) => last = "storage still refuses writes".into(),
+                    None => last = "no storage figure in /metrics".into(),
+                },
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         Err(last)
     }
+}
+
+/// Whether the node at `http` says its storage refuses writes (`yeskv_storage_write_failing`
+/// in `/metrics`); `None` if it does not answer.
+async fn storage_failing(http: &str) -> Option<bool> {
+    let r = crate::http::request(http, "GET", "/metrics", b"", Duration::from_secs(2))
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&r.body);
+    text.lines()
+        .find_map(|l| l.strip_prefix("yeskv_storage_write_failing "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v > 0.0)
 }
 
 /// Writes zeros to `path` until the filesystem is full; returns the bytes written.

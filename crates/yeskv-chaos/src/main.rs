@@ -8,8 +8,10 @@
 //! namespace while injecting one fault at a time ([`faults`]) for `--duration` seconds; stop
 //! the workload, heal everything, restart dead nodes and wait until every node sees every
 //! member up; read every key with `r=all` through every node until the answers agree
-//! (`converged_s`, bounded) and record them as the `merged` final state; judge the history with
-//! `yeskv-check`; write the report (`--report FILE.json`), the history next to it
+//! (`reads_agreed_s`, bounded) and record them as the `merged` final state; sample every node's
+//! anti-entropy roots (`/v1/status`) once a second until every partition's replicas agree
+//! (`converged_s`, from the heal; the checker's convergence rule, bound `--converge-bound-s`);
+//! judge the history with `yeskv-check`; write the report (`--report FILE.json`), the history next to it
 //! (`FILE.history.json`, replayable with the `yeskv-check` binary) and the node logs
 //! (`FILE.logs/`). Exit status 0 only when the checker, the crash watch and the disk checks
 //! all pass; 1 on a violation; 2 when the run itself could not be carried out; 130 when
@@ -93,6 +95,10 @@ struct Args {
     /// How long the final `r=all` reads through every node may take to agree, in seconds.
     #[arg(long, default_value_t = 60)]
     converge_timeout_s: u64,
+    /// Within how many seconds of the heal every partition's replicas must report the same
+    /// anti-entropy root.
+    #[arg(long, default_value_t = 120)]
+    converge_bound_s: u64,
 }
 
 /// Ends the run with this exit status.
@@ -394,15 +400,22 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         .map(|k| (format!("r{k}"), workload::REGISTER_BUCKET))
         .chain((0..params.cart_keys).map(|k| (format!("c{k}"), workload::CART_BUCKET)))
         .collect();
-    let (final_reads, converged_s) =
+    let (final_reads, reads_agreed_s) =
         final_reads(&shared, &keys, Duration::from_secs(args.converge_timeout_s)).await;
     progress(
         start,
         &format!(
             "final reads: {} keys; r=all reads through every node agree: {}",
             final_reads.len(),
-            converged_s.map_or("no".to_string(), |s| format!("after {s:.1} s"))
+            reads_agreed_s.map_or("no".to_string(), |s| format!("after {s:.1} s"))
         ),
+    );
+    // Replica convergence: every partition's replicas with the same anti-entropy root.
+    let bound_ms = args.converge_bound_s * 1000;
+    let digests = sample_roots(&cluster, &node_ids, &recorder, healed_at_ms + bound_ms).await;
+    progress(
+        start,
+        &format!("anti-entropy roots sampled: {} samples", digests.len()),
     );
     for (i, status) in cluster.reap_unexpected() {
         crashes.push(format!("{} exited unexpectedly ({status})", node_ids[i]));
@@ -422,19 +435,21 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         events: recorder.events(),
         healed_at_ms: Some(healed_at_ms),
         final_reads,
-        digests: Vec::new(),
+        digests,
     };
     std::fs::write(&history_path, serde_json::to_vec(&history)?)
         .with_context(|| format!("writing {}", history_path.display()))?;
     let options = yeskv_check::Options {
-        // No anti-entropy yet: replicas that missed writes may stay behind (next issue).
-        check_convergence: false,
+        check_convergence: true,
+        convergence_bound_ms: bound_ms,
         ..yeskv_check::Options::default()
     };
     let report = yeskv_check::check(&history, &options);
+    let converged_s = report.converged_ms.map(|ms| ms as f64 / 1000.0);
 
     let disk_ok = faults.disk.recovered == faults.disk.injected
-        && faults.disk.stayed_up == faults.disk.injected;
+        && faults.disk.stayed_up == faults.disk.injected
+        && faults.disk.failing_seen == faults.disk.injected;
     let passed = report.ok() && crashes.is_empty() && disk_ok && all_up;
     let mut failures = Vec::new();
     if !report.ok() {
@@ -449,8 +464,9 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     if !disk_ok {
         failures.push(format!(
-            "full disk: {} injected, node stayed up {}, recovered on its own {} (restarted {})",
+            "full disk: {} injected, storage failing seen {}, node stayed up {}, recovered on its own {} (restarted {})",
             faults.disk.injected,
+            faults.disk.failing_seen,
             faults.disk.stayed_up,
             faults.disk.recovered,
             faults.disk.restarted
@@ -467,6 +483,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         "lost": report.lost,
         "resurrected": report.resurrected,
         "converged_s": converged_s,
+        "reads_agreed_s": reads_agreed_s,
         "faults": faults.counts,
         "ops": summary,
         "params": {
@@ -584,6 +601,59 @@ async fn final_reads(
                 })
                 .collect();
             return (reads, converged);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Samples every node's anti-entropy roots (`/v1/status`: `merkle_root` per partition it is a
+/// replica of; `null` while a tree rebuilds) once a second, until every partition's replicas
+/// report the same root or `until_ms` (run time) passes.
+async fn sample_roots(
+    cluster: &Cluster,
+    node_ids: &[String],
+    recorder: &Recorder,
+    until_ms: u64,
+) -> Vec<yeskv_check::history::DigestSample> {
+    let mut samples = Vec::new();
+    loop {
+        let time_ms = recorder.now_ms();
+        let mut roots: BTreeMap<u32, std::collections::BTreeSet<String>> = BTreeMap::new();
+        let mut answered = 0;
+        for (i, node) in node_ids.iter().enumerate() {
+            let status = http::request(
+                &cluster.nodes[i].spec.http,
+                "GET",
+                "/v1/status",
+                b"",
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()
+            .and_then(|r| r.json().ok());
+            let Some(partitions) = status.as_ref().and_then(|s| s["partitions"].as_array())
+            else {
+                continue;
+            };
+            answered += 1;
+            for p in partitions {
+                let Some(id) = p["id"].as_u64() else { continue };
+                // A tree being rebuilt agrees with nothing, not even another one.
+                let digest = p["merkle_root"]
+                    .as_str()
+                    .map_or_else(|| format!("tree-not-ready@{node}"), str::to_string);
+                roots.entry(id as u32).or_default().insert(digest.clone());
+                samples.push(yeskv_check::history::DigestSample {
+                    time_ms,
+                    node: node.clone(),
+                    partition: id as u32,
+                    digest,
+                });
+            }
+        }
+        let agreed = answered == node_ids.len() && roots.values().all(|d| d.len() == 1);
+        if agreed || recorder.now_ms() >= until_ms {
+            return samples;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
