@@ -578,7 +578,9 @@ impl Faults {
         let note = match refused {
             Some((n, e)) => {
                 self.disk.refused += 1;
-                format!("probe write {n} refused: {e}; storage failing: {failing}; node up: {alive}")
+                format!(
+                    "probe write {n} refused: {e}; storage failing: {failing}; node up: {alive}"
+                )
             }
             None => format!(
                 "probe writes accepted (through other replicas); storage failing: {failing}; \

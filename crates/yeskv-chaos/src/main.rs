@@ -631,8 +631,7 @@ async fn sample_roots(
             .await
             .ok()
             .and_then(|r| r.json().ok());
-            let Some(partitions) = status.as_ref().and_then(|s| s["partitions"].as_array())
-            else {
+            let Some(partitions) = status.as_ref().and_then(|s| s["partitions"].as_array()) else {
                 continue;
             };
             answered += 1;

@@ -134,6 +134,12 @@ pub struct Repair {
     pub read_repair: bool,
     /// Most read repairs in flight; past it a repair is skipped (counted).
     pub read_repair_inflight_max: usize,
+    /// One read in this many asks every replica of the key, which read-repairs all of them;
+    /// the others ask `r` replicas (the coordinator's own copy first) and one more only when
+    /// one fails or is slow. 1: every read asks every replica (Riak's way).
+    pub read_all_every: u32,
+    /// How long a read waits for the replicas it asked before asking one more.
+    pub read_hedge_ms: u64,
     /// How often this node runs an anti-entropy exchange (one partition per exchange, with one
     /// other replica of it); 0 turns anti-entropy off.
     pub aae_interval_ms: u64,
@@ -153,6 +159,8 @@ impl Default for Repair {
             handoff_inflight_max: 32,
             read_repair: true,
             read_repair_inflight_max: 256,
+            read_all_every: 10,
+            read_hedge_ms: 20,
             aae_interval_ms: 1000,
             aae_keys_per_exchange_max: 10_000,
             reap_interval_ms: 10_000,
@@ -363,6 +371,12 @@ impl Config {
         }
         if !(1..=100_000).contains(&rp.read_repair_inflight_max) {
             return Err("repair.read_repair_inflight_max must be between 1 and 100000".into());
+        }
+        if !(1..=1_000_000).contains(&rp.read_all_every) {
+            return Err("repair.read_all_every must be between 1 and 1000000".into());
+        }
+        if !(1..=60_000).contains(&rp.read_hedge_ms) {
+            return Err("repair.read_hedge_ms must be between 1 and 60000".into());
         }
         if rp.aae_interval_ms > 3_600_000 {
             return Err("repair.aae_interval_ms must be at most 3600000".into());

@@ -18,17 +18,20 @@
 //!   (`MergeHint`; handed back by `handoff.rs`). If no primary could be reached at all, this node
 //!   stands in for the first one and coordinates the write itself. A write fails only when fewer
 //!   than `w` nodes could take it.
-//! - **Read**: asks every replica of the key in parallel (itself directly; a down primary's
-//!   stand-in for every hint it holds), merges the objects with DVV `sync` as they come, and
-//!   answers after `r` replies — waiting for the primaries if an empty stand-in helped make the
-//!   quorum — so the answer holds every sibling any of them had. Then **read repair**: the merged
-//!   object goes to every primary found behind.
+//! - **Read**: asks `r` replicas of the key (itself first, directly; a down primary's stand-in
+//!   for every hint it holds), and one more whenever one fails or all are slower than
+//!   `read_hedge`; one read in `read_all_every` asks every replica at once. Merges the objects
+//!   with DVV `sync` as they come and answers after `r` replies — asking and waiting for the
+//!   primaries if an empty stand-in helped make the quorum — so the answer holds every sibling
+//!   any of them had. Then **read repair**: the merged object goes to every primary that
+//!   answered (before or after the client got its answer) with an older copy.
 //! - **Quorums**: `r`/`w` are validated against `n` (`400` above it), then capped at the number
 //!   of replicas a key has ("while the cluster has fewer nodes than n, each key has one replica
 //!   per node"). Known-down replicas count as failures at once; the pure
 //!   [`QuorumTracker`] decides as soon as the outcome is certain.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +67,11 @@ pub struct Settings {
     pub rpc_timeout: Duration,
     /// Most read repairs in flight at once; past it a repair is skipped (and counted).
     pub read_repair_inflight_max: usize,
+    /// One read in this many asks every replica of the key (and so repairs all of them); the
+    /// others ask `r` replicas first. 1: every read asks every replica (Riak's way).
+    pub read_all_every: u32,
+    /// How long a read waits for its first replicas before asking one more.
+    pub read_hedge: Duration,
 }
 
 /// See the module docs.
@@ -74,6 +82,8 @@ pub struct Coordinator<E: Engine> {
     topology: Arc<dyn Topology>,
     peers: Arc<dyn PeerClient>,
     read_repairs: Arc<tokio::sync::Semaphore>,
+    /// Reads coordinated (picks the ones that ask every replica).
+    reads: Arc<AtomicU64>,
 }
 
 impl<E: Engine> Clone for Coordinator<E> {
@@ -85,6 +95,7 @@ impl<E: Engine> Clone for Coordinator<E> {
             topology: self.topology.clone(),
             peers: self.peers.clone(),
             read_repairs: self.read_repairs.clone(),
+            reads: self.reads.clone(),
         }
     }
 }
@@ -148,6 +159,7 @@ impl<E: Engine> Coordinator<E> {
             topology,
             peers,
             read_repairs,
+            reads: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -314,34 +326,64 @@ impl<E: Engine> Coordinator<E> {
     }
 
     /// Reads a key: the merged object of the first `r` replicas to answer (empty if none has it).
-    /// Down primaries are read through their stand-ins. The replies that come after the answer
-    /// feed read repair (see [`Coordinator::read_repair`]).
+    /// Down primaries are read through their stand-ins. One read in `read_all_every` asks every
+    /// replica at once; the others ask `r` of them — this node's own copy first, it costs no
+    /// round trip — and another only when one fails or has not answered after `read_hedge`.
+    /// The replies that come after the answer feed read repair (see
+    /// [`Coordinator::read_repair`]).
     pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
         let p = self.place(bucket, key);
         let required = self.quorum(r, self.settings.r, p.replicas.len(), "r")?;
-        let holders = self.read_holders(&p);
+        let mut queue: VecDeque<Holder> = self.read_holders(&p).into();
+        if let Some(i) = queue.iter().position(|h| self.is_local(h.node())) {
+            if let Some(local) = queue.remove(i) {
+                queue.push_front(local);
+            }
+        }
+        let every = u64::from(self.settings.read_all_every.max(1));
+        let ask_all = every == 1 || self.reads.fetch_add(1, Ordering::Relaxed) % every == 0;
+        let first = if ask_all {
+            queue.len()
+        } else {
+            usize::from(required).min(queue.len())
+        };
+        let launch = |h: Holder| {
+            self.clone()
+                .read_holder(h, p.storage_key.clone(), p.replicas.clone())
+        };
         let mut tracker = QuorumTracker::new(required, p.replicas.len() as u8);
         let mut merged = Object::new();
-        let pending_holders = holders.clone();
-        let mut pending: FuturesUnordered<_> = holders
-            .into_iter()
-            .map(|h| {
-                self.clone()
-                    .read_holder(h, p.storage_key.clone(), p.replicas.clone())
-            })
-            .collect();
+        // A stand-in that holds nothing for the key knows nothing about it: once the quorum is
+        // reached with such a reply, wait for the primaries (a primary that holds the value
+        // must not be outvoted by fallbacks that never saw it).
+        let mut primaries_pending = 0usize;
+        let mut pending = FuturesUnordered::new();
+        for h in queue.drain(..first) {
+            primaries_pending += usize::from(matches!(h, Holder::Primary(_)));
+            pending.push(launch(h));
+        }
         let mut replies = Vec::with_capacity(p.replicas.len());
         let mut corrupt = None;
-        // A stand-in that holds nothing for the key knows nothing about it: once the quorum is
-        // reached with such a reply, wait for the primaries still asked (a primary that holds
-        // the value must not be outvoted by fallbacks that never saw it).
-        let mut primaries_pending = pending_holders
-            .iter()
-            .filter(|h| matches!(h, Holder::Primary(_)))
-            .count();
         let mut empty_stand_ins = 0usize;
         let mut reached = false;
-        while let Some((holder, result)) = pending.next().await {
+        let hedge = tokio::time::sleep(self.settings.read_hedge);
+        tokio::pin!(hedge);
+        loop {
+            let next = tokio::select! {
+                biased;
+                next = pending.next() => next,
+                _ = &mut hedge, if !queue.is_empty() && !reached => {
+                    // Slow replies: ask one more replica, and again after another `read_hedge`.
+                    if let Some(h) = queue.pop_front() {
+                        primaries_pending += usize::from(matches!(h, Holder::Primary(_)));
+                        pending.push(launch(h));
+                    }
+                    let at = tokio::time::Instant::now() + self.settings.read_hedge;
+                    hedge.as_mut().reset(at);
+                    continue;
+                }
+            };
+            let Some((holder, result)) = next else { break };
             if matches!(holder, Holder::Primary(_)) {
                 primaries_pending = primaries_pending.saturating_sub(1);
             }
@@ -358,14 +400,30 @@ impl<E: Engine> Coordinator<E> {
                     if matches!(e, Error::Corrupt(_)) {
                         corrupt = Some(e.to_string());
                     }
+                    // Another replica takes the failed one's place.
+                    if let Some(h) = queue.pop_front() {
+                        primaries_pending += usize::from(matches!(h, Holder::Primary(_)));
+                        pending.push(launch(h));
+                    }
                     tracker.failure(format!("{}: {e}", holder.node()))
                 }
             };
             match outcome {
                 Outcome::Reached => {
                     reached = true;
-                    if empty_stand_ins > 0 && primaries_pending > 0 {
-                        continue;
+                    if empty_stand_ins > 0 {
+                        // Ask the primaries not asked yet, and wait for all of them.
+                        while let Some(i) =
+                            queue.iter().position(|h| matches!(h, Holder::Primary(_)))
+                        {
+                            if let Some(h) = queue.remove(i) {
+                                primaries_pending += 1;
+                                pending.push(launch(h));
+                            }
+                        }
+                        if primaries_pending > 0 {
+                            continue;
+                        }
                     }
                     break;
                 }

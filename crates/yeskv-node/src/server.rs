@@ -196,6 +196,8 @@ pub async fn run(
         } else {
             0
         },
+        read_all_every: raw.repair.read_all_every,
+        read_hedge: std::time::Duration::from_millis(raw.repair.read_hedge_ms),
     };
     // Test-only: the chaos runner's delay on the coordinator's internode calls.
     let chaos = raw

@@ -36,6 +36,8 @@ fn settings() -> Settings {
         default_ttl_secs: 0,
         rpc_timeout: Duration::from_millis(1000),
         read_repair_inflight_max: 64,
+        read_all_every: 1,
+        read_hedge: Duration::from_millis(20),
     }
 }
 
@@ -50,6 +52,16 @@ async fn cluster(names: &[&str], replicas: &[&str]) -> Vec<TestNode> {
 
 /// As [`cluster`], with a tombstone grace period of `reap_grace_ms`.
 async fn cluster_with(names: &[&str], replicas: &[&str], reap_grace_ms: u64) -> Vec<TestNode> {
+    cluster_settings(names, replicas, reap_grace_ms, settings()).await
+}
+
+/// As [`cluster_with`], with these coordinator settings.
+async fn cluster_settings(
+    names: &[&str],
+    replicas: &[&str],
+    reap_grace_ms: u64,
+    settings: Settings,
+) -> Vec<TestNode> {
     let prefs: Vec<NodeId> = replicas.iter().map(|s| id(s)).collect();
     let mut listeners = Vec::new();
     for _ in names {
@@ -92,7 +104,7 @@ async fn cluster_with(names: &[&str], replicas: &[&str], reap_grace_ms: u64) -> 
         let coord = Arc::new(Coordinator::new(
             Arc::new(replica),
             Arc::new(SystemClock),
-            settings(),
+            settings.clone(),
             topology.clone(),
             Arc::new(client),
         ));
@@ -212,6 +224,54 @@ async fn write_all_reaches_every_replica_and_reads_merge() {
     // Writing with the read's context resolves them on every replica.
     nodes[2].put_all(read.context(), b"both").await;
     on_every_replica(b"both");
+}
+
+/// Reads that ask `r` replicas first: the coordinator's own copy and one more; a replica that
+/// fails (dead, not yet known down) is replaced by the next, so the read still
+/// answers and holds every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_asking_r_replicas_replace_a_failed_one() {
+    let s = Settings {
+        read_all_every: 1_000_000,
+        ..settings()
+    };
+    let mut nodes = cluster_settings(&["n1", "n2", "n3"], &["n1", "n2", "n3"], 0, s).await;
+    // The first read of a coordinator asks all; spend it.
+    let _ = nodes[0].coord.get(b"b", b"warm", Some(Quorum::N(2))).await;
+    let ctx = put(
+        &nodes[0],
+        b"k",
+        CausalContext::empty(),
+        Some(b"v1"),
+        Quorum::All,
+    )
+    .await
+    .expect("w=all");
+    let read = nodes[0]
+        .coord
+        .get(b"b", b"k", Some(Quorum::N(2)))
+        .await
+        .expect("r=2");
+    assert_eq!(values(&read), vec![b"v1".to_vec()]);
+    // n2 dies; n1 still believes it up: n1's read asks itself and n2, n2 fails, n3 answers.
+    nodes[1].kill().await;
+    put(&nodes[0], b"k", ctx, Some(b"v2"), Quorum::N(2))
+        .await
+        .expect("w=2 with n2 dead");
+    for _ in 0..5 {
+        let read = nodes[0]
+            .coord
+            .get(b"b", b"k", Some(Quorum::N(2)))
+            .await
+            .expect("r=2 with n2 dead");
+        assert_eq!(values(&read), vec![b"v2".to_vec()]);
+    }
+    // r=all still needs every replica.
+    assert!(nodes[0]
+        .coord
+        .get(b"b", b"k", Some(Quorum::All))
+        .await
+        .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,7 +633,8 @@ async fn anti_entropy_finds_and_repairs_missing_keys_both_ways() {
         .await
         .expect("w=2");
     }
-    nodes[0].sees("n3", true);
+    // n1 keeps seeing n3 down (and n2 n1) until the exchange: a write's replication to the
+    // other replicas finishes in the background and would reach a node seen up again.
     nodes[1].sees("n1", false);
     for i in 0..5u8 {
         put(
@@ -586,7 +647,6 @@ async fn anti_entropy_finds_and_repairs_missing_keys_both_ways() {
         .await
         .expect("w=2");
     }
-    nodes[1].sees("n1", true);
     assert_ne!(
         nodes[0].root(b"b", &[b'a', 0]),
         nodes[2].root(b"b", &[b'a', 0])
@@ -607,6 +667,8 @@ async fn anti_entropy_finds_and_repairs_missing_keys_both_ways() {
             assert_eq!(n.local_values(b"b", &[b'z', i]), vec![vec![i]], "{}", n.id);
         }
     }
+    nodes[0].sees("n3", true);
+    nodes[1].sees("n1", true);
     // Every partition's roots now agree, and another round finds nothing.
     for p in 0..256u16 {
         let roots: Vec<_> = nodes

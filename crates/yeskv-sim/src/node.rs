@@ -104,6 +104,9 @@ pub fn settings() -> Settings {
         default_ttl_secs: 0,
         rpc_timeout: Duration::from_millis(RPC_TIMEOUT_MS),
         read_repair_inflight_max: 256,
+        // The product's defaults.
+        read_all_every: yeskv_node::config::Repair::default().read_all_every,
+        read_hedge: Duration::from_millis(yeskv_node::config::Repair::default().read_hedge_ms),
     }
 }
 

@@ -34,6 +34,10 @@ pub struct DevArgs {
     /// Durability mode passed to every node (always, group, none).
     #[arg(long)]
     sync: Option<String>,
+    /// A configuration file every node reads (`yeskv server --config`); the node id, addresses,
+    /// data directory, seeds and `--sync` given by `yeskv dev` override its keys.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// How long a node may take to answer its health check after start.
@@ -200,6 +204,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .kill_on_drop(true);
         if let Some(s) = &args.sync {
             cmd.args(["--sync", s]);
+        }
+        if let Some(c) = &args.config {
+            cmd.arg("--config").arg(c);
         }
         if i > 0 {
             cmd.args(["--seed", &format!("127.0.0.1:{}", args.base_port - 1000)]);
