@@ -341,7 +341,11 @@ impl<E: Engine> Coordinator<E> {
             }
         }
         let every = u64::from(self.settings.read_all_every.max(1));
-        let ask_all = every == 1 || self.reads.fetch_add(1, Ordering::Relaxed) % every == 0;
+        let ask_all = every == 1
+            || self
+                .reads
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(every);
         let first = if ask_all {
             queue.len()
         } else {
