@@ -2,8 +2,10 @@
 //! read or an operator (Dynamo §4.7, Riak 3's Tictac AAE).
 //!
 //! **Exchange.** Every `repair.aae_interval_ms`, this node asks each other live node that shares
-//! partitions with it (both primaries) for the roots of those partitions' trees — one small
-//! message per peer, whatever the number of keys, which is the whole cost when nothing differs.
+//! partitions with it (both primaries) and whose node id sorts before its own for the roots of
+//! those partitions' trees — one small message per peer, whatever the number of keys, which is
+//! the whole cost when nothing differs. One side of each pair initiates (the sync goes both
+//! ways), so a differing key is synced once per pair, not twice.
 //! For each partition whose roots differ it descends: branch hashes, then the segment hashes of
 //! differing branches, then the `(key, digest)` lists of differing segments, and syncs each
 //! differing key both ways by DVV merge (read both, `sync`, write back to whichever side was
@@ -78,7 +80,8 @@ pub async fn run_exchanges<E: Engine>(
     .await;
 }
 
-/// The partitions this node is a primary of, grouped by each other live primary.
+/// The partitions this node is a primary of, grouped by each other live primary whose id sorts
+/// before this node's (the pairs this node initiates exchanges for).
 fn shared_partitions<E: Engine>(c: &Coordinator<E>) -> BTreeMap<NodeId, Vec<u16>> {
     let topology = c.topology();
     let local = topology.local().clone();
@@ -89,7 +92,7 @@ fn shared_partitions<E: Engine>(c: &Coordinator<E>) -> BTreeMap<NodeId, Vec<u16>
         if !prefs.contains(&local) {
             continue;
         }
-        for peer in prefs.iter().filter(|n| **n != local && topology.is_up(n)) {
+        for peer in prefs.iter().filter(|n| **n < local && topology.is_up(n)) {
             by_peer.entry(peer.clone()).or_default().push(p);
         }
     }

@@ -680,11 +680,22 @@ async fn anti_entropy_finds_and_repairs_missing_keys_both_ways() {
             "partition {p}: {roots:?}"
         );
     }
-    let r = yeskv_node::aae::exchange_round(&nodes[0].coord, 10_000)
+    for n in &nodes {
+        let r = yeskv_node::aae::exchange_round(&n.coord, 10_000)
+            .await
+            .expect("round");
+        assert_eq!(r.keys_repaired, 0);
+        assert_eq!(r.partitions_differing, 0);
+    }
+    // One side of each pair initiates: n1 (lowest id) none, n3 (highest) both of its pairs.
+    let first = yeskv_node::aae::exchange_round(&nodes[0].coord, 10_000)
         .await
         .expect("round");
-    assert_eq!(r.keys_repaired, 0);
-    assert_eq!(r.partitions_differing, 0);
+    assert_eq!(first.partitions_compared, 0, "{first:?}");
+    let last = yeskv_node::aae::exchange_round(&nodes[2].coord, 10_000)
+        .await
+        .expect("round");
+    assert_eq!(last.partitions_compared, 2 * 256, "{last:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -714,8 +725,9 @@ async fn tombstones_are_reaped_only_when_every_primary_holds_them() {
         0
     );
     assert_eq!(nodes[2].local_values(b"b", b"k"), vec![b"v".to_vec()]);
-    // Anti-entropy gives n3 the tombstone; then every primary holds it and it is reaped.
-    yeskv_node::aae::exchange_round(&nodes[0].coord, 100)
+    // Anti-entropy (n3 initiates with n1 and n2: the higher id of a pair does) gives n3 the
+    // tombstone; then every primary holds it and it is reaped.
+    yeskv_node::aae::exchange_round(&nodes[2].coord, 100)
         .await
         .expect("aae");
     tokio::time::sleep(Duration::from_millis(5)).await;
