@@ -15,9 +15,11 @@
 //!   a deleted value came back). Such a write answers `503` (indeterminate).
 //! - **Sloppy quorum** (Dynamo §4.6): a primary that is down or fails is replaced, for that
 //!   write, by the next live fallback of the partition, which keeps the copy as a hint for it
-//!   (`MergeHint`; handed back by `handoff.rs`). If no primary could be reached at all, this node
-//!   stands in for the first one and coordinates the write itself. A write fails only when fewer
-//!   than `w` nodes could take it.
+//!   (`MergeHint`; handed back by `handoff.rs`). If no fallback takes it, the primary is tried
+//!   even though it is believed down: the failure detector may be wrong (a node that has just
+//!   restarted has heard from nobody and believes everyone down). If no primary could be
+//!   reached at all, this node stands in for the first one and coordinates the write itself. A
+//!   write fails only when fewer than `w` nodes could take it.
 //! - **Read**: asks `r` replicas of the key (itself first, directly; a down primary's stand-in
 //!   for every hint it holds), and one more whenever one fails or all are slower than
 //!   `read_hedge`; one read in `read_all_every` asks every replica at once. Merges the objects
@@ -132,6 +134,15 @@ enum Holder {
     },
 }
 
+/// Whether a request to a node waits for the failure detector to say it is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Liveness {
+    /// Only if it is up (a node believed down is skipped at once).
+    IfUp,
+    /// Whatever the failure detector says: the last resort before failing a quorum.
+    Anyway,
+}
+
 impl Holder {
     fn node(&self) -> &NodeId {
         match self {
@@ -233,9 +244,14 @@ impl<E: Engine> Coordinator<E> {
     /// Who to ask for each replica slot of a read: the primary when the failure detector says
     /// it is up, else the next live fallback (this node included), which answers with every hint
     /// it holds for the key, whichever primary it stood in for.
-    fn read_holders(&self, p: &Placement) -> Vec<Holder> {
+    /// Who to read from: each primary that is up, or for a down one the next live fallback;
+    /// and, apart, the down primaries no fallback stands in for (tried only as a last resort:
+    /// the failure detector may be wrong — a node that just started has heard from nobody).
+    fn read_holders(&self, p: &Placement) -> (Vec<Holder>, Vec<Holder>) {
         let mut fallbacks: Option<VecDeque<NodeId>> = None;
-        p.replicas
+        let mut last_resort = Vec::new();
+        let holders = p
+            .replicas
             .iter()
             .filter_map(|primary| {
                 if self.topology.is_up(primary) {
@@ -250,13 +266,20 @@ impl<E: Engine> Coordinator<E> {
                             .cloned()
                             .collect()
                     })
-                    .pop_front()?;
-                Some(Holder::StandIn {
-                    node: f,
-                    for_primary: primary.clone(),
-                })
+                    .pop_front();
+                match f {
+                    Some(node) => Some(Holder::StandIn {
+                        node,
+                        for_primary: primary.clone(),
+                    }),
+                    None => {
+                        last_resort.push(Holder::Primary(primary.clone()));
+                        None
+                    }
+                }
             })
-            .collect()
+            .collect();
+        (holders, last_resort)
     }
 
     /// The merge of every hint this node holds for the key, for any of `primaries`.
@@ -276,6 +299,7 @@ impl<E: Engine> Coordinator<E> {
         holder: Holder,
         storage_key: Arc<Vec<u8>>,
         primaries: Arc<[NodeId]>,
+        liveness: Liveness,
     ) -> (Holder, Result<Object, Error>) {
         let node = holder.node();
         let result = if self.is_local(node) {
@@ -293,7 +317,10 @@ impl<E: Engine> Coordinator<E> {
                     storage_key: storage_key.to_vec(),
                 },
             };
-            match self.call(node, req, self.settings.rpc_timeout).await {
+            match self
+                .call_as(node, req, self.settings.rpc_timeout, liveness)
+                .await
+            {
                 Ok(PeerResponse::Object(None)) => Ok(Object::new()),
                 Ok(PeerResponse::Object(Some(rec))) => decode_record(&rec)
                     .map_err(|e| Error::Corrupt(format!("object from {node}: {e}"))),
@@ -305,14 +332,16 @@ impl<E: Engine> Coordinator<E> {
         (holder, result)
     }
 
-    /// Sends `request` to `node` if it is up and its address is known.
-    async fn call(
+    /// Sends `request` to `node` if its address is known, and — unless `liveness` says to try
+    /// anyway — if the failure detector says it is up.
+    async fn call_as(
         &self,
         node: &NodeId,
         request: PeerRequest,
         timeout: Duration,
+        liveness: Liveness,
     ) -> Result<PeerResponse, Error> {
-        if !self.topology.is_up(node) {
+        if liveness == Liveness::IfUp && !self.topology.is_up(node) {
             return Err(Error::Storage("down".into()));
         }
         let addr = self
@@ -334,8 +363,10 @@ impl<E: Engine> Coordinator<E> {
     pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
         let p = self.place(bucket, key);
         let required = self.quorum(r, self.settings.r, p.replicas.len(), "r")?;
-        let mut queue: VecDeque<Holder> = self.read_holders(&p).into();
-        if let Some(i) = queue.iter().position(|h| self.is_local(h.node())) {
+        let (holders, last_resort) = self.read_holders(&p);
+        let mut queue: VecDeque<(Holder, Liveness)> =
+            holders.into_iter().map(|h| (h, Liveness::IfUp)).collect();
+        if let Some(i) = queue.iter().position(|(h, _)| self.is_local(h.node())) {
             if let Some(local) = queue.remove(i) {
                 queue.push_front(local);
             }
@@ -351,9 +382,12 @@ impl<E: Engine> Coordinator<E> {
         } else {
             usize::from(required).min(queue.len())
         };
-        let launch = |h: Holder| {
+        // Behind everything else, the primaries believed down that nobody stands in for.
+        queue.extend(last_resort.into_iter().map(|h| (h, Liveness::Anyway)));
+        let first = first.max(usize::from(required).min(queue.len()));
+        let launch = |(h, liveness): (Holder, Liveness)| {
             self.clone()
-                .read_holder(h, p.storage_key.clone(), p.replicas.clone())
+                .read_holder(h, p.storage_key.clone(), p.replicas.clone(), liveness)
         };
         let mut tracker = QuorumTracker::new(required, p.replicas.len() as u8);
         let mut merged = Object::new();
@@ -363,7 +397,7 @@ impl<E: Engine> Coordinator<E> {
         let mut primaries_pending = 0usize;
         let mut pending = FuturesUnordered::new();
         for h in queue.drain(..first) {
-            primaries_pending += usize::from(matches!(h, Holder::Primary(_)));
+            primaries_pending += usize::from(matches!(h.0, Holder::Primary(_)));
             pending.push(launch(h));
         }
         let mut replies = Vec::with_capacity(p.replicas.len());
@@ -379,7 +413,7 @@ impl<E: Engine> Coordinator<E> {
                 _ = &mut hedge, if !queue.is_empty() && !reached => {
                     // Slow replies: ask one more replica, and again after another `read_hedge`.
                     if let Some(h) = queue.pop_front() {
-                        primaries_pending += usize::from(matches!(h, Holder::Primary(_)));
+                        primaries_pending += usize::from(matches!(h.0, Holder::Primary(_)));
                         pending.push(launch(h));
                     }
                     let at = tokio::time::Instant::now() + self.settings.read_hedge;
@@ -406,7 +440,7 @@ impl<E: Engine> Coordinator<E> {
                     }
                     // Another replica takes the failed one's place.
                     if let Some(h) = queue.pop_front() {
-                        primaries_pending += usize::from(matches!(h, Holder::Primary(_)));
+                        primaries_pending += usize::from(matches!(h.0, Holder::Primary(_)));
                         pending.push(launch(h));
                     }
                     tracker.failure(format!("{}: {e}", holder.node()))
@@ -417,9 +451,9 @@ impl<E: Engine> Coordinator<E> {
                     reached = true;
                     if empty_stand_ins > 0 {
                         // Ask the primaries not asked yet, and wait for all of them.
-                        while let Some(i) =
-                            queue.iter().position(|h| matches!(h, Holder::Primary(_)))
-                        {
+                        while let Some(i) = queue.iter().position(|(h, l)| {
+                            matches!(h, Holder::Primary(_)) && *l == Liveness::IfUp
+                        }) {
                             if let Some(h) = queue.remove(i) {
                                 primaries_pending += 1;
                                 pending.push(launch(h));
@@ -538,7 +572,7 @@ impl<E: Engine> Coordinator<E> {
             return Ok(());
         }
         let record = encode_record(obj, None);
-        self.send_merge(holder, key_hash, storage_key, &record)
+        self.send_merge(holder, key_hash, storage_key, &record, Liveness::IfUp)
             .await
     }
 
@@ -549,6 +583,7 @@ impl<E: Engine> Coordinator<E> {
         key_hash: u64,
         storage_key: &[u8],
         record: &[u8],
+        liveness: Liveness,
     ) -> Result<(), Error> {
         let req = match holder {
             Holder::Primary(_) => PeerRequest::Merge {
@@ -564,7 +599,7 @@ impl<E: Engine> Coordinator<E> {
             },
         };
         match self
-            .call(holder.node(), req, self.settings.rpc_timeout)
+            .call_as(holder.node(), req, self.settings.rpc_timeout, liveness)
             .await?
         {
             PeerResponse::Merged => Ok(()),
@@ -586,6 +621,7 @@ impl<E: Engine> Coordinator<E> {
             hint.key_hash,
             &hint.storage_key,
             &record,
+            Liveness::IfUp,
         )
         .await
     }
@@ -754,10 +790,11 @@ impl<E: Engine> Coordinator<E> {
         fallbacks: Arc<Mutex<VecDeque<NodeId>>>,
     ) -> Result<(), String> {
         let mut errors = Vec::new();
-        let reason = if self.topology.is_up(&primary) {
+        let believed_up = self.topology.is_up(&primary);
+        let reason = if believed_up {
             let holder = Holder::Primary(primary.clone());
             match self
-                .send_merge(&holder, key_hash, &storage_key, &record)
+                .send_merge(&holder, key_hash, &storage_key, &record, Liveness::IfUp)
                 .await
             {
                 Ok(()) => return Ok(()),
@@ -780,7 +817,7 @@ impl<E: Engine> Coordinator<E> {
                 for_primary: primary.clone(),
             };
             match self
-                .send_merge(&holder, key_hash, &storage_key, &record)
+                .send_merge(&holder, key_hash, &storage_key, &record, Liveness::IfUp)
                 .await
             {
                 Ok(()) => {
@@ -789,6 +826,18 @@ impl<E: Engine> Coordinator<E> {
                     return Ok(());
                 }
                 Err(e) => errors.push(format!("{node} (for {primary}): {e}")),
+            }
+        }
+        // No fallback took it: try the primary even though it is believed down (the failure
+        // detector may be wrong — a node that just started has heard from nobody yet).
+        if !believed_up {
+            let holder = Holder::Primary(primary.clone());
+            match self
+                .send_merge(&holder, key_hash, &storage_key, &record, Liveness::Anyway)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => errors.push(format!("{primary} (believed down, tried anyway): {e}")),
             }
         }
         Err(errors.join("; "))

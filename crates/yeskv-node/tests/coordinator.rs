@@ -2,6 +2,7 @@
 //! (in-memory storage, real TCP), quorum writes and reads, writes while a replica is down,
 //! siblings merged across replicas, and forwarding from a node that is not a replica.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use yeskv_core::keyspace::{key_hash, partition_of, storage_key};
 use yeskv_core::{CausalContext, NodeId, Quorum};
 use yeskv_node::clock::SystemClock;
 use yeskv_node::coordinator::{Coordinator, Settings};
-use yeskv_node::peer::{PeerRequest, PeerResponse};
+use yeskv_node::peer::{PeerRequest, PeerResponse, RemoteError};
 use yeskv_node::replica::Replica;
 use yeskv_node::topology::StaticTopology;
 use yeskv_node::Error;
@@ -22,6 +23,10 @@ struct TestNode {
     id: NodeId,
     coord: Arc<Coord>,
     topology: Arc<StaticTopology>,
+    /// While false, the node's RPC server refuses every request (it is unreachable).
+    reachable: Arc<AtomicBool>,
+    /// Requests refused while unreachable.
+    refused: Arc<AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -111,13 +116,25 @@ async fn cluster_settings(
         let server: RpcServer<PeerRequest, PeerResponse> = RpcServer::new(rpc_cfg).expect("server");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let c2 = coord.clone();
+        let reachable = Arc::new(AtomicBool::new(true));
+        let refused = Arc::new(AtomicU64::new(0));
+        let (reach2, refused2) = (reachable.clone(), refused.clone());
         let handle = tokio::spawn(async move {
             server
                 .serve(
                     listener,
                     move |_peer, req| {
                         let c = c2.clone();
-                        async move { c.serve_peer(req).await }
+                        let (reach, refused) = (reach2.clone(), refused2.clone());
+                        async move {
+                            if !reach.load(Ordering::SeqCst) {
+                                refused.fetch_add(1, Ordering::SeqCst);
+                                return PeerResponse::Failed(RemoteError::Unavailable(
+                                    "unreachable (test)".into(),
+                                ));
+                            }
+                            c.serve_peer(req).await
+                        }
                     },
                     async move {
                         let _ = stop_rx.await;
@@ -129,6 +146,8 @@ async fn cluster_settings(
             id: id(name),
             coord,
             topology,
+            reachable,
+            refused,
             stop: Some(stop_tx),
             server: Some(handle),
         });
@@ -150,6 +169,22 @@ impl TestNode {
     /// Marks `node` down (or up) in this node's failure detector.
     fn sees(&self, node: &str, up: bool) {
         self.topology.set_up(&id(node), up);
+    }
+
+    /// Makes this node unreachable (its RPC server refuses everything) or reachable again. A
+    /// coordinator tries even a primary it believes down before failing a quorum, so a node
+    /// that must miss writes has to be unreachable, not only believed down.
+    fn reachable(&self, on: bool) {
+        self.reachable.store(on, Ordering::SeqCst);
+    }
+
+    /// Waits until this node has refused `n` requests in all: every write's replication to it
+    /// has run its course (replication finishes in the background after the client's answer).
+    async fn refused_at_least(&self, n: u64) {
+        eventually("refused requests", || {
+            self.refused.load(Ordering::SeqCst) >= n
+        })
+        .await;
     }
 
     /// The root of the anti-entropy tree of the partition of `key`.
@@ -477,6 +512,8 @@ async fn sloppy_quorum_takes_writes_for_down_primaries_and_hands_them_off() {
         n.sees("n2", false);
         n.sees("n3", false);
     }
+    nodes[1].reachable(false);
+    nodes[2].reachable(false);
     // w=3 with two primaries down: n1 plus two fallbacks.
     for i in 0..5u8 {
         let key = [b'k', i];
@@ -500,6 +537,7 @@ async fn sloppy_quorum_takes_writes_for_down_primaries_and_hands_them_off() {
     for n in &nodes {
         n.sees("n1", false);
     }
+    nodes[0].reachable(false);
     put(
         &nodes[4],
         b"lonely",
@@ -516,7 +554,12 @@ async fn sloppy_quorum_takes_writes_for_down_primaries_and_hands_them_off() {
         .await
         .expect("r=2 through stand-ins");
     assert_eq!(values(&read), vec![b"v".to_vec()]);
+    // n3's copy of "lonely" had no fallback left: n5 tried n3 itself, which refused.
+    nodes[2].refused_at_least(1).await;
     // The primaries come back: handoff delivers every hint, then removes it.
+    for n in &nodes[..3] {
+        n.reachable(true);
+    }
     for n in &nodes {
         n.sees("n1", true);
         n.sees("n2", true);
@@ -560,6 +603,36 @@ async fn sloppy_quorum_takes_writes_for_down_primaries_and_hands_them_off() {
     assert_eq!(nodes[2].local_values(b"b", b"lonely"), vec![b"v".to_vec()]);
 }
 
+/// A node that has heard from nobody yet (just restarted) or wrongly suspects its peers still
+/// makes the quorum: before failing, the coordinator tries the primaries it believes down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_false_suspicion_does_not_fail_a_quorum() {
+    let nodes = cluster(&["n1", "n2", "n3"], &["n1", "n2", "n3"]).await;
+    nodes[0].sees("n2", false);
+    nodes[0].sees("n3", false);
+    let ctx = put(
+        &nodes[0],
+        b"k",
+        CausalContext::empty(),
+        Some(b"v"),
+        Quorum::All,
+    )
+    .await
+    .expect("w=all with both peers wrongly believed down");
+    for n in &nodes {
+        assert_eq!(n.local_values(b"b", b"k"), vec![b"v".to_vec()], "{}", n.id);
+    }
+    let read = nodes[0]
+        .coord
+        .get(b"b", b"k", Some(Quorum::All))
+        .await
+        .expect("r=all with both peers wrongly believed down");
+    assert_eq!(values(&read), vec![b"v".to_vec()]);
+    put(&nodes[0], b"k", ctx, Some(b"w"), Quorum::N(2))
+        .await
+        .expect("w=2");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fewer_live_nodes_than_w_is_refused() {
     let nodes = cluster(&["n1", "n2", "n3", "n4"], &["n1", "n2", "n3"]).await;
@@ -567,6 +640,9 @@ async fn fewer_live_nodes_than_w_is_refused() {
         n.sees("n2", false);
         n.sees("n3", false);
         n.sees("n4", false);
+    }
+    for n in &nodes[1..] {
+        n.reachable(false);
     }
     assert!(matches!(
         put(
@@ -594,6 +670,7 @@ async fn fewer_live_nodes_than_w_is_refused() {
 async fn read_repair_brings_a_stale_replica_up_to_date() {
     let nodes = cluster(&["n1", "n2", "n3"], &["n1", "n2", "n3"]).await;
     nodes[0].sees("n3", false);
+    nodes[2].reachable(false);
     put(
         &nodes[0],
         b"k",
@@ -603,7 +680,9 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
     )
     .await
     .expect("w=2");
+    nodes[2].refused_at_least(1).await;
     assert!(nodes[2].local_values(b"b", b"k").is_empty(), "n3 missed it");
+    nodes[2].reachable(true);
     nodes[0].sees("n3", true);
     let read = nodes[0]
         .coord
@@ -620,8 +699,9 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_finds_and_repairs_missing_keys_both_ways() {
     let nodes = cluster(&["n1", "n2", "n3"], &["n1", "n2", "n3"]).await;
-    // n3 misses 20 writes; n1 misses 5 others (written through n2 while n1 looked down).
+    // n3 misses 20 writes; n1 misses 5 others (written through n2 while n1 was unreachable).
     nodes[0].sees("n3", false);
+    nodes[2].reachable(false);
     for i in 0..20u8 {
         put(
             &nodes[0],
@@ -633,9 +713,12 @@ async fn anti_entropy_finds_and_repairs_missing_keys_both_ways() {
         .await
         .expect("w=2");
     }
-    // n1 keeps seeing n3 down (and n2 n1) until the exchange: a write's replication to the
-    // other replicas finishes in the background and would reach a node seen up again.
+    // A write's replication to the other replicas finishes in the background: wait until n3
+    // has refused all 20 before it becomes reachable again.
+    nodes[2].refused_at_least(20).await;
+    nodes[2].reachable(true);
     nodes[1].sees("n1", false);
+    nodes[0].reachable(false);
     for i in 0..5u8 {
         put(
             &nodes[1],
@@ -647,6 +730,8 @@ async fn anti_entropy_finds_and_repairs_missing_keys_both_ways() {
         .await
         .expect("w=2");
     }
+    nodes[0].refused_at_least(5).await;
+    nodes[0].reachable(true);
     assert_ne!(
         nodes[0].root(b"b", &[b'a', 0]),
         nodes[2].root(b"b", &[b'a', 0])
@@ -712,9 +797,12 @@ async fn tombstones_are_reaped_only_when_every_primary_holds_them() {
     .expect("write");
     // The delete misses n3.
     nodes[0].sees("n3", false);
+    nodes[2].reachable(false);
     put(&nodes[0], b"k", ctx, None, Quorum::N(2))
         .await
         .expect("delete");
+    nodes[2].refused_at_least(1).await;
+    nodes[2].reachable(true);
     nodes[0].sees("n3", true);
     let retry = Duration::from_millis(1);
     // n3 still holds the value: no reaping (it could come back from n3).
