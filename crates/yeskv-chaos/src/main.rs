@@ -535,7 +535,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
             .join(" "),
     );
     println!(
-        "chaos: report {}, history {} (replay: yeskv-check {} --no-convergence)",
+        "chaos: report {}, history {} (replay: yeskv-check {} --convergence-bound-ms {bound_ms})",
         report_path.display(),
         history_path.display(),
         history_path.display()

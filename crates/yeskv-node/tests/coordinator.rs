@@ -272,7 +272,7 @@ async fn reads_asking_r_replicas_replace_a_failed_one() {
     };
     let mut nodes = cluster_settings(&["n1", "n2", "n3"], &["n1", "n2", "n3"], 0, s).await;
     // The first read of a coordinator asks all; spend it.
-    let _ = nodes[0].coord.get(b"b", b"warm", Some(Quorum::N(2))).await;
+    let _ = get(&nodes[0], b"warm", Quorum::N(2)).await;
     let ctx = put(
         &nodes[0],
         b"k",
@@ -282,11 +282,7 @@ async fn reads_asking_r_replicas_replace_a_failed_one() {
     )
     .await
     .expect("w=all");
-    let read = nodes[0]
-        .coord
-        .get(b"b", b"k", Some(Quorum::N(2)))
-        .await
-        .expect("r=2");
+    let read = get(&nodes[0], b"k", Quorum::N(2)).await.expect("r=2");
     assert_eq!(values(&read), vec![b"v1".to_vec()]);
     // n2 dies; n1 still believes it up: n1's read asks itself and n2, n2 fails, n3 answers.
     nodes[1].kill().await;
@@ -294,19 +290,13 @@ async fn reads_asking_r_replicas_replace_a_failed_one() {
         .await
         .expect("w=2 with n2 dead");
     for _ in 0..5 {
-        let read = nodes[0]
-            .coord
-            .get(b"b", b"k", Some(Quorum::N(2)))
+        let read = get(&nodes[0], b"k", Quorum::N(2))
             .await
             .expect("r=2 with n2 dead");
         assert_eq!(values(&read), vec![b"v2".to_vec()]);
     }
     // r=all still needs every replica.
-    assert!(nodes[0]
-        .coord
-        .get(b"b", b"k", Some(Quorum::All))
-        .await
-        .is_err());
+    assert!(get(&nodes[0], b"k", Quorum::All).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,11 +326,7 @@ async fn quorum_survives_one_dead_replica_but_not_two() {
         put(1, Quorum::All, b"v2").await,
         Err(Error::Quorum { .. })
     ));
-    let read = nodes[1]
-        .coord
-        .get(b"b", b"k", Some(Quorum::N(2)))
-        .await
-        .expect("r=2");
+    let read = get(&nodes[1], b"k", Quorum::N(2)).await.expect("r=2");
     assert!(values(&read).contains(&b"v1".to_vec()));
     // Once the failure detector marks it down, requests skip it without waiting.
     for n in &nodes[..2] {
@@ -400,15 +386,13 @@ async fn a_node_that_is_not_a_replica_forwards() {
         )
         .await
         .expect("forwarded write");
-    let read = nodes[0]
-        .coord
-        .get(b"b", b"k", Some(Quorum::N(2)))
+    let read = get(&nodes[0], b"k", Quorum::N(2))
         .await
         .expect("read via n1");
     assert_eq!(values(&read), vec![b"w".to_vec()]);
     // r or w above n is refused before anything happens.
     assert!(matches!(
-        nodes[0].coord.get(b"b", b"k", Some(Quorum::N(4))).await,
+        get(&nodes[0], b"k", Quorum::N(4)).await,
         Err(Error::BadRequest(_))
     ));
 }
@@ -438,11 +422,7 @@ async fn a_replica_whose_storage_refuses_hands_the_write_to_another_primary() {
     put(&nodes[0], b"k", ctx, Some(b"v2"), Quorum::N(2))
         .await
         .expect("second write through the full node");
-    let read = nodes[1]
-        .coord
-        .get(b"b", b"k", Some(Quorum::N(2)))
-        .await
-        .expect("read");
+    let read = get(&nodes[1], b"k", Quorum::N(2)).await.expect("read");
     assert_eq!(values(&read), vec![b"v2".to_vec()], "one value, no sibling");
     // w=all cannot be made without n1's disk: refused, 503-class.
     let all = put(
@@ -481,6 +461,10 @@ async fn put(
     node.coord
         .put(b"b", key, ctx, value.map(|v| v.to_vec()), None, Some(w))
         .await
+}
+
+async fn get(node: &TestNode, key: &[u8], r: Quorum) -> Result<yeskv_core::Object, Error> {
+    node.coord.get(b"b", key, Some(r)).await
 }
 
 /// Polls `cond` every 10 ms for up to 5 s.
@@ -548,9 +532,7 @@ async fn sloppy_quorum_takes_writes_for_down_primaries_and_hands_them_off() {
     .await
     .expect("w=2 with every primary down");
     // Reads consult the stand-ins.
-    let read = nodes[4]
-        .coord
-        .get(b"b", b"lonely", Some(Quorum::N(2)))
+    let read = get(&nodes[4], b"lonely", Quorum::N(2))
         .await
         .expect("r=2 through stand-ins");
     assert_eq!(values(&read), vec![b"v".to_vec()]);
@@ -622,9 +604,7 @@ async fn a_false_suspicion_does_not_fail_a_quorum() {
     for n in &nodes {
         assert_eq!(n.local_values(b"b", b"k"), vec![b"v".to_vec()], "{}", n.id);
     }
-    let read = nodes[0]
-        .coord
-        .get(b"b", b"k", Some(Quorum::All))
+    let read = get(&nodes[0], b"k", Quorum::All)
         .await
         .expect("r=all with both peers wrongly believed down");
     assert_eq!(values(&read), vec![b"v".to_vec()]);
@@ -684,11 +664,7 @@ async fn read_repair_brings_a_stale_replica_up_to_date() {
     assert!(nodes[2].local_values(b"b", b"k").is_empty(), "n3 missed it");
     nodes[2].reachable(true);
     nodes[0].sees("n3", true);
-    let read = nodes[0]
-        .coord
-        .get(b"b", b"k", Some(Quorum::All))
-        .await
-        .expect("r=all");
+    let read = get(&nodes[0], b"k", Quorum::All).await.expect("r=all");
     assert_eq!(values(&read), vec![b"v".to_vec()]);
     eventually("read repair of n3", || {
         nodes[2].local_values(b"b", b"k") == vec![b"v".to_vec()]
@@ -834,10 +810,6 @@ async fn tombstones_are_reaped_only_when_every_primary_holds_them() {
         );
         assert_eq!(n.root(b"b", b"k"), 0, "{}: tree empty again", n.id);
     }
-    let read = nodes[1]
-        .coord
-        .get(b"b", b"k", Some(Quorum::All))
-        .await
-        .expect("read");
+    let read = get(&nodes[1], b"k", Quorum::All).await.expect("read");
     assert!(values(&read).is_empty(), "the value stays deleted");
 }
