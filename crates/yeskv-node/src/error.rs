@@ -90,6 +90,7 @@ impl From<yeskv_storage::Error> for Error {
     fn from(e: yeskv_storage::Error) -> Self {
         match e {
             yeskv_storage::Error::Corrupt(m) => Error::Corrupt(m),
+            yeskv_storage::Error::Uncertain(m) => Error::Indeterminate(m),
             other => Error::Storage(other.to_string()),
         }
     }

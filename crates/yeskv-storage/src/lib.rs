@@ -93,9 +93,14 @@ pub enum Error {
     /// Stored bytes failed a checksum (ours or RocksDB's).
     #[error("corrupt data on disk: {0}")]
     Corrupt(String),
-    /// The disk or the filesystem failed (full disk, I/O error).
+    /// The disk or the filesystem failed (full disk, I/O error). From [`Engine::write`]: the
+    /// batch was refused and nothing of it was written.
     #[error("storage I/O error: {0}")]
     Io(String),
+    /// A write failed partway: it may or may not have been applied, and may or may not survive
+    /// (the first write to meet a full disk, or a failed fsync). Its outcome is unknown.
+    #[error("storage write outcome unknown: {0}")]
+    Uncertain(String),
     /// The engine is closed or failed permanently (e.g. a WAL fsync failed).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -104,7 +109,7 @@ pub enum Error {
 impl Error {
     /// Whether a retry may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Io(_))
+        matches!(self, Error::Io(_) | Error::Uncertain(_))
     }
 }
 
@@ -215,7 +220,7 @@ impl Durable {
         if state.generation == generation {
             return Ok(());
         }
-        Err(Error::Io(format!(
+        Err(Error::Uncertain(format!(
             "the write may not be durable: {}",
             state.failed.as_deref().unwrap_or("storage failed")
         )))

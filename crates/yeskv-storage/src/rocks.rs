@@ -13,7 +13,9 @@
 //! [`PROBE_INTERVAL`]; if RocksDB has not recovered by itself within [`RESUME_GRACE`] and the
 //! filesystem has room for the reopen ([`reopen_space_needed`]), it closes and reopens the
 //! database (WAL replay recovers every write RocksDB accepted). Reads keep being served by the
-//! failing database until the reopen; writes fail with [`Error::Io`] meanwhile. Writes waiting
+//! failing database until the reopen; writes fail meanwhile: the first with
+//! [`Error::Uncertain`] (it may have reached the WAL, partway or whole), later ones, refused
+//! before the WAL, with [`Error::Io`] — a caller may then apply the write elsewhere. Writes waiting
 //! for a group fsync that failed, or that were pending when the database was reopened, fail
 //! (their outcome is unknown to the caller, never reported as durable): a *generation* number
 //! taken before each write changes at every such failure.
@@ -121,6 +123,8 @@ impl GroupCommit {
 struct Health {
     /// Since when writes fail with an I/O error; `None` while healthy.
     failing_since: Mutex<Option<Instant>>,
+    /// `failing_since.is_some()`, readable without the lock on every write.
+    failing: AtomicBool,
     /// Wakes the doctor.
     wake: Condvar,
     /// The last write error seen.
@@ -282,7 +286,7 @@ impl RocksEngine {
 
     /// Whether writes currently fail (a full disk, an I/O error) and the engine is recovering.
     pub fn is_failing(&self) -> bool {
-        self.shared.health.failing_since.lock().is_some()
+        self.shared.health.failing.load(Ordering::SeqCst)
     }
 
     /// Times the engine closed and reopened its database to recover from a write failure.
@@ -325,6 +329,7 @@ impl Shared {
         if since.is_none() {
             tracing::warn!(error = %e, "storage write failed; recovering");
             *since = Some(Instant::now());
+            self.health.failing.store(true, Ordering::SeqCst);
             self.health.wake.notify_one();
         }
     }
@@ -397,6 +402,7 @@ fn doctor_loop(s: &Shared) {
         match s.probe() {
             Ok(()) => {
                 *s.health.failing_since.lock() = None;
+                s.health.failing.store(false, Ordering::SeqCst);
                 s.health.recoveries.fetch_add(1, Ordering::Relaxed);
                 space_warned = false;
                 tracing::info!(
@@ -505,6 +511,9 @@ impl Engine for RocksEngine {
             let generation = rx.borrow().generation;
             (rx, generation)
         });
+        // A database already known to fail refuses a write before its WAL sees it; the first
+        // write to fail may have reached the WAL partway (or whole, with a failed fsync after).
+        let was_failing = s.health.failing.load(Ordering::SeqCst);
         let applied = s.with_db(|db| {
             let mut wb = rocksdb::WriteBatch::default();
             for op in &batch.ops {
@@ -520,7 +529,10 @@ impl Engine for RocksEngine {
         if let Err(e) = &applied {
             s.write_failed(e);
         }
-        applied?;
+        applied.map_err(|e| match e {
+            Error::Io(m) if !was_failing => Error::Uncertain(m),
+            other => other,
+        })?;
         match (&s.group, pending) {
             (Some(g), Some((rx, generation))) => {
                 let seq = g.written.fetch_add(1, Ordering::SeqCst) + 1;

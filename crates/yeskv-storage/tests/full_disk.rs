@@ -125,27 +125,31 @@ async fn a_full_disk_refuses_writes_then_recovers_without_a_restart() {
             acked.push(key);
         }
         let ballast = fill(&disk.mount, 3 << 20);
-        let mut refused = 0;
+        let (mut refused, mut uncertain) = (0, 0);
         for i in 0..2000u64 {
             let key = format!("during-{i}");
             match put(&e, &key, noise(1000 + i, 32 << 10)).await {
                 Ok(()) => acked.push(key),
-                Err(err) => {
+                // The first failure may have reached the WAL (outcome unknown); once the engine
+                // knows it fails, writes are refused before the WAL (nothing written).
+                Err(yeskv_storage::Error::Uncertain(_)) => uncertain += 1,
+                Err(yeskv_storage::Error::Io(_)) => {
                     refused += 1;
-                    assert!(
-                        matches!(err, yeskv_storage::Error::Io(_)),
-                        "a full disk is an I/O error: {err}"
-                    );
                     if refused >= 20 {
                         break;
                     }
                 }
+                Err(err) => panic!("{sync}: a full disk is an I/O error: {err}"),
             }
         }
         assert!(
             refused >= 20,
             "{sync}: the disk never filled ({} writes acked)",
             acked.len()
+        );
+        assert!(
+            uncertain <= 64,
+            "{sync}: {uncertain} writes of unknown outcome"
         );
         assert!(e.is_failing(), "{sync}: the engine knows it is failing");
         // Reads are still served from the failing database.
@@ -178,7 +182,7 @@ async fn a_full_disk_refuses_writes_then_recovers_without_a_restart() {
         assert!(stat(&e, "recoveries_total") >= 1.0);
         assert_eq!(stat(&e, "write_failing"), 0.0);
         eprintln!(
-            "{sync}: acked {}, refused {refused}, recoveries {}, reopens {}",
+            "{sync}: acked {}, uncertain {uncertain}, refused {refused}, recoveries {}, reopens {}",
             acked.len(),
             stat(&e, "recoveries_total"),
             stat(&e, "reopens_total")
