@@ -14,8 +14,9 @@
 //!
 //! **Reaper.** A key whose every sibling is a tombstone or expired is queued when stored; once
 //! the grace period (`ttl.reap_grace_secs`) has passed, the key's first primary asks every
-//! primary for its object and, only if all are up and hold the very same object (same digest),
-//! tells each to remove it (`Reap`, checked again against the digest under the key's lock). So a
+//! primary for its object and every other member for any hint of the key and, only if all are
+//! up, the primaries hold the very same object (same digest) and no hint is left anywhere,
+//! tells each primary to remove it (`Reap`, checked again against the digest under the key's lock). So a
 //! tombstone is never reaped while a replica could still hold the value it deleted, and the
 //! grace outlasts every hint (`repair.hint_age_max_secs`) that could carry the value back.
 
@@ -477,6 +478,31 @@ async fn reap_key<E: Engine>(
         };
         if tree_digest(storage_key, &theirs) != Some(digest) {
             return Ok(ReapOutcome::NotYet);
+        }
+    }
+    // No other node may still hold a hint of the key: a hint goes to the primaries later, and
+    // an old version in it (a stand-in may have taken it after the tombstone was written, so
+    // the hint's age says nothing about its versions') would come back once the tombstone
+    // that covers it is gone (found by the simulator, seed 1269). So every member must be up
+    // and hold no hint of the key.
+    let targets: Vec<String> = prefs.iter().map(|n| n.as_str().to_string()).collect();
+    for node in topology.fallbacks(partition).iter() {
+        if !topology.is_up(node) {
+            return Ok(ReapOutcome::NotYet);
+        }
+        match call(
+            c,
+            node,
+            PeerRequest::ReadHints {
+                targets: targets.clone(),
+                storage_key: storage_key.to_vec(),
+            },
+        )
+        .await?
+        {
+            PeerResponse::Object(None) => {}
+            PeerResponse::Object(Some(_)) => return Ok(ReapOutcome::NotYet),
+            other => return Err(Error::Storage(format!("unexpected answer {other:?}"))),
         }
     }
     for node in &others {

@@ -181,3 +181,16 @@ fn regression_stand_in_dot_reuse_after_handoff() {
     let o = run_seed(&SimOptions::default(), 43).expect("run");
     assert!(o.ok(), "seed 43: {:?}", o.report.violations);
 }
+
+/// Seed 1269: a value whose tombstone was reaped came back. The reaper checked that every
+/// primary held the identical tombstone and that the grace had passed, trusting that no hint
+/// could be older than the grace; but a stand-in had taken the old value into a hint *after*
+/// the tombstone was written, so the hint's age said nothing about the value's, and handoff
+/// brought it back once the tombstone was gone. The reaper now also asks every other member
+/// for hints of the key and waits while any is held (or any member is down).
+#[test]
+fn regression_reaped_tombstone_and_a_late_hint() {
+    let o = run_seed(&SimOptions::default(), 1269).expect("run");
+    assert!(o.ok(), "seed 1269: {:?}", o.report.violations);
+    assert_eq!(o.report.resurrected, 0);
+}
