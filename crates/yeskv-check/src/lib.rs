@@ -41,7 +41,7 @@
 //!    sets; for digests, every partition's replicas agree at some sample time, and
 //!    [`Report::converged_ms`] is the first such time minus `healed_at_ms`, which must not
 //!    exceed [`Options::convergence_bound_ms`]. With [`Options::check_convergence`] off these
-//!    findings are warnings, not violations (the cluster has no anti-entropy yet).
+//!    findings are warnings, not violations (for histories of runs without repair).
 //! 5. **Bounded siblings** ([`checkers::sibling_bounds`]): each `ok` read, and each key's final
 //!    state, has at most `W` siblings, `W` = distinct processes that invoked a write or cart add
 //!    on the key up to the read's completion + indeterminate (`info`) writes on the key up to

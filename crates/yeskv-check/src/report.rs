@@ -20,8 +20,8 @@ pub const VIOLATIONS_MAX_DEFAULT: usize = 1_000;
 #[serde(default)]
 pub struct Options {
     /// Whether convergence findings are violations. When false they are still computed and
-    /// listed in [`Report::warnings`] (the cluster has no anti-entropy yet, so replicas that
-    /// missed a write during a partition may legitimately stay behind).
+    /// listed in [`Report::warnings`] (for runs without repair — `yeskv-sim --no-repair` —
+    /// where replicas that missed a write during a partition may legitimately stay behind).
     pub check_convergence: bool,
     /// The longest time, after `healed_at_ms`, replicas may take to agree on every digest.
     pub convergence_bound_ms: u64,
