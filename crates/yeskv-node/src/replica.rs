@@ -813,11 +813,9 @@ impl<E: Engine> Replica<E> {
             (obj, dot, durable)
         };
         // Applied (visible to reads) from here on: a failure to make it durable leaves the
-        // outcome unknown, not "nothing written".
-        durable.wait().await.map_err(|e| match e {
-            yeskv_storage::Error::Corrupt(m) => Error::Corrupt(m),
-            other => Error::Indeterminate(other.to_string()),
-        })?;
+        // outcome unknown (`Uncertain`, answered as `Error::Indeterminate`), not "nothing
+        // written".
+        durable.wait().await?;
         Ok((obj, dot))
     }
 

@@ -169,9 +169,7 @@ impl Disk {
     fn sync_through(&self, seq: u64, generation: u64) -> Result<(), Error> {
         let mut s = self.state.lock();
         if s.generation != generation {
-            return Err(Error::Unavailable(
-                "the disk crashed before the fsync".into(),
-            ));
+            return Err(Error::Uncertain("the disk crashed before the fsync".into()));
         }
         while s.pending.front().is_some_and(|w| w.seq <= seq) {
             let Some(w) = s.pending.pop_front() else {

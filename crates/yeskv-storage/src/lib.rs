@@ -193,16 +193,17 @@ impl Durable {
         }
     }
 
-    /// Durable when `completion` resolves. For engines outside this crate, e.g. the
-    /// deterministic simulator's disk, which makes writes durable after a simulated fsync delay
-    /// and loses the rest on a simulated crash.
+    /// Durable when `completion` resolves (an error: [`Error::Uncertain`]). For engines outside
+    /// this crate, e.g. the deterministic simulator's disk, which makes writes durable after a
+    /// simulated fsync delay and loses the rest on a simulated crash.
     pub fn deferred(completion: DurableFuture) -> Self {
         Durable {
             pending: Pending::Deferred(completion),
         }
     }
 
-    /// Waits until the write is as durable as the engine's sync mode promises.
+    /// Waits until the write is as durable as the engine's sync mode promises. The write was
+    /// applied, so a failure here leaves its outcome unknown: [`Error::Uncertain`].
     pub async fn wait(self) -> Result<(), Error> {
         let (seq, generation, mut rx) = match self.pending {
             Pending::Done => return Ok(()),
@@ -216,7 +217,7 @@ impl Durable {
         let state = rx
             .wait_for(|s| s.synced >= seq || s.generation != generation)
             .await
-            .map_err(|_| Error::Unavailable("group commit stopped".into()))?;
+            .map_err(|_| Error::Uncertain("group commit stopped".into()))?;
         if state.generation == generation {
             return Ok(());
         }
