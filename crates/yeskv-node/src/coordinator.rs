@@ -385,7 +385,9 @@ impl<E: Engine> Coordinator<E> {
         // Behind everything else, the primaries believed down that nobody stands in for.
         queue.extend(last_resort.into_iter().map(|h| (h, Liveness::Anyway)));
         let first = first.max(usize::from(required).min(queue.len()));
-        let launch = |(h, liveness): (Holder, Liveness)| {
+        // Asks one holder; counts the primaries asked and not yet answered.
+        let launch = |(h, liveness): (Holder, Liveness), primaries_pending: &mut usize| {
+            *primaries_pending += usize::from(matches!(h, Holder::Primary(_)));
             self.clone()
                 .read_holder(h, p.storage_key.clone(), p.replicas.clone(), liveness)
         };
@@ -397,8 +399,7 @@ impl<E: Engine> Coordinator<E> {
         let mut primaries_pending = 0usize;
         let mut pending = FuturesUnordered::new();
         for h in queue.drain(..first) {
-            primaries_pending += usize::from(matches!(h.0, Holder::Primary(_)));
-            pending.push(launch(h));
+            pending.push(launch(h, &mut primaries_pending));
         }
         let mut replies = Vec::with_capacity(p.replicas.len());
         let mut corrupt = None;
@@ -413,8 +414,7 @@ impl<E: Engine> Coordinator<E> {
                 _ = &mut hedge, if !queue.is_empty() && !reached => {
                     // Slow replies: ask one more replica, and again after another `read_hedge`.
                     if let Some(h) = queue.pop_front() {
-                        primaries_pending += usize::from(matches!(h.0, Holder::Primary(_)));
-                        pending.push(launch(h));
+                        pending.push(launch(h, &mut primaries_pending));
                     }
                     let at = tokio::time::Instant::now() + self.settings.read_hedge;
                     hedge.as_mut().reset(at);
@@ -440,8 +440,7 @@ impl<E: Engine> Coordinator<E> {
                     }
                     // Another replica takes the failed one's place.
                     if let Some(h) = queue.pop_front() {
-                        primaries_pending += usize::from(matches!(h.0, Holder::Primary(_)));
-                        pending.push(launch(h));
+                        pending.push(launch(h, &mut primaries_pending));
                     }
                     tracker.failure(format!("{}: {e}", holder.node()))
                 }
@@ -455,8 +454,7 @@ impl<E: Engine> Coordinator<E> {
                             matches!(h, Holder::Primary(_)) && *l == Liveness::IfUp
                         }) {
                             if let Some(h) = queue.remove(i) {
-                                primaries_pending += 1;
-                                pending.push(launch(h));
+                                pending.push(launch(h, &mut primaries_pending));
                             }
                         }
                         if primaries_pending > 0 {
