@@ -363,9 +363,9 @@ enabled = true
         Ok(version)
     }
 
-    /// Whether node `i`'s failure detector sees every member up.
-    pub async fn sees_all_up(&self, i: usize) -> bool {
-        let Ok(r) = http::request(
+    /// Node `i`'s `/v1/status` document, if it answers `200` with JSON.
+    pub async fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let r = http::request(
             &self.nodes[i].spec.http,
             "GET",
             "/v1/status",
@@ -373,14 +373,20 @@ enabled = true
             CALL_TIMEOUT,
         )
         .await
-        else {
+        .ok()?;
+        if r.status != 200 {
+            return None;
+        }
+        r.json().ok()
+    }
+
+    /// Whether node `i`'s failure detector sees every member up.
+    pub async fn sees_all_up(&self, i: usize) -> bool {
+        let Some(v) = self.status(i).await else {
             return false;
         };
-        let Ok(v) = r.json() else { return false };
         let members = v["members"].as_array().cloned().unwrap_or_default();
-        r.status == 200
-            && members.len() == self.len()
-            && members.iter().all(|m| m["status"] == "up")
+        members.len() == self.len() && members.iter().all(|m| m["status"] == "up")
     }
 
     /// Sets node `i`'s outgoing internode delay (the node's test-only chaos layer).

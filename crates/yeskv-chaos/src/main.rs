@@ -621,16 +621,7 @@ async fn sample_roots(
         let mut roots: BTreeMap<u32, std::collections::BTreeSet<String>> = BTreeMap::new();
         let mut answered = 0;
         for (i, node) in node_ids.iter().enumerate() {
-            let status = http::request(
-                &cluster.nodes[i].spec.http,
-                "GET",
-                "/v1/status",
-                b"",
-                Duration::from_secs(2),
-            )
-            .await
-            .ok()
-            .and_then(|r| r.json().ok());
+            let status = cluster.status(i).await;
             let Some(partitions) = status.as_ref().and_then(|s| s["partitions"].as_array()) else {
                 continue;
             };
