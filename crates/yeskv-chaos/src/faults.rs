@@ -552,6 +552,7 @@ impl Faults {
         };
         let value = bytes::Bytes::from(vec![b'x'; PROBE_VALUE_BYTES]);
         let mut refused = None;
+        let mut failing = false;
         for n in 1..=PROBE_WRITES_MAX {
             // Each write replaces the previous one (its context), so the object stays one
             // version: what fills up is the node's disk, not the key.
@@ -563,10 +564,12 @@ impl Faults {
                 }
             }
             if storage_failing(&cluster.nodes[i].spec.http).await == Some(true) {
+                failing = true;
                 break;
             }
         }
-        let failing = storage_failing(&cluster.nodes[i].spec.http).await == Some(true);
+        // After a refused write the gauge is read once more (the loop left before reading it).
+        let failing = failing || storage_failing(&cluster.nodes[i].spec.http).await == Some(true);
         if failing {
             self.disk.failing_seen += 1;
         }
