@@ -81,6 +81,9 @@ pub struct Storage {
     pub sync: String,
     /// RocksDB block cache in MiB.
     pub block_cache_mb: usize,
+    /// Object cache in MiB: recently read user records kept in memory in front of RocksDB, so
+    /// that a hit skips the LSM lookup (absent keys included). 0 turns it off.
+    pub object_cache_mb: usize,
     /// RocksDB memtable size in MiB.
     pub write_buffer_mb: usize,
     /// With `sync = "group"`: under concurrent load (the previous fsync carried several
@@ -229,6 +232,7 @@ impl Default for Storage {
         Storage {
             sync: "group".into(),
             block_cache_mb: 256,
+            object_cache_mb: 64,
             write_buffer_mb: 64,
             group_commit_window_us: 200,
         }

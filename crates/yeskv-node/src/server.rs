@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
-use yeskv_storage::{Engine, RocksConfig, RocksEngine};
+use yeskv_storage::{CachedEngine, Engine, RocksConfig, RocksEngine};
 
 use crate::api::{router, AppState, Serving};
 use crate::clock::SystemClock;
@@ -43,7 +43,10 @@ pub async fn run(
         .await
         .map_err(|e| format!("opening storage: {e}"))?
         .map_err(|e| format!("opening storage in {}: {e}", raw.data_dir.display()))?;
-    let engine: Arc<dyn Engine> = Arc::new(engine);
+    let engine: Arc<dyn Engine> = match raw.storage.object_cache_mb {
+        0 => Arc::new(engine),
+        mb => Arc::new(CachedEngine::new(engine, (mb as u64) << 20)),
+    };
 
     let (replica, startup) = Replica::open(
         engine,

@@ -25,6 +25,7 @@ use yeskv_node::handoff::HandoffSettings;
 use yeskv_node::peer::{PeerRequest, PeerResponse};
 use yeskv_node::replica::{HintLimits, Replica};
 use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
+use yeskv_storage::CachedEngine;
 
 use crate::chaos::{ChaosPeers, NetChaos};
 use crate::clock::{sim_now_ms, SimClock};
@@ -49,6 +50,10 @@ pub const N: u8 = 3;
 /// Tombstone grace before the reaper may remove a deleted key, simulated ms: short, so that
 /// tombstones written during the workload are reaped during the settle phase.
 pub const REAP_GRACE_MS: u64 = 3_000;
+/// A simulated node's storage: the product's object cache over the simulated disk.
+pub type NodeEngine = CachedEngine<SimEngine>;
+/// The object cache of each simulated node: a few hundred records, so that it also evicts.
+pub const OBJECT_CACHE_BYTES: u64 = 64 << 10;
 /// Hints older than this are dropped unsent (the product requires it `<=` the grace).
 pub const HINT_AGE_MAX_MS: u64 = REAP_GRACE_MS;
 /// Hints kept per target at most.
@@ -120,7 +125,7 @@ pub struct NodeSlot {
     pub skew_ms: Arc<AtomicI64>,
     /// The running incarnation's replica (set at start, cleared by the driver on a crash), so
     /// the driver can sample its anti-entropy tree roots.
-    pub replica: Mutex<Option<Arc<Replica<SimEngine>>>>,
+    pub replica: Mutex<Option<Arc<Replica<NodeEngine>>>>,
     rng: Mutex<StdRng>,
 }
 
@@ -158,7 +163,8 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
         let mut rng = env.slot.rng.lock();
         (rng.random::<u64>(), rng.random::<u64>())
     };
-    let engine = SimEngine::new(env.slot.disk.clone());
+    // The product's object cache in front of the simulated disk, small enough to evict.
+    let engine = CachedEngine::new(SimEngine::new(env.slot.disk.clone()), OBJECT_CACHE_BYTES);
     let (mut replica, startup) = Replica::open(engine, id.clone(), REAP_GRACE_MS, || epoch).await?;
     replica.set_hint_limits(HintLimits {
         per_target_max: HINTS_PER_TARGET_MAX,

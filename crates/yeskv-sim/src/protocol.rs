@@ -14,7 +14,7 @@ use yeskv_core::Quorum;
 use yeskv_node::coordinator::Coordinator;
 use yeskv_node::Error;
 
-use crate::engine::SimEngine;
+use crate::node::NodeEngine;
 
 /// The bucket every simulated key lives in.
 pub const BUCKET: &[u8] = b"sim";
@@ -81,7 +81,7 @@ fn quorum(name: &str) -> Result<Quorum, Error> {
 }
 
 /// Answers one client request with the node's coordinator (see the module docs).
-pub async fn serve_client(c: &Coordinator<SimEngine>, request: ClientRequest) -> ClientResponse {
+pub async fn serve_client(c: &Coordinator<NodeEngine>, request: ClientRequest) -> ClientResponse {
     match request {
         ClientRequest::Get { key, r } => {
             let r = match quorum(&r) {

@@ -14,12 +14,16 @@
 //!   RocksDB does not (see `rocks.rs`).
 //! - [`MemoryEngine`] — a `BTreeMap` per space, for unit and simulation tests only.
 //!
+//! [`CachedEngine`] wraps either with an object cache for point reads of user data (`cache.rs`).
+//!
 //! Integrity: every record the node stores carries its own CRC32C (see `yeskv_core::codec`), and
 //! RocksDB checksums its blocks; a RocksDB corruption error surfaces as [`Error::Corrupt`].
 
+mod cache;
 mod memory;
 mod rocks;
 
+pub use cache::CachedEngine;
 pub use memory::MemoryEngine;
 pub use rocks::{RocksConfig, RocksEngine};
 
@@ -266,6 +270,13 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Engine figures for `/metrics`.
     fn stats(&self) -> Vec<EngineStat>;
+
+    /// Changes whenever the stored contents may have changed other than by [`Engine::write`]
+    /// (RocksDB reopened after a write failure may have lost writes it had served), so that a
+    /// cache in front of the engine knows to forget what it holds.
+    fn epoch(&self) -> u64 {
+        0
+    }
 }
 
 impl<E: Engine + ?Sized> Engine for Arc<E> {
@@ -289,5 +300,8 @@ impl<E: Engine + ?Sized> Engine for Arc<E> {
     }
     fn stats(&self) -> Vec<EngineStat> {
         (**self).stats()
+    }
+    fn epoch(&self) -> u64 {
+        (**self).epoch()
     }
 }

@@ -133,6 +133,8 @@ struct Health {
     recoveries: AtomicU64,
     /// Reopens of the database by the doctor.
     reopens: AtomicU64,
+    /// [`Engine::epoch`]: bumped by every reopen, successful or not.
+    epoch: AtomicU64,
 }
 
 /// What the engine's threads share.
@@ -352,7 +354,10 @@ impl Shared {
         }
         // Close first: RocksDB allows one open instance per directory.
         drop(slot.take());
-        *slot = Some(open_db(&self.config, &self.db_opts, &self.cache)?);
+        let reopened = open_db(&self.config, &self.db_opts, &self.cache);
+        // Bumped while no reader can use the database: whatever a reader saw before is stale.
+        self.health.epoch.fetch_add(1, Ordering::SeqCst);
+        *slot = Some(reopened?);
         Ok(())
     }
 
@@ -600,6 +605,10 @@ impl Engine for RocksEngine {
 
     fn sync_mode(&self) -> SyncMode {
         self.shared.config.sync
+    }
+
+    fn epoch(&self) -> u64 {
+        self.shared.health.epoch.load(Ordering::SeqCst)
     }
 
     fn stats(&self) -> Vec<EngineStat> {

@@ -1,6 +1,8 @@
 //! A full disk: writes fail cleanly (an error, never a false acknowledgement), reads keep
 //! working, and once space is freed the engine takes writes again by itself (RocksDB's own
-//! recovery or the engine's reopen), with every acknowledged write still there.
+//! recovery or the engine's reopen), with every acknowledged write still there. The engine is
+//! wrapped in the object cache as the node wraps it: after the recovery, what the cache serves
+//! for writes of unknown outcome is what the disk kept.
 //!
 //! Needs root (it mounts a small tmpfs); under CI it must run, elsewhere it says it skipped.
 
@@ -8,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use yeskv_storage::{Engine, RocksConfig, RocksEngine, Space, SyncMode, WriteBatch};
+use yeskv_storage::{CachedEngine, Engine, RocksConfig, RocksEngine, Space, SyncMode, WriteBatch};
 
 /// A tmpfs of `size_mb` mounted on a fresh directory; unmounted on drop.
 struct SmallDisk {
@@ -70,7 +72,7 @@ fn free_bytes(dir: &Path) -> u64 {
         .expect("df output")
 }
 
-fn stat(e: &RocksEngine, name: &str) -> f64 {
+fn stat(e: &impl Engine, name: &str) -> f64 {
     e.stats()
         .into_iter()
         .find(|s| s.name == name)
@@ -91,7 +93,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-async fn put(e: &RocksEngine, key: &str, value: Vec<u8>) -> Result<(), yeskv_storage::Error> {
+async fn put(e: &impl Engine, key: &str, value: Vec<u8>) -> Result<(), yeskv_storage::Error> {
     let mut b = WriteBatch::new();
     b.put(Space::Data, key.as_bytes().to_vec(), value);
     e.write(b)?.wait().await
@@ -113,7 +115,7 @@ async fn a_full_disk_refuses_writes_then_recovers_without_a_restart() {
         cfg.sync = sync;
         cfg.write_buffer_mb = 4;
         cfg.block_cache_mb = 8;
-        let e = RocksEngine::open(&cfg).expect("open");
+        let e = CachedEngine::new(RocksEngine::open(&cfg).expect("open"), 8 << 20);
 
         // Some data, then a ballast that leaves ~3 MiB, then write until the disk refuses.
         let mut acked = Vec::new();
@@ -126,13 +128,17 @@ async fn a_full_disk_refuses_writes_then_recovers_without_a_restart() {
         }
         let ballast = fill(&disk.mount, 3 << 20);
         let (mut refused, mut uncertain) = (0, 0);
+        let mut unknown = Vec::new();
         for i in 0..2000u64 {
             let key = format!("during-{i}");
             match put(&e, &key, noise(1000 + i, 32 << 10)).await {
                 Ok(()) => acked.push(key),
                 // The first failure may have reached the WAL (outcome unknown); once the engine
                 // knows it fails, writes are refused before the WAL (nothing written).
-                Err(yeskv_storage::Error::Uncertain(_)) => uncertain += 1,
+                Err(yeskv_storage::Error::Uncertain(_)) => {
+                    uncertain += 1;
+                    unknown.push(key);
+                }
                 Err(yeskv_storage::Error::Io(_)) => {
                     refused += 1;
                     if refused >= 20 {
@@ -151,12 +157,19 @@ async fn a_full_disk_refuses_writes_then_recovers_without_a_restart() {
             uncertain <= 64,
             "{sync}: {uncertain} writes of unknown outcome"
         );
-        assert!(e.is_failing(), "{sync}: the engine knows it is failing");
-        // Reads are still served from the failing database.
+        assert!(
+            e.inner().is_failing(),
+            "{sync}: the engine knows it is failing"
+        );
+        // Reads are still served from the failing database (and fill the cache, writes of
+        // unknown outcome included).
         assert!(e
             .get(Space::Data, b"before-0")
             .expect("read while full")
             .is_some());
+        for key in &unknown {
+            e.get(Space::Data, key.as_bytes()).expect("read while full");
+        }
 
         // Free the space: writes work again without reopening the engine from outside.
         std::fs::remove_file(&ballast).expect("remove ballast");
@@ -172,7 +185,7 @@ async fn a_full_disk_refuses_writes_then_recovers_without_a_restart() {
         }
         // The engine notices (its probe succeeds) and says so in its figures.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while e.is_failing() {
+        while e.inner().is_failing() {
             assert!(
                 Instant::now() < deadline,
                 "{sync}: still failing after a write worked"
@@ -194,12 +207,23 @@ async fn a_full_disk_refuses_writes_then_recovers_without_a_restart() {
                 "{sync}: {key} lost"
             );
         }
+        let served: Vec<bool> = unknown
+            .iter()
+            .map(|key| e.get(Space::Data, key.as_bytes()).expect("read").is_some())
+            .collect();
         drop(e);
         let e = RocksEngine::open(&cfg).expect("reopen after recovery");
         for key in acked.iter().chain(std::iter::once(&"after".to_string())) {
             assert!(
                 e.get(Space::Data, key.as_bytes()).expect("read").is_some(),
                 "{sync}: {key} lost after restart"
+            );
+        }
+        for (key, served) in unknown.iter().zip(served) {
+            let kept = e.get(Space::Data, key.as_bytes()).expect("read").is_some();
+            assert_eq!(
+                served, kept,
+                "{sync}: the cache served {key} as present={served}, the disk kept present={kept}"
             );
         }
         drop(e);
