@@ -234,7 +234,7 @@ impl Default for Storage {
             block_cache_mb: 256,
             object_cache_mb: 64,
             write_buffer_mb: 64,
-            group_commit_window_us: 200,
+            group_commit_window_us: 1000,
         }
     }
 }

@@ -74,7 +74,7 @@ impl RocksConfig {
             sync: SyncMode::default(),
             block_cache_mb: 256,
             write_buffer_mb: 64,
-            group_commit_window_us: 200,
+            group_commit_window_us: 1000,
         }
     }
 
