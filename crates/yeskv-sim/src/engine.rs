@@ -306,6 +306,14 @@ impl Engine for SimEngine {
         SyncMode::Group
     }
 
+    /// Changes when the disk's contents change other than by a write: a crash (which drops the
+    /// writes not yet durable) and the planted bug dropping an acknowledged write. The product's
+    /// object cache in front of this engine then forgets what it read.
+    fn epoch(&self) -> u64 {
+        let s = self.disk.state.lock();
+        s.generation + s.lost_acked
+    }
+
     fn stats(&self) -> Vec<EngineStat> {
         let mut stats = self.disk.durable.stats();
         stats.push(EngineStat {

@@ -8,21 +8,31 @@
 //! same part.
 //!
 //! Correctness rests on three rules, none of which trusts the caller to serialise anything:
-//! - A write never puts a value into the cache: after the inner engine applied it, it *removes*
-//!   every data key of the batch, so two racing writers leave no entry behind whatever the order
-//!   of their removals. A write that failed removes them too (its outcome may be unknown).
-//! - A read fills the cache only if no write touched the key's stripe while it read: each of
-//!   [`STRIPES`] stripes carries a stamp that a write bumps under the stripe's lock before it
-//!   removes the key, and the filler inserts under the same lock only if the stamp it saw
-//!   before reading is unchanged. A filler that read the old value before a racing write can
-//!   therefore never insert it after the write's removal.
+//! - A write never puts a value into the cache. Each of [`STRIPES`] stripes counts the writes in
+//!   flight on its keys and carries a stamp; before the inner engine applies a batch, the write
+//!   enters the stripe of every data key it touches, and after (also when it failed, whose
+//!   outcome may be unknown) it leaves, bumps the stamp and *removes* the key, all under the
+//!   stripe's lock. Two racing writers therefore leave no entry behind whatever their order.
+//! - A read fills the cache only if, under the stripe's lock, no write is in flight on the stripe
+//!   and the stamp is the one it saw before reading. A reader that read the old record can never
+//!   insert it during or after a write of the key; and while a write is in flight, readers either
+//!   all hit the entry cached before it (the old record: the write has not taken effect for point
+//!   reads yet) or all read the engine, which is linearizable — never the new record and then the
+//!   old one.
 //! - The inner engine's [`Engine::epoch`] changes when its contents may have changed other than
 //!   by a write (RocksDB reopened after a write failure may have lost writes it had shown): a
 //!   read that sees a new epoch empties the cache first, and a fill is refused unless the epoch
-//!   is still the one seen before reading.
+//!   is still the one seen before reading (checked under a gate that emptying holds alone).
+//!
+//! Point reads see one key at a time: while a batch of several data keys is in flight, one may
+//! read as written and another as before (no node batch writes two data keys). Scans bypass the
+//! cache, so an anti-entropy scan may see a write in flight that point reads do not yet.
 //!
 //! Records are cached as the engine stored them (checksummed bytes): callers verify and decode
-//! them as they would a record read from disk. Scans, hints and metadata bypass the cache.
+//! them as they would a record read from disk. A record cached before its copy on disk went bad
+//! is served from memory until evicted; the disk's corruption shows at the next miss, and
+//! anti-entropy scans (which bypass the cache) count it meanwhile. Scans, hints and metadata
+//! bypass the cache.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,8 +46,9 @@ use crate::{Durable, Engine, EngineStat, Error, Op, Rows, Space, SyncMode, Write
 /// Stripes of fill/write coordination (see the module docs). A collision only costs a fill.
 pub const STRIPES: usize = 1024;
 
-/// Bytes counted per entry beyond its key and value (the cache's own bookkeeping).
-const ENTRY_OVERHEAD: u64 = 64;
+/// Bytes counted per entry beyond its key and value: the key's and the record's allocations
+/// with their rounding, the `Arc` header, the cache's entry and its hash-table slot.
+const ENTRY_OVERHEAD: u64 = 128;
 
 /// A cached lookup: the stored record, or `None` for a key known to be absent.
 type Cached = Option<Arc<[u8]>>;
@@ -51,12 +62,21 @@ impl Weighter<Vec<u8>, Cached> for ByBytes {
     }
 }
 
+/// What a stripe knows of the writes to its keys (see the module docs).
+#[derive(Default)]
+struct Stripe {
+    /// Writes applying to a key of the stripe right now.
+    writing: u32,
+    /// Writes to a key of the stripe done so far.
+    stamp: u64,
+}
+
 /// An [`Engine`] with an object cache in front of its point reads of [`Space::Data`].
 pub struct CachedEngine<E> {
     inner: E,
     cache: Cache<Vec<u8>, Cached, ByBytes>,
-    /// Per stripe: how many writes touched a key of the stripe.
-    stamps: Box<[Mutex<u64>]>,
+    /// Per stripe: writes in flight and writes done on its keys.
+    stripes: Box<[Mutex<Stripe>]>,
     /// The inner engine's epoch the cached entries were read in.
     epoch: AtomicU64,
     /// Fills hold it shared while they check and insert; emptying the cache holds it alone, so
@@ -75,7 +95,7 @@ impl<E: Engine> CachedEngine<E> {
             fill_gate: RwLock::new(()),
             inner,
             cache: Cache::with_weighter(estimated_items, capacity_bytes, ByBytes),
-            stamps: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -101,11 +121,32 @@ impl<E: Engine> CachedEngine<E> {
         now
     }
 
-    /// Forgets `key` after a write touched it (or may have).
-    fn invalidate(&self, key: &[u8]) {
-        let mut stamp = self.stamps[Self::stripe(key)].lock();
-        *stamp = stamp.wrapping_add(1);
+    /// A write to `key` begins: no fill of its stripe until it ends.
+    fn begin_write(&self, key: &[u8]) {
+        self.stripes[Self::stripe(key)].lock().writing += 1;
+    }
+
+    /// A write to `key` ended (applied, failed, or of unknown outcome): forget the key.
+    fn end_write(&self, key: &[u8]) {
+        let mut stripe = self.stripes[Self::stripe(key)].lock();
+        stripe.writing -= 1;
+        stripe.stamp = stripe.stamp.wrapping_add(1);
         self.cache.remove(key);
+    }
+}
+
+/// Ends the writes of a batch however the inner write returns (a panic included), so that a
+/// stripe never stays closed to fills.
+struct WritesInFlight<'a, E: Engine> {
+    cache: &'a CachedEngine<E>,
+    keys: Vec<Vec<u8>>,
+}
+
+impl<E: Engine> Drop for WritesInFlight<'_, E> {
+    fn drop(&mut self) {
+        for key in &self.keys {
+            self.cache.end_write(key);
+        }
     }
 }
 
@@ -120,12 +161,13 @@ impl<E: Engine> Engine for CachedEngine<E> {
             return Ok(cached.map(|v| v.to_vec()));
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let stripe = &self.stamps[Self::stripe(key)];
-        let seen = *stripe.lock();
+        let stripe = &self.stripes[Self::stripe(key)];
+        let seen = stripe.lock().stamp;
         let read = self.inner.get(space, key)?;
         let _shared = self.fill_gate.read();
         let stamp = stripe.lock();
-        if *stamp == seen
+        if stamp.writing == 0
+            && stamp.stamp == seen
             && self.inner.epoch() == epoch
             && self.epoch.load(Ordering::Acquire) == epoch
         {
@@ -137,7 +179,7 @@ impl<E: Engine> Engine for CachedEngine<E> {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<Durable, Error> {
-        let touched: Vec<Vec<u8>> = batch
+        let keys: Vec<Vec<u8>> = batch
             .ops
             .iter()
             .filter_map(|op| match op {
@@ -153,11 +195,11 @@ impl<E: Engine> Engine for CachedEngine<E> {
                 _ => None,
             })
             .collect();
-        let result = self.inner.write(batch);
-        for key in &touched {
-            self.invalidate(key);
+        for key in &keys {
+            self.begin_write(key);
         }
-        result
+        let _in_flight = WritesInFlight { cache: self, keys };
+        self.inner.write(batch)
     }
 
     fn scan(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> Result<Rows, Error> {
@@ -265,23 +307,33 @@ mod tests {
         }
     }
 
-    /// A memory engine whose next `get` can be held between reading and returning, and whose
-    /// epoch the test sets.
+    /// A memory engine whose next `get` can be held between reading and returning, whose next
+    /// `write` can be held before or after applying, and whose epoch the test sets.
     struct Gated {
         inner: MemoryEngine,
         hold_next_get: std::sync::atomic::AtomicBool,
-        read_done: std::sync::Barrier,
-        resume: std::sync::Barrier,
+        /// 0: no; 1: hold the next write before applying it; 2: after.
+        hold_next_write: std::sync::atomic::AtomicU8,
+        get_held: std::sync::Barrier,
+        get_resume: std::sync::Barrier,
+        write_held: std::sync::Barrier,
+        write_resume: std::sync::Barrier,
         epoch: AtomicU64,
     }
+
+    const BEFORE_APPLYING: u8 = 1;
+    const AFTER_APPLYING: u8 = 2;
 
     impl Gated {
         fn new() -> Self {
             Gated {
                 inner: MemoryEngine::new(),
                 hold_next_get: Default::default(),
-                read_done: std::sync::Barrier::new(2),
-                resume: std::sync::Barrier::new(2),
+                hold_next_write: Default::default(),
+                get_held: std::sync::Barrier::new(2),
+                get_resume: std::sync::Barrier::new(2),
+                write_held: std::sync::Barrier::new(2),
+                write_resume: std::sync::Barrier::new(2),
                 epoch: AtomicU64::new(0),
             }
         }
@@ -291,13 +343,23 @@ mod tests {
         fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
             let read = self.inner.get(space, key);
             if self.hold_next_get.swap(false, Ordering::SeqCst) {
-                self.read_done.wait();
-                self.resume.wait();
+                self.get_held.wait();
+                self.get_resume.wait();
             }
             read
         }
         fn write(&self, batch: WriteBatch) -> Result<Durable, Error> {
-            self.inner.write(batch)
+            let hold = self.hold_next_write.swap(0, Ordering::SeqCst);
+            if hold == BEFORE_APPLYING {
+                self.write_held.wait();
+                self.write_resume.wait();
+            }
+            let written = self.inner.write(batch);
+            if hold == AFTER_APPLYING {
+                self.write_held.wait();
+                self.write_resume.wait();
+            }
+            written
         }
         fn scan(&self, s: Space, a: &[u8], b: &[u8], l: usize) -> Result<Rows, Error> {
             self.inner.scan(s, a, b, l)
@@ -319,20 +381,45 @@ mod tests {
         }
     }
 
+    /// Starts a `get` of `key` on another thread and returns once it has read the engine but
+    /// not yet filled the cache.
+    fn held_get(e: &Arc<CachedEngine<Gated>>, key: &'static [u8]) -> JoinHandle {
+        e.inner().hold_next_get.store(true, Ordering::SeqCst);
+        let reader = {
+            let e = e.clone();
+            std::thread::spawn(move || e.get(Space::Data, key).expect("get"))
+        };
+        e.inner().get_held.wait();
+        reader
+    }
+
+    /// Starts a put of `key` on another thread, held inside the engine at `point`.
+    fn held_put(
+        e: &Arc<CachedEngine<Gated>>,
+        key: &'static [u8],
+        value: &'static [u8],
+        point: u8,
+    ) -> std::thread::JoinHandle<()> {
+        e.inner().hold_next_write.store(point, Ordering::SeqCst);
+        let writer = {
+            let e = e.clone();
+            std::thread::spawn(move || put(&*e, key, value))
+        };
+        e.inner().write_held.wait();
+        writer
+    }
+
+    type JoinHandle = std::thread::JoinHandle<Option<Vec<u8>>>;
+
     /// A reader that read the old record, then lost the race to a write, must not put the old
     /// record into the cache after the write forgot the key.
     #[test]
     fn a_fill_that_lost_the_race_to_a_write_is_dropped() {
         let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
         put(&*e, b"k", b"old");
-        e.inner().hold_next_get.store(true, Ordering::SeqCst);
-        let reader = {
-            let e = e.clone();
-            std::thread::spawn(move || e.get(Space::Data, b"k").expect("get"))
-        };
-        e.inner().read_done.wait(); // the reader holds "old", not yet in the cache
+        let reader = held_get(&e, b"k"); // holds "old", not yet in the cache
         put(&*e, b"k", b"new");
-        e.inner().resume.wait();
+        e.inner().get_resume.wait();
         assert_eq!(reader.join().expect("reader"), Some(b"old".to_vec()));
         assert_eq!(
             e.get(Space::Data, b"k").expect("get"),
@@ -340,8 +427,56 @@ mod tests {
         );
     }
 
+    /// While a write is applied, no reader fills: a reader that read the record the write
+    /// replaces cannot put it back after another reader saw the new one.
+    #[test]
+    fn no_fill_while_a_write_is_in_flight() {
+        let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
+        put(&*e, b"k", b"old");
+        let slow = held_get(&e, b"k"); // read "old" before the write applies
+        let writer = held_put(&e, b"k", b"new", AFTER_APPLYING);
+        // Applied but not returned: a reader sees the new record on the engine...
+        assert_eq!(
+            e.get(Space::Data, b"k").expect("get"),
+            Some(b"new".to_vec())
+        );
+        e.inner().get_resume.wait(); // ...and the slow reader tries to fill with "old".
+        assert_eq!(slow.join().expect("slow"), Some(b"old".to_vec()));
+        assert_eq!(
+            e.get(Space::Data, b"k").expect("get"),
+            Some(b"new".to_vec()),
+            "the new record was seen, then the old one"
+        );
+        e.inner().write_resume.wait();
+        writer.join().expect("writer");
+        assert_eq!(
+            e.get(Space::Data, b"k").expect("get"),
+            Some(b"new".to_vec())
+        );
+    }
+
+    /// A reader between a write's start and its apply reads the old record; it must not be
+    /// cached past the write.
+    #[test]
+    fn a_read_before_the_write_applies_is_not_cached_past_it() {
+        let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
+        put(&*e, b"k", b"old");
+        let writer = held_put(&e, b"k", b"new", BEFORE_APPLYING);
+        assert_eq!(
+            e.get(Space::Data, b"k").expect("get"),
+            Some(b"old".to_vec())
+        );
+        e.inner().write_resume.wait();
+        writer.join().expect("writer");
+        assert_eq!(
+            e.get(Space::Data, b"k").expect("get"),
+            Some(b"new".to_vec())
+        );
+    }
+
     /// When the inner engine's contents change behind the cache (a reopen that lost writes), a
-    /// new epoch empties the cache, and a fill read in the old epoch is dropped.
+    /// new epoch empties the cache, and a fill read in the old epoch is dropped even when it
+    /// comes after the cache was emptied.
     #[test]
     fn a_new_epoch_forgets_everything_read_before_it() {
         let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
@@ -351,12 +486,7 @@ mod tests {
             e.get(Space::Data, b"a").expect("get"),
             Some(b"shown".to_vec())
         );
-        e.inner().hold_next_get.store(true, Ordering::SeqCst);
-        let reader = {
-            let e = e.clone();
-            std::thread::spawn(move || e.get(Space::Data, b"b").expect("get"))
-        };
-        e.inner().read_done.wait();
+        let reader = held_get(&e, b"b");
         // The "reopen": both writes are gone from the engine, which says so by its epoch.
         for key in [b"a", b"b"] {
             let mut batch = WriteBatch::new();
@@ -369,9 +499,10 @@ mod tests {
             );
         }
         e.inner().epoch.fetch_add(1, Ordering::SeqCst);
-        e.inner().resume.wait();
-        assert_eq!(reader.join().expect("reader"), Some(b"shown".to_vec()));
+        // The cache notices the new epoch (and empties) before the held fill arrives.
         assert_eq!(e.get(Space::Data, b"a").expect("get"), None);
+        e.inner().get_resume.wait();
+        assert_eq!(reader.join().expect("reader"), Some(b"shown".to_vec()));
         assert_eq!(e.get(Space::Data, b"b").expect("get"), None);
     }
 }

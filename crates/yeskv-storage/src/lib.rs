@@ -273,10 +273,9 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Changes whenever the stored contents may have changed other than by [`Engine::write`]
     /// (RocksDB reopened after a write failure may have lost writes it had served), so that a
-    /// cache in front of the engine knows to forget what it holds.
-    fn epoch(&self) -> u64 {
-        0
-    }
+    /// cache in front of the engine knows to forget what it holds. No default: an engine that
+    /// forgot it would silently serve stale records through [`CachedEngine`].
+    fn epoch(&self) -> u64;
 }
 
 impl<E: Engine + ?Sized> Engine for Arc<E> {

@@ -2,7 +2,7 @@
 //! only — it forgets everything when dropped, so it is never the product's default.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
@@ -16,6 +16,8 @@ pub struct MemoryEngine {
     spaces: RwLock<[Map; 3]>,
     /// While set, writes fail as on a full disk (see [`MemoryEngine::fail_writes`]).
     failing: AtomicBool,
+    /// Records overwritten by [`MemoryEngine::poke`] (the engine's [`Engine::epoch`]).
+    pokes: AtomicU64,
 }
 
 fn index(space: Space) -> usize {
@@ -35,6 +37,7 @@ impl MemoryEngine {
     /// Overwrites a raw record, bypassing every check (tests use it to plant corruption).
     pub fn poke(&self, space: Space, key: &[u8], value: &[u8]) {
         self.spaces.write()[index(space)].insert(key.to_vec(), value.to_vec());
+        self.pokes.fetch_add(1, Ordering::SeqCst);
     }
 
     /// While `on`, every write fails with [`Error::Io`] and changes nothing, as on a full disk
@@ -91,6 +94,11 @@ impl Engine for MemoryEngine {
 
     fn sync_mode(&self) -> SyncMode {
         SyncMode::None
+    }
+
+    /// Changes with every [`MemoryEngine::poke`], which changes a record behind `write`.
+    fn epoch(&self) -> u64 {
+        self.pokes.load(Ordering::SeqCst)
     }
 
     fn stats(&self) -> Vec<EngineStat> {

@@ -207,6 +207,7 @@ async fn a_full_disk_refuses_writes_then_recovers_without_a_restart() {
                 "{sync}: {key} lost"
             );
         }
+        let reopened = stat(&e, "reopens_total") >= 1.0;
         let served: Vec<bool> = unknown
             .iter()
             .map(|key| e.get(Space::Data, key.as_bytes()).expect("read").is_some())
@@ -219,12 +220,17 @@ async fn a_full_disk_refuses_writes_then_recovers_without_a_restart() {
                 "{sync}: {key} lost after restart"
             );
         }
-        for (key, served) in unknown.iter().zip(served) {
-            let kept = e.get(Space::Data, key.as_bytes()).expect("read").is_some();
-            assert_eq!(
-                served, kept,
-                "{sync}: the cache served {key} as present={served}, the disk kept present={kept}"
-            );
+        // After a reopen the live engine shows what the log replays, as a fresh start does; the
+        // cache must not hold what it read before the reopen. (Without a reopen RocksDB itself
+        // may show a write of unknown outcome that a fresh start does not, or the reverse.)
+        if reopened {
+            for (key, served) in unknown.iter().zip(served) {
+                let kept = e.get(Space::Data, key.as_bytes()).expect("read").is_some();
+                assert_eq!(
+                    served, kept,
+                    "{sync}: the cache served {key} as present={served}, the disk kept present={kept}"
+                );
+            }
         }
         drop(e);
         std::fs::remove_dir_all(&db).expect("clean");
