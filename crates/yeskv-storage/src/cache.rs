@@ -1,6 +1,6 @@
 //! # The object cache: point reads of user data without the LSM
 //!
-//! [`CachedEngine`] wraps an [`Engine`] and keeps recently read records of [`Space::Data`] in
+//! [`CachedEngine`] wraps an [`Engine`] and keeps recently read or written records of [`Space::Data`] in
 //! memory (a weight-bounded S3-FIFO cache, `quick_cache`), absent keys included. Every read of
 //! a user key goes through it — a client's read, and the read-before-write of every write — so
 //! a hit skips RocksDB's memtable and SST lookups, which were the largest single cost of a
@@ -8,11 +8,14 @@
 //! same part.
 //!
 //! Correctness rests on three rules, none of which trusts the caller to serialise anything:
-//! - A write never puts a value into the cache. Each of [`STRIPES`] stripes counts the writes in
-//!   flight on its keys and carries a stamp; before the inner engine applies a batch, the write
-//!   enters the stripe of every data key it touches, and after (also when it failed, whose
-//!   outcome may be unknown) it leaves, bumps the stamp and *removes* the key, all under the
-//!   stripe's lock. Two racing writers therefore leave no entry behind whatever their order.
+//! - Each of [`STRIPES`] stripes counts the writes in flight on its keys, the writes begun and a
+//!   stamp of writes done. Before the inner engine applies a batch, the write enters the stripe
+//!   of every data key it touches; after, it leaves and bumps the stamp under the stripe's lock
+//!   and then either caches the record it wrote — only if the engine applied it, no other write
+//!   of the stripe was in flight when it began or began since (so the engine holds exactly that
+//!   record now), and the epoch (below) did not change — or *removes* the key (failed, of
+//!   unknown outcome, overlapped). Two racing writers therefore leave no entry behind whatever
+//!   their order, and a lone read-modify-write (a cart) leaves its result for the next read.
 //! - A read fills the cache only if, under the stripe's lock, no write is in flight on the stripe
 //!   and the stamp is the one it saw before reading. A reader that read the old record can never
 //!   insert it during or after a write of the key; and while a write is in flight, readers either
@@ -69,6 +72,17 @@ struct Stripe {
     writing: u32,
     /// Writes to a key of the stripe done so far.
     stamp: u64,
+    /// Writes to a key of the stripe begun so far.
+    begun: u64,
+}
+
+/// One data key of a write in flight.
+struct KeyWrite {
+    key: Vec<u8>,
+    /// What the write stores for it (`None`: a delete).
+    record: Cached,
+    /// `Some(begun)` if no other write of the stripe was in flight when this one began.
+    alone_since: Option<u64>,
 }
 
 /// An [`Engine`] with an object cache in front of its point reads of [`Space::Data`].
@@ -121,17 +135,37 @@ impl<E: Engine> CachedEngine<E> {
         now
     }
 
-    /// A write to `key` begins: no fill of its stripe until it ends.
-    fn begin_write(&self, key: &[u8]) {
-        self.stripes[Self::stripe(key)].lock().writing += 1;
+    /// A write to `key` begins: no fill of its stripe until it ends. `Some(begun)` if it has
+    /// the stripe to itself so far.
+    fn begin_write(&self, key: &[u8]) -> Option<u64> {
+        let mut stripe = self.stripes[Self::stripe(key)].lock();
+        let alone = stripe.writing == 0;
+        stripe.writing += 1;
+        stripe.begun = stripe.begun.wrapping_add(1);
+        alone.then_some(stripe.begun)
     }
 
-    /// A write to `key` ended (applied, failed, or of unknown outcome): forget the key.
-    fn end_write(&self, key: &[u8]) {
-        let mut stripe = self.stripes[Self::stripe(key)].lock();
+    /// A write ended. If it was applied, in the epoch it began in, and no other write of the
+    /// stripe overlapped it, the engine now holds exactly its record: cache that. Otherwise
+    /// (failed, of unknown outcome, overlapped, or a new epoch) forget the key.
+    fn end_write(&self, write: KeyWrite, applied_in: Option<u64>) {
+        let _shared = self.fill_gate.read();
+        let mut stripe = self.stripes[Self::stripe(&write.key)].lock();
         stripe.writing -= 1;
         stripe.stamp = stripe.stamp.wrapping_add(1);
-        self.cache.remove(key);
+        let alone_throughout = write.alone_since == Some(stripe.begun);
+        match applied_in {
+            Some(epoch)
+                if alone_throughout
+                    && self.inner.epoch() == epoch
+                    && self.epoch.load(Ordering::Acquire) == epoch =>
+            {
+                self.cache.insert(write.key, write.record);
+            }
+            _ => {
+                self.cache.remove(&write.key);
+            }
+        }
     }
 }
 
@@ -139,13 +173,18 @@ impl<E: Engine> CachedEngine<E> {
 /// stripe never stays closed to fills.
 struct WritesInFlight<'a, E: Engine> {
     cache: &'a CachedEngine<E>,
-    keys: Vec<Vec<u8>>,
+    writes: Vec<KeyWrite>,
+    /// The epoch the batch began in.
+    epoch: u64,
+    /// The inner engine applied the batch.
+    applied: bool,
 }
 
 impl<E: Engine> Drop for WritesInFlight<'_, E> {
     fn drop(&mut self) {
-        for key in &self.keys {
-            self.cache.end_write(key);
+        let applied_in = self.applied.then_some(self.epoch);
+        for write in self.writes.drain(..) {
+            self.cache.end_write(write, applied_in);
         }
     }
 }
@@ -179,27 +218,37 @@ impl<E: Engine> Engine for CachedEngine<E> {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<Durable, Error> {
-        let keys: Vec<Vec<u8>> = batch
+        let epoch = self.current_epoch();
+        let writes = batch
             .ops
             .iter()
             .filter_map(|op| match op {
                 Op::Put {
                     space: Space::Data,
                     key,
-                    ..
-                }
-                | Op::Delete {
+                    value,
+                } => Some((key, Some(Arc::from(value.as_slice())))),
+                Op::Delete {
                     space: Space::Data,
                     key,
-                } => Some(key.clone()),
+                } => Some((key, None)),
                 _ => None,
             })
+            .map(|(key, record)| KeyWrite {
+                alone_since: self.begin_write(key),
+                key: key.clone(),
+                record,
+            })
             .collect();
-        for key in &keys {
-            self.begin_write(key);
-        }
-        let _in_flight = WritesInFlight { cache: self, keys };
-        self.inner.write(batch)
+        let mut in_flight = WritesInFlight {
+            cache: self,
+            writes,
+            epoch,
+            applied: false,
+        };
+        let written = self.inner.write(batch);
+        in_flight.applied = written.is_ok();
+        written
     }
 
     fn scan(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> Result<Rows, Error> {
@@ -270,7 +319,12 @@ mod tests {
         put(&e, b"k", b"v1");
         assert_eq!(e.get(Space::Data, b"k").expect("get"), Some(b"v1".to_vec()));
         assert_eq!(e.get(Space::Data, b"k").expect("get"), Some(b"v1".to_vec()));
-        assert_eq!(e.hits.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            e.hits.load(Ordering::Relaxed),
+            3,
+            "a lone write caches its record"
+        );
+        assert_eq!(e.misses.load(Ordering::Relaxed), 1);
         let mut b = WriteBatch::new();
         b.delete(Space::Data, b"k".to_vec());
         drop(e.write(b).expect("delete"));
@@ -381,6 +435,11 @@ mod tests {
         }
     }
 
+    /// Writes straight into the engine under the cache, as if written before the cache saw it.
+    fn behind(e: &CachedEngine<Gated>, key: &[u8], value: &[u8]) {
+        put(&e.inner().inner, key, value);
+    }
+
     /// Starts a `get` of `key` on another thread and returns once it has read the engine but
     /// not yet filled the cache.
     fn held_get(e: &Arc<CachedEngine<Gated>>, key: &'static [u8]) -> JoinHandle {
@@ -416,7 +475,7 @@ mod tests {
     #[test]
     fn a_fill_that_lost_the_race_to_a_write_is_dropped() {
         let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
-        put(&*e, b"k", b"old");
+        behind(&e, b"k", b"old");
         let reader = held_get(&e, b"k"); // holds "old", not yet in the cache
         put(&*e, b"k", b"new");
         e.inner().get_resume.wait();
@@ -432,7 +491,7 @@ mod tests {
     #[test]
     fn no_fill_while_a_write_is_in_flight() {
         let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
-        put(&*e, b"k", b"old");
+        behind(&e, b"k", b"old");
         let slow = held_get(&e, b"k"); // read "old" before the write applies
         let writer = held_put(&e, b"k", b"new", AFTER_APPLYING);
         // Applied but not returned: a reader sees the new record on the engine...
@@ -460,7 +519,7 @@ mod tests {
     #[test]
     fn a_read_before_the_write_applies_is_not_cached_past_it() {
         let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
-        put(&*e, b"k", b"old");
+        behind(&e, b"k", b"old");
         let writer = held_put(&e, b"k", b"new", BEFORE_APPLYING);
         assert_eq!(
             e.get(Space::Data, b"k").expect("get"),
@@ -481,7 +540,7 @@ mod tests {
     fn a_new_epoch_forgets_everything_read_before_it() {
         let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
         put(&*e, b"a", b"shown");
-        put(&*e, b"b", b"shown");
+        behind(&e, b"b", b"shown");
         assert_eq!(
             e.get(Space::Data, b"a").expect("get"),
             Some(b"shown".to_vec())
@@ -504,5 +563,33 @@ mod tests {
         e.inner().get_resume.wait();
         assert_eq!(reader.join().expect("reader"), Some(b"shown".to_vec()));
         assert_eq!(e.get(Space::Data, b"b").expect("get"), None);
+    }
+
+    /// Two writes of one stripe overlap: neither may cache its record, since the engine's order
+    /// of the two is unknown to the cache.
+    #[test]
+    fn overlapping_writes_cache_nothing() {
+        let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
+        let first = held_put(&e, b"k", b"v1", AFTER_APPLYING);
+        put(&*e, b"k", b"v2"); // begins and ends while the first is in flight
+        e.inner().write_resume.wait();
+        first.join().expect("first");
+        assert_eq!(e.get(Space::Data, b"k").expect("get"), Some(b"v2".to_vec()));
+    }
+
+    /// A write that spans a new epoch (a reopen that may have lost it) caches nothing.
+    #[test]
+    fn a_write_across_a_new_epoch_caches_nothing() {
+        let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
+        let writer = held_put(&e, b"k", b"lost", AFTER_APPLYING);
+        let mut batch = WriteBatch::new();
+        batch.delete(Space::Data, b"k".to_vec());
+        drop(e.inner().inner.write(batch).expect("the reopen loses it"));
+        e.inner().epoch.fetch_add(1, Ordering::SeqCst);
+        // The cache sees the new epoch (and empties) before the write ends.
+        assert_eq!(e.get(Space::Data, b"other").expect("get"), None);
+        e.inner().write_resume.wait();
+        writer.join().expect("writer");
+        assert_eq!(e.get(Space::Data, b"k").expect("get"), None);
     }
 }
