@@ -304,6 +304,10 @@ mod tests {
     use super::*;
     use crate::MemoryEngine;
 
+    fn read(e: &impl Engine, key: &[u8]) -> Option<Vec<u8>> {
+        e.get(Space::Data, key).expect("get")
+    }
+
     fn put(e: &impl Engine, key: &[u8], value: &[u8]) {
         let mut b = WriteBatch::new();
         b.put(Space::Data, key.to_vec(), value.to_vec());
@@ -313,12 +317,12 @@ mod tests {
     #[test]
     fn reads_are_served_from_the_cache_and_writes_are_seen() {
         let e = CachedEngine::new(MemoryEngine::new(), 1 << 20);
-        assert_eq!(e.get(Space::Data, b"k").expect("get"), None);
-        assert_eq!(e.get(Space::Data, b"k").expect("get"), None);
+        assert_eq!(read(&e, b"k"), None);
+        assert_eq!(read(&e, b"k"), None);
         assert_eq!(e.hits.load(Ordering::Relaxed), 1, "an absent key is cached");
         put(&e, b"k", b"v1");
-        assert_eq!(e.get(Space::Data, b"k").expect("get"), Some(b"v1".to_vec()));
-        assert_eq!(e.get(Space::Data, b"k").expect("get"), Some(b"v1".to_vec()));
+        assert_eq!(read(&e, b"k"), Some(b"v1".to_vec()));
+        assert_eq!(read(&e, b"k"), Some(b"v1".to_vec()));
         assert_eq!(
             e.hits.load(Ordering::Relaxed),
             3,
@@ -328,21 +332,21 @@ mod tests {
         let mut b = WriteBatch::new();
         b.delete(Space::Data, b"k".to_vec());
         drop(e.write(b).expect("delete"));
-        assert_eq!(e.get(Space::Data, b"k").expect("get"), None);
+        assert_eq!(read(&e, b"k"), None);
     }
 
     #[test]
     fn a_failed_write_leaves_no_stale_entry() {
         let e = CachedEngine::new(MemoryEngine::new(), 1 << 20);
         put(&e, b"k", b"v1");
-        assert_eq!(e.get(Space::Data, b"k").expect("get"), Some(b"v1".to_vec()));
+        assert_eq!(read(&e, b"k"), Some(b"v1".to_vec()));
         e.inner().fail_writes(true);
         let mut b = WriteBatch::new();
         b.put(Space::Data, b"k".to_vec(), b"v2".to_vec());
         assert!(e.write(b).is_err());
         assert_eq!(e.cache.get(b"k".as_slice()), None, "the key was forgotten");
         e.inner().fail_writes(false);
-        assert_eq!(e.get(Space::Data, b"k").expect("get"), Some(b"v1".to_vec()));
+        assert_eq!(read(&e, b"k"), Some(b"v1".to_vec()));
     }
 
     #[test]
@@ -446,7 +450,7 @@ mod tests {
         e.inner().hold_next_get.store(true, Ordering::SeqCst);
         let reader = {
             let e = e.clone();
-            std::thread::spawn(move || e.get(Space::Data, key).expect("get"))
+            std::thread::spawn(move || read(&e, key))
         };
         e.inner().get_held.wait();
         reader
@@ -480,10 +484,7 @@ mod tests {
         put(&*e, b"k", b"new");
         e.inner().get_resume.wait();
         assert_eq!(reader.join().expect("reader"), Some(b"old".to_vec()));
-        assert_eq!(
-            e.get(Space::Data, b"k").expect("get"),
-            Some(b"new".to_vec())
-        );
+        assert_eq!(read(&e, b"k"), Some(b"new".to_vec()));
     }
 
     /// While a write is applied, no reader fills: a reader that read the record the write
@@ -495,23 +496,17 @@ mod tests {
         let slow = held_get(&e, b"k"); // read "old" before the write applies
         let writer = held_put(&e, b"k", b"new", AFTER_APPLYING);
         // Applied but not returned: a reader sees the new record on the engine...
-        assert_eq!(
-            e.get(Space::Data, b"k").expect("get"),
-            Some(b"new".to_vec())
-        );
+        assert_eq!(read(&e, b"k"), Some(b"new".to_vec()));
         e.inner().get_resume.wait(); // ...and the slow reader tries to fill with "old".
         assert_eq!(slow.join().expect("slow"), Some(b"old".to_vec()));
         assert_eq!(
-            e.get(Space::Data, b"k").expect("get"),
+            read(&e, b"k"),
             Some(b"new".to_vec()),
             "the new record was seen, then the old one"
         );
         e.inner().write_resume.wait();
         writer.join().expect("writer");
-        assert_eq!(
-            e.get(Space::Data, b"k").expect("get"),
-            Some(b"new".to_vec())
-        );
+        assert_eq!(read(&e, b"k"), Some(b"new".to_vec()));
     }
 
     /// A reader between a write's start and its apply reads the old record; it must not be
@@ -521,16 +516,10 @@ mod tests {
         let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
         behind(&e, b"k", b"old");
         let writer = held_put(&e, b"k", b"new", BEFORE_APPLYING);
-        assert_eq!(
-            e.get(Space::Data, b"k").expect("get"),
-            Some(b"old".to_vec())
-        );
+        assert_eq!(read(&e, b"k"), Some(b"old".to_vec()));
         e.inner().write_resume.wait();
         writer.join().expect("writer");
-        assert_eq!(
-            e.get(Space::Data, b"k").expect("get"),
-            Some(b"new".to_vec())
-        );
+        assert_eq!(read(&e, b"k"), Some(b"new".to_vec()));
     }
 
     /// When the inner engine's contents change behind the cache (a reopen that lost writes), a
@@ -541,10 +530,7 @@ mod tests {
         let e = Arc::new(CachedEngine::new(Gated::new(), 1 << 20));
         put(&*e, b"a", b"shown");
         behind(&e, b"b", b"shown");
-        assert_eq!(
-            e.get(Space::Data, b"a").expect("get"),
-            Some(b"shown".to_vec())
-        );
+        assert_eq!(read(&e, b"a"), Some(b"shown".to_vec()));
         let reader = held_get(&e, b"b");
         // The "reopen": both writes are gone from the engine, which says so by its epoch.
         for key in [b"a", b"b"] {
@@ -559,10 +545,10 @@ mod tests {
         }
         e.inner().epoch.fetch_add(1, Ordering::SeqCst);
         // The cache notices the new epoch (and empties) before the held fill arrives.
-        assert_eq!(e.get(Space::Data, b"a").expect("get"), None);
+        assert_eq!(read(&e, b"a"), None);
         e.inner().get_resume.wait();
         assert_eq!(reader.join().expect("reader"), Some(b"shown".to_vec()));
-        assert_eq!(e.get(Space::Data, b"b").expect("get"), None);
+        assert_eq!(read(&e, b"b"), None);
     }
 
     /// Two writes of one stripe overlap: neither may cache its record, since the engine's order
@@ -574,7 +560,7 @@ mod tests {
         put(&*e, b"k", b"v2"); // begins and ends while the first is in flight
         e.inner().write_resume.wait();
         first.join().expect("first");
-        assert_eq!(e.get(Space::Data, b"k").expect("get"), Some(b"v2".to_vec()));
+        assert_eq!(read(&e, b"k"), Some(b"v2".to_vec()));
     }
 
     /// A write that spans a new epoch (a reopen that may have lost it) caches nothing.
@@ -587,9 +573,9 @@ mod tests {
         drop(e.inner().inner.write(batch).expect("the reopen loses it"));
         e.inner().epoch.fetch_add(1, Ordering::SeqCst);
         // The cache sees the new epoch (and empties) before the write ends.
-        assert_eq!(e.get(Space::Data, b"other").expect("get"), None);
+        assert_eq!(read(&e, b"other"), None);
         e.inner().write_resume.wait();
         writer.join().expect("writer");
-        assert_eq!(e.get(Space::Data, b"k").expect("get"), None);
+        assert_eq!(read(&e, b"k"), None);
     }
 }
