@@ -8,16 +8,16 @@
 //! same part.
 //!
 //! Correctness rests on three rules, none of which trusts the caller to serialise anything:
-//! - Each of [`STRIPES`] stripes counts the writes in flight on its keys, the writes begun and a
-//!   stamp of writes done. Before the inner engine applies a batch, the write enters the stripe
-//!   of every data key it touches; after, it leaves and bumps the stamp under the stripe's lock
-//!   and then either caches the record it wrote — only if the engine applied it, no other write
+//! - Each of [`STRIPES`] stripes counts the writes begun on its keys and those in flight (so
+//!   also the writes done). Before the inner engine applies a batch, the write enters the stripe
+//!   of every data key it touches; after, it leaves the stripe under the stripe's lock and then
+//!   either caches the record it wrote — only if the engine applied it, no other write
 //!   of the stripe was in flight when it began or began since (so the engine holds exactly that
 //!   record now), and the epoch (below) did not change — or *removes* the key (failed, of
 //!   unknown outcome, overlapped). Two racing writers therefore leave no entry behind whatever
 //!   their order, and a lone read-modify-write (a cart) leaves its result for the next read.
 //! - A read fills the cache only if, under the stripe's lock, no write is in flight on the stripe
-//!   and the stamp is the one it saw before reading. A reader that read the old record can never
+//!   and the count of writes done is the one it saw before reading. A reader that read the old record can never
 //!   insert it during or after a write of the key; and while a write is in flight, readers either
 //!   all hit the entry cached before it (the old record: the write has not taken effect for point
 //!   reads yet) or all read the engine, which is linearizable — never the new record and then the
@@ -68,17 +68,24 @@ impl Weighter<Vec<u8>, Cached> for ByBytes {
 /// What a stripe knows of the writes to its keys (see the module docs).
 #[derive(Default)]
 struct Stripe {
-    /// Writes applying to a key of the stripe right now.
-    writing: u32,
-    /// Writes to a key of the stripe done so far.
-    stamp: u64,
     /// Writes to a key of the stripe begun so far.
     begun: u64,
+    /// Of those, the ones applying right now.
+    writing: u32,
+}
+
+impl Stripe {
+    /// Writes to a key of the stripe done so far (what a fill compares).
+    fn ended(&self) -> u64 {
+        self.begun.wrapping_sub(u64::from(self.writing))
+    }
 }
 
 /// One data key of a write in flight.
 struct KeyWrite {
     key: Vec<u8>,
+    /// The key's stripe.
+    stripe: usize,
     /// What the write stores for it (`None`: a delete).
     record: Cached,
     /// `Some(begun)` if no other write of the stripe was in flight when this one began.
@@ -89,7 +96,7 @@ struct KeyWrite {
 pub struct CachedEngine<E> {
     inner: E,
     cache: Cache<Vec<u8>, Cached, ByBytes>,
-    /// Per stripe: writes in flight and writes done on its keys.
+    /// Per stripe: writes begun and in flight on its keys.
     stripes: Box<[Mutex<Stripe>]>,
     /// The inner engine's epoch the cached entries were read in.
     epoch: AtomicU64,
@@ -135,14 +142,25 @@ impl<E: Engine> CachedEngine<E> {
         now
     }
 
-    /// A write to `key` begins: no fill of its stripe until it ends. `Some(begun)` if it has
-    /// the stripe to itself so far.
-    fn begin_write(&self, key: &[u8]) -> Option<u64> {
-        let mut stripe = self.stripes[Self::stripe(key)].lock();
+    /// Whether the cache and the inner engine are both still in `epoch` (a fill or a write's
+    /// record from `epoch` may go into the cache; call with the fill gate held).
+    fn epoch_holds(&self, epoch: u64) -> bool {
+        self.inner.epoch() == epoch && self.epoch.load(Ordering::Acquire) == epoch
+    }
+
+    /// A write of `key` (record `record`) begins: no fill of its stripe until it ends.
+    fn begin_write(&self, key: &[u8], record: Cached) -> KeyWrite {
+        let index = Self::stripe(key);
+        let mut stripe = self.stripes[index].lock();
         let alone = stripe.writing == 0;
         stripe.writing += 1;
         stripe.begun = stripe.begun.wrapping_add(1);
-        alone.then_some(stripe.begun)
+        KeyWrite {
+            key: key.to_vec(),
+            stripe: index,
+            record,
+            alone_since: alone.then_some(stripe.begun),
+        }
     }
 
     /// A write ended. If it was applied, in the epoch it began in, and no other write of the
@@ -150,16 +168,11 @@ impl<E: Engine> CachedEngine<E> {
     /// (failed, of unknown outcome, overlapped, or a new epoch) forget the key.
     fn end_write(&self, write: KeyWrite, applied_in: Option<u64>) {
         let _shared = self.fill_gate.read();
-        let mut stripe = self.stripes[Self::stripe(&write.key)].lock();
+        let mut stripe = self.stripes[write.stripe].lock();
         stripe.writing -= 1;
-        stripe.stamp = stripe.stamp.wrapping_add(1);
         let alone_throughout = write.alone_since == Some(stripe.begun);
         match applied_in {
-            Some(epoch)
-                if alone_throughout
-                    && self.inner.epoch() == epoch
-                    && self.epoch.load(Ordering::Acquire) == epoch =>
-            {
+            Some(epoch) if alone_throughout && self.epoch_holds(epoch) => {
                 self.cache.insert(write.key, write.record);
             }
             _ => {
@@ -201,19 +214,15 @@ impl<E: Engine> Engine for CachedEngine<E> {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let stripe = &self.stripes[Self::stripe(key)];
-        let seen = stripe.lock().stamp;
+        let seen = stripe.lock().ended();
         let read = self.inner.get(space, key)?;
         let _shared = self.fill_gate.read();
-        let stamp = stripe.lock();
-        if stamp.writing == 0
-            && stamp.stamp == seen
-            && self.inner.epoch() == epoch
-            && self.epoch.load(Ordering::Acquire) == epoch
-        {
+        let now = stripe.lock();
+        if now.writing == 0 && now.ended() == seen && self.epoch_holds(epoch) {
             self.cache
                 .insert(key.to_vec(), read.as_deref().map(Arc::from));
         }
-        drop(stamp);
+        drop(now);
         Ok(read)
     }
 
@@ -234,11 +243,7 @@ impl<E: Engine> Engine for CachedEngine<E> {
                 } => Some((key, None)),
                 _ => None,
             })
-            .map(|(key, record)| KeyWrite {
-                alone_since: self.begin_write(key),
-                key: key.clone(),
-                record,
-            })
+            .map(|(key, record)| self.begin_write(key, record))
             .collect();
         let mut in_flight = WritesInFlight {
             cache: self,
