@@ -243,10 +243,9 @@ impl<E: Engine> Coordinator<E> {
 
     /// Who to ask for each replica slot of a read: the primary when the failure detector says
     /// it is up, else the next live fallback (this node included), which answers with every hint
-    /// it holds for the key, whichever primary it stood in for.
-    /// Who to read from: each primary that is up, or for a down one the next live fallback;
-    /// and, apart, the down primaries no fallback stands in for (tried only as a last resort:
-    /// the failure detector may be wrong — a node that just started has heard from nobody).
+    /// it holds for the key, whichever primary it stood in for; and, apart, the down primaries
+    /// no fallback stands in for (tried only as a last resort: the failure detector may be
+    /// wrong — a node that just started has heard from nobody).
     fn read_holders(&self, p: &Placement) -> (Vec<Holder>, Vec<Holder>) {
         let mut fallbacks: Option<VecDeque<NodeId>> = None;
         let mut last_resort = Vec::new();

@@ -9,14 +9,14 @@ mod dev;
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
 /// mimalloc instead of glibc's malloc: the request path allocates small buffers on one thread
 /// and frees them on another, where glibc's arenas spent ~10% of a node's CPU (see
 /// `docs/performance.md`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use anyhow::Context as _;
-use clap::{Parser, Subcommand};
 
 /// yeskv: a Dynamo-style key-value store that always accepts writes.
 #[derive(Parser, Debug)]
