@@ -146,18 +146,13 @@ async fn method_not_allowed() -> Response {
 /// Counts requests and times them, labelled by route (the matched pattern, not the raw path).
 async fn track(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_owned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    ::metrics::counter!(metrics::HTTP_REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status)
-        .increment(1);
-    ::metrics::histogram!(metrics::HTTP_DURATION, "route" => route, "method" => method)
-        .record(start.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (requests, duration) = metrics::http_series(route, &method, resp.status().as_u16());
+    requests.increment(1);
+    duration.record(start.elapsed().as_secs_f64());
     resp
 }
 
@@ -355,7 +350,7 @@ fn written(ctx: &CausalContext, tag: u32) -> Response {
 /// value, `300` JSON for siblings, `200` JSON in JSON mode.
 fn read_response(obj: &Object, tag: u32, json_mode: bool, now_ms: u64) -> Response {
     let visible: Vec<_> = obj.visible(now_ms).collect();
-    ::metrics::histogram!(metrics::READ_SIBLINGS).record(visible.len() as f64);
+    metrics::read_siblings().record(visible.len() as f64);
     let ctx = context_header(&obj.context(), tag);
     let mut resp = if visible.iter().all(|s| s.version.is_tombstone()) {
         json_error(StatusCode::NOT_FOUND, "not found")

@@ -4,7 +4,13 @@
 //! Prometheus recorder. Engine figures (memtable size, pending compaction bytes, stalls) are
 //! sampled into gauges when `/metrics` is scraped.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use axum::http::Method;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::RwLock;
 use yeskv_storage::Engine;
 
 /// HTTP requests, by `route`, `method` and `status`.
@@ -43,6 +49,42 @@ pub const AAE_BYTES: &str = "yeskv_aae_bytes_total";
 pub const TOMBSTONES_REAPED: &str = "yeskv_tombstones_reaped_total";
 /// Writes this node's storage refused (a full disk) that it handed to another primary.
 pub const WRITES_FORWARDED_STORAGE: &str = "yeskv_writes_forwarded_storage_total";
+
+/// Per route (matched pattern), per (method, status): the request counter and the latency
+/// histogram of that route and method.
+type HttpSeries = HashMap<String, HashMap<(Method, u16), (Counter, Histogram)>>;
+
+static HTTP_SERIES: LazyLock<RwLock<HttpSeries>> = LazyLock::new(Default::default);
+
+/// The handles [`HTTP_REQUESTS`] and [`HTTP_DURATION`] record a request into. Each series is
+/// looked up in the recorder once and its handles kept: a lookup hashes and allocates every
+/// label, which was a measurable share of a request costing ~20 µs of CPU. Handles taken before
+/// the recorder is installed do nothing, so the recorder is installed before serving.
+pub fn http_series(route: &str, method: &Method, status: u16) -> (Counter, Histogram) {
+    if let Some(series) = HTTP_SERIES
+        .read()
+        .get(route)
+        .and_then(|by_method| by_method.get(&(method.clone(), status)))
+    {
+        return series.clone();
+    }
+    let series = (
+        metrics::counter!(HTTP_REQUESTS, "route" => route.to_owned(), "method" => method.as_str().to_owned(), "status" => status.to_string()),
+        metrics::histogram!(HTTP_DURATION, "route" => route.to_owned(), "method" => method.as_str().to_owned()),
+    );
+    HTTP_SERIES
+        .write()
+        .entry(route.to_owned())
+        .or_default()
+        .insert((method.clone(), status), series.clone());
+    series
+}
+
+/// The [`READ_SIBLINGS`] histogram (looked up once; see [`http_series`]).
+pub fn read_siblings() -> &'static Histogram {
+    static H: LazyLock<Histogram> = LazyLock::new(|| metrics::histogram!(READ_SIBLINGS));
+    &H
+}
 
 /// Installs the process-wide Prometheus recorder; `None` if one is already installed.
 pub fn install() -> Option<PrometheusHandle> {
