@@ -149,6 +149,26 @@ impl Object {
         version: Version,
         now_ms: u64,
     ) -> Dot {
+        self.update_at_least(ctx, actor, 1, version, now_ms)
+    }
+
+    /// [`Object::update`] with a lower bound on the fresh dot's counter: the counter is at least
+    /// `min_counter`, and still above anything known for `actor` here or in `ctx`.
+    ///
+    /// A replica passes the next value of a sequence its actor draws from for every key, so
+    /// that the dot also exceeds every dot the actor minted for this key *before its copy was
+    /// reaped*: a reaped replica no longer knows them, but a replica that has not reaped yet
+    /// still holds them in its clock and would take a reused dot for a write it already saw.
+    /// Counters then skip values within one key; a clock entry `a: n` still means "saw every
+    /// write of `a` up to `n`", of which the skipped values simply were none.
+    pub fn update_at_least(
+        &mut self,
+        ctx: &CausalContext,
+        actor: &Actor,
+        min_counter: u64,
+        version: Version,
+        now_ms: u64,
+    ) -> Dot {
         self.siblings
             .retain(|s| !ctx.covers(&s.dot) && !s.version.is_expired(now_ms));
         let ctx_max = ctx
@@ -159,7 +179,7 @@ impl Object {
             .chain(std::iter::once(ctx.seen.get(actor)))
             .max()
             .unwrap_or(0);
-        let counter = self.clock.get(actor).max(ctx_max) + 1;
+        let counter = (self.clock.get(actor).max(ctx_max) + 1).max(min_counter);
         // Only the downward-closed part of the context joins the clock: loose dots say nothing
         // about the events before them, and claiming them would drop siblings on a later sync.
         self.clock.merge(&ctx.seen);
@@ -269,6 +289,31 @@ mod tests {
         let ctx = o.context();
         o.update(&ctx, &a, val("z"), 0);
         assert_eq!(values(&o), vec!["z"]);
+    }
+
+    #[test]
+    fn update_at_least_respects_the_floor_and_what_is_known() {
+        let a = actor("a");
+        let mut o = Object::new();
+        // The floor wins on a fresh key; known counters win when they are higher.
+        assert_eq!(
+            o.update_at_least(&CausalContext::empty(), &a, 40, val("x"), 0)
+                .counter,
+            40
+        );
+        assert_eq!(
+            o.update_at_least(&CausalContext::empty(), &a, 7, val("y"), 0)
+                .counter,
+            41
+        );
+        let ctx = o.context();
+        let mut fresh = Object::new();
+        assert_eq!(fresh.update_at_least(&ctx, &a, 1, val("z"), 0).counter, 42);
+        // Skipped counters are no writes: a sync keeps both concurrent siblings.
+        let mut other = Object::new();
+        other.update_at_least(&CausalContext::empty(), &actor("b"), 3, val("w"), 0);
+        o.sync(&other);
+        assert_eq!(values(&o), vec!["x", "y", "w"]);
     }
 
     #[test]

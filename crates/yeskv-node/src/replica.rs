@@ -37,6 +37,16 @@
 //! marker is missing (first start, wiped directory, crash, `kill -9`) it picks a new random epoch
 //! before serving: a crash may have lost the tail of the WAL (in `sync = "none"`), and with it the
 //! knowledge of dots already handed out, so the old actor must never mint again.
+//!
+//! ## Dot counters (the reaped-key guard)
+//! Within one epoch the actor's counters come from one sequence over all keys
+//! ([`Object::update_at_least`]): a new dot exceeds every dot this actor ever minted, for any
+//! key. Taking the next counter from the key's own object is not enough once the reaper has
+//! removed it: a primary that reaped a tombstone would start the key over at 1, while another
+//! primary that has not reaped yet (its clock behind, say) still holds the tombstone whose clock
+//! already counts that dot, and drops the new write as seen — an acknowledged write lost
+//! (found by the simulator, seed 10500). The sequence is saved at a clean stop like the epoch;
+//! after a crash the epoch is new, so the sequence starts over with a new actor.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,6 +68,7 @@ const META_NODE_ID: &[u8] = b"node_id";
 const META_EPOCH: &[u8] = b"actor_epoch";
 const META_CLEAN: &[u8] = b"clean_shutdown";
 const META_STAND_IN_SEQ: &[u8] = b"stand_in_seq";
+const META_DOT_SEQ: &[u8] = b"dot_seq";
 
 /// Prefix of a tree saved in `meta` (then the partition, u16 BE).
 const META_TREE: &[u8] = b"aae/";
@@ -148,6 +159,9 @@ pub struct Replica<E: Engine> {
     /// Stand-in writes coordinated in this epoch (each gets an actor of its own, see
     /// [`Replica::stand_in_actor`]); saved at a clean stop, restarts at 0 with a new epoch.
     stand_in_seq: AtomicU64,
+    /// The highest dot counter this epoch's actor has minted, for any key (module docs: "Dot
+    /// counters"); saved at a clean stop, restarts at 0 with a new epoch.
+    dot_seq: AtomicU64,
     /// Anti-entropy trees, once the partition count is known.
     trees: OnceLock<Trees>,
 }
@@ -226,13 +240,17 @@ impl<E: Engine> Replica<E> {
         // The epoch must be on disk before any dot of it is handed out, whatever the sync mode.
         engine.flush()?;
         let hint_counts = count_hints(&engine)?;
-        let stand_in_seq = match startup {
-            Startup::Clean => engine
-                .get(Space::Meta, META_STAND_IN_SEQ)?
-                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-                .map_or(0, u64::from_le_bytes),
-            _ => 0,
+        let saved = |key: &[u8]| -> Result<u64, Error> {
+            Ok(match startup {
+                Startup::Clean => engine
+                    .get(Space::Meta, key)?
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                    .map_or(0, u64::from_le_bytes),
+                _ => 0,
+            })
         };
+        let stand_in_seq = saved(META_STAND_IN_SEQ)?;
+        let dot_seq = saved(META_DOT_SEQ)?;
         let replica = Replica {
             engine,
             actor: Actor::new(node, epoch),
@@ -243,6 +261,7 @@ impl<E: Engine> Replica<E> {
             hint_counts: Mutex::new(hint_counts),
             startup: startup.clone(),
             stand_in_seq: AtomicU64::new(stand_in_seq),
+            dot_seq: AtomicU64::new(dot_seq),
             trees: OnceLock::new(),
         };
         Ok((replica, startup))
@@ -266,6 +285,11 @@ impl<E: Engine> Replica<E> {
                 .load(Ordering::SeqCst)
                 .to_le_bytes()
                 .to_vec(),
+        );
+        b.put(
+            Space::Meta,
+            META_DOT_SEQ.to_vec(),
+            self.dot_seq.load(Ordering::SeqCst).to_le_bytes().to_vec(),
         );
         b.put(Space::Meta, META_CLEAN.to_vec(), vec![1]);
         self.engine.write(b)?.wait().await?;
@@ -376,6 +400,7 @@ impl<E: Engine> Replica<E> {
 
     fn store(&self, storage_key: &[u8], old: &Object, obj: &Object) -> Result<Durable, Error> {
         // No reap instant in the record: only the reaper removes objects (module docs).
+        tracing::trace!(node = %self.actor.node, key = %String::from_utf8_lossy(storage_key), ?old, new = ?obj, "store");
         let record = encode_record(obj, None);
         let mut b = WriteBatch::new();
         b.put(Space::Data, storage_key.to_vec(), record);
@@ -623,6 +648,7 @@ impl<E: Engine> Replica<E> {
             if digest != Some(expected) || !self.reapable(&obj, now_ms) {
                 return Ok(false);
             }
+            tracing::trace!(node = %self.actor.node, key = %String::from_utf8_lossy(storage_key), ?obj, "reap");
             let mut b = WriteBatch::new();
             b.delete(Space::Data, storage_key.to_vec());
             self.commit_tracked(b, storage_key, digest, None)?
@@ -799,7 +825,14 @@ impl<E: Engine> Replica<E> {
             let mut obj = self.load_slot(slot, storage_key, now_ms)?;
             let before = obj.clone();
             let dot = match slot {
-                Slot::Own => obj.update(ctx, &self.actor, version, now_ms),
+                Slot::Own => {
+                    let next = self.dot_seq.fetch_add(1, Ordering::SeqCst) + 1;
+                    let dot = obj.update_at_least(ctx, &self.actor, next, version, now_ms);
+                    // Data written before the sequence existed may count higher for this
+                    // actor: the sequence follows it.
+                    self.dot_seq.fetch_max(dot.counter, Ordering::SeqCst);
+                    dot
+                }
                 Slot::HintFor(_) => obj.update(ctx, &self.stand_in_actor(), version, now_ms),
             };
             let count = obj.siblings().len();
@@ -1003,5 +1036,122 @@ mod tests {
             Err(Error::TooManySiblings { count: 4, max: 3 })
         ));
         assert_eq!(r.read(b"k").expect("read").siblings().len(), 3);
+    }
+    /// A primary that reaped a key must not mint a dot another primary's unreaped tombstone
+    /// already counts: that primary would take the new write as one it had seen and drop it
+    /// (simulator seed 10500). Fails when dots are counted per key only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_write_after_reaping_survives_a_replica_that_did_not_reap() {
+        let (x, _) = Replica::open(Arc::new(MemoryEngine::new()), node(), 0, || 1)
+            .await
+            .expect("open x");
+        let other = NodeId::new("n2").expect("valid");
+        let (y, _) = Replica::open(Arc::new(MemoryEngine::new()), other, 0, || 2)
+            .await
+            .expect("open y");
+        let (key, hash, now) = (&b"k"[..], 5, 1_000);
+        let empty = CausalContext::empty();
+        let (written, _) = x
+            .coordinate(
+                Slot::Own,
+                hash,
+                key,
+                &empty,
+                Version::value(b"a".to_vec(), now, None),
+                now,
+                100,
+            )
+            .await
+            .expect("write");
+        let (tombstone, _) = x
+            .coordinate(
+                Slot::Own,
+                hash,
+                key,
+                &written.context(),
+                Version::tombstone(now),
+                now,
+                100,
+            )
+            .await
+            .expect("delete");
+        y.merge(Slot::Own, hash, key, &tombstone, now)
+            .await
+            .expect("replicate");
+        // x reaps its copy (grace 0); y has not yet.
+        let digest = tree_digest(key, &tombstone).expect("digest");
+        assert!(x.reap(hash, key, digest, now + 1).await.expect("reap"));
+        assert!(x.read(key).expect("read").siblings().is_empty());
+
+        let (rewritten, dot) = x
+            .coordinate(
+                Slot::Own,
+                hash,
+                key,
+                &empty,
+                Version::value(b"b".to_vec(), now + 2, None),
+                now + 2,
+                100,
+            )
+            .await
+            .expect("write after reap");
+        assert!(
+            !tombstone.clock().contains(&dot),
+            "{dot:?} reuses a dot the unreaped tombstone counts"
+        );
+        let merged = y
+            .merge(Slot::Own, hash, key, &rewritten, now + 2)
+            .await
+            .expect("repair");
+        let values: Vec<_> = merged
+            .visible(now + 2)
+            .filter_map(|s| s.version.value.clone())
+            .collect();
+        assert_eq!(values, vec![b"b".to_vec()]);
+    }
+
+    /// The dot sequence survives a clean restart (same actor: it must keep counting up).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn dot_sequence_survives_a_clean_restart() {
+        let engine = Arc::new(MemoryEngine::new());
+        let (r, _) = Replica::open(engine.clone(), node(), 0, || 1)
+            .await
+            .expect("open");
+        let empty = CausalContext::empty();
+        let mut last = 0;
+        for key in [&b"a"[..], b"b", b"c"] {
+            let (_, dot) = r
+                .coordinate(
+                    Slot::Own,
+                    1,
+                    key,
+                    &empty,
+                    Version::value(vec![1], 1, None),
+                    1,
+                    100,
+                )
+                .await
+                .expect("write");
+            assert!(dot.counter > last, "counters rise across keys");
+            last = dot.counter;
+        }
+        r.close_cleanly().await.expect("close");
+        let (r, s) = Replica::open(engine, node(), 0, || 2)
+            .await
+            .expect("reopen");
+        assert_eq!(s, Startup::Clean);
+        let (_, dot) = r
+            .coordinate(
+                Slot::Own,
+                1,
+                b"d",
+                &empty,
+                Version::value(vec![1], 1, None),
+                1,
+                100,
+            )
+            .await
+            .expect("write");
+        assert!(dot.counter > last, "{} after {last}", dot.counter);
     }
 }

@@ -114,8 +114,27 @@ fn print_failure(o: &SeedOutcome) {
     println!("  replay: yeskv-sim --seed {} -vv", o.seed);
 }
 
+/// Log lines stamped with the simulated time (ms) instead of the wall clock.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{:>7}", yeskv_sim::clock::sim_now_ms())
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The nodes' own logs, for replaying a seed: `YESKV_SIM_LOG=yeskv_node=debug yeskv-sim
+    // --seed N -vv`. Off unless set: logging changes nothing the simulation does.
+    if let Ok(filter) = std::env::var("YESKV_SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(SimTime)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let options = SimOptions {
         nodes: args.nodes,
         clients: args.clients,
