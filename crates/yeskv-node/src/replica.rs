@@ -46,7 +46,8 @@
 //! primary that has not reaped yet (its clock behind, say) still holds the tombstone whose clock
 //! already counts that dot, and drops the new write as seen — an acknowledged write lost
 //! (found by the simulator, seed 10500). The sequence is saved at a clean stop like the epoch;
-//! after a crash the epoch is new, so the sequence starts over with a new actor.
+//! after a crash the epoch is new, so the sequence starts over with a new actor (and so does a
+//! directory stopped cleanly before the sequence existed).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -219,8 +220,12 @@ impl<E: Engine> Replica<E> {
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
             .map(u64::from_le_bytes);
         let clean = engine.get(Space::Meta, META_CLEAN)?.as_deref() == Some(&[1u8][..]);
+        // A directory stopped cleanly before the dot sequence existed counted dots per key: its
+        // actor may have minted any counter for a since-reaped key, so it does not mint again.
+        let sequenced = engine.get(Space::Meta, META_DOT_SEQ)?.is_some();
         let (epoch, startup) = match stored_epoch {
-            Some(e) if clean => (e, Startup::Clean),
+            Some(e) if clean && sequenced => (e, Startup::Clean),
+            Some(_) if clean => (random_epoch().max(1), Startup::Clean),
             Some(_) => (random_epoch().max(1), Startup::Unclean),
             None => (random_epoch().max(1), Startup::Fresh),
         };
@@ -1136,10 +1141,10 @@ mod tests {
             last = dot.counter;
         }
         r.close_cleanly().await.expect("close");
-        let (r, s) = Replica::open(engine, node(), 0, || 2)
+        let (r, s) = Replica::open(engine.clone(), node(), 0, || 2)
             .await
             .expect("reopen");
-        assert_eq!(s, Startup::Clean);
+        assert_eq!((s, r.actor().epoch), (Startup::Clean, 1));
         let (_, dot) = r
             .coordinate(
                 Slot::Own,
@@ -1153,5 +1158,19 @@ mod tests {
             .await
             .expect("write");
         assert!(dot.counter > last, "{} after {last}", dot.counter);
+        // A directory stopped cleanly before the sequence existed gets a new actor.
+        r.close_cleanly().await.expect("close");
+        let mut b = WriteBatch::new();
+        b.delete(Space::Meta, META_DOT_SEQ.to_vec());
+        engine
+            .write(b)
+            .expect("write")
+            .wait()
+            .await
+            .expect("durable");
+        let (r, s) = Replica::open(engine, node(), 0, || 3)
+            .await
+            .expect("reopen");
+        assert_eq!((s, r.actor().epoch), (Startup::Clean, 3));
     }
 }
