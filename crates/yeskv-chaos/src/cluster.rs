@@ -143,6 +143,16 @@ block_cache_mb = 16
 # about a memtable's worth of WAL.
 write_buffer_mb = 4
 
+# Tombstones are reaped within the run (the default grace is an hour), so that the reaper runs
+# under the faults too: with skewed clocks, one primary reaps while another still holds the
+# tombstone. Hints may not outlive the grace.
+[ttl]
+reap_grace_secs = 5
+
+[repair]
+hint_age_max_secs = 5
+reap_interval_ms = 1000
+
 [chaos]
 enabled = true
 "#,
@@ -378,6 +388,23 @@ enabled = true
             return None;
         }
         r.json().ok()
+    }
+
+    /// The value of counter `name` (unlabelled) in node `i`'s `/metrics`, if it answers.
+    pub async fn counter(&self, i: usize, name: &str) -> Option<f64> {
+        let r = http::request(
+            &self.nodes[i].spec.http,
+            "GET",
+            "/metrics",
+            b"",
+            CALL_TIMEOUT,
+        )
+        .await
+        .ok()?;
+        let text = String::from_utf8_lossy(&r.body);
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
     }
 
     /// Whether node `i`'s failure detector sees every member up.

@@ -417,6 +417,15 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         start,
         &format!("anti-entropy roots sampled: {} samples", digests.len()),
     );
+    // Tombstone copies reaped, counted since each node's last start (the reaper ran under the
+    // faults: the nodes' grace is 5 s).
+    let mut reaped = 0u64;
+    for i in 0..cluster.len() {
+        reaped += cluster
+            .counter(i, "yeskv_tombstones_reaped_total")
+            .await
+            .unwrap_or(0.0) as u64;
+    }
     for (i, status) in cluster.reap_unexpected() {
         crashes.push(format!("{} exited unexpectedly ({status})", node_ids[i]));
     }
@@ -484,6 +493,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         "resurrected": report.resurrected,
         "converged_s": converged_s,
         "reads_agreed_s": reads_agreed_s,
+        "tombstones_reaped_since_last_start": reaped,
         "faults": faults.counts,
         "ops": summary,
         "params": {
@@ -515,7 +525,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
 
     let count = |k: &str| summary.get(k).map_or(0, |s| s.ok);
     println!(
-        "chaos: {} nodes, {} s, seed {seed}: ops ok {} (reads {}, writes {}, deletes {}, cart adds {}), acked {}, lost {}, resurrected {}, converged_s {}, faults {}",
+        "chaos: {} nodes, {} s, seed {seed}: ops ok {} (reads {}, writes {}, deletes {}, cart adds {}), acked {}, lost {}, resurrected {}, converged_s {}, reaped {reaped}, faults {}",
         args.nodes,
         args.duration,
         recorder.ok.load(Ordering::Relaxed),
