@@ -174,8 +174,48 @@ fn terminate(nodes: &[Node]) {
     }
 }
 
+/// Sends every node SIGTERM and waits for each to exit (killing one that takes over 30 s).
+async fn stop(nodes: &mut [Node]) {
+    terminate(nodes);
+    for n in nodes {
+        if tokio::time::timeout(Duration::from_secs(30), n.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = n.child.start_kill();
+        }
+    }
+}
+
+/// Waits until every node is healthy (printing each one's URL), then forms the cluster;
+/// returns the committed layout version.
+async fn start_up(nodes: &mut [Node]) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    for node in nodes.iter_mut() {
+        let addr = node.url.trim_start_matches("http://").to_string();
+        while !healthy(&addr).await {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                bail!("node {} exited during start-up ({status})", node.id);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {} did not become healthy within {:?}",
+                    node.id,
+                    START_TIMEOUT
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!("{} {}", node.id, node.url);
+    }
+    form_cluster(nodes, deadline).await
+}
+
 /// Runs the dev cluster until Ctrl-C / SIGTERM or until a node exits.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    // From here on a Ctrl-C or SIGTERM stops the nodes, also while they start.
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
     if args.nodes == 0 || args.nodes > 64 {
         bail!("--nodes must be between 1 and 64");
     }
@@ -225,31 +265,27 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         });
     }
 
-    let deadline = Instant::now() + START_TIMEOUT;
-    for i in 0..nodes.len() {
-        let addr = nodes[i].url.trim_start_matches("http://").to_string();
-        while !healthy(&addr).await {
-            if let Ok(Some(status)) = nodes[i].child.try_wait() {
-                terminate(&nodes);
-                bail!("node {} exited during start-up ({status})", nodes[i].id);
-            }
-            if Instant::now() > deadline {
-                terminate(&nodes);
-                bail!(
-                    "node {} did not become healthy within {:?}",
-                    nodes[i].id,
-                    START_TIMEOUT
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = {
+        let start = start_up(&mut nodes);
+        tokio::pin!(start);
+        tokio::select! {
+            r = &mut start => Some(r),
+            _ = &mut shutdown => None,
         }
-        println!("{} {}", nodes[i].id, nodes[i].url);
-    }
-    let version = match form_cluster(&nodes, deadline).await {
-        Ok(v) => v,
-        Err(e) => {
-            terminate(&nodes);
+    };
+    let version = match started {
+        Some(Ok(version)) => version,
+        Some(Err(e)) => {
+            stop(&mut nodes).await;
             return Err(e);
+        }
+        None => {
+            eprintln!(
+                "interrupted while starting: stopping {} node(s)",
+                nodes.len()
+            );
+            stop(&mut nodes).await;
+            return Ok(());
         }
     };
     println!(
@@ -269,19 +305,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     };
     let outcome = tokio::select! {
-        _ = crate::shutdown_signal() => None,
+        _ = &mut shutdown => None,
         (id, status) = exited => Some((id, status)),
     };
     eprintln!("stopping {} node(s)", nodes.len());
-    terminate(&nodes);
-    for n in &mut nodes {
-        match tokio::time::timeout(Duration::from_secs(30), n.child.wait()).await {
-            Ok(_) => {}
-            Err(_) => {
-                let _ = n.child.start_kill();
-            }
-        }
-    }
+    stop(&mut nodes).await;
     match outcome {
         None => Ok(()),
         Some((id, status)) => bail!("node {id} exited unexpectedly ({status})"),

@@ -121,22 +121,27 @@ fn init_tracing(default_filter: &str) {
         .try_init();
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+/// Catches Ctrl-C (SIGINT) and SIGTERM from the moment it is called, and resolves on the first.
+/// Both are registered before it returns (within a runtime), so a signal that arrives while the
+/// caller is still starting up waits for it instead of killing the process by the default
+/// action (an unclean stop, and for `yeskv dev` orphaned nodes).
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let term = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async fn first(s: Option<Signal>) {
+        match s {
+            Some(mut s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    }
+    async move {
+        tokio::select! {
+            _ = first(term) => {},
+            _ = first(interrupt) => {},
+        }
     }
 }
 

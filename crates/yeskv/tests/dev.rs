@@ -7,7 +7,14 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use support::{bin, free_port, request};
 
-fn run_dev_until_ready(data: &std::path::Path, port: u16) -> (std::process::Child, Vec<String>) {
+/// Starts `yeskv dev` (its stderr, the nodes' logs and dev's own messages, into `data/dev.err`)
+/// and reads its stdout until a line for which `stop` holds.
+fn run_dev_until(
+    data: &std::path::Path,
+    port: u16,
+    stop: impl Fn(&str) -> bool,
+) -> (std::process::Child, Vec<String>) {
+    let err = std::fs::File::create(data.join("dev.err")).expect("stderr file");
     let mut child = Command::new(bin())
         .args([
             "dev",
@@ -17,20 +24,29 @@ fn run_dev_until_ready(data: &std::path::Path, port: u16) -> (std::process::Chil
             &port.to_string(),
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(err)
         .spawn()
         .expect("spawn dev");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("line");
-        let ready = line.starts_with("ready");
+        let done = stop(&line);
         lines.push(line);
-        if ready {
+        if done {
             break;
         }
     }
     (child, lines)
+}
+
+fn run_dev_until_ready(data: &std::path::Path, port: u16) -> (std::process::Child, Vec<String>) {
+    run_dev_until(data, port, |l| l.starts_with("ready"))
+}
+
+/// What `yeskv dev` wrote to stderr so far (for failure messages).
+fn dev_err(data: &std::path::Path) -> String {
+    std::fs::read_to_string(data.join("dev.err")).unwrap_or_default()
 }
 
 fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
@@ -41,16 +57,20 @@ fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
     child.wait().expect("wait")
 }
 
-#[test]
-fn dev_runs_stops_and_comes_back_with_its_data() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // A port whose peer port (1000 lower) is also free enough for a test.
-    let port = loop {
+/// A port whose peer port (1000 lower) is also free enough for a test.
+fn dev_port() -> u16 {
+    loop {
         let p = free_port();
         if p > 2100 {
             break p;
         }
-    };
+    }
+}
+
+#[test]
+fn dev_runs_stops_and_comes_back_with_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = dev_port();
     let (mut child, lines) = run_dev_until_ready(dir.path(), port);
     let url = format!("127.0.0.1:{port}");
     assert!(
@@ -62,7 +82,8 @@ fn dev_runs_stops_and_comes_back_with_its_data() {
         "{lines:?}"
     );
     assert_eq!(request(&url, "PUT", "/v1/kv/b/k", &[], b"kept").status, 204);
-    assert!(sigterm(&mut child).success());
+    let status = sigterm(&mut child);
+    assert!(status.success(), "{status}: {}", dev_err(dir.path()));
     assert!(
         support::try_request(&url, "GET", "/v1/health", &[], b"").is_err(),
         "node still up"
@@ -70,5 +91,25 @@ fn dev_runs_stops_and_comes_back_with_its_data() {
 
     let (mut child, _) = run_dev_until_ready(dir.path(), port);
     assert_eq!(request(&url, "GET", "/v1/kv/b/k", &[], b"").text(), "kept");
-    assert!(sigterm(&mut child).success());
+    let status = sigterm(&mut child);
+    assert!(status.success(), "{status}: {}", dev_err(dir.path()));
+}
+
+/// A SIGTERM while the cluster is still forming stops every node and exits 0 (before, dev
+/// caught signals only once it was ready: an earlier one killed it and left its nodes running).
+#[test]
+fn dev_stops_its_nodes_on_sigterm_during_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = dev_port();
+    let url = format!("127.0.0.1:{port}");
+    // The first node's line: it is up; the others may be, the cluster is not formed yet.
+    let (mut child, lines) = run_dev_until(dir.path(), port, |l| l.starts_with("n1 "));
+    assert!(!lines.iter().any(|l| l.starts_with("ready")), "{lines:?}");
+    let status = sigterm(&mut child);
+    assert!(status.success(), "{status}: {}", dev_err(dir.path()));
+    assert!(
+        support::try_request(&url, "GET", "/v1/health", &[], b"").is_err(),
+        "n1 still up after dev exited: {}",
+        dev_err(dir.path())
+    );
 }
