@@ -28,8 +28,9 @@ fn run_dev_until(
         .spawn()
         .expect("spawn dev");
     let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout).lines();
     let mut lines = Vec::new();
-    for line in BufReader::new(stdout).lines() {
+    for line in reader.by_ref() {
         let line = line.expect("line");
         let done = stop(&line);
         lines.push(line);
@@ -37,6 +38,8 @@ fn run_dev_until(
             break;
         }
     }
+    // Keep reading what dev prints next, so its stdout never breaks under it.
+    std::thread::spawn(move || reader.for_each(drop));
     (child, lines)
 }
 
