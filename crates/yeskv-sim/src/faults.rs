@@ -6,6 +6,7 @@
 //! | kind | how |
 //! |---|---|
 //! | crash + restart | turmoil `crash` (every task of the host dropped) and the disk loses what was not fsynced; at the end `bounce` restarts the software, which reopens the replica |
+//! | clean restart | the node is asked to stop (as by SIGTERM: servers and workers stop, the replica saves its state and the clean marker); at the end it starts again, keeping its actor epoch. A node that has not finished stopping by then is killed (a crash) |
 //! | partition: one node isolated | every link of the node cut both ways |
 //! | partition: minority / majority | the nodes split in two sides, every link across cut both ways |
 //! | partition: bridge | two sides that only one node (the bridge) can talk to |
@@ -36,6 +37,11 @@ pub const LATENCY_MS_MAX: u64 = 3;
 pub enum Fault {
     /// Node `node` crashes (power loss) and restarts at the end.
     Crash {
+        /// Node index.
+        node: usize,
+    },
+    /// Node `node` stops cleanly and starts again at the end.
+    Restart {
         /// Node index.
         node: usize,
     },
@@ -110,6 +116,7 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::Crash { node } => write!(f, "crash {}", node_name(*node)),
+            Fault::Restart { node } => write!(f, "restart {}", node_name(*node)),
             Fault::Partition { shape, cut } => {
                 let links: Vec<String> = cut
                     .iter()
@@ -135,6 +142,7 @@ impl Fault {
     pub fn kind(&self) -> &'static str {
         match self {
             Fault::Crash { .. } => "crash",
+            Fault::Restart { .. } => "restart",
             Fault::Partition {
                 shape: Shape::Isolate,
                 ..
@@ -216,7 +224,10 @@ pub fn schedule(rng: &mut StdRng, nodes: usize, duration_ms: u64) -> Vec<Schedul
         let length_ms = rng.random_range(100..=1_500);
         let end_ms = (start_ms + length_ms).min(duration_ms);
         let fault = match rng.random_range(0..10) {
-            0 | 1 => Fault::Crash {
+            0 => Fault::Crash {
+                node: rng.random_range(0..nodes),
+            },
+            1 => Fault::Restart {
                 node: rng.random_range(0..nodes),
             },
             2..=4 => partition(rng, nodes),
@@ -253,6 +264,8 @@ pub fn schedule(rng: &mut StdRng, nodes: usize, duration_ms: u64) -> Vec<Schedul
 pub struct Active {
     /// Active crashes per node.
     pub crashed: BTreeMap<usize, usize>,
+    /// Active restarts per node (it is down while either count is above 0).
+    pub restarting: BTreeMap<usize, usize>,
     /// Active cuts per directed link.
     pub cut: BTreeMap<(usize, usize), usize>,
     /// Active loss rates (the highest applies).

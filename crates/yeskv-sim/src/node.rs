@@ -4,9 +4,11 @@
 //! RPC client wrapped in [`ChaosPeers`].
 //!
 //! [`node_main`] is the host's software: turmoil calls it on start and again on every restart
-//! after a crash. Each start reopens the replica on the same disk (which kept only what was
-//! durable), so an unclean stop yields a new actor epoch, drawn from the node's seeded RNG (the
-//! product draws it from the OS). What the node does not run: the HTTP API (replaced by the
+//! after a crash or a clean stop. Each start reopens the replica on the same disk (which kept
+//! only what was durable), so an unclean stop yields a new actor epoch, drawn from the node's
+//! seeded RNG (the product draws it from the OS), while a clean stop (a restart fault: servers
+//! and workers stopped, the replica closed as SIGTERM closes it) keeps the epoch, the dot
+//! sequences and the saved anti-entropy trees. What the node does not run: the HTTP API (replaced by the
 //! client protocol of [`crate::protocol`], served with the same coordinator calls), gossip
 //! membership (replaced by the ping detector, see [`crate::topology`]), the Raft layout service
 //! (the layout is fixed per seed) and metrics export.
@@ -123,9 +125,11 @@ pub struct NodeSlot {
     pub disk: Arc<Disk>,
     /// Its clock skew, ms (changed by clock-skew faults).
     pub skew_ms: Arc<AtomicI64>,
-    /// The running incarnation's replica (set at start, cleared by the driver on a crash), so
-    /// the driver can sample its anti-entropy tree roots.
+    /// The running incarnation's replica (set at start, cleared by the driver on a crash and by
+    /// the node when it stops cleanly), so the driver can sample its anti-entropy tree roots.
     pub replica: Mutex<Option<Arc<Replica<NodeEngine>>>>,
+    /// Asks the running incarnation to stop cleanly (a restart fault; taken by the driver).
+    pub stop: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
     rng: Mutex<StdRng>,
 }
 
@@ -137,6 +141,7 @@ impl NodeSlot {
             disk: Arc::new(Disk::new()),
             skew_ms: Arc::new(AtomicI64::new(0)),
             replica: Mutex::new(None),
+            stop: Mutex::new(None),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         }
     }
@@ -156,7 +161,8 @@ pub struct NodeEnv {
     pub repair: bool,
 }
 
-/// The node's software (see the module docs). Runs until the host crashes.
+/// The node's software (see the module docs). Runs until the host crashes, or until a restart
+/// fault asks it to stop cleanly.
 pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
     let id = env.slot.id.clone();
     let (epoch, rpc_seed) = {
@@ -171,8 +177,9 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
         age_max_ms: HINT_AGE_MAX_MS,
     });
     let replica = Arc::new(replica);
-    // Anti-entropy trees, as the product sets them up: a node that did not stop cleanly (every
-    // start here: a crash is a power cut) rebuilds each partition's tree from its disk. The
+    // Anti-entropy trees, as the product sets them up: a node that stopped cleanly trusts the
+    // trees it saved; one that did not (a crash is a power cut) rebuilds each partition's tree
+    // from its disk. The
     // product rebuilds on a blocking thread while it serves; here the rebuild runs before the
     // node serves (the engine is in memory, it takes no simulated time), so it is deterministic.
     let rebuild = replica.init_trees(PARTITIONS);
@@ -216,7 +223,7 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
     let client: RpcClient<PeerRequest, PeerResponse, SimConnector> =
         RpcClient::with_connector(rpc_config.clone(), SimConnector, rpc_seed)?;
     let coordinator = Arc::new(Coordinator::new(
-        replica,
+        replica.clone(),
         Arc::new(SimClock::new(env.slot.skew_ms.clone())),
         settings(),
         topology,
@@ -224,31 +231,34 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
     ));
 
     // Background repair, as `yeskv_node::server` runs it: hinted handoff, anti-entropy
-    // exchanges, the reaper. They stop with the host (a crash drops every task); the stop
-    // channel's sender lives as long as this function, so they never see it closed.
-    let (_workers_stop_tx, workers_stop_rx) = tokio::sync::watch::channel(false);
+    // exchanges, the reaper. A crash drops them with every other task; a clean stop (a restart
+    // fault) ends them through the stop channel, as SIGTERM does in the product.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    *env.slot.stop.lock() = Some(stop_tx);
+    let mut workers = Vec::new();
     if env.repair {
-        tokio::task::spawn_local(yeskv_node::handoff::run(
+        workers.push(tokio::task::spawn_local(yeskv_node::handoff::run(
             (*coordinator).clone(),
             handoff_settings(),
-            workers_stop_rx.clone(),
-        ));
-        tokio::task::spawn_local(yeskv_node::aae::run_exchanges(
+            stop_rx.clone(),
+        )));
+        workers.push(tokio::task::spawn_local(yeskv_node::aae::run_exchanges(
             (*coordinator).clone(),
             aae_settings(),
-            workers_stop_rx.clone(),
-        ));
-        tokio::task::spawn_local(yeskv_node::aae::run_reaper(
+            stop_rx.clone(),
+        )));
+        workers.push(tokio::task::spawn_local(yeskv_node::aae::run_reaper(
             (*coordinator).clone(),
             aae_settings(),
-            workers_stop_rx,
-        ));
+            stop_rx.clone(),
+        )));
     }
 
     let peer_listener = SimListener::bind(PEER_PORT).await?;
     let peer_server: RpcServer<PeerRequest, PeerResponse> = RpcServer::new(rpc_config.clone())?;
     let c = coordinator.clone();
-    tokio::task::spawn_local(async move {
+    let stopping = stop_rx.clone();
+    let peer_task = tokio::task::spawn_local(async move {
         peer_server
             .serve(
                 peer_listener,
@@ -256,22 +266,42 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
                     let c = c.clone();
                     async move { c.serve_peer(request).await }
                 },
-                std::future::pending::<()>(),
+                stop_requested(stopping),
             )
             .await;
     });
 
     let client_listener = SimListener::bind(CLIENT_PORT).await?;
     let client_server: RpcServer<ClientRequest, ClientResponse> = RpcServer::new(rpc_config)?;
+    let c = coordinator.clone();
     client_server
         .serve(
             client_listener,
             move |_peer, request| {
-                let c = coordinator.clone();
+                let c = c.clone();
                 async move { serve_client(&c, request).await }
             },
-            std::future::pending::<()>(),
+            stop_requested(stop_rx),
         )
         .await;
+
+    // A clean stop, in the product's order (`yeskv_node::server::run`): the client side is
+    // closed; the internode server and the workers finish; the replica saves its trees and
+    // sequences and sets the clean marker. The next start keeps the actor epoch.
+    let _ = peer_task.await;
+    for w in workers {
+        let _ = w.await;
+    }
+    replica.close_cleanly().await?;
+    *env.slot.replica.lock() = None;
+    env.recorder
+        .note(sim_now_ms(), Kind::Node, format!("{id} stopped cleanly"));
     Ok(())
+}
+
+/// Resolves once a clean stop is asked for (never, if the sender goes without asking).
+async fn stop_requested(mut stop: tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }

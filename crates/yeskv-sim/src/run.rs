@@ -196,6 +196,12 @@ impl Driver<'_> {
         }
     }
 
+    /// Whether node `node` is down for a crash or a restart still in force.
+    fn is_down(&self, node: usize) -> bool {
+        self.active.crashed.get(&node).is_some_and(|c| *c > 0)
+            || self.active.restarting.get(&node).is_some_and(|c| *c > 0)
+    }
+
     fn start(&mut self, f: &Scheduled) {
         let now = self.now_ms();
         *self.counts.entry(f.fault.kind()).or_default() += 1;
@@ -205,12 +211,24 @@ impl Driver<'_> {
                 let c = self.active.crashed.entry(*node).or_default();
                 *c += 1;
                 if *c == 1 {
+                    // Also when the node is stopping or stopped cleanly: a clean stop leaves
+                    // nothing unsynced, so the disk then loses nothing.
                     self.sim.crash(self.names[*node].as_str());
                     *self.slots[*node].replica.lock() = None;
                     let lost = self.slots[*node].disk.crash();
                     note.push_str(&format!(": {lost} writes not yet durable lost"));
                 } else {
                     note.push_str(": already down");
+                }
+            }
+            Fault::Restart { node } => {
+                let down = self.is_down(*node);
+                *self.active.restarting.entry(*node).or_default() += 1;
+                if down {
+                    note.push_str(": already down");
+                } else if let Some(stop) = self.slots[*node].stop.lock().take() {
+                    let _ = stop.send(true);
+                    note.push_str(": stopping");
                 }
             }
             Fault::Partition { cut, .. } => {
@@ -261,9 +279,27 @@ impl Driver<'_> {
             Fault::Crash { node } => {
                 let c = self.active.crashed.entry(*node).or_default();
                 *c = c.saturating_sub(1);
-                if *c == 0 {
+                if !self.is_down(*node) {
                     self.sim.bounce(self.names[*node].as_str());
                     note.push_str(": restarted");
+                }
+            }
+            Fault::Restart { node } => {
+                let r = self.active.restarting.entry(*node).or_default();
+                *r = r.saturating_sub(1);
+                if !self.is_down(*node) {
+                    let slot = &self.slots[*node];
+                    if self.sim.is_host_running(self.names[*node].as_str()) {
+                        // Still stopping when its time ran out: killed, as after a stop timeout.
+                        self.sim.crash(self.names[*node].as_str());
+                        *slot.replica.lock() = None;
+                        let lost = slot.disk.crash();
+                        note.push_str(&format!(
+                            ": not stopped in time, killed ({lost} writes not yet durable lost)"
+                        ));
+                    }
+                    self.sim.bounce(self.names[*node].as_str());
+                    note.push_str(", restarted");
                 }
             }
             Fault::Partition { cut, .. } => {
