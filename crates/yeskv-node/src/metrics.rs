@@ -43,6 +43,10 @@ pub const READ_REPAIRS_SKIPPED: &str = "yeskv_read_repairs_skipped_total";
 pub const AAE_EXCHANGES: &str = "yeskv_aae_exchanges_total";
 /// Keys anti-entropy found different and synced (counted on the node that ran the exchange).
 pub const AAE_KEYS_REPAIRED: &str = "yeskv_aae_keys_repaired_total";
+/// Anti-entropy trees found to disagree with the disk while listing a segment's keys, and
+/// replaced by one built from the disk (a tree that lags its disk would keep its partition
+/// unequal forever).
+pub const AAE_TREES_REPLACED: &str = "yeskv_aae_trees_replaced_total";
 /// Bytes of anti-entropy messages sent (trees, key lists, objects).
 pub const AAE_BYTES: &str = "yeskv_aae_bytes_total";
 /// Tombstones and expired versions removed after every primary held them past the grace period.

@@ -582,6 +582,11 @@ impl<E: Engine> Replica<E> {
     }
 
     /// The `(storage_key, digest)` of every object of `partition` in `segments` (sorted by key).
+    /// The scan reads the whole partition anyway, so it also checks the partition's tree
+    /// against the disk and replaces a tree that disagrees (counted in
+    /// `yeskv_aae_trees_replaced_total`). It holds the tree's lock meanwhile: stores to the
+    /// partition wait for one partition scan, which happens only when an exchange found
+    /// segments that differ.
     pub fn segment_keys(
         &self,
         partition: u16,
@@ -590,16 +595,36 @@ impl<E: Engine> Replica<E> {
         let Some(trees) = self.trees.get() else {
             return Ok(Vec::new());
         };
+        let p = usize::from(partition);
+        let Some(lock) = trees.trees.get(p) else {
+            return Ok(Vec::new());
+        };
         let geometry = trees.geometry;
         let wanted: std::collections::BTreeSet<u32> = segments.iter().copied().collect();
         let mut out = Vec::new();
+        let mut fresh = TictacTree::new(geometry);
+        // The scan runs under the tree's lock (stores to the partition wait, as during a
+        // rebuild), so the tree and the disk are compared at one instant.
+        let mut tree = lock.lock();
         self.for_each_in_partition(partition, |key, obj| {
-            if wanted.contains(&geometry.segment_of(key)) {
-                if let Some(d) = tree_digest(key, obj) {
+            if let Some(d) = tree_digest(key, obj) {
+                fresh.add(key, d);
+                if wanted.contains(&geometry.segment_of(key)) {
                     out.push((key.to_vec(), d));
                 }
             }
         })?;
+        // The scan has just computed the whole tree: if the kept one disagrees, it no longer
+        // describes the disk (a bug, a bit flip, a store that escaped it) and no exchange could
+        // ever fix it — syncing equal objects changes nothing. Replace it.
+        if trees.ready[p].load(Ordering::Acquire) && fresh.segments() != tree.segments() {
+            tracing::warn!(
+                partition,
+                "anti-entropy tree disagreed with the disk; replaced"
+            );
+            metrics::counter!(crate::metrics::AAE_TREES_REPLACED).increment(1);
+            *tree = fresh;
+        }
         Ok(out)
     }
 
@@ -1259,5 +1284,32 @@ mod tests {
             saved,
             "saved tree lags the disk"
         );
+    }
+    /// Listing a segment's keys replaces a tree that no longer matches the disk (here made
+    /// stale by hand), so an exchange heals it. Fails without the check: the tree stays wrong.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn listing_segment_keys_replaces_a_stale_tree() {
+        let (r, _) = Replica::open(Arc::new(MemoryEngine::new()), node(), 0, || 1)
+            .await
+            .expect("open");
+        for p in r.init_trees(8) {
+            r.rebuild_tree(p).expect("rebuild");
+        }
+        let key = &[0u8, 3, b'k'][..];
+        let v = Version::value(b"a".to_vec(), 1, None);
+        r.coordinate(Slot::Own, 9, key, &CausalContext::empty(), v, 1, 100)
+            .await
+            .expect("write");
+        let good = r.tree_summary(3).expect("tree");
+        // A digest the disk does not have, in another segment of the same partition.
+        let trees = r.trees.get().expect("trees");
+        trees.trees[3]
+            .lock()
+            .add(&[0u8, 3, b'z', b'z'][..], 0xdead_beef);
+        assert_ne!(r.tree_summary(3).expect("tree"), good);
+        let segment = trees.geometry.segment_of(key);
+        let listed = r.segment_keys(3, &[segment]).expect("keys");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(r.tree_summary(3).expect("tree"), good);
     }
 }
