@@ -381,8 +381,12 @@ pub async fn run_reaper<E: Engine>(
     settings: AaeSettings,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let sightings = parking_lot::Mutex::new(Sightings::default());
     crate::worker::every(settings.reap_interval, stop, || async {
-        match reap_round(&coordinator, settings.reap_interval).await {
+        let mut seen = std::mem::take(&mut *sightings.lock());
+        let result = reap_round_with(&coordinator, settings.reap_interval, &mut seen).await;
+        *sightings.lock() = seen;
+        match result {
             Ok(n) if n > 0 => tracing::info!(reaped = n, "reaped tombstones and expired keys"),
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "reaper round failed"),
@@ -394,12 +398,41 @@ pub async fn run_reaper<E: Engine>(
 /// Entries examined per reaper round.
 const REAP_BATCH: usize = 1024;
 
-/// One reaper round: handles the due entries of the queue. Returns keys reaped.
+/// The least time the reaper holds a due tombstone, by its own monotonic clock, before removing
+/// it (unless the grace period itself is shorter); see [`Sightings`].
+const REAP_HOLD_MIN: Duration = Duration::from_secs(10);
+
+/// When the reaper first saw each due key, with the object's digest then (a rewrite starts the
+/// hold over). The grace period is judged by the versions' timestamps, written by the
+/// coordinator's clock: a coordinator whose clock runs behind makes a fresh tombstone look old,
+/// and one whose own clock jumps forward ages it at once. A version still in flight when the
+/// delete was acknowledged (a replication to an unreachable primary waiting out its timeout,
+/// then taken by a fallback as a hint) would then land after the tombstone is gone and come
+/// back (simulator seed 21980: a tombstone stamped 3.5 s early was reaped 110 ms after the
+/// delete; the value came back by handoff 190 ms later). So the key's first primary also holds
+/// each due key for `min(grace, max(REAP_HOLD_MIN, 10 × rpc_timeout))` of monotonic time —
+/// longer than any write's replication with its fallbacks takes — and checks for hints only
+/// then. In memory only: after a restart every due key is held again.
+pub type Sightings = std::collections::HashMap<Vec<u8>, (Option<u64>, tokio::time::Instant)>;
+
+/// [`reap_round_with`] with no earlier sightings: reaps only when the hold is zero (a zero
+/// grace period, as in tests).
 pub async fn reap_round<E: Engine>(
     c: &Coordinator<E>,
     retry_after: Duration,
 ) -> Result<u64, Error> {
+    reap_round_with(c, retry_after, &mut Sightings::default()).await
+}
+
+/// One reaper round: handles the due entries of the queue. Returns keys reaped.
+pub async fn reap_round_with<E: Engine>(
+    c: &Coordinator<E>,
+    retry_after: Duration,
+    sightings: &mut Sightings,
+) -> Result<u64, Error> {
     let replica = c.replica();
+    let hold = Duration::from_millis(replica.reap_grace_ms())
+        .min(REAP_HOLD_MIN.max(c.settings().rpc_timeout * 10));
     let now = c.now_ms();
     let due = replica.reap_due(now, REAP_BATCH)?;
     let mut done_entries = Vec::new();
@@ -415,15 +448,32 @@ pub async fn reap_round<E: Engine>(
         };
         if !replica.reapable(&obj, now) {
             // Rewritten since (a newer entry exists if it will become reapable) or gone.
+            sightings.remove(&storage_key);
             done_entries.push(entry);
+            continue;
+        }
+        let digest = tree_digest(&storage_key, &obj);
+        let seen_now = tokio::time::Instant::now();
+        let first = sightings
+            .entry(storage_key.clone())
+            .or_insert((digest, seen_now));
+        if first.0 != digest {
+            *first = (digest, seen_now);
+        }
+        if seen_now.duration_since(first.1) < hold {
+            retry.push((entry, storage_key));
             continue;
         }
         match reap_key(c, &storage_key, &obj, now).await {
             Ok(ReapOutcome::Reaped) => {
                 reaped += 1;
+                sightings.remove(&storage_key);
                 done_entries.push(entry);
             }
-            Ok(ReapOutcome::NotMine) => done_entries.push(entry),
+            Ok(ReapOutcome::NotMine) => {
+                sightings.remove(&storage_key);
+                done_entries.push(entry);
+            }
             Ok(ReapOutcome::NotYet) | Err(_) => retry.push((entry, storage_key)),
         }
     }

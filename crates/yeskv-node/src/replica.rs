@@ -344,6 +344,11 @@ impl<E: Engine> Replica<E> {
         &self.actor
     }
 
+    /// The tombstone grace period, ms (`ttl.reap_grace_secs`).
+    pub fn reap_grace_ms(&self) -> u64 {
+        self.reap_grace_ms
+    }
+
     /// The storage engine.
     pub fn engine(&self) -> &E {
         &self.engine

@@ -813,3 +813,44 @@ async fn tombstones_are_reaped_only_when_every_primary_holds_them() {
     let read = get(&nodes[1], b"k", Quorum::All).await.expect("read");
     assert!(values(&read).is_empty(), "the value stays deleted");
 }
+
+/// A tombstone due by its timestamps is still held by the reaper for the hold (here the 60 ms
+/// grace) of its own monotonic time from when it first saw it due: a timestamp written by a
+/// clock that runs behind would otherwise let it go while a replication of the deleted value
+/// is still in flight (simulator seed 21980). Fails without the hold: the first round reaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_holds_a_due_tombstone_by_its_own_clock() {
+    let nodes = cluster_with(&["n1", "n2", "n3"], &["n1", "n2", "n3"], 60).await;
+    let ctx = put(
+        &nodes[0],
+        b"k",
+        CausalContext::empty(),
+        Some(b"v"),
+        Quorum::All,
+    )
+    .await
+    .expect("write");
+    put(&nodes[0], b"k", ctx, None, Quorum::All)
+        .await
+        .expect("delete");
+    // Past the grace by the tombstone's timestamp: due.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let retry = Duration::from_millis(1);
+    let mut seen = yeskv_node::aae::Sightings::default();
+    let round = |seen: &mut yeskv_node::aae::Sightings| {
+        let coord = nodes[0].coord.clone();
+        let mut taken = std::mem::take(seen);
+        async move {
+            let n = yeskv_node::aae::reap_round_with(&coord, retry, &mut taken)
+                .await
+                .expect("reap");
+            (n, taken)
+        }
+    };
+    let (first, s) = round(&mut seen).await;
+    seen = s;
+    assert_eq!(first, 0, "reaped at first sight");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let (second, _) = round(&mut seen).await;
+    assert_eq!(second, 1, "held past the hold, then reaped");
+}
