@@ -179,8 +179,9 @@ pub struct CausalContext {
 }
 
 impl CausalContext {
-    /// Longest list of loose dots accepted in a token (a client that writes many times without
-    /// reading folds contiguous dots away, so this is only reached by concurrent writers).
+    /// Longest list of loose dots accepted in a token. An actor's counters come from one
+    /// sequence over all keys, so a client's successive writes seldom fold into `seen`: one that
+    /// writes many times without reading carries up to this many (the oldest are dropped).
     pub const DOTS_MAX: usize = 64;
 
     /// The empty context: supersedes nothing.

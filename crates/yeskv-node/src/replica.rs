@@ -232,6 +232,17 @@ impl<E: Engine> Replica<E> {
             Some(_) => (random_epoch().max(1), Startup::Unclean),
             None => (random_epoch().max(1), Startup::Fresh),
         };
+        let saved = |key: &[u8]| -> Result<u64, Error> {
+            Ok(match startup {
+                Startup::Clean => engine
+                    .get(Space::Meta, key)?
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                    .map_or(0, u64::from_le_bytes),
+                _ => 0,
+            })
+        };
+        let stand_in_seq = saved(META_STAND_IN_SEQ)?;
+        let dot_seq = saved(META_DOT_SEQ)?;
         let mut b = WriteBatch::new();
         b.put(
             Space::Meta,
@@ -244,21 +255,13 @@ impl<E: Engine> Replica<E> {
             epoch.to_le_bytes().to_vec(),
         )
         .put(Space::Meta, META_CLEAN.to_vec(), vec![0]);
+        // The sequence is read below; from here on only a clean stop of this build writes it
+        // again (an older build running in between would leave a stale one behind).
+        b.delete(Space::Meta, META_DOT_SEQ.to_vec());
         engine.write(b)?.wait().await?;
         // The epoch must be on disk before any dot of it is handed out, whatever the sync mode.
         engine.flush()?;
         let hint_counts = count_hints(&engine)?;
-        let saved = |key: &[u8]| -> Result<u64, Error> {
-            Ok(match startup {
-                Startup::Clean => engine
-                    .get(Space::Meta, key)?
-                    .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-                    .map_or(0, u64::from_le_bytes),
-                _ => 0,
-            })
-        };
-        let stand_in_seq = saved(META_STAND_IN_SEQ)?;
-        let dot_seq = saved(META_DOT_SEQ)?;
         let replica = Replica {
             engine,
             actor: Actor::new(node, epoch),
@@ -611,6 +614,7 @@ impl<E: Engine> Replica<E> {
         // The scan runs under the tree's lock (stores to the partition wait, as during a
         // rebuild), so the tree and the disk are compared at one instant.
         let mut tree = lock.lock();
+        let corrupt_before = self.corrupt_total();
         self.for_each_in_partition(partition, |key, obj| {
             if let Some(d) = tree_digest(key, obj) {
                 fresh.add(key, d);
@@ -622,7 +626,12 @@ impl<E: Engine> Replica<E> {
         // The scan has just computed the whole tree: if the kept one disagrees, it no longer
         // describes the disk (a bug, a bit flip, a store that escaped it) and no exchange could
         // ever fix it — syncing equal objects changes nothing. Replace it.
-        if trees.ready[p].load(Ordering::Acquire) && fresh.segments() != tree.segments() {
+        // A corrupt record has no digest to put in a fresh tree; the kept tree still holds the
+        // last good one, which keeps the partition comparable, so it stays.
+        if trees.ready[p].load(Ordering::Acquire)
+            && self.corrupt_total() == corrupt_before
+            && fresh.segments() != tree.segments()
+        {
             tracing::warn!(
                 partition,
                 "anti-entropy tree disagreed with the disk; replaced"
@@ -874,6 +883,23 @@ impl<E: Engine> Replica<E> {
         now_ms: u64,
         siblings_max: usize,
     ) -> Result<(Object, Dot), Error> {
+        // Every dot of this actor was drawn from its sequence, so a context that names a
+        // higher counter of it is forged (a token's CRC is no signature); taking it would
+        // move the sequence — for every key — to wherever the token says, up to overflow.
+        let claimed = ctx
+            .dots
+            .iter()
+            .filter(|d| d.actor == self.actor)
+            .map(|d| d.counter)
+            .chain(std::iter::once(ctx.seen.get(&self.actor)))
+            .max()
+            .unwrap_or(0);
+        if claimed > self.dot_seq.load(Ordering::SeqCst) {
+            return Err(Error::BadRequest(format!(
+                "the causal context names write {claimed} of {}, which it never made",
+                self.actor
+            )));
+        }
         let (obj, dot, durable) = {
             let _guard = self.stripe(key_hash).lock();
             let mut obj = self.load_slot(slot, storage_key, now_ms)?;
@@ -1316,5 +1342,25 @@ mod tests {
         let listed = r.segment_keys(3, &[segment]).expect("keys");
         assert_eq!(listed.len(), 1);
         assert_eq!(r.tree_summary(3).expect("tree"), good);
+    }
+    /// A context naming a counter of this node's actor beyond anything it minted is refused
+    /// and moves nothing (it would push the actor's sequence, for every key, toward overflow).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_forged_counter_of_this_actor_is_refused() {
+        let (r, _) = Replica::open(Arc::new(MemoryEngine::new()), node(), 0, || 1)
+            .await
+            .expect("open");
+        let forged =
+            CausalContext::from_seen([(r.actor().clone(), u64::MAX - 1)].into_iter().collect());
+        let v = Version::value(b"x".to_vec(), 1, None);
+        let e = r.coordinate(Slot::Own, 1, b"k", &forged, v, 1, 100).await;
+        assert!(matches!(e, Err(Error::BadRequest(_))), "{e:?}");
+        assert!(r.read(b"k").expect("read").siblings().is_empty());
+        let v = Version::value(b"y".to_vec(), 1, None);
+        let (_, dot) = r
+            .coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1, 100)
+            .await
+            .expect("write");
+        assert_eq!(dot.counter, 1);
     }
 }

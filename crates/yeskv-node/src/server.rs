@@ -58,7 +58,7 @@ pub async fn run(
     .map_err(|e| e.to_string())?;
     match startup {
         Startup::Clean => {
-            tracing::info!(actor = %replica.actor(), "clean restart; actor epoch kept")
+            tracing::info!(actor = %replica.actor(), "clean restart (the actor epoch is kept unless the directory predates the dot sequence)")
         }
         Startup::Fresh => {
             tracing::info!(actor = %replica.actor(), "new data directory; fresh actor epoch")

@@ -40,7 +40,7 @@
 //!
 //! ## Faults ([`faults`])
 //!
-//! Crash and restart, partitions (one node isolated, minority/majority, bridge, one-way),
+//! Crash and restart, clean restart, partitions (one node isolated, minority/majority, bridge, one-way),
 //! message loss, duplication, delay, clock skew and slow disks, drawn from the seed and spread
 //! over the run, logged in the trace as they start and end. At the end of the workload every
 //! fault has ended; crashed nodes are restarted; the cluster settles (at least

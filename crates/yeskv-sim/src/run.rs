@@ -41,8 +41,9 @@ use crate::workload::{client_main, final_reads_main, ClientEnv, Keys};
 
 /// Least simulated time between healing and the final reads, ms: in-flight operations end,
 /// hints are handed off, anti-entropy runs, and tombstones written during the workload pass
-/// their grace ([`crate::node::REAP_GRACE_MS`]) so the reaper removes some of them.
-pub const SETTLE_MIN_MS: u64 = 4_000;
+/// their grace ([`crate::node::REAP_GRACE_MS`], 3 s) and then the reaper's hold (the grace
+/// again: `yeskv_node::aae::Sightings`), so the reaper removes some of them.
+pub const SETTLE_MIN_MS: u64 = 7_000;
 /// Most simulated time between healing and the final reads, ms (a cluster that has not
 /// converged by then fails the convergence rule).
 pub const SETTLE_MAX_MS: u64 = 12_000;
@@ -215,6 +216,9 @@ impl Driver<'_> {
                     // nothing unsynced, so the disk then loses nothing.
                     self.sim.crash(self.names[*node].as_str());
                     *self.slots[*node].replica.lock() = None;
+                    // The dead incarnation's stop handle: a restart must not take it for the
+                    // next one's.
+                    *self.slots[*node].stop.lock() = None;
                     let lost = self.slots[*node].disk.crash();
                     note.push_str(&format!(": {lost} writes not yet durable lost"));
                 } else {
@@ -229,6 +233,9 @@ impl Driver<'_> {
                 } else if let Some(stop) = self.slots[*node].stop.lock().take() {
                     let _ = stop.send(true);
                     note.push_str(": stopping");
+                } else {
+                    // Bounced but not yet running its software: nothing to stop cleanly.
+                    note.push_str(": not serving yet");
                 }
             }
             Fault::Partition { cut, .. } => {
