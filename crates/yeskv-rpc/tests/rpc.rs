@@ -480,6 +480,11 @@ async fn a_node_of_another_cluster_is_refused() {
         .await
         .expect_err("still refused");
     assert!(matches!(again, Error::Refused { .. }), "{again}");
+    // The server counts the refusal after sending it: the client may hear it first.
+    eventually("the refusal counted", || {
+        server.server.stats().handshakes_refused >= 1
+    })
+    .await;
     assert_eq!(server.server.stats().handshakes_refused, 1);
     let stats = &stranger.stats()[0];
     assert_eq!((stats.connects, stats.connect_errors), (0, 1));
@@ -501,6 +506,11 @@ async fn a_node_speaking_another_protocol_version_is_refused() {
         refused.reason
     );
     assert!(closed_by_peer(&mut stream).await);
+    // The server counts the refusal after sending it: the client may hear it first.
+    eventually("the refusal counted", || {
+        server.server.stats().handshakes_refused >= 1
+    })
+    .await;
     assert_eq!(server.server.stats().handshakes_refused, 1);
     server.stop().await;
 }
