@@ -390,21 +390,9 @@ enabled = true
         r.json().ok()
     }
 
-    /// The value of counter `name` (unlabelled) in node `i`'s `/metrics`, if it answers.
-    pub async fn counter(&self, i: usize, name: &str) -> Option<f64> {
-        let r = http::request(
-            &self.nodes[i].spec.http,
-            "GET",
-            "/metrics",
-            b"",
-            CALL_TIMEOUT,
-        )
-        .await
-        .ok()?;
-        let text = String::from_utf8_lossy(&r.body);
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
+    /// The value of the unlabelled metric `name` in node `i`'s `/metrics`, if it answers.
+    pub async fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        metric(&self.nodes[i].spec.http, name, CALL_TIMEOUT).await
     }
 
     /// Whether node `i`'s failure detector sees every member up.
@@ -492,6 +480,18 @@ enabled = true
             }
         }
     }
+}
+
+/// The value of the unlabelled metric `name` in the `/metrics` of the node at `addr`, if it
+/// answers within `timeout`.
+pub async fn metric(addr: &str, name: &str, timeout: Duration) -> Option<f64> {
+    let r = http::request(addr, "GET", "/metrics", b"", timeout)
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&r.body);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Whether `/v1/health` answers 200.

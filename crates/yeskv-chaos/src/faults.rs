@@ -637,13 +637,8 @@ impl Faults {
 /// Whether the node at `http` says its storage refuses writes (`yeskv_storage_write_failing`
 /// in `/metrics`); `None` if it does not answer.
 async fn storage_failing(http: &str) -> Option<bool> {
-    let r = crate::http::request(http, "GET", "/metrics", b"", Duration::from_secs(2))
+    crate::cluster::metric(http, "yeskv_storage_write_failing", Duration::from_secs(2))
         .await
-        .ok()?;
-    let text = String::from_utf8_lossy(&r.body);
-    text.lines()
-        .find_map(|l| l.strip_prefix("yeskv_storage_write_failing "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v > 0.0)
 }
 

@@ -422,7 +422,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     let mut reaped = 0u64;
     for i in 0..cluster.len() {
         reaped += cluster
-            .counter(i, "yeskv_tombstones_reaped_total")
+            .metric(i, "yeskv_tombstones_reaped_total")
             .await
             .unwrap_or(0.0) as u64;
     }

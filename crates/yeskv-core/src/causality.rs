@@ -197,6 +197,16 @@ impl CausalContext {
         }
     }
 
+    /// The highest counter of `actor` the context names, in `seen` or among its loose dots (0
+    /// when none).
+    pub fn max_counter(&self, actor: &Actor) -> u64 {
+        self.dots
+            .iter()
+            .filter(|d| &d.actor == actor)
+            .map(|d| d.counter)
+            .fold(self.seen.get(actor), u64::max)
+    }
+
     /// Whether the context covers `dot`, i.e. a write carrying it supersedes that sibling.
     pub fn covers(&self, dot: &Dot) -> bool {
         self.seen.contains(dot) || self.dots.contains(dot)

@@ -171,15 +171,7 @@ impl Object {
     ) -> Dot {
         self.siblings
             .retain(|s| !ctx.covers(&s.dot) && !s.version.is_expired(now_ms));
-        let ctx_max = ctx
-            .dots
-            .iter()
-            .filter(|d| &d.actor == actor)
-            .map(|d| d.counter)
-            .chain(std::iter::once(ctx.seen.get(actor)))
-            .max()
-            .unwrap_or(0);
-        let counter = (self.clock.get(actor).max(ctx_max) + 1).max(min_counter);
+        let counter = (self.clock.get(actor).max(ctx.max_counter(actor)) + 1).max(min_counter);
         // Only the downward-closed part of the context joins the clock: loose dots say nothing
         // about the events before them, and claiming them would drop siblings on a later sync.
         self.clock.merge(&ctx.seen);

@@ -255,7 +255,7 @@ impl<E: Engine> Replica<E> {
             epoch.to_le_bytes().to_vec(),
         )
         .put(Space::Meta, META_CLEAN.to_vec(), vec![0]);
-        // The sequence is read below; from here on only a clean stop of this build writes it
+        // The sequence was read above; from here on only a clean stop of this build writes it
         // again (an older build running in between would leave a stale one behind).
         b.delete(Space::Meta, META_DOT_SEQ.to_vec());
         engine.write(b)?.wait().await?;
@@ -886,14 +886,7 @@ impl<E: Engine> Replica<E> {
         // Every dot of this actor was drawn from its sequence, so a context that names a
         // higher counter of it is forged (a token's CRC is no signature); taking it would
         // move the sequence — for every key — to wherever the token says, up to overflow.
-        let claimed = ctx
-            .dots
-            .iter()
-            .filter(|d| d.actor == self.actor)
-            .map(|d| d.counter)
-            .chain(std::iter::once(ctx.seen.get(&self.actor)))
-            .max()
-            .unwrap_or(0);
+        let claimed = ctx.max_counter(&self.actor);
         if claimed > self.dot_seq.load(Ordering::SeqCst) {
             return Err(Error::BadRequest(format!(
                 "the causal context names write {claimed} of {}, which it never made",
@@ -908,8 +901,9 @@ impl<E: Engine> Replica<E> {
                 Slot::Own => {
                     let next = self.dot_seq.fetch_add(1, Ordering::SeqCst) + 1;
                     let dot = obj.update_at_least(ctx, &self.actor, next, version, now_ms);
-                    // Data written before the sequence existed may count higher for this
-                    // actor: the sequence follows it.
+                    // The sequence stays at or above every counter minted, whatever the
+                    // key's own history counted (it cannot count higher today: contexts are
+                    // checked above and pre-sequence directories get a new epoch).
                     self.dot_seq.fetch_max(dot.counter, Ordering::SeqCst);
                     dot
                 }

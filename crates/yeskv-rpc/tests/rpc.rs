@@ -161,6 +161,16 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// The server counted exactly one refused handshake. It counts a refusal after sending it, so
+/// the client may hear it first: wait for the count, then check it.
+async fn assert_refused_once(server: &TestServer) {
+    eventually("the refusal counted", || {
+        server.server.stats().handshakes_refused >= 1
+    })
+    .await;
+    assert_eq!(server.server.stats().handshakes_refused, 1);
+}
+
 // ---- raw wire helpers --------------------------------------------------------------------
 
 async fn read_frame(stream: &mut TcpStream, buffer: &mut BytesMut) -> Option<Frame> {
@@ -480,12 +490,7 @@ async fn a_node_of_another_cluster_is_refused() {
         .await
         .expect_err("still refused");
     assert!(matches!(again, Error::Refused { .. }), "{again}");
-    // The server counts the refusal after sending it: the client may hear it first.
-    eventually("the refusal counted", || {
-        server.server.stats().handshakes_refused >= 1
-    })
-    .await;
-    assert_eq!(server.server.stats().handshakes_refused, 1);
+    assert_refused_once(&server).await;
     let stats = &stranger.stats()[0];
     assert_eq!((stats.connects, stats.connect_errors), (0, 1));
     server.stop().await;
@@ -506,12 +511,7 @@ async fn a_node_speaking_another_protocol_version_is_refused() {
         refused.reason
     );
     assert!(closed_by_peer(&mut stream).await);
-    // The server counts the refusal after sending it: the client may hear it first.
-    eventually("the refusal counted", || {
-        server.server.stats().handshakes_refused >= 1
-    })
-    .await;
-    assert_eq!(server.server.stats().handshakes_refused, 1);
+    assert_refused_once(&server).await;
     server.stop().await;
 }
 

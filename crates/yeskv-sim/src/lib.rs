@@ -40,10 +40,10 @@
 //!
 //! ## Faults ([`faults`])
 //!
-//! Crash and restart, clean restart, partitions (one node isolated, minority/majority, bridge, one-way),
-//! message loss, duplication, delay, clock skew and slow disks, drawn from the seed and spread
-//! over the run, logged in the trace as they start and end. At the end of the workload every
-//! fault has ended; crashed nodes are restarted; the cluster settles (at least
+//! Crash and restart, clean restart, partitions (one node isolated, minority/majority, bridge,
+//! one-way), message loss, duplication, delay, clock skew and slow disks, drawn from the seed
+//! and spread over the run, logged in the trace as they start and end. At the end of the
+//! workload every fault has ended; crashed nodes are restarted; the cluster settles (at least
 //! [`run::SETTLE_MIN_MS`], until the replicas agree, at most [`run::SETTLE_MAX_MS`]) and the final
 //! state is read ([`run`]).
 //!

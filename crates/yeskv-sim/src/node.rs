@@ -8,8 +8,9 @@
 //! only what was durable), so an unclean stop yields a new actor epoch, drawn from the node's
 //! seeded RNG (the product draws it from the OS), while a clean stop (a restart fault: servers
 //! and workers stopped, the replica closed as SIGTERM closes it) keeps the epoch, the dot
-//! sequences and the saved anti-entropy trees. What the node does not run: the HTTP API (replaced by the
-//! client protocol of [`crate::protocol`], served with the same coordinator calls), gossip
+//! sequences and the saved anti-entropy trees. What the node does not run: the HTTP API
+//! (replaced by the client protocol of [`crate::protocol`], served with the same coordinator
+//! calls), gossip
 //! membership (replaced by the ping detector, see [`crate::topology`]), the Raft layout service
 //! (the layout is fixed per seed) and metrics export.
 
@@ -179,9 +180,9 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
     let replica = Arc::new(replica);
     // Anti-entropy trees, as the product sets them up: a node that stopped cleanly trusts the
     // trees it saved; one that did not (a crash is a power cut) rebuilds each partition's tree
-    // from its disk. The
-    // product rebuilds on a blocking thread while it serves; here the rebuild runs before the
-    // node serves (the engine is in memory, it takes no simulated time), so it is deterministic.
+    // from its disk. The product rebuilds on a blocking thread while it serves; here the rebuild
+    // runs before the node serves (the engine is in memory, it takes no simulated time), so it
+    // is deterministic.
     let rebuild = replica.init_trees(PARTITIONS);
     let rebuilt = rebuild.len();
     for p in rebuild {

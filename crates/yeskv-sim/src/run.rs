@@ -203,6 +203,17 @@ impl Driver<'_> {
             || self.active.restarting.get(&node).is_some_and(|c| *c > 0)
     }
 
+    /// Cuts node `node`'s power: every task dropped, the running incarnation forgotten (its
+    /// replica and stop handle), and the disk loses what was not fsynced. Returns the writes
+    /// lost.
+    fn power_cut(&mut self, node: usize) -> usize {
+        self.sim.crash(self.names[node].as_str());
+        let slot = &self.slots[node];
+        *slot.replica.lock() = None;
+        *slot.stop.lock() = None;
+        slot.disk.crash()
+    }
+
     fn start(&mut self, f: &Scheduled) {
         let now = self.now_ms();
         *self.counts.entry(f.fault.kind()).or_default() += 1;
@@ -213,13 +224,9 @@ impl Driver<'_> {
                 *c += 1;
                 if *c == 1 {
                     // Also when the node is stopping or stopped cleanly: a clean stop leaves
-                    // nothing unsynced, so the disk then loses nothing.
-                    self.sim.crash(self.names[*node].as_str());
-                    *self.slots[*node].replica.lock() = None;
-                    // The dead incarnation's stop handle: a restart must not take it for the
-                    // next one's.
-                    *self.slots[*node].stop.lock() = None;
-                    let lost = self.slots[*node].disk.crash();
+                    // nothing unsynced, so the disk then loses nothing. The dead incarnation's
+                    // stop handle goes too: a restart must not take it for the next one's.
+                    let lost = self.power_cut(*node);
                     note.push_str(&format!(": {lost} writes not yet durable lost"));
                 } else {
                     note.push_str(": already down");
@@ -295,12 +302,9 @@ impl Driver<'_> {
                 let r = self.active.restarting.entry(*node).or_default();
                 *r = r.saturating_sub(1);
                 if !self.is_down(*node) {
-                    let slot = &self.slots[*node];
                     if self.sim.is_host_running(self.names[*node].as_str()) {
                         // Still stopping when its time ran out: killed, as after a stop timeout.
-                        self.sim.crash(self.names[*node].as_str());
-                        *slot.replica.lock() = None;
-                        let lost = slot.disk.crash();
+                        let lost = self.power_cut(*node);
                         note.push_str(&format!(
                             ": not stopped in time, killed ({lost} writes not yet durable lost)"
                         ));
