@@ -15,11 +15,25 @@ pub fn bin() -> &'static str {
 }
 
 /// A free loopback port (bound then released).
+///
+/// Drawn below the kernel's ephemeral range (32768 and up by default), not from it: a node
+/// restarted on its port after `kill -9` must not find the port taken meanwhile as the local
+/// end of some outgoing connection (seen once: "Address already in use" on a restart).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run side by side: each starts at its own offset.
+    let base = std::process::id().wrapping_mul(7_919);
+    for _ in 0..COUNT {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + base.wrapping_add(i.wrapping_mul(97)) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; panics with `what` on timeout.
