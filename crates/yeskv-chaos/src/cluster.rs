@@ -142,15 +142,16 @@ block_cache_mb = 16
 # Small memtables: the full-disk fault's loop filesystem is small, and RocksDB preallocates
 # about a memtable's worth of WAL.
 write_buffer_mb = 4
+# The reserve that lets the node open again on its full disk.
+reserve_mb = 8
 
 # Tombstones are reaped within the run (the default grace is an hour), so that the reaper runs
 # under the faults too: with skewed clocks, one primary reaps while another still holds the
-# tombstone. Hints may not outlive the grace.
+# tombstone.
 [ttl]
 reap_grace_secs = 5
 
 [repair]
-hint_age_max_secs = 5
 reap_interval_ms = 1000
 
 [chaos]

@@ -145,6 +145,11 @@ pub struct DiskChecks {
     pub recovered_after_restart: u32,
     /// Bytes added to ballast files after their first fill (space the node freed while full).
     pub topped_up_bytes: u64,
+    /// Disk-full faults in which the node was also killed (`kill -9`) and started again while
+    /// its disk was full.
+    pub restarted_while_full: u32,
+    /// Of those, how many came up (healthy) and reported that their storage refuses writes.
+    pub started_while_full: u32,
     /// What each probe saw.
     pub notes: Vec<String>,
 }
@@ -348,9 +353,22 @@ impl Faults {
                 let written = tokio::task::spawn_blocking(move || fill(&path)).await??;
                 self.disk.injected += 1;
                 let probe = self.probe_full(cluster, i).await;
+                // Every second time the node is also killed and started again on its full
+                // disk: it must come up, serve reads and refuse writes (issue 12: it exited
+                // in a loop with "No space left on device" while opening its storage). Not
+                // drawn from `rng`, so a seed's fault schedule stays what it was.
+                let restart = if self.disk.injected.is_multiple_of(2) {
+                    format!("; {}", self.restart_full(cluster, i).await)
+                } else {
+                    String::new()
+                };
                 (
                     Active::DiskFull(i),
-                    format!("{} ballast {} MiB; {probe}", id(cluster, i), written >> 20),
+                    format!(
+                        "{} ballast {} MiB; {probe}{restart}",
+                        id(cluster, i),
+                        written >> 20
+                    ),
                 )
             }
             FaultKind::Delay => {
@@ -589,6 +607,32 @@ impl Faults {
                 "probe writes accepted (through other replicas); storage failing: {failing}; \
                  node up: {alive}"
             ),
+        };
+        self.disk.notes.push(note.clone());
+        note
+    }
+
+    /// Kills node `i` and starts it again while its disk is full (topped up first, since the
+    /// kill may free what the node held open): it must come up and say its storage refuses
+    /// writes.
+    async fn restart_full(&mut self, cluster: &mut Cluster, i: usize) -> String {
+        self.disk.restarted_while_full += 1;
+        if let Err(e) = cluster.kill9(i).await {
+            return format!("kill before the full-disk restart: {e:#}");
+        }
+        let path = Self::ballast(cluster, i);
+        let _ = tokio::task::spawn_blocking(move || top_up(&path)).await;
+        let started = cluster.start(i).await;
+        let failing = storage_failing(&cluster.nodes[i].spec.http).await;
+        let note = match (&started, failing) {
+            (Ok(()), Some(true)) => {
+                self.disk.started_while_full += 1;
+                "restarted on the full disk: up, storage refuses writes".to_string()
+            }
+            (Ok(()), other) => {
+                format!("restarted on the full disk: up, but storage failing = {other:?}")
+            }
+            (Err(e), _) => format!("restarted on the full disk: {e:#}"),
         };
         self.disk.notes.push(note.clone());
         note

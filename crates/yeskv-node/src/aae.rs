@@ -17,8 +17,9 @@
 //! primary for its object and every other member for any hint of the key and, only if all are
 //! up, the primaries hold the very same object (same digest) and no hint is left anywhere,
 //! tells each primary to remove it (`Reap`, checked again against the digest under the key's lock). So a
-//! tombstone is never reaped while a replica could still hold the value it deleted, and the
-//! grace outlasts every hint (`repair.hint_age_max_secs`) that could carry the value back.
+//! tombstone is never reaped while a replica could still hold the value it deleted, nor while
+//! any member holds a hint that could carry it back (hints are kept until delivered, however
+//! long that takes: `replica.rs`, "Hints").
 
 use std::collections::BTreeMap;
 use std::time::Duration;

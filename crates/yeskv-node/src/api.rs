@@ -470,6 +470,23 @@ async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
         "layout_version": layout.as_ref().map_or(0, |l| l.version),
         "members": members,
         "hints_pending": replica.hints_pending(),
+        "hint_bytes": replica.hint_bytes(),
+        "disk": replica.engine().disk().map(|d| json!({
+            "path": d.path.display().to_string(),
+            "total_bytes": d.total_bytes,
+            "free_bytes": d.free_bytes,
+            "used_bytes": {
+                "sst": d.usage.sst,
+                "wal": d.usage.wal,
+                "manifest": d.usage.manifest,
+                "info_log": d.usage.info_log,
+                "other": d.usage.other,
+                "total": d.usage.total(),
+            },
+            "reserve_bytes": d.reserve_bytes,
+            "writable": d.writable,
+            "error": d.error,
+        })),
         "corrupt_records": replica.corrupt_total(),
         "partitions": partitions,
     });

@@ -137,6 +137,10 @@ impl Topology for ClusterTopology {
         node == &self.local || (self.liveness)(node)
     }
 
+    fn is_member(&self, node: &NodeId) -> bool {
+        self.snap().is_none_or(|s| s.peers.contains_key(node))
+    }
+
     fn layout_version(&self) -> u64 {
         self.snap().map_or(0, |s| s.version)
     }

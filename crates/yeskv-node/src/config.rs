@@ -90,6 +90,10 @@ pub struct Storage {
     /// writes), microseconds the committer waits for more writes to join the next fsync
     /// (0 = never). A lone writer is never delayed. Fewer fsyncs leave CPU to the writers.
     pub group_commit_window_us: u64,
+    /// MiB kept in a reserve file beside the database while the disk has room, and released
+    /// when the database cannot open for lack of space (0 = none). A node on a full disk opens
+    /// read-only if even that is not enough.
+    pub reserve_mb: u64,
 }
 
 /// Expiry settings.
@@ -121,12 +125,15 @@ pub struct Server {
 #[serde(deny_unknown_fields, default)]
 pub struct Repair {
     /// Most hints this node keeps for one down node; past it the node refuses to stand in for
-    /// that node (another fallback takes the write, or anti-entropy repairs it later).
+    /// that node (another fallback takes the write, or the write fails if fewer than `w` nodes
+    /// could take it). Hints are never dropped: each waits until its target (or, if the target
+    /// left the layout, the key's current primaries) took it.
     pub hints_per_target_max: u64,
-    /// Hints older than this are dropped without handoff (counted); anti-entropy repairs the
-    /// target instead. At most `ttl.reap_grace_secs`, so that a hint can never bring back a
-    /// value whose tombstone was reaped.
-    pub hint_age_max_secs: u64,
+    /// Most MiB of hints this node keeps in all; past it the node refuses to stand in.
+    pub hints_mb_max: u64,
+    /// No longer used (hints are kept until delivered, never dropped for age); accepted so that
+    /// older configuration files still load, with a warning.
+    pub hint_age_max_secs: Option<u64>,
     /// How often the handoff worker looks for hints whose target is up.
     pub handoff_interval_ms: u64,
     /// Hints read and sent per batch.
@@ -156,7 +163,8 @@ impl Default for Repair {
     fn default() -> Self {
         Repair {
             hints_per_target_max: 1_000_000,
-            hint_age_max_secs: 1800,
+            hints_mb_max: 1024,
+            hint_age_max_secs: None,
             handoff_interval_ms: 1000,
             handoff_batch: 512,
             handoff_inflight_max: 32,
@@ -235,6 +243,7 @@ impl Default for Storage {
             object_cache_mb: 64,
             write_buffer_mb: 64,
             group_commit_window_us: 1000,
+            reserve_mb: 32,
         }
     }
 }
@@ -344,6 +353,9 @@ impl Config {
         if self.storage.group_commit_window_us > 100_000 {
             return Err("storage.group_commit_window_us must be at most 100000".into());
         }
+        if self.storage.reserve_mb > 1 << 20 {
+            return Err("storage.reserve_mb must be at most 1048576".into());
+        }
         if self.ttl.default_ttl_secs > TTL_SECS_MAX {
             return Err(format!(
                 "ttl.default_ttl_secs must be at most {TTL_SECS_MAX}"
@@ -358,11 +370,8 @@ impl Config {
         if rp.hints_per_target_max == 0 {
             return Err("repair.hints_per_target_max must be positive".into());
         }
-        if rp.hint_age_max_secs == 0 || rp.hint_age_max_secs > self.ttl.reap_grace_secs.max(1) {
-            return Err(format!(
-                "repair.hint_age_max_secs must be between 1 and ttl.reap_grace_secs ({})",
-                self.ttl.reap_grace_secs
-            ));
+        if !(1..=1 << 30).contains(&rp.hints_mb_max) {
+            return Err("repair.hints_mb_max must be between 1 and 1073741824".into());
         }
         if !(1..=3_600_000).contains(&rp.handoff_interval_ms) {
             return Err("repair.handoff_interval_ms must be between 1 and 3600000".into());
@@ -425,6 +434,13 @@ mod tests {
     }
 
     #[test]
+    fn the_retired_hint_age_still_loads() {
+        let c = Config::from_toml("[repair]\nhint_age_max_secs = 7200").expect("parses");
+        assert_eq!(c.repair.hint_age_max_secs, Some(7200));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
     fn nonsense_is_refused() {
         let bad = [
             "r = 4",
@@ -436,7 +452,7 @@ mod tests {
             "[storage]\nsync = \"sometimes\"",
             "[limits]\nkey_bytes_max = 0",
             "node_id = \"has space\"",
-            "[repair]\nhint_age_max_secs = 7200",
+            "[repair]\nhints_mb_max = 0",
             "[repair]\nhandoff_batch = 0",
             "[chaos]\ndelay_ms = 5",
         ];

@@ -40,7 +40,7 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use yeskv_core::codec::{decode_record, decode_token, encode_record, encode_token};
-use yeskv_core::keyspace::{key_hash, key_tag, partition_of, storage_key};
+use yeskv_core::keyspace::{key_hash, key_tag, partition_of, split_storage_key, storage_key};
 use yeskv_core::{CausalContext, NodeId, Object, Outcome, Quorum, QuorumTracker, Version};
 use yeskv_storage::Engine;
 
@@ -281,12 +281,19 @@ impl<E: Engine> Coordinator<E> {
         (holders, last_resort)
     }
 
-    /// The merge of every hint this node holds for the key, for any of `primaries`.
+    /// The merge of every hint this node holds for the key: for any of `primaries`, and for
+    /// any other node it holds hints for (a former owner of the partition, say), so that a
+    /// reader or the reaper asking "what hints of this key are there" is told of all of them.
     fn local_hints(&self, primaries: &[NodeId], storage_key: &[u8]) -> Result<Object, Error> {
-        let now = self.clock.now_ms();
+        let mut targets: Vec<NodeId> = primaries.to_vec();
+        for held in self.replica.hint_counts().into_keys() {
+            if !targets.contains(&held) {
+                targets.push(held);
+            }
+        }
         let mut merged = Object::new();
-        for primary in primaries.iter().filter(|n| !self.is_local(n)) {
-            merged.sync(&self.replica.read_hint(primary, storage_key, now)?);
+        for target in targets.iter().filter(|n| !self.is_local(n)) {
+            merged.sync(&self.replica.read_hint(target, storage_key)?);
         }
         Ok(merged)
     }
@@ -621,6 +628,24 @@ impl<E: Engine> Coordinator<E> {
             Liveness::IfUp,
         )
         .await
+    }
+
+    /// Delivers a hint whose target left the layout to the key's current primaries (this node
+    /// merges its own copy if it is one); fails unless every one of them took it durably.
+    pub async fn rehome(&self, hint: &crate::replica::Hint) -> Result<(), Error> {
+        let partition = split_storage_key(&hint.storage_key)
+            .map(|(p, _, _)| p)
+            .ok_or_else(|| Error::Storage("malformed storage key in a hint".into()))?;
+        let primaries = self.topology.preference(partition);
+        if primaries.is_empty() {
+            return Err(Error::Storage("no layout: the key has no primaries".into()));
+        }
+        for node in primaries.iter() {
+            let holder = Holder::Primary(node.clone());
+            self.merge_into(&holder, hint.key_hash, &hint.storage_key, &hint.object)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Writes a value (or, with `value = None`, a tombstone) superseding what `ctx` covers.

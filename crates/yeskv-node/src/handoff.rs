@@ -9,9 +9,10 @@
 //! target answered that the object is durable, and only if it did not change in the meantime
 //! (a write that arrived since keeps it for the next round).
 //!
-//! Hints older than `repair.hint_age_max_secs` are dropped unsent and counted: anti-entropy
-//! repairs their target instead. The age bound is at most the tombstone grace period, so a hint
-//! can never carry back a value whose tombstone every primary has already reaped.
+//! A hint is never dropped for its age (see `replica.rs`, "Hints"): it waits, however long its
+//! target is away. If the target has left the layout, the hint goes to the key's current
+//! primaries instead (each merges it; the hint is removed once all of them took it durably),
+//! so a node that leaves for good takes nothing owed to it along.
 
 use std::time::Duration;
 
@@ -32,8 +33,6 @@ pub struct HandoffSettings {
     pub batch: usize,
     /// Hints in flight to one target at once.
     pub inflight_max: usize,
-    /// Hints older than this are dropped (anti-entropy repairs the target).
-    pub hint_age_max_ms: u64,
 }
 
 /// What one round did for one target.
@@ -41,8 +40,9 @@ pub struct HandoffSettings {
 pub struct Round {
     /// Hints the target took durably and that were removed here.
     pub handed_off: u64,
-    /// Hints dropped for age.
-    pub dropped: u64,
+    /// Hints for a target that left the layout, taken by the key's current primaries and
+    /// removed here.
+    pub rehomed: u64,
     /// Sends that failed (the rest of the round for that target was skipped).
     pub failed: u64,
 }
@@ -55,7 +55,7 @@ pub async fn run<E: Engine>(
 ) {
     crate::worker::every(settings.interval, stop, || async {
         let replica = coordinator.replica();
-        ::metrics::gauge!(metrics::HINTS_PENDING).set(replica.hints_pending() as f64);
+        set_gauges(replica);
         for target in replica.hint_counts().into_keys() {
             match round(&coordinator, &target, &settings).await {
                 Ok(r) if r != Round::default() => {
@@ -68,7 +68,7 @@ pub async fn run<E: Engine>(
                     tracing::info!(
                         %target,
                         handed_off = r.handed_off,
-                        dropped = r.dropped,
+                        rehomed = r.rehomed,
                         failed = r.failed,
                         pending = left,
                         "hinted handoff"
@@ -78,20 +78,31 @@ pub async fn run<E: Engine>(
                 Err(e) => tracing::warn!(%target, error = %e, "hinted handoff round failed"),
             }
         }
-        ::metrics::gauge!(metrics::HINTS_PENDING).set(replica.hints_pending() as f64);
+        set_gauges(replica);
     })
     .await;
 }
 
+fn set_gauges<E: Engine>(replica: &crate::replica::Replica<E>) {
+    ::metrics::gauge!(metrics::HINTS_PENDING).set(replica.hints_pending() as f64);
+    ::metrics::gauge!(metrics::HINT_BYTES).set(replica.hint_bytes() as f64);
+}
+
 /// One round of handoff to `target`: batches until none is left, the target stops answering,
-/// or a bounded number of batches was sent.
+/// or a bounded number of batches was sent. A target that left the layout has its hints
+/// delivered to the keys' current primaries instead.
 pub async fn round<E: Engine>(
     coordinator: &Coordinator<E>,
     target: &NodeId,
     settings: &HandoffSettings,
 ) -> Result<Round, Error> {
     let replica = coordinator.replica();
+    let topology = coordinator.topology();
+    let member = topology.is_member(target);
     let mut done = Round::default();
+    if member && (!topology.is_up(target) || topology.peer_addr(target).is_none()) {
+        return Ok(done);
+    }
     let pending = replica.hint_counts().get(target).copied().unwrap_or(0);
     let batches_max = pending / settings.batch.max(1) as u64 + 2;
     for _ in 0..batches_max {
@@ -100,30 +111,13 @@ pub async fn round<E: Engine>(
             break;
         }
         let full = batch.len() == settings.batch;
-        let now = coordinator.now_ms();
-        let (old, fresh): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .partition(|h| h.created_ms.saturating_add(settings.hint_age_max_ms) < now);
-        for h in &old {
-            if replica.remove_hint(target, h).await? {
-                done.dropped += 1;
-                ::metrics::counter!(metrics::HINTS_DROPPED, "reason" => "age").increment(1);
-            }
-        }
-        if fresh.is_empty() {
-            if full {
-                continue;
-            }
-            break;
-        }
-        if !coordinator.topology().is_up(target)
-            || coordinator.topology().peer_addr(target).is_none()
-        {
-            break;
-        }
-        let results: Vec<Result<bool, Error>> = stream::iter(fresh)
+        let results: Vec<Result<bool, Error>> = stream::iter(batch)
             .map(|h| async move {
-                coordinator.hand_off(target, &h).await?;
+                if member {
+                    coordinator.hand_off(target, &h).await?;
+                } else {
+                    coordinator.rehome(&h).await?;
+                }
                 ::metrics::counter!(metrics::HANDOFF_BYTES).increment(h.raw.len() as u64);
                 replica.remove_hint(target, &h).await
             })
@@ -133,9 +127,13 @@ pub async fn round<E: Engine>(
         let mut failed = false;
         for r in results {
             match r {
-                Ok(true) => {
+                Ok(true) if member => {
                     done.handed_off += 1;
                     ::metrics::counter!(metrics::HINTS_HANDED_OFF).increment(1);
+                }
+                Ok(true) => {
+                    done.rehomed += 1;
+                    ::metrics::counter!(metrics::HINTS_REHOMED).increment(1);
                 }
                 Ok(false) => {}
                 Err(e) => {

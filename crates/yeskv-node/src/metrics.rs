@@ -29,8 +29,10 @@ pub const SLOPPY_WRITES: &str = "yeskv_sloppy_writes_total";
 pub const HINTS_REFUSED: &str = "yeskv_hints_refused_total";
 /// Hints handed off to their primary and removed.
 pub const HINTS_HANDED_OFF: &str = "yeskv_hints_handed_off_total";
-/// Hints dropped without handoff, by `reason` (`age`, `target_left`); anti-entropy repairs them.
-pub const HINTS_DROPPED: &str = "yeskv_hints_dropped_total";
+/// Hints whose target left the layout, delivered to the key's current primaries instead.
+pub const HINTS_REHOMED: &str = "yeskv_hints_rehomed_total";
+/// Bytes of the hints this node holds (keys and records as stored).
+pub const HINT_BYTES: &str = "yeskv_hint_bytes";
 /// Bytes of objects handed off.
 pub const HANDOFF_BYTES: &str = "yeskv_handoff_bytes_total";
 /// Hints this node holds for others.
@@ -134,8 +136,8 @@ pub fn install() -> Option<PrometheusHandle> {
             "Hints handed off to their primary and removed.",
         ),
         (
-            HINTS_DROPPED,
-            "Hints dropped without handoff (anti-entropy repairs them).",
+            HINTS_REHOMED,
+            "Hints whose target left the layout, delivered to the key's current primaries.",
         ),
         (HANDOFF_BYTES, "Bytes of objects handed off."),
         (
@@ -167,6 +169,7 @@ pub fn install() -> Option<PrometheusHandle> {
         metrics::counter!(name).increment(0);
     }
     metrics::describe_gauge!(HINTS_PENDING, "Hints this node holds for others.");
+    metrics::describe_gauge!(HINT_BYTES, "Bytes of the hints this node holds for others.");
     Some(handle)
 }
 

@@ -13,9 +13,19 @@
 //! keyed by (primary, storage key), not among the node's own data: the node's own replicas and
 //! anti-entropy trees never see stand-in data, and handoff finds everything owed to one primary
 //! with one prefix scan. A hint record is `[format 1][created_ms u64][key_hash u64][object record]`;
-//! the object record carries its own CRC32C. Hints are bounded per target
-//! ([`HintLimits::per_target_max`]): past it the node refuses to stand in (the coordinator tries
-//! the next fallback) and anti-entropy repairs the primary later.
+//! the object record carries its own CRC32C.
+//!
+//! A hint lives until its target took it durably (handoff) or, if the target left the layout,
+//! until the key's current primaries did; never less. Age is no reason to drop one: a write
+//! acknowledged with `w = 2` while two nodes stood in for its primaries exists only as hints,
+//! and a 900 s chaos run lost four such writes when the hints aged out (issue 12: a hint kept
+//! the time of its first write, so a write merged into it seconds after a 7 s partition healed
+//! went with it). What bounds hints is their number per target
+//! ([`HintLimits::per_target_max`]) and their bytes in all ([`HintLimits::bytes_max`]): past
+//! either the node refuses to stand in (the coordinator tries the next fallback, then the
+//! primary itself, and answers `503` if fewer than `w` nodes took the write: back-pressure
+//! instead of a silent drop). Deleted values cannot come back through a hint kept long: the
+//! reaper removes a tombstone only once no member holds a hint of the key (`aae.rs`).
 //!
 //! ## Anti-entropy trees
 //! Once the partition count is known ([`Replica::init_trees`]), the replica keeps one Tictac
@@ -37,6 +47,13 @@
 //! marker is missing (first start, wiped directory, crash, `kill -9`) it picks a new random epoch
 //! before serving: a crash may have lost the tail of the WAL (in `sync = "none"`), and with it the
 //! knowledge of dots already handed out, so the old actor must never mint again.
+//!
+//! The *startup record* (node id, epoch, clean marker cleared, saved dot sequence removed) is
+//! written and flushed before anything else of this run is stored, so no dot of a new epoch
+//! and no object reaches the disk ahead of it. On a full disk the engine may open read-only
+//! and the record cannot be written at open: the replica then starts anyway (reads are served)
+//! and writes the record first thing at its first store ([`Replica::commit`]), which fails
+//! like any store until the disk has room.
 //!
 //! ## Dot counters (the reaped-key guard)
 //! Within one epoch the actor's counters come from one sequence over all keys
@@ -83,21 +100,43 @@ const HINT_FORMAT: u8 = 1;
 /// Bytes before the object record in a hint record.
 const HINT_HEADER_BYTES: usize = 17;
 
-/// Bounds on the hints this node keeps for others.
+/// Bounds on the hints this node keeps for others (module docs: past either, the node refuses
+/// to stand in; it never drops a hint it holds).
 #[derive(Clone, Copy, Debug)]
 pub struct HintLimits {
-    /// Most hints kept for one target node; past it the node refuses to stand in for it.
+    /// Most hints kept for one target node.
     pub per_target_max: u64,
-    /// Hints older than this are never served nor handed off (see `handoff.rs`).
-    pub age_max_ms: u64,
+    /// Most bytes of hints kept in all (keys and records as stored).
+    pub bytes_max: u64,
 }
 
 impl Default for HintLimits {
     fn default() -> Self {
         HintLimits {
             per_target_max: 1_000_000,
-            age_max_ms: 1_800_000,
+            bytes_max: 1 << 30,
         }
+    }
+}
+
+/// The hints this node holds: how many per target, and their bytes in all (loaded by a scan
+/// at open, then kept up to date under one lock).
+#[derive(Clone, Debug, Default)]
+struct HintBook {
+    counts: BTreeMap<NodeId, u64>,
+    bytes: u64,
+}
+
+impl HintBook {
+    /// Forgets one hint of `bytes` stored bytes held for `target`.
+    fn remove(&mut self, target: &NodeId, bytes: u64) {
+        if let Some(c) = self.counts.get_mut(target) {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.counts.remove(target);
+            }
+        }
+        self.bytes = self.bytes.saturating_sub(bytes);
     }
 }
 
@@ -117,7 +156,7 @@ pub struct Hint {
     pub storage_key: Vec<u8>,
     /// The key's hash (selects the stripe lock).
     pub key_hash: u64,
-    /// When the hint was first written (ms since the epoch).
+    /// When the hint was first written (ms since the epoch): for the oldest-hint gauge only.
     pub created_ms: u64,
     /// The object owed to the target.
     pub object: Object,
@@ -153,8 +192,8 @@ pub struct Replica<E: Engine> {
     corrupt_total: AtomicU64,
     reap_grace_ms: u64,
     hint_limits: HintLimits,
-    /// Hints held per target node (loaded by a scan at open, then kept up to date).
-    hint_counts: Mutex<BTreeMap<NodeId, u64>>,
+    /// Hints held per target node, and their bytes.
+    hints: Mutex<HintBook>,
     /// How this run started (decides whether saved trees are trusted).
     startup: Startup,
     /// Stand-in writes coordinated in this epoch (each gets an actor of its own, see
@@ -168,6 +207,10 @@ pub struct Replica<E: Engine> {
     /// Set by [`Replica::close_cleanly`]: tree-tracked stores are refused from then on, so the
     /// trees it saves hold every object the disk does.
     closed: AtomicBool,
+    /// The startup record, until it is durable (module docs, "Actor epochs").
+    startup_record: Mutex<Option<WriteBatch>>,
+    /// `startup_record.is_some()`, read without the lock on every store.
+    startup_pending: AtomicBool,
 }
 
 /// A reap-queue entry: (queue key, reap_at, storage key).
@@ -258,10 +301,16 @@ impl<E: Engine> Replica<E> {
         // The sequence was read above; from here on only a clean stop of this build writes it
         // again (an older build running in between would leave a stale one behind).
         b.delete(Space::Meta, META_DOT_SEQ.to_vec());
-        engine.write(b)?.wait().await?;
         // The epoch must be on disk before any dot of it is handed out, whatever the sync mode.
-        engine.flush()?;
-        let hint_counts = count_hints(&engine)?;
+        let startup_record = match write_startup_record(&engine, &b) {
+            Ok(()) => None,
+            Err(yeskv_storage::Error::Io(e)) => {
+                tracing::warn!(error = %e, "cannot write the startup record yet (storage refuses writes); serving reads, writing it before the first store");
+                Some(b)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let hints = count_hints(&engine)?;
         let replica = Replica {
             engine,
             actor: Actor::new(node, epoch),
@@ -269,12 +318,14 @@ impl<E: Engine> Replica<E> {
             corrupt_total: AtomicU64::new(0),
             reap_grace_ms,
             hint_limits: HintLimits::default(),
-            hint_counts: Mutex::new(hint_counts),
+            hints: Mutex::new(hints),
             startup: startup.clone(),
             stand_in_seq: AtomicU64::new(stand_in_seq),
             dot_seq: AtomicU64::new(dot_seq),
             trees: OnceLock::new(),
             closed: AtomicBool::new(false),
+            startup_pending: AtomicBool::new(startup_record.is_some()),
+            startup_record: Mutex::new(startup_record),
         };
         Ok((replica, startup))
     }
@@ -288,6 +339,9 @@ impl<E: Engine> Replica<E> {
     /// takes its tree's lock before the tree is saved and is in it, or sees `closed` under it.
     pub async fn close_cleanly(&self) -> Result<(), Error> {
         self.closed.store(true, Ordering::SeqCst);
+        // Without its startup record on disk, the directory's meta describes an earlier run:
+        // marking it clean would keep an epoch this run may have counted past.
+        self.write_startup_record()?;
         tracing::trace!(node = %self.actor.node, "closing: saving trees");
         self.engine.flush()?;
         let mut b = WriteBatch::new();
@@ -397,19 +451,12 @@ impl<E: Engine> Replica<E> {
         Ok(Some((created_ms, obj, raw)))
     }
 
-    /// Whether a hint created at `created_ms` is past its age bound at `now_ms`: it is then
-    /// neither served nor handed off, and a new write to it starts afresh.
-    fn hint_aged(&self, created_ms: u64, now_ms: u64) -> bool {
-        created_ms.saturating_add(self.hint_limits.age_max_ms) < now_ms
-    }
-
-    /// Loads the object of `slot` (an aged hint reads as empty).
-    fn load_slot(&self, slot: Slot<'_>, storage_key: &[u8], now_ms: u64) -> Result<Object, Error> {
+    /// Loads the object of `slot`.
+    fn load_slot(&self, slot: Slot<'_>, storage_key: &[u8]) -> Result<Object, Error> {
         match slot {
             Slot::Own => self.load(storage_key),
             Slot::HintFor(t) => Ok(self
                 .load_hint(t, storage_key)?
-                .filter(|(c, _, _)| !self.hint_aged(*c, now_ms))
                 .map(|(_, o, _)| o)
                 .unwrap_or_default()),
         }
@@ -721,7 +768,24 @@ impl<E: Engine> Replica<E> {
         Ok(true)
     }
 
+    /// Writes the startup record if it is still pending (module docs, "Actor epochs").
+    fn write_startup_record(&self) -> Result<(), Error> {
+        if !self.startup_pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut pending = self.startup_record.lock();
+        if let Some(b) = pending.as_ref() {
+            write_startup_record(&self.engine, b)?;
+            tracing::info!(actor = %self.actor, "startup record written");
+            *pending = None;
+            self.startup_pending.store(false, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The one way this replica writes to its engine: after the startup record.
     fn commit(&self, b: WriteBatch) -> Result<Durable, Error> {
+        self.write_startup_record()?;
         let durable = if self.engine.sync_mode() == SyncMode::Always {
             // The fsync happens inside write(): keep it off the async workers' hot loop.
             tokio::task::block_in_place(|| self.engine.write(b))?
@@ -731,55 +795,65 @@ impl<E: Engine> Replica<E> {
         Ok(durable)
     }
 
-    /// Stores `obj` as the hint for `target`, counting a new hint against the target's quota.
+    /// Stores `obj` as the hint for `target`, replacing `existing` (its creation time and
+    /// stored bytes) if one is held: a new hint counts against the target's quota, and growth
+    /// against the bytes bound (module docs).
+    #[allow(clippy::too_many_arguments)]
     fn store_hint(
         &self,
         target: &NodeId,
         key_hash: u64,
         storage_key: &[u8],
         obj: &Object,
-        existing: Option<u64>,
+        existing: Option<(u64, u64)>,
         now_ms: u64,
     ) -> Result<Durable, Error> {
-        // An aged hint is replaced as if new (its content was already given up on), but it
-        // is already counted.
-        let counted = existing.is_some();
-        let existing_created_ms = existing.filter(|c| !self.hint_aged(*c, now_ms));
-        if !counted {
-            let mut counts = self.hint_counts.lock();
-            let count = counts.entry(target.clone()).or_insert(0);
-            if *count >= self.hint_limits.per_target_max {
-                metrics::counter!(crate::metrics::HINTS_REFUSED).increment(1);
-                return Err(Error::HintsFull(format!(
-                    "{} already holds {count} hints for {target}",
-                    self.actor.node
-                )));
-            }
-            *count += 1;
-        }
-        let created_ms = existing_created_ms.unwrap_or(now_ms);
+        let key = hint_key(target, storage_key);
+        let created_ms = existing.map_or(now_ms, |(c, _)| c);
         let mut value = Vec::with_capacity(HINT_HEADER_BYTES + 64);
         value.push(HINT_FORMAT);
         value.extend_from_slice(&created_ms.to_le_bytes());
         value.extend_from_slice(&key_hash.to_le_bytes());
         value.extend_from_slice(&encode_record(obj, None));
-        let mut b = WriteBatch::new();
-        b.put(Space::Hints, hint_key(target, storage_key), value);
-        let result = self.commit(b);
-        if result.is_err() && !counted {
-            self.uncount_hint(target);
+        let new_bytes = (key.len() + value.len()) as u64;
+        let old_bytes = existing.map_or(0, |(_, b)| b);
+        {
+            let mut book = self.hints.lock();
+            let count = book.counts.get(target).copied().unwrap_or(0);
+            let refusal = if existing.is_none() && count >= self.hint_limits.per_target_max {
+                Some(format!("already holds {count} hints for {target}"))
+            } else if new_bytes > old_bytes
+                && book.bytes - old_bytes.min(book.bytes) + new_bytes > self.hint_limits.bytes_max
+            {
+                Some(format!(
+                    "holds {} bytes of hints, the bound is {}",
+                    book.bytes, self.hint_limits.bytes_max
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = refusal {
+                metrics::counter!(crate::metrics::HINTS_REFUSED).increment(1);
+                return Err(Error::HintsFull(format!("{} {why}", self.actor.node)));
+            }
+            if existing.is_none() {
+                *book.counts.entry(target.clone()).or_insert(0) += 1;
+            }
+            book.bytes = book.bytes.saturating_sub(old_bytes) + new_bytes;
         }
-        result
-    }
-
-    fn uncount_hint(&self, target: &NodeId) {
-        let mut counts = self.hint_counts.lock();
-        if let Some(c) = counts.get_mut(target) {
-            *c = c.saturating_sub(1);
-            if *c == 0 {
-                counts.remove(target);
+        let mut b = WriteBatch::new();
+        b.put(Space::Hints, key, value);
+        let result = self.commit(b);
+        if result.is_err() {
+            // Nothing was written: the book goes back to what the disk holds.
+            let mut book = self.hints.lock();
+            if existing.is_none() {
+                book.remove(target, new_bytes);
+            } else {
+                book.bytes = book.bytes.saturating_sub(new_bytes) + old_bytes;
             }
         }
+        result
     }
 
     /// Stores `obj` in `slot` (under the key's stripe lock).
@@ -795,30 +869,32 @@ impl<E: Engine> Replica<E> {
         match slot {
             Slot::Own => self.store(storage_key, before, obj),
             Slot::HintFor(t) => {
-                let created = self.load_hint(t, storage_key)?.map(|(c, _, _)| c);
-                self.store_hint(t, key_hash, storage_key, obj, created, now_ms)
+                let existing = self
+                    .load_hint(t, storage_key)?
+                    .map(|(c, _, raw)| (c, stored_hint_bytes(t, storage_key, &raw)));
+                self.store_hint(t, key_hash, storage_key, obj, existing, now_ms)
             }
         }
     }
 
-    /// Reads the hint held for `target` (empty if none or aged).
-    pub fn read_hint(
-        &self,
-        target: &NodeId,
-        storage_key: &[u8],
-        now_ms: u64,
-    ) -> Result<Object, Error> {
-        self.load_slot(Slot::HintFor(target), storage_key, now_ms)
+    /// Reads the hint held for `target` (empty if none).
+    pub fn read_hint(&self, target: &NodeId, storage_key: &[u8]) -> Result<Object, Error> {
+        self.load_slot(Slot::HintFor(target), storage_key)
     }
 
     /// Hints held for other nodes, in all.
     pub fn hints_pending(&self) -> u64 {
-        self.hint_counts.lock().values().sum()
+        self.hints.lock().counts.values().sum()
+    }
+
+    /// Bytes of the hints held (keys and records as stored).
+    pub fn hint_bytes(&self) -> u64 {
+        self.hints.lock().bytes
     }
 
     /// Hints held per target node.
     pub fn hint_counts(&self) -> BTreeMap<NodeId, u64> {
-        self.hint_counts.lock().clone()
+        self.hints.lock().counts.clone()
     }
 
     /// Up to `limit` hints held for `target`, in key order.
@@ -841,10 +917,11 @@ impl<E: Engine> Replica<E> {
                 Err(e) => {
                     // A corrupt hint is never sent; drop it (anti-entropy repairs the target).
                     let _ = self.corrupt(&storage_key, e);
+                    let bytes = (key.len() + raw.len()) as u64;
                     let mut b = WriteBatch::new();
                     b.delete(Space::Hints, key);
                     drop(self.commit(b)?);
-                    self.uncount_hint(target);
+                    self.hints.lock().remove(target, bytes);
                 }
             }
         }
@@ -860,10 +937,11 @@ impl<E: Engine> Replica<E> {
             if self.engine.get(Space::Hints, &key)?.as_deref() != Some(hint.raw.as_slice()) {
                 return Ok(false);
             }
+            let bytes = (key.len() + hint.raw.len()) as u64;
             let mut b = WriteBatch::new();
             b.delete(Space::Hints, key);
             let d = self.commit(b)?;
-            self.uncount_hint(target);
+            self.hints.lock().remove(target, bytes);
             d
         };
         durable.wait().await?;
@@ -895,7 +973,7 @@ impl<E: Engine> Replica<E> {
         }
         let (obj, dot, durable) = {
             let _guard = self.stripe(key_hash).lock();
-            let mut obj = self.load_slot(slot, storage_key, now_ms)?;
+            let mut obj = self.load_slot(slot, storage_key)?;
             let before = obj.clone();
             let dot = match slot {
                 Slot::Own => {
@@ -942,8 +1020,8 @@ impl<E: Engine> Replica<E> {
             let (mut obj, held) = match slot {
                 Slot::Own => (self.load(storage_key)?, true),
                 Slot::HintFor(t) => match self.load_hint(t, storage_key)? {
-                    Some((created, o, _)) if !self.hint_aged(created, now_ms) => (o, true),
-                    _ => (Object::new(), false),
+                    Some((_, o, _)) => (o, true),
+                    None => (Object::new(), false),
                 },
             };
             let before = obj.clone();
@@ -973,6 +1051,12 @@ fn reap_queue_key(reap_at: u64, storage_key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Writes the startup record `b` and makes it durable (flushed, whatever the sync mode).
+fn write_startup_record<E: Engine>(engine: &E, b: &WriteBatch) -> Result<(), yeskv_storage::Error> {
+    drop(engine.write(b.clone())?);
+    engine.flush()
+}
+
 /// Decodes a hint record: (created_ms, key_hash, object).
 fn decode_hint(raw: &[u8]) -> Result<(u64, u64, Object), String> {
     if raw.len() < HINT_HEADER_BYTES || raw[0] != HINT_FORMAT {
@@ -990,20 +1074,32 @@ fn decode_hint(raw: &[u8]) -> Result<(u64, u64, Object), String> {
     Ok((word(1), word(9), obj))
 }
 
-/// Counts the hints held per target (at open).
-fn count_hints<E: Engine>(engine: &E) -> Result<BTreeMap<NodeId, u64>, Error> {
-    let mut counts = BTreeMap::new();
-    scan_pages(engine, Space::Hints, Vec::new(), &[0xff; 300], |key, _| {
-        let len = usize::from(*key.first().unwrap_or(&0));
-        let id = key
-            .get(1..1 + len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|s| NodeId::new(s).ok());
-        if let Some(id) = id {
-            *counts.entry(id).or_insert(0) += 1;
-        }
-    })?;
-    Ok(counts)
+/// Bytes a hint takes as stored: its key and its record.
+fn stored_hint_bytes(target: &NodeId, storage_key: &[u8], raw: &[u8]) -> u64 {
+    (1 + target.as_str().len() + storage_key.len() + raw.len()) as u64
+}
+
+/// Counts the hints held per target, and their bytes (at open).
+fn count_hints<E: Engine>(engine: &E) -> Result<HintBook, Error> {
+    let mut book = HintBook::default();
+    scan_pages(
+        engine,
+        Space::Hints,
+        Vec::new(),
+        &[0xff; 300],
+        |key, raw| {
+            let len = usize::from(*key.first().unwrap_or(&0));
+            let id = key
+                .get(1..1 + len)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| NodeId::new(s).ok());
+            if let Some(id) = id {
+                *book.counts.entry(id).or_insert(0) += 1;
+            }
+            book.bytes += (key.len() + raw.len()) as u64;
+        },
+    )?;
+    Ok(book)
 }
 
 /// Calls `f` with every row of `space` in `[start, end)`, [`SCAN_PAGE_ROWS`] rows per engine

@@ -39,6 +39,7 @@ pub async fn run(
     rocks.block_cache_mb = raw.storage.block_cache_mb;
     rocks.write_buffer_mb = raw.storage.write_buffer_mb;
     rocks.group_commit_window_us = raw.storage.group_commit_window_us;
+    rocks.reserve_bytes = raw.storage.reserve_mb.saturating_mul(1 << 20);
     let engine = tokio::task::spawn_blocking(move || RocksEngine::open(&rocks))
         .await
         .map_err(|e| format!("opening storage: {e}"))?
@@ -70,8 +71,13 @@ pub async fn run(
     let mut replica = replica;
     replica.set_hint_limits(crate::replica::HintLimits {
         per_target_max: raw.repair.hints_per_target_max,
-        age_max_ms: raw.repair.hint_age_max_secs.saturating_mul(1000),
+        bytes_max: raw.repair.hints_mb_max.saturating_mul(1 << 20),
     });
+    if raw.repair.hint_age_max_secs.is_some() {
+        tracing::warn!(
+            "repair.hint_age_max_secs is no longer used: hints are kept until delivered"
+        );
+    }
     let replica = Arc::new(replica);
 
     let rpc_config = RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str());
@@ -282,7 +288,6 @@ pub async fn run(
             interval: Duration::from_millis(raw.repair.handoff_interval_ms),
             batch: raw.repair.handoff_batch,
             inflight_max: raw.repair.handoff_inflight_max,
-            hint_age_max_ms: raw.repair.hint_age_max_secs.saturating_mul(1000),
         },
         workers_stop_rx.clone(),
     ));

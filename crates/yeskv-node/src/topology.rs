@@ -27,6 +27,9 @@ pub trait Topology: Send + Sync + 'static {
     fn peer_addr(&self, node: &NodeId) -> Option<String>;
     /// Whether the failure detector believes `node` is up.
     fn is_up(&self, node: &NodeId) -> bool;
+    /// Whether `node` is a member of the layout (any state). True while no layout is known:
+    /// nothing can be said to have left before a layout says who is in.
+    fn is_member(&self, node: &NodeId) -> bool;
     /// The version of the layout the preference lists come from.
     fn layout_version(&self) -> u64;
 }
@@ -90,6 +93,11 @@ impl Topology for StaticTopology {
     }
     fn is_up(&self, node: &NodeId) -> bool {
         !self.down.read().contains(node)
+    }
+    fn is_member(&self, node: &NodeId) -> bool {
+        self.prefs.contains(node)
+            || self.fallbacks.contains(node)
+            || self.addrs.read().contains_key(node)
     }
     fn layout_version(&self) -> u64 {
         1

@@ -57,10 +57,10 @@ pub const REAP_GRACE_MS: u64 = 3_000;
 pub type NodeEngine = CachedEngine<SimEngine>;
 /// The object cache of each simulated node: a few hundred records, so that it also evicts.
 pub const OBJECT_CACHE_BYTES: u64 = 64 << 10;
-/// Hints older than this are dropped unsent (the product requires it `<=` the grace).
-pub const HINT_AGE_MAX_MS: u64 = REAP_GRACE_MS;
 /// Hints kept per target at most.
 pub const HINTS_PER_TARGET_MAX: u64 = 10_000;
+/// Bytes of hints kept at most.
+pub const HINT_BYTES_MAX: u64 = 64 << 20;
 /// Pause between hinted-handoff rounds, simulated ms.
 pub const HANDOFF_INTERVAL_MS: u64 = 100;
 /// Pause between anti-entropy exchange rounds, simulated ms.
@@ -74,7 +74,6 @@ pub fn handoff_settings() -> HandoffSettings {
         interval: Duration::from_millis(HANDOFF_INTERVAL_MS),
         batch: 64,
         inflight_max: 8,
-        hint_age_max_ms: HINT_AGE_MAX_MS,
     }
 }
 
@@ -175,7 +174,7 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
     let (mut replica, startup) = Replica::open(engine, id.clone(), REAP_GRACE_MS, || epoch).await?;
     replica.set_hint_limits(HintLimits {
         per_target_max: HINTS_PER_TARGET_MAX,
-        age_max_ms: HINT_AGE_MAX_MS,
+        bytes_max: HINT_BYTES_MAX,
     });
     let replica = Arc::new(replica);
     // Anti-entropy trees, as the product sets them up: a node that stopped cleanly trusts the

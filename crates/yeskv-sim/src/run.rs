@@ -57,6 +57,8 @@ pub const NODES_MAX: usize = 7;
 pub const NODES_MIN: usize = 3;
 /// Most clients.
 pub const CLIENTS_MAX: usize = 64;
+/// Mixed into a seed to draw its long split (`faults::long_split`) from a generator of its own.
+const LONG_SPLIT_SALT: u64 = 0x6c6f_6e67_5f73_706c;
 /// Longest workload, simulated ms.
 pub const DURATION_MS_MAX: u64 = 600_000;
 /// Extra simulated time allowed after the final reads should have finished before the run is
@@ -491,7 +493,16 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
     if options.bug == Some(Bug::LoseAck) {
         slots[0].disk.set_lose_ack(LOSE_ACK_RATE, rng.random());
     }
-    let schedule = faults::schedule(&mut rng, nodes, options.duration_ms);
+    let mut schedule = faults::schedule(&mut rng, nodes, options.duration_ms);
+    // A long split comes from a generator of its own (faults module docs), and the workload
+    // goes on past its heal.
+    let mut workload_ms = options.duration_ms;
+    let mut long_rng = StdRng::seed_from_u64(seed ^ LONG_SPLIT_SALT);
+    if let Some(long) = faults::long_split(&mut long_rng, nodes) {
+        workload_ms = workload_ms.max(long.end_ms + faults::AFTER_LONG_SPLIT_MS);
+        schedule.push(long);
+        schedule.sort_by_key(|f| (f.start_ms, f.end_ms));
+    }
     recorder.note(
         0,
         Kind::Node,
@@ -503,7 +514,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
         ),
     );
 
-    let limit_ms = options.duration_ms + SETTLE_MAX_MS + STUCK_AFTER_MS;
+    let limit_ms = workload_ms + SETTLE_MAX_MS + STUCK_AFTER_MS;
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(rng.random())
@@ -532,7 +543,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
             nodes: ids.clone(),
             keys: keys.clone(),
             seed: rng.random(),
-            until_ms: options.duration_ms,
+            until_ms: workload_ms,
             recorder: recorder.clone(),
         };
         sim.client(format!("client{}", index + 1).as_str(), client_main(env));
@@ -574,7 +585,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
             }
             next += 1;
         }
-        if healed_at_ms.is_none() && next == transitions.len() && now >= options.duration_ms {
+        if healed_at_ms.is_none() && next == transitions.len() && now >= workload_ms {
             healed_at_ms = Some(now);
             next_sample_ms = now;
             recorder.healed_at(now);

@@ -177,6 +177,10 @@ impl Topology for SimTopology {
         node == &self.local || self.detector.is_up(node, sim_now_ms())
     }
 
+    fn is_member(&self, node: &NodeId) -> bool {
+        self.layout.zones.contains_key(node)
+    }
+
     fn layout_version(&self) -> u64 {
         1
     }

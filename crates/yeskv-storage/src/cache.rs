@@ -276,6 +276,10 @@ impl<E: Engine> Engine for CachedEngine<E> {
         self.inner.epoch()
     }
 
+    fn disk(&self) -> Option<crate::DiskStatus> {
+        self.inner.disk()
+    }
+
     fn stats(&self) -> Vec<EngineStat> {
         let mut stats = self.inner.stats();
         stats.extend([

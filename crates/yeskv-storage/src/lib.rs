@@ -20,6 +20,7 @@
 //! RocksDB checksums its blocks; a RocksDB corruption error surfaces as [`Error::Corrupt`].
 
 mod cache;
+pub mod disk;
 mod memory;
 mod rocks;
 
@@ -271,6 +272,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Engine figures for `/metrics`.
     fn stats(&self) -> Vec<EngineStat>;
 
+    /// The disk under the engine, for `/v1/status` and `/metrics`; `None` for an engine that
+    /// keeps no files.
+    fn disk(&self) -> Option<DiskStatus> {
+        None
+    }
+
     /// Changes whenever the stored contents may have changed other than by [`Engine::write`]
     /// (RocksDB reopened after a write failure may have lost writes it had served), so that a
     /// cache in front of the engine knows to forget what it holds. No default: an engine that
@@ -303,4 +310,27 @@ impl<E: Engine + ?Sized> Engine for Arc<E> {
     fn epoch(&self) -> u64 {
         (**self).epoch()
     }
+    fn disk(&self) -> Option<DiskStatus> {
+        (**self).disk()
+    }
+}
+
+/// The disk under an engine, as [`Engine::disk`] reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskStatus {
+    /// The database directory.
+    pub path: std::path::PathBuf,
+    /// Size of its filesystem.
+    pub total_bytes: u64,
+    /// What is still free there (for an unprivileged process).
+    pub free_bytes: u64,
+    /// What the database's files take, by kind.
+    pub usage: disk::Usage,
+    /// What the reserve file holds now (`storage.reserve_mb`; 0 while released).
+    pub reserve_bytes: u64,
+    /// Whether writes are taken: false while the database is open read-only (it could not open
+    /// for writing, the disk being full) or its writes fail.
+    pub writable: bool,
+    /// Why writes fail, while they do.
+    pub error: Option<String>,
 }

@@ -19,6 +19,23 @@
 //! for a group fsync that failed, or that were pending when the database was reopened, fail
 //! (their outcome is unknown to the caller, never reported as durable): a *generation* number
 //! taken before each write changes at every such failure.
+//!
+//! **Starting on a full disk.** Opening writes (a new MANIFEST, OPTIONS file and WAL), so a
+//! database on a full disk may not open for writing. The engine then deletes its reserve file
+//! (`disk.rs`) and tries again; if it still cannot, it opens the database *read-only* (RocksDB
+//! replays the WAL into memory and writes nothing): reads are served, writes fail with an I/O
+//! error that names the disk, and the doctor reopens the database for writing once the disk has
+//! room. The node never exits in a restart loop because its disk filled up. While healthy, the
+//! doctor puts the reserve back whenever the disk has room for it.
+//!
+//! **Bounded disk use.** RocksDB's defaults let a small database take far more disk than its
+//! data: each WAL file was preallocated (`fallocate`) by 1.1 x the memtable size, ahead of any
+//! data, and old WAL files live until every column family that wrote to them has flushed, up
+//! to `max_total_wal_size`, by default 4 x the memtables of every family (hundreds of MiB to
+//! GiB). Here preallocation is off (`allow_fallocate = false`), the WAL is bounded by
+//! [`RocksConfig::wal_bytes_max`] (past it RocksDB flushes the families holding the oldest WAL),
+//! the info log rolls at 4 MiB with 4 kept, and recovery after a crash replays the WAL without
+//! writing tables first (`avoid_flush_during_recovery`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,7 +48,8 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteOptions, DB,
 };
 
-use crate::{Durable, Engine, EngineStat, Error, Op, Space, SyncMode, WriteBatch};
+use crate::disk::{self, free_bytes};
+use crate::{DiskStatus, Durable, Engine, EngineStat, Error, Op, Space, SyncMode, WriteBatch};
 
 /// Wall-clock now in ms since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -47,6 +65,12 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 const RESUME_GRACE: Duration = Duration::from_secs(2);
 /// Free space kept beyond what a reopen writes (manifest, info log, options file).
 const REOPEN_MARGIN_BYTES: u64 = 8 << 20;
+/// How often the doctor looks at the disk while writes succeed (to put the reserve back).
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
+/// Options RocksDB's C API cannot set one by one (see the module docs).
+const DB_OPTIONS: &str = "allow_fallocate=false;avoid_flush_during_recovery=true";
+/// Size at which RocksDB's info log rolls over.
+const INFO_LOG_BYTES_MAX: usize = 4 << 20;
 /// The Meta key the doctor's probe writes.
 const PROBE_KEY: &[u8] = b"engine.probe";
 
@@ -64,6 +88,8 @@ pub struct RocksConfig {
     /// In `group` mode, how long the committer waits for more writes before an fsync when the
     /// previous fsync carried more than one write (0 = never wait).
     pub group_commit_window_us: u64,
+    /// Bytes the reserve file keeps for a reopen on a full disk (0 = no reserve).
+    pub reserve_bytes: u64,
 }
 
 impl RocksConfig {
@@ -75,11 +101,17 @@ impl RocksConfig {
             block_cache_mb: 256,
             write_buffer_mb: 64,
             group_commit_window_us: 1000,
+            reserve_bytes: 0,
         }
     }
 
     fn write_buffer_bytes(&self) -> u64 {
         (self.write_buffer_mb.max(1) as u64) << 20
+    }
+
+    /// Most bytes of WAL kept: four memtables' worth (module docs).
+    pub fn wal_bytes_max(&self) -> u64 {
+        self.write_buffer_bytes() * 4
     }
 }
 
@@ -146,6 +178,10 @@ struct Shared {
     cache: Cache,
     group: Option<GroupCommit>,
     health: Health,
+    /// Set while the database is open read-only (it could not open for writing: module docs).
+    read_only: AtomicBool,
+    /// Set once a missing reserve was reported, until it is in place again.
+    reserve_warned: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -168,8 +204,14 @@ fn cf(db: &DB, space: Space) -> Result<&rocksdb::ColumnFamily, Error> {
         .ok_or_else(|| Error::Unavailable(format!("column family {} missing", space.name())))
 }
 
-/// Opens the database at `config.path` with the engine's column families.
-fn open_db(config: &RocksConfig, db_opts: &Options, cache: &Cache) -> Result<DB, Error> {
+/// Opens the database at `config.path` with the engine's column families (read-only: replays
+/// the WAL in memory and writes nothing).
+fn open_db(
+    config: &RocksConfig,
+    db_opts: &Options,
+    cache: &Cache,
+    read_only: bool,
+) -> Result<DB, Error> {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_bloom_filter(10.0, false);
@@ -201,7 +243,44 @@ fn open_db(config: &RocksConfig, db_opts: &Options, cache: &Cache) -> Result<DB,
             rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
             default_opts,
         )));
-    DB::open_cf_descriptors(db_opts, &config.path, cfs).map_err(map_err)
+    if read_only {
+        DB::open_cf_descriptors_read_only(db_opts, &config.path, cfs, false).map_err(map_err)
+    } else {
+        DB::open_cf_descriptors(db_opts, &config.path, cfs).map_err(map_err)
+    }
+}
+
+/// Opens the database for writing if it can; if the disk is too full, releases the reserve and
+/// tries again, and failing that opens it read-only. Returns the database and, when it is
+/// read-only, why.
+fn open_or_degrade(
+    config: &RocksConfig,
+    db_opts: &Options,
+    cache: &Cache,
+) -> Result<(DB, Option<String>), Error> {
+    let first = match open_db(config, db_opts, cache, false) {
+        Ok(db) => return Ok((db, None)),
+        Err(Error::Io(m)) if disk::is_no_space(&m) => m,
+        Err(e) => return Err(e),
+    };
+    let freed = disk::release_reserve(&config.path);
+    let why = if freed > 0 {
+        tracing::warn!(freed, error = %first, "disk full at open; released the reserve");
+        match open_db(config, db_opts, cache, false) {
+            Ok(db) => return Ok((db, None)),
+            Err(Error::Io(m)) if disk::is_no_space(&m) => m,
+            Err(e) => return Err(e),
+        }
+    } else {
+        first
+    };
+    let db = open_db(config, db_opts, cache, true)?;
+    let why = format!(
+        "the disk holding {} is full ({why}): serving reads only until it has room",
+        config.path.display()
+    );
+    tracing::error!(free = free_bytes(&config.path).unwrap_or(0), "{why}");
+    Ok((db, Some(why)))
 }
 
 /// Bytes a reopen may write before it serves again: the memtables it recovers from the WAL and
@@ -210,30 +289,28 @@ fn reopen_space_needed(config: &RocksConfig, memtable_bytes: u64) -> u64 {
     memtable_bytes + config.write_buffer_bytes() * 11 / 10 + REOPEN_MARGIN_BYTES
 }
 
-/// Bytes an unprivileged process may still write on the filesystem holding `path`.
-fn free_bytes(path: &Path) -> Result<u64, Error> {
-    let st = rustix::fs::statvfs(path)
-        .map_err(|e| Error::Io(format!("statvfs {}: {e}", path.display())))?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
 impl RocksEngine {
     /// Opens (or creates) the database.
     pub fn open(config: &RocksConfig) -> Result<Self, Error> {
         std::fs::create_dir_all(&config.path)
             .map_err(|e| Error::Io(format!("creating {}: {e}", config.path.display())))?;
         let cache = Cache::new_lru_cache(config.block_cache_mb.max(1) << 20);
-        let mut db_opts = Options::default();
+        let mut db_opts = Options::default()
+            .get_options_from_string(DB_OPTIONS)
+            .map_err(map_err)?;
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.enable_statistics();
         db_opts.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptTimeForMutex);
         db_opts.set_keep_log_file_num(4);
+        db_opts.set_max_log_file_size(INFO_LOG_BYTES_MAX);
+        db_opts.set_max_total_wal_size(config.wal_bytes_max());
+        db_opts.set_manifest_preallocation_size(256 << 10);
         // Writers come from a few async worker threads on few cores: RocksDB's adaptive
         // spin-then-yield wait for the write group leader burns the CPU the HTTP path needs.
         db_opts.set_enable_write_thread_adaptive_yield(false);
-        let db = open_db(config, &db_opts, &cache)?;
+        let (db, read_only) = open_or_degrade(config, &db_opts, &cache)?;
 
         let group = (config.sync == SyncMode::Group).then(|| {
             let (tx, _rx) = tokio::sync::watch::channel(SyncedState::default());
@@ -254,8 +331,18 @@ impl RocksEngine {
             cache,
             group,
             health: Health::default(),
+            read_only: AtomicBool::new(read_only.is_some()),
+            reserve_warned: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
+        match read_only {
+            Some(why) => {
+                *shared.health.last_error.lock() = Some(why);
+                *shared.health.failing_since.lock() = Some(Instant::now());
+                shared.health.failing.store(true, Ordering::SeqCst);
+            }
+            None => shared.keep_reserve(),
+        }
         let engine = RocksEngine {
             shared: shared.clone(),
             threads: Mutex::new(Vec::new()),
@@ -277,7 +364,12 @@ impl RocksEngine {
             .threads
             .lock()
             .push(spawn("yeskv-storage-doctor", doctor_loop)?);
-        tracing::info!(path = %config.path.display(), sync = %config.sync, "RocksDB opened");
+        tracing::info!(
+            path = %config.path.display(),
+            sync = %config.sync,
+            read_only = shared.read_only.load(Ordering::SeqCst),
+            "RocksDB opened"
+        );
         Ok(engine)
     }
 
@@ -346,7 +438,8 @@ impl Shared {
         })
     }
 
-    /// Closes and reopens the database (see the module docs); pending group writes fail.
+    /// Closes and reopens the database (see the module docs); pending group writes fail. If it
+    /// cannot open for writing for lack of space, it is open read-only afterwards (an error).
     fn reopen(&self) -> Result<(), Error> {
         let mut slot = self.db.write();
         if let Some(g) = &self.group {
@@ -354,11 +447,56 @@ impl Shared {
         }
         // Close first: RocksDB allows one open instance per directory.
         drop(slot.take());
-        let reopened = open_db(&self.config, &self.db_opts, &self.cache);
+        let reopened = open_or_degrade(&self.config, &self.db_opts, &self.cache);
         // Bumped while no reader can use the database: whatever a reader saw before is stale.
         self.health.epoch.fetch_add(1, Ordering::SeqCst);
-        *slot = Some(reopened?);
-        Ok(())
+        let (db, read_only) = reopened?;
+        *slot = Some(db);
+        self.read_only.store(read_only.is_some(), Ordering::SeqCst);
+        match read_only {
+            None => Ok(()),
+            Some(why) => Err(Error::Io(why)),
+        }
+    }
+
+    /// Puts the reserve file back if the disk has room for it and for a reopen besides.
+    fn keep_reserve(&self) {
+        let headroom = reopen_space_needed(&self.config, 0);
+        let warned = self.reserve_warned.load(Ordering::Relaxed);
+        match disk::ensure_reserve(&self.config.path, self.config.reserve_bytes, headroom) {
+            Ok(true) => {
+                if warned {
+                    tracing::info!(
+                        bytes = self.config.reserve_bytes,
+                        "storage reserve in place"
+                    );
+                }
+                self.reserve_warned.store(false, Ordering::Relaxed);
+            }
+            Ok(false) | Err(_) if warned => {}
+            Ok(false) => {
+                tracing::warn!(
+                    bytes = self.config.reserve_bytes,
+                    free = free_bytes(&self.config.path).unwrap_or(0),
+                    "no room for the storage reserve; a restart on a full disk may open read-only"
+                );
+                self.reserve_warned.store(true, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the storage reserve");
+                self.reserve_warned.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Why writes are refused while the database is open read-only.
+    fn read_only_error(&self) -> Error {
+        Error::Io(self.health.last_error.lock().clone().unwrap_or_else(|| {
+            format!(
+                "the database in {} is open read-only",
+                self.config.path.display()
+            )
+        }))
     }
 
     /// Bytes of all memtables (what a reopen flushes).
@@ -390,13 +528,22 @@ impl Shared {
 /// The doctor thread (see the module docs).
 fn doctor_loop(s: &Shared) {
     let mut space_warned = false;
+    let mut last_failed_reopen: Option<Instant> = None;
     loop {
-        // Sleep until a write fails.
-        {
+        // Sleep until a write fails, looking after the reserve meanwhile.
+        let failing = {
             let mut since = s.health.failing_since.lock();
-            while since.is_none() && !s.stop.load(Ordering::Acquire) {
-                s.health.wake.wait(&mut since);
+            if since.is_none() && !s.stop.load(Ordering::Acquire) {
+                s.health.wake.wait_for(&mut since, HOUSEKEEPING_INTERVAL);
             }
+            since.is_some()
+        };
+        if s.stop.load(Ordering::Acquire) {
+            return;
+        }
+        if !failing {
+            s.keep_reserve();
+            continue;
         }
         if !s.pause(PROBE_INTERVAL) {
             return;
@@ -404,21 +551,28 @@ fn doctor_loop(s: &Shared) {
         let Some(since) = *s.health.failing_since.lock() else {
             continue;
         };
-        match s.probe() {
-            Ok(()) => {
-                *s.health.failing_since.lock() = None;
-                s.health.failing.store(false, Ordering::SeqCst);
-                s.health.recoveries.fetch_add(1, Ordering::Relaxed);
-                space_warned = false;
-                tracing::info!(
-                    after_ms = since.elapsed().as_millis() as u64,
-                    "storage takes writes again"
-                );
+        // A read-only database cannot be probed: only a reopen makes it writable.
+        if !s.read_only.load(Ordering::SeqCst) {
+            match s.probe() {
+                Ok(()) => {
+                    *s.health.failing_since.lock() = None;
+                    s.health.failing.store(false, Ordering::SeqCst);
+                    *s.health.last_error.lock() = None;
+                    s.health.recoveries.fetch_add(1, Ordering::Relaxed);
+                    space_warned = false;
+                    tracing::info!(
+                        after_ms = since.elapsed().as_millis() as u64,
+                        "storage takes writes again"
+                    );
+                    continue;
+                }
+                Err(e) => *s.health.last_error.lock() = Some(e.to_string()),
+            }
+            if since.elapsed() < RESUME_GRACE {
                 continue;
             }
-            Err(e) => *s.health.last_error.lock() = Some(e.to_string()),
         }
-        if since.elapsed() < RESUME_GRACE {
+        if last_failed_reopen.is_some_and(|t| t.elapsed() < RESUME_GRACE) {
             continue;
         }
         let needed = reopen_space_needed(&s.config, s.memtable_bytes());
@@ -442,13 +596,18 @@ fn doctor_loop(s: &Shared) {
         let started = Instant::now();
         match s.reopen() {
             Ok(()) => {
+                last_failed_reopen = None;
                 s.health.reopens.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     took_ms = started.elapsed().as_millis() as u64,
                     "storage reopened after a write failure"
                 );
             }
-            Err(e) => tracing::error!(error = %e, "reopening storage failed; will retry"),
+            Err(e) => {
+                last_failed_reopen = Some(Instant::now());
+                *s.health.last_error.lock() = Some(e.to_string());
+                tracing::error!(error = %e, "reopening storage for writing failed; will retry");
+            }
         }
     }
 }
@@ -516,6 +675,9 @@ impl Engine for RocksEngine {
             let generation = rx.borrow().generation;
             (rx, generation)
         });
+        if s.read_only.load(Ordering::SeqCst) {
+            return Err(s.read_only_error());
+        }
         // A database already known to fail refuses a write before its WAL sees it; the first
         // write to fail may have reached the WAL partway (or whole, with a failed fsync after).
         let was_failing = s.health.failing.load(Ordering::SeqCst);
@@ -583,6 +745,9 @@ impl Engine for RocksEngine {
     }
 
     fn flush(&self) -> Result<(), Error> {
+        if self.shared.read_only.load(Ordering::SeqCst) {
+            return Err(self.shared.read_only_error());
+        }
         self.shared.with_db(|db| {
             db.flush_wal(true).map_err(map_err)?;
             for s in Space::ALL {
@@ -593,6 +758,9 @@ impl Engine for RocksEngine {
     }
 
     fn compact(&self, space: Space) -> Result<(), Error> {
+        if self.shared.read_only.load(Ordering::SeqCst) {
+            return Err(self.shared.read_only_error());
+        }
         self.shared.with_db(|db| {
             let cf = cf(db, space)?;
             db.flush_cf(cf).map_err(map_err)?;
@@ -609,6 +777,24 @@ impl Engine for RocksEngine {
 
     fn epoch(&self) -> u64 {
         self.shared.health.epoch.load(Ordering::SeqCst)
+    }
+
+    fn disk(&self) -> Option<DiskStatus> {
+        let path = &self.shared.config.path;
+        let failing = self.is_failing();
+        Some(DiskStatus {
+            path: path.clone(),
+            total_bytes: disk::total_bytes(path).unwrap_or(0),
+            free_bytes: free_bytes(path).unwrap_or(0),
+            usage: disk::Usage::of(path).unwrap_or_default(),
+            reserve_bytes: disk::reserve_held(path),
+            writable: !failing,
+            error: if failing {
+                self.shared.health.last_error.lock().clone()
+            } else {
+                None
+            },
+        })
     }
 
     fn stats(&self) -> Vec<EngineStat> {
@@ -666,7 +852,51 @@ impl Engine for RocksEngine {
                 value: ticker(Ticker::WalFileSynced),
             },
         ];
+        if let Some(d) = self.disk() {
+            let u = d.usage;
+            out.extend([
+                EngineStat {
+                    name: "disk_total_bytes",
+                    help: "Size of the filesystem holding the database.",
+                    value: d.total_bytes as f64,
+                },
+                EngineStat {
+                    name: "disk_free_bytes",
+                    help: "Bytes still free on the filesystem holding the database.",
+                    value: d.free_bytes as f64,
+                },
+                EngineStat {
+                    name: "disk_sst_bytes",
+                    help: "Bytes the database's table files take on disk.",
+                    value: u.sst as f64,
+                },
+                EngineStat {
+                    name: "disk_wal_bytes",
+                    help: "Bytes the database's write-ahead log takes on disk.",
+                    value: u.wal as f64,
+                },
+                EngineStat {
+                    name: "disk_other_bytes",
+                    help: "Bytes the database's other files take (MANIFEST, info log, options).",
+                    value: (u.manifest + u.info_log + u.other) as f64,
+                },
+                EngineStat {
+                    name: "disk_reserve_bytes",
+                    help: "Bytes the reserve file holds for a reopen on a full disk.",
+                    value: d.reserve_bytes as f64,
+                },
+            ]);
+        }
         let health = &self.shared.health;
+        out.push(EngineStat {
+            name: "read_only",
+            help: "1 while the database is open read-only (it could not open for writing).",
+            value: if self.shared.read_only.load(Ordering::SeqCst) {
+                1.0
+            } else {
+                0.0
+            },
+        });
         out.push(EngineStat {
             name: "write_failing",
             help: "1 while writes fail (full disk, I/O error) and the engine recovers.",

@@ -6,6 +6,7 @@ mod bench;
 mod client_cmd;
 mod cluster_cmd;
 mod dev;
+mod logging;
 
 use std::path::PathBuf;
 
@@ -110,17 +111,6 @@ fn load_server_config(args: &ServerArgs) -> anyhow::Result<yeskv_node::config::V
     cfg.validate().map_err(anyhow::Error::msg)
 }
 
-fn init_tracing(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
-}
-
 /// Catches Ctrl-C (SIGINT) and SIGTERM from the moment it is called, and resolves on the first.
 /// Both are registered before it returns (within a runtime), so a signal that arrives while the
 /// caller is still starting up waits for it instead of killing the process by the default
@@ -147,7 +137,7 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send 
 
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let cfg = load_server_config(&args)?;
-    init_tracing(&cfg.raw.log);
+    logging::init(&cfg.raw.log);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if cfg.raw.server.worker_threads > 0 {
@@ -167,7 +157,7 @@ fn main() {
     let result = match cli.command {
         Command::Server(args) => run_server(args),
         other => {
-            init_tracing("warn");
+            logging::init("warn");
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -202,7 +202,7 @@ fn ttl_expires_and_the_reaper_removes_it() {
     let cfg = dir.path().join("node.toml");
     std::fs::write(
         &cfg,
-        "[ttl]\nreap_grace_secs = 0\n[repair]\nhint_age_max_secs = 1\nreap_interval_ms = 100\n",
+        "[ttl]\nreap_grace_secs = 0\n[repair]\nreap_interval_ms = 100\n",
     )
     .expect("config");
     let cfg = cfg.display().to_string();

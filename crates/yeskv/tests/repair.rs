@@ -38,7 +38,7 @@ fn config(dir: &Path) -> String {
     std::fs::write(
         &path,
         "[ttl]\nreap_grace_secs = 20\n\
-         [repair]\nhint_age_max_secs = 20\nhandoff_interval_ms = 200\n\
+         [repair]\nhandoff_interval_ms = 200\n\
          aae_interval_ms = 200\nreap_interval_ms = 300\n\
          [server]\nrpc_timeout_ms = 1000\n",
     )
@@ -191,11 +191,6 @@ fn five_nodes_two_dead_take_every_write_then_heal() {
     });
     let handed = metric_sum(&c, "yeskv_hints_handed_off_total");
     assert!(handed >= pending as f64, "handed off {handed} of {pending}");
-    assert_eq!(
-        metric_sum(&c, "yeskv_hints_dropped_total"),
-        0.0,
-        "no hint aged out"
-    );
     eprintln!("hints drained {:?} after the restart", healed.elapsed());
     wait_until(
         "every replica reports the same merkle_root",
