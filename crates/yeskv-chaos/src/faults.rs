@@ -148,7 +148,7 @@ pub struct DiskChecks {
     /// Disk-full faults in which the node was also killed (`kill -9`) and started again while
     /// its disk was full.
     pub restarted_while_full: u32,
-    /// Of those, how many came up (healthy) and reported that their storage refuses writes.
+    /// Of those, how many came up (healthy) and served a read.
     pub started_while_full: u32,
     /// What each probe saw.
     pub notes: Vec<String>,
@@ -354,9 +354,9 @@ impl Faults {
                 self.disk.injected += 1;
                 let probe = self.probe_full(cluster, i).await;
                 // Every second time the node is also killed and started again on its full
-                // disk: it must come up, serve reads and refuse writes (issue 12: it exited
-                // in a loop with "No space left on device" while opening its storage). Not
-                // drawn from `rng`, so a seed's fault schedule stays what it was.
+                // disk: it must come up and serve reads (opening its storage needs space, and
+                // a node that exits in a restart loop serves nothing). Not drawn from `rng`, so
+                // a seed's fault schedule stays what it was.
                 let restart = if self.disk.injected.is_multiple_of(2) {
                     format!("; {}", self.restart_full(cluster, i).await)
                 } else {
@@ -613,8 +613,8 @@ impl Faults {
     }
 
     /// Kills node `i` and starts it again while its disk is full (topped up first, since the
-    /// kill may free what the node held open): it must come up and say its storage refuses
-    /// writes.
+    /// kill may free what the node held open): it must come up and serve a read. Its storage
+    /// opens for writing if releasing its reserve made room, else read-only.
     async fn restart_full(&mut self, cluster: &mut Cluster, i: usize) -> String {
         self.disk.restarted_while_full += 1;
         if let Err(e) = cluster.kill9(i).await {
@@ -622,17 +622,37 @@ impl Faults {
         }
         let path = Self::ballast(cluster, i);
         let _ = tokio::task::spawn_blocking(move || top_up(&path)).await;
-        let started = cluster.start(i).await;
-        let failing = storage_failing(&cluster.nodes[i].spec.http).await;
-        let note = match (&started, failing) {
-            (Ok(()), Some(true)) => {
-                self.disk.started_while_full += 1;
-                "restarted on the full disk: up, storage refuses writes".to_string()
+        let note = match cluster.start(i).await {
+            Err(e) => format!("restarted on the full disk: {e:#}"),
+            Ok(()) => {
+                let http = cluster.nodes[i].spec.http.clone();
+                let read = crate::http::request(
+                    &http,
+                    "GET",
+                    "/v1/kv/probe/restart-read",
+                    b"",
+                    crate::cluster::CALL_TIMEOUT,
+                )
+                .await;
+                let disk = cluster.status(i).await.map(|s| s["disk"].clone());
+                let opened = match &disk {
+                    Some(d) if d["writable"] == false => "read-only".to_string(),
+                    Some(d) if d["reserve_bytes"] == 0 => "for writing, its reserve spent".into(),
+                    Some(_) => "for writing".into(),
+                    None => "(no status)".into(),
+                };
+                match read {
+                    Ok(r) if r.status == 200 || r.status == 404 => {
+                        self.disk.started_while_full += 1;
+                        format!("restarted on the full disk: up, storage open {opened}, reads served")
+                    }
+                    Ok(r) => format!(
+                        "restarted on the full disk: up, storage open {opened}, but a read answered {}",
+                        r.status
+                    ),
+                    Err(e) => format!("restarted on the full disk: up, but a read failed: {e:#}"),
+                }
             }
-            (Ok(()), other) => {
-                format!("restarted on the full disk: up, but storage failing = {other:?}")
-            }
-            (Err(e), _) => format!("restarted on the full disk: {e:#}"),
         };
         self.disk.notes.push(note.clone());
         note

@@ -267,8 +267,8 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
             loop {
                 tick.tick().await;
                 ticks += 1;
-                // Once a minute, what the disk node's small disk holds (issue 12: it filled up
-                // in a 900 s run; say where the space goes while it happens).
+                // Once a minute, what the disk node's small disk holds: a disk that fills up
+                // over a long run should show where the space goes while it happens.
                 if let (Some((id, addr)), true) = (&disk_addr, ticks.is_multiple_of(6)) {
                     progress(start, &format!("disk {id}: {}", disk_line(addr).await));
                 }
@@ -385,7 +385,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     let healed_at_ms = recorder.now_ms();
     // Replica convergence is sampled from the heal on, beside the wait for every member to be
     // seen up and the final reads: sampled only after them, a run in which one node never came
-    // back measured 181 s for replicas that agreed long before (issue 12).
+    // back measured 181 s for replicas that had agreed long before.
     let bound_ms = args.converge_bound_s * 1000;
     let sampling = sample_roots(&cluster, &node_ids, &recorder, healed_at_ms + bound_ms);
     let settle = async {

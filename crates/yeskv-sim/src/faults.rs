@@ -23,7 +23,7 @@
 //! Writes through the small side to keys whose primaries are all on the other side are taken
 //! by two stand-ins as hints only, kept for longer than any short fault lasts, and handed off
 //! while clients keep writing through the nodes that held them: the pattern of the four writes
-//! a 900 s chaos run lost (hints dropped for age after a 7.2 s split, issue 12). It is drawn
+//! a 900 s chaos run lost (hints dropped for age after a 7.2 s split). It is drawn
 //! from its own generator, so the rest of a seed's schedule is what it was without it.
 //!
 //! Partitions are kept as counts per directed link, so overlapping partitions compose: a link is

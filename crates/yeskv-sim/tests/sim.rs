@@ -195,7 +195,7 @@ fn regression_reaped_tombstone_and_a_late_hint() {
     assert_eq!(o.report.resurrected, 0);
 }
 
-/// Issue 12 (four acknowledged writes lost in a 900 s chaos run) in the simulator: a long split
+/// Four acknowledged writes lost in a 900 s chaos run, in the simulator: a long split
 /// (`faults::long_split`) keeps two nodes away from every primary of some keys for seconds, so
 /// writes through them live only as hints on those two nodes, later writes merged into the same
 /// hints. The old code dropped a hint once its *first* write was older than the hint age limit

@@ -1,4 +1,4 @@
-//! A node on a full data disk (issue 12): it starts anyway, serves reads, answers writes with a
+//! A node on a full data disk: it starts anyway, serves reads, answers writes with a
 //! `503` that names the disk, and takes writes again within seconds of space coming back. Its
 //! reserve file is what lets it open for writing on a disk others filled; without the reserve
 //! (already spent) it opens read-only. Real processes on a small tmpfs.
