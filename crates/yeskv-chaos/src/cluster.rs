@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use tokio::process::{Child, Command};
 
-use crate::http;
+use crate::http::{self, JsonBody as _};
 
 /// HTTP port every node listens on (each node has its own address).
 pub const HTTP_PORT: u16 = 8080;

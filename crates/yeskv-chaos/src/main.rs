@@ -20,6 +20,7 @@
 mod cluster;
 mod faults;
 mod http;
+use http::JsonBody as _;
 mod net;
 mod workload;
 

@@ -253,6 +253,8 @@ struct Worker {
     process: u64,
     seq: u64,
     rng: StdRng,
+    /// This process's last acknowledged add to each cart (a read that misses it is stale).
+    last_cart_add: BTreeMap<String, String>,
 }
 
 impl Worker {
@@ -263,6 +265,7 @@ impl Worker {
             process: index,
             seq: 0,
             rng: StdRng::seed_from_u64(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            last_cart_add: BTreeMap::new(),
         }
     }
 
@@ -270,6 +273,7 @@ impl Worker {
     fn after(&mut self, status: Status) {
         if status == Status::Info {
             self.process += self.stride;
+            self.last_cart_add.clear();
         }
     }
 
@@ -387,6 +391,7 @@ impl Worker {
         let op = Op::CartAdd {
             cart: cart.clone(),
             item: item.clone(),
+            stale: false,
         };
         rec.invoke(p, op.clone(), id);
         let t = Instant::now();
@@ -407,7 +412,13 @@ impl Worker {
             .iter()
             .flat_map(|v| v.split(',').filter(|i| !i.is_empty()).map(str::to_string))
             .collect::<BTreeSet<_>>();
-        items.insert(item);
+        // A read that misses this process's own last add is stale: the write below will not
+        // supersede that add's version.
+        let stale = self
+            .last_cart_add
+            .get(&cart)
+            .is_some_and(|last| !items.contains(last));
+        items.insert(item.clone());
         let value = items.into_iter().collect::<Vec<_>>().join(",");
         let options = WriteOptions {
             context: (!read.context.is_empty()).then_some(read.context),
@@ -421,7 +432,15 @@ impl Worker {
             Err(e) => classify(e),
         };
         let status = outcome.0;
+        let op = Op::CartAdd {
+            cart: cart.clone(),
+            item: item.clone(),
+            stale,
+        };
         rec.complete("cart_add", p, outcome, op, id, t.elapsed());
+        if status == Status::Ok {
+            self.last_cart_add.insert(cart, item);
+        }
         self.after(status);
     }
 }

@@ -107,9 +107,14 @@ fn same_operation(invoked: &Op, completed: &Op) -> bool {
                 key: b, value: vb, ..
             },
         ) => a == b && va == vb,
-        (Op::CartAdd { cart: a, item: ia }, Op::CartAdd { cart: b, item: ib }) => {
-            a == b && ia == ib
-        }
+        (
+            Op::CartAdd {
+                cart: a, item: ia, ..
+            },
+            Op::CartAdd {
+                cart: b, item: ib, ..
+            },
+        ) => a == b && ia == ib,
         _ => false,
     }
 }

@@ -299,7 +299,8 @@ pub(crate) fn visible_values_in(analysis: &Analysis<'_>) -> Vec<Violation> {
 /// up to the read's completion, plus the indeterminate writes on the key up to then (a timed-out
 /// write may be retried and leave an extra sibling), plus the blind writes (empty `saw` at
 /// invocation) by a process that had already written the key (its earlier write is not
-/// superseded); and never more than [`Options::siblings_max`].
+/// superseded) and the cart adds whose read was stale (marked `stale` when they complete); and
+/// never more than [`Options::siblings_max`].
 pub fn sibling_bounds(history: &History, options: &Options) -> Vec<Violation> {
     sibling_bounds_in(&Analysis::new(history), options)
 }
@@ -379,7 +380,14 @@ pub(crate) fn sibling_bounds_in(analysis: &Analysis<'_>, options: &Options) -> V
                     .insert(event.process);
             }
             (Op::Write { .. } | Op::CartAdd { .. }, Status::Info) => {
-                counts.entry(key).or_default().indeterminate += 1;
+                let count = counts.entry(key).or_default();
+                count.indeterminate += 1;
+                if matches!(event.op, Op::CartAdd { stale: true, .. }) {
+                    count.blind += 1;
+                }
+            }
+            (Op::CartAdd { stale: true, .. }, Status::Ok) => {
+                counts.entry(key).or_default().blind += 1;
             }
             (Op::Read { values, .. }, Status::Ok) => {
                 let what = format!("the read at event {index} (process {})", event.process);

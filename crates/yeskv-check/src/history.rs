@@ -65,6 +65,11 @@ pub enum Op {
         cart: String,
         /// The item (unique in the history).
         item: String,
+        /// Set on the completion: the add's read missed this process's own previous add to the
+        /// cart (a stale read, which Dynamo allows under sloppy quorum), so its write did not
+        /// supersede that add's version, which may survive beside it as a sibling.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stale: bool,
     },
 }
 

@@ -387,6 +387,31 @@ fn a_repeated_blind_write_allows_one_more_sibling() {
 }
 
 #[test]
+fn a_stale_cart_add_allows_one_more_sibling_and_only_when_marked() {
+    // One process adds x, then y after a read that missed x (a stale read): y's write does not
+    // supersede x's version, so the cart may end with both as siblings. Unmarked, the same
+    // final state exceeds the bound of one writing process.
+    let stale = |marked: bool| {
+        let mut history = Builder::new();
+        history.add(1, Acked, "c", "x");
+        history.invoke(1, add_op("c", "y"));
+        history.event(
+            1,
+            Acked,
+            yeskv_check::history::Op::CartAdd {
+                cart: "c".into(),
+                item: "y".into(),
+                stale: marked,
+            },
+        );
+        history.merged("c", &["x", "y"]);
+        judge(&history)
+    };
+    assert_passes(&stale(true));
+    assert_eq!(stale(false).sibling_violations, 1);
+}
+
+#[test]
 fn the_final_state_is_held_to_the_bound() {
     let mut history = Builder::new();
     history

@@ -66,6 +66,7 @@
 //! ```
 
 mod error;
+pub mod http1;
 mod path;
 mod ring;
 mod routing;
@@ -86,7 +87,8 @@ pub use error::Error;
 pub use path::encode_segment;
 pub use ring::{Ring, RingNode, RING_NODES_MAX, RING_PARTITIONS_MAX, SUPPORTED_HASH};
 pub use routing::ReadRouting;
-pub use types::{ParseQuorumError, Quorum, Read, ReadOptions, Sibling, WriteOptions};
+pub use types::{Read, ReadOptions, Sibling, WriteOptions};
+pub use yeskv_core::{ParseQuorumError, Quorum};
 
 use routing::{Access, Node, RefreshOutcome, Route, Router, RoutingConfig, Target};
 

@@ -8,7 +8,7 @@
 
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::types::Quorum;
+use yeskv_core::Quorum;
 
 /// Bytes that are encoded in a segment: everything but the unreserved characters.
 const SEGMENT_ENCODE_SET: &AsciiSet = &NON_ALPHANUMERIC

@@ -1,8 +1,6 @@
 //! The values exchanged with a node: quorum choices, per-request options, and what a read returns.
 
 use std::borrow::Cow;
-use std::fmt;
-use std::str::FromStr;
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -12,6 +10,7 @@ use serde::ser::SerializeStruct as _;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use yeskv_core::Quorum;
 
 /// Standard base64 that accepts values with or without `=` padding (the server pads; being
 /// lenient costs nothing).
@@ -19,58 +18,6 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
-
-/// How many replicas must answer a read (`r`) or acknowledge a write (`w`).
-///
-/// Written on the wire (and parsed from the command line) as `one`, `quorum`, `all`, or a number
-/// `1..=255`. The server rejects a number above the key's replica count `n` with `400`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Quorum {
-    /// One replica.
-    One,
-    /// A majority of the `n` replicas (`n / 2 + 1`).
-    Quorum,
-    /// All `n` replicas.
-    All,
-    /// Exactly this many replicas (at least 1).
-    N(u8),
-}
-
-impl fmt::Display for Quorum {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Quorum::One => f.write_str("one"),
-            Quorum::Quorum => f.write_str("quorum"),
-            Quorum::All => f.write_str("all"),
-            Quorum::N(count) => write!(f, "{count}"),
-        }
-    }
-}
-
-/// Why a text is not a [`Quorum`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid quorum {0:?}: expected one, quorum, all or a number from 1 to 255")]
-pub struct ParseQuorumError(String);
-
-impl FromStr for Quorum {
-    type Err = ParseQuorumError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let trimmed = text.trim();
-        if trimmed.eq_ignore_ascii_case("one") {
-            Ok(Quorum::One)
-        } else if trimmed.eq_ignore_ascii_case("quorum") {
-            Ok(Quorum::Quorum)
-        } else if trimmed.eq_ignore_ascii_case("all") {
-            Ok(Quorum::All)
-        } else {
-            match trimmed.parse::<u8>() {
-                Ok(count) if count >= 1 => Ok(Quorum::N(count)),
-                _ => Err(ParseQuorumError(text.to_string())),
-            }
-        }
-    }
-}
 
 /// Options of one read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

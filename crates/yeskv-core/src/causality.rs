@@ -20,6 +20,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Why a text is not a [`NodeId`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidNodeId(String);
+
 /// A node's name in the cluster (`n1`, `shop-eu-3`, ...). Non-empty, at most
 /// [`NodeId::LEN_MAX`] bytes, printable ASCII.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -30,22 +35,22 @@ impl NodeId {
     pub const LEN_MAX: usize = 64;
 
     /// Validates and wraps a node id.
-    pub fn new(id: impl Into<String>) -> Result<Self, String> {
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidNodeId> {
         let id = id.into();
         if id.is_empty() || id.len() > Self::LEN_MAX {
-            return Err(format!(
+            return Err(InvalidNodeId(format!(
                 "node id must be 1 to {} bytes, got {}",
                 Self::LEN_MAX,
                 id.len()
-            ));
+            )));
         }
         if !id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
-            return Err(format!(
+            return Err(InvalidNodeId(format!(
                 "node id {id:?} may only contain ASCII letters, digits, '-', '_' and '.'"
-            ));
+            )));
         }
         Ok(NodeId(id))
     }

@@ -116,7 +116,7 @@ impl<'a> Reader<'a> {
 
     fn actor(&mut self) -> Result<Actor, Error> {
         let node = std::str::from_utf8(self.bytes()?).map_err(|_| self.err("node id not utf-8"))?;
-        let node = NodeId::new(node).map_err(|e| self.err(&e))?;
+        let node = NodeId::new(node).map_err(|e| self.err(&e.to_string()))?;
         let epoch = self.varint()?;
         Ok(Actor::new(node, epoch))
     }
@@ -276,7 +276,10 @@ pub fn decode_record(record: &[u8]) -> Result<Object, Error> {
         });
     }
     r.finish()?;
-    Object::from_parts(clock, siblings).map_err(|e| Error::corrupt(what, e))
+    Object::from_parts(clock, siblings).map_err(|e| match e {
+        Error::Corrupt { reason, .. } => Error::corrupt(what, reason),
+        other => other,
+    })
 }
 
 /// Encodes a causal context as an opaque token bound to a key (by `key_tag`).

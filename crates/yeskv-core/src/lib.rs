@@ -28,7 +28,7 @@ pub mod placement;
 pub mod quorum;
 pub mod tictac;
 
-pub use causality::{Actor, CausalContext, Dot, NodeId, VersionVector};
+pub use causality::{Actor, CausalContext, Dot, InvalidNodeId, NodeId, VersionVector};
 pub use error::Error;
 pub use object::{Object, Sibling, Version};
-pub use quorum::{Outcome, Quorum, QuorumTracker};
+pub use quorum::{Outcome, ParseQuorumError, Quorum, QuorumTooLarge, QuorumTracker};

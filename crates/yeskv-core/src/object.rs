@@ -87,17 +87,26 @@ impl Object {
     }
 
     /// Builds an object from decoded parts, checking the invariants.
-    pub fn from_parts(clock: VersionVector, mut siblings: Vec<Sibling>) -> Result<Self, String> {
+    pub fn from_parts(
+        clock: VersionVector,
+        mut siblings: Vec<Sibling>,
+    ) -> Result<Self, crate::Error> {
         siblings.sort_by(|a, b| a.dot.cmp(&b.dot));
         for pair in siblings.windows(2) {
             if pair[0].dot == pair[1].dot {
-                return Err(format!("duplicate dot {:?}", pair[0].dot));
+                return Err(crate::Error::corrupt(
+                    "object",
+                    format!("duplicate dot {:?}", pair[0].dot),
+                ));
             }
         }
         if let Some(s) = siblings.iter().find(|s| !clock.contains(&s.dot)) {
-            return Err(format!(
-                "sibling dot {}:{} beyond the clock",
-                s.dot.actor, s.dot.counter
+            return Err(crate::Error::corrupt(
+                "object",
+                format!(
+                    "sibling dot {}:{} beyond the clock",
+                    s.dot.actor, s.dot.counter
+                ),
             ));
         }
         Ok(Object { clock, siblings })

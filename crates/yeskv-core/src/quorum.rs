@@ -5,12 +5,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// A requested quorum.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A requested quorum: how many replicas must answer a read (`r`) or acknowledge a write
+/// (`w`). Written on the wire (and on the command line) as `one`, `quorum`, `all`, or a number
+/// `1..=255`; a number above the key's replica count `n` is refused when resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Quorum {
     /// One replica.
     One,
-    /// A majority: `n / 2 + 1`.
+    /// A majority of the `n` replicas: `n / 2 + 1`.
     Quorum,
     /// All `n` replicas.
     All,
@@ -18,30 +20,51 @@ pub enum Quorum {
     N(u8),
 }
 
+/// Why a text is not a [`Quorum`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid quorum {0:?}: expected one, quorum, all or a number from 1 to 255")]
+pub struct ParseQuorumError(String);
+
+/// A quorum larger than the replication factor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("must be between 1 and n ({n}), got {asked}")]
+pub struct QuorumTooLarge {
+    /// The replication factor.
+    pub n: u8,
+    /// What was asked.
+    pub asked: u8,
+}
+
 impl Quorum {
-    /// The replica count for replication factor `n`; a number above `n` (or 0) is an error.
-    pub fn resolve(self, n: u8) -> Result<u8, String> {
+    /// The replica count for replication factor `n`; a number above `n` is an error.
+    pub fn resolve(self, n: u8) -> Result<u8, QuorumTooLarge> {
         match self {
             Quorum::One => Ok(1),
             Quorum::Quorum => Ok(n / 2 + 1),
             Quorum::All => Ok(n),
             Quorum::N(k) if k >= 1 && k <= n => Ok(k),
-            Quorum::N(k) => Err(format!("must be between 1 and n ({n}), got {k}")),
+            Quorum::N(k) => Err(QuorumTooLarge { n, asked: k }),
         }
     }
 }
 
 impl FromStr for Quorum {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "one" => Ok(Quorum::One),
-            "quorum" => Ok(Quorum::Quorum),
-            "all" => Ok(Quorum::All),
-            _ => s
-                .parse::<u8>()
-                .map(Quorum::N)
-                .map_err(|_| format!("{s:?} is not one, quorum, all or a number")),
+    type Err = ParseQuorumError;
+
+    /// `one`, `quorum`, `all` (any case, surrounding blanks ignored) or a number `1..=255`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let trimmed = text.trim();
+        if trimmed.eq_ignore_ascii_case("one") {
+            Ok(Quorum::One)
+        } else if trimmed.eq_ignore_ascii_case("quorum") {
+            Ok(Quorum::Quorum)
+        } else if trimmed.eq_ignore_ascii_case("all") {
+            Ok(Quorum::All)
+        } else {
+            match trimmed.parse::<u8>() {
+                Ok(count) if count >= 1 => Ok(Quorum::N(count)),
+                _ => Err(ParseQuorumError(text.to_string())),
+            }
         }
     }
 }
@@ -156,7 +179,12 @@ mod tests {
         assert_eq!("all".parse::<Quorum>().map(|q| q.resolve(3)), Ok(Ok(3)));
         assert_eq!("2".parse::<Quorum>().map(|q| q.resolve(3)), Ok(Ok(2)));
         assert!("4".parse::<Quorum>().expect("parses").resolve(3).is_err());
-        assert!("0".parse::<Quorum>().expect("parses").resolve(3).is_err());
+        assert!("0".parse::<Quorum>().is_err());
+        assert_eq!(" ONE ".parse::<Quorum>(), Ok(Quorum::One));
+        assert_eq!(
+            Quorum::N(4).resolve(3).expect_err("above n").to_string(),
+            "must be between 1 and n (3), got 4"
+        );
         assert!("most".parse::<Quorum>().is_err());
         assert_eq!(Quorum::N(2).to_string().parse::<Quorum>(), Ok(Quorum::N(2)));
     }

@@ -502,7 +502,7 @@ impl TryFrom<LayoutWire> for Layout {
         let mut ids = Vec::with_capacity(wire.members.len());
         let mut members = BTreeMap::new();
         for (id, member) in wire.members {
-            let id = NodeId::new(id).map_err(LayoutError::invalid)?;
+            let id = NodeId::new(id).map_err(|e| LayoutError::invalid(e.to_string()))?;
             if ids.last().is_some_and(|last| last >= &id) {
                 return Err(LayoutError::invalid(
                     "members are not in strictly ascending order",

@@ -463,11 +463,7 @@ impl Inner {
                         to: id,
                         body: RaftRequest::Forward(forward.clone()),
                     };
-                    match self
-                        .transport
-                        .call(node.addr.clone(), request, remaining)
-                        .await
-                    {
+                    match self.transport.call(&node.addr, request, remaining).await {
                         Ok(RaftRpcResponse::Forward(result)) => result,
                         Ok(other) => Err(ForwardError::Failed {
                             reason: format!("unexpected answer from {}: {other:?}", node.name),
@@ -710,7 +706,7 @@ impl Inner {
     /// On the leader: makes the Raft voters exactly the layout's owners (adding missing ones as
     /// learners first, updating changed addresses) and drops learners that are neither owners
     /// nor staged to join. Does nothing on a follower.
-    async fn reconcile(&self) -> Result<(), String> {
+    async fn reconcile(&self) -> Result<()> {
         let (voters, nodes, learners) = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
@@ -748,14 +744,14 @@ impl Inner {
                     self.raft
                         .add_learner(*id, peer.clone(), false)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(Error::raft)?;
                 }
                 Some(known) if known != peer => {
                     let update = BTreeMap::from([(*id, peer.clone())]);
                     self.raft
                         .change_membership(ChangeMembers::SetNodes(update), true)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(Error::raft)?;
                 }
                 Some(_) => {}
             }
@@ -766,7 +762,7 @@ impl Inner {
             self.raft
                 .change_membership(ChangeMembers::ReplaceAllVoters(wanted.clone()), false)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(Error::raft)?;
         }
         let joining: BTreeSet<RaftId> = state.staged.joins.keys().map(raft_id).collect();
         let stale: BTreeSet<RaftId> = learners
@@ -778,7 +774,7 @@ impl Inner {
             self.raft
                 .change_membership(ChangeMembers::RemoveNodes(stale), false)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(Error::raft)?;
         }
         Ok(())
     }

@@ -277,7 +277,7 @@ impl Shared {
         let id = match NodeId::new(&*chitchat_id.node_id) {
             Ok(id) => id,
             Err(reason) => {
-                self.warn_once(chitchat_id, &reason);
+                self.warn_once(chitchat_id, &reason.to_string());
                 return None;
             }
         };

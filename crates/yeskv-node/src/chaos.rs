@@ -22,10 +22,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::peer::{PeerClient, PeerRequest, PeerResponse};
+use yeskv_rpc::Call;
+
+use crate::peer::{CallFuture, PeerClient, PeerRequest, PeerResponse};
 
 /// Largest delay and largest jitter accepted, in milliseconds.
 pub const DELAY_MS_MAX: u64 = 60_000;
@@ -59,11 +60,11 @@ impl ChaosControl {
     }
 
     /// Replaces the settings; refuses values above [`DELAY_MS_MAX`].
-    pub fn set(&self, s: ChaosSettings) -> Result<(), String> {
+    pub fn set(&self, s: ChaosSettings) -> Result<(), crate::error::Error> {
         if s.delay_ms > DELAY_MS_MAX || s.jitter_ms > DELAY_MS_MAX {
-            return Err(format!(
+            return Err(crate::error::Error::BadRequest(format!(
                 "delay_ms and jitter_ms must be at most {DELAY_MS_MAX}"
-            ));
+            )));
         }
         self.delay_ms.store(s.delay_ms, Ordering::Relaxed);
         self.jitter_ms.store(s.jitter_ms, Ordering::Relaxed);
@@ -95,25 +96,24 @@ impl ChaosPeers {
     }
 }
 
-impl PeerClient for ChaosPeers {
+impl Call<PeerRequest, PeerResponse> for ChaosPeers {
     fn call<'a>(
         &'a self,
         addr: &'a str,
         request: PeerRequest,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<PeerResponse, String>> {
+    ) -> CallFuture<'a> {
         Box::pin(async move {
             let delay = self.control.draw();
             if delay.is_zero() {
                 return self.inner.call(addr, request, timeout).await;
             }
             if delay >= timeout {
+                // Delayed past its deadline: the call times out without being sent.
                 tokio::time::sleep(timeout).await;
-                return Err(format!(
-                    "chaos: call to {addr} delayed {} ms, past its {} ms deadline",
-                    delay.as_millis(),
-                    timeout.as_millis()
-                ));
+                return Err(yeskv_rpc::Error::Timeout {
+                    timeout_ms: timeout.as_millis() as u64,
+                });
             }
             tokio::time::sleep(delay).await;
             self.inner.call(addr, request, timeout - delay).await
@@ -154,7 +154,7 @@ async fn set(
         }
         Err(e) => (
             StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": e })),
+            Json(serde_json::json!({ "error": e.to_string() })),
         )
             .into_response(),
     }
@@ -171,17 +171,21 @@ mod tests {
         last_timeout_ms: AtomicU64,
     }
 
-    impl PeerClient for Immediate {
+    impl Call<PeerRequest, PeerResponse> for Immediate {
         fn call<'a>(
             &'a self,
             _addr: &'a str,
             _request: PeerRequest,
             timeout: Duration,
-        ) -> BoxFuture<'a, Result<PeerResponse, String>> {
+        ) -> CallFuture<'a> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             self.last_timeout_ms
                 .store(timeout.as_millis() as u64, Ordering::SeqCst);
-            Box::pin(async { Err("answered".to_string()) })
+            Box::pin(async {
+                Err(yeskv_rpc::Error::Remote {
+                    reason: "answered".to_string(),
+                })
+            })
         }
     }
 
@@ -196,9 +200,9 @@ mod tests {
     }
 
     fn request() -> PeerRequest {
-        PeerRequest::Read {
+        PeerRequest::Replication(crate::replication::ReplicationRequest::Read {
             storage_key: b"k".to_vec(),
-        }
+        })
     }
 
     #[tokio::test]
@@ -214,7 +218,10 @@ mod tests {
         let r = peers
             .call("10.0.0.1:7000", request(), Duration::from_millis(1000))
             .await;
-        assert_eq!(r.expect_err("the stub errs"), "answered");
+        assert!(
+            matches!(r, Err(yeskv_rpc::Error::Remote { ref reason }) if reason == "answered"),
+            "{r:?}"
+        );
         assert!(before.elapsed() >= Duration::from_millis(300));
         assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
         assert_eq!(inner.last_timeout_ms.load(Ordering::SeqCst), 700);
@@ -233,7 +240,10 @@ mod tests {
         let r = peers
             .call("10.0.0.1:7000", request(), Duration::from_millis(200))
             .await;
-        assert!(r.expect_err("times out").contains("deadline"));
+        assert!(
+            matches!(r, Err(yeskv_rpc::Error::Timeout { timeout_ms: 200 })),
+            "{r:?}"
+        );
         let waited = before.elapsed();
         assert!(waited >= Duration::from_millis(200) && waited < Duration::from_millis(5000));
         assert_eq!(inner.calls.load(Ordering::SeqCst), 0);

@@ -275,29 +275,50 @@ pub struct Validated {
 /// Longest TTL accepted (about 100 years), so expiry instants never overflow.
 pub const TTL_SECS_MAX: u64 = 100 * 365 * 24 * 3600;
 
-fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, String> {
-    s.parse::<SocketAddr>()
-        .map_err(|e| format!("{what} address {s:?} is not HOST:PORT with a port 0-65535 ({e})"))
+/// A setting that is missing, malformed or out of range: one line naming it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> Self {
+        ConfigError(message)
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(message: &str) -> Self {
+        ConfigError(message.to_string())
+    }
+}
+
+fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse::<SocketAddr>().map_err(|e| {
+        ConfigError(format!(
+            "{what} address {s:?} is not HOST:PORT with a port 0-65535 ({e})"
+        ))
+    })
 }
 
 impl Config {
     /// Parses a TOML document (unknown keys are errors).
-    pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| format!("config: {}", e.message()))
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("config: {}", e.message())))
     }
 
     /// Reads and parses a TOML file.
-    pub fn from_file(path: &std::path::Path) -> Result<Config, String> {
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        Self::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
     }
 
     /// Checks every setting; the error is one line naming the setting.
-    pub fn validate(self) -> Result<Validated, String> {
-        let node_id = NodeId::new(self.node_id.clone()).map_err(|e| format!("node_id: {e}"))?;
+    pub fn validate(self) -> Result<Validated, ConfigError> {
+        let node_id =
+            NodeId::new(self.node_id.clone()).map_err(|e| ConfigError(format!("node_id: {e}")))?;
         if self.cluster_name.is_empty() || self.cluster_name.len() > 64 {
-            return Err("cluster_name must be 1 to 64 bytes".into());
+            return Err(ConfigError::from("cluster_name must be 1 to 64 bytes"));
         }
         let http = parse_addr("http", &self.http)?;
         let peer = parse_addr("peer", &self.peer)?;
@@ -305,100 +326,139 @@ impl Config {
             parse_addr("seed", s)?;
         }
         if self.zone.is_empty() || self.zone.len() > 64 {
-            return Err("zone must be 1 to 64 bytes".into());
+            return Err(ConfigError::from("zone must be 1 to 64 bytes"));
         }
         if !(1..=16).contains(&self.n) {
-            return Err(format!("n must be between 1 and 16, got {}", self.n));
+            return Err(ConfigError::from(format!(
+                "n must be between 1 and 16, got {}",
+                self.n
+            )));
         }
         for (name, q) in [("r", self.r), ("w", self.w)] {
             if q == 0 || q > self.n {
-                return Err(format!(
+                return Err(ConfigError::from(format!(
                     "{name} must be between 1 and n ({}), got {q}",
                     self.n
-                ));
+                )));
             }
         }
         if !self.partitions.is_power_of_two() || !(1..=65536).contains(&self.partitions) {
-            return Err(format!(
+            return Err(ConfigError::from(format!(
                 "partitions must be a power of two between 1 and 65536, got {}",
                 self.partitions
-            ));
+            )));
         }
         let l = &self.limits;
         if !(1..=512).contains(&l.bucket_bytes_max) {
-            return Err("limits.bucket_bytes_max must be between 1 and 512".into());
+            return Err(ConfigError::from(
+                "limits.bucket_bytes_max must be between 1 and 512",
+            ));
         }
         if !(1..=512).contains(&l.key_bytes_max) {
-            return Err("limits.key_bytes_max must be between 1 and 512".into());
+            return Err(ConfigError::from(
+                "limits.key_bytes_max must be between 1 and 512",
+            ));
         }
         if !(1..=64 << 20).contains(&l.value_bytes_max) {
-            return Err("limits.value_bytes_max must be between 1 and 67108864".into());
+            return Err(ConfigError::from(
+                "limits.value_bytes_max must be between 1 and 67108864",
+            ));
         }
         if !(1..=10_000).contains(&l.siblings_max) {
-            return Err("limits.siblings_max must be between 1 and 10000".into());
+            return Err(ConfigError::from(
+                "limits.siblings_max must be between 1 and 10000",
+            ));
         }
         let sync: SyncMode = self
             .storage
             .sync
             .parse()
-            .map_err(|e| format!("storage.{e}"))?;
+            .map_err(|e| ConfigError(format!("storage.{e}")))?;
         if self.storage.block_cache_mb == 0 || self.storage.write_buffer_mb == 0 {
-            return Err(
-                "storage.block_cache_mb and storage.write_buffer_mb must be positive".into(),
-            );
+            return Err(ConfigError::from(
+                "storage.block_cache_mb and storage.write_buffer_mb must be positive",
+            ));
         }
         if !(1..=600_000).contains(&self.server.rpc_timeout_ms) {
-            return Err("server.rpc_timeout_ms must be between 1 and 600000".into());
+            return Err(ConfigError::from(
+                "server.rpc_timeout_ms must be between 1 and 600000",
+            ));
         }
         if self.storage.group_commit_window_us > 100_000 {
-            return Err("storage.group_commit_window_us must be at most 100000".into());
+            return Err(ConfigError::from(
+                "storage.group_commit_window_us must be at most 100000",
+            ));
         }
         if self.storage.reserve_mb > 1 << 20 {
-            return Err("storage.reserve_mb must be at most 1048576".into());
+            return Err(ConfigError::from(
+                "storage.reserve_mb must be at most 1048576",
+            ));
         }
         if self.ttl.default_ttl_secs > TTL_SECS_MAX {
-            return Err(format!(
+            return Err(ConfigError::from(format!(
                 "ttl.default_ttl_secs must be at most {TTL_SECS_MAX}"
-            ));
+            )));
         }
         if self.ttl.reap_grace_secs > TTL_SECS_MAX {
-            return Err(format!(
+            return Err(ConfigError::from(format!(
                 "ttl.reap_grace_secs must be at most {TTL_SECS_MAX}"
-            ));
+            )));
         }
         let rp = &self.repair;
         if rp.hints_per_target_max == 0 {
-            return Err("repair.hints_per_target_max must be positive".into());
+            return Err(ConfigError::from(
+                "repair.hints_per_target_max must be positive",
+            ));
         }
         if !(1..=1 << 30).contains(&rp.hints_mb_max) {
-            return Err("repair.hints_mb_max must be between 1 and 1073741824".into());
+            return Err(ConfigError::from(
+                "repair.hints_mb_max must be between 1 and 1073741824",
+            ));
         }
         if !(1..=3_600_000).contains(&rp.handoff_interval_ms) {
-            return Err("repair.handoff_interval_ms must be between 1 and 3600000".into());
+            return Err(ConfigError::from(
+                "repair.handoff_interval_ms must be between 1 and 3600000",
+            ));
         }
         if !(1..=100_000).contains(&rp.handoff_batch) {
-            return Err("repair.handoff_batch must be between 1 and 100000".into());
+            return Err(ConfigError::from(
+                "repair.handoff_batch must be between 1 and 100000",
+            ));
         }
         if !(1..=1024).contains(&rp.handoff_inflight_max) {
-            return Err("repair.handoff_inflight_max must be between 1 and 1024".into());
+            return Err(ConfigError::from(
+                "repair.handoff_inflight_max must be between 1 and 1024",
+            ));
         }
         if !(1..=100_000).contains(&rp.read_repair_inflight_max) {
-            return Err("repair.read_repair_inflight_max must be between 1 and 100000".into());
+            return Err(ConfigError::from(
+                "repair.read_repair_inflight_max must be between 1 and 100000",
+            ));
         }
         if !(1..=1_000_000).contains(&rp.read_all_every) {
-            return Err("repair.read_all_every must be between 1 and 1000000".into());
+            return Err(ConfigError::from(
+                "repair.read_all_every must be between 1 and 1000000",
+            ));
         }
         if !(1..=60_000).contains(&rp.read_hedge_ms) {
-            return Err("repair.read_hedge_ms must be between 1 and 60000".into());
+            return Err(ConfigError::from(
+                "repair.read_hedge_ms must be between 1 and 60000",
+            ));
         }
         if rp.aae_interval_ms > 3_600_000 {
-            return Err("repair.aae_interval_ms must be at most 3600000".into());
+            return Err(ConfigError::from(
+                "repair.aae_interval_ms must be at most 3600000",
+            ));
         }
         if !(1..=1_000_000).contains(&rp.aae_keys_per_exchange_max) {
-            return Err("repair.aae_keys_per_exchange_max must be between 1 and 1000000".into());
+            return Err(ConfigError::from(
+                "repair.aae_keys_per_exchange_max must be between 1 and 1000000",
+            ));
         }
         if !(1..=3_600_000).contains(&rp.reap_interval_ms) {
-            return Err("repair.reap_interval_ms must be between 1 and 3600000".into());
+            return Err(ConfigError::from(
+                "repair.reap_interval_ms must be between 1 and 3600000",
+            ));
         }
         Ok(Validated {
             node_id,

@@ -1,6 +1,15 @@
 //! The node's error enum: what can go wrong serving a request, and how each maps to HTTP.
+//!
+//! Each variant says what happened and where: this node's own storage refusing
+//! ([`Error::Storage`]) is not a peer that could not be asked ([`Error::PeerDown`],
+//! [`Error::NoAddress`]), a call that failed in transport ([`Error::Transport`], which may have
+//! run there), a peer that refused before doing anything ([`Error::PeerRefused`]) or a peer that
+//! answered out of protocol ([`Error::Protocol`]). The coordinator acts on the difference: a write
+//! its own storage refused goes to another primary; a forwarded write whose call failed in
+//! transport must not.
 
 use axum::http::StatusCode;
+use yeskv_core::NodeId;
 
 /// What went wrong serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +49,7 @@ pub enum Error {
         /// What the others said.
         errors: String,
     },
-    /// The storage engine refused the operation (disk full, I/O error): nothing was written.
+    /// This node's storage refused the operation (disk full, I/O error): nothing was written.
     #[error("storage unavailable: {0}")]
     Storage(String),
     /// The write was applied here but could not be made durable (a WAL fsync failed, the
@@ -54,6 +63,44 @@ pub enum Error {
     /// The node is starting or shutting down.
     #[error("node is {0}")]
     NotServing(&'static str),
+    /// The failure detector believes the peer is down, so it was not asked.
+    #[error("{0} is believed down")]
+    PeerDown(NodeId),
+    /// The peer's internode address is not in the layout, so it could not be asked.
+    #[error("{0} has no known address")]
+    NoAddress(NodeId),
+    /// The call to a peer failed in transport (timeout, broken connection): the request may
+    /// have run there.
+    #[error("call to {node} failed: {source}")]
+    Transport {
+        /// The peer called.
+        node: NodeId,
+        /// What the transport said.
+        source: yeskv_rpc::Error,
+    },
+    /// The peer refused the request before doing anything (its storage refused, it is not a
+    /// replica of the key in its layout, it is shutting down).
+    #[error("{node} refused: {reason}")]
+    PeerRefused {
+        /// The peer.
+        node: NodeId,
+        /// Its reason.
+        reason: String,
+    },
+    /// The peer answered with a message this request does not expect.
+    #[error("{node} answered {request} out of protocol: {answer}")]
+    Protocol {
+        /// The peer.
+        node: NodeId,
+        /// What was asked.
+        request: &'static str,
+        /// What came back.
+        answer: String,
+    },
+    /// This node cannot start (its data directory belongs to another node, a port is taken,
+    /// storage does not open), or its HTTP server failed.
+    #[error("{0}")]
+    Startup(String),
 }
 
 impl Error {
@@ -64,25 +111,42 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ContextRequired => StatusCode::PRECONDITION_REQUIRED,
             Error::TooManySiblings { .. } => StatusCode::CONFLICT,
-            Error::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Corrupt(_) | Error::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Quorum { .. }
             | Error::Storage(_)
             | Error::Indeterminate(_)
             | Error::NotServing(_)
-            | Error::HintsFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::HintsFull(_)
+            | Error::PeerDown(_)
+            | Error::NoAddress(_)
+            | Error::Transport { .. }
+            | Error::PeerRefused { .. }
+            | Error::Protocol { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// Whether the same request may succeed if retried.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Quorum { .. }
-                | Error::Storage(_)
-                | Error::Indeterminate(_)
-                | Error::NotServing(_)
-                | Error::HintsFull(_)
-        )
+        self.status() == StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// The peer this error is about, if it is about one.
+    pub fn peer(&self) -> Option<&NodeId> {
+        match self {
+            Error::PeerDown(n) | Error::NoAddress(n) => Some(n),
+            Error::Transport { node, .. }
+            | Error::PeerRefused { node, .. }
+            | Error::Protocol { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
+    /// What `node` did, in one phrase that names it once: for a quorum's list of failures.
+    pub fn of(&self, node: &NodeId) -> String {
+        match self.peer() {
+            Some(n) if n == node => self.to_string(),
+            _ => format!("{node}: {self}"),
+        }
     }
 }
 

@@ -20,9 +20,11 @@ use futures_util::stream::{self, StreamExt};
 use yeskv_core::NodeId;
 use yeskv_storage::Engine;
 
-use crate::coordinator::Coordinator;
+use crate::context::NodeContext;
 use crate::error::Error;
 use crate::metrics;
+use crate::replication;
+use crate::workers::Progress;
 
 /// How the worker paces itself.
 #[derive(Clone, Debug)]
@@ -47,24 +49,21 @@ pub struct Round {
     pub failed: u64,
 }
 
-/// Runs the worker until `stop` turns true.
-pub async fn run<E: Engine>(
-    coordinator: Coordinator<E>,
-    settings: HandoffSettings,
-    stop: tokio::sync::watch::Receiver<bool>,
-) {
-    crate::worker::every(settings.interval, stop, || async {
-        let replica = coordinator.replica();
-        set_gauges(replica);
-        for target in replica.hint_counts().into_keys() {
-            match round(&coordinator, &target, &settings).await {
-                Ok(r) if r != Round::default() => {
-                    let left = coordinator
-                        .replica()
-                        .hint_counts()
-                        .get(&target)
-                        .copied()
-                        .unwrap_or(0);
+/// One round of the worker: a [`round`] for every node this node holds hints for. Throttled
+/// when hints are left for a target that is up (a round sends a bounded number of batches).
+pub async fn worker_round<E: Engine>(
+    ctx: &NodeContext<E>,
+    settings: &HandoffSettings,
+) -> Result<Progress, Error> {
+    let replica = ctx.replica();
+    set_gauges(replica);
+    let mut progress = Progress::Done;
+    let mut failed = None;
+    for target in replica.hint_counts().into_keys() {
+        match round(ctx, &target, settings).await {
+            Ok(r) => {
+                let left = replica.hint_counts().get(&target).copied().unwrap_or(0);
+                if r != Round::default() {
                     tracing::info!(
                         %target,
                         handed_off = r.handed_off,
@@ -74,13 +73,21 @@ pub async fn run<E: Engine>(
                         "hinted handoff"
                     );
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(%target, error = %e, "hinted handoff round failed"),
+                if left > 0 && r.failed == 0 && (r.handed_off > 0 || r.rehomed > 0) {
+                    progress = Progress::Throttled;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%target, error = %e, "hinted handoff round failed");
+                failed = Some(e);
             }
         }
-        set_gauges(replica);
-    })
-    .await;
+    }
+    set_gauges(replica);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(progress),
+    }
 }
 
 fn set_gauges<E: Engine>(replica: &crate::replica::Replica<E>) {
@@ -92,12 +99,12 @@ fn set_gauges<E: Engine>(replica: &crate::replica::Replica<E>) {
 /// or a bounded number of batches was sent. A target that left the layout has its hints
 /// delivered to the keys' current primaries instead.
 pub async fn round<E: Engine>(
-    coordinator: &Coordinator<E>,
+    ctx: &NodeContext<E>,
     target: &NodeId,
     settings: &HandoffSettings,
 ) -> Result<Round, Error> {
-    let replica = coordinator.replica();
-    let topology = coordinator.topology();
+    let replica = ctx.replica();
+    let topology = ctx.topology();
     let member = topology.is_member(target);
     let mut done = Round::default();
     if member && (!topology.is_up(target) || topology.peer_addr(target).is_none()) {
@@ -114,9 +121,9 @@ pub async fn round<E: Engine>(
         let results: Vec<Result<bool, Error>> = stream::iter(batch)
             .map(|h| async move {
                 if member {
-                    coordinator.hand_off(target, &h).await?;
+                    replication::hand_off(ctx, target, &h).await?;
                 } else {
-                    coordinator.rehome(&h).await?;
+                    replication::rehome(ctx, &h).await?;
                 }
                 ::metrics::counter!(metrics::HANDOFF_BYTES).increment(h.raw.len() as u64);
                 replica.remove_hint(target, &h).await

@@ -33,6 +33,12 @@ pub const HINTS_HANDED_OFF: &str = "yeskv_hints_handed_off_total";
 pub const HINTS_REHOMED: &str = "yeskv_hints_rehomed_total";
 /// Bytes of the hints this node holds (keys and records as stored).
 pub const HINT_BYTES: &str = "yeskv_hint_bytes";
+/// Rounds a background worker ran, by `worker`.
+pub const WORKER_ROUNDS: &str = "yeskv_worker_rounds_total";
+/// Rounds of a background worker that failed, by `worker`.
+pub const WORKER_FAILURES: &str = "yeskv_worker_failures_total";
+/// 1 while a background worker is in a round, by `worker`.
+pub const WORKER_BUSY: &str = "yeskv_worker_busy";
 /// Bytes of objects handed off.
 pub const HANDOFF_BYTES: &str = "yeskv_handoff_bytes_total";
 /// Hints this node holds for others.
@@ -140,6 +146,11 @@ pub fn install() -> Option<PrometheusHandle> {
             "Hints whose target left the layout, delivered to the key's current primaries.",
         ),
         (HANDOFF_BYTES, "Bytes of objects handed off."),
+        (WORKER_ROUNDS, "Rounds a background worker ran."),
+        (
+            WORKER_FAILURES,
+            "Rounds of a background worker that failed.",
+        ),
         (
             READ_REPAIRS,
             "Replicas repaired after a read found them behind.",
@@ -170,6 +181,7 @@ pub fn install() -> Option<PrometheusHandle> {
     }
     metrics::describe_gauge!(HINTS_PENDING, "Hints this node holds for others.");
     metrics::describe_gauge!(HINT_BYTES, "Bytes of the hints this node holds for others.");
+    metrics::describe_gauge!(WORKER_BUSY, "1 while a background worker is in a round.");
     Some(handle)
 }
 

@@ -1,115 +1,48 @@
-//! The internode protocol: the messages one node sends another on the data path, and the client
-//! seam the coordinator sends them through.
+//! The internode protocol: the envelope of every message one node sends another, and the client
+//! seam those messages go through.
+//!
+//! Each subsystem owns its messages and answers them: replication (`replication.rs`: reads,
+//! merges, hints, forwarded writes), anti-entropy (`aae.rs`), the reaper (`reaper.rs`) and the
+//! layout's Raft group (`yeskv-layout`). This module only wraps them, so that one connection
+//! carries all of them, and [`crate::dispatch`] hands each to its subsystem.
 //!
 //! Objects travel as stored records (`yeskv_core::codec::encode_record`: format byte + CRC32C),
 //! so a replica verifies what it merges end to end, on top of the RPC frame checksum. Causal
 //! contexts travel as the same checksummed tokens clients hold. Messages are postcard-encoded by
-//! `yeskv-rpc`, whose handshake carries the protocol version.
+//! `yeskv-rpc`, whose handshake carries the protocol version (bumped whenever these enums change
+//! shape).
 
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+use crate::aae::{AaeRequest, AaeResponse};
+use crate::reaper::{ReapRequest, ReapResponse};
+use crate::replication::{ReplicationRequest, ReplicationResponse};
 
 /// A request from one node to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// A message of the layout's Raft group (`yeskv-layout`), multiplexed on the same
-    /// connections as the data path.
+    /// A message of the layout's Raft group (`yeskv-layout`).
     Layout(yeskv_layout::RaftRpc),
-    /// Return the local object of a key (as a record), if any.
-    Read {
-        /// The key's storage key.
-        #[serde(with = "serde_bytes")]
-        storage_key: Vec<u8>,
-    },
-    /// Merge this object into the local replica (DVV sync) and answer once durable.
-    Merge {
-        /// The key's hash (selects the stripe lock).
-        key_hash: u64,
-        /// The key's storage key.
-        #[serde(with = "serde_bytes")]
-        storage_key: Vec<u8>,
-        /// The object, as a checksummed record.
-        #[serde(with = "serde_bytes")]
-        record: Vec<u8>,
-    },
-    /// Coordinate a client write: the receiver is a replica of the key; it applies the write
-    /// with its own actor and replicates it to the key's other replicas.
-    Coordinate {
-        /// Bucket.
-        #[serde(with = "serde_bytes")]
-        bucket: Vec<u8>,
-        /// Key.
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-        /// The client's context token (empty = none).
-        context: String,
-        /// The value; `None` for a delete.
-        value: Option<serde_bytes::ByteBuf>,
-        /// TTL of the value.
-        ttl_secs: Option<u64>,
-        /// Durable acknowledgements required (already resolved and capped).
-        w: u8,
-    },
-    /// Return the merge of the hints held for any of `targets` for this key, if any (sloppy
-    /// quorum reads).
-    ReadHints {
-        /// The primaries the hints may be for.
-        targets: Vec<String>,
-        /// The key's storage key.
-        #[serde(with = "serde_bytes")]
-        storage_key: Vec<u8>,
-    },
-    /// Anti-entropy: the tree roots of these partitions (`None` where the tree is not ready).
-    AaeRoots {
-        /// Partitions asked.
-        partitions: Vec<u16>,
-    },
-    /// Anti-entropy: the branch hashes of one partition's tree.
-    AaeBranches {
-        /// The partition.
-        partition: u16,
-    },
-    /// Anti-entropy: the segment hashes of these branches, concatenated in the order asked.
-    AaeSegments {
-        /// The partition.
-        partition: u16,
-        /// Branches asked.
-        branches: Vec<u32>,
-    },
-    /// Anti-entropy: `(storage_key, digest)` of every key in these segments.
-    AaeKeys {
-        /// The partition.
-        partition: u16,
-        /// Segments asked (tree-wide numbers).
-        segments: Vec<u32>,
-    },
-    /// Remove a reapable key (tombstones / expired past the grace period) if its object still has
-    /// `digest`: sent by the key's first primary once every primary holds the same object.
-    Reap {
-        /// The key's hash.
-        key_hash: u64,
-        /// The key's storage key.
-        #[serde(with = "serde_bytes")]
-        storage_key: Vec<u8>,
-        /// The digest every primary reported.
-        digest: u64,
-    },
-    /// Merge this object into the hint held for `target` (a stand-in write for a down primary)
-    /// and answer once durable.
-    MergeHint {
-        /// The primary the hint is for.
-        target: String,
-        /// The key's hash (selects the stripe lock).
-        key_hash: u64,
-        /// The key's storage key.
-        #[serde(with = "serde_bytes")]
-        storage_key: Vec<u8>,
-        /// The object, as a checksummed record.
-        #[serde(with = "serde_bytes")]
-        record: Vec<u8>,
-    },
+    /// Reads, merges, hints and forwarded writes (`replication.rs`).
+    Replication(ReplicationRequest),
+    /// Anti-entropy exchanges (`aae.rs`).
+    Aae(AaeRequest),
+    /// Tombstone reaping (`reaper.rs`).
+    Reap(ReapRequest),
+}
+
+impl PeerRequest {
+    /// The request's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerRequest::Layout(_) => "Layout",
+            PeerRequest::Replication(r) => r.name(),
+            PeerRequest::Aae(r) => r.name(),
+            PeerRequest::Reap(_) => "Reap",
+        }
+    }
 }
 
 /// The answer to a [`PeerRequest`].
@@ -117,25 +50,14 @@ pub enum PeerRequest {
 pub enum PeerResponse {
     /// The answer to a `Layout` message.
     Layout(yeskv_layout::RaftRpcResponse),
-    /// The object of a `Read`, as a record (`None`: never written here).
-    Object(Option<serde_bytes::ByteBuf>),
-    /// A `Merge` is durable.
-    Merged,
-    /// A `Coordinate` reached its quorum; the client's new context token.
-    Coordinated {
-        /// The context token to hand to the client.
-        context: String,
-    },
+    /// The answer to a `Replication` message.
+    Replication(ReplicationResponse),
+    /// The answer to an `Aae` message.
+    Aae(AaeResponse),
+    /// The answer to a `Reap` message.
+    Reap(ReapResponse),
     /// The request failed on the remote node.
     Failed(RemoteError),
-    /// Tree roots (`AaeRoots`).
-    AaeRoots(Vec<Option<u64>>),
-    /// Hashes (`AaeBranches`, `AaeSegments`); `None`: the tree is not ready.
-    AaeHashes(Option<Vec<u64>>),
-    /// Keys and digests (`AaeKeys`).
-    AaeKeys(Vec<(serde_bytes::ByteBuf, u64)>),
-    /// Whether a `Reap` removed the key.
-    Reaped(bool),
 }
 
 /// Why a remote request failed, preserving what the client must see.
@@ -195,10 +117,11 @@ impl From<crate::error::Error> for RemoteError {
     }
 }
 
-impl From<RemoteError> for crate::error::Error {
-    fn from(e: RemoteError) -> Self {
+impl RemoteError {
+    /// The error this node acts on when `node` answered with `self`.
+    pub fn at(self, node: &yeskv_core::NodeId) -> crate::error::Error {
         use crate::error::Error as E;
-        match e {
+        match self {
             RemoteError::TooManySiblings { count, max } => E::TooManySiblings {
                 count: count as usize,
                 max: max as usize,
@@ -214,53 +137,39 @@ impl From<RemoteError> for crate::error::Error {
                 errors,
             },
             RemoteError::BadRequest(m) => E::BadRequest(m),
-            RemoteError::Unavailable(m) => E::Storage(m),
+            RemoteError::Unavailable(reason) => E::PeerRefused {
+                node: node.clone(),
+                reason,
+            },
             RemoteError::Indeterminate(m) => E::Indeterminate(m),
         }
     }
 }
 
-/// How the coordinator reaches other nodes: real TCP RPC in the product, a simulated network in
-/// the simulator. Errors are transport failures (timeouts, disconnects), as text.
-pub trait PeerClient: Send + Sync + 'static {
-    /// Sends `request` to the node at `addr` and waits at most `timeout` for the answer.
-    fn call<'a>(
-        &'a self,
-        addr: &'a str,
-        request: PeerRequest,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<PeerResponse, String>>;
-}
+/// A call in flight on a [`PeerClient`].
+pub type CallFuture<'a> = yeskv_rpc::CallFuture<'a, PeerResponse>;
 
-impl<C: yeskv_rpc::Connector> PeerClient for yeskv_rpc::RpcClient<PeerRequest, PeerResponse, C> {
-    fn call<'a>(
-        &'a self,
-        addr: &'a str,
-        request: PeerRequest,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<PeerResponse, String>> {
-        Box::pin(async move {
-            yeskv_rpc::RpcClient::call(self, addr, &request, timeout)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    }
-}
+/// How a node reaches other nodes: real TCP RPC in the product (a
+/// [`yeskv_rpc::RpcClient`] of these messages), a simulated network in the simulator, either
+/// wrapped in a chaos layer. Errors are transport failures.
+pub trait PeerClient: yeskv_rpc::Call<PeerRequest, PeerResponse> {}
+
+impl<T: yeskv_rpc::Call<PeerRequest, PeerResponse>> PeerClient for T {}
 
 /// The layout group's transport: Raft messages ride the node's own internode RPC client.
 pub struct LayoutOverPeers(pub yeskv_rpc::RpcClient<PeerRequest, PeerResponse>);
 
-impl yeskv_layout::LayoutTransport for LayoutOverPeers {
-    fn call(
-        &self,
-        addr: String,
+impl yeskv_rpc::Call<yeskv_layout::RaftRpc, yeskv_layout::RaftRpcResponse> for LayoutOverPeers {
+    fn call<'a>(
+        &'a self,
+        addr: &'a str,
         request: yeskv_layout::RaftRpc,
         timeout: Duration,
-    ) -> yeskv_layout::TransportFuture<'_> {
+    ) -> yeskv_layout::TransportFuture<'a> {
         Box::pin(async move {
             match self
                 .0
-                .call(&addr, &PeerRequest::Layout(request), timeout)
+                .call(addr, &PeerRequest::Layout(request), timeout)
                 .await?
             {
                 PeerResponse::Layout(response) => Ok(response),

@@ -1,11 +1,15 @@
-//! Running a node: open storage, pick the actor epoch, serve HTTP, and shut down gracefully.
+//! Running a node as a process: what is outside the node proper.
+//!
+//! [`run`] opens the storage ([`open_storage`]) and the replica on it ([`open_replica`]),
+//! starts the layout service ([`start_layout`]) and gossip membership ([`start_membership`]),
+//! builds the node (`node.rs`: the same assembly the simulator and the tests use), serves the
+//! internode RPC and the client HTTP API, and shuts down gracefully.
 //!
 //! Shutdown order (on the future passed to [`run`] resolving, i.e. SIGTERM or Ctrl-C): health
 //! turns `503` ("draining"), the node waits `server.shutdown_drain_ms` for load balancers to
-//! notice, the listener closes and in-flight requests finish, storage is flushed, and a
-//! clean-shutdown marker is written so the next start keeps the actor epoch.
-//!
-//! Two listeners: the client HTTP API on `http`, internode RPC (`yeskv-rpc`) on `peer`.
+//! notice, the HTTP listener closes and in-flight requests finish, the layout service stops,
+//! the background workers end their rounds, the internode server closes, storage is flushed, and
+//! a clean-shutdown marker is written so the next start keeps the actor epoch.
 
 use std::future::Future;
 use std::sync::atomic::AtomicU8;
@@ -14,25 +18,136 @@ use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
+use yeskv_layout::{JoinSpec, Layout, LayoutConfig, LayoutService, StorageConfig};
+use yeskv_membership::{GossipTransport, Membership, MembershipConfig};
+use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
 use yeskv_storage::{CachedEngine, Engine, RocksConfig, RocksEngine};
 
+use crate::aae::AaeSettings;
 use crate::api::{router, AppState, Serving};
 use crate::clock::SystemClock;
 use crate::cluster::ClusterTopology;
 use crate::config::Validated;
-use crate::coordinator::{Coordinator, Settings};
-use crate::peer::{LayoutOverPeers, PeerRequest, PeerResponse};
-use crate::replica::{Replica, Startup};
-use yeskv_layout::{JoinSpec, Layout, LayoutConfig, LayoutService, StorageConfig};
-use yeskv_membership::{GossipTransport, Membership, MembershipConfig};
-use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
+use crate::context::Settings;
+use crate::error::Error;
+use crate::handoff::HandoffSettings;
+use crate::node::{Node, NodeBuilder, RepairSettings};
+use crate::peer::{LayoutOverPeers, PeerClient, PeerRequest, PeerResponse};
+use crate::reaper::ReaperSettings;
+use crate::replica::{HintLimits, Replica, Startup};
+use crate::workers::WorkerStatus;
 
-/// Runs a node until `shutdown` resolves. Errors are one-line, for the binary to print.
+/// The engine a server runs: RocksDB, behind the object cache unless it is off.
+pub type ServerEngine = Arc<dyn Engine>;
+
+/// Runs a node until `shutdown` resolves. Errors are one line, for the binary to print.
 pub async fn run(
     cfg: Validated,
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), Error> {
+    let raw = &cfg.raw;
+    let engine = open_storage(&cfg).await?;
+    let replica = open_replica(engine, &cfg).await?;
+    let rpc_config = RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str());
+    let rpc_client: RpcClient<PeerRequest, PeerResponse> = RpcClient::new(rpc_config.clone())
+        .map_err(|e| Error::Startup(format!("internode RPC: {e}")))?;
+    let (layout, bootstrap) = start_layout(&cfg, rpc_client.clone()).await?;
+    // The partition count and n are fixed when the cluster is created: the layout's win.
+    let (n, partitions) = match (layout.current(), &bootstrap) {
+        (Some(l), _) => (l.n, l.partitions),
+        (None, Some(l)) => (l.n, l.partitions),
+        (None, None) => (raw.n, raw.partitions),
+    };
+    if (n, partitions) != (raw.n, raw.partitions) {
+        tracing::warn!(
+            layout_n = n,
+            layout_partitions = partitions,
+            "n and partitions come from the cluster's layout, not from this node's config"
+        );
+    }
+    let membership = start_membership(&cfg, &layout).await?;
+    let view = membership.subscribe();
+    let liveness = Arc::new(move |node: &yeskv_core::NodeId| view.borrow().is_up(node));
+    let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe(), liveness);
+
+    // Test-only: the chaos runner's delay on the node's internode calls.
+    let chaos = raw
+        .chaos
+        .enabled
+        .then(|| Arc::new(crate::chaos::ChaosControl::default()));
+    let peers: Arc<dyn PeerClient> = match &chaos {
+        Some(control) => Arc::new(crate::chaos::ChaosPeers::new(
+            Arc::new(rpc_client.clone()),
+            control.clone(),
+        )),
+        None => Arc::new(rpc_client.clone()),
+    };
+    let layout_handler: crate::dispatch::LayoutHandler = {
+        let layout = layout.clone();
+        Arc::new(move |rpc| {
+            let layout = layout.clone();
+            Box::pin(async move { layout.handle(rpc).await })
+        })
+    };
+    let mut node = NodeBuilder::new(
+        replica.clone(),
+        topology,
+        peers,
+        Arc::new(SystemClock),
+        settings(&cfg, n, partitions),
+    )
+    .repair(repair_settings(&cfg))
+    .layout(layout_handler)
+    .build();
+    start_tree_rebuild(&mut node, partitions);
+    start_layout_gossip(&mut node, &layout, &membership);
+
+    let peer_listener = tokio::net::TcpListener::bind(cfg.peer)
+        .await
+        .map_err(|e| Error::Startup(format!("cannot listen on peer address {}: {e}", cfg.peer)))?;
+    let rpc_server =
+        RpcServer::new(rpc_config).map_err(|e| Error::Startup(format!("internode RPC: {e}")))?;
+    node.serve_peers(peer_listener, rpc_server);
+
+    if let Some(first) = bootstrap {
+        layout
+            .bootstrap_single(first)
+            .await
+            .map_err(|e| Error::Startup(format!("creating the cluster's first layout: {e}")))?;
+        tracing::info!(cluster = %raw.cluster_name, "new cluster: this node owns every partition");
+    }
+
+    let state = Arc::new(AppState {
+        coordinator: node.coordinator().clone(),
+        layout: layout.clone(),
+        membership: Some(membership.clone()),
+        directory: directory(&membership),
+        limits: raw.limits.clone(),
+        node_id: cfg.node_id.clone(),
+        zone: raw.zone.clone(),
+        http: cfg.http.to_string(),
+        peer: cfg.peer.to_string(),
+        serving: AtomicU8::new(Serving::Starting as u8),
+        metrics,
+        started: Instant::now(),
+        peer_stats: Box::new(move || rpc_client.stats()),
+        workers: node.workers(),
+    });
+    serve_http(&cfg, state, chaos, shutdown).await?;
+
+    if let Err(e) = layout.shutdown().await {
+        tracing::warn!(error = %e, "layout service did not stop cleanly");
+    }
+    node.stop().await;
+    tracing::info!("in-flight requests finished; flushing storage");
+    replica.close_cleanly().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Opens RocksDB in `data_dir/db` (behind the object cache unless it is off).
+pub async fn open_storage(cfg: &Validated) -> Result<ServerEngine, Error> {
     let raw = &cfg.raw;
     let mut rocks = RocksConfig::new(raw.data_dir.join("db"));
     rocks.sync = cfg.sync;
@@ -42,21 +157,33 @@ pub async fn run(
     rocks.reserve_bytes = raw.storage.reserve_mb.saturating_mul(1 << 20);
     let engine = tokio::task::spawn_blocking(move || RocksEngine::open(&rocks))
         .await
-        .map_err(|e| format!("opening storage: {e}"))?
-        .map_err(|e| format!("opening storage in {}: {e}", raw.data_dir.display()))?;
-    let engine: Arc<dyn Engine> = match raw.storage.object_cache_mb {
+        .map_err(|e| Error::Startup(format!("opening storage: {e}")))?
+        .map_err(|e| {
+            Error::Startup(format!(
+                "opening storage in {}: {e}",
+                raw.data_dir.display()
+            ))
+        })?;
+    Ok(match raw.storage.object_cache_mb {
         0 => Arc::new(engine),
         mb => Arc::new(CachedEngine::new(engine, (mb as u64) << 20)),
-    };
+    })
+}
 
-    let (replica, startup) = Replica::open(
+/// Opens the replica on `engine`: checks the data directory is this node's and picks the actor
+/// epoch (a new one after an unclean stop).
+pub async fn open_replica(
+    engine: ServerEngine,
+    cfg: &Validated,
+) -> Result<Arc<Replica<ServerEngine>>, Error> {
+    let raw = &cfg.raw;
+    let (mut replica, startup) = Replica::open(
         engine,
         cfg.node_id.clone(),
         raw.ttl.reap_grace_secs.saturating_mul(1000),
         rand::random::<u64>,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     match startup {
         Startup::Clean => {
             tracing::info!(actor = %replica.actor(), "clean restart (the actor epoch is kept unless the directory predates the dot sequence)")
@@ -68,8 +195,7 @@ pub async fn run(
             tracing::warn!(actor = %replica.actor(), "previous run did not stop cleanly; new actor epoch so no dot is ever reused")
         }
     }
-    let mut replica = replica;
-    replica.set_hint_limits(crate::replica::HintLimits {
+    replica.set_hint_limits(HintLimits {
         per_target_max: raw.repair.hints_per_target_max,
         bytes_max: raw.repair.hints_mb_max.saturating_mul(1 << 20),
     });
@@ -78,24 +204,26 @@ pub async fn run(
             "repair.hint_age_max_secs is no longer used: hints are kept until delivered"
         );
     }
-    let replica = Arc::new(replica);
+    Ok(Arc::new(replica))
+}
 
-    let rpc_config = RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str());
-    let peers: RpcClient<PeerRequest, PeerResponse> =
-        RpcClient::new(rpc_config.clone()).map_err(|e| format!("internode RPC: {e}"))?;
-    let stats_client = peers.clone();
-
-    // The layout: replicated by Raft among the owners, persisted under data_dir/layout. A node
-    // started without seeds and without a layout creates a new cluster that it owns alone.
+/// Starts the layout service (Raft, persisted under `data_dir/layout`). A node started without
+/// seeds and without a layout creates a new cluster that it owns alone: the layout to bootstrap
+/// is returned, to be installed once the node serves its peers.
+pub async fn start_layout(
+    cfg: &Validated,
+    peers: RpcClient<PeerRequest, PeerResponse>,
+) -> Result<(LayoutService, Option<Layout>), Error> {
+    let raw = &cfg.raw;
     let layout_config = LayoutConfig::new(
         cfg.node_id.clone(),
         raw.cluster_name.clone(),
         cfg.peer.to_string(),
         StorageConfig::Directory(raw.data_dir.join("layout")),
     );
-    let layout = LayoutService::start(layout_config, Arc::new(LayoutOverPeers(peers.clone())))
+    let layout = LayoutService::start(layout_config, Arc::new(LayoutOverPeers(peers)))
         .await
-        .map_err(|e| format!("layout: {e}"))?;
+        .map_err(|e| Error::Startup(format!("layout: {e}")))?;
     let bootstrap = if layout.current().is_none() && raw.seeds.is_empty() {
         let spec = JoinSpec {
             zone: raw.zone.clone(),
@@ -111,226 +239,181 @@ pub async fn run(
                 cfg.node_id.clone(),
                 spec,
             )
-            .map_err(|e| format!("layout: {e}"))?,
+            .map_err(|e| Error::Startup(format!("layout: {e}")))?,
         )
     } else {
         None
     };
-    // The partition count and n are fixed when the cluster is created: the layout's win.
-    let (n, partitions) = match (layout.current(), &bootstrap) {
-        (Some(l), _) => (l.n, l.partitions),
-        (None, Some(l)) => (l.n, l.partitions),
-        (None, None) => (raw.n, raw.partitions),
-    };
-    if (n, partitions) != (raw.n, raw.partitions) {
-        tracing::warn!(
-            layout_n = n,
-            layout_partitions = partitions,
-            "n and partitions come from the cluster's layout, not from this node's config"
-        );
-    }
-    // Gossip membership and failure detection (UDP, on the peer address's port).
-    let mut membership_config = MembershipConfig::new(
+    Ok((layout, bootstrap))
+}
+
+/// Starts gossip membership and failure detection (UDP, on the peer address's port). Dropped at
+/// exit: chitchat has no goodbye, peers notice through the failure detector.
+pub async fn start_membership(
+    cfg: &Validated,
+    layout: &LayoutService,
+) -> Result<Arc<Membership>, Error> {
+    let raw = &cfg.raw;
+    let mut config = MembershipConfig::new(
         cfg.node_id.clone(),
         raw.cluster_name.clone(),
         raw.zone.clone(),
         cfg.http.to_string(),
         cfg.peer.to_string(),
     );
-    membership_config.seeds = raw.seeds.clone();
-    membership_config.layout_version = layout.current().map_or(0, |l| l.version);
-    // Dropped at exit: chitchat has no goodbye, peers notice through the failure detector.
-    let membership = Arc::new(
-        Membership::start(membership_config, GossipTransport::Udp)
-            .await
-            .map_err(|e| format!("gossip: {e}"))?,
-    );
-    let view = membership.subscribe();
-    let liveness = Arc::new(move |node: &yeskv_core::NodeId| view.borrow().is_up(node));
-    let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe(), liveness);
-    // Gossip the layout version this node holds.
-    {
-        let membership = membership.clone();
-        let mut layouts = layout.subscribe();
-        tokio::spawn(async move {
-            while layouts.changed().await.is_ok() {
-                let version = layouts.borrow_and_update().as_ref().map(|l| l.version);
-                if let Some(v) = version {
-                    let _ = membership.set_layout_version(v).await;
-                }
-            }
-        });
-    }
-    let directory_view = membership.subscribe();
-    let directory: crate::cluster_api::Directory = Box::new(move |node| {
-        directory_view.borrow().member(node).map(|m| JoinSpec {
-            zone: m.zone.clone(),
-            capacity: 1,
-            http: m.http_addr.clone(),
-            peer: m.peer_addr.clone(),
-        })
-    });
+    config.seeds = raw.seeds.clone();
+    config.layout_version = layout.current().map_or(0, |l| l.version);
+    let membership = Membership::start(config, GossipTransport::Udp)
+        .await
+        .map_err(|e| Error::Startup(format!("gossip: {e}")))?;
+    Ok(Arc::new(membership))
+}
 
-    // Anti-entropy trees: loaded if the last run stopped cleanly, else rebuilt in the
-    // background (those partitions report no root until ready).
-    let rebuild = replica.init_trees(partitions);
-    if !rebuild.is_empty() {
-        let replica = replica.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let count = rebuild.len();
-            for p in rebuild {
-                if let Err(e) = replica.rebuild_tree(p) {
-                    tracing::warn!(partition = p, error = %e, "anti-entropy tree rebuild failed");
-                }
-            }
-            tracing::info!(
-                partitions = count,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "anti-entropy trees rebuilt"
-            );
-        });
-    }
-
-    let settings = Settings {
+/// The data path's settings from the configuration, `n` and the partition count being the
+/// layout's.
+fn settings(cfg: &Validated, n: u8, partitions: u32) -> Settings {
+    let raw = &cfg.raw;
+    Settings {
         n,
         r: raw.r.min(n),
         w: raw.w.min(n),
         partitions,
         siblings_max: raw.limits.siblings_max,
         default_ttl_secs: raw.ttl.default_ttl_secs,
-        rpc_timeout: std::time::Duration::from_millis(raw.server.rpc_timeout_ms),
+        rpc_timeout: Duration::from_millis(raw.server.rpc_timeout_ms),
         read_repair_inflight_max: if raw.repair.read_repair {
             raw.repair.read_repair_inflight_max
         } else {
             0
         },
         read_all_every: raw.repair.read_all_every,
-        read_hedge: std::time::Duration::from_millis(raw.repair.read_hedge_ms),
-    };
-    // Test-only: the chaos runner's delay on the coordinator's internode calls.
-    let chaos = raw
-        .chaos
-        .enabled
-        .then(|| Arc::new(crate::chaos::ChaosControl::default()));
-    let coordinator_peers: Arc<dyn crate::peer::PeerClient> = match &chaos {
-        Some(control) => Arc::new(crate::chaos::ChaosPeers::new(
-            Arc::new(peers),
-            control.clone(),
-        )),
-        None => Arc::new(peers),
-    };
-    let state = Arc::new(AppState {
-        coordinator: Coordinator::new(
-            replica.clone(),
-            Arc::new(SystemClock),
-            settings,
-            topology,
-            coordinator_peers,
-        ),
-        layout: layout.clone(),
-        membership: Some(membership.clone()),
-        directory,
-        limits: raw.limits.clone(),
-        node_id: cfg.node_id.clone(),
-        zone: raw.zone.clone(),
-        http: cfg.http.to_string(),
-        peer: cfg.peer.to_string(),
-        serving: AtomicU8::new(Serving::Starting as u8),
-        metrics,
-        started: Instant::now(),
-        peer_stats: Box::new(move || stats_client.stats()),
-    });
-
-    // Internode RPC on the peer address: replicas of other coordinators reach this node here.
-    let peer_listener = tokio::net::TcpListener::bind(cfg.peer)
-        .await
-        .map_err(|e| format!("cannot listen on peer address {}: {e}", cfg.peer))?;
-    let rpc_server: RpcServer<PeerRequest, PeerResponse> =
-        RpcServer::new(rpc_config).map_err(|e| format!("internode RPC: {e}"))?;
-    let (rpc_stop_tx, rpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let rpc_state = state.clone();
-    let rpc_task = tokio::spawn(async move {
-        rpc_server
-            .serve(
-                peer_listener,
-                move |_peer, request| {
-                    let state = rpc_state.clone();
-                    async move {
-                        match request {
-                            PeerRequest::Layout(rpc) => {
-                                PeerResponse::Layout(state.layout.handle(rpc).await)
-                            }
-                            other => state.coordinator.serve_peer(other).await,
-                        }
-                    }
-                },
-                async move {
-                    let _ = rpc_stop_rx.await;
-                },
-            )
-            .await;
-    });
-
-    if let Some(first) = bootstrap {
-        layout
-            .bootstrap_single(first)
-            .await
-            .map_err(|e| format!("creating the cluster's first layout: {e}"))?;
-        tracing::info!(cluster = %raw.cluster_name, "new cluster: this node owns every partition");
+        read_hedge: Duration::from_millis(raw.repair.read_hedge_ms),
     }
+}
 
-    // Background repair: hinted handoff (and anti-entropy, see aae.rs).
-    let (workers_stop_tx, workers_stop_rx) = tokio::sync::watch::channel(false);
-    let handoff_task = tokio::spawn(crate::handoff::run(
-        state.coordinator.clone(),
-        crate::handoff::HandoffSettings {
-            interval: Duration::from_millis(raw.repair.handoff_interval_ms),
-            batch: raw.repair.handoff_batch,
-            inflight_max: raw.repair.handoff_inflight_max,
+/// The background repair's settings from the configuration.
+fn repair_settings(cfg: &Validated) -> RepairSettings {
+    let r = &cfg.raw.repair;
+    RepairSettings {
+        handoff: HandoffSettings {
+            interval: Duration::from_millis(r.handoff_interval_ms),
+            batch: r.handoff_batch,
+            inflight_max: r.handoff_inflight_max,
         },
-        workers_stop_rx.clone(),
-    ));
-    let aae_settings = crate::aae::AaeSettings {
-        interval: Duration::from_millis(raw.repair.aae_interval_ms),
-        keys_per_round_max: raw.repair.aae_keys_per_exchange_max,
-        reap_interval: Duration::from_millis(raw.repair.reap_interval_ms),
-    };
-    let aae_task = tokio::spawn(crate::aae::run_exchanges(
-        state.coordinator.clone(),
-        aae_settings.clone(),
-        workers_stop_rx.clone(),
-    ));
-    let reaper_task = tokio::spawn(crate::aae::run_reaper(
-        state.coordinator.clone(),
-        aae_settings,
-        workers_stop_rx.clone(),
-    ));
+        aae: AaeSettings {
+            interval: Duration::from_millis(r.aae_interval_ms),
+            keys_per_round_max: r.aae_keys_per_exchange_max,
+        },
+        reaper: ReaperSettings {
+            interval: Duration::from_millis(r.reap_interval_ms),
+        },
+    }
+}
 
+/// Anti-entropy trees: loaded if the last run stopped cleanly, else rebuilt in the background
+/// (those partitions report no root until ready), as the node's job `tree-rebuild`.
+fn start_tree_rebuild(node: &mut Node<ServerEngine>, partitions: u32) {
+    let replica = node.context().replica().clone();
+    let rebuild = replica.init_trees(partitions);
+    if rebuild.is_empty() {
+        return;
+    }
+    node.start_job(
+        "tree-rebuild",
+        move |stop, status: Arc<WorkerStatus>| async move {
+            let job = tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let count = rebuild.len();
+                for p in rebuild {
+                    if stop.is_stopped() {
+                        return Ok(());
+                    }
+                    replica.rebuild_tree(p)?;
+                }
+                tracing::info!(
+                    partitions = count,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "anti-entropy trees rebuilt"
+                );
+                Ok(())
+            });
+            crate::workers::once(&status, async move {
+                job.await
+                    .map_err(|e| Error::Startup(format!("the tree rebuild task failed: {e}")))?
+            })
+            .await
+        },
+    );
+}
+
+/// Gossips the layout version this node holds, as the node's job `layout-gossip`.
+fn start_layout_gossip(
+    node: &mut Node<ServerEngine>,
+    layout: &LayoutService,
+    membership: &Arc<Membership>,
+) {
+    let membership = membership.clone();
+    let mut layouts = layout.subscribe();
+    node.start_job("layout-gossip", move |stop, _status| async move {
+        loop {
+            let changed = tokio::select! {
+                changed = layouts.changed() => changed.is_ok(),
+                _ = stop.stopped() => false,
+            };
+            if !changed {
+                return;
+            }
+            let version = layouts.borrow_and_update().as_ref().map(|l| l.version);
+            if let Some(v) = version {
+                let _ = membership.set_layout_version(v).await;
+            }
+        }
+    });
+}
+
+/// What a join records about a node, from the membership view.
+fn directory(membership: &Arc<Membership>) -> crate::api::Directory {
+    let view = membership.subscribe();
+    Box::new(move |node| {
+        view.borrow().member(node).map(|m| JoinSpec {
+            zone: m.zone.clone(),
+            capacity: 1,
+            http: m.http_addr.clone(),
+            peer: m.peer_addr.clone(),
+        })
+    })
+}
+
+/// Serves the client HTTP API until `shutdown` resolves, then drains (module docs).
+async fn serve_http(
+    cfg: &Validated,
+    state: Arc<AppState<ServerEngine>>,
+    chaos: Option<Arc<crate::chaos::ChaosControl>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(cfg.http)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.http))?;
+        .map_err(|e| Error::Startup(format!("cannot listen on {}: {e}", cfg.http)))?;
     let local = listener
         .local_addr()
-        .map_err(|e| format!("listener address: {e}"))?;
+        .map_err(|e| Error::Startup(format!("listener address: {e}")))?;
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
     state.set_serving(Serving::Serving);
-    tracing::info!(node = %cfg.node_id, http = %local, zone = %raw.zone, sync = %cfg.sync, "serving");
-
-    let drain = Duration::from_millis(raw.server.shutdown_drain_ms);
-    let state2 = state.clone();
+    tracing::info!(node = %cfg.node_id, http = %local, zone = %cfg.raw.zone, sync = %cfg.sync, "serving");
+    let drain = Duration::from_millis(cfg.raw.server.shutdown_drain_ms);
+    let draining = state.clone();
     let graceful = async move {
         shutdown.await;
-        state2.set_serving(Serving::Draining);
+        draining.set_serving(Serving::Draining);
         tracing::info!(
             drain_ms = drain.as_millis() as u64,
             "shutting down: draining"
         );
         tokio::time::sleep(drain).await;
     };
-    let mut app = router(state.clone());
+    let mut app = router(state);
     if let Some(control) = chaos {
         tracing::warn!("chaos layer enabled: POST /v1/admin/chaos delays internode calls");
         app = app.merge(crate::chaos::routes(control));
@@ -338,19 +421,5 @@ pub async fn run(
     axum::serve(listener, app)
         .with_graceful_shutdown(graceful)
         .await
-        .map_err(|e| format!("http server: {e}"))?;
-
-    if let Err(e) = layout.shutdown().await {
-        tracing::warn!(error = %e, "layout service did not stop cleanly");
-    }
-    let _ = workers_stop_tx.send(true);
-    let _ = handoff_task.await;
-    let _ = aae_task.await;
-    let _ = reaper_task.await;
-    let _ = rpc_stop_tx.send(());
-    let _ = rpc_task.await;
-    tracing::info!("in-flight requests finished; flushing storage");
-    replica.close_cleanly().await.map_err(|e| e.to_string())?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+        .map_err(|e| Error::Startup(format!("http server: {e}")))
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use yeskv_core::keyspace::{key_hash, partition_of, storage_key};
 use yeskv_core::{CausalContext, NodeId, Quorum};
 use yeskv_node::clock::{Clock, SystemClock};
-use yeskv_node::coordinator::{Coordinator, Settings};
+use yeskv_node::context::{NodeContext, Settings};
+use yeskv_node::coordinator::Coordinator;
+use yeskv_node::node::NodeBuilder;
 use yeskv_node::peer::{PeerRequest, PeerResponse, RemoteError};
 use yeskv_node::replica::Replica;
 use yeskv_node::topology::{StaticTopology, Topology};
@@ -114,16 +116,21 @@ async fn cluster_settings(
         let rpc_cfg = RpcConfig::new("test-cluster", *name);
         let client: RpcClient<PeerRequest, PeerResponse> =
             RpcClient::new(rpc_cfg.clone()).expect("client");
-        let coord = Arc::new(Coordinator::new(
+        // The node as the server and the simulator build it; no background workers (the tests
+        // run rounds themselves), and a server of the test's own in front of its dispatcher so
+        // that a node can be made unreachable.
+        let node = NodeBuilder::new(
             Arc::new(replica),
-            clock.clone(),
-            settings.clone(),
             topology.clone(),
             Arc::new(client),
-        ));
+            clock.clone(),
+            settings.clone(),
+        )
+        .build();
+        let coord = Arc::new(node.coordinator().clone());
+        let dispatcher = node.dispatcher().clone();
         let server: RpcServer<PeerRequest, PeerResponse> = RpcServer::new(rpc_cfg).expect("server");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let c2 = coord.clone();
         let reachable = Arc::new(AtomicBool::new(true));
         let refused = Arc::new(AtomicU64::new(0));
         let (reach2, refused2) = (reachable.clone(), refused.clone());
@@ -132,7 +139,7 @@ async fn cluster_settings(
                 .serve(
                     listener,
                     move |_peer, req| {
-                        let c = c2.clone();
+                        let d = dispatcher.clone();
                         let (reach, refused) = (reach2.clone(), refused2.clone());
                         async move {
                             if !reach.load(Ordering::SeqCst) {
@@ -141,7 +148,7 @@ async fn cluster_settings(
                                     "unreachable (test)".into(),
                                 ));
                             }
-                            c.serve_peer(req).await
+                            d.serve(req).await
                         }
                     },
                     async move {
@@ -572,7 +579,7 @@ async fn sloppy_quorum_takes_writes_for_down_primaries_and_hands_them_off() {
     }
     for n in &nodes[3..] {
         for target in ["n1", "n2", "n3"] {
-            yeskv_node::handoff::round(&n.coord, &id(target), &handoff_settings())
+            yeskv_node::handoff::round(n.coord.context(), &id(target), &handoff_settings())
                 .await
                 .expect("handoff");
         }
@@ -602,7 +609,7 @@ async fn sloppy_quorum_takes_writes_for_down_primaries_and_hands_them_off() {
         );
     }
     assert!(nodes[missed].local_values(b"b", b"lonely").is_empty());
-    yeskv_node::aae::exchange_round(&nodes[missed].coord, 100)
+    yeskv_node::aae::exchange_round(nodes[missed].coord.context(), 100)
         .await
         .expect("aae");
     assert_eq!(
@@ -620,11 +627,10 @@ impl Clock for ManualClock {
     }
 }
 
-/// Issue 12 (four acknowledged writes lost in a 900 s chaos run): a write acknowledged while
-/// every primary of its key was cut off lives only as hints on two stand-ins, and a later write
-/// merged into the same hints must survive however long the primaries stay away. The old code
-/// dropped a hint once its *first* write was older than `repair.hint_age_max_secs` (30 min by
-/// default, 5 s in chaos), taking every later write merged into it along.
+/// A write acknowledged while every primary of its key was cut off lives only as hints on two
+/// stand-ins, and a later write merged into the same hints must survive however long the
+/// primaries stay away. Hints used to be dropped once their *first* write was older than an age
+/// limit (30 min by default), taking every later write merged into them along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_kept_only_as_hints_survive_an_outage_of_any_length() {
     let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000)));
@@ -671,7 +677,7 @@ async fn writes_kept_only_as_hints_survive_an_outage_of_any_length() {
     }
     for n in &nodes[3..] {
         for target in ["n1", "n2", "n3"] {
-            yeskv_node::handoff::round(&n.coord, &id(target), &handoff_settings())
+            yeskv_node::handoff::round(n.coord.context(), &id(target), &handoff_settings())
                 .await
                 .expect("handoff");
         }
@@ -717,14 +723,14 @@ async fn hints_for_a_node_that_left_go_to_the_current_primaries() {
         let addr = nodes[3].topology.peer_addr(&id(other)).expect("address");
         n4_view.set_addr(id(other), addr);
     }
-    let rehomed = Coordinator::new(
+    let n4_after = NodeContext::new(
         nodes[3].coord.replica().clone(),
+        n4_view,
+        nodes[3].coord.context().peers().clone(),
         Arc::new(SystemClock),
         settings(),
-        n4_view,
-        nodes[3].coord.peers().clone(),
     );
-    let round = yeskv_node::handoff::round(&rehomed, &id("n3"), &handoff_settings())
+    let round = yeskv_node::handoff::round(&n4_after, &id("n3"), &handoff_settings())
         .await
         .expect("handoff");
     assert_eq!(round.rehomed, 1);
@@ -861,7 +867,7 @@ async fn anti_entropy_finds_and_repairs_missing_keys_both_ways() {
     );
     // One round on n3: with n1 it receives the 20 keys it lacked and gives n1 the 5 that n1
     // lacked (n3 had them from n2's writes): keys flow both ways.
-    let r = yeskv_node::aae::exchange_round(&nodes[2].coord, 10_000)
+    let r = yeskv_node::aae::exchange_round(nodes[2].coord.context(), 10_000)
         .await
         .expect("round");
     assert!(r.keys_repaired >= 25, "{r:?}");
@@ -889,18 +895,18 @@ async fn anti_entropy_finds_and_repairs_missing_keys_both_ways() {
         );
     }
     for n in &nodes {
-        let r = yeskv_node::aae::exchange_round(&n.coord, 10_000)
+        let r = yeskv_node::aae::exchange_round(n.coord.context(), 10_000)
             .await
             .expect("round");
         assert_eq!(r.keys_repaired, 0);
         assert_eq!(r.partitions_differing, 0);
     }
     // One side of each pair initiates: n1 (lowest id) none, n3 (highest) both of its pairs.
-    let first = yeskv_node::aae::exchange_round(&nodes[0].coord, 10_000)
+    let first = yeskv_node::aae::exchange_round(nodes[0].coord.context(), 10_000)
         .await
         .expect("round");
     assert_eq!(first.partitions_compared, 0, "{first:?}");
-    let last = yeskv_node::aae::exchange_round(&nodes[2].coord, 10_000)
+    let last = yeskv_node::aae::exchange_round(nodes[2].coord.context(), 10_000)
         .await
         .expect("round");
     assert_eq!(last.partitions_compared, 2 * 256, "{last:?}");
@@ -930,7 +936,7 @@ async fn tombstones_are_reaped_only_when_every_primary_holds_them() {
     let retry = Duration::from_millis(1);
     // n3 still holds the value: no reaping (it could come back from n3).
     assert_eq!(
-        yeskv_node::aae::reap_round(&nodes[0].coord, retry)
+        yeskv_node::reaper::reap_round(nodes[0].coord.context(), retry)
             .await
             .expect("reap"),
         0
@@ -938,12 +944,12 @@ async fn tombstones_are_reaped_only_when_every_primary_holds_them() {
     assert_eq!(nodes[2].local_values(b"b", b"k"), vec![b"v".to_vec()]);
     // Anti-entropy (n3 initiates with n1 and n2: the higher id of a pair does) gives n3 the
     // tombstone; then every primary holds it and it is reaped.
-    yeskv_node::aae::exchange_round(&nodes[2].coord, 100)
+    yeskv_node::aae::exchange_round(nodes[2].coord.context(), 100)
         .await
         .expect("aae");
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(
-        yeskv_node::aae::reap_round(&nodes[0].coord, retry)
+        yeskv_node::reaper::reap_round(nodes[0].coord.context(), retry)
             .await
             .expect("reap"),
         1
@@ -983,12 +989,12 @@ async fn the_reaper_holds_a_due_tombstone_by_its_own_clock() {
     // Past the grace by the tombstone's timestamp: due.
     tokio::time::sleep(Duration::from_millis(80)).await;
     let retry = Duration::from_millis(1);
-    let mut seen = yeskv_node::aae::Sightings::default();
-    let round = |seen: &mut yeskv_node::aae::Sightings| {
+    let mut seen = yeskv_node::reaper::Sightings::default();
+    let round = |seen: &mut yeskv_node::reaper::Sightings| {
         let coord = nodes[0].coord.clone();
         let mut taken = std::mem::take(seen);
         async move {
-            let n = yeskv_node::aae::reap_round_with(&coord, retry, &mut taken)
+            let (n, _) = yeskv_node::reaper::reap_round_with(coord.context(), retry, &mut taken)
                 .await
                 .expect("reap");
             (n, taken)

@@ -447,8 +447,8 @@ async fn read_responses<R: tokio::io::AsyncRead + Unpin>(
             frame = reader.next_frame() => match frame {
                 Ok(Some(frame)) => {
                     last_received = Instant::now();
-                    if let Err(reason) = connection.on_frame(frame) {
-                        break reason;
+                    if let Err(error) = connection.on_frame(frame) {
+                        break error.to_string();
                     }
                 }
                 Ok(None) => break "the peer closed the connection".to_string(),
@@ -536,8 +536,8 @@ impl Connection {
         }
     }
 
-    /// Handles one frame from the server; `Err(reason)` closes the connection.
-    fn on_frame(&self, frame: Frame) -> Result<(), String> {
+    /// Handles one frame from the server; an error closes the connection.
+    fn on_frame(&self, frame: Frame) -> Result<()> {
         match frame.kind {
             FrameKind::Response => self.complete(frame.request_id, Ok(frame.payload)),
             FrameKind::Failure => {
@@ -555,7 +555,10 @@ impl Connection {
             | FrameKind::Request
             | FrameKind::Ping => {
                 bump(&self.counters.traffic.corrupt_frames);
-                return Err(format!("unexpected {:?} frame from the server", frame.kind));
+                return Err(Error::corrupt(format!(
+                    "unexpected {:?} frame from the server",
+                    frame.kind
+                )));
             }
         }
         Ok(())

@@ -208,8 +208,13 @@ impl<F: Future> CatchUnwind<F> {
     }
 }
 
+/// A handler that panicked, with its panic message.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Panicked(String);
+
 impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, String>;
+    type Output = Result<F::Output, Panicked>;
 
     fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
         let inner = self.inner.as_mut();
@@ -218,7 +223,7 @@ impl<F: Future> Future for CatchUnwind<F> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(context))) {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic_message(panic.as_ref()))),
+            Err(panic) => Poll::Ready(Err(Panicked(panic_message(panic.as_ref())))),
         }
     }
 }
@@ -312,7 +317,7 @@ mod tests {
             }
         })
         .await;
-        assert_eq!(result, Err("handler exploded".to_string()));
+        assert_eq!(result, Err(Panicked("handler exploded".to_string())));
         assert_eq!(CatchUnwind::new(async { 5 }).await, Ok(5));
     }
 }

@@ -75,6 +75,7 @@
 #![deny(missing_docs)]
 
 pub mod backoff;
+mod call;
 mod client;
 mod config;
 mod error;
@@ -86,6 +87,7 @@ mod stats;
 pub mod transport;
 
 pub use backoff::Backoff;
+pub use call::{Call, CallFuture};
 pub use client::RpcClient;
 pub use config::{RpcConfig, FRAME_BYTES_MAX_LIMIT, INFLIGHT_MAX_LIMIT};
 pub use error::{Error, Result};

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Bump it whenever the encoding of any message changes
 /// (including the node's request and response enums): peers of another version are refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Longest cluster id or node id accepted in a handshake, in bytes.
 pub const ID_BYTES_MAX: usize = 255;
@@ -50,30 +50,35 @@ pub struct Failure {
     pub reason: String,
 }
 
+/// Why a server refuses a client's `Hello` (sent back to it in `Refused`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
 /// Checks a `Hello` payload against this server's cluster: the accepted `Hello`, or the reason to
 /// refuse it.
-pub fn check_hello(payload: &[u8], cluster_id: &str) -> Result<Hello, String> {
+pub fn check_hello(payload: &[u8], cluster_id: &str) -> Result<Hello, Refusal> {
     let (protocol_version, _) = postcard::take_from_bytes::<u16>(payload)
-        .map_err(|error| format!("malformed hello: {error}"))?;
+        .map_err(|error| Refusal(format!("malformed hello: {error}")))?;
     if protocol_version != PROTOCOL_VERSION {
-        return Err(format!(
+        return Err(Refusal(format!(
             "protocol version {protocol_version} is not supported: this node speaks version \
              {PROTOCOL_VERSION}"
-        ));
+        )));
     }
-    let hello: Hello =
-        postcard::from_bytes(payload).map_err(|error| format!("malformed hello: {error}"))?;
+    let hello: Hello = postcard::from_bytes(payload)
+        .map_err(|error| Refusal(format!("malformed hello: {error}")))?;
     if hello.cluster_id != cluster_id {
-        return Err(format!(
+        return Err(Refusal(format!(
             "cluster id {:?} does not match this node's cluster {:?}",
             hello.cluster_id, cluster_id
-        ));
+        )));
     }
     if hello.node_id.is_empty() || hello.node_id.len() > ID_BYTES_MAX {
-        return Err(format!(
+        return Err(Refusal(format!(
             "node id must be 1 to {ID_BYTES_MAX} bytes, got {}",
             hello.node_id.len()
-        ));
+        )));
     }
     Ok(hello)
 }
@@ -100,9 +105,10 @@ mod tests {
     #[test]
     fn other_cluster_and_other_version_are_refused_with_a_clear_reason() {
         let reason = check_hello(&hello(PROTOCOL_VERSION, "other"), "c").expect_err("refused");
-        assert!(reason.contains("cluster id \"other\""), "{reason}");
+        assert!(reason.0.contains("cluster id \"other\""), "{reason}");
         let reason = check_hello(&hello(PROTOCOL_VERSION + 1, "c"), "c").expect_err("refused");
-        assert!(reason.contains("protocol version 2"), "{reason}");
+        let expected = format!("protocol version {}", PROTOCOL_VERSION + 1);
+        assert!(reason.0.contains(&expected), "{reason}");
     }
 
     #[test]
@@ -119,7 +125,7 @@ mod tests {
         })
         .expect("encodes");
         let reason = check_hello(&payload, "c").expect_err("refused");
-        assert!(reason.contains("protocol version 9"), "{reason}");
+        assert!(reason.0.contains("protocol version 9"), "{reason}");
     }
 
     #[test]

@@ -312,7 +312,7 @@ where
             }
             Err(reason) => {
                 let refused = Refused {
-                    reason: truncate(reason, FAILURE_REASON_BYTES_MAX),
+                    reason: truncate(reason.0, FAILURE_REASON_BYTES_MAX),
                 };
                 let frame =
                     encode_message(FrameKind::Refused, 0, &refused, HANDSHAKE_FRAME_BYTES_MAX)?;

@@ -20,11 +20,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use yeskv_node::peer::{PeerClient, PeerRequest, PeerResponse};
+use yeskv_node::peer::{CallFuture, PeerRequest, PeerResponse};
+use yeskv_rpc::Call;
 use yeskv_rpc::RpcClient;
 
 use crate::net::SimConnector;
@@ -98,10 +98,7 @@ impl NetChaos {
         }
         let (loss, dup) = (s.loss_rate, s.duplicate_rate);
         let roll: f64 = s.rng.random();
-        let idempotent = matches!(
-            request,
-            PeerRequest::Read { .. } | PeerRequest::Merge { .. }
-        );
+        let idempotent = matches!(request, PeerRequest::Replication(r) if r.is_idempotent());
         if roll < loss / 2.0 {
             s.counts.requests_dropped += 1;
             Fate::DropRequest
@@ -130,37 +127,33 @@ impl ChaosPeers {
     }
 }
 
-fn timed_out(timeout: Duration, what: &str) -> String {
-    format!(
-        "request timed out after {} ms (chaos: {what})",
-        timeout.as_millis()
-    )
+/// A call the chaos layer lost (its request or its reply) ends as a timeout.
+fn timed_out(timeout: Duration) -> yeskv_rpc::Error {
+    yeskv_rpc::Error::Timeout {
+        timeout_ms: timeout.as_millis() as u64,
+    }
 }
 
-impl PeerClient for ChaosPeers {
+impl Call<PeerRequest, PeerResponse> for ChaosPeers {
     fn call<'a>(
         &'a self,
         addr: &'a str,
         request: PeerRequest,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<PeerResponse, String>> {
+    ) -> CallFuture<'a> {
         let fate = self.chaos.fate(&request);
         Box::pin(async move {
             match fate {
-                Fate::Deliver => self
-                    .inner
-                    .call(addr, &request, timeout)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Fate::Deliver => self.inner.call(addr, &request, timeout).await,
                 Fate::DropRequest => {
                     tokio::time::sleep(timeout).await;
-                    Err(timed_out(timeout, "request lost"))
+                    Err(timed_out(timeout))
                 }
                 Fate::DropReply => {
                     let started = tokio::time::Instant::now();
                     let _ = self.inner.call(addr, &request, timeout).await;
                     tokio::time::sleep_until(started + timeout).await;
-                    Err(timed_out(timeout, "reply lost"))
+                    Err(timed_out(timeout))
                 }
                 Fate::Duplicate => {
                     let copy = self.inner.clone();
@@ -168,10 +161,7 @@ impl PeerClient for ChaosPeers {
                     tokio::spawn(async move {
                         let _ = copy.call(&addr2, &request2, timeout).await;
                     });
-                    self.inner
-                        .call(addr, &request, timeout)
-                        .await
-                        .map_err(|e| e.to_string())
+                    self.inner.call(addr, &request, timeout).await
                 }
             }
         })

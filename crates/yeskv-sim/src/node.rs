@@ -1,7 +1,7 @@
-//! A simulated node: the product's [`Replica`], [`Coordinator`] and internode RPC (`yeskv-rpc`)
-//! wired as `yeskv_node::server::run` wires them, on simulated parts: a [`SimEngine`] on the
-//! node's [`Disk`], a [`SimClock`], a [`SimTopology`] with the ping failure detector, and the
-//! RPC client wrapped in [`ChaosPeers`].
+//! A simulated node: the product's node, assembled by the product's [`NodeBuilder`] as the server
+//! assembles it (replica, coordinator, dispatcher of peer messages, background repair), on
+//! simulated parts: a [`SimEngine`] on the node's [`Disk`], a [`SimClock`], a [`SimTopology`]
+//! with the ping failure detector, and the RPC client wrapped in [`ChaosPeers`].
 //!
 //! [`node_main`] is the host's software: turmoil calls it on start and again on every restart
 //! after a crash or a clean stop. Each start reopens the replica on the same disk (which kept
@@ -18,15 +18,19 @@ use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yeskv_core::NodeId;
 use yeskv_node::aae::AaeSettings;
-use yeskv_node::coordinator::{Coordinator, Settings};
+use yeskv_node::context::Settings;
 use yeskv_node::handoff::HandoffSettings;
+use yeskv_node::node::{NodeBuilder, RepairSettings};
 use yeskv_node::peer::{PeerRequest, PeerResponse};
+use yeskv_node::reaper::ReaperSettings;
 use yeskv_node::replica::{HintLimits, Replica};
+use yeskv_node::workers::StopSignal;
 use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
 use yeskv_storage::CachedEngine;
 
@@ -68,22 +72,27 @@ pub const AAE_INTERVAL_MS: u64 = 200;
 /// Pause between reaper rounds, simulated ms.
 pub const REAP_INTERVAL_MS: u64 = 500;
 
-/// The hinted-handoff worker's settings: the product's defaults with a fast simulated interval.
-pub fn handoff_settings() -> HandoffSettings {
-    HandoffSettings {
-        interval: Duration::from_millis(HANDOFF_INTERVAL_MS),
-        batch: 64,
-        inflight_max: 8,
+/// The background repair's settings: the product's defaults with fast simulated intervals.
+pub fn repair_settings() -> RepairSettings {
+    RepairSettings {
+        handoff: HandoffSettings {
+            interval: Duration::from_millis(HANDOFF_INTERVAL_MS),
+            batch: 64,
+            inflight_max: 8,
+        },
+        aae: AaeSettings {
+            interval: Duration::from_millis(AAE_INTERVAL_MS),
+            keys_per_round_max: 64,
+        },
+        reaper: ReaperSettings {
+            interval: Duration::from_millis(REAP_INTERVAL_MS),
+        },
     }
 }
 
-/// The anti-entropy and reaper settings, with fast simulated intervals.
-pub fn aae_settings() -> AaeSettings {
-    AaeSettings {
-        interval: Duration::from_millis(AAE_INTERVAL_MS),
-        keys_per_round_max: 64,
-        reap_interval: Duration::from_millis(REAP_INTERVAL_MS),
-    }
+/// Spawns a node's tasks on the simulated host's own thread, in order (determinism).
+fn spawn_local(f: BoxFuture<'static, ()>) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_local(f)
 }
 
 /// The RPC settings of simulated nodes and clients: the product's defaults scaled to the
@@ -129,7 +138,7 @@ pub struct NodeSlot {
     /// the node when it stops cleanly), so the driver can sample its anti-entropy tree roots.
     pub replica: Mutex<Option<Arc<Replica<NodeEngine>>>>,
     /// Asks the running incarnation to stop cleanly (a restart fault; taken by the driver).
-    pub stop: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
+    pub stop: Mutex<Option<StopSignal>>,
     rng: Mutex<StdRng>,
 }
 
@@ -222,58 +231,32 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
     let rpc_config = rpc_config(id.as_str());
     let client: RpcClient<PeerRequest, PeerResponse, SimConnector> =
         RpcClient::with_connector(rpc_config.clone(), SimConnector, rpc_seed)?;
-    let coordinator = Arc::new(Coordinator::new(
+
+    // The node, as the product builds it, with its background repair (hinted handoff,
+    // anti-entropy exchanges, the reaper). A crash drops its tasks with every other task of the
+    // host; a clean stop (a restart fault) ends them through the stop signal, as SIGTERM does in
+    // the product.
+    let stop = StopSignal::new();
+    *env.slot.stop.lock() = Some(stop.clone());
+    let mut builder = NodeBuilder::new(
         replica.clone(),
-        Arc::new(SimClock::new(env.slot.skew_ms.clone())),
-        settings(),
         topology,
         Arc::new(ChaosPeers::new(client, env.chaos.clone())),
-    ));
-
-    // Background repair, as `yeskv_node::server` runs it: hinted handoff, anti-entropy
-    // exchanges, the reaper. A crash drops them with every other task; a clean stop (a restart
-    // fault) ends them through the stop channel, as SIGTERM does in the product.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    *env.slot.stop.lock() = Some(stop_tx);
-    let mut workers = Vec::new();
+        Arc::new(SimClock::new(env.slot.skew_ms.clone())),
+        settings(),
+    )
+    .spawner(spawn_local)
+    .stop_signal(stop.clone());
     if env.repair {
-        workers.push(tokio::task::spawn_local(yeskv_node::handoff::run(
-            (*coordinator).clone(),
-            handoff_settings(),
-            stop_rx.clone(),
-        )));
-        workers.push(tokio::task::spawn_local(yeskv_node::aae::run_exchanges(
-            (*coordinator).clone(),
-            aae_settings(),
-            stop_rx.clone(),
-        )));
-        workers.push(tokio::task::spawn_local(yeskv_node::aae::run_reaper(
-            (*coordinator).clone(),
-            aae_settings(),
-            stop_rx.clone(),
-        )));
+        builder = builder.repair(repair_settings());
     }
-
+    let mut node = builder.build();
     let peer_listener = SimListener::bind(PEER_PORT).await?;
-    let peer_server: RpcServer<PeerRequest, PeerResponse> = RpcServer::new(rpc_config.clone())?;
-    let c = coordinator.clone();
-    let stopping = stop_rx.clone();
-    let peer_task = tokio::task::spawn_local(async move {
-        peer_server
-            .serve(
-                peer_listener,
-                move |_peer, request| {
-                    let c = c.clone();
-                    async move { c.serve_peer(request).await }
-                },
-                stop_requested(stopping),
-            )
-            .await;
-    });
+    node.serve_peers(peer_listener, RpcServer::new(rpc_config.clone())?);
 
     let client_listener = SimListener::bind(CLIENT_PORT).await?;
     let client_server: RpcServer<ClientRequest, ClientResponse> = RpcServer::new(rpc_config)?;
-    let c = coordinator.clone();
+    let c = Arc::new(node.coordinator().clone());
     client_server
         .serve(
             client_listener,
@@ -281,27 +264,17 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
                 let c = c.clone();
                 async move { serve_client(&c, request).await }
             },
-            stop_requested(stop_rx),
+            async move { stop.stopped().await },
         )
         .await;
 
     // A clean stop, in the product's order (`yeskv_node::server::run`): the client side is
     // closed; the internode server and the workers finish; the replica saves its trees and
     // sequences and sets the clean marker. The next start keeps the actor epoch.
-    let _ = peer_task.await;
-    for w in workers {
-        let _ = w.await;
-    }
+    node.stop().await;
     replica.close_cleanly().await?;
     *env.slot.replica.lock() = None;
     env.recorder
         .note(sim_now_ms(), Kind::Node, format!("{id} stopped cleanly"));
     Ok(())
-}
-
-/// Resolves once a clean stop is asked for (never, if the sender goes without asking).
-async fn stop_requested(mut stop: tokio::sync::watch::Receiver<bool>) {
-    if stop.wait_for(|s| *s).await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }

@@ -77,7 +77,8 @@ fn refused(e: Error) -> ClientResponse {
 }
 
 fn quorum(name: &str) -> Result<Quorum, Error> {
-    name.parse::<Quorum>().map_err(Error::BadRequest)
+    name.parse::<Quorum>()
+        .map_err(|e| Error::BadRequest(e.to_string()))
 }
 
 /// Answers one client request with the node's coordinator (see the module docs).

@@ -240,7 +240,7 @@ impl Driver<'_> {
                 if down {
                     note.push_str(": already down");
                 } else if let Some(stop) = self.slots[*node].stop.lock().take() {
-                    let _ = stop.send(true);
+                    stop.stop();
                     note.push_str(": stopping");
                 } else {
                     // Bounced but not yet running its software: nothing to stop cleanly.
@@ -399,7 +399,7 @@ fn sample_digests(
 }
 
 fn node_id(i: usize) -> Result<NodeId, Error> {
-    NodeId::new(faults::node_name(i)).map_err(Error::Config)
+    NodeId::new(faults::node_name(i)).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// Reads every replica's copy of every key straight from its disk.

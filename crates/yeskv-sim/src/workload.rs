@@ -99,6 +99,8 @@ struct Worker {
     counter: u64,
     /// Keys this process has written (its later writes of them carry a context).
     written: BTreeSet<String>,
+    /// This process's last acknowledged add to each cart.
+    last_cart_add: std::collections::BTreeMap<String, String>,
 }
 
 /// What a read returned.
@@ -141,6 +143,7 @@ impl Worker {
             self.generation += 1;
             self.process = self.env.index as u64 + self.generation * self.env.clients as u64;
             self.written.clear();
+            self.last_cart_add.clear();
         }
     }
 
@@ -256,9 +259,10 @@ impl Worker {
             keys[self.rng.random_range(0..keys.len())].clone()
         };
         let item = self.fresh("i");
-        let op = Op::CartAdd {
+        let mut op = Op::CartAdd {
             cart: cart.clone(),
             item: item.clone(),
+            stale: false,
         };
         let node = self.pick_node();
         self.record(Status::Invoke, op.clone(), &node, None);
@@ -281,7 +285,18 @@ impl Worker {
                     .filter(|i| !i.is_empty())
                     .map(str::to_string)
                     .collect();
-                items.insert(item);
+                // A read that misses this process's own last add is stale: the write below
+                // will not supersede that add's version.
+                let stale = self
+                    .last_cart_add
+                    .get(&cart)
+                    .is_some_and(|last| !items.contains(last));
+                op = Op::CartAdd {
+                    cart: cart.clone(),
+                    item: item.clone(),
+                    stale,
+                };
+                items.insert(item.clone());
                 (items, context)
             }
             Outcome::Ok(other) => {
@@ -301,13 +316,16 @@ impl Worker {
             .call(
                 &node,
                 ClientRequest::Put {
-                    key: cart,
+                    key: cart.clone(),
                     context,
                     value: Some(value),
                     w: "quorum".into(),
                 },
             )
             .await;
+        if matches!(outcome, Outcome::Ok(_)) {
+            self.last_cart_add.insert(cart, item);
+        }
         self.complete(&outcome, op, &node);
     }
 }
@@ -326,6 +344,7 @@ pub async fn client_main(env: ClientEnv) -> turmoil::Result {
         generation: 0,
         counter: 0,
         written: BTreeSet::new(),
+        last_cart_add: std::collections::BTreeMap::new(),
     };
     while sim_now_ms() < worker.env.until_ms {
         if worker.rng.random_bool(0.5) {

@@ -68,16 +68,19 @@ pub enum SyncMode {
     None,
 }
 
+/// Why a text is not a [`SyncMode`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("sync must be \"always\", \"group\" or \"none\", not {0:?}")]
+pub struct ParseSyncModeError(String);
+
 impl std::str::FromStr for SyncMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseSyncModeError;
+    fn from_str(s: &str) -> Result<Self, ParseSyncModeError> {
         match s {
             "always" => Ok(SyncMode::Always),
             "group" => Ok(SyncMode::Group),
             "none" => Ok(SyncMode::None),
-            other => Err(format!(
-                "sync must be \"always\", \"group\" or \"none\", not {other:?}"
-            )),
+            other => Err(ParseSyncModeError(other.to_string())),
         }
     }
 }

@@ -148,7 +148,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         let metrics = yeskv_node::metrics::install();
         yeskv_node::server::run(cfg, metrics, shutdown_signal())
             .await
-            .map_err(anyhow::Error::msg)
+            .map_err(anyhow::Error::from)
     })
 }
 

@@ -300,16 +300,19 @@ fn cart_client(
 ) {
     use yeskv_check::history::{Event, Op, Status};
     let mut n = 0u64;
+    // This client's last acknowledged add to each cart: a read that misses it is stale.
+    let mut last: std::collections::HashMap<String, String> = Default::default();
     while !stop.load(Ordering::Relaxed) {
         let cart = format!("cart-{}", n % 3);
         let item = format!("p{process}-i{n}");
         let addr = &addrs[(process as usize + n as usize) % addrs.len()];
         n += 1;
-        let op = Op::CartAdd {
+        let mut op = Op::CartAdd {
             cart: cart.clone(),
             item: item.clone(),
+            stale: false,
         };
-        let event = |status: Status, error: Option<String>| Event {
+        let event = |op: &Op, status: Status, error: Option<String>| Event {
             process,
             time_ms: start.elapsed().as_millis() as u64,
             status,
@@ -332,12 +335,18 @@ fn cart_client(
         for v in sibling_values(&read) {
             items.extend(v.split(',').filter(|x| !x.is_empty()).map(str::to_string));
         }
+        let stale = last.get(&cart).is_some_and(|l| !items.contains(l));
         items.insert(item.clone());
         let body = items.into_iter().collect::<Vec<_>>().join(",");
         history
             .lock()
             .expect("history")
-            .push(event(Status::Invoke, None));
+            .push(event(&op, Status::Invoke, None));
+        op = Op::CartAdd {
+            cart: cart.clone(),
+            item: item.clone(),
+            stale,
+        };
         let headers: Vec<(&str, &str)> = ctx
             .as_deref()
             .map(|c| ("X-Causal-Context", c))
@@ -350,10 +359,17 @@ fn cart_client(
             &headers,
             body.as_bytes(),
         ) {
-            Ok(r) if r.status == 204 => event(Status::Ok, None),
-            Ok(r) if (400..500).contains(&r.status) => event(Status::Fail, Some(r.text())),
-            Ok(r) => event(Status::Info, Some(format!("{} {}", r.status, r.text()))),
-            Err(e) => event(Status::Info, Some(e.to_string())),
+            Ok(r) if r.status == 204 => {
+                last.insert(cart.clone(), item.clone());
+                event(&op, Status::Ok, None)
+            }
+            Ok(r) if (400..500).contains(&r.status) => event(&op, Status::Fail, Some(r.text())),
+            Ok(r) => event(
+                &op,
+                Status::Info,
+                Some(format!("{} {}", r.status, r.text())),
+            ),
+            Err(e) => event(&op, Status::Info, Some(e.to_string())),
         };
         history.lock().expect("history").push(done);
     }

@@ -41,6 +41,7 @@ pub fn add_op(cart: &str, item: &str) -> Op {
     Op::CartAdd {
         cart: cart.to_string(),
         item: item.to_string(),
+        stale: false,
     }
 }
 

@@ -7,15 +7,15 @@
 //!
 //! The node multiplexes these with its data-path RPC: it wraps [`RaftRpc`] in its own request
 //! enum, hands it to [`crate::LayoutService::handle`] in its server, and implements
-//! [`LayoutTransport`] over its own client. [`LayoutTransport`] is implemented here for a plain
-//! `RpcClient<RaftRpc, RaftRpcResponse>` (the standalone server of
-//! [`crate::LayoutService::serve`] and the tests).
+//! [`yeskv_rpc::Call`] of the layout's messages over its own client, which makes it a
+//! [`LayoutTransport`]. A plain `RpcClient<RaftRpc, RaftRpcResponse>` is one too (the standalone
+//! server of [`crate::LayoutService::serve`] and the tests).
 //!
 //! ```
 //! use std::time::Duration;
 //! use serde::{Deserialize, Serialize};
-//! use yeskv_layout::{LayoutService, LayoutTransport, RaftRpc, RaftRpcResponse, TransportFuture};
-//! use yeskv_rpc::RpcClient;
+//! use yeskv_layout::{LayoutService, RaftRpc, RaftRpcResponse, TransportFuture};
+//! use yeskv_rpc::{Call, RpcClient};
 //!
 //! // The node's own messages, with the layout group's inside.
 //! #[derive(Serialize, Deserialize)]
@@ -25,10 +25,10 @@
 //!
 //! struct NodeTransport(RpcClient<NodeRequest, NodeResponse>);
 //!
-//! impl LayoutTransport for NodeTransport {
-//!     fn call(&self, addr: String, request: RaftRpc, timeout: Duration) -> TransportFuture<'_> {
+//! impl Call<RaftRpc, RaftRpcResponse> for NodeTransport {
+//!     fn call<'a>(&'a self, addr: &'a str, request: RaftRpc, timeout: Duration) -> TransportFuture<'a> {
 //!         Box::pin(async move {
-//!             match self.0.call(&addr, &NodeRequest::Layout(request), timeout).await? {
+//!             match self.0.call(addr, &NodeRequest::Layout(request), timeout).await? {
 //!                 NodeResponse::Layout(response) => Ok(response),
 //!                 NodeResponse::Pong => Err(yeskv_rpc::Error::Decode {
 //!                     reason: "expected a layout response".into(),
@@ -47,8 +47,6 @@
 //! }
 //! ```
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,7 +60,6 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use yeskv_core::NodeId;
-use yeskv_rpc::{Connector, RpcClient};
 
 use super::{Applied, PeerNode, RaftId, TypeConfig};
 use crate::error::LayoutError;
@@ -163,20 +160,14 @@ pub enum RaftRpcResponse {
 }
 
 /// A call in flight on a [`LayoutTransport`].
-pub type TransportFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<RaftRpcResponse, yeskv_rpc::Error>> + Send + 'a>>;
+pub type TransportFuture<'a> = yeskv_rpc::CallFuture<'a, RaftRpcResponse>;
 
-/// How the layout group reaches other nodes: one request, one response, within `timeout`.
-pub trait LayoutTransport: Send + Sync + 'static {
-    /// Sends `request` to the node at `addr` (`host:port`).
-    fn call(&self, addr: String, request: RaftRpc, timeout: Duration) -> TransportFuture<'_>;
-}
+/// How the layout group reaches other nodes: one request, one response, within a timeout. A
+/// plain [`yeskv_rpc::RpcClient`] of the layout's messages is one; a node carries them on its own
+/// client instead (see the module docs).
+pub trait LayoutTransport: yeskv_rpc::Call<RaftRpc, RaftRpcResponse> {}
 
-impl<C: Connector> LayoutTransport for RpcClient<RaftRpc, RaftRpcResponse, C> {
-    fn call(&self, addr: String, request: RaftRpc, timeout: Duration) -> TransportFuture<'_> {
-        Box::pin(async move { RpcClient::call(self, &addr, &request, timeout).await })
-    }
-}
+impl<T: yeskv_rpc::Call<RaftRpc, RaftRpcResponse>> LayoutTransport for T {}
 
 /// openraft's network factory: one [`Connection`] per target.
 #[derive(Clone)]
@@ -232,9 +223,7 @@ impl Connection {
             to: self.target,
             body,
         };
-        self.transport
-            .call(self.addr.clone(), request, timeout)
-            .await
+        self.transport.call(&self.addr, request, timeout).await
     }
 }
 

@@ -19,10 +19,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use yeskv_core::NodeId;
-use yeskv_layout::{JoinSpec, LayoutError, Plan};
+use yeskv_layout::{LayoutError, Plan};
 use yeskv_storage::Engine;
 
-use crate::api::AppState;
+use super::AppState;
 
 /// Most nodes named in one join or leave request.
 pub const NODES_PER_REQUEST_MAX: usize = 64;
@@ -42,9 +42,6 @@ pub struct LeaveBody {
     #[serde(default)]
     force: bool,
 }
-
-/// Where the node finds what a join records about a node (zone, addresses): the gossip view.
-pub type Directory = Box<dyn Fn(&NodeId) -> Option<JoinSpec> + Send + Sync>;
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
@@ -68,14 +65,18 @@ fn layout_error(e: yeskv_layout::Error) -> Response {
     error(status, e)
 }
 
-/// Validates the node names of a request; the error is the reason for a `400`.
-fn parse_nodes(nodes: &[String]) -> Result<Vec<NodeId>, String> {
+/// Validates the node names of a request.
+fn parse_nodes(nodes: &[String]) -> Result<Vec<NodeId>, crate::error::Error> {
+    let bad = crate::error::Error::BadRequest;
     if nodes.is_empty() || nodes.len() > NODES_PER_REQUEST_MAX {
-        return Err(format!(
+        return Err(bad(format!(
             "\"nodes\" must name 1 to {NODES_PER_REQUEST_MAX} nodes"
-        ));
+        )));
     }
-    nodes.iter().map(|n| NodeId::new(n.clone())).collect()
+    nodes
+        .iter()
+        .map(|n| NodeId::new(n.clone()).map_err(|e| bad(e.to_string())))
+        .collect()
 }
 
 /// The JSON form of a plan.

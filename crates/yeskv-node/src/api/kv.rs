@@ -1,0 +1,292 @@
+//! `/v1/kv/{bucket}/{key}`: parsing and validation (paths, query, limits, context tokens) and
+//! response shapes (`200` raw / `300` siblings / `404`, JSON mode). Everything is checked
+//! before the coordinator sees it: a rejected request writes nothing.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use percent_encoding::percent_decode_str;
+use serde_json::json;
+use yeskv_core::codec::{decode_token, encode_token};
+use yeskv_core::keyspace::key_tag;
+use yeskv_core::{CausalContext, Object, Quorum};
+use yeskv_storage::Engine;
+
+use super::{json_error, AppState, Serving, CONTEXT_HEADER, LAYOUT_VERSION_HEADER};
+use crate::config::{Limits, TTL_SECS_MAX};
+use crate::error::Error;
+use crate::metrics;
+
+/// Parsed `/v1/kv/{bucket}/{key}` path.
+fn parse_kv_path(uri: &Uri, limits: &Limits) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let rest = uri
+        .path()
+        .strip_prefix("/v1/kv/")
+        .ok_or_else(|| Error::BadRequest("path must be /v1/kv/{bucket}/{key}".into()))?;
+    let mut parts = rest.split('/');
+    let (Some(b), Some(k), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(Error::BadRequest(
+            "path must be /v1/kv/{bucket}/{key} (percent-encode '/' inside names)".into(),
+        ));
+    };
+    let bucket: Vec<u8> = percent_decode_str(b).collect();
+    let key: Vec<u8> = percent_decode_str(k).collect();
+    if bucket.is_empty() || key.is_empty() {
+        return Err(Error::BadRequest("bucket and key must not be empty".into()));
+    }
+    if bucket.len() > limits.bucket_bytes_max {
+        return Err(Error::TooLarge(format!(
+            "bucket is {} bytes, limit {}",
+            bucket.len(),
+            limits.bucket_bytes_max
+        )));
+    }
+    if key.len() > limits.key_bytes_max {
+        return Err(Error::TooLarge(format!(
+            "key is {} bytes, limit {}",
+            key.len(),
+            limits.key_bytes_max
+        )));
+    }
+    Ok((bucket, key))
+}
+
+/// Query parameters of a kv request.
+#[derive(Default, Debug)]
+struct KvQuery {
+    r: Option<Quorum>,
+    w: Option<Quorum>,
+    ttl_secs: Option<u64>,
+}
+
+fn parse_query(uri: &Uri, method: &Method) -> Result<KvQuery, Error> {
+    let mut q = KvQuery::default();
+    let Some(query) = uri.query() else {
+        return Ok(q);
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode_str(value).decode_utf8_lossy();
+        let quorum = |what: &str| {
+            value
+                .parse::<Quorum>()
+                .map_err(|e| Error::BadRequest(format!("{what}: {e}")))
+        };
+        match (name, method) {
+            ("r", &Method::GET) => q.r = Some(quorum("r")?),
+            ("w", &Method::PUT | &Method::DELETE) => q.w = Some(quorum("w")?),
+            ("ttl", &Method::PUT) => {
+                let t: u64 = value.parse().map_err(|_| {
+                    Error::BadRequest(format!(
+                        "ttl must be a whole number of seconds, got {value:?}"
+                    ))
+                })?;
+                if t == 0 || t > TTL_SECS_MAX {
+                    return Err(Error::BadRequest(format!(
+                        "ttl must be between 1 and {TTL_SECS_MAX} seconds"
+                    )));
+                }
+                q.ttl_secs = Some(t);
+            }
+            _ => {
+                return Err(Error::BadRequest(format!(
+                    "unknown query parameter {name:?} for {method}"
+                )))
+            }
+        }
+    }
+    Ok(q)
+}
+
+fn parse_context(headers: &HeaderMap, tag: u32) -> Result<Option<CausalContext>, Error> {
+    match headers.get(CONTEXT_HEADER) {
+        None => Ok(None),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| Error::BadRequest("X-Causal-Context is not ASCII".into()))?;
+            decode_token(s, tag)
+                .map(Some)
+                .map_err(Error::InvalidContext)
+        }
+    }
+}
+
+fn context_header(ctx: &CausalContext, tag: u32) -> HeaderValue {
+    // base64url is always a valid header value.
+    HeaderValue::from_str(&encode_token(ctx, tag)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub(super) async fn kv<E: Engine>(
+    State(state): State<Arc<AppState<E>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut resp = match kv_inner(&state, method, uri, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    // Ring-aware clients refresh their copy of /v1/ring when this exceeds theirs.
+    resp.headers_mut().insert(
+        LAYOUT_VERSION_HEADER,
+        HeaderValue::from(state.coordinator.context().topology().layout_version()),
+    );
+    resp
+}
+
+async fn kv_inner<E: Engine>(
+    state: &AppState<E>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    if state.serving() == Serving::Starting {
+        return Err(Error::NotServing("starting"));
+    }
+    let (bucket, key) = parse_kv_path(&uri, &state.limits)?;
+    let query = parse_query(&uri, &method)?;
+    let tag = key_tag(&bucket, &key);
+    let ctx = parse_context(&headers, tag)?;
+    let coord = &state.coordinator;
+    match method {
+        Method::GET | Method::HEAD => {
+            let obj = coord.get(&bucket, &key, query.r).await?;
+            let json_mode = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("application/json"));
+            Ok(read_response(&obj, tag, json_mode, coord.now_ms()))
+        }
+        Method::PUT => {
+            let limit = state.limits.value_bytes_max;
+            if let Some(len) = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                if len > limit as u64 {
+                    return Err(Error::TooLarge(format!(
+                        "value is {len} bytes, limit {limit}"
+                    )));
+                }
+            }
+            let value: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+                Error::TooLarge(format!("value exceeds the limit of {limit} bytes"))
+            })?;
+            let after = coord
+                .put(
+                    &bucket,
+                    &key,
+                    ctx.unwrap_or_default(),
+                    Some(value.to_vec()),
+                    query.ttl_secs,
+                    query.w,
+                )
+                .await?;
+            Ok(written(&after, tag))
+        }
+        Method::DELETE => {
+            let ctx = ctx.ok_or(Error::ContextRequired)?;
+            let after = coord.put(&bucket, &key, ctx, None, None, query.w).await?;
+            Ok(written(&after, tag))
+        }
+        _ => Ok(json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET, PUT or DELETE on /v1/kv/{bucket}/{key}",
+        )),
+    }
+}
+
+fn written(ctx: &CausalContext, tag: u32) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert(CONTEXT_HEADER, context_header(ctx, tag));
+    resp
+}
+
+/// The response to a read: `404` when nothing but tombstones is visible, `200` raw for a single
+/// value, `300` JSON for siblings, `200` JSON in JSON mode.
+fn read_response(obj: &Object, tag: u32, json_mode: bool, now_ms: u64) -> Response {
+    let visible: Vec<_> = obj.visible(now_ms).collect();
+    metrics::read_siblings().record(visible.len() as f64);
+    let ctx = context_header(&obj.context(), tag);
+    let mut resp = if visible.iter().all(|s| s.version.is_tombstone()) {
+        json_error(StatusCode::NOT_FOUND, "not found")
+    } else if visible.len() == 1 && !json_mode {
+        let value = visible[0].version.value.clone().unwrap_or_default();
+        let mut r = (StatusCode::OK, value).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        r
+    } else {
+        let siblings: Vec<_> = visible
+            .iter()
+            .map(|s| match &s.version.value {
+                Some(v) => json!({ "value": BASE64.encode(v), "deleted": false }),
+                None => json!({ "value": null, "deleted": true }),
+            })
+            .collect();
+        let status = if json_mode {
+            StatusCode::OK
+        } else {
+            StatusCode::MULTIPLE_CHOICES
+        };
+        let body = json!({
+            "context": ctx.to_str().unwrap_or_default(),
+            "siblings": siblings,
+        });
+        (status, axum::Json(body)).into_response()
+    };
+    if !obj.is_empty() {
+        resp.headers_mut().insert(CONTEXT_HEADER, ctx);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_paths() {
+        let l = Limits::default();
+        let p = |s: &str| parse_kv_path(&s.parse::<Uri>().expect("uri"), &l);
+        assert_eq!(
+            p("/v1/kv/carts/al%2Fice").expect("ok"),
+            (b"carts".to_vec(), b"al/ice".to_vec())
+        );
+        assert_eq!(p("/v1/kv/b/%FF%00").expect("ok").1, vec![0xff, 0]);
+        assert!(matches!(p("/v1/kv/b"), Err(Error::BadRequest(_))));
+        assert!(matches!(p("/v1/kv/b/k/x"), Err(Error::BadRequest(_))));
+        assert!(matches!(p("/v1/kv//k"), Err(Error::BadRequest(_))));
+        let long = format!("/v1/kv/b/{}", "k".repeat(513));
+        assert!(matches!(p(&long), Err(Error::TooLarge(_))));
+    }
+
+    #[test]
+    fn queries() {
+        let q = |s: &str, m: Method| parse_query(&s.parse::<Uri>().expect("uri"), &m);
+        assert_eq!(
+            q("/x?r=quorum", Method::GET).expect("ok").r,
+            Some(Quorum::Quorum)
+        );
+        assert_eq!(
+            q("/x?ttl=30&w=1", Method::PUT).expect("ok").ttl_secs,
+            Some(30)
+        );
+        assert!(q("/x?ttl=0", Method::PUT).is_err());
+        assert!(q("/x?ttl=abc", Method::PUT).is_err());
+        assert!(q("/x?r=2", Method::PUT).is_err());
+        assert!(q("/x?bogus=1", Method::GET).is_err());
+    }
+}

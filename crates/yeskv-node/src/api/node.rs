@@ -1,0 +1,221 @@
+//! The node's own endpoints: `/v1/status`, `/v1/ring`, `/v1/health`, `/metrics`,
+//! `/v1/admin/compact`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use yeskv_core::keyspace::HASH_NAME;
+use yeskv_core::NodeId;
+use yeskv_storage::Engine;
+
+use super::{json_error, AppState, Serving};
+use crate::error::Error;
+use crate::metrics;
+
+pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
+    let settings = state.coordinator.settings();
+    let replica = state.coordinator.replica();
+    let layout = state.layout.current();
+    let gossip = state.membership.as_ref().map(|m| m.view());
+    let liveness = |id: &NodeId| -> &'static str {
+        if id == &state.node_id {
+            return "up";
+        }
+        match gossip.as_ref().and_then(|g| g.member(id)) {
+            Some(m) if m.status == yeskv_membership::MemberStatus::Up => "up",
+            Some(_) => "down",
+            None => "unknown",
+        }
+    };
+    let mut members: Vec<serde_json::Value> = Vec::new();
+    if let Some(l) = &layout {
+        for (id, m) in &l.members {
+            members.push(json!({
+                "id": id.as_str(),
+                "peer": m.peer,
+                "http": m.http,
+                "zone": m.zone,
+                "status": liveness(id),
+                "state": m.state.as_str(),
+                "owns": l.assignment.owned(id),
+            }));
+        }
+    }
+    // Nodes that joined the gossip but own nothing yet.
+    let in_layout = |id: &NodeId| layout.as_ref().is_some_and(|l| l.members.contains_key(id));
+    if let Some(g) = &gossip {
+        for m in g.members.iter().filter(|m| !in_layout(&m.id)) {
+            members.push(json!({
+                "id": m.id.as_str(),
+                "peer": m.peer_addr,
+                "http": m.http_addr,
+                "zone": m.zone,
+                "status": liveness(&m.id),
+                "state": "joining",
+                "owns": 0,
+            }));
+        }
+    }
+    if !in_layout(&state.node_id) && gossip.is_none() {
+        members.push(json!({
+            "id": state.node_id.as_str(),
+            "peer": state.peer,
+            "http": state.http,
+            "zone": state.zone,
+            "status": "up",
+            "state": "joining",
+            "owns": 0,
+        }));
+    }
+    let local_partitions: Vec<u32> = match &layout {
+        Some(l) => (0..l.partitions)
+            .filter(|p| l.assignment.replicas(*p as u16).contains(&state.node_id))
+            .collect(),
+        None => Vec::new(),
+    };
+    let partitions: Vec<_> = local_partitions
+        .iter()
+        .map(|id| match replica.tree_summary(*id as u16) {
+            Some(t) => {
+                json!({ "id": id, "merkle_root": format!("{:016x}", t.root), "keys": t.keys })
+            }
+            None => json!({ "id": id, "merkle_root": null, "keys": null }),
+        })
+        .collect();
+    let body = json!({
+        "node": state.node_id.as_str(),
+        "zone": state.zone,
+        "actor": replica.actor().to_string(),
+        "serving": format!("{:?}", state.serving()).to_lowercase(),
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "sync": replica.engine().sync_mode().to_string(),
+        "n": settings.n,
+        "r": settings.r,
+        "w": settings.w,
+        "layout_version": layout.as_ref().map_or(0, |l| l.version),
+        "members": members,
+        "hints_pending": replica.hints_pending(),
+        "hint_bytes": replica.hint_bytes(),
+        "disk": replica.engine().disk().map(|d| json!({
+            "path": d.path.display().to_string(),
+            "total_bytes": d.total_bytes,
+            "free_bytes": d.free_bytes,
+            "used_bytes": {
+                "sst": d.usage.sst,
+                "wal": d.usage.wal,
+                "manifest": d.usage.manifest,
+                "info_log": d.usage.info_log,
+                "other": d.usage.other,
+                "total": d.usage.total(),
+            },
+            "reserve_bytes": d.reserve_bytes,
+            "writable": d.writable,
+            "error": d.error,
+        })),
+        "corrupt_records": replica.corrupt_total(),
+        "workers": state.workers.iter().map(|w| json!({
+            "name": w.name(),
+            "state": w.state().as_str(),
+            "rounds": w.rounds(),
+            "failures": w.failures(),
+            "last_error": w.last_error(),
+        })).collect::<Vec<_>>(),
+        "partitions": partitions,
+    });
+    axum::Json(body).into_response()
+}
+
+pub(super) async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
+    let Some(layout) = state.layout.current() else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has no layout yet (it joined the gossip but owns nothing)",
+        );
+    };
+    let partitions: Vec<_> = (0..layout.partitions)
+        .map(|id| {
+            let prefs: Vec<&str> = layout
+                .assignment
+                .replicas(id as u16)
+                .iter()
+                .map(|n| n.as_str())
+                .collect();
+            json!({ "id": id, "preference": prefs })
+        })
+        .collect();
+    let nodes: Vec<_> = layout
+        .members
+        .iter()
+        .map(|(id, m)| json!({ "id": id.as_str(), "http": m.http, "zone": m.zone }))
+        .collect();
+    axum::Json(json!({
+        "version": layout.version,
+        "n": layout.n,
+        "partition_count": layout.partitions,
+        "partitions": partitions,
+        "nodes": nodes,
+        "hash": HASH_NAME,
+    }))
+    .into_response()
+}
+
+pub(super) async fn compact<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
+    let replica = state.coordinator.replica().clone();
+    let started = Instant::now();
+    let result =
+        tokio::task::spawn_blocking(move || replica.engine().compact(yeskv_storage::Space::Data))
+            .await;
+    match result {
+        Ok(Ok(())) => axum::Json(json!({
+            "compacted": "data",
+            "duration_ms": started.elapsed().as_millis() as u64,
+        }))
+        .into_response(),
+        Ok(Err(e)) => Error::from(e).into_response(),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+pub(super) async fn health<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
+    match state.serving() {
+        Serving::Serving => {
+            (StatusCode::OK, axum::Json(json!({ "status": "serving" }))).into_response()
+        }
+        Serving::Starting => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "starting" })),
+        )
+            .into_response(),
+        Serving::Draining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "draining" })),
+        )
+            .into_response(),
+    }
+}
+
+pub(super) async fn metrics_text<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
+    match &state.metrics {
+        Some(handle) => {
+            let text = metrics::render(
+                handle,
+                state.coordinator.replica().engine(),
+                &(state.peer_stats)(),
+            );
+            let mut r = (StatusCode::OK, text).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        None => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no metrics recorder in this process",
+        ),
+    }
+}

@@ -1,0 +1,161 @@
+//! The coordinator: turns one client request into replica operations and a quorum decision.
+//!
+//! Any node coordinates any key (Dynamo §4.5: no leader on the data path). The key's replicas
+//! come from the [`Topology`](crate::topology::Topology) (the layout this node last applied),
+//! never from a consensus round.
+//!
+//! - **Write** ([`write`]): if this node is a replica of the key, it applies the write with its
+//!   own actor ([`Replica::coordinate`](crate::replica::Replica::coordinate), durable locally),
+//!   then sends the resulting object to the key's other replicas (`Merge`), and answers once `w`
+//!   replicas — itself included — hold it durably. Replication to the rest continues in the
+//!   background. If this node is not a replica, it forwards the write (`Coordinate`) to the
+//!   first live replica. Only a replica the request never reached (believed down, address
+//!   unknown, refused before applying) is skipped for the next one: after a transport failure
+//!   the write may have been applied there, and applying it again elsewhere would mint a second,
+//!   concurrent version of one client write, which a later write or delete carrying the context
+//!   of a read of the first would not supersede (found by the simulator: a deleted value came
+//!   back). Such a write answers `503` (indeterminate).
+//! - **Sloppy quorum** (Dynamo §4.6): a primary that is down or fails is replaced, for that
+//!   write, by the next live fallback of the partition, which keeps the copy as a hint for it
+//!   (`MergeHint`; handed back by `handoff.rs`). If no fallback takes it, the primary is tried
+//!   even though it is believed down: the failure detector may be wrong (a node that has just
+//!   restarted has heard from nobody and believes everyone down). If no primary could be
+//!   reached at all, this node stands in for the first one and coordinates the write itself. A
+//!   write fails only when fewer than `w` nodes could take it.
+//! - **Read** ([`read`]): asks `r` replicas of the key (itself first, directly; a down
+//!   primary's stand-in for every hint it holds), and one more whenever one fails or all are
+//!   slower than `read_hedge`; one read in `read_all_every` asks every replica at once. Merges
+//!   the objects with DVV `sync` as they come and answers after `r` replies — asking and waiting
+//!   for the primaries if an empty stand-in helped make the quorum — so the answer holds every
+//!   sibling any of them had. Then **read repair**: the merged object goes to every primary that
+//!   answered (before or after the client got its answer) with an older copy.
+//! - **Quorums**: `r`/`w` are validated against `n` (`400` above it), then capped at the number
+//!   of replicas a key has ("while the cluster has fewer nodes than n, each key has one replica
+//!   per node"). Known-down replicas count as failures at once; the pure
+//!   [`QuorumTracker`](yeskv_core::QuorumTracker) decides as soon as the outcome is certain.
+//!
+//! The replicas' side of each message is in [`crate::replication`].
+
+mod read;
+mod write;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use yeskv_core::keyspace::{key_hash, partition_of, storage_key};
+use yeskv_core::{CausalContext, NodeId, Quorum, QuorumTracker};
+use yeskv_storage::Engine;
+
+use crate::context::NodeContext;
+pub use crate::context::Settings;
+use crate::error::Error;
+
+/// See the module docs.
+pub struct Coordinator<E: Engine> {
+    ctx: NodeContext<E>,
+    read_repairs: Arc<tokio::sync::Semaphore>,
+    /// Reads coordinated (picks the ones that ask every replica).
+    reads: Arc<AtomicU64>,
+}
+
+impl<E: Engine> Clone for Coordinator<E> {
+    fn clone(&self) -> Self {
+        Coordinator {
+            ctx: self.ctx.clone(),
+            read_repairs: self.read_repairs.clone(),
+            reads: self.reads.clone(),
+        }
+    }
+}
+
+/// A client write on its way to the replicas.
+pub struct Write {
+    /// What the client had seen.
+    pub ctx: CausalContext,
+    /// The value; `None` for a delete.
+    pub value: Option<Vec<u8>>,
+    /// TTL of the value, if the request set one.
+    pub ttl_secs: Option<u64>,
+}
+
+/// Where a key lives.
+struct Placement {
+    partition: u16,
+    hash: u64,
+    storage_key: Arc<Vec<u8>>,
+    replicas: Arc<[NodeId]>,
+}
+
+impl<E: Engine> Coordinator<E> {
+    /// A coordinator over the node's context.
+    pub fn new(ctx: NodeContext<E>) -> Self {
+        let read_repairs = Arc::new(tokio::sync::Semaphore::new(
+            ctx.settings().read_repair_inflight_max,
+        ));
+        Coordinator {
+            ctx,
+            read_repairs,
+            reads: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The node's context.
+    pub fn context(&self) -> &NodeContext<E> {
+        &self.ctx
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        self.ctx.settings()
+    }
+
+    /// The local replica.
+    pub fn replica(&self) -> &Arc<crate::replica::Replica<E>> {
+        self.ctx.replica()
+    }
+
+    /// Now, by this node's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.ctx.now_ms()
+    }
+
+    fn place(&self, bucket: &[u8], key: &[u8]) -> Placement {
+        let hash = key_hash(bucket, key);
+        let partition = partition_of(hash, self.settings().partitions);
+        Placement {
+            partition,
+            hash,
+            storage_key: Arc::new(storage_key(partition, bucket, key)),
+            replicas: self.ctx.topology().preference(partition),
+        }
+    }
+
+    /// Resolves a requested quorum (or the default) against `n`, then caps it at `replicas`.
+    fn quorum(
+        &self,
+        requested: Option<Quorum>,
+        default: u8,
+        replicas: usize,
+        what: &str,
+    ) -> Result<u8, Error> {
+        let q = match requested {
+            Some(q) => q
+                .resolve(self.settings().n)
+                .map_err(|e| Error::BadRequest(format!("{what} {e}")))?,
+            None => default,
+        };
+        Ok(q.min(replicas.min(usize::from(u8::MAX)) as u8).max(1))
+    }
+
+    fn is_local(&self, node: &NodeId) -> bool {
+        self.ctx.is_local(node)
+    }
+}
+
+fn quorum_error(t: &QuorumTracker) -> Error {
+    Error::Quorum {
+        required: t.required(),
+        succeeded: t.succeeded(),
+        errors: t.errors().join("; "),
+    }
+}

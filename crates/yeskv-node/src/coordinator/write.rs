@@ -1,0 +1,357 @@
+//! The write path: coordinate locally, replicate with sloppy quorum, forward to a replica
+//! (module docs of [`crate::coordinator`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use yeskv_core::codec::{decode_token, encode_record, encode_token};
+use yeskv_core::keyspace::key_tag;
+use yeskv_core::{CausalContext, NodeId, Outcome, Quorum, QuorumTracker, Version};
+use yeskv_storage::Engine;
+
+use super::{quorum_error, Coordinator, Placement, Write};
+use crate::context::Liveness;
+use crate::error::Error;
+use crate::replica::Slot;
+use crate::replication::{self, Holder};
+
+impl<E: Engine> Coordinator<E> {
+    /// The live fallbacks of a partition, this node excluded, in the order to try them.
+    fn live_fallbacks(&self, partition: u16) -> VecDeque<NodeId> {
+        self.ctx
+            .topology()
+            .fallbacks(partition)
+            .iter()
+            .filter(|n| !self.is_local(n) && self.ctx.topology().is_up(n))
+            .cloned()
+            .collect()
+    }
+
+    /// Writes a value (or, with `value = None`, a tombstone) superseding what `ctx` covers.
+    /// Returns the context the client holds afterwards: `ctx` plus the new write's dot.
+    pub async fn put(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        ctx: CausalContext,
+        value: Option<Vec<u8>>,
+        ttl_secs: Option<u64>,
+        w: Option<Quorum>,
+    ) -> Result<CausalContext, Error> {
+        let p = self.place(bucket, key);
+        let required = self.quorum(w, self.settings().w, p.replicas.len(), "w")?;
+        let write = Write {
+            ctx,
+            value,
+            ttl_secs,
+        };
+        if p.replicas.iter().any(|n| self.is_local(n)) {
+            return match self.coordinate_local(&p, &write, required, None).await {
+                // This node's storage refused the write before applying it (a full disk): the
+                // key's other primaries can still make `w`, so one of them coordinates it.
+                Err(Error::Storage(local)) => {
+                    tracing::debug!(error = %local, "own storage refused a write; forwarding it");
+                    metrics::counter!(crate::metrics::WRITES_FORWARDED_STORAGE).increment(1);
+                    match self.forward(bucket, key, &p, &write, required).await {
+                        Ok(ctx) => Ok(ctx),
+                        Err(Forward::Unreachable(errors)) => {
+                            Err(Error::Storage(format!("{local}; {errors}")))
+                        }
+                        Err(Forward::Refused(e)) => Err(e),
+                    }
+                }
+                other => other,
+            };
+        }
+        match self.forward(bucket, key, &p, &write, required).await {
+            Ok(ctx) => Ok(ctx),
+            // No primary could coordinate (all down, or none answered): this node stands in
+            // for the first primary and coordinates the write itself (sloppy quorum), so the
+            // write fails only when fewer than `w` nodes of the whole cluster can take it.
+            Err(Forward::Unreachable(errors)) => match p.replicas.first() {
+                Some(first) => {
+                    tracing::debug!(%errors, "no primary reachable; coordinating as a stand-in");
+                    metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => "coordinator")
+                        .increment(1);
+                    let first = first.clone();
+                    self.coordinate_local(&p, &write, required, Some(first))
+                        .await
+                }
+                None => Err(Error::Quorum {
+                    required,
+                    succeeded: 0,
+                    errors: "no layout: the key has no replicas".into(),
+                }),
+            },
+            Err(Forward::Refused(e)) => Err(e),
+        }
+    }
+
+    /// Applies a write here — as one of the key's primaries, or as a stand-in for
+    /// `stand_in_for` — and replicates it to the other primaries, each replaced by a fallback
+    /// when it is down or fails (see the module docs).
+    async fn coordinate_local(
+        &self,
+        p: &Placement,
+        write: &Write,
+        required: u8,
+        stand_in_for: Option<NodeId>,
+    ) -> Result<CausalContext, Error> {
+        let Write {
+            ctx,
+            value,
+            ttl_secs,
+        } = write;
+        let now = self.now_ms();
+        let version = match value {
+            None => Version::tombstone(now),
+            Some(v) => {
+                let ttl = ttl_secs.or(match self.settings().default_ttl_secs {
+                    0 => None,
+                    t => Some(t),
+                });
+                Version::value(
+                    v.clone(),
+                    now,
+                    ttl.map(|t| now.saturating_add(t.saturating_mul(1000))),
+                )
+            }
+        };
+        let slot = match &stand_in_for {
+            None => Slot::Own,
+            Some(t) => Slot::HintFor(t),
+        };
+        let (obj, dot) = self
+            .replica()
+            .coordinate(
+                slot,
+                p.hash,
+                &p.storage_key,
+                ctx,
+                version,
+                now,
+                self.settings().siblings_max,
+            )
+            .await?;
+        let after = ctx.clone().with_dot(dot);
+        let mut tracker = QuorumTracker::new(required, p.replicas.len() as u8);
+        if tracker.success() == Outcome::Reached && p.replicas.len() == 1 {
+            return Ok(after);
+        }
+        // Replicate to every other primary slot; each runs to completion in its own task so
+        // replicas beyond the quorum still receive the write after the client is answered.
+        let record: Arc<[u8]> = Arc::from(encode_record(&obj, None));
+        let fallbacks = Arc::new(Mutex::new(self.live_fallbacks(p.partition)));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(p.replicas.len());
+        for primary in p
+            .replicas
+            .iter()
+            .filter(|n| !self.is_local(n) && Some(*n) != stand_in_for.as_ref())
+        {
+            let tx = tx.clone();
+            let this = self.clone();
+            let primary = primary.clone();
+            let fallbacks = fallbacks.clone();
+            let record = record.clone();
+            let storage_key = p.storage_key.clone();
+            let hash = p.hash;
+            tokio::spawn(async move {
+                let result = this
+                    .replicate_slot(primary, hash, storage_key, record, fallbacks)
+                    .await;
+                let _ = tx.send(result).await;
+            });
+        }
+        drop(tx);
+        if tracker.outcome() == Outcome::Reached {
+            return Ok(after);
+        }
+        while let Some(result) = rx.recv().await {
+            let outcome = match result {
+                Ok(()) => tracker.success(),
+                Err(e) => tracker.failure(e.join("; ")),
+            };
+            match outcome {
+                Outcome::Reached => return Ok(after),
+                Outcome::Impossible => return Err(quorum_error(&tracker)),
+                Outcome::Pending => {}
+            }
+        }
+        Err(quorum_error(&tracker))
+    }
+
+    /// Puts one primary slot's copy of a write: on the primary if it is up and takes it, else
+    /// on the next fallback that takes it as a hint for that primary.
+    async fn replicate_slot(
+        self,
+        primary: NodeId,
+        key_hash: u64,
+        storage_key: Arc<Vec<u8>>,
+        record: Arc<[u8]>,
+        fallbacks: Arc<Mutex<VecDeque<NodeId>>>,
+    ) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        let believed_up = self.ctx.topology().is_up(&primary);
+        let reason = if believed_up {
+            let holder = Holder::Primary(primary.clone());
+            match replication::send_merge(
+                &self.ctx,
+                &holder,
+                key_hash,
+                &storage_key,
+                &record,
+                Liveness::IfUp,
+            )
+            .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(node = %primary, error = %e, "replication to a primary failed");
+                    errors.push(e.of(&primary));
+                    "failed"
+                }
+            }
+        } else {
+            errors.push(Error::PeerDown(primary.clone()).to_string());
+            "down"
+        };
+        loop {
+            let Some(node) = fallbacks.lock().pop_front() else {
+                break;
+            };
+            let holder = Holder::StandIn {
+                node: node.clone(),
+                for_primary: primary.clone(),
+            };
+            match replication::send_merge(
+                &self.ctx,
+                &holder,
+                key_hash,
+                &storage_key,
+                &record,
+                Liveness::IfUp,
+            )
+            .await
+            {
+                Ok(()) => {
+                    metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => reason)
+                        .increment(1);
+                    return Ok(());
+                }
+                Err(e) => errors.push(format!("{} (standing in for {primary})", e.of(&node))),
+            }
+        }
+        // No fallback took it: try the primary even though it is believed down (the failure
+        // detector may be wrong — a node that just started has heard from nobody yet).
+        if !believed_up {
+            let holder = Holder::Primary(primary.clone());
+            match replication::send_merge(
+                &self.ctx,
+                &holder,
+                key_hash,
+                &storage_key,
+                &record,
+                Liveness::Anyway,
+            )
+            .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => errors.push(format!("{} (believed down, tried anyway)", e.of(&primary))),
+            }
+        }
+        Err(errors)
+    }
+
+    /// Sends a write to the first live primary of the key in preference order; moves on to the
+    /// next only past primaries the request never reached, or that refused it before applying
+    /// it (see the module docs).
+    async fn forward(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        p: &Placement,
+        write: &Write,
+        required: u8,
+    ) -> Result<CausalContext, Forward> {
+        let tag = key_tag(bucket, key);
+        let token = encode_token(&write.ctx, tag);
+        // A forwarded write waits for its own replication round, which may include a fallback
+        // after a slow primary: allow three internode deadlines.
+        let timeout = self.settings().rpc_timeout * 3;
+        let mut errors = Vec::new();
+        for node in p.replicas.iter().filter(|n| !self.is_local(n)) {
+            let answer = replication::coordinate_on(
+                &self.ctx,
+                node,
+                bucket,
+                key,
+                token.clone(),
+                write,
+                required,
+                timeout,
+            )
+            .await;
+            match answer {
+                Ok(context) => {
+                    return decode_token(&context, tag)
+                        .map_err(|e| Forward::Refused(Error::InvalidContext(e)));
+                }
+                // Not asked (believed down, no address), or refused before applying anything
+                // (not a replica in its layout, its storage refused): the next primary may
+                // take it.
+                Err(e @ (Error::PeerDown(_) | Error::NoAddress(_) | Error::PeerRefused { .. })) => {
+                    errors.push(e.to_string())
+                }
+                // The primary got the request: whatever happened there (a transport failure, an
+                // answer out of protocol, a quorum it missed), the write may have been applied
+                // and may spread, so it must not be applied again by another replica or a
+                // stand-in (a second version of one client write could outlive a delete that
+                // saw only one). The outcome is unknown: 503.
+                Err(e @ (Error::Transport { .. } | Error::Protocol { .. })) => {
+                    errors.push(format!("{e} (the write may have been applied there)"));
+                    return Err(Forward::Refused(indeterminate(required, &errors)));
+                }
+                // Refused for a reason that holds everywhere (bad context, sibling limit), or a
+                // quorum miss there.
+                Err(e) => return Err(Forward::Refused(e)),
+            }
+        }
+        Err(Forward::Unreachable(errors.join("; ")))
+    }
+
+    /// Coordinates a write another node forwarded here (`Coordinate`): this node must be a
+    /// replica of the key in its own layout; `w` was resolved by the sender.
+    pub(crate) async fn coordinate_forwarded(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        write: &Write,
+        w: u8,
+    ) -> Result<CausalContext, Error> {
+        let p = self.place(bucket, key);
+        if !p.replicas.iter().any(|n| self.is_local(n)) {
+            return Err(Error::NotServing("not a replica of this key in its layout"));
+        }
+        let w = w.clamp(1, p.replicas.len().max(1) as u8);
+        self.coordinate_local(&p, write, w, None).await
+    }
+}
+
+/// Why a forwarded write did not complete.
+enum Forward {
+    /// No primary could coordinate it (down, unreachable, refused before applying).
+    Unreachable(String),
+    /// A primary refused it for a reason that holds everywhere (bad context, sibling limit), or
+    /// its outcome is unknown.
+    Refused(Error),
+}
+
+/// The error of a forwarded write whose outcome is unknown.
+fn indeterminate(required: u8, errors: &[String]) -> Error {
+    Error::Quorum {
+        required,
+        succeeded: 0,
+        errors: errors.join("; "),
+    }
+}

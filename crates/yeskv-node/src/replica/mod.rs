@@ -1,0 +1,875 @@
+//! The local replica: this node's copy of the objects it stores, on top of an [`Engine`].
+//!
+//! It owns the node's [`Actor`] (node id + epoch) and every read-modify-write of an object:
+//! - [`Replica::coordinate`] applies a client write (DVV `update` with this node's actor),
+//! - [`Replica::merge`] folds in an object another replica sent (DVV `sync`),
+//! - [`Replica::read`] decodes and verifies an object.
+//!
+//! Writes to one key are serialized by a striped lock held only across "read, update, append to
+//! the WAL" — never across the fsync wait, so group commit can batch them.
+//!
+//! Submodules: [`hints`] (copies kept for down primaries), [`trees`] (anti-entropy trees),
+//! [`reap`] (the reap queue and removing a key).
+//!
+//! ## Actor epochs (the kv679 guard)
+//! On start the replica reads its epoch and a clean-shutdown marker from the `meta` space. If the
+//! marker is missing (first start, wiped directory, crash, `kill -9`) it picks a new random epoch
+//! before serving: a crash may have lost the tail of the WAL (in `sync = "none"`), and with it the
+//! knowledge of dots already handed out, so the old actor must never mint again.
+//!
+//! The *startup record* (node id, epoch, clean marker cleared, saved dot sequence removed) is
+//! written and flushed before anything else of this run is stored, so no dot of a new epoch
+//! and no object reaches the disk ahead of it. On a full disk the engine may open read-only
+//! and the record cannot be written at open: the replica then starts anyway (reads are served)
+//! and writes the record first thing at its first store (`Replica::commit`), which fails like
+//! any store until the disk has room.
+//!
+//! ## Dot counters (the reaped-key guard)
+//! Within one epoch the actor's counters come from one sequence over all keys
+//! ([`Object::update_at_least`]): a new dot exceeds every dot this actor ever minted, for any
+//! key. Taking the next counter from the key's own object is not enough once the reaper has
+//! removed it: a primary that reaped a tombstone would start the key over at 1, while another
+//! primary that has not reaped yet (its clock behind, say) still holds the tombstone whose clock
+//! already counts that dot, and drops the new write as seen — an acknowledged write lost
+//! (found by the simulator, seed 10500). The sequence is saved at a clean stop like the epoch;
+//! after a crash the epoch is new, so the sequence starts over with a new actor (and so does a
+//! directory stopped cleanly before the sequence existed).
+
+mod hints;
+mod reap;
+mod trees;
+
+pub use hints::{Hint, HintLimits};
+pub use reap::{ReapEntry, META_REAP_QUEUE};
+pub use trees::TreeSummary;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
+use yeskv_core::codec::{decode_record, encode_record};
+use yeskv_core::tictac::tree_digest;
+use yeskv_core::{Actor, CausalContext, Dot, NodeId, Object, Version};
+use yeskv_storage::{Durable, Engine, Space, SyncMode, WriteBatch};
+
+use crate::error::Error;
+use hints::{count_hints, stored_hint_bytes, HintBook};
+use reap::reap_queue_key;
+use trees::{tree_meta_key, Trees};
+
+/// Lock stripes for per-key write serialization.
+const STRIPES: usize = 1024;
+
+const META_NODE_ID: &[u8] = b"node_id";
+
+const META_EPOCH: &[u8] = b"actor_epoch";
+
+const META_CLEAN: &[u8] = b"clean_shutdown";
+
+const META_STAND_IN_SEQ: &[u8] = b"stand_in_seq";
+
+const META_DOT_SEQ: &[u8] = b"dot_seq";
+
+/// Prefix of a tree saved in `meta` (then the partition, u16 BE).
+const META_TREE: &[u8] = b"aae/";
+
+/// Rows per page when scanning a partition.
+const SCAN_PAGE_ROWS: usize = 4096;
+
+/// Where an object lives on this node: among its own replicas, or as a hint for another node.
+#[derive(Clone, Copy, Debug)]
+pub enum Slot<'a> {
+    /// This node's own replica of the key.
+    Own,
+    /// Held for `target`, a primary of the key that could not take it.
+    HintFor(&'a NodeId),
+}
+
+/// See the module docs.
+pub struct Replica<E: Engine> {
+    engine: E,
+    actor: Actor,
+    stripes: Vec<Mutex<()>>,
+    corrupt_total: AtomicU64,
+    reap_grace_ms: u64,
+    hint_limits: HintLimits,
+    /// Hints held per target node, and their bytes.
+    hints: Mutex<HintBook>,
+    /// How this run started (decides whether saved trees are trusted).
+    startup: Startup,
+    /// Stand-in writes coordinated in this epoch (each gets an actor of its own, see
+    /// [`Replica::stand_in_actor`]); saved at a clean stop, restarts at 0 with a new epoch.
+    stand_in_seq: AtomicU64,
+    /// The highest dot counter this epoch's actor has minted, for any key (module docs: "Dot
+    /// counters"); saved at a clean stop, restarts at 0 with a new epoch.
+    dot_seq: AtomicU64,
+    /// Anti-entropy trees, once the partition count is known.
+    trees: OnceLock<Trees>,
+    /// Set by [`Replica::close_cleanly`]: tree-tracked stores are refused from then on, so the
+    /// trees it saves hold every object the disk does.
+    closed: AtomicBool,
+    /// The startup record, until it is durable (module docs, "Actor epochs").
+    startup_record: Mutex<Option<WriteBatch>>,
+    /// `startup_record.is_some()`, read without the lock on every store.
+    startup_pending: AtomicBool,
+}
+
+/// How the replica came up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Startup {
+    /// Previous run shut down cleanly; the epoch is kept.
+    Clean,
+    /// First start in this data directory.
+    Fresh,
+    /// The previous run did not shut down cleanly; a new epoch was chosen.
+    Unclean,
+}
+
+impl<E: Engine> Replica<E> {
+    /// Opens the replica: checks the data directory belongs to `node`, picks the actor epoch.
+    /// `random_epoch` supplies a fresh random epoch if one is needed.
+    pub async fn open(
+        engine: E,
+        node: NodeId,
+        reap_grace_ms: u64,
+        random_epoch: impl FnOnce() -> u64,
+    ) -> Result<(Self, Startup), Error> {
+        if let Some(owner) = engine.get(Space::Meta, META_NODE_ID)? {
+            if owner != node.as_str().as_bytes() {
+                return Err(Error::Startup(format!(
+                    "data directory belongs to node {:?}, not {:?}",
+                    String::from_utf8_lossy(&owner),
+                    node.as_str()
+                )));
+            }
+        }
+        let stored_epoch = engine
+            .get(Space::Meta, META_EPOCH)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(u64::from_le_bytes);
+        let clean = engine.get(Space::Meta, META_CLEAN)?.as_deref() == Some(&[1u8][..]);
+        // A directory stopped cleanly before the dot sequence existed counted dots per key: its
+        // actor may have minted any counter for a since-reaped key, so it does not mint again.
+        let sequenced = engine.get(Space::Meta, META_DOT_SEQ)?.is_some();
+        let (epoch, startup) = match stored_epoch {
+            Some(e) if clean && sequenced => (e, Startup::Clean),
+            Some(_) if clean => (random_epoch().max(1), Startup::Clean),
+            Some(_) => (random_epoch().max(1), Startup::Unclean),
+            None => (random_epoch().max(1), Startup::Fresh),
+        };
+        let saved = |key: &[u8]| -> Result<u64, Error> {
+            Ok(match startup {
+                Startup::Clean => engine
+                    .get(Space::Meta, key)?
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                    .map_or(0, u64::from_le_bytes),
+                _ => 0,
+            })
+        };
+        let stand_in_seq = saved(META_STAND_IN_SEQ)?;
+        let dot_seq = saved(META_DOT_SEQ)?;
+        let mut b = WriteBatch::new();
+        b.put(
+            Space::Meta,
+            META_NODE_ID.to_vec(),
+            node.as_str().as_bytes().to_vec(),
+        )
+        .put(
+            Space::Meta,
+            META_EPOCH.to_vec(),
+            epoch.to_le_bytes().to_vec(),
+        )
+        .put(Space::Meta, META_CLEAN.to_vec(), vec![0]);
+        // The sequence was read above; from here on only a clean stop of this build writes it
+        // again (an older build running in between would leave a stale one behind).
+        b.delete(Space::Meta, META_DOT_SEQ.to_vec());
+        // The epoch must be on disk before any dot of it is handed out, whatever the sync mode.
+        let startup_record = match write_startup_record(&engine, &b) {
+            Ok(()) => None,
+            Err(yeskv_storage::Error::Io(e)) => {
+                tracing::warn!(error = %e, "cannot write the startup record yet (storage refuses writes); serving reads, writing it before the first store");
+                Some(b)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let hints = count_hints(&engine)?;
+        let replica = Replica {
+            engine,
+            actor: Actor::new(node, epoch),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            corrupt_total: AtomicU64::new(0),
+            reap_grace_ms,
+            hint_limits: HintLimits::default(),
+            hints: Mutex::new(hints),
+            startup: startup.clone(),
+            stand_in_seq: AtomicU64::new(stand_in_seq),
+            dot_seq: AtomicU64::new(dot_seq),
+            trees: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            startup_pending: AtomicBool::new(startup_record.is_some()),
+            startup_record: Mutex::new(startup_record),
+        };
+        Ok((replica, startup))
+    }
+
+    /// Marks a clean shutdown after flushing everything: the next start keeps the epoch and
+    /// trusts the trees saved here. From the first line on, stores of objects are refused
+    /// ([`Error::NotServing`]): tasks the node spawned earlier (read repairs, replication
+    /// beyond the quorum) may still run, and a store after its partition's tree was saved would
+    /// leave that tree behind the disk for good (anti-entropy would find the key different on
+    /// every exchange and never fix it; simulator seed 239 with clean restarts). A store either
+    /// takes its tree's lock before the tree is saved and is in it, or sees `closed` under it.
+    pub async fn close_cleanly(&self) -> Result<(), Error> {
+        self.closed.store(true, Ordering::SeqCst);
+        // Without its startup record on disk, the directory's meta describes an earlier run:
+        // marking it clean would keep an epoch this run may have counted past.
+        self.write_startup_record()?;
+        tracing::trace!(node = %self.actor.node, "closing: saving trees");
+        self.engine.flush()?;
+        let mut b = WriteBatch::new();
+        if let Some(t) = self.trees.get() {
+            for (p, tree) in t.trees.iter().enumerate() {
+                if t.ready[p].load(Ordering::Acquire) {
+                    b.put(Space::Meta, tree_meta_key(p as u16), tree.lock().to_bytes());
+                } else {
+                    // A tree still rebuilding is not saved; an older saved one must not be
+                    // trusted at the next start either.
+                    b.delete(Space::Meta, tree_meta_key(p as u16));
+                }
+            }
+        }
+        b.put(
+            Space::Meta,
+            META_STAND_IN_SEQ.to_vec(),
+            self.stand_in_seq
+                .load(Ordering::SeqCst)
+                .to_le_bytes()
+                .to_vec(),
+        );
+        b.put(
+            Space::Meta,
+            META_DOT_SEQ.to_vec(),
+            self.dot_seq.load(Ordering::SeqCst).to_le_bytes().to_vec(),
+        );
+        b.put(Space::Meta, META_CLEAN.to_vec(), vec![1]);
+        self.engine.write(b)?.wait().await?;
+        self.engine.flush()?;
+        Ok(())
+    }
+
+    /// A fresh actor for one stand-in write (this node coordinating a write for a primary it
+    /// could not reach). The node's own actor cannot be used there: its counters for a key live
+    /// in the key's object on the primaries, which a stand-in does not hold — minting from an
+    /// empty hint would reuse a dot the primaries have already seen, and they would drop the
+    /// new value as known (kv679; found by the simulator, seed 43). So each stand-in write gets
+    /// `node@H(epoch, seq)` with a sequence number never reused in this epoch: its first dot is
+    /// unique by construction.
+    pub fn stand_in_actor(&self) -> Actor {
+        let seq = self.stand_in_seq.fetch_add(1, Ordering::SeqCst);
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.actor.epoch.to_le_bytes());
+        bytes[8..].copy_from_slice(&seq.to_le_bytes());
+        let epoch = yeskv_core::keyspace::key_hash(b"stand-in", &bytes) | 1;
+        Actor::new(self.actor.node.clone(), epoch)
+    }
+
+    /// This replica's actor.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// The tombstone grace period, ms (`ttl.reap_grace_secs`).
+    pub fn reap_grace_ms(&self) -> u64 {
+        self.reap_grace_ms
+    }
+
+    /// The storage engine.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// Records found corrupt since start.
+    pub fn corrupt_total(&self) -> u64 {
+        self.corrupt_total.load(Ordering::Relaxed)
+    }
+
+    fn stripe(&self, key_hash: u64) -> &Mutex<()> {
+        &self.stripes[(key_hash as usize) % STRIPES]
+    }
+
+    fn load(&self, storage_key: &[u8]) -> Result<Object, Error> {
+        let raw = match self.engine.get(Space::Data, storage_key) {
+            Ok(raw) => raw,
+            Err(yeskv_storage::Error::Corrupt(m)) => return Err(self.corrupt(storage_key, m)),
+            Err(e) => return Err(e.into()),
+        };
+        match raw {
+            None => Ok(Object::new()),
+            Some(bytes) => {
+                decode_record(&bytes).map_err(|e| self.corrupt(storage_key, e.to_string()))
+            }
+        }
+    }
+
+    /// Loads the object of `slot`.
+    fn load_slot(&self, slot: Slot<'_>, storage_key: &[u8]) -> Result<Object, Error> {
+        match slot {
+            Slot::Own => self.load(storage_key),
+            Slot::HintFor(t) => Ok(self
+                .load_hint(t, storage_key)?
+                .map(|(_, o, _)| o)
+                .unwrap_or_default()),
+        }
+    }
+
+    fn corrupt(&self, storage_key: &[u8], reason: String) -> Error {
+        self.corrupt_total.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::CORRUPT_RECORDS).increment(1);
+        tracing::error!(key = ?String::from_utf8_lossy(storage_key), %reason, "corrupt record detected; not served");
+        Error::Corrupt(reason)
+    }
+
+    /// Reads the object stored under `storage_key` (empty if none).
+    pub fn read(&self, storage_key: &[u8]) -> Result<Object, Error> {
+        self.load(storage_key)
+    }
+
+    fn store(&self, storage_key: &[u8], old: &Object, obj: &Object) -> Result<Durable, Error> {
+        // No reap instant in the record: only the reaper removes objects (module docs).
+        tracing::trace!(node = %self.actor.node, key = %String::from_utf8_lossy(storage_key), ?old, new = ?obj, "store");
+        let record = encode_record(obj, None);
+        let mut b = WriteBatch::new();
+        b.put(Space::Data, storage_key.to_vec(), record);
+        if let Some(reap_at) = obj.reap_at_ms(self.reap_grace_ms) {
+            b.put(
+                Space::Meta,
+                reap_queue_key(reap_at, storage_key),
+                Vec::new(),
+            );
+        }
+        self.commit_tracked(
+            b,
+            storage_key,
+            tree_digest(storage_key, old),
+            tree_digest(storage_key, obj),
+        )
+    }
+
+    /// Commits `b` and replaces the key's digest in its partition's tree, atomically with
+    /// respect to a tree rebuild (module docs).
+    fn commit_tracked(
+        &self,
+        b: WriteBatch,
+        storage_key: &[u8],
+        old: Option<u64>,
+        new: Option<u64>,
+    ) -> Result<Durable, Error> {
+        let Some((trees, p)) = self.tree_of(storage_key) else {
+            return self.commit(b);
+        };
+        let mut tree = trees.trees[p].lock();
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::NotServing("shutting down"));
+        }
+        let durable = self.commit(b)?;
+        if old != new {
+            tree.replace(storage_key, old, new);
+        }
+        Ok(durable)
+    }
+
+    /// Writes the startup record if it is still pending (module docs, "Actor epochs").
+    fn write_startup_record(&self) -> Result<(), Error> {
+        if !self.startup_pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut pending = self.startup_record.lock();
+        if let Some(b) = pending.as_ref() {
+            write_startup_record(&self.engine, b)?;
+            tracing::info!(actor = %self.actor, "startup record written");
+            *pending = None;
+            self.startup_pending.store(false, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The one way this replica writes to its engine: after the startup record.
+    fn commit(&self, b: WriteBatch) -> Result<Durable, Error> {
+        self.write_startup_record()?;
+        let durable = if self.engine.sync_mode() == SyncMode::Always {
+            // The fsync happens inside write(): keep it off the async workers' hot loop.
+            tokio::task::block_in_place(|| self.engine.write(b))?
+        } else {
+            self.engine.write(b)?
+        };
+        Ok(durable)
+    }
+
+    /// Stores `obj` in `slot` (under the key's stripe lock).
+    fn store_slot(
+        &self,
+        slot: Slot<'_>,
+        key_hash: u64,
+        storage_key: &[u8],
+        before: &Object,
+        obj: &Object,
+        now_ms: u64,
+    ) -> Result<Durable, Error> {
+        match slot {
+            Slot::Own => self.store(storage_key, before, obj),
+            Slot::HintFor(t) => {
+                let existing = self
+                    .load_hint(t, storage_key)?
+                    .map(|(c, _, raw)| (c, stored_hint_bytes(t, storage_key, &raw)));
+                self.store_hint(t, key_hash, storage_key, obj, existing, now_ms)
+            }
+        }
+    }
+
+    /// Applies a client write as coordinator: the new sibling gets a fresh dot of this replica's
+    /// actor. Returns the resulting object and the new dot once the write is durable.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn coordinate(
+        &self,
+        slot: Slot<'_>,
+        key_hash: u64,
+        storage_key: &[u8],
+        ctx: &CausalContext,
+        version: Version,
+        now_ms: u64,
+        siblings_max: usize,
+    ) -> Result<(Object, Dot), Error> {
+        // Every dot of this actor was drawn from its sequence, so a context that names a
+        // higher counter of it is forged (a token's CRC is no signature); taking it would
+        // move the sequence — for every key — to wherever the token says, up to overflow.
+        let claimed = ctx.max_counter(&self.actor);
+        if claimed > self.dot_seq.load(Ordering::SeqCst) {
+            return Err(Error::BadRequest(format!(
+                "the causal context names write {claimed} of {}, which it never made",
+                self.actor
+            )));
+        }
+        let (obj, dot, durable) = {
+            let _guard = self.stripe(key_hash).lock();
+            let mut obj = self.load_slot(slot, storage_key)?;
+            let before = obj.clone();
+            let dot = match slot {
+                Slot::Own => {
+                    let next = self.dot_seq.fetch_add(1, Ordering::SeqCst) + 1;
+                    let dot = obj.update_at_least(ctx, &self.actor, next, version, now_ms);
+                    // The sequence stays at or above every counter minted, whatever the
+                    // key's own history counted (it cannot count higher today: contexts are
+                    // checked above and pre-sequence directories get a new epoch).
+                    self.dot_seq.fetch_max(dot.counter, Ordering::SeqCst);
+                    dot
+                }
+                Slot::HintFor(_) => obj.update(ctx, &self.stand_in_actor(), version, now_ms),
+            };
+            let count = obj.siblings().len();
+            if count > siblings_max {
+                return Err(Error::TooManySiblings {
+                    count,
+                    max: siblings_max,
+                });
+            }
+            let durable = self.store_slot(slot, key_hash, storage_key, &before, &obj, now_ms)?;
+            (obj, dot, durable)
+        };
+        // Applied (visible to reads) from here on: a failure to make it durable leaves the
+        // outcome unknown (`Uncertain`, answered as `Error::Indeterminate`), not "nothing
+        // written".
+        durable.wait().await?;
+        Ok((obj, dot))
+    }
+
+    /// Merges an object from another replica (replication, read repair, anti-entropy, handoff)
+    /// into `slot`. Returns the merged object once durable; writes nothing if the merge changes
+    /// nothing (a hint is still created if none was held, so that handoff delivers it).
+    pub async fn merge(
+        &self,
+        slot: Slot<'_>,
+        key_hash: u64,
+        storage_key: &[u8],
+        incoming: &Object,
+        now_ms: u64,
+    ) -> Result<Object, Error> {
+        let (obj, durable) = {
+            let _guard = self.stripe(key_hash).lock();
+            let (mut obj, held) = match slot {
+                Slot::Own => (self.load(storage_key)?, true),
+                Slot::HintFor(t) => match self.load_hint(t, storage_key)? {
+                    Some((_, o, _)) => (o, true),
+                    None => (Object::new(), false),
+                },
+            };
+            let before = obj.clone();
+            obj.sync(incoming);
+            if obj == before && held {
+                return Ok(obj);
+            }
+            let durable = self.store_slot(slot, key_hash, storage_key, &before, &obj, now_ms)?;
+            (obj, durable)
+        };
+        durable.wait().await?;
+        Ok(obj)
+    }
+}
+
+/// Writes the startup record `b` and makes it durable (flushed, whatever the sync mode).
+fn write_startup_record<E: Engine>(engine: &E, b: &WriteBatch) -> Result<(), yeskv_storage::Error> {
+    drop(engine.write(b.clone())?);
+    engine.flush()
+}
+
+/// Calls `f` with every row of `space` in `[start, end)`, [`SCAN_PAGE_ROWS`] rows per engine
+/// scan.
+fn scan_pages<E: Engine>(
+    engine: &E,
+    space: Space,
+    mut start: Vec<u8>,
+    end: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]),
+) -> Result<(), Error> {
+    loop {
+        let rows = engine.scan(space, &start, end, SCAN_PAGE_ROWS)?;
+        for (key, value) in &rows {
+            f(key, value);
+        }
+        match rows.last() {
+            Some((last, _)) if rows.len() == SCAN_PAGE_ROWS => {
+                start = last.clone();
+                start.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use yeskv_storage::MemoryEngine;
+
+    fn node() -> NodeId {
+        NodeId::new("n1").expect("valid")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn epoch_survives_clean_restart_and_changes_after_crash() {
+        let engine = Arc::new(MemoryEngine::new());
+        let (r, s) = Replica::open(engine.clone(), node(), 0, || 11)
+            .await
+            .expect("open");
+        assert_eq!(s, Startup::Fresh);
+        assert_eq!(r.actor().epoch, 11);
+        r.close_cleanly().await.expect("close");
+        let (r, s) = Replica::open(engine.clone(), node(), 0, || 22)
+            .await
+            .expect("open");
+        assert_eq!((s, r.actor().epoch), (Startup::Clean, 11));
+        // No clean close this time: a crash.
+        drop(r);
+        let (r, s) = Replica::open(engine.clone(), node(), 0, || 33)
+            .await
+            .expect("open");
+        assert_eq!((s, r.actor().epoch), (Startup::Unclean, 33));
+        // Another node may not adopt this data directory.
+        let other = NodeId::new("n2").expect("valid");
+        assert!(Replica::open(engine, other, 0, || 1).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn corrupt_record_is_an_error_and_counted() {
+        let engine = Arc::new(MemoryEngine::new());
+        let (r, _) = Replica::open(engine.clone(), node(), 0, || 1)
+            .await
+            .expect("open");
+        let v = Version::value(b"hello".to_vec(), 1, None);
+        r.coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 1, 100)
+            .await
+            .expect("write");
+        let mut raw = engine
+            .get(Space::Data, b"k")
+            .expect("get")
+            .expect("present");
+        let last = raw.len() - 1;
+        raw[last] ^= 0x55;
+        engine.poke(Space::Data, b"k", &raw);
+        assert!(matches!(r.read(b"k"), Err(Error::Corrupt(_))));
+        assert_eq!(r.corrupt_total(), 1);
+        // A write over a corrupt record is refused too: it would hide the damage.
+        let v = Version::value(b"again".to_vec(), 2, None);
+        assert!(r
+            .coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 2, 100)
+            .await
+            .is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn sibling_limit_refuses_without_writing() {
+        let engine = Arc::new(MemoryEngine::new());
+        let (r, _) = Replica::open(engine, node(), 0, || 1).await.expect("open");
+        for i in 0..3u8 {
+            let v = Version::value(vec![i], 1, None);
+            r.coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1, 3)
+                .await
+                .expect("write");
+        }
+        let v = Version::value(vec![9], 1, None);
+        let e = r
+            .coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1, 3)
+            .await;
+        assert!(matches!(
+            e,
+            Err(Error::TooManySiblings { count: 4, max: 3 })
+        ));
+        assert_eq!(r.read(b"k").expect("read").siblings().len(), 3);
+    }
+    /// A primary that reaped a key must not mint a dot another primary's unreaped tombstone
+    /// already counts: that primary would take the new write as one it had seen and drop it
+    /// (simulator seed 10500). Fails when dots are counted per key only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_write_after_reaping_survives_a_replica_that_did_not_reap() {
+        let (x, _) = Replica::open(Arc::new(MemoryEngine::new()), node(), 0, || 1)
+            .await
+            .expect("open x");
+        let other = NodeId::new("n2").expect("valid");
+        let (y, _) = Replica::open(Arc::new(MemoryEngine::new()), other, 0, || 2)
+            .await
+            .expect("open y");
+        let (key, hash, now) = (&b"k"[..], 5, 1_000);
+        let empty = CausalContext::empty();
+        let (written, _) = x
+            .coordinate(
+                Slot::Own,
+                hash,
+                key,
+                &empty,
+                Version::value(b"a".to_vec(), now, None),
+                now,
+                100,
+            )
+            .await
+            .expect("write");
+        let (tombstone, _) = x
+            .coordinate(
+                Slot::Own,
+                hash,
+                key,
+                &written.context(),
+                Version::tombstone(now),
+                now,
+                100,
+            )
+            .await
+            .expect("delete");
+        y.merge(Slot::Own, hash, key, &tombstone, now)
+            .await
+            .expect("replicate");
+        // x reaps its copy (grace 0); y has not yet.
+        let digest = tree_digest(key, &tombstone).expect("digest");
+        assert!(x.reap(hash, key, digest, now + 1).await.expect("reap"));
+        assert!(x.read(key).expect("read").siblings().is_empty());
+
+        let (rewritten, dot) = x
+            .coordinate(
+                Slot::Own,
+                hash,
+                key,
+                &empty,
+                Version::value(b"b".to_vec(), now + 2, None),
+                now + 2,
+                100,
+            )
+            .await
+            .expect("write after reap");
+        assert!(
+            !tombstone.clock().contains(&dot),
+            "{dot:?} reuses a dot the unreaped tombstone counts"
+        );
+        let merged = y
+            .merge(Slot::Own, hash, key, &rewritten, now + 2)
+            .await
+            .expect("repair");
+        let values: Vec<_> = merged
+            .visible(now + 2)
+            .filter_map(|s| s.version.value.clone())
+            .collect();
+        assert_eq!(values, vec![b"b".to_vec()]);
+    }
+
+    /// The dot sequence survives a clean restart (same actor: it must keep counting up).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn dot_sequence_survives_a_clean_restart() {
+        let engine = Arc::new(MemoryEngine::new());
+        let (r, _) = Replica::open(engine.clone(), node(), 0, || 1)
+            .await
+            .expect("open");
+        let empty = CausalContext::empty();
+        let mut last = 0;
+        for key in [&b"a"[..], b"b", b"c"] {
+            let (_, dot) = r
+                .coordinate(
+                    Slot::Own,
+                    1,
+                    key,
+                    &empty,
+                    Version::value(vec![1], 1, None),
+                    1,
+                    100,
+                )
+                .await
+                .expect("write");
+            assert!(dot.counter > last, "counters rise across keys");
+            last = dot.counter;
+        }
+        r.close_cleanly().await.expect("close");
+        let (r, s) = Replica::open(engine.clone(), node(), 0, || 2)
+            .await
+            .expect("reopen");
+        assert_eq!((s, r.actor().epoch), (Startup::Clean, 1));
+        let (_, dot) = r
+            .coordinate(
+                Slot::Own,
+                1,
+                b"d",
+                &empty,
+                Version::value(vec![1], 1, None),
+                1,
+                100,
+            )
+            .await
+            .expect("write");
+        assert!(dot.counter > last, "{} after {last}", dot.counter);
+        // A directory stopped cleanly before the sequence existed gets a new actor.
+        r.close_cleanly().await.expect("close");
+        let mut b = WriteBatch::new();
+        b.delete(Space::Meta, META_DOT_SEQ.to_vec());
+        engine
+            .write(b)
+            .expect("write")
+            .wait()
+            .await
+            .expect("durable");
+        let (r, s) = Replica::open(engine, node(), 0, || 3)
+            .await
+            .expect("reopen");
+        assert_eq!((s, r.actor().epoch), (Startup::Clean, 3));
+    }
+    /// A store after `close_cleanly` began is refused, so the trees it saved match the disk at
+    /// the next (clean) start. Fails when late stores are let through: the saved tree of the
+    /// key's partition then lags the disk (simulator seed 239 with clean restarts).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn saved_trees_match_the_disk_after_a_clean_stop() {
+        let engine = Arc::new(MemoryEngine::new());
+        let (r, _) = Replica::open(engine.clone(), node(), 0, || 1)
+            .await
+            .expect("open");
+        for p in r.init_trees(8) {
+            r.rebuild_tree(p).expect("rebuild");
+        }
+        // Storage keys begin with their partition (here 3).
+        let key = &[0u8, 3, b'k'][..];
+        let empty = CausalContext::empty();
+        let (written, _) = r
+            .coordinate(
+                Slot::Own,
+                9,
+                key,
+                &empty,
+                Version::value(b"a".to_vec(), 1, None),
+                1,
+                100,
+            )
+            .await
+            .expect("write");
+        r.close_cleanly().await.expect("close");
+        // A late repair (a task spawned before the stop) arrives with a newer object.
+        let (x, _) = Replica::open(
+            Arc::new(MemoryEngine::new()),
+            NodeId::new("n2").expect("id"),
+            0,
+            || 2,
+        )
+        .await
+        .expect("other");
+        let (newer, _) = x
+            .coordinate(
+                Slot::Own,
+                9,
+                key,
+                &written.context(),
+                Version::value(b"b".to_vec(), 2, None),
+                2,
+                100,
+            )
+            .await
+            .expect("newer");
+        assert!(matches!(
+            r.merge(Slot::Own, 9, key, &newer, 2).await,
+            Err(Error::NotServing(_))
+        ));
+        drop(r);
+
+        let (r, s) = Replica::open(engine, node(), 0, || 3)
+            .await
+            .expect("reopen");
+        assert_eq!(s, Startup::Clean);
+        assert!(r.init_trees(8).is_empty(), "saved trees are trusted");
+        let saved = r.tree_summary(3).expect("tree");
+        r.rebuild_tree(3).expect("rebuild");
+        assert_eq!(
+            r.tree_summary(3).expect("tree"),
+            saved,
+            "saved tree lags the disk"
+        );
+    }
+    /// Listing a segment's keys replaces a tree that no longer matches the disk (here made
+    /// stale by hand), so an exchange heals it. Fails without the check: the tree stays wrong.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn listing_segment_keys_replaces_a_stale_tree() {
+        let (r, _) = Replica::open(Arc::new(MemoryEngine::new()), node(), 0, || 1)
+            .await
+            .expect("open");
+        for p in r.init_trees(8) {
+            r.rebuild_tree(p).expect("rebuild");
+        }
+        let key = &[0u8, 3, b'k'][..];
+        let v = Version::value(b"a".to_vec(), 1, None);
+        r.coordinate(Slot::Own, 9, key, &CausalContext::empty(), v, 1, 100)
+            .await
+            .expect("write");
+        let good = r.tree_summary(3).expect("tree");
+        // A digest the disk does not have, in another segment of the same partition.
+        let trees = r.trees.get().expect("trees");
+        trees.trees[3]
+            .lock()
+            .add(&[0u8, 3, b'z', b'z'][..], 0xdead_beef);
+        assert_ne!(r.tree_summary(3).expect("tree"), good);
+        let segment = trees.geometry.segment_of(key);
+        let listed = r.segment_keys(3, &[segment]).expect("keys");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(r.tree_summary(3).expect("tree"), good);
+    }
+    /// A context naming a counter of this node's actor beyond anything it minted is refused
+    /// and moves nothing (it would push the actor's sequence, for every key, toward overflow).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_forged_counter_of_this_actor_is_refused() {
+        let (r, _) = Replica::open(Arc::new(MemoryEngine::new()), node(), 0, || 1)
+            .await
+            .expect("open");
+        let forged =
+            CausalContext::from_seen([(r.actor().clone(), u64::MAX - 1)].into_iter().collect());
+        let v = Version::value(b"x".to_vec(), 1, None);
+        let e = r.coordinate(Slot::Own, 1, b"k", &forged, v, 1, 100).await;
+        assert!(matches!(e, Err(Error::BadRequest(_))), "{e:?}");
+        assert!(r.read(b"k").expect("read").siblings().is_empty());
+        let v = Version::value(b"y".to_vec(), 1, None);
+        let (_, dot) = r
+            .coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1, 100)
+            .await
+            .expect("write");
+        assert_eq!(dot.counter, 1);
+    }
+}

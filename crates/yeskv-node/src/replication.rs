@@ -1,0 +1,432 @@
+//! Replication: the messages that carry objects between replicas, how a replica answers them,
+//! and the typed calls the rest of the node sends them with.
+//!
+//! | message | sent by | a replica answers |
+//! |---|---|---|
+//! | `Read` | reads, read repair, anti-entropy, the reaper | its own object of the key |
+//! | `ReadHints` | reads through a stand-in, the reaper | the merge of every hint it holds for the key |
+//! | `Merge` | write replication, read repair, anti-entropy, handoff | once the object is merged into its own replica (DVV `sync`) and durable |
+//! | `MergeHint` | write replication to a stand-in | once the object is merged into the hint it keeps for a down primary |
+//! | `Coordinate` | a node that is not a replica of the key | once it coordinated the write as a replica ([`Coordinator`]) |
+//!
+//! This is where a replica *receives* a write: [`serve`] → [`Replica::merge`] for `Merge`, or
+//! [`Coordinator::coordinate_local`] for a forwarded `Coordinate`.
+
+use serde::{Deserialize, Serialize};
+use yeskv_core::codec::{decode_record, encode_record, encode_token};
+use yeskv_core::keyspace::{key_tag, split_storage_key};
+use yeskv_core::{NodeId, Object};
+use yeskv_storage::Engine;
+
+use crate::context::{out_of_protocol, Liveness, NodeContext};
+use crate::coordinator::{Coordinator, Write};
+use crate::error::Error;
+use crate::peer::{PeerRequest, PeerResponse, RemoteError};
+use crate::replica::{Hint, Slot};
+
+/// A replication message (see the module docs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ReplicationRequest {
+    /// Return the local object of a key (as a record), if any.
+    Read {
+        /// The key's storage key.
+        #[serde(with = "serde_bytes")]
+        storage_key: Vec<u8>,
+    },
+    /// Return the merge of the hints held for this key (for any of `targets`, and any other
+    /// node hints are held for), if any.
+    ReadHints {
+        /// The primaries the hints may be for.
+        targets: Vec<String>,
+        /// The key's storage key.
+        #[serde(with = "serde_bytes")]
+        storage_key: Vec<u8>,
+    },
+    /// Merge this object into the local replica (DVV sync) and answer once durable.
+    Merge {
+        /// The key's hash (selects the stripe lock).
+        key_hash: u64,
+        /// The key's storage key.
+        #[serde(with = "serde_bytes")]
+        storage_key: Vec<u8>,
+        /// The object, as a checksummed record.
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
+    /// Merge this object into the hint held for `target` (a stand-in write for a down primary)
+    /// and answer once durable.
+    MergeHint {
+        /// The primary the hint is for.
+        target: String,
+        /// The key's hash (selects the stripe lock).
+        key_hash: u64,
+        /// The key's storage key.
+        #[serde(with = "serde_bytes")]
+        storage_key: Vec<u8>,
+        /// The object, as a checksummed record.
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
+    /// Coordinate a client write: the receiver is a replica of the key; it applies the write
+    /// with its own actor and replicates it to the key's other replicas.
+    Coordinate {
+        /// Bucket.
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        /// Key.
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        /// The client's context token (empty = none).
+        context: String,
+        /// The value; `None` for a delete.
+        value: Option<serde_bytes::ByteBuf>,
+        /// TTL of the value.
+        ttl_secs: Option<u64>,
+        /// Durable acknowledgements required (already resolved and capped).
+        w: u8,
+    },
+}
+
+impl ReplicationRequest {
+    /// The message's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReplicationRequest::Read { .. } => "Read",
+            ReplicationRequest::ReadHints { .. } => "ReadHints",
+            ReplicationRequest::Merge { .. } => "Merge",
+            ReplicationRequest::MergeHint { .. } => "MergeHint",
+            ReplicationRequest::Coordinate { .. } => "Coordinate",
+        }
+    }
+
+    /// Whether receiving it twice does what receiving it once does (reads and merges).
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self,
+            ReplicationRequest::Read { .. } | ReplicationRequest::Merge { .. }
+        )
+    }
+}
+
+/// The answer to a [`ReplicationRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ReplicationResponse {
+    /// The object of a `Read` or `ReadHints`, as a record (`None`: nothing held).
+    Object(Option<serde_bytes::ByteBuf>),
+    /// A `Merge` or `MergeHint` is durable.
+    Merged,
+    /// A `Coordinate` reached its quorum; the client's new context token.
+    Coordinated {
+        /// The context token to hand to the client.
+        context: String,
+    },
+}
+
+/// Who holds one replica slot of a key for a read or a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// The primary itself.
+    Primary(NodeId),
+    /// `node` stands in for the primary `for_primary` (sloppy quorum): the object is a hint.
+    StandIn {
+        /// The fallback node.
+        node: NodeId,
+        /// The primary it stands in for.
+        for_primary: NodeId,
+    },
+}
+
+impl Holder {
+    /// The node asked.
+    pub fn node(&self) -> &NodeId {
+        match self {
+            Holder::Primary(n) | Holder::StandIn { node: n, .. } => n,
+        }
+    }
+}
+
+/// Answers a replication message (see the module docs).
+pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -> PeerResponse {
+    let ctx = c.context();
+    let answer = match request {
+        ReplicationRequest::Read { storage_key } => object_answer(ctx.replica().read(&storage_key)),
+        ReplicationRequest::ReadHints {
+            targets,
+            storage_key,
+        } => match targets
+            .into_iter()
+            .map(NodeId::new)
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(targets) => object_answer(local_hints(ctx, &targets, &storage_key)),
+            Err(e) => Err(Error::BadRequest(e.to_string())),
+        },
+        ReplicationRequest::Merge {
+            key_hash,
+            storage_key,
+            record,
+        } => merge_record(ctx, Slot::Own, key_hash, &storage_key, &record).await,
+        ReplicationRequest::MergeHint {
+            target,
+            key_hash,
+            storage_key,
+            record,
+        } => match NodeId::new(target) {
+            Ok(t) => merge_record(ctx, Slot::HintFor(&t), key_hash, &storage_key, &record).await,
+            Err(e) => Err(Error::BadRequest(e.to_string())),
+        },
+        ReplicationRequest::Coordinate {
+            bucket,
+            key,
+            context,
+            value,
+            ttl_secs,
+            w,
+        } => {
+            let tag = key_tag(&bucket, &key);
+            match yeskv_core::codec::decode_token(&context, tag) {
+                Ok(ctx_token) => {
+                    let write = Write {
+                        ctx: ctx_token,
+                        value: value.map(|v| v.into_vec()),
+                        ttl_secs,
+                    };
+                    c.coordinate_forwarded(&bucket, &key, &write, w)
+                        .await
+                        .map(|after| ReplicationResponse::Coordinated {
+                            context: encode_token(&after, tag),
+                        })
+                }
+                Err(e) => Err(Error::BadRequest(e.to_string())),
+            }
+        }
+    };
+    match answer {
+        Ok(a) => PeerResponse::Replication(a),
+        Err(e) => PeerResponse::Failed(RemoteError::from(e)),
+    }
+}
+
+fn object_answer(result: Result<Object, Error>) -> Result<ReplicationResponse, Error> {
+    result.map(|obj| {
+        ReplicationResponse::Object(if obj.is_empty() {
+            None
+        } else {
+            Some(serde_bytes::ByteBuf::from(encode_record(&obj, None)))
+        })
+    })
+}
+
+async fn merge_record<E: Engine>(
+    ctx: &NodeContext<E>,
+    slot: Slot<'_>,
+    key_hash: u64,
+    storage_key: &[u8],
+    record: &[u8],
+) -> Result<ReplicationResponse, Error> {
+    let incoming =
+        decode_record(record).map_err(|e| Error::Corrupt(format!("incoming object: {e}")))?;
+    ctx.replica()
+        .merge(slot, key_hash, storage_key, &incoming, ctx.now_ms())
+        .await?;
+    Ok(ReplicationResponse::Merged)
+}
+
+/// The merge of every hint this node holds for the key: for any of `primaries`, and for any
+/// other node it holds hints for (a former owner of the partition, say), so that a reader or
+/// the reaper asking "what hints of this key are there" is told of all of them.
+pub fn local_hints<E: Engine>(
+    ctx: &NodeContext<E>,
+    primaries: &[NodeId],
+    storage_key: &[u8],
+) -> Result<Object, Error> {
+    let mut targets: Vec<NodeId> = primaries.to_vec();
+    for held in ctx.replica().hint_counts().into_keys() {
+        if !targets.contains(&held) {
+            targets.push(held);
+        }
+    }
+    let mut merged = Object::new();
+    for target in targets.iter().filter(|n| !ctx.is_local(n)) {
+        merged.sync(&ctx.replica().read_hint(target, storage_key)?);
+    }
+    Ok(merged)
+}
+
+/// The object in a `Read`/`ReadHints` answer.
+fn object_of(node: &NodeId, request: &'static str, answer: PeerResponse) -> Result<Object, Error> {
+    match answer {
+        PeerResponse::Replication(ReplicationResponse::Object(None)) => Ok(Object::new()),
+        PeerResponse::Replication(ReplicationResponse::Object(Some(rec))) => {
+            decode_record(&rec).map_err(|e| Error::Corrupt(format!("object from {node}: {e}")))
+        }
+        other => Err(out_of_protocol(node, request, other)),
+    }
+}
+
+/// Reads `holder`'s object of the key: its own replica, or (a stand-in) every hint it holds
+/// for the key, for any of `primaries`. Locally without a call.
+pub async fn read<E: Engine>(
+    ctx: &NodeContext<E>,
+    holder: &Holder,
+    storage_key: &[u8],
+    primaries: &[NodeId],
+    liveness: Liveness,
+) -> Result<Object, Error> {
+    let node = holder.node();
+    if ctx.is_local(node) {
+        return match holder {
+            Holder::Primary(_) => ctx.replica().read(storage_key),
+            Holder::StandIn { .. } => local_hints(ctx, primaries, storage_key),
+        };
+    }
+    let (request, name) = match holder {
+        Holder::Primary(_) => (
+            ReplicationRequest::Read {
+                storage_key: storage_key.to_vec(),
+            },
+            "Read",
+        ),
+        Holder::StandIn { .. } => (
+            ReplicationRequest::ReadHints {
+                targets: primaries.iter().map(|n| n.as_str().to_string()).collect(),
+                storage_key: storage_key.to_vec(),
+            },
+            "ReadHints",
+        ),
+    };
+    let answer = ctx
+        .call(node, PeerRequest::Replication(request), liveness)
+        .await?;
+    object_of(node, name, answer)
+}
+
+/// Sends `record` (the encoding of an object) to `holder` to merge: into its own replica, or
+/// into its hint for the primary it stands in for. Over RPC only (the caller merges its own
+/// copy itself).
+pub async fn send_merge<E: Engine>(
+    ctx: &NodeContext<E>,
+    holder: &Holder,
+    key_hash: u64,
+    storage_key: &[u8],
+    record: &[u8],
+    liveness: Liveness,
+) -> Result<(), Error> {
+    let request = match holder {
+        Holder::Primary(_) => ReplicationRequest::Merge {
+            key_hash,
+            storage_key: storage_key.to_vec(),
+            record: record.to_vec(),
+        },
+        Holder::StandIn { for_primary, .. } => ReplicationRequest::MergeHint {
+            target: for_primary.as_str().to_string(),
+            key_hash,
+            storage_key: storage_key.to_vec(),
+            record: record.to_vec(),
+        },
+    };
+    let name = request.name();
+    let node = holder.node();
+    match ctx
+        .call(node, PeerRequest::Replication(request), liveness)
+        .await?
+    {
+        PeerResponse::Replication(ReplicationResponse::Merged) => Ok(()),
+        other => Err(out_of_protocol(node, name, other)),
+    }
+}
+
+/// Merges `obj` into `holder`'s copy: locally if the holder is this node, else over RPC.
+pub async fn merge_into<E: Engine>(
+    ctx: &NodeContext<E>,
+    holder: &Holder,
+    key_hash: u64,
+    storage_key: &[u8],
+    obj: &Object,
+) -> Result<(), Error> {
+    if ctx.is_local(holder.node()) {
+        let slot = match holder {
+            Holder::Primary(_) => Slot::Own,
+            Holder::StandIn { for_primary, .. } => Slot::HintFor(for_primary),
+        };
+        ctx.replica()
+            .merge(slot, key_hash, storage_key, obj, ctx.now_ms())
+            .await?;
+        return Ok(());
+    }
+    let record = encode_record(obj, None);
+    send_merge(ctx, holder, key_hash, storage_key, &record, Liveness::IfUp).await
+}
+
+/// Hands a hint to its target (hinted handoff): the target merges it into its own replica and
+/// answers once durable.
+pub async fn hand_off<E: Engine>(
+    ctx: &NodeContext<E>,
+    target: &NodeId,
+    hint: &Hint,
+) -> Result<(), Error> {
+    let record = encode_record(&hint.object, None);
+    send_merge(
+        ctx,
+        &Holder::Primary(target.clone()),
+        hint.key_hash,
+        &hint.storage_key,
+        &record,
+        Liveness::IfUp,
+    )
+    .await
+}
+
+/// Delivers a hint whose target left the layout to the key's current primaries (this node
+/// merges its own copy if it is one); fails unless every one of them took it durably.
+pub async fn rehome<E: Engine>(ctx: &NodeContext<E>, hint: &Hint) -> Result<(), Error> {
+    let partition = split_storage_key(&hint.storage_key)
+        .map(|(p, _, _)| p)
+        .ok_or_else(|| Error::Corrupt("a hint's storage key does not parse".into()))?;
+    let primaries = ctx.topology().preference(partition);
+    if primaries.is_empty() {
+        return Err(Error::NotServing(
+            "without a layout: the key has no primaries",
+        ));
+    }
+    for node in primaries.iter() {
+        let holder = Holder::Primary(node.clone());
+        merge_into(ctx, &holder, hint.key_hash, &hint.storage_key, &hint.object).await?;
+    }
+    Ok(())
+}
+
+/// Asks `node`, a replica of the key, to coordinate `write` (see [`Coordinator`]'s forward).
+/// Returns the client's new context token.
+#[allow(clippy::too_many_arguments)]
+pub async fn coordinate_on<E: Engine>(
+    ctx: &NodeContext<E>,
+    node: &NodeId,
+    bucket: &[u8],
+    key: &[u8],
+    token: String,
+    write: &Write,
+    w: u8,
+    timeout: std::time::Duration,
+) -> Result<String, Error> {
+    let request = ReplicationRequest::Coordinate {
+        bucket: bucket.to_vec(),
+        key: key.to_vec(),
+        context: token,
+        value: write.value.clone().map(serde_bytes::ByteBuf::from),
+        ttl_secs: write.ttl_secs,
+        w,
+    };
+    match ctx
+        .call_within(
+            node,
+            PeerRequest::Replication(request),
+            Liveness::IfUp,
+            timeout,
+        )
+        .await?
+    {
+        PeerResponse::Replication(ReplicationResponse::Coordinated { context }) => Ok(context),
+        other => Err(out_of_protocol(node, "Coordinate", other)),
+    }
+}
