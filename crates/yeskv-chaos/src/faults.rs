@@ -217,173 +217,24 @@ impl Faults {
         cluster.nodes[node].spec.data_dir.join("chaos-ballast")
     }
 
-    /// Injects a fault of `kind`; returns what to heal and a description.
+    /// Injects a fault of `kind`; returns what to heal and a description. Each kind draws its
+    /// targets and parameters from `rng` in a fixed order, so a seed picks the same ones.
     pub async fn inject(
         &mut self,
         cluster: &mut Cluster,
         kind: FaultKind,
         rng: &mut StdRng,
     ) -> anyhow::Result<(Active, String)> {
-        let n = cluster.len();
-        let ip = |c: &Cluster, i: usize| c.nodes[i].spec.ip.clone();
-        let id = |c: &Cluster, i: usize| c.nodes[i].spec.id.clone();
-        let others = |c: &Cluster, i: usize| -> Vec<String> {
-            (0..c.len()).filter(|&j| j != i).map(|j| ip(c, j)).collect()
-        };
         let (active, detail) = match kind {
-            FaultKind::Kill => {
-                let i = rng.random_range(0..n);
-                cluster.kill9(i).await?;
-                (Active::Killed(i), id(cluster, i))
-            }
-            FaultKind::Pause => {
-                let i = rng.random_range(0..n);
-                cluster.signal_pause(i, true).await?;
-                (Active::Paused(i), id(cluster, i))
-            }
-            FaultKind::PartitionIsolate => {
-                let i = rng.random_range(0..n);
-                let ns = cluster.nodes[i].spec.netns.clone();
-                self.firewall
-                    .block(&ns, &others(cluster, i), Direction::Both)
-                    .await?;
-                (
-                    Active::Partition(vec![i]),
-                    format!("{} | rest", id(cluster, i)),
-                )
-            }
-            FaultKind::PartitionSplit => {
-                let mut order: Vec<usize> = (0..n).collect();
-                order.shuffle(rng);
-                let minority = ((n - 1) / 2).max(1);
-                let (a, b) = order.split_at(minority);
-                let ips = |side: &[usize]| side.iter().map(|&j| ip(cluster, j)).collect::<Vec<_>>();
-                let (a_ips, b_ips) = (ips(a), ips(b));
-                for &i in a {
-                    let ns = cluster.nodes[i].spec.netns.clone();
-                    self.firewall.block(&ns, &b_ips, Direction::Both).await?;
-                }
-                for &i in b {
-                    let ns = cluster.nodes[i].spec.netns.clone();
-                    self.firewall.block(&ns, &a_ips, Direction::Both).await?;
-                }
-                let names = |side: &[usize]| {
-                    side.iter()
-                        .map(|&j| id(cluster, j))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                };
-                let detail = format!("{} | {}", names(a), names(b));
-                (Active::Partition(order), detail)
-            }
-            FaultKind::PartitionOneway => {
-                let i = rng.random_range(0..n);
-                let direction = if rng.random_bool(0.5) {
-                    Direction::In
-                } else {
-                    Direction::Out
-                };
-                let ns = cluster.nodes[i].spec.netns.clone();
-                self.firewall
-                    .block(&ns, &others(cluster, i), direction)
-                    .await?;
-                let detail = match direction {
-                    Direction::In => format!("{} hears nobody", id(cluster, i)),
-                    _ => format!("nobody hears {}", id(cluster, i)),
-                };
-                (Active::Partition(vec![i]), detail)
-            }
-            FaultKind::Loss => {
-                let mut order: Vec<usize> = (0..n).collect();
-                order.shuffle(rng);
-                let count = rng.random_range(1..=(n / 2).max(1));
-                let chosen: Vec<usize> = order[..count].to_vec();
-                let mut parts = Vec::new();
-                for &i in &chosen {
-                    let percent = rng.random_range(10..=30);
-                    let ns = cluster.nodes[i].spec.netns.clone();
-                    self.firewall.loss(&ns, percent).await?;
-                    parts.push(format!("{} {percent}%", id(cluster, i)));
-                }
-                (Active::Loss(chosen), parts.join(", "))
-            }
-            FaultKind::ClockSkew => {
-                let i = rng.random_range(0..n);
-                let magnitude: i64 = rng.random_range(30..=600);
-                let offset = if rng.random_bool(0.5) {
-                    magnitude
-                } else {
-                    -magnitude
-                };
-                cluster.set_clock_offset(i, offset)?;
-                // libfaketime re-reads the file within a second: look for it in `Date`.
-                let deadline = Instant::now() + Duration::from_secs(5);
-                let mut seen = None;
-                while Instant::now() < deadline {
-                    seen = cluster.clock_offset_s(i).await;
-                    if seen.is_some_and(|s| (s - offset).abs() <= 2) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                let verified = seen.is_some_and(|s| (s - offset).abs() <= 2);
-                // hyper caches the Date header until the clock passes the next second it
-                // expects, so after a backward jump it stays frozen: then check that a fresh
-                // process with the same preload and offset file sees the offset.
-                let fresh = cluster.fresh_process_offset_s(i).await;
-                let fresh_ok = fresh.is_some_and(|s| (s - offset).abs() <= 2);
-                if verified {
-                    self.clock_verified += 1;
-                } else if fresh_ok {
-                    self.clock_verified_fresh += 1;
-                }
-                let detail = format!(
-                    "{} {offset:+} s (node's Date header: {}; fresh process: {})",
-                    id(cluster, i),
-                    seen.map_or("no answer".to_string(), |s| format!("{s:+} s")),
-                    fresh.map_or("failed".to_string(), |s| format!("{s:+} s")),
-                );
-                (Active::ClockSkew(i), detail)
-            }
-            FaultKind::DiskFull => {
-                let Some(i) = self.disk_node else {
-                    bail!("no disk node in this run");
-                };
-                let path = Self::ballast(cluster, i);
-                let written = tokio::task::spawn_blocking(move || fill(&path)).await??;
-                self.disk.injected += 1;
-                let probe = self.probe_full(cluster, i).await;
-                // Every second time the node is also killed and started again on its full
-                // disk: it must come up and serve reads (opening its storage needs space, and
-                // a node that exits in a restart loop serves nothing). Not drawn from `rng`, so
-                // a seed's fault schedule stays what it was.
-                let restart = if self.disk.injected.is_multiple_of(2) {
-                    format!("; {}", self.restart_full(cluster, i).await)
-                } else {
-                    String::new()
-                };
-                (
-                    Active::DiskFull(i),
-                    format!(
-                        "{} ballast {} MiB; {probe}{restart}",
-                        id(cluster, i),
-                        written >> 20
-                    ),
-                )
-            }
-            FaultKind::Delay => {
-                let mut order: Vec<usize> = (0..n).collect();
-                order.shuffle(rng);
-                let count = rng.random_range(1..=2.min(n));
-                let mut parts = Vec::new();
-                for &i in &order[..count] {
-                    let delay = rng.random_range(50..=500);
-                    let jitter = rng.random_range(0..=300);
-                    cluster.set_delay(i, delay, jitter).await?;
-                    parts.push(format!("{} {delay}+{jitter} ms", id(cluster, i)));
-                }
-                (Active::Delay(order[..count].to_vec()), parts.join(", "))
-            }
+            FaultKind::Kill => self.inject_kill(cluster, rng).await?,
+            FaultKind::Pause => self.inject_pause(cluster, rng).await?,
+            FaultKind::PartitionIsolate => self.inject_partition_isolate(cluster, rng).await?,
+            FaultKind::PartitionSplit => self.inject_partition_split(cluster, rng).await?,
+            FaultKind::PartitionOneway => self.inject_partition_oneway(cluster, rng).await?,
+            FaultKind::Loss => self.inject_loss(cluster, rng).await?,
+            FaultKind::ClockSkew => self.inject_clock_skew(cluster, rng).await?,
+            FaultKind::DiskFull => self.inject_disk_full(cluster).await?,
+            FaultKind::Delay => self.inject_delay(cluster, rng).await?,
         };
         *self.counts.entry(kind.name().to_string()).or_default() += 1;
         self.records.push(FaultRecord {
@@ -393,6 +244,216 @@ impl Faults {
             detail: detail.clone(),
         });
         Ok((active, detail))
+    }
+
+    /// `kill`: SIGKILL of a node drawn from `rng`; healed by starting it again on its data.
+    async fn inject_kill(
+        &self,
+        cluster: &mut Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let i = rng.random_range(0..cluster.len());
+        cluster.kill9(i).await?;
+        Ok((Active::Killed(i), node_id(cluster, i)))
+    }
+
+    /// `pause`: SIGSTOP of a node drawn from `rng`; healed by SIGCONT.
+    async fn inject_pause(
+        &self,
+        cluster: &mut Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let i = rng.random_range(0..cluster.len());
+        cluster.signal_pause(i, true).await?;
+        Ok((Active::Paused(i), node_id(cluster, i)))
+    }
+
+    /// `partition-isolate`: a node drawn from `rng` drops all traffic to and from the others.
+    async fn inject_partition_isolate(
+        &self,
+        cluster: &Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let i = rng.random_range(0..cluster.len());
+        let ns = cluster.nodes[i].spec.netns.clone();
+        self.firewall
+            .block(&ns, &other_ips(cluster, i), Direction::Both)
+            .await?;
+        Ok((
+            Active::Partition(vec![i]),
+            format!("{} | rest", node_id(cluster, i)),
+        ))
+    }
+
+    /// `partition-split`: the nodes shuffled by `rng` into a minority (at least one node) and a
+    /// majority, each side dropping the other's traffic.
+    async fn inject_partition_split(
+        &self,
+        cluster: &Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let n = cluster.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(rng);
+        let minority = ((n - 1) / 2).max(1);
+        let (a, b) = order.split_at(minority);
+        let (a_ips, b_ips) = (node_ips(cluster, a), node_ips(cluster, b));
+        for &i in a {
+            let ns = cluster.nodes[i].spec.netns.clone();
+            self.firewall.block(&ns, &b_ips, Direction::Both).await?;
+        }
+        for &i in b {
+            let ns = cluster.nodes[i].spec.netns.clone();
+            self.firewall.block(&ns, &a_ips, Direction::Both).await?;
+        }
+        let detail = format!("{} | {}", node_ids(cluster, a), node_ids(cluster, b));
+        Ok((Active::Partition(order), detail))
+    }
+
+    /// `partition-oneway`: a node drawn from `rng` drops only what it receives from the others,
+    /// or only what it sends to them (a coin flip).
+    async fn inject_partition_oneway(
+        &self,
+        cluster: &Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let i = rng.random_range(0..cluster.len());
+        let direction = if rng.random_bool(0.5) {
+            Direction::In
+        } else {
+            Direction::Out
+        };
+        let ns = cluster.nodes[i].spec.netns.clone();
+        self.firewall
+            .block(&ns, &other_ips(cluster, i), direction)
+            .await?;
+        let detail = match direction {
+            Direction::In => format!("{} hears nobody", node_id(cluster, i)),
+            _ => format!("nobody hears {}", node_id(cluster, i)),
+        };
+        Ok((Active::Partition(vec![i]), detail))
+    }
+
+    /// `loss`: 1 to N/2 nodes drawn from `rng` each drop a share (10 to 30 %) of what they
+    /// receive.
+    async fn inject_loss(
+        &self,
+        cluster: &Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let n = cluster.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(rng);
+        let count = rng.random_range(1..=(n / 2).max(1));
+        let chosen: Vec<usize> = order[..count].to_vec();
+        let mut parts = Vec::new();
+        for &i in &chosen {
+            let percent = rng.random_range(10..=30);
+            let ns = cluster.nodes[i].spec.netns.clone();
+            self.firewall.loss(&ns, percent).await?;
+            parts.push(format!("{} {percent}%", node_id(cluster, i)));
+        }
+        Ok((Active::Loss(chosen), parts.join(", ")))
+    }
+
+    /// `clock-skew`: the clock of a node drawn from `rng` set 30 to 600 s ahead or behind, then
+    /// checked through the node's `Date` header or, failing that, a fresh process (counted in
+    /// [`Faults::clock_verified`] and [`Faults::clock_verified_fresh`]).
+    async fn inject_clock_skew(
+        &mut self,
+        cluster: &Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let i = rng.random_range(0..cluster.len());
+        let magnitude: i64 = rng.random_range(30..=600);
+        let offset = if rng.random_bool(0.5) {
+            magnitude
+        } else {
+            -magnitude
+        };
+        cluster.set_clock_offset(i, offset)?;
+        // libfaketime re-reads the file within a second: look for it in `Date`.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = None;
+        while Instant::now() < deadline {
+            seen = cluster.clock_offset_s(i).await;
+            if seen.is_some_and(|s| (s - offset).abs() <= 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let verified = seen.is_some_and(|s| (s - offset).abs() <= 2);
+        // hyper caches the Date header until the clock passes the next second it
+        // expects, so after a backward jump it stays frozen: then check that a fresh
+        // process with the same preload and offset file sees the offset.
+        let fresh = cluster.fresh_process_offset_s(i).await;
+        let fresh_ok = fresh.is_some_and(|s| (s - offset).abs() <= 2);
+        if verified {
+            self.clock_verified += 1;
+        } else if fresh_ok {
+            self.clock_verified_fresh += 1;
+        }
+        let detail = format!(
+            "{} {offset:+} s (node's Date header: {}; fresh process: {})",
+            node_id(cluster, i),
+            seen.map_or("no answer".to_string(), |s| format!("{s:+} s")),
+            fresh.map_or("failed".to_string(), |s| format!("{s:+} s")),
+        );
+        Ok((Active::ClockSkew(i), detail))
+    }
+
+    /// `disk-full`: a ballast fills the disk node's filesystem, then probe writes through the
+    /// node check that it refuses writes and stays up ([`Faults::disk`]). Draws nothing from
+    /// the run's generator.
+    async fn inject_disk_full(
+        &mut self,
+        cluster: &mut Cluster,
+    ) -> anyhow::Result<(Active, String)> {
+        let Some(i) = self.disk_node else {
+            bail!("no disk node in this run");
+        };
+        let path = Self::ballast(cluster, i);
+        let written = tokio::task::spawn_blocking(move || fill(&path)).await??;
+        self.disk.injected += 1;
+        let probe = self.probe_full(cluster, i).await;
+        // Every second time the node is also killed and started again on its full
+        // disk: it must come up and serve reads (opening its storage needs space, and
+        // a node that exits in a restart loop serves nothing). Not drawn from `rng`, so
+        // a seed's fault schedule stays what it was.
+        let restart = if self.disk.injected.is_multiple_of(2) {
+            format!("; {}", self.restart_full(cluster, i).await)
+        } else {
+            String::new()
+        };
+        Ok((
+            Active::DiskFull(i),
+            format!(
+                "{} ballast {} MiB; {probe}{restart}",
+                node_id(cluster, i),
+                written >> 20
+            ),
+        ))
+    }
+
+    /// `delay`: 1 or 2 nodes drawn from `rng` each wait 50 to 500 ms (plus a jitter of up to
+    /// 300 ms) before every outgoing internode call.
+    async fn inject_delay(
+        &self,
+        cluster: &Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let n = cluster.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(rng);
+        let count = rng.random_range(1..=2.min(n));
+        let mut parts = Vec::new();
+        for &i in &order[..count] {
+            let delay = rng.random_range(50..=500);
+            let jitter = rng.random_range(0..=300);
+            cluster.set_delay(i, delay, jitter).await?;
+            parts.push(format!("{} {delay}+{jitter} ms", node_id(cluster, i)));
+        }
+        Ok((Active::Delay(order[..count].to_vec()), parts.join(", ")))
     }
 
     /// Keeps a fault in force while it is held (called about once a second): a full disk is
@@ -406,7 +467,7 @@ impl Faults {
         }
     }
 
-    /// Heals `active` (the last injected fault).
+    /// Heals `active` (the last injected fault) and stamps its record; returns what was done.
     pub async fn heal(&mut self, cluster: &mut Cluster, active: Active) -> anyhow::Result<String> {
         let note = match active {
             Active::Killed(i) => {
@@ -417,71 +478,82 @@ impl Faults {
                 cluster.signal_pause(i, false).await?;
                 "continued".to_string()
             }
-            Active::Partition(nodes) => {
-                for i in nodes {
-                    let ns = cluster.nodes[i].spec.netns.clone();
-                    self.firewall.heal_partition(&ns).await?;
-                }
-                "rules flushed".to_string()
-            }
-            Active::Loss(nodes) => {
-                for i in nodes {
-                    let ns = cluster.nodes[i].spec.netns.clone();
-                    self.firewall.heal_loss(&ns).await?;
-                }
-                "rules flushed".to_string()
-            }
+            Active::Partition(nodes) => self.heal_partition(cluster, nodes).await?,
+            Active::Loss(nodes) => self.heal_loss(cluster, nodes).await?,
             Active::ClockSkew(i) => {
                 cluster.set_clock_offset(i, 0)?;
                 "offset +0".to_string()
             }
-            Active::DiskFull(i) => {
-                let path = Self::ballast(cluster, i);
-                std::fs::remove_file(&path)
-                    .with_context(|| format!("removing {}", path.display()))?;
-                let timeout = self.disk_recovery_timeout;
-                match self.probe_recovered(cluster, i, timeout).await {
-                    Ok(s) => {
-                        self.disk.recovered += 1;
-                        self.disk.recovery_s_max = self.disk.recovery_s_max.max(s);
-                        let note = format!("ballast removed; w=all write ok after {s:.1} s");
-                        self.disk.notes.push(note.clone());
-                        note
-                    }
-                    Err(last) => {
-                        // Not recovered on its own: restart it so the run can go on, and
-                        // count the failure.
-                        self.disk.restarted += 1;
-                        cluster.kill9(i).await?;
-                        cluster.start(i).await?;
-                        let after = self.probe_recovered(cluster, i, timeout).await;
-                        if after.is_ok() {
-                            self.disk.recovered_after_restart += 1;
-                        }
-                        let note = format!(
-                            "ballast removed; NOT recovered within {timeout:?} ({last}); \
-                             restarted: writes ok again: {}",
-                            after.is_ok()
-                        );
-                        self.disk.notes.push(note.clone());
-                        note
-                    }
-                }
-            }
-            Active::Delay(nodes) => {
-                for i in nodes {
-                    if cluster.is_running(i) {
-                        cluster.set_delay(i, 0, 0).await?;
-                    }
-                }
-                "delay 0".to_string()
-            }
+            Active::DiskFull(i) => self.heal_disk_full(cluster, i).await?,
+            Active::Delay(nodes) => self.heal_delay(cluster, nodes).await?,
         };
         let now = self.now_ms();
         if let Some(last) = self.records.last_mut() {
             last.healed_ms = Some(now);
         }
         Ok(note)
+    }
+
+    /// Flushes the partition rules in the namespaces of `nodes`.
+    async fn heal_partition(&self, cluster: &Cluster, nodes: Vec<usize>) -> anyhow::Result<String> {
+        for i in nodes {
+            let ns = cluster.nodes[i].spec.netns.clone();
+            self.firewall.heal_partition(&ns).await?;
+        }
+        Ok("rules flushed".to_string())
+    }
+
+    /// Flushes the loss rules in the namespaces of `nodes`.
+    async fn heal_loss(&self, cluster: &Cluster, nodes: Vec<usize>) -> anyhow::Result<String> {
+        for i in nodes {
+            let ns = cluster.nodes[i].spec.netns.clone();
+            self.firewall.heal_loss(&ns).await?;
+        }
+        Ok("rules flushed".to_string())
+    }
+
+    /// Removes node `i`'s ballast and waits for its storage to take writes again on its own;
+    /// if it does not within [`Faults::disk_recovery_timeout`], restarts it (the operator's
+    /// remedy) so the run can go on, and counts the failure in [`Faults::disk`].
+    async fn heal_disk_full(&mut self, cluster: &mut Cluster, i: usize) -> anyhow::Result<String> {
+        let path = Self::ballast(cluster, i);
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        let timeout = self.disk_recovery_timeout;
+        let note = match self.probe_recovered(cluster, i, timeout).await {
+            Ok(s) => {
+                self.disk.recovered += 1;
+                self.disk.recovery_s_max = self.disk.recovery_s_max.max(s);
+                format!("ballast removed; w=all write ok after {s:.1} s")
+            }
+            Err(last) => {
+                // Not recovered on its own: restart it so the run can go on, and count the
+                // failure.
+                self.disk.restarted += 1;
+                cluster.kill9(i).await?;
+                cluster.start(i).await?;
+                let after = self.probe_recovered(cluster, i, timeout).await;
+                if after.is_ok() {
+                    self.disk.recovered_after_restart += 1;
+                }
+                format!(
+                    "ballast removed; NOT recovered within {timeout:?} ({last}); \
+                     restarted: writes ok again: {}",
+                    after.is_ok()
+                )
+            }
+        };
+        self.disk.notes.push(note.clone());
+        Ok(note)
+    }
+
+    /// Sets the delay of `nodes` back to 0, skipping those not running (they cannot be asked).
+    async fn heal_delay(&self, cluster: &Cluster, nodes: Vec<usize>) -> anyhow::Result<String> {
+        for i in nodes {
+            if cluster.is_running(i) {
+                cluster.set_delay(i, 0, 0).await?;
+            }
+        }
+        Ok("delay 0".to_string())
     }
 
     /// Resets every node, whatever is in force: continues paused nodes, restarts dead ones,
@@ -696,6 +768,34 @@ impl Faults {
         }
         Err(last)
     }
+}
+
+/// Node `i`'s id, as the report names it.
+fn node_id(cluster: &Cluster, i: usize) -> String {
+    cluster.nodes[i].spec.id.clone()
+}
+
+/// The ids of `nodes`, comma-separated.
+fn node_ids(cluster: &Cluster, nodes: &[usize]) -> String {
+    nodes
+        .iter()
+        .map(|&j| node_id(cluster, j))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The addresses of `nodes`, as firewall rules name them.
+fn node_ips(cluster: &Cluster, nodes: &[usize]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|&j| cluster.nodes[j].spec.ip.clone())
+        .collect()
+}
+
+/// The addresses of every node but `i`.
+fn other_ips(cluster: &Cluster, i: usize) -> Vec<String> {
+    let others: Vec<usize> = (0..cluster.len()).filter(|&j| j != i).collect();
+    node_ips(cluster, &others)
 }
 
 /// Whether the node at `http` says its storage refuses writes (`yeskv_storage_write_failing`

@@ -1,4 +1,4 @@
-//! `yeskv-chaos`: the real-process chaos runner (issue 5, part 3). Run it through
+//! `yeskv-chaos`: the real-process chaos runner. Run it through
 //! `scripts/chaos`, which builds it, creates the network namespaces, the bridge and the loop
 //! filesystem this runner expects, runs it inside the hub namespace, and removes everything
 //! afterwards (also on Ctrl-C).
@@ -141,6 +141,38 @@ fn progress(start: Instant, line: &str) {
     println!("[{:>6.1}s] {line}", start.elapsed().as_secs_f64());
 }
 
+/// Where a run writes: the report, the history next to it, the node logs.
+struct Paths {
+    report: PathBuf,
+    history: PathBuf,
+    logs: PathBuf,
+}
+
+impl Paths {
+    /// `FILE.json` → `FILE.history.json` and `FILE.logs/` beside it (the logs of an earlier run
+    /// with the same name are removed).
+    fn beside(report: &std::path::Path) -> anyhow::Result<Paths> {
+        let stem = report
+            .file_stem()
+            .map_or("chaos".into(), |s| s.to_string_lossy().into_owned());
+        let dir = report
+            .parent()
+            .map(PathBuf::from)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let logs = dir.join(format!("{stem}.logs"));
+        if logs.exists() {
+            std::fs::remove_dir_all(&logs)
+                .with_context(|| format!("clearing {}", logs.display()))?;
+        }
+        Ok(Paths {
+            report: report.to_path_buf(),
+            history: dir.join(format!("{stem}.history.json")),
+            logs,
+        })
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<Outcome> {
     if !(3..=9).contains(&args.nodes) {
         bail!("--nodes must be between 3 and 9");
@@ -151,33 +183,8 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     let mut rng = StdRng::seed_from_u64(seed);
-    let report_path = args.report.clone();
-    let stem = report_path
-        .file_stem()
-        .map_or("chaos".into(), |s| s.to_string_lossy().into_owned());
-    let report_dir = report_path
-        .parent()
-        .map(PathBuf::from)
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("."));
-    let history_path = report_dir.join(format!("{stem}.history.json"));
-    let log_dir = report_dir.join(format!("{stem}.logs"));
-    if log_dir.exists() {
-        std::fs::remove_dir_all(&log_dir)
-            .with_context(|| format!("clearing {}", log_dir.display()))?;
-    }
-
+    let paths = Paths::beside(&args.report)?;
     let start = Instant::now();
-    let mut cluster = Cluster::prepare(Settings {
-        nodes: args.nodes,
-        netns_prefix: args.netns_prefix.clone(),
-        ip_prefix: args.ip_prefix.clone(),
-        yeskv_bin: args.yeskv.clone(),
-        faketime_lib: args.faketime_lib.clone(),
-        data_root: args.work_dir.join("data"),
-        work_dir: args.work_dir.join("conf"),
-        log_dir: log_dir.clone(),
-    })?;
     let disk_node = match args.disk_node {
         Some(i) if (1..=args.nodes).contains(&i) => Some(i - 1),
         Some(i) => bail!("--disk-node {i} is not a node"),
@@ -186,6 +193,54 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     let firewall = Firewall {
         table: args.nft_table.clone(),
     };
+    let mut cluster = start_cluster(&args, &paths, &firewall, seed, start).await?;
+    let short = args.duration < 120;
+    let mut workload = Workload::start(&cluster, disk_node, seed, start)?;
+    let mut faults = Faults::new(firewall, disk_node, start);
+    faults.disk_recovery_timeout = Duration::from_secs(if short { 15 } else { 30 });
+    let kinds = fault_kinds(&faults, &args.faults)?;
+    let mut trouble = Trouble::default();
+    let end = Instant::now() + Duration::from_secs(args.duration);
+    inject_faults(
+        &mut cluster,
+        &mut faults,
+        &kinds,
+        &workload,
+        &mut trouble,
+        &mut rng,
+        end,
+    )
+    .await;
+    tokio::time::sleep(end.saturating_duration_since(Instant::now())).await;
+    workload.stop().await;
+    trouble.note_exits(&mut cluster, &workload, false).await;
+    let settled = heal_and_settle(&mut cluster, &mut faults, &workload, &mut trouble, &args).await;
+    trouble.note_exits(&mut cluster, &workload, false).await;
+    cluster.stop_all().await;
+    judge(
+        &args, seed, &paths, &workload, &faults, trouble, settled, &cluster,
+    )
+}
+
+/// Starts the nodes (firewall tables first) and forms the cluster; checks that every node's
+/// clock agrees with the runner's (libfaketime is preloaded with offset 0).
+async fn start_cluster(
+    args: &Args,
+    paths: &Paths,
+    firewall: &Firewall,
+    seed: u64,
+    start: Instant,
+) -> anyhow::Result<Cluster> {
+    let mut cluster = Cluster::prepare(Settings {
+        nodes: args.nodes,
+        netns_prefix: args.netns_prefix.clone(),
+        ip_prefix: args.ip_prefix.clone(),
+        yeskv_bin: args.yeskv.clone(),
+        faketime_lib: args.faketime_lib.clone(),
+        data_root: args.work_dir.join("data"),
+        work_dir: args.work_dir.join("conf"),
+        log_dir: paths.logs.clone(),
+    })?;
     for node in &cluster.nodes {
         firewall.install(&node.spec.netns).await?;
     }
@@ -195,7 +250,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
             "seed {seed}: starting {} nodes (zones {}, n=3 r=2 w=2), logs in {}",
             args.nodes,
             cluster::ZONES,
-            log_dir.display()
+            paths.logs.display()
         ),
     );
     for i in 0..cluster.len() {
@@ -203,7 +258,6 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let version = cluster.form(Duration::from_secs(90)).await?;
     progress(start, &format!("cluster formed: layout version {version}"));
-    // libfaketime is preloaded with offset 0: the nodes' clocks must agree with ours.
     for i in 0..cluster.len() {
         match cluster.clock_offset_s(i).await {
             Some(s) if s.abs() <= 2 => {}
@@ -213,134 +267,216 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
             ),
         }
     }
+    Ok(cluster)
+}
 
-    // Workload.
-    let short = args.duration < 120;
-    let params = Params {
-        register_keys: 12,
-        cart_keys: 6,
-        register_workers: 2 * args.nodes,
-        cart_workers: args.nodes,
-        think_ms_min: 20,
-        think_ms_max: 80,
-    };
-    let recorder = Arc::new(Recorder::new(start));
-    let node_ids: Vec<String> = cluster.nodes.iter().map(|n| n.spec.id.clone()).collect();
-    let http_addrs: Vec<String> = cluster.nodes.iter().map(|n| n.spec.http.clone()).collect();
-    let shared = Arc::new(Shared {
-        clients: workload::clients(&http_addrs)?,
-        node_ids: node_ids.clone(),
-        recorder: recorder.clone(),
-        stop: AtomicBool::new(false),
-        params: params.clone(),
-    });
-    let stride = (params.register_workers + params.cart_workers) as u64;
-    let mut workers = Vec::new();
-    for w in 0..params.register_workers as u64 {
-        workers.push(tokio::spawn(workload::register_worker(
-            shared.clone(),
-            w,
-            stride,
-            seed,
-        )));
-    }
-    for w in 0..params.cart_workers as u64 {
-        let index = params.register_workers as u64 + w;
-        workers.push(tokio::spawn(workload::cart_worker(
-            shared.clone(),
-            index,
-            stride,
-            seed,
-        )));
-    }
+/// The register and cart workers, and the progress line printed every 10 s while they run.
+struct Workload {
+    params: Params,
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+    node_ids: Vec<String>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    ticker: tokio::task::JoinHandle<()>,
+    /// The fault being held, for the progress line.
+    status: Arc<Mutex<String>>,
+    start: Instant,
+}
 
-    // Progress lines.
-    let status_line = Arc::new(Mutex::new(String::from("none")));
-    let ticker = {
-        let recorder = recorder.clone();
-        let status_line = status_line.clone();
-        let disk_addr =
-            disk_node.map(|i| (node_ids[i].clone(), cluster.nodes[i].spec.http.clone()));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            tick.tick().await;
-            let mut ticks = 0u64;
-            loop {
-                tick.tick().await;
-                ticks += 1;
-                // Once a minute, what the disk node's small disk holds: a disk that fills up
-                // over a long run should show where the space goes while it happens.
-                if let (Some((id, addr)), true) = (&disk_addr, ticks.is_multiple_of(6)) {
-                    progress(start, &format!("disk {id}: {}", disk_line(addr).await));
-                }
-                let s = status_line
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                progress(
-                    start,
-                    &format!(
-                        "ops {} (ok {}, info {}); fault: {s}",
-                        recorder.completed.load(Ordering::Relaxed),
-                        recorder.ok.load(Ordering::Relaxed),
-                        recorder.info.load(Ordering::Relaxed),
-                    ),
-                );
-            }
+impl Workload {
+    fn start(
+        cluster: &Cluster,
+        disk_node: Option<usize>,
+        seed: u64,
+        start: Instant,
+    ) -> anyhow::Result<Workload> {
+        let nodes = cluster.len();
+        let params = Params {
+            register_keys: 12,
+            cart_keys: 6,
+            register_workers: 2 * nodes,
+            cart_workers: nodes,
+            think_ms_min: 20,
+            think_ms_max: 80,
+        };
+        let recorder = Arc::new(Recorder::new(start));
+        let node_ids: Vec<String> = cluster.nodes.iter().map(|n| n.spec.id.clone()).collect();
+        let http_addrs: Vec<String> = cluster.nodes.iter().map(|n| n.spec.http.clone()).collect();
+        let shared = Arc::new(Shared {
+            clients: workload::clients(&http_addrs)?,
+            node_ids: node_ids.clone(),
+            recorder: recorder.clone(),
+            stop: AtomicBool::new(false),
+            params: params.clone(),
+        });
+        let stride = (params.register_workers + params.cart_workers) as u64;
+        let mut workers = Vec::new();
+        for w in 0..params.register_workers as u64 {
+            let worker = workload::register_worker(shared.clone(), w, stride, seed);
+            workers.push(tokio::spawn(worker));
+        }
+        for w in 0..params.cart_workers as u64 {
+            let index = params.register_workers as u64 + w;
+            let worker = workload::cart_worker(shared.clone(), index, stride, seed);
+            workers.push(tokio::spawn(worker));
+        }
+        let status = Arc::new(Mutex::new(String::from("none")));
+        let disk = disk_node.map(|i| (node_ids[i].clone(), cluster.nodes[i].spec.http.clone()));
+        let ticker = tokio::spawn(ticker(recorder.clone(), status.clone(), disk, start));
+        Ok(Workload {
+            params,
+            shared,
+            recorder,
+            node_ids,
+            workers,
+            ticker,
+            status,
+            start,
         })
-    };
+    }
 
-    // Faults, one at a time, every kind once per shuffled round.
-    let mut faults = Faults::new(firewall, disk_node, start);
-    faults.disk_recovery_timeout = Duration::from_secs(if short { 15 } else { 30 });
-    let kinds: Vec<FaultKind> = if args.faults.is_empty() {
-        faults.kinds()
-    } else {
-        let mut chosen = Vec::new();
-        for name in &args.faults {
-            match faults.kinds().into_iter().find(|k| k.name() == name) {
-                Some(k) => chosen.push(k),
-                None => bail!("--faults: unknown or unavailable kind {name:?}"),
+    /// What the progress line names as the current fault.
+    fn set_status(&self, line: String) {
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = line;
+    }
+
+    /// Stops the workers (every request has a timeout, so this ends) and the progress line.
+    async fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        progress(self.start, "workload stopping");
+        for w in self.workers.drain(..) {
+            let _ = w.await;
+        }
+        self.ticker.abort();
+    }
+
+    /// Every key the workload touched, with its bucket.
+    fn keys(&self) -> Vec<(String, &'static str)> {
+        (0..self.params.register_keys)
+            .map(|k| (format!("r{k}"), workload::REGISTER_BUCKET))
+            .chain((0..self.params.cart_keys).map(|k| (format!("c{k}"), workload::CART_BUCKET)))
+            .collect()
+    }
+}
+
+/// The progress line every 10 s; once a minute also what the disk node's small disk holds (a
+/// disk that fills up over a long run should show where the space goes while it happens).
+async fn ticker(
+    recorder: Arc<Recorder>,
+    status: Arc<Mutex<String>>,
+    disk: Option<(String, String)>,
+    start: Instant,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.tick().await;
+    let mut ticks = 0u64;
+    loop {
+        tick.tick().await;
+        ticks += 1;
+        if let (Some((id, addr)), true) = (&disk, ticks.is_multiple_of(6)) {
+            progress(start, &format!("disk {id}: {}", disk_line(addr).await));
+        }
+        let s = status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        progress(
+            start,
+            &format!(
+                "ops {} (ok {}, info {}); fault: {s}",
+                recorder.completed.load(Ordering::Relaxed),
+                recorder.ok.load(Ordering::Relaxed),
+                recorder.info.load(Ordering::Relaxed),
+            ),
+        );
+    }
+}
+
+/// What went wrong beside the checker's verdict: nodes that exited on their own, and faults
+/// that could not be injected or healed.
+#[derive(Default)]
+struct Trouble {
+    crashes: Vec<String>,
+    fault_errors: Vec<String>,
+}
+
+impl Trouble {
+    /// Records every node that exited without being told to; restarts them if `restart`.
+    async fn note_exits(&mut self, cluster: &mut Cluster, workload: &Workload, restart: bool) {
+        let node_ids = &workload.node_ids;
+        for (i, status) in cluster.reap_unexpected() {
+            let line = if restart {
+                format!("{} exited unexpectedly ({status}); restarting", node_ids[i])
+            } else {
+                format!("{} exited unexpectedly ({status})", node_ids[i])
+            };
+            progress(workload.start, &line);
+            self.crashes.push(line);
+            if restart {
+                if let Err(e) = cluster.start(i).await {
+                    self.fault_errors
+                        .push(format!("restarting {}: {e:#}", node_ids[i]));
+                }
             }
         }
-        chosen
-    };
-    let end = Instant::now() + Duration::from_secs(args.duration);
+    }
+}
+
+/// The fault kinds of this run: every kind the runner can inject, or those `--faults` names.
+fn fault_kinds(faults: &Faults, names: &[String]) -> anyhow::Result<Vec<FaultKind>> {
+    if names.is_empty() {
+        return Ok(faults.kinds());
+    }
+    names
+        .iter()
+        .map(|name| {
+            faults
+                .kinds()
+                .into_iter()
+                .find(|k| k.name() == name)
+                .with_context(|| format!("--faults: unknown or unavailable kind {name:?}"))
+        })
+        .collect()
+}
+
+/// Injects one fault at a time until `end`: every kind once per shuffled round, each held a
+/// few seconds (kept up meanwhile, e.g. a disk kept full), healed, then a short gap.
+async fn inject_faults(
+    cluster: &mut Cluster,
+    faults: &mut Faults,
+    kinds: &[FaultKind],
+    workload: &Workload,
+    trouble: &mut Trouble,
+    rng: &mut StdRng,
+    end: Instant,
+) {
+    let start = workload.start;
+    let short = end.saturating_duration_since(Instant::now()) < Duration::from_secs(120);
     let (hold_s, gap_s) = if short {
         (3..=5, 1..=2)
     } else {
         (5..=10, 2..=4)
     };
     let mut round: Vec<FaultKind> = Vec::new();
-    let mut crashes: Vec<String> = Vec::new();
-    let mut fault_errors: Vec<String> = Vec::new();
     tokio::time::sleep(Duration::from_secs(if short { 2 } else { 5 })).await;
     while Instant::now() + Duration::from_secs(*hold_s.start()) < end {
-        for (i, status) in cluster.reap_unexpected() {
-            let line = format!("{} exited unexpectedly ({status}); restarting", node_ids[i]);
-            progress(start, &line);
-            crashes.push(line);
-            if let Err(e) = cluster.start(i).await {
-                fault_errors.push(format!("restarting {}: {e:#}", node_ids[i]));
-            }
-        }
+        trouble.note_exits(cluster, workload, true).await;
         if round.is_empty() {
-            round = kinds.clone();
-            round.shuffle(&mut rng);
+            round = kinds.to_vec();
+            round.shuffle(rng);
         }
         let kind = round.pop().expect("refilled above");
-        let active = match faults.inject(&mut cluster, kind, &mut rng).await {
+        let active = match faults.inject(cluster, kind, rng).await {
             Ok((active, detail)) => {
                 progress(start, &format!("inject {}: {detail}", kind.name()));
-                let short_detail: String = detail.split(';').next().unwrap_or("").into();
-                *status_line.lock().unwrap_or_else(PoisonError::into_inner) =
-                    format!("{} {short_detail}", kind.name());
+                let short_detail = detail.split(';').next().unwrap_or("");
+                workload.set_status(format!("{} {short_detail}", kind.name()));
                 active
             }
             Err(e) => {
                 let line = format!("injecting {}: {e:#}", kind.name());
                 progress(start, &line);
-                fault_errors.push(line);
+                trouble.fault_errors.push(line);
                 continue;
             }
         };
@@ -349,59 +485,64 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         while Instant::now() < held_until {
             let step = held_until.saturating_duration_since(Instant::now());
             tokio::time::sleep(step.min(Duration::from_secs(1))).await;
-            faults.maintain(&cluster, &active).await;
+            faults.maintain(cluster, &active).await;
         }
-        match faults.heal(&mut cluster, active).await {
+        match faults.heal(cluster, active).await {
             Ok(note) => progress(start, &format!("heal {}: {note}", kind.name())),
             Err(e) => {
                 let line = format!("healing {}: {e:#}", kind.name());
                 progress(start, &line);
-                fault_errors.push(line);
+                trouble.fault_errors.push(line);
             }
         }
-        *status_line.lock().unwrap_or_else(PoisonError::into_inner) = "none".into();
+        workload.set_status("none".into());
         let gap = Duration::from_secs(rng.random_range(gap_s.clone()));
         tokio::time::sleep(gap.min(end.saturating_duration_since(Instant::now()))).await;
     }
-    let remaining = end.saturating_duration_since(Instant::now());
-    tokio::time::sleep(remaining).await;
+}
 
-    // Stop the workload; every request has a timeout, so this ends.
-    shared.stop.store(true, Ordering::Relaxed);
-    progress(start, "workload stopping");
-    for w in workers {
-        let _ = w.await;
-    }
-    ticker.abort();
-    for (i, status) in cluster.reap_unexpected() {
-        let line = format!("{} exited unexpectedly ({status})", node_ids[i]);
-        progress(start, &line);
-        crashes.push(line);
-    }
+/// What the cluster looked like once healed.
+struct Settled {
+    healed_at_ms: u64,
+    all_up: bool,
+    final_reads: Vec<FinalRead>,
+    reads_agreed_s: Option<f64>,
+    digests: Vec<yeskv_check::history::DigestSample>,
+    /// Tombstone copies reaped, counted since each node's last start (the reaper ran under
+    /// the faults: the nodes' grace is 5 s).
+    reaped: u64,
+}
 
-    // Heal everything, restart the dead, wait until everyone sees everyone up.
-    if let Err(e) = faults.heal_everything(&mut cluster).await {
-        fault_errors.push(format!("{e:#}"));
+/// Heals everything and restarts the dead; then, side by side: waits until every node sees
+/// every member up and reads every key with `r=all` through every node until they agree, and
+/// samples the anti-entropy roots from the heal on (sampled only after the reads, a run in
+/// which one node never came back measured 181 s for replicas that had agreed long before).
+async fn heal_and_settle(
+    cluster: &mut Cluster,
+    faults: &mut Faults,
+    workload: &Workload,
+    trouble: &mut Trouble,
+    args: &Args,
+) -> Settled {
+    let (start, recorder) = (workload.start, &workload.recorder);
+    if let Err(e) = faults.heal_everything(cluster).await {
+        trouble.fault_errors.push(format!("{e:#}"));
     }
     let healed_at_ms = recorder.now_ms();
-    // Replica convergence is sampled from the heal on, beside the wait for every member to be
-    // seen up and the final reads: sampled only after them, a run in which one node never came
-    // back measured 181 s for replicas that had agreed long before.
-    let bound_ms = args.converge_bound_s * 1000;
-    let sampling = sample_roots(&cluster, &node_ids, &recorder, healed_at_ms + bound_ms);
+    let until_ms = healed_at_ms + args.converge_bound_s * 1000;
+    let cluster = &*cluster;
+    let sampling = sample_roots(cluster, &workload.node_ids, recorder, until_ms);
     let settle = async {
         let up_deadline = Instant::now() + Duration::from_secs(120);
         let mut all_up = false;
-        while Instant::now() < up_deadline {
-            let mut ok = true;
+        while !all_up && Instant::now() < up_deadline {
+            all_up = true;
             for i in 0..cluster.len() {
-                ok &= cluster.sees_all_up(i).await;
+                all_up &= cluster.sees_all_up(i).await;
             }
-            if ok {
-                all_up = true;
-                break;
+            if !all_up {
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         progress(
             start,
@@ -410,30 +551,23 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
                 (recorder.now_ms() - healed_at_ms) as f64 / 1000.0
             ),
         );
-        // Final reads: r=all through every node, until they agree.
-        let keys: Vec<(String, &str)> = (0..params.register_keys)
-            .map(|k| (format!("r{k}"), workload::REGISTER_BUCKET))
-            .chain((0..params.cart_keys).map(|k| (format!("c{k}"), workload::CART_BUCKET)))
-            .collect();
-        let (final_reads, reads_agreed_s) =
-            final_reads(&shared, &keys, Duration::from_secs(args.converge_timeout_s)).await;
+        let timeout = Duration::from_secs(args.converge_timeout_s);
+        let (reads, agreed_s) = final_reads(&workload.shared, &workload.keys(), timeout).await;
         progress(
             start,
             &format!(
                 "final reads: {} keys; r=all reads through every node agree: {}",
-                final_reads.len(),
-                reads_agreed_s.map_or("no".to_string(), |s| format!("after {s:.1} s"))
+                reads.len(),
+                agreed_s.map_or("no".to_string(), |s| format!("after {s:.1} s"))
             ),
         );
-        (all_up, final_reads, reads_agreed_s)
+        (all_up, reads, agreed_s)
     };
     let (digests, (all_up, final_reads, reads_agreed_s)) = tokio::join!(sampling, settle);
     progress(
         start,
         &format!("anti-entropy roots sampled: {} samples", digests.len()),
     );
-    // Tombstone copies reaped, counted since each node's last start (the reaper ran under the
-    // faults: the nodes' grace is 5 s).
     let mut reaped = 0u64;
     for i in 0..cluster.len() {
         reaped += cluster
@@ -441,13 +575,31 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
             .await
             .unwrap_or(0.0) as u64;
     }
-    for (i, status) in cluster.reap_unexpected() {
-        crashes.push(format!("{} exited unexpectedly ({status})", node_ids[i]));
+    Settled {
+        healed_at_ms,
+        all_up,
+        final_reads,
+        reads_agreed_s,
+        digests,
+        reaped,
     }
-    cluster.stop_all().await;
+}
 
-    // Judge.
-    let mut final_reads = final_reads;
+/// Judges the history with `yeskv-check`, adds the runner's own checks (crashes, the full-disk
+/// checks, every member up), writes the history and the report, and prints the verdict.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    args: &Args,
+    seed: u64,
+    paths: &Paths,
+    workload: &Workload,
+    faults: &Faults,
+    trouble: Trouble,
+    settled: Settled,
+    cluster: &Cluster,
+) -> anyhow::Result<Outcome> {
+    let (start, recorder, node_ids) = (workload.start, &workload.recorder, &workload.node_ids);
+    let mut final_reads = settled.final_reads;
     if let Some(bug) = &args.plant_bug {
         plant(bug, &recorder.events(), &mut final_reads)?;
         progress(
@@ -457,12 +609,13 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     }
     let history = History {
         events: recorder.events(),
-        healed_at_ms: Some(healed_at_ms),
+        healed_at_ms: Some(settled.healed_at_ms),
         final_reads,
-        digests,
+        digests: settled.digests,
     };
-    std::fs::write(&history_path, serde_json::to_vec(&history)?)
-        .with_context(|| format!("writing {}", history_path.display()))?;
+    std::fs::write(&paths.history, serde_json::to_vec(&history)?)
+        .with_context(|| format!("writing {}", paths.history.display()))?;
+    let bound_ms = args.converge_bound_s * 1000;
     let options = yeskv_check::Options {
         check_convergence: true,
         convergence_bound_ms: bound_ms,
@@ -471,10 +624,16 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     let report = yeskv_check::check(&history, &options);
     let converged_s = report.converged_ms.map(|ms| ms as f64 / 1000.0);
 
-    let disk_ok = faults.disk.recovered == faults.disk.injected
-        && faults.disk.stayed_up == faults.disk.injected
-        && faults.disk.failing_seen == faults.disk.injected
-        && faults.disk.started_while_full == faults.disk.restarted_while_full;
+    let disk = &faults.disk;
+    let disk_ok = disk.recovered == disk.injected
+        && disk.stayed_up == disk.injected
+        && disk.failing_seen == disk.injected
+        && disk.started_while_full == disk.restarted_while_full;
+    let Trouble {
+        crashes,
+        fault_errors,
+    } = trouble;
+    let all_up = settled.all_up;
     let passed = report.ok() && crashes.is_empty() && disk_ok && all_up;
     let mut failures = Vec::new();
     if !report.ok() {
@@ -490,19 +649,20 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     if !disk_ok {
         failures.push(format!(
             "full disk: {} injected, storage failing seen {}, node stayed up {}, recovered on its own {} (restarted {}), started on the full disk {} of {}",
-            faults.disk.injected,
-            faults.disk.failing_seen,
-            faults.disk.stayed_up,
-            faults.disk.recovered,
-            faults.disk.restarted,
-            faults.disk.started_while_full,
-            faults.disk.restarted_while_full
+            disk.injected,
+            disk.failing_seen,
+            disk.stayed_up,
+            disk.recovered,
+            disk.restarted,
+            disk.started_while_full,
+            disk.restarted_while_full
         ));
     }
     if !all_up {
         failures.push("the healed cluster never saw every member up".into());
     }
     let summary = recorder.summary();
+    let reaped = settled.reaped;
     let doc = json!({
         "passed": passed,
         "failures": failures,
@@ -510,7 +670,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         "lost": report.lost,
         "resurrected": report.resurrected,
         "converged_s": converged_s,
-        "reads_agreed_s": reads_agreed_s,
+        "reads_agreed_s": settled.reads_agreed_s,
         "tombstones_reaped_since_last_start": reaped,
         "faults": faults.counts,
         "ops": summary,
@@ -520,9 +680,10 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
             "seed": seed,
             "zones": cluster::ZONES,
             "n": 3, "r": 2, "w": 2,
-            "workload": params,
+            "workload": workload.params,
             "request_timeout_ms": workload::REQUEST_TIMEOUT.as_millis() as u64,
-            "disk_node": disk_node.map(|i| node_ids[i].clone()),
+            "disk_node": faults.disk_node.map(|i| node_ids[i].clone()),
+            "nodes_started": cluster.len(),
         },
         "clock_skew_verified": {
             "node_date_header": faults.clock_verified,
@@ -532,14 +693,14 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         "unexpected_exits": crashes,
         "fault_errors": fault_errors,
         "all_up_after_heal": all_up,
-        "healed_at_ms": healed_at_ms,
+        "healed_at_ms": settled.healed_at_ms,
         "fault_log": faults.records,
-        "history": history_path.display().to_string(),
-        "logs": log_dir.display().to_string(),
+        "history": paths.history.display().to_string(),
+        "logs": paths.logs.display().to_string(),
         "check": report,
     });
-    std::fs::write(&report_path, serde_json::to_string_pretty(&doc)?)
-        .with_context(|| format!("writing {}", report_path.display()))?;
+    std::fs::write(&paths.report, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", paths.report.display()))?;
 
     let count = |k: &str| summary.get(k).map_or(0, |s| s.ok);
     println!(
@@ -564,9 +725,9 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     );
     println!(
         "chaos: report {}, history {} (replay: yeskv-check {} --convergence-bound-ms {bound_ms})",
-        report_path.display(),
-        history_path.display(),
-        history_path.display()
+        paths.report.display(),
+        paths.history.display(),
+        paths.history.display()
     );
     if passed {
         println!("chaos: PASS");
@@ -587,7 +748,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
 /// or, without agreement, each key's first successful answer) and the seconds agreement took.
 async fn final_reads(
     shared: &Shared,
-    keys: &[(String, &str)],
+    keys: &[(String, &'static str)],
     timeout: Duration,
 ) -> (Vec<FinalRead>, Option<f64>) {
     let t = Instant::now();

@@ -26,7 +26,7 @@
 //! when a response announced a newer layout version (`X-Yeskv-Layout-Version`), when the last
 //! attempt is older than the refresh interval, or after [`RING_REFRESH_AFTER_FAILURES`]
 //! consecutive failed attempts. At most one refresh runs at a time
-//! ([`Router::try_begin_refresh`]); the client does the fetching (`lib.rs`). Time comes in as
+//! ([`Router::try_begin_refresh`]); the client does the fetching (`client.rs`). Time comes in as
 //! an argument, so all of this is tested without waiting.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};

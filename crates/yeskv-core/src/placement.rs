@@ -67,7 +67,9 @@
 //! (Dijkstra with potentials, then a blocking flow on the zero-reduced-cost edges, repeated),
 //! which yields a minimum-cost maximum flow: the fewest moves. Primaries are then chosen by a
 //! second flow of the same shape (`partition → replica → node bounds`), where keeping the
-//! natural first replica costs 0.
+//! natural first replica costs 0. The solver, which knows nothing of partitions or zones, is the
+//! private `flow` submodule (`placement/flow.rs`); this module builds the networks and reads the
+//! layout off their flows.
 //!
 //! Riak's claim algorithm walks the ring and hands out vnodes greedily with a "target_n" spacing
 //! rule; it is fast but neither balanced to within one partition nor minimal in movement, and
@@ -90,10 +92,13 @@
 //! previous partition holding its first hash (splitting keeps every replica in place; merging
 //! keeps the replicas of the first child). [`Assignment::moves_from`] counts moves the same way.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap};
+mod flow;
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use crate::NodeId;
+use flow::{Graph, GraphBuilder};
 
 /// Most partitions a layout may have: partitions are the top bits of a 64-bit key hash, and
 /// partition numbers are `u16`.
@@ -578,36 +583,41 @@ impl Plan {
         &self,
         previous_rows: &[Vec<usize>],
     ) -> Result<Vec<Vec<usize>>, PlacementError> {
+        let slots = self.partitions as usize * self.replicas;
+        let mut network = self.replica_network(previous_rows);
+        let mut placed = self.keep_previous_pairs(&mut network, previous_rows);
+        placed += network
+            .graph
+            .min_cost_flow(SOURCE, SINK, (slots - placed) as u64) as usize;
+        if placed != slots {
+            return Err(PlacementError::Internal(
+                "replica flow did not fill every slot",
+            ));
+        }
+        let rows = network.replica_rows();
+        if rows.iter().any(|row| row.len() != self.replicas) {
+            return Err(PlacementError::Internal(
+                "a partition did not get r replicas",
+            ));
+        }
+        Ok(rows)
+    }
+
+    /// The replica network of the module docs, with no flow yet. The pair edges of each
+    /// partition are added in natural order: previous replicas first (cost 0), then the other
+    /// nodes by affinity (cost 1); the order of edges is the solver's tie-break.
+    fn replica_network(&self, previous_rows: &[Vec<usize>]) -> ReplicaNetwork {
         let partitions = self.partitions as usize;
         let node_count = self.ids.len();
         let zone_count = self.zone_names.len();
-        let replicas = self.replicas;
-        let slots = partitions * replicas;
-        let extra = replicas - self.zone_min.iter().sum::<usize>();
-
-        let (source, sink, mandatory, optional) = (0, 1, 2, 3);
-        let node_vertex = |i: usize| 4 + i;
-        let extra_vertex = |p: usize| 4 + node_count + p;
-        let group_vertex = |p: usize, z: usize| 4 + node_count + partitions + p * zone_count + z;
-        let mut graph = GraphBuilder::new(4 + node_count + partitions * (1 + zone_count));
-
-        // Counts below are at most slots = partitions × replicas ≤ 2^16 × MEMBERS_MAX < 2^32.
-        let mandatory_of: Vec<usize> = (0..node_count)
-            .map(|i| graph.edge(node_vertex(i), mandatory, self.slots_min[i], 0))
-            .collect();
-        let optional_of: Vec<usize> = (0..node_count)
-            .map(|i| {
-                graph.edge(
-                    node_vertex(i),
-                    optional,
-                    self.slots_max[i] - self.slots_min[i],
-                    0,
-                )
-            })
-            .collect();
-        let floor_sum: usize = self.slots_min.iter().map(|&s| s as usize).sum();
-        let mandatory_out = graph.edge(mandatory, sink, floor_sum as u32, 0);
-        let optional_out = graph.edge(optional, sink, (slots - floor_sum) as u32, 0);
+        let extra = self.replicas - self.zone_min.iter().sum::<usize>();
+        let vertex = ReplicaVertices {
+            nodes: node_count,
+            partitions,
+            zones: zone_count,
+        };
+        let mut graph = GraphBuilder::new(vertex.count());
+        let bounds = self.replica_node_bounds(&mut graph, vertex);
 
         let node_hash: Vec<u64> = self
             .ids
@@ -617,61 +627,101 @@ impl Plan {
         let mut source_extra = Vec::with_capacity(partitions);
         let mut group_base = Vec::with_capacity(partitions * zone_count);
         let mut group_extra = Vec::with_capacity(partitions * zone_count);
-        // The `node_count` pair edges of each partition, in natural order: previous replicas
-        // first, then by affinity. Stored as u32 (edge ids are below 2^32 by PAIRS_MAX) since
-        // this is the one per-pair table besides the graph.
         let mut pair_edges: Vec<u32> = Vec::with_capacity(partitions * node_count);
         let mut was_replica = vec![false; node_count];
         let mut order: Vec<usize> = Vec::with_capacity(node_count);
         for (p, previous_row) in previous_rows.iter().enumerate() {
-            source_extra.push(graph.edge(source, extra_vertex(p), extra as u32, 0));
+            source_extra.push(graph.edge(SOURCE, vertex.extra(p), extra as u32, 0));
             for z in 0..zone_count {
-                group_base.push(graph.edge(source, group_vertex(p, z), self.zone_min[z] as u32, 0));
+                group_base.push(graph.edge(SOURCE, vertex.group(p, z), self.zone_min[z] as u32, 0));
                 let room = (self.zone_max[z] - self.zone_min[z]).min(extra);
-                group_extra.push(graph.edge(extra_vertex(p), group_vertex(p, z), room as u32, 0));
+                group_extra.push(graph.edge(vertex.extra(p), vertex.group(p, z), room as u32, 0));
             }
             for &i in previous_row {
                 was_replica[i] = true;
-                let e = graph.edge(group_vertex(p, self.zone_of[i]), node_vertex(i), 1, 0);
+                let e = graph.edge(vertex.group(p, self.zone_of[i]), vertex.node(i), 1, 0);
                 pair_edges.push(e as u32);
             }
             order.clear();
             order.extend((0..node_count).filter(|&i| !was_replica[i]));
             order.sort_by_key(|&i| (affinity(p, node_hash[i]), i));
             for &i in &order {
-                let e = graph.edge(group_vertex(p, self.zone_of[i]), node_vertex(i), 1, 1);
+                let e = graph.edge(vertex.group(p, self.zone_of[i]), vertex.node(i), 1, 1);
                 pair_edges.push(e as u32);
             }
             for &i in previous_row {
                 was_replica[i] = false;
             }
         }
-        let mut graph = graph.build();
+        ReplicaNetwork {
+            graph: graph.build(),
+            vertex,
+            bounds,
+            source_extra,
+            group_base,
+            group_extra,
+            pair_edges,
+        }
+    }
 
-        // Start from every previous pair that fits: a flow of cost 0, hence of minimum cost.
+    /// The edges that hold each node's replica count between `floor(share)` and `ceil(share)`:
+    /// all node → `M` edges, then all node → `X` edges, then `M → sink` and `X → sink`.
+    fn replica_node_bounds(&self, graph: &mut GraphBuilder, vertex: ReplicaVertices) -> NodeBounds {
+        let node_count = self.ids.len();
+        let slots = self.partitions as usize * self.replicas;
+        // Counts below are at most slots = partitions × replicas ≤ 2^16 × MEMBERS_MAX < 2^32.
+        let mandatory_of: Vec<usize> = (0..node_count)
+            .map(|i| graph.edge(vertex.node(i), MANDATORY, self.slots_min[i], 0))
+            .collect();
+        let optional_of: Vec<usize> = (0..node_count)
+            .map(|i| {
+                graph.edge(
+                    vertex.node(i),
+                    OPTIONAL,
+                    self.slots_max[i] - self.slots_min[i],
+                    0,
+                )
+            })
+            .collect();
+        let floor_sum: usize = self.slots_min.iter().map(|&s| s as usize).sum();
+        let mandatory_out = graph.edge(MANDATORY, SINK, floor_sum as u32, 0);
+        let optional_out = graph.edge(OPTIONAL, SINK, (slots - floor_sum) as u32, 0);
+        NodeBounds {
+            mandatory_of,
+            optional_of,
+            mandatory_out,
+            optional_out,
+        }
+    }
+
+    /// Starts the flow from every previous pair that fits (a flow of cost 0, hence of minimum
+    /// cost for its value); returns how many pairs it kept.
+    fn keep_previous_pairs(
+        &self,
+        network: &mut ReplicaNetwork,
+        previous_rows: &[Vec<usize>],
+    ) -> usize {
+        let node_count = self.ids.len();
+        let zone_count = self.zone_names.len();
+        let graph = &mut network.graph;
         let mut placed = 0;
         for (p, previous_row) in previous_rows.iter().enumerate() {
             for (k, &i) in previous_row.iter().enumerate() {
                 let z = self.zone_of[i];
-                let zone_path = if graph.residual(group_base[p * zone_count + z]) > 0 {
-                    [Some(group_base[p * zone_count + z]), None]
-                } else if graph.residual(group_extra[p * zone_count + z]) > 0
-                    && graph.residual(source_extra[p]) > 0
-                {
-                    [Some(source_extra[p]), Some(group_extra[p * zone_count + z])]
+                let group_base = network.group_base[p * zone_count + z];
+                let group_extra = network.group_extra[p * zone_count + z];
+                let source_extra = network.source_extra[p];
+                let zone_path = if graph.residual(group_base) > 0 {
+                    [Some(group_base), None]
+                } else if graph.residual(group_extra) > 0 && graph.residual(source_extra) > 0 {
+                    [Some(source_extra), Some(group_extra)]
                 } else {
                     continue;
                 };
-                let node_path = if graph.residual(mandatory_of[i]) > 0
-                    && graph.residual(mandatory_out) > 0
-                {
-                    [mandatory_of[i], mandatory_out]
-                } else if graph.residual(optional_of[i]) > 0 && graph.residual(optional_out) > 0 {
-                    [optional_of[i], optional_out]
-                } else {
+                let Some(node_path) = network.bounds.path(graph, i) else {
                     continue;
                 };
-                let pair = pair_edges[p * node_count + k] as usize;
+                let pair = network.pair_edges[p * node_count + k] as usize;
                 for e in zone_path
                     .into_iter()
                     .flatten()
@@ -683,27 +733,7 @@ impl Plan {
                 placed += 1;
             }
         }
-        placed += graph.min_cost_flow(source, sink, (slots - placed) as u64) as usize;
-        if placed != slots {
-            return Err(PlacementError::Internal(
-                "replica flow did not fill every slot",
-            ));
-        }
-        let rows = (0..partitions)
-            .map(|p| {
-                pair_edges[p * node_count..(p + 1) * node_count]
-                    .iter()
-                    .filter(|&&e| graph.flow(e as usize) > 0)
-                    .map(|&e| graph.head_of(e as usize) - node_vertex(0))
-                    .collect::<Vec<usize>>()
-            })
-            .collect::<Vec<_>>();
-        if rows.iter().any(|row| row.len() != replicas) {
-            return Err(PlacementError::Internal(
-                "a partition did not get r replicas",
-            ));
-        }
-        Ok(rows)
+        placed
     }
 
     /// The primary of every partition: node `i` is primary of `floor(count_i / r)` or
@@ -719,10 +749,9 @@ impl Plan {
                 count[i] += 1;
             }
         }
-        let (source, sink, mandatory, optional) = (0, 1, 2, 3);
-        let node_vertex = |i: usize| 4 + i;
-        let partition_vertex = |p: usize| 4 + node_count + p;
-        let mut graph = GraphBuilder::new(4 + node_count + partitions);
+        let node_vertex = |i: usize| FIRST_NODE + i;
+        let partition_vertex = |p: usize| FIRST_NODE + node_count + p;
+        let mut graph = GraphBuilder::new(FIRST_NODE + node_count + partitions);
         // All counts are at most `partitions` ≤ 2^16.
         let mut floor_sum = 0;
         let mut mandatory_of = Vec::with_capacity(node_count);
@@ -730,16 +759,20 @@ impl Plan {
         for (i, &c) in count.iter().enumerate() {
             let (low, high) = (c / replicas, c.div_ceil(replicas));
             floor_sum += low;
-            mandatory_of.push(graph.edge(node_vertex(i), mandatory, low as u32, 0));
-            optional_of.push(graph.edge(node_vertex(i), optional, (high - low) as u32, 0));
+            mandatory_of.push(graph.edge(node_vertex(i), MANDATORY, low as u32, 0));
+            optional_of.push(graph.edge(node_vertex(i), OPTIONAL, (high - low) as u32, 0));
         }
-        let mandatory_out = graph.edge(mandatory, sink, floor_sum as u32, 0);
-        let optional_out = graph.edge(optional, sink, (partitions - floor_sum) as u32, 0);
+        let bounds = NodeBounds {
+            mandatory_of,
+            optional_of,
+            mandatory_out: graph.edge(MANDATORY, SINK, floor_sum as u32, 0),
+            optional_out: graph.edge(OPTIONAL, SINK, (partitions - floor_sum) as u32, 0),
+        };
         let mut choice_start = Vec::with_capacity(partitions + 1);
         let mut choice_edges = Vec::with_capacity(partitions * replicas);
         let mut source_of = Vec::with_capacity(partitions);
         for (p, row) in rows.iter().enumerate() {
-            source_of.push(graph.edge(source, partition_vertex(p), 1, 0));
+            source_of.push(graph.edge(SOURCE, partition_vertex(p), 1, 0));
             choice_start.push(choice_edges.len());
             for (k, &i) in row.iter().enumerate() {
                 let cost = if k == 0 { 0 } else { 1 };
@@ -751,15 +784,9 @@ impl Plan {
 
         let mut chosen = 0;
         for (p, row) in rows.iter().enumerate() {
-            let i = row[0];
-            let node_path =
-                if graph.residual(mandatory_of[i]) > 0 && graph.residual(mandatory_out) > 0 {
-                    [mandatory_of[i], mandatory_out]
-                } else if graph.residual(optional_of[i]) > 0 && graph.residual(optional_out) > 0 {
-                    [optional_of[i], optional_out]
-                } else {
-                    continue;
-                };
+            let Some(node_path) = bounds.path(&graph, row[0]) else {
+                continue;
+            };
             for e in [source_of[p], choice_edges[choice_start[p]].0]
                 .into_iter()
                 .chain(node_path)
@@ -768,7 +795,7 @@ impl Plan {
             }
             chosen += 1;
         }
-        chosen += graph.min_cost_flow(source, sink, (partitions - chosen) as u64) as usize;
+        chosen += graph.min_cost_flow(SOURCE, SINK, (partitions - chosen) as u64) as usize;
         if chosen != partitions {
             return Err(PlacementError::Internal(
                 "primary flow did not cover every partition",
@@ -781,6 +808,103 @@ impl Plan {
                     .find(|&&(e, _)| graph.flow(e) > 0)
                     .map(|&(_, i)| i)
                     .ok_or(PlacementError::Internal("a partition has no primary"))
+            })
+            .collect()
+    }
+}
+
+/// The fixed vertices of both placement networks; node `i` is vertex `FIRST_NODE + i`.
+const SOURCE: usize = 0;
+const SINK: usize = 1;
+/// Collects each node's mandatory units (`floor` of its bound) on their way to the sink.
+const MANDATORY: usize = 2;
+/// Collects each node's optional unit (the one between `floor` and `ceil`).
+const OPTIONAL: usize = 3;
+const FIRST_NODE: usize = 4;
+
+/// Vertex numbers of the replica network: the fixed vertices, the nodes, then one `E(p)` per
+/// partition, then one `G(p, z)` per partition and zone.
+#[derive(Clone, Copy)]
+struct ReplicaVertices {
+    nodes: usize,
+    partitions: usize,
+    zones: usize,
+}
+
+impl ReplicaVertices {
+    /// How many vertices the network has.
+    fn count(self) -> usize {
+        FIRST_NODE + self.nodes + self.partitions * (1 + self.zones)
+    }
+
+    /// Node `i`.
+    fn node(self, i: usize) -> usize {
+        FIRST_NODE + i
+    }
+
+    /// `E(p)`: the replicas of partition `p` beyond every zone's minimum.
+    fn extra(self, p: usize) -> usize {
+        FIRST_NODE + self.nodes + p
+    }
+
+    /// `G(p, z)`: the replicas of partition `p` in zone `z`.
+    fn group(self, p: usize, z: usize) -> usize {
+        FIRST_NODE + self.nodes + self.partitions + p * self.zones + z
+    }
+}
+
+/// The edges that bound how much flow each node takes: `mandatory_of[i]` (node → `M`, the
+/// floor of its bound) and `optional_of[i]` (node → `X`, at most one more), then `M → sink`
+/// and `X → sink`.
+struct NodeBounds {
+    mandatory_of: Vec<usize>,
+    optional_of: Vec<usize>,
+    mandatory_out: usize,
+    optional_out: usize,
+}
+
+impl NodeBounds {
+    /// The edges from node `i` to the sink that can take one more unit now, mandatory ones
+    /// first; `None` when node `i` is full.
+    fn path(&self, graph: &Graph, i: usize) -> Option<[usize; 2]> {
+        if graph.residual(self.mandatory_of[i]) > 0 && graph.residual(self.mandatory_out) > 0 {
+            Some([self.mandatory_of[i], self.mandatory_out])
+        } else if graph.residual(self.optional_of[i]) > 0 && graph.residual(self.optional_out) > 0 {
+            Some([self.optional_of[i], self.optional_out])
+        } else {
+            None
+        }
+    }
+}
+
+/// The replica network of one placement, built, with the ids of the edges it pushes on or reads.
+struct ReplicaNetwork {
+    graph: Graph,
+    vertex: ReplicaVertices,
+    bounds: NodeBounds,
+    /// Per partition: source → `E(p)`.
+    source_extra: Vec<usize>,
+    /// Per partition and zone: source → `G(p, z)` (the zone's minimum).
+    group_base: Vec<usize>,
+    /// Per partition and zone: `E(p)` → `G(p, z)` (the zone's room above its minimum).
+    group_extra: Vec<usize>,
+    /// The `nodes` pair edges `G(p, zone of i)` → node `i` of each partition, in natural order.
+    /// Stored as u32 (edge ids are below 2^32 by [`PAIRS_MAX`]) since this is the one per-pair
+    /// table besides the graph.
+    pair_edges: Vec<u32>,
+}
+
+impl ReplicaNetwork {
+    /// The nodes each partition's flow goes to, in natural order.
+    fn replica_rows(&self) -> Vec<Vec<usize>> {
+        let node_count = self.vertex.nodes;
+        (0..self.vertex.partitions)
+            .map(|p| {
+                self.pair_edges[p * node_count..(p + 1) * node_count]
+                    .iter()
+                    .filter(|&&e| self.graph.flow(e as usize) > 0)
+                    .map(|&e| self.graph.head_of(e as usize) - self.vertex.node(0))
+                    .collect::<Vec<usize>>()
             })
             .collect()
     }
@@ -994,255 +1118,6 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
         (a, b) = (b, a % b);
     }
     a
-}
-
-/// Collects the edges of a flow network; [`GraphBuilder::build`] lays them out by tail.
-struct GraphBuilder {
-    vertices: usize,
-    tail: Vec<u32>,
-    head: Vec<u32>,
-    capacity: Vec<u32>,
-    cost: Vec<i32>,
-}
-
-impl GraphBuilder {
-    fn new(vertices: usize) -> Self {
-        GraphBuilder {
-            vertices,
-            tail: Vec::new(),
-            head: Vec::new(),
-            capacity: Vec::new(),
-            cost: Vec::new(),
-        }
-    }
-
-    /// Adds `from → to` and its residual twin; returns the edge id (the twin is `id ^ 1`).
-    /// Vertex counts are below 2^32 by [`PAIRS_MAX`].
-    fn edge(&mut self, from: usize, to: usize, capacity: u32, cost: i32) -> usize {
-        let id = self.tail.len();
-        self.tail.extend([from as u32, to as u32]);
-        self.head.extend([to as u32, from as u32]);
-        self.capacity.extend([capacity, 0]);
-        self.cost.extend([cost, -cost]);
-        id
-    }
-
-    fn build(self) -> Graph {
-        let mut start = vec![0u32; self.vertices + 1];
-        for &t in &self.tail {
-            start[t as usize + 1] += 1;
-        }
-        for v in 0..self.vertices {
-            start[v + 1] += start[v];
-        }
-        let mut fill = start.clone();
-        let mut out = vec![0u32; self.tail.len()];
-        for (e, &t) in self.tail.iter().enumerate() {
-            out[fill[t as usize] as usize] = e as u32;
-            fill[t as usize] += 1;
-        }
-        Graph {
-            start,
-            out,
-            head: self.head,
-            residual: self.capacity,
-            cost: self.cost,
-        }
-    }
-}
-
-/// A flow network in compressed adjacency form; edge `e ^ 1` is the residual twin of `e`.
-struct Graph {
-    /// Out-edges of vertex `v` are `out[start[v]..start[v + 1]]`, in insertion order.
-    start: Vec<u32>,
-    out: Vec<u32>,
-    head: Vec<u32>,
-    residual: Vec<u32>,
-    cost: Vec<i32>,
-}
-
-impl Graph {
-    /// The vertex edge `e` points to.
-    fn head_of(&self, e: usize) -> usize {
-        self.head[e] as usize
-    }
-
-    fn residual(&self, e: usize) -> u32 {
-        self.residual[e]
-    }
-
-    /// Flow on forward edge `e` (its twin started with no residual capacity).
-    fn flow(&self, e: usize) -> u32 {
-        self.residual[e ^ 1]
-    }
-
-    fn push(&mut self, e: usize, amount: u32) {
-        self.residual[e] -= amount;
-        self.residual[e ^ 1] += amount;
-    }
-
-    fn out_edges(&self, v: usize) -> std::ops::Range<usize> {
-        self.start[v] as usize..self.start[v + 1] as usize
-    }
-
-    /// Pushes up to `want` more units from `source` to `sink` along successively shortest
-    /// paths; returns the amount pushed. The current flow must be of minimum cost for its value
-    /// with zero potentials, i.e. every residual edge has cost ≥ 0 (true when the initial flow
-    /// only uses edges of cost 0 and no edge has negative cost). The result is then a minimum
-    /// cost flow of the new value.
-    fn min_cost_flow(&mut self, source: usize, sink: usize, want: u64) -> u64 {
-        let vertices = self.start.len() - 1;
-        let mut potential = vec![0i64; vertices];
-        let mut distance = vec![i64::MAX; vertices];
-        let mut level = vec![u32::MAX; vertices];
-        let mut cursor = vec![0usize; vertices];
-        let mut heap = BinaryHeap::new();
-        let mut queue = Vec::with_capacity(vertices);
-        let mut path = Vec::new();
-        let mut pushed = 0u64;
-        while pushed < want {
-            // Dijkstra on reduced costs, stopped when the sink is settled.
-            distance.fill(i64::MAX);
-            distance[source] = 0;
-            heap.clear();
-            heap.push(Reverse((0i64, source)));
-            while let Some(Reverse((d, u))) = heap.pop() {
-                if d > distance[u] {
-                    continue;
-                }
-                if u == sink {
-                    break;
-                }
-                for k in self.out_edges(u) {
-                    let e = self.out[k] as usize;
-                    if self.residual[e] == 0 {
-                        continue;
-                    }
-                    let v = self.head[e] as usize;
-                    let reduced = i64::from(self.cost[e]) + potential[u] - potential[v];
-                    debug_assert!(reduced >= 0, "negative reduced cost");
-                    if d + reduced < distance[v] {
-                        distance[v] = d + reduced;
-                        heap.push(Reverse((d + reduced, v)));
-                    }
-                }
-            }
-            let to_sink = distance[sink];
-            if to_sink == i64::MAX {
-                break;
-            }
-            // Keeps every reduced cost ≥ 0 and makes those on shortest paths exactly 0.
-            for (p, &d) in potential.iter_mut().zip(&distance) {
-                *p += d.min(to_sink);
-            }
-            // Blocking flows on the admissible (zero reduced cost) subgraph, Dinic style.
-            loop {
-                level.fill(u32::MAX);
-                level[source] = 0;
-                queue.clear();
-                queue.push(source);
-                let mut head = 0;
-                while head < queue.len() && level[sink] == u32::MAX {
-                    let u = queue[head];
-                    head += 1;
-                    for k in self.out_edges(u) {
-                        let e = self.out[k] as usize;
-                        let v = self.head[e] as usize;
-                        if self.residual[e] > 0
-                            && level[v] == u32::MAX
-                            && i64::from(self.cost[e]) + potential[u] == potential[v]
-                        {
-                            level[v] = level[u] + 1;
-                            queue.push(v);
-                        }
-                    }
-                }
-                if level[sink] == u32::MAX {
-                    break;
-                }
-                for (v, c) in cursor.iter_mut().enumerate() {
-                    *c = self.start[v] as usize;
-                }
-                while pushed < want {
-                    let amount = self.augment(
-                        source,
-                        sink,
-                        &level,
-                        &mut cursor,
-                        &potential,
-                        want - pushed,
-                        &mut path,
-                    );
-                    if amount == 0 {
-                        break;
-                    }
-                    pushed += u64::from(amount);
-                }
-                if pushed >= want {
-                    break;
-                }
-            }
-        }
-        pushed
-    }
-
-    /// Finds one path along increasing levels of admissible edges and pushes its bottleneck
-    /// (at most `limit`); returns 0 when the level graph is blocked. Iterative, so long
-    /// alternating paths cannot overflow the stack.
-    #[allow(clippy::too_many_arguments)]
-    fn augment(
-        &mut self,
-        source: usize,
-        sink: usize,
-        level: &[u32],
-        cursor: &mut [usize],
-        potential: &[i64],
-        limit: u64,
-        path: &mut Vec<usize>,
-    ) -> u32 {
-        path.clear();
-        let mut u = source;
-        loop {
-            if u == sink {
-                let bottleneck = path
-                    .iter()
-                    .map(|&e| self.residual[e])
-                    .min()
-                    .unwrap_or(0)
-                    .min(u32::try_from(limit).unwrap_or(u32::MAX));
-                for &e in path.iter() {
-                    self.push(e, bottleneck);
-                }
-                return bottleneck;
-            }
-            let end = self.start[u + 1] as usize;
-            let mut advanced = false;
-            while cursor[u] < end {
-                let e = self.out[cursor[u]] as usize;
-                let v = self.head[e] as usize;
-                if self.residual[e] > 0
-                    && level[v] == level[u] + 1
-                    && (v == sink || level[v] < level[sink])
-                    && i64::from(self.cost[e]) + potential[u] == potential[v]
-                {
-                    path.push(e);
-                    u = v;
-                    advanced = true;
-                    break;
-                }
-                cursor[u] += 1;
-            }
-            if !advanced {
-                match path.pop() {
-                    None => return 0,
-                    Some(e) => {
-                        u = self.head[e ^ 1] as usize;
-                        cursor[u] += 1;
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -292,12 +292,37 @@ impl From<&str> for ConfigError {
     }
 }
 
+/// Parses one socket address setting; `what` names it in the error.
 fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     s.parse::<SocketAddr>().map_err(|e| {
         ConfigError(format!(
             "{what} address {s:?} is not HOST:PORT with a port 0-65535 ({e})"
         ))
     })
+}
+
+/// Refuses `value` outside `min ..= max` with "`{name} must be between {min} and {max}`".
+fn check_between<T>(name: &str, value: T, min: T, max: T) -> Result<(), ConfigError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if value < min || value > max {
+        return Err(ConfigError(format!(
+            "{name} must be between {min} and {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses `value` above `max` with "`{name} must be at most {max}`".
+fn check_at_most<T>(name: &str, value: T, max: T) -> Result<(), ConfigError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if value > max {
+        return Err(ConfigError(format!("{name} must be at most {max}")));
+    }
+    Ok(())
 }
 
 impl Config {
@@ -313,18 +338,49 @@ impl Config {
         Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
     }
 
-    /// Checks every setting; the error is one line naming the setting.
+    /// Checks every setting, section by section; the error is one line naming the first
+    /// setting found wrong.
     pub fn validate(self) -> Result<Validated, ConfigError> {
+        let node_id = self.validate_identity()?;
+        let (http, peer) = self.validate_addresses()?;
+        self.validate_replication()?;
+        validate_limits(&self.limits)?;
+        let sync = validate_storage(&self.storage)?;
+        validate_server(&self.server)?;
+        validate_ttl(&self.ttl)?;
+        validate_repair(&self.repair)?;
+        Ok(Validated {
+            node_id,
+            http,
+            peer,
+            sync,
+            raw: self,
+        })
+    }
+
+    /// `node_id` and `cluster_name`; returns the parsed node id.
+    fn validate_identity(&self) -> Result<NodeId, ConfigError> {
         let node_id =
             NodeId::new(self.node_id.clone()).map_err(|e| ConfigError(format!("node_id: {e}")))?;
         if self.cluster_name.is_empty() || self.cluster_name.len() > 64 {
             return Err(ConfigError::from("cluster_name must be 1 to 64 bytes"));
         }
+        Ok(node_id)
+    }
+
+    /// `http`, `peer` and `seeds`; returns the parsed client and peer addresses.
+    fn validate_addresses(&self) -> Result<(SocketAddr, SocketAddr), ConfigError> {
         let http = parse_addr("http", &self.http)?;
         let peer = parse_addr("peer", &self.peer)?;
         for s in &self.seeds {
             parse_addr("seed", s)?;
         }
+        Ok((http, peer))
+    }
+
+    /// How keys are replicated: `zone`, `n`, `r`, `w` (each quorum at most `n`) and
+    /// `partitions`.
+    fn validate_replication(&self) -> Result<(), ConfigError> {
         if self.zone.is_empty() || self.zone.len() > 64 {
             return Err(ConfigError::from("zone must be 1 to 64 bytes"));
         }
@@ -348,126 +404,96 @@ impl Config {
                 self.partitions
             )));
         }
-        let l = &self.limits;
-        if !(1..=512).contains(&l.bucket_bytes_max) {
-            return Err(ConfigError::from(
-                "limits.bucket_bytes_max must be between 1 and 512",
-            ));
-        }
-        if !(1..=512).contains(&l.key_bytes_max) {
-            return Err(ConfigError::from(
-                "limits.key_bytes_max must be between 1 and 512",
-            ));
-        }
-        if !(1..=64 << 20).contains(&l.value_bytes_max) {
-            return Err(ConfigError::from(
-                "limits.value_bytes_max must be between 1 and 67108864",
-            ));
-        }
-        if !(1..=10_000).contains(&l.siblings_max) {
-            return Err(ConfigError::from(
-                "limits.siblings_max must be between 1 and 10000",
-            ));
-        }
-        let sync: SyncMode = self
-            .storage
-            .sync
-            .parse()
-            .map_err(|e| ConfigError(format!("storage.{e}")))?;
-        if self.storage.block_cache_mb == 0 || self.storage.write_buffer_mb == 0 {
-            return Err(ConfigError::from(
-                "storage.block_cache_mb and storage.write_buffer_mb must be positive",
-            ));
-        }
-        if !(1..=600_000).contains(&self.server.rpc_timeout_ms) {
-            return Err(ConfigError::from(
-                "server.rpc_timeout_ms must be between 1 and 600000",
-            ));
-        }
-        if self.storage.group_commit_window_us > 100_000 {
-            return Err(ConfigError::from(
-                "storage.group_commit_window_us must be at most 100000",
-            ));
-        }
-        if self.storage.reserve_mb > 1 << 20 {
-            return Err(ConfigError::from(
-                "storage.reserve_mb must be at most 1048576",
-            ));
-        }
-        if self.ttl.default_ttl_secs > TTL_SECS_MAX {
-            return Err(ConfigError::from(format!(
-                "ttl.default_ttl_secs must be at most {TTL_SECS_MAX}"
-            )));
-        }
-        if self.ttl.reap_grace_secs > TTL_SECS_MAX {
-            return Err(ConfigError::from(format!(
-                "ttl.reap_grace_secs must be at most {TTL_SECS_MAX}"
-            )));
-        }
-        let rp = &self.repair;
-        if rp.hints_per_target_max == 0 {
-            return Err(ConfigError::from(
-                "repair.hints_per_target_max must be positive",
-            ));
-        }
-        if !(1..=1 << 30).contains(&rp.hints_mb_max) {
-            return Err(ConfigError::from(
-                "repair.hints_mb_max must be between 1 and 1073741824",
-            ));
-        }
-        if !(1..=3_600_000).contains(&rp.handoff_interval_ms) {
-            return Err(ConfigError::from(
-                "repair.handoff_interval_ms must be between 1 and 3600000",
-            ));
-        }
-        if !(1..=100_000).contains(&rp.handoff_batch) {
-            return Err(ConfigError::from(
-                "repair.handoff_batch must be between 1 and 100000",
-            ));
-        }
-        if !(1..=1024).contains(&rp.handoff_inflight_max) {
-            return Err(ConfigError::from(
-                "repair.handoff_inflight_max must be between 1 and 1024",
-            ));
-        }
-        if !(1..=100_000).contains(&rp.read_repair_inflight_max) {
-            return Err(ConfigError::from(
-                "repair.read_repair_inflight_max must be between 1 and 100000",
-            ));
-        }
-        if !(1..=1_000_000).contains(&rp.read_all_every) {
-            return Err(ConfigError::from(
-                "repair.read_all_every must be between 1 and 1000000",
-            ));
-        }
-        if !(1..=60_000).contains(&rp.read_hedge_ms) {
-            return Err(ConfigError::from(
-                "repair.read_hedge_ms must be between 1 and 60000",
-            ));
-        }
-        if rp.aae_interval_ms > 3_600_000 {
-            return Err(ConfigError::from(
-                "repair.aae_interval_ms must be at most 3600000",
-            ));
-        }
-        if !(1..=1_000_000).contains(&rp.aae_keys_per_exchange_max) {
-            return Err(ConfigError::from(
-                "repair.aae_keys_per_exchange_max must be between 1 and 1000000",
-            ));
-        }
-        if !(1..=3_600_000).contains(&rp.reap_interval_ms) {
-            return Err(ConfigError::from(
-                "repair.reap_interval_ms must be between 1 and 3600000",
-            ));
-        }
-        Ok(Validated {
-            node_id,
-            http,
-            peer,
-            sync,
-            raw: self,
-        })
+        Ok(())
     }
+}
+
+/// The `[limits]` section.
+fn validate_limits(limits: &Limits) -> Result<(), ConfigError> {
+    check_between("limits.bucket_bytes_max", limits.bucket_bytes_max, 1, 512)?;
+    check_between("limits.key_bytes_max", limits.key_bytes_max, 1, 512)?;
+    check_between(
+        "limits.value_bytes_max",
+        limits.value_bytes_max,
+        1,
+        64 << 20,
+    )?;
+    check_between("limits.siblings_max", limits.siblings_max, 1, 10_000)
+}
+
+/// The `[storage]` section; returns the parsed sync mode.
+fn validate_storage(storage: &Storage) -> Result<SyncMode, ConfigError> {
+    let sync: SyncMode = storage
+        .sync
+        .parse()
+        .map_err(|e| ConfigError(format!("storage.{e}")))?;
+    if storage.block_cache_mb == 0 || storage.write_buffer_mb == 0 {
+        return Err(ConfigError::from(
+            "storage.block_cache_mb and storage.write_buffer_mb must be positive",
+        ));
+    }
+    check_at_most(
+        "storage.group_commit_window_us",
+        storage.group_commit_window_us,
+        100_000,
+    )?;
+    check_at_most("storage.reserve_mb", storage.reserve_mb, 1 << 20)?;
+    Ok(sync)
+}
+
+/// The `[server]` section.
+fn validate_server(server: &Server) -> Result<(), ConfigError> {
+    check_between("server.rpc_timeout_ms", server.rpc_timeout_ms, 1, 600_000)
+}
+
+/// The `[ttl]` section: no duration past [`TTL_SECS_MAX`].
+fn validate_ttl(ttl: &Ttl) -> Result<(), ConfigError> {
+    check_at_most("ttl.default_ttl_secs", ttl.default_ttl_secs, TTL_SECS_MAX)?;
+    check_at_most("ttl.reap_grace_secs", ttl.reap_grace_secs, TTL_SECS_MAX)
+}
+
+/// The `[repair]` section (`hint_age_max_secs` is retired and accepted as anything).
+fn validate_repair(repair: &Repair) -> Result<(), ConfigError> {
+    if repair.hints_per_target_max == 0 {
+        return Err(ConfigError::from(
+            "repair.hints_per_target_max must be positive",
+        ));
+    }
+    check_between("repair.hints_mb_max", repair.hints_mb_max, 1, 1 << 30)?;
+    check_between(
+        "repair.handoff_interval_ms",
+        repair.handoff_interval_ms,
+        1,
+        3_600_000,
+    )?;
+    check_between("repair.handoff_batch", repair.handoff_batch, 1, 100_000)?;
+    check_between(
+        "repair.handoff_inflight_max",
+        repair.handoff_inflight_max,
+        1,
+        1024,
+    )?;
+    check_between(
+        "repair.read_repair_inflight_max",
+        repair.read_repair_inflight_max,
+        1,
+        100_000,
+    )?;
+    check_between("repair.read_all_every", repair.read_all_every, 1, 1_000_000)?;
+    check_between("repair.read_hedge_ms", repair.read_hedge_ms, 1, 60_000)?;
+    check_at_most("repair.aae_interval_ms", repair.aae_interval_ms, 3_600_000)?;
+    check_between(
+        "repair.aae_keys_per_exchange_max",
+        repair.aae_keys_per_exchange_max,
+        1,
+        1_000_000,
+    )?;
+    check_between(
+        "repair.reap_interval_ms",
+        repair.reap_interval_ms,
+        1,
+        3_600_000,
+    )
 }
 
 #[cfg(test)]

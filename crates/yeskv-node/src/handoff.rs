@@ -1,7 +1,7 @@
 //! Hinted handoff: giving back what this node took for a down primary (Dynamo §4.6).
 //!
 //! When a primary of a key was down or slow, a fallback took its copy of the write as a hint
-//! (see `replica.rs`, "Hints"). This worker, one per node, wakes every
+//! (see `replica/hints.rs`). This worker, one per node, wakes every
 //! `repair.handoff_interval_ms`, and for each target that the failure detector says is up again
 //! sends the hints in batches (`repair.handoff_batch`, at most `repair.handoff_inflight_max` in
 //! flight: back-pressure on the target). The target merges each object by DVV `sync`, which is
@@ -9,7 +9,7 @@
 //! target answered that the object is durable, and only if it did not change in the meantime
 //! (a write that arrived since keeps it for the next round).
 //!
-//! A hint is never dropped for its age (see `replica.rs`, "Hints"): it waits, however long its
+//! A hint is never dropped for its age (see `replica/hints.rs`): it waits, however long its
 //! target is away. If the target has left the layout, the hint goes to the key's current
 //! primaries instead (each merges it; the hint is removed once all of them took it durably),
 //! so a node that leaves for good takes nothing owed to it along.

@@ -1,20 +1,26 @@
-//! # yeskv-node: the server
+//! # yeskv-node: the node
 //!
 //! The I/O edge around the pure core: it owns sockets, storage handles, time and metrics.
+//! [`node::NodeBuilder`] assembles a node from its parts (the server, the simulator and the
+//! tests all build it there); [`server`] runs one as a process.
 //!
-//! A write, end to end (see `docs/architecture.md`):
-//! [`api`] parses and validates `PUT /v1/kv/{bucket}/{key}` (limits, quorum, TTL, context token) →
-//! [`coordinator`] places the key (hash, partition, storage key) and stamps the version →
-//! [`replica`] takes the key's stripe lock, reads the stored object, applies the DVV update with
-//! this node's actor, encodes the record with its checksum and appends it to RocksDB's WAL →
-//! the group committer fsyncs (per `storage.sync`) → the client gets `204` with its new context.
+//! A write, end to end (the whole walk is in `docs/architecture.md`): [`api`] parses and
+//! validates `PUT /v1/kv/{bucket}/{key}` (limits, quorum, TTL, context token) → [`coordinator`]
+//! places the key (hash, partition, storage key), stands in or forwards when it must, and stamps
+//! the version → [`replica`] applies the DVV update under the key's stripe lock, encodes the
+//! checksummed record and commits it to RocksDB (group commit per `storage.sync`) → the
+//! coordinator replicates the object to the key's other primaries, or to fallbacks as hints for
+//! the down ones, through [`replication`] → the client gets `204` with its new context once `w`
+//! replicas hold it. Each other replica receives it in [`dispatch`] → [`replication::serve`] →
+//! [`replica::Replica::merge`].
 //!
-//! Reads and writes reach other replicas through [`peer`] (the internode protocol) as the
-//! [`topology`] says (which nodes hold a key, which are up).
-//!
-//! Modules: [`config`] (settings and validation), [`server`] (start-up and graceful shutdown),
-//! [`metrics`] (names and `/metrics`), [`clock`] (the time seam), [`error`], and [`chaos`]
-//! (test-only delay injection, off unless configured).
+//! Modules: [`context`] (what every subsystem works with, and its one `call` to a peer),
+//! [`dispatch`] (where peer messages arrive), [`peer`] (their envelope), [`replication`],
+//! [`handoff`], [`aae`] (anti-entropy) and [`reaper`] (each owns its messages and serves them),
+//! [`workers`] (background work, reported and joined), [`topology`] and [`cluster`] (who holds a
+//! key, who is up), [`config`] (settings and validation), [`metrics`] (names and `/metrics`),
+//! [`clock`] (the time seam), [`error`], and [`chaos`] (delay injection for the chaos runner,
+//! off unless configured).
 
 pub mod aae;
 pub mod api;

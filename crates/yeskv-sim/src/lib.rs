@@ -9,14 +9,13 @@
 //!
 //! ## What runs: the product's node code
 //!
-//! Each simulated node is a turmoil host running the product's [`yeskv_node::replica::Replica`]
-//! (actor epochs, DVV updates, stripe locks, hints, anti-entropy trees rebuilt at every start),
-//! [`yeskv_node::coordinator::Coordinator`] (quorum reads and writes, forwarding, sloppy quorum
-//! with stand-ins, read repair, background replication), its background repair (hinted handoff
-//! `yeskv_node::handoff::run`, anti-entropy exchanges `yeskv_node::aae::run_exchanges`, the
-//! reaper `yeskv_node::aae::run_reaper`, with fast simulated intervals and a 3 s tombstone
-//! grace) and internode RPC (`yeskv-rpc`: frames, CRCs, handshake, keepalive, reconnect
-//! backoff), wired as `yeskv_node::server` wires them.
+//! Each simulated node is a turmoil host running the product's node, assembled by the same
+//! [`yeskv_node::node::NodeBuilder`] as the server and the tests: the replica (actor epochs, DVV
+//! updates, stripe locks, hints, anti-entropy trees rebuilt at every start), the coordinator
+//! (quorum reads and writes, forwarding, sloppy quorum with stand-ins, read repair, background
+//! replication), the dispatcher of peer messages, the background workers (hinted handoff,
+//! anti-entropy exchanges, the reaper, with fast simulated intervals and a 3 s tombstone grace)
+//! and internode RPC (`yeskv-rpc`: frames, CRCs, handshake, keepalive, reconnect backoff).
 //! What is simulated instead ([`node`]):
 //!
 //! - **Network** ([`net`]): `yeskv-rpc`'s `Connector`/`Listener` seams over turmoil's TCP.
@@ -41,7 +40,8 @@
 //! ## Faults ([`faults`])
 //!
 //! Crash and restart, clean restart, partitions (one node isolated, minority/majority, bridge,
-//! one-way), message loss, duplication, delay, clock skew and slow disks, drawn from the seed
+//! one-way, and in one seed in four a long split: two nodes cut off for seconds while writes
+//! through them live only as hints), message loss, duplication, delay, clock skew and slow disks, drawn from the seed
 //! and spread over the run, logged in the trace as they start and end. At the end of the
 //! workload every fault has ended; crashed nodes are restarted; the cluster settles (at least
 //! [`run::SETTLE_MIN_MS`], until the replicas agree, at most [`run::SETTLE_MAX_MS`]) and the final

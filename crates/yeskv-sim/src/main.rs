@@ -1,10 +1,12 @@
 //! `yeskv-sim`: runs seeds of the deterministic simulation and judges them (see the library
 //! docs for what a seed simulates and how to replay one).
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
+use yeskv_sim::chaos::ChaosCounts;
 use yeskv_sim::trace::Kind;
 use yeskv_sim::{run_seed, Bug, SeedOutcome, SimOptions};
 
@@ -60,6 +62,8 @@ struct Args {
     verbose: u8,
 }
 
+/// Prints why seed `o` failed: its counts, its first violations each with the last events on
+/// its key and the key's final reads, every fault and node event, and how to replay it.
 fn print_failure(o: &SeedOutcome) {
     println!(
         "FAILED seed {} ({} nodes, {} clients): lost {}, resurrected {}, violations {}{}",
@@ -122,11 +126,10 @@ impl tracing_subscriber::fmt::time::FormatTime for SimTime {
         write!(w, "{:>7}", yeskv_sim::clock::sim_now_ms())
     }
 }
-
-fn main() -> ExitCode {
-    let args = Args::parse();
-    // The nodes' own logs, for replaying a seed: `YESKV_SIM_LOG=yeskv_node=debug yeskv-sim
-    // --seed N -vv`. Off unless set: logging changes nothing the simulation does.
+/// Sends the nodes' own logs to stderr, stamped with simulated time, when `YESKV_SIM_LOG` is set
+/// (an `EnvFilter`), for replaying a seed: `YESKV_SIM_LOG=yeskv_node=debug yeskv-sim --seed N
+/// -vv`. Off unless set: logging changes nothing the simulation does.
+fn init_node_logs() {
     if let Ok(filter) = std::env::var("YESKV_SIM_LOG") {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -135,7 +138,11 @@ fn main() -> ExitCode {
             .with_ansi(false)
             .init();
     }
-    let options = SimOptions {
+}
+
+/// The simulation options the command line asks for (not yet validated).
+fn sim_options(args: &Args) -> SimOptions {
+    SimOptions {
         nodes: args.nodes,
         clients: args.clients,
         duration_ms: args.duration_ms,
@@ -144,51 +151,70 @@ fn main() -> ExitCode {
         }),
         require_convergence: !args.no_convergence,
         repair: !args.no_repair,
-    };
-    if let Err(e) = options.validate() {
-        eprintln!("yeskv-sim: {e}");
-        return ExitCode::from(2);
     }
-    let seeds: Vec<u64> = match args.seed {
+}
+
+/// The seeds to run, in order: `--seed` alone, else `--from` to `--from + --seeds - 1`.
+fn seeds_to_run(args: &Args) -> Vec<u64> {
+    match args.seed {
         Some(s) => vec![s],
         None => (args.from..args.from.saturating_add(args.seeds)).collect(),
-    };
-    let started = Instant::now();
-    let (mut failed, mut ops, mut acked, mut lost) = (0u64, 0u64, 0u64, 0u64);
-    let mut diverged_seeds = 0u64;
-    let (mut reaped, mut seeds_reaping, mut hints_left) = (0u64, 0u64, 0u64);
-    let mut converged: Vec<u64> = Vec::new();
-    let mut never_converged = 0u64;
-    let (mut lost_unsynced, mut indeterminate) = (0u64, 0u64);
-    let mut chaos = yeskv_sim::chaos::ChaosCounts::default();
-    let mut fault_counts: std::collections::BTreeMap<&'static str, usize> = Default::default();
-    for &seed in &seeds {
-        let outcome = match run_seed(&options, seed) {
-            Ok(o) => o,
-            Err(e) => {
-                failed += 1;
-                println!("FAILED seed {seed}: {e}");
-                println!("  replay: yeskv-sim --seed {seed} -vv");
-                continue;
-            }
-        };
-        ops += outcome.report.ops as u64;
-        acked += outcome.report.acked as u64;
-        lost += outcome.report.lost as u64;
-        indeterminate += outcome.report.indeterminate as u64;
-        lost_unsynced += outcome.lost_unsynced;
-        reaped += outcome.reaped;
-        seeds_reaping += u64::from(outcome.reaped > 0);
-        hints_left += outcome.hints_left;
+    }
+}
+
+/// Sums over the seeds run, for the closing report.
+#[derive(Default)]
+struct Totals {
+    /// Seeds that failed (a violation, or an error that stopped the run).
+    failed: u64,
+    /// Operations recorded.
+    ops: u64,
+    /// Operations acknowledged.
+    acked: u64,
+    /// Acknowledged writes lost.
+    lost: u64,
+    /// Operations whose outcome is unknown (`info`).
+    indeterminate: u64,
+    /// Unacknowledged writes lost in crashes.
+    lost_unsynced: u64,
+    /// Tombstone copies removed by the reaper.
+    reaped: u64,
+    /// Seeds in which the reaper removed at least one tombstone copy.
+    seeds_reaping: u64,
+    /// Hints still pending when the final reads started.
+    hints_left: u64,
+    /// Per seed that converged: ms from healing to equal tree roots.
+    converged: Vec<u64>,
+    /// Seeds whose replicas never reached equal tree roots.
+    never_converged: u64,
+    /// Seeds with a diverged-replicas warning or violation.
+    diverged_seeds: u64,
+    /// What the chaos layer did.
+    chaos: ChaosCounts,
+    /// Faults injected, by kind.
+    fault_counts: BTreeMap<&'static str, usize>,
+}
+
+impl Totals {
+    /// Adds a seed that ran to its end, whatever the verdict (failures are counted apart).
+    fn add(&mut self, outcome: &SeedOutcome) {
+        self.ops += outcome.report.ops as u64;
+        self.acked += outcome.report.acked as u64;
+        self.lost += outcome.report.lost as u64;
+        self.indeterminate += outcome.report.indeterminate as u64;
+        self.lost_unsynced += outcome.lost_unsynced;
+        self.reaped += outcome.reaped;
+        self.seeds_reaping += u64::from(outcome.reaped > 0);
+        self.hints_left += outcome.hints_left;
         match outcome.report.converged_ms {
-            Some(ms) => converged.push(ms),
-            None => never_converged += 1,
+            Some(ms) => self.converged.push(ms),
+            None => self.never_converged += 1,
         }
-        chaos.requests_dropped += outcome.chaos.requests_dropped;
-        chaos.replies_dropped += outcome.chaos.replies_dropped;
-        chaos.duplicated += outcome.chaos.duplicated;
+        self.chaos.requests_dropped += outcome.chaos.requests_dropped;
+        self.chaos.replies_dropped += outcome.chaos.replies_dropped;
+        self.chaos.duplicated += outcome.chaos.duplicated;
         for (k, v) in &outcome.faults {
-            *fault_counts.entry(k).or_default() += v;
+            *self.fault_counts.entry(k).or_default() += v;
         }
         let diverged = outcome
             .report
@@ -196,78 +222,134 @@ fn main() -> ExitCode {
             .iter()
             .chain(&outcome.report.violations)
             .any(|w| w.kind == yeskv_check::ViolationKind::Diverged);
-        diverged_seeds += u64::from(diverged);
-        if args.verbose >= 2 {
-            for line in &outcome.trace {
-                println!("{line}");
-            }
+        self.diverged_seeds += u64::from(diverged);
+    }
+
+    /// Prints the closing report of `seeds` seeds begun at `started`. Its last line is always
+    /// `seeds N, failed F, ops O, acked A, lost L` (the library docs promise it).
+    fn print(mut self, seeds: usize, started: Instant) {
+        let faults: Vec<String> = self
+            .fault_counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!("faults: {}", faults.join(", "));
+        println!(
+            "indeterminate ops {}; unacknowledged writes lost in crashes {}; \
+             internode requests dropped {}, replies dropped {}, requests duplicated {}",
+            self.indeterminate,
+            self.lost_unsynced,
+            self.chaos.requests_dropped,
+            self.chaos.replies_dropped,
+            self.chaos.duplicated
+        );
+        self.converged.sort_unstable();
+        println!(
+            "converged after healing (ms): median {}, p90 {}, p99 {}, max {}; never {}",
+            quantile(&self.converged, 0.5),
+            quantile(&self.converged, 0.9),
+            quantile(&self.converged, 0.99),
+            self.converged.last().copied().unwrap_or(0),
+            self.never_converged
+        );
+        println!(
+            "tombstone copies reaped {} (in {} seeds); hints left at the final reads {}",
+            self.reaped, self.seeds_reaping, self.hints_left
+        );
+        println!(
+            "time {:.1} s, seeds with diverged replicas after healing: {}",
+            started.elapsed().as_secs_f64(),
+            self.diverged_seeds
+        );
+        println!(
+            "seeds {seeds}, failed {}, ops {}, acked {}, lost {}",
+            self.failed, self.ops, self.acked, self.lost
+        );
+    }
+}
+
+/// The `q` quantile (nearest rank) of `sorted`, ascending; 0 if it is empty.
+fn quantile(sorted: &[u64], q: f64) -> u64 {
+    sorted
+        .get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Prints the one-line summary of a seed (`--verbose`).
+fn print_seed_summary(o: &SeedOutcome) {
+    let r = &o.report;
+    println!(
+        "seed {}: {} nodes, {} clients, ops {}, acked {}, info {}, fail {}, lost {}, \
+         not judgeable {}, warnings {}, simulated {} ms, converged {:?} ms after healing, \
+         reaped {}, lost unsynced {}, dropped by bug {}, chaos {:?}",
+        o.seed,
+        o.nodes,
+        o.clients,
+        r.ops,
+        r.acked,
+        r.indeterminate,
+        r.failed,
+        r.lost,
+        r.not_judgeable,
+        r.warnings.len(),
+        o.simulated_ms,
+        r.converged_ms,
+        o.reaped,
+        o.lost_unsynced,
+        o.lost_by_bug,
+        o.chaos
+    );
+}
+
+/// Runs `seed`, adds it to `totals` and prints what the flags ask for: its trace (`-vv`),
+/// its summary (`-v`), its hash (`--hash`), and, if it failed, why and how to replay it.
+fn run_and_report(args: &Args, options: &SimOptions, seed: u64, totals: &mut Totals) {
+    let outcome = match run_seed(options, seed) {
+        Ok(o) => o,
+        Err(e) => {
+            totals.failed += 1;
+            println!("FAILED seed {seed}: {e}");
+            println!("  replay: yeskv-sim --seed {seed} -vv");
+            return;
         }
-        if args.verbose >= 1 {
-            let r = &outcome.report;
-            println!(
-                "seed {seed}: {} nodes, {} clients, ops {}, acked {}, info {}, fail {}, lost {}, \
-                 not judgeable {}, warnings {}, simulated {} ms, converged {:?} ms after healing, \
-                 reaped {}, lost unsynced {}, dropped by bug {}, chaos {:?}",
-                outcome.nodes,
-                outcome.clients,
-                r.ops,
-                r.acked,
-                r.indeterminate,
-                r.failed,
-                r.lost,
-                r.not_judgeable,
-                r.warnings.len(),
-                outcome.simulated_ms,
-                r.converged_ms,
-                outcome.reaped,
-                outcome.lost_unsynced,
-                outcome.lost_by_bug,
-                outcome.chaos
-            );
-        }
-        if args.hash {
-            println!("seed {seed} hash {:016x}", outcome.hash);
-        }
-        if !outcome.ok() {
-            failed += 1;
-            print_failure(&outcome);
+    };
+    totals.add(&outcome);
+    if args.verbose >= 2 {
+        for line in &outcome.trace {
+            println!("{line}");
         }
     }
-    let faults: Vec<String> = fault_counts
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
-    println!("faults: {}", faults.join(", "));
-    println!(
-        "indeterminate ops {indeterminate}; unacknowledged writes lost in crashes {lost_unsynced}; \
-         internode requests dropped {}, replies dropped {}, requests duplicated {}",
-        chaos.requests_dropped, chaos.replies_dropped, chaos.duplicated
-    );
-    converged.sort_unstable();
-    let at = |q: f64| {
-        converged
-            .get(((converged.len() as f64 * q).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(0)
-    };
-    println!(
-        "converged after healing (ms): median {}, p90 {}, p99 {}, max {}; never {never_converged}",
-        at(0.5),
-        at(0.9),
-        at(0.99),
-        converged.last().copied().unwrap_or(0)
-    );
-    println!(
-        "tombstone copies reaped {reaped} (in {seeds_reaping} seeds); hints left at the final reads {hints_left}"
-    );
-    println!(
-        "time {:.1} s, seeds with diverged replicas after healing: {diverged_seeds}",
-        started.elapsed().as_secs_f64()
-    );
-    println!(
-        "seeds {}, failed {failed}, ops {ops}, acked {acked}, lost {lost}",
-        seeds.len()
-    );
+    if args.verbose >= 1 {
+        print_seed_summary(&outcome);
+    }
+    if args.hash {
+        println!("seed {seed} hash {:016x}", outcome.hash);
+    }
+    if !outcome.ok() {
+        totals.failed += 1;
+        print_failure(&outcome);
+    }
+}
+
+/// Runs the seeds the command line asks for, one after another, and reports on them; exits 1
+/// if any failed, 2 if the options are out of range.
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_node_logs();
+    let options = sim_options(&args);
+    if let Err(e) = options.validate() {
+        eprintln!("yeskv-sim: {e}");
+        return ExitCode::from(2);
+    }
+    let seeds = seeds_to_run(&args);
+    let started = Instant::now();
+    let mut totals = Totals::default();
+    for &seed in &seeds {
+        run_and_report(&args, &options, seed, &mut totals);
+    }
+    let failed = totals.failed;
+    totals.print(seeds.len(), started);
     if failed > 0 {
         ExitCode::FAILURE
     } else {

@@ -471,12 +471,42 @@ fn align_task_ids() -> Result<(), Error> {
     Err(Error::Simulation("tokio task ids did not align".into()))
 }
 
-/// Runs one seed (see the module docs).
-pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
-    options.validate()?;
-    let _one_at_a_time = ONE_SEED_AT_A_TIME.lock();
-    align_task_ids()?;
-    let mut rng = StdRng::seed_from_u64(seed);
+/// One seed's cluster, drawn from the seed before the simulation is built: its nodes and
+/// clients, the keys they use, the faults they go through and how long the workload lasts.
+struct Setup {
+    /// Node count.
+    nodes: usize,
+    /// Client count.
+    clients: usize,
+    /// The keys the workload uses.
+    keys: Keys,
+    /// The nodes' ids, `n1` first.
+    ids: Vec<NodeId>,
+    /// The fixed layout (preference lists) of the seed.
+    layout: SimLayout,
+    /// Where hosts, clients and the driver record the trace and the history.
+    recorder: Recorder,
+    /// The message loss and duplication layer shared by the nodes.
+    chaos: Arc<NetChaos>,
+    /// The nodes' state that outlives their crashes (disk, running replica, skew).
+    slots: Vec<Arc<NodeSlot>>,
+    /// Every fault with its window, sorted by start and end.
+    schedule: Vec<Scheduled>,
+    /// How long the clients run, simulated ms (past the duration when a long split needs it).
+    workload_ms: u64,
+}
+
+impl Setup {
+    /// Latest simulated ms the run may reach before it is declared stuck.
+    fn limit_ms(&self) -> u64 {
+        self.workload_ms + SETTLE_MAX_MS + STUCK_AFTER_MS
+    }
+}
+
+/// Draws the cluster of `seed` from `rng`: node and client counts, keys, node slots (and the
+/// planted bug), the fault schedule. The draws come in a fixed order, since every later draw of
+/// the seed (the simulation's own seed, the clients') follows from where this leaves `rng`.
+fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup, Error> {
     let nodes = options
         .nodes
         .unwrap_or_else(|| rng.random_range(NODES_MIN..=NODES_MAX));
@@ -493,16 +523,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
     if options.bug == Some(Bug::LoseAck) {
         slots[0].disk.set_lose_ack(LOSE_ACK_RATE, rng.random());
     }
-    let mut schedule = faults::schedule(&mut rng, nodes, options.duration_ms);
-    // A long split comes from a generator of its own (faults module docs), and the workload
-    // goes on past its heal.
-    let mut workload_ms = options.duration_ms;
-    let mut long_rng = StdRng::seed_from_u64(seed ^ LONG_SPLIT_SALT);
-    if let Some(long) = faults::long_split(&mut long_rng, nodes) {
-        workload_ms = workload_ms.max(long.end_ms + faults::AFTER_LONG_SPLIT_MS);
-        schedule.push(long);
-        schedule.sort_by_key(|f| (f.start_ms, f.end_ms));
-    }
+    let (schedule, workload_ms) = draw_schedule(rng, seed, nodes, options.duration_ms);
     recorder.note(
         0,
         Kind::Node,
@@ -513,116 +534,217 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
             options.bug
         ),
     );
+    Ok(Setup {
+        nodes,
+        clients,
+        keys,
+        ids,
+        layout,
+        recorder,
+        chaos,
+        slots,
+        schedule,
+        workload_ms,
+    })
+}
 
-    let limit_ms = workload_ms + SETTLE_MAX_MS + STUCK_AFTER_MS;
+/// Draws the fault schedule of `seed` and the workload time it needs. The usual faults come
+/// from `rng`; a long split comes from a generator of its own (faults module docs), so adding
+/// it does not shift the other draws, and the workload goes on past its heal.
+fn draw_schedule(
+    rng: &mut StdRng,
+    seed: u64,
+    nodes: usize,
+    duration_ms: u64,
+) -> (Vec<Scheduled>, u64) {
+    let mut schedule = faults::schedule(rng, nodes, duration_ms);
+    let mut workload_ms = duration_ms;
+    let mut long_rng = StdRng::seed_from_u64(seed ^ LONG_SPLIT_SALT);
+    if let Some(long) = faults::long_split(&mut long_rng, nodes) {
+        workload_ms = workload_ms.max(long.end_ms + faults::AFTER_LONG_SPLIT_MS);
+        schedule.push(long);
+        schedule.sort_by_key(|f| (f.start_ms, f.end_ms));
+    }
+    (schedule, workload_ms)
+}
+
+/// Builds the turmoil simulation of `setup`: 1 ms steps, time starting at [`BASE_UNIX_MS`],
+/// one host per node running the product's node code and one client per workload client.
+/// Draws the simulation's seed and then each client's seed from `rng`, in that order.
+/// Returns the simulation and the hosts' names (index `i` is node `i`).
+fn build_sim(
+    setup: &Setup,
+    options: &SimOptions,
+    rng: &mut StdRng,
+) -> (turmoil::Sim<'static>, Vec<String>) {
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(rng.random())
         .epoch(UNIX_EPOCH + Duration::from_millis(BASE_UNIX_MS))
-        .simulation_duration(Duration::from_millis(limit_ms + 1_000))
+        .simulation_duration(Duration::from_millis(setup.limit_ms() + 1_000))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::ZERO)
         .max_message_latency(Duration::from_millis(faults::LATENCY_MS_MAX));
     let mut sim = builder.build();
 
-    let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    let names: Vec<String> = setup.ids.iter().map(|id| id.to_string()).collect();
     for (i, name) in names.iter().enumerate() {
         let env = Arc::new(NodeEnv {
-            slot: slots[i].clone(),
-            layout: layout.clone(),
-            chaos: chaos.clone(),
-            recorder: recorder.clone(),
+            slot: setup.slots[i].clone(),
+            layout: setup.layout.clone(),
+            chaos: setup.chaos.clone(),
+            recorder: setup.recorder.clone(),
             repair: options.repair,
         });
         sim.host(name.as_str(), move || node_main(env.clone()));
     }
-    for index in 0..clients {
+    for index in 0..setup.clients {
         let env = ClientEnv {
             index,
-            clients,
-            nodes: ids.clone(),
-            keys: keys.clone(),
+            clients: setup.clients,
+            nodes: setup.ids.clone(),
+            keys: setup.keys.clone(),
             seed: rng.random(),
-            until_ms: workload_ms,
-            recorder: recorder.clone(),
+            until_ms: setup.workload_ms,
+            recorder: setup.recorder.clone(),
         };
         sim.client(format!("client{}", index + 1).as_str(), client_main(env));
     }
-    let final_seed: u64 = rng.random();
+    (sim, names)
+}
 
-    let mut driver = Driver {
-        sim,
-        names,
-        slots: slots.clone(),
-        chaos: chaos.clone(),
-        recorder: recorder.clone(),
-        active: Active::default(),
-        counts: BTreeMap::new(),
-    };
-    // Fault transitions in time order; at equal times ends before starts, then by schedule.
-    let mut transitions: Vec<(u64, bool, usize)> = Vec::new();
-    for (i, f) in schedule.iter().enumerate() {
-        transitions.push((f.start_ms, true, i));
-        transitions.push((f.end_ms, false, i));
+/// The fault starts and ends of a schedule in the order the driver applies them, and how far
+/// it has got.
+struct Timeline {
+    /// `(time_ms, is_start, index into the schedule)`: in time order; at equal times ends
+    /// before starts, then by schedule.
+    transitions: Vec<(u64, bool, usize)>,
+    /// The first transition not yet applied.
+    next: usize,
+}
+
+impl Timeline {
+    /// The transitions of `schedule`, none applied.
+    fn new(schedule: &[Scheduled]) -> Self {
+        let mut transitions: Vec<(u64, bool, usize)> = Vec::new();
+        for (i, f) in schedule.iter().enumerate() {
+            transitions.push((f.start_ms, true, i));
+            transitions.push((f.end_ms, false, i));
+        }
+        transitions.sort();
+        Timeline {
+            transitions,
+            next: 0,
+        }
     }
-    transitions.sort();
-    let mut next = 0;
-    let mut healed_at_ms: Option<u64> = None;
-    let mut next_sample_ms = 0;
-    let mut agreed_at_ms: Option<u64> = None;
-    let mut settled = false;
-    let mut hints_left = 0;
-    let mut final_started = false;
-    let mut steps: u64 = 0;
-    loop {
-        let now = driver.now_ms();
-        while next < transitions.len() && transitions[next].0 <= now {
-            let (_, is_start, i) = transitions[next];
+
+    /// Applies, in order, every transition whose time has come by `now_ms`.
+    fn apply_due(&mut self, driver: &mut Driver<'_>, schedule: &[Scheduled], now_ms: u64) {
+        while self.next < self.transitions.len() && self.transitions[self.next].0 <= now_ms {
+            let (_, is_start, i) = self.transitions[self.next];
             if is_start {
                 driver.start(&schedule[i]);
             } else {
                 driver.end(&schedule[i]);
             }
-            next += 1;
+            self.next += 1;
         }
-        if healed_at_ms.is_none() && next == transitions.len() && now >= workload_ms {
-            healed_at_ms = Some(now);
-            next_sample_ms = now;
-            recorder.healed_at(now);
-            recorder.note(now, Kind::Fault, "healed: every fault has ended");
+    }
+
+    /// Whether every fault has started and ended.
+    fn all_applied(&self) -> bool {
+        self.next == self.transitions.len()
+    }
+}
+
+/// The settle phase after healing: when the cluster healed, the tree-root samples, when the
+/// replicas came to agree, and whether the final reads may start.
+#[derive(Default)]
+struct Settle {
+    /// When every fault had ended and the workload's time was up.
+    healed_at_ms: Option<u64>,
+    /// When the next tree-root sample is due.
+    next_sample_ms: u64,
+    /// Since when the replicas agree (equal roots, no hint pending), if they do.
+    agreed_at_ms: Option<u64>,
+    /// Whether the cluster has settled: the final reads start when the clients are done.
+    settled: bool,
+    /// Hints pending cluster-wide at the sample that settled the cluster.
+    hints_left: u64,
+}
+
+impl Settle {
+    /// Marks the cluster healed at `now_ms` the first time every fault has ended
+    /// (`all_faults_ended`) and the workload's time is up; samples start then.
+    fn heal_if_due(&mut self, setup: &Setup, all_faults_ended: bool, now_ms: u64) {
+        if self.healed_at_ms.is_none() && all_faults_ended && now_ms >= setup.workload_ms {
+            self.healed_at_ms = Some(now_ms);
+            self.next_sample_ms = now_ms;
+            setup.recorder.healed_at(now_ms);
+            setup
+                .recorder
+                .note(now_ms, Kind::Fault, "healed: every fault has ended");
         }
-        if let Some(healed) = healed_at_ms {
-            if now >= next_sample_ms {
-                next_sample_ms = now + DIGEST_SAMPLE_MS;
-                let (samples, agree, hints) = sample_digests(&layout, &slots, now);
-                recorder.digests(samples);
-                match (agree && hints == 0, agreed_at_ms) {
-                    (true, None) => {
-                        agreed_at_ms = Some(now);
-                        recorder.note(
-                            now,
-                            Kind::Node,
-                            format!(
-                                "replicas agree: equal tree roots, no hint pending ({} ms after healing)",
-                                now - healed
-                            ),
-                        );
-                    }
-                    (false, Some(_)) => {
-                        agreed_at_ms = None;
-                        recorder.note(now, Kind::Node, "replicas differ again");
-                    }
-                    _ => {}
-                }
-                if !settled
-                    && now >= healed + SETTLE_MIN_MS
-                    && (agreed_at_ms.is_some() || now >= healed + SETTLE_MAX_MS)
-                {
-                    settled = true;
-                    hints_left = hints;
-                }
+    }
+
+    /// After healing, every [`DIGEST_SAMPLE_MS`]: samples the tree roots, notes when the
+    /// replicas come to agree or differ again, and settles the cluster once it has had
+    /// [`SETTLE_MIN_MS`] and either agrees or has had [`SETTLE_MAX_MS`].
+    fn sample_if_due(&mut self, setup: &Setup, now_ms: u64) {
+        let Some(healed) = self.healed_at_ms else {
+            return;
+        };
+        if now_ms < self.next_sample_ms {
+            return;
+        }
+        self.next_sample_ms = now_ms + DIGEST_SAMPLE_MS;
+        let (samples, agree, hints) = sample_digests(&setup.layout, &setup.slots, now_ms);
+        setup.recorder.digests(samples);
+        match (agree && hints == 0, self.agreed_at_ms) {
+            (true, None) => {
+                self.agreed_at_ms = Some(now_ms);
+                setup.recorder.note(
+                    now_ms,
+                    Kind::Node,
+                    format!(
+                        "replicas agree: equal tree roots, no hint pending ({} ms after healing)",
+                        now_ms - healed
+                    ),
+                );
             }
+            (false, Some(_)) => {
+                self.agreed_at_ms = None;
+                setup
+                    .recorder
+                    .note(now_ms, Kind::Node, "replicas differ again");
+            }
+            _ => {}
         }
+        if !self.settled
+            && now_ms >= healed + SETTLE_MIN_MS
+            && (self.agreed_at_ms.is_some() || now_ms >= healed + SETTLE_MAX_MS)
+        {
+            self.settled = true;
+            self.hints_left = hints;
+        }
+    }
+}
+
+/// Steps the simulation 1 ms at a time through the fault schedule, the healing and the settle
+/// phase, starts the final reads once the cluster has settled and the clients are done, and
+/// returns when they are done too, with the hints pending when the cluster settled. Fails if
+/// the run passes [`Setup::limit_ms`] (stuck) or turmoil reports an error.
+fn drive(driver: &mut Driver<'_>, setup: &Setup, final_seed: u64) -> Result<u64, Error> {
+    let limit_ms = setup.limit_ms();
+    let mut timeline = Timeline::new(&setup.schedule);
+    let mut settle = Settle::default();
+    let mut final_started = false;
+    let mut steps: u64 = 0;
+    loop {
+        let now = driver.now_ms();
+        timeline.apply_due(driver, &setup.schedule, now);
+        settle.heal_if_due(setup, timeline.all_applied(), now);
+        settle.sample_if_due(setup, now);
         let finished = driver
             .sim
             .step()
@@ -632,11 +754,16 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
             if final_started {
                 break;
             }
-            if settled {
+            if settle.settled {
                 final_started = true;
                 driver.sim.client(
                     "final",
-                    final_reads_main(ids.clone(), keys.clone(), recorder.clone(), final_seed),
+                    final_reads_main(
+                        setup.ids.clone(),
+                        setup.keys.clone(),
+                        setup.recorder.clone(),
+                        final_seed,
+                    ),
                 );
             }
         }
@@ -651,41 +778,95 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
             });
         }
     }
+    Ok(settle.hints_left)
+}
+
+/// What the disks showed at the end of a run.
+struct DiskTotals {
+    /// Writes lost to crashes before they were durable.
+    lost_unsynced: u64,
+    /// Writes acknowledged and dropped by the planted bug.
+    lost_by_bug: u64,
+    /// Replica copies of tombstones removed by the reaper.
+    reaped: u64,
+}
+
+/// Ends a run whose final reads are done: records every replica's own copy of every key (read
+/// from its disk) at the final time, sums the disks' counters, and drops the replicas and then
+/// the simulation. Returns the final simulated ms, the disk totals and the faults injected by
+/// kind.
+fn read_final_state(
+    mut driver: Driver<'_>,
+    setup: &Setup,
+) -> (u64, DiskTotals, BTreeMap<&'static str, usize>) {
     let simulated_ms = driver.now_ms();
-    for read in replica_reads(&layout, &slots, &keys) {
-        recorder.final_read(simulated_ms, read);
+    for read in replica_reads(&setup.layout, &setup.slots, &setup.keys) {
+        setup.recorder.final_read(simulated_ms, read);
     }
-    let lost_unsynced = slots.iter().map(|s| s.disk.lost_unsynced()).sum();
-    let lost_by_bug = slots.iter().map(|s| s.disk.lost_acked()).sum();
-    let reaped = slots.iter().map(|s| s.disk.data_deletes()).sum();
-    for slot in &slots {
+    let disks = DiskTotals {
+        lost_unsynced: setup.slots.iter().map(|s| s.disk.lost_unsynced()).sum(),
+        lost_by_bug: setup.slots.iter().map(|s| s.disk.lost_acked()).sum(),
+        reaped: setup.slots.iter().map(|s| s.disk.data_deletes()).sum(),
+    };
+    for slot in &setup.slots {
         *slot.replica.lock() = None;
     }
     let faults = std::mem::take(&mut driver.counts);
     drop(driver);
+    (simulated_ms, disks, faults)
+}
 
-    let (history, trace) = recorder.take();
+/// Judges a recorded history with `yeskv-check`, enforcing convergence within
+/// [`CONVERGENCE_BOUND_MS`] of healing unless the options turn it off.
+fn judge(history: &History, options: &SimOptions) -> Report {
     let check_options = Options {
         check_convergence: options.require_convergence,
         convergence_bound_ms: CONVERGENCE_BOUND_MS,
         ..Options::default()
     };
-    let report = yeskv_check::check(&history, &check_options);
+    yeskv_check::check(history, &check_options)
+}
+
+/// Runs one seed (see the module docs): draws the cluster, builds the simulation, drives it
+/// through faults, healing and settling to the final reads, then judges the history.
+pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
+    options.validate()?;
+    let _one_at_a_time = ONE_SEED_AT_A_TIME.lock();
+    align_task_ids()?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let setup = draw_setup(options, seed, &mut rng)?;
+    let (sim, names) = build_sim(&setup, options, &mut rng);
+    let final_seed: u64 = rng.random();
+
+    let mut driver = Driver {
+        sim,
+        names,
+        slots: setup.slots.clone(),
+        chaos: setup.chaos.clone(),
+        recorder: setup.recorder.clone(),
+        active: Active::default(),
+        counts: BTreeMap::new(),
+    };
+    let hints_left = drive(&mut driver, &setup, final_seed)?;
+    let (simulated_ms, disks, faults) = read_final_state(driver, &setup);
+
+    let (history, trace) = setup.recorder.take();
+    let report = judge(&history, options);
     let hash = trace::hash(&trace);
     Ok(SeedOutcome {
         seed,
-        nodes,
-        clients,
+        nodes: setup.nodes,
+        clients: setup.clients,
         history,
         trace,
         hash,
         report,
         faults,
-        chaos: chaos.counts(),
-        lost_unsynced,
-        lost_by_bug,
+        chaos: setup.chaos.counts(),
+        lost_unsynced: disks.lost_unsynced,
+        lost_by_bug: disks.lost_by_bug,
         simulated_ms,
-        reaped,
+        reaped: disks.reaped,
         hints_left,
     })
 }

@@ -1,4 +1,4 @@
-//! Never say no, and heal — with real processes on loopback (issue 6):
+//! Never say no, and heal — with real processes on loopback:
 //! - 5 nodes, N=3, two killed: every `w=2` write is acknowledged (sloppy quorum); the hints
 //!   drain to the restarted nodes; every replica of every partition reports the same
 //!   `merkle_root`; deletes made while replicas were down stay deleted, also after the

@@ -10,29 +10,56 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use yeskv_core::keyspace::HASH_NAME;
 use yeskv_core::NodeId;
-use yeskv_storage::Engine;
+use yeskv_layout::Layout;
+use yeskv_membership::{MemberStatus, MembershipView};
+use yeskv_storage::{DiskStatus, Engine};
 
 use super::{json_error, AppState, Serving};
 use crate::error::Error;
 use crate::metrics;
+use crate::replica::Replica;
+use crate::workers::WorkerStatus;
 
+/// `GET /v1/status`: this node's view of itself and of the cluster, one JSON document.
 pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let settings = state.coordinator.settings();
     let replica = state.coordinator.replica();
     let layout = state.layout.current();
     let gossip = state.membership.as_ref().map(|m| m.view());
-    let liveness = |id: &NodeId| -> &'static str {
-        if id == &state.node_id {
-            return "up";
-        }
-        match gossip.as_ref().and_then(|g| g.member(id)) {
-            Some(m) if m.status == yeskv_membership::MemberStatus::Up => "up",
-            Some(_) => "down",
-            None => "unknown",
-        }
-    };
+    let members = members_json(&state, layout.as_deref(), gossip.as_ref());
+    let partitions = partitions_json(&state.node_id, replica, layout.as_deref());
+    let body = json!({
+        "node": state.node_id.as_str(),
+        "zone": state.zone,
+        "actor": replica.actor().to_string(),
+        "serving": format!("{:?}", state.serving()).to_lowercase(),
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "sync": replica.engine().sync_mode().to_string(),
+        "n": settings.n,
+        "r": settings.r,
+        "w": settings.w,
+        "layout_version": layout.as_ref().map_or(0, |l| l.version),
+        "members": members,
+        "hints_pending": replica.hints_pending(),
+        "hint_bytes": replica.hint_bytes(),
+        "disk": replica.engine().disk().map(|d| disk_json(&d)),
+        "corrupt_records": replica.corrupt_total(),
+        "workers": workers_json(&state.workers),
+        "partitions": partitions,
+    });
+    axum::Json(body).into_response()
+}
+
+/// The `members` of `/v1/status`: the layout's members, then the nodes that joined the gossip
+/// but own nothing yet, then this node itself when it is in neither (no layout, no gossip).
+fn members_json<E: Engine>(
+    state: &AppState<E>,
+    layout: Option<&Layout>,
+    gossip: Option<&MembershipView>,
+) -> Vec<serde_json::Value> {
+    let liveness = |id: &NodeId| liveness(&state.node_id, gossip, id);
     let mut members: Vec<serde_json::Value> = Vec::new();
-    if let Some(l) = &layout {
+    if let Some(l) = layout {
         for (id, m) in &l.members {
             members.push(json!({
                 "id": id.as_str(),
@@ -45,9 +72,8 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
             }));
         }
     }
-    // Nodes that joined the gossip but own nothing yet.
-    let in_layout = |id: &NodeId| layout.as_ref().is_some_and(|l| l.members.contains_key(id));
-    if let Some(g) = &gossip {
+    let in_layout = |id: &NodeId| layout.is_some_and(|l| l.members.contains_key(id));
+    if let Some(g) = gossip {
         for m in g.members.iter().filter(|m| !in_layout(&m.id)) {
             members.push(json!({
                 "id": m.id.as_str(),
@@ -71,13 +97,36 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
             "owns": 0,
         }));
     }
-    let local_partitions: Vec<u32> = match &layout {
+    members
+}
+
+/// A member's `status` as this node sees it: itself is always `up`; others are what the
+/// gossip says (`up` or `down`), or `unknown` when the gossip does not know them.
+fn liveness(this_node: &NodeId, gossip: Option<&MembershipView>, id: &NodeId) -> &'static str {
+    if id == this_node {
+        return "up";
+    }
+    match gossip.and_then(|g| g.member(id)) {
+        Some(m) if m.status == MemberStatus::Up => "up",
+        Some(_) => "down",
+        None => "unknown",
+    }
+}
+
+/// The `partitions` of `/v1/status`: every partition this node is a replica of, with the root
+/// and key count of its tree (`null` while the tree is not built).
+fn partitions_json<E: Engine>(
+    this_node: &NodeId,
+    replica: &Replica<E>,
+    layout: Option<&Layout>,
+) -> Vec<serde_json::Value> {
+    let local_partitions: Vec<u32> = match layout {
         Some(l) => (0..l.partitions)
-            .filter(|p| l.assignment.replicas(*p as u16).contains(&state.node_id))
+            .filter(|p| l.assignment.replicas(*p as u16).contains(this_node))
             .collect(),
         None => Vec::new(),
     };
-    let partitions: Vec<_> = local_partitions
+    local_partitions
         .iter()
         .map(|id| match replica.tree_summary(*id as u16) {
             Some(t) => {
@@ -85,50 +134,46 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
             }
             None => json!({ "id": id, "merkle_root": null, "keys": null }),
         })
-        .collect();
-    let body = json!({
-        "node": state.node_id.as_str(),
-        "zone": state.zone,
-        "actor": replica.actor().to_string(),
-        "serving": format!("{:?}", state.serving()).to_lowercase(),
-        "uptime_secs": state.started.elapsed().as_secs(),
-        "sync": replica.engine().sync_mode().to_string(),
-        "n": settings.n,
-        "r": settings.r,
-        "w": settings.w,
-        "layout_version": layout.as_ref().map_or(0, |l| l.version),
-        "members": members,
-        "hints_pending": replica.hints_pending(),
-        "hint_bytes": replica.hint_bytes(),
-        "disk": replica.engine().disk().map(|d| json!({
-            "path": d.path.display().to_string(),
-            "total_bytes": d.total_bytes,
-            "free_bytes": d.free_bytes,
-            "used_bytes": {
-                "sst": d.usage.sst,
-                "wal": d.usage.wal,
-                "manifest": d.usage.manifest,
-                "info_log": d.usage.info_log,
-                "other": d.usage.other,
-                "total": d.usage.total(),
-            },
-            "reserve_bytes": d.reserve_bytes,
-            "writable": d.writable,
-            "error": d.error,
-        })),
-        "corrupt_records": replica.corrupt_total(),
-        "workers": state.workers.iter().map(|w| json!({
-            "name": w.name(),
-            "state": w.state().as_str(),
-            "rounds": w.rounds(),
-            "failures": w.failures(),
-            "last_error": w.last_error(),
-        })).collect::<Vec<_>>(),
-        "partitions": partitions,
-    });
-    axum::Json(body).into_response()
+        .collect()
 }
 
+/// The `disk` of `/v1/status`: the filesystem under the database and what the database takes.
+fn disk_json(d: &DiskStatus) -> serde_json::Value {
+    json!({
+        "path": d.path.display().to_string(),
+        "total_bytes": d.total_bytes,
+        "free_bytes": d.free_bytes,
+        "used_bytes": {
+            "sst": d.usage.sst,
+            "wal": d.usage.wal,
+            "manifest": d.usage.manifest,
+            "info_log": d.usage.info_log,
+            "other": d.usage.other,
+            "total": d.usage.total(),
+        },
+        "reserve_bytes": d.reserve_bytes,
+        "writable": d.writable,
+        "error": d.error,
+    })
+}
+
+/// The `workers` of `/v1/status`: each background worker's state and counters.
+fn workers_json(workers: &[Arc<WorkerStatus>]) -> Vec<serde_json::Value> {
+    workers
+        .iter()
+        .map(|w| {
+            json!({
+                "name": w.name(),
+                "state": w.state().as_str(),
+                "rounds": w.rounds(),
+                "failures": w.failures(),
+                "last_error": w.last_error(),
+            })
+        })
+        .collect()
+}
+
+/// `GET /v1/ring`: the layout clients route by (`503` while this node has none).
 pub(super) async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let Some(layout) = state.layout.current() else {
         return json_error(
@@ -163,6 +208,7 @@ pub(super) async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Re
     .into_response()
 }
 
+/// `POST /v1/admin/compact`: compacts the data space now and says how long it took.
 pub(super) async fn compact<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let replica = state.coordinator.replica().clone();
     let started = Instant::now();
@@ -180,6 +226,7 @@ pub(super) async fn compact<E: Engine>(State(state): State<Arc<AppState<E>>>) ->
     }
 }
 
+/// `GET /v1/health`: `200` while serving, `503` while starting or draining.
 pub(super) async fn health<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     match state.serving() {
         Serving::Serving => {
@@ -198,6 +245,7 @@ pub(super) async fn health<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
     }
 }
 
+/// `GET /metrics`: Prometheus text (`503` when this process installed no recorder).
 pub(super) async fn metrics_text<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     match &state.metrics {
         Some(handle) => {

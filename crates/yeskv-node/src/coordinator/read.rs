@@ -2,6 +2,7 @@
 //! [`crate::coordinator`]).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -78,7 +79,36 @@ impl<E: Engine> Coordinator<E> {
     pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
         let p = self.place(bucket, key);
         let required = self.quorum(r, self.settings().r, p.replicas.len(), "r")?;
-        let (holders, last_resort) = self.read_holders(&p);
+        let (queue, first) = self.read_queue(&p, required);
+        let launch = |(holder, liveness): (Holder, Liveness)| {
+            self.clone()
+                .read_holder(holder, p.storage_key.clone(), p.replicas.clone(), liveness)
+        };
+        let mut round = ReadRound::new(launch, queue, required, p.replicas.len());
+        round.ask_first(first);
+        self.collect_replies(&mut round).await?;
+        let ReadRound {
+            pending,
+            replies,
+            merged,
+            ..
+        } = round;
+        self.read_repair(
+            p.hash,
+            p.storage_key.clone(),
+            pending,
+            replies,
+            merged.clone(),
+        );
+        Ok(merged)
+    }
+
+    /// The holders of one read in the order they are asked, and how many of them to ask at
+    /// once: the live holders with this node's own copy first (all of them when this read asks
+    /// every replica, else `required`), then, behind everything else, the primaries believed
+    /// down that nobody stands in for.
+    fn read_queue(&self, p: &Placement, required: u8) -> (VecDeque<(Holder, Liveness)>, usize) {
+        let (holders, last_resort) = self.read_holders(p);
         let mut queue: VecDeque<(Holder, Liveness)> =
             holders.into_iter().map(|h| (h, Liveness::IfUp)).collect();
         if let Some(i) = queue.iter().position(|(h, _)| self.is_local(h.node())) {
@@ -86,119 +116,71 @@ impl<E: Engine> Coordinator<E> {
                 queue.push_front(local);
             }
         }
-        let every = u64::from(self.settings().read_all_every.max(1));
-        let ask_all = every == 1
-            || self
-                .reads
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(every);
-        let first = if ask_all {
+        let first = if self.ask_every_replica() {
             queue.len()
         } else {
             usize::from(required).min(queue.len())
         };
-        // Behind everything else, the primaries believed down that nobody stands in for.
         queue.extend(last_resort.into_iter().map(|h| (h, Liveness::Anyway)));
         let first = first.max(usize::from(required).min(queue.len()));
-        // Asks one holder; counts the primaries asked and not yet answered.
-        let launch = |(h, liveness): (Holder, Liveness), primaries_pending: &mut usize| {
-            *primaries_pending += usize::from(matches!(h, Holder::Primary(_)));
-            self.clone()
-                .read_holder(h, p.storage_key.clone(), p.replicas.clone(), liveness)
-        };
-        let mut tracker = QuorumTracker::new(required, p.replicas.len() as u8);
-        let mut merged = Object::new();
-        // A stand-in that holds nothing for the key knows nothing about it: once the quorum is
-        // reached with such a reply, wait for the primaries (a primary that holds the value
-        // must not be outvoted by fallbacks that never saw it).
-        let mut primaries_pending = 0usize;
-        let mut pending = FuturesUnordered::new();
-        for h in queue.drain(..first) {
-            pending.push(launch(h, &mut primaries_pending));
-        }
-        let mut replies = Vec::with_capacity(p.replicas.len());
-        let mut corrupt = None;
-        let mut empty_stand_ins = 0usize;
-        let mut reached = false;
+        (queue, first)
+    }
+
+    /// Whether this read asks every replica at once: one read in `read_all_every` does.
+    fn ask_every_replica(&self) -> bool {
+        let every = u64::from(self.settings().read_all_every.max(1));
+        every == 1
+            || self
+                .reads
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(every)
+    }
+
+    /// Waits for the replies of `round` until the read is decided, asking one more holder
+    /// whenever one fails or none has answered for `read_hedge`. `Ok` once the quorum is reached
+    /// (and, if an empty stand-in helped reach it, every primary asked has answered too); the
+    /// answer is then `round.merged`.
+    async fn collect_replies<L, F>(&self, round: &mut ReadRound<L, F>) -> Result<(), Error>
+    where
+        L: Fn((Holder, Liveness)) -> F,
+        F: Future<Output = (Holder, Result<Object, Error>)>,
+    {
         let hedge = tokio::time::sleep(self.settings().read_hedge);
         tokio::pin!(hedge);
         loop {
             let next = tokio::select! {
                 biased;
-                next = pending.next() => next,
-                _ = &mut hedge, if !queue.is_empty() && !reached => {
+                next = round.pending.next() => next,
+                _ = &mut hedge, if !round.queue.is_empty() && !round.reached => {
                     // Slow replies: ask one more replica, and again after another `read_hedge`.
-                    if let Some(h) = queue.pop_front() {
-                        pending.push(launch(h, &mut primaries_pending));
-                    }
+                    round.ask_next();
                     let at = tokio::time::Instant::now() + self.settings().read_hedge;
                     hedge.as_mut().reset(at);
                     continue;
                 }
             };
             let Some((holder, result)) = next else { break };
-            if matches!(holder, Holder::Primary(_)) {
-                primaries_pending = primaries_pending.saturating_sub(1);
-            }
-            let outcome = match result {
-                Ok(obj) => {
-                    if obj.is_empty() && !matches!(holder, Holder::Primary(_)) {
-                        empty_stand_ins += 1;
-                    }
-                    merged.sync(&obj);
-                    replies.push((holder, obj));
-                    tracker.success()
-                }
-                Err(e) => {
-                    if matches!(e, Error::Corrupt(_)) {
-                        corrupt = Some(e.to_string());
-                    }
-                    // Another replica takes the failed one's place.
-                    if let Some(h) = queue.pop_front() {
-                        pending.push(launch(h, &mut primaries_pending));
-                    }
-                    tracker.failure(e.of(holder.node()))
-                }
-            };
-            match outcome {
+            match round.record(holder, result) {
                 Outcome::Reached => {
-                    reached = true;
-                    if empty_stand_ins > 0 {
+                    round.reached = true;
+                    if round.empty_stand_ins > 0 {
                         // Ask the primaries not asked yet, and wait for all of them.
-                        while let Some(i) = queue.iter().position(|(h, l)| {
-                            matches!(h, Holder::Primary(_)) && *l == Liveness::IfUp
-                        }) {
-                            if let Some(h) = queue.remove(i) {
-                                pending.push(launch(h, &mut primaries_pending));
-                            }
-                        }
-                        if primaries_pending > 0 {
+                        round.ask_remaining_primaries();
+                        if round.primaries_pending > 0 {
                             continue;
                         }
                     }
                     break;
                 }
-                Outcome::Impossible if !reached => {
-                    // A lone replica that is corrupt is reported as such, not as a quorum miss.
-                    if let (Some(c), 1) = (corrupt, required) {
-                        return Err(Error::Corrupt(c));
-                    }
-                    return Err(quorum_error(&tracker));
-                }
+                Outcome::Impossible if !round.reached => return Err(round.failure()),
                 _ => {}
             }
         }
-        if reached {
-            self.read_repair(
-                p.hash,
-                p.storage_key.clone(),
-                pending,
-                replies,
-                merged.clone(),
-            );
-            return Ok(merged);
+        if round.reached {
+            Ok(())
+        } else {
+            Err(quorum_error(&round.tracker))
         }
-        Err(quorum_error(&tracker))
     }
 
     /// Read repair (Dynamo §4.7): after the client has its answer, waits (one RPC deadline at
@@ -262,5 +244,119 @@ impl<E: Engine> Coordinator<E> {
                 }
             }
         });
+    }
+}
+
+/// One read in flight: the holders not asked yet, the asks pending, and what the replies add
+/// up to so far. `launch` starts the ask of one holder.
+struct ReadRound<L, F> {
+    launch: L,
+    /// Holders not asked yet, in the order they will be.
+    queue: VecDeque<(Holder, Liveness)>,
+    pending: FuturesUnordered<F>,
+    /// Primaries asked that have not answered yet. A stand-in that holds nothing for the key
+    /// knows nothing about it: once the quorum is reached with such a reply, the read waits for
+    /// the primaries (a primary that holds the value must not be outvoted by fallbacks that
+    /// never saw it).
+    primaries_pending: usize,
+    tracker: QuorumTracker,
+    /// Every successful reply, merged.
+    merged: Object,
+    /// The successful replies, for read repair.
+    replies: Vec<(Holder, Object)>,
+    /// The last failure that was a corrupt record.
+    corrupt: Option<String>,
+    /// Stand-ins that answered with nothing for the key.
+    empty_stand_ins: usize,
+    /// Whether the quorum was reached: `merged` is the answer.
+    reached: bool,
+}
+
+impl<L, F> ReadRound<L, F>
+where
+    L: Fn((Holder, Liveness)) -> F,
+    F: Future<Output = (Holder, Result<Object, Error>)>,
+{
+    /// A read of a key with `replicas` replicas that needs `required` replies, nobody asked yet.
+    fn new(launch: L, queue: VecDeque<(Holder, Liveness)>, required: u8, replicas: usize) -> Self {
+        ReadRound {
+            launch,
+            queue,
+            pending: FuturesUnordered::new(),
+            primaries_pending: 0,
+            tracker: QuorumTracker::new(required, replicas as u8),
+            merged: Object::new(),
+            replies: Vec::with_capacity(replicas),
+            corrupt: None,
+            empty_stand_ins: 0,
+            reached: false,
+        }
+    }
+
+    /// Asks one holder.
+    fn ask(&mut self, (holder, liveness): (Holder, Liveness)) {
+        self.primaries_pending += usize::from(matches!(holder, Holder::Primary(_)));
+        self.pending.push((self.launch)((holder, liveness)));
+    }
+
+    /// Asks the next holder in line, if any.
+    fn ask_next(&mut self) {
+        if let Some(next) = self.queue.pop_front() {
+            self.ask(next);
+        }
+    }
+
+    /// Asks the first `count` holders in line (at most the queue's length).
+    fn ask_first(&mut self, count: usize) {
+        for _ in 0..count {
+            self.ask_next();
+        }
+    }
+
+    /// Asks every primary still in line that is believed up.
+    fn ask_remaining_primaries(&mut self) {
+        while let Some(i) = self
+            .queue
+            .iter()
+            .position(|(h, l)| matches!(h, Holder::Primary(_)) && *l == Liveness::IfUp)
+        {
+            if let Some(primary) = self.queue.remove(i) {
+                self.ask(primary);
+            }
+        }
+    }
+
+    /// Records one holder's reply: merges an object, or asks the next holder in the failed
+    /// one's place. Returns where the quorum stands.
+    fn record(&mut self, holder: Holder, result: Result<Object, Error>) -> Outcome {
+        if matches!(holder, Holder::Primary(_)) {
+            self.primaries_pending = self.primaries_pending.saturating_sub(1);
+        }
+        match result {
+            Ok(obj) => {
+                if obj.is_empty() && !matches!(holder, Holder::Primary(_)) {
+                    self.empty_stand_ins += 1;
+                }
+                self.merged.sync(&obj);
+                self.replies.push((holder, obj));
+                self.tracker.success()
+            }
+            Err(e) => {
+                if matches!(e, Error::Corrupt(_)) {
+                    self.corrupt = Some(e.to_string());
+                }
+                self.ask_next();
+                self.tracker.failure(e.of(holder.node()))
+            }
+        }
+    }
+
+    /// The error of a read whose quorum can no longer be reached. A lone replica that is corrupt
+    /// is reported as such, not as a quorum miss.
+    fn failure(&mut self) -> Error {
+        match (self.corrupt.take(), self.tracker.required()) {
+            (Some(c), 1) => Error::Corrupt(c),
+            _ => quorum_error(&self.tracker),
+        }
     }
 }

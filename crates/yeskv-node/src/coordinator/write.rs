@@ -192,19 +192,13 @@ impl<E: Engine> Coordinator<E> {
         fallbacks: Arc<Mutex<VecDeque<NodeId>>>,
     ) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
-        let believed_up = self.ctx.topology().is_up(&primary);
+        let (ctx, storage_key, record) = (&self.ctx, &storage_key[..], &record[..]);
+        let send = |holder: Holder, liveness: Liveness| async move {
+            replication::send_merge(ctx, &holder, key_hash, storage_key, record, liveness).await
+        };
+        let believed_up = ctx.topology().is_up(&primary);
         let reason = if believed_up {
-            let holder = Holder::Primary(primary.clone());
-            match replication::send_merge(
-                &self.ctx,
-                &holder,
-                key_hash,
-                &storage_key,
-                &record,
-                Liveness::IfUp,
-            )
-            .await
-            {
+            match send(Holder::Primary(primary.clone()), Liveness::IfUp).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::debug!(node = %primary, error = %e, "replication to a primary failed");
@@ -224,16 +218,7 @@ impl<E: Engine> Coordinator<E> {
                 node: node.clone(),
                 for_primary: primary.clone(),
             };
-            match replication::send_merge(
-                &self.ctx,
-                &holder,
-                key_hash,
-                &storage_key,
-                &record,
-                Liveness::IfUp,
-            )
-            .await
-            {
+            match send(holder, Liveness::IfUp).await {
                 Ok(()) => {
                     metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => reason)
                         .increment(1);
@@ -245,17 +230,7 @@ impl<E: Engine> Coordinator<E> {
         // No fallback took it: try the primary even though it is believed down (the failure
         // detector may be wrong — a node that just started has heard from nobody yet).
         if !believed_up {
-            let holder = Holder::Primary(primary.clone());
-            match replication::send_merge(
-                &self.ctx,
-                &holder,
-                key_hash,
-                &storage_key,
-                &record,
-                Liveness::Anyway,
-            )
-            .await
-            {
+            match send(Holder::Primary(primary.clone()), Liveness::Anyway).await {
                 Ok(()) => return Ok(()),
                 Err(e) => errors.push(format!("{} (believed down, tried anyway)", e.of(&primary))),
             }
