@@ -293,8 +293,7 @@ impl Faults {
         rng: &mut StdRng,
     ) -> anyhow::Result<(Active, String)> {
         let n = cluster.len();
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(rng);
+        let order = shuffled(n, rng);
         let minority = ((n - 1) / 2).max(1);
         let (a, b) = order.split_at(minority);
         let (a_ips, b_ips) = (node_ips(cluster, a), node_ips(cluster, b));
@@ -342,8 +341,7 @@ impl Faults {
         rng: &mut StdRng,
     ) -> anyhow::Result<(Active, String)> {
         let n = cluster.len();
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(rng);
+        let order = shuffled(n, rng);
         let count = rng.random_range(1..=(n / 2).max(1));
         let chosen: Vec<usize> = order[..count].to_vec();
         let mut parts = Vec::new();
@@ -443,8 +441,7 @@ impl Faults {
         rng: &mut StdRng,
     ) -> anyhow::Result<(Active, String)> {
         let n = cluster.len();
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(rng);
+        let order = shuffled(n, rng);
         let count = rng.random_range(1..=2.min(n));
         let mut parts = Vec::new();
         for &i in &order[..count] {
@@ -851,4 +848,11 @@ fn fill_file(mut f: std::fs::File) -> anyhow::Result<u64> {
 /// `ENOSPC` on Linux.
 const fn libc_enospc() -> i32 {
     28
+}
+
+/// The node indexes `0..n` in an order drawn from `rng`.
+fn shuffled(n: usize, rng: &mut StdRng) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(rng);
+    order
 }

@@ -624,43 +624,13 @@ fn judge(
     let report = yeskv_check::check(&history, &options);
     let converged_s = report.converged_ms.map(|ms| ms as f64 / 1000.0);
 
-    let disk = &faults.disk;
-    let disk_ok = disk.recovered == disk.injected
-        && disk.stayed_up == disk.injected
-        && disk.failing_seen == disk.injected
-        && disk.started_while_full == disk.restarted_while_full;
     let Trouble {
         crashes,
         fault_errors,
     } = trouble;
     let all_up = settled.all_up;
-    let passed = report.ok() && crashes.is_empty() && disk_ok && all_up;
-    let mut failures = Vec::new();
-    if !report.ok() {
-        failures.push(format!(
-            "checker: {} violation(s), {} history error(s)",
-            report.violations.len(),
-            report.errors.len()
-        ));
-    }
-    if !crashes.is_empty() {
-        failures.push(format!("{} unexpected node exit(s)", crashes.len()));
-    }
-    if !disk_ok {
-        failures.push(format!(
-            "full disk: {} injected, storage failing seen {}, node stayed up {}, recovered on its own {} (restarted {}), started on the full disk {} of {}",
-            disk.injected,
-            disk.failing_seen,
-            disk.stayed_up,
-            disk.recovered,
-            disk.restarted,
-            disk.started_while_full,
-            disk.restarted_while_full
-        ));
-    }
-    if !all_up {
-        failures.push("the healed cluster never saw every member up".into());
-    }
+    let failures = failures(&report, &crashes, &faults.disk, all_up);
+    let passed = failures.is_empty();
     let summary = recorder.summary();
     let reaped = settled.reaped;
     let doc = json!({
@@ -702,7 +672,28 @@ fn judge(
     std::fs::write(&paths.report, serde_json::to_string_pretty(&doc)?)
         .with_context(|| format!("writing {}", paths.report.display()))?;
 
+    print_verdict(
+        args, seed, paths, recorder, &report, faults, reaped, &failures,
+    )
+}
+
+/// The run's last lines: what it did, where its report and history are, and the verdict (with
+/// the first violations when it failed).
+#[allow(clippy::too_many_arguments)]
+fn print_verdict(
+    args: &Args,
+    seed: u64,
+    paths: &Paths,
+    recorder: &Recorder,
+    report: &yeskv_check::Report,
+    faults: &Faults,
+    reaped: u64,
+    failures: &[String],
+) -> anyhow::Result<Outcome> {
+    let summary = recorder.summary();
     let count = |k: &str| summary.get(k).map_or(0, |s| s.ok);
+    let converged_s = report.converged_ms.map(|ms| ms as f64 / 1000.0);
+    let bound_ms = args.converge_bound_s * 1000;
     println!(
         "chaos: {} nodes, {} s, seed {seed}: ops ok {} (reads {}, writes {}, deletes {}, cart adds {}), acked {}, lost {}, resurrected {}, converged_s {}, reaped {reaped}, faults {}",
         args.nodes,
@@ -729,11 +720,11 @@ fn judge(
         paths.history.display(),
         paths.history.display()
     );
-    if passed {
+    if failures.is_empty() {
         println!("chaos: PASS");
         Ok(Outcome::Passed)
     } else {
-        for f in &failures {
+        for f in failures {
             println!("chaos: FAIL: {f}");
         }
         for v in report.violations.iter().take(10) {
@@ -741,6 +732,49 @@ fn judge(
         }
         Ok(Outcome::Violations)
     }
+}
+
+/// Why the run fails, if it does: the checker's violations, nodes that exited on their own,
+/// full-disk checks that did not hold (storage seen failing, the node staying up, recovering on
+/// its own, starting on its full disk), and a healed cluster in which not every member was seen
+/// up.
+fn failures(
+    report: &yeskv_check::Report,
+    crashes: &[String],
+    disk: &faults::DiskChecks,
+    all_up: bool,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    if !report.ok() {
+        failures.push(format!(
+            "checker: {} violation(s), {} history error(s)",
+            report.violations.len(),
+            report.errors.len()
+        ));
+    }
+    if !crashes.is_empty() {
+        failures.push(format!("{} unexpected node exit(s)", crashes.len()));
+    }
+    let disk_ok = disk.recovered == disk.injected
+        && disk.stayed_up == disk.injected
+        && disk.failing_seen == disk.injected
+        && disk.started_while_full == disk.restarted_while_full;
+    if !disk_ok {
+        failures.push(format!(
+            "full disk: {} injected, storage failing seen {}, node stayed up {}, recovered on its own {} (restarted {}), started on the full disk {} of {}",
+            disk.injected,
+            disk.failing_seen,
+            disk.stayed_up,
+            disk.recovered,
+            disk.restarted,
+            disk.started_while_full,
+            disk.restarted_while_full
+        ));
+    }
+    if !all_up {
+        failures.push("the healed cluster never saw every member up".into());
+    }
+    failures
 }
 
 /// Reads every key with `r=all` through every node, every second, until all nodes answer

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::Error;
-use crate::history::{FinalRead, History, Op, ProcessId, Status};
+use crate::history::{Event, FinalRead, History, Op, ProcessId, Status};
 
 /// The node name of a final read that is the DVV-merged state across replicas.
 pub const MERGED_NODE: &str = "merged";
@@ -124,143 +124,34 @@ pub(crate) fn cart_items(sibling: &str) -> impl Iterator<Item = &str> {
     sibling.split(',').filter(|item| !item.is_empty())
 }
 
+impl<'h> KeyInfo<'h> {
+    /// A key of `kind` with no operations or final reads yet and its final state not yet
+    /// decided; [`Analysis::new`] fills it in.
+    fn empty(kind: KeyKind) -> Self {
+        KeyInfo {
+            kind,
+            operations: Vec::new(),
+            written: false,
+            final_reads: Vec::new(),
+            final_state: FinalState::NotJudgeable {
+                reason: String::new(),
+            },
+        }
+    }
+}
+
 impl<'h> Analysis<'h> {
+    /// Reads `history` once for every checker: pairs invocations with completions, groups the
+    /// operations and final reads by key, and decides each key's final state. What is
+    /// malformed goes to `errors` rather than stopping the pass (see the module docs).
     pub(crate) fn new(history: &'h History) -> Self {
         let mut errors = Vec::new();
-        let mut operations: Vec<Operation<'h>> = Vec::new();
-        // Per process: the index into `operations` of its outstanding invocation.
-        let mut outstanding: HashMap<ProcessId, usize> = HashMap::new();
-        // Written values and cart items: where first invoked.
-        let mut first_use: HashMap<&'h str, usize> = HashMap::new();
-
-        for (index, event) in history.events.iter().enumerate() {
-            if event.status == Status::Invoke {
-                if let Some(&previous) = outstanding.get(&event.process) {
-                    errors.push(Error::InvokeWhileOutstanding {
-                        index,
-                        process: event.process,
-                        outstanding_index: operations[previous].invoke_index.unwrap_or(index),
-                    });
-                }
-                let written = match &event.op {
-                    Op::Write { value, .. } => Some(value.as_str()),
-                    Op::CartAdd { item, .. } => {
-                        if item.is_empty() || item.contains(',') {
-                            errors.push(Error::BadCartItem {
-                                index,
-                                item: item.clone(),
-                            });
-                        }
-                        Some(item.as_str())
-                    }
-                    Op::Read { .. } | Op::Delete { .. } => None,
-                };
-                if let Some(value) = written {
-                    if let Some(&first_index) = first_use.get(value) {
-                        errors.push(Error::DuplicateValue {
-                            index,
-                            first_index,
-                            value: value.to_string(),
-                        });
-                    } else {
-                        first_use.insert(value, index);
-                    }
-                }
-                outstanding.insert(event.process, operations.len());
-                operations.push(Operation {
-                    process: event.process,
-                    invoke_index: Some(index),
-                    completion_index: None,
-                    outcome: Outcome::Pending,
-                    op: &event.op,
-                });
-                continue;
-            }
-            let outcome = match event.status {
-                Status::Ok => Outcome::Ok,
-                Status::Fail => Outcome::Fail,
-                Status::Info | Status::Invoke => Outcome::Info,
-            };
-            match outstanding.remove(&event.process) {
-                Some(position) => {
-                    let operation = &mut operations[position];
-                    if !same_operation(operation.op, &event.op) {
-                        errors.push(Error::CompletionMismatch {
-                            index,
-                            process: event.process,
-                            invoke_index: operation.invoke_index.unwrap_or(index),
-                        });
-                    }
-                    operation.completion_index = Some(index);
-                    operation.outcome = outcome;
-                    operation.op = &event.op;
-                }
-                None => {
-                    errors.push(Error::CompletionWithoutInvoke {
-                        index,
-                        process: event.process,
-                    });
-                    operations.push(Operation {
-                        process: event.process,
-                        invoke_index: None,
-                        completion_index: Some(index),
-                        outcome,
-                        op: &event.op,
-                    });
-                }
-            }
-        }
-
-        let mut keys: BTreeMap<&'h str, KeyInfo<'h>> = BTreeMap::new();
-        let mut mixed: BTreeSet<&'h str> = BTreeSet::new();
-        for (position, operation) in operations.iter().enumerate() {
-            let kind = match operation.op {
-                Op::Write { .. } | Op::Delete { .. } => Some(KeyKind::Register),
-                Op::CartAdd { .. } => Some(KeyKind::Cart),
-                Op::Read { .. } => None,
-            };
-            let info = keys.entry(operation.op.key()).or_insert_with(|| KeyInfo {
-                kind: kind.unwrap_or(KeyKind::Register),
-                operations: Vec::new(),
-                written: false,
-                final_reads: Vec::new(),
-                final_state: FinalState::NotJudgeable {
-                    reason: String::new(),
-                },
-            });
-            if let Some(kind) = kind {
-                if !info.written {
-                    info.kind = kind;
-                    info.written = true;
-                } else if info.kind != kind {
-                    mixed.insert(operation.op.key());
-                }
-            }
-            info.operations.push(position);
-        }
-        for key in mixed {
-            errors.push(Error::MixedKey {
-                key: key.to_string(),
-            });
-        }
-        for read in &history.final_reads {
-            keys.entry(read.key.as_str())
-                .or_insert_with(|| KeyInfo {
-                    kind: KeyKind::Register,
-                    operations: Vec::new(),
-                    written: false,
-                    final_reads: Vec::new(),
-                    final_state: FinalState::NotJudgeable {
-                        reason: String::new(),
-                    },
-                })
-                .final_reads
-                .push(read);
-        }
+        let operations = pair_operations(history, &mut errors);
+        let mut keys = group_by_key(&operations, &mut errors);
+        add_final_reads(&mut keys, history);
         for (key, info) in keys.iter_mut() {
             info.final_state = resolve_final_state(key, &info.final_reads, &mut errors);
         }
-
         Analysis {
             history,
             operations,
@@ -277,6 +168,168 @@ impl<'h> Analysis<'h> {
         info.operations
             .iter()
             .map(move |&position| &self.operations[position])
+    }
+}
+
+/// The operations of `history` in invocation order: each invocation paired with its process's
+/// next completion. An invocation never completed stays [`Outcome::Pending`]; a completion with
+/// no invocation becomes an operation of its own. Malformed events go to `errors`.
+fn pair_operations<'h>(history: &'h History, errors: &mut Vec<Error>) -> Vec<Operation<'h>> {
+    let mut operations: Vec<Operation<'h>> = Vec::new();
+    // Per process: the index into `operations` of its outstanding invocation.
+    let mut outstanding: HashMap<ProcessId, usize> = HashMap::new();
+    // Written values and cart items: where first invoked.
+    let mut first_use: HashMap<&'h str, usize> = HashMap::new();
+
+    for (index, event) in history.events.iter().enumerate() {
+        if event.status == Status::Invoke {
+            if let Some(&previous) = outstanding.get(&event.process) {
+                errors.push(Error::InvokeWhileOutstanding {
+                    index,
+                    process: event.process,
+                    outstanding_index: operations[previous].invoke_index.unwrap_or(index),
+                });
+            }
+            check_written_value(index, &event.op, &mut first_use, errors);
+            outstanding.insert(event.process, operations.len());
+            operations.push(Operation {
+                process: event.process,
+                invoke_index: Some(index),
+                completion_index: None,
+                outcome: Outcome::Pending,
+                op: &event.op,
+            });
+            continue;
+        }
+        let outcome = match event.status {
+            Status::Ok => Outcome::Ok,
+            Status::Fail => Outcome::Fail,
+            Status::Info | Status::Invoke => Outcome::Info,
+        };
+        match outstanding.remove(&event.process) {
+            Some(position) => {
+                complete_operation(&mut operations[position], index, event, outcome, errors)
+            }
+            None => {
+                errors.push(Error::CompletionWithoutInvoke {
+                    index,
+                    process: event.process,
+                });
+                operations.push(Operation {
+                    process: event.process,
+                    invoke_index: None,
+                    completion_index: Some(index),
+                    outcome,
+                    op: &event.op,
+                });
+            }
+        }
+    }
+    operations
+}
+
+/// Checks the value a write or cart add invoked at `index` puts in: a cart item must be
+/// non-empty and free of `,` (the sibling separator), and no value may be written twice in a
+/// history, since the checkers tell writes apart by their values. `first_use` records where
+/// each value was first invoked.
+fn check_written_value<'h>(
+    index: usize,
+    op: &'h Op,
+    first_use: &mut HashMap<&'h str, usize>,
+    errors: &mut Vec<Error>,
+) {
+    let written = match op {
+        Op::Write { value, .. } => Some(value.as_str()),
+        Op::CartAdd { item, .. } => {
+            if item.is_empty() || item.contains(',') {
+                errors.push(Error::BadCartItem {
+                    index,
+                    item: item.clone(),
+                });
+            }
+            Some(item.as_str())
+        }
+        Op::Read { .. } | Op::Delete { .. } => None,
+    };
+    if let Some(value) = written {
+        if let Some(&first_index) = first_use.get(value) {
+            errors.push(Error::DuplicateValue {
+                index,
+                first_index,
+                value: value.to_string(),
+            });
+        } else {
+            first_use.insert(value, index);
+        }
+    }
+}
+
+/// Completes the outstanding `operation` with `event`, found at `index`: the completion's op
+/// (with its results) replaces the invocation's. A completion of a different operation than
+/// the one invoked goes to `errors`.
+fn complete_operation<'h>(
+    operation: &mut Operation<'h>,
+    index: usize,
+    event: &'h Event,
+    outcome: Outcome,
+    errors: &mut Vec<Error>,
+) {
+    if !same_operation(operation.op, &event.op) {
+        errors.push(Error::CompletionMismatch {
+            index,
+            process: event.process,
+            invoke_index: operation.invoke_index.unwrap_or(index),
+        });
+    }
+    operation.completion_index = Some(index);
+    operation.outcome = outcome;
+    operation.op = &event.op;
+}
+
+/// Groups `operations` by key, keeping invocation order. A key takes the kind of its first
+/// write, delete or cart add (a key only read is a register); a key written both as a register
+/// and as a cart goes to `errors` once.
+fn group_by_key<'h>(
+    operations: &[Operation<'h>],
+    errors: &mut Vec<Error>,
+) -> BTreeMap<&'h str, KeyInfo<'h>> {
+    let mut keys: BTreeMap<&'h str, KeyInfo<'h>> = BTreeMap::new();
+    let mut mixed: BTreeSet<&'h str> = BTreeSet::new();
+    for (position, operation) in operations.iter().enumerate() {
+        let kind = match operation.op {
+            Op::Write { .. } | Op::Delete { .. } => Some(KeyKind::Register),
+            Op::CartAdd { .. } => Some(KeyKind::Cart),
+            Op::Read { .. } => None,
+        };
+        let info = keys
+            .entry(operation.op.key())
+            .or_insert_with(|| KeyInfo::empty(kind.unwrap_or(KeyKind::Register)));
+        if let Some(kind) = kind {
+            if !info.written {
+                info.kind = kind;
+                info.written = true;
+            } else if info.kind != kind {
+                mixed.insert(operation.op.key());
+            }
+        }
+        info.operations.push(position);
+    }
+    for key in mixed {
+        errors.push(Error::MixedKey {
+            key: key.to_string(),
+        });
+    }
+    keys
+}
+
+/// Adds each final read of `history` to its key; a key no operation touched becomes a register
+/// key, so that every key read at the end has a [`KeyInfo`].
+fn add_final_reads<'h>(keys: &mut BTreeMap<&'h str, KeyInfo<'h>>, history: &'h History) {
+    for read in &history.final_reads {
+        keys.entry(read.key.as_str())
+            .or_insert_with(|| KeyInfo::empty(KeyKind::Register))
+            .final_reads
+            .push(read);
     }
 }
 

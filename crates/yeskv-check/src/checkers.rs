@@ -441,7 +441,47 @@ pub fn convergence(history: &History, options: &Options) -> Convergence {
     convergence_in(&Analysis::new(history), options)
 }
 
+/// [`convergence`] on an analysis shared with the other checkers.
 pub(crate) fn convergence_in(analysis: &Analysis<'_>, options: &Options) -> Convergence {
+    let mut findings = diverged_keys(analysis);
+    let history = analysis.history;
+    if history.digests.is_empty() {
+        return Convergence {
+            converged_ms: None,
+            findings,
+        };
+    }
+    let converged_ms = match digest_agreement(history) {
+        DigestAgreement::At { time_ms } => {
+            let ms = time_ms.saturating_sub(history.healed_at_ms.unwrap_or(0));
+            if ms > options.convergence_bound_ms {
+                findings.push(Violation {
+                    kind: ViolationKind::ConvergedTooLate,
+                    key: None,
+                    value: None,
+                    event_index: None,
+                    explanation: format!(
+                        "replicas agreed {ms} ms after healing, the bound is {} ms",
+                        options.convergence_bound_ms
+                    ),
+                });
+            }
+            Some(ms)
+        }
+        DigestAgreement::Never { differing } => {
+            findings.push(never_converged(&differing));
+            None
+        }
+    };
+    Convergence {
+        converged_ms,
+        findings,
+    }
+}
+
+/// A [`ViolationKind::Diverged`] finding for each key whose per-node final reads are not all
+/// the same set as the first node's (the `merged` read is not a replica, so it is left out).
+fn diverged_keys(analysis: &Analysis<'_>) -> Vec<Violation> {
     let mut findings = Vec::new();
     for (&key, info) in &analysis.keys {
         let per_node: Vec<_> = info
@@ -475,88 +515,93 @@ pub(crate) fn convergence_in(analysis: &Analysis<'_>, options: &Options) -> Conv
             ));
         }
     }
+    findings
+}
 
-    let history = analysis.history;
-    let mut converged_ms = None;
-    if !history.digests.is_empty() {
-        let sampled: BTreeSet<(&str, u32)> = history
-            .digests
-            .iter()
-            .map(|sample| (sample.node.as_str(), sample.partition))
-            .collect();
-        let mut samples: Vec<_> = history.digests.iter().collect();
-        samples.sort_by_key(|sample| sample.time_ms);
-        let mut latest: BTreeMap<(u32, &str), &str> = BTreeMap::new();
-        let mut differing: Vec<u32> = Vec::new();
-        let mut position = 0;
-        while position < samples.len() {
-            let time_ms = samples[position].time_ms;
-            while position < samples.len() && samples[position].time_ms == time_ms {
-                let sample = samples[position];
-                latest.insert(
-                    (sample.partition, sample.node.as_str()),
-                    sample.digest.as_str(),
-                );
-                position += 1;
-            }
-            if latest.len() < sampled.len() {
-                continue;
-            }
-            let mut per_partition: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
-            for (&(partition, _), &digest) in &latest {
-                per_partition.entry(partition).or_default().insert(digest);
-            }
-            differing = per_partition
-                .iter()
-                .filter(|(_, digests)| digests.len() > 1)
-                .map(|(&partition, _)| partition)
-                .collect();
-            if differing.is_empty() {
-                converged_ms = Some(time_ms.saturating_sub(history.healed_at_ms.unwrap_or(0)));
-                break;
-            }
+/// Whether and when the digest samples show every partition's replicas agreeing.
+enum DigestAgreement {
+    /// First at this sample time (ms since the run began).
+    At { time_ms: u64 },
+    /// Never. `differing`: the partitions whose replicas still differed at the last sample
+    /// time by which every sampled (node, partition) had been sampled; empty if there was none.
+    Never { differing: Vec<u32> },
+}
+
+/// Walks the digest samples of `history` in time order, each sample time at once, and finds
+/// the first time at which every partition's replicas agree. The state at a time is each
+/// (node, partition)'s latest sample at or before it; it is judged only once every
+/// (node, partition) ever sampled has been sampled, so a late first sample is not mistaken
+/// for agreement.
+fn digest_agreement(history: &History) -> DigestAgreement {
+    let sampled: BTreeSet<(&str, u32)> = history
+        .digests
+        .iter()
+        .map(|sample| (sample.node.as_str(), sample.partition))
+        .collect();
+    let mut samples: Vec<_> = history.digests.iter().collect();
+    samples.sort_by_key(|sample| sample.time_ms);
+    let mut latest: BTreeMap<(u32, &str), &str> = BTreeMap::new();
+    let mut differing: Vec<u32> = Vec::new();
+    let mut position = 0;
+    while position < samples.len() {
+        let time_ms = samples[position].time_ms;
+        while position < samples.len() && samples[position].time_ms == time_ms {
+            let sample = samples[position];
+            latest.insert(
+                (sample.partition, sample.node.as_str()),
+                sample.digest.as_str(),
+            );
+            position += 1;
         }
-        match converged_ms {
-            None => {
-                let explanation = if differing.is_empty() {
-                    "not every sampled replica was sampled before the samples ended".to_string()
-                } else {
-                    let shown: Vec<String> = differing
-                        .iter()
-                        .take(VALUES_SHOWN_MAX)
-                        .map(u32::to_string)
-                        .collect();
-                    format!(
-                        "replicas never agreed: at the last sample {} partitions still differ \
-                         (e.g. {})",
-                        differing.len(),
-                        shown.join(", ")
-                    )
-                };
-                findings.push(Violation {
-                    kind: ViolationKind::NotConverged,
-                    key: None,
-                    value: None,
-                    event_index: None,
-                    explanation,
-                });
-            }
-            Some(ms) if ms > options.convergence_bound_ms => findings.push(Violation {
-                kind: ViolationKind::ConvergedTooLate,
-                key: None,
-                value: None,
-                event_index: None,
-                explanation: format!(
-                    "replicas agreed {ms} ms after healing, the bound is {} ms",
-                    options.convergence_bound_ms
-                ),
-            }),
-            Some(_) => {}
+        if latest.len() < sampled.len() {
+            continue;
+        }
+        differing = partitions_differing(&latest);
+        if differing.is_empty() {
+            return DigestAgreement::At { time_ms };
         }
     }
-    Convergence {
-        converged_ms,
-        findings,
+    DigestAgreement::Never { differing }
+}
+
+/// The partitions, in order, whose replicas' digests in `latest` (keyed by partition, then
+/// node) are not all equal.
+fn partitions_differing(latest: &BTreeMap<(u32, &str), &str>) -> Vec<u32> {
+    let mut per_partition: BTreeMap<u32, BTreeSet<&str>> = BTreeMap::new();
+    for (&(partition, _), &digest) in latest {
+        per_partition.entry(partition).or_default().insert(digest);
+    }
+    per_partition
+        .iter()
+        .filter(|(_, digests)| digests.len() > 1)
+        .map(|(&partition, _)| partition)
+        .collect()
+}
+
+/// The [`ViolationKind::NotConverged`] finding for digests that never agreed; `differing` as
+/// in [`DigestAgreement::Never`], of which the first [`VALUES_SHOWN_MAX`] are named.
+fn never_converged(differing: &[u32]) -> Violation {
+    let explanation = if differing.is_empty() {
+        "not every sampled replica was sampled before the samples ended".to_string()
+    } else {
+        let shown: Vec<String> = differing
+            .iter()
+            .take(VALUES_SHOWN_MAX)
+            .map(u32::to_string)
+            .collect();
+        format!(
+            "replicas never agreed: at the last sample {} partitions still differ \
+             (e.g. {})",
+            differing.len(),
+            shown.join(", ")
+        )
+    };
+    Violation {
+        kind: ViolationKind::NotConverged,
+        key: None,
+        value: None,
+        event_index: None,
+        explanation,
     }
 }
 

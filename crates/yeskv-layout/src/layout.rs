@@ -633,147 +633,203 @@ impl Command {
 /// Deterministic: it depends only on its arguments.
 pub fn apply(state: &LayoutState, command: &Command) -> Result<LayoutState, LayoutError> {
     match command {
-        Command::Bootstrap { layout } => {
-            if let Some(current) = &state.layout {
-                return Err(LayoutError::AlreadyBootstrapped {
-                    version: current.version,
-                });
-            }
-            if layout.version != 1 {
-                return Err(LayoutError::invalid(format!(
-                    "a bootstrap layout has version 1, got {}",
-                    layout.version
-                )));
-            }
-            layout.validate()?;
-            if layout
-                .members
-                .values()
-                .any(|member| member.state != MemberState::Valid)
-            {
-                return Err(LayoutError::invalid("a bootstrap layout has only owners"));
-            }
-            Ok(LayoutState {
-                layout: Some(Arc::new(layout.clone())),
-                staged: Staged {
-                    revision: state.staged.revision + 1,
-                    ..Staged::default()
-                },
-            })
-        }
-        Command::Stage { change } => {
-            let layout = state.layout.as_ref().ok_or(LayoutError::NotBootstrapped)?;
-            let mut staged = state.staged.clone();
-            match change {
-                StagedChange::Join { node, spec } => {
-                    spec.validate(node)?;
-                    let peer_taken = layout
-                        .members
-                        .iter()
-                        .map(|(id, member)| (id, &member.peer))
-                        .chain(staged.joins.iter().map(|(id, spec)| (id, &spec.peer)))
-                        .find(|(id, peer)| *id != node && **peer == spec.peer);
-                    if let Some((other, _)) = peer_taken {
-                        return Err(LayoutError::InvalidJoin {
-                            node: node.to_string(),
-                            reason: format!("peer address {} is used by {other}", spec.peer),
-                        });
-                    }
-                    staged.leaves.remove(node);
-                    staged.joins.insert(node.clone(), spec.clone());
-                }
-                StagedChange::Leave { node, mode } => match layout.members.get(node) {
-                    None => {
-                        if staged.joins.remove(node).is_none() {
-                            return Err(LayoutError::UnknownNode {
-                                node: node.to_string(),
-                            });
-                        }
-                    }
-                    Some(member) => {
-                        if member.state == MemberState::Leaving && *mode == LeaveMode::Graceful {
-                            return Err(LayoutError::AlreadyLeaving {
-                                node: node.to_string(),
-                            });
-                        }
-                        staged.joins.remove(node);
-                        staged.leaves.insert(node.clone(), *mode);
-                    }
-                },
-            }
-            if staged.len() > STAGED_CHANGES_MAX {
-                return Err(LayoutError::TooManyStaged {
-                    max: STAGED_CHANGES_MAX,
-                });
-            }
-            let new_members = staged
-                .joins
-                .keys()
-                .filter(|node| !layout.members.contains_key(*node))
-                .count();
-            if layout.members.len() + new_members > MEMBERS_MAX {
-                return Err(LayoutError::Placement {
-                    reason: format!("more than {MEMBERS_MAX} members"),
-                });
-            }
-            staged.revision += 1;
-            Ok(LayoutState {
-                layout: state.layout.clone(),
-                staged,
-            })
-        }
-        Command::Unstage { nodes } => {
-            let mut staged = state.staged.clone();
-            if nodes.is_empty() {
-                staged.joins.clear();
-                staged.leaves.clear();
-            }
-            for node in nodes {
-                let joined = staged.joins.remove(node).is_some();
-                let left = staged.leaves.remove(node).is_some();
-                if !joined && !left {
-                    return Err(LayoutError::NotStaged {
-                        node: node.to_string(),
-                    });
-                }
-            }
-            staged.revision += 1;
-            Ok(LayoutState {
-                layout: state.layout.clone(),
-                staged,
-            })
-        }
+        Command::Bootstrap { layout } => apply_bootstrap(state, layout),
+        Command::Stage { change } => apply_stage(state, change),
+        Command::Unstage { nodes } => apply_unstage(state, nodes),
         Command::Commit {
             expected_version,
             expected_staged_revision,
-            layout: proposed,
-        } => {
-            let current = state.layout.as_ref().ok_or(LayoutError::NotBootstrapped)?;
-            if *expected_version != current.version {
-                return Err(LayoutError::VersionMismatch {
-                    expected: *expected_version,
-                    current: current.version,
+            layout,
+        } => apply_commit(state, *expected_version, *expected_staged_revision, layout),
+    }
+}
+
+/// [`Command::Bootstrap`]: installs `layout` as version 1 and clears the staged changes.
+/// Refused once a layout exists, and unless `layout` is a valid version 1 whose members are
+/// all owners, so every cluster starts from the same kind of first layout.
+fn apply_bootstrap(state: &LayoutState, layout: &Layout) -> Result<LayoutState, LayoutError> {
+    if let Some(current) = &state.layout {
+        return Err(LayoutError::AlreadyBootstrapped {
+            version: current.version,
+        });
+    }
+    if layout.version != 1 {
+        return Err(LayoutError::invalid(format!(
+            "a bootstrap layout has version 1, got {}",
+            layout.version
+        )));
+    }
+    layout.validate()?;
+    if layout
+        .members
+        .values()
+        .any(|member| member.state != MemberState::Valid)
+    {
+        return Err(LayoutError::invalid("a bootstrap layout has only owners"));
+    }
+    Ok(LayoutState {
+        layout: Some(Arc::new(layout.clone())),
+        staged: Staged {
+            revision: state.staged.revision + 1,
+            ..Staged::default()
+        },
+    })
+}
+
+/// [`Command::Stage`]: adds `change` to the staged changes and bumps the staged revision.
+/// Refused before bootstrap, and when the change itself or the limits on staged changes and
+/// members would be broken, so a plan is never made from a staging that cannot commit.
+fn apply_stage(state: &LayoutState, change: &StagedChange) -> Result<LayoutState, LayoutError> {
+    let layout = state.layout.as_ref().ok_or(LayoutError::NotBootstrapped)?;
+    let mut staged = state.staged.clone();
+    match change {
+        StagedChange::Join { node, spec } => stage_join(layout, &mut staged, node, spec)?,
+        StagedChange::Leave { node, mode } => stage_leave(layout, &mut staged, node, *mode)?,
+    }
+    check_staged_limits(layout, &staged)?;
+    staged.revision += 1;
+    Ok(LayoutState {
+        layout: state.layout.clone(),
+        staged,
+    })
+}
+
+/// Stages `node` joining with `spec`, replacing any staged leave of it. Refused if `spec` is
+/// invalid or its peer address is already used by another member or staged join: two nodes
+/// on one address could not be told apart.
+fn stage_join(
+    layout: &Layout,
+    staged: &mut Staged,
+    node: &NodeId,
+    spec: &JoinSpec,
+) -> Result<(), LayoutError> {
+    spec.validate(node)?;
+    let peer_taken = layout
+        .members
+        .iter()
+        .map(|(id, member)| (id, &member.peer))
+        .chain(staged.joins.iter().map(|(id, spec)| (id, &spec.peer)))
+        .find(|(id, peer)| *id != node && **peer == spec.peer);
+    if let Some((other, _)) = peer_taken {
+        return Err(LayoutError::InvalidJoin {
+            node: node.to_string(),
+            reason: format!("peer address {} is used by {other}", spec.peer),
+        });
+    }
+    staged.leaves.remove(node);
+    staged.joins.insert(node.clone(), spec.clone());
+    Ok(())
+}
+
+/// Stages `node` leaving in `mode`. A node that is only a staged join has that join dropped
+/// instead; a member has any staged join replaced by the leave. Refused for a node the layout
+/// and the staging do not know, and for a graceful leave of a member already leaving.
+fn stage_leave(
+    layout: &Layout,
+    staged: &mut Staged,
+    node: &NodeId,
+    mode: LeaveMode,
+) -> Result<(), LayoutError> {
+    match layout.members.get(node) {
+        None => {
+            if staged.joins.remove(node).is_none() {
+                return Err(LayoutError::UnknownNode {
+                    node: node.to_string(),
                 });
             }
-            if state.staged.is_empty() {
-                return Err(LayoutError::NothingStaged);
-            }
-            if *expected_staged_revision != state.staged.revision {
-                return Err(LayoutError::StagedChanged {
-                    expected: *expected_staged_revision,
-                    current: state.staged.revision,
+        }
+        Some(member) => {
+            if member.state == MemberState::Leaving && mode == LeaveMode::Graceful {
+                return Err(LayoutError::AlreadyLeaving {
+                    node: node.to_string(),
                 });
             }
-            check_successor(current, &state.staged, proposed)?;
-            Ok(LayoutState {
-                layout: Some(Arc::new((**proposed).clone())),
-                staged: Staged {
-                    revision: state.staged.revision + 1,
-                    ..Staged::default()
-                },
-            })
+            staged.joins.remove(node);
+            staged.leaves.insert(node.clone(), mode);
         }
     }
+    Ok(())
+}
+
+/// Refuses `staged` if it holds more than [`STAGED_CHANGES_MAX`] changes or would bring the
+/// layout past [`MEMBERS_MAX`] members, the bounds every plan and commit rely on.
+fn check_staged_limits(layout: &Layout, staged: &Staged) -> Result<(), LayoutError> {
+    if staged.len() > STAGED_CHANGES_MAX {
+        return Err(LayoutError::TooManyStaged {
+            max: STAGED_CHANGES_MAX,
+        });
+    }
+    let new_members = staged
+        .joins
+        .keys()
+        .filter(|node| !layout.members.contains_key(*node))
+        .count();
+    if layout.members.len() + new_members > MEMBERS_MAX {
+        return Err(LayoutError::Placement {
+            reason: format!("more than {MEMBERS_MAX} members"),
+        });
+    }
+    Ok(())
+}
+
+/// [`Command::Unstage`]: drops the staged changes of `nodes` (all of them if `nodes` is empty)
+/// and bumps the staged revision. Refused if one of `nodes` has nothing staged, so a typo is
+/// reported rather than silently ignored.
+fn apply_unstage(state: &LayoutState, nodes: &[NodeId]) -> Result<LayoutState, LayoutError> {
+    let mut staged = state.staged.clone();
+    if nodes.is_empty() {
+        staged.joins.clear();
+        staged.leaves.clear();
+    }
+    for node in nodes {
+        let joined = staged.joins.remove(node).is_some();
+        let left = staged.leaves.remove(node).is_some();
+        if !joined && !left {
+            return Err(LayoutError::NotStaged {
+                node: node.to_string(),
+            });
+        }
+    }
+    staged.revision += 1;
+    Ok(LayoutState {
+        layout: state.layout.clone(),
+        staged,
+    })
+}
+
+/// [`Command::Commit`]: installs `proposed` as the next version and clears the staged changes.
+/// Refused unless the plan was made against the current version and staged revision and
+/// `proposed` is a valid successor, so a plan that raced another change never lands.
+fn apply_commit(
+    state: &LayoutState,
+    expected_version: u64,
+    expected_staged_revision: u64,
+    proposed: &Layout,
+) -> Result<LayoutState, LayoutError> {
+    let current = state.layout.as_ref().ok_or(LayoutError::NotBootstrapped)?;
+    if expected_version != current.version {
+        return Err(LayoutError::VersionMismatch {
+            expected: expected_version,
+            current: current.version,
+        });
+    }
+    if state.staged.is_empty() {
+        return Err(LayoutError::NothingStaged);
+    }
+    if expected_staged_revision != state.staged.revision {
+        return Err(LayoutError::StagedChanged {
+            expected: expected_staged_revision,
+            current: state.staged.revision,
+        });
+    }
+    check_successor(current, &state.staged, proposed)?;
+    Ok(LayoutState {
+        layout: Some(Arc::new(proposed.clone())),
+        staged: Staged {
+            revision: state.staged.revision + 1,
+            ..Staged::default()
+        },
+    })
 }
 
 /// Checks that `proposed` is a valid next version of `current` with `staged` applied: same

@@ -53,8 +53,63 @@ pub async fn run(
     let rpc_client: RpcClient<PeerRequest, PeerResponse> = RpcClient::new(rpc_config.clone())
         .map_err(|e| Error::Startup(format!("internode RPC: {e}")))?;
     let (layout, bootstrap) = start_layout(&cfg, rpc_client.clone()).await?;
-    // The partition count and n are fixed when the cluster is created: the layout's win.
-    let (n, partitions) = match (layout.current(), &bootstrap) {
+    let (n, partitions) = cluster_shape(&cfg, layout.current(), bootstrap.as_ref());
+    let membership = start_membership(&cfg, &layout).await?;
+    let view = membership.subscribe();
+    let liveness = Arc::new(move |node: &yeskv_core::NodeId| view.borrow().is_up(node));
+    let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe(), liveness);
+
+    // Test-only: the chaos runner's delay on the node's internode calls.
+    let chaos = raw
+        .chaos
+        .enabled
+        .then(|| Arc::new(crate::chaos::ChaosControl::default()));
+    let peers = peer_client(&rpc_client, chaos.as_ref());
+    let mut node = NodeBuilder::new(
+        replica.clone(),
+        topology,
+        peers,
+        Arc::new(SystemClock),
+        settings(&cfg, n, partitions),
+    )
+    .repair(repair_settings(&cfg))
+    .layout(layout_handler(&layout))
+    .build();
+    start_tree_rebuild(&mut node, partitions);
+    start_layout_gossip(&mut node, &layout, &membership);
+
+    serve_peers(&cfg, &mut node, rpc_config).await?;
+
+    if let Some(first) = bootstrap {
+        layout
+            .bootstrap_single(first)
+            .await
+            .map_err(|e| Error::Startup(format!("creating the cluster's first layout: {e}")))?;
+        tracing::info!(cluster = %raw.cluster_name, "new cluster: this node owns every partition");
+    }
+
+    let state = app_state(&cfg, &node, &layout, &membership, rpc_client, metrics);
+    serve_http(&cfg, state, chaos, shutdown).await?;
+
+    if let Err(e) = layout.shutdown().await {
+        tracing::warn!(error = %e, "layout service did not stop cleanly");
+    }
+    node.stop().await;
+    tracing::info!("in-flight requests finished; flushing storage");
+    replica.close_cleanly().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `n` and the partition count: fixed when the cluster was created, so the layout's win over
+/// this node's config (a warning says so when they differ).
+fn cluster_shape(
+    cfg: &Validated,
+    current: Option<Arc<Layout>>,
+    bootstrap: Option<&Layout>,
+) -> (u8, u32) {
+    let raw = &cfg.raw;
+    let (n, partitions) = match (current, bootstrap) {
         (Some(l), _) => (l.n, l.partitions),
         (None, Some(l)) => (l.n, l.partitions),
         (None, None) => (raw.n, raw.partitions),
@@ -66,63 +121,63 @@ pub async fn run(
             "n and partitions come from the cluster's layout, not from this node's config"
         );
     }
-    let membership = start_membership(&cfg, &layout).await?;
-    let view = membership.subscribe();
-    let liveness = Arc::new(move |node: &yeskv_core::NodeId| view.borrow().is_up(node));
-    let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe(), liveness);
+    (n, partitions)
+}
 
-    // Test-only: the chaos runner's delay on the node's internode calls.
-    let chaos = raw
-        .chaos
-        .enabled
-        .then(|| Arc::new(crate::chaos::ChaosControl::default()));
-    let peers: Arc<dyn PeerClient> = match &chaos {
+/// The node's internode client: the RPC client, behind the chaos runner's delays when the
+/// config turns them on.
+fn peer_client(
+    rpc_client: &RpcClient<PeerRequest, PeerResponse>,
+    chaos: Option<&Arc<crate::chaos::ChaosControl>>,
+) -> Arc<dyn PeerClient> {
+    match chaos {
         Some(control) => Arc::new(crate::chaos::ChaosPeers::new(
             Arc::new(rpc_client.clone()),
             control.clone(),
         )),
         None => Arc::new(rpc_client.clone()),
-    };
-    let layout_handler: crate::dispatch::LayoutHandler = {
-        let layout = layout.clone();
-        Arc::new(move |rpc| {
-            let layout = layout.clone();
-            Box::pin(async move { layout.handle(rpc).await })
-        })
-    };
-    let mut node = NodeBuilder::new(
-        replica.clone(),
-        topology,
-        peers,
-        Arc::new(SystemClock),
-        settings(&cfg, n, partitions),
-    )
-    .repair(repair_settings(&cfg))
-    .layout(layout_handler)
-    .build();
-    start_tree_rebuild(&mut node, partitions);
-    start_layout_gossip(&mut node, &layout, &membership);
+    }
+}
 
-    let peer_listener = tokio::net::TcpListener::bind(cfg.peer)
+/// Hands the layout group's messages that peers send to this node's layout service.
+fn layout_handler(layout: &LayoutService) -> crate::dispatch::LayoutHandler {
+    let layout = layout.clone();
+    Arc::new(move |rpc| {
+        let layout = layout.clone();
+        Box::pin(async move { layout.handle(rpc).await })
+    })
+}
+
+/// Listens on the peer address and answers peers there until the node stops.
+async fn serve_peers(
+    cfg: &Validated,
+    node: &mut Node<ServerEngine>,
+    rpc_config: RpcConfig,
+) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(cfg.peer)
         .await
         .map_err(|e| Error::Startup(format!("cannot listen on peer address {}: {e}", cfg.peer)))?;
-    let rpc_server =
+    let server =
         RpcServer::new(rpc_config).map_err(|e| Error::Startup(format!("internode RPC: {e}")))?;
-    node.serve_peers(peer_listener, rpc_server);
+    node.serve_peers(listener, server);
+    Ok(())
+}
 
-    if let Some(first) = bootstrap {
-        layout
-            .bootstrap_single(first)
-            .await
-            .map_err(|e| Error::Startup(format!("creating the cluster's first layout: {e}")))?;
-        tracing::info!(cluster = %raw.cluster_name, "new cluster: this node owns every partition");
-    }
-
-    let state = Arc::new(AppState {
+/// What the HTTP handlers work with.
+fn app_state(
+    cfg: &Validated,
+    node: &Node<ServerEngine>,
+    layout: &LayoutService,
+    membership: &Arc<Membership>,
+    rpc_client: RpcClient<PeerRequest, PeerResponse>,
+    metrics: Option<PrometheusHandle>,
+) -> Arc<AppState<ServerEngine>> {
+    let raw = &cfg.raw;
+    Arc::new(AppState {
         coordinator: node.coordinator().clone(),
         layout: layout.clone(),
         membership: Some(membership.clone()),
-        directory: directory(&membership),
+        directory: directory(membership),
         limits: raw.limits.clone(),
         node_id: cfg.node_id.clone(),
         zone: raw.zone.clone(),
@@ -133,17 +188,7 @@ pub async fn run(
         started: Instant::now(),
         peer_stats: Box::new(move || rpc_client.stats()),
         workers: node.workers(),
-    });
-    serve_http(&cfg, state, chaos, shutdown).await?;
-
-    if let Err(e) = layout.shutdown().await {
-        tracing::warn!(error = %e, "layout service did not stop cleanly");
-    }
-    node.stop().await;
-    tracing::info!("in-flight requests finished; flushing storage");
-    replica.close_cleanly().await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    })
 }
 
 /// Opens RocksDB in `data_dir/db` (behind the object cache unless it is off).

@@ -318,11 +318,85 @@ struct Run {
 }
 
 impl Run {
+    /// The state the workers share for a run whose clock started at `start`: measuring begins
+    /// after the warmup and ends `--duration` later (if given); with `--rate`, the schedule
+    /// starts at `start`, so the warmup is paced too.
+    fn new(
+        args: &BenchArgs,
+        plan: Plan,
+        client: Client,
+        value_pool: Bytes,
+        stop: Arc<AtomicBool>,
+        start: Instant,
+    ) -> Run {
+        let measure_start = start + plan.warmup;
+        Run {
+            client,
+            bucket: args.bucket.clone(),
+            read_options: ReadOptions { r: args.r },
+            w: args.w,
+            context_updates: args.context_updates,
+            fresh_keys: args.fresh_keys,
+            value_pool,
+            measure_start,
+            deadline: plan.duration.map(|duration| measure_start + duration),
+            ops_claimed: AtomicU64::new(0),
+            pacer: plan.rate.map(|rate| Pacer::new(start, rate)),
+            stop,
+            live: LiveStats {
+                ops: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                recent_latency_us: Mutex::new(report::latency_histogram()),
+            },
+            plan,
+        }
+    }
+
     /// A value of `--value-size` bytes: a slice of the pool at a random offset.
     fn value(&self, rng: &mut SmallRng) -> Bytes {
         let size = self.plan.value_size;
         let offset = rng.random_range(0..=self.value_pool.len() - size);
         self.value_pool.slice(offset..offset + size)
+    }
+
+    /// When the next operation starts, or `None` once the deadline has come. With `--rate`, it
+    /// waits for its slot if it is early, and when behind schedule the operation starts at its
+    /// slot, so the time it waited for a worker counts in its latency.
+    async fn next_start(&self) -> Option<Instant> {
+        match &self.pacer {
+            Some(pacer) => {
+                let due = pacer.next_slot();
+                if self.deadline.is_some_and(|deadline| due >= deadline) {
+                    return None;
+                }
+                let now = Instant::now();
+                if due > now {
+                    // The worker was idle: the operation starts when it is sent (timer slack
+                    // is ours, not the server's).
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                    Some(Instant::now())
+                } else {
+                    // Behind schedule: the time the operation waited for a worker counts.
+                    Some(due)
+                }
+            }
+            None => {
+                let now = Instant::now();
+                if self.deadline.is_some_and(|deadline| now >= deadline) {
+                    return None;
+                }
+                Some(now)
+            }
+        }
+    }
+
+    /// Claims one of the `--ops` measured operations; false once all are claimed (always true
+    /// without `--ops`).
+    fn claim_op(&self) -> bool {
+        match self.plan.ops_limit {
+            Some(limit) => self.ops_claimed.fetch_add(1, Ordering::Relaxed) < limit,
+            None => true,
+        }
     }
 }
 
@@ -335,6 +409,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             plan.keys, plan.workers
         );
     }
+    let client = connect(&args, &plan).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let interrupt = tokio::spawn(stop_on_ctrl_c(stop.clone()));
+    let value_pool = value_pool(&plan);
+    let description = describe(&args, &plan, &client);
+    let result = measure(&args, plan, client, value_pool, &stop, description).await;
+    interrupt.abort();
+    print_summary(&result?, args.json)
+}
+
+/// A client of `--nodes` that keeps an idle connection per worker and never retries (a failed
+/// operation is counted, not hidden), once every node has answered.
+async fn connect(args: &BenchArgs, plan: &Plan) -> anyhow::Result<Client> {
     let client = Client::builder()
         .nodes(args.nodes.iter().cloned())
         .timeout(plan.timeout)
@@ -342,13 +429,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .pool_max_idle_per_host(yeskv_client::DEFAULT_POOL_MAX_IDLE_PER_HOST.max(plan.workers))
         .build()?;
     check_nodes(&client).await?;
+    Ok(client)
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let interrupt = tokio::spawn(stop_on_ctrl_c(stop.clone()));
+/// The random bytes written values are sliced from (see [`Run::value`]), drawn from the run's
+/// seed so that a seeded run writes the same values.
+fn value_pool(plan: &Plan) -> Bytes {
     let mut rng = SmallRng::seed_from_u64(plan.seed);
     let mut pool = vec![0u8; plan.value_size + VALUE_POOL_SLACK];
     rng.fill(&mut pool[..]);
-    let description = RunDescription {
+    Bytes::from(pool)
+}
+
+/// The settings of the run as the summary reports them.
+fn describe(args: &BenchArgs, plan: &Plan, client: &Client) -> RunDescription {
+    RunDescription {
         workload: plan.workload.name(),
         workload_description: plan.workload.description(),
         distribution: plan.distribution.name(),
@@ -365,67 +460,74 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         preloaded: args.preload,
         warmup_secs: plan.warmup.as_secs_f64(),
         seed: plan.seed,
-    };
-
-    let result = async {
-        let contexts = if args.preload {
-            preload(
-                &client,
-                &args.bucket,
-                &plan,
-                Bytes::from(pool.clone()),
-                args.r,
-                args.w,
-                &stop,
-            )
-            .await?
-        } else {
-            (0..plan.workers).map(|_| HashMap::new()).collect()
-        };
-
-        let start = Instant::now();
-        let measure_start = start + plan.warmup;
-        let run = Arc::new(Run {
-            client,
-            bucket: args.bucket.clone(),
-            read_options: ReadOptions { r: args.r },
-            w: args.w,
-            context_updates: args.context_updates,
-            fresh_keys: args.fresh_keys,
-            value_pool: Bytes::from(pool),
-            measure_start,
-            deadline: plan.duration.map(|duration| measure_start + duration),
-            ops_claimed: AtomicU64::new(0),
-            pacer: plan.rate.map(|rate| Pacer::new(start, rate)),
-            stop: stop.clone(),
-            live: LiveStats {
-                ops: AtomicU64::new(0),
-                errors: AtomicU64::new(0),
-                recent_latency_us: Mutex::new(report::latency_histogram()),
-            },
-            plan,
-        });
-        let reporter = Reporter::start(run.clone(), start);
-        let workers: Vec<_> = contexts
-            .into_iter()
-            .enumerate()
-            .map(|(index, contexts)| tokio::spawn(worker(run.clone(), index, contexts)))
-            .collect();
-        let mut stats = WorkerStats::default();
-        for handle in workers {
-            let worker_stats = handle.await.context("a bench worker panicked")?;
-            stats.merge(&worker_stats);
-        }
-        let elapsed = Instant::now().saturating_duration_since(measure_start);
-        reporter.finish().await;
-        Ok::<_, anyhow::Error>(Summary::new(description, &stats, elapsed))
     }
-    .await;
-    interrupt.abort();
-    let summary = result?;
+}
 
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+/// The run itself: the preload if asked for, then the workers through the warmup and the
+/// measured part, with progress on stderr. Returns the summary of the measured part.
+async fn measure(
+    args: &BenchArgs,
+    plan: Plan,
+    client: Client,
+    value_pool: Bytes,
+    stop: &Arc<AtomicBool>,
+    description: RunDescription,
+) -> anyhow::Result<Summary> {
+    let contexts = if args.preload {
+        preload(
+            &client,
+            &args.bucket,
+            &plan,
+            value_pool.clone(),
+            args.r,
+            args.w,
+            stop,
+        )
+        .await?
+    } else {
+        (0..plan.workers).map(|_| HashMap::new()).collect()
+    };
+    let start = Instant::now();
+    let run = Arc::new(Run::new(
+        args,
+        plan,
+        client,
+        value_pool,
+        stop.clone(),
+        start,
+    ));
+    let reporter = Reporter::start(run.clone(), start);
+    let stats = run_workers(&run, contexts).await?;
+    let elapsed = Instant::now().saturating_duration_since(run.measure_start);
+    reporter.finish().await;
+    Ok(Summary::new(description, &stats, elapsed))
+}
+
+/// Runs one worker per entry of `contexts` (the causal contexts it starts with) and merges
+/// their statistics once all have stopped.
+async fn run_workers(
+    run: &Arc<Run>,
+    contexts: Vec<HashMap<u64, String>>,
+) -> anyhow::Result<WorkerStats> {
+    let workers: Vec<_> = contexts
+        .into_iter()
+        .enumerate()
+        .map(|(index, contexts)| tokio::spawn(worker(run.clone(), index, contexts)))
+        .collect();
+    let mut stats = WorkerStats::default();
+    for handle in workers {
+        let worker_stats = handle.await.context("a bench worker panicked")?;
+        stats.merge(&worker_stats);
+    }
+    Ok(stats)
+}
+
+/// Prints `summary` on stdout, as a table or one JSON object. Fails, with the first error,
+/// when every operation failed, so that a run against a cluster that is not there does not
+/// look like a success.
+fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
     } else {
         print!("{}", summary.to_text());
     }
@@ -600,128 +702,162 @@ async fn preload_key(
 
 /// One worker's closed loop (see the module docs); `contexts` are the causal contexts of its
 /// own keys known so far (write workload).
-async fn worker(run: Arc<Run>, index: usize, mut contexts: HashMap<u64, String>) -> WorkerStats {
-    let plan = &run.plan;
-    let mut rng = SmallRng::seed_from_u64(plan.worker_seed(index));
-    let stripe = Stripe::new(index as u64, plan.workers as u64, plan.keys);
-    let chooser_keys = if plan.workload == Workload::Write {
-        stripe.len()
-    } else {
-        plan.keys
-    };
-    let chooser = match KeyChooser::new(plan.distribution, chooser_keys) {
-        Ok(chooser) => chooser,
+async fn worker(run: Arc<Run>, index: usize, contexts: HashMap<u64, String>) -> WorkerStats {
+    match Worker::new(run, index, contexts) {
+        Some(worker) => worker.work().await,
         // Only an empty stripe fails, and plan.workers <= keys for the write workload.
-        Err(_) => return WorkerStats::default(),
-    };
-    let mut stats = WorkerStats::default();
-    let mut recent = report::latency_histogram();
-    let mut last_flush = Instant::now();
-    let mut name = String::with_capacity(16);
+        None => WorkerStats::default(),
+    }
+}
 
-    loop {
-        if run.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let measuring = Instant::now() >= run.measure_start;
-        if measuring {
-            if let Some(limit) = plan.ops_limit {
-                if run.ops_claimed.fetch_add(1, Ordering::Relaxed) >= limit {
-                    break;
-                }
-            }
-        }
-        let start = match &run.pacer {
-            Some(pacer) => {
-                let due = pacer.next_slot();
-                if run.deadline.is_some_and(|deadline| due >= deadline) {
-                    break;
-                }
-                let now = Instant::now();
-                if due > now {
-                    // The worker was idle: the operation starts when it is sent (timer slack
-                    // is ours, not the server's).
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-                    Instant::now()
-                } else {
-                    // Behind schedule: the time the operation waited for a worker counts.
-                    due
-                }
-            }
-            None => {
-                let now = Instant::now();
-                if run.deadline.is_some_and(|deadline| now >= deadline) {
-                    break;
-                }
-                now
-            }
+/// What one worker keeps to itself: its random choices, its keys and its statistics.
+struct Worker {
+    run: Arc<Run>,
+    rng: SmallRng,
+    /// The keys it owns (written by the write workload only).
+    stripe: Stripe,
+    /// Picks among the stripe's keys (write workload) or all keys.
+    chooser: KeyChooser,
+    /// The causal contexts of its own keys known so far (write workload).
+    contexts: HashMap<u64, String>,
+    /// The measured operations so far.
+    stats: WorkerStats,
+    /// Latencies not yet handed to the progress reporter.
+    recent: Histogram<u64>,
+    last_flush: Instant,
+    /// The current key's name (one buffer, reused).
+    name: String,
+}
+
+impl Worker {
+    /// Worker `index` of `run`, or `None` when it has no keys to pick from (an empty stripe).
+    fn new(run: Arc<Run>, index: usize, contexts: HashMap<u64, String>) -> Option<Worker> {
+        let plan = &run.plan;
+        let rng = SmallRng::seed_from_u64(plan.worker_seed(index));
+        let stripe = Stripe::new(index as u64, plan.workers as u64, plan.keys);
+        let chooser_keys = if plan.workload == Workload::Write {
+            stripe.len()
+        } else {
+            plan.keys
         };
-        // An operation that claimed one of `--ops` is measured even if its slot was due
-        // before the warmup ended.
-        let measured = measuring || start >= run.measure_start;
+        let chooser = KeyChooser::new(plan.distribution, chooser_keys).ok()?;
+        Some(Worker {
+            run,
+            rng,
+            stripe,
+            chooser,
+            contexts,
+            stats: WorkerStats::default(),
+            recent: report::latency_histogram(),
+            last_flush: Instant::now(),
+            name: String::with_capacity(16),
+        })
+    }
 
-        let kind = plan.workload.next_op(&mut rng);
-        let outcome = match kind {
+    /// Sends operations one after another until the run is stopped, its deadline comes or
+    /// every `--ops` operation is claimed; returns the statistics of the measured ones.
+    async fn work(mut self) -> WorkerStats {
+        loop {
+            if self.run.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let measuring = Instant::now() >= self.run.measure_start;
+            if measuring && !self.run.claim_op() {
+                break;
+            }
+            let Some(start) = self.run.next_start().await else {
+                break;
+            };
+            // An operation that claimed one of `--ops` is measured even if its slot was due
+            // before the warmup ended.
+            let measured = measuring || start >= self.run.measure_start;
+            let kind = self.run.plan.workload.next_op(&mut self.rng);
+            let outcome = self.perform(kind, measured).await;
+            let end = Instant::now();
+            if measured {
+                self.record(kind, start, end, outcome).await;
+            }
+        }
+        flush_recent(&self.run.live, &mut self.recent);
+        self.stats
+    }
+
+    /// Sends one operation of `kind` on a key it picks. Returns the time to leave out of the
+    /// operation's latency, or the error the operation failed with.
+    async fn perform(
+        &mut self,
+        kind: OpKind,
+        measured: bool,
+    ) -> Result<Duration, yeskv_client::Error> {
+        let run = &self.run;
+        match kind {
             OpKind::Read => {
-                key_name(&mut name, chooser.next(&mut rng));
+                key_name(&mut self.name, self.chooser.next(&mut self.rng));
                 run.client
-                    .read(&run.bucket, &name, &run.read_options)
+                    .read(&run.bucket, &self.name, &run.read_options)
                     .await
                     .map(|read| {
                         if measured {
-                            stats.read_misses += u64::from(read.siblings.is_empty());
-                            stats.conflicted_reads += u64::from(read.is_conflict());
+                            self.stats.read_misses += u64::from(read.siblings.is_empty());
+                            self.stats.conflicted_reads += u64::from(read.is_conflict());
                         }
                         Duration::ZERO
                     })
             }
             OpKind::Update => {
-                key_name(&mut name, chooser.next(&mut rng));
-                update(&run, &name, &mut rng, measured, &mut stats).await
+                key_name(&mut self.name, self.chooser.next(&mut self.rng));
+                update(run, &self.name, &mut self.rng, measured, &mut self.stats).await
             }
             OpKind::Write | OpKind::ContextRead => {
-                let key = stripe.key(chooser.next(&mut rng));
-                key_name(&mut name, key);
+                let key = self.stripe.key(self.chooser.next(&mut self.rng));
+                key_name(&mut self.name, key);
                 write(
-                    &run,
+                    run,
                     key,
-                    &name,
-                    &mut contexts,
-                    &mut rng,
+                    &self.name,
+                    &mut self.contexts,
+                    &mut self.rng,
                     measured,
-                    &mut stats,
+                    &mut self.stats,
                 )
                 .await
             }
-        };
-        let end = Instant::now();
-        if !measured {
-            continue;
         }
+    }
+
+    /// Records a measured operation of `kind` that ran from `start` to `end`: its latency, less
+    /// the time `outcome` says to leave out, or its error (pausing after a connection error, so
+    /// that a dead node does not make a busy loop). Every [`LIVE_FLUSH_INTERVAL`] it hands its
+    /// recent latencies to the progress reporter.
+    async fn record(
+        &mut self,
+        kind: OpKind,
+        start: Instant,
+        end: Instant,
+        outcome: Result<Duration, yeskv_client::Error>,
+    ) {
         match outcome {
             Ok(excluded) => {
                 let latency = end
                     .saturating_duration_since(start)
                     .saturating_sub(excluded);
-                stats.record(kind, latency);
-                report::record_latency(&mut recent, latency);
-                run.live.ops.fetch_add(1, Ordering::Relaxed);
+                self.stats.record(kind, latency);
+                report::record_latency(&mut self.recent, latency);
+                self.run.live.ops.fetch_add(1, Ordering::Relaxed);
             }
             Err(error) => {
-                stats.record_error(kind, &error);
-                run.live.errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.record_error(kind, &error);
+                self.run.live.errors.fetch_add(1, Ordering::Relaxed);
                 if matches!(error, yeskv_client::Error::Connect(_)) {
                     tokio::time::sleep(CONNECT_ERROR_PAUSE).await;
                 }
             }
         }
-        if end.saturating_duration_since(last_flush) >= LIVE_FLUSH_INTERVAL {
-            flush_recent(&run.live, &mut recent);
-            last_flush = end;
+        if end.saturating_duration_since(self.last_flush) >= LIVE_FLUSH_INTERVAL {
+            flush_recent(&self.run.live, &mut self.recent);
+            self.last_flush = end;
         }
     }
-    flush_recent(&run.live, &mut recent);
-    stats
 }
 
 /// An update: read-modify-write with the read's context, or a blind write. Returns the time to

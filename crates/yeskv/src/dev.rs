@@ -11,8 +11,8 @@
 //! command stages `join` for them on n1 and `commit`s, and waits until every node applied the
 //! new layout. On a second run the layout is already committed and nothing is staged.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -211,11 +211,9 @@ async fn start_up(nodes: &mut [Node]) -> anyhow::Result<u64> {
     form_cluster(nodes, deadline).await
 }
 
-/// Runs the dev cluster until Ctrl-C / SIGTERM or until a node exits.
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    // From here on a Ctrl-C or SIGTERM stops the nodes, also while they start.
-    let shutdown = crate::shutdown_signal();
-    tokio::pin!(shutdown);
+/// Refuses a node count or base port that would not give every node an HTTP port and a peer
+/// port 1000 lower, both valid and above the privileged range.
+fn check_args(args: &DevArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > 64 {
         bail!("--nodes must be between 1 and 64");
     }
@@ -225,45 +223,80 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             args.base_port
         );
     }
+    Ok(())
+}
+
+/// Starts every node's `yeskv server` process. If one cannot be started, the ones already
+/// started are killed when their handles are dropped.
+fn spawn_nodes(args: &DevArgs) -> anyhow::Result<Vec<Node>> {
     let exe = std::env::current_exe().context("locating the yeskv binary")?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let mut nodes = Vec::new();
-    for i in 0..args.nodes {
-        let id = format!("n{}", i + 1);
-        let http = format!("127.0.0.1:{}", args.base_port + i);
-        let peer = format!("127.0.0.1:{}", args.base_port - 1000 + i);
-        let mut cmd = Command::new(&exe);
-        cmd.arg("server")
-            .args(["--node-id", &id, "--http", &http, "--peer", &peer])
-            .arg("--data-dir")
-            .arg(args.data_dir.join(&id))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(s) = &args.sync {
-            cmd.args(["--sync", s]);
-        }
-        if let Some(c) = &args.config {
-            cmd.arg("--config").arg(c);
-        }
-        if i > 0 {
-            cmd.args(["--seed", &format!("127.0.0.1:{}", args.base_port - 1000)]);
-        }
-        let mut child = cmd.spawn().with_context(|| format!("starting node {id}"))?;
-        if let Some(out) = child.stdout.take() {
-            stream_logs(id.clone(), out);
-        }
-        if let Some(err) = child.stderr.take() {
-            stream_logs(id.clone(), err);
-        }
-        nodes.push(Node {
-            id,
-            url: format!("http://{http}"),
-            child,
-        });
+    for index in 0..args.nodes {
+        nodes.push(spawn_node(args, &exe, index)?);
     }
+    Ok(nodes)
+}
+
+/// Starts node `index` (`n{index + 1}`) from `exe` with its own ports and data directory,
+/// seeded with the first node's peer address unless it is the first, and streams its output
+/// here prefixed by its id.
+fn spawn_node(args: &DevArgs, exe: &Path, index: u16) -> anyhow::Result<Node> {
+    let id = format!("n{}", index + 1);
+    let http = format!("127.0.0.1:{}", args.base_port + index);
+    let peer = format!("127.0.0.1:{}", args.base_port - 1000 + index);
+    let mut cmd = Command::new(exe);
+    cmd.arg("server")
+        .args(["--node-id", &id, "--http", &http, "--peer", &peer])
+        .arg("--data-dir")
+        .arg(args.data_dir.join(&id))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(s) = &args.sync {
+        cmd.args(["--sync", s]);
+    }
+    if let Some(c) = &args.config {
+        cmd.arg("--config").arg(c);
+    }
+    if index > 0 {
+        cmd.args(["--seed", &format!("127.0.0.1:{}", args.base_port - 1000)]);
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting node {id}"))?;
+    if let Some(out) = child.stdout.take() {
+        stream_logs(id.clone(), out);
+    }
+    if let Some(err) = child.stderr.take() {
+        stream_logs(id.clone(), err);
+    }
+    Ok(Node {
+        id,
+        url: format!("http://{http}"),
+        child,
+    })
+}
+
+/// Waits until one of `nodes` exits; returns its id and exit status.
+async fn first_exit(nodes: &mut [Node]) -> (String, ExitStatus) {
+    loop {
+        for n in nodes.iter_mut() {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                return (n.id.clone(), status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs the dev cluster until Ctrl-C / SIGTERM or until a node exits.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    // From here on a Ctrl-C or SIGTERM stops the nodes, also while they start.
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+    check_args(&args)?;
+    let mut nodes = spawn_nodes(&args)?;
 
     let started = {
         let start = start_up(&mut nodes);
@@ -294,19 +327,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         nodes[0].url
     );
 
-    let exited = async {
-        loop {
-            for n in nodes.iter_mut() {
-                if let Ok(Some(status)) = n.child.try_wait() {
-                    return (n.id.clone(), status);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
     let outcome = tokio::select! {
         _ = &mut shutdown => None,
-        (id, status) = exited => Some((id, status)),
+        (id, status) = first_exit(&mut nodes) => Some((id, status)),
     };
     eprintln!("stopping {} node(s)", nodes.len());
     stop(&mut nodes).await;

@@ -269,11 +269,21 @@ impl Summary {
         }
     }
 
-    /// The summary as a table for people.
+    /// The summary as a table for people: the run's settings, its totals, then a line per
+    /// operation kind. The parts write into a `String`, which cannot fail, so their
+    /// `fmt::Result`s are ignored.
     pub fn to_text(&self) -> String {
-        let run = &self.run;
         let mut out = String::new();
-        // Writing into a String cannot fail; the results are ignored below.
+        self.write_settings(&mut out);
+        self.write_totals(&mut out);
+        out.push('\n');
+        self.write_operations(&mut out);
+        out
+    }
+
+    /// The settings the run was made with, one per line.
+    fn write_settings(&self, out: &mut String) {
+        let run = &self.run;
         let _ = writeln!(
             out,
             "workload      {} ({}), {} keys",
@@ -305,6 +315,12 @@ impl Summary {
         if let Some(rate) = run.rate_limit_ops_per_sec {
             let _ = writeln!(out, "rate limit    {rate} ops/s");
         }
+    }
+
+    /// The measured duration, operations, throughput and errors by kind, and the read misses
+    /// and sibling reads when there were any.
+    fn write_totals(&self, out: &mut String) {
+        let run = &self.run;
         let _ = write!(out, "duration      {:.2} s", self.duration_secs);
         if run.warmup_secs > 0.0 {
             let _ = write!(out, " (after {} s warmup)", run.warmup_secs);
@@ -336,7 +352,11 @@ impl Summary {
                 self.conflicted_reads
             );
         }
-        out.push('\n');
+    }
+
+    /// The table of latencies, a row per operation kind that ran, and a note on what
+    /// `context_read` and `update` measure when they appear.
+    fn write_operations(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "{:<13} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
@@ -376,13 +396,12 @@ impl Summary {
                  learn its causal context; not counted in ops)"
             );
         }
-        if self.operations.contains_key(OpKind::Update.name()) && run.context_updates {
+        if self.operations.contains_key(OpKind::Update.name()) && self.run.context_updates {
             let _ = writeln!(
                 out,
                 "(update: a read then a write with the read's context; latency covers both)"
             );
         }
-        out
     }
 }
 
