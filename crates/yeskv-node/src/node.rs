@@ -17,15 +17,12 @@ use yeskv_rpc::RpcServer;
 use yeskv_storage::Engine;
 
 use crate::aae::AaeSettings;
-use crate::clock::Clock;
-use crate::context::{NodeContext, Settings};
+use crate::context::NodeContext;
 use crate::coordinator::Coordinator;
 use crate::dispatch::{Dispatcher, LayoutHandler};
 use crate::handoff::HandoffSettings;
-use crate::peer::{PeerClient, PeerRequest, PeerResponse};
+use crate::peer::{PeerRequest, PeerResponse};
 use crate::reaper::{Reaper, ReaperSettings};
-use crate::replica::Replica;
-use crate::topology::Topology;
 use crate::workers::{Spawner, StopSignal, WorkerStatus, Workers};
 
 /// The background repair a node runs.
@@ -49,16 +46,11 @@ pub struct NodeBuilder<E: Engine> {
 }
 
 impl<E: Engine> NodeBuilder<E> {
-    /// A node over these parts, with no background repair and no layout service yet.
-    pub fn new(
-        replica: Arc<Replica<E>>,
-        topology: Arc<dyn Topology>,
-        peers: Arc<dyn PeerClient>,
-        clock: Arc<dyn Clock>,
-        settings: Settings,
-    ) -> Self {
+    /// A node over this context (its replica, topology, peer client, clock and settings), with
+    /// no background repair and no layout service yet.
+    pub fn new(ctx: NodeContext<E>) -> Self {
         NodeBuilder {
-            ctx: NodeContext::new(replica, topology, peers, clock, settings),
+            ctx,
             repair: None,
             layout: None,
             spawn: crate::workers::tokio_spawner,

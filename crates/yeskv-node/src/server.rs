@@ -28,6 +28,7 @@ use crate::api::{router, AppState, Serving};
 use crate::clock::SystemClock;
 use crate::cluster::ClusterTopology;
 use crate::config::Validated;
+use crate::context::NodeContext;
 use crate::context::Settings;
 use crate::error::Error;
 use crate::handoff::HandoffSettings;
@@ -65,13 +66,13 @@ pub async fn run(
         .enabled
         .then(|| Arc::new(crate::chaos::ChaosControl::default()));
     let peers = peer_client(&rpc_client, chaos.as_ref());
-    let mut node = NodeBuilder::new(
+    let mut node = NodeBuilder::new(NodeContext::new(
         replica.clone(),
         topology,
         peers,
         Arc::new(SystemClock),
         settings(&cfg, n, partitions),
-    )
+    ))
     .repair(repair_settings(&cfg))
     .layout(layout_handler(&layout))
     .build();

@@ -119,13 +119,13 @@ async fn cluster_settings(
         // The node as the server and the simulator build it; no background workers (the tests
         // run rounds themselves), and a server of the test's own in front of its dispatcher so
         // that a node can be made unreachable.
-        let node = NodeBuilder::new(
+        let node = NodeBuilder::new(NodeContext::new(
             Arc::new(replica),
             topology.clone(),
             Arc::new(client),
             clock.clone(),
             settings.clone(),
-        )
+        ))
         .build();
         let coord = Arc::new(node.coordinator().clone());
         let dispatcher = node.dispatcher().clone();

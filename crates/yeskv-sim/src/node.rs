@@ -24,7 +24,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yeskv_core::NodeId;
 use yeskv_node::aae::AaeSettings;
-use yeskv_node::context::Settings;
+use yeskv_node::context::{NodeContext, Settings};
 use yeskv_node::handoff::HandoffSettings;
 use yeskv_node::node::{NodeBuilder, RepairSettings};
 use yeskv_node::peer::{PeerRequest, PeerResponse};
@@ -238,13 +238,13 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
     // the product.
     let stop = StopSignal::new();
     *env.slot.stop.lock() = Some(stop.clone());
-    let mut builder = NodeBuilder::new(
+    let mut builder = NodeBuilder::new(NodeContext::new(
         replica.clone(),
         topology,
         Arc::new(ChaosPeers::new(client, env.chaos.clone())),
         Arc::new(SimClock::new(env.slot.skew_ms.clone())),
         settings(),
-    )
+    ))
     .spawner(spawn_local)
     .stop_signal(stop.clone());
     if env.repair {
