@@ -200,7 +200,10 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     faults.disk_recovery_timeout = Duration::from_secs(if short { 15 } else { 30 });
     let kinds = fault_kinds(&faults, &args.faults)?;
     let mut trouble = Trouble::default();
-    let end = Instant::now() + Duration::from_secs(args.duration);
+    let window = Window {
+        end: Instant::now() + Duration::from_secs(args.duration),
+        short,
+    };
     inject_faults(
         &mut cluster,
         &mut faults,
@@ -208,18 +211,16 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         &workload,
         &mut trouble,
         &mut rng,
-        end,
+        &window,
     )
     .await;
-    tokio::time::sleep(end.saturating_duration_since(Instant::now())).await;
+    tokio::time::sleep(window.end.saturating_duration_since(Instant::now())).await;
     workload.stop().await;
     trouble.note_exits(&mut cluster, &workload, false).await;
     let settled = heal_and_settle(&mut cluster, &mut faults, &workload, &mut trouble, &args).await;
     trouble.note_exits(&mut cluster, &workload, false).await;
     cluster.stop_all().await;
-    judge(
-        &args, seed, &paths, &workload, &faults, trouble, settled, &cluster,
-    )
+    judge(&args, seed, &paths, &workload, &faults, trouble, settled)
 }
 
 /// Starts the nodes (firewall tables first) and forms the cluster; checks that every node's
@@ -272,10 +273,8 @@ async fn start_cluster(
 
 /// The register and cart workers, and the progress line printed every 10 s while they run.
 struct Workload {
-    params: Params,
+    /// The workers' clients, recorder, node ids and parameters.
     shared: Arc<Shared>,
-    recorder: Arc<Recorder>,
-    node_ids: Vec<String>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     ticker: tokio::task::JoinHandle<()>,
     /// The fault being held, for the progress line.
@@ -324,10 +323,7 @@ impl Workload {
         let disk = disk_node.map(|i| (node_ids[i].clone(), cluster.nodes[i].spec.http.clone()));
         let ticker = tokio::spawn(ticker(recorder.clone(), status.clone(), disk, start));
         Ok(Workload {
-            params,
             shared,
-            recorder,
-            node_ids,
             workers,
             ticker,
             status,
@@ -352,9 +348,11 @@ impl Workload {
 
     /// Every key the workload touched, with its bucket.
     fn keys(&self) -> Vec<(String, &'static str)> {
-        (0..self.params.register_keys)
+        (0..self.shared.params.register_keys)
             .map(|k| (format!("r{k}"), workload::REGISTER_BUCKET))
-            .chain((0..self.params.cart_keys).map(|k| (format!("c{k}"), workload::CART_BUCKET)))
+            .chain(
+                (0..self.shared.params.cart_keys).map(|k| (format!("c{k}"), workload::CART_BUCKET)),
+            )
             .collect()
     }
 }
@@ -403,7 +401,7 @@ struct Trouble {
 impl Trouble {
     /// Records every node that exited without being told to; restarts them if `restart`.
     async fn note_exits(&mut self, cluster: &mut Cluster, workload: &Workload, restart: bool) {
-        let node_ids = &workload.node_ids;
+        let node_ids = &workload.shared.node_ids;
         for (i, status) in cluster.reap_unexpected() {
             let line = if restart {
                 format!("{} exited unexpectedly ({status}); restarting", node_ids[i])
@@ -439,8 +437,16 @@ fn fault_kinds(faults: &Faults, names: &[String]) -> anyhow::Result<Vec<FaultKin
         .collect()
 }
 
-/// Injects one fault at a time until `end`: every kind once per shuffled round, each held a
-/// few seconds (kept up meanwhile, e.g. a disk kept full), healed, then a short gap.
+/// When the faults end, and whether the run is short (under 120 s: faults held and spaced
+/// more briefly, so that a short run still sees every kind).
+#[derive(Clone, Copy)]
+struct Window {
+    end: Instant,
+    short: bool,
+}
+
+/// Injects one fault at a time until the window ends: every kind once per shuffled round, each
+/// held a few seconds (kept up meanwhile, e.g. a disk kept full), healed, then a short gap.
 async fn inject_faults(
     cluster: &mut Cluster,
     faults: &mut Faults,
@@ -448,10 +454,10 @@ async fn inject_faults(
     workload: &Workload,
     trouble: &mut Trouble,
     rng: &mut StdRng,
-    end: Instant,
+    window: &Window,
 ) {
     let start = workload.start;
-    let short = end.saturating_duration_since(Instant::now()) < Duration::from_secs(120);
+    let Window { end, short } = *window;
     let (hold_s, gap_s) = if short {
         (3..=5, 1..=2)
     } else {
@@ -524,14 +530,14 @@ async fn heal_and_settle(
     trouble: &mut Trouble,
     args: &Args,
 ) -> Settled {
-    let (start, recorder) = (workload.start, &workload.recorder);
+    let (start, recorder) = (workload.start, &workload.shared.recorder);
     if let Err(e) = faults.heal_everything(cluster).await {
         trouble.fault_errors.push(format!("{e:#}"));
     }
     let healed_at_ms = recorder.now_ms();
     let until_ms = healed_at_ms + args.converge_bound_s * 1000;
     let cluster = &*cluster;
-    let sampling = sample_roots(cluster, &workload.node_ids, recorder, until_ms);
+    let sampling = sample_roots(cluster, &workload.shared.node_ids, recorder, until_ms);
     let settle = async {
         let up_deadline = Instant::now() + Duration::from_secs(120);
         let mut all_up = false;
@@ -587,7 +593,6 @@ async fn heal_and_settle(
 
 /// Judges the history with `yeskv-check`, adds the runner's own checks (crashes, the full-disk
 /// checks, every member up), writes the history and the report, and prints the verdict.
-#[allow(clippy::too_many_arguments)]
 fn judge(
     args: &Args,
     seed: u64,
@@ -596,9 +601,12 @@ fn judge(
     faults: &Faults,
     trouble: Trouble,
     settled: Settled,
-    cluster: &Cluster,
 ) -> anyhow::Result<Outcome> {
-    let (start, recorder, node_ids) = (workload.start, &workload.recorder, &workload.node_ids);
+    let (start, recorder, node_ids) = (
+        workload.start,
+        &workload.shared.recorder,
+        &workload.shared.node_ids,
+    );
     let mut final_reads = settled.final_reads;
     if let Some(bug) = &args.plant_bug {
         plant(bug, &recorder.events(), &mut final_reads)?;
@@ -650,10 +658,9 @@ fn judge(
             "seed": seed,
             "zones": cluster::ZONES,
             "n": 3, "r": 2, "w": 2,
-            "workload": workload.params,
+            "workload": workload.shared.params,
             "request_timeout_ms": workload::REQUEST_TIMEOUT.as_millis() as u64,
             "disk_node": faults.disk_node.map(|i| node_ids[i].clone()),
-            "nodes_started": cluster.len(),
         },
         "clock_skew_verified": {
             "node_date_header": faults.clock_verified,

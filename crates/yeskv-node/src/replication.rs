@@ -10,7 +10,7 @@
 //! | `Coordinate` | a node that is not a replica of the key | once it coordinated the write as a replica ([`Coordinator`]) |
 //!
 //! This is where a replica *receives* a write: [`serve`] → [`Replica::merge`] for `Merge`, or
-//! [`Coordinator::coordinate_local`] for a forwarded `Coordinate`.
+//! `Coordinator::coordinate_forwarded` for a forwarded `Coordinate`.
 
 use serde::{Deserialize, Serialize};
 use yeskv_core::codec::{decode_record, encode_record, encode_token};

@@ -40,7 +40,7 @@
 //! ## Faults ([`faults`])
 //!
 //! Crash and restart, clean restart, partitions (one node isolated, minority/majority, bridge,
-//! one-way, and in one seed in four a long split: two nodes cut off for seconds while writes
+//! one-way, and in one seed in four a long split: one or two nodes cut off for seconds while writes
 //! through them live only as hints), message loss, duplication, delay, clock skew and slow disks, drawn from the seed
 //! and spread over the run, logged in the trace as they start and end. At the end of the
 //! workload every fault has ended; crashed nodes are restarted; the cluster settles (at least
