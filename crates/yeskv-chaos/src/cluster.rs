@@ -322,7 +322,8 @@ enabled = true
     }
 
     /// Forms the cluster: stages a join of every other node on `n1`, commits, and waits until
-    /// every node applied the layout and sees every member up. Returns the layout version.
+    /// every node applied the layout, sees every member up and no partition is still moving to
+    /// its new holders. Returns the layout version.
     pub async fn form(&self, timeout: Duration) -> anyhow::Result<u64> {
         let deadline = Instant::now() + timeout;
         let first = &self.nodes[0].spec.http;
@@ -362,7 +363,7 @@ enabled = true
                 let applied = ring_version(&self.nodes[i].spec.http)
                     .await
                     .is_some_and(|v| v >= version);
-                if applied && self.sees_all_up(i).await {
+                if applied && self.sees_all_up(i).await && self.transfers_done(i).await {
                     break;
                 }
                 if Instant::now() > deadline {
@@ -403,6 +404,13 @@ enabled = true
         };
         let members = v["members"].as_array().cloned().unwrap_or_default();
         members.len() == self.len() && members.iter().all(|m| m["status"] == "up")
+    }
+
+    /// Whether node `i`'s layout has no partition in transfer.
+    pub async fn transfers_done(&self, i: usize) -> bool {
+        self.status(i)
+            .await
+            .is_some_and(|v| v["transfers"]["partitions_pending"] == 0)
     }
 
     /// Sets node `i`'s outgoing internode delay (the node's test-only chaos layer).

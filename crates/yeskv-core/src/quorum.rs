@@ -154,9 +154,106 @@ impl QuorumTracker {
     }
 }
 
+/// The quorum of a write while a partition's holders change: it must reach `required` (capped
+/// at each set's size) among the *target* replicas and, separately, among the *data holders*
+/// (the nodes reads count), as Garage requires a quorum in every active layout version. A reply
+/// counts for each set its node belongs to. When the two sets are equal (no transition) this is
+/// exactly one [`QuorumTracker`].
+#[derive(Clone, Debug)]
+pub struct QuorumSets {
+    target: QuorumTracker,
+    data: QuorumTracker,
+}
+
+impl QuorumSets {
+    /// A write that needs `required` successes among `target` replicas and among `data`
+    /// holders (each capped at the set's size, at least 1).
+    pub fn new(required: u8, target: usize, data: usize) -> Self {
+        let cap = |size: usize| {
+            let size = size.min(usize::from(u8::MAX)) as u8;
+            QuorumTracker::new(required.min(size).max(1), size)
+        };
+        QuorumSets {
+            target: cap(target),
+            data: cap(data),
+        }
+    }
+
+    /// Records the reply of a node that is in the target set and/or the data set.
+    pub fn record(&mut self, in_target: bool, in_data: bool, reply: Result<(), String>) -> Outcome {
+        for (member, tracker) in [(in_target, &mut self.target), (in_data, &mut self.data)] {
+            if member {
+                match &reply {
+                    Ok(()) => tracker.success(),
+                    Err(why) => tracker.failure(why.clone()),
+                };
+            }
+        }
+        self.outcome()
+    }
+
+    /// Reached when both sets are; impossible as soon as either is.
+    pub fn outcome(&self) -> Outcome {
+        match (self.target.outcome(), self.data.outcome()) {
+            (Outcome::Impossible, _) | (_, Outcome::Impossible) => Outcome::Impossible,
+            (Outcome::Reached, Outcome::Reached) => Outcome::Reached,
+            _ => Outcome::Pending,
+        }
+    }
+
+    /// The set that decides the error message: the one that failed, else the data holders.
+    pub fn deciding(&self) -> &QuorumTracker {
+        if self.target.outcome() == Outcome::Impossible {
+            &self.target
+        } else {
+            &self.data
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// With the same set twice, the sets decide exactly as one tracker does, reply by reply.
+        #[test]
+        fn equal_sets_decide_as_one_tracker(
+            required in 1u8..6,
+            replies in proptest::collection::vec(any::<bool>(), 1..6),
+        ) {
+            let n = replies.len();
+            let mut one = QuorumTracker::new(required.min(n as u8), n as u8);
+            let mut sets = QuorumSets::new(required, n, n);
+            prop_assert_eq!(one.outcome(), sets.outcome());
+            for ok in replies {
+                let expected = if ok { one.success() } else { one.failure("x".into()) };
+                let reply = if ok { Ok(()) } else { Err("x".to_string()) };
+                prop_assert_eq!(sets.record(true, true, reply), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn a_write_needs_a_quorum_among_the_target_and_among_the_data_holders() {
+        // Target {a, b, new}, data holders {a, b, old}: w = 2.
+        let mut sets = QuorumSets::new(2, 3, 3);
+        assert_eq!(sets.record(true, false, Ok(())), Outcome::Pending); // new
+        assert_eq!(sets.record(false, true, Ok(())), Outcome::Pending); // old
+        assert_eq!(sets.record(true, true, Ok(())), Outcome::Reached); // a
+                                                                       // Only the target reached: not enough, reads count the data holders.
+        let mut sets = QuorumSets::new(2, 3, 3);
+        sets.record(true, false, Ok(()));
+        sets.record(true, true, Ok(()));
+        assert_eq!(sets.outcome(), Outcome::Pending);
+        sets.record(false, true, Err("old down".into()));
+        assert_eq!(
+            sets.record(true, true, Err("b down".into())),
+            Outcome::Impossible
+        );
+        assert_eq!(sets.deciding().errors().len(), 2);
+    }
 
     #[test]
     fn tracker_decides_as_soon_as_it_can() {

@@ -11,19 +11,36 @@
 //! ```
 //!
 //! - `format` is [`FORMAT`]; a reader refuses a format it does not know with
-//!   [`LayoutError::UnsupportedFormat`] instead of misreading it. A future format bumps the byte
-//!   and keeps a decoder for the old one (the fixture test pins today's bytes).
+//!   [`LayoutError::UnsupportedFormat`] instead of misreading it. A new format bumps the byte
+//!   and keeps a decoder for the old one (the fixture tests pin the bytes of each). Format 1 had
+//!   no layout epoch and no transitions; it is still read ([`reading_format`] tells the layout's
+//!   decoder which schema it is reading) and never written.
 //! - postcard is compact and not self-describing: the format byte is what names the schema.
 //! - A checksum failure or a payload that does not decode is [`LayoutError::Corrupt`]; decoding
 //!   never panics on any input (property-tested).
+
+use std::cell::Cell;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::LayoutError;
 
-/// The format byte this build writes and reads.
-pub const FORMAT: u8 = 1;
+/// The format byte this build writes (and the newest it reads).
+pub const FORMAT: u8 = 2;
+
+/// The oldest format this build reads.
+pub const FORMAT_MIN: u8 = 1;
+
+thread_local! {
+    static READING: Cell<u8> = const { Cell::new(FORMAT) };
+}
+
+/// The format of the envelope being decoded on this thread ([`FORMAT`] outside [`open`]), for
+/// the types whose encoding changed between formats.
+pub fn reading_format() -> u8 {
+    READING.with(Cell::get)
+}
 
 /// Smallest envelope: format byte and checksum.
 pub const ENVELOPE_BYTES_MIN: usize = 5;
@@ -56,14 +73,16 @@ pub fn open<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, LayoutError> {
             "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
         )));
     }
-    if body[0] != FORMAT {
+    if !(FORMAT_MIN..=FORMAT).contains(&body[0]) {
         return Err(LayoutError::UnsupportedFormat {
             found: body[0],
             supported: FORMAT,
         });
     }
-    postcard::from_bytes(&body[1..])
-        .map_err(|error| LayoutError::corrupt(format!("cannot decode: {error}")))
+    let previous = READING.with(|r| r.replace(body[0]));
+    let decoded = postcard::from_bytes(&body[1..]);
+    READING.with(|r| r.set(previous));
+    decoded.map_err(|error| LayoutError::corrupt(format!("cannot decode: {error}")))
 }
 
 #[cfg(test)]
@@ -74,8 +93,8 @@ mod tests {
     #[test]
     fn round_trip_and_fixture() {
         let sealed = seal(&(7u64, "z".to_string())).expect("encodes");
-        // format 1, varint 7, string of length 1 "z", crc32c LE.
-        assert_eq!(&sealed[..4], &[1, 7, 1, b'z']);
+        // format 2, varint 7, string of length 1 "z", crc32c LE.
+        assert_eq!(&sealed[..4], &[2, 7, 1, b'z']);
         assert_eq!(sealed.len(), 8);
         let back: (u64, String) = open(&sealed).expect("decodes");
         assert_eq!(back, (7, "z".to_string()));
@@ -93,7 +112,7 @@ mod tests {
         body.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         assert!(matches!(
             open::<u32>(&body),
-            Err(LayoutError::UnsupportedFormat { found: 2, .. })
+            Err(LayoutError::UnsupportedFormat { found: 3, .. })
         ));
         assert!(matches!(
             open::<u32>(&[1, 2]),

@@ -12,6 +12,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// `partitions` for a message: all of them up to 16, then a count of the rest.
+pub(crate) fn partition_list(partitions: &[u16]) -> String {
+    let shown: Vec<String> = partitions.iter().take(16).map(u16::to_string).collect();
+    let mut out = format!("partition {}", shown.join(", "));
+    if partitions.len() > 16 {
+        out.push_str(&format!(" and {} more", partitions.len() - 16));
+    }
+    out
+}
+
 /// Why the layout model refused a command, a plan or a decoding. Deterministic: the same state
 /// and command give the same error on every node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -70,6 +80,22 @@ pub enum LayoutError {
         /// The node.
         node: String,
     },
+    /// The change would leave partitions without any node that holds their data: every holder
+    /// is being removed by force. Refused unless the operator allowed the loss.
+    #[error(
+        "the change would leave {} partition(s) without any copy of their data ({}), whose only \
+         holders {} are being removed by force; bring a holder back, or allow the loss \
+         explicitly (leave --force --allow-data-loss)",
+        partitions.len(),
+        crate::error::partition_list(partitions),
+        holders.join(", ")
+    )]
+    DataLoss {
+        /// The partitions that would lose their data.
+        partitions: Vec<u16>,
+        /// The removed nodes that held them.
+        holders: Vec<String>,
+    },
     /// The staged changes would leave no owner.
     #[error("the staged changes would leave the cluster without any owning node")]
     NoOwnersLeft,
@@ -114,7 +140,7 @@ pub enum LayoutError {
         reason: String,
     },
     /// Bytes in a format version this build does not know (written by a newer build).
-    #[error("unsupported layout format {found} (this build reads format {supported})")]
+    #[error("unsupported layout format {found} (this build reads formats 1 to {supported})")]
     UnsupportedFormat {
         /// The format byte found.
         found: u8,

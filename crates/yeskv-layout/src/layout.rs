@@ -19,6 +19,7 @@
 //! - [`Command::Stage`]: add one change to the staged set (bumps [`Staged::revision`]).
 //! - [`Command::Unstage`]: drop staged changes (bumps the revision).
 //! - [`Command::Commit`]: install the next layout version.
+//! - [`Command::TransferDone`]: a node has the data of partitions it was syncing.
 //!
 //! # The version invariant
 //!
@@ -42,13 +43,20 @@
 //! - [`MemberState::Valid`]: an owner; holds the replicas the assignment gives it, and is a Raft
 //!   voter.
 //! - [`MemberState::Leaving`]: a graceful leave was committed: the node is out of the assignment
-//!   (and out of the Raft voters) but stays in the layout for one version, so that the node
-//!   runtime knows where the data it must hand off still lives. The next commit drops it. A
+//!   (and out of the Raft voters) but stays in the layout, serving as a source of the partitions
+//!   it held, until each of them is confirmed on its new holders ([`Command::TransferDone`],
+//!   see [`crate::transition`]); the change that releases its last partition drops it. A
 //!   forced leave (dead node) drops the node at once.
+//!
+//! # Epochs
+//!
+//! [`Layout::version`] counts commits (what operators plan against); [`Layout::epoch`] counts
+//! every change of the layout, commits and transfer completions alike. *One epoch names one
+//! layout*: nodes route by the layout of the newest epoch they applied.
 //! - [`MemberState::Joining`]: never in a committed layout; [`LayoutState::members_view`] shows
 //!   nodes with a staged join in this state (known, addresses recorded, owning nothing yet).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::de::Error as _;
@@ -59,6 +67,7 @@ use yeskv_core::NodeId;
 
 use crate::codec;
 use crate::error::LayoutError;
+use crate::transition::{self, Forced, Transition, Transitions};
 use crate::wire;
 
 /// Longest zone name, in bytes.
@@ -168,8 +177,28 @@ impl JoinSpec {
 pub enum LeaveMode {
     /// Hand its data to the new owners: the node becomes [`MemberState::Leaving`].
     Graceful,
-    /// The node is dead: drop it at once; its replicas are rebuilt from the others.
+    /// The node is dead: drop it at once; its replicas are rebuilt from the others. Refused if
+    /// some partition would be left without any holder of its data.
     Force,
+    /// As [`LeaveMode::Force`], and the operator accepts that partitions whose only copies were
+    /// on this node start empty on their new holders.
+    ForceAllowDataLoss,
+}
+
+impl LeaveMode {
+    /// The lowercase name used in plans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveMode::Graceful => "graceful",
+            LeaveMode::Force => "force",
+            LeaveMode::ForceAllowDataLoss => "force_allow_data_loss",
+        }
+    }
+
+    /// Whether the node is removed at once.
+    pub fn is_forced(self) -> bool {
+        matches!(self, LeaveMode::Force | LeaveMode::ForceAllowDataLoss)
+    }
 }
 
 /// One staged change.
@@ -225,6 +254,9 @@ impl Staged {
 pub struct Layout {
     /// 1 for the bootstrap layout, +1 per commit.
     pub version: u64,
+    /// 1 for the bootstrap layout, +1 per change of any kind (see the module docs); never less
+    /// than `version`.
+    pub epoch: u64,
     /// The cluster this layout belongs to.
     pub cluster_id: String,
     /// Replication factor.
@@ -233,8 +265,10 @@ pub struct Layout {
     pub partitions: u32,
     /// Every member, owners and leaving nodes.
     pub members: BTreeMap<NodeId, Member>,
-    /// Replicas of every partition, primary first; only [`MemberState::Valid`] members.
+    /// Target replicas of every partition, primary first; only [`MemberState::Valid`] members.
     pub assignment: Assignment,
+    /// Partitions whose holders are changing (see [`crate::transition`]).
+    pub transitions: Transitions,
 }
 
 impl Layout {
@@ -255,11 +289,13 @@ impl Layout {
         let assignment = placement::assign(&specs, n, partitions, None).map_err(placement_error)?;
         let layout = Layout {
             version: 1,
+            epoch: 1,
             cluster_id: cluster_id.into(),
             n,
             partitions,
             members: BTreeMap::from([(node, Member::from_spec(&spec, MemberState::Valid))]),
             assignment,
+            transitions: Transitions::new(),
         };
         layout.validate()?;
         Ok(layout)
@@ -275,6 +311,36 @@ impl Layout {
     /// The member `node`, if any.
     pub fn member(&self, node: &NodeId) -> Option<&Member> {
         self.members.get(node)
+    }
+
+    /// The transition of `partition`, if its holders are changing.
+    pub fn transition(&self, partition: u16) -> Option<&Transition> {
+        self.transitions.get(&partition)
+    }
+
+    /// The nodes trusted to hold every acknowledged write of `partition`: target replicas that
+    /// are not syncing, then sources (see [`crate::transition`]).
+    pub fn data_holders(&self, partition: u16) -> Vec<NodeId> {
+        transition::data_holders(
+            self.assignment.replicas(partition),
+            self.transition(partition),
+        )
+    }
+
+    /// Every node a write of `partition` goes to: target replicas, then sources.
+    pub fn write_set(&self, partition: u16) -> Vec<NodeId> {
+        transition::write_set(
+            self.assignment.replicas(partition),
+            self.transition(partition),
+        )
+    }
+
+    /// The partitions `node` is syncing, each with the epoch since which it is.
+    pub fn syncing_of(&self, node: &NodeId) -> Vec<(u16, u64)> {
+        self.transitions
+            .iter()
+            .filter_map(|(p, t)| t.syncing.get(node).map(|since| (*p, *since)))
+            .collect()
     }
 
     /// The owners as the placement sees them.
@@ -320,6 +386,12 @@ impl Layout {
         }
         if self.n == 0 {
             return Err(LayoutError::invalid("n must be at least 1"));
+        }
+        if self.epoch < self.version {
+            return Err(LayoutError::invalid(format!(
+                "epoch {} is below version {}",
+                self.epoch, self.version
+            )));
         }
         if !self.partitions.is_power_of_two() || self.partitions > PARTITIONS_MAX {
             return Err(LayoutError::invalid(format!(
@@ -385,6 +457,22 @@ impl Layout {
                 }
             }
         }
+        transition::validate(&self.assignment, &self.transitions).map_err(LayoutError::invalid)?;
+        let sources = transition::all_sources(&self.transitions);
+        if let Some(node) = sources.iter().find(|n| !self.members.contains_key(**n)) {
+            return Err(LayoutError::invalid(format!(
+                "{node} is a source of a partition but not a member"
+            )));
+        }
+        if let Some((node, _)) = self
+            .members
+            .iter()
+            .find(|(id, m)| m.state == MemberState::Leaving && !sources.contains(id))
+        {
+            return Err(LayoutError::invalid(format!(
+                "{node} is leaving but holds no partition for anyone"
+            )));
+        }
         Ok(())
     }
 }
@@ -403,20 +491,40 @@ fn placement_error(error: placement::PlacementError) -> LayoutError {
     }
 }
 
-/// The wire form of a layout: members in id order, the assignment as member indices.
+/// The wire form of a layout (format 2): members in id order, the assignment and the
+/// transitions as member indices.
 #[derive(Serialize)]
 struct LayoutWireRef<'a> {
     version: u64,
+    epoch: u64,
     cluster_id: &'a str,
     n: u8,
     partitions: u32,
     members: Vec<(&'a str, &'a Member)>,
     replicas_per_partition: u16,
     table: Vec<u16>,
+    transitions: Vec<TransitionWire>,
 }
+
+/// One transition on the wire: partition, syncing `(member index, since epoch)`, sources.
+type TransitionWire = (u16, Vec<(u16, u64)>, Vec<u16>);
 
 #[derive(Deserialize)]
 struct LayoutWire {
+    version: u64,
+    epoch: u64,
+    cluster_id: String,
+    n: u8,
+    partitions: u32,
+    members: Vec<(String, Member)>,
+    replicas_per_partition: u16,
+    table: Vec<u16>,
+    transitions: Vec<TransitionWire>,
+}
+
+/// Format 1 (before transitions): read as epoch = version, nothing in transition.
+#[derive(Deserialize)]
+struct LayoutWireV1 {
     version: u64,
     cluster_id: String,
     n: u8,
@@ -424,6 +532,22 @@ struct LayoutWire {
     members: Vec<(String, Member)>,
     replicas_per_partition: u16,
     table: Vec<u16>,
+}
+
+impl From<LayoutWireV1> for LayoutWire {
+    fn from(v1: LayoutWireV1) -> LayoutWire {
+        LayoutWire {
+            version: v1.version,
+            epoch: v1.version,
+            cluster_id: v1.cluster_id,
+            n: v1.n,
+            partitions: v1.partitions,
+            members: v1.members,
+            replicas_per_partition: v1.replicas_per_partition,
+            table: v1.table,
+            transitions: Vec::new(),
+        }
+    }
 }
 
 impl Serialize for Layout {
@@ -437,19 +561,35 @@ impl Serialize for Layout {
         if self.members.len() > MEMBERS_MAX {
             return Err(S::Error::custom("too many members"));
         }
+        let index_of = |node: &NodeId| {
+            index
+                .get(node)
+                .copied()
+                .ok_or_else(|| S::Error::custom(format!("{node} is not a member")))
+        };
         let mut table = Vec::with_capacity(
             self.assignment.partitions() as usize * self.assignment.replicas_per_partition(),
         );
-        for (partition, row) in self.assignment.iter() {
+        for (_, row) in self.assignment.iter() {
             for node in row {
-                let i = index.get(node).ok_or_else(|| {
-                    S::Error::custom(format!("partition {partition}: {node} is not a member"))
-                })?;
-                table.push(*i);
+                table.push(index_of(node)?);
             }
+        }
+        let mut transitions = Vec::with_capacity(self.transitions.len());
+        for (partition, t) in &self.transitions {
+            let mut syncing = Vec::with_capacity(t.syncing.len());
+            for (node, since) in &t.syncing {
+                syncing.push((index_of(node)?, *since));
+            }
+            let mut sources = Vec::with_capacity(t.sources.len());
+            for node in &t.sources {
+                sources.push(index_of(node)?);
+            }
+            transitions.push((*partition, syncing, sources));
         }
         LayoutWireRef {
             version: self.version,
+            epoch: self.epoch,
             cluster_id: &self.cluster_id,
             n: self.n,
             partitions: self.partitions,
@@ -460,6 +600,7 @@ impl Serialize for Layout {
                 .collect(),
             replicas_per_partition: self.assignment.replicas_per_partition() as u16,
             table,
+            transitions,
         }
         .serialize(serializer)
     }
@@ -467,7 +608,11 @@ impl Serialize for Layout {
 
 impl<'de> Deserialize<'de> for Layout {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Layout, D::Error> {
-        let wire = LayoutWire::deserialize(deserializer)?;
+        let wire = if codec::reading_format() == 1 {
+            LayoutWire::from(LayoutWireV1::deserialize(deserializer)?)
+        } else {
+            LayoutWire::deserialize(deserializer)?
+        };
         Layout::try_from(wire).map_err(D::Error::custom)
     }
 }
@@ -511,25 +656,41 @@ impl TryFrom<LayoutWire> for Layout {
             ids.push(id.clone());
             members.insert(id, member);
         }
+        let member = |i: u16| {
+            ids.get(usize::from(i))
+                .cloned()
+                .ok_or_else(|| LayoutError::invalid(format!("member index {i} out of range")))
+        };
         let mut rows = Vec::with_capacity(wire.partitions as usize);
         for chunk in wire.table.chunks(width) {
-            let mut row = Vec::with_capacity(width);
-            for &i in chunk {
-                let id = ids.get(usize::from(i)).ok_or_else(|| {
-                    LayoutError::invalid(format!("member index {i} out of range"))
-                })?;
-                row.push(id.clone());
-            }
+            let row = chunk.iter().map(|&i| member(i)).collect::<Result<_, _>>()?;
             rows.push(row);
         }
         let assignment = Assignment::from_replicas(rows).map_err(placement_error)?;
+        let mut transitions = Transitions::new();
+        for (partition, syncing, sources) in wire.transitions {
+            let t = Transition {
+                syncing: syncing
+                    .into_iter()
+                    .map(|(i, since)| Ok((member(i)?, since)))
+                    .collect::<Result<_, LayoutError>>()?,
+                sources: sources.into_iter().map(member).collect::<Result<_, _>>()?,
+            };
+            if transitions.insert(partition, t).is_some() {
+                return Err(LayoutError::invalid(format!(
+                    "partition {partition} has two transitions"
+                )));
+            }
+        }
         let layout = Layout {
             version: wire.version,
+            epoch: wire.epoch,
             cluster_id: wire.cluster_id,
             n: wire.n,
             partitions: wire.partitions,
             members,
             assignment,
+            transitions,
         };
         layout.validate()?;
         Ok(layout)
@@ -616,6 +777,16 @@ pub enum Command {
         /// The planned layout (version `expected_version + 1`).
         layout: Box<Layout>,
     },
+    /// `node` has the data of these partitions (each with the epoch since which it was
+    /// syncing it): they leave its syncing sets (see [`crate::transition`]). Written by the
+    /// receiving node when a transfer is complete; late or repeated reports change nothing.
+    TransferDone {
+        /// The node that received the partitions.
+        #[serde(with = "wire::node_id")]
+        node: NodeId,
+        /// `(partition, since epoch)` pairs.
+        partitions: Vec<(u16, u64)>,
+    },
 }
 
 impl Command {
@@ -641,7 +812,44 @@ pub fn apply(state: &LayoutState, command: &Command) -> Result<LayoutState, Layo
             expected_staged_revision,
             layout,
         } => apply_commit(state, *expected_version, *expected_staged_revision, layout),
+        Command::TransferDone { node, partitions } => apply_transfer_done(state, node, partitions),
     }
+}
+
+/// [`Command::TransferDone`]: records the completed partitions; when that ends transitions,
+/// their sources are released and leaving members that are a source of nothing any more are
+/// dropped. The epoch grows only if something changed, so a repeated report is a no-op.
+fn apply_transfer_done(
+    state: &LayoutState,
+    node: &NodeId,
+    done: &[(u16, u64)],
+) -> Result<LayoutState, LayoutError> {
+    let current = state.layout.as_ref().ok_or(LayoutError::NotBootstrapped)?;
+    let mut transitions = current.transitions.clone();
+    if !transition::record_done(&mut transitions, node, done) {
+        return Ok(state.clone());
+    }
+    let mut next = (**current).clone();
+    next.epoch += 1;
+    next.members = drop_released(next.members, &transitions);
+    next.transitions = transitions;
+    next.validate()?;
+    Ok(LayoutState {
+        layout: Some(Arc::new(next)),
+        staged: state.staged.clone(),
+    })
+}
+
+/// `members` without the leaving members that are a source of no partition in `transitions`.
+fn drop_released(
+    members: BTreeMap<NodeId, Member>,
+    transitions: &Transitions,
+) -> BTreeMap<NodeId, Member> {
+    let sources = transition::all_sources(transitions);
+    members
+        .into_iter()
+        .filter(|(id, m)| m.state != MemberState::Leaving || sources.contains(id))
+        .collect()
 }
 
 /// [`Command::Bootstrap`]: installs `layout` as version 1 and clears the staged changes.
@@ -833,8 +1041,9 @@ fn apply_commit(
 }
 
 /// Checks that `proposed` is a valid next version of `current` with `staged` applied: same
-/// cluster, `n` and partition count, version + 1, exactly the members the staged changes give.
-/// The assignment is checked for shape and ownership, not recomputed (see the module docs).
+/// cluster, `n` and partition count, and exactly the layout [`successor`] makes from the
+/// staged changes and the proposed assignment. The assignment is checked for shape and
+/// ownership, not recomputed (see the module docs); members, transitions and epoch are.
 fn check_successor(
     current: &Layout,
     staged: &Staged,
@@ -860,39 +1069,77 @@ fn check_successor(
         ));
     }
     let members = next_members(current, staged)?;
-    if members != proposed.members {
+    let expected = successor(current, staged, members, proposed.assignment.clone())?;
+    if expected != *proposed {
         return Err(LayoutError::invalid(
-            "the proposed members are not the staged changes applied to the current layout",
+            "the proposed layout is not the staged changes applied to the current layout",
         ));
     }
-    proposed.validate()
+    Ok(())
 }
 
-/// The members after `staged` is applied to `layout`: leaving members of `layout` are dropped,
-/// graceful leaves become [`MemberState::Leaving`], forced leaves are dropped, joins become (or
-/// stay) owners with their new spec.
-fn next_members(layout: &Layout, staged: &Staged) -> Result<BTreeMap<NodeId, Member>, LayoutError> {
-    let mut members: BTreeMap<NodeId, Member> = layout
-        .members
+/// The layout after `staged` is applied to `current`, given the members ([`next_members`]) and
+/// the new target assignment: one version and one epoch later, with the transitions of the
+/// change ([`transition::after_change`]) and without the leaving members it releases.
+fn successor(
+    current: &Layout,
+    staged: &Staged,
+    members: BTreeMap<NodeId, Member>,
+    assignment: Assignment,
+) -> Result<Layout, LayoutError> {
+    let removed: BTreeSet<NodeId> = staged
+        .leaves
         .iter()
-        .filter(|(_, member)| member.state != MemberState::Leaving)
-        .map(|(id, member)| (id.clone(), member.clone()))
+        .filter(|(_, mode)| mode.is_forced())
+        .map(|(node, _)| node.clone())
         .collect();
+    let loss_allowed: BTreeSet<NodeId> = staged
+        .leaves
+        .iter()
+        .filter(|(_, mode)| **mode == LeaveMode::ForceAllowDataLoss)
+        .map(|(node, _)| node.clone())
+        .collect();
+    let epoch = current.epoch + 1;
+    let transitions = transition::after_change(
+        &current.assignment,
+        &current.transitions,
+        &assignment,
+        &Forced {
+            removed: &removed,
+            loss_allowed: &loss_allowed,
+        },
+        epoch,
+    )?;
+    let next = Layout {
+        version: current.version + 1,
+        epoch,
+        cluster_id: current.cluster_id.clone(),
+        n: current.n,
+        partitions: current.partitions,
+        members: drop_released(members, &transitions),
+        assignment,
+        transitions,
+    };
+    next.validate()?;
+    Ok(next)
+}
+
+/// The members after `staged` is applied to `layout`: graceful leaves become
+/// [`MemberState::Leaving`] (as do members already leaving: [`successor`] drops those that
+/// hold nothing for anyone), forced leaves are dropped, joins become (or stay) owners with
+/// their new spec.
+fn next_members(layout: &Layout, staged: &Staged) -> Result<BTreeMap<NodeId, Member>, LayoutError> {
+    let mut members = layout.members.clone();
     for (node, mode) in &staged.leaves {
         if !layout.members.contains_key(node) {
             return Err(LayoutError::UnknownNode {
                 node: node.to_string(),
             });
         }
-        match mode {
-            LeaveMode::Graceful => {
-                if let Some(member) = members.get_mut(node) {
-                    member.state = MemberState::Leaving;
-                }
-            }
-            LeaveMode::Force => {
-                members.remove(node);
-            }
+        if mode.is_forced() {
+            members.remove(node);
+        } else if let Some(member) = members.get_mut(node) {
+            member.state = MemberState::Leaving;
         }
     }
     for (node, spec) in &staged.joins {
@@ -984,15 +1231,7 @@ pub fn plan(layout: &Layout, staged: &Staged) -> Result<Plan, LayoutError> {
         Some(&layout.assignment),
     )
     .map_err(placement_error)?;
-    let next = Layout {
-        version: layout.version + 1,
-        cluster_id: layout.cluster_id.clone(),
-        n: layout.n,
-        partitions: layout.partitions,
-        members,
-        assignment,
-    };
-    next.validate()?;
+    let next = successor(layout, staged, members, assignment)?;
     let moves = moves_between(&layout.assignment, &next.assignment);
     let mut owned: BTreeMap<NodeId, OwnedChange> = BTreeMap::new();
     for (node, (replicas, _)) in layout.assignment.load() {

@@ -1,5 +1,7 @@
 //! Unit and property tests of the pure layout model.
 
+use std::collections::BTreeSet;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -57,6 +59,51 @@ fn three_nodes() -> LayoutState {
     let state = stage(&state, join("n2", "b"));
     let state = stage(&state, join("n3", "c"));
     commit(&state)
+}
+
+/// `node` reports every partition it is syncing as done.
+fn done(state: &LayoutState, node: &str) -> LayoutState {
+    let layout = state.layout.as_ref().expect("layout");
+    let partitions = layout.syncing_of(&id(node));
+    state
+        .apply(&Command::TransferDone {
+            node: id(node),
+            partitions,
+        })
+        .expect("transfer done applies")
+}
+
+/// Every syncing node reports done: no partition is in transition any more.
+fn settle(state: &LayoutState) -> LayoutState {
+    let mut state = state.clone();
+    let syncing: BTreeSet<NodeId> = state
+        .layout
+        .as_ref()
+        .expect("layout")
+        .transitions
+        .values()
+        .flat_map(|t| t.syncing.keys().cloned())
+        .collect();
+    for node in syncing {
+        state = done(&state, node.as_str());
+    }
+    assert!(state
+        .layout
+        .as_ref()
+        .expect("layout")
+        .transitions
+        .is_empty());
+    state
+}
+
+/// A settled cluster of `count` nodes, zones a, b, c in turn.
+fn settled_nodes(count: u8) -> LayoutState {
+    let mut state = bootstrapped(64);
+    for i in 2..=count {
+        let zone = ["a", "b", "c"][usize::from(i - 1) % 3];
+        state = stage(&state, join(&format!("n{i}"), zone));
+    }
+    settle(&commit(&state))
 }
 
 #[test]
@@ -230,41 +277,233 @@ fn commit_with_nothing_staged_is_refused() {
 }
 
 #[test]
-fn graceful_leave_keeps_the_node_one_version_force_drops_it() {
-    let state = three_nodes();
+fn new_holders_sync_while_the_old_ones_stay_sources() {
+    let state = settled_nodes(3);
+    let before = state.layout.clone().expect("layout");
+    let state = stage(&state, join("n4", "a"));
+    let state = stage(&state, join("n5", "b"));
+    let state = commit(&state);
+    let layout = state.layout.clone().expect("layout");
+    assert_eq!(layout.version, before.version + 1);
+    assert_eq!(layout.epoch, before.epoch + 1);
+    assert!(!layout.transitions.is_empty());
+    for p in 0..64u16 {
+        let old = before.assignment.replicas(p);
+        let new = layout.assignment.replicas(p);
+        let mut gained: Vec<&NodeId> = new.iter().filter(|n| !old.contains(n)).collect();
+        gained.sort();
+        let mut lost: Vec<&NodeId> = old.iter().filter(|n| !new.contains(n)).collect();
+        lost.sort();
+        match layout.transition(p) {
+            None => assert!(
+                gained.is_empty(),
+                "partition {p} gained {gained:?} unsynced"
+            ),
+            Some(t) => {
+                assert_eq!(t.syncing.keys().collect::<Vec<_>>(), gained);
+                assert!(t.syncing.values().all(|since| *since == layout.epoch));
+                assert_eq!(t.sources.iter().collect::<Vec<_>>(), lost);
+            }
+        }
+        // Reads count the nodes that had the data; writes reach them and the new ones.
+        let mut holders = layout.data_holders(p);
+        holders.sort();
+        let mut had = old.to_vec();
+        had.sort();
+        assert_eq!(holders, had, "partition {p}");
+        let writes = layout.write_set(p);
+        assert!(old.iter().chain(new).all(|n| writes.contains(n)));
+    }
+    // n4 reports first: partitions that n5 also syncs stay in transition.
+    let state = done(&state, "n4");
+    let after_n4 = state.layout.clone().expect("layout");
+    assert_eq!(after_n4.epoch, layout.epoch + 1);
+    assert_eq!(
+        after_n4.version, layout.version,
+        "completion is not a commit"
+    );
+    assert!(after_n4.syncing_of(&id("n4")).is_empty());
+    assert!(!after_n4.syncing_of(&id("n5")).is_empty());
+    // A repeated report changes nothing, not even the epoch.
+    let again = done(&state, "n4");
+    assert_eq!(again, state);
+    let state = done(&state, "n5");
+    let layout = state.layout.clone().expect("layout");
+    assert!(layout.transitions.is_empty());
+    for p in 0..64u16 {
+        assert_eq!(layout.data_holders(p), layout.assignment.replicas(p));
+    }
+}
+
+#[test]
+fn a_report_for_another_epoch_is_ignored() {
+    let state = settled_nodes(3);
+    let state = stage(&state, join("n4", "a"));
+    let state = commit(&state);
+    let layout = state.layout.clone().expect("layout");
+    let (p, since) = layout.syncing_of(&id("n4"))[0];
+    let stale = Command::TransferDone {
+        node: id("n4"),
+        partitions: vec![(p, since - 1)],
+    };
+    assert_eq!(state.apply(&stale).expect("applies"), state);
+    let wrong_node = Command::TransferDone {
+        node: id("n1"),
+        partitions: vec![(p, since)],
+    };
+    assert_eq!(state.apply(&wrong_node).expect("applies"), state);
+}
+
+#[test]
+fn a_leaving_node_stays_a_source_until_its_partitions_are_confirmed() {
+    let state = settled_nodes(4);
+    let held = state
+        .layout
+        .as_ref()
+        .expect("layout")
+        .assignment
+        .partitions_of(&id("n2"));
     let state = stage(&state, leave("n2", LeaveMode::Graceful));
     let state = commit(&state);
     let layout = state.layout.clone().expect("layout");
     assert_eq!(layout.members[&id("n2")].state, MemberState::Leaving);
     assert_eq!(layout.assignment.owned(&id("n2")), 0);
-    assert_eq!(layout.assignment.replicas_per_partition(), 2);
     assert_eq!(
         state.apply(&Command::Stage {
             change: leave("n2", LeaveMode::Graceful)
         }),
         Err(LayoutError::AlreadyLeaving { node: "n2".into() })
     );
-    // The next commit drops the leaving node.
-    let state = stage(&state, join("n4", "b"));
+    for p in &held {
+        let t = layout.transition(*p).expect("in transition");
+        assert_eq!(t.sources, vec![id("n2")]);
+        assert!(layout.data_holders(*p).contains(&id("n2")));
+        assert!(layout.write_set(*p).contains(&id("n2")));
+    }
+    // A later commit does not drop it while it still holds data for someone.
+    let state = stage(&state, join("n5", "b"));
     let state = commit(&state);
     let layout = state.layout.clone().expect("layout");
-    assert!(!layout.members.contains_key(&id("n2")));
+    assert_eq!(layout.members[&id("n2")].state, MemberState::Leaving);
+    for p in &held {
+        assert!(layout.data_holders(*p).contains(&id("n2")), "partition {p}");
+    }
+    // Every receiver but one reports: n2 stays while one partition still needs it.
+    let receivers: BTreeSet<NodeId> = layout
+        .transitions
+        .values()
+        .flat_map(|t| t.syncing.keys().cloned())
+        .collect();
+    let mut state = state;
+    let mut receivers = receivers.into_iter();
+    let last = receivers.next().expect("a receiver");
+    for node in receivers {
+        state = done(&state, node.as_str());
+    }
+    let before_last = state.layout.clone().expect("layout");
+    let still_needed = before_last
+        .transitions
+        .values()
+        .any(|t| t.sources.contains(&id("n2")));
+    assert_eq!(before_last.members.contains_key(&id("n2")), still_needed);
+    let state = done(&state, last.as_str());
+    let layout = state.layout.clone().expect("layout");
+    assert!(!layout.members.contains_key(&id("n2")), "released, dropped");
+    assert!(layout.transitions.is_empty());
+}
 
-    let state = stage(&state, leave("n4", LeaveMode::Force));
-    let state = commit(&state);
+#[test]
+fn forcing_out_every_holder_of_a_partition_is_refused_unless_allowed() {
+    let state = settled_nodes(6);
     let layout = state.layout.clone().expect("layout");
+    // One node per zone: n1 (a), n2 (b), n3 (c); some partitions live only on them.
+    let only_on_them: Vec<u16> = (0..64u16)
+        .filter(|p| {
+            layout
+                .assignment
+                .replicas(*p)
+                .iter()
+                .all(|n| ["n1", "n2", "n3"].contains(&n.as_str()))
+        })
+        .collect();
+    assert!(!only_on_them.is_empty());
+    let mut forced = state.clone();
+    for n in ["n1", "n2", "n3"] {
+        forced = stage(&forced, leave(n, LeaveMode::Force));
+    }
+    match forced.plan() {
+        Err(LayoutError::DataLoss {
+            partitions,
+            holders,
+        }) => {
+            assert_eq!(partitions, only_on_them);
+            assert_eq!(holders, vec!["n1", "n2", "n3"]);
+        }
+        other => panic!("expected DataLoss, got {other:?}"),
+    }
+    // Gracefully, the same three leave with nothing lost: they stay sources.
+    let mut graceful = state.clone();
+    for n in ["n1", "n2", "n3"] {
+        graceful = stage(&graceful, leave(n, LeaveMode::Graceful));
+    }
+    let graceful = commit(&graceful);
+    let layout = graceful.layout.clone().expect("layout");
+    for p in &only_on_them {
+        assert_eq!(layout.transition(*p).expect("moving").sources.len(), 3);
+    }
+    let settled = settle(&graceful);
+    assert_eq!(settled.layout.as_ref().expect("layout").members.len(), 3);
+    // Allowed explicitly: the partitions start empty on their new holders.
+    let mut allowed = state.clone();
+    for n in ["n1", "n2", "n3"] {
+        allowed = stage(&allowed, leave(n, LeaveMode::ForceAllowDataLoss));
+    }
+    let allowed = commit(&allowed);
+    let layout = allowed.layout.clone().expect("layout");
+    for p in &only_on_them {
+        assert!(layout.transition(*p).is_none());
+    }
+    assert_eq!(layout.members.len(), 3);
+}
+
+#[test]
+fn a_node_dropped_while_syncing_is_never_a_source() {
+    let state = settled_nodes(3);
+    let state = commit(&stage(&state, join("n4", "a")));
+    let syncing = state.layout.as_ref().expect("layout").syncing_of(&id("n4"));
+    assert!(!syncing.is_empty());
+    let state = commit(&stage(&state, leave("n4", LeaveMode::Graceful)));
+    let layout = state.layout.clone().expect("layout");
+    // n4 never had the data, so it leaves at once and the old holders are holders again.
     assert!(!layout.members.contains_key(&id("n4")));
-    assert_eq!(layout.owners().count(), 2);
+    assert!(layout.transitions.is_empty());
 }
 
 #[test]
 fn a_leaving_node_can_join_again() {
-    let state = three_nodes();
+    let state = settled_nodes(4);
     let state = commit(&stage(&state, leave("n3", LeaveMode::Graceful)));
+    let sourced: Vec<u16> = state
+        .layout
+        .as_ref()
+        .expect("layout")
+        .transitions
+        .iter()
+        .filter(|(_, t)| t.sources.contains(&id("n3")))
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(!sourced.is_empty());
     let state = commit(&stage(&state, join("n3", "c")));
     let layout = state.layout.clone().expect("layout");
     assert_eq!(layout.members[&id("n3")].state, MemberState::Valid);
     assert!(layout.assignment.owned(&id("n3")) > 0);
+    // It kept the data of the partitions it was a source of: it does not sync them again.
+    let syncing: Vec<u16> = layout
+        .syncing_of(&id("n3"))
+        .iter()
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(sourced.iter().all(|p| !syncing.contains(p)));
 }
 
 #[test]
@@ -399,11 +638,8 @@ fn decoding_checks_invariants_not_only_the_checksum() {
     ));
 }
 
-/// The format-1 bytes of a small layout: decoding them must keep working in every future
-/// build (a new format adds a decoder, it never drops this one).
-#[test]
-fn format_1_fixture_decodes() {
-    let layout = Layout::bootstrap(
+fn fixture_layout() -> Layout {
+    Layout::bootstrap(
         "fixture",
         3,
         2,
@@ -415,16 +651,62 @@ fn format_1_fixture_decodes() {
             peer: "p:2".into(),
         },
     )
-    .expect("bootstrap");
+    .expect("bootstrap")
+}
+
+fn sealed(body: &[u8]) -> Vec<u8> {
+    let mut sealed = body.to_vec();
+    sealed.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    sealed
+}
+
+/// The format-1 bytes of a small layout (before epochs and transitions): decoding them must
+/// keep working in every future build (a new format adds a decoder, it never drops this one).
+#[test]
+fn format_1_fixture_decodes() {
     let fixture: &[u8] = &[
         1, 1, 7, b'f', b'i', b'x', b't', b'u', b'r', b'e', 3, 2, 1, 2, b'n', b'1', 1, b'z', 1, 1,
         3, b'h', b':', b'1', 3, b'p', b':', b'2', 1, 2, 0, 0,
     ];
+    let layout = Layout::decode(&sealed(fixture)).expect("decodes");
+    assert_eq!(layout, fixture_layout());
+    assert_eq!(layout.epoch, layout.version);
+    assert!(layout.transitions.is_empty());
+}
+
+/// The format-2 bytes of the same layout: version, epoch, ..., transitions.
+#[test]
+fn format_2_fixture_decodes() {
+    let fixture: &[u8] = &[
+        2, 1, 1, 7, b'f', b'i', b'x', b't', b'u', b'r', b'e', 3, 2, 1, 2, b'n', b'1', 1, b'z', 1,
+        1, 3, b'h', b':', b'1', 3, b'p', b':', b'2', 1, 2, 0, 0, 0,
+    ];
+    let layout = fixture_layout();
     let encoded = layout.encode().expect("encodes");
     assert_eq!(&encoded[..encoded.len() - 4], fixture);
-    let mut sealed = fixture.to_vec();
-    sealed.extend_from_slice(&crc32c::crc32c(fixture).to_le_bytes());
-    assert_eq!(Layout::decode(&sealed).expect("decodes"), layout);
+    assert_eq!(Layout::decode(&sealed(fixture)).expect("decodes"), layout);
+}
+
+/// A layout in transition round-trips, and its invariants are checked when decoded.
+#[test]
+fn transitions_round_trip_and_are_checked() {
+    let state = commit(&stage(&settled_nodes(3), join("n4", "a")));
+    let layout = (**state.layout.as_ref().expect("layout")).clone();
+    assert!(!layout.transitions.is_empty());
+    assert_eq!(
+        Layout::decode(&layout.encode().expect("encodes")),
+        Ok(layout.clone())
+    );
+    let mut broken = layout.clone();
+    let (p, t) = broken.transitions.iter_mut().next().expect("one");
+    let replica = broken.assignment.replicas(*p)[0].clone();
+    t.sources.push(replica);
+    t.sources.sort();
+    let bytes = codec::seal(&broken).expect("encodes");
+    assert!(matches!(
+        Layout::decode(&bytes),
+        Err(LayoutError::Corrupt { .. })
+    ));
 }
 
 /// A random operator action.
@@ -435,6 +717,7 @@ enum Action {
     Unstage,
     Commit,
     StaleCommit,
+    Done { node: u8 },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -444,6 +727,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Unstage),
         3 => Just(Action::Commit),
         1 => Just(Action::StaleCommit),
+        3 => (0u8..8).prop_map(|node| Action::Done { node }),
     ]
 }
 
@@ -451,13 +735,17 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// Whatever operators do: every state keeps the layout invariants, versions only grow by one
-    /// per accepted commit, a commit planned against an old version is always refused, `apply` is
-    /// deterministic, the state round-trips through its encoding, and every plan moves exactly
-    /// the replicas the placement says.
+    /// per accepted commit, epochs grow with every change, a commit planned against an old
+    /// version is always refused, `apply` is deterministic, the state round-trips through its
+    /// encoding, and every plan moves exactly the replicas the placement says. And no data is
+    /// lost: in a model where a node has a partition's data only if it was a holder from the
+    /// start or reported the transfer done, every partition's data holders really have it and
+    /// there is always at least one.
     #[test]
-    fn any_sequence_of_commands_keeps_the_invariants(actions in proptest::collection::vec(action(), 1..24)) {
+    fn any_sequence_of_commands_keeps_the_invariants(actions in proptest::collection::vec(action(), 1..32)) {
         let mut state = bootstrapped(32);
         let mut stale: Option<Command> = None;
+        let mut has: Vec<BTreeSet<NodeId>> = vec![BTreeSet::from([id("n1")]); 32];
         for action in actions {
             let command = match action {
                 Action::Join { node, zone, capacity } => {
@@ -483,8 +771,14 @@ proptest! {
                     Some(command) => command,
                     None => continue,
                 },
+                Action::Done { node } => {
+                    let node = id(&format!("n{node}"));
+                    let partitions = state.layout.as_ref().expect("layout").syncing_of(&node);
+                    Command::TransferDone { node, partitions }
+                }
             };
             let version = state.version();
+            let epoch = state.layout.as_ref().expect("layout").epoch;
             let result = state.apply(&command);
             prop_assert_eq!(&result, &state.apply(&command), "apply is deterministic");
             match result {
@@ -495,11 +789,38 @@ proptest! {
                         Command::Commit { expected_version, .. } => {
                             prop_assert_eq!(*expected_version, version);
                             prop_assert_eq!(layout.version, version + 1);
+                            prop_assert_eq!(layout.epoch, epoch + 1);
                             prop_assert!(next.staged.is_empty());
+                            prop_assert!(next.staged.revision > state.staged.revision);
                         }
-                        _ => prop_assert_eq!(layout.version, version),
+                        Command::TransferDone { node, partitions } => {
+                            prop_assert_eq!(layout.version, version);
+                            prop_assert_eq!(layout.epoch, epoch + u64::from(!partitions.is_empty()));
+                            for (p, _) in partitions {
+                                has[usize::from(*p)].insert(node.clone());
+                            }
+                        }
+                        _ => {
+                            prop_assert_eq!(layout.version, version);
+                            prop_assert!(next.staged.revision > state.staged.revision);
+                        }
                     }
-                    prop_assert!(next.staged.revision > state.staged.revision);
+                    // Nodes out of the layout lose what they had (a wiped disk is allowed).
+                    for holders in &mut has {
+                        holders.retain(|n| layout.members.contains_key(n));
+                    }
+                    for (p, holders) in has.iter().enumerate() {
+                        let data = layout.data_holders(p as u16);
+                        prop_assert!(!data.is_empty(), "partition {} has no data holder", p);
+                        for n in &data {
+                            prop_assert!(holders.contains(n), "partition {}: {} is trusted without the data", p, n);
+                        }
+                    }
+                    for (node, member) in &layout.members {
+                        if member.state == MemberState::Leaving {
+                            prop_assert!(layout.transitions.values().any(|t| t.sources.contains(node)));
+                        }
+                    }
                     prop_assert_eq!(&LayoutState::decode(&next.encode().expect("encodes")).expect("decodes"), &next);
                     state = next;
                 }

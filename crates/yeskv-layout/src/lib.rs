@@ -33,6 +33,8 @@
 //!
 //! - [`layout`]: the pure model: layouts, staged changes, plans (via
 //!   [`yeskv_core::placement::assign`], fewest moves), commands, [`apply`].
+//! - [`transition`]: partitions in motion: syncing members, sources, data holders and write
+//!   sets, completion.
 //! - [`codec`]: the versioned, checksummed envelope of everything persisted.
 //! - [`store`]: durable Raft state: [`store::MemoryStore`] for tests, [`store::FileStore`]
 //!   (append + fsync, CRC per record, torn tail tolerated) for nodes.
@@ -51,6 +53,7 @@ pub mod layout;
 pub mod raft;
 mod service;
 pub mod store;
+pub mod transition;
 mod wire;
 
 pub use config::{LayoutConfig, StorageConfig};
@@ -65,3 +68,4 @@ pub use raft::{
     RaftRpc, RaftRpcResponse, TransportFuture,
 };
 pub use service::LayoutService;
+pub use transition::{Transition, Transitions};

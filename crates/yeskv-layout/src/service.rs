@@ -205,7 +205,7 @@ impl LayoutService {
         Ok(self.state().state.plan()?)
     }
 
-    /// `(version, digest)` of every layout this node applied (the last
+    /// `(epoch, digest)` of every layout this node applied (the last
     /// [`crate::raft::state_machine::HISTORY_VERSIONS_MAX`]).
     pub fn applied_history(&self) -> Vec<(u64, u64)> {
         self.inner.publisher.history()
@@ -303,12 +303,7 @@ impl LayoutService {
 
     /// Stages `node` to leave, handing its data over (`force == false`) or at once because it is
     /// dead (`force == true`); returns the staged changes after it.
-    pub async fn stage_leave(&self, node: NodeId, force: bool) -> Result<Staged> {
-        let mode = if force {
-            LeaveMode::Force
-        } else {
-            LeaveMode::Graceful
-        };
+    pub async fn stage_leave(&self, node: NodeId, mode: LeaveMode) -> Result<Staged> {
         self.inner
             .propose(Forward::Stage(StagedChange::Leave { node, mode }))
             .await?;
@@ -319,6 +314,19 @@ impl LayoutService {
     pub async fn unstage(&self, nodes: Vec<NodeId>) -> Result<Staged> {
         self.inner.propose(Forward::Unstage(nodes)).await?;
         Ok(self.state().state.staged.clone())
+    }
+
+    /// Records through the layout log that this node has the data of `partitions` (each with
+    /// the epoch since which it was syncing it; see [`crate::transition`]). Forwarded to the
+    /// leader and retried like the other changes; a late or repeated report changes nothing.
+    pub async fn transfer_done(&self, partitions: Vec<(u16, u64)>) -> Result<()> {
+        self.inner
+            .propose(Forward::TransferDone {
+                node: self.inner.config.node_id.clone(),
+                partitions,
+            })
+            .await?;
+        Ok(())
     }
 
     /// Commits the staged changes as the next layout version (see the module docs) and returns
@@ -537,6 +545,9 @@ impl Inner {
             }
             Forward::Unstage(nodes) => self.write(Command::Unstage { nodes }).await,
             Forward::Commit { expected_version } => self.commit_as_leader(expected_version).await,
+            Forward::TransferDone { node, partitions } => {
+                self.write(Command::TransferDone { node, partitions }).await
+            }
         }
     }
 

@@ -156,19 +156,20 @@ pub async fn round<E: Engine>(
     )
 }
 
-/// The partitions this node is a primary of, grouped by each other live primary whose id sorts
-/// before this node's (the pairs this node initiates exchanges for).
+/// The partitions this node holds or is receiving (it is in their write set: replicas and former
+/// holders still serving them), grouped by each other live node of the write set whose id
+/// sorts before this node's (the pairs this node initiates exchanges for).
 fn shared_partitions<E: Engine>(ctx: &NodeContext<E>) -> BTreeMap<NodeId, Vec<u16>> {
     let topology = ctx.topology();
     let local = topology.local().clone();
     let mut by_peer: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
     for p in 0..ctx.settings().partitions {
         let p = p as u16;
-        let prefs = topology.preference(p);
-        if !prefs.contains(&local) {
+        let holders = topology.write_set(p);
+        if !holders.contains(&local) {
             continue;
         }
-        for peer in prefs.iter().filter(|n| **n < local && topology.is_up(n)) {
+        for peer in holders.iter().filter(|n| **n < local && topology.is_up(n)) {
             by_peer.entry(peer.clone()).or_default().push(p);
         }
     }
@@ -249,7 +250,9 @@ pub async fn exchange_partition<E: Engine>(
 ) -> Result<usize, Error> {
     let answer = ask(ctx, peer, AaeRequest::Branches { partition }).await?;
     let Some(theirs) = hashes(peer, "AaeBranches", answer)? else {
-        return Ok(0);
+        return Err(Error::NotServing(
+            "the peer is rebuilding its tree of this partition",
+        ));
     };
     let differing = ctx
         .replica()
@@ -273,7 +276,9 @@ pub async fn exchange_partition<E: Engine>(
     )
     .await?;
     let Some(their_segments) = hashes(peer, "AaeSegments", answer)? else {
-        return Ok(0);
+        return Err(Error::NotServing(
+            "the peer is rebuilding its tree of this partition",
+        ));
     };
     let per_branch = their_segments.len() / differing.len().max(1);
     let mut segments = Vec::new();

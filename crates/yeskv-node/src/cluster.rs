@@ -1,16 +1,18 @@
 //! The cluster topology: the [`Topology`] of a node in a multi-node cluster, read from the
 //! layout this node last applied (`yeskv-layout`) and from the failure detector.
 //!
-//! The layout arrives on a `watch` channel from the layout service; each new version is turned
-//! once into per-partition preference lists (shared `Arc<[NodeId]>`, so a request never
+//! The layout arrives on a `watch` channel from the layout service; each new epoch is turned
+//! once into per-partition preference lists (and, for partitions in transition, their data
+//! holders and write sets) (shared `Arc<[NodeId]>`, so a request never
 //! allocates to find its replicas) and swapped in. Requests read the current snapshot under a
 //! short read lock and never wait for Raft: with no leader, the last applied layout keeps
 //! serving.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use yeskv_core::NodeId;
 use yeskv_layout::Layout;
 
@@ -19,18 +21,71 @@ use crate::topology::Topology;
 /// Whether a node is up, as the failure detector sees it.
 pub type Liveness = Arc<dyn Fn(&NodeId) -> bool + Send + Sync>;
 
-/// The routing view of one layout version.
+/// How long after its start a node believes the peers its failure detector has not yet seen
+/// up: see [`optimistic_at_start`].
+pub const STARTUP_GRACE: Duration = Duration::from_secs(10);
+
+/// The failure detector's answer, made optimistic for the first `grace` of the node's life: a
+/// peer the detector has not yet seen up since this node started counts as up (a node that has
+/// just started has heard from nobody, and treating every peer as down then sends its reads to
+/// empty stand-ins and its writes to fallbacks). A peer seen up once is judged by the detector
+/// from then on, and after `grace` every peer is. A peer that really is down is then tried and
+/// fails, and the request moves on to the next holder as for any failure.
+pub fn optimistic_at_start(
+    detector: impl Fn(&NodeId) -> bool + Send + Sync + 'static,
+    grace: Duration,
+) -> Liveness {
+    let started = Instant::now();
+    let seen_up: Mutex<HashSet<NodeId>> = Mutex::new(HashSet::new());
+    Arc::new(move |node: &NodeId| {
+        let up = detector(node);
+        if started.elapsed() >= grace {
+            return up;
+        }
+        let mut seen = seen_up.lock();
+        if up {
+            seen.insert(node.clone());
+            return true;
+        }
+        !seen.contains(node)
+    })
+}
+
+/// Data holders and write set of a partition in transition.
+#[derive(Clone)]
+struct Moving {
+    data: Arc<[NodeId]>,
+    writes: Arc<[NodeId]>,
+}
+
+/// The routing view of one layout epoch.
 struct Snapshot {
     version: u64,
+    epoch: u64,
     prefs: Vec<Arc<[NodeId]>>,
     fallbacks: Vec<Arc<[NodeId]>>,
     peers: BTreeMap<NodeId, String>,
+    /// Partitions in transition (the others use the preference list).
+    moving: BTreeMap<u16, Moving>,
+    /// What this node is syncing: `(partition, since epoch)`.
+    syncing: Vec<(u16, u64)>,
 }
 
 impl Snapshot {
-    fn of(layout: &Layout) -> Snapshot {
+    fn of(local: &NodeId, layout: &Layout) -> Snapshot {
         let prefs: Vec<Arc<[NodeId]>> = (0..layout.partitions)
             .map(|p| Arc::from(layout.assignment.replicas(p as u16).to_vec()))
+            .collect();
+        let moving = layout
+            .transitions
+            .keys()
+            .map(|p| {
+                let moving = Moving {
+                    data: Arc::from(layout.data_holders(*p)),
+                    writes: Arc::from(layout.write_set(*p)),
+                };
+                (*p, moving)
+            })
             .collect();
         let fallbacks = prefs
             .iter()
@@ -44,9 +99,12 @@ impl Snapshot {
             .collect();
         Snapshot {
             version: layout.version,
+            epoch: layout.epoch,
             prefs,
             fallbacks,
             peers,
+            moving,
+            syncing: layout.syncing_of(local),
         }
     }
 }
@@ -94,8 +152,13 @@ impl ClusterTopology {
 
     fn install(&self, layout: Option<&Layout>) {
         if let Some(layout) = layout {
-            let snap = Arc::new(Snapshot::of(layout));
-            tracing::info!(version = snap.version, "routing by layout");
+            let snap = Arc::new(Snapshot::of(&self.local, layout));
+            tracing::info!(
+                version = snap.version,
+                epoch = snap.epoch,
+                moving = snap.moving.len(),
+                "routing by layout"
+            );
             *self.snapshot.write() = Some(snap);
         }
     }
@@ -143,5 +206,49 @@ impl Topology for ClusterTopology {
 
     fn layout_version(&self) -> u64 {
         self.snap().map_or(0, |s| s.version)
+    }
+
+    fn data_holders(&self, partition: u16) -> Arc<[NodeId]> {
+        match self.snap().and_then(|s| s.moving.get(&partition).cloned()) {
+            Some(moving) => moving.data,
+            None => self.preference(partition),
+        }
+    }
+
+    fn write_set(&self, partition: u16) -> Arc<[NodeId]> {
+        match self.snap().and_then(|s| s.moving.get(&partition).cloned()) {
+            Some(moving) => moving.writes,
+            None => self.preference(partition),
+        }
+    }
+
+    fn in_transition(&self, partition: u16) -> bool {
+        self.snap()
+            .is_some_and(|s| s.moving.contains_key(&partition))
+    }
+
+    fn syncing(&self) -> Vec<(u16, u64)> {
+        self.snap().map(|s| s.syncing.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn peers_not_yet_seen_count_as_up_during_the_grace_only() {
+        let detector_up = Arc::new(AtomicBool::new(false));
+        let d = detector_up.clone();
+        let live = optimistic_at_start(move |_| d.load(Ordering::Relaxed), Duration::from_secs(60));
+        let n2 = NodeId::new("n2").expect("id");
+        assert!(live(&n2), "not heard from yet: up");
+        detector_up.store(true, Ordering::Relaxed);
+        assert!(live(&n2));
+        detector_up.store(false, Ordering::Relaxed);
+        assert!(!live(&n2), "seen up, then down: down");
+        let strict = optimistic_at_start(|_| false, Duration::ZERO);
+        assert!(!strict(&n2), "after the grace the detector decides");
     }
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub server: Server,
     /// Hinted handoff, read repair and anti-entropy.
     pub repair: Repair,
+    /// Receiving partitions after a membership change.
+    pub transfer: Transfer,
     /// Test-only fault injection (off by default; see [`crate::chaos`]).
     pub chaos: Chaos,
     /// Log filter (tracing `EnvFilter` syntax); the `RUST_LOG` environment variable wins.
@@ -179,6 +181,26 @@ impl Default for Repair {
     }
 }
 
+/// Receiving partitions after a membership change (`crate::transfer`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transfer {
+    /// How often the transfer worker syncs the partitions this node is receiving.
+    pub interval_ms: u64,
+    /// Most full exchanges with one holder of one partition per round before the partition
+    /// waits for the next round (writes arriving meanwhile can keep an exchange finding keys).
+    pub exchanges_per_holder_max: usize,
+}
+
+impl Default for Transfer {
+    fn default() -> Self {
+        Transfer {
+            interval_ms: 1000,
+            exchanges_per_holder_max: 8,
+        }
+    }
+}
+
 /// Test-only fault injection, for the real-process chaos runner.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -218,6 +240,7 @@ impl Default for Config {
             ttl: Ttl::default(),
             server: Server::default(),
             repair: Repair::default(),
+            transfer: Transfer::default(),
             chaos: Chaos::default(),
             log: "info".into(),
         }
@@ -349,6 +372,7 @@ impl Config {
         validate_server(&self.server)?;
         validate_ttl(&self.ttl)?;
         validate_repair(&self.repair)?;
+        validate_transfer(&self.transfer)?;
         Ok(Validated {
             node_id,
             http,
@@ -450,6 +474,17 @@ fn validate_server(server: &Server) -> Result<(), ConfigError> {
 fn validate_ttl(ttl: &Ttl) -> Result<(), ConfigError> {
     check_at_most("ttl.default_ttl_secs", ttl.default_ttl_secs, TTL_SECS_MAX)?;
     check_at_most("ttl.reap_grace_secs", ttl.reap_grace_secs, TTL_SECS_MAX)
+}
+
+/// The `[transfer]` section.
+fn validate_transfer(transfer: &Transfer) -> Result<(), ConfigError> {
+    check_between("transfer.interval_ms", transfer.interval_ms, 1, 3_600_000)?;
+    check_between(
+        "transfer.exchanges_per_holder_max",
+        transfer.exchanges_per_holder_max,
+        1,
+        1000,
+    )
 }
 
 /// The `[repair]` section (`hint_age_max_secs` is retired and accepted as anything).

@@ -101,6 +101,9 @@ pub enum Error {
     /// storage does not open), or its HTTP server failed.
     #[error("{0}")]
     Startup(String),
+    /// The layout service could not make a change the node asked for (no leader, refused).
+    #[error("layout change failed: {0}")]
+    Layout(String),
 }
 
 impl Error {
@@ -121,8 +124,15 @@ impl Error {
             | Error::NoAddress(_)
             | Error::Transport { .. }
             | Error::PeerRefused { .. }
-            | Error::Protocol { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::Protocol { .. }
+            | Error::Layout(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+
+    /// Whether the request certainly never reached the peer (no connection could be made), so
+    /// another node may do it instead without making it twice.
+    pub fn not_sent(&self) -> bool {
+        matches!(self, Error::Transport { source, .. } if source.not_sent())
     }
 
     /// Whether the same request may succeed if retried.

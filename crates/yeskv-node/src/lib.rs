@@ -41,6 +41,7 @@ pub mod replica;
 pub mod replication;
 pub mod server;
 pub mod topology;
+pub mod transfer;
 pub mod workers;
 
 pub use config::Config;

@@ -61,6 +61,15 @@ pub const AAE_BYTES: &str = "yeskv_aae_bytes_total";
 pub const TOMBSTONES_REAPED: &str = "yeskv_tombstones_reaped_total";
 /// Writes this node's storage refused (a full disk) that it handed to another primary.
 pub const WRITES_FORWARDED_STORAGE: &str = "yeskv_writes_forwarded_storage_total";
+/// Forwarded writes that went to the next replica because no connection to the first could be
+/// made (the request was never sent there).
+pub const WRITES_REROUTED: &str = "yeskv_writes_rerouted_total";
+/// Partitions this node is receiving (syncing in the layout).
+pub const TRANSFER_PARTITIONS_PENDING: &str = "yeskv_transfer_partitions_pending";
+/// Partitions this node received and reported complete to the layout.
+pub const TRANSFER_PARTITIONS_DONE: &str = "yeskv_transfer_partitions_done_total";
+/// Keys copied into partitions this node is receiving.
+pub const TRANSFER_KEYS: &str = "yeskv_transfer_keys_total";
 
 /// Per route (matched pattern), per (method, status): the request counter and the latency
 /// histogram of that route and method.
@@ -173,6 +182,18 @@ pub fn install() -> Option<PrometheusHandle> {
             CORRUPT_RECORDS,
             "Stored records that failed their checksum.",
         ),
+        (
+            WRITES_REROUTED,
+            "Forwarded writes sent to the next replica: the first could not be connected to.",
+        ),
+        (
+            TRANSFER_PARTITIONS_DONE,
+            "Partitions this node received and reported complete to the layout.",
+        ),
+        (
+            TRANSFER_KEYS,
+            "Keys copied into partitions this node is receiving.",
+        ),
     ];
     for (name, help) in counters {
         metrics::describe_counter!(name, help);
@@ -182,6 +203,11 @@ pub fn install() -> Option<PrometheusHandle> {
     metrics::describe_gauge!(HINTS_PENDING, "Hints this node holds for others.");
     metrics::describe_gauge!(HINT_BYTES, "Bytes of the hints this node holds for others.");
     metrics::describe_gauge!(WORKER_BUSY, "1 while a background worker is in a round.");
+    metrics::describe_gauge!(
+        TRANSFER_PARTITIONS_PENDING,
+        "Partitions this node is receiving (syncing in the layout)."
+    );
+    metrics::gauge!(TRANSFER_PARTITIONS_PENDING).set(0.0);
     Some(handle)
 }
 

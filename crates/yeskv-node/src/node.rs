@@ -8,7 +8,7 @@
 //!
 //! [`NodeBuilder::build`] makes the [`NodeContext`], the [`Coordinator`] and the [`Dispatcher`]
 //! of peer messages, and starts the background workers (hinted handoff, anti-entropy, the
-//! reaper) in [`Workers`]. [`Node::serve_peers`] answers peers on a listener until the node
+//! reaper, receiving partitions) in [`Workers`]. [`Node::serve_peers`] answers peers on a listener until the node
 //! stops. [`Node::stop`] ends all of it and waits for every task it started.
 
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use crate::dispatch::{Dispatcher, LayoutHandler};
 use crate::handoff::HandoffSettings;
 use crate::peer::{PeerRequest, PeerResponse};
 use crate::reaper::{Reaper, ReaperSettings};
+use crate::transfer::TransferSettings;
 use crate::workers::{Spawner, StopSignal, WorkerStatus, Workers};
 
 /// The background repair a node runs.
@@ -40,6 +41,7 @@ pub struct RepairSettings {
 pub struct NodeBuilder<E: Engine> {
     ctx: NodeContext<E>,
     repair: Option<RepairSettings>,
+    transfer: Option<TransferSettings>,
     layout: Option<LayoutHandler>,
     spawn: Spawner,
     stop: Option<StopSignal>,
@@ -52,6 +54,7 @@ impl<E: Engine> NodeBuilder<E> {
         NodeBuilder {
             ctx,
             repair: None,
+            transfer: None,
             layout: None,
             spawn: crate::workers::tokio_spawner,
             stop: None,
@@ -61,6 +64,13 @@ impl<E: Engine> NodeBuilder<E> {
     /// Runs hinted handoff, anti-entropy and the reaper with these settings.
     pub fn repair(mut self, settings: RepairSettings) -> Self {
         self.repair = Some(settings);
+        self
+    }
+
+    /// Receives the partitions the layout makes this node a new holder of, and reports them
+    /// ([`crate::transfer`]).
+    pub fn transfers(mut self, settings: TransferSettings) -> Self {
+        self.transfer = Some(settings);
         self
     }
 
@@ -91,6 +101,15 @@ impl<E: Engine> NodeBuilder<E> {
         let mut workers = Workers::new(self.spawn, self.stop.clone());
         if let Some(repair) = self.repair {
             start_repair(&mut workers, &self.ctx, repair);
+        }
+        if let Some(transfer) = self.transfer {
+            let c = self.ctx.clone();
+            workers.start("transfer", move |stop, status| async move {
+                crate::workers::every(transfer.interval, stop, &status, || {
+                    crate::transfer::round(&c, &transfer)
+                })
+                .await
+            });
         }
         let servers_external = self.stop.is_some();
         let servers_stop = self.stop.unwrap_or_default();

@@ -207,6 +207,11 @@ async fn reap_key<E: Engine>(
     if prefs.first() != Some(topology.local()) {
         return Ok(ReapOutcome::NotMine);
     }
+    // While the partition moves, a copy of the value a tombstone deleted may be on its way to a
+    // new holder: nothing of it is reaped until every new holder has the partition.
+    if topology.in_transition(partition) {
+        return Ok(ReapOutcome::NotYet);
+    }
     let Some(digest) = tree_digest(storage_key, obj) else {
         return Ok(ReapOutcome::NotMine);
     };

@@ -377,13 +377,14 @@ pub async fn hand_off<E: Engine>(
     .await
 }
 
-/// Delivers a hint whose target left the layout to the key's current primaries (this node
-/// merges its own copy if it is one); fails unless every one of them took it durably.
+/// Delivers a hint whose target left the layout to every node of the key's current write set
+/// (replicas and former holders still serving it; this node merges its own copy if it is one);
+/// fails unless every one of them took it durably.
 pub async fn rehome<E: Engine>(ctx: &NodeContext<E>, hint: &Hint) -> Result<(), Error> {
     let partition = split_storage_key(&hint.storage_key)
         .map(|(p, _, _)| p)
         .ok_or_else(|| Error::Corrupt("a hint's storage key does not parse".into()))?;
-    let primaries = ctx.topology().preference(partition);
+    let primaries = ctx.topology().write_set(partition);
     if primaries.is_empty() {
         return Err(Error::NotServing(
             "without a layout: the key has no primaries",

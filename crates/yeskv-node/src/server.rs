@@ -26,7 +26,7 @@ use yeskv_storage::{CachedEngine, Engine, RocksConfig, RocksEngine};
 use crate::aae::AaeSettings;
 use crate::api::{router, AppState, Serving};
 use crate::clock::SystemClock;
-use crate::cluster::ClusterTopology;
+use crate::cluster::{optimistic_at_start, ClusterTopology, STARTUP_GRACE};
 use crate::config::Validated;
 use crate::context::NodeContext;
 use crate::context::Settings;
@@ -36,6 +36,7 @@ use crate::node::{Node, NodeBuilder, RepairSettings};
 use crate::peer::{LayoutOverPeers, PeerClient, PeerRequest, PeerResponse};
 use crate::reaper::ReaperSettings;
 use crate::replica::{HintLimits, Replica, Startup};
+use crate::transfer::{LayoutControl, TransferSettings};
 use crate::workers::WorkerStatus;
 
 /// The engine a server runs: RocksDB, behind the object cache unless it is off.
@@ -57,7 +58,10 @@ pub async fn run(
     let (n, partitions) = cluster_shape(&cfg, layout.current(), bootstrap.as_ref());
     let membership = start_membership(&cfg, &layout).await?;
     let view = membership.subscribe();
-    let liveness = Arc::new(move |node: &yeskv_core::NodeId| view.borrow().is_up(node));
+    let liveness = optimistic_at_start(
+        move |node: &yeskv_core::NodeId| view.borrow().is_up(node),
+        STARTUP_GRACE,
+    );
     let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe(), liveness);
 
     // Test-only: the chaos runner's delay on the node's internode calls.
@@ -74,6 +78,7 @@ pub async fn run(
         settings(&cfg, n, partitions),
     ))
     .repair(repair_settings(&cfg))
+    .transfers(transfer_settings(&cfg, &layout))
     .layout(layout_handler(&layout))
     .build();
     start_tree_rebuild(&mut node, partitions);
@@ -353,6 +358,33 @@ fn repair_settings(cfg: &Validated) -> RepairSettings {
         reaper: ReaperSettings {
             interval: Duration::from_millis(r.reap_interval_ms),
         },
+    }
+}
+
+/// Receiving partitions: completions are recorded through the layout service.
+fn transfer_settings(cfg: &Validated, layout: &LayoutService) -> TransferSettings {
+    TransferSettings {
+        interval: Duration::from_millis(cfg.raw.transfer.interval_ms),
+        exchanges_per_holder_max: cfg.raw.transfer.exchanges_per_holder_max,
+        control: Arc::new(LayoutTransfers(layout.clone())),
+    }
+}
+
+/// [`LayoutControl`] over the node's layout service.
+struct LayoutTransfers(LayoutService);
+
+impl LayoutControl for LayoutTransfers {
+    fn transfer_done(
+        &self,
+        partitions: Vec<(u16, u64)>,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), Error>> {
+        let layout = self.0.clone();
+        Box::pin(async move {
+            layout
+                .transfer_done(partitions)
+                .await
+                .map_err(|e| Error::Layout(format!("recording received partitions: {e}")))
+        })
     }
 }
 

@@ -32,6 +32,25 @@ pub trait Topology: Send + Sync + 'static {
     fn is_member(&self, node: &NodeId) -> bool;
     /// The version of the layout the preference lists come from.
     fn layout_version(&self) -> u64;
+    /// The nodes trusted to hold every acknowledged write of `partition`: its replicas that
+    /// are not syncing it, then the former holders still serving it (`yeskv_layout::transition`).
+    /// Reads count only these. The preference list outside a transition.
+    fn data_holders(&self, partition: u16) -> Arc<[NodeId]> {
+        self.preference(partition)
+    }
+    /// Every node a write of `partition` goes to: its replicas, then the former holders still
+    /// serving it. The preference list outside a transition.
+    fn write_set(&self, partition: u16) -> Arc<[NodeId]> {
+        self.preference(partition)
+    }
+    /// Whether `partition`'s holders are changing.
+    fn in_transition(&self, _partition: u16) -> bool {
+        false
+    }
+    /// The partitions this node is receiving, each with the layout epoch since which it is.
+    fn syncing(&self) -> Vec<(u16, u64)> {
+        Vec::new()
+    }
 }
 
 /// A fixed layout: every partition has the same preference list; liveness is set by hand. For

@@ -253,7 +253,7 @@ impl<C: Connector> ClientInner<C> {
         request: &Req,
     ) -> Result<Resp> {
         let unsealed = UnsealedFrame::encode(request, self.config.frame_bytes_max)?;
-        let connection = self.connection(peer).await?;
+        let connection = self.connection(peer).await.map_err(Error::before_sending)?;
         let _slot = connection
             .slots
             .acquire()

@@ -3,7 +3,8 @@
 //! Every variant names what went wrong, not where. [`Error::is_retryable`] tells the caller
 //! whether sending the *same* request again (perhaps on a fresh connection, perhaps to another
 //! replica) may succeed; whether a retry is *safe* is the caller's business: a [`Error::Timeout`]
-//! or [`Error::Disconnected`] may hide a request that the peer did execute.
+//! or [`Error::Disconnected`] may hide a request that the peer did execute, while
+//! [`Error::Unreachable`] and [`Error::Refused`] say the request was never sent.
 
 /// What went wrong in an RPC call, a handshake or a connection.
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +24,17 @@ pub enum Error {
         /// Why the connection is gone.
         reason: String,
     },
+    /// No connection to the peer could be made (connection refused, connect or handshake timed
+    /// out, the peer is backed off after failed attempts): the request was **not sent**, so the
+    /// peer did not execute it.
+    #[error("unreachable, not sent: {reason}")]
+    Unreachable {
+        /// Why no connection could be made.
+        reason: String,
+    },
     /// The peer refused the handshake (other cluster, other protocol version) or we refused its
-    /// answer. Retrying will not help until someone changes a configuration.
+    /// answer. Retrying will not help until someone changes a configuration. The request was
+    /// not sent.
     #[error("handshake refused: {reason}")]
     Refused {
         /// The reason the refusing side gave.
@@ -84,6 +94,7 @@ impl Error {
         match self {
             Error::Timeout { .. }
             | Error::Disconnected { .. }
+            | Error::Unreachable { .. }
             | Error::Corrupt { .. }
             | Error::Io(_) => true,
             Error::Refused { .. }
@@ -92,6 +103,22 @@ impl Error {
             | Error::Decode { .. }
             | Error::Remote { .. }
             | Error::InvalidConfig { .. } => false,
+        }
+    }
+
+    /// Whether the request certainly did not reach the peer (no connection was made).
+    pub fn not_sent(&self) -> bool {
+        matches!(self, Error::Unreachable { .. } | Error::Refused { .. })
+    }
+
+    /// `self`, a failure to get a connection, as the error of a call that was never sent:
+    /// [`Error::Unreachable`] (a refused handshake stays [`Error::Refused`]).
+    pub(crate) fn before_sending(self) -> Self {
+        match self {
+            Error::Refused { .. } | Error::Unreachable { .. } => self,
+            other => Error::Unreachable {
+                reason: other.to_string(),
+            },
         }
     }
 

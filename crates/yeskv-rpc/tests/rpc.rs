@@ -292,9 +292,11 @@ async fn a_thousand_concurrent_calls_share_one_connection_and_complete_out_of_or
         .windows(2)
         .filter(|pair| pair[0] > pair[1])
         .count();
+    // A connection that answered in order (head-of-line blocking) gives 0 inversions; an
+    // unloaded box gives ~500, a box busy compiling beside the test ~80.
     assert!(
-        overtaken > 100,
-        "responses came back out of order ({overtaken} inversions)"
+        overtaken > 10,
+        "responses did not overtake each other ({overtaken} inversions in 1000)"
     );
     let stats = &client.stats()[0];
     assert_eq!(stats.connects, 1, "one connection carried every call");
@@ -865,7 +867,7 @@ async fn an_unreachable_peer_fails_fast_while_backed_off() {
         .expect_err("backed off");
     assert!(started.elapsed() < Duration::from_millis(100));
     assert!(
-        matches!(&second, Error::Disconnected { reason } if reason.contains("next attempt")),
+        matches!(&second, Error::Unreachable { reason } if reason.contains("next attempt")),
         "{second}"
     );
     let stats = &client.stats()[0];

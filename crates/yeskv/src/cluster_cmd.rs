@@ -44,9 +44,13 @@ pub struct LeaveArgs {
     /// Node ids.
     #[arg(required = true)]
     nodes: Vec<String>,
-    /// The nodes are dead: drop them without handing their data over.
+    /// The nodes are dead: drop them at once; their partitions are rebuilt on the new holders
+    /// from the surviving copies. Refused if a partition's only copies are on them.
     #[arg(long)]
     force: bool,
+    /// With --force: accept that partitions whose only copies are on these nodes start empty.
+    #[arg(long, requires = "force")]
+    allow_data_loss: bool,
     #[command(flatten)]
     node: NodeArg,
 }
@@ -72,7 +76,11 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCommand::Leave(a) => {
-            let body = serde_json::json!({ "nodes": a.nodes, "force": a.force });
+            let body = serde_json::json!({
+                "nodes": a.nodes,
+                "force": a.force,
+                "allow_data_loss": a.allow_data_loss,
+            });
             print_plan(&call(&a.node.node, "POST", "/v1/cluster/leave", Some(body)).await?);
             Ok(())
         }
@@ -137,9 +145,24 @@ fn print_plan(p: &serde_json::Value) {
         "plan: layout version {} -> {}, {} replicas move",
         p["base_version"], p["new_version"], p["replicas_moved"]
     );
+    println!(
+        "transfers: {} partitions move; replicas in distinct zones: {}",
+        p["partitions_moving"],
+        if p["zone_safe"] == true { "yes" } else { "NO" }
+    );
     if let Some(owned) = p["owned"].as_object() {
+        println!(
+            "  {:<16} {:>6}    {:<6} {:>9} {:>9}",
+            "node", "owns", "after", "receives", "gives"
+        );
         for (node, c) in owned {
-            println!("  {node:<16} {:>6} -> {:<6}", c["before"], c["after"]);
+            println!(
+                "  {node:<16} {:>6} -> {:<6} {:>9} {:>9}",
+                c["before"],
+                c["after"],
+                p["receiving"][node].as_u64().unwrap_or(0),
+                p["sourcing"][node].as_u64().unwrap_or(0),
+            );
         }
     }
 }

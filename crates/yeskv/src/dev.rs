@@ -102,11 +102,14 @@ async fn all_up(addr: &str, count: usize) -> bool {
         return false;
     };
     let members = v["members"].as_array().cloned().unwrap_or_default();
-    members.len() == count && members.iter().all(|m| m["status"] == "up")
+    members.len() == count
+        && members.iter().all(|m| m["status"] == "up")
+        && v["transfers"]["partitions_pending"] == 0
 }
 
 /// Stages a join of every node the layout lacks on the first node, commits, and waits until
-/// every node applied the result and sees every member up.
+/// every node applied the result, sees every member up and every new holder has received its
+/// partitions.
 async fn form_cluster(nodes: &[Node], deadline: Instant) -> anyhow::Result<u64> {
     let first = nodes[0].url.trim_start_matches("http://").to_string();
     let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();

@@ -139,3 +139,48 @@ fn three_nodes_quorums_and_kill9() {
 fn six_nodes_in_three_zones_quorums_and_kill9() {
     quorum_and_kill9(6, &["zone-a", "zone-b", "zone-c"]);
 }
+
+/// The crash window: two of five nodes are killed with `kill -9` while writes with `w=2` keep
+/// arriving through the three survivors. From the kill onwards no write is refused: a write
+/// forwarded to a dead primary (the connection is refused, so the request was never sent) goes
+/// to the next primary at once, and a replica that cannot be reached is replaced by a fallback,
+/// before and after the failure detector marks the dead nodes down.
+#[test]
+fn no_write_is_refused_while_two_of_five_nodes_die() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = start_cluster(dir.path(), 5, &["a", "b", "c"], &[]);
+    let survivors: Vec<String> = c.addrs()[..3].to_vec();
+    let write = |i: usize| {
+        let key = format!("crash-{i}");
+        (key.clone(), put(&survivors[i % 3], &key, "2", &key))
+    };
+    for i in 0..100 {
+        assert_eq!(write(i).1, 204, "before the kill");
+    }
+    c.nodes[3].kill9();
+    c.nodes[4].kill9();
+    let killed = Instant::now();
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    let mut i = 100;
+    while killed.elapsed() < Duration::from_secs(8) {
+        let (key, status) = write(i);
+        if status == 204 {
+            acked.push(key);
+        } else {
+            refused.push((key, status));
+        }
+        i += 1;
+    }
+    eprintln!(
+        "after the kill: {} writes acknowledged, {} refused",
+        acked.len(),
+        refused.len()
+    );
+    assert!(
+        refused.is_empty(),
+        "writes refused after the kill: {refused:?}"
+    );
+    for key in &acked {
+        assert_eq!(get(&survivors[0], key, "2"), (200, key.clone()));
+    }
+}

@@ -100,6 +100,14 @@ pub enum Forward {
         /// The version the caller planned against; `None` commits whatever is staged now.
         expected_version: Option<u64>,
     },
+    /// A node has the data of partitions it was syncing ([`crate::Command::TransferDone`]).
+    TransferDone {
+        /// The node.
+        #[serde(with = "wire::node_id")]
+        node: NodeId,
+        /// `(partition, since epoch)` pairs.
+        partitions: Vec<(u16, u64)>,
+    },
 }
 
 /// The leader's answer to a [`Forward`] that was applied.
@@ -201,6 +209,7 @@ fn transport_error<E: std::error::Error>(
 ) -> RPCError<RaftId, PeerNode, E> {
     match error {
         yeskv_rpc::Error::Disconnected { .. }
+        | yeskv_rpc::Error::Unreachable { .. }
         | yeskv_rpc::Error::Io(_)
         | yeskv_rpc::Error::Refused { .. } => RPCError::Unreachable(Unreachable::new(error)),
         _ => RPCError::Network(NetworkError::new(error)),

@@ -58,7 +58,7 @@ impl Publisher {
         })
     }
 
-    /// `(version, digest)` of every layout applied here (the last [`HISTORY_VERSIONS_MAX`]).
+    /// `(epoch, digest)` of every layout applied here (the last [`HISTORY_VERSIONS_MAX`]).
     pub(crate) fn history(&self) -> Vec<(u64, u64)> {
         self.history
             .lock()
@@ -67,7 +67,7 @@ impl Publisher {
             .collect()
     }
 
-    /// How many times this node saw one version with two different layouts (must stay 0).
+    /// How many times this node saw one epoch with two different layouts (must stay 0).
     pub(crate) fn forks(&self) -> u64 {
         self.forks.load(Ordering::Relaxed)
     }
@@ -76,12 +76,12 @@ impl Publisher {
         if let Some(layout) = &state.layout {
             let digest = layout.digest();
             let mut history = self.history.lock();
-            match history.insert(layout.version, digest) {
+            match history.insert(layout.epoch, digest) {
                 Some(previous) if previous != digest => {
                     self.forks.fetch_add(1, Ordering::Relaxed);
                     error!(
-                        version = layout.version,
-                        previous, digest, "one layout version applied with two different layouts"
+                        epoch = layout.epoch,
+                        previous, digest, "one layout epoch applied with two different layouts"
                     );
                 }
                 _ => {}
@@ -93,7 +93,7 @@ impl Publisher {
         // The layout first: whoever sees the applied index move also sees its layout.
         let layout = state.layout.clone();
         self.layout.send_if_modified(|current| {
-            let changed = current.as_ref().map(|l| l.version) != layout.as_ref().map(|l| l.version);
+            let changed = current.as_ref().map(|l| l.epoch) != layout.as_ref().map(|l| l.epoch);
             if changed {
                 *current = layout;
             }

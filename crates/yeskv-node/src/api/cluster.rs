@@ -11,6 +11,7 @@
 //! - `GET /v1/cluster/plan` — the staged changes and the partition moves they cause.
 //! - `POST /v1/cluster/commit` — apply the staged changes as one new layout version.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -19,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use yeskv_core::NodeId;
-use yeskv_layout::{LayoutError, Plan};
+use yeskv_layout::{LayoutError, LeaveMode, Plan};
 use yeskv_storage::Engine;
 
 use super::AppState;
@@ -41,6 +42,9 @@ pub struct LeaveBody {
     nodes: Vec<String>,
     #[serde(default)]
     force: bool,
+    /// With `force`: accept that partitions whose only copies are on these nodes start empty.
+    #[serde(default)]
+    allow_data_loss: bool,
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
@@ -56,12 +60,25 @@ fn layout_error(e: yeskv_layout::Error) -> Response {
             | LayoutError::NothingStaged
             | LayoutError::AlreadyLeaving { .. }
             | LayoutError::NotStaged { .. }
-            | LayoutError::NoOwnersLeft,
+            | LayoutError::NoOwnersLeft
+            | LayoutError::DataLoss { .. },
         ) => StatusCode::CONFLICT,
         E::Rejected(_) => StatusCode::BAD_REQUEST,
         e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
+    if let E::Rejected(LayoutError::DataLoss {
+        partitions,
+        holders,
+    }) = &e
+    {
+        let body = json!({
+            "error": e.to_string(),
+            "unsafe_partitions": partitions,
+            "holders": holders,
+        });
+        return (status, axum::Json(body)).into_response();
+    }
     error(status, e)
 }
 
@@ -102,19 +119,45 @@ pub fn plan_json(plan: &Plan) -> serde_json::Value {
             })
         })
         .collect();
+    let mut receiving: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut sourcing: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in plan.layout.transitions.values() {
+        for node in t.syncing.keys() {
+            *receiving.entry(node.as_str()).or_default() += 1;
+        }
+        for node in &t.sources {
+            *sourcing.entry(node.as_str()).or_default() += 1;
+        }
+    }
     json!({
         "base_version": plan.base_version,
         "new_version": plan.layout.version,
+        "partitions_moving": plan.layout.transitions.len(),
+        "receiving": receiving,
+        "sourcing": sourcing,
+        "zone_safe": zone_safe(&plan.layout),
         "staged": {
             "revision": plan.staged.revision,
             "joins": plan.staged.joins.keys().map(|n| n.as_str()).collect::<Vec<_>>(),
             "leaves": plan.staged.leaves.iter()
-                .map(|(n, mode)| json!({ "node": n.as_str(), "mode": format!("{mode:?}").to_lowercase() }))
+                .map(|(n, mode)| json!({ "node": n.as_str(), "mode": mode.as_str() }))
                 .collect::<Vec<_>>(),
         },
         "replicas_moved": plan.moves.len(),
         "moves": moves,
         "owned": owned,
+    })
+}
+
+/// Whether every partition's replicas in `layout` are spread over zones as placement promises:
+/// in distinct zones when there are at least as many zones as replicas, else over every zone.
+fn zone_safe(layout: &yeskv_layout::Layout) -> bool {
+    let zone = |n: &NodeId| layout.members.get(n).map(|m| m.zone.as_str());
+    let zones: std::collections::BTreeSet<_> =
+        layout.owners().map(|(_, m)| m.zone.as_str()).collect();
+    layout.assignment.iter().all(|(_, replicas)| {
+        let used: std::collections::BTreeSet<_> = replicas.iter().filter_map(zone).collect();
+        used.len() >= replicas.len().min(zones.len())
     })
 }
 
@@ -171,10 +214,30 @@ pub async fn leave<E: Engine>(
         Ok(n) => n,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
-    for node in nodes {
-        if let Err(e) = state.layout.stage_leave(node, body.force).await {
+    let mode = match (body.force, body.allow_data_loss) {
+        (false, false) => LeaveMode::Graceful,
+        (true, false) => LeaveMode::Force,
+        (true, true) => LeaveMode::ForceAllowDataLoss,
+        (false, true) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "\"allow_data_loss\" applies to a forced leave only (add \"force\": true)",
+            )
+        }
+    };
+    for node in &nodes {
+        if let Err(e) = state.layout.stage_leave(node.clone(), mode).await {
             return layout_error(e);
         }
+    }
+    // A leave whose plan would lose data is refused and leaves nothing staged behind.
+    if let Err(refused @ yeskv_layout::Error::Rejected(LayoutError::DataLoss { .. })) =
+        state.layout.plan()
+    {
+        if let Err(e) = state.layout.unstage(nodes).await {
+            tracing::warn!(error = %e, "could not unstage a refused leave");
+        }
+        return layout_error(refused);
     }
     plan_response(&state)
 }

@@ -39,6 +39,8 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
         "r": settings.r,
         "w": settings.w,
         "layout_version": layout.as_ref().map_or(0, |l| l.version),
+        "layout_epoch": layout.as_ref().map_or(0, |l| l.epoch),
+        "transfers": transfers_json(&state.node_id, layout.as_deref()),
         "members": members,
         "hints_pending": replica.hints_pending(),
         "hint_bytes": replica.hint_bytes(),
@@ -48,6 +50,27 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
         "partitions": partitions,
     });
     axum::Json(body).into_response()
+}
+
+/// The `transfers` of `/v1/status`: partitions still moving to new holders, cluster-wide
+/// (`(partition, receiving node)` pairs the layout lists as syncing) and on this node. Bytes,
+/// rate and ETA come with the streaming transfer (`docs/design/data-movement.md`); until then
+/// they are `null`, not guessed.
+fn transfers_json(this_node: &NodeId, layout: Option<&Layout>) -> serde_json::Value {
+    let pending = layout.map_or(0, |l| {
+        l.transitions
+            .values()
+            .map(|t| t.syncing.len())
+            .sum::<usize>()
+    });
+    let incoming = layout.map_or(0, |l| l.syncing_of(this_node).len());
+    json!({
+        "partitions_pending": pending,
+        "partitions_incoming": incoming,
+        "bytes_pending": null,
+        "rate_bytes_per_s": null,
+        "eta_s": null,
+    })
 }
 
 /// The `members` of `/v1/status`: the layout's members, then the nodes that joined the gossip
@@ -69,6 +92,8 @@ fn members_json<E: Engine>(
                 "status": liveness(id),
                 "state": m.state.as_str(),
                 "owns": l.assignment.owned(id),
+                "receiving": l.syncing_of(id).len(),
+                "sourcing": l.transitions.values().filter(|t| t.sources.contains(id)).count(),
             }));
         }
     }
@@ -189,7 +214,18 @@ pub(super) async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Re
                 .iter()
                 .map(|n| n.as_str())
                 .collect();
-            json!({ "id": id, "preference": prefs })
+            let names = |nodes: &mut dyn Iterator<Item = &NodeId>| {
+                nodes.map(|n| n.as_str().to_string()).collect::<Vec<_>>()
+            };
+            match layout.transition(id as u16) {
+                None => json!({ "id": id, "preference": prefs }),
+                Some(t) => json!({
+                    "id": id,
+                    "preference": prefs,
+                    "syncing": names(&mut t.syncing.keys()),
+                    "sources": names(&mut t.sources.iter()),
+                }),
+            }
         })
         .collect();
     let nodes: Vec<_> = layout
@@ -199,6 +235,7 @@ pub(super) async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Re
         .collect();
     axum::Json(json!({
         "version": layout.version,
+        "epoch": layout.epoch,
         "n": layout.n,
         "partition_count": layout.partitions,
         "partitions": partitions,

@@ -10,7 +10,8 @@
 //!   replicas — itself included — hold it durably. Replication to the rest continues in the
 //!   background. If this node is not a replica, it forwards the write (`Coordinate`) to the
 //!   first live replica. Only a replica the request never reached (believed down, address
-//!   unknown, refused before applying) is skipped for the next one: after a transport failure
+//!   unknown, no connection could be made — a refused connection is a definite "not sent" —
+//!   or refused before applying) is skipped for the next one: after a transport failure
 //!   the write may have been applied there, and applying it again elsewhere would mint a second,
 //!   concurrent version of one client write, which a later write or delete carrying the context
 //!   of a read of the first would not supersede (found by the simulator: a deleted value came
@@ -29,6 +30,11 @@
 //!   for the primaries if an empty stand-in helped make the quorum — so the answer holds every
 //!   sibling any of them had. Then **read repair**: the merged object goes to every primary that
 //!   answered (before or after the client got its answer) with an older copy.
+//! - **While a partition moves** (`yeskv_layout::transition`): a write goes to its replicas and
+//!   to the former holders still serving it, and needs `w` among the replicas *and* `w` among
+//!   the data holders ([`QuorumSets`](yeskv_core::QuorumSets)); a read asks and counts only the
+//!   data holders, so a node still receiving the partition never answers for it. Outside a
+//!   transition the three sets are the preference list and nothing changes.
 //! - **Quorums**: `r`/`w` are validated against `n` (`400` above it), then capped at the number
 //!   of replicas a key has ("while the cluster has fewer nodes than n, each key has one replica
 //!   per node"). Known-down replicas count as failures at once; the pure
@@ -83,7 +89,12 @@ struct Placement {
     partition: u16,
     hash: u64,
     storage_key: Arc<Vec<u8>>,
+    /// Its replicas (the target of the layout), primary first.
     replicas: Arc<[NodeId]>,
+    /// The nodes trusted to hold every acknowledged write: what reads ask and count.
+    data: Arc<[NodeId]>,
+    /// Every node a write goes to: `replicas`, then former holders still serving the key.
+    writes: Arc<[NodeId]>,
 }
 
 impl<E: Engine> Coordinator<E> {
@@ -127,6 +138,8 @@ impl<E: Engine> Coordinator<E> {
             hash,
             storage_key: Arc::new(storage_key(partition, bucket, key)),
             replicas: self.ctx.topology().preference(partition),
+            data: self.ctx.topology().data_holders(partition),
+            writes: self.ctx.topology().write_set(partition),
         }
     }
 

@@ -25,7 +25,7 @@ impl<E: Engine> Coordinator<E> {
         let mut fallbacks: Option<VecDeque<NodeId>> = None;
         let mut last_resort = Vec::new();
         let holders = p
-            .replicas
+            .data
             .iter()
             .filter_map(|primary| {
                 if self.ctx.topology().is_up(primary) {
@@ -78,13 +78,13 @@ impl<E: Engine> Coordinator<E> {
     /// [`Coordinator::read_repair`]).
     pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
         let p = self.place(bucket, key);
-        let required = self.quorum(r, self.settings().r, p.replicas.len(), "r")?;
+        let required = self.quorum(r, self.settings().r, p.data.len(), "r")?;
         let (queue, first) = self.read_queue(&p, required);
         let launch = |(holder, liveness): (Holder, Liveness)| {
             self.clone()
-                .read_holder(holder, p.storage_key.clone(), p.replicas.clone(), liveness)
+                .read_holder(holder, p.storage_key.clone(), p.data.clone(), liveness)
         };
-        let mut round = ReadRound::new(launch, queue, required, p.replicas.len());
+        let mut round = ReadRound::new(launch, queue, required, p.data.len());
         round.ask_first(first);
         self.collect_replies(&mut round).await?;
         let ReadRound {

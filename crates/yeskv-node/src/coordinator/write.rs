@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use yeskv_core::codec::{decode_token, encode_record, encode_token};
 use yeskv_core::keyspace::key_tag;
-use yeskv_core::{CausalContext, NodeId, Outcome, Quorum, QuorumTracker, Version};
+use yeskv_core::{CausalContext, NodeId, Outcome, Quorum, QuorumSets, Version};
 use yeskv_storage::Engine;
 
 use super::{quorum_error, Coordinator, Placement, Write};
@@ -40,13 +40,13 @@ impl<E: Engine> Coordinator<E> {
         w: Option<Quorum>,
     ) -> Result<CausalContext, Error> {
         let p = self.place(bucket, key);
-        let required = self.quorum(w, self.settings().w, p.replicas.len(), "w")?;
+        let required = self.quorum(w, self.settings().w, p.writes.len(), "w")?;
         let write = Write {
             ctx,
             value,
             ttl_secs,
         };
-        if p.replicas.iter().any(|n| self.is_local(n)) {
+        if p.writes.iter().any(|n| self.is_local(n)) {
             return match self.coordinate_local(&p, &write, required, None).await {
                 // This node's storage refused the write before applying it (a full disk): the
                 // key's other primaries can still make `w`, so one of them coordinates it.
@@ -135,50 +135,50 @@ impl<E: Engine> Coordinator<E> {
             )
             .await?;
         let after = ctx.clone().with_dot(dot);
-        let mut tracker = QuorumTracker::new(required, p.replicas.len() as u8);
-        if tracker.success() == Outcome::Reached && p.replicas.len() == 1 {
+        let me = stand_in_for.as_ref().unwrap_or(self.ctx.topology().local());
+        let mut quorum = QuorumSets::new(required, p.replicas.len(), p.data.len());
+        let outcome = quorum.record(p.replicas.contains(me), p.data.contains(me), Ok(()));
+        if outcome == Outcome::Reached && p.writes.len() == 1 {
             return Ok(after);
         }
-        // Replicate to every other primary slot; each runs to completion in its own task so
-        // replicas beyond the quorum still receive the write after the client is answered.
+        // Replicate to every other slot of the write set; each runs to completion in its own
+        // task so replicas beyond the quorum still receive the write after the client is
+        // answered.
         let record: Arc<[u8]> = Arc::from(encode_record(&obj, None));
         let fallbacks = Arc::new(Mutex::new(self.live_fallbacks(p.partition)));
-        let (tx, mut rx) = tokio::sync::mpsc::channel(p.replicas.len());
-        for primary in p
-            .replicas
+        let (tx, mut rx) = tokio::sync::mpsc::channel(p.writes.len());
+        for holder in p
+            .writes
             .iter()
             .filter(|n| !self.is_local(n) && Some(*n) != stand_in_for.as_ref())
         {
             let tx = tx.clone();
             let this = self.clone();
-            let primary = primary.clone();
+            let holder = holder.clone();
             let fallbacks = fallbacks.clone();
             let record = record.clone();
             let storage_key = p.storage_key.clone();
             let hash = p.hash;
             tokio::spawn(async move {
                 let result = this
-                    .replicate_slot(primary, hash, storage_key, record, fallbacks)
+                    .replicate_slot(holder.clone(), hash, storage_key, record, fallbacks)
                     .await;
-                let _ = tx.send(result).await;
+                let _ = tx.send((holder, result)).await;
             });
         }
         drop(tx);
-        if tracker.outcome() == Outcome::Reached {
+        if quorum.outcome() == Outcome::Reached {
             return Ok(after);
         }
-        while let Some(result) = rx.recv().await {
-            let outcome = match result {
-                Ok(()) => tracker.success(),
-                Err(e) => tracker.failure(e.join("; ")),
-            };
-            match outcome {
+        while let Some((node, result)) = rx.recv().await {
+            let reply = result.map_err(|e| e.join("; "));
+            match quorum.record(p.replicas.contains(&node), p.data.contains(&node), reply) {
                 Outcome::Reached => return Ok(after),
-                Outcome::Impossible => return Err(quorum_error(&tracker)),
+                Outcome::Impossible => return Err(quorum_error(quorum.deciding())),
                 Outcome::Pending => {}
             }
         }
-        Err(quorum_error(&tracker))
+        Err(quorum_error(quorum.deciding()))
     }
 
     /// Puts one primary slot's copy of a write: on the primary if it is up and takes it, else
@@ -255,7 +255,7 @@ impl<E: Engine> Coordinator<E> {
         // after a slow primary: allow three internode deadlines.
         let timeout = self.settings().rpc_timeout * 3;
         let mut errors = Vec::new();
-        for node in p.replicas.iter().filter(|n| !self.is_local(n)) {
+        for node in p.writes.iter().filter(|n| !self.is_local(n)) {
             let answer = replication::coordinate_on(
                 &self.ctx,
                 node,
@@ -272,10 +272,14 @@ impl<E: Engine> Coordinator<E> {
                     return decode_token(&context, tag)
                         .map_err(|e| Forward::Refused(Error::InvalidContext(e)));
                 }
-                // Not asked (believed down, no address), or refused before applying anything
-                // (not a replica in its layout, its storage refused): the next primary may
-                // take it.
+                // Not asked (believed down, no address, no connection could be made: the
+                // request was never sent), or refused before applying anything (not a replica
+                // in its layout, its storage refused): the next primary may take it.
                 Err(e @ (Error::PeerDown(_) | Error::NoAddress(_) | Error::PeerRefused { .. })) => {
+                    errors.push(e.to_string())
+                }
+                Err(e @ Error::Transport { .. }) if e.not_sent() => {
+                    metrics::counter!(crate::metrics::WRITES_REROUTED).increment(1);
                     errors.push(e.to_string())
                 }
                 // The primary got the request: whatever happened there (a transport failure, an
@@ -305,10 +309,10 @@ impl<E: Engine> Coordinator<E> {
         w: u8,
     ) -> Result<CausalContext, Error> {
         let p = self.place(bucket, key);
-        if !p.replicas.iter().any(|n| self.is_local(n)) {
+        if !p.writes.iter().any(|n| self.is_local(n)) {
             return Err(Error::NotServing("not a replica of this key in its layout"));
         }
-        let w = w.clamp(1, p.replicas.len().max(1) as u8);
+        let w = w.clamp(1, p.writes.len().max(1) as u8);
         self.coordinate_local(&p, write, w, None).await
     }
 }

@@ -267,7 +267,8 @@ pub fn start_cluster(dir: &Path, count: usize, zones: &[&str], extra: &[&str]) -
 }
 
 impl Cluster {
-    /// Waits until every running node applied layout `version` and sees every member up.
+    /// Waits until every running node applied layout `version`, sees every member up and no
+    /// partition in transfer (every new holder has received its partitions).
     pub fn wait_all_up(&self, version: u64, timeout: Duration) {
         let count = self.nodes.len();
         for n in self.nodes.iter().filter(|n| n.child.is_some()) {
@@ -282,6 +283,7 @@ impl Cluster {
                         && ring.json()["version"].as_u64() == Some(version)
                         && members.len() == count
                         && members.iter().all(|m| m["status"] == "up")
+                        && status["transfers"]["partitions_pending"] == 0
                 },
             );
         }

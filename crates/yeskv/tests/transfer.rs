@@ -1,0 +1,419 @@
+//! Membership changes under load, with real processes: nodes join, leave and are replaced while
+//! clients read and write, and no read through any node misses an acknowledged key at any
+//! moment. New holders receive their partitions before reads count them; leaving nodes keep
+//! serving until every partition they held is confirmed elsewhere; a dead node forced out has
+//! its partitions rebuilt from the survivors and its hints delivered to the new holders; a plan
+//! that would lose the only copies of a partition is refused and leaves nothing staged.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::{request, start_cluster, try_request, wait_until, Cluster, Node};
+
+const KEYS: usize = 2000;
+
+fn status(addr: &str) -> serde_json::Value {
+    request(addr, "GET", "/v1/status", &[], b"").json()
+}
+
+/// Writes `count` keys `{prefix}{i}` with `w=2` through the nodes in turn; all must succeed.
+fn preload(addrs: &[String], prefix: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            let key = format!("{prefix}{i}");
+            let addr = &addrs[i % addrs.len()];
+            let r = request(
+                addr,
+                "PUT",
+                &format!("/v1/kv/carts/{key}?w=2"),
+                &[],
+                key.as_bytes(),
+            );
+            assert_eq!(r.status, 204, "preload {key}: {}", r.text());
+            key
+        })
+        .collect()
+}
+
+/// What the readers saw: reads done, keys missing (404 or another value), reads refused.
+#[derive(Default)]
+struct Seen {
+    reads: AtomicU64,
+    misses: Mutex<Vec<String>>,
+    refused: Mutex<Vec<String>>,
+}
+
+/// Reads every key with `r=1` through every node of `addrs` once; a key's value is its name.
+fn read_pass(addrs: &[String], keys: &[String], seen: &Seen) {
+    for addr in addrs {
+        for key in keys {
+            let path = format!("/v1/kv/carts/{key}?r=1");
+            seen.reads.fetch_add(1, Ordering::Relaxed);
+            match try_request(addr, "GET", &path, &[], b"") {
+                Ok(r) if r.status == 200 && r.text() == *key => {}
+                Ok(r) if r.status == 200 || r.status == 404 => {
+                    // What the node saw then: its layout epoch and who it believed up.
+                    let s = status(addr);
+                    let up: Vec<String> = s["members"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|m| m["status"] == "up")
+                        .map(|m| m["id"].to_string())
+                        .collect();
+                    let what = format!(
+                        "{key} via {addr}: {} {:?} (epoch {}, up {up:?})",
+                        r.status,
+                        r.text(),
+                        s["layout_epoch"]
+                    );
+                    seen.misses.lock().expect("lock").push(what);
+                }
+                Ok(r) => {
+                    let what = format!("{key} via {addr}: {} {}", r.status, r.text());
+                    seen.refused.lock().expect("lock").push(what);
+                }
+                Err(e) => {
+                    let what = format!("{key} via {addr}: {e}");
+                    seen.refused.lock().expect("lock").push(what);
+                }
+            }
+        }
+    }
+}
+
+/// Whether the node at `addr` has a layout (a spare that joined the gossip has none until a
+/// commit makes it a member: it cannot route a request before that).
+fn has_layout(addr: &str) -> bool {
+    matches!(try_request(addr, "GET", "/v1/ring", &[], b""), Ok(r) if r.status == 200)
+}
+
+/// One reader per node of `addrs`: from the moment its node has a layout, reads `keys` through
+/// it in passes until `stop`, then one more full pass.
+fn readers(
+    addrs: &[String],
+    keys: &[String],
+    seen: &Arc<Seen>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let (addr, keys, seen, stop) = (
+                vec![addr.clone()],
+                keys.to_vec(),
+                seen.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                while !has_layout(&addr[0]) {
+                    if stop.load(Ordering::Relaxed) {
+                        panic!("{} never received a layout", addr[0]);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    read_pass(&addr, &keys, &seen);
+                }
+                read_pass(&addr, &keys, &seen);
+            })
+        })
+        .collect()
+}
+
+/// Writes new keys `live{i}` with `w=2` through those of `addrs` that have a layout, in turn,
+/// until `stop`; returns the keys acknowledged and the writes refused.
+fn writer(
+    addrs: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<String>, Vec<String>)> {
+    std::thread::spawn(move || {
+        let (mut acked, mut refused) = (Vec::new(), Vec::new());
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("live{i}");
+            let addr = &addrs[i % addrs.len()];
+            if !has_layout(addr) {
+                i += 1;
+                continue;
+            }
+            let path = format!("/v1/kv/carts/{key}?w=2");
+            match try_request(addr, "PUT", &path, &[], key.as_bytes()) {
+                Ok(r) if r.status == 204 => acked.push(key),
+                Ok(r) => refused.push(format!("{key} via {addr}: {} {}", r.status, r.text())),
+                Err(e) => refused.push(format!("{key} via {addr}: {e}")),
+            }
+            i += 1;
+        }
+        (acked, refused)
+    })
+}
+
+/// The peer address the first node listens on (the others' `--seed`).
+fn seed_of(c: &Cluster) -> String {
+    let args = &c.nodes[0].args;
+    let i = args.iter().position(|a| a == "--peer").expect("--peer");
+    args[i + 1].clone()
+}
+
+/// Starts node `id` in `zone` that joins the gossip of `c` (it owns nothing until committed).
+fn start_spare(dir: &std::path::Path, c: &Cluster, id: &str, zone: &str) -> Node {
+    let seed = seed_of(c);
+    Node::start(
+        &dir.join(id),
+        &["--node-id", id, "--zone", zone, "--seed", &seed],
+    )
+}
+
+/// Waits until every node in `addrs` has applied a layout in which nothing is moving.
+fn wait_transfers_done(addrs: &[String], timeout: Duration) {
+    for addr in addrs {
+        wait_until("every partition on its new holders", timeout, || {
+            status(addr)["transfers"]["partitions_pending"] == 0
+        });
+    }
+}
+
+/// partition → (node → root) over `addrs`.
+fn roots(addrs: &[String]) -> BTreeMap<u64, BTreeMap<String, Option<String>>> {
+    let mut out: BTreeMap<u64, BTreeMap<String, Option<String>>> = BTreeMap::new();
+    for addr in addrs {
+        let s = status(addr);
+        let node = s["node"].as_str().unwrap_or_default().to_string();
+        for p in s["partitions"].as_array().into_iter().flatten() {
+            out.entry(p["id"].as_u64().expect("id"))
+                .or_default()
+                .insert(node.clone(), p["merkle_root"].as_str().map(str::to_string));
+        }
+    }
+    out
+}
+
+/// Every partition has 3 replicas among `addrs`, all with one root.
+fn converged(addrs: &[String]) -> bool {
+    roots(addrs).values().all(|by_node| {
+        let first = by_node.values().next().cloned().flatten();
+        by_node.len() == 3 && first.is_some() && by_node.values().all(|r| *r == first)
+    })
+}
+
+fn stage(addr: &str, path: &str, body: serde_json::Value) -> support::Resp {
+    request(addr, "POST", path, &[], body.to_string().as_bytes())
+}
+
+fn commit(addr: &str) {
+    let r = request(addr, "POST", "/v1/cluster/commit", &[], b"");
+    assert_eq!(r.status, 200, "commit: {}", r.text());
+}
+
+fn assert_clean(seen: &Seen, what: &str) {
+    let misses = seen.misses.lock().expect("lock");
+    let refused = seen.refused.lock().expect("lock");
+    eprintln!(
+        "{what}: {} reads, {} misses, {} refused",
+        seen.reads.load(Ordering::Relaxed),
+        misses.len(),
+        refused.len()
+    );
+    assert!(misses.is_empty(), "{what}: reads missed keys: {misses:?}");
+    assert!(refused.is_empty(), "{what}: reads refused: {refused:?}");
+}
+
+/// Two nodes join a loaded 3-node cluster in one commit while readers check every key with
+/// `r=1` through all five nodes and a writer keeps writing: no read misses, no write is refused,
+/// and afterwards every partition's three replicas agree.
+#[test]
+fn two_nodes_join_under_load_and_no_read_misses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = start_cluster(dir.path(), 3, &["a", "b", "c"], &[]);
+    let keys = preload(&c.addrs(), "k", KEYS);
+    let n4 = start_spare(dir.path(), &c, "n4", "a");
+    let n5 = start_spare(dir.path(), &c, "n5", "b");
+    c.nodes.push(n4);
+    c.nodes.push(n5);
+    let addrs = c.addrs();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
+    let reading = readers(&addrs, &keys, &seen, &stop);
+    let writes = writer(addrs.clone(), stop.clone());
+
+    let joiners = serde_json::json!({ "nodes": ["n4", "n5"] });
+    wait_until(
+        "n4 and n5 in n1's gossip view",
+        Duration::from_secs(30),
+        || stage(&addrs[0], "/v1/cluster/join", joiners.clone()).status == 200,
+    );
+    commit(&addrs[0]);
+    let ring = request(&addrs[0], "GET", "/v1/ring", &[], b"").json();
+    eprintln!("join committed: layout version {}", ring["version"]);
+    wait_transfers_done(&addrs, Duration::from_secs(120));
+    // A full read pass with everything settled, then stop.
+    let settled = Seen::default();
+    read_pass(&addrs, &keys, &settled);
+    stop.store(true, Ordering::Relaxed);
+    for r in reading {
+        r.join().expect("reader");
+    }
+    let (acked, refused) = writes.join().expect("writer");
+    assert_clean(&seen, "during the join");
+    assert_clean(&settled, "after the join");
+    assert!(refused.is_empty(), "writes refused: {refused:?}");
+    let after = Seen::default();
+    read_pass(&addrs, &acked, &after);
+    assert_clean(&after, "keys written during the join");
+    for addr in &addrs {
+        let owns: Vec<u64> = status(addr)["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["owns"].as_u64().unwrap_or(0))
+            .collect();
+        assert!(owns.iter().all(|o| *o > 0), "{addr}: {owns:?}");
+    }
+    wait_until("replicas agree", Duration::from_secs(60), || {
+        converged(&addrs)
+    });
+    // The new nodes copied what they hold, not more: no key was sent twice.
+    let copied: f64 = c.nodes[3..]
+        .iter()
+        .map(|n| n.metric("yeskv_transfer_keys_total"))
+        .sum();
+    let held: u64 = addrs[3..]
+        .iter()
+        .flat_map(|a| {
+            status(a)["partitions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|p| p["keys"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!("new nodes: {copied} keys copied, {held} held");
+    assert!(
+        copied > 0.0 && copied <= held as f64 * 1.1,
+        "{copied} copied, {held} held"
+    );
+}
+
+/// Six nodes in three zones; forcing out one node per zone would strand the partitions whose
+/// only copies they hold, so it is refused (409, nothing left staged); the same three leave
+/// gracefully in one plan, stay until their partitions are confirmed elsewhere, and once they
+/// are out of the layout they are killed and wiped: every key reads back through the others.
+#[test]
+fn three_nodes_leave_in_one_plan_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = start_cluster(dir.path(), 6, &["a", "b", "c"], &[]);
+    let addrs = c.addrs();
+    let keys = preload(&addrs, "k", KEYS);
+    let leavers = serde_json::json!({ "nodes": ["n1", "n2", "n3"] });
+
+    let mut forced = leavers.clone();
+    forced["force"] = true.into();
+    let refused = stage(&addrs[3], "/v1/cluster/leave", forced);
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    let body = refused.json();
+    assert!(
+        !body["unsafe_partitions"]
+            .as_array()
+            .expect("unsafe_partitions")
+            .is_empty(),
+        "{body}"
+    );
+    let plan = request(&addrs[3], "GET", "/v1/cluster/plan", &[], b"");
+    assert_eq!(plan.status, 409, "nothing staged: {}", plan.text());
+
+    let remaining: Vec<String> = addrs[3..].to_vec();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
+    let reading = readers(&remaining, &keys, &seen, &stop);
+    let writes = writer(remaining.clone(), stop.clone());
+    let r = stage(&addrs[3], "/v1/cluster/leave", leavers);
+    assert_eq!(r.status, 200, "{}", r.text());
+    commit(&addrs[3]);
+    wait_until(
+        "the leavers are out of the layout",
+        Duration::from_secs(120),
+        || {
+            remaining.iter().all(|addr| {
+                request(addr, "GET", "/v1/ring", &[], b"").json()["nodes"]
+                    .as_array()
+                    .is_some_and(|m| m.len() == 3)
+            })
+        },
+    );
+    for node in &mut c.nodes[..3] {
+        node.kill9();
+        std::fs::remove_dir_all(&node.data_dir).expect("wipe");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in reading {
+        r.join().expect("reader");
+    }
+    let (acked, refused) = writes.join().expect("writer");
+    assert_clean(&seen, "during the leave");
+    assert!(refused.is_empty(), "writes refused: {refused:?}");
+    let after = Seen::default();
+    read_pass(&remaining, &keys, &after);
+    read_pass(&remaining, &acked, &after);
+    assert_clean(&after, "after the leavers were wiped");
+    wait_until("replicas agree", Duration::from_secs(60), || {
+        converged(&remaining)
+    });
+}
+
+/// A node is killed for good while writes go on (its copies become hints on the others), then
+/// forced out: its partitions are rebuilt on their new holders from the survivors, its hints go
+/// to the new holders, and every key ends with three equal copies.
+#[test]
+fn a_dead_node_is_replaced_from_the_survivors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = start_cluster(dir.path(), 4, &["a", "b", "c"], &[]);
+    let addrs = c.addrs();
+    let mut keys = preload(&addrs, "k", KEYS);
+    c.nodes[3].kill9();
+    let survivors: Vec<String> = addrs[..3].to_vec();
+    wait_until("n4 seen down", Duration::from_secs(20), || {
+        status(&survivors[0])["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["id"] == "n4" && m["status"] == "down")
+    });
+    keys.extend(preload(&survivors, "late", KEYS / 2));
+    let hints: u64 = survivors
+        .iter()
+        .map(|a| status(a)["hints_pending"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(hints > 0, "writes while n4 is down leave hints for it");
+
+    let forced = serde_json::json!({ "nodes": ["n4"], "force": true });
+    let r = stage(&survivors[0], "/v1/cluster/leave", forced);
+    assert_eq!(r.status, 200, "{}", r.text());
+    commit(&survivors[0]);
+    wait_transfers_done(&survivors, Duration::from_secs(120));
+    wait_until("hints for n4 delivered", Duration::from_secs(60), || {
+        survivors
+            .iter()
+            .all(|a| status(a)["hints_pending"].as_u64() == Some(0))
+    });
+    let seen = Seen::default();
+    for key in &keys {
+        for addr in &survivors {
+            let r = request(addr, "GET", &format!("/v1/kv/carts/{key}?r=all"), &[], b"");
+            seen.reads.fetch_add(1, Ordering::Relaxed);
+            if r.status != 200 || r.text() != *key {
+                let what = format!("{key} via {addr}: {} {}", r.status, r.text());
+                seen.misses.lock().expect("lock").push(what);
+            }
+        }
+    }
+    assert_clean(&seen, "r=all after the replacement");
+    wait_until("replicas agree", Duration::from_secs(60), || {
+        converged(&survivors)
+    });
+}
