@@ -54,11 +54,15 @@ pub enum FaultKind {
     DiskFull,
     /// Delay on outgoing internode calls.
     Delay,
+    /// A node dies for good and is replaced: kill -9, forced out of the layout, its data wiped,
+    /// started again empty and joined as a new member; its partitions are rebuilt from the
+    /// others.
+    Replace,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PartitionIsolate,
@@ -68,6 +72,7 @@ impl FaultKind {
         FaultKind::ClockSkew,
         FaultKind::DiskFull,
         FaultKind::Delay,
+        FaultKind::Replace,
     ];
 
     /// Its name in reports.
@@ -82,6 +87,7 @@ impl FaultKind {
             FaultKind::ClockSkew => "clock-skew",
             FaultKind::DiskFull => "disk-full",
             FaultKind::Delay => "delay",
+            FaultKind::Replace => "replace",
         }
     }
 }
@@ -103,6 +109,9 @@ pub enum Active {
     DiskFull(usize),
     /// Delay on these nodes.
     Delay(Vec<usize>),
+    /// Node replaced (already running again, empty, and a member): the heal waits until it has
+    /// received its partitions.
+    Replaced(usize),
 }
 
 /// One injected fault, for the report.
@@ -235,6 +244,7 @@ impl Faults {
             FaultKind::ClockSkew => self.inject_clock_skew(cluster, rng).await?,
             FaultKind::DiskFull => self.inject_disk_full(cluster).await?,
             FaultKind::Delay => self.inject_delay(cluster, rng).await?,
+            FaultKind::Replace => self.inject_replace(cluster, rng).await?,
         };
         *self.counts.entry(kind.name().to_string()).or_default() += 1;
         self.records.push(FaultRecord {
@@ -453,6 +463,75 @@ impl Faults {
         Ok((Active::Delay(order[..count].to_vec()), parts.join(", ")))
     }
 
+    /// `replace`: a node drawn from `rng` (not the first, whose configuration bootstraps the
+    /// cluster, nor the disk node) is killed with `kill -9` and forced out of the layout through
+    /// another node; its data directory is wiped and it is started again, empty, and joined as a
+    /// new member in a second commit. If the forced leave is refused (the node holds the only
+    /// copy of some partition), the node is restarted on its data instead.
+    async fn inject_replace(
+        &self,
+        cluster: &mut Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let candidates: Vec<usize> = (1..cluster.len())
+            .filter(|i| Some(*i) != self.disk_node)
+            .collect();
+        if candidates.is_empty() {
+            bail!("no node can be replaced in this run");
+        }
+        let i = candidates[rng.random_range(0..candidates.len())];
+        let id = node_id(cluster, i);
+        cluster.kill9(i).await?;
+        let via = cluster.nodes[0].spec.http.clone();
+        let leave = serde_json::json!({ "nodes": [id], "force": true }).to_string();
+        let staged = membership_change(&via, "/v1/cluster/leave", &leave).await;
+        if let Err(refused) = staged {
+            cluster.start(i).await?;
+            return Ok((
+                Active::Replaced(i),
+                format!("{id}: forced leave refused ({refused}); restarted on its data"),
+            ));
+        }
+        let data_dir = cluster.nodes[i].spec.data_dir.clone();
+        tokio::task::spawn_blocking(move || wipe(&data_dir)).await??;
+        cluster.start(i).await?;
+        let join = serde_json::json!({ "nodes": [id] }).to_string();
+        membership_change(&via, "/v1/cluster/join", &join)
+            .await
+            .map_err(|e| anyhow::anyhow!("joining the replacement {id}: {e}"))?;
+        Ok((
+            Active::Replaced(i),
+            format!("{id}: killed, forced out, wiped, joined again"),
+        ))
+    }
+
+    /// Waits until every node's layout has no partition in transfer (the replacement received
+    /// its partitions).
+    async fn heal_replace(&self, cluster: &Cluster, i: usize) -> anyhow::Result<String> {
+        let started = Instant::now();
+        let timeout = Duration::from_secs(120);
+        loop {
+            let mut done = true;
+            for j in 0..cluster.len() {
+                done &= cluster.transfers_done(j).await;
+            }
+            if done {
+                return Ok(format!(
+                    "{} received its partitions after {:.1} s",
+                    node_id(cluster, i),
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "{}: partitions still moving after {timeout:?}",
+                    node_id(cluster, i)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Keeps a fault in force while it is held (called about once a second): a full disk is
     /// topped up, since RocksDB may free space (a finished flush, a deleted WAL) after the fill.
     pub async fn maintain(&mut self, cluster: &Cluster, active: &Active) {
@@ -483,6 +562,7 @@ impl Faults {
             }
             Active::DiskFull(i) => self.heal_disk_full(cluster, i).await?,
             Active::Delay(nodes) => self.heal_delay(cluster, nodes).await?,
+            Active::Replaced(i) => self.heal_replace(cluster, i).await?,
         };
         let now = self.now_ms();
         if let Some(last) = self.records.last_mut() {
@@ -855,4 +935,48 @@ fn shuffled(n: usize, rng: &mut StdRng) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(rng);
     order
+}
+
+/// Stages a membership change on the node at `via` and commits it, retrying for up to 30 s
+/// while the answer is retryable (a joining node not yet in the gossip view, no layout leader).
+/// A refusal (`409`: the change would lose data, or is not allowed) is returned as the error,
+/// with nothing left staged.
+async fn membership_change(via: &str, path: &str, body: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let timeout = crate::cluster::CALL_TIMEOUT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match crate::http::request(via, "POST", path, body.as_bytes(), timeout).await {
+            Ok(r) if r.status == 200 => {
+                match crate::http::request(via, "POST", "/v1/cluster/commit", b"", timeout).await {
+                    Ok(c) if c.status == 200 => return Ok(()),
+                    Ok(c) => {
+                        last = format!("commit: {} {}", c.status, String::from_utf8_lossy(&c.body))
+                    }
+                    Err(e) => last = format!("commit: {e}"),
+                }
+            }
+            Ok(r) if r.status == 409 => {
+                return Err(String::from_utf8_lossy(&r.body).into_owned());
+            }
+            Ok(r) => last = format!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(format!("not done within 30 s: {last}"))
+}
+
+/// Removes everything in `dir` (the directory itself stays: it may be a mount point).
+fn wipe(dir: &std::path::Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        }
+        .with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
 }

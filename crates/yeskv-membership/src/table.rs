@@ -145,7 +145,10 @@ impl MemberTable {
             match self.others.get_mut(&id) {
                 Some(record) if generation < record.generation => {}
                 Some(record) => {
+                    // The same incarnation keeps what this node saw of it.
+                    let seen_up = record.seen_up && record.generation == generation;
                     *record = member(id, generation, info, MemberStatus::Down);
+                    record.seen_up = seen_up;
                 }
                 None => {
                     if self.others.len() + 1 >= self.members_max {
@@ -164,6 +167,7 @@ impl MemberTable {
             } else {
                 MemberStatus::Down
             };
+            record.seen_up |= record.status == MemberStatus::Up;
         }
     }
 
@@ -208,6 +212,7 @@ fn member(id: NodeId, generation: u64, info: NodeInfo, status: MemberStatus) -> 
         http_addr: info.http_addr,
         peer_addr: info.peer_addr,
         layout_version: info.layout_version,
+        seen_up: status == MemberStatus::Up,
         status,
     }
 }
@@ -279,6 +284,23 @@ mod tests {
         assert_eq!(table.forget(&id("n2")), Ok(true));
         assert_eq!(status(&table, "n2"), None);
         assert_eq!(table.forget(&id("n2")), Ok(false));
+    }
+
+    #[test]
+    fn a_member_seen_up_stays_seen_until_it_restarts() {
+        let seen_up = |table: &MemberTable| table.view().member(&id("n2")).map(|m| m.seen_up);
+        let mut table = table();
+        table.observe([seen("n2", 1, false, 3)]);
+        assert_eq!(seen_up(&table), Some(false), "only heard of");
+        table.observe([seen("n2", 1, true, 3)]);
+        assert_eq!(seen_up(&table), Some(true));
+        // Its info changes while it is down: still the incarnation seen up.
+        table.observe([seen("n2", 1, false, 4)]);
+        assert_eq!(seen_up(&table), Some(true));
+        assert_eq!(status(&table, "n2"), Some((1, MemberStatus::Down)));
+        // A new incarnation has not been seen up yet.
+        table.observe([seen("n2", 2, false, 0)]);
+        assert_eq!(seen_up(&table), Some(false));
     }
 
     #[test]

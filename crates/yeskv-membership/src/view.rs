@@ -51,6 +51,9 @@ pub struct Member {
     pub layout_version: u64,
     /// Up or down, from the failure detector.
     pub status: MemberStatus,
+    /// Whether this node has seen this incarnation up since it started (a member it has only
+    /// heard of is `Down` until the detector has heard from it).
+    pub seen_up: bool,
 }
 
 /// A snapshot of the membership as one node sees it.

@@ -8,11 +8,11 @@
 //! short read lock and never wait for Raft: with no leader, the last applied layout keeps
 //! serving.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use yeskv_core::NodeId;
 use yeskv_layout::Layout;
 
@@ -21,33 +21,36 @@ use crate::topology::Topology;
 /// Whether a node is up, as the failure detector sees it.
 pub type Liveness = Arc<dyn Fn(&NodeId) -> bool + Send + Sync>;
 
-/// How long after its start a node believes the peers its failure detector has not yet seen
-/// up: see [`optimistic_at_start`].
+/// How long after its start a node believes the peers its failure detector has not yet heard
+/// from: see [`optimistic_at_start`].
 pub const STARTUP_GRACE: Duration = Duration::from_secs(10);
 
+/// What the failure detector knows of a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heard {
+    /// Up.
+    Up,
+    /// Seen up since this node started, and down now.
+    Down,
+    /// Never seen up since this node started (unknown, or only heard of through others).
+    NotYet,
+}
+
 /// The failure detector's answer, made optimistic for the first `grace` of the node's life: a
-/// peer the detector has not yet seen up since this node started counts as up (a node that has
-/// just started has heard from nobody, and treating every peer as down then sends its reads to
-/// empty stand-ins and its writes to fallbacks). A peer seen up once is judged by the detector
-/// from then on, and after `grace` every peer is. A peer that really is down is then tried and
-/// fails, and the request moves on to the next holder as for any failure.
+/// peer the detector has not heard from yet counts as up (a node that has just started has heard
+/// from nobody, and treating every peer as down then sends its reads to empty stand-ins and its
+/// writes to fallbacks). A peer seen up once is judged by the detector from then on, and after
+/// `grace` every peer is. A peer that really is down is then tried and fails, and the request
+/// moves on to the next holder as for any failure.
 pub fn optimistic_at_start(
-    detector: impl Fn(&NodeId) -> bool + Send + Sync + 'static,
+    detector: impl Fn(&NodeId) -> Heard + Send + Sync + 'static,
     grace: Duration,
 ) -> Liveness {
     let started = Instant::now();
-    let seen_up: Mutex<HashSet<NodeId>> = Mutex::new(HashSet::new());
-    Arc::new(move |node: &NodeId| {
-        let up = detector(node);
-        if started.elapsed() >= grace {
-            return up;
-        }
-        let mut seen = seen_up.lock();
-        if up {
-            seen.insert(node.clone());
-            return true;
-        }
-        !seen.contains(node)
+    Arc::new(move |node: &NodeId| match detector(node) {
+        Heard::Up => true,
+        Heard::Down => false,
+        Heard::NotYet => started.elapsed() < grace,
     })
 }
 
@@ -235,20 +238,17 @@ impl Topology for ClusterTopology {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
-    fn peers_not_yet_seen_count_as_up_during_the_grace_only() {
-        let detector_up = Arc::new(AtomicBool::new(false));
-        let d = detector_up.clone();
-        let live = optimistic_at_start(move |_| d.load(Ordering::Relaxed), Duration::from_secs(60));
+    fn peers_not_yet_heard_from_count_as_up_during_the_grace_only() {
         let n2 = NodeId::new("n2").expect("id");
-        assert!(live(&n2), "not heard from yet: up");
-        detector_up.store(true, Ordering::Relaxed);
-        assert!(live(&n2));
-        detector_up.store(false, Ordering::Relaxed);
-        assert!(!live(&n2), "seen up, then down: down");
-        let strict = optimistic_at_start(|_| false, Duration::ZERO);
-        assert!(!strict(&n2), "after the grace the detector decides");
+        let at_start = optimistic_at_start(|_| Heard::NotYet, Duration::from_secs(60));
+        assert!(at_start(&n2), "not heard from yet: up");
+        let down = optimistic_at_start(|_| Heard::Down, Duration::from_secs(60));
+        assert!(!down(&n2), "seen up, then down: down");
+        let up = optimistic_at_start(|_| Heard::Up, Duration::ZERO);
+        assert!(up(&n2));
+        let later = optimistic_at_start(|_| Heard::NotYet, Duration::ZERO);
+        assert!(!later(&n2), "after the grace the detector decides");
     }
 }

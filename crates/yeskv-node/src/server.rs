@@ -26,7 +26,7 @@ use yeskv_storage::{CachedEngine, Engine, RocksConfig, RocksEngine};
 use crate::aae::AaeSettings;
 use crate::api::{router, AppState, Serving};
 use crate::clock::SystemClock;
-use crate::cluster::{optimistic_at_start, ClusterTopology, STARTUP_GRACE};
+use crate::cluster::{optimistic_at_start, ClusterTopology, Heard, STARTUP_GRACE};
 use crate::config::Validated;
 use crate::context::NodeContext;
 use crate::context::Settings;
@@ -59,7 +59,11 @@ pub async fn run(
     let membership = start_membership(&cfg, &layout).await?;
     let view = membership.subscribe();
     let liveness = optimistic_at_start(
-        move |node: &yeskv_core::NodeId| view.borrow().is_up(node),
+        move |node: &yeskv_core::NodeId| match view.borrow().member(node) {
+            Some(m) if m.status == yeskv_membership::MemberStatus::Up => Heard::Up,
+            Some(m) if m.seen_up => Heard::Down,
+            _ => Heard::NotYet,
+        },
         STARTUP_GRACE,
     );
     let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe(), liveness);

@@ -201,6 +201,21 @@ fn converged(addrs: &[String]) -> bool {
     })
 }
 
+/// Waits until the node at `addr` believes `node` down.
+fn wait_seen_down(addr: &str, node: &str) {
+    wait_until(
+        &format!("{node} seen down"),
+        Duration::from_secs(20),
+        || {
+            status(addr)["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["id"] == node && m["status"] == "down")
+        },
+    );
+}
+
 fn stage(addr: &str, path: &str, body: serde_json::Value) -> support::Resp {
     request(addr, "POST", path, &[], body.to_string().as_bytes())
 }
@@ -377,13 +392,7 @@ fn a_dead_node_is_replaced_from_the_survivors() {
     let mut keys = preload(&addrs, "k", KEYS);
     c.nodes[3].kill9();
     let survivors: Vec<String> = addrs[..3].to_vec();
-    wait_until("n4 seen down", Duration::from_secs(20), || {
-        status(&survivors[0])["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|m| m["id"] == "n4" && m["status"] == "down")
-    });
+    wait_seen_down(&survivors[0], "n4");
     keys.extend(preload(&survivors, "late", KEYS / 2));
     let hints: u64 = survivors
         .iter()
@@ -416,4 +425,47 @@ fn a_dead_node_is_replaced_from_the_survivors() {
     wait_until("replicas agree", Duration::from_secs(60), || {
         converged(&survivors)
     });
+}
+
+/// With one replica per key (`n = 1`), a node that is down holds the only copy of its
+/// partitions: a graceful leave of it, or a forced one, is refused with `409` naming those
+/// partitions, and nothing stays staged; the operator's explicit `allow_data_loss` goes through.
+#[test]
+fn leaving_a_down_sole_holder_is_refused_unless_the_loss_is_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("n1.toml");
+    std::fs::write(&cfg, "n = 1\nr = 1\nw = 1\n").expect("config");
+    let cfg = cfg.display().to_string();
+    let mut c = start_cluster(dir.path(), 3, &["a", "b", "c"], &["--config", &cfg]);
+    let addrs = c.addrs();
+    c.nodes[2].kill9();
+    wait_seen_down(&addrs[0], "n3");
+    let held = request(&addrs[0], "GET", "/v1/ring", &[], b"").json()["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter(|p| p["preference"][0] == "n3")
+        .count();
+    assert!(held > 0);
+    for body in [
+        serde_json::json!({ "nodes": ["n3"] }),
+        serde_json::json!({ "nodes": ["n3"], "force": true }),
+    ] {
+        let r = stage(&addrs[0], "/v1/cluster/leave", body.clone());
+        assert_eq!(r.status, 409, "{body}: {}", r.text());
+        let unsafe_partitions = r.json()["unsafe_partitions"]
+            .as_array()
+            .expect("unsafe_partitions")
+            .len();
+        assert_eq!(unsafe_partitions, held, "{body}: {}", r.text());
+        let plan = request(&addrs[0], "GET", "/v1/cluster/plan", &[], b"");
+        assert_eq!(plan.status, 409, "nothing left staged: {}", plan.text());
+    }
+    let allowed = serde_json::json!({ "nodes": ["n3"], "force": true, "allow_data_loss": true });
+    let r = stage(&addrs[0], "/v1/cluster/leave", allowed);
+    assert_eq!(r.status, 200, "{}", r.text());
+    commit(&addrs[0]);
+    // Its partitions start empty on the others and take writes.
+    let w = request(&addrs[0], "PUT", "/v1/kv/carts/after?w=1", &[], b"x");
+    assert_eq!(w.status, 204, "{}", w.text());
 }

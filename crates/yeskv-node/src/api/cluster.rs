@@ -97,7 +97,8 @@ fn parse_nodes(nodes: &[String]) -> Result<Vec<NodeId>, crate::error::Error> {
 }
 
 /// The JSON form of a plan.
-pub fn plan_json(plan: &Plan) -> serde_json::Value {
+pub fn plan_json(plan: &Plan, unsafe_partitions: &[u16]) -> serde_json::Value {
+    let data_safe = unsafe_partitions.is_empty();
     let owned: serde_json::Map<String, serde_json::Value> = plan
         .owned
         .iter()
@@ -136,6 +137,8 @@ pub fn plan_json(plan: &Plan) -> serde_json::Value {
         "receiving": receiving,
         "sourcing": sourcing,
         "zone_safe": zone_safe(&plan.layout),
+        "data_safe": data_safe,
+        "unsafe_partitions": unsafe_partitions,
         "staged": {
             "revision": plan.staged.revision,
             "joins": plan.staged.joins.keys().map(|n| n.as_str()).collect::<Vec<_>>(),
@@ -147,6 +150,51 @@ pub fn plan_json(plan: &Plan) -> serde_json::Value {
         "moves": moves,
         "owned": owned,
     })
+}
+
+/// The partitions that `plan` would leave with no data holder up (as this node's failure
+/// detector sees it), unless a staged leave allows data loss.
+fn dead_partitions<E: Engine>(state: &AppState<E>, plan: &Plan) -> (Vec<u16>, Vec<String>) {
+    let topology = state.coordinator.context().topology();
+    let mut partitions = Vec::new();
+    let mut holders = std::collections::BTreeSet::new();
+    for p in 0..plan.layout.partitions {
+        let data = plan.layout.data_holders(p as u16);
+        if !data.iter().any(|n| topology.is_up(n)) {
+            partitions.push(p as u16);
+            holders.extend(data.iter().map(|n| n.as_str().to_string()));
+        }
+    }
+    (partitions, holders.into_iter().collect())
+}
+
+/// The `409` for a plan after which some partition has no holder of its data that is up, or
+/// `None` when every partition keeps one (or a staged leave allows data loss).
+fn without_live_holder<E: Engine>(state: &AppState<E>, plan: &Plan) -> Option<Response> {
+    if plan
+        .staged
+        .leaves
+        .values()
+        .any(|mode| *mode == LeaveMode::ForceAllowDataLoss)
+    {
+        return None;
+    }
+    let (partitions, holders) = dead_partitions(state, plan);
+    if partitions.is_empty() {
+        return None;
+    }
+    let body = json!({
+        "error": format!(
+            "after this change {} partition(s) would have no holder of their data that is up \
+             (holders {}, all down): bring one back, or force the dead nodes out with \
+             allow_data_loss if their copies are gone for good",
+            partitions.len(),
+            holders.join(", ")
+        ),
+        "unsafe_partitions": partitions,
+        "holders": holders,
+    });
+    Some((StatusCode::CONFLICT, axum::Json(body)).into_response())
 }
 
 /// Whether every partition's replicas in `layout` are spread over zones as placement promises:
@@ -163,7 +211,10 @@ fn zone_safe(layout: &yeskv_layout::Layout) -> bool {
 
 fn plan_response<E: Engine>(state: &AppState<E>) -> Response {
     match state.layout.plan() {
-        Ok(plan) => axum::Json(plan_json(&plan)).into_response(),
+        Ok(plan) => {
+            let (dead, _) = dead_partitions(state, &plan);
+            axum::Json(plan_json(&plan, &dead)).into_response()
+        }
         Err(e) => layout_error(e),
     }
 }
@@ -230,14 +281,20 @@ pub async fn leave<E: Engine>(
             return layout_error(e);
         }
     }
-    // A leave whose plan would lose data is refused and leaves nothing staged behind.
-    if let Err(refused @ yeskv_layout::Error::Rejected(LayoutError::DataLoss { .. })) =
-        state.layout.plan()
-    {
+    // A leave whose plan would lose data, or leave a partition with no holder that is up, is
+    // refused and leaves nothing staged behind.
+    let refusal = match state.layout.plan() {
+        Err(refused @ yeskv_layout::Error::Rejected(LayoutError::DataLoss { .. })) => {
+            Some(layout_error(refused))
+        }
+        Ok(plan) => without_live_holder(&state, &plan),
+        Err(_) => None,
+    };
+    if let Some(refusal) = refusal {
         if let Err(e) = state.layout.unstage(nodes).await {
             tracing::warn!(error = %e, "could not unstage a refused leave");
         }
-        return layout_error(refused);
+        return refusal;
     }
     plan_response(&state)
 }
@@ -249,6 +306,13 @@ pub async fn plan<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response 
 
 /// `POST /v1/cluster/commit`.
 pub async fn commit<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
+    // The plan must leave every partition a holder of its data that is up now: the structural
+    // check in the layout model knows nothing of liveness.
+    if let Ok(plan) = state.layout.plan() {
+        if let Some(refusal) = without_live_holder(&state, &plan) {
+            return refusal;
+        }
+    }
     match state.layout.commit(None).await {
         Ok(layout) => axum::Json(json!({
             "version": layout.version,
