@@ -156,16 +156,18 @@ pub async fn round<E: Engine>(
     )
 }
 
-/// The partitions this node holds or is receiving (it is in their write set: replicas and former
-/// holders still serving them), grouped by each other live node of the write set whose id
-/// sorts before this node's (the pairs this node initiates exchanges for).
+/// The partitions this node holds the data of (it is one of their data holders: replicas not
+/// receiving them, and former holders still serving them), grouped by each other live data
+/// holder whose id sorts before this node's (the pairs this node initiates exchanges for). A
+/// node still receiving a partition is synced by its transfer worker instead: what it holds is
+/// not trusted until then, and must not be pushed to the holders.
 fn shared_partitions<E: Engine>(ctx: &NodeContext<E>) -> BTreeMap<NodeId, Vec<u16>> {
     let topology = ctx.topology();
     let local = topology.local().clone();
     let mut by_peer: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
     for p in 0..ctx.settings().partitions {
         let p = p as u16;
-        let holders = topology.write_set(p);
+        let holders = topology.data_holders(p);
         if !holders.contains(&local) {
             continue;
         }

@@ -105,8 +105,9 @@ impl<E: Engine> NodeBuilder<E> {
         if let Some(transfer) = self.transfer {
             let c = self.ctx.clone();
             workers.start("transfer", move |stop, status| async move {
+                let receiving = crate::transfer::Receiving::default();
                 crate::workers::every(transfer.interval, stop, &status, || {
-                    crate::transfer::round(&c, &transfer)
+                    crate::transfer::round(&c, &transfer, &receiving)
                 })
                 .await
             });

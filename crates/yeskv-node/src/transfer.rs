@@ -13,13 +13,19 @@
 //! the replicated layout; when a partition's last syncing holder reports, its sources are
 //! released and a leaving node that is a source of nothing more leaves the layout.
 //!
-//! A node that restarts mid-transfer starts over from its trees: exchanges compare hashes, so
-//! what it already copied costs nothing. Writes keep arriving during the transfer (the node is
+//! Before it first syncs a partition it is receiving (per layout epoch of the addition, and
+//! again after a restart), the node removes whatever it still holds of that partition
+//! ([`crate::replica::Replica::clear_partition`]): data left from an earlier time as its holder
+//! may be older than the holders' (a value whose tombstone they have since reaped), and syncing
+//! it would bring it back. Nothing acknowledged is lost by that: a write the node took while
+//! receiving also reached a quorum of the data holders. A node that restarts mid-transfer
+//! therefore copies the partition again. Writes keep arriving during the transfer (the node is
 //! in the write set), and merges are idempotent DVV syncs, so copying and writing never race.
 //!
 //! Copying goes key by key through the anti-entropy exchange, with checksummed records; a
 //! streaming range copy is the planned faster path (`docs/design/data-movement.md`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,19 +66,58 @@ enum Synced {
     Pending,
 }
 
+/// The receiving worker's memory: the partitions it has cleared (see the module docs).
+#[derive(Default)]
+pub struct Receiving {
+    cleared: parking_lot::Mutex<HashSet<(u16, u64)>>,
+}
+
+impl Receiving {
+    /// Clears `partition` unless it was cleared for this addition (`since`) already.
+    async fn clear_once<E: Engine>(
+        &self,
+        ctx: &NodeContext<E>,
+        partition: u16,
+        since: u64,
+    ) -> Result<(), Error> {
+        if self.cleared.lock().contains(&(partition, since)) {
+            return Ok(());
+        }
+        let removed = ctx.replica().clear_partition(partition).await?;
+        if removed > 0 {
+            tracing::info!(
+                partition,
+                removed,
+                "cleared what this node held of a partition it receives anew"
+            );
+        }
+        self.cleared.lock().insert((partition, since));
+        Ok(())
+    }
+}
+
 /// One round: syncs every partition this node is receiving, reports the complete ones.
 pub async fn round<E: Engine>(
     ctx: &NodeContext<E>,
     settings: &TransferSettings,
+    receiving: &Receiving,
 ) -> Result<Progress, Error> {
     let syncing = ctx.topology().syncing();
+    receiving
+        .cleared
+        .lock()
+        .retain(|entry| syncing.contains(entry));
     if syncing.is_empty() {
         return Ok(Progress::Done);
     }
     let mut complete = Vec::new();
     let mut errors = Vec::new();
     for (partition, since) in &syncing {
-        match sync_partition(ctx, settings, *partition).await {
+        let synced = match receiving.clear_once(ctx, *partition, *since).await {
+            Ok(()) => sync_partition(ctx, settings, *partition).await,
+            Err(e) => Err(e),
+        };
+        match synced {
             Ok(Synced::Complete) => complete.push((*partition, *since)),
             Ok(Synced::Pending) => {}
             Err(e) => {

@@ -852,6 +852,39 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(r.tree_summary(3).expect("tree"), good);
     }
+    /// Clearing a partition removes its keys from the disk and from its tree, and nothing of
+    /// the other partitions.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn clearing_a_partition_removes_its_keys_and_tree_digests_only() {
+        let (r, _) = Replica::open(Arc::new(MemoryEngine::new()), node(), 0, || 1)
+            .await
+            .expect("open");
+        for p in r.init_trees(8) {
+            r.rebuild_tree(p).expect("rebuild");
+        }
+        for (p, count) in [(3u16, 1500), (4, 10)] {
+            for i in 0..count {
+                let key = format!("k{i}");
+                let sk = yeskv_core::keyspace::storage_key(p, b"b", key.as_bytes());
+                let hash = yeskv_core::keyspace::key_hash(b"b", key.as_bytes());
+                let v = Version::value(b"v".to_vec(), 1, None);
+                r.coordinate(Slot::Own, hash, &sk, &CausalContext::empty(), v, 1, 100)
+                    .await
+                    .expect("write");
+            }
+        }
+        let other = r.tree_summary(4).expect("tree");
+        assert_eq!(r.clear_partition(3).await.expect("clear"), 1500);
+        assert_eq!(r.tree_summary(3).expect("tree").keys, 0);
+        let (start, end) = yeskv_core::keyspace::partition_range(3);
+        assert!(r
+            .engine()
+            .scan(Space::Data, &start, &end, 10)
+            .expect("scan")
+            .is_empty());
+        assert_eq!(r.tree_summary(4).expect("tree"), other);
+        assert_eq!(r.clear_partition(3).await.expect("again"), 0);
+    }
     /// A context naming a counter of this node's actor beyond anything it minted is refused
     /// and moves nothing (it would push the actor's sequence, for every key, toward overflow).
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
