@@ -337,11 +337,22 @@ pub async fn exchange_partition<E: Engine>(
     let ours = ctx.replica().segment_keys(partition, &segments)?;
     let keys = diff_keys(&ours, &their_keys);
     let mut synced = 0;
+    let mut first_error = None;
     for key in keys.into_iter().take(keys_max) {
-        sync_key(ctx, peer, &key).await?;
-        synced += 1;
+        // One key that cannot be synced does not stop the others; the exchange still fails
+        // (after them) so that nobody takes the partition for synced.
+        match sync_key(ctx, peer, &key).await {
+            Ok(()) => synced += 1,
+            Err(e) => {
+                tracing::debug!(%peer, partition, error = %e, "anti-entropy: a key failed");
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    Ok(synced)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(synced),
+    }
 }
 
 /// Syncs one key with `peer` both ways: read both objects, merge, write back where behind.
@@ -353,9 +364,16 @@ pub async fn sync_key<E: Engine>(
     let (_, bucket, key) = split_storage_key(storage_key)
         .ok_or_else(|| Error::Corrupt("a storage key does not parse".into()))?;
     let hash = key_hash(bucket, key);
-    let local = ctx.replica().read(storage_key)?;
+    // A corrupt copy on either side counts as missing: the other side's copy replaces it.
+    let missing_if_corrupt = |read: Result<yeskv_core::Object, Error>| match read {
+        Err(Error::Corrupt(_)) => Ok(yeskv_core::Object::new()),
+        other => other,
+    };
+    let local = missing_if_corrupt(ctx.replica().read(storage_key))?;
     let holder = Holder::Primary(peer.clone());
-    let remote = replication::read(ctx, &holder, storage_key, &[], Liveness::Anyway).await?;
+    let remote = missing_if_corrupt(
+        replication::read(ctx, &holder, storage_key, &[], Liveness::Anyway).await,
+    )?;
     let mut merged = local.clone();
     merged.sync(&remote);
     if merged != local {

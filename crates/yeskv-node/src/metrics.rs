@@ -61,6 +61,8 @@ pub const AAE_BYTES: &str = "yeskv_aae_bytes_total";
 pub const TOMBSTONES_REAPED: &str = "yeskv_tombstones_reaped_total";
 /// Writes this node's storage refused (a full disk) that it handed to another primary.
 pub const WRITES_FORWARDED_STORAGE: &str = "yeskv_writes_forwarded_storage_total";
+/// Corrupt records replaced by another replica's copy (replication, repair, anti-entropy).
+pub const CORRUPT_RECORDS_REPLACED: &str = "yeskv_corrupt_records_replaced_total";
 /// Forwarded writes that went to the next replica because no connection to the first could be
 /// made (the request was never sent there).
 pub const WRITES_REROUTED: &str = "yeskv_writes_rerouted_total";
@@ -181,6 +183,10 @@ pub fn install() -> Option<PrometheusHandle> {
         (
             CORRUPT_RECORDS,
             "Stored records that failed their checksum.",
+        ),
+        (
+            CORRUPT_RECORDS_REPLACED,
+            "Corrupt records replaced by another replica's copy.",
         ),
         (
             WRITES_REROUTED,

@@ -184,3 +184,63 @@ fn no_write_is_refused_while_two_of_five_nodes_die() {
         assert_eq!(get(&survivors[0], key, "2"), (200, key.clone()));
     }
 }
+
+/// A record corrupted on one replica's disk is never served, and the first read that finds it
+/// replaces it with the other replicas' copy (read repair): later reads through that node find
+/// a good record.
+#[test]
+fn a_corrupt_replica_is_replaced_by_read_repair() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = start_cluster(dir.path(), 3, &["a", "b", "c"], &[]);
+    let addrs = c.addrs();
+    // An incompressible value, so its bytes appear verbatim in the SST file.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let value: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let put = request(&addrs[0], "PUT", "/v1/kv/b/victim?w=all", &[], &value);
+    assert_eq!(put.status, 204, "{}", put.text());
+    assert!(
+        c.nodes[1].stop().success(),
+        "clean stop flushes to SST files"
+    );
+    let needle = &value[1000..1064];
+    let mut flipped = 0;
+    for entry in std::fs::read_dir(c.nodes[1].data_dir.join("db")).expect("db dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("sst") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).expect("read sst");
+        if let Some(pos) = bytes.windows(needle.len()).position(|w| w == needle) {
+            bytes[pos + 10] ^= 0xff;
+            std::fs::write(&path, &bytes).expect("write sst");
+            flipped += 1;
+        }
+    }
+    assert_eq!(flipped, 1, "value bytes not found in exactly one SST file");
+    c.nodes[1].restart();
+    c.wait_all_up(c.version, Duration::from_secs(30));
+    // Read through the damaged node: its own copy first, found corrupt, the others answer.
+    let r = request(&addrs[1], "GET", "/v1/kv/b/victim?r=2", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, value);
+    wait_until("the corrupt copy replaced", Duration::from_secs(20), || {
+        c.nodes[1].metric("yeskv_corrupt_records_replaced_total") >= 1.0
+    });
+    let corrupt_seen = c.nodes[1].metric("yeskv_corrupt_records_total");
+    for _ in 0..5 {
+        let r = request(&addrs[1], "GET", "/v1/kv/b/victim?r=1", &[], b"");
+        assert_eq!((r.status, &r.body), (200, &value));
+    }
+    assert_eq!(
+        c.nodes[1].metric("yeskv_corrupt_records_total"),
+        corrupt_seen,
+        "reads found the record corrupt again"
+    );
+}

@@ -344,6 +344,10 @@ where
             Err(e) => {
                 if matches!(e, Error::Corrupt(_)) {
                     self.corrupt = Some(e.to_string());
+                    // Its copy counts as missing for read repair, which replaces it.
+                    if matches!(holder, Holder::Primary(_)) {
+                        self.replies.push((holder.clone(), Object::new()));
+                    }
                 }
                 self.ask_next();
                 self.tracker.failure(e.of(holder.node()))

@@ -496,7 +496,17 @@ impl<E: Engine> Replica<E> {
         let (obj, durable) = {
             let _guard = self.stripe(key_hash).lock();
             let (mut obj, held) = match slot {
-                Slot::Own => (self.load(storage_key)?, true),
+                // A corrupt record is never served; another replica's copy takes its place (the
+                // rest of what it held comes back by anti-entropy from the others).
+                Slot::Own => match self.load(storage_key) {
+                    Err(Error::Corrupt(reason)) => {
+                        metrics::counter!(crate::metrics::CORRUPT_RECORDS_REPLACED).increment(1);
+                        tracing::warn!(key = ?String::from_utf8_lossy(storage_key), %reason,
+                            "replacing a corrupt record with a replica's copy");
+                        (Object::new(), false)
+                    }
+                    loaded => (loaded?, true),
+                },
                 Slot::HintFor(t) => match self.load_hint(t, storage_key)? {
                     Some((_, o, _)) => (o, true),
                     None => (Object::new(), false),
@@ -604,6 +614,30 @@ mod tests {
             .coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 2, 100)
             .await
             .is_err());
+    }
+
+    /// A replica's copy replaces a corrupt record: the merge succeeds and the key reads again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_merge_replaces_a_corrupt_record() {
+        let engine = Arc::new(MemoryEngine::new());
+        let (r, _) = Replica::open(engine.clone(), node(), 0, || 1)
+            .await
+            .expect("open");
+        let v = Version::value(b"hello".to_vec(), 1, None);
+        let (good, _) = r
+            .coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 1, 100)
+            .await
+            .expect("write");
+        let mut raw = engine
+            .get(Space::Data, b"k")
+            .expect("get")
+            .expect("present");
+        raw[0] ^= 0x55;
+        engine.poke(Space::Data, b"k", &raw);
+        assert!(matches!(r.read(b"k"), Err(Error::Corrupt(_))));
+        let merged = r.merge(Slot::Own, 7, b"k", &good, 2).await.expect("merge");
+        assert_eq!(merged, good);
+        assert_eq!(r.read(b"k").expect("readable again"), good);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
