@@ -335,10 +335,12 @@ impl Layout {
         )
     }
 
-    /// The partitions `node` is syncing, each with the epoch since which it is.
+    /// The partitions `node` is syncing and has not reported yet, each with the epoch since
+    /// which it is.
     pub fn syncing_of(&self, node: &NodeId) -> Vec<(u16, u64)> {
         self.transitions
             .iter()
+            .filter(|(_, t)| !t.done.contains(node))
             .filter_map(|(p, t)| t.syncing.get(node).map(|since| (*p, *since)))
             .collect()
     }
@@ -506,8 +508,9 @@ struct LayoutWireRef<'a> {
     transitions: Vec<TransitionWire>,
 }
 
-/// One transition on the wire: partition, syncing `(member index, since epoch)`, sources.
-type TransitionWire = (u16, Vec<(u16, u64)>, Vec<u16>);
+/// One transition on the wire: partition, syncing `(member index, since epoch)`, sources, and
+/// the syncing members that reported done.
+type TransitionWire = (u16, Vec<(u16, u64)>, Vec<u16>, Vec<u16>);
 
 #[derive(Deserialize)]
 struct LayoutWire {
@@ -585,7 +588,11 @@ impl Serialize for Layout {
             for node in &t.sources {
                 sources.push(index_of(node)?);
             }
-            transitions.push((*partition, syncing, sources));
+            let mut done = Vec::with_capacity(t.done.len());
+            for node in &t.done {
+                done.push(index_of(node)?);
+            }
+            transitions.push((*partition, syncing, sources, done));
         }
         LayoutWireRef {
             version: self.version,
@@ -668,12 +675,13 @@ impl TryFrom<LayoutWire> for Layout {
         }
         let assignment = Assignment::from_replicas(rows).map_err(placement_error)?;
         let mut transitions = Transitions::new();
-        for (partition, syncing, sources) in wire.transitions {
+        for (partition, syncing, sources, done) in wire.transitions {
             let t = Transition {
                 syncing: syncing
                     .into_iter()
                     .map(|(i, since)| Ok((member(i)?, since)))
                     .collect::<Result<_, LayoutError>>()?,
+                done: done.into_iter().map(member).collect::<Result<_, _>>()?,
                 sources: sources.into_iter().map(member).collect::<Result<_, _>>()?,
             };
             if transitions.insert(partition, t).is_some() {

@@ -15,7 +15,9 @@
 //!   acknowledged write (reads count only them);
 //! - the **write set** `W(p) = R'(p) ∪ sources`: every node a write goes to.
 //!
-//! A transition ends when the last syncing member reports it has the data
+//! A member that reports it has the data stays out of the data holders until the last one has
+//! reported (so the data holders never outnumber the old replicas while sources remain). A
+//! transition ends when the last syncing member reports it has the data
 //! ([`crate::Command::TransferDone`], written through the Raft log by the receiver, as Riak's
 //! `mark_handoff_complete` and Garage's sync tracker record completion in the layout). Its
 //! sources are then released; a [`crate::MemberState::Leaving`] member that is a source of no
@@ -38,8 +40,21 @@ use crate::error::LayoutError;
 pub struct Transition {
     /// Members of the target replicas without the data yet → the epoch at which each was added.
     pub syncing: BTreeMap<NodeId, u64>,
+    /// Those of `syncing` that have reported the data received. They join the data holders
+    /// only when the transition ends: while the sources remain, the data holders must stay at
+    /// most the old replica count, or a read quorum and a write quorum among them need not
+    /// overlap (a write acked by the old replica and a finished newcomer, a read answered by
+    /// two sources).
+    pub done: BTreeSet<NodeId>,
     /// Former holders that keep the data until every syncing member has it, in id order.
     pub sources: Vec<NodeId>,
+}
+
+impl Transition {
+    /// The syncing members that have not reported yet, with their epochs.
+    pub fn pending(&self) -> impl Iterator<Item = (&NodeId, &u64)> + '_ {
+        self.syncing.iter().filter(|(n, _)| !self.done.contains(*n))
+    }
 }
 
 /// The transitions of a layout, by partition; only partitions in motion have an entry.
@@ -125,12 +140,32 @@ pub fn after_change(
         if syncing.is_empty() {
             continue;
         }
+        // Reports already made for this partition still hold for members still syncing it.
+        let done: BTreeSet<NodeId> = before
+            .map(|t| {
+                t.done
+                    .iter()
+                    .filter(|n| syncing.contains_key(*n))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut sources: Vec<NodeId> = have
             .into_iter()
             .filter(|node| !target.contains(node))
             .collect();
         sources.sort();
-        out.insert(partition, Transition { syncing, sources });
+        if done.len() == syncing.len() {
+            continue;
+        }
+        out.insert(
+            partition,
+            Transition {
+                syncing,
+                done,
+                sources,
+            },
+        );
     }
     if lost.is_empty() {
         Ok(out)
@@ -153,10 +188,9 @@ pub fn record_done(transitions: &mut Transitions, node: &NodeId, done: &[(u16, u
         let Some(t) = transitions.get_mut(partition) else {
             continue;
         };
-        if t.syncing.get(node) == Some(since) {
-            t.syncing.remove(node);
+        if t.syncing.get(node) == Some(since) && t.done.insert(node.clone()) {
             changed = true;
-            if t.syncing.is_empty() {
+            if t.done.len() == t.syncing.len() {
                 transitions.remove(partition);
             }
         }
@@ -185,6 +219,11 @@ pub fn validate(assignment: &Assignment, transitions: &Transitions) -> Result<()
         if t.syncing.is_empty() {
             return Err(format!(
                 "partition {partition} is in transition with nothing syncing"
+            ));
+        }
+        if t.done.len() >= t.syncing.len() || t.done.iter().any(|n| !t.syncing.contains_key(n)) {
+            return Err(format!(
+                "partition {partition}: done members are not a proper subset of the syncing ones"
             ));
         }
         if let Some(node) = t.syncing.keys().find(|node| !target.contains(node)) {

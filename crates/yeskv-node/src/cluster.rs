@@ -90,10 +90,19 @@ impl Snapshot {
                 (*p, moving)
             })
             .collect();
+        // A former holder still serving a partition is in its write set: it answers as itself,
+        // so it never also stands in for another holder (one disk counted twice).
         let fallbacks = prefs
             .iter()
             .enumerate()
-            .map(|(p, primaries)| Arc::from(fallback_order(layout, p as u16, primaries)))
+            .map(|(p, primaries)| {
+                let p = p as u16;
+                let exclude = match layout.transition(p) {
+                    Some(_) => layout.write_set(p),
+                    None => primaries.to_vec(),
+                };
+                Arc::from(fallback_order(layout, p, &exclude))
+            })
             .collect();
         let peers = layout
             .members

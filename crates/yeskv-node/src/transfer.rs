@@ -7,8 +7,8 @@
 //! `transfer.interval`, this worker takes each partition it is syncing and runs full
 //! anti-entropy exchanges (`aae::exchange_partition`, no key budget) with the partition's data
 //! holders until an exchange finds nothing left to copy. A partition is complete once that holds
-//! for every data holder that is up, and for at least a majority of them (so a write
-//! acknowledged by a quorum of data holders is on one of those it synced with). The complete
+//! for every data holder: a write acknowledged with `w = 1` may be on one of them only (a holder
+//! that is down holds the transfer until it is back, or is forced out of the layout). The complete
 //! partitions are then reported through [`LayoutControl::transfer_done`], which records them in
 //! the replicated layout; when a partition's last syncing holder reports, its sources are
 //! released and a leaving node that is a source of nothing more leaves the layout.
@@ -174,7 +174,6 @@ async fn sync_partition<E: Engine>(
     if ctx.replica().tree_summary(partition).is_none() {
         return Ok(Synced::Pending);
     }
-    let majority = holders.len() / 2 + 1;
     let mut synced = 0;
     for holder in &holders {
         if !topology.is_up(holder) {
@@ -194,8 +193,7 @@ async fn sync_partition<E: Engine>(
         }
         synced += 1;
     }
-    let up = holders.iter().filter(|n| topology.is_up(n)).count();
-    Ok(if synced == up && synced >= majority {
+    Ok(if synced == holders.len() {
         Synced::Complete
     } else {
         Synced::Pending

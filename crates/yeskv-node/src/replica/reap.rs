@@ -113,6 +113,7 @@ impl<E: Engine> Replica<E> {
     pub async fn clear_partition(&self, partition: u16) -> Result<usize, Error> {
         let (start, end) = yeskv_core::keyspace::partition_range(partition);
         let mut removed = 0;
+        let mut corrupt = 0;
         let mut from = start;
         loop {
             let rows = self
@@ -126,15 +127,19 @@ impl<E: Engine> Replica<E> {
                         yeskv_core::keyspace::key_hash(bucket, key)
                     });
                 let _guard = self.stripe(hash).lock();
-                let obj = self.load(storage_key)?;
                 let mut b = WriteBatch::new();
                 b.delete(Space::Data, storage_key.clone());
-                last_durable = Some(self.commit_tracked(
-                    b,
-                    storage_key,
-                    tree_digest(storage_key, &obj),
-                    None,
-                )?);
+                // A corrupt record goes too; its digest in the tree is unknown, so the tree is
+                // rebuilt from the disk afterwards.
+                let old = match self.load(storage_key) {
+                    Ok(obj) => tree_digest(storage_key, &obj),
+                    Err(Error::Corrupt(_)) => {
+                        corrupt += 1;
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                last_durable = Some(self.commit_tracked(b, storage_key, old, None)?);
                 removed += 1;
             }
             if let Some(durable) = last_durable {
@@ -145,7 +150,12 @@ impl<E: Engine> Replica<E> {
                     from = last.clone();
                     from.push(0);
                 }
-                _ => return Ok(removed),
+                _ => {
+                    if corrupt > 0 {
+                        self.rebuild_tree(partition)?;
+                    }
+                    return Ok(removed);
+                }
             }
         }
     }
