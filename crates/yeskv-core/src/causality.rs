@@ -20,6 +20,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// The largest dot counter there can be: an actor would need 2^62 writes to reach it. Decoders
+/// refuse larger ones (forged or damaged: the next counter would overflow), so counting up from
+/// any decoded counter never wraps.
+pub const COUNTER_MAX: u64 = 1 << 62;
+
 /// Why a text is not a [`NodeId`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -237,7 +242,7 @@ impl CausalContext {
                 let have = seen.get(&d.actor);
                 if d.counter <= have {
                     false
-                } else if d.counter == have + 1 {
+                } else if have.checked_add(1) == Some(d.counter) {
                     seen.raise(&d.actor, d.counter);
                     false
                 } else {

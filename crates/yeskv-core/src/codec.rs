@@ -83,6 +83,16 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    /// A dot counter: a varint of at most [`crate::causality::COUNTER_MAX`] (a larger one was
+    /// never minted: it is forged or damaged, and counting up from it would overflow).
+    fn counter(&mut self) -> Result<u64, Error> {
+        let c = self.varint()?;
+        if c > crate::causality::COUNTER_MAX {
+            return Err(self.err("counter beyond any write an actor can make"));
+        }
+        Ok(c)
+    }
+
     fn varint(&mut self) -> Result<u64, Error> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
@@ -149,7 +159,7 @@ fn read_vv(r: &mut Reader<'_>) -> Result<(VersionVector, Vec<Actor>), Error> {
     let mut vv = VersionVector::new();
     for _ in 0..n {
         let a = r.actor()?;
-        let c = r.varint()?;
+        let c = r.counter()?;
         if c == 0 {
             return Err(r.err("zero counter in clock"));
         }
@@ -250,7 +260,7 @@ pub fn decode_record(record: &[u8]) -> Result<Object, Error> {
             .get(usize::try_from(idx).unwrap_or(usize::MAX))
             .ok_or_else(|| r.err("sibling actor index out of range"))?
             .clone();
-        let counter = r.varint()?;
+        let counter = r.counter()?;
         let flags = r.u8()?;
         if flags & !(FLAG_TOMBSTONE | FLAG_EXPIRES) != 0 {
             return Err(r.err("unknown sibling flags"));
@@ -332,7 +342,7 @@ pub fn decode_token(token: &str, key_tag: u32) -> Result<CausalContext, Error> {
         let mut dots = Vec::with_capacity(n);
         for _ in 0..n {
             let actor = r.actor()?;
-            let counter = r.varint()?;
+            let counter = r.counter()?;
             dots.push(Dot { actor, counter });
         }
         r.finish()?;
@@ -392,5 +402,35 @@ mod tests {
         ));
         assert!(decode_token("garbage!", 17).is_err());
         assert!(decode_token("", 17).is_err());
+    }
+
+    /// A context naming a counter no actor can reach (forged: `u64::MAX` would wrap the next
+    /// counter) is refused, in the clock and as a loose dot alike.
+    #[test]
+    fn a_counter_beyond_any_write_is_refused() {
+        let actor = Actor::new(NodeId::new("n9").expect("id"), 1);
+        let mut seen = CausalContext::empty();
+        seen.seen.raise(&actor, u64::MAX);
+        let t = encode_token(&seen, 17);
+        assert!(matches!(
+            decode_token(&t, 17),
+            Err(Error::InvalidContext(_))
+        ));
+        let loose = CausalContext {
+            seen: Default::default(),
+            dots: vec![Dot {
+                actor: actor.clone(),
+                counter: crate::causality::COUNTER_MAX + 1,
+            }],
+        };
+        let t = encode_token(&loose, 17);
+        assert!(matches!(
+            decode_token(&t, 17),
+            Err(Error::InvalidContext(_))
+        ));
+        let mut fine = CausalContext::empty();
+        fine.seen.raise(&actor, crate::causality::COUNTER_MAX);
+        let t = encode_token(&fine, 17);
+        assert_eq!(decode_token(&t, 17).expect("decodes"), fine);
     }
 }

@@ -180,7 +180,12 @@ impl Object {
     ) -> Dot {
         self.siblings
             .retain(|s| !ctx.covers(&s.dot) && !s.version.is_expired(now_ms));
-        let counter = (self.clock.get(actor).max(ctx.max_counter(actor)) + 1).max(min_counter);
+        let counter = self
+            .clock
+            .get(actor)
+            .max(ctx.max_counter(actor))
+            .saturating_add(1)
+            .max(min_counter);
         // Only the downward-closed part of the context joins the clock: loose dots say nothing
         // about the events before them, and claiming them would drop siblings on a later sync.
         self.clock.merge(&ctx.seen);
