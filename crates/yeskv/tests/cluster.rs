@@ -193,16 +193,7 @@ fn a_corrupt_replica_is_replaced_by_read_repair() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = start_cluster(dir.path(), 3, &["a", "b", "c"], &[]);
     let addrs = c.addrs();
-    // An incompressible value, so its bytes appear verbatim in the SST file.
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let value: Vec<u8> = (0..4096)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect();
+    let value = support::incompressible(4096);
     let put = request(&addrs[0], "PUT", "/v1/kv/b/victim?w=all", &[], &value);
     assert_eq!(put.status, 204, "{}", put.text());
     assert!(
@@ -210,19 +201,7 @@ fn a_corrupt_replica_is_replaced_by_read_repair() {
         "clean stop flushes to SST files"
     );
     let needle = &value[1000..1064];
-    let mut flipped = 0;
-    for entry in std::fs::read_dir(c.nodes[1].data_dir.join("db")).expect("db dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().and_then(|e| e.to_str()) != Some("sst") {
-            continue;
-        }
-        let mut bytes = std::fs::read(&path).expect("read sst");
-        if let Some(pos) = bytes.windows(needle.len()).position(|w| w == needle) {
-            bytes[pos + 10] ^= 0xff;
-            std::fs::write(&path, &bytes).expect("write sst");
-            flipped += 1;
-        }
-    }
+    let flipped = support::flip_in_sst(&c.nodes[1].data_dir.join("db"), needle);
     assert_eq!(flipped, 1, "value bytes not found in exactly one SST file");
     c.nodes[1].restart();
     c.wait_all_up(c.version, Duration::from_secs(30));

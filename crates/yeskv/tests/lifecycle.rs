@@ -73,16 +73,7 @@ fn sigterm_is_clean_and_keeps_the_epoch_kill9_changes_it() {
 fn corrupt_record_on_disk_is_reported_never_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = Node::start(dir.path(), &[]);
-    // An incompressible value, so its bytes appear verbatim in the SST file.
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let value: Vec<u8> = (0..4096)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 32) as u8
-        })
-        .collect();
+    let value = support::incompressible(4096);
     assert_eq!(node.req("PUT", "/v1/kv/b/victim", &[], &value).status, 204);
     assert_eq!(
         node.req("PUT", "/v1/kv/b/bystander", &[], b"fine").status,
@@ -91,19 +82,7 @@ fn corrupt_record_on_disk_is_reported_never_served() {
     assert!(node.stop().success()); // flushes memtables to SST files
 
     let needle = &value[1000..1064];
-    let mut flipped = 0;
-    for entry in std::fs::read_dir(dir.path().join("db")).expect("db dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().and_then(|e| e.to_str()) != Some("sst") {
-            continue;
-        }
-        let mut bytes = std::fs::read(&path).expect("read sst");
-        if let Some(pos) = bytes.windows(needle.len()).position(|w| w == needle) {
-            bytes[pos + 10] ^= 0xff;
-            std::fs::write(&path, &bytes).expect("write sst");
-            flipped += 1;
-        }
-    }
+    let flipped = support::flip_in_sst(&dir.path().join("db"), needle);
     let ssts: Vec<_> = std::fs::read_dir(dir.path().join("db"))
         .expect("db dir")
         .filter_map(|e| e.ok().map(|e| e.file_name()))

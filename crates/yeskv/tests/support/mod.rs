@@ -294,3 +294,35 @@ impl Cluster {
         self.nodes.iter().map(|n| n.http.clone()).collect()
     }
 }
+
+/// `len` incompressible bytes (xorshift), so a value's bytes appear verbatim in an SST file.
+pub fn incompressible(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+/// Flips a byte inside `needle` in every SST file of the database `db` that holds it (the node
+/// must be stopped); returns how many files were changed.
+pub fn flip_in_sst(db: &Path, needle: &[u8]) -> usize {
+    let mut flipped = 0;
+    for entry in std::fs::read_dir(db).expect("db dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("sst") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).expect("read sst");
+        if let Some(pos) = bytes.windows(needle.len()).position(|w| w == needle) {
+            bytes[pos + 10] ^= 0xff;
+            std::fs::write(&path, &bytes).expect("write sst");
+            flipped += 1;
+        }
+    }
+    flipped
+}
