@@ -683,14 +683,17 @@ async fn writes_kept_only_as_hints_survive_an_outage_of_any_length() {
         }
         assert_eq!(n.coord.replica().hints_pending(), 0, "{} drained", n.id);
     }
-    for n in &nodes[..2] {
-        assert_eq!(
-            n.local_values(b"b", b"cart"),
-            vec![b"v2".to_vec()],
-            "{} got the last write from its stand-in",
-            n.id
-        );
-    }
+    // n4 held n1's copy both times; n5 took the copy of n2 or of n3, whichever slot asked it
+    // first in each write. The last write is on two primaries: nothing of it was dropped.
+    let last: Vec<&str> = nodes[..3]
+        .iter()
+        .filter(|n| n.local_values(b"b", b"cart") == vec![b"v2".to_vec()])
+        .map(|n| n.id.as_str())
+        .collect();
+    assert!(
+        last.len() >= 2 && last.contains(&"n1"),
+        "the last write reached only {last:?} from its stand-ins"
+    );
 }
 
 /// A hint whose target left the layout goes to the key's current primaries instead: nothing
