@@ -64,30 +64,9 @@ fn sees_down(addr: &str, node: &str) -> bool {
         .any(|m| m["id"] == node && m["status"] == "down")
 }
 
-/// partition → (node → root) over every running node's `/v1/status`.
-fn roots(c: &Cluster) -> BTreeMap<u64, BTreeMap<String, Option<String>>> {
-    let mut out: BTreeMap<u64, BTreeMap<String, Option<String>>> = BTreeMap::new();
-    for n in c.nodes.iter().filter(|n| n.child.is_some()) {
-        let s = status(&n.http);
-        let node = s["node"].as_str().unwrap_or_default().to_string();
-        for p in s["partitions"].as_array().into_iter().flatten() {
-            out.entry(p["id"].as_u64().expect("id"))
-                .or_default()
-                .insert(node.clone(), p["merkle_root"].as_str().map(str::to_string));
-        }
-    }
-    out
-}
-
-/// Every partition has 3 replicas reporting one and the same root.
+/// Every partition has 3 replicas reporting one and the same root (among running nodes).
 fn converged(c: &Cluster) -> bool {
-    roots(c).values().all(|by_node| {
-        by_node.len() == 3
-            && by_node.values().all(|r| r.is_some())
-            && by_node
-                .values()
-                .all(|r| r == by_node.values().next().expect("one"))
-    })
+    support::converged(&c.running_addrs())
 }
 
 fn hints_pending(c: &Cluster) -> u64 {

@@ -7,12 +7,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{request, start_cluster, try_request, wait_until, Cluster, Node};
+use support::{converged, request, start_cluster, try_request, wait_until, Cluster, Node};
 
 const KEYS: usize = 2000;
 
@@ -176,29 +175,6 @@ fn wait_transfers_done(addrs: &[String], timeout: Duration) {
             status(addr)["transfers"]["partitions_pending"] == 0
         });
     }
-}
-
-/// partition → (node → root) over `addrs`.
-fn roots(addrs: &[String]) -> BTreeMap<u64, BTreeMap<String, Option<String>>> {
-    let mut out: BTreeMap<u64, BTreeMap<String, Option<String>>> = BTreeMap::new();
-    for addr in addrs {
-        let s = status(addr);
-        let node = s["node"].as_str().unwrap_or_default().to_string();
-        for p in s["partitions"].as_array().into_iter().flatten() {
-            out.entry(p["id"].as_u64().expect("id"))
-                .or_default()
-                .insert(node.clone(), p["merkle_root"].as_str().map(str::to_string));
-        }
-    }
-    out
-}
-
-/// Every partition has 3 replicas among `addrs`, all with one root.
-fn converged(addrs: &[String]) -> bool {
-    roots(addrs).values().all(|by_node| {
-        let first = by_node.values().next().cloned().flatten();
-        by_node.len() == 3 && first.is_some() && by_node.values().all(|r| *r == first)
-    })
 }
 
 /// Waits until the node at `addr` believes `node` down.

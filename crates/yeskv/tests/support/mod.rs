@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -293,6 +294,15 @@ impl Cluster {
     pub fn addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.http.clone()).collect()
     }
+
+    /// The HTTP addresses of the nodes that are running.
+    pub fn running_addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.http.clone())
+            .collect()
+    }
 }
 
 /// `len` incompressible bytes (xorshift), so a value's bytes appear verbatim in an SST file.
@@ -325,4 +335,28 @@ pub fn flip_in_sst(db: &Path, needle: &[u8]) -> usize {
         }
     }
     flipped
+}
+
+/// partition → (node → anti-entropy root, `None` while its tree is not ready) over the nodes at
+/// `addrs`, from their `/v1/status`.
+pub fn roots(addrs: &[String]) -> BTreeMap<u64, BTreeMap<String, Option<String>>> {
+    let mut out: BTreeMap<u64, BTreeMap<String, Option<String>>> = BTreeMap::new();
+    for addr in addrs {
+        let s = request(addr, "GET", "/v1/status", &[], b"").json();
+        let node = s["node"].as_str().unwrap_or_default().to_string();
+        for p in s["partitions"].as_array().into_iter().flatten() {
+            out.entry(p["id"].as_u64().expect("id"))
+                .or_default()
+                .insert(node.clone(), p["merkle_root"].as_str().map(str::to_string));
+        }
+    }
+    out
+}
+
+/// Every partition has 3 replicas among the nodes at `addrs`, reporting one and the same root.
+pub fn converged(addrs: &[String]) -> bool {
+    roots(addrs).values().all(|by_node| {
+        let first = by_node.values().next().cloned().flatten();
+        by_node.len() == 3 && first.is_some() && by_node.values().all(|r| *r == first)
+    })
 }
