@@ -190,6 +190,13 @@ pub struct Transfer {
     /// Most full exchanges with one holder of one partition per round before the partition
     /// waits for the next round (writes arriving meanwhile can keep an exchange finding keys).
     pub exchanges_per_holder_max: usize,
+    /// About how many bytes of records one streamed batch carries.
+    pub batch_bytes: u32,
+    /// Most bytes per second this node receives by streaming (0: no limit).
+    pub rate_bytes_per_s: u64,
+    /// How long a former holder keeps a partition's data after the layout stopped listing it
+    /// as a holder or source (nodes with an older layout may still read it meanwhile).
+    pub cleanup_delay_secs: u64,
 }
 
 impl Default for Transfer {
@@ -197,6 +204,9 @@ impl Default for Transfer {
         Transfer {
             interval_ms: 1000,
             exchanges_per_holder_max: 8,
+            batch_bytes: 1 << 20,
+            rate_bytes_per_s: 64 << 20,
+            cleanup_delay_secs: 60,
         }
     }
 }
@@ -484,6 +494,18 @@ fn validate_transfer(transfer: &Transfer) -> Result<(), ConfigError> {
         transfer.exchanges_per_holder_max,
         1,
         1000,
+    )?;
+    check_between(
+        "transfer.batch_bytes",
+        transfer.batch_bytes,
+        4096,
+        crate::transfer::BATCH_BYTES_MAX,
+    )?;
+    check_between(
+        "transfer.cleanup_delay_secs",
+        transfer.cleanup_delay_secs,
+        0,
+        7 * 86_400,
     )
 }
 

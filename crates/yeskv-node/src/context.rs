@@ -64,6 +64,7 @@ pub struct NodeContext<E: Engine> {
     peers: Arc<dyn PeerClient>,
     clock: Arc<dyn Clock>,
     settings: Settings,
+    transfers: Arc<crate::transfer::TransferStats>,
 }
 
 impl<E: Engine> Clone for NodeContext<E> {
@@ -74,6 +75,7 @@ impl<E: Engine> Clone for NodeContext<E> {
             peers: self.peers.clone(),
             clock: self.clock.clone(),
             settings: self.settings.clone(),
+            transfers: self.transfers.clone(),
         }
     }
 }
@@ -93,7 +95,13 @@ impl<E: Engine> NodeContext<E> {
             peers,
             clock,
             settings,
+            transfers: Arc::default(),
         }
+    }
+
+    /// What this node's partition transfers have done and have left.
+    pub fn transfers(&self) -> &Arc<crate::transfer::TransferStats> {
+        &self.transfers
     }
 
     /// The local replica.

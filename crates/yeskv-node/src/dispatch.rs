@@ -5,6 +5,7 @@
 //! | `Replication` (`Read`, `ReadHints`, `Merge`, `MergeHint`, `Coordinate`) | [`crate::replication::serve`] |
 //! | `Aae` (roots, branches, segments, keys) | [`crate::aae::serve`] |
 //! | `Reap` | [`crate::reaper::serve`] |
+//! | `Transfer` (batches, sizes) | [`crate::transfer::serve`] |
 //! | `Layout` (Raft) | the layout service, when the node runs one |
 
 use std::sync::Arc;
@@ -54,6 +55,7 @@ impl<E: Engine> Dispatcher<E> {
             PeerRequest::Replication(r) => crate::replication::serve(&self.coordinator, r).await,
             PeerRequest::Aae(r) => crate::aae::serve(ctx, r),
             PeerRequest::Reap(r) => crate::reaper::serve(ctx, r).await,
+            PeerRequest::Transfer(r) => crate::transfer::serve(ctx, r),
             PeerRequest::Layout(rpc) => match &self.layout {
                 Some(handle) => PeerResponse::Layout(handle(rpc).await),
                 None => PeerResponse::Failed(RemoteError::BadRequest(

@@ -72,6 +72,13 @@ pub const TRANSFER_PARTITIONS_PENDING: &str = "yeskv_transfer_partitions_pending
 pub const TRANSFER_PARTITIONS_DONE: &str = "yeskv_transfer_partitions_done_total";
 /// Keys copied into partitions this node is receiving.
 pub const TRANSFER_KEYS: &str = "yeskv_transfer_keys_total";
+/// Bytes (keys and records) streamed into partitions this node is receiving.
+pub const TRANSFER_BYTES: &str = "yeskv_transfer_bytes_total";
+/// Transfer batches refused: their checksum or a record's did not hold, or their keys were out
+/// of order (asked again).
+pub const TRANSFER_BATCHES_REFUSED: &str = "yeskv_transfer_batches_refused_total";
+/// Partitions whose data this node removed after it stopped holding them (cleanup).
+pub const TRANSFER_PARTITIONS_CLEANED: &str = "yeskv_transfer_partitions_cleaned_total";
 
 /// Per route (matched pattern), per (method, status): the request counter and the latency
 /// histogram of that route and method.
@@ -199,6 +206,18 @@ pub fn install() -> Option<PrometheusHandle> {
         (
             TRANSFER_KEYS,
             "Keys copied into partitions this node is receiving.",
+        ),
+        (
+            TRANSFER_BYTES,
+            "Bytes (keys and records) streamed into partitions this node is receiving.",
+        ),
+        (
+            TRANSFER_BATCHES_REFUSED,
+            "Transfer batches refused for a failed checksum or keys out of order.",
+        ),
+        (
+            TRANSFER_PARTITIONS_CLEANED,
+            "Partitions whose data this node removed after it stopped holding them.",
         ),
     ];
     for (name, help) in counters {

@@ -104,10 +104,19 @@ impl<E: Engine> NodeBuilder<E> {
         }
         if let Some(transfer) = self.transfer {
             let c = self.ctx.clone();
+            self.ctx.transfers().set_limit(transfer.rate_bytes_per_s);
+            let settings = transfer.clone();
             workers.start("transfer", move |stop, status| async move {
-                let receiving = crate::transfer::Receiving::default();
+                crate::workers::every(settings.interval, stop, &status, || {
+                    crate::transfer::round(&c, &settings)
+                })
+                .await
+            });
+            let c = self.ctx.clone();
+            workers.start("cleanup", move |stop, status| async move {
+                let memory = crate::transfer::Cleanup::default();
                 crate::workers::every(transfer.interval, stop, &status, || {
-                    crate::transfer::round(&c, &transfer, &receiving)
+                    crate::transfer::cleanup(&c, &transfer, &memory)
                 })
                 .await
             });

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::aae::{AaeRequest, AaeResponse};
 use crate::reaper::{ReapRequest, ReapResponse};
 use crate::replication::{ReplicationRequest, ReplicationResponse};
+use crate::transfer::{TransferRequest, TransferResponse};
 
 /// A request from one node to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -31,6 +32,8 @@ pub enum PeerRequest {
     Aae(AaeRequest),
     /// Tombstone reaping (`reaper.rs`).
     Reap(ReapRequest),
+    /// Partition transfers (`transfer.rs`).
+    Transfer(TransferRequest),
 }
 
 impl PeerRequest {
@@ -41,6 +44,7 @@ impl PeerRequest {
             PeerRequest::Replication(r) => r.name(),
             PeerRequest::Aae(r) => r.name(),
             PeerRequest::Reap(_) => "Reap",
+            PeerRequest::Transfer(r) => r.name(),
         }
     }
 }
@@ -56,6 +60,8 @@ pub enum PeerResponse {
     Aae(AaeResponse),
     /// The answer to a `Reap` message.
     Reap(ReapResponse),
+    /// The answer to a `Transfer` message.
+    Transfer(TransferResponse),
     /// The request failed on the remote node.
     Failed(RemoteError),
 }

@@ -149,7 +149,23 @@ impl Holder {
 pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -> PeerResponse {
     let ctx = c.context();
     let answer = match request {
-        ReplicationRequest::Read { storage_key } => object_answer(ctx.replica().read(&storage_key)),
+        ReplicationRequest::Read { storage_key } => {
+            // A node answers a read of its own copy only for a partition whose data it holds in
+            // its layout: a coordinator with an older layout may still count a former holder
+            // whose copy has since been cleaned up, or a new holder still receiving, and "not
+            // found" from either would be a miss. Refused, the coordinator asks the others.
+            let topology = ctx.topology();
+            let holds = yeskv_core::keyspace::split_storage_key(&storage_key)
+                .is_none_or(|(p, _, _)| topology.data_holders(p).contains(topology.local()));
+            if !holds {
+                return PeerResponse::Failed(RemoteError::Unavailable(format!(
+                    "{} holds no data of this key's partition in its layout (version {})",
+                    topology.local(),
+                    topology.layout_version()
+                )));
+            }
+            object_answer(ctx.replica().read(&storage_key))
+        }
         ReplicationRequest::ReadHints {
             targets,
             storage_key,

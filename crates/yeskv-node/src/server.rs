@@ -367,11 +367,7 @@ fn repair_settings(cfg: &Validated) -> RepairSettings {
 
 /// Receiving partitions: completions are recorded through the layout service.
 fn transfer_settings(cfg: &Validated, layout: &LayoutService) -> TransferSettings {
-    TransferSettings {
-        interval: Duration::from_millis(cfg.raw.transfer.interval_ms),
-        exchanges_per_holder_max: cfg.raw.transfer.exchanges_per_holder_max,
-        control: Arc::new(LayoutTransfers(layout.clone())),
-    }
+    TransferSettings::new(&cfg.raw.transfer, Arc::new(LayoutTransfers(layout.clone())))
 }
 
 /// [`LayoutControl`] over the node's layout service.

@@ -157,6 +157,13 @@ impl Disk {
                     Op::Delete { space: sp, key: k } if *sp == space && k == key => {
                         return Ok(None)
                     }
+                    Op::DeleteRange {
+                        space: sp,
+                        start,
+                        end,
+                    } if *sp == space && key >= start.as_slice() && key < end.as_slice() => {
+                        return Ok(None)
+                    }
                     _ => {}
                 }
             }
@@ -207,7 +214,9 @@ impl Disk {
         let deadline_ms = (now_ms + 1 + s.slow_ms).max(s.last_deadline_ms);
         s.last_deadline_ms = deadline_ms;
         let touches_data = batch.ops.iter().any(|op| match op {
-            Op::Put { space, .. } | Op::Delete { space, .. } => *space == Space::Data,
+            Op::Put { space, .. } | Op::Delete { space, .. } | Op::DeleteRange { space, .. } => {
+                *space == Space::Data
+            }
         });
         s.data_deletes += batch
             .ops
@@ -234,8 +243,18 @@ impl Disk {
     fn scan(&self, space: Space, start: &[u8], end: &[u8], limit: usize) -> Result<Rows, Error> {
         let s = self.state.lock();
         let in_range = |k: &[u8]| k >= start && k < end;
-        // Pending deletes can hide at most this many durable rows.
-        let extra = s.pending.iter().map(|w| w.batch.ops.len()).sum::<usize>();
+        // Pending deletes can hide at most this many durable rows (a pending range delete, any
+        // number: then the durable rows are read whole).
+        let ranges = s
+            .pending
+            .iter()
+            .flat_map(|w| &w.batch.ops)
+            .any(|op| matches!(op, Op::DeleteRange { space: sp, .. } if *sp == space));
+        let extra = if ranges {
+            usize::MAX
+        } else {
+            s.pending.iter().map(|w| w.batch.ops.len()).sum::<usize>()
+        };
         let mut rows: BTreeMap<Vec<u8>, Vec<u8>> = self
             .durable
             .scan(space, start, end, limit.saturating_add(extra))?
@@ -253,6 +272,13 @@ impl Disk {
                     }
                     Op::Delete { space: sp, key } if *sp == space && in_range(key) => {
                         rows.remove(key);
+                    }
+                    Op::DeleteRange {
+                        space: sp,
+                        start: from,
+                        end: to,
+                    } if *sp == space => {
+                        rows.retain(|k, _| k < from || k >= to);
                     }
                     _ => {}
                 }

@@ -98,8 +98,10 @@ pub struct CachedEngine<E> {
     cache: Cache<Vec<u8>, Cached, ByBytes>,
     /// Per stripe: writes begun and in flight on its keys.
     stripes: Box<[Mutex<Stripe>]>,
-    /// The inner engine's epoch the cached entries were read in.
+    /// The epoch the cached entries were read in: the inner engine's, plus [`Self::ranges`].
     epoch: AtomicU64,
+    /// Bumped before and after every range delete of user data (see [`Self::stamp`]).
+    ranges: AtomicU64,
     /// Fills hold it shared while they check and insert; emptying the cache holds it alone, so
     /// no fill that checked an old epoch can insert after the cache was emptied for a new one.
     fill_gate: RwLock<()>,
@@ -113,6 +115,7 @@ impl<E: Engine> CachedEngine<E> {
         let estimated_items = (capacity_bytes / 256).clamp(16, 1 << 24) as usize;
         CachedEngine {
             epoch: AtomicU64::new(inner.epoch()),
+            ranges: AtomicU64::new(0),
             fill_gate: RwLock::new(()),
             inner,
             cache: Cache::with_weighter(estimated_items, capacity_bytes, ByBytes),
@@ -133,7 +136,7 @@ impl<E: Engine> CachedEngine<E> {
 
     /// Empties the cache if the inner engine's contents changed behind it; the current epoch.
     fn current_epoch(&self) -> u64 {
-        let now = self.inner.epoch();
+        let now = self.stamp();
         if self.epoch.load(Ordering::Acquire) != now {
             let _alone = self.fill_gate.write();
             self.cache.clear();
@@ -145,7 +148,18 @@ impl<E: Engine> CachedEngine<E> {
     /// Whether the cache and the inner engine are both still in `epoch` (a fill or a write's
     /// record from `epoch` may go into the cache; call with the fill gate held).
     fn epoch_holds(&self, epoch: u64) -> bool {
-        self.inner.epoch() == epoch && self.epoch.load(Ordering::Acquire) == epoch
+        self.stamp() == epoch && self.epoch.load(Ordering::Acquire) == epoch
+    }
+
+    /// The cache's epoch: the inner engine's, moved on by every range delete of user data. A
+    /// range delete changes many keys at once, none of which a stripe tracks, so it is treated
+    /// as the inner engine changing behind the cache: the count is bumped before the delete
+    /// (every write and fill begun before it will not cache its record) and after it (nor will
+    /// those begun while it applied), and the cache is emptied.
+    fn stamp(&self) -> u64 {
+        self.inner
+            .epoch()
+            .wrapping_add(self.ranges.load(Ordering::Acquire))
     }
 
     /// A write of `key` (record `record`) begins: no fill of its stripe until it ends.
@@ -227,6 +241,23 @@ impl<E: Engine> Engine for CachedEngine<E> {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<Durable, Error> {
+        let range_delete = batch.ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::DeleteRange {
+                    space: Space::Data,
+                    ..
+                }
+            )
+        });
+        if range_delete {
+            self.ranges.fetch_add(1, Ordering::AcqRel);
+            self.current_epoch();
+            let written = self.inner.write(batch);
+            self.ranges.fetch_add(1, Ordering::AcqRel);
+            self.current_epoch();
+            return written;
+        }
         let epoch = self.current_epoch();
         let writes = batch
             .ops
@@ -266,6 +297,10 @@ impl<E: Engine> Engine for CachedEngine<E> {
 
     fn compact(&self, space: Space) -> Result<(), Error> {
         self.inner.compact(space)
+    }
+
+    fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> Result<(), Error> {
+        self.inner.compact_range(space, start, end)
     }
 
     fn sync_mode(&self) -> SyncMode {
@@ -342,6 +377,22 @@ mod tests {
         b.delete(Space::Data, b"k".to_vec());
         drop(e.write(b).expect("delete"));
         assert_eq!(read(&e, b"k"), None);
+    }
+
+    #[test]
+    fn a_range_delete_forgets_the_cached_keys_it_removed() {
+        let e = CachedEngine::new(MemoryEngine::new(), 1 << 20);
+        for k in [b"a1", b"b1", b"b2", b"c1"] {
+            put(&e, k, b"v");
+            assert_eq!(read(&e, k), Some(b"v".to_vec()));
+        }
+        let mut b = WriteBatch::new();
+        b.delete_range(Space::Data, b"b".to_vec(), b"c".to_vec());
+        drop(e.write(b).expect("range delete"));
+        assert_eq!(read(&e, b"a1"), Some(b"v".to_vec()));
+        assert_eq!(read(&e, b"b1"), None, "removed by the range delete");
+        assert_eq!(read(&e, b"b2"), None);
+        assert_eq!(read(&e, b"c1"), Some(b"v".to_vec()), "the end is kept");
     }
 
     #[test]

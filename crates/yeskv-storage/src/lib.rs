@@ -140,6 +140,15 @@ pub enum Op {
         /// Which key.
         key: Vec<u8>,
     },
+    /// Remove every key of `space` in `[start, end)` (one range tombstone in RocksDB).
+    DeleteRange {
+        /// Where.
+        space: Space,
+        /// First key removed.
+        start: Vec<u8>,
+        /// First key kept after the range.
+        end: Vec<u8>,
+    },
 }
 
 /// Changes applied atomically by [`Engine::write`].
@@ -161,7 +170,13 @@ impl WriteBatch {
         self
     }
 
-    /// Adds a delete.
+    /// Adds the removal of every key of `space` in `[start, end)`.
+    pub fn delete_range(&mut self, space: Space, start: Vec<u8>, end: Vec<u8>) -> &mut Self {
+        self.ops.push(Op::DeleteRange { space, start, end });
+        self
+    }
+
+    /// Removes `key` from `space`.
     pub fn delete(&mut self, space: Space, key: Vec<u8>) -> &mut Self {
         self.ops.push(Op::Delete { space, key });
         self
@@ -269,6 +284,13 @@ pub trait Engine: Send + Sync + 'static {
     /// Compacts a whole space now (for operators and tests).
     fn compact(&self, space: Space) -> Result<(), Error>;
 
+    /// Compacts the keys of `space` in `[start, end)` now, so that the space a range delete
+    /// freed is given back to the disk. Engines without files have nothing to do.
+    fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> Result<(), Error> {
+        let _ = (space, start, end);
+        Ok(())
+    }
+
     /// How writes become durable.
     fn sync_mode(&self) -> SyncMode;
 
@@ -303,6 +325,9 @@ impl<E: Engine + ?Sized> Engine for Arc<E> {
     }
     fn compact(&self, space: Space) -> Result<(), Error> {
         (**self).compact(space)
+    }
+    fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> Result<(), Error> {
+        (**self).compact_range(space, start, end)
     }
     fn sync_mode(&self) -> SyncMode {
         (**self).sync_mode()

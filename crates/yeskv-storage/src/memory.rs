@@ -65,6 +65,12 @@ impl Engine for MemoryEngine {
                 Op::Delete { space, key } => {
                     spaces[index(space)].remove(&key);
                 }
+                Op::DeleteRange { space, start, end } => {
+                    let map = &mut spaces[index(space)];
+                    let mut from_start = map.split_off(&start);
+                    let from_end = from_start.split_off(&end);
+                    map.extend(from_end);
+                }
             }
         }
         Ok(Durable::done())

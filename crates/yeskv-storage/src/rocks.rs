@@ -687,6 +687,9 @@ impl Engine for RocksEngine {
                 match op {
                     Op::Put { space, key, value } => wb.put_cf(cf(db, *space)?, key, value),
                     Op::Delete { space, key } => wb.delete_cf(cf(db, *space)?, key),
+                    Op::DeleteRange { space, start, end } => {
+                        wb.delete_range_cf(cf(db, *space)?, start, end)
+                    }
                 }
             }
             let mut wo = WriteOptions::default();
@@ -767,6 +770,20 @@ impl Engine for RocksEngine {
             let mut opts = rocksdb::CompactOptions::default();
             opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
             db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
+            Ok(())
+        })
+    }
+
+    fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> Result<(), Error> {
+        if self.shared.read_only.load(Ordering::SeqCst) {
+            return Err(self.shared.read_only_error());
+        }
+        self.shared.with_db(|db| {
+            let cf = cf(db, space)?;
+            db.flush_cf(cf).map_err(map_err)?;
+            let mut opts = rocksdb::CompactOptions::default();
+            opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            db.compact_range_cf_opt(cf, Some(start), Some(end), &opts);
             Ok(())
         })
     }

@@ -146,24 +146,55 @@ fn print_plan(p: &serde_json::Value) {
         p["base_version"], p["new_version"], p["replicas_moved"]
     );
     println!(
-        "transfers: {} partitions move; replicas in distinct zones: {}",
+        "transfers: {} partitions move, {}{}, ETA {} at {}/s per receiver",
         p["partitions_moving"],
-        if p["zone_safe"] == true { "yes" } else { "NO" }
+        human_bytes(p["bytes_moving"].as_u64().unwrap_or(0)),
+        if p["bytes_known"] == false {
+            " (some sizes unknown: holders down)"
+        } else {
+            ""
+        },
+        p["eta_s"]
+            .as_f64()
+            .map_or_else(|| "unknown".to_string(), |s| format!("{s:.0} s")),
+        human_bytes(p["rate_bytes_per_s"].as_u64().unwrap_or(0)),
+    );
+    println!(
+        "safety: replicas in distinct zones: {}; every partition keeps a live holder of its data: {}",
+        if p["zone_safe"] == true { "yes" } else { "NO" },
+        if p["data_safe"] == true { "yes" } else { "NO" },
     );
     if let Some(owned) = p["owned"].as_object() {
         println!(
-            "  {:<16} {:>6}    {:<6} {:>9} {:>9}",
-            "node", "owns", "after", "receives", "gives"
+            "  {:<16} {:>6}    {:<6} {:>9} {:>10} {:>9}",
+            "node", "owns", "after", "receives", "bytes in", "gives"
         );
         for (node, c) in owned {
             println!(
-                "  {node:<16} {:>6} -> {:<6} {:>9} {:>9}",
+                "  {node:<16} {:>6} -> {:<6} {:>9} {:>10} {:>9}",
                 c["before"],
                 c["after"],
                 p["receiving"][node].as_u64().unwrap_or(0),
+                human_bytes(p["receiving_bytes"][node].as_u64().unwrap_or(0)),
                 p["sourcing"][node].as_u64().unwrap_or(0),
             );
         }
+    }
+}
+
+/// `bytes` in B, KiB, MiB or GiB.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -199,6 +230,23 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A member's receiving progress from its own `transfers`: partitions, bytes left, rate, ETA
+/// (`-` when it receives nothing).
+fn transfer_cell(t: &serde_json::Value) -> String {
+    let partitions = t["partitions_incoming"].as_u64().unwrap_or(0);
+    if partitions == 0 {
+        return "-".to_string();
+    }
+    let left = t["bytes_pending"]
+        .as_u64()
+        .map_or_else(|| "?".to_string(), human_bytes);
+    let eta = t["eta_s"]
+        .as_f64()
+        .map_or_else(|| "?".to_string(), |s| format!("{s:.0}s"));
+    let rate = human_bytes(t["rate_bytes_per_s"].as_f64().unwrap_or(0.0) as u64);
+    format!("{partitions}p {left} {rate}/s {eta}")
+}
+
 /// The human-readable table of a `/v1/status` document, with each member's own status (those
 /// that answered) for the repair columns: hints it holds for others, and how many partitions
 /// have every replica reporting the same anti-entropy root.
@@ -219,8 +267,8 @@ fn render(
         s["hints_pending"],
     );
     out.push_str(&format!(
-        "{:<16} {:<8} {:<9} {:<12} {:>6} {:>7} {:>8}  {}\n",
-        "member", "status", "state", "zone", "owns", "share", "hints", "http"
+        "{:<16} {:<8} {:<9} {:<12} {:>6} {:>7} {:>8} {:>22}  {}\n",
+        "member", "status", "state", "zone", "owns", "share", "hints", "receiving", "http"
     ));
     for m in &members {
         let owns = m["owns"].as_f64().unwrap_or(0.0);
@@ -234,8 +282,11 @@ fn render(
             .get(id)
             .and_then(|p| p["hints_pending"].as_u64())
             .map_or_else(|| "?".to_string(), |h| h.to_string());
+        let receiving = peers
+            .get(id)
+            .map_or_else(|| "?".to_string(), |p| transfer_cell(&p["transfers"]));
         out.push_str(&format!(
-            "{:<16} {:<8} {:<9} {:<12} {:>6} {:>6.1}% {:>8}  {}\n",
+            "{:<16} {:<8} {:<9} {:<12} {:>6} {:>6.1}% {:>8} {:>22}  {}\n",
             id,
             m["status"].as_str().unwrap_or("?"),
             m["state"].as_str().unwrap_or("?"),
@@ -243,6 +294,7 @@ fn render(
             owns,
             share,
             hints,
+            receiving,
             m["http"].as_str().unwrap_or("?"),
         ));
     }

@@ -159,13 +159,34 @@ fn seed_of(c: &Cluster) -> String {
     args[i + 1].clone()
 }
 
-/// Starts node `id` in `zone` that joins the gossip of `c` (it owns nothing until committed).
-fn start_spare(dir: &std::path::Path, c: &Cluster, id: &str, zone: &str) -> Node {
+/// Starts node `id` in `zone` that joins the gossip of `c` (it owns nothing until committed),
+/// with `extra` flags.
+fn start_spare(dir: &std::path::Path, c: &Cluster, id: &str, zone: &str, extra: &[&str]) -> Node {
     let seed = seed_of(c);
-    Node::start(
-        &dir.join(id),
-        &["--node-id", id, "--zone", zone, "--seed", &seed],
-    )
+    let mut args = vec!["--node-id", id, "--zone", zone, "--seed", &seed];
+    args.extend_from_slice(extra);
+    Node::start(&dir.join(id), &args)
+}
+
+/// A config file in `dir` under which former holders clean up one second after a transfer is
+/// confirmed, and the `--config` flags that use it.
+fn quick_cleanup(dir: &std::path::Path) -> [String; 2] {
+    let path = dir.join("quick-cleanup.toml");
+    std::fs::write(&path, "[transfer]\ncleanup_delay_secs = 1\n").expect("config");
+    ["--config".to_string(), path.display().to_string()]
+}
+
+/// Whether the node at `addr` stores keys only of partitions it is a replica of (former
+/// holders have cleaned up).
+fn stores_only_its_own(addr: &str) -> bool {
+    let s = status(addr);
+    let own: u64 = s["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["keys"].as_u64().unwrap_or(0))
+        .sum();
+    s["keys_stored"].as_u64() == Some(own)
 }
 
 /// Waits until every node in `addrs` has applied a layout in which nothing is moving.
@@ -226,10 +247,17 @@ fn assert_clean(seen: &Seen, what: &str) {
 #[test]
 fn two_nodes_join_under_load_and_no_read_misses() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = start_cluster(dir.path(), 3, &["a", "b", "c"], &[]);
+    let config = quick_cleanup(dir.path());
+    let config: Vec<&str> = config.iter().map(String::as_str).collect();
+    let mut c = start_cluster(dir.path(), 3, &["a", "b", "c"], &config);
     let keys = preload(&c.addrs(), "k", KEYS);
-    let n4 = start_spare(dir.path(), &c, "n4", "a");
-    let n5 = start_spare(dir.path(), &c, "n5", "b");
+    let stored_before: Vec<u64> = c
+        .addrs()
+        .iter()
+        .map(|a| status(a)["keys_stored"].as_u64().expect("keys_stored"))
+        .collect();
+    let n4 = start_spare(dir.path(), &c, "n4", "a", &config);
+    let n5 = start_spare(dir.path(), &c, "n5", "b", &config);
     c.nodes.push(n4);
     c.nodes.push(n5);
     let addrs = c.addrs();
@@ -245,6 +273,18 @@ fn two_nodes_join_under_load_and_no_read_misses() {
         Duration::from_secs(30),
         || stage(&addrs[0], "/v1/cluster/join", joiners.clone()).status == 200,
     );
+    // The plan states what moves, in partitions and bytes, and how long it takes.
+    let plan = request(&addrs[0], "GET", "/v1/cluster/plan", &[], b"").json();
+    eprintln!(
+        "plan: {} partitions, {} bytes, ETA {} s, receiving {}",
+        plan["partitions_moving"], plan["bytes_moving"], plan["eta_s"], plan["receiving_bytes"]
+    );
+    let planned = plan["bytes_moving"].as_u64().expect("bytes_moving");
+    assert_eq!(plan["bytes_known"], true, "{plan}");
+    assert!(planned > 0 && plan["eta_s"].is_number(), "{plan}");
+    for node in ["n4", "n5"] {
+        assert!(plan["receiving_bytes"][node].as_u64() > Some(0), "{plan}");
+    }
     commit(&addrs[0]);
     let ring = request(&addrs[0], "GET", "/v1/ring", &[], b"").json();
     eprintln!("join committed: layout version {}", ring["version"]);
@@ -297,6 +337,35 @@ fn two_nodes_join_under_load_and_no_read_misses() {
     assert!(
         copied > 0.0 && copied <= held as f64 * 1.1,
         "{copied} copied, {held} held"
+    );
+    // The stream carried what the plan said would move: at least 90% of it (the rest came
+    // with the writes the new nodes took meanwhile), and no more than 10% above it plus what
+    // was written during the join.
+    let streamed: f64 = c.nodes[3..]
+        .iter()
+        .map(|n| n.metric("yeskv_transfer_bytes_total"))
+        .sum();
+    let written = acked.len() as f64 / KEYS as f64;
+    eprintln!("streamed {streamed} bytes, planned {planned}, written during {written:.2}x");
+    assert!(
+        streamed >= 0.9 * planned as f64 && streamed <= 1.1 * planned as f64 * (1.0 + written),
+        "streamed {streamed} bytes, planned {planned}"
+    );
+    // Former holders clean up: in the end each node stores only its own partitions' keys, so
+    // every key is stored exactly three times (a refused write may have left copies too).
+    wait_until("former holders cleaned up", Duration::from_secs(60), || {
+        addrs.iter().all(|a| stores_only_its_own(a))
+    });
+    let total = (KEYS + acked.len()) as u64;
+    let stored: Vec<u64> = addrs
+        .iter()
+        .map(|a| status(a)["keys_stored"].as_u64().expect("keys_stored"))
+        .collect();
+    eprintln!("keys stored: {stored_before:?} before the join, {stored:?} of {total} after");
+    let copies: u64 = stored.iter().sum();
+    assert!(
+        copies >= 3 * total && copies <= 3 * (total + refused.len() as u64),
+        "{copies} copies of {total} keys"
     );
 }
 

@@ -96,8 +96,60 @@ fn parse_nodes(nodes: &[String]) -> Result<Vec<NodeId>, crate::error::Error> {
         .collect()
 }
 
+/// What a plan moves, in bytes: each moving partition's size as one of its data holders told
+/// it, and the receiving rate the ETA assumes.
+#[derive(Debug, Default)]
+pub struct PlanSizes {
+    /// Bytes (keys and records) per moving partition; a partition whose holders could not be
+    /// asked is missing.
+    pub partitions: BTreeMap<u16, u64>,
+    /// Bytes per second each receiver takes at most (`transfer.rate_bytes_per_s`; 0: no limit).
+    pub rate_bytes_per_s: u64,
+}
+
+/// The sizes of the partitions `plan` moves, asked of one data holder each (this node when it
+/// is one, else the first that is up), one request per holder.
+async fn plan_sizes<E: Engine>(state: &AppState<E>, plan: &Plan) -> PlanSizes {
+    let ctx = state.coordinator.context();
+    let topology = ctx.topology();
+    let local = topology.local().clone();
+    let mut asks: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
+    for p in plan.layout.transitions.keys() {
+        let holders = topology.data_holders(*p);
+        let pick = if holders.contains(&local) {
+            Some(local.clone())
+        } else {
+            holders.iter().find(|n| topology.is_up(n)).cloned()
+        };
+        if let Some(holder) = pick {
+            asks.entry(holder).or_default().push(*p);
+        }
+    }
+    let answers = futures_util::future::join_all(asks.into_iter().map(|(holder, ps)| async move {
+        let sizes = crate::transfer::sizes_at(ctx, &holder, ps.clone()).await;
+        if let Err(e) = &sizes {
+            tracing::debug!(%holder, error = %e, "plan: partition sizes not known");
+        }
+        (ps, sizes)
+    }))
+    .await;
+    let mut out = PlanSizes {
+        rate_bytes_per_s: ctx.transfers().snapshot().rate_limit,
+        ..PlanSizes::default()
+    };
+    for (ps, sizes) in answers {
+        if let Ok(sizes) = sizes {
+            out.partitions.extend(
+                ps.into_iter()
+                    .zip(sizes.into_iter().map(|(_, bytes)| bytes)),
+            );
+        }
+    }
+    out
+}
+
 /// The JSON form of a plan.
-pub fn plan_json(plan: &Plan, unsafe_partitions: &[u16]) -> serde_json::Value {
+pub fn plan_json(plan: &Plan, unsafe_partitions: &[u16], sizes: &PlanSizes) -> serde_json::Value {
     let data_safe = unsafe_partitions.is_empty();
     let owned: serde_json::Map<String, serde_json::Value> = plan
         .owned
@@ -121,20 +173,38 @@ pub fn plan_json(plan: &Plan, unsafe_partitions: &[u16]) -> serde_json::Value {
         })
         .collect();
     let mut receiving: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut receiving_bytes: BTreeMap<&str, u64> = BTreeMap::new();
     let mut sourcing: BTreeMap<&str, usize> = BTreeMap::new();
-    for t in plan.layout.transitions.values() {
+    let mut bytes_known = true;
+    for (p, t) in &plan.layout.transitions {
+        let bytes = sizes.partitions.get(p).copied();
+        bytes_known &= bytes.is_some();
         for node in t.syncing.keys() {
             *receiving.entry(node.as_str()).or_default() += 1;
+            *receiving_bytes.entry(node.as_str()).or_default() += bytes.unwrap_or(0);
         }
         for node in &t.sources {
             *sourcing.entry(node.as_str()).or_default() += 1;
         }
     }
+    let bytes_moving: u64 = receiving_bytes.values().sum();
+    // Each receiver takes its partitions one after another at the rate limit, all receivers at
+    // once: the slowest receiver sets the ETA.
+    let eta_s = match (sizes.rate_bytes_per_s, receiving_bytes.values().max()) {
+        (_, None) => Some(0.0),
+        (0, Some(_)) => None,
+        (rate, Some(most)) => Some((*most as f64 / rate as f64 * 10.0).ceil() / 10.0),
+    };
     json!({
         "base_version": plan.base_version,
         "new_version": plan.layout.version,
         "partitions_moving": plan.layout.transitions.len(),
         "receiving": receiving,
+        "receiving_bytes": receiving_bytes,
+        "bytes_moving": bytes_moving,
+        "bytes_known": bytes_known,
+        "rate_bytes_per_s": sizes.rate_bytes_per_s,
+        "eta_s": eta_s,
         "sourcing": sourcing,
         "zone_safe": zone_safe(&plan.layout),
         "data_safe": data_safe,
@@ -209,11 +279,12 @@ fn zone_safe(layout: &yeskv_layout::Layout) -> bool {
     })
 }
 
-fn plan_response<E: Engine>(state: &AppState<E>) -> Response {
+async fn plan_response<E: Engine>(state: &AppState<E>) -> Response {
     match state.layout.plan() {
         Ok(plan) => {
             let (dead, _) = dead_partitions(state, &plan);
-            axum::Json(plan_json(&plan, &dead)).into_response()
+            let sizes = plan_sizes(state, &plan).await;
+            axum::Json(plan_json(&plan, &dead, &sizes)).into_response()
         }
         Err(e) => layout_error(e),
     }
@@ -249,7 +320,7 @@ pub async fn join<E: Engine>(
             return layout_error(e);
         }
     }
-    plan_response(&state)
+    plan_response(&state).await
 }
 
 /// `POST /v1/cluster/leave`.
@@ -296,12 +367,12 @@ pub async fn leave<E: Engine>(
         }
         return refusal;
     }
-    plan_response(&state)
+    plan_response(&state).await
 }
 
 /// `GET /v1/cluster/plan`.
 pub async fn plan<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
-    plan_response(&state)
+    plan_response(&state).await
 }
 
 /// `POST /v1/cluster/commit`.

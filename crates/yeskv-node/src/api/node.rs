@@ -40,12 +40,22 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
         "w": settings.w,
         "layout_version": layout.as_ref().map_or(0, |l| l.version),
         "layout_epoch": layout.as_ref().map_or(0, |l| l.epoch),
-        "transfers": transfers_json(&state.node_id, layout.as_deref()),
+        "transfers": transfers_json(
+            &state.node_id,
+            layout.as_deref(),
+            &state.coordinator.context().transfers().snapshot(),
+        ),
         "members": members,
         "hints_pending": replica.hints_pending(),
         "hint_bytes": replica.hint_bytes(),
         "disk": replica.engine().disk().map(|d| disk_json(&d)),
         "corrupt_records": replica.corrupt_total(),
+        // Keys this node stores in every partition, held or not (a former holder's copies stay
+        // until cleanup removes them).
+        "keys_stored": (0..replica.tree_partitions().unwrap_or(0))
+            .filter_map(|p| replica.tree_summary(p as u16))
+            .map(|s| s.keys)
+            .sum::<u64>(),
         "workers": workers_json(&state.workers),
         "partitions": partitions,
     });
@@ -53,10 +63,15 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
 }
 
 /// The `transfers` of `/v1/status`: partitions still moving to new holders, cluster-wide
-/// (`(partition, receiving node)` pairs the layout lists as syncing) and on this node. Bytes,
-/// rate and ETA come with the streaming transfer (`docs/design/data-movement.md`); until then
-/// they are `null`, not guessed.
-fn transfers_json(this_node: &NodeId, layout: Option<&Layout>) -> serde_json::Value {
+/// (`(partition, receiving node)` pairs the layout lists as syncing), and this node's own
+/// receiving: partitions, bytes still to receive (`null` until a holder has told the size of
+/// each), the recent rate and the ETA at it (at the configured limit while idle), and what
+/// it received since it started.
+fn transfers_json(
+    this_node: &NodeId,
+    layout: Option<&Layout>,
+    stats: &crate::transfer::TransferSnapshot,
+) -> serde_json::Value {
     let pending = layout.map_or(0, |l| {
         l.transitions
             .values()
@@ -67,9 +82,12 @@ fn transfers_json(this_node: &NodeId, layout: Option<&Layout>) -> serde_json::Va
     json!({
         "partitions_pending": pending,
         "partitions_incoming": incoming,
-        "bytes_pending": null,
-        "rate_bytes_per_s": null,
-        "eta_s": null,
+        "bytes_pending": if incoming == 0 { Some(0) } else { stats.bytes_pending },
+        "rate_bytes_per_s": stats.rate_bytes_per_s.round(),
+        "rate_limit_bytes_per_s": stats.rate_limit,
+        "eta_s": if incoming == 0 { Some(0.0) } else { stats.eta_s.map(|e| (e * 10.0).round() / 10.0) },
+        "keys_received": stats.keys_received,
+        "bytes_received": stats.bytes_received,
     })
 }
 

@@ -36,6 +36,7 @@
 //! directory stopped cleanly before the sequence existed).
 
 mod hints;
+mod ranges;
 mod reap;
 mod trees;
 
@@ -493,35 +494,68 @@ impl<E: Engine> Replica<E> {
         incoming: &Object,
         now_ms: u64,
     ) -> Result<Object, Error> {
-        let (obj, durable) = {
-            let _guard = self.stripe(key_hash).lock();
-            let (mut obj, held) = match slot {
-                // A corrupt record is never served; another replica's copy takes its place (the
-                // rest of what it held comes back by anti-entropy from the others).
-                Slot::Own => match self.load(storage_key) {
-                    Err(Error::Corrupt(reason)) => {
-                        metrics::counter!(crate::metrics::CORRUPT_RECORDS_REPLACED).increment(1);
-                        tracing::warn!(key = ?String::from_utf8_lossy(storage_key), %reason,
-                            "replacing a corrupt record with a replica's copy");
-                        (Object::new(), false)
-                    }
-                    loaded => (loaded?, true),
-                },
-                Slot::HintFor(t) => match self.load_hint(t, storage_key)? {
-                    Some((_, o, _)) => (o, true),
-                    None => (Object::new(), false),
-                },
-            };
-            let before = obj.clone();
-            obj.sync(incoming);
-            if obj == before && held {
-                return Ok(obj);
-            }
-            let durable = self.store_slot(slot, key_hash, storage_key, &before, &obj, now_ms)?;
-            (obj, durable)
-        };
-        durable.wait().await?;
+        let (obj, durable) = self.merge_applied(slot, key_hash, storage_key, incoming, now_ms)?;
+        if let Some(durable) = durable {
+            durable.wait().await?;
+        }
         Ok(obj)
+    }
+
+    /// Merges many objects of other replicas into this node's own copies (a transfer batch):
+    /// each as [`Replica::merge`] does, then waits once for all of them to be durable, so that
+    /// a batch shares one group commit. Returns how many keys changed.
+    pub async fn merge_many(
+        &self,
+        objects: &[(u64, Vec<u8>, Object)],
+        now_ms: u64,
+    ) -> Result<usize, Error> {
+        let mut pending = Vec::new();
+        for (key_hash, storage_key, incoming) in objects {
+            let (_, durable) =
+                self.merge_applied(Slot::Own, *key_hash, storage_key, incoming, now_ms)?;
+            pending.extend(durable);
+        }
+        let changed = pending.len();
+        for durable in pending {
+            durable.wait().await?;
+        }
+        Ok(changed)
+    }
+
+    /// The merge of [`Replica::merge`], applied; the `Durable` of its write, if it wrote.
+    fn merge_applied(
+        &self,
+        slot: Slot<'_>,
+        key_hash: u64,
+        storage_key: &[u8],
+        incoming: &Object,
+        now_ms: u64,
+    ) -> Result<(Object, Option<Durable>), Error> {
+        let _guard = self.stripe(key_hash).lock();
+        let (mut obj, held) = match slot {
+            // A corrupt record is never served; another replica's copy takes its place (the
+            // rest of what it held comes back by anti-entropy from the others).
+            Slot::Own => match self.load(storage_key) {
+                Err(Error::Corrupt(reason)) => {
+                    metrics::counter!(crate::metrics::CORRUPT_RECORDS_REPLACED).increment(1);
+                    tracing::warn!(key = ?String::from_utf8_lossy(storage_key), %reason,
+                        "replacing a corrupt record with a replica's copy");
+                    (Object::new(), false)
+                }
+                loaded => (loaded?, true),
+            },
+            Slot::HintFor(t) => match self.load_hint(t, storage_key)? {
+                Some((_, o, _)) => (o, true),
+                None => (Object::new(), false),
+            },
+        };
+        let before = obj.clone();
+        obj.sync(incoming);
+        if obj == before && held {
+            return Ok((obj, None));
+        }
+        let durable = self.store_slot(slot, key_hash, storage_key, &before, &obj, now_ms)?;
+        Ok((obj, Some(durable)))
     }
 }
 

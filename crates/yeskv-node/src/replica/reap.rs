@@ -102,68 +102,6 @@ impl<E: Engine> Replica<E> {
     }
 }
 
-impl<E: Engine> Replica<E> {
-    /// Removes every key of `partition` from this replica (each under its stripe lock, its
-    /// digest taken out of the partition's tree), for a partition this node is receiving anew:
-    /// what it still holds of it from an earlier time as a holder may be older than what the
-    /// holders kept (a value whose tombstone was since reaped there), and must not be read or
-    /// pushed back. Writes that arrive meanwhile may be removed too; each also reached a quorum
-    /// of the partition's data holders, and the transfer brings it back. Returns the keys
-    /// removed.
-    pub async fn clear_partition(&self, partition: u16) -> Result<usize, Error> {
-        let (start, end) = yeskv_core::keyspace::partition_range(partition);
-        let mut removed = 0;
-        let mut corrupt = 0;
-        let mut from = start;
-        loop {
-            let rows = self
-                .engine
-                .scan(Space::Data, &from, &end, CLEAR_PAGE_ROWS)?;
-            let mut last_durable = None;
-            for (storage_key, _) in &rows {
-                // A key that does not parse takes no writes: any stripe serializes it.
-                let hash = yeskv_core::keyspace::split_storage_key(storage_key)
-                    .map_or(0, |(_, bucket, key)| {
-                        yeskv_core::keyspace::key_hash(bucket, key)
-                    });
-                let _guard = self.stripe(hash).lock();
-                let mut b = WriteBatch::new();
-                b.delete(Space::Data, storage_key.clone());
-                // A corrupt record goes too; its digest in the tree is unknown, so the tree is
-                // rebuilt from the disk afterwards.
-                let old = match self.load(storage_key) {
-                    Ok(obj) => tree_digest(storage_key, &obj),
-                    Err(Error::Corrupt(_)) => {
-                        corrupt += 1;
-                        None
-                    }
-                    Err(e) => return Err(e),
-                };
-                last_durable = Some(self.commit_tracked(b, storage_key, old, None)?);
-                removed += 1;
-            }
-            if let Some(durable) = last_durable {
-                durable.wait().await?;
-            }
-            match rows.last() {
-                Some((last, _)) if rows.len() == CLEAR_PAGE_ROWS => {
-                    from = last.clone();
-                    from.push(0);
-                }
-                _ => {
-                    if corrupt > 0 {
-                        self.rebuild_tree(partition)?;
-                    }
-                    return Ok(removed);
-                }
-            }
-        }
-    }
-}
-
-/// Keys removed per scan page by [`Replica::clear_partition`].
-const CLEAR_PAGE_ROWS: usize = 1024;
-
 pub(super) fn reap_queue_key(reap_at: u64, storage_key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(META_REAP_QUEUE.len() + 8 + storage_key.len());
     k.extend_from_slice(META_REAP_QUEUE);

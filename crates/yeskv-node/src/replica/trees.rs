@@ -130,6 +130,11 @@ impl<E: Engine> Replica<E> {
         )
     }
 
+    /// The number of partitions the trees cover (`None` before [`Replica::init_trees`]).
+    pub fn tree_partitions(&self) -> Option<u32> {
+        self.trees.get().map(|t| t.trees.len() as u32)
+    }
+
     /// The tree summary of `partition`, if its tree is ready.
     pub fn tree_summary(&self, partition: u16) -> Option<TreeSummary> {
         let trees = self.trees.get()?;

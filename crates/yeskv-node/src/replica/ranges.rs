@@ -1,0 +1,175 @@
+//! Whole-partition operations: streaming a partition's records out to a node receiving it,
+//! measuring it, clearing it and giving its disk space back.
+//!
+//! These serve data movement ([`crate::transfer`]): a source answers batches of
+//! [`Replica::scan_records`] in key order, a receiver merges them ([`Replica::merge_many`]) and
+//! keeps its place in [`Replica::write_meta`], a node receiving a partition anew or a former
+//! holder cleaning up calls [`Replica::clear_partition`], and [`Replica::partition_size`] feeds
+//! the plan's bytes and the transfer's progress.
+
+use std::sync::atomic::Ordering;
+
+use yeskv_core::codec::decode_record;
+use yeskv_core::keyspace::partition_range;
+use yeskv_storage::{Engine, Space, WriteBatch};
+
+use super::Replica;
+use crate::error::Error;
+
+/// Rows read per engine scan by the operations of this module.
+const PAGE_ROWS: usize = 512;
+
+/// A run of a partition's records in key order (see [`Replica::scan_records`]).
+pub struct Records {
+    /// `(storage key, stored record)`, each record verified.
+    pub rows: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Where the next run starts (exclusive), or `None` when the partition's end was reached.
+    pub next: Option<Vec<u8>>,
+    /// Corrupt records met and left out (counted and logged as corrupt: never served).
+    pub corrupt: u64,
+}
+
+impl<E: Engine> Replica<E> {
+    /// The records of `partition` after `after` (from its start when `None`), in key order,
+    /// until about `bytes_max` bytes of keys and records (at least one record). Each record is
+    /// verified before it is sent; a corrupt one is left out (the receiver gets that key from
+    /// another holder when it syncs with each of them).
+    pub fn scan_records(
+        &self,
+        partition: u16,
+        after: Option<&[u8]>,
+        bytes_max: usize,
+    ) -> Result<Records, Error> {
+        let (start, end) = partition_range(partition);
+        let mut from = match after {
+            Some(a) if a >= start.as_slice() => {
+                let mut f = a.to_vec();
+                f.push(0);
+                f
+            }
+            _ => start,
+        };
+        let mut out = Records {
+            rows: Vec::new(),
+            next: None,
+            corrupt: 0,
+        };
+        let mut bytes = 0;
+        loop {
+            let page = self.engine.scan(Space::Data, &from, &end, PAGE_ROWS)?;
+            let full = page.len() == PAGE_ROWS;
+            for (key, record) in page {
+                if bytes >= bytes_max && !out.rows.is_empty() {
+                    out.next = out.rows.last().map(|(k, _)| k.clone());
+                    return Ok(out);
+                }
+                from.clone_from(&key);
+                match decode_record(&record) {
+                    Ok(_) => {
+                        bytes += key.len() + record.len();
+                        out.rows.push((key, record));
+                    }
+                    Err(e) => {
+                        let _ = self.corrupt(&key, e.to_string());
+                        out.corrupt += 1;
+                    }
+                }
+            }
+            if !full {
+                return Ok(out);
+            }
+            from.push(0);
+        }
+    }
+
+    /// Keys and bytes (keys and stored records) this node holds of `partition`, by scanning it.
+    pub fn partition_size(&self, partition: u16) -> Result<(u64, u64), Error> {
+        let (start, end) = partition_range(partition);
+        let (mut keys, mut bytes) = (0u64, 0u64);
+        super::scan_pages(&self.engine, Space::Data, start, &end, |k, v| {
+            keys += 1;
+            bytes += (k.len() + v.len()) as u64;
+        })?;
+        Ok((keys, bytes))
+    }
+
+    /// Reads one record of the node's own state (`meta`).
+    pub fn read_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.engine.get(Space::Meta, key)?)
+    }
+
+    /// Every `meta` record whose key starts with `prefix`.
+    pub fn scan_meta(&self, prefix: &[u8]) -> Result<yeskv_storage::Rows, Error> {
+        let mut end = prefix.to_vec();
+        end.push(0xff);
+        let mut rows = Vec::new();
+        super::scan_pages(&self.engine, Space::Meta, prefix.to_vec(), &end, |k, v| {
+            rows.push((k.to_vec(), v.to_vec()))
+        })?;
+        Ok(rows)
+    }
+
+    /// Sets (or with `None` removes) one record of the node's own state, durably.
+    pub async fn write_meta(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), Error> {
+        let mut b = WriteBatch::new();
+        match value {
+            Some(v) => b.put(Space::Meta, key, v),
+            None => b.delete(Space::Meta, key),
+        };
+        self.commit(b)?.wait().await?;
+        Ok(())
+    }
+
+    /// Removes every key of `partition` from this replica with one range delete, and empties
+    /// the partition's tree. Two callers:
+    /// - a node receiving a partition anew ([`crate::transfer`]): what it still holds of it
+    ///   from an earlier time as a holder may be older than what the holders kept (a value
+    ///   whose tombstone was since reaped there), and must not be read or pushed back. Writes
+    ///   that arrive meanwhile may be removed too; each also reached a quorum of the
+    ///   partition's data holders, and the transfer brings it back;
+    /// - a former holder cleaning up once the partition's transfer is confirmed
+    ///   ([`crate::transfer::cleanup`]).
+    ///
+    /// Every key stripe and the partition's tree are held while the delete is applied, so no
+    /// read-modify-write of a key of the partition straddles it and the empty tree is exact
+    /// (corrupt records go too). Returns the keys the tree counted before.
+    pub async fn clear_partition(&self, partition: u16) -> Result<u64, Error> {
+        let (start, end) = partition_range(partition);
+        let (durable, removed) = {
+            let _stripes: Vec<_> = self.stripes.iter().map(|s| s.lock()).collect();
+            let trees = self.trees.get();
+            let slot = trees.and_then(|t| t.trees.get(usize::from(partition)));
+            let mut tree = slot.map(|t| t.lock());
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(Error::NotServing("shutting down"));
+            }
+            let removed = tree.as_ref().map_or(0, |t| t.key_count());
+            let mut b = WriteBatch::new();
+            b.delete_range(Space::Data, start, end);
+            let durable = self.commit(b)?;
+            if let (Some(trees), Some(tree)) = (trees, tree.as_mut()) {
+                **tree = yeskv_core::tictac::TictacTree::new(trees.geometry);
+                trees.ready[usize::from(partition)].store(true, Ordering::Release);
+            }
+            (durable, removed)
+        };
+        durable.wait().await?;
+        Ok(removed)
+    }
+
+    /// Compacts `partition`'s key range, so that the disk space a [`Replica::clear_partition`]
+    /// freed is given back now rather than at the next natural compaction.
+    pub async fn compact_partition(
+        self: &std::sync::Arc<Self>,
+        partition: u16,
+    ) -> Result<(), Error> {
+        let (start, end) = partition_range(partition);
+        let replica = self.clone();
+        tokio::task::spawn_blocking(move || {
+            replica.engine.compact_range(Space::Data, &start, &end)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("compaction task: {e}")))??;
+        Ok(())
+    }
+}
