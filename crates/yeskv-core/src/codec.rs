@@ -37,9 +37,16 @@ pub const RECORD_FORMAT: u8 = 1;
 pub const RECORD_HEADER_LEN: usize = 13;
 /// Format version of causal context tokens issued by this build.
 pub const TOKEN_FORMAT: u8 = 1;
-/// Longest token accepted, in base64 characters.
-pub const TOKEN_LEN_MAX: usize = 16 * 1024;
-/// Most actors accepted in one clock (a bound for decoders; real clocks hold a few).
+/// Most actors a write may leave in a key's clock, and so in a context token: a write past it
+/// is refused before anything is stored. Real clocks hold a few: one actor per primary and
+/// actor epoch, one per stand-in hint lifetime (an outage), not per write.
+pub const CLOCK_ACTORS_MAX: usize = 256;
+/// Longest token accepted, in base64 characters: a context of [`CLOCK_ACTORS_MAX`] actors and
+/// [`CausalContext::DOTS_MAX`] loose dots, each with the longest node id and the largest
+/// epoch and counter, fits (35,856 characters; see the tests).
+pub const TOKEN_LEN_MAX: usize = 36 * 1024;
+/// Most actors accepted in one stored clock (a bound for decoders: merges of histories that
+/// each stay under [`CLOCK_ACTORS_MAX`] stay far below it).
 pub const ACTORS_MAX: usize = 4096;
 
 const FLAG_TOMBSTONE: u8 = 1;
@@ -338,6 +345,9 @@ pub fn decode_token(token: &str, key_tag: u32) -> Result<CausalContext, Error> {
     let mut r = Reader::new(&body[5..], "context");
     let inner = |r: &mut Reader<'_>| -> Result<CausalContext, Error> {
         let (seen, _) = read_vv(r)?;
+        if seen.len() > CLOCK_ACTORS_MAX {
+            return Err(r.err("more actors than a write may leave"));
+        }
         let n = r.count(CausalContext::DOTS_MAX)?;
         let mut dots = Vec::with_capacity(n);
         for _ in 0..n {
@@ -369,6 +379,34 @@ mod tests {
         );
         o.update(&CausalContext::empty(), &b, Version::tombstone(6), 0);
         o
+    }
+
+    /// The largest context a write can leave (every limit at its worst) fits the token length
+    /// bound and decodes back; one actor more is refused by the decoder.
+    #[test]
+    fn the_largest_context_fits_its_token() {
+        let actor = |i: usize| {
+            let id = format!("{i:0>64}");
+            Actor::new(NodeId::new(id).expect("id"), u64::MAX)
+        };
+        let mut ctx = CausalContext::empty();
+        for i in 0..CLOCK_ACTORS_MAX {
+            ctx.seen.raise(&actor(i), crate::causality::COUNTER_MAX);
+        }
+        for i in 0..CausalContext::DOTS_MAX {
+            ctx.dots.push(Dot {
+                actor: actor(10_000 + i),
+                counter: crate::causality::COUNTER_MAX,
+            });
+        }
+        let token = encode_token(&ctx, 7);
+        assert!(token.len() <= TOKEN_LEN_MAX, "{} characters", token.len());
+        let back = decode_token(&token, 7).expect("decodes");
+        assert_eq!(back.seen.len(), CLOCK_ACTORS_MAX);
+
+        ctx.seen.raise(&actor(CLOCK_ACTORS_MAX), 1);
+        let token = encode_token(&ctx, 7);
+        assert!(decode_token(&token, 7).is_err());
     }
 
     #[test]

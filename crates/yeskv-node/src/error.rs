@@ -36,6 +36,15 @@ pub enum Error {
         /// The configured limit.
         max: usize,
     },
+    /// The write would leave the key's clock naming more actors than a context token carries
+    /// ([`yeskv_core::codec::CLOCK_ACTORS_MAX`]).
+    #[error("the key's causal history would name {actors} writers (limit {max}): its context could no longer be handed out; nothing was written")]
+    HistoryTooLong {
+        /// Actors the write would leave in the clock.
+        actors: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Stored data failed its checksum: reported, never served.
     #[error("stored record is corrupt and was not served: {0}")]
     Corrupt(String),
@@ -113,7 +122,7 @@ impl Error {
             Error::BadRequest(_) | Error::InvalidContext(_) => StatusCode::BAD_REQUEST,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ContextRequired => StatusCode::PRECONDITION_REQUIRED,
-            Error::TooManySiblings { .. } => StatusCode::CONFLICT,
+            Error::TooManySiblings { .. } | Error::HistoryTooLong { .. } => StatusCode::CONFLICT,
             Error::Corrupt(_) | Error::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Quorum { .. }
             | Error::Storage(_)

@@ -76,6 +76,13 @@ pub enum RemoteError {
         /// The limit.
         max: u32,
     },
+    /// The write would make the key's clock too long.
+    HistoryTooLong {
+        /// Actors the write would leave.
+        actors: u32,
+        /// The limit.
+        max: u32,
+    },
     /// The remote's stored record is corrupt.
     Corrupt(String),
     /// The remote could not reach its quorum.
@@ -99,6 +106,10 @@ impl From<crate::error::Error> for RemoteError {
     fn from(e: crate::error::Error) -> Self {
         use crate::error::Error as E;
         match e {
+            E::HistoryTooLong { actors, max } => RemoteError::HistoryTooLong {
+                actors: actors as u32,
+                max: max as u32,
+            },
             E::TooManySiblings { count, max } => RemoteError::TooManySiblings {
                 count: count as u32,
                 max: max as u32,
@@ -128,6 +139,10 @@ impl RemoteError {
     pub fn at(self, node: &yeskv_core::NodeId) -> crate::error::Error {
         use crate::error::Error as E;
         match self {
+            RemoteError::HistoryTooLong { actors, max } => E::HistoryTooLong {
+                actors: actors as usize,
+                max: max as usize,
+            },
             RemoteError::TooManySiblings { count, max } => E::TooManySiblings {
                 count: count as usize,
                 max: max as usize,

@@ -260,10 +260,8 @@ struct StatsInner {
     partitions: BTreeMap<u16, (Option<u64>, u64)>,
     keys_total: u64,
     bytes_total: u64,
-    /// Recent receiving rate, bytes per second (moving average over batches).
-    rate: f64,
-    /// When the last batch arrived.
-    last: Option<Instant>,
+    /// The batches of the last [`RATE_WINDOW`]: when each arrived and its bytes.
+    recent: std::collections::VecDeque<(Instant, u64)>,
     /// The configured limit, bytes per second (0: none).
     limit: u64,
 }
@@ -286,8 +284,8 @@ pub struct TransferSnapshot {
     pub rate_limit: u64,
 }
 
-/// A rate older than this is no longer the current one.
-const RATE_STALE: Duration = Duration::from_secs(5);
+/// The receiving rate is measured over the batches of this last stretch of time.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
 
 impl TransferStats {
     /// What has been received and what is left.
@@ -298,10 +296,7 @@ impl TransferStats {
             .values()
             .map(|(expected, got)| expected.map(|e| e.saturating_sub(*got)))
             .sum::<Option<u64>>();
-        let rate = match s.last {
-            Some(t) if t.elapsed() < RATE_STALE => s.rate,
-            _ => 0.0,
-        };
+        let rate = rate_of(&s.recent, Instant::now());
         let eta = match pending {
             Some(0) => Some(0.0),
             Some(p) if rate > 0.0 => Some(p as f64 / rate),
@@ -342,19 +337,22 @@ impl TransferStats {
             .and_then(|e| e.0)
     }
 
-    fn received(&self, partition: u16, keys: u64, bytes: u64, took: Duration) {
+    fn received(&self, partition: u16, keys: u64, bytes: u64) {
         let mut s = self.inner.lock();
         s.keys_total += keys;
         s.bytes_total += bytes;
         if let Some(e) = s.partitions.get_mut(&partition) {
             e.1 += bytes;
         }
-        let now_rate = bytes as f64 / took.as_secs_f64().max(1e-6);
-        s.rate = match s.last {
-            Some(t) if t.elapsed() < RATE_STALE => 0.7 * s.rate + 0.3 * now_rate,
-            _ => now_rate,
-        };
-        s.last = Some(Instant::now());
+        let now = Instant::now();
+        while s
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            s.recent.pop_front();
+        }
+        s.recent.push_back((now, bytes));
     }
 
     /// The partition is streamed whole: nothing more to receive of it.
@@ -368,6 +366,20 @@ impl TransferStats {
     pub fn set_limit(&self, rate_bytes_per_s: u64) {
         self.inner.lock().limit = rate_bytes_per_s;
     }
+}
+
+/// Bytes per second over the batches of the last [`RATE_WINDOW`] before `now` (0 when none):
+/// their bytes over the time from the first to `now`, at least one second.
+fn rate_of(recent: &std::collections::VecDeque<(Instant, u64)>, now: Instant) -> f64 {
+    let fresh: Vec<&(Instant, u64)> = recent
+        .iter()
+        .filter(|(t, _)| now.duration_since(*t) <= RATE_WINDOW)
+        .collect();
+    let Some((first, _)) = fresh.first() else {
+        return 0.0;
+    };
+    let span = now.duration_since(*first).max(Duration::from_secs(1));
+    fresh.iter().map(|(_, b)| *b).sum::<u64>() as f64 / span.as_secs_f64()
 }
 
 /// Where a receiver stands with one partition, saved in `meta` (see the module docs).
@@ -677,7 +689,6 @@ async fn stream_from<E: Engine>(
 ) -> Result<(), Error> {
     let (start, end) = partition_range(partition);
     loop {
-        let began = Instant::now();
         let asked = TransferRequest::Batch {
             partition,
             after: cursor.after.clone().map(ByteBuf::from),
@@ -708,9 +719,8 @@ async fn stream_from<E: Engine>(
         let keys = objects.len() as u64;
         ::metrics::counter!(metrics::TRANSFER_KEYS).increment(keys);
         ::metrics::counter!(metrics::TRANSFER_BYTES).increment(bytes);
+        ctx.transfers().received(partition, keys, bytes);
         throttle.took(bytes).await;
-        ctx.transfers()
-            .received(partition, keys, bytes, began.elapsed());
         if cursor.streamed {
             return Ok(());
         }

@@ -223,3 +223,114 @@ fn a_corrupt_replica_is_replaced_by_read_repair() {
         "reads found the record corrupt again"
     );
 }
+
+/// The hot-key outage: one key takes 5,000 read-modify-writes (`w=2`) while its three primaries
+/// are stopped, all acknowledged by the two nodes left standing in for them. Each write reads the
+/// key and writes with its context, so the value is a counter that never forks. After the heal
+/// the key reads back with the last count through every node, its context stays small (the
+/// stand-ins' actors are per outage, not per write: one per write grew a token past 16 KiB after
+/// ~900 writes, and the key refused every write with a context from then on), and a write with
+/// that context is taken and replaces it.
+#[test]
+fn a_hot_key_takes_five_thousand_writes_while_its_primaries_are_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = start_cluster(dir.path(), 5, &["a", "b", "c"], &[]);
+    let addrs = c.addrs();
+    let key = "hot-cart";
+    // The key's primaries, from the ring.
+    let ring = request(&addrs[0], "GET", "/v1/ring", &[], b"").json();
+    let partitions = ring["partitions"].as_array().expect("partitions");
+    let hash = yeskv_core::keyspace::key_hash(b"carts", key.as_bytes());
+    let p = yeskv_core::keyspace::partition_of(hash, partitions.len() as u32);
+    let primaries: Vec<String> = partitions[usize::from(p)]["preference"]
+        .as_array()
+        .expect("preference")
+        .iter()
+        .map(|n| n.as_str().expect("id").to_string())
+        .collect();
+    let (down, up): (Vec<usize>, Vec<usize>) =
+        (0..5).partition(|i| primaries.contains(&format!("n{}", i + 1)));
+    assert_eq!((down.len(), up.len()), (3, 2), "{primaries:?}");
+    for i in &down {
+        c.nodes[*i].stop();
+    }
+    let standing: Vec<String> = up.iter().map(|i| addrs[*i].clone()).collect();
+    for addr in &standing {
+        for node in &primaries {
+            wait_until(
+                &format!("{node} down at {addr}"),
+                Duration::from_secs(20),
+                || {
+                    request(addr, "GET", "/v1/status", &[], b"").json()["members"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|m| m["id"] == node.as_str() && m["status"] == "down")
+                },
+            );
+        }
+    }
+    const WRITES: u64 = 5000;
+    let path = format!("/v1/kv/carts/{key}");
+    let mut longest_token = 0;
+    for i in 1..=WRITES {
+        let addr = &standing[(i % 2) as usize];
+        let read = request(addr, "GET", &format!("{path}?r=1"), &[], b"");
+        let context = if i == 1 {
+            assert_eq!(read.status, 404, "the key is new: {}", read.text());
+            String::new()
+        } else {
+            assert_eq!(read.status, 200, "read {i}: {}", read.text());
+            assert_eq!(
+                read.text(),
+                (i - 1).to_string(),
+                "read {i} saw the last write"
+            );
+            read.context().expect("context")
+        };
+        longest_token = longest_token.max(context.len());
+        let headers: &[(&str, &str)] = if context.is_empty() {
+            &[]
+        } else {
+            &[("X-Causal-Context", &context)]
+        };
+        let write = request(
+            addr,
+            "PUT",
+            &format!("{path}?w=2"),
+            headers,
+            i.to_string().as_bytes(),
+        );
+        assert_eq!(write.status, 204, "write {i}: {}", write.text());
+    }
+    eprintln!("{WRITES} writes with the primaries down; longest context token {longest_token} B");
+    for i in &down {
+        c.nodes[*i].restart();
+    }
+    wait_until("hints handed off", Duration::from_secs(60), || {
+        addrs.iter().all(|a| {
+            request(a, "GET", "/v1/status", &[], b"").json()["hints_pending"].as_u64() == Some(0)
+        })
+    });
+    let mut context = String::new();
+    for addr in &addrs {
+        let read = request(addr, "GET", &format!("{path}?r=all"), &[], b"");
+        assert_eq!(
+            (read.status, read.text()),
+            (200, WRITES.to_string()),
+            "through {addr}"
+        );
+        context = read.context().expect("context");
+    }
+    eprintln!("after the heal: context token {} B", context.len());
+    assert!(context.len() < 1024, "context token of {} B", context.len());
+    let write = request(
+        &addrs[0],
+        "PUT",
+        &format!("{path}?w=all"),
+        &[("X-Causal-Context", &context)],
+        b"healed",
+    );
+    assert_eq!(write.status, 204, "{}", write.text());
+    assert_eq!(get(&addrs[1], key, "all"), (200, "healed".to_string()));
+}

@@ -526,3 +526,63 @@ fn leaving_a_down_sole_holder_is_refused_unless_the_loss_is_allowed() {
     let w = request(&addrs[0], "PUT", "/v1/kv/carts/after?w=1", &[], b"x");
     assert_eq!(w.status, 204, "{}", w.text());
 }
+
+/// A receiver killed with `kill -9` in the middle of its stream resumes after the last batch
+/// it merged when it comes back: what it streams after the restart and what it had streamed
+/// before add up to what the plan said would move, not more; and every key reads back through
+/// it once the transfer is confirmed.
+#[test]
+fn a_receiver_killed_mid_stream_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Small batches at a slow pace, so that the stream is still going when the node is killed.
+    let path = dir.path().join("slow-transfer.toml");
+    std::fs::write(
+        &path,
+        "[transfer]\nbatch_bytes = 4096\nrate_bytes_per_s = 16384\n",
+    )
+    .expect("config");
+    let config = ["--config", path.to_str().expect("utf-8 path")];
+    let mut c = start_cluster(dir.path(), 3, &["a", "b", "c"], &config);
+    let keys = preload(&c.addrs(), "k", KEYS);
+    let n4 = start_spare(dir.path(), &c, "n4", "a", &config);
+    c.nodes.push(n4);
+    let addrs = c.addrs();
+    let joiner = serde_json::json!({ "nodes": ["n4"] });
+    wait_until("n4 in n1's gossip view", Duration::from_secs(30), || {
+        stage(&addrs[0], "/v1/cluster/join", joiner.clone()).status == 200
+    });
+    let plan = request(&addrs[0], "GET", "/v1/cluster/plan", &[], b"").json();
+    let planned = plan["bytes_moving"].as_u64().expect("bytes_moving") as f64;
+    commit(&addrs[0]);
+    wait_until("n4 has streamed a part", Duration::from_secs(60), || {
+        let t = &status(&addrs[3])["transfers"];
+        t["bytes_received"].as_f64() > Some(planned * 0.2)
+    });
+    let before = c.nodes[3].metric("yeskv_transfer_bytes_total");
+    let progress = status(&addrs[3])["transfers"].clone();
+    eprintln!("killing n4 mid-stream: {progress}");
+    assert!(
+        progress["partitions_incoming"].as_u64() > Some(0) && before < planned * 0.8,
+        "the stream ended before the kill: {progress}"
+    );
+    c.nodes[3].kill9();
+    c.nodes[3].restart();
+    wait_transfers_done(&addrs, Duration::from_secs(120));
+    let after = c.nodes[3].metric("yeskv_transfer_bytes_total");
+    eprintln!("planned {planned} bytes; streamed {before} before the kill, {after} after");
+    // Killed between merging a batch and saving its cursor, a partition's last batch comes
+    // again: at most one batch per partition more than planned.
+    let partitions = plan["partitions_moving"]
+        .as_f64()
+        .expect("partitions_moving");
+    assert!(
+        after < planned - before * 0.5 && before + after <= planned * 1.05 + partitions * 4096.0,
+        "planned {planned}, {before} before the kill, {after} after"
+    );
+    let seen = Seen::default();
+    read_pass(&addrs[3..], &keys, &seen);
+    assert_clean(&seen, "through n4 after the transfer");
+    wait_until("replicas agree", Duration::from_secs(60), || {
+        converged(&addrs)
+    });
+}

@@ -3,8 +3,21 @@
 //! When this node stands in for a down primary of a key, the object lives in the `hints` space,
 //! keyed by (primary, storage key), not among the node's own data: the node's own replicas and
 //! anti-entropy trees never see stand-in data, and handoff finds everything owed to one primary
-//! with one prefix scan. A hint record is `[format 1][created_ms u64][key_hash u64][object record]`;
-//! the object record carries its own CRC32C.
+//! with one prefix scan. A hint record is `[format 2][created_ms u64][key_hash u64][stand-in
+//! epoch u64][object record]` (format 1, still read, has no stand-in epoch); the object record
+//! carries its own CRC32C.
+//!
+//! **Stand-in actors.** A write this node coordinates for a down primary gets a dot of a
+//! *stand-in actor* `node@epoch`, not of the node's own actor (whose counters for the key live
+//! on the primaries, which a stand-in cannot read: minting from an empty hint would reuse a dot
+//! the primaries have seen, kv679). The hint keeps its actor's epoch: every stand-in write into
+//! the same hint takes the next counter of the same actor, on top of the hint's object, which
+//! holds every earlier dot of that actor for the key — so the actor's counters for the key are
+//! contiguous, as DVV requires, and a key takes one new actor per hint lifetime (an outage), not
+//! per write. The first stand-in write into a new hint draws a fresh epoch
+//! ([`Replica::stand_in_actor`]): after a hint was delivered and dropped, the next one starts a
+//! new actor, never reusing a counter of the old. (One fresh actor per write, as before, grew a
+//! key written 910 times during an outage past the 16 KiB token limit, for good.)
 //!
 //! A hint lives until its target took it durably (handoff) or, if the target left the layout,
 //! until the key's current primaries did; never less. Age is no reason to drop one: a write
@@ -28,10 +41,26 @@ use super::{scan_pages, Replica, Slot};
 use crate::error::Error;
 
 /// Format byte of a hint record.
-const HINT_FORMAT: u8 = 1;
+const HINT_FORMAT: u8 = 2;
 
 /// Bytes before the object record in a hint record.
-const HINT_HEADER_BYTES: usize = 17;
+const HINT_HEADER_BYTES: usize = 25;
+
+/// Bytes before the object record in a hint record of format 1.
+const HINT_HEADER_BYTES_V1: usize = 17;
+
+/// A decoded hint record (see the module docs).
+#[derive(Clone, Debug)]
+pub(super) struct HintRecord {
+    /// When the hint was first stored.
+    pub(super) created_ms: u64,
+    /// The key's hash.
+    pub(super) key_hash: u64,
+    /// The epoch of the hint's stand-in actor, once a write was coordinated into it.
+    pub(super) stand_in: Option<u64>,
+    /// The object held.
+    pub(super) object: Object,
+}
 
 /// Bounds on the hints this node keeps for others (module docs: past either, the node refuses
 /// to stand in; it never drops a hint it holds).
@@ -109,12 +138,12 @@ fn hint_prefix_end(target: &NodeId) -> Vec<u8> {
 }
 
 impl<E: Engine> Replica<E> {
-    /// The hint held for `target`, if any: (created_ms, object, raw bytes).
+    /// The hint held for `target`, if any, with its stored bytes.
     pub(super) fn load_hint(
         &self,
         target: &NodeId,
         storage_key: &[u8],
-    ) -> Result<Option<(u64, Object, Vec<u8>)>, Error> {
+    ) -> Result<Option<(HintRecord, Vec<u8>)>, Error> {
         let key = hint_key(target, storage_key);
         let raw = match self.engine.get(Space::Hints, &key) {
             Ok(raw) => raw,
@@ -122,14 +151,14 @@ impl<E: Engine> Replica<E> {
             Err(e) => return Err(e.into()),
         };
         let Some(raw) = raw else { return Ok(None) };
-        let (created_ms, _, obj) =
-            decode_hint(&raw).map_err(|e| self.corrupt(storage_key, e.to_string()))?;
-        Ok(Some((created_ms, obj, raw)))
+        let record = decode_hint(&raw).map_err(|e| self.corrupt(storage_key, e.to_string()))?;
+        Ok(Some((record, raw)))
     }
 
-    /// Stores `obj` as the hint for `target`, replacing `existing` (its creation time and
-    /// stored bytes) if one is held: a new hint counts against the target's quota, and growth
-    /// against the bytes bound (module docs).
+    /// Stores `obj` as the hint for `target`, replacing `existing` (its record and stored
+    /// bytes) if one is held, with stand-in epoch `stand_in` (else the existing one's): a new
+    /// hint counts against the target's quota, and growth against the bytes bound (module
+    /// docs).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn store_hint(
         &self,
@@ -137,18 +166,23 @@ impl<E: Engine> Replica<E> {
         key_hash: u64,
         storage_key: &[u8],
         obj: &Object,
-        existing: Option<(u64, u64)>,
+        existing: Option<(&HintRecord, u64)>,
+        stand_in: Option<u64>,
         now_ms: u64,
     ) -> Result<Durable, Error> {
         let key = hint_key(target, storage_key);
-        let created_ms = existing.map_or(now_ms, |(c, _)| c);
+        let created_ms = existing.map_or(now_ms, |(h, _)| h.created_ms);
+        let stand_in = stand_in.or_else(|| existing.and_then(|(h, _)| h.stand_in));
         let mut value = Vec::with_capacity(HINT_HEADER_BYTES + 64);
         value.push(HINT_FORMAT);
         value.extend_from_slice(&created_ms.to_le_bytes());
         value.extend_from_slice(&key_hash.to_le_bytes());
+        // 0 is no epoch: stand-in epochs are odd (`Replica::stand_in_actor`).
+        value.extend_from_slice(&stand_in.unwrap_or(0).to_le_bytes());
         value.extend_from_slice(&encode_record(obj, None));
         let new_bytes = (key.len() + value.len()) as u64;
         let old_bytes = existing.map_or(0, |(_, b)| b);
+        let existing = existing.map(|(h, _)| h.created_ms);
         {
             let mut book = self.hints.lock();
             let count = book.counts.get(target).copied().unwrap_or(0);
@@ -218,11 +252,11 @@ impl<E: Engine> Replica<E> {
         for (key, raw) in rows {
             let storage_key = key[start.len()..].to_vec();
             match decode_hint(&raw) {
-                Ok((created_ms, key_hash, object)) => hints.push(Hint {
+                Ok(h) => hints.push(Hint {
                     storage_key,
-                    key_hash,
-                    created_ms,
-                    object,
+                    key_hash: h.key_hash,
+                    created_ms: h.created_ms,
+                    object: h.object,
                     raw,
                 }),
                 Err(e) => {
@@ -265,18 +299,23 @@ impl<E: Engine> Replica<E> {
     }
 }
 
-/// Decodes a hint record: (created_ms, key_hash, object).
-fn decode_hint(raw: &[u8]) -> Result<(u64, u64, Object), yeskv_core::Error> {
-    if raw.len() < HINT_HEADER_BYTES {
+/// Decodes a hint record (format 2, or 1 without a stand-in epoch).
+fn decode_hint(raw: &[u8]) -> Result<HintRecord, yeskv_core::Error> {
+    let header = match raw.first() {
+        Some(&HINT_FORMAT) => HINT_HEADER_BYTES,
+        Some(1) => HINT_HEADER_BYTES_V1,
+        Some(&version) => {
+            return Err(yeskv_core::Error::UnsupportedFormat {
+                what: "hint",
+                version,
+            })
+        }
+        None => 0,
+    };
+    if header == 0 || raw.len() < header {
         return Err(yeskv_core::Error::Corrupt {
             what: "hint",
             reason: format!("{} bytes, shorter than its header", raw.len()),
-        });
-    }
-    if raw[0] != HINT_FORMAT {
-        return Err(yeskv_core::Error::UnsupportedFormat {
-            what: "hint",
-            version: raw[0],
         });
     }
     let word = |at: usize| {
@@ -284,8 +323,15 @@ fn decode_hint(raw: &[u8]) -> Result<(u64, u64, Object), yeskv_core::Error> {
         b.copy_from_slice(&raw[at..at + 8]);
         u64::from_le_bytes(b)
     };
-    let obj = decode_record(&raw[HINT_HEADER_BYTES..])?;
-    Ok((word(1), word(9), obj))
+    let stand_in = (header == HINT_HEADER_BYTES)
+        .then(|| word(17))
+        .filter(|e| *e != 0);
+    Ok(HintRecord {
+        created_ms: word(1),
+        key_hash: word(9),
+        stand_in,
+        object: decode_record(&raw[header..])?,
+    })
 }
 
 /// Bytes a hint takes as stored: its key and its record.

@@ -318,7 +318,7 @@ impl<E: Engine> Replica<E> {
             Slot::Own => self.load(storage_key),
             Slot::HintFor(t) => Ok(self
                 .load_hint(t, storage_key)?
-                .map(|(_, o, _)| o)
+                .map(|(h, _)| h.object)
                 .unwrap_or_default()),
         }
     }
@@ -407,6 +407,9 @@ impl<E: Engine> Replica<E> {
     }
 
     /// Stores `obj` in `slot` (under the key's stripe lock).
+    /// Stores `obj` in `slot` (replacing `before`); a hint takes stand-in epoch `stand_in` if
+    /// given, else keeps its own.
+    #[allow(clippy::too_many_arguments)]
     fn store_slot(
         &self,
         slot: Slot<'_>,
@@ -414,15 +417,17 @@ impl<E: Engine> Replica<E> {
         storage_key: &[u8],
         before: &Object,
         obj: &Object,
+        stand_in: Option<u64>,
         now_ms: u64,
     ) -> Result<Durable, Error> {
         match slot {
             Slot::Own => self.store(storage_key, before, obj),
             Slot::HintFor(t) => {
-                let existing = self
-                    .load_hint(t, storage_key)?
-                    .map(|(c, _, raw)| (c, stored_hint_bytes(t, storage_key, &raw)));
-                self.store_hint(t, key_hash, storage_key, obj, existing, now_ms)
+                let existing = self.load_hint(t, storage_key)?;
+                let existing = existing
+                    .as_ref()
+                    .map(|(h, raw)| (h, stored_hint_bytes(t, storage_key, raw)));
+                self.store_hint(t, key_hash, storage_key, obj, existing, stand_in, now_ms)
             }
         }
     }
@@ -454,6 +459,7 @@ impl<E: Engine> Replica<E> {
             let _guard = self.stripe(key_hash).lock();
             let mut obj = self.load_slot(slot, storage_key)?;
             let before = obj.clone();
+            let mut stand_in = None;
             let dot = match slot {
                 Slot::Own => {
                     let next = self.dot_seq.fetch_add(1, Ordering::SeqCst) + 1;
@@ -464,8 +470,27 @@ impl<E: Engine> Replica<E> {
                     self.dot_seq.fetch_max(dot.counter, Ordering::SeqCst);
                     dot
                 }
-                Slot::HintFor(_) => obj.update(ctx, &self.stand_in_actor(), version, now_ms),
+                Slot::HintFor(t) => {
+                    // The hint's own stand-in actor, or a fresh one for a new hint (see
+                    // `hints.rs`, "Stand-in actors").
+                    let actor = match self
+                        .load_hint(t, storage_key)?
+                        .and_then(|(h, _)| h.stand_in)
+                    {
+                        Some(epoch) => Actor::new(self.actor.node.clone(), epoch),
+                        None => self.stand_in_actor(),
+                    };
+                    stand_in = Some(actor.epoch);
+                    obj.update(ctx, &actor, version, now_ms)
+                }
             };
+            let actors = obj.clock().len();
+            if actors > yeskv_core::codec::CLOCK_ACTORS_MAX {
+                return Err(Error::HistoryTooLong {
+                    actors,
+                    max: yeskv_core::codec::CLOCK_ACTORS_MAX,
+                });
+            }
             let count = obj.siblings().len();
             if count > siblings_max {
                 return Err(Error::TooManySiblings {
@@ -473,7 +498,8 @@ impl<E: Engine> Replica<E> {
                     max: siblings_max,
                 });
             }
-            let durable = self.store_slot(slot, key_hash, storage_key, &before, &obj, now_ms)?;
+            let durable =
+                self.store_slot(slot, key_hash, storage_key, &before, &obj, stand_in, now_ms)?;
             (obj, dot, durable)
         };
         // Applied (visible to reads) from here on: a failure to make it durable leaves the
@@ -545,7 +571,7 @@ impl<E: Engine> Replica<E> {
                 loaded => (loaded?, true),
             },
             Slot::HintFor(t) => match self.load_hint(t, storage_key)? {
-                Some((_, o, _)) => (o, true),
+                Some((h, _)) => (h.object, true),
                 None => (Object::new(), false),
             },
         };
@@ -554,7 +580,7 @@ impl<E: Engine> Replica<E> {
         if obj == before && held {
             return Ok((obj, None));
         }
-        let durable = self.store_slot(slot, key_hash, storage_key, &before, &obj, now_ms)?;
+        let durable = self.store_slot(slot, key_hash, storage_key, &before, &obj, None, now_ms)?;
         Ok((obj, Some(durable)))
     }
 }
@@ -972,5 +998,30 @@ mod tests {
             .await
             .expect("write");
         assert_eq!(dot.counter, 1);
+    }
+
+    /// A write that would leave the key's clock naming more actors than a context token
+    /// carries is refused before anything is stored (409), and the stored object is unchanged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_write_past_the_clock_limit_is_refused_and_changes_nothing() {
+        let (r, _) = Replica::open(Arc::new(MemoryEngine::new()), node(), 0, || 1)
+            .await
+            .expect("open");
+        // A history of CLOCK_ACTORS_MAX writers, arrived by replication.
+        let mut history = Object::new();
+        for i in 0..yeskv_core::codec::CLOCK_ACTORS_MAX {
+            let writer = Actor::new(NodeId::new(format!("w{i}")).expect("id"), 1);
+            let ctx = CausalContext::from_seen(history.clock().clone());
+            history.update(&ctx, &writer, Version::value(vec![1], 1, None), 1);
+        }
+        r.merge(Slot::Own, 1, b"k", &history, 1)
+            .await
+            .expect("merge");
+        let stored = r.read(b"k").expect("read");
+        let ctx = CausalContext::from_seen(stored.clock().clone());
+        let v = Version::value(b"one too many".to_vec(), 1, None);
+        let e = r.coordinate(Slot::Own, 1, b"k", &ctx, v, 1, 100).await;
+        assert!(matches!(e, Err(Error::HistoryTooLong { .. })), "{e:?}");
+        assert_eq!(r.read(b"k").expect("read"), stored);
     }
 }
