@@ -511,6 +511,23 @@ pub async fn healthy(addr: &str) -> bool {
     )
 }
 
+/// The members of the layout a node routes by.
+pub async fn ring_members(addr: &str) -> Option<Vec<String>> {
+    let r = http::request(addr, "GET", "/v1/ring", b"", CALL_TIMEOUT)
+        .await
+        .ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    let nodes = r.json().ok()?["nodes"].as_array()?.clone();
+    Some(
+        nodes
+            .iter()
+            .filter_map(|n| n["id"].as_str().or(n.as_str()).map(str::to_string))
+            .collect(),
+    )
+}
+
 /// The layout version a node routes by.
 pub async fn ring_version(addr: &str) -> Option<u64> {
     let r = http::request(addr, "GET", "/v1/ring", b"", CALL_TIMEOUT)

@@ -58,11 +58,15 @@ pub enum FaultKind {
     /// started again empty and joined as a new member; its partitions are rebuilt from the
     /// others.
     Replace,
+    /// A node leaves the layout gracefully (its partitions stream to the others while it keeps
+    /// serving them), and once it is out it joins again on the data it kept: it must start every
+    /// partition it receives anew empty, so that nothing deleted meanwhile comes back.
+    LeaveJoin,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PartitionIsolate,
@@ -73,6 +77,7 @@ impl FaultKind {
         FaultKind::DiskFull,
         FaultKind::Delay,
         FaultKind::Replace,
+        FaultKind::LeaveJoin,
     ];
 
     /// Its name in reports.
@@ -88,6 +93,7 @@ impl FaultKind {
             FaultKind::DiskFull => "disk-full",
             FaultKind::Delay => "delay",
             FaultKind::Replace => "replace",
+            FaultKind::LeaveJoin => "leave-join",
         }
     }
 }
@@ -112,6 +118,9 @@ pub enum Active {
     /// Node replaced (already running again, empty, and a member): the heal waits until it has
     /// received its partitions.
     Replaced(usize),
+    /// Node leaving the layout gracefully (`false`: the leave was refused): the heal waits until
+    /// it is out, joins it again and waits until it has received its partitions.
+    Leaving(usize, bool),
 }
 
 /// One injected fault, for the report.
@@ -189,6 +198,8 @@ pub struct Faults {
     pub clock_verified_fresh: u32,
     /// How long a healed disk node may take to take writes again.
     pub disk_recovery_timeout: Duration,
+    /// Nodes in the cluster (a node leaves only if `n = 3` members stay).
+    pub nodes: usize,
     probe_keys_used: u64,
     start: Instant,
 }
@@ -205,6 +216,7 @@ impl Faults {
             clock_verified: 0,
             clock_verified_fresh: 0,
             disk_recovery_timeout: Duration::from_secs(30),
+            nodes: 0,
             probe_keys_used: 0,
             start,
         }
@@ -215,6 +227,7 @@ impl Faults {
         FaultKind::ALL
             .into_iter()
             .filter(|k| *k != FaultKind::DiskFull || self.disk_node.is_some())
+            .filter(|k| *k != FaultKind::LeaveJoin || self.nodes > 3)
             .collect()
     }
 
@@ -245,6 +258,7 @@ impl Faults {
             FaultKind::DiskFull => self.inject_disk_full(cluster).await?,
             FaultKind::Delay => self.inject_delay(cluster, rng).await?,
             FaultKind::Replace => self.inject_replace(cluster, rng).await?,
+            FaultKind::LeaveJoin => self.inject_leave(cluster, rng).await?,
         };
         *self.counts.entry(kind.name().to_string()).or_default() += 1;
         self.records.push(FaultRecord {
@@ -505,6 +519,64 @@ impl Faults {
         ))
     }
 
+    /// `leave-join`: a node drawn from `rng` (as for `replace`) leaves gracefully through the
+    /// first node; it keeps running and serving while its partitions move.
+    async fn inject_leave(
+        &self,
+        cluster: &mut Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let candidates: Vec<usize> = (1..cluster.len())
+            .filter(|i| Some(*i) != self.disk_node)
+            .collect();
+        if candidates.is_empty() {
+            bail!("no node can leave in this run");
+        }
+        let i = candidates[rng.random_range(0..candidates.len())];
+        let id = node_id(cluster, i);
+        let via = cluster.nodes[0].spec.http.clone();
+        let leave = serde_json::json!({ "nodes": [id] }).to_string();
+        Ok(
+            match membership_change(&via, "/v1/cluster/leave", &leave).await {
+                Ok(()) => (Active::Leaving(i, true), format!("{id}: leaving")),
+                Err(refused) => (
+                    Active::Leaving(i, false),
+                    format!("{id}: leave refused ({refused})"),
+                ),
+            },
+        )
+    }
+
+    /// Waits until node `i` is out of the first node's layout, then joins it again on the data
+    /// it kept and waits until it has received its partitions.
+    async fn heal_leave(&self, cluster: &Cluster, i: usize) -> anyhow::Result<String> {
+        let id = node_id(cluster, i);
+        let via = cluster.nodes[0].spec.http.clone();
+        let started = Instant::now();
+        let timeout = Duration::from_secs(180);
+        loop {
+            if !crate::cluster::ring_members(&via)
+                .await
+                .is_some_and(|m| m.contains(&id))
+            {
+                break;
+            }
+            if started.elapsed() > timeout {
+                bail!("{id}: still in the layout {timeout:?} after its leave");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let left_s = started.elapsed().as_secs_f64();
+        let join = serde_json::json!({ "nodes": [id] }).to_string();
+        membership_change(&via, "/v1/cluster/join", &join)
+            .await
+            .map_err(|e| anyhow::anyhow!("joining {id} again: {e}"))?;
+        let received = self.heal_replace(cluster, i).await?;
+        Ok(format!(
+            "left after {left_s:.1} s, joined again; {received}"
+        ))
+    }
+
     /// Waits until every node's layout has no partition in transfer (the replacement received
     /// its partitions).
     async fn heal_replace(&self, cluster: &Cluster, i: usize) -> anyhow::Result<String> {
@@ -563,6 +635,8 @@ impl Faults {
             Active::DiskFull(i) => self.heal_disk_full(cluster, i).await?,
             Active::Delay(nodes) => self.heal_delay(cluster, nodes).await?,
             Active::Replaced(i) => self.heal_replace(cluster, i).await?,
+            Active::Leaving(i, true) => self.heal_leave(cluster, i).await?,
+            Active::Leaving(i, false) => self.heal_replace(cluster, i).await?,
         };
         let now = self.now_ms();
         if let Some(last) = self.records.last_mut() {

@@ -198,6 +198,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     let mut workload = Workload::start(&cluster, disk_node, seed, start)?;
     let mut faults = Faults::new(firewall, disk_node, start);
     faults.disk_recovery_timeout = Duration::from_secs(if short { 15 } else { 30 });
+    faults.nodes = args.nodes;
     let kinds = fault_kinds(&faults, &args.faults)?;
     let mut trouble = Trouble::default();
     let window = Window {

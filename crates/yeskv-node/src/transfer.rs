@@ -836,6 +836,11 @@ pub async fn cleanup<E: Engine>(
     let Some(partitions) = ctx.replica().tree_partitions() else {
         return Ok(Progress::Done);
     };
+    if topology.layout_version() == 0 {
+        // No layout yet (a node starting): nothing says what it holds.
+        memory.unheld_since.lock().clear();
+        return Ok(Progress::Done);
+    }
     let mut due = Vec::new();
     {
         let mut unheld = memory.unheld_since.lock();
