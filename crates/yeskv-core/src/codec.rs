@@ -221,6 +221,36 @@ pub fn encode_record(obj: &Object, reap_at_ms: Option<u64>) -> Vec<u8> {
     out
 }
 
+/// Bytes of a LEB128 varint of `v`.
+fn varint_len(v: u64) -> usize {
+    (64 - v.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The length of [`encode_record`]'s encoding of `obj`, computed without encoding it: what the
+/// object takes on disk and on the wire (the node's `limits.object_bytes_max` bounds it).
+pub fn record_len(obj: &Object) -> usize {
+    let clock = obj.clock();
+    let mut len = RECORD_HEADER_LEN + varint_len(clock.len() as u64);
+    for (a, c) in clock.iter() {
+        let node = a.node.as_str().len();
+        len += varint_len(node as u64) + node + varint_len(a.epoch) + varint_len(c);
+    }
+    len += varint_len(obj.siblings().len() as u64);
+    let actors: Vec<&Actor> = clock.iter().map(|(a, _)| a).collect();
+    for s in obj.siblings() {
+        let idx = actors.binary_search(&&s.dot.actor).unwrap_or(actors.len());
+        let v = &s.version;
+        len += varint_len(idx as u64) + varint_len(s.dot.counter) + 1;
+        len += varint_len(v.written_at_ms);
+        len += v.expires_at_ms.map_or(0, varint_len);
+        len += v
+            .value
+            .as_ref()
+            .map_or(0, |val| varint_len(val.len() as u64) + val.len());
+    }
+    len
+}
+
 /// Reads `reap_at_ms` from a record header without verifying or decoding it (for compaction
 /// filters). `None` when the record is too short or of an unknown format, or never reaped.
 pub fn record_reap_at_ms(record: &[u8]) -> Option<u64> {
@@ -410,9 +440,28 @@ mod tests {
     }
 
     #[test]
+    fn varint_lengths() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(varint_len(v), out.len(), "{v}");
+        }
+    }
+
+    #[test]
     fn record_round_trip() {
         let o = sample();
         let rec = encode_record(&o, Some(1234));
+        assert_eq!(record_len(&o), rec.len());
         assert_eq!(record_reap_at_ms(&rec), Some(1234));
         assert_eq!(decode_record(&rec).expect("decodes"), o);
     }

@@ -5,7 +5,7 @@
 //! error, never a panic.
 
 use proptest::prelude::*;
-use yeskv_core::codec::{decode_record, decode_token, encode_record, encode_token};
+use yeskv_core::codec::{decode_record, decode_token, encode_record, encode_token, record_len};
 use yeskv_core::{CausalContext, Version};
 
 mod support;
@@ -96,6 +96,7 @@ proptest! {
         for o in &r {
             let rec = encode_record(o, reap);
             prop_assert_eq!(&decode_record(&rec).expect("round trip"), o);
+            prop_assert_eq!(record_len(o), rec.len());
         }
     }
 

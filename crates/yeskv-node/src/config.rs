@@ -66,8 +66,20 @@ pub struct Limits {
     pub bucket_bytes_max: usize,
     /// Longest key in bytes (1 ..= 512).
     pub key_bytes_max: usize,
-    /// Largest value in bytes (1 ..= 64 MiB).
+    /// Largest value in bytes (1 ..= 64 MiB, and [`OBJECT_RECORD_ROOM_BYTES`] below
+    /// `object_bytes_max`).
     pub value_bytes_max: usize,
+    /// Largest a key's object may be after a client write, in bytes as stored (its record:
+    /// every sibling's value, their dots and timestamps, the clock). A write that would leave a
+    /// larger object — blind writes keep every sibling — is refused with `413` and changes
+    /// nothing (read the key and write back with its context to replace the siblings); a
+    /// write that shrinks an object already past it (one that grew by merging concurrent
+    /// writes, or a lowered limit) is taken. Replica merges are never refused. With the
+    /// internode message around it, an object must fit one RPC frame
+    /// (`server.rpc_frame_bytes_max`) to replicate at all. Each replica checks the copy it
+    /// holds, so copies that took concurrent writes on different replicas can merge to more
+    /// than the limit: the default, 8 MiB, is half the default frame to leave them room.
+    pub object_bytes_max: usize,
     /// Most siblings one key may hold after a client write; a write that would exceed it is
     /// refused with `409` (read and write back a merge). Replica merges are never refused.
     pub siblings_max: usize,
@@ -120,6 +132,11 @@ pub struct Server {
     /// Deadline of one internode call, in milliseconds (a replica slower than this counts as
     /// failed for that request).
     pub rpc_timeout_ms: u64,
+    /// Largest internode message (RPC frame) sent or accepted, in bytes (16 MiB ..= 1 GiB).
+    /// Must be the same on every node: a frame over the receiver's limit closes the
+    /// connection. It bounds the largest object that can replicate, hence
+    /// `limits.object_bytes_max` (plus [`crate::peer::ENVELOPE_BYTES_MAX`]) must fit in it.
+    pub rpc_frame_bytes_max: usize,
 }
 
 /// Hinted handoff, read repair and active anti-entropy (AAE).
@@ -190,7 +207,7 @@ pub struct Transfer {
     /// Most full exchanges with one holder of one partition per round before the partition
     /// waits for the next round (writes arriving meanwhile can keep an exchange finding keys).
     pub exchanges_per_holder_max: usize,
-    /// About how many bytes of records one streamed batch carries.
+    /// Most bytes of records one streamed batch carries (one record alone when it is larger).
     pub batch_bytes: u32,
     /// Most bytes per second this node receives by streaming (0: no limit).
     pub rate_bytes_per_s: u64,
@@ -227,6 +244,7 @@ impl Default for Server {
             shutdown_drain_ms: 0,
             worker_threads: 0,
             rpc_timeout_ms: 2000,
+            rpc_frame_bytes_max: yeskv_rpc::FRAME_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -263,6 +281,7 @@ impl Default for Limits {
             bucket_bytes_max: 512,
             key_bytes_max: 512,
             value_bytes_max: 1 << 20,
+            object_bytes_max: 8 << 20,
             siblings_max: 100,
         }
     }
@@ -304,6 +323,11 @@ pub struct Validated {
     /// Parsed sync mode.
     pub sync: SyncMode,
 }
+
+/// Room `limits.object_bytes_max` leaves above `limits.value_bytes_max` for the rest of an
+/// object's record (header, clock, the version's dot and timestamps; a clock of a few dozen
+/// actors), so that a value of the largest size fits in an object on its own.
+pub const OBJECT_RECORD_ROOM_BYTES: usize = 4096;
 
 /// Longest TTL accepted (about 100 years), so expiry instants never overflow.
 pub const TTL_SECS_MAX: u64 = 100 * 365 * 24 * 3600;
@@ -380,6 +404,7 @@ impl Config {
         validate_limits(&self.limits)?;
         let sync = validate_storage(&self.storage)?;
         validate_server(&self.server)?;
+        validate_frame_fits(&self.limits, &self.server)?;
         validate_ttl(&self.ttl)?;
         validate_repair(&self.repair)?;
         validate_transfer(&self.transfer)?;
@@ -452,7 +477,30 @@ fn validate_limits(limits: &Limits) -> Result<(), ConfigError> {
         1,
         64 << 20,
     )?;
-    check_between("limits.siblings_max", limits.siblings_max, 1, 10_000)
+    check_between("limits.siblings_max", limits.siblings_max, 1, 10_000)?;
+    let room = OBJECT_RECORD_ROOM_BYTES;
+    if limits.value_bytes_max.saturating_add(room) > limits.object_bytes_max {
+        return Err(ConfigError(format!(
+            "limits.value_bytes_max ({}) must be at least {room} bytes below \
+             limits.object_bytes_max ({}): a value of the largest size must fit in an object",
+            limits.value_bytes_max, limits.object_bytes_max
+        )));
+    }
+    Ok(())
+}
+
+/// The largest object, in the largest message that carries one, must fit one internode frame,
+/// or it could be written but never replicated nor read from another node (issue 14).
+fn validate_frame_fits(limits: &Limits, server: &Server) -> Result<(), ConfigError> {
+    let envelope = crate::peer::ENVELOPE_BYTES_MAX;
+    if limits.object_bytes_max.saturating_add(envelope) > server.rpc_frame_bytes_max {
+        return Err(ConfigError(format!(
+            "limits.object_bytes_max ({}) plus {envelope} bytes of message envelope must fit \
+             server.rpc_frame_bytes_max ({}): a larger object could not replicate",
+            limits.object_bytes_max, server.rpc_frame_bytes_max
+        )));
+    }
+    Ok(())
 }
 
 /// The `[storage]` section; returns the parsed sync mode.
@@ -477,7 +525,14 @@ fn validate_storage(storage: &Storage) -> Result<SyncMode, ConfigError> {
 
 /// The `[server]` section.
 fn validate_server(server: &Server) -> Result<(), ConfigError> {
-    check_between("server.rpc_timeout_ms", server.rpc_timeout_ms, 1, 600_000)
+    check_between("server.rpc_timeout_ms", server.rpc_timeout_ms, 1, 600_000)?;
+    // Not below the default: the layout's and anti-entropy's own messages are sized for it.
+    check_between(
+        "server.rpc_frame_bytes_max",
+        server.rpc_frame_bytes_max,
+        yeskv_rpc::FRAME_BYTES_MAX_DEFAULT,
+        yeskv_rpc::FRAME_BYTES_MAX_LIMIT,
+    )
 }
 
 /// The `[ttl]` section: no duration past [`TTL_SECS_MAX`].
@@ -598,10 +653,65 @@ mod tests {
             "[repair]\nhints_mb_max = 0",
             "[repair]\nhandoff_batch = 0",
             "[chaos]\ndelay_ms = 5",
+            "[server]\nrpc_frame_bytes_max = 1048576",
         ];
         for b in bad {
             let r = Config::from_toml(b).and_then(|c| c.validate().map(|_| ()));
             assert!(r.is_err(), "{b} should be refused");
         }
+    }
+
+    /// Refused, in one line naming both keys.
+    fn refused(toml: &str, keys: [&str; 2]) {
+        let error = Config::from_toml(toml)
+            .and_then(|c| c.validate().map(|_| ()))
+            .expect_err(toml)
+            .to_string();
+        assert!(!error.contains('\n'), "one line: {error}");
+        for key in keys {
+            assert!(error.contains(key), "{toml}: {error} should name {key}");
+        }
+    }
+
+    #[test]
+    fn the_largest_object_must_fit_the_internode_frame() {
+        let frame = yeskv_rpc::FRAME_BYTES_MAX_DEFAULT;
+        let envelope = crate::peer::ENVELOPE_BYTES_MAX;
+        let defaults = Config::default();
+        assert!(defaults.limits.object_bytes_max + envelope <= defaults.server.rpc_frame_bytes_max);
+        // Exactly at the frame: taken; one byte over: refused, naming both keys.
+        let at = format!("[limits]\nobject_bytes_max = {}", frame - envelope);
+        assert!(Config::from_toml(&at).expect("parses").validate().is_ok());
+        refused(
+            &format!("[limits]\nobject_bytes_max = {}", frame - envelope + 1),
+            ["limits.object_bytes_max", "server.rpc_frame_bytes_max"],
+        );
+        // A larger frame makes room for a larger object.
+        let larger = format!(
+            "[limits]\nobject_bytes_max = {}\n[server]\nrpc_frame_bytes_max = {}",
+            32 << 20,
+            64 << 20
+        );
+        assert!(Config::from_toml(&larger)
+            .expect("parses")
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn the_largest_value_must_fit_an_object() {
+        refused(
+            "[limits]\nvalue_bytes_max = 8388608",
+            ["limits.value_bytes_max", "limits.object_bytes_max"],
+        );
+        refused(
+            "[limits]\nvalue_bytes_max = 1048576\nobject_bytes_max = 1048576",
+            ["limits.value_bytes_max", "limits.object_bytes_max"],
+        );
+        let fits = format!(
+            "[limits]\nvalue_bytes_max = 1048576\nobject_bytes_max = {}",
+            (1 << 20) + OBJECT_RECORD_ROOM_BYTES
+        );
+        assert!(Config::from_toml(&fits).expect("parses").validate().is_ok());
     }
 }

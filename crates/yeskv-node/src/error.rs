@@ -45,6 +45,17 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// The write would leave the key's object larger than `limits.object_bytes_max` (as
+    /// stored); nothing was written.
+    #[error("the key's object would be {bytes} bytes with this write ({siblings} siblings), over limits.object_bytes_max of {max} bytes; writes without a context keep every sibling: read the key and write back with the read's X-Causal-Context to replace them")]
+    ObjectTooLarge {
+        /// The object's bytes after the write.
+        bytes: usize,
+        /// Its siblings after the write.
+        siblings: usize,
+        /// The configured limit.
+        max: usize,
+    },
     /// Stored data failed its checksum: reported, never served.
     #[error("stored record is corrupt and was not served: {0}")]
     Corrupt(String),
@@ -120,7 +131,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadRequest(_) | Error::InvalidContext(_) => StatusCode::BAD_REQUEST,
-            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooLarge(_) | Error::ObjectTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ContextRequired => StatusCode::PRECONDITION_REQUIRED,
             Error::TooManySiblings { .. } | Error::HistoryTooLong { .. } => StatusCode::CONFLICT,
             Error::Corrupt(_) | Error::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,

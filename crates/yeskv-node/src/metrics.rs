@@ -23,6 +23,8 @@ pub const CORRUPT_RECORDS: &str = "yeskv_corrupt_records_total";
 pub const READ_SIBLINGS: &str = "yeskv_read_siblings";
 /// Writes refused for too many siblings.
 pub const SIBLING_LIMIT_REFUSED: &str = "yeskv_sibling_limit_refused_total";
+/// Writes refused because the key's object would pass `limits.object_bytes_max`.
+pub const OBJECT_LIMIT_REFUSED: &str = "yeskv_object_limit_refused_total";
 /// Writes a fallback took for a down or slow primary (sloppy quorum), by `reason`.
 pub const SLOPPY_WRITES: &str = "yeskv_sloppy_writes_total";
 /// Times this node refused to stand in because it held its hint limit for the target.
@@ -141,6 +143,10 @@ pub fn install() -> Option<PrometheusHandle> {
     metrics::describe_counter!(
         SIBLING_LIMIT_REFUSED,
         "Writes refused for too many siblings."
+    );
+    metrics::describe_counter!(
+        OBJECT_LIMIT_REFUSED,
+        "Writes refused because the key's object would pass limits.object_bytes_max."
     );
     let counters = [
         (

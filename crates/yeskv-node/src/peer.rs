@@ -11,6 +11,17 @@
 //! contexts travel as the same checksummed tokens clients hold. Messages are postcard-encoded by
 //! `yeskv-rpc`, whose handshake carries the protocol version (bumped whenever these enums change
 //! shape).
+//!
+//! ## What fits in one frame
+//! A message carries at most one object (`Merge`, `MergeHint`, a `Read`'s or `ReadHints`'
+//! answer; read repair, anti-entropy and handoff each send one object per message) or a
+//! transfer batch of at most `transfer.batch_bytes` (and never more than one record past it:
+//! `Replica::scan_records`). Around the object, a message adds at most
+//! [`ENVELOPE_BYTES_MAX`]: the frame header, the enum tags, the storage key (bucket and key up
+//! to 512 bytes each), a node id, length prefixes; a forwarded `Coordinate` carries a value and
+//! a context token (16 KiB at most) instead. So a node whose `limits.object_bytes_max` plus
+//! [`ENVELOPE_BYTES_MAX`] fits `server.rpc_frame_bytes_max` (checked at start) can move every
+//! object a write made.
 
 use std::time::Duration;
 
@@ -20,6 +31,12 @@ use crate::aae::{AaeRequest, AaeResponse};
 use crate::reaper::{ReapRequest, ReapResponse};
 use crate::replication::{ReplicationRequest, ReplicationResponse};
 use crate::transfer::{TransferRequest, TransferResponse};
+
+/// Most bytes a peer message adds around the one object record (or one transfer batch's
+/// records) it carries, frame header included; see the module docs. Generous: the largest
+/// envelope of a message with an object is about 1.1 KiB, of a forwarded `Coordinate` about
+/// 17.5 KiB.
+pub const ENVELOPE_BYTES_MAX: usize = 64 * 1024;
 
 /// A request from one node to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -100,6 +117,15 @@ pub enum RemoteError {
     Unavailable(String),
     /// Applied, but not known to be durable (see `Error::Indeterminate`).
     Indeterminate(String),
+    /// The write would leave the key's object over `limits.object_bytes_max`.
+    ObjectTooLarge {
+        /// The object's bytes after the write.
+        bytes: u64,
+        /// Its siblings after the write.
+        siblings: u32,
+        /// The limit.
+        max: u64,
+    },
 }
 
 impl From<crate::error::Error> for RemoteError {
@@ -113,6 +139,15 @@ impl From<crate::error::Error> for RemoteError {
             E::TooManySiblings { count, max } => RemoteError::TooManySiblings {
                 count: count as u32,
                 max: max as u32,
+            },
+            E::ObjectTooLarge {
+                bytes,
+                siblings,
+                max,
+            } => RemoteError::ObjectTooLarge {
+                bytes: bytes as u64,
+                siblings: siblings as u32,
+                max: max as u64,
             },
             E::Corrupt(m) => RemoteError::Corrupt(m),
             E::Quorum {
@@ -163,6 +198,15 @@ impl RemoteError {
                 reason,
             },
             RemoteError::Indeterminate(m) => E::Indeterminate(m),
+            RemoteError::ObjectTooLarge {
+                bytes,
+                siblings,
+                max,
+            } => E::ObjectTooLarge {
+                bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+                siblings: siblings as usize,
+                max: usize::try_from(max).unwrap_or(usize::MAX),
+            },
         }
     }
 }
@@ -199,5 +243,99 @@ impl yeskv_rpc::Call<yeskv_layout::RaftRpc, yeskv_layout::RaftRpcResponse> for L
                 }),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_bytes::ByteBuf;
+    use yeskv_rpc::frame::encode_message;
+    use yeskv_rpc::{FrameKind, FRAME_BYTES_MAX_LIMIT};
+
+    use super::*;
+    use crate::error::Error;
+
+    /// Bytes of the frame that carries `message`.
+    fn frame_bytes<T: Serialize>(kind: FrameKind, message: &T) -> usize {
+        encode_message(kind, u64::MAX, message, FRAME_BYTES_MAX_LIMIT)
+            .expect("encodes")
+            .len()
+    }
+
+    /// The largest envelope of every message that carries an object (or a value), with the
+    /// longest bucket, key, node id and context token there can be, stays within
+    /// [`ENVELOPE_BYTES_MAX`].
+    #[test]
+    fn every_message_with_an_object_fits_its_envelope() {
+        let limits = crate::config::Limits::default();
+        let record = vec![0xa5u8; limits.object_bytes_max];
+        let long = vec![b'k'; 512];
+        let storage_key = yeskv_core::keyspace::storage_key(u16::MAX, &long, &long);
+        let node = "n".repeat(64);
+        let requests = [
+            ReplicationRequest::Merge {
+                key_hash: u64::MAX,
+                storage_key: storage_key.clone(),
+                record: record.clone(),
+            },
+            ReplicationRequest::MergeHint {
+                target: node.clone(),
+                key_hash: u64::MAX,
+                storage_key: storage_key.clone(),
+                record: record.clone(),
+            },
+        ];
+        let mut largest = 0;
+        for request in requests {
+            let frame = frame_bytes(FrameKind::Request, &PeerRequest::Replication(request));
+            largest = largest.max(frame - record.len());
+        }
+        let answer = PeerResponse::Replication(ReplicationResponse::Object(Some(ByteBuf::from(
+            record.clone(),
+        ))));
+        largest = largest.max(frame_bytes(FrameKind::Response, &answer) - record.len());
+        let batch = PeerResponse::Transfer(TransferResponse::Batch(crate::transfer::Batch {
+            records: vec![(ByteBuf::from(storage_key.clone()), ByteBuf::from(record))],
+            next: Some(ByteBuf::from(storage_key.clone())),
+            checksum: u32::MAX,
+        }));
+        let batch_bytes = frame_bytes(FrameKind::Response, &batch);
+        largest = largest.max(batch_bytes - limits.object_bytes_max - storage_key.len());
+        let value = vec![0x5au8; limits.value_bytes_max];
+        let coordinate = PeerRequest::Replication(ReplicationRequest::Coordinate {
+            bucket: long.clone(),
+            key: long,
+            context: "A".repeat(yeskv_core::codec::TOKEN_LEN_MAX),
+            value: Some(ByteBuf::from(value.clone())),
+            ttl_secs: Some(u64::MAX),
+            w: u8::MAX,
+        });
+        let coordinate = frame_bytes(FrameKind::Request, &coordinate) - value.len();
+        largest = largest.max(coordinate);
+        eprintln!("largest envelope: {largest} bytes (a forwarded write: {coordinate})");
+        assert!(largest <= ENVELOPE_BYTES_MAX, "{largest}");
+    }
+
+    /// A replica's refusal for the object limit reaches the coordinator that forwarded the write
+    /// as the same refusal (`413`), not as a bad request or an unavailable peer.
+    #[test]
+    fn an_object_limit_refusal_crosses_the_wire() {
+        let refusal = Error::ObjectTooLarge {
+            bytes: 9 << 20,
+            siblings: 9,
+            max: 8 << 20,
+        };
+        let node = yeskv_core::NodeId::new("n2").expect("valid");
+        let back = RemoteError::from(refusal).at(&node);
+        assert!(matches!(
+            back,
+            Error::ObjectTooLarge {
+                bytes: 9437184,
+                siblings: 9,
+                max: 8388608
+            }
+        ));
+        assert_eq!(back.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(back.to_string().contains("limits.object_bytes_max"));
     }
 }

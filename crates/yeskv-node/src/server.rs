@@ -51,7 +51,10 @@ pub async fn run(
     let raw = &cfg.raw;
     let engine = open_storage(&cfg).await?;
     let replica = open_replica(engine, &cfg).await?;
-    let rpc_config = RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str());
+    let rpc_config = RpcConfig {
+        frame_bytes_max: raw.server.rpc_frame_bytes_max,
+        ..RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str())
+    };
     let rpc_client: RpcClient<PeerRequest, PeerResponse> = RpcClient::new(rpc_config.clone())
         .map_err(|e| Error::Startup(format!("internode RPC: {e}")))?;
     let (layout, bootstrap) = start_layout(&cfg, rpc_client.clone()).await?;
@@ -250,6 +253,7 @@ pub async fn open_replica(
             tracing::warn!(actor = %replica.actor(), "previous run did not stop cleanly; new actor epoch so no dot is ever reused")
         }
     }
+    replica.set_object_bytes_max(raw.limits.object_bytes_max);
     replica.set_hint_limits(HintLimits {
         per_target_max: raw.repair.hints_per_target_max,
         bytes_max: raw.repair.hints_mb_max.saturating_mul(1 << 20),

@@ -70,7 +70,8 @@ pub enum TransferRequest {
         partition: u16,
         /// The last key the receiver has (exclusive start).
         after: Option<ByteBuf>,
-        /// About how many bytes of keys and records to send (at least one record).
+        /// Most bytes of keys and records to send, with their length prefixes (or one record
+        /// when it alone is larger).
         bytes_max: u32,
     },
     /// The keys and bytes the node holds of these partitions.

@@ -1,7 +1,9 @@
 //! A real cluster of `yeskv server` processes on loopback, formed the operator's way (seeds,
 //! staged join, commit): quorum writes and reads through different nodes, a node killed with
 //! `kill -9` marked down within 10 s while `w=2`/`r=2` keep working through every survivor, and
-//! the killed node serving again after a restart. Nothing acknowledged is lost.
+//! the killed node serving again after a restart. Nothing acknowledged is lost. A key's object
+//! never outgrows what the internode frame carries: past `limits.object_bytes_max` a write is
+//! refused with `413` (issue 14).
 
 mod support;
 
@@ -333,4 +335,80 @@ fn a_hot_key_takes_five_thousand_writes_while_its_primaries_are_down() {
     );
     assert_eq!(write.status, 204, "{}", write.text());
     assert_eq!(get(&addrs[1], key, "all"), (200, "healed".to_string()));
+}
+
+/// Issue 14, "Objects past the frame": twenty blind 1 MiB writes to one key, through each node in
+/// turn. Blind writes pile up siblings; once the object would pass `limits.object_bytes_max`
+/// (8 MiB) a write is refused with `413` and stores nothing (before the limit, the object grew
+/// past the 16 MiB internode frame: writes answered `503` and `r=all` reads failed for good).
+/// Every acknowledged write replicated: `r=all` reads through every node answer all of them, and
+/// the replicas converge. A write with the read's context replaces the siblings.
+#[test]
+fn an_object_is_refused_past_its_limit_and_always_replicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = start_cluster(dir.path(), 3, &["a", "b", "c"], &[]);
+    let addrs = c.addrs();
+    let path = "/v1/kv/big/pile";
+    let value = |i: usize| {
+        let mut v = support::incompressible(1 << 20);
+        v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        v
+    };
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let r = request(&addrs[i % 3], "PUT", &format!("{path}?w=2"), &[], &value(i));
+        if r.status == 413 {
+            let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+            assert!(
+                error.contains("limits.object_bytes_max") && error.contains("bytes"),
+                "the refusal names the limit and the sizes: {error}"
+            );
+            if !statuses.contains(&413) {
+                eprintln!("first refusal: {error}");
+            }
+        }
+        statuses.push(r.status);
+    }
+    let acked = statuses.iter().filter(|s| **s == 204).count();
+    let refused = statuses.iter().filter(|s| **s == 413).count();
+    eprintln!("20 blind 1 MiB writes: {acked} acknowledged, {refused} refused: {statuses:?}");
+    assert_eq!(acked + refused, 20, "only 204 or 413: {statuses:?}");
+    assert!((1..20).contains(&acked), "{statuses:?}");
+
+    // Every node reads the whole object from every replica: exactly the acknowledged writes.
+    let mut context = String::new();
+    for addr in &addrs {
+        let r = request(
+            addr,
+            "GET",
+            &format!("{path}?r=all"),
+            &[("accept", "application/json")],
+            b"",
+        );
+        assert_eq!(r.status, 200, "r=all through {addr}: {}", r.text());
+        let siblings = r.json()["siblings"].as_array().cloned().unwrap_or_default();
+        assert_eq!(siblings.len(), acked, "r=all through {addr}");
+        context = r.context().expect("a read carries a context");
+    }
+    wait_until("the replicas converge", Duration::from_secs(30), || {
+        support::converged(&addrs)
+    });
+
+    // The way out: write back with the read's context, which supersedes every sibling.
+    let r = request(
+        &addrs[1],
+        "PUT",
+        &format!("{path}?w=2"),
+        &[("x-causal-context", &context)],
+        b"merged",
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    for addr in &addrs {
+        let r = request(addr, "GET", &format!("{path}?r=all"), &[], b"");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "merged".into()),
+            "through {addr}"
+        );
+    }
 }

@@ -67,8 +67,14 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        if let Error::TooManySiblings { .. } = self {
-            ::metrics::counter!(metrics::SIBLING_LIMIT_REFUSED).increment(1);
+        match self {
+            Error::TooManySiblings { .. } => {
+                ::metrics::counter!(metrics::SIBLING_LIMIT_REFUSED).increment(1)
+            }
+            Error::ObjectTooLarge { .. } => {
+                ::metrics::counter!(metrics::OBJECT_LIMIT_REFUSED).increment(1)
+            }
+            _ => {}
         }
         json_error(self.status(), &self.to_string())
     }

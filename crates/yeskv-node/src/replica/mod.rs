@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
-use yeskv_core::codec::{decode_record, encode_record};
+use yeskv_core::codec::{decode_record, encode_record, record_len};
 use yeskv_core::tictac::tree_digest;
 use yeskv_core::{Actor, CausalContext, Dot, NodeId, Object, Version};
 use yeskv_storage::{Durable, Engine, Space, SyncMode, WriteBatch};
@@ -94,6 +94,8 @@ pub struct Replica<E: Engine> {
     corrupt_total: AtomicU64,
     reap_grace_ms: u64,
     hint_limits: HintLimits,
+    /// Largest object a client write may leave, as stored (`limits.object_bytes_max`).
+    object_bytes_max: usize,
     /// Hints held per target node, and their bytes.
     hints: Mutex<HintBook>,
     /// How this run started (decides whether saved trees are trusted).
@@ -201,6 +203,7 @@ impl<E: Engine> Replica<E> {
             corrupt_total: AtomicU64::new(0),
             reap_grace_ms,
             hint_limits: HintLimits::default(),
+            object_bytes_max: crate::config::Limits::default().object_bytes_max,
             hints: Mutex::new(hints),
             startup: startup.clone(),
             stand_in_seq: AtomicU64::new(stand_in_seq),
@@ -432,8 +435,16 @@ impl<E: Engine> Replica<E> {
         }
     }
 
+    /// Sets the largest object a client write may leave (`limits.object_bytes_max`).
+    pub fn set_object_bytes_max(&mut self, bytes_max: usize) {
+        self.object_bytes_max = bytes_max;
+    }
+
     /// Applies a client write as coordinator: the new sibling gets a fresh dot of this replica's
-    /// actor. Returns the resulting object and the new dot once the write is durable.
+    /// actor. Returns the resulting object and the new dot once the write is durable. Refused,
+    /// with nothing stored, if it would leave more than `siblings_max` siblings or grow the
+    /// object past `object_bytes_max` as stored (an object that grew past it by merges may
+    /// still shrink: a write with a context that supersedes siblings is the way out).
     #[allow(clippy::too_many_arguments)]
     pub async fn coordinate(
         &self,
@@ -496,6 +507,15 @@ impl<E: Engine> Replica<E> {
                 return Err(Error::TooManySiblings {
                     count,
                     max: siblings_max,
+                });
+            }
+            // Past the limit, an object could not replicate (issue 14: it outgrew the RPC frame).
+            let bytes = record_len(&obj);
+            if bytes > self.object_bytes_max && bytes > record_len(&before) {
+                return Err(Error::ObjectTooLarge {
+                    bytes,
+                    siblings: count,
+                    max: self.object_bytes_max,
                 });
             }
             let durable =
@@ -719,6 +739,70 @@ mod tests {
             Err(Error::TooManySiblings { count: 4, max: 3 })
         ));
         assert_eq!(r.read(b"k").expect("read").siblings().len(), 3);
+    }
+
+    /// Issue 14: blind writes pile up siblings until the object would pass its limit; that
+    /// write is refused (`413`) and stores nothing, as a stand-in too; a write whose context
+    /// supersedes the siblings is taken, and so is one that shrinks an object already past a
+    /// (lowered) limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn object_limit_refuses_growth_without_writing() {
+        let engine = Arc::new(MemoryEngine::new());
+        let (mut r, _) = Replica::open(engine, node(), 0, || 1).await.expect("open");
+        r.set_object_bytes_max(3500);
+        let blind = CausalContext::empty();
+        let write = |i: u8| Version::value(vec![i; 1000], 1, None);
+        for i in 0..3 {
+            r.coordinate(Slot::Own, 1, b"k", &blind, write(i), 1, 100)
+                .await
+                .expect("under the limit");
+        }
+        let held = r.read(b"k").expect("read");
+        assert!(record_len(&held) <= 3500);
+        for slot in [Slot::Own, Slot::HintFor(&NodeId::new("n2").expect("valid"))] {
+            if let Slot::HintFor(t) = slot {
+                r.merge(slot, 1, b"k", &held, 1).await.expect("a hint");
+                assert_eq!(r.read_hint(t, b"k").expect("hint"), held);
+            }
+            let e = r.coordinate(slot, 1, b"k", &blind, write(9), 1, 100).await;
+            let Err(Error::ObjectTooLarge {
+                bytes,
+                siblings: 4,
+                max: 3500,
+            }) = e
+            else {
+                panic!("{e:?}");
+            };
+            assert!(bytes > 4000, "{bytes}");
+        }
+        assert_eq!(r.read(b"k").expect("read"), held, "nothing was stored");
+        // Replica merges are never refused, whatever the size.
+        let mut other = Object::new();
+        let peer = Actor::new(NodeId::new("n3").expect("valid"), 5);
+        other.update(&blind, &peer, write(7), 1);
+        let merged = r.merge(Slot::Own, 1, b"k", &other, 1).await.expect("merge");
+        assert_eq!(merged.siblings().len(), 4);
+        assert!(record_len(&merged) > 3500);
+        // Past a lowered limit, a write that shrinks the object is taken; one that grows it,
+        // even by a little, is not.
+        r.set_object_bytes_max(2000);
+        let small = |i: u8| Version::value(vec![i; 10], 2, None);
+        let (after, _) = r
+            .coordinate(Slot::Own, 1, b"k", &other.context(), small(1), 2, 100)
+            .await
+            .expect("a shrinking write");
+        assert_eq!(after.siblings().len(), 4);
+        assert!((2000..record_len(&merged)).contains(&record_len(&after)));
+        let e = r
+            .coordinate(Slot::Own, 1, b"k", &blind, small(2), 2, 100)
+            .await;
+        assert!(matches!(e, Err(Error::ObjectTooLarge { .. })), "{e:?}");
+        // The read's context supersedes every sibling: the object is the new value alone.
+        let (last, _) = r
+            .coordinate(Slot::Own, 1, b"k", &after.context(), write(8), 3, 100)
+            .await
+            .expect("the way out");
+        assert_eq!(last.siblings().len(), 1);
     }
     /// A primary that reaped a key must not mint a dot another primary's unreaped tombstone
     /// already counts: that primary would take the new write as one it had seen and drop it

@@ -19,6 +19,10 @@ use crate::error::Error;
 /// Rows read per engine scan by the operations of this module.
 const PAGE_ROWS: usize = 512;
 
+/// Bytes a row of a transfer batch takes on the wire beside its key and record: the two
+/// length prefixes (postcard varints of at most 5 bytes each below 4 GiB).
+const ROW_FRAMING_BYTES: usize = 10;
+
 /// A run of a partition's records in key order (see [`Replica::scan_records`]).
 pub struct Records {
     /// `(storage key, stored record)`, each record verified.
@@ -31,7 +35,9 @@ pub struct Records {
 
 impl<E: Engine> Replica<E> {
     /// The records of `partition` after `after` (from its start when `None`), in key order,
-    /// until about `bytes_max` bytes of keys and records (at least one record). Each record is
+    /// at most `bytes_max` bytes of keys and records with their length prefixes — or, when the
+    /// first record alone is larger, that one record: a batch fits the internode frame whenever
+    /// `bytes_max` and every object do (`crate::peer`, "What fits in one frame"). Each record is
     /// verified before it is sent; a corrupt one is left out (the receiver gets that key from
     /// another holder when it syncs with each of them).
     pub fn scan_records(
@@ -59,14 +65,17 @@ impl<E: Engine> Replica<E> {
             let page = self.engine.scan(Space::Data, &from, &end, PAGE_ROWS)?;
             let full = page.len() == PAGE_ROWS;
             for (key, record) in page {
-                if bytes >= bytes_max && !out.rows.is_empty() {
+                let row_bytes = key.len() + record.len() + ROW_FRAMING_BYTES;
+                // The row that would pass the bound starts the next batch (a large object
+                // after small ones would otherwise double the batch).
+                if bytes + row_bytes > bytes_max && !out.rows.is_empty() {
                     out.next = out.rows.last().map(|(k, _)| k.clone());
                     return Ok(out);
                 }
                 from.clone_from(&key);
                 match decode_record(&record) {
                     Ok(_) => {
-                        bytes += key.len() + record.len();
+                        bytes += row_bytes;
                         out.rows.push((key, record));
                     }
                     Err(e) => {
@@ -171,5 +180,48 @@ impl<E: Engine> Replica<E> {
         .await
         .map_err(|e| Error::Storage(format!("compaction task: {e}")))??;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use yeskv_core::keyspace::storage_key;
+    use yeskv_core::{CausalContext, NodeId, Version};
+    use yeskv_storage::MemoryEngine;
+
+    use super::*;
+    use crate::replica::Slot;
+
+    /// A batch holds at most its bytes: a large record after small ones starts the next batch
+    /// instead of doubling this one, and a record larger than the bound goes alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_batch_stays_within_its_bytes() {
+        let node = NodeId::new("n1").expect("valid");
+        let (r, _) = Replica::open(Arc::new(MemoryEngine::new()), node, 0, || 1)
+            .await
+            .expect("open");
+        for (key, len) in [("a", 100), ("b", 100), ("c", 5000), ("d", 100)] {
+            let v = Version::value(vec![7; len], 1, None);
+            let sk = storage_key(3, b"b", key.as_bytes());
+            r.coordinate(Slot::Own, 1, &sk, &CausalContext::empty(), v, 1, 100)
+                .await
+                .expect("write");
+        }
+        let mut after = None;
+        let mut batches = Vec::new();
+        loop {
+            let run = r.scan_records(3, after.as_deref(), 1000).expect("scan");
+            let keys: Vec<u8> = run.rows.iter().map(|(k, _)| k[k.len() - 1]).collect();
+            let bytes: usize = run.rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+            assert!(bytes <= 1000 || run.rows.len() == 1, "{keys:?}: {bytes}");
+            batches.push(String::from_utf8(keys).expect("ascii"));
+            match run.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(batches, ["ab", "c", "d"]);
     }
 }
