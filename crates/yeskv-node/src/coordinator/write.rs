@@ -46,7 +46,11 @@ impl<E: Engine> Coordinator<E> {
             value,
             ttl_secs,
         };
-        if p.writes.iter().any(|n| self.is_local(n)) {
+        // Only a node that holds the key's data mints a dot of its own actor for it: a node still
+        // receiving the partition clears it before its first copy, and a dot minted over a copy
+        // that lost the actor's earlier dots of the key would cover writes it never saw (found by
+        // the simulator, seed 134). Such a node forwards to a data holder like any other.
+        if p.data.iter().any(|n| self.is_local(n)) {
             return match self.coordinate_local(&p, &write, required, None).await {
                 // This node's storage refused the write before applying it (a full disk): the
                 // key's other primaries can still make `w`, so one of them coordinates it.
@@ -69,7 +73,8 @@ impl<E: Engine> Coordinator<E> {
             // No primary could coordinate (all down, or none answered): this node stands in
             // for the first primary and coordinates the write itself (sloppy quorum), so the
             // write fails only when fewer than `w` nodes of the whole cluster can take it.
-            Err(Forward::Unreachable(errors)) => match p.replicas.first() {
+            Err(Forward::Unreachable(errors)) => match p.replicas.iter().find(|n| !self.is_local(n))
+            {
                 Some(first) => {
                     tracing::debug!(%errors, "no primary reachable; coordinating as a stand-in");
                     metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => "coordinator")
@@ -238,9 +243,10 @@ impl<E: Engine> Coordinator<E> {
         Err(errors)
     }
 
-    /// Sends a write to the first live primary of the key in preference order; moves on to the
-    /// next only past primaries the request never reached, or that refused it before applying
-    /// it (see the module docs).
+    /// Sends a write to the first live data holder of the key in preference order; moves on to
+    /// the next only past holders the request never reached, or that refused it before applying
+    /// it (see the module docs). Nodes still receiving the partition come last (they refuse to
+    /// coordinate until they hold its data).
     async fn forward(
         &self,
         bucket: &[u8],
@@ -255,7 +261,12 @@ impl<E: Engine> Coordinator<E> {
         // after a slow primary: allow three internode deadlines.
         let timeout = self.settings().rpc_timeout * 3;
         let mut errors = Vec::new();
-        for node in p.writes.iter().filter(|n| !self.is_local(n)) {
+        let order = p
+            .data
+            .iter()
+            .chain(p.writes.iter().filter(|n| !p.data.contains(n)))
+            .filter(|n| !self.is_local(n));
+        for node in order {
             let answer = replication::coordinate_on(
                 &self.ctx,
                 node,
@@ -299,8 +310,9 @@ impl<E: Engine> Coordinator<E> {
         Err(Forward::Unreachable(errors.join("; ")))
     }
 
-    /// Coordinates a write another node forwarded here (`Coordinate`): this node must be a
-    /// replica of the key in its own layout; `w` was resolved by the sender.
+    /// Coordinates a write another node forwarded here (`Coordinate`): this node must hold the
+    /// key's data in its own layout (a replica that is not still receiving it, or a source);
+    /// `w` was resolved by the sender.
     pub(crate) async fn coordinate_forwarded(
         &self,
         bucket: &[u8],
@@ -309,8 +321,10 @@ impl<E: Engine> Coordinator<E> {
         w: u8,
     ) -> Result<CausalContext, Error> {
         let p = self.place(bucket, key);
-        if !p.writes.iter().any(|n| self.is_local(n)) {
-            return Err(Error::NotServing("not a replica of this key in its layout"));
+        if !p.data.iter().any(|n| self.is_local(n)) {
+            return Err(Error::NotServing(
+                "not a holder of this key's data in its layout",
+            ));
         }
         let w = w.clamp(1, p.writes.len().max(1) as u8);
         self.coordinate_local(&p, write, w, None).await
