@@ -40,7 +40,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, not std's: the simulator drives it, so pacing and cleanup stay deterministic.
+use tokio::time::Instant;
 
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;

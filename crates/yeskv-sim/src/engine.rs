@@ -137,8 +137,8 @@ impl Disk {
         self.state.lock().lost_acked
     }
 
-    /// Data records deleted so far: the replica deletes a data record only when the reaper
-    /// removes a tombstone, so this counts reaped copies.
+    /// Data records deleted so far: the replica deletes a data record when the reaper removes a
+    /// tombstone and when a node receiving a partition anew clears what it held of it.
     pub fn data_deletes(&self) -> u64 {
         self.state.lock().data_deletes
     }

@@ -16,6 +16,24 @@
 //! | delay | turmoil link latency between nodes raised to tens or hundreds of ms (messages on different connections reorder) |
 //! | clock skew | one node's clock jumps by up to ±10 s |
 //! | slow disk | one node's fsyncs take tens to hundreds of ms more |
+//! | join | a spare node (a host running from the start with an empty disk, owning nothing) is staged to join and the plan committed ([`crate::topology::LayoutCell::change`]); it receives its partitions with the product's transfer worker |
+//! | leave | a member is staged to leave gracefully and the plan committed; it serves as a source until its partitions are received elsewhere, and once the layout has dropped it, it is stopped for good (killed; its disk is never read again) |
+//! | replace | a member is crashed for good, forced out (`leave --force`) and a fresh spare joins in the same plan; its partitions are rebuilt from the surviving data holders |
+//!
+//! The membership faults (join, leave, replace: [`membership_changes`]) come from a generator of
+//! their own, like the long split, and each needs a spare of its own for a join: the spares are
+//! hosts `n{members+1}` and up. They are instantaneous (start = end) and permanent. Whether one
+//! can run is decided when it starts, from the layout then: a leave needs a member that is an
+//! owner while more than `NODES_MIN` owners remain, a replace an owner that holds no partition
+//! which already lost a holder for good and is not rebuilt yet (two permanent disk losses among
+//! the replicas of a partition before repair can lose a write acknowledged with `w = 2`, which
+//! no layout check can see and the product does not promise against); the layout refuses a
+//! plan that would lose the only copies of a partition and the driver, as the API, one after
+//! which some partition has no data holder that is up. A fault refused or not applicable is
+//! skipped (counted `join-skipped`, `leave-skipped`, `replace-skipped`, and
+//! `replace-refused-data-loss` for the layout's data-loss refusal): never forced with loss.
+//! Crashes, restarts, partitions, skews and slow disks are drawn over every host, spares
+//! included (a spare crashed while it receives partitions restarts and receives them again).
 //!
 //! On top of that, one seed in [`LONG_SPLIT_ONE_IN`] gets a **long split**
 //! ([`long_split`]): two nodes (one when there are only three) cut from the rest for
@@ -90,6 +108,23 @@ pub enum Fault {
         /// Extra fsync latency, ms.
         delay_ms: u64,
     },
+    /// Spare `node` joins the layout.
+    Join {
+        /// Node index (a spare).
+        node: usize,
+    },
+    /// Member `node` leaves gracefully; stopped for good once the layout dropped it.
+    Leave {
+        /// Node index.
+        node: usize,
+    },
+    /// Member `node` is crashed for good and forced out, spare `with` joins in its place.
+    Replace {
+        /// Node index of the member replaced.
+        node: usize,
+        /// Node index of the spare that joins.
+        with: usize,
+    },
 }
 
 /// The shape of a partition.
@@ -144,6 +179,11 @@ impl fmt::Display for Fault {
             Fault::SlowDisk { node, delay_ms } => {
                 write!(f, "slow disk {} +{delay_ms} ms", node_name(*node))
             }
+            Fault::Join { node } => write!(f, "join {}", node_name(*node)),
+            Fault::Leave { node } => write!(f, "leave {}", node_name(*node)),
+            Fault::Replace { node, with } => {
+                write!(f, "replace {} with {}", node_name(*node), node_name(*with))
+            }
         }
     }
 }
@@ -179,7 +219,28 @@ impl Fault {
             Fault::Delay { .. } => "delay",
             Fault::ClockSkew { .. } => "clock-skew",
             Fault::SlowDisk { .. } => "slow-disk",
+            Fault::Join { .. } => "join",
+            Fault::Leave { .. } => "leave",
+            Fault::Replace { .. } => "replace",
         }
+    }
+
+    /// The kind's count of faults skipped (not applicable, or refused), for membership faults.
+    pub fn skipped_kind(&self) -> &'static str {
+        match self {
+            Fault::Join { .. } => "join-skipped",
+            Fault::Leave { .. } => "leave-skipped",
+            Fault::Replace { .. } => "replace-skipped",
+            _ => "skipped",
+        }
+    }
+
+    /// Whether it changes the layout (start = end, permanent).
+    pub fn is_membership(&self) -> bool {
+        matches!(
+            self,
+            Fault::Join { .. } | Fault::Leave { .. } | Fault::Replace { .. }
+        )
     }
 }
 
@@ -300,6 +361,53 @@ pub fn long_split(rng: &mut StdRng, nodes: usize) -> Option<Scheduled> {
     })
 }
 
+/// Most membership changes (joins, leaves, replaces) in one seed.
+pub const MEMBERSHIP_CHANGES_MAX: usize = 3;
+
+/// The membership faults of a seed (see the module docs), drawn from `rng`, a generator of
+/// their own, over a cluster of `members` first members and a workload of `duration_ms`: 0 to
+/// [`MEMBERSHIP_CHANGES_MAX`] joins, leaves and replaces at times like the other faults'. Each
+/// join and each replace takes the next spare (`members`, `members + 1`, ...); a leave or a
+/// replace names any node known by then (a spare that joins later is skipped if its leave comes
+/// first). Returns the faults and the number of spares they need.
+pub fn membership_changes(
+    rng: &mut StdRng,
+    members: usize,
+    duration_ms: u64,
+) -> (Vec<Scheduled>, usize) {
+    let count = rng.random_range(0..=MEMBERSHIP_CHANGES_MAX);
+    let mut spares = 0;
+    let mut faults = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start_ms = rng.random_range(100..duration_ms.saturating_sub(200).max(101));
+        let fault = match rng.random_range(0..3) {
+            0 => {
+                spares += 1;
+                Fault::Join {
+                    node: members + spares - 1,
+                }
+            }
+            1 => Fault::Leave {
+                node: rng.random_range(0..members + spares),
+            },
+            _ => {
+                let node = rng.random_range(0..members + spares);
+                spares += 1;
+                Fault::Replace {
+                    node,
+                    with: members + spares - 1,
+                }
+            }
+        };
+        faults.push(Scheduled {
+            start_ms,
+            end_ms: start_ms,
+            fault,
+        });
+    }
+    (faults, spares)
+}
+
 /// What is currently in force, composed from the active faults.
 #[derive(Debug, Default)]
 pub struct Active {
@@ -336,4 +444,34 @@ pub fn remove_one<T: PartialEq>(v: &mut Vec<T>, x: &T) {
 /// Latency bound for links while `delay` bounds are active.
 pub fn latency(delay_ms: &[u64]) -> Duration {
     Duration::from_millis(delay_ms.iter().copied().max().unwrap_or(LATENCY_MS_MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn each_join_and_replace_takes_a_spare_of_its_own() {
+        for seed in 0..200 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let (faults, spares) = membership_changes(&mut rng, 5, 3_000);
+            assert!(faults.len() <= MEMBERSHIP_CHANGES_MAX);
+            let mut taken: Vec<usize> = faults
+                .iter()
+                .filter_map(|f| match f.fault {
+                    Fault::Join { node } | Fault::Replace { with: node, .. } => Some(node),
+                    _ => None,
+                })
+                .collect();
+            taken.sort_unstable();
+            assert_eq!(taken, (5..5 + spares).collect::<Vec<_>>(), "seed {seed}");
+            for f in &faults {
+                assert!(f.fault.is_membership());
+                assert_eq!(f.start_ms, f.end_ms);
+                assert!(f.start_ms < 3_000);
+            }
+        }
+    }
 }

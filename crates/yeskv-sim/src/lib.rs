@@ -1,6 +1,7 @@
 //! # yeskv-sim: deterministic simulation of yeskv clusters
 //!
-//! Whole clusters of 3 to 7 nodes run in one thread inside a [`turmoil`] simulation, driven by a
+//! Whole clusters of 3 to 7 nodes (plus the spares that membership changes join) run in one
+//! thread inside a [`turmoil`] simulation, driven by a
 //! seed: the seed picks the cluster (node and client counts, keys), the faults and their times,
 //! every random choice of the nodes (actor epochs, reconnect jitter), of the network (latencies)
 //! and of the clients. Concurrent clients run the register and cart workloads and record a
@@ -14,8 +15,10 @@
 //! updates, stripe locks, hints, anti-entropy trees rebuilt at every start), the coordinator
 //! (quorum reads and writes, forwarding, sloppy quorum with stand-ins, read repair, background
 //! replication), the dispatcher of peer messages, the background workers (hinted handoff,
-//! anti-entropy exchanges, the reaper, with fast simulated intervals and a 3 s tombstone grace)
-//! and internode RPC (`yeskv-rpc`: frames, CRCs, handshake, keepalive, reconnect backoff).
+//! anti-entropy exchanges, the reaper, with fast simulated intervals and a 3 s tombstone grace),
+//! the transfer worker that receives the partitions a layout change gives a node
+//! (`yeskv_node::transfer`), and internode RPC (`yeskv-rpc`: frames, CRCs, handshake,
+//! keepalive, reconnect backoff).
 //! What is simulated instead ([`node`]):
 //!
 //! - **Network** ([`net`]): `yeskv-rpc`'s `Connector`/`Listener` seams over turmoil's TCP.
@@ -27,38 +30,49 @@
 //!   writes not yet durable (a power cut), the replica reopens on what remains and takes a new
 //!   actor epoch. Slow disks delay the fsync.
 //! - **Clock** ([`clock`]): simulated time plus a base plus a per-node skew.
-//! - **Topology and liveness** ([`topology`]): preference lists from the product's placement
-//!   (`yeskv_core::placement::assign`, zones when there are 3 or more nodes — always), liveness
-//!   from a small ping failure detector over the simulated network. Gossip (chitchat) is not
-//!   used: it draws its gossip targets from a thread-local RNG that cannot be seeded, so it
-//!   cannot run deterministically.
+//! - **Layout, topology and liveness** ([`topology`]): a real `yeskv_layout::Layout` in a cell
+//!   shared by the driver and the nodes, changed only by the product's state machine
+//!   (`yeskv_layout::apply`: bootstrap, stage, commit, `TransferDone`) without Raft; every node
+//!   routes by it through the product's `ClusterTopology` (preference lists, data holders,
+//!   write sets, syncing partitions), and reports received partitions to it through its
+//!   `LayoutControl`. Liveness from a small ping failure detector over the simulated network.
+//!   Gossip (chitchat) is not used: it draws its gossip targets from a thread-local RNG that
+//!   cannot be seeded, so it cannot run deterministically.
 //! - **Client API** ([`protocol`]): a small request/response protocol over `yeskv-rpc` whose
 //!   handler calls the coordinator exactly as the HTTP API does (axum cannot run on turmoil's
-//!   sockets). Not simulated: the HTTP layer, the Raft layout service (the layout is fixed per
-//!   seed), metrics, TTL expiry (no workload uses TTLs; tombstones are reaped).
+//!   sockets). Not simulated: the HTTP layer, the Raft layout service (its state machine is, on
+//!   one shared cell: no log, no leader, every change applied at once), metrics export (a few
+//!   of the nodes' counters are read, [`counters`]), TTL expiry (no workload uses TTLs;
+//!   tombstones are reaped).
 //!
 //! ## Faults ([`faults`])
 //!
 //! Crash and restart, clean restart, partitions (one node isolated, minority/majority, bridge,
 //! one-way, and in one seed in four a long split: one or two nodes cut off for seconds while writes
-//! through them live only as hints), message loss, duplication, delay, clock skew and slow disks, drawn from the seed
+//! through them live only as hints), message loss, duplication, delay, clock skew and slow disks,
+//! and membership changes: a spare **joins**, a member **leaves** gracefully (stopped for good
+//! once the layout has dropped it), a member is **replaced** (crashed for good, forced out with
+//! the layout's data-loss check, a fresh spare joining in the same plan), drawn from the seed
 //! and spread over the run, logged in the trace as they start and end. At the end of the
-//! workload every fault has ended; crashed nodes are restarted; the cluster settles (at least
-//! [`run::SETTLE_MIN_MS`], until the replicas agree, at most [`run::SETTLE_MAX_MS`]) and the final
-//! state is read ([`run`]).
+//! workload every fault has ended; crashed nodes are restarted (not those gone for good); the
+//! cluster settles (at least [`run::SETTLE_MIN_MS`], until the replicas agree and no partition
+//! is in transition, at most [`run::SETTLE_MAX_MS`]) and the final state is read from the final
+//! layout's holders ([`run`]).
 //!
 //! ## Judging
 //!
 //! The history ([`workload`]) follows `yeskv-check`'s model: `ok`, `fail` (a `4xx`-like refusal)
 //! or `info` (timeouts, quorum misses: indeterminate). Final reads: per key, an `r = all` read
 //! through a coordinator recorded as node `merged`, and each replica's own copy read from its
-//! disk. `yeskv_check::check` then looks for lost acknowledged writes and cart adds, resurrected
+//! disk (the replicas of the final layout; nodes that left are not read). `yeskv_check::check`
+//! then looks for lost acknowledged writes and cart adds, resurrected
 //! deletes, refused or unknown values that became visible, too many siblings, and diverged
 //! replicas. After healing the driver samples every node's anti-entropy tree root of each
-//! partition it is a primary of; convergence is enforced by default: equal roots within
+//! partition it is a replica of in the layout; convergence is enforced by default: equal roots within
 //! [`run::CONVERGENCE_BOUND_MS`] of healing and equal per-replica final reads
 //! (`--no-convergence` reports it only; `--no-repair` turns the nodes' repair off, to show the
-//! rule failing).
+//! rule failing). A seed also fails if a partition is still in transition at the final reads
+//! (a transfer that never completed).
 //!
 //! `--inject-bug lose-ack` makes node `n1`'s disk acknowledge half of its data writes and then
 //! drop them; the checkers catch it within a few seeds (a test proves it within 10). Replication
@@ -90,13 +104,16 @@
 //! cargo run --release -p yeskv-sim -- --seeds 10 --inject-bug lose-ack   # must fail
 //! ```
 //!
-//! The last line is always `seeds N, failed F, ops O, acked A, lost L`; any violation exits 1
+//! The closing report counts the membership changes committed and skipped, the partitions
+//! received and the keys copied. The last line is always `seeds N, failed F, ops O, acked A,
+//! lost L`; any violation exits 1
 //! after printing the seed, the violations, the last events on each violating key and the faults.
 //! Options: `--nodes`, `--clients`, `--duration-ms` (simulated workload time, default 3000),
 //! `--no-convergence`, `--no-repair`, `--from S` (first seed of `--seeds`).
 
 pub mod chaos;
 pub mod clock;
+pub mod counters;
 pub mod engine;
 pub mod error;
 pub mod faults;

@@ -37,7 +37,8 @@ struct Args {
     /// Print each seed's trace hash.
     #[arg(long)]
     hash: bool,
-    /// Nodes per cluster, 3 to 7 (default: drawn from the seed).
+    /// Members at the start, 3 to 7 (default: drawn from the seed); the spares that membership
+    /// changes join come on top.
     #[arg(long)]
     nodes: Option<usize>,
     /// Concurrent clients (default: drawn from the seed, 2 to 6).
@@ -66,13 +67,16 @@ struct Args {
 /// its key and the key's final reads, every fault and node event, and how to replay it.
 fn print_failure(o: &SeedOutcome) {
     println!(
-        "FAILED seed {} ({} nodes, {} clients): lost {}, resurrected {}, violations {}{}",
+        "FAILED seed {} ({} nodes, {} spares, {} clients): lost {}, resurrected {}, violations {}, \
+         partitions still moving {}{}",
         o.seed,
         o.nodes,
+        o.spares,
         o.clients,
         o.report.lost,
         o.report.resurrected,
         o.report.violations.len() + o.report.violations_omitted,
+        o.transitions_left,
         if o.report.errors.is_empty() {
             String::new()
         } else {
@@ -181,6 +185,16 @@ struct Totals {
     reaped: u64,
     /// Seeds in which the reaper removed at least one tombstone copy.
     seeds_reaping: u64,
+    /// Data records cleared by nodes receiving a partition anew.
+    cleared: u64,
+    /// Partitions whose receipt the layout recorded.
+    partitions_received: u64,
+    /// Partitions transfer workers reported (repeats included).
+    partitions_reported: u64,
+    /// Keys copied by transfer workers.
+    transfer_keys: u64,
+    /// Partitions still in transition at the final reads.
+    transitions_left: u64,
     /// Hints still pending when the final reads started.
     hints_left: u64,
     /// Per seed that converged: ms from healing to equal tree roots.
@@ -205,6 +219,11 @@ impl Totals {
         self.lost_unsynced += outcome.lost_unsynced;
         self.reaped += outcome.reaped;
         self.seeds_reaping += u64::from(outcome.reaped > 0);
+        self.cleared += outcome.cleared;
+        self.partitions_received += outcome.partitions_received;
+        self.partitions_reported += outcome.partitions_reported;
+        self.transfer_keys += outcome.transfer_keys;
+        self.transitions_left += outcome.transitions_left as u64;
         self.hints_left += outcome.hints_left;
         match outcome.report.converged_ms {
             Some(ms) => self.converged.push(ms),
@@ -234,6 +253,30 @@ impl Totals {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         println!("faults: {}", faults.join(", "));
+        let count = |kind: &str| self.fault_counts.get(kind).copied().unwrap_or(0);
+        let committed = |kind: &str, skipped: usize| count(kind).saturating_sub(skipped);
+        println!(
+            "membership changes committed: joins {}, leaves {} (left and stopped {}), replaces {}; \
+             skipped: joins {}, leaves {}, replaces {} (refused for data loss {}); partitions \
+             received {} (reported {}), keys copied {}, records cleared by receivers {}; \
+             partitions still moving at the final reads {}",
+            committed("join", count("join-skipped")),
+            committed("leave", count("leave-skipped")),
+            count("leave-completed"),
+            committed(
+                "replace",
+                count("replace-skipped") + count("replace-refused-data-loss")
+            ),
+            count("join-skipped"),
+            count("leave-skipped"),
+            count("replace-skipped"),
+            count("replace-refused-data-loss"),
+            self.partitions_received,
+            self.partitions_reported,
+            self.transfer_keys,
+            self.cleared,
+            self.transitions_left
+        );
         println!(
             "indeterminate ops {}; unacknowledged writes lost in crashes {}; \
              internode requests dropped {}, replies dropped {}, requests duplicated {}",
@@ -280,11 +323,13 @@ fn quantile(sorted: &[u64], q: f64) -> u64 {
 fn print_seed_summary(o: &SeedOutcome) {
     let r = &o.report;
     println!(
-        "seed {}: {} nodes, {} clients, ops {}, acked {}, info {}, fail {}, lost {}, \
+        "seed {}: {} nodes, {} spares, {} clients, ops {}, acked {}, info {}, fail {}, lost {}, \
          not judgeable {}, warnings {}, simulated {} ms, converged {:?} ms after healing, \
-         reaped {}, lost unsynced {}, dropped by bug {}, chaos {:?}",
+         reaped {}, layout v{} epoch {}, partitions received {}, still moving {}, \
+         lost unsynced {}, dropped by bug {}, chaos {:?}",
         o.seed,
         o.nodes,
+        o.spares,
         o.clients,
         r.ops,
         r.acked,
@@ -296,6 +341,10 @@ fn print_seed_summary(o: &SeedOutcome) {
         o.simulated_ms,
         r.converged_ms,
         o.reaped,
+        o.layout_version,
+        o.layout_epoch,
+        o.partitions_received,
+        o.transitions_left,
         o.lost_unsynced,
         o.lost_by_bug,
         o.chaos

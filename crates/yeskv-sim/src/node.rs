@@ -1,18 +1,21 @@
 //! A simulated node: the product's node, assembled by the product's [`NodeBuilder`] as the server
-//! assembles it (replica, coordinator, dispatcher of peer messages, background repair), on
-//! simulated parts: a [`SimEngine`] on the node's [`Disk`], a [`SimClock`], a [`SimTopology`]
-//! with the ping failure detector, and the RPC client wrapped in [`ChaosPeers`].
+//! assembles it (replica, coordinator, dispatcher of peer messages, background repair, the
+//! transfer worker that receives the partitions a layout change gives it), on simulated parts: a
+//! [`SimEngine`] on the node's [`Disk`], a [`SimClock`], the product's `ClusterTopology`
+//! following the shared [`LayoutCell`] with the ping failure detector for liveness, and the RPC
+//! client wrapped in [`ChaosPeers`].
 //!
 //! [`node_main`] is the host's software: turmoil calls it on start and again on every restart
 //! after a crash or a clean stop. Each start reopens the replica on the same disk (which kept
 //! only what was durable), so an unclean stop yields a new actor epoch, drawn from the node's
 //! seeded RNG (the product draws it from the OS), while a clean stop (a restart fault: servers
 //! and workers stopped, the replica closed as SIGTERM closes it) keeps the epoch, the dot
-//! sequences and the saved anti-entropy trees. What the node does not run: the HTTP API
-//! (replaced by the client protocol of [`crate::protocol`], served with the same coordinator
-//! calls), gossip
-//! membership (replaced by the ping detector, see [`crate::topology`]), the Raft layout service
-//! (the layout is fixed per seed) and metrics export.
+//! sequences and the saved anti-entropy trees. Every host runs it from the start, the cluster's
+//! spare nodes too: a spare serves with an empty disk and owns nothing until a membership fault
+//! joins it. What the node does not run: the HTTP API (replaced by the client protocol of
+//! [`crate::protocol`], served with the same coordinator calls), gossip membership (replaced by
+//! the ping detector, see [`crate::topology`]), the Raft layout service (the layout is a shared
+//! cell changed by the product's state machine, see [`crate::topology`]) and metrics export.
 
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use yeskv_node::node::{NodeBuilder, RepairSettings};
 use yeskv_node::peer::{PeerRequest, PeerResponse};
 use yeskv_node::reaper::ReaperSettings;
 use yeskv_node::replica::{HintLimits, Replica};
+use yeskv_node::transfer::{LayoutControl, TransferSettings};
 use yeskv_node::workers::StopSignal;
 use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
 use yeskv_storage::CachedEngine;
@@ -39,7 +43,7 @@ use crate::clock::{sim_now_ms, SimClock};
 use crate::engine::{Disk, SimEngine};
 use crate::net::{SimConnector, SimListener};
 use crate::protocol::{serve_client, ClientRequest, ClientResponse};
-use crate::topology::{run_detector, Detector, SimLayout, SimTopology};
+use crate::topology::{run_detector, CellControl, Detector, LayoutCell};
 use crate::trace::{Kind, Recorder};
 
 /// The internode RPC port of every node.
@@ -50,7 +54,7 @@ pub const CLIENT_PORT: u16 = 7001;
 pub const CLUSTER: &str = "sim";
 /// Deadline of one internode call, simulated ms.
 pub const RPC_TIMEOUT_MS: u64 = 300;
-/// Partitions of the simulated ring (small: placement runs once per seed).
+/// Partitions of the simulated ring (small: placement runs at every membership change).
 pub const PARTITIONS: u32 = 64;
 /// Replicas per key.
 pub const N: u8 = 3;
@@ -71,6 +75,11 @@ pub const HANDOFF_INTERVAL_MS: u64 = 100;
 pub const AAE_INTERVAL_MS: u64 = 200;
 /// Pause between reaper rounds, simulated ms.
 pub const REAP_INTERVAL_MS: u64 = 500;
+/// Pause between the transfer worker's rounds, simulated ms (the product's default is 1 s).
+pub const TRANSFER_INTERVAL_MS: u64 = 100;
+/// How long a former holder keeps a partition's data, simulated ms (the product's default is
+/// 60 s).
+pub const CLEANUP_DELAY_MS: u64 = 2_000;
 
 /// The background repair's settings: the product's defaults with fast simulated intervals.
 pub fn repair_settings() -> RepairSettings {
@@ -88,6 +97,16 @@ pub fn repair_settings() -> RepairSettings {
             interval: Duration::from_millis(REAP_INTERVAL_MS),
         },
     }
+}
+
+/// The transfer worker's settings: the product's defaults with a fast simulated interval and
+/// a short cleanup delay (so that former holders clean up within a run), completions reported
+/// to `control`. The one place the simulator builds them.
+pub fn transfer_settings(control: Arc<dyn LayoutControl>) -> TransferSettings {
+    let mut settings = TransferSettings::new(&yeskv_node::config::Transfer::default(), control);
+    settings.interval = Duration::from_millis(TRANSFER_INTERVAL_MS);
+    settings.cleanup_delay = Duration::from_millis(CLEANUP_DELAY_MS);
+    settings
 }
 
 /// Spawns a node's tasks on the simulated host's own thread, in order (determinism).
@@ -161,7 +180,9 @@ pub struct NodeEnv {
     /// The node's durable parts.
     pub slot: Arc<NodeSlot>,
     /// The cluster's layout.
-    pub layout: SimLayout,
+    pub layout: Arc<LayoutCell>,
+    /// Every host of the simulation (members and spares), `n1` first: the detector's peers.
+    pub hosts: Vec<NodeId>,
     /// The shared loss/duplication state.
     pub chaos: Arc<NetChaos>,
     /// The trace.
@@ -206,13 +227,7 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
     );
     *env.slot.replica.lock() = Some(replica.clone());
 
-    let peers: Vec<NodeId> = env
-        .layout
-        .nodes
-        .iter()
-        .filter(|n| **n != id)
-        .cloned()
-        .collect();
+    let peers: Vec<NodeId> = env.hosts.iter().filter(|n| **n != id).cloned().collect();
     let detector = Arc::new(Detector::new(&peers, sim_now_ms()));
     {
         let (id, detector, recorder) = (id.clone(), detector.clone(), env.recorder.clone());
@@ -227,13 +242,17 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
             }
         });
     }
-    let topology = Arc::new(SimTopology::new(id.clone(), env.layout.clone(), detector));
+    // The product's topology, following the shared layout; liveness from the ping detector
+    // (the topology counts the node itself up).
+    let liveness: yeskv_node::cluster::Liveness =
+        Arc::new(move |node: &NodeId| detector.is_up(node, sim_now_ms()));
+    let topology = env.layout.topology(id.clone(), liveness);
     let rpc_config = rpc_config(id.as_str());
     let client: RpcClient<PeerRequest, PeerResponse, SimConnector> =
         RpcClient::with_connector(rpc_config.clone(), SimConnector, rpc_seed)?;
 
     // The node, as the product builds it, with its background repair (hinted handoff,
-    // anti-entropy exchanges, the reaper). A crash drops its tasks with every other task of the
+    // anti-entropy exchanges, the reaper) and its transfer worker. A crash drops its tasks with every other task of the
     // host; a clean stop (a restart fault) ends them through the stop signal, as SIGTERM does in
     // the product.
     let stop = StopSignal::new();
@@ -246,7 +265,11 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
         settings(),
     ))
     .spawner(spawn_local)
-    .stop_signal(stop.clone());
+    .stop_signal(stop.clone())
+    .transfers(transfer_settings(Arc::new(CellControl::new(
+        id.clone(),
+        env.layout.clone(),
+    ))));
     if env.repair {
         builder = builder.repair(repair_settings());
     }

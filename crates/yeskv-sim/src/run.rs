@@ -3,20 +3,28 @@
 //! with `yeskv-check`.
 //!
 //! The driver owns the simulation loop: before each turmoil step (1 simulated ms) it applies the
-//! faults whose start or end has come. When the workload's time is up every fault has ended (the
-//! schedule clips them), so the cluster is healed and crashed nodes are restarted; the clients
-//! finish their last operations. From then on the nodes' own repair (hinted handoff,
-//! anti-entropy exchanges, the reaper) puts the replicas right, and every [`DIGEST_SAMPLE_MS`]
-//! the driver samples each node's anti-entropy tree root of every partition it is a primary of
-//! (`yeskv-check`'s digest samples). The settle phase lasts at least [`SETTLE_MIN_MS`] (long
-//! enough for tombstones of the workload to pass their grace and be reaped), then until every
-//! partition's replicas have equal roots and no hint is pending, at most [`SETTLE_MAX_MS`].
-//! Then a final client reads every key with `r = all` through the coordinator, and the driver
-//! reads every replica's copy of every key straight from its disk. Convergence (equal roots
-//! within [`CONVERGENCE_BOUND_MS`] of healing, equal per-replica reads) is enforced unless
-//! [`SimOptions::require_convergence`] is turned off.
+//! faults whose start or end has come, membership changes included (join, leave, replace: the
+//! shared layout of [`crate::topology`] changes by the product's state machine), and after each
+//! step it stops for good every node that left the layout gracefully and has been dropped from
+//! it. When the workload's time is up every fault has ended (the schedule clips them), so the
+//! cluster is healed and crashed nodes are restarted (not the ones gone for good); the clients
+//! finish their last operations. The layout's target replicas no longer change after that (only
+//! completed transfers change the layout), so they are the *final holders*. From then on the
+//! nodes' own repair (hinted handoff, anti-entropy exchanges, the reaper) and transfer workers
+//! put the replicas right, and every [`DIGEST_SAMPLE_MS`] the driver samples the anti-entropy
+//! tree root of every partition on each of its target replicas in the current layout (receiving
+//! ones included: they agree once they have the data) (`yeskv-check`'s digest samples). The
+//! settle phase lasts at least [`SETTLE_MIN_MS`] (long enough for tombstones of the workload to
+//! pass their grace and be reaped), then until every partition's replicas have equal roots, no
+//! hint is pending and no partition is in transition (every transfer reported done), at most
+//! [`SETTLE_MAX_MS`]. Then a final client reads every key with `r = all` through a coordinator
+//! among the final members, and the driver reads each final holder's copy of every key straight
+//! from its disk; nodes that left the layout are not read. Convergence (equal roots within
+//! [`CONVERGENCE_BOUND_MS`] of healing, equal per-replica reads) is enforced unless
+//! [`SimOptions::require_convergence`] is turned off; a partition still in transition at the
+//! final reads fails the seed as well ([`SeedOutcome::transitions_left`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -27,15 +35,17 @@ use yeskv_check::{Options, Report};
 use yeskv_core::codec::decode_record;
 use yeskv_core::keyspace::{key_hash, partition_of, storage_key};
 use yeskv_core::NodeId;
+use yeskv_layout::{Layout, LayoutError, LeaveMode, MemberState, StagedChange};
 use yeskv_storage::Space;
 
 use crate::chaos::{ChaosCounts, NetChaos};
 use crate::clock::BASE_UNIX_MS;
+use crate::counters::ProductCounters;
 use crate::error::Error;
 use crate::faults::{self, highest, latency, remove_one, Active, Fault, Scheduled};
-use crate::node::{node_main, NodeEnv, NodeSlot, N, PARTITIONS};
+use crate::node::{node_main, NodeEnv, NodeSlot};
 use crate::protocol::BUCKET;
-use crate::topology::SimLayout;
+use crate::topology::{join_spec, LayoutCell, Refusal};
 use crate::trace::{self, Kind, Line, Recorder};
 use crate::workload::{client_main, final_reads_main, ClientEnv, Keys};
 
@@ -59,6 +69,9 @@ pub const NODES_MIN: usize = 3;
 pub const CLIENTS_MAX: usize = 64;
 /// Mixed into a seed to draw its long split (`faults::long_split`) from a generator of its own.
 const LONG_SPLIT_SALT: u64 = 0x6c6f_6e67_5f73_706c;
+/// Mixed into a seed to draw its membership changes (`faults::membership_changes`) and its
+/// spares' randomness from a generator of their own.
+const MEMBERSHIP_SALT: u64 = 0x6d65_6d62_6572_7321;
 /// Longest workload, simulated ms.
 pub const DURATION_MS_MAX: u64 = 600_000;
 /// Extra simulated time allowed after the final reads should have finished before the run is
@@ -78,7 +91,7 @@ pub const LOSE_ACK_RATE: f64 = 0.5;
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
-    /// Node count (`None`: drawn from the seed, 3 to 7).
+    /// Node count at the start, spares not counted (`None`: drawn from the seed, 3 to 7).
     pub nodes: Option<usize>,
     /// Client count (`None`: drawn from the seed, 2 to 6).
     pub clients: Option<usize>,
@@ -138,8 +151,10 @@ impl SimOptions {
 pub struct SeedOutcome {
     /// The seed.
     pub seed: u64,
-    /// Nodes simulated.
+    /// Members at the start.
     pub nodes: usize,
+    /// Spare nodes (hosts that start owning nothing, for joins and replacements).
+    pub spares: usize,
     /// Clients simulated.
     pub clients: usize,
     /// The recorded history (with final reads).
@@ -160,28 +175,59 @@ pub struct SeedOutcome {
     pub lost_by_bug: u64,
     /// Simulated ms the seed ran.
     pub simulated_ms: u64,
-    /// Replica copies of tombstones removed by the reaper.
+    /// Replica copies of tombstones removed by the reaper (the nodes' own counter).
     pub reaped: u64,
+    /// Data records removed by nodes that received a partition anew (what they held of it
+    /// before, and writes they took before their first transfer round).
+    pub cleared: u64,
+    /// Partitions whose receipt the layout recorded.
+    pub partitions_received: u64,
+    /// Partitions transfer workers reported (the nodes' counter; above `partitions_received`
+    /// by the repeated reports the layout ignored).
+    pub partitions_reported: u64,
+    /// Keys that transfer workers copied.
+    pub transfer_keys: u64,
     /// Hints still pending on any node when the final reads started.
     pub hints_left: u64,
+    /// Partitions still in transition when the final reads started (a transfer that never
+    /// completed): the seed fails unless 0.
+    pub transitions_left: usize,
+    /// The layout's version and epoch at the end.
+    pub layout_version: u64,
+    /// See [`SeedOutcome::layout_version`].
+    pub layout_epoch: u64,
 }
 
 impl SeedOutcome {
-    /// Whether the seed passed.
+    /// Whether the seed passed: the checkers found nothing, and every transfer completed.
     pub fn ok(&self) -> bool {
-        self.report.ok()
+        self.report.ok() && self.transitions_left == 0
     }
 }
 
 /// Applies fault starts and ends to the simulation.
 struct Driver<'a> {
     sim: turmoil::Sim<'a>,
+    /// The nodes' own counters, kept during every step.
+    counters: ProductCounters,
     names: Vec<String>,
+    /// The hosts' node ids (index `i` is host `i`).
+    ids: Vec<NodeId>,
     slots: Vec<Arc<NodeSlot>>,
+    /// The cluster's layout.
+    layout: Arc<LayoutCell>,
     chaos: Arc<NetChaos>,
     recorder: Recorder,
     active: Active,
     counts: BTreeMap<&'static str, usize>,
+    /// Nodes stopped for good (replaced, or left): never restarted, never read again.
+    gone: BTreeSet<usize>,
+    /// Nodes leaving gracefully, stopped for good once the layout has dropped them.
+    leaving: BTreeSet<usize>,
+    /// Partitions that lost a data holder for good (a replace) and are not rebuilt yet: still
+    /// in transition since. A replace of another of their holders is skipped (see
+    /// [`Driver::change_membership`]).
+    degraded: BTreeSet<u16>,
 }
 
 impl Driver<'_> {
@@ -205,6 +251,178 @@ impl Driver<'_> {
             || self.active.restarting.get(&node).is_some_and(|c| *c > 0)
     }
 
+    /// Whether `node` runs: neither down nor gone for good. (The operator's view of liveness
+    /// for the API's check before a commit; exact, where the product asks its detector.)
+    fn is_up(&self, node: &NodeId) -> bool {
+        self.ids
+            .iter()
+            .position(|n| n == node)
+            .is_some_and(|i| !self.is_down(i) && !self.gone.contains(&i))
+    }
+
+    /// Applies membership fault `fault` (see the faults module docs): stages and
+    /// commits the change, or says why it is skipped (the count to bump, the reason).
+    fn change_membership(&mut self, fault: &Fault) -> Result<String, (&'static str, String)> {
+        let layout = self.layout.current();
+        let skipped = |reason: String| Err((fault.skipped_kind(), reason));
+        let is_owner = |i: usize| {
+            layout
+                .member(&self.ids[i])
+                .is_some_and(|m| m.state == MemberState::Valid)
+        };
+        let is_spare = |i: usize| layout.member(&self.ids[i]).is_none() && !self.gone.contains(&i);
+        let (changes, replaced, leaving) = match *fault {
+            Fault::Join { node } => {
+                if !is_spare(node) {
+                    return skipped(format!("{} is not a spare", self.ids[node]));
+                }
+                let join = StagedChange::Join {
+                    node: self.ids[node].clone(),
+                    spec: join_spec(node, &self.ids[node]),
+                };
+                (vec![join], None, None)
+            }
+            Fault::Leave { node } => {
+                if !is_owner(node) {
+                    return skipped(format!("{} is not an owner", self.ids[node]));
+                }
+                let owners = layout.owners().count();
+                if owners <= NODES_MIN {
+                    return skipped(format!(
+                        "{owners} owners: a leave would leave fewer than {NODES_MIN}"
+                    ));
+                }
+                let leave = StagedChange::Leave {
+                    node: self.ids[node].clone(),
+                    mode: LeaveMode::Graceful,
+                };
+                (vec![leave], None, Some(node))
+            }
+            Fault::Replace { node, with } => {
+                if !is_owner(node) {
+                    return skipped(format!("{} is not an owner", self.ids[node]));
+                }
+                let join = StagedChange::Join {
+                    node: self.ids[with].clone(),
+                    spec: join_spec(with, &self.ids[with]),
+                };
+                let leave = StagedChange::Leave {
+                    node: self.ids[node].clone(),
+                    mode: LeaveMode::Force,
+                };
+                (vec![join, leave], Some(node), None)
+            }
+            _ => return skipped("not a membership change".into()),
+        };
+        if let Some(node) = replaced {
+            // At most one holder of a partition is destroyed before the partition is rebuilt:
+            // a write acknowledged with w = 2 may be on two replicas only (the third missed it,
+            // repair has not caught up), so destroying a second one before the first one's
+            // replacement has synced with every data holder can lose it whatever the layout
+            // says (seed 739 of the first long run). That is two permanent disk losses, beyond
+            // what the product promises against. The product's own checks come first: what
+            // the layout refuses is counted as its refusal.
+            let victim = &self.ids[node];
+            if let Some(p) = self
+                .degraded
+                .iter()
+                .find(|p| layout.data_holders(**p).contains(victim))
+            {
+                return match self.layout.plan_change(&changes, |n| self.is_up(n)) {
+                    Err(refusal @ Refusal::Layout(LayoutError::DataLoss { .. })) => {
+                        Err(("replace-refused-data-loss", refusal.to_string()))
+                    }
+                    Err(refusal) => skipped(refusal.to_string()),
+                    Ok(_) => skipped(format!(
+                        "{victim} holds partition {p}, which lost a holder for good and is not \
+                         rebuilt yet"
+                    )),
+                };
+            }
+        }
+        let plan = match self.layout.change(&changes, |n| self.is_up(n)) {
+            Ok(plan) => plan,
+            Err(refusal @ Refusal::Layout(LayoutError::DataLoss { .. })) => {
+                return Err(("replace-refused-data-loss", refusal.to_string()))
+            }
+            Err(refusal) => return skipped(refusal.to_string()),
+        };
+        let mut note = format!(
+            ": committed layout v{} epoch {} ({} partitions moving, {} replicas to copy)",
+            plan.layout.version,
+            plan.layout.epoch,
+            plan.layout.transitions.len(),
+            plan.transfers()
+        );
+        if let Some(node) = leaving {
+            self.leaving.insert(node);
+        }
+        if let Some(node) = replaced {
+            // Crashed for good in the instant of the forced leave (no host runs in between):
+            // never restarted, its disk never read again.
+            let victim = &self.ids[node];
+            self.degraded.extend(
+                (0..layout.partitions)
+                    .map(|p| p as u16)
+                    .filter(|p| layout.data_holders(*p).contains(victim)),
+            );
+            let lost = self.power_cut(node);
+            self.gone.insert(node);
+            note.push_str(&format!(
+                "; {} crashed for good ({lost} writes not yet durable lost)",
+                self.ids[node]
+            ));
+        }
+        Ok(note)
+    }
+
+    /// After each step: forgets the degraded partitions that are rebuilt (out of transition),
+    /// and stops the nodes that left ([`Driver::stop_departed`]).
+    fn after_step(&mut self) {
+        if !self.degraded.is_empty() {
+            let layout = self.layout.current();
+            self.degraded.retain(|p| layout.transition(*p).is_some());
+        }
+        self.stop_departed();
+    }
+
+    /// Stops for good every gracefully leaving node that the layout has dropped (its last
+    /// partition was received elsewhere): killed, as an operator stops and wipes a node that
+    /// left; whatever it still held (hints it had not delivered) goes with it.
+    fn stop_departed(&mut self) {
+        if self.leaving.is_empty() {
+            return;
+        }
+        let layout = self.layout.current();
+        let departed: Vec<usize> = self
+            .leaving
+            .iter()
+            .copied()
+            .filter(|i| !layout.members.contains_key(&self.ids[*i]))
+            .collect();
+        for node in departed {
+            let now = self.now_ms();
+            let hints = self.slots[node]
+                .replica
+                .lock()
+                .as_ref()
+                .map_or(0, |r| r.hints_pending());
+            let lost = self.power_cut(node);
+            self.leaving.remove(&node);
+            self.gone.insert(node);
+            *self.counts.entry("leave-completed").or_default() += 1;
+            self.recorder.note(
+                now,
+                Kind::Fault,
+                format!(
+                    "{} left the layout: stopped for good ({lost} writes not yet durable \
+                     lost, {hints} hints pending lost with it)",
+                    self.ids[node]
+                ),
+            );
+        }
+    }
+
     /// Cuts node `node`'s power: every task dropped, the running incarnation forgotten (its
     /// replica and stop handle), and the disk loses what was not fsynced. Returns the writes
     /// lost.
@@ -221,6 +439,24 @@ impl Driver<'_> {
         *self.counts.entry(f.fault.kind()).or_default() += 1;
         let mut note = format!("start {} (until {} ms)", f.fault, f.end_ms);
         match &f.fault {
+            fault if fault.is_membership() => {
+                note = format!("start {fault}");
+                match self.change_membership(fault) {
+                    Ok(done) => note.push_str(&done),
+                    Err((count, reason)) => {
+                        *self.counts.entry(count).or_default() += 1;
+                        note.push_str(&format!(": skipped, {reason}"));
+                    }
+                }
+            }
+            Fault::Crash { node } if self.gone.contains(node) => {
+                *self.active.crashed.entry(*node).or_default() += 1;
+                note.push_str(": gone for good");
+            }
+            Fault::Restart { node } if self.gone.contains(node) => {
+                *self.active.restarting.entry(*node).or_default() += 1;
+                note.push_str(": gone for good");
+            }
             Fault::Crash { node } => {
                 let c = self.active.crashed.entry(*node).or_default();
                 *c += 1;
@@ -284,14 +520,29 @@ impl Driver<'_> {
                 let worst = slow.iter().copied().max().unwrap_or(0);
                 self.slots[*node].disk.set_slow_ms(worst);
             }
+            Fault::Join { .. } | Fault::Leave { .. } | Fault::Replace { .. } => {}
         }
         self.recorder.note(now, Kind::Fault, note);
     }
 
     fn end(&mut self, f: &Scheduled) {
+        if f.fault.is_membership() {
+            // Instantaneous and permanent: nothing ends.
+            return;
+        }
         let now = self.now_ms();
         let mut note = format!("end {}", f.fault);
         match &f.fault {
+            Fault::Crash { node } if self.gone.contains(node) => {
+                let c = self.active.crashed.entry(*node).or_default();
+                *c = c.saturating_sub(1);
+                note.push_str(": gone for good, not restarted");
+            }
+            Fault::Restart { node } if self.gone.contains(node) => {
+                let r = self.active.restarting.entry(*node).or_default();
+                *r = r.saturating_sub(1);
+                note.push_str(": gone for good, not restarted");
+            }
             Fault::Crash { node } => {
                 let c = self.active.crashed.entry(*node).or_default();
                 *c = c.saturating_sub(1);
@@ -354,33 +605,40 @@ impl Driver<'_> {
                 let worst = slow.iter().copied().max().unwrap_or(0);
                 self.slots[*node].disk.set_slow_ms(worst);
             }
+            Fault::Join { .. } | Fault::Leave { .. } | Fault::Replace { .. } => {}
         }
         self.recorder.note(now, Kind::Fault, note);
     }
 }
 
-/// One sample of every running node's tree roots (partitions it is a primary of). Returns the
-/// samples, whether every partition's sampled roots agree, and the hints pending cluster-wide.
+/// One sample of the tree roots of every partition on each of its target replicas in `layout`
+/// that runs. Returns the samples, whether the replicas agree (every member running, every
+/// partition's sampled roots equal, no partition in transition), and the hints pending on the
+/// nodes not gone for good.
 fn sample_digests(
-    layout: &SimLayout,
+    layout: &Layout,
     slots: &[Arc<NodeSlot>],
+    gone: &BTreeSet<usize>,
     time_ms: u64,
 ) -> (Vec<DigestSample>, bool, u64) {
     let mut samples = Vec::new();
     let mut hints = 0;
-    let mut roots: BTreeMap<u16, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    let mut roots: BTreeMap<u16, BTreeSet<u64>> = BTreeMap::new();
     let mut complete = true;
-    for slot in slots {
+    for (i, slot) in slots.iter().enumerate() {
+        if gone.contains(&i) {
+            continue;
+        }
         let Some(replica) = slot.replica.lock().clone() else {
-            complete = false;
+            complete &= !layout.members.contains_key(&slot.id);
             continue;
         };
         hints += replica.hints_pending();
-        for (p, prefs) in layout.prefs.iter().enumerate() {
-            if !prefs.contains(&slot.id) {
+        for p in 0..layout.partitions {
+            let p = p as u16;
+            if !layout.assignment.replicas(p).contains(&slot.id) {
                 continue;
             }
-            let p = p as u16;
             let Some(summary) = replica.tree_summary(p) else {
                 complete = false;
                 continue;
@@ -394,7 +652,7 @@ fn sample_digests(
             });
         }
     }
-    let agree = complete && roots.values().all(|r| r.len() == 1);
+    let agree = complete && layout.transitions.is_empty() && roots.values().all(|r| r.len() == 1);
     (samples, agree, hints)
 }
 
@@ -402,14 +660,15 @@ fn node_id(i: usize) -> Result<NodeId, Error> {
     NodeId::new(faults::node_name(i)).map_err(|e| Error::Config(e.to_string()))
 }
 
-/// Reads every replica's copy of every key straight from its disk.
-fn replica_reads(layout: &SimLayout, slots: &[Arc<NodeSlot>], keys: &Keys) -> Vec<FinalRead> {
+/// Reads the copy of every key on each of its replicas in `layout` (the final holders) straight
+/// from its disk.
+fn replica_reads(layout: &Layout, slots: &[Arc<NodeSlot>], keys: &Keys) -> Vec<FinalRead> {
     let mut reads = Vec::new();
     for key in keys.all() {
         let hash = key_hash(BUCKET, key.as_bytes());
         let partition = partition_of(hash, layout.partitions);
         let sk = storage_key(partition, BUCKET, key.as_bytes());
-        for node in layout.prefs[usize::from(partition)].iter() {
+        for node in layout.assignment.replicas(partition) {
             let Some(slot) = slots.iter().find(|s| &s.id == node) else {
                 continue;
             };
@@ -474,21 +733,23 @@ fn align_task_ids() -> Result<(), Error> {
 /// One seed's cluster, drawn from the seed before the simulation is built: its nodes and
 /// clients, the keys they use, the faults they go through and how long the workload lasts.
 struct Setup {
-    /// Node count.
+    /// Members at the start.
     nodes: usize,
+    /// Spare nodes (hosts after the members).
+    spares: usize,
     /// Client count.
     clients: usize,
     /// The keys the workload uses.
     keys: Keys,
-    /// The nodes' ids, `n1` first.
+    /// Every host's id, `n1` first: the members, then the spares.
     ids: Vec<NodeId>,
-    /// The fixed layout (preference lists) of the seed.
-    layout: SimLayout,
+    /// The layout, shared by the driver and the nodes.
+    layout: Arc<LayoutCell>,
     /// Where hosts, clients and the driver record the trace and the history.
     recorder: Recorder,
     /// The message loss and duplication layer shared by the nodes.
     chaos: Arc<NetChaos>,
-    /// The nodes' state that outlives their crashes (disk, running replica, skew).
+    /// Every host's state that outlives its crashes (disk, running replica, skew).
     slots: Vec<Arc<NodeSlot>>,
     /// Every fault with its window, sorted by start and end.
     schedule: Vec<Scheduled>,
@@ -505,30 +766,40 @@ impl Setup {
 
 /// Draws the cluster of `seed` from `rng`: node and client counts, keys, node slots (and the
 /// planted bug), the fault schedule. The draws come in a fixed order, since every later draw of
-/// the seed (the simulation's own seed, the clients') follows from where this leaves `rng`.
+/// the seed (the simulation's own seed, the clients') follows from where this leaves `rng`. The
+/// membership changes and the spares they need come from a generator of their own.
 fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup, Error> {
     let nodes = options
         .nodes
         .unwrap_or_else(|| rng.random_range(NODES_MIN..=NODES_MAX));
     let clients = options.clients.unwrap_or_else(|| rng.random_range(2..=6));
     let keys = Keys::new(rng.random_range(2..=5), rng.random_range(1..=3));
-    let ids: Vec<NodeId> = (0..nodes).map(node_id).collect::<Result<_, _>>()?;
-    let layout = SimLayout::new(ids.clone(), N, PARTITIONS)?;
+    let mut membership_rng = StdRng::seed_from_u64(seed ^ MEMBERSHIP_SALT);
+    let (membership, spares) =
+        faults::membership_changes(&mut membership_rng, nodes, options.duration_ms);
+    let ids: Vec<NodeId> = (0..nodes + spares).map(node_id).collect::<Result<_, _>>()?;
     let recorder = Recorder::new();
+    let layout = LayoutCell::bootstrap(&ids[..nodes], recorder.clone())?;
     let chaos = Arc::new(NetChaos::new(rng.random()));
-    let slots: Vec<Arc<NodeSlot>> = ids
+    let mut slots: Vec<Arc<NodeSlot>> = ids[..nodes]
         .iter()
         .map(|id| Arc::new(NodeSlot::new(id.clone(), rng.random())))
         .collect();
+    slots.extend(
+        ids[nodes..]
+            .iter()
+            .map(|id| Arc::new(NodeSlot::new(id.clone(), membership_rng.random()))),
+    );
     if options.bug == Some(Bug::LoseAck) {
         slots[0].disk.set_lose_ack(LOSE_ACK_RATE, rng.random());
     }
-    let (schedule, workload_ms) = draw_schedule(rng, seed, nodes, options.duration_ms);
+    let (schedule, workload_ms) =
+        draw_schedule(rng, seed, nodes, membership, ids.len(), options.duration_ms);
     recorder.note(
         0,
         Kind::Node,
         format!(
-            "seed {seed}: {nodes} nodes, {clients} clients, keys {:?}, {} faults, bug {:?}",
+            "seed {seed}: {nodes} nodes and {spares} spares, {clients} clients, keys {:?}, {} faults, bug {:?}",
             keys.all().collect::<Vec<_>>(),
             schedule.len(),
             options.bug
@@ -536,6 +807,7 @@ fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup
     );
     Ok(Setup {
         nodes,
+        spares,
         clients,
         keys,
         ids,
@@ -549,15 +821,21 @@ fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup
 }
 
 /// Draws the fault schedule of `seed` and the workload time it needs. The usual faults come
-/// from `rng`; a long split comes from a generator of its own (faults module docs), so adding
-/// it does not shift the other draws, and the workload goes on past its heal.
+/// from `rng`, over all `hosts` (members and spares); a long split, over the `nodes` first
+/// members, comes from a generator of its own (faults module docs), so adding it does not shift
+/// the other draws, and the workload goes on past its heal; `membership` (drawn apart too)
+/// joins them.
 fn draw_schedule(
     rng: &mut StdRng,
     seed: u64,
     nodes: usize,
+    membership: Vec<Scheduled>,
+    hosts: usize,
     duration_ms: u64,
 ) -> (Vec<Scheduled>, u64) {
-    let mut schedule = faults::schedule(rng, nodes, duration_ms);
+    let mut schedule = faults::schedule(rng, hosts, duration_ms);
+    schedule.extend(membership);
+    schedule.sort_by_key(|f| (f.start_ms, f.end_ms));
     let mut workload_ms = duration_ms;
     let mut long_rng = StdRng::seed_from_u64(seed ^ LONG_SPLIT_SALT);
     if let Some(long) = faults::long_split(&mut long_rng, nodes) {
@@ -569,7 +847,8 @@ fn draw_schedule(
 }
 
 /// Builds the turmoil simulation of `setup`: 1 ms steps, time starting at [`BASE_UNIX_MS`],
-/// one host per node running the product's node code and one client per workload client.
+/// one host per node (members and spares) running the product's node code and one client per
+/// workload client.
 /// Draws the simulation's seed and then each client's seed from `rng`, in that order.
 /// Returns the simulation and the hosts' names (index `i` is node `i`).
 fn build_sim(
@@ -592,6 +871,7 @@ fn build_sim(
         let env = Arc::new(NodeEnv {
             slot: setup.slots[i].clone(),
             layout: setup.layout.clone(),
+            hosts: setup.ids.clone(),
             chaos: setup.chaos.clone(),
             recorder: setup.recorder.clone(),
             repair: options.repair,
@@ -602,7 +882,7 @@ fn build_sim(
         let env = ClientEnv {
             index,
             clients: setup.clients,
-            nodes: setup.ids.clone(),
+            layout: setup.layout.clone(),
             keys: setup.keys.clone(),
             seed: rng.random(),
             until_ms: setup.workload_ms,
@@ -673,6 +953,12 @@ struct Settle {
     hints_left: u64,
 }
 
+/// What the settle phase samples: the layout and the nodes gone for good.
+struct Cluster<'a> {
+    layout: &'a LayoutCell,
+    gone: &'a BTreeSet<usize>,
+}
+
 impl Settle {
     /// Marks the cluster healed at `now_ms` the first time every fault has ended
     /// (`all_faults_ended`) and the workload's time is up; samples start then.
@@ -688,9 +974,10 @@ impl Settle {
     }
 
     /// After healing, every [`DIGEST_SAMPLE_MS`]: samples the tree roots, notes when the
-    /// replicas come to agree or differ again, and settles the cluster once it has had
-    /// [`SETTLE_MIN_MS`] and either agrees or has had [`SETTLE_MAX_MS`].
-    fn sample_if_due(&mut self, setup: &Setup, now_ms: u64) {
+    /// replicas come to agree (no partition in transition either) or differ again, and settles
+    /// the cluster once it has had [`SETTLE_MIN_MS`] and either agrees or has had
+    /// [`SETTLE_MAX_MS`].
+    fn sample_if_due(&mut self, setup: &Setup, cluster: Cluster<'_>, now_ms: u64) {
         let Some(healed) = self.healed_at_ms else {
             return;
         };
@@ -698,7 +985,8 @@ impl Settle {
             return;
         }
         self.next_sample_ms = now_ms + DIGEST_SAMPLE_MS;
-        let (samples, agree, hints) = sample_digests(&setup.layout, &setup.slots, now_ms);
+        let layout = cluster.layout.current();
+        let (samples, agree, hints) = sample_digests(&layout, &setup.slots, cluster.gone, now_ms);
         setup.recorder.digests(samples);
         match (agree && hints == 0, self.agreed_at_ms) {
             (true, None) => {
@@ -707,7 +995,10 @@ impl Settle {
                     now_ms,
                     Kind::Node,
                     format!(
-                        "replicas agree: equal tree roots, no hint pending ({} ms after healing)",
+                        "replicas agree: equal tree roots, no hint pending, no partition moving \
+                         (layout v{} epoch {}, {} ms after healing)",
+                        layout.version,
+                        layout.epoch,
                         now_ms - healed
                     ),
                 );
@@ -744,22 +1035,28 @@ fn drive(driver: &mut Driver<'_>, setup: &Setup, final_seed: u64) -> Result<u64,
         let now = driver.now_ms();
         timeline.apply_due(driver, &setup.schedule, now);
         settle.heal_if_due(setup, timeline.all_applied(), now);
-        settle.sample_if_due(setup, now);
+        let cluster = Cluster {
+            layout: &driver.layout,
+            gone: &driver.gone,
+        };
+        settle.sample_if_due(setup, cluster, now);
         let finished = driver
-            .sim
-            .step()
+            .counters
+            .during(|| driver.sim.step())
             .map_err(|e| Error::Simulation(e.to_string()))?;
         steps += 1;
+        driver.after_step();
         if finished {
             if final_started {
                 break;
             }
             if settle.settled {
                 final_started = true;
+                let members = driver.layout.current().members.keys().cloned().collect();
                 driver.sim.client(
                     "final",
                     final_reads_main(
-                        setup.ids.clone(),
+                        members,
                         setup.keys.clone(),
                         setup.recorder.clone(),
                         final_seed,
@@ -781,39 +1078,62 @@ fn drive(driver: &mut Driver<'_>, setup: &Setup, final_seed: u64) -> Result<u64,
     Ok(settle.hints_left)
 }
 
+/// What the layout showed at the end of a run.
+struct LayoutTotals {
+    /// Partitions still in transition.
+    transitions_left: usize,
+    /// Version.
+    version: u64,
+    /// Epoch.
+    epoch: u64,
+}
+
 /// What the disks showed at the end of a run.
 struct DiskTotals {
     /// Writes lost to crashes before they were durable.
     lost_unsynced: u64,
     /// Writes acknowledged and dropped by the planted bug.
     lost_by_bug: u64,
-    /// Replica copies of tombstones removed by the reaper.
-    reaped: u64,
+    /// Data records deleted: reaped tombstones and records cleared by receiving nodes.
+    data_deletes: u64,
 }
 
-/// Ends a run whose final reads are done: records every replica's own copy of every key (read
-/// from its disk) at the final time, sums the disks' counters, and drops the replicas and then
-/// the simulation. Returns the final simulated ms, the disk totals and the faults injected by
-/// kind.
+/// Ends a run whose final reads are done: records each final holder's own copy of every key
+/// (read from its disk) at the final time, sums the disks' counters, and drops the replicas and
+/// then the simulation. Returns the final simulated ms, the layout's and the disks' totals, the
+/// nodes' counters and the faults injected by kind.
 fn read_final_state(
     mut driver: Driver<'_>,
     setup: &Setup,
-) -> (u64, DiskTotals, BTreeMap<&'static str, usize>) {
+) -> (
+    u64,
+    LayoutTotals,
+    DiskTotals,
+    ProductCounters,
+    BTreeMap<&'static str, usize>,
+) {
     let simulated_ms = driver.now_ms();
-    for read in replica_reads(&setup.layout, &setup.slots, &setup.keys) {
+    let layout = setup.layout.current();
+    for read in replica_reads(&layout, &setup.slots, &setup.keys) {
         setup.recorder.final_read(simulated_ms, read);
     }
+    let layout_totals = LayoutTotals {
+        transitions_left: layout.transitions.len(),
+        version: layout.version,
+        epoch: layout.epoch,
+    };
     let disks = DiskTotals {
         lost_unsynced: setup.slots.iter().map(|s| s.disk.lost_unsynced()).sum(),
         lost_by_bug: setup.slots.iter().map(|s| s.disk.lost_acked()).sum(),
-        reaped: setup.slots.iter().map(|s| s.disk.data_deletes()).sum(),
+        data_deletes: setup.slots.iter().map(|s| s.disk.data_deletes()).sum(),
     };
     for slot in &setup.slots {
         *slot.replica.lock() = None;
     }
     let faults = std::mem::take(&mut driver.counts);
+    let counters = std::mem::take(&mut driver.counters);
     drop(driver);
-    (simulated_ms, disks, faults)
+    (simulated_ms, layout_totals, disks, counters, faults)
 }
 
 /// Judges a recorded history with `yeskv-check`, enforcing convergence within
@@ -840,15 +1160,21 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
 
     let mut driver = Driver {
         sim,
+        counters: ProductCounters::default(),
         names,
+        ids: setup.ids.clone(),
         slots: setup.slots.clone(),
+        layout: setup.layout.clone(),
         chaos: setup.chaos.clone(),
         recorder: setup.recorder.clone(),
         active: Active::default(),
         counts: BTreeMap::new(),
+        gone: BTreeSet::new(),
+        leaving: BTreeSet::new(),
+        degraded: BTreeSet::new(),
     };
     let hints_left = drive(&mut driver, &setup, final_seed)?;
-    let (simulated_ms, disks, faults) = read_final_state(driver, &setup);
+    let (simulated_ms, layout, disks, counters, faults) = read_final_state(driver, &setup);
 
     let (history, trace) = setup.recorder.take();
     let report = judge(&history, options);
@@ -856,6 +1182,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
     Ok(SeedOutcome {
         seed,
         nodes: setup.nodes,
+        spares: setup.spares,
         clients: setup.clients,
         history,
         trace,
@@ -866,7 +1193,14 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
         lost_unsynced: disks.lost_unsynced,
         lost_by_bug: disks.lost_by_bug,
         simulated_ms,
-        reaped: disks.reaped,
+        reaped: counters.reaped(),
+        cleared: disks.data_deletes.saturating_sub(counters.reaped()),
+        partitions_received: setup.layout.partitions_received(),
+        partitions_reported: counters.partitions_reported(),
+        transfer_keys: counters.transfer_keys(),
         hints_left,
+        transitions_left: layout.transitions_left,
+        layout_version: layout.version,
+        layout_epoch: layout.epoch,
     })
 }

@@ -1,32 +1,68 @@
-//! The simulated cluster's topology: preference lists from the product's placement, liveness from
-//! a small ping-based failure detector.
+//! The simulated cluster's topology: a real [`yeskv_layout::Layout`] in a shared cell that the
+//! driver changes and the nodes' transfer workers complete, each node routing by it through the
+//! product's [`ClusterTopology`]; liveness from a small ping-based failure detector.
 //!
-//! The layout is computed once per seed with [`yeskv_core::placement::assign`] (the function the
-//! product's Raft-replicated layout uses; nodes in zones `z0`, `z1`, `z2` round robin), and each
-//! node's [`SimTopology`] turns it into per-partition preference lists exactly as
-//! `yeskv_node::cluster::ClusterTopology` does. The layout does not change during a run: the
-//! simulator exercises the data path, not layout changes (those go through Raft, which is not
-//! simulated here).
+//! ## The layout
 //!
-//! Liveness: the product's failure detector is chitchat's phi-accrual over UDP gossip, and
-//! chitchat picks gossip peers with a thread-local RNG that cannot be seeded, so it cannot run
+//! In the product the layout is the replicated state of a Raft log, changed only by the pure
+//! state machine [`yeskv_layout::apply`] on [`Command`]s. The simulator keeps that state in one
+//! [`LayoutCell`] and changes it with the same function on the same commands; what it leaves out
+//! is Raft itself (no log, no leader, no messages), so every change applies at once, in the
+//! simulation's single thread, in the order the driver and the nodes make it, as a log would
+//! order them:
+//!
+//! - at the start, [`LayoutCell::bootstrap`] applies `Command::Bootstrap` with the first members
+//!   placed by the product's placement (`yeskv_core::placement::assign`; zones `z0`, `z1`, `z2`
+//!   round robin by host);
+//! - a membership fault ([`crate::faults`]: join, leave, replace) stages its changes, plans them
+//!   and commits the plan ([`LayoutCell::change`]: `Command::Stage`, [`yeskv_layout::plan`],
+//!   `Command::commit`), with the checks an operator meets: the layout's own refusal of a change
+//!   that would lose the only copies of a partition ([`LayoutError::DataLoss`], raised by the
+//!   plan) and the API's refusal of a plan after which some partition has no data holder that
+//!   is up (`yeskv_node::api::cluster`, mirrored by [`partitions_without_live_holder`] with the
+//!   driver's knowledge of which nodes are down);
+//! - each node's transfer worker (`yeskv_node::transfer`) reports the partitions it received
+//!   through [`CellControl`], its [`LayoutControl`], which applies `Command::TransferDone`: the
+//!   layout's `record_done` ends transitions, releases sources and drops leaving members that are
+//!   a source of nothing more.
+//!
+//! Every node follows the cell through a `watch` channel with the product's
+//! [`ClusterTopology::follow`], exactly as a node follows the layouts its layout service applies:
+//! the same per-epoch snapshots give preference lists, fallbacks, data holders, write sets and the
+//! partitions the node is syncing. A new epoch is installed by a task of the node's host the next
+//! time that host runs, so for a moment nodes route by different epochs (view skew as in
+//! production, if shorter: Raft's apply lag across nodes is not modelled).
+//!
+//! ## Liveness
+//!
+//! The product's failure detector is chitchat's phi-accrual over UDP gossip, and chitchat picks
+//! gossip peers with a thread-local RNG that cannot be seeded, so it cannot run
 //! deterministically. Instead each simulated node runs [`run_detector`]: every
-//! [`PING_INTERVAL_MS`] it sends a UDP ping to every other node over the simulated network; a
-//! node answers pings with pongs; a peer is *up* while a pong came from it within the last
-//! [`SUSPECT_AFTER_MS`]. Partitions, crashes and one-way partitions affect it like any traffic,
-//! so the coordinator sees the same kind of (imperfect) liveness as in production: a peer can be
-//! believed up while a request to it times out, and down while it still serves others.
+//! [`PING_INTERVAL_MS`] it sends a UDP ping to every other host (members and spares) over the
+//! simulated network; a node answers pings with pongs; a peer is *up* while a pong came from it
+//! within the last [`SUSPECT_AFTER_MS`]. Partitions, crashes and one-way partitions affect it
+//! like any traffic, so the coordinator sees the same kind of (imperfect) liveness as in
+//! production: a peer can be believed up while a request to it times out, and down while it
+//! still serves others.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use yeskv_core::placement::{assign, NodeSpec};
 use yeskv_core::NodeId;
-use yeskv_node::topology::Topology;
+use yeskv_layout::{
+    apply, Command, JoinSpec, Layout, LayoutError, LayoutState, Member, MemberState, Plan,
+    StagedChange, Transitions,
+};
+use yeskv_node::cluster::{ClusterTopology, Liveness};
+use yeskv_node::transfer::LayoutControl;
 
 use crate::clock::sim_now_ms;
 use crate::error::Error;
+use crate::node::{CLIENT_PORT, CLUSTER, N, PARTITIONS, PEER_PORT};
+use crate::trace::{Kind, Recorder};
 
 /// How often a node pings each peer, simulated ms.
 pub const PING_INTERVAL_MS: u64 = 50;
@@ -34,60 +70,294 @@ pub const PING_INTERVAL_MS: u64 = 50;
 pub const SUSPECT_AFTER_MS: u64 = 300;
 /// The UDP port of the failure detector.
 pub const PING_PORT: u16 = 7002;
+/// Zones the hosts are spread over, round robin by host index.
+pub const ZONES: usize = 3;
 
-/// The layout of one simulated cluster: members, their zones and every partition's replicas.
-#[derive(Clone, Debug)]
-pub struct SimLayout {
-    /// Members in order (`n1`, `n2`, ...).
-    pub nodes: Vec<NodeId>,
-    /// Zone of each member.
-    pub zones: BTreeMap<NodeId, String>,
-    /// Partition count.
-    pub partitions: u32,
-    /// Replication factor.
-    pub n: u8,
-    /// Per partition, its replicas (primary first).
-    pub prefs: Arc<Vec<Arc<[NodeId]>>>,
-    /// Per partition, its sloppy-quorum fallbacks (the product's order).
-    pub fallbacks: Arc<Vec<Arc<[NodeId]>>>,
+/// What host `index` (0 for `n1`) records when it joins: its zone, capacity 1, its addresses.
+pub fn join_spec(index: usize, node: &NodeId) -> JoinSpec {
+    JoinSpec {
+        zone: format!("z{}", index % ZONES),
+        capacity: 1,
+        http: format!("{node}:{CLIENT_PORT}"),
+        peer: peer_addr(node),
+    }
 }
 
-impl SimLayout {
-    /// Places `nodes` (zones round robin over three) with replication `n`.
-    pub fn new(nodes: Vec<NodeId>, n: u8, partitions: u32) -> Result<SimLayout, Error> {
-        let zones: BTreeMap<NodeId, String> = nodes
+/// The internode RPC address of a simulated node.
+pub fn peer_addr(node: &NodeId) -> String {
+    format!("{node}:{PEER_PORT}")
+}
+
+/// Why a membership change was not committed.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The layout refused it (e.g. [`LayoutError::DataLoss`]: it would lose the only copies
+    /// of some partitions).
+    Layout(LayoutError),
+    /// After it these partitions would have no data holder that is up (the API's `409`).
+    NoLiveHolder {
+        /// The partitions.
+        partitions: Vec<u16>,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Layout(e) => write!(f, "refused by the layout: {e}"),
+            Refusal::NoLiveHolder { partitions } => write!(
+                f,
+                "refused: {} partition(s) would have no data holder that is up (e.g. {:?})",
+                partitions.len(),
+                &partitions[..partitions.len().min(5)]
+            ),
+        }
+    }
+}
+
+/// The layout's replicated state and the layout it holds (never `None` after bootstrap).
+struct Cell {
+    state: LayoutState,
+    layout: Arc<Layout>,
+    /// Partitions recorded received (reports that took a node out of a syncing set).
+    received: u64,
+}
+
+/// The cluster's layout, shared by the driver and every node (see the module docs).
+pub struct LayoutCell {
+    cell: Mutex<Cell>,
+    layouts: tokio::sync::watch::Sender<Option<Arc<Layout>>>,
+    recorder: Recorder,
+}
+
+impl LayoutCell {
+    /// The first layout: `members` (hosts `0..members.len()`) own every partition, placed by
+    /// the product's placement, installed by `Command::Bootstrap`.
+    pub fn bootstrap(members: &[NodeId], recorder: Recorder) -> Result<Arc<LayoutCell>, Error> {
+        let specs: Vec<(NodeId, JoinSpec)> = members
             .iter()
             .enumerate()
-            .map(|(i, id)| (id.clone(), format!("z{}", i % 3)))
+            .map(|(i, id)| (id.clone(), join_spec(i, id)))
             .collect();
-        let specs: Vec<NodeSpec> = nodes
+        let placement: Vec<NodeSpec> = specs
             .iter()
-            .map(|id| NodeSpec::new(id.clone(), zones[id].clone(), 1))
+            .map(|(id, spec)| NodeSpec::new(id.clone(), spec.zone.clone(), spec.capacity))
             .collect();
         let assignment =
-            assign(&specs, n, partitions, None).map_err(|e| Error::Placement(e.to_string()))?;
-        let prefs: Vec<Arc<[NodeId]>> = (0..partitions)
-            .map(|p| Arc::from(assignment.replicas(p as u16).to_vec()))
-            .collect();
-        let fallbacks = prefs
+            assign(&placement, N, PARTITIONS, None).map_err(|e| Error::Placement(e.to_string()))?;
+        let layout = Layout {
+            version: 1,
+            epoch: 1,
+            cluster_id: CLUSTER.to_string(),
+            n: N,
+            partitions: PARTITIONS,
+            members: specs
+                .into_iter()
+                .map(|(id, spec)| {
+                    let member = Member {
+                        zone: spec.zone,
+                        capacity: spec.capacity,
+                        state: MemberState::Valid,
+                        http: spec.http,
+                        peer: spec.peer,
+                    };
+                    (id, member)
+                })
+                .collect(),
+            assignment,
+            transitions: Transitions::new(),
+        };
+        let state = apply(
+            &LayoutState::default(),
+            &Command::Bootstrap {
+                layout: layout.clone(),
+            },
+        )
+        .map_err(|e| Error::Placement(e.to_string()))?;
+        let layout = state
+            .layout
+            .clone()
+            .ok_or_else(|| Error::Placement("bootstrap installed no layout".into()))?;
+        let (layouts, _) = tokio::sync::watch::channel(Some(layout.clone()));
+        Ok(Arc::new(LayoutCell {
+            cell: Mutex::new(Cell {
+                state,
+                layout,
+                received: 0,
+            }),
+            layouts,
+            recorder,
+        }))
+    }
+
+    /// The current layout.
+    pub fn current(&self) -> Arc<Layout> {
+        self.cell.lock().layout.clone()
+    }
+
+    /// Partitions whose receipt a `TransferDone` recorded so far (repeated or late reports,
+    /// which the layout ignores, not counted).
+    pub fn partitions_received(&self) -> u64 {
+        self.cell.lock().received
+    }
+
+    /// A receiver of every new layout, for [`ClusterTopology::follow`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<Arc<Layout>>> {
+        self.layouts.subscribe()
+    }
+
+    /// A topology of `local` that follows this cell, asking `liveness` who is up.
+    pub fn topology(&self, local: NodeId, liveness: Liveness) -> Arc<ClusterTopology> {
+        ClusterTopology::follow(local, self.subscribe(), liveness)
+    }
+
+    /// Stages `changes` and plans them against the current layout without committing: the
+    /// plan, or why an operator would be refused (the layout's checks, then the API's liveness
+    /// check of the plan with `is_up`).
+    pub fn plan_change(
+        &self,
+        changes: &[StagedChange],
+        is_up: impl Fn(&NodeId) -> bool,
+    ) -> Result<(LayoutState, Plan), Refusal> {
+        let mut staged = self.cell.lock().state.clone();
+        for change in changes {
+            staged = apply(
+                &staged,
+                &Command::Stage {
+                    change: change.clone(),
+                },
+            )
+            .map_err(Refusal::Layout)?;
+        }
+        let plan = staged.plan().map_err(Refusal::Layout)?;
+        let dead = partitions_without_live_holder(&plan.layout, is_up);
+        if !dead.is_empty() {
+            return Err(Refusal::NoLiveHolder { partitions: dead });
+        }
+        Ok((staged, plan))
+    }
+
+    /// Stages `changes`, plans them and commits the plan, unless [`LayoutCell::plan_change`]
+    /// refuses them. Nothing is staged after a refusal (the API unstages a refused leave).
+    /// Returns the plan committed.
+    pub fn change(
+        &self,
+        changes: &[StagedChange],
+        is_up: impl Fn(&NodeId) -> bool,
+    ) -> Result<Plan, Refusal> {
+        let (staged, plan) = self.plan_change(changes, is_up)?;
+        let mut cell = self.cell.lock();
+        let committed = apply(&staged, &Command::commit(&plan)).map_err(Refusal::Layout)?;
+        self.install(&mut cell, committed);
+        Ok(plan)
+    }
+
+    /// Applies `Command::TransferDone` for `node`: it has received `partitions` (each with
+    /// the epoch since which it was syncing it). A late or repeated report changes nothing.
+    pub fn transfer_done(
+        &self,
+        node: &NodeId,
+        partitions: Vec<(u16, u64)>,
+    ) -> Result<(), LayoutError> {
+        let mut cell = self.cell.lock();
+        let next = apply(
+            &cell.state,
+            &Command::TransferDone {
+                node: node.clone(),
+                partitions: partitions.clone(),
+            },
+        )?;
+        let before = cell.layout.clone();
+        let changed = next
+            .layout
+            .as_ref()
+            .is_some_and(|l| l.epoch != before.epoch);
+        if !changed {
+            return Ok(());
+        }
+        self.install(&mut cell, next);
+        let after = cell.layout.clone();
+        // Received: reported, syncing before, and syncing no more.
+        let (syncing_before, syncing_after) = (before.syncing_of(node), after.syncing_of(node));
+        let reported = partitions
             .iter()
-            .enumerate()
-            .map(|(p, primaries)| {
-                Arc::from(yeskv_core::placement::fallback_order(
-                    zones.iter().map(|(id, z)| (id, z.as_str())),
-                    p as u16,
-                    primaries,
-                ))
-            })
-            .collect();
-        Ok(SimLayout {
-            nodes,
-            zones,
-            partitions,
-            n,
-            prefs: Arc::new(prefs),
-            fallbacks: Arc::new(fallbacks),
-        })
+            .filter(|p| syncing_before.contains(p) && !syncing_after.contains(p))
+            .count();
+        cell.received += reported as u64;
+        drop(cell);
+        let now_ms = sim_now_ms();
+        self.recorder.note(
+            now_ms,
+            Kind::Node,
+            format!(
+                "{node} reported {reported} partition(s) received: layout epoch {}, {} partition(s) still moving",
+                after.epoch,
+                after.transitions.len()
+            ),
+        );
+        for gone in before
+            .members
+            .keys()
+            .filter(|m| !after.members.contains_key(*m))
+        {
+            self.recorder.note(
+                now_ms,
+                Kind::Node,
+                format!("{gone} left the layout: a source of no partition any more"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Makes `state` current and hands its layout to every node.
+    fn install(&self, cell: &mut Cell, state: LayoutState) {
+        if let Some(layout) = state.layout.clone() {
+            cell.layout = layout.clone();
+            // No receiver is an error only for `send`; `send_replace` stores it regardless (a
+            // node started later reads it).
+            self.layouts.send_replace(Some(layout));
+        }
+        cell.state = state;
+    }
+}
+
+/// The partitions that have no data holder that `is_up` in `layout`: the API's liveness check
+/// before a leave or a commit (`yeskv_node::api::cluster::without_live_holder`, which asks the
+/// node's failure detector), here with the driver's knowledge of which nodes are down.
+pub fn partitions_without_live_holder(
+    layout: &Layout,
+    is_up: impl Fn(&NodeId) -> bool,
+) -> Vec<u16> {
+    (0..layout.partitions)
+        .map(|p| p as u16)
+        .filter(|p| !layout.data_holders(*p).iter().any(&is_up))
+        .collect()
+}
+
+/// A node's [`LayoutControl`]: its completed transfers go to the shared [`LayoutCell`], as the
+/// product's go through the layout service's Raft log.
+pub struct CellControl {
+    node: NodeId,
+    cell: Arc<LayoutCell>,
+}
+
+impl CellControl {
+    /// The control of `node` over `cell`.
+    pub fn new(node: NodeId, cell: Arc<LayoutCell>) -> Self {
+        CellControl { node, cell }
+    }
+}
+
+impl LayoutControl for CellControl {
+    fn transfer_done(
+        &self,
+        partitions: Vec<(u16, u64)>,
+    ) -> BoxFuture<'static, Result<(), yeskv_node::Error>> {
+        let result = self
+            .cell
+            .transfer_done(&self.node, partitions)
+            .map_err(|e| yeskv_node::Error::Layout(format!("recording received partitions: {e}")));
+        Box::pin(async move { result })
     }
 }
 
@@ -119,70 +389,6 @@ impl Detector {
             .lock()
             .get(peer)
             .is_some_and(|t| now_ms.saturating_sub(*t) <= SUSPECT_AFTER_MS)
-    }
-}
-
-/// One node's [`Topology`] (see the module docs).
-pub struct SimTopology {
-    local: NodeId,
-    layout: SimLayout,
-    detector: Arc<Detector>,
-}
-
-impl SimTopology {
-    /// The topology of `local`.
-    pub fn new(local: NodeId, layout: SimLayout, detector: Arc<Detector>) -> Self {
-        SimTopology {
-            local,
-            layout,
-            detector,
-        }
-    }
-}
-
-/// The internode RPC address of a simulated node.
-pub fn peer_addr(node: &NodeId) -> String {
-    format!("{node}:{}", crate::node::PEER_PORT)
-}
-
-impl Topology for SimTopology {
-    fn local(&self) -> &NodeId {
-        &self.local
-    }
-
-    fn preference(&self, partition: u16) -> Arc<[NodeId]> {
-        self.layout
-            .prefs
-            .get(usize::from(partition))
-            .cloned()
-            .unwrap_or_else(|| Arc::from(Vec::new()))
-    }
-
-    fn fallbacks(&self, partition: u16) -> Arc<[NodeId]> {
-        self.layout
-            .fallbacks
-            .get(usize::from(partition))
-            .cloned()
-            .unwrap_or_else(|| Arc::from(Vec::new()))
-    }
-
-    fn peer_addr(&self, node: &NodeId) -> Option<String> {
-        self.layout
-            .zones
-            .contains_key(node)
-            .then(|| peer_addr(node))
-    }
-
-    fn is_up(&self, node: &NodeId) -> bool {
-        node == &self.local || self.detector.is_up(node, sim_now_ms())
-    }
-
-    fn is_member(&self, node: &NodeId) -> bool {
-        self.layout.zones.contains_key(node)
-    }
-
-    fn layout_version(&self) -> u64 {
-        1
     }
 }
 
@@ -226,5 +432,124 @@ pub async fn run_detector(
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: usize) -> NodeId {
+        NodeId::new(format!("n{}", i + 1)).expect("a node id")
+    }
+
+    fn cell(members: usize) -> Arc<LayoutCell> {
+        let ids: Vec<NodeId> = (0..members).map(id).collect();
+        LayoutCell::bootstrap(&ids, Recorder::new()).expect("bootstrap")
+    }
+
+    fn join(i: usize) -> StagedChange {
+        StagedChange::Join {
+            node: id(i),
+            spec: join_spec(i, &id(i)),
+        }
+    }
+
+    fn leave(i: usize, mode: yeskv_layout::LeaveMode) -> StagedChange {
+        StagedChange::Leave { node: id(i), mode }
+    }
+
+    fn replace(cell: &LayoutCell, node: usize, with: usize) -> Result<Plan, Refusal> {
+        cell.change(
+            &[join(with), leave(node, yeskv_layout::LeaveMode::Force)],
+            |_| true,
+        )
+    }
+
+    /// Reports, for every node, every partition it is syncing, as its transfer worker would.
+    fn report_all(cell: &Arc<LayoutCell>) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        for node in cell.current().members.keys() {
+            let syncing = cell.current().syncing_of(node);
+            if syncing.is_empty() {
+                continue;
+            }
+            let control = CellControl::new(node.clone(), cell.clone());
+            rt.block_on(control.transfer_done(syncing))
+                .expect("the report is taken");
+        }
+    }
+
+    #[test]
+    fn a_forced_leave_that_would_lose_the_only_copies_is_refused_and_changes_nothing() {
+        let cell = cell(3);
+        // Three members, n = 3: every partition is on all three. Replacing two of them before
+        // anything was received leaves n3 the only data holder of every partition.
+        replace(&cell, 0, 3).expect("n1 replaced by n4");
+        replace(&cell, 1, 4).expect("n2 replaced by n5");
+        let before = cell.current();
+        assert!((0..64).all(|p| before.data_holders(p) == vec![id(2)]));
+        match replace(&cell, 2, 5) {
+            Err(Refusal::Layout(LayoutError::DataLoss { partitions, .. })) => {
+                assert_eq!(partitions.len(), 64)
+            }
+            other => panic!("expected a data-loss refusal, got {other:?}"),
+        }
+        assert_eq!(*cell.current(), *before, "a refused change changes nothing");
+        // Once the newcomers have the data, the same replacement loses nothing.
+        report_all(&cell);
+        assert!(cell.current().transitions.is_empty());
+        replace(&cell, 2, 5).expect("n3 replaced by n6 once n4 and n5 hold the data");
+    }
+
+    #[test]
+    fn a_change_leaving_a_partition_without_a_live_holder_is_refused() {
+        let cell = cell(3);
+        let before = cell.current();
+        let only_the_newcomer_up = |n: &NodeId| *n == id(3);
+        match cell.change(&[join(3)], only_the_newcomer_up) {
+            Err(Refusal::NoLiveHolder { partitions }) => assert_eq!(partitions.len(), 64),
+            other => panic!("expected a liveness refusal, got {other:?}"),
+        }
+        assert_eq!(*cell.current(), *before);
+        cell.change(&[join(3)], |n| *n != id(0))
+            .expect("n2 and n3 are up: every partition keeps a live holder");
+    }
+
+    #[test]
+    fn reports_end_transitions_and_a_leaving_member_leaves_once_it_is_a_source_of_nothing() {
+        let cell = cell(4);
+        let plan = cell
+            .change(&[leave(0, yeskv_layout::LeaveMode::Graceful)], |_| true)
+            .expect("n1 leaves");
+        let moving = plan.layout.transitions.len();
+        assert!(moving > 0);
+        let layout = cell.current();
+        assert_eq!(
+            layout.member(&id(0)).map(|m| m.state),
+            Some(MemberState::Leaving),
+            "n1 stays, a source, until its partitions are received"
+        );
+        let mut layouts = cell.subscribe();
+        assert_eq!(layouts.borrow_and_update().as_deref(), Some(&*layout));
+        report_all(&cell);
+        let after = cell.current();
+        assert!(after.transitions.is_empty());
+        assert!(after.member(&id(0)).is_none(), "n1 has left the layout");
+        assert_eq!(cell.partitions_received(), moving as u64);
+        assert!(layouts.has_changed().expect("the cell is alive"));
+        assert_eq!(layouts.borrow_and_update().as_deref(), Some(&*after));
+        // A repeated report changes nothing.
+        let n2 = CellControl::new(id(1), cell.clone());
+        let again: Vec<(u16, u64)> = (0..64).map(|p| (p, layout.epoch)).collect();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(n2.transfer_done(again))
+            .expect("taken");
+        assert_eq!(*cell.current(), *after);
+        assert_eq!(cell.partitions_received(), moving as u64);
     }
 }

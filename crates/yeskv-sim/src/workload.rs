@@ -2,8 +2,9 @@
 //!
 //! Each client host runs one sequential client (a *process* in the history; after an
 //! indeterminate operation it continues as a new process, as in Jepsen, since its old operation
-//! may still be running). Every request goes to a node picked at random, over the simulated
-//! network, with the client protocol of [`crate::protocol`]; `r = w = quorum`. Two workloads,
+//! may still be running). Every request goes to a node picked at random among the members of the
+//! layout at that moment (as a ring-aware client routes by the layout it fetched), over the
+//! simulated network, with the client protocol of [`crate::protocol`]; `r = w = quorum`. Two workloads,
 //! mixed at random:
 //!
 //! - **Registers** (keys `r0`, `r1`, ...): a read; a read followed by a write of a fresh value
@@ -31,6 +32,7 @@ use crate::clock::sim_now_ms;
 use crate::net::SimConnector;
 use crate::node::{rpc_config, CLIENT_PORT};
 use crate::protocol::{ClientRequest, ClientResponse};
+use crate::topology::LayoutCell;
 use crate::trace::Recorder;
 
 /// A client's deadline for one request, simulated ms (longer than a forwarded write's two RPC
@@ -69,8 +71,8 @@ pub struct ClientEnv {
     pub index: usize,
     /// Clients in the run (process ids are `index + k × clients`).
     pub clients: usize,
-    /// The nodes to pick from.
-    pub nodes: Vec<NodeId>,
+    /// The layout, whose members are the nodes to pick from.
+    pub layout: std::sync::Arc<LayoutCell>,
     /// The keys.
     pub keys: Keys,
     /// Randomness.
@@ -111,8 +113,14 @@ struct ReadResult {
 
 impl Worker {
     fn pick_node(&mut self) -> NodeId {
-        let i = self.rng.random_range(0..self.env.nodes.len());
-        self.env.nodes[i].clone()
+        let layout = self.env.layout.current();
+        let i = self.rng.random_range(0..layout.members.len());
+        layout
+            .members
+            .keys()
+            .nth(i)
+            .cloned()
+            .expect("an index below the member count")
     }
 
     fn fresh(&mut self, prefix: &str) -> String {
@@ -358,9 +366,9 @@ pub async fn client_main(env: ClientEnv) -> turmoil::Result {
     Ok(())
 }
 
-/// The final-read client: after `settle_until_ms`, reads every key with `r = all` through the
-/// coordinator (trying each node in turn until one answers) and records each as a final read of
-/// node [`yeskv_check::MERGED_NODE`].
+/// The final-read client: reads every key with `r = all` through the coordinator (trying each
+/// member of the final layout, `nodes`, in turn until one answers) and records each as a final
+/// read of node [`yeskv_check::MERGED_NODE`].
 pub async fn final_reads_main(
     nodes: Vec<NodeId>,
     keys: Keys,

@@ -73,22 +73,23 @@ impl<E: Engine> Coordinator<E> {
             // No primary could coordinate (all down, or none answered): this node stands in
             // for the first primary and coordinates the write itself (sloppy quorum), so the
             // write fails only when fewer than `w` nodes of the whole cluster can take it.
-            Err(Forward::Unreachable(errors)) => match p.replicas.iter().find(|n| !self.is_local(n))
-            {
-                Some(first) => {
-                    tracing::debug!(%errors, "no primary reachable; coordinating as a stand-in");
-                    metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => "coordinator")
-                        .increment(1);
-                    let first = first.clone();
-                    self.coordinate_local(&p, &write, required, Some(first))
-                        .await
+            Err(Forward::Unreachable(errors)) => {
+                match p.replicas.iter().find(|n| !self.is_local(n)) {
+                    Some(first) => {
+                        tracing::debug!(%errors, "no primary reachable; coordinating as a stand-in");
+                        metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => "coordinator")
+                            .increment(1);
+                        let first = first.clone();
+                        self.coordinate_local(&p, &write, required, Some(first))
+                            .await
+                    }
+                    None => Err(Error::Quorum {
+                        required,
+                        succeeded: 0,
+                        errors: "no layout: the key has no replicas".into(),
+                    }),
                 }
-                None => Err(Error::Quorum {
-                    required,
-                    succeeded: 0,
-                    errors: "no layout: the key has no replicas".into(),
-                }),
-            },
+            }
             Err(Forward::Refused(e)) => Err(e),
         }
     }
