@@ -70,6 +70,7 @@ struct DiskState {
     lost_acked: u64,
     /// Data records deleted (only the reaper deletes data records: reaped tombstones).
     data_deletes: u64,
+    data_range_deletes: u64,
 }
 
 /// A node's stable storage and its not-yet-durable writes (see the module docs).
@@ -99,6 +100,7 @@ impl Disk {
                 lost_unsynced: 0,
                 lost_acked: 0,
                 data_deletes: 0,
+                data_range_deletes: 0,
             }),
         }
     }
@@ -141,6 +143,12 @@ impl Disk {
     /// tombstone and when a node receiving a partition anew clears what it held of it.
     pub fn data_deletes(&self) -> u64 {
         self.state.lock().data_deletes
+    }
+
+    /// Range deletes of data so far: a partition cleared by a node receiving it anew or by a
+    /// former holder cleaning up.
+    pub fn data_range_deletes(&self) -> u64 {
+        self.state.lock().data_range_deletes
     }
 
     /// Reads one record as the node would see it now (durable state plus pending writes).
@@ -218,6 +226,11 @@ impl Disk {
                 *space == Space::Data
             }
         });
+        s.data_range_deletes += batch
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::DeleteRange { space, .. } if *space == Space::Data))
+            .count() as u64;
         s.data_deletes += batch
             .ops
             .iter()

@@ -185,7 +185,7 @@ struct Totals {
     reaped: u64,
     /// Seeds in which the reaper removed at least one tombstone copy.
     seeds_reaping: u64,
-    /// Data records cleared by nodes receiving a partition anew.
+    /// Partitions cleared (range deletes) by nodes receiving them anew or cleaning up.
     cleared: u64,
     /// Partitions whose receipt the layout recorded.
     partitions_received: u64,
@@ -258,7 +258,7 @@ impl Totals {
         println!(
             "membership changes committed: joins {}, leaves {} (left and stopped {}), replaces {}; \
              skipped: joins {}, leaves {}, replaces {} (refused for data loss {}); partitions \
-             received {} (reported {}), keys copied {}, records cleared by receivers {}; \
+             received {} (reported {}), keys copied {}, partitions cleared {}; \
              partitions still moving at the final reads {}",
             committed("join", count("join-skipped")),
             committed("leave", count("leave-skipped")),

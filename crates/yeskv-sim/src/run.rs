@@ -177,8 +177,9 @@ pub struct SeedOutcome {
     pub simulated_ms: u64,
     /// Replica copies of tombstones removed by the reaper (the nodes' own counter).
     pub reaped: u64,
-    /// Data records removed by nodes that received a partition anew (what they held of it
-    /// before, and writes they took before their first transfer round).
+    /// Partitions cleared with a range delete: by nodes that received them anew (what they held
+    /// of them before, and writes they took before their first transfer round), and by former
+    /// holders cleaning up.
     pub cleared: u64,
     /// Partitions whose receipt the layout recorded.
     pub partitions_received: u64,
@@ -1094,8 +1095,8 @@ struct DiskTotals {
     lost_unsynced: u64,
     /// Writes acknowledged and dropped by the planted bug.
     lost_by_bug: u64,
-    /// Data records deleted: reaped tombstones and records cleared by receiving nodes.
-    data_deletes: u64,
+    /// Range deletes of data: partitions cleared by receivers and former holders.
+    data_range_deletes: u64,
 }
 
 /// Ends a run whose final reads are done: records each final holder's own copy of every key
@@ -1125,7 +1126,11 @@ fn read_final_state(
     let disks = DiskTotals {
         lost_unsynced: setup.slots.iter().map(|s| s.disk.lost_unsynced()).sum(),
         lost_by_bug: setup.slots.iter().map(|s| s.disk.lost_acked()).sum(),
-        data_deletes: setup.slots.iter().map(|s| s.disk.data_deletes()).sum(),
+        data_range_deletes: setup
+            .slots
+            .iter()
+            .map(|s| s.disk.data_range_deletes())
+            .sum(),
     };
     for slot in &setup.slots {
         *slot.replica.lock() = None;
@@ -1194,7 +1199,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
         lost_by_bug: disks.lost_by_bug,
         simulated_ms,
         reaped: counters.reaped(),
-        cleared: disks.data_deletes.saturating_sub(counters.reaped()),
+        cleared: disks.data_range_deletes,
         partitions_received: setup.layout.partitions_received(),
         partitions_reported: counters.partitions_reported(),
         transfer_keys: counters.transfer_keys(),

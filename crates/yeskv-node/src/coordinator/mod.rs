@@ -4,12 +4,15 @@
 //! come from the [`Topology`](crate::topology::Topology) (the layout this node last applied),
 //! never from a consensus round.
 //!
-//! - **Write** ([`write`]): if this node is a replica of the key, it applies the write with its
-//!   own actor ([`Replica::coordinate`](crate::replica::Replica::coordinate), durable locally),
+//! - **Write** ([`write`]): if this node holds the key's data (a replica not still receiving
+//!   the partition, or a former holder still serving it), it applies the write with its own
+//!   actor ([`Replica::coordinate`](crate::replica::Replica::coordinate), durable locally),
 //!   then sends the resulting object to the key's other replicas (`Merge`), and answers once `w`
 //!   replicas — itself included — hold it durably. Replication to the rest continues in the
-//!   background. If this node is not a replica, it forwards the write (`Coordinate`) to the
-//!   first live replica. Only a replica the request never reached (believed down, address
+//!   background. Otherwise it forwards the write (`Coordinate`) to the first live data holder
+//!   (a node still receiving clears the partition before its first copy: a dot of its actor
+//!   minted over a copy that lost the actor's earlier dots would cover writes it never saw).
+//!   Only a replica the request never reached (believed down, address
 //!   unknown, no connection could be made — a refused connection is a definite "not sent" —
 //!   or refused before applying) is skipped for the next one: after a transport failure
 //!   the write may have been applied there, and applying it again elsewhere would mint a second,
