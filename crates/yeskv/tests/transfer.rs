@@ -13,7 +13,14 @@ use std::time::Duration;
 
 use support::{converged, request, start_cluster, try_request, wait_until, Cluster, Node};
 
-const KEYS: usize = 2000;
+/// Keys preloaded per test: 2,000, or `YESKV_TRANSFER_KEYS` (the acceptance run of the
+/// join uses 100,000).
+fn keys_count() -> usize {
+    std::env::var("YESKV_TRANSFER_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
 
 fn status(addr: &str) -> serde_json::Value {
     request(addr, "GET", "/v1/status", &[], b"").json()
@@ -250,7 +257,7 @@ fn two_nodes_join_under_load_and_no_read_misses() {
     let config = quick_cleanup(dir.path());
     let config: Vec<&str> = config.iter().map(String::as_str).collect();
     let mut c = start_cluster(dir.path(), 3, &["a", "b", "c"], &config);
-    let keys = preload(&c.addrs(), "k", KEYS);
+    let keys = preload(&c.addrs(), "k", keys_count());
     let stored_before: Vec<u64> = c
         .addrs()
         .iter()
@@ -345,7 +352,7 @@ fn two_nodes_join_under_load_and_no_read_misses() {
         .iter()
         .map(|n| n.metric("yeskv_transfer_bytes_total"))
         .sum();
-    let written = acked.len() as f64 / KEYS as f64;
+    let written = acked.len() as f64 / keys_count() as f64;
     eprintln!("streamed {streamed} bytes, planned {planned}, written during {written:.2}x");
     assert!(
         streamed >= 0.9 * planned as f64 && streamed <= 1.1 * planned as f64 * (1.0 + written),
@@ -356,7 +363,7 @@ fn two_nodes_join_under_load_and_no_read_misses() {
     wait_until("former holders cleaned up", Duration::from_secs(60), || {
         addrs.iter().all(|a| stores_only_its_own(a))
     });
-    let total = (KEYS + acked.len()) as u64;
+    let total = (keys_count() + acked.len()) as u64;
     let stored: Vec<u64> = addrs
         .iter()
         .map(|a| status(a)["keys_stored"].as_u64().expect("keys_stored"))
@@ -378,7 +385,7 @@ fn three_nodes_leave_in_one_plan_and_nothing_is_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = start_cluster(dir.path(), 6, &["a", "b", "c"], &[]);
     let addrs = c.addrs();
-    let keys = preload(&addrs, "k", KEYS);
+    let keys = preload(&addrs, "k", keys_count());
     let leavers = serde_json::json!({ "nodes": ["n1", "n2", "n3"] });
 
     let mut forced = leavers.clone();
@@ -446,11 +453,11 @@ fn a_dead_node_is_replaced_from_the_survivors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = start_cluster(dir.path(), 4, &["a", "b", "c"], &[]);
     let addrs = c.addrs();
-    let mut keys = preload(&addrs, "k", KEYS);
+    let mut keys = preload(&addrs, "k", keys_count());
     c.nodes[3].kill9();
     let survivors: Vec<String> = addrs[..3].to_vec();
     wait_seen_down(&survivors[0], "n4");
-    keys.extend(preload(&survivors, "late", KEYS / 2));
+    keys.extend(preload(&survivors, "late", keys_count() / 2));
     let hints: u64 = survivors
         .iter()
         .map(|a| status(a)["hints_pending"].as_u64().unwrap_or(0))
@@ -543,7 +550,7 @@ fn a_receiver_killed_mid_stream_resumes_where_it_stopped() {
     .expect("config");
     let config = ["--config", path.to_str().expect("utf-8 path")];
     let mut c = start_cluster(dir.path(), 3, &["a", "b", "c"], &config);
-    let keys = preload(&c.addrs(), "k", KEYS);
+    let keys = preload(&c.addrs(), "k", keys_count());
     let n4 = start_spare(dir.path(), &c, "n4", "a", &config);
     c.nodes.push(n4);
     let addrs = c.addrs();
@@ -584,5 +591,69 @@ fn a_receiver_killed_mid_stream_resumes_where_it_stopped() {
     assert_clean(&seen, "through n4 after the transfer");
     wait_until("replicas agree", Duration::from_secs(60), || {
         converged(&addrs)
+    });
+}
+
+/// Several staged changes in one plan: two nodes join and one leaves in one commit, under a
+/// writer and readers through the nodes that stay. Nothing misses; the leaver leaves the
+/// layout once its partitions are confirmed elsewhere, is then killed and wiped, and every key
+/// reads back with three equal copies.
+#[test]
+fn two_joins_and_a_leave_in_one_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = start_cluster(dir.path(), 4, &["a", "b", "c"], &[]);
+    let keys = preload(&c.addrs(), "k", keys_count());
+    let n5 = start_spare(dir.path(), &c, "n5", "b", &[]);
+    let n6 = start_spare(dir.path(), &c, "n6", "c", &[]);
+    c.nodes.push(n5);
+    c.nodes.push(n6);
+    let addrs = c.addrs();
+    let staying: Vec<String> = addrs[1..].to_vec();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
+    let reading = readers(&staying[..3], &keys, &seen, &stop);
+    let writes = writer(staying[..3].to_vec(), stop.clone());
+    let joiners = serde_json::json!({ "nodes": ["n5", "n6"] });
+    wait_until("n5 and n6 in n2's gossip view", Duration::from_secs(30), || {
+        stage(&staying[0], "/v1/cluster/join", joiners.clone()).status == 200
+    });
+    let r = stage(
+        &staying[0],
+        "/v1/cluster/leave",
+        serde_json::json!({ "nodes": ["n1"] }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let plan = r.json();
+    assert_eq!(plan["staged"]["joins"], serde_json::json!(["n5", "n6"]), "{plan}");
+    assert_eq!(plan["staged"]["leaves"][0]["node"], "n1", "{plan}");
+    assert!(plan["receiving"]["n5"].as_u64() > Some(0), "{plan}");
+    assert!(plan["sourcing"]["n1"].as_u64() > Some(0), "{plan}");
+    commit(&staying[0]);
+    wait_until("n1 is out of the layout", Duration::from_secs(120), || {
+        staying.iter().all(|addr| {
+            request(addr, "GET", "/v1/ring", &[], b"").json()["nodes"]
+                .as_array()
+                .is_some_and(|m| m.len() == 5 && m.iter().all(|n| n["id"] != "n1"))
+        })
+    });
+    wait_transfers_done(&staying, Duration::from_secs(120));
+    c.nodes[0].kill9();
+    std::fs::remove_dir_all(&c.nodes[0].data_dir).expect("wipe");
+    stop.store(true, Ordering::Relaxed);
+    for r in reading {
+        r.join().expect("reader");
+    }
+    let (acked, refused) = writes.join().expect("writer");
+    assert_clean(&seen, "during the change");
+    assert!(
+        refused.len() * 1000 <= acked.len(),
+        "writes refused: {refused:?}"
+    );
+    let after = Seen::default();
+    read_pass(&staying, &keys, &after);
+    read_pass(&staying, &acked, &after);
+    assert_clean(&after, "after n1 was wiped");
+    wait_until("replicas agree", Duration::from_secs(60), || {
+        converged(&staying)
     });
 }
