@@ -10,13 +10,16 @@
 //! (a write that arrived since keeps it for the next round).
 //!
 //! A hint is never dropped for its age (see `replica/hints.rs`): it waits, however long its
-//! target is away. If the target has left the layout, the hint goes to the key's current
-//! primaries instead (each merges it; the hint is removed once all of them took it durably),
-//! so a node that leaves for good takes nothing owed to it along.
+//! target is away. If the target has left the layout, or no longer holds the key's partition
+//! (the partition moved while it was away), the hint goes to the key's current holders instead
+//! (its write set: each merges it; the hint is removed once all of them took it durably), so a
+//! node that leaves for good takes nothing owed to it along, and no hint lands on a node that
+//! would clean it up as a former holder's copy.
 
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
+use yeskv_core::keyspace::split_storage_key;
 use yeskv_core::NodeId;
 use yeskv_storage::Engine;
 
@@ -118,15 +121,18 @@ pub async fn round<E: Engine>(
             break;
         }
         let full = batch.len() == settings.batch;
-        let results: Vec<Result<bool, Error>> = stream::iter(batch)
+        let results: Vec<Result<(bool, bool), Error>> = stream::iter(batch)
             .map(|h| async move {
-                if member {
+                let holds = member
+                    && split_storage_key(&h.storage_key)
+                        .is_some_and(|(p, _, _)| topology.write_set(p).contains(target));
+                if holds {
                     replication::hand_off(ctx, target, &h).await?;
                 } else {
                     replication::rehome(ctx, &h).await?;
                 }
                 ::metrics::counter!(metrics::HANDOFF_BYTES).increment(h.raw.len() as u64);
-                replica.remove_hint(target, &h).await
+                Ok((replica.remove_hint(target, &h).await?, holds))
             })
             .buffer_unordered(settings.inflight_max.max(1))
             .collect()
@@ -134,15 +140,15 @@ pub async fn round<E: Engine>(
         let mut failed = false;
         for r in results {
             match r {
-                Ok(true) if member => {
+                Ok((true, true)) => {
                     done.handed_off += 1;
                     ::metrics::counter!(metrics::HINTS_HANDED_OFF).increment(1);
                 }
-                Ok(true) => {
+                Ok((true, false)) => {
                     done.rehomed += 1;
                     ::metrics::counter!(metrics::HINTS_REHOMED).increment(1);
                 }
-                Ok(false) => {}
+                Ok((false, _)) => {}
                 Err(e) => {
                     failed = true;
                     done.failed += 1;

@@ -155,7 +155,7 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             // whose copy has since been cleaned up, or a new holder still receiving, and "not
             // found" from either would be a miss. Refused, the coordinator asks the others.
             let topology = ctx.topology();
-            let holds = yeskv_core::keyspace::split_storage_key(&storage_key)
+            let holds = split_storage_key(&storage_key)
                 .is_none_or(|(p, _, _)| topology.data_holders(p).contains(topology.local()));
             if !holds {
                 return PeerResponse::Failed(RemoteError::Unavailable(format!(
@@ -181,7 +181,23 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             key_hash,
             storage_key,
             record,
-        } => merge_record(ctx, Slot::Own, key_hash, &storage_key, &record).await,
+        } => {
+            // A node takes a copy into its own data only for a partition it is in the write set
+            // of in its layout: a coordinator (or a handoff) with an older layout may still
+            // count a former holder, whose copy would be cleaned up, and a write acknowledged
+            // on it would be lost. Refused, the sender uses another holder or a stand-in.
+            let topology = ctx.topology();
+            let holds = split_storage_key(&storage_key)
+                .is_none_or(|(p, _, _)| topology.write_set(p).contains(topology.local()));
+            if !holds {
+                return PeerResponse::Failed(RemoteError::Unavailable(format!(
+                    "{} holds no copy of this key's partition in its layout (version {})",
+                    topology.local(),
+                    topology.layout_version()
+                )));
+            }
+            merge_record(ctx, Slot::Own, key_hash, &storage_key, &record).await
+        }
         ReplicationRequest::MergeHint {
             target,
             key_hash,
