@@ -614,9 +614,11 @@ fn two_joins_and_a_leave_in_one_plan() {
     let reading = readers(&staying[..3], &keys, &seen, &stop);
     let writes = writer(staying[..3].to_vec(), stop.clone());
     let joiners = serde_json::json!({ "nodes": ["n5", "n6"] });
-    wait_until("n5 and n6 in n2's gossip view", Duration::from_secs(30), || {
-        stage(&staying[0], "/v1/cluster/join", joiners.clone()).status == 200
-    });
+    wait_until(
+        "n5 and n6 in n2's gossip view",
+        Duration::from_secs(30),
+        || stage(&staying[0], "/v1/cluster/join", joiners.clone()).status == 200,
+    );
     let r = stage(
         &staying[0],
         "/v1/cluster/leave",
@@ -624,7 +626,11 @@ fn two_joins_and_a_leave_in_one_plan() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let plan = r.json();
-    assert_eq!(plan["staged"]["joins"], serde_json::json!(["n5", "n6"]), "{plan}");
+    assert_eq!(
+        plan["staged"]["joins"],
+        serde_json::json!(["n5", "n6"]),
+        "{plan}"
+    );
     assert_eq!(plan["staged"]["leaves"][0]["node"], "n1", "{plan}");
     assert!(plan["receiving"]["n5"].as_u64() > Some(0), "{plan}");
     assert!(plan["sourcing"]["n1"].as_u64() > Some(0), "{plan}");
