@@ -403,6 +403,41 @@ pub fn assign(
     })
 }
 
+/// The layout of a cluster spread over regions: every region of `regions` (each with its replica
+/// count and its members) gets its own [`assign`] over its members only, and a partition's
+/// replicas are the regions' replicas one region after the other, in the order of `regions`
+/// (each region's primary first within it). Every guarantee of [`assign`] holds inside each
+/// region (zones spread, balance, fewest moves: `previous` may hold every region's nodes, a
+/// region's placement ignores the others'). A region without members holds no replica; at
+/// least one region must have members.
+pub fn assign_regions(
+    regions: &[(u8, Vec<NodeSpec>)],
+    partitions: u32,
+    previous: Option<&Assignment>,
+) -> Result<Assignment, PlacementError> {
+    let mut parts = Vec::with_capacity(regions.len());
+    for (n, members) in regions {
+        if !members.is_empty() {
+            parts.push(assign(members, *n, partitions, previous)?);
+        }
+    }
+    if parts.is_empty() {
+        return Err(PlacementError::NoMembers);
+    }
+    let width: usize = parts.iter().map(Assignment::replicas_per_partition).sum();
+    let mut table = Vec::with_capacity(partitions as usize * width);
+    for partition in 0..partitions {
+        for part in &parts {
+            table.extend(part.replicas(partition as u16).iter().cloned());
+        }
+    }
+    Ok(Assignment {
+        partitions,
+        replicas_per_partition: width,
+        table,
+    })
+}
+
 /// Validated members, indexed by their position in id order, with the targets computed.
 struct Plan {
     /// Node ids, ascending.

@@ -692,3 +692,82 @@ fn fifty_nodes_are_fast() {
         );
     }
 }
+
+/// A random cluster over regions: per region a replica count 1..=3 and 0 to 6 nodes in 1 to 3
+/// zones (ids unique across regions); at least one region has nodes.
+fn regional_cluster() -> impl Strategy<Value = Vec<(u8, Vec<NodeSpec>)>> {
+    proptest::collection::vec(
+        (
+            1u8..=3,
+            proptest::collection::vec((0usize..3, 1u32..=2), 0..=6),
+        ),
+        1..=3,
+    )
+    .prop_filter("some region has nodes", |regions| {
+        regions.iter().any(|(_, nodes)| !nodes.is_empty())
+    })
+    .prop_map(|regions| {
+        let mut next = 0;
+        regions
+            .into_iter()
+            .enumerate()
+            .map(|(r, (n, nodes))| {
+                let members = nodes
+                    .into_iter()
+                    .map(|(zone, capacity)| {
+                        next += 1;
+                        NodeSpec::new(id(next), format!("r{r}-zone-{zone}"), capacity)
+                    })
+                    .collect();
+                (n, members)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Each region holds exactly `min(n_r, its nodes)` replicas of every partition, all its own
+    /// nodes, in one block in region order, and that block is what `assign` gives the region
+    /// alone: regions never borrow each other's nodes, and one region's change moves nothing in
+    /// another.
+    #[test]
+    fn regions_are_placed_independently(regions in regional_cluster(), grow in 0usize..3) {
+        let partitions = 64;
+        let all = yeskv_core::placement::assign_regions(&regions, partitions, None)
+            .expect("valid regions");
+        for p in 0..partitions as u16 {
+            let row = all.replicas(p);
+            let mut at = 0;
+            for (n, members) in &regions {
+                if members.is_empty() {
+                    continue;
+                }
+                let alone = assign(members, *n, partitions, None).expect("valid region");
+                let width = usize::from(*n).min(members.len());
+                prop_assert_eq!(&row[at..at + width], alone.replicas(p));
+                at += width;
+            }
+            prop_assert_eq!(at, row.len());
+        }
+        // One more node in region `grow` (if it exists): the other regions' blocks stay.
+        let mut grown = regions.clone();
+        if let Some((_, members)) = grown.get_mut(grow) {
+            members.push(NodeSpec::new(id(99), "new-zone", 1));
+        }
+        let after = yeskv_core::placement::assign_regions(&grown, partitions, Some(&all))
+            .expect("valid regions");
+        for (r, (_, members)) in regions.iter().enumerate() {
+            if r == grow || members.is_empty() {
+                continue;
+            }
+            let ids: BTreeSet<&NodeId> = members.iter().map(|m| &m.id).collect();
+            for p in 0..partitions as u16 {
+                let before: Vec<_> = all.replicas(p).iter().filter(|n| ids.contains(n)).collect();
+                let now: Vec<_> = after.replicas(p).iter().filter(|n| ids.contains(n)).collect();
+                prop_assert_eq!(before, now);
+            }
+        }
+    }
+}

@@ -13,8 +13,9 @@
 //! - `format` is [`FORMAT`]; a reader refuses a format it does not know with
 //!   [`LayoutError::UnsupportedFormat`] instead of misreading it. A new format bumps the byte
 //!   and keeps a decoder for the old one (the fixture tests pin the bytes of each). Format 1 had
-//!   no layout epoch and no transitions; it is still read ([`reading_format`] tells the layout's
-//!   decoder which schema it is reading) and never written.
+//!   no layout epoch and no transitions, format 2 no regions (members' and join specs' `region`,
+//!   the layout's and the staging's replication per region); both are still read
+//!   ([`reading_format`] tells the decoders which schema they are reading) and never written.
 //! - postcard is compact and not self-describing: the format byte is what names the schema.
 //! - A checksum failure or a payload that does not decode is [`LayoutError::Corrupt`]; decoding
 //!   never panics on any input (property-tested).
@@ -27,7 +28,7 @@ use serde::Serialize;
 use crate::error::LayoutError;
 
 /// The format byte this build writes (and the newest it reads).
-pub const FORMAT: u8 = 2;
+pub const FORMAT: u8 = 3;
 
 /// The oldest format this build reads.
 pub const FORMAT_MIN: u8 = 1;
@@ -93,8 +94,8 @@ mod tests {
     #[test]
     fn round_trip_and_fixture() {
         let sealed = seal(&(7u64, "z".to_string())).expect("encodes");
-        // format 2, varint 7, string of length 1 "z", crc32c LE.
-        assert_eq!(&sealed[..4], &[2, 7, 1, b'z']);
+        // format 3, varint 7, string of length 1 "z", crc32c LE.
+        assert_eq!(&sealed[..4], &[3, 7, 1, b'z']);
         assert_eq!(sealed.len(), 8);
         let back: (u64, String) = open(&sealed).expect("decodes");
         assert_eq!(back, (7, "z".to_string()));
@@ -112,7 +113,7 @@ mod tests {
         body.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         assert!(matches!(
             open::<u32>(&body),
-            Err(LayoutError::UnsupportedFormat { found: 3, .. })
+            Err(LayoutError::UnsupportedFormat { found: 4, .. })
         ));
         assert!(matches!(
             open::<u32>(&[1, 2]),

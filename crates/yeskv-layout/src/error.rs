@@ -147,6 +147,12 @@ pub enum LayoutError {
         /// The format this build writes and reads.
         supported: u8,
     },
+    /// A replication per region that breaks a limit, or that names a region without owners.
+    #[error("invalid replication: {reason}")]
+    InvalidReplication {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl LayoutError {

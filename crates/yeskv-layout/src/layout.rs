@@ -72,6 +72,15 @@ use crate::wire;
 
 /// Longest zone name, in bytes.
 pub const ZONE_BYTES_MAX: usize = 64;
+/// Longest region name, in bytes.
+pub const REGION_BYTES_MAX: usize = 64;
+/// The region of a node started without one. A cluster whose layout names no regions
+/// ([`Layout::replication`] empty) places replicas over all its owners, whatever their region.
+pub const DEFAULT_REGION: &str = "default";
+/// Most regions a layout's replication may name.
+pub const REGIONS_MAX: usize = 8;
+/// Most replicas of a partition in one region.
+pub const REGION_REPLICAS_MAX: u8 = 15;
 /// Longest address (`host:port`), in bytes.
 pub const ADDRESS_BYTES_MAX: usize = 256;
 /// Longest cluster id, in bytes (the RPC handshake's limit).
@@ -102,7 +111,7 @@ impl MemberState {
 }
 
 /// One member of a layout.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Member {
     /// Failure domain; replicas of a partition spread over zones. At most [`ZONE_BYTES_MAX`].
     pub zone: String,
@@ -114,6 +123,11 @@ pub struct Member {
     pub http: String,
     /// The node's internode RPC address (`host:port`), also its Raft address.
     pub peer: String,
+    /// The region (data centre, cloud region) the node's zone lives in: with
+    /// [`Layout::replication`] set, each region holds its own replicas of every partition. At
+    /// most [`REGION_BYTES_MAX`]; [`DEFAULT_REGION`] for a node started without one (and for
+    /// every member of a layout written before regions existed, format 2 and older).
+    pub region: String,
 }
 
 impl Member {
@@ -124,13 +138,60 @@ impl Member {
             state,
             http: spec.http.clone(),
             peer: spec.peer.clone(),
+            region: spec.region.clone(),
         }
+    }
+}
+
+/// A member as formats 1 and 2 wrote it (no region).
+#[derive(Deserialize)]
+struct MemberV2 {
+    zone: String,
+    capacity: u32,
+    state: MemberState,
+    http: String,
+    peer: String,
+}
+
+#[derive(Deserialize)]
+struct MemberV3 {
+    zone: String,
+    capacity: u32,
+    state: MemberState,
+    http: String,
+    peer: String,
+    region: String,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
+        Ok(if codec::reading_format() < 3 {
+            let m = MemberV2::deserialize(deserializer)?;
+            Member {
+                zone: m.zone,
+                capacity: m.capacity,
+                state: m.state,
+                http: m.http,
+                peer: m.peer,
+                region: DEFAULT_REGION.into(),
+            }
+        } else {
+            let m = MemberV3::deserialize(deserializer)?;
+            Member {
+                zone: m.zone,
+                capacity: m.capacity,
+                state: m.state,
+                http: m.http,
+                peer: m.peer,
+                region: m.region,
+            }
+        })
     }
 }
 
 /// What a join records about a node. Joining a node that is already a member updates these
 /// (e.g. a capacity change).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct JoinSpec {
     /// See [`Member::zone`].
     pub zone: String,
@@ -140,6 +201,50 @@ pub struct JoinSpec {
     pub http: String,
     /// See [`Member::peer`].
     pub peer: String,
+    /// See [`Member::region`].
+    pub region: String,
+}
+
+/// A join spec as formats 1 and 2 wrote it (no region).
+#[derive(Deserialize)]
+struct JoinSpecV2 {
+    zone: String,
+    capacity: u32,
+    http: String,
+    peer: String,
+}
+
+#[derive(Deserialize)]
+struct JoinSpecV3 {
+    zone: String,
+    capacity: u32,
+    http: String,
+    peer: String,
+    region: String,
+}
+
+impl<'de> Deserialize<'de> for JoinSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<JoinSpec, D::Error> {
+        Ok(if codec::reading_format() < 3 {
+            let s = JoinSpecV2::deserialize(deserializer)?;
+            JoinSpec {
+                zone: s.zone,
+                capacity: s.capacity,
+                http: s.http,
+                peer: s.peer,
+                region: DEFAULT_REGION.into(),
+            }
+        } else {
+            let s = JoinSpecV3::deserialize(deserializer)?;
+            JoinSpec {
+                zone: s.zone,
+                capacity: s.capacity,
+                http: s.http,
+                peer: s.peer,
+                region: s.region,
+            }
+        })
+    }
 }
 
 impl JoinSpec {
@@ -160,6 +265,12 @@ impl JoinSpec {
                 self.zone.len()
             ));
         }
+        if self.region.is_empty() || self.region.len() > REGION_BYTES_MAX {
+            return invalid(format!(
+                "region must be 1 to {REGION_BYTES_MAX} bytes, got {}",
+                self.region.len()
+            ));
+        }
         for (name, address) in [("http", &self.http), ("peer", &self.peer)] {
             if address.is_empty() || address.len() > ADDRESS_BYTES_MAX {
                 return invalid(format!(
@@ -170,6 +281,38 @@ impl JoinSpec {
         }
         Ok(())
     }
+}
+
+/// Replicas per region: each named region holds that many replicas of every partition (or as
+/// many as it has owners), placed among its own owners. Empty: one implicit region, `n`
+/// replicas over every owner. See [`validate_replication`] for the limits.
+pub type Replication = BTreeMap<String, u8>;
+
+/// Checks a replication map: at most [`REGIONS_MAX`] regions, names of 1 to
+/// [`REGION_BYTES_MAX`] bytes, 1 to [`REGION_REPLICAS_MAX`] replicas each.
+pub fn validate_replication(replication: &Replication) -> Result<(), LayoutError> {
+    let invalid = |reason: String| Err(LayoutError::InvalidReplication { reason });
+    if replication.len() > REGIONS_MAX {
+        return invalid(format!(
+            "{} regions, at most {REGIONS_MAX}",
+            replication.len()
+        ));
+    }
+    for (region, replicas) in replication {
+        if region.is_empty() || region.len() > REGION_BYTES_MAX {
+            return invalid(format!(
+                "region names are 1 to {REGION_BYTES_MAX} bytes, got {}",
+                region.len()
+            ));
+        }
+        if *replicas == 0 || *replicas > REGION_REPLICAS_MAX {
+            return invalid(format!(
+                "region {region:?}: replicas must be 1 to {REGION_REPLICAS_MAX}, got {replicas} \
+                 (leave a region out to give it none)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How a node leaves.
@@ -220,10 +363,15 @@ pub enum StagedChange {
         /// Graceful or forced.
         mode: LeaveMode,
     },
+    /// Set the replicas per region ([`Layout::replication`]); replaces any staged one.
+    Replication {
+        /// Region → replicas.
+        regions: Replication,
+    },
 }
 
 /// The changes waiting for the next commit. A node is in at most one of the two maps.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Staged {
     /// Bumped by every stage, unstage and commit: a commit names the revision it was planned
     /// against, so a change staged in between is never committed unseen.
@@ -234,17 +382,61 @@ pub struct Staged {
     /// Nodes to remove.
     #[serde(with = "wire::node_map")]
     pub leaves: BTreeMap<NodeId, LeaveMode>,
+    /// New replicas per region, if staged.
+    pub replication: Option<Replication>,
+}
+
+/// Staged changes as formats 1 and 2 wrote them (no replication).
+#[derive(Deserialize)]
+struct StagedV2 {
+    revision: u64,
+    #[serde(with = "wire::node_map")]
+    joins: BTreeMap<NodeId, JoinSpec>,
+    #[serde(with = "wire::node_map")]
+    leaves: BTreeMap<NodeId, LeaveMode>,
+}
+
+#[derive(Deserialize)]
+struct StagedV3 {
+    revision: u64,
+    #[serde(with = "wire::node_map")]
+    joins: BTreeMap<NodeId, JoinSpec>,
+    #[serde(with = "wire::node_map")]
+    leaves: BTreeMap<NodeId, LeaveMode>,
+    replication: Option<Replication>,
+}
+
+impl<'de> Deserialize<'de> for Staged {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Staged, D::Error> {
+        Ok(if codec::reading_format() < 3 {
+            let s = StagedV2::deserialize(deserializer)?;
+            Staged {
+                revision: s.revision,
+                joins: s.joins,
+                leaves: s.leaves,
+                replication: None,
+            }
+        } else {
+            let s = StagedV3::deserialize(deserializer)?;
+            Staged {
+                revision: s.revision,
+                joins: s.joins,
+                leaves: s.leaves,
+                replication: s.replication,
+            }
+        })
+    }
 }
 
 impl Staged {
     /// Whether nothing is staged.
     pub fn is_empty(&self) -> bool {
-        self.joins.is_empty() && self.leaves.is_empty()
+        self.joins.is_empty() && self.leaves.is_empty() && self.replication.is_none()
     }
 
     /// Number of staged changes.
     pub fn len(&self) -> usize {
-        self.joins.len() + self.leaves.len()
+        self.joins.len() + self.leaves.len() + usize::from(self.replication.is_some())
     }
 }
 
@@ -269,6 +461,10 @@ pub struct Layout {
     pub assignment: Assignment,
     /// Partitions whose holders are changing (see [`crate::transition`]).
     pub transitions: Transitions,
+    /// Replicas per region; empty: one implicit region of `n` replicas over every owner (see
+    /// [`Replication`]). With regions, a partition's replicas are listed region by region, in
+    /// region name order, each region's primary first.
+    pub replication: Replication,
 }
 
 impl Layout {
@@ -296,9 +492,21 @@ impl Layout {
             members: BTreeMap::from([(node, Member::from_spec(&spec, MemberState::Valid))]),
             assignment,
             transitions: Transitions::new(),
+            replication: Replication::new(),
         };
         layout.validate()?;
         Ok(layout)
+    }
+
+    /// The region of `node`, if it is a member.
+    pub fn region_of(&self, node: &NodeId) -> Option<&str> {
+        self.members.get(node).map(|m| m.region.as_str())
+    }
+
+    /// Replicas of every partition: `min(n, owners)` without regions, else the sum over the
+    /// named regions of `min(replicas, owners in the region)`.
+    pub fn replicas_per_partition(&self) -> usize {
+        replicas_per_partition(&self.members, self.n, &self.replication)
     }
 
     /// The owners ([`MemberState::Valid`] members), by id.
@@ -419,6 +627,7 @@ impl Layout {
                 capacity: member.capacity,
                 http: member.http.clone(),
                 peer: member.peer.clone(),
+                region: member.region.clone(),
             };
             spec.validate(node)
                 .map_err(|error| LayoutError::invalid(error.to_string()))?;
@@ -440,10 +649,17 @@ impl Layout {
                 self.partitions
             )));
         }
-        let width = usize::from(self.n).min(owners);
+        validate_replication(&self.replication)
+            .map_err(|error| LayoutError::invalid(error.to_string()))?;
+        if let Some(region) = empty_region(&self.members, &self.replication) {
+            return Err(LayoutError::invalid(format!(
+                "replication names region {region:?}, which has no owner"
+            )));
+        }
+        let width = self.replicas_per_partition();
         if self.assignment.replicas_per_partition() != width {
             return Err(LayoutError::invalid(format!(
-                "assignment has {} replicas per partition, expected min(n, owners) = {width}",
+                "assignment has {} replicas per partition, expected {width}",
                 self.assignment.replicas_per_partition()
             )));
         }
@@ -456,6 +672,27 @@ impl Layout {
                             "partition {partition} is assigned to {node}, which is not an owner"
                         )))
                     }
+                }
+            }
+        }
+        if !self.replication.is_empty() {
+            for (partition, row) in self.assignment.iter() {
+                let mut at = 0;
+                for (region, replicas) in &self.replication {
+                    let owners = self.owners().filter(|(_, m)| &m.region == region).count();
+                    let take = usize::from(*replicas).min(owners);
+                    let block = row.get(at..at + take).unwrap_or_default();
+                    if block.len() != take
+                        || block
+                            .iter()
+                            .any(|n| self.region_of(n) != Some(region.as_str()))
+                    {
+                        return Err(LayoutError::invalid(format!(
+                            "partition {partition} does not hold {take} replicas in region \
+                             {region:?} in region order"
+                        )));
+                    }
+                    at += take;
                 }
             }
         }
@@ -487,6 +724,71 @@ fn node_specs(members: &BTreeMap<NodeId, Member>) -> Vec<NodeSpec> {
         .collect()
 }
 
+/// See [`Layout::replicas_per_partition`].
+fn replicas_per_partition(
+    members: &BTreeMap<NodeId, Member>,
+    n: u8,
+    replication: &Replication,
+) -> usize {
+    let owners = || members.values().filter(|m| m.state == MemberState::Valid);
+    if replication.is_empty() {
+        return usize::from(n).min(owners().count());
+    }
+    replication
+        .iter()
+        .map(|(region, replicas)| {
+            usize::from(*replicas).min(owners().filter(|m| &m.region == region).count())
+        })
+        .sum()
+}
+
+/// A region `replication` names in which no member is an owner, if any.
+fn empty_region<'a>(
+    members: &BTreeMap<NodeId, Member>,
+    replication: &'a Replication,
+) -> Option<&'a str> {
+    replication
+        .keys()
+        .find(|region| {
+            !members
+                .values()
+                .any(|m| m.state == MemberState::Valid && &m.region == *region)
+        })
+        .map(String::as_str)
+}
+
+/// The target assignment for `members` (owners only are placed): one pool of `n` replicas, or
+/// per region (see [`Layout::replication`]), with the fewest moves from `previous`.
+fn place(
+    members: &BTreeMap<NodeId, Member>,
+    n: u8,
+    replication: &Replication,
+    partitions: u32,
+    previous: Option<&Assignment>,
+) -> Result<Assignment, LayoutError> {
+    if replication.is_empty() {
+        return placement::assign(&node_specs(members), n, partitions, previous)
+            .map_err(placement_error);
+    }
+    if let Some(region) = empty_region(members, replication) {
+        return Err(LayoutError::InvalidReplication {
+            reason: format!("region {region:?} would have no owning node"),
+        });
+    }
+    let regions: Vec<(u8, Vec<NodeSpec>)> = replication
+        .iter()
+        .map(|(region, replicas)| {
+            let in_region: BTreeMap<NodeId, Member> = members
+                .iter()
+                .filter(|(_, m)| &m.region == region)
+                .map(|(id, m)| (id.clone(), m.clone()))
+                .collect();
+            (*replicas, node_specs(&in_region))
+        })
+        .collect();
+    placement::assign_regions(&regions, partitions, previous).map_err(placement_error)
+}
+
 fn placement_error(error: placement::PlacementError) -> LayoutError {
     LayoutError::Placement {
         reason: error.to_string(),
@@ -506,6 +808,7 @@ struct LayoutWireRef<'a> {
     replicas_per_partition: u16,
     table: Vec<u16>,
     transitions: Vec<TransitionWire>,
+    replication: &'a Replication,
 }
 
 /// One transition on the wire: partition, syncing `(member index, since epoch)`, sources, and
@@ -523,6 +826,38 @@ struct LayoutWire {
     replicas_per_partition: u16,
     table: Vec<u16>,
     transitions: Vec<TransitionWire>,
+    replication: Replication,
+}
+
+/// Format 2 (before regions): read with no replication per region.
+#[derive(Deserialize)]
+struct LayoutWireV2 {
+    version: u64,
+    epoch: u64,
+    cluster_id: String,
+    n: u8,
+    partitions: u32,
+    members: Vec<(String, Member)>,
+    replicas_per_partition: u16,
+    table: Vec<u16>,
+    transitions: Vec<TransitionWire>,
+}
+
+impl From<LayoutWireV2> for LayoutWire {
+    fn from(v2: LayoutWireV2) -> LayoutWire {
+        LayoutWire {
+            version: v2.version,
+            epoch: v2.epoch,
+            cluster_id: v2.cluster_id,
+            n: v2.n,
+            partitions: v2.partitions,
+            members: v2.members,
+            replicas_per_partition: v2.replicas_per_partition,
+            table: v2.table,
+            transitions: v2.transitions,
+            replication: Replication::new(),
+        }
+    }
 }
 
 /// Format 1 (before transitions): read as epoch = version, nothing in transition.
@@ -549,6 +884,7 @@ impl From<LayoutWireV1> for LayoutWire {
             replicas_per_partition: v1.replicas_per_partition,
             table: v1.table,
             transitions: Vec::new(),
+            replication: Replication::new(),
         }
     }
 }
@@ -608,6 +944,7 @@ impl Serialize for Layout {
             replicas_per_partition: self.assignment.replicas_per_partition() as u16,
             table,
             transitions,
+            replication: &self.replication,
         }
         .serialize(serializer)
     }
@@ -615,10 +952,10 @@ impl Serialize for Layout {
 
 impl<'de> Deserialize<'de> for Layout {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Layout, D::Error> {
-        let wire = if codec::reading_format() == 1 {
-            LayoutWire::from(LayoutWireV1::deserialize(deserializer)?)
-        } else {
-            LayoutWire::deserialize(deserializer)?
+        let wire = match codec::reading_format() {
+            1 => LayoutWire::from(LayoutWireV1::deserialize(deserializer)?),
+            2 => LayoutWire::from(LayoutWireV2::deserialize(deserializer)?),
+            _ => LayoutWire::deserialize(deserializer)?,
         };
         Layout::try_from(wire).map_err(D::Error::custom)
     }
@@ -699,6 +1036,7 @@ impl TryFrom<LayoutWire> for Layout {
             members,
             assignment,
             transitions,
+            replication: wire.replication,
         };
         layout.validate()?;
         Ok(layout)
@@ -901,6 +1239,19 @@ fn apply_stage(state: &LayoutState, change: &StagedChange) -> Result<LayoutState
     match change {
         StagedChange::Join { node, spec } => stage_join(layout, &mut staged, node, spec)?,
         StagedChange::Leave { node, mode } => stage_leave(layout, &mut staged, node, *mode)?,
+        StagedChange::Replication { regions } => {
+            validate_replication(regions)?;
+            // Every named region must have an owner once the staged joins and leaves apply
+            // (stage the joins of a new region's nodes first).
+            if let Some(region) = empty_region(&next_members(layout, &staged)?, regions) {
+                return Err(LayoutError::InvalidReplication {
+                    reason: format!(
+                        "region {region:?} has no owning node (stage the joins of its nodes first)"
+                    ),
+                });
+            }
+            staged.replication = Some(regions.clone());
+        }
     }
     check_staged_limits(layout, &staged)?;
     staged.revision += 1;
@@ -996,6 +1347,7 @@ fn apply_unstage(state: &LayoutState, nodes: &[NodeId]) -> Result<LayoutState, L
     if nodes.is_empty() {
         staged.joins.clear();
         staged.leaves.clear();
+        staged.replication = None;
     }
     for node in nodes {
         let joined = staged.joins.remove(node).is_some();
@@ -1127,6 +1479,10 @@ fn successor(
         members: drop_released(members, &transitions),
         assignment,
         transitions,
+        replication: staged
+            .replication
+            .clone()
+            .unwrap_or_else(|| current.replication.clone()),
     };
     next.validate()?;
     Ok(next)
@@ -1232,13 +1588,14 @@ pub fn plan(layout: &Layout, staged: &Staged) -> Result<Plan, LayoutError> {
         return Err(LayoutError::NothingStaged);
     }
     let members = next_members(layout, staged)?;
-    let assignment = placement::assign(
-        &node_specs(&members),
+    let replication = staged.replication.as_ref().unwrap_or(&layout.replication);
+    let assignment = place(
+        &members,
         layout.n,
+        replication,
         layout.partitions,
         Some(&layout.assignment),
-    )
-    .map_err(placement_error)?;
+    )?;
     let next = successor(layout, staged, members, assignment)?;
     let moves = moves_between(&layout.assignment, &next.assignment);
     let mut owned: BTreeMap<NodeId, OwnedChange> = BTreeMap::new();

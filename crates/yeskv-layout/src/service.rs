@@ -310,6 +310,15 @@ impl LayoutService {
         Ok(self.state().state.staged.clone())
     }
 
+    /// Stages replicas per region (see [`crate::Layout::replication`]), replacing any staged
+    /// one; returns the staged changes after it.
+    pub async fn stage_replication(&self, regions: crate::Replication) -> Result<Staged> {
+        self.inner
+            .propose(Forward::Stage(StagedChange::Replication { regions }))
+            .await?;
+        Ok(self.state().state.staged.clone())
+    }
+
     /// Drops the staged changes of `nodes`, or all of them if `nodes` is empty.
     pub async fn unstage(&self, nodes: Vec<NodeId>) -> Result<Staged> {
         self.inner.propose(Forward::Unstage(nodes)).await?;

@@ -117,6 +117,7 @@ impl TestNode {
             capacity,
             http: format!("127.0.0.1:{}", 10_000 + self.addr.port() % 50_000),
             peer: self.addr.to_string(),
+            region: "default".into(),
         }
     }
 
@@ -479,6 +480,7 @@ async fn graceful_leave_drops_the_voter_and_an_unreachable_join_fails_cleanly() 
         capacity: 1,
         http: "127.0.0.1:1".into(),
         peer: "127.0.0.1:1".into(),
+        region: "default".into(),
     };
     nodes[0]
         .service

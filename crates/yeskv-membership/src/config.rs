@@ -8,7 +8,7 @@ use std::time::Duration;
 use yeskv_core::NodeId;
 
 use crate::error::{Error, Result};
-use crate::wire::{ADDRESS_BYTES_MAX, ZONE_BYTES_MAX};
+use crate::wire::{ADDRESS_BYTES_MAX, DEFAULT_REGION, REGION_BYTES_MAX, ZONE_BYTES_MAX};
 
 /// Default [`MembershipConfig::gossip_interval_ms`].
 pub const GOSSIP_INTERVAL_MS_DEFAULT: u64 = 500;
@@ -38,6 +38,9 @@ pub struct MembershipConfig {
     pub cluster_id: String,
     /// This node's zone (failure domain), gossiped. 1 to [`ZONE_BYTES_MAX`] bytes.
     pub zone: String,
+    /// This node's region, gossiped. 1 to [`REGION_BYTES_MAX`] bytes; [`DEFAULT_REGION`] unless
+    /// set.
+    pub region: String,
     /// The client HTTP address (`host:port`), gossiped as given. 1 to [`ADDRESS_BYTES_MAX`]
     /// bytes.
     pub http_addr: String,
@@ -97,6 +100,7 @@ impl MembershipConfig {
             node_id,
             cluster_id: cluster_id.into(),
             zone: zone.into(),
+            region: DEFAULT_REGION.into(),
             http_addr: http_addr.into(),
             peer_addr: peer_addr.into(),
             gossip_addr: None,
@@ -130,6 +134,7 @@ impl MembershipConfig {
         };
         text("cluster_id", &self.cluster_id, CLUSTER_ID_BYTES_MAX)?;
         text("zone", &self.zone, ZONE_BYTES_MAX)?;
+        text("region", &self.region, REGION_BYTES_MAX)?;
         text("http_addr", &self.http_addr, ADDRESS_BYTES_MAX)?;
         text("peer_addr", &self.peer_addr, ADDRESS_BYTES_MAX)?;
         if self.seeds.len() > SEEDS_MAX {

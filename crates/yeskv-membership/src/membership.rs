@@ -97,6 +97,7 @@ impl Membership {
 
         let info = NodeInfo {
             zone: config.zone.clone(),
+            region: config.region.clone(),
             http_addr: config.http_addr.clone(),
             peer_addr: config.peer_addr.clone(),
             layout_version: config.layout_version,

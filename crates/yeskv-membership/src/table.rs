@@ -209,6 +209,7 @@ fn member(id: NodeId, generation: u64, info: NodeInfo, status: MemberStatus) -> 
         id,
         generation,
         zone: info.zone,
+        region: info.region,
         http_addr: info.http_addr,
         peer_addr: info.peer_addr,
         layout_version: info.layout_version,
@@ -230,6 +231,7 @@ mod tests {
     fn info(zone: &str, layout_version: u64) -> NodeInfo {
         NodeInfo {
             zone: zone.to_string(),
+            region: crate::wire::DEFAULT_REGION.to_string(),
             http_addr: format!("http-{zone}"),
             peer_addr: format!("peer-{zone}"),
             layout_version,

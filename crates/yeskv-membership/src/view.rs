@@ -43,6 +43,8 @@ pub struct Member {
     pub generation: u64,
     /// Zone (failure domain).
     pub zone: String,
+    /// Region (see [`crate::wire`]).
+    pub region: String,
     /// Client HTTP address (`host:port`).
     pub http_addr: String,
     /// Internode RPC address (`host:port`, TCP).

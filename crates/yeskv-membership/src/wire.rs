@@ -11,6 +11,8 @@
 //! | `http`           | the client HTTP address, as configured                 |
 //! | `peer`           | the internode RPC (TCP) address, as configured         |
 //! | `layout_version` | the cluster layout version the node holds, decimal u64 |
+//! | `region`         | the node's region; optional: a node of a build before regions does not |
+//! |                  | publish it, and reads as [`DEFAULT_REGION`]                             |
 //!
 //! The node id, the generation and the gossip address travel in chitchat's own node identity
 //! (`ChitchatId`), and the cluster id in every SYN, so they are not repeated here.
@@ -24,6 +26,10 @@
 pub const NODE_INFO_FORMAT: &str = "1";
 /// Longest accepted zone name, in bytes.
 pub const ZONE_BYTES_MAX: usize = 64;
+/// Longest accepted region name, in bytes.
+pub const REGION_BYTES_MAX: usize = 64;
+/// The region of a node that publishes none.
+pub const DEFAULT_REGION: &str = "default";
 /// Longest accepted HTTP or peer address, in bytes.
 pub const ADDRESS_BYTES_MAX: usize = 256;
 
@@ -32,12 +38,15 @@ pub(crate) const KEY_ZONE: &str = "zone";
 pub(crate) const KEY_HTTP: &str = "http";
 pub(crate) const KEY_PEER: &str = "peer";
 pub(crate) const KEY_LAYOUT_VERSION: &str = "layout_version";
+pub(crate) const KEY_REGION: &str = "region";
 
 /// What a node says about itself in gossip.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInfo {
     /// Zone (failure domain).
     pub zone: String,
+    /// Region (the zone's data centre or cloud region).
+    pub region: String,
     /// Client HTTP address, as the node was configured (`host:port`).
     pub http_addr: String,
     /// Internode RPC address (`host:port`, TCP).
@@ -63,6 +72,7 @@ impl NodeInfo {
         vec![
             (KEY_FORMAT.to_string(), NODE_INFO_FORMAT.to_string()),
             (KEY_ZONE.to_string(), self.zone.clone()),
+            (KEY_REGION.to_string(), self.region.clone()),
             (KEY_HTTP.to_string(), self.http_addr.clone()),
             (KEY_PEER.to_string(), self.peer_addr.clone()),
             (
@@ -94,6 +104,13 @@ impl NodeInfo {
                 zone.len()
             ));
         }
+        let region = get(KEY_REGION).unwrap_or(DEFAULT_REGION);
+        if region.is_empty() || region.len() > REGION_BYTES_MAX {
+            return Decoded::Invalid(format!(
+                "region of {} bytes (1 to {REGION_BYTES_MAX} allowed)",
+                region.len()
+            ));
+        }
         for (name, address) in [("http", http), ("peer", peer)] {
             if address.is_empty() || address.len() > ADDRESS_BYTES_MAX {
                 return Decoded::Invalid(format!(
@@ -107,6 +124,7 @@ impl NodeInfo {
         };
         Decoded::Complete(NodeInfo {
             zone: zone.to_string(),
+            region: region.to_string(),
             http_addr: http.to_string(),
             peer_addr: peer.to_string(),
             layout_version,
@@ -123,6 +141,7 @@ mod tests {
     fn info() -> NodeInfo {
         NodeInfo {
             zone: "eu-1".into(),
+            region: "eu".into(),
             http_addr: "127.0.0.1:8081".into(),
             peer_addr: "127.0.0.1:7081".into(),
             layout_version: 7,
@@ -149,11 +168,23 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_without_a_region_is_in_the_default_region() {
+        let mut map: BTreeMap<_, _> = info().to_key_values().into_iter().collect();
+        map.remove(KEY_REGION);
+        let Decoded::Complete(read) = decode_map(&map) else {
+            panic!("a node info without region decodes");
+        };
+        assert_eq!(read.region, DEFAULT_REGION);
+    }
+
+    #[test]
     fn malformed_values_are_invalid() {
         let cases = [
             (KEY_FORMAT, "2".to_string()),
             (KEY_ZONE, String::new()),
             (KEY_ZONE, "z".repeat(ZONE_BYTES_MAX + 1)),
+            (KEY_REGION, String::new()),
+            (KEY_REGION, "r".repeat(REGION_BYTES_MAX + 1)),
             (KEY_HTTP, String::new()),
             (KEY_PEER, "p".repeat(ADDRESS_BYTES_MAX + 1)),
             (KEY_LAYOUT_VERSION, "-1".to_string()),

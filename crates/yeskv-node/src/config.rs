@@ -30,8 +30,11 @@ pub struct Config {
     pub peer: String,
     /// Peer addresses of nodes of the cluster to join; empty = start a new cluster.
     pub seeds: Vec<String>,
-    /// Failure domain (rack, availability zone, region) for replica placement.
+    /// Failure domain (rack, availability zone) for replica placement, inside the region.
     pub zone: String,
+    /// Region (data centre, cloud region) the node's zone lives in: with replication per
+    /// region staged (`POST /v1/cluster/replication`), each region holds its own replicas.
+    pub region: String,
     /// Replicas per key.
     pub n: u8,
     /// Default read quorum (per-request `?r=` overrides).
@@ -259,6 +262,7 @@ impl Default for Config {
             peer: "127.0.0.1:7081".into(),
             seeds: Vec::new(),
             zone: "default".into(),
+            region: "default".into(),
             n: 3,
             r: 2,
             w: 2,
@@ -442,6 +446,14 @@ impl Config {
     fn validate_replication(&self) -> Result<(), ConfigError> {
         if self.zone.is_empty() || self.zone.len() > 64 {
             return Err(ConfigError::from("zone must be 1 to 64 bytes"));
+        }
+        if self.region.is_empty()
+            || self.region.len() > 64
+            || self.region.chars().any(char::is_control)
+        {
+            return Err(ConfigError::from(
+                "region must be 1 to 64 bytes without control characters",
+            ));
         }
         if !(1..=16).contains(&self.n) {
             return Err(ConfigError::from(format!(

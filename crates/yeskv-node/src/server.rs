@@ -194,6 +194,7 @@ fn app_state(
         limits: raw.limits.clone(),
         node_id: cfg.node_id.clone(),
         zone: raw.zone.clone(),
+        region: raw.region.clone(),
         http: cfg.http.to_string(),
         peer: cfg.peer.to_string(),
         serving: AtomicU8::new(Serving::Starting as u8),
@@ -289,6 +290,7 @@ pub async fn start_layout(
             capacity: 1,
             http: cfg.http.to_string(),
             peer: cfg.peer.to_string(),
+            region: raw.region.clone(),
         };
         Some(
             Layout::bootstrap(
@@ -321,6 +323,7 @@ pub async fn start_membership(
         cfg.peer.to_string(),
     );
     config.seeds = raw.seeds.clone();
+    config.region = raw.region.clone();
     config.layout_version = layout.current().map_or(0, |l| l.version);
     let membership = Membership::start(config, GossipTransport::Udp)
         .await
@@ -462,6 +465,7 @@ fn directory(membership: &Arc<Membership>) -> crate::api::Directory {
             capacity: 1,
             http: m.http_addr.clone(),
             peer: m.peer_addr.clone(),
+            region: m.region.clone(),
         })
     })
 }
@@ -483,7 +487,7 @@ async fn serve_http(
         let _ = tcp.set_nodelay(true);
     });
     state.set_serving(Serving::Serving);
-    tracing::info!(node = %cfg.node_id, http = %local, zone = %cfg.raw.zone, sync = %cfg.sync, "serving");
+    tracing::info!(node = %cfg.node_id, http = %local, zone = %cfg.raw.zone, region = %cfg.raw.region, sync = %cfg.sync, "serving");
     let drain = Duration::from_millis(cfg.raw.server.shutdown_drain_ms);
     let draining = state.clone();
     let graceful = async move {

@@ -80,6 +80,7 @@ pub fn join_spec(index: usize, node: &NodeId) -> JoinSpec {
         capacity: 1,
         http: format!("{node}:{CLIENT_PORT}"),
         peer: peer_addr(node),
+        region: yeskv_layout::DEFAULT_REGION.into(),
     }
 }
 
@@ -160,12 +161,14 @@ impl LayoutCell {
                         state: MemberState::Valid,
                         http: spec.http,
                         peer: spec.peer,
+                        region: spec.region,
                     };
                     (id, member)
                 })
                 .collect(),
             assignment,
             transitions: Transitions::new(),
+            replication: Default::default(),
         };
         let state = apply(
             &LayoutState::default(),

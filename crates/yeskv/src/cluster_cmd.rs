@@ -14,6 +14,9 @@ pub enum ClusterCommand {
     Join(ChangeArgs),
     /// Stage: hand these nodes' partitions to others and drop them.
     Leave(LeaveArgs),
+    /// Stage replicas per region, as REGION=REPLICAS pairs (e.g. `r1=3 r2=3 r3=2`); `--none`
+    /// goes back to one implicit region of n replicas over every node.
+    Replication(ReplicationArgs),
     /// Show the staged changes and the partition moves they cause.
     Plan(NodeArg),
     /// Apply the staged changes as one new layout version.
@@ -55,6 +58,30 @@ pub struct LeaveArgs {
     node: NodeArg,
 }
 
+/// Flags of `yeskv cluster replication`.
+#[derive(clap::Args, Debug)]
+pub struct ReplicationArgs {
+    /// REGION=REPLICAS pairs.
+    #[arg(required_unless_present = "none", value_parser = parse_region_replicas)]
+    regions: Vec<(String, u8)>,
+    /// No replication per region: n replicas over every node, whatever its region.
+    #[arg(long, conflicts_with = "regions")]
+    none: bool,
+    #[command(flatten)]
+    node: NodeArg,
+}
+
+/// `REGION=REPLICAS`.
+fn parse_region_replicas(text: &str) -> Result<(String, u8), String> {
+    let (region, replicas) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not REGION=REPLICAS"))?;
+    let replicas = replicas
+        .parse::<u8>()
+        .map_err(|_| format!("{replicas:?} is not a replica count"))?;
+    Ok((region.to_string(), replicas))
+}
+
 /// Flags of `yeskv cluster status`.
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
@@ -82,6 +109,16 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
                 "allow_data_loss": a.allow_data_loss,
             });
             print_plan(&call(&a.node.node, "POST", "/v1/cluster/leave", Some(body)).await?);
+            Ok(())
+        }
+        ClusterCommand::Replication(a) => {
+            let body: serde_json::Map<String, serde_json::Value> = a
+                .regions
+                .into_iter()
+                .map(|(region, replicas)| (region, replicas.into()))
+                .collect();
+            let body = serde_json::Value::Object(body);
+            print_plan(&call(&a.node.node, "POST", "/v1/cluster/replication", Some(body)).await?);
             Ok(())
         }
         ClusterCommand::Plan(a) => {
@@ -141,6 +178,9 @@ fn print_plan(p: &serde_json::Value) {
         "staged (revision {}): join {}, leave {}",
         p["staged"]["revision"], p["staged"]["joins"], p["staged"]["leaves"]
     );
+    if !p["staged"]["replication"].is_null() {
+        println!("staged replicas per region: {}", p["staged"]["replication"]);
+    }
     println!(
         "plan: layout version {} -> {}, {} replicas move",
         p["base_version"], p["new_version"], p["replicas_moved"]
@@ -254,7 +294,15 @@ fn render(
     s: &serde_json::Value,
     peers: &std::collections::BTreeMap<String, serde_json::Value>,
 ) -> String {
-    let members = s["members"].as_array().cloned().unwrap_or_default();
+    let mut members = s["members"].as_array().cloned().unwrap_or_default();
+    // Grouped by region (members of the default region, or of a cluster without regions, first).
+    let region = |m: &serde_json::Value| -> String {
+        match m["region"].as_str() {
+            None | Some("default") => String::new(),
+            Some(r) => r.to_string(),
+        }
+    };
+    members.sort_by_key(|m| (region(m), m["id"].as_str().unwrap_or("").to_string()));
     let total: f64 = members
         .iter()
         .map(|m| m["owns"].as_f64().unwrap_or(0.0))
@@ -290,7 +338,10 @@ fn render(
             id,
             m["status"].as_str().unwrap_or("?"),
             m["state"].as_str().unwrap_or("?"),
-            m["zone"].as_str().unwrap_or("?"),
+            match region(m).as_str() {
+                "" => m["zone"].as_str().unwrap_or("?").to_string(),
+                r => format!("{r}/{}", m["zone"].as_str().unwrap_or("?")),
+            },
             owns,
             share,
             hints,
@@ -358,5 +409,30 @@ mod tests {
         assert!(text.contains("n2") && text.contains("down") && text.contains("75.0%"));
         assert!(text.contains("1 of 2 partitions agree"), "{text}");
         assert!(text.contains("8 hints to hand off"), "{text}");
+    }
+
+    #[test]
+    fn groups_members_by_region() {
+        let s = serde_json::json!({
+            "node": "n1", "zone": "a", "layout_version": 2, "hints_pending": 0,
+            "members": [
+                {"id": "n1", "status": "up", "state": "valid", "region": "r2", "zone": "a", "owns": 1},
+                {"id": "n2", "status": "up", "state": "valid", "region": "r1", "zone": "b", "owns": 1},
+                {"id": "n3", "status": "up", "state": "valid", "region": "r2", "zone": "b", "owns": 1}
+            ]
+        });
+        let text = render(&s, &Default::default());
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle}: {text}"))
+        };
+        assert!(at("r1/b") < at("r2/a") && at("r2/a") < at("r2/b"), "{text}");
+    }
+
+    #[test]
+    fn region_replicas_parse_or_say_why_not() {
+        assert_eq!(parse_region_replicas("eu=3"), Ok(("eu".to_string(), 3)));
+        assert!(parse_region_replicas("eu").is_err());
+        assert!(parse_region_replicas("eu=three").is_err());
     }
 }

@@ -10,6 +10,10 @@
 //! cluster, the others start with `--seed` (n1's peer address) and join its gossip, then this
 //! command stages `join` for them on n1 and `commit`s, and waits until every node applied the
 //! new layout. On a second run the layout is already committed and nothing is staged.
+//!
+//! With `--regions R`, `R × --nodes` nodes start, region `rK` holding nodes in zones `z1`.. of
+//! their own, and the first formation also stages replicas per region (`min(--nodes, 3)` in
+//! each) in the same commit.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -22,9 +26,13 @@ use tokio::process::{Child, Command};
 /// Flags of `yeskv dev`.
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
-    /// Number of nodes.
+    /// Number of nodes (per region with `--regions`).
     #[arg(long, default_value_t = 3)]
     nodes: u16,
+    /// Regions `r1`..`rR`, each of `--nodes` nodes in zones of their own, with `min(--nodes, 3)`
+    /// replicas per region; 0 for none (one implicit region).
+    #[arg(long, default_value_t = 0)]
+    regions: u16,
     /// Parent directory of the nodes' data directories.
     #[arg(long, default_value = "./yeskv-data")]
     data_dir: PathBuf,
@@ -38,6 +46,34 @@ pub struct DevArgs {
     /// data directory, seeds and `--sync` given by `yeskv dev` override its keys.
     #[arg(long)]
     config: Option<PathBuf>,
+}
+
+impl DevArgs {
+    /// Nodes in all.
+    fn total(&self) -> u16 {
+        self.nodes.saturating_mul(self.regions.max(1))
+    }
+
+    /// The region and zone of node `index`, with `--regions`.
+    fn place(&self, index: u16) -> Option<(String, String)> {
+        (self.regions > 0).then(|| {
+            (
+                format!("r{}", index / self.nodes + 1),
+                format!("z{}", index % self.nodes + 1),
+            )
+        })
+    }
+
+    /// The replicas per region to stage, with `--regions`.
+    fn replication(&self) -> Option<serde_json::Value> {
+        (self.regions > 0).then(|| {
+            let per = self.nodes.min(3);
+            let map: serde_json::Map<String, serde_json::Value> = (1..=self.regions)
+                .map(|r| (format!("r{r}"), per.into()))
+                .collect();
+            serde_json::Value::Object(map)
+        })
+    }
 }
 
 /// How long a node may take to answer its health check after start.
@@ -110,17 +146,35 @@ async fn all_up(addr: &str, count: usize) -> bool {
 /// Stages a join of every node the layout lacks on the first node, commits, and waits until
 /// every node applied the result, sees every member up and every new holder has received its
 /// partitions.
-async fn form_cluster(nodes: &[Node], deadline: Instant) -> anyhow::Result<u64> {
+async fn form_cluster(
+    nodes: &[Node],
+    replication: Option<&serde_json::Value>,
+    deadline: Instant,
+) -> anyhow::Result<u64> {
     let first = nodes[0].url.trim_start_matches("http://").to_string();
     let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
     let (mut version, members) = ring(&first)
         .await
         .ok_or_else(|| anyhow::anyhow!("{} has no layout", nodes[0].id))?;
     let missing: Vec<&String> = ids.iter().filter(|id| !members.contains(id)).collect();
-    if !missing.is_empty() {
+    // Replicas per region are staged once, when the layout has none yet.
+    let replication = match replication {
+        Some(wanted) => match http(&first, "GET", "/v1/ring", "").await {
+            Some((200, body)) => {
+                let ring: serde_json::Value = serde_json::from_str(&body)?;
+                let set = ring["replication"]
+                    .as_object()
+                    .is_some_and(|m| !m.is_empty());
+                (!set).then_some(wanted)
+            }
+            _ => bail!("{} did not answer /v1/ring", nodes[0].id),
+        },
+        None => None,
+    };
+    if !missing.is_empty() || replication.is_some() {
         let body = serde_json::json!({ "nodes": missing }).to_string();
         // The newcomers must be in n1's gossip view first: retry until they are.
-        loop {
+        while !missing.is_empty() {
             match http(&first, "POST", "/v1/cluster/join", &body).await {
                 Some((200, _)) => break,
                 Some((status, reply)) if Instant::now() > deadline => {
@@ -128,6 +182,20 @@ async fn form_cluster(nodes: &[Node], deadline: Instant) -> anyhow::Result<u64> 
                 }
                 _ if Instant::now() > deadline => bail!("staging the join: no answer"),
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        if let Some(replication) = replication {
+            match http(
+                &first,
+                "POST",
+                "/v1/cluster/replication",
+                &replication.to_string(),
+            )
+            .await
+            {
+                Some((200, _)) => {}
+                Some((status, reply)) => bail!("staging replicas per region: {status} {reply}"),
+                None => bail!("staging replicas per region: no answer"),
             }
         }
         match http(&first, "POST", "/v1/cluster/commit", "").await {
@@ -192,7 +260,10 @@ async fn stop(nodes: &mut [Node]) {
 
 /// Waits until every node is healthy (printing each one's URL), then forms the cluster;
 /// returns the committed layout version.
-async fn start_up(nodes: &mut [Node]) -> anyhow::Result<u64> {
+async fn start_up(
+    nodes: &mut [Node],
+    replication: Option<&serde_json::Value>,
+) -> anyhow::Result<u64> {
     let deadline = Instant::now() + START_TIMEOUT;
     for node in nodes.iter_mut() {
         let addr = node.url.trim_start_matches("http://").to_string();
@@ -211,7 +282,7 @@ async fn start_up(nodes: &mut [Node]) -> anyhow::Result<u64> {
         }
         println!("{} {}", node.id, node.url);
     }
-    form_cluster(nodes, deadline).await
+    form_cluster(nodes, replication, deadline).await
 }
 
 /// Refuses a node count or base port that would not give every node an HTTP port and a peer
@@ -220,7 +291,11 @@ fn check_args(args: &DevArgs) -> anyhow::Result<()> {
     if args.nodes == 0 || args.nodes > 64 {
         bail!("--nodes must be between 1 and 64");
     }
-    if args.base_port < 1024 + args.nodes || args.base_port.checked_add(args.nodes).is_none() {
+    if args.regions > 8 || args.total() > 64 {
+        bail!("--regions must be between 0 and 8, with at most 64 nodes in all");
+    }
+    let total = args.total();
+    if args.base_port < 1024 + total || args.base_port.checked_add(total).is_none() {
         bail!(
             "--base-port {} leaves no room for peer ports 1000 lower",
             args.base_port
@@ -236,7 +311,7 @@ fn spawn_nodes(args: &DevArgs) -> anyhow::Result<Vec<Node>> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let mut nodes = Vec::new();
-    for index in 0..args.nodes {
+    for index in 0..args.total() {
         nodes.push(spawn_node(args, &exe, index)?);
     }
     Ok(nodes)
@@ -263,6 +338,9 @@ fn spawn_node(args: &DevArgs, exe: &Path, index: u16) -> anyhow::Result<Node> {
     }
     if let Some(c) = &args.config {
         cmd.arg("--config").arg(c);
+    }
+    if let Some((region, zone)) = args.place(index) {
+        cmd.args(["--region", &region, "--zone", &zone]);
     }
     if index > 0 {
         cmd.args(["--seed", &format!("127.0.0.1:{}", args.base_port - 1000)]);
@@ -302,7 +380,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut nodes = spawn_nodes(&args)?;
 
     let started = {
-        let start = start_up(&mut nodes);
+        let replication = args.replication();
+        let start = start_up(&mut nodes, replication.as_ref());
         tokio::pin!(start);
         tokio::select! {
             r = &mut start => Some(r),

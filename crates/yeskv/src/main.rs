@@ -74,6 +74,9 @@ struct ServerArgs {
     /// Failure domain of this node (`zone`).
     #[arg(long)]
     zone: Option<String>,
+    /// Region (data centre) of this node (`region`); its zone lives inside it.
+    #[arg(long)]
+    region: Option<String>,
     /// Durability of acknowledged writes: always, group or none (`storage.sync`).
     #[arg(long)]
     sync: Option<String>,
@@ -104,6 +107,9 @@ fn load_server_config(args: &ServerArgs) -> anyhow::Result<yeskv_node::config::V
     }
     if let Some(v) = &args.zone {
         cfg.zone = v.clone();
+    }
+    if let Some(v) = &args.region {
+        cfg.region = v.clone();
     }
     if let Some(v) = &args.sync {
         cfg.storage.sync = v.clone();

@@ -12,6 +12,7 @@ use support::{bin, free_port, request};
 fn run_dev_until(
     data: &std::path::Path,
     port: u16,
+    extra: &[&str],
     stop: impl Fn(&str) -> bool,
 ) -> (std::process::Child, Vec<String>) {
     let err = std::fs::File::create(data.join("dev.err")).expect("stderr file");
@@ -23,6 +24,7 @@ fn run_dev_until(
             "--base-port",
             &port.to_string(),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(err)
         .spawn()
@@ -44,7 +46,7 @@ fn run_dev_until(
 }
 
 fn run_dev_until_ready(data: &std::path::Path, port: u16) -> (std::process::Child, Vec<String>) {
-    run_dev_until(data, port, |l| l.starts_with("ready"))
+    run_dev_until(data, port, &[], |l| l.starts_with("ready"))
 }
 
 /// What `yeskv dev` wrote to stderr so far (for failure messages).
@@ -106,7 +108,7 @@ fn dev_stops_its_nodes_on_sigterm_during_start_up() {
     let port = dev_port();
     let url = format!("127.0.0.1:{port}");
     // The first node's line: it is up; the others may be, the cluster is not formed yet.
-    let (mut child, lines) = run_dev_until(dir.path(), port, |l| l.starts_with("n1 "));
+    let (mut child, lines) = run_dev_until(dir.path(), port, &[], |l| l.starts_with("n1 "));
     assert!(!lines.iter().any(|l| l.starts_with("ready")), "{lines:?}");
     let status = sigterm(&mut child);
     assert!(status.success(), "{status}: {}", dev_err(dir.path()));
@@ -115,4 +117,54 @@ fn dev_stops_its_nodes_on_sigterm_during_start_up() {
         "n1 still up after dev exited: {}",
         dev_err(dir.path())
     );
+}
+
+/// `--regions 3 --nodes 2`: six nodes, two per region in zones of their own, two replicas per
+/// region, every partition's preference region by region.
+#[test]
+fn dev_with_regions_places_replicas_in_every_region() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = dev_port();
+    let (mut child, lines) =
+        run_dev_until(dir.path(), port, &["--regions", "3", "--nodes", "2"], |l| {
+            l.starts_with("ready")
+        });
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("ready: 6 node(s)")),
+        "{lines:?}: {}",
+        dev_err(dir.path())
+    );
+    let url = format!("127.0.0.1:{}", port + 5);
+    let ring = request(&url, "GET", "/v1/ring", &[], b"").json();
+    assert_eq!(
+        ring["replication"],
+        serde_json::json!({"r1": 2, "r2": 2, "r3": 2})
+    );
+    let region: std::collections::BTreeMap<String, String> = ring["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().expect("id").into(),
+                n["region"].as_str().expect("region").into(),
+            )
+        })
+        .collect();
+    assert_eq!(region["n1"], "r1");
+    assert_eq!(region["n3"], "r2");
+    assert_eq!(region["n6"], "r3");
+    for p in ring["partitions"].as_array().expect("partitions") {
+        let regions: Vec<&str> = p["preference"]
+            .as_array()
+            .expect("preference")
+            .iter()
+            .map(|n| region[n.as_str().expect("id")].as_str())
+            .collect();
+        assert_eq!(regions, ["r1", "r1", "r2", "r2", "r3", "r3"], "{p}");
+    }
+    let status = sigterm(&mut child);
+    assert!(status.success(), "{status}: {}", dev_err(dir.path()));
 }

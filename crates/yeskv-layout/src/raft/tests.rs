@@ -77,6 +77,7 @@ fn messages_survive_postcard() {
             capacity: 1,
             http: "h:1".into(),
             peer: "p:1".into(),
+            region: "default".into(),
         },
     )
     .expect("bootstrap");

@@ -8,6 +8,8 @@
 //!   node that was started with `--seed` can be joined.
 //! - `POST /v1/cluster/leave {"nodes": ["n2"], "force": false}` — stage: hand these nodes'
 //!   partitions to others and drop them; `force` for a node that is dead.
+//! - `POST /v1/cluster/replication {"r1": 3, "r2": 3, "r3": 2}` — stage: replicas per region
+//!   (each region then holds that many replicas of every partition, zone-aware inside it).
 //! - `GET /v1/cluster/plan` — the staged changes and the partition moves they cause.
 //! - `POST /v1/cluster/commit` — apply the staged changes as one new layout version.
 
@@ -61,7 +63,8 @@ fn layout_error(e: yeskv_layout::Error) -> Response {
             | LayoutError::AlreadyLeaving { .. }
             | LayoutError::NotStaged { .. }
             | LayoutError::NoOwnersLeft
-            | LayoutError::DataLoss { .. },
+            | LayoutError::DataLoss { .. }
+            | LayoutError::InvalidReplication { .. },
         ) => StatusCode::CONFLICT,
         E::Rejected(_) => StatusCode::BAD_REQUEST,
         e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
@@ -215,7 +218,9 @@ pub fn plan_json(plan: &Plan, unsafe_partitions: &[u16], sizes: &PlanSizes) -> s
             "leaves": plan.staged.leaves.iter()
                 .map(|(n, mode)| json!({ "node": n.as_str(), "mode": mode.as_str() }))
                 .collect::<Vec<_>>(),
+            "replication": plan.staged.replication,
         },
+        "replication": plan.layout.replication,
         "replicas_moved": plan.moves.len(),
         "moves": moves,
         "owned": owned,
@@ -270,12 +275,37 @@ fn without_live_holder<E: Engine>(state: &AppState<E>, plan: &Plan) -> Option<Re
 /// Whether every partition's replicas in `layout` are spread over zones as placement promises:
 /// in distinct zones when there are at least as many zones as replicas, else over every zone.
 fn zone_safe(layout: &yeskv_layout::Layout) -> bool {
+    use std::collections::BTreeSet;
+    // Zones are compared inside a region when the layout has regions (a zone name may repeat
+    // in two regions), over every owner otherwise.
+    let group = |n: &NodeId| {
+        layout
+            .members
+            .get(n)
+            .map(|m| match layout.replication.is_empty() {
+                true => "",
+                false => m.region.as_str(),
+            })
+    };
     let zone = |n: &NodeId| layout.members.get(n).map(|m| m.zone.as_str());
-    let zones: std::collections::BTreeSet<_> =
-        layout.owners().map(|(_, m)| m.zone.as_str()).collect();
+    let mut zones: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (id, m) in layout.owners() {
+        if let Some(g) = group(id) {
+            zones.entry(g).or_default().insert(m.zone.as_str());
+        }
+    }
     layout.assignment.iter().all(|(_, replicas)| {
-        let used: std::collections::BTreeSet<_> = replicas.iter().filter_map(zone).collect();
-        used.len() >= replicas.len().min(zones.len())
+        let mut by_group: BTreeMap<&str, (usize, BTreeSet<&str>)> = BTreeMap::new();
+        for n in replicas {
+            if let (Some(g), Some(z)) = (group(n), zone(n)) {
+                let entry = by_group.entry(g).or_default();
+                entry.0 += 1;
+                entry.1.insert(z);
+            }
+        }
+        by_group.iter().all(|(g, (count, used))| {
+            used.len() >= (*count).min(zones.get(g).map_or(0, BTreeSet::len))
+        })
     })
 }
 
@@ -319,6 +349,27 @@ pub async fn join<E: Engine>(
         if let Err(e) = state.layout.stage_join(node, spec).await {
             return layout_error(e);
         }
+    }
+    plan_response(&state).await
+}
+
+/// `POST /v1/cluster/replication`: stages replicas per region, a JSON object of region name →
+/// replicas (`{}` goes back to one implicit region of `n` replicas over every owner).
+pub async fn replication<E: Engine>(
+    State(state): State<Arc<AppState<E>>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let regions: yeskv_layout::Replication = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body: {e} (expected {{\"REGION\": replicas, ...}})"),
+            )
+        }
+    };
+    if let Err(e) = state.layout.stage_replication(regions).await {
+        return layout_error(e);
     }
     plan_response(&state).await
 }

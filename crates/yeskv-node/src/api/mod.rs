@@ -50,6 +50,10 @@ pub fn router<E: Engine>(state: Arc<AppState<E>>) -> Router {
             "/v1/cluster/leave",
             axum::routing::post(cluster::leave::<E>),
         )
+        .route(
+            "/v1/cluster/replication",
+            axum::routing::post(cluster::replication::<E>),
+        )
         .route("/v1/cluster/plan", get(cluster::plan::<E>))
         .route(
             "/v1/cluster/commit",

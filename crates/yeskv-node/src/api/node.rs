@@ -31,6 +31,7 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
     let body = json!({
         "node": state.node_id.as_str(),
         "zone": state.zone,
+        "region": state.region,
         "actor": replica.actor().to_string(),
         "serving": format!("{:?}", state.serving()).to_lowercase(),
         "uptime_secs": state.started.elapsed().as_secs(),
@@ -107,6 +108,7 @@ fn members_json<E: Engine>(
                 "peer": m.peer,
                 "http": m.http,
                 "zone": m.zone,
+                "region": m.region,
                 "status": liveness(id),
                 "state": m.state.as_str(),
                 "owns": l.assignment.owned(id),
@@ -123,6 +125,7 @@ fn members_json<E: Engine>(
                 "peer": m.peer_addr,
                 "http": m.http_addr,
                 "zone": m.zone,
+                "region": m.region,
                 "status": liveness(&m.id),
                 "state": "joining",
                 "owns": 0,
@@ -135,6 +138,7 @@ fn members_json<E: Engine>(
             "peer": state.peer,
             "http": state.http,
             "zone": state.zone,
+            "region": state.region,
             "status": "up",
             "state": "joining",
             "owns": 0,
@@ -249,12 +253,15 @@ pub(super) async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Re
     let nodes: Vec<_> = layout
         .members
         .iter()
-        .map(|(id, m)| json!({ "id": id.as_str(), "http": m.http, "zone": m.zone }))
+        .map(|(id, m)| {
+            json!({ "id": id.as_str(), "http": m.http, "zone": m.zone, "region": m.region })
+        })
         .collect();
     axum::Json(json!({
         "version": layout.version,
         "epoch": layout.epoch,
         "n": layout.n,
+        "replication": layout.replication,
         "partition_count": layout.partitions,
         "partitions": partitions,
         "nodes": nodes,

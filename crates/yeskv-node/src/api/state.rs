@@ -38,6 +38,8 @@ pub struct AppState<E: Engine> {
     pub node_id: NodeId,
     /// Its zone.
     pub zone: String,
+    /// Its region.
+    pub region: String,
     /// Its client address (as advertised).
     pub http: String,
     /// Its peer address.

@@ -226,7 +226,8 @@ pub struct Cluster {
     pub version: u64,
 }
 
-/// Starts `count` nodes (zones assigned round-robin from `zones`, `extra` args for every node,
+/// Starts `count` nodes (zones assigned round-robin from `zones`, each `ZONE` or `REGION/ZONE`;
+/// `extra` args for every node,
 /// e.g. `--config FILE`), forms the cluster the operator's way (seed, staged join, commit) and
 /// waits until every node applied the layout and sees every other up.
 pub fn start_cluster(dir: &Path, count: usize, zones: &[&str], extra: &[&str]) -> Cluster {
@@ -235,9 +236,18 @@ pub fn start_cluster(dir: &Path, count: usize, zones: &[&str], extra: &[&str]) -
     for i in 0..count {
         let id = format!("n{}", i + 1);
         let data = dir.join(&id);
+        // A zone `REGION/ZONE` puts the node in that region too.
         let zone = zones[i % zones.len()];
-        let mut args: Vec<String> =
-            vec!["--node-id".into(), id.clone(), "--zone".into(), zone.into()];
+        let mut args: Vec<String> = vec!["--node-id".into(), id.clone()];
+        match zone.split_once('/') {
+            Some((region, zone)) => args.extend([
+                "--region".into(),
+                region.into(),
+                "--zone".into(),
+                zone.into(),
+            ]),
+            None => args.extend(["--zone".into(), zone.into()]),
+        }
         if i == 0 {
             args.extend(["--peer".into(), peer1.clone()]);
         } else {

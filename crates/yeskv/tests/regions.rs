@@ -1,0 +1,154 @@
+//! Regions with real processes: nodes started with `--region` carry it in `/v1/status` and
+//! `/v1/ring`; replicas per region are staged with `POST /v1/cluster/replication` and applied
+//! by `commit`, after which every partition holds that many replicas in each region, listed
+//! region by region and spread over the region's zones, and the data moved there; malformed
+//! or impossible replication is refused with a reason and stages nothing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::{request, start_cluster, wait_until};
+
+fn status(addr: &str) -> serde_json::Value {
+    request(addr, "GET", "/v1/status", &[], b"").json()
+}
+
+fn post(addr: &str, path: &str, body: &str) -> support::Resp {
+    request(addr, "POST", path, &[], body.as_bytes())
+}
+
+#[test]
+fn replication_per_region_places_and_moves_each_regions_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("quick-cleanup.toml");
+    std::fs::write(&cfg, "[transfer]\ncleanup_delay_secs = 1\n").expect("config");
+    let cfg = cfg.display().to_string();
+    let zones = ["r1/a", "r1/b", "r2/a", "r2/b", "r3/a", "r3/b"];
+    let c = start_cluster(dir.path(), 6, &zones, &["--config", &cfg]);
+    let addrs = c.addrs();
+
+    // Every node knows every member's region.
+    let members = status(&addrs[0])["members"]
+        .as_array()
+        .cloned()
+        .expect("members");
+    let regions: BTreeMap<String, String> = members
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().expect("id").into(),
+                m["region"].as_str().expect("region").into(),
+            )
+        })
+        .collect();
+    assert_eq!(regions["n1"], "r1");
+    assert_eq!(regions["n4"], "r2");
+    assert_eq!(regions["n6"], "r3");
+    assert_eq!(status(&addrs[3])["region"], "r2");
+
+    // Keys written before the change, with n = 3 over all six nodes.
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let r = request(
+            &addrs[i % 6],
+            "PUT",
+            &format!("/v1/kv/b/{key}"),
+            &[],
+            key.as_bytes(),
+        );
+        assert_eq!(r.status, 204, "{key}: {}", r.text());
+    }
+
+    // Refused with a reason, nothing staged.
+    for (body, why) in [
+        (r#"{"r1": 0}"#, "replicas must be 1"),
+        (r#"{"r1": "two"}"#, "body"),
+        (r#"["r1"]"#, "body"),
+    ] {
+        let r = post(&addrs[0], "/v1/cluster/replication", body);
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(
+            r.json()["error"].as_str().expect("reason").contains(why),
+            "{}",
+            r.text()
+        );
+    }
+    let r = post(
+        &addrs[0],
+        "/v1/cluster/replication",
+        r#"{"r1": 2, "r9": 1}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("r9"), "{}", r.text());
+    let plan = request(&addrs[0], "GET", "/v1/cluster/plan", &[], b"");
+    assert_eq!(plan.status, 409, "nothing staged: {}", plan.text());
+
+    let r = post(
+        &addrs[0],
+        "/v1/cluster/replication",
+        r#"{"r1": 2, "r2": 2, "r3": 2}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let plan = r.json();
+    assert_eq!(plan["staged"]["replication"]["r2"], 2, "{plan}");
+    assert_eq!(plan["zone_safe"], true, "{plan}");
+    let r = post(&addrs[0], "/v1/cluster/commit", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    for addr in &addrs {
+        wait_until(
+            "the replication is applied and moved",
+            Duration::from_secs(120),
+            || {
+                let s = status(addr);
+                let ring = request(addr, "GET", "/v1/ring", &[], b"").json();
+                ring["replication"]["r1"] == 2 && s["transfers"]["partitions_pending"] == 0
+            },
+        );
+    }
+    let ring = request(&addrs[2], "GET", "/v1/ring", &[], b"").json();
+    let zone_of: BTreeMap<String, String> = ring["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            let id = n["id"].as_str().expect("id").to_string();
+            let place = format!(
+                "{}/{}",
+                n["region"].as_str().expect("region"),
+                n["zone"].as_str().expect("zone")
+            );
+            (id, place)
+        })
+        .collect();
+    for p in ring["partitions"].as_array().expect("partitions") {
+        let places: Vec<&str> = p["preference"]
+            .as_array()
+            .expect("preference")
+            .iter()
+            .map(|n| zone_of[n.as_str().expect("id")].as_str())
+            .collect();
+        let regions: Vec<&str> = places.iter().map(|z| &z[..2]).collect();
+        assert_eq!(regions, ["r1", "r1", "r2", "r2", "r3", "r3"], "{p}");
+        for pair in places.chunks(2) {
+            assert_ne!(pair[0], pair[1], "a region's replicas in two zones: {p}");
+        }
+    }
+    // Every node now holds every partition, and each key, written before the change, reads
+    // back through every node with r=all.
+    for key in &keys {
+        for addr in &addrs {
+            let r = request(addr, "GET", &format!("/v1/kv/b/{key}?r=all"), &[], b"");
+            assert_eq!((r.status, r.text()), (200, key.clone()), "{key} via {addr}");
+        }
+    }
+    for addr in &addrs {
+        wait_until(
+            "each node stores every key",
+            Duration::from_secs(60),
+            || status(addr)["keys_stored"].as_u64() == Some(keys.len() as u64),
+        );
+    }
+}
