@@ -144,11 +144,16 @@ fn replication_per_region_places_and_moves_each_regions_replicas() {
             assert_eq!((r.status, r.text()), (200, key.clone()), "{key} via {addr}");
         }
     }
+    // Quorums count every region's replicas: `all` is six, a seventh is refused.
+    let r = request(&addrs[4], "PUT", "/v1/kv/b/all?w=all", &[], b"six");
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = request(&addrs[4], "PUT", "/v1/kv/b/seven?w=7", &[], b"x");
+    assert_eq!(r.status, 400, "{}", r.text());
     for addr in &addrs {
         wait_until(
             "each node stores every key",
             Duration::from_secs(60),
-            || status(addr)["keys_stored"].as_u64() == Some(keys.len() as u64),
+            || status(addr)["keys_stored"].as_u64() == Some(keys.len() as u64 + 1),
         );
     }
 }

@@ -146,17 +146,24 @@ impl<E: Engine> Coordinator<E> {
         }
     }
 
-    /// Resolves a requested quorum (or the default) against `n`, then caps it at `replicas`.
+    /// Resolves a requested quorum (or the default) against the key's replica count — `n`, or
+    /// more with replicas per region (`quorum` is then a majority of all of them, `all` all
+    /// of them) — then caps it at `replicas`.
     fn quorum(
         &self,
         requested: Option<Quorum>,
         default: u8,
+        p: &Placement,
         replicas: usize,
         what: &str,
     ) -> Result<u8, Error> {
+        let n = self
+            .settings()
+            .n
+            .max(p.replicas.len().min(usize::from(u8::MAX)) as u8);
         let q = match requested {
             Some(q) => q
-                .resolve(self.settings().n)
+                .resolve(n)
                 .map_err(|e| Error::BadRequest(format!("{what} {e}")))?,
             None => default,
         };

@@ -78,7 +78,7 @@ impl<E: Engine> Coordinator<E> {
     /// [`Coordinator::read_repair`]).
     pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
         let p = self.place(bucket, key);
-        let required = self.quorum(r, self.settings().r, p.data.len(), "r")?;
+        let required = self.quorum(r, self.settings().r, &p, p.data.len(), "r")?;
         let (queue, first) = self.read_queue(&p, required);
         let launch = |(holder, liveness): (Holder, Liveness)| {
             self.clone()

@@ -40,7 +40,7 @@ impl<E: Engine> Coordinator<E> {
         w: Option<Quorum>,
     ) -> Result<CausalContext, Error> {
         let p = self.place(bucket, key);
-        let required = self.quorum(w, self.settings().w, p.writes.len(), "w")?;
+        let required = self.quorum(w, self.settings().w, &p, p.writes.len(), "w")?;
         let write = Write {
             ctx,
             value,
