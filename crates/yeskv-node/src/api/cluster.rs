@@ -63,8 +63,7 @@ fn layout_error(e: yeskv_layout::Error) -> Response {
             | LayoutError::AlreadyLeaving { .. }
             | LayoutError::NotStaged { .. }
             | LayoutError::NoOwnersLeft
-            | LayoutError::DataLoss { .. }
-            | LayoutError::InvalidReplication { .. },
+            | LayoutError::DataLoss { .. },
         ) => StatusCode::CONFLICT,
         E::Rejected(_) => StatusCode::BAD_REQUEST,
         e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
