@@ -81,6 +81,10 @@ pub const DEFAULT_REGION: &str = "default";
 pub const REGIONS_MAX: usize = 8;
 /// Most replicas of a partition in one region.
 pub const REGION_REPLICAS_MAX: u8 = 15;
+/// Most `partitions × replicas per partition` a replication per region may give: a commit
+/// entry carries the whole assignment (about 2 bytes per entry), and the layout's Raft sends up
+/// to 16 entries in one message under the 16 MiB RPC frame (`service.rs`, `APPEND_ENTRIES_MAX`).
+pub const ASSIGNMENT_ENTRIES_MAX: usize = 1 << 18;
 /// Longest address (`host:port`), in bytes.
 pub const ADDRESS_BYTES_MAX: usize = 256;
 /// Longest cluster id, in bytes (the RPC handshake's limit).
@@ -676,16 +680,20 @@ impl Layout {
             }
         }
         if !self.replication.is_empty() {
+            let blocks: Vec<(&str, usize)> = self
+                .replication
+                .iter()
+                .map(|(region, replicas)| {
+                    let owners = self.owners().filter(|(_, m)| &m.region == region).count();
+                    (region.as_str(), usize::from(*replicas).min(owners))
+                })
+                .collect();
             for (partition, row) in self.assignment.iter() {
                 let mut at = 0;
-                for (region, replicas) in &self.replication {
-                    let owners = self.owners().filter(|(_, m)| &m.region == region).count();
-                    let take = usize::from(*replicas).min(owners);
+                for &(region, take) in &blocks {
                     let block = row.get(at..at + take).unwrap_or_default();
                     if block.len() != take
-                        || block
-                            .iter()
-                            .any(|n| self.region_of(n) != Some(region.as_str()))
+                        || block.iter().any(|n| self.region_of(n) != Some(region))
                     {
                         return Err(LayoutError::invalid(format!(
                             "partition {partition} does not hold {take} replicas in region \
@@ -757,6 +765,34 @@ fn empty_region<'a>(
         .map(String::as_str)
 }
 
+/// Refuses a replication per region that names a region without an owner among `members`, or
+/// whose assignment would exceed [`ASSIGNMENT_ENTRIES_MAX`].
+fn replication_fits(
+    members: &BTreeMap<NodeId, Member>,
+    n: u8,
+    replication: &Replication,
+    partitions: u32,
+) -> Result<(), LayoutError> {
+    if let Some(region) = empty_region(members, replication) {
+        return Err(LayoutError::InvalidReplication {
+            reason: format!(
+                "region {region:?} would have no owning node (the replication names it: stage \
+                 joins of its nodes before it, and leave all of them only after it drops the region)"
+            ),
+        });
+    }
+    let width = replicas_per_partition(members, n, replication);
+    if width.saturating_mul(partitions as usize) > ASSIGNMENT_ENTRIES_MAX {
+        return Err(LayoutError::InvalidReplication {
+            reason: format!(
+                "{width} replicas per partition × {partitions} partitions exceeds \
+                 {ASSIGNMENT_ENTRIES_MAX} assignment entries"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The target assignment for `members` (owners only are placed): one pool of `n` replicas, or
 /// per region (see [`Layout::replication`]), with the fewest moves from `previous`.
 fn place(
@@ -770,11 +806,7 @@ fn place(
         return placement::assign(&node_specs(members), n, partitions, previous)
             .map_err(placement_error);
     }
-    if let Some(region) = empty_region(members, replication) {
-        return Err(LayoutError::InvalidReplication {
-            reason: format!("region {region:?} would have no owning node"),
-        });
-    }
+    replication_fits(members, n, replication, partitions)?;
     let regions: Vec<(u8, Vec<NodeSpec>)> = replication
         .iter()
         .map(|(region, replicas)| {
@@ -1242,14 +1274,13 @@ fn apply_stage(state: &LayoutState, change: &StagedChange) -> Result<LayoutState
         StagedChange::Replication { regions } => {
             validate_replication(regions)?;
             // Every named region must have an owner once the staged joins and leaves apply
-            // (stage the joins of a new region's nodes first).
-            if let Some(region) = empty_region(&next_members(layout, &staged)?, regions) {
-                return Err(LayoutError::InvalidReplication {
-                    reason: format!(
-                        "region {region:?} has no owning node (stage the joins of its nodes first)"
-                    ),
-                });
-            }
+            // (stage the joins of a new region's nodes first), and the assignment must fit.
+            replication_fits(
+                &next_members(layout, &staged)?,
+                layout.n,
+                regions,
+                layout.partitions,
+            )?;
             staged.replication = Some(regions.clone());
         }
     }

@@ -1030,3 +1030,28 @@ fn a_format_2_state_reads_with_the_default_region() {
     assert_eq!(read.joins[&id("n4")].region, DEFAULT_REGION);
     assert_eq!(read.joins[&id("n4")], s);
 }
+
+/// A replication whose assignment would not fit a commit entry is refused when staged: five
+/// replicas of 65,536 partitions are 327,680 entries, above the bound.
+#[test]
+fn a_replication_too_large_for_a_commit_is_refused() {
+    let mut state = bootstrapped(65_536);
+    for name in ["n2", "n3", "n4", "n5"] {
+        state = stage(&state, join(name, "a"));
+    }
+    const { assert!(5 * 65_536 > ASSIGNMENT_ENTRIES_MAX) };
+    match state.apply(&Command::Stage {
+        change: replication(&[(DEFAULT_REGION, 5)]),
+    }) {
+        Err(LayoutError::InvalidReplication { reason }) => {
+            assert!(reason.contains("assignment entries"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Four replicas fit (262,144 entries, exactly the bound).
+    assert!(state
+        .apply(&Command::Stage {
+            change: replication(&[(DEFAULT_REGION, 4)]),
+        })
+        .is_ok());
+}

@@ -60,8 +60,8 @@ pub use config::{LayoutConfig, StorageConfig};
 pub use error::{Error, LayoutError, Result};
 pub use layout::{
     apply, plan, Command, JoinSpec, Layout, LayoutState, LeaveMode, Member, MemberState,
-    OwnedChange, PartitionMove, Plan, Replication, Staged, StagedChange, DEFAULT_REGION,
-    REGIONS_MAX, REGION_BYTES_MAX, REGION_REPLICAS_MAX,
+    OwnedChange, PartitionMove, Plan, Replication, Staged, StagedChange, ASSIGNMENT_ENTRIES_MAX,
+    DEFAULT_REGION, REGIONS_MAX, REGION_BYTES_MAX, REGION_REPLICAS_MAX,
 };
 pub use raft::state_machine::AppliedState;
 pub use raft::{

@@ -144,6 +144,12 @@ fn replication_per_region_places_and_moves_each_regions_replicas() {
             assert_eq!((r.status, r.text()), (200, key.clone()), "{key} via {addr}");
         }
     }
+    // Leaving every node of a region the replication names is refused, and nothing stays staged.
+    let r = post(&addrs[0], "/v1/cluster/leave", r#"{"nodes": ["n5", "n6"]}"#);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("r3"), "{}", r.text());
+    let plan = request(&addrs[0], "GET", "/v1/cluster/plan", &[], b"");
+    assert_eq!(plan.status, 409, "nothing staged: {}", plan.text());
     // Quorums count every region's replicas: `all` is six, a seventh is refused.
     let r = request(&addrs[4], "PUT", "/v1/kv/b/all?w=all", &[], b"six");
     assert_eq!(r.status, 204, "{}", r.text());

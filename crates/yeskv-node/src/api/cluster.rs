@@ -402,11 +402,14 @@ pub async fn leave<E: Engine>(
             return layout_error(e);
         }
     }
-    // A leave whose plan would lose data, or leave a partition with no holder that is up, is
-    // refused and leaves nothing staged behind.
+    // A leave whose plan would lose data, empty a region the replication names, or leave a
+    // partition with no holder that is up, is refused and leaves nothing staged behind.
     let refusal = match state.layout.plan() {
         Err(refused @ yeskv_layout::Error::Rejected(LayoutError::DataLoss { .. })) => {
             Some(layout_error(refused))
+        }
+        Err(yeskv_layout::Error::Rejected(refused @ LayoutError::InvalidReplication { .. })) => {
+            Some(error(StatusCode::CONFLICT, refused))
         }
         Ok(plan) => without_live_holder(&state, &plan),
         Err(_) => None,

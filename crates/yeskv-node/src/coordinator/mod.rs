@@ -148,7 +148,9 @@ impl<E: Engine> Coordinator<E> {
 
     /// Resolves a requested quorum (or the default) against the key's replica count — `n`, or
     /// more with replicas per region (`quorum` is then a majority of all of them, `all` all
-    /// of them) — then caps it at `replicas`.
+    /// of them) — then caps it at `replicas`. With more replicas than `n`, the default is
+    /// `quorum` (the configured `r`/`w` were chosen against `n`; kept, a read and a write
+    /// quorum need not overlap).
     fn quorum(
         &self,
         requested: Option<Quorum>,
@@ -165,6 +167,7 @@ impl<E: Engine> Coordinator<E> {
             Some(q) => q
                 .resolve(n)
                 .map_err(|e| Error::BadRequest(format!("{what} {e}")))?,
+            None if n > self.settings().n => default.max(Quorum::Quorum.resolve(n).unwrap_or(n)),
             None => default,
         };
         Ok(q.min(replicas.min(usize::from(u8::MAX)) as u8).max(1))
