@@ -31,4 +31,6 @@ pub mod tictac;
 pub use causality::{Actor, CausalContext, Dot, InvalidNodeId, NodeId, VersionVector};
 pub use error::Error;
 pub use object::{Object, Sibling, Version};
-pub use quorum::{Outcome, ParseQuorumError, Quorum, QuorumSets, QuorumTooLarge, QuorumTracker};
+pub use quorum::{
+    Outcome, ParseQuorumError, Quorum, QuorumSets, QuorumTooLarge, QuorumTracker, ScopedQuorum,
+};

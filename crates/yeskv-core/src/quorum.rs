@@ -18,11 +18,20 @@ pub enum Quorum {
     All,
     /// Exactly this many replicas (1 ..= n).
     N(u8),
+    /// A majority of the replicas in the coordinator's region (with replicas per region; else
+    /// as [`Quorum::Quorum`]).
+    LocalQuorum,
+    /// A majority of the replicas in every region (with replicas per region; else as
+    /// [`Quorum::Quorum`]).
+    EachQuorum,
 }
 
 /// Why a text is not a [`Quorum`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid quorum {0:?}: expected one, quorum, all or a number from 1 to 255")]
+#[error(
+    "invalid quorum {0:?}: expected one, quorum, all, local_quorum, each_quorum or a number from 1 \
+     to 255"
+)]
 pub struct ParseQuorumError(String);
 
 /// A quorum larger than the replication factor.
@@ -36,11 +45,13 @@ pub struct QuorumTooLarge {
 }
 
 impl Quorum {
-    /// The replica count for replication factor `n`; a number above `n` is an error.
+    /// The replica count for replication factor `n`; a number above `n` is an error. The
+    /// regional levels resolve as [`Quorum::Quorum`] over the `n` they are given (the
+    /// coordinator gives each region's replica count).
     pub fn resolve(self, n: u8) -> Result<u8, QuorumTooLarge> {
         match self {
             Quorum::One => Ok(1),
-            Quorum::Quorum => Ok(n / 2 + 1),
+            Quorum::Quorum | Quorum::LocalQuorum | Quorum::EachQuorum => Ok(n / 2 + 1),
             Quorum::All => Ok(n),
             Quorum::N(k) if k >= 1 && k <= n => Ok(k),
             Quorum::N(k) => Err(QuorumTooLarge { n, asked: k }),
@@ -60,6 +71,10 @@ impl FromStr for Quorum {
             Ok(Quorum::Quorum)
         } else if trimmed.eq_ignore_ascii_case("all") {
             Ok(Quorum::All)
+        } else if trimmed.eq_ignore_ascii_case("local_quorum") {
+            Ok(Quorum::LocalQuorum)
+        } else if trimmed.eq_ignore_ascii_case("each_quorum") {
+            Ok(Quorum::EachQuorum)
         } else {
             match trimmed.parse::<u8>() {
                 Ok(count) if count >= 1 => Ok(Quorum::N(count)),
@@ -76,6 +91,8 @@ impl fmt::Display for Quorum {
             Quorum::Quorum => f.write_str("quorum"),
             Quorum::All => f.write_str("all"),
             Quorum::N(k) => write!(f, "{k}"),
+            Quorum::LocalQuorum => f.write_str("local_quorum"),
+            Quorum::EachQuorum => f.write_str("each_quorum"),
         }
     }
 }
@@ -211,6 +228,67 @@ impl QuorumSets {
     }
 }
 
+/// A write's quorum when replicas span regions: one [`QuorumSets`] per scope, where a scope is
+/// every replica (`None`) or the replicas of one region. `local_quorum` is one set for the
+/// coordinator's region, `each_quorum` one per region. A reply counts in every set of its
+/// node's region (and in the all-replicas set). Reached when every set is, impossible as soon
+/// as one is.
+#[derive(Clone, Debug)]
+pub struct ScopedQuorum<R> {
+    sets: Vec<(Option<R>, QuorumSets)>,
+}
+
+impl<R: PartialEq> ScopedQuorum<R> {
+    /// The sets, each with its scope. At least one.
+    pub fn new(sets: Vec<(Option<R>, QuorumSets)>) -> Self {
+        ScopedQuorum { sets }
+    }
+
+    /// Records the reply of a node of `region` that is in the target set and/or the data set.
+    pub fn record(
+        &mut self,
+        region: Option<&R>,
+        in_target: bool,
+        in_data: bool,
+        reply: Result<(), String>,
+    ) -> Outcome {
+        for (scope, set) in &mut self.sets {
+            if scope.is_none() || scope.as_ref() == region {
+                set.record(in_target, in_data, reply.clone());
+            }
+        }
+        self.outcome()
+    }
+
+    /// Reached when every set is; impossible as soon as one is.
+    pub fn outcome(&self) -> Outcome {
+        let mut all = Outcome::Reached;
+        for (_, set) in &self.sets {
+            match set.outcome() {
+                Outcome::Impossible => return Outcome::Impossible,
+                Outcome::Pending => all = Outcome::Pending,
+                Outcome::Reached => {}
+            }
+        }
+        all
+    }
+
+    /// The tracker that decides the error message: of a set that failed, else of one still
+    /// pending; `None` only without sets.
+    pub fn deciding(&self) -> Option<&QuorumTracker> {
+        self.sets
+            .iter()
+            .find(|(_, s)| s.outcome() == Outcome::Impossible)
+            .or_else(|| {
+                self.sets
+                    .iter()
+                    .find(|(_, s)| s.outcome() == Outcome::Pending)
+            })
+            .or(self.sets.first())
+            .map(|(_, s)| s.deciding())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +333,51 @@ mod tests {
         assert_eq!(sets.deciding().errors().len(), 2);
     }
 
+    proptest! {
+        /// One all-replicas scope decides exactly as its sets alone, whatever the regions.
+        #[test]
+        fn one_unscoped_set_is_the_sets(
+            required in 1u8..6,
+            replies in proptest::collection::vec((0u8..3, any::<bool>()), 1..6),
+        ) {
+            let n = replies.len();
+            let mut sets = QuorumSets::new(required, n, n);
+            let mut scoped = ScopedQuorum::new(vec![(None, QuorumSets::new(required, n, n))]);
+            for (region, ok) in replies {
+                let reply = if ok { Ok(()) } else { Err("x".to_string()) };
+                prop_assert_eq!(
+                    scoped.record(Some(&region), true, true, reply.clone()),
+                    sets.record(true, true, reply)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_local_quorum_counts_its_region_and_each_quorum_every_region() {
+        // Regions 1, 2 and 3 with two replicas each; local quorum in region 1 needs both of it.
+        let local = || ScopedQuorum::new(vec![(Some(1), QuorumSets::new(2, 2, 2))]);
+        let mut q = local();
+        assert_eq!(q.record(Some(&2), true, true, Ok(())), Outcome::Pending);
+        assert_eq!(q.record(Some(&3), true, true, Ok(())), Outcome::Pending);
+        assert_eq!(q.record(Some(&1), true, true, Ok(())), Outcome::Pending);
+        assert_eq!(q.record(Some(&1), true, true, Ok(())), Outcome::Reached);
+        // Region 3 cut off: each_quorum is impossible once both of its replicas fail.
+        let mut each = ScopedQuorum::new(
+            (1..=3)
+                .map(|r| (Some(r), QuorumSets::new(2, 2, 2)))
+                .collect(),
+        );
+        for r in [1, 1, 2, 2] {
+            assert_eq!(each.record(Some(&r), true, true, Ok(())), Outcome::Pending);
+        }
+        assert_eq!(
+            each.record(Some(&3), true, true, Err("r3 down".into())),
+            Outcome::Impossible
+        );
+        assert_eq!(each.deciding().expect("a set").errors(), ["r3 down"]);
+    }
+
     #[test]
     fn tracker_decides_as_soon_as_it_can() {
         let mut t = QuorumTracker::new(2, 3);
@@ -283,6 +406,10 @@ mod tests {
             "must be between 1 and n (3), got 4"
         );
         assert!("most".parse::<Quorum>().is_err());
+        for q in [Quorum::LocalQuorum, Quorum::EachQuorum] {
+            assert_eq!(q.to_string().parse::<Quorum>(), Ok(q));
+            assert_eq!(q.resolve(2), Ok(2));
+        }
         assert_eq!(Quorum::N(2).to_string().parse::<Quorum>(), Ok(Quorum::N(2)));
     }
 }

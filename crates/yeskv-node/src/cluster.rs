@@ -72,6 +72,8 @@ struct Snapshot {
     moving: BTreeMap<u16, Moving>,
     /// What this node is syncing: `(partition, since epoch)`.
     syncing: Vec<(u16, u64)>,
+    /// Each member's region, when the layout places replicas per region (else empty).
+    regions: BTreeMap<NodeId, Arc<str>>,
 }
 
 impl Snapshot {
@@ -117,6 +119,15 @@ impl Snapshot {
             peers,
             moving,
             syncing: layout.syncing_of(local),
+            regions: if layout.replication.is_empty() {
+                BTreeMap::new()
+            } else {
+                layout
+                    .members
+                    .iter()
+                    .map(|(id, m)| (id.clone(), Arc::from(m.region.as_str())))
+                    .collect()
+            },
         }
     }
 }
@@ -241,6 +252,10 @@ impl Topology for ClusterTopology {
 
     fn syncing(&self) -> Vec<(u16, u64)> {
         self.snap().map(|s| s.syncing.clone()).unwrap_or_default()
+    }
+
+    fn region_of(&self, node: &NodeId) -> Option<Arc<str>> {
+        self.snap()?.regions.get(node).cloned()
     }
 }
 

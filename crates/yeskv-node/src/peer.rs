@@ -309,6 +309,7 @@ mod tests {
             value: Some(ByteBuf::from(value.clone())),
             ttl_secs: Some(u64::MAX),
             w: u8::MAX,
+            scope: crate::coordinator::Scope::Local("r".repeat(yeskv_layout::REGION_BYTES_MAX)),
         });
         let coordinate = frame_bytes(FrameKind::Request, &coordinate) - value.len();
         largest = largest.max(coordinate);

@@ -82,8 +82,11 @@ pub enum ReplicationRequest {
         value: Option<serde_bytes::ByteBuf>,
         /// TTL of the value.
         ttl_secs: Option<u64>,
-        /// Durable acknowledgements required (already resolved and capped).
+        /// Durable acknowledgements required (already resolved and capped), for
+        /// [`crate::coordinator::Scope::All`].
         w: u8,
+        /// Which replicas the quorum counts.
+        scope: crate::coordinator::Scope,
     },
 }
 
@@ -214,6 +217,7 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             value,
             ttl_secs,
             w,
+            scope,
         } => {
             let tag = key_tag(&bucket, &key);
             match yeskv_core::codec::decode_token(&context, tag) {
@@ -223,7 +227,7 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
                         value: value.map(|v| v.into_vec()),
                         ttl_secs,
                     };
-                    c.coordinate_forwarded(&bucket, &key, &write, w)
+                    c.coordinate_forwarded(&bucket, &key, &write, w, scope)
                         .await
                         .map(|after| ReplicationResponse::Coordinated {
                             context: encode_token(&after, tag),
@@ -440,6 +444,7 @@ pub async fn coordinate_on<E: Engine>(
     token: String,
     write: &Write,
     w: u8,
+    scope: &crate::coordinator::Scope,
     timeout: std::time::Duration,
 ) -> Result<String, Error> {
     let request = ReplicationRequest::Coordinate {
@@ -449,6 +454,7 @@ pub async fn coordinate_on<E: Engine>(
         value: write.value.clone().map(serde_bytes::ByteBuf::from),
         ttl_secs: write.ttl_secs,
         w,
+        scope: scope.clone(),
     };
     match ctx
         .call_within(

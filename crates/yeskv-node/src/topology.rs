@@ -51,6 +51,11 @@ pub trait Topology: Send + Sync + 'static {
     fn syncing(&self) -> Vec<(u16, u64)> {
         Vec::new()
     }
+    /// The region of `node` when the layout places replicas per region (`None` without
+    /// regions, and for a node the layout does not know).
+    fn region_of(&self, _node: &NodeId) -> Option<Arc<str>> {
+        None
+    }
 }
 
 /// A fixed layout: every partition has the same preference list; liveness is set by hand. For

@@ -163,3 +163,99 @@ fn replication_per_region_places_and_moves_each_regions_replicas() {
         );
     }
 }
+
+fn signal(node: &support::Node, sig: &str) {
+    let pid = node.child.as_ref().expect("running").id().to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+/// Three regions of two nodes, two replicas each; region r3 stopped (SIGSTOP). Writes through
+/// r1 and r2 with the default (`local_quorum`) are all acknowledged, and read back with
+/// `r=local_quorum` in their region; `w=each_quorum` answers 503 naming what failed; after
+/// SIGCONT an `each_quorum` write succeeds and every write reads back in r3.
+#[test]
+fn a_region_stopped_keeps_the_others_writing_with_local_quorums() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zones = ["r1/a", "r1/b", "r2/a", "r2/b", "r3/a", "r3/b"];
+    let c = start_cluster(dir.path(), 6, &zones, &[]);
+    let addrs = c.addrs();
+    let r = post(
+        &addrs[0],
+        "/v1/cluster/replication",
+        r#"{"r1": 2, "r2": 2, "r3": 2}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post(&addrs[0], "/v1/cluster/commit", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    for addr in &addrs {
+        wait_until(
+            "the replication is applied",
+            Duration::from_secs(120),
+            || {
+                let ring = request(addr, "GET", "/v1/ring", &[], b"").json();
+                ring["replication"]["r3"] == 2
+                    && status(addr)["transfers"]["partitions_pending"] == 0
+            },
+        );
+    }
+
+    signal(&c.nodes[4], "-STOP");
+    signal(&c.nodes[5], "-STOP");
+    let mut written = Vec::new();
+    for i in 0..60 {
+        let key = format!("cut{i}");
+        let via = &addrs[i % 4];
+        let r = request(via, "PUT", &format!("/v1/kv/b/{key}"), &[], key.as_bytes());
+        assert_eq!(
+            r.status,
+            204,
+            "{key} via {via} with r3 stopped: {}",
+            r.text()
+        );
+        let back = request(
+            via,
+            "GET",
+            &format!("/v1/kv/b/{key}?r=local_quorum"),
+            &[],
+            b"",
+        );
+        assert_eq!(
+            (back.status, back.text()),
+            (200, key.clone()),
+            "{key} via {via}"
+        );
+        written.push(key);
+    }
+    let each = request(&addrs[0], "PUT", "/v1/kv/b/each?w=each_quorum", &[], b"x");
+    assert_eq!(each.status, 503, "{}", each.text());
+    assert!(
+        each.json()["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{}",
+        each.text()
+    );
+
+    signal(&c.nodes[4], "-CONT");
+    signal(&c.nodes[5], "-CONT");
+    wait_until(
+        "each_quorum writes succeed again",
+        Duration::from_secs(60),
+        || request(&addrs[1], "PUT", "/v1/kv/b/each?w=each_quorum", &[], b"y").status == 204,
+    );
+    // Every write made while r3 was stopped reaches it (hints, then anti-entropy).
+    wait_until("r3 holds every write", Duration::from_secs(60), || {
+        written.iter().all(|key| {
+            let r = request(
+                &addrs[5],
+                "GET",
+                &format!("/v1/kv/b/{key}?r=local_quorum"),
+                &[],
+                b"",
+            );
+            r.status == 200 && r.text() == *key
+        })
+    });
+}

@@ -38,6 +38,14 @@
 //!   the data holders ([`QuorumSets`](yeskv_core::QuorumSets)); a read asks and counts only the
 //!   data holders, so a node still receiving the partition never answers for it. Outside a
 //!   transition the three sets are the preference list and nothing changes.
+//! - **Regions** (a layout with replicas per region): `local_quorum` — the default there — counts
+//!   only the replicas (and data holders) in the coordinator's region, a majority of them;
+//!   `each_quorum` a majority in every region (writes; a read asks `quorum` of all). A write
+//!   is still sent to every replica of every region, and the ones beyond the quorum receive it
+//!   after the client is answered. Forwarding tries data holders of the receiving node's
+//!   region first, and a forwarded write carries its [`Scope`], not only a count. A stand-in
+//!   is of the down primary's region; when that region has none, a node of another region
+//!   keeps a hint for it, which does not count toward the quorum.
 //! - **Quorums**: `r`/`w` are validated against `n` (`400` above it), then capped at the number
 //!   of replicas a key has ("while the cluster has fewer nodes than n, each key has one replica
 //!   per node"). Known-down replicas count as failures at once; the pure
@@ -51,8 +59,9 @@ mod write;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use yeskv_core::keyspace::{key_hash, partition_of, storage_key};
-use yeskv_core::{CausalContext, NodeId, Quorum, QuorumTracker};
+use yeskv_core::{CausalContext, NodeId, Quorum, QuorumSets, QuorumTracker, ScopedQuorum};
 use yeskv_storage::Engine;
 
 use crate::context::NodeContext;
@@ -85,6 +94,17 @@ pub struct Write {
     pub value: Option<Vec<u8>>,
     /// TTL of the value, if the request set one.
     pub ttl_secs: Option<u64>,
+}
+
+/// Which replicas a request's quorum counts (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scope {
+    /// Every replica: `w` (or `r`) of them.
+    All,
+    /// A majority of the replicas in this region.
+    Local(String),
+    /// A majority of the replicas in every region that holds some.
+    Each,
 }
 
 /// Where a key lives.
@@ -176,12 +196,108 @@ impl<E: Engine> Coordinator<E> {
     fn is_local(&self, node: &NodeId) -> bool {
         self.ctx.is_local(node)
     }
+
+    /// The region of `node` in a layout with replicas per region.
+    fn region_of(&self, node: &NodeId) -> Option<Arc<str>> {
+        self.ctx.topology().region_of(node)
+    }
+
+    /// The scope of a request asking `requested`: with replicas per region, `local_quorum`
+    /// (also the default) counts this node's region — if it holds replicas of the key, else
+    /// every replica — and `each_quorum` every region; anything else, and every request
+    /// without regions, counts every replica.
+    fn scope(&self, requested: Option<Quorum>, p: &Placement) -> Scope {
+        let Some(region) = self.region_of(self.ctx.topology().local()) else {
+            return Scope::All;
+        };
+        match requested {
+            None | Some(Quorum::LocalQuorum) => {
+                let local = p
+                    .replicas
+                    .iter()
+                    .any(|n| self.region_of(n).as_deref() == Some(&*region));
+                match local {
+                    true => Scope::Local(region.to_string()),
+                    false => Scope::All,
+                }
+            }
+            Some(Quorum::EachQuorum) => Scope::Each,
+            Some(_) => Scope::All,
+        }
+    }
+
+    /// `p` with only the nodes of `region` in its replicas, data holders and write set.
+    fn in_region(&self, p: Placement, region: &str) -> Placement {
+        let keep = |set: &Arc<[NodeId]>| -> Arc<[NodeId]> {
+            set.iter()
+                .filter(|n| self.region_of(n).as_deref() == Some(region))
+                .cloned()
+                .collect()
+        };
+        Placement {
+            replicas: keep(&p.replicas),
+            data: keep(&p.data),
+            writes: keep(&p.writes),
+            ..p
+        }
+    }
+
+    /// The quorum of a write of `p` in `scope`, `required` being the resolved `w` of
+    /// [`Scope::All`]: one set over every replica, or a majority set per region counted.
+    fn write_quorum(&self, p: &Placement, scope: &Scope, required: u8) -> WriteQuorum {
+        let in_region = |set: &[NodeId], region: &str| {
+            set.iter()
+                .filter(|n| self.region_of(n).as_deref() == Some(region))
+                .count()
+        };
+        let regional = |region: &str| {
+            let replicas = in_region(&p.replicas, region);
+            let majority = (replicas / 2 + 1).min(usize::from(u8::MAX)) as u8;
+            (
+                Some(Arc::from(region)),
+                QuorumSets::new(majority, replicas, in_region(&p.data, region)),
+            )
+        };
+        let sets = match scope {
+            Scope::All => vec![(
+                None,
+                QuorumSets::new(required, p.replicas.len(), p.data.len()),
+            )],
+            Scope::Local(region) => vec![regional(region)],
+            Scope::Each => {
+                let mut regions: Vec<Arc<str>> = p
+                    .replicas
+                    .iter()
+                    .filter_map(|n| self.region_of(n))
+                    .collect();
+                regions.sort();
+                regions.dedup();
+                regions.iter().map(|r| regional(r)).collect()
+            }
+        };
+        ScopedQuorum::new(sets)
+    }
 }
+
+/// A write's quorum: sets scoped by region (see [`Coordinator::write_quorum`]).
+type WriteQuorum = ScopedQuorum<Arc<str>>;
 
 fn quorum_error(t: &QuorumTracker) -> Error {
     Error::Quorum {
         required: t.required(),
         succeeded: t.succeeded(),
         errors: t.errors().join("; "),
+    }
+}
+
+/// The error of a write quorum that was not reached.
+fn write_quorum_error(q: &WriteQuorum) -> Error {
+    match q.deciding() {
+        Some(t) => quorum_error(t),
+        None => Error::Quorum {
+            required: 1,
+            succeeded: 0,
+            errors: "no replica to count".into(),
+        },
     }
 }

@@ -10,7 +10,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use yeskv_core::{NodeId, Object, Outcome, Quorum, QuorumTracker};
 use yeskv_storage::Engine;
 
-use super::{quorum_error, Coordinator, Placement};
+use super::{quorum_error, Coordinator, Placement, Scope};
 use crate::context::Liveness;
 use crate::error::Error;
 use crate::replication::{self, Holder};
@@ -78,7 +78,19 @@ impl<E: Engine> Coordinator<E> {
     /// [`Coordinator::read_repair`]).
     pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
         let p = self.place(bucket, key);
-        let required = self.quorum(r, self.settings().r, &p, p.data.len(), "r")?;
+        let mut required = self.quorum(r, self.settings().r, &p, p.data.len(), "r")?;
+        // `local_quorum` asks and counts the data holders of this node's region only (the
+        // other regions converge by replication and anti-entropy); `each_quorum` reads ask a
+        // quorum of every replica.
+        let p = match self.scope(r, &p) {
+            Scope::Local(region) => {
+                let p = self.in_region(p, &region);
+                let majority = p.replicas.len() / 2 + 1;
+                required = majority.min(p.data.len()).clamp(1, 255) as u8;
+                p
+            }
+            Scope::All | Scope::Each => p,
+        };
         let (queue, first) = self.read_queue(&p, required);
         let launch = |(holder, liveness): (Holder, Liveness)| {
             self.clone()

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use yeskv_core::codec::{decode_token, encode_record, encode_token};
 use yeskv_core::keyspace::key_tag;
-use yeskv_core::{CausalContext, NodeId, Outcome, Quorum, QuorumSets, Version};
+use yeskv_core::{CausalContext, NodeId, Outcome, Quorum, Version};
 use yeskv_storage::Engine;
 
-use super::{quorum_error, Coordinator, Placement, Write};
+use super::{write_quorum_error, Coordinator, Placement, Scope, Write};
 use crate::context::Liveness;
 use crate::error::Error;
 use crate::replica::Slot;
@@ -41,6 +41,7 @@ impl<E: Engine> Coordinator<E> {
     ) -> Result<CausalContext, Error> {
         let p = self.place(bucket, key);
         let required = self.quorum(w, self.settings().w, &p, p.writes.len(), "w")?;
+        let scope = self.scope(w, &p);
         let write = Write {
             ctx,
             value,
@@ -51,13 +52,19 @@ impl<E: Engine> Coordinator<E> {
         // that lost the actor's earlier dots of the key would cover writes it never saw (found by
         // the simulator, seed 134). Such a node forwards to a data holder like any other.
         if p.data.iter().any(|n| self.is_local(n)) {
-            return match self.coordinate_local(&p, &write, required, None).await {
+            return match self
+                .coordinate_local(&p, &write, required, &scope, None)
+                .await
+            {
                 // This node's storage refused the write before applying it (a full disk): the
                 // key's other primaries can still make `w`, so one of them coordinates it.
                 Err(Error::Storage(local)) => {
                     tracing::debug!(error = %local, "own storage refused a write; forwarding it");
                     metrics::counter!(crate::metrics::WRITES_FORWARDED_STORAGE).increment(1);
-                    match self.forward(bucket, key, &p, &write, required).await {
+                    match self
+                        .forward(bucket, key, &p, &write, required, &scope)
+                        .await
+                    {
                         Ok(ctx) => Ok(ctx),
                         Err(Forward::Unreachable(errors)) => {
                             Err(Error::Storage(format!("{local}; {errors}")))
@@ -68,7 +75,10 @@ impl<E: Engine> Coordinator<E> {
                 other => other,
             };
         }
-        match self.forward(bucket, key, &p, &write, required).await {
+        match self
+            .forward(bucket, key, &p, &write, required, &scope)
+            .await
+        {
             Ok(ctx) => Ok(ctx),
             // No primary could coordinate (all down, or none answered): this node stands in
             // for the first primary and coordinates the write itself (sloppy quorum), so the
@@ -80,7 +90,7 @@ impl<E: Engine> Coordinator<E> {
                         metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => "coordinator")
                             .increment(1);
                         let first = first.clone();
-                        self.coordinate_local(&p, &write, required, Some(first))
+                        self.coordinate_local(&p, &write, required, &scope, Some(first))
                             .await
                     }
                     None => Err(Error::Quorum {
@@ -102,6 +112,7 @@ impl<E: Engine> Coordinator<E> {
         p: &Placement,
         write: &Write,
         required: u8,
+        scope: &Scope,
         stand_in_for: Option<NodeId>,
     ) -> Result<CausalContext, Error> {
         let Write {
@@ -142,8 +153,13 @@ impl<E: Engine> Coordinator<E> {
             .await?;
         let after = ctx.clone().with_dot(dot);
         let me = stand_in_for.as_ref().unwrap_or(self.ctx.topology().local());
-        let mut quorum = QuorumSets::new(required, p.replicas.len(), p.data.len());
-        let outcome = quorum.record(p.replicas.contains(me), p.data.contains(me), Ok(()));
+        let mut quorum = self.write_quorum(p, scope, required);
+        let outcome = quorum.record(
+            self.region_of(me).as_ref(),
+            p.replicas.contains(me),
+            p.data.contains(me),
+            Ok(()),
+        );
         if outcome == Outcome::Reached && p.writes.len() == 1 {
             return Ok(after);
         }
@@ -178,13 +194,19 @@ impl<E: Engine> Coordinator<E> {
         }
         while let Some((node, result)) = rx.recv().await {
             let reply = result.map_err(|e| e.join("; "));
-            match quorum.record(p.replicas.contains(&node), p.data.contains(&node), reply) {
+            let region = self.region_of(&node);
+            match quorum.record(
+                region.as_ref(),
+                p.replicas.contains(&node),
+                p.data.contains(&node),
+                reply,
+            ) {
                 Outcome::Reached => return Ok(after),
-                Outcome::Impossible => return Err(quorum_error(quorum.deciding())),
+                Outcome::Impossible => return Err(write_quorum_error(&quorum)),
                 Outcome::Pending => {}
             }
         }
-        Err(quorum_error(quorum.deciding()))
+        Err(write_quorum_error(&quorum))
     }
 
     /// Puts one primary slot's copy of a write: on the primary if it is up and takes it, else
@@ -216,8 +238,21 @@ impl<E: Engine> Coordinator<E> {
             errors.push(Error::PeerDown(primary.clone()).to_string());
             "down"
         };
+        // With regions, a stand-in is of the primary's region: a copy kept across the WAN
+        // would make a region's quorum out of another region's nodes.
+        let region = self.region_of(&primary);
         loop {
-            let Some(node) = fallbacks.lock().pop_front() else {
+            let next = {
+                let mut queue = fallbacks.lock();
+                let at = match &region {
+                    None => Some(0).filter(|_| !queue.is_empty()),
+                    Some(r) => queue
+                        .iter()
+                        .position(|n| self.region_of(n).as_ref() == Some(r)),
+                };
+                at.and_then(|i| queue.remove(i))
+            };
+            let Some(node) = next else {
                 break;
             };
             let holder = Holder::StandIn {
@@ -241,13 +276,32 @@ impl<E: Engine> Coordinator<E> {
                 Err(e) => errors.push(format!("{} (believed down, tried anyway)", e.of(&primary))),
             }
         }
+        // A region cut off: a node of another region keeps the copy as a hint, so that it
+        // reaches the primary as soon as the region is back, but the slot still counts as
+        // failed for the quorum (another region's disk is not this region's replica).
+        if region.is_some() {
+            let next = fallbacks.lock().pop_front();
+            if let Some(node) = next {
+                let holder = Holder::StandIn {
+                    node: node.clone(),
+                    for_primary: primary.clone(),
+                };
+                if send(holder, Liveness::IfUp).await.is_ok() {
+                    metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => "region")
+                        .increment(1);
+                    errors.push(format!(
+                        "{node} of another region keeps a hint for {primary} (not counted)"
+                    ));
+                }
+            }
+        }
         Err(errors)
     }
 
-    /// Sends a write to the first live data holder of the key in preference order; moves on to
-    /// the next only past holders the request never reached, or that refused it before applying
-    /// it (see the module docs). Nodes still receiving the partition come last (they refuse to
-    /// coordinate until they hold its data).
+    /// Sends a write to the first live data holder of the key in preference order (those of
+    /// this node's region first); moves on to the next only past holders the request never
+    /// reached, or that refused it before applying it (see the module docs). Nodes still
+    /// receiving the partition come last (they refuse to coordinate until they hold its data).
     async fn forward(
         &self,
         bucket: &[u8],
@@ -255,6 +309,7 @@ impl<E: Engine> Coordinator<E> {
         p: &Placement,
         write: &Write,
         required: u8,
+        scope: &Scope,
     ) -> Result<CausalContext, Forward> {
         let tag = key_tag(bucket, key);
         let token = encode_token(&write.ctx, tag);
@@ -262,11 +317,17 @@ impl<E: Engine> Coordinator<E> {
         // after a slow primary: allow three internode deadlines.
         let timeout = self.settings().rpc_timeout * 3;
         let mut errors = Vec::new();
-        let order = p
+        let here = self.region_of(self.ctx.topology().local());
+        let mut order: Vec<&NodeId> = p
             .data
             .iter()
             .chain(p.writes.iter().filter(|n| !p.data.contains(n)))
-            .filter(|n| !self.is_local(n));
+            .filter(|n| !self.is_local(n))
+            .collect();
+        if here.is_some() {
+            // Stable: within each group the preference order stands.
+            order.sort_by_key(|n| self.region_of(n) != here);
+        }
         for node in order {
             let answer = replication::coordinate_on(
                 &self.ctx,
@@ -276,6 +337,7 @@ impl<E: Engine> Coordinator<E> {
                 token.clone(),
                 write,
                 required,
+                scope,
                 timeout,
             )
             .await;
@@ -320,6 +382,7 @@ impl<E: Engine> Coordinator<E> {
         key: &[u8],
         write: &Write,
         w: u8,
+        scope: Scope,
     ) -> Result<CausalContext, Error> {
         let p = self.place(bucket, key);
         if !p.data.iter().any(|n| self.is_local(n)) {
@@ -328,7 +391,19 @@ impl<E: Engine> Coordinator<E> {
             ));
         }
         let w = w.clamp(1, p.writes.len().max(1) as u8);
-        self.coordinate_local(&p, write, w, None).await
+        // A region this node's layout does not place this key in counts every replica.
+        let scope = match scope {
+            Scope::Local(region)
+                if !p
+                    .replicas
+                    .iter()
+                    .any(|n| self.region_of(n).as_deref() == Some(region.as_str())) =>
+            {
+                Scope::All
+            }
+            other => other,
+        };
+        self.coordinate_local(&p, write, w, &scope, None).await
     }
 }
 
