@@ -175,8 +175,9 @@ fn signal(node: &support::Node, sig: &str) {
 
 /// Three regions of two nodes, two replicas each; region r3 stopped (SIGSTOP). Writes through
 /// r1 and r2 with the default (`local_quorum`) are all acknowledged, and read back with
-/// `r=local_quorum` in their region; `w=each_quorum` answers 503 naming what failed; after
-/// SIGCONT an `each_quorum` write succeeds and every write reads back in r3.
+/// `r=local_quorum` in their region; `w=each_quorum` answers 503 naming what failed. With r2
+/// stopped too, writes through r1 still succeed and `w=quorum` (four of six) answers 503.
+/// After SIGCONT an `each_quorum` write succeeds and every write reads back in r2 and r3.
 #[test]
 fn a_region_stopped_keeps_the_others_writing_with_local_quorums() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -238,24 +239,50 @@ fn a_region_stopped_keeps_the_others_writing_with_local_quorums() {
         each.text()
     );
 
-    signal(&c.nodes[4], "-CONT");
-    signal(&c.nodes[5], "-CONT");
+    // r2 stopped too: four of six replicas away. A local quorum in r1 still takes writes; a
+    // quorum of all six (four) cannot.
+    signal(&c.nodes[2], "-STOP");
+    signal(&c.nodes[3], "-STOP");
+    for i in 0..20 {
+        let key = format!("alone{i}");
+        let via = &addrs[i % 2];
+        let r = request(via, "PUT", &format!("/v1/kv/b/{key}"), &[], key.as_bytes());
+        assert_eq!(
+            r.status,
+            204,
+            "{key} via {via} with r2 and r3 stopped: {}",
+            r.text()
+        );
+        let back = request(via, "GET", &format!("/v1/kv/b/{key}"), &[], b"");
+        assert_eq!(
+            (back.status, back.text()),
+            (200, key.clone()),
+            "{key} via {via}"
+        );
+        written.push(key);
+    }
+    let most = request(&addrs[0], "PUT", "/v1/kv/b/most?w=quorum", &[], b"x");
+    assert_eq!(most.status, 503, "{}", most.text());
+    for node in &c.nodes[2..] {
+        signal(node, "-CONT");
+    }
     wait_until(
         "each_quorum writes succeed again",
         Duration::from_secs(60),
         || request(&addrs[1], "PUT", "/v1/kv/b/each?w=each_quorum", &[], b"y").status == 204,
     );
-    // Every write made while r3 was stopped reaches it (hints, then anti-entropy).
-    wait_until("r3 holds every write", Duration::from_secs(60), || {
-        written.iter().all(|key| {
-            let r = request(
-                &addrs[5],
-                "GET",
-                &format!("/v1/kv/b/{key}?r=local_quorum"),
-                &[],
-                b"",
-            );
-            r.status == 200 && r.text() == *key
-        })
-    });
+    // Every write made while r2 and r3 were stopped reaches them (hints, then anti-entropy).
+    for addr in [&addrs[3], &addrs[5]] {
+        wait_until(
+            "r2 and r3 hold every write",
+            Duration::from_secs(60),
+            || {
+                written.iter().all(|key| {
+                    let path = format!("/v1/kv/b/{key}?r=local_quorum");
+                    let r = request(addr, "GET", &path, &[], b"");
+                    r.status == 200 && r.text() == *key
+                })
+            },
+        );
+    }
 }
