@@ -203,8 +203,8 @@ impl<E: Engine> Coordinator<E> {
     }
 
     /// The scope of a request asking `requested`: with replicas per region, `local_quorum`
-    /// (also the default) counts this node's region — if it holds replicas of the key, else
-    /// every replica — and `each_quorum` every region; anything else, and every request
+    /// (also the default) counts this node's region — if it holds data holders of the key,
+    /// else every replica — and `each_quorum` every region; anything else, and every request
     /// without regions, counts every replica.
     fn scope(&self, requested: Option<Quorum>, p: &Placement) -> Scope {
         let Some(region) = self.region_of(self.ctx.topology().local()) else {
@@ -212,8 +212,10 @@ impl<E: Engine> Coordinator<E> {
         };
         match requested {
             None | Some(Quorum::LocalQuorum) => {
+                // Data holders, not only replicas: a region just added holds replicas that
+                // are still receiving their partitions, and counts every replica meanwhile.
                 let local = p
-                    .replicas
+                    .data
                     .iter()
                     .any(|n| self.region_of(n).as_deref() == Some(&*region));
                 match local {

@@ -391,11 +391,11 @@ impl<E: Engine> Coordinator<E> {
             ));
         }
         let w = w.clamp(1, p.writes.len().max(1) as u8);
-        // A region this node's layout does not place this key in counts every replica.
+        // A region this node's layout gives no data holder of this key counts every replica.
         let scope = match scope {
             Scope::Local(region)
                 if !p
-                    .replicas
+                    .data
                     .iter()
                     .any(|n| self.region_of(n).as_deref() == Some(region.as_str())) =>
             {
