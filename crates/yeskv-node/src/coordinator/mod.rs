@@ -267,11 +267,10 @@ impl<E: Engine> Coordinator<E> {
             )],
             Scope::Local(region) => vec![regional(region)],
             Scope::Each => {
-                let mut regions: Vec<Arc<str>> = p
-                    .replicas
-                    .iter()
-                    .filter_map(|n| self.region_of(n))
-                    .collect();
+                // Every region with a data holder of the key (a region still receiving its
+                // first copies has none yet).
+                let mut regions: Vec<Arc<str>> =
+                    p.data.iter().filter_map(|n| self.region_of(n)).collect();
                 regions.sort();
                 regions.dedup();
                 regions.iter().map(|r| regional(r)).collect()
