@@ -477,6 +477,23 @@ impl Faults {
         Ok((Active::Delay(order[..count].to_vec()), parts.join(", ")))
     }
 
+    /// A node drawn from `rng` for a membership fault: not the first (whose configuration
+    /// bootstraps the cluster and through which changes are staged), nor the disk node.
+    fn membership_candidate(
+        &self,
+        cluster: &Cluster,
+        rng: &mut StdRng,
+        what: &str,
+    ) -> anyhow::Result<usize> {
+        let candidates: Vec<usize> = (1..cluster.len())
+            .filter(|i| Some(*i) != self.disk_node)
+            .collect();
+        if candidates.is_empty() {
+            bail!("no node can {what} in this run");
+        }
+        Ok(candidates[rng.random_range(0..candidates.len())])
+    }
+
     /// `replace`: a node drawn from `rng` (not the first, whose configuration bootstraps the
     /// cluster, nor the disk node) is killed with `kill -9` and forced out of the layout through
     /// another node; its data directory is wiped and it is started again, empty, and joined as a
@@ -487,13 +504,7 @@ impl Faults {
         cluster: &mut Cluster,
         rng: &mut StdRng,
     ) -> anyhow::Result<(Active, String)> {
-        let candidates: Vec<usize> = (1..cluster.len())
-            .filter(|i| Some(*i) != self.disk_node)
-            .collect();
-        if candidates.is_empty() {
-            bail!("no node can be replaced in this run");
-        }
-        let i = candidates[rng.random_range(0..candidates.len())];
+        let i = self.membership_candidate(cluster, rng, "be replaced")?;
         let id = node_id(cluster, i);
         cluster.kill9(i).await?;
         let via = cluster.nodes[0].spec.http.clone();
@@ -526,13 +537,7 @@ impl Faults {
         cluster: &mut Cluster,
         rng: &mut StdRng,
     ) -> anyhow::Result<(Active, String)> {
-        let candidates: Vec<usize> = (1..cluster.len())
-            .filter(|i| Some(*i) != self.disk_node)
-            .collect();
-        if candidates.is_empty() {
-            bail!("no node can leave in this run");
-        }
-        let i = candidates[rng.random_range(0..candidates.len())];
+        let i = self.membership_candidate(cluster, rng, "leave")?;
         let id = node_id(cluster, i);
         let via = cluster.nodes[0].spec.http.clone();
         let leave = serde_json::json!({ "nodes": [id] }).to_string();
