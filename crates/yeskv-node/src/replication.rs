@@ -148,6 +148,37 @@ impl Holder {
     }
 }
 
+/// Which of a partition's sets a node must be in to serve a message of it.
+enum Set {
+    /// The data holders (reads of its own copy).
+    DataHolders,
+    /// The write set (merges into its own copy).
+    WriteSet,
+}
+
+/// The refusal of a message for `storage_key` when this node is not in `set` of the key's
+/// partition in its layout; `None` when it is (or the key names no partition).
+fn unless_in<E: Engine>(
+    ctx: &NodeContext<E>,
+    storage_key: &[u8],
+    set: Set,
+) -> Option<PeerResponse> {
+    let topology = ctx.topology();
+    let (partition, _, _) = split_storage_key(storage_key)?;
+    let (members, holds) = match set {
+        Set::DataHolders => (topology.data_holders(partition), "no data"),
+        Set::WriteSet => (topology.write_set(partition), "no copy"),
+    };
+    if members.contains(topology.local()) {
+        return None;
+    }
+    Some(PeerResponse::Failed(RemoteError::Unavailable(format!(
+        "{} holds {holds} of this key's partition in its layout (version {})",
+        topology.local(),
+        topology.layout_version()
+    ))))
+}
+
 /// Answers a replication message (see the module docs).
 pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -> PeerResponse {
     let ctx = c.context();
@@ -157,15 +188,8 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             // its layout: a coordinator with an older layout may still count a former holder
             // whose copy has since been cleaned up, or a new holder still receiving, and "not
             // found" from either would be a miss. Refused, the coordinator asks the others.
-            let topology = ctx.topology();
-            let holds = split_storage_key(&storage_key)
-                .is_none_or(|(p, _, _)| topology.data_holders(p).contains(topology.local()));
-            if !holds {
-                return PeerResponse::Failed(RemoteError::Unavailable(format!(
-                    "{} holds no data of this key's partition in its layout (version {})",
-                    topology.local(),
-                    topology.layout_version()
-                )));
+            if let Some(refusal) = unless_in(ctx, &storage_key, Set::DataHolders) {
+                return refusal;
             }
             object_answer(ctx.replica().read(&storage_key))
         }
@@ -189,15 +213,8 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             // of in its layout: a coordinator (or a handoff) with an older layout may still
             // count a former holder, whose copy would be cleaned up, and a write acknowledged
             // on it would be lost. Refused, the sender uses another holder or a stand-in.
-            let topology = ctx.topology();
-            let holds = split_storage_key(&storage_key)
-                .is_none_or(|(p, _, _)| topology.write_set(p).contains(topology.local()));
-            if !holds {
-                return PeerResponse::Failed(RemoteError::Unavailable(format!(
-                    "{} holds no copy of this key's partition in its layout (version {})",
-                    topology.local(),
-                    topology.layout_version()
-                )));
+            if let Some(refusal) = unless_in(ctx, &storage_key, Set::WriteSet) {
+                return refusal;
             }
             merge_record(ctx, Slot::Own, key_hash, &storage_key, &record).await
         }

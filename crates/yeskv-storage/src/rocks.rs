@@ -290,6 +290,27 @@ fn reopen_space_needed(config: &RocksConfig, memtable_bytes: u64) -> u64 {
 }
 
 impl RocksEngine {
+    /// Flushes `space` and compacts its keys between `start` and `end` (unbounded where
+    /// `None`) down to the bottommost level, which drops what deletes and range deletes cover.
+    fn compact_between(
+        &self,
+        space: Space,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+    ) -> Result<(), Error> {
+        if self.shared.read_only.load(Ordering::SeqCst) {
+            return Err(self.shared.read_only_error());
+        }
+        self.shared.with_db(|db| {
+            let cf = cf(db, space)?;
+            db.flush_cf(cf).map_err(map_err)?;
+            let mut opts = rocksdb::CompactOptions::default();
+            opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            db.compact_range_cf_opt(cf, start, end, &opts);
+            Ok(())
+        })
+    }
+
     /// Opens (or creates) the database.
     pub fn open(config: &RocksConfig) -> Result<Self, Error> {
         std::fs::create_dir_all(&config.path)
@@ -761,31 +782,11 @@ impl Engine for RocksEngine {
     }
 
     fn compact(&self, space: Space) -> Result<(), Error> {
-        if self.shared.read_only.load(Ordering::SeqCst) {
-            return Err(self.shared.read_only_error());
-        }
-        self.shared.with_db(|db| {
-            let cf = cf(db, space)?;
-            db.flush_cf(cf).map_err(map_err)?;
-            let mut opts = rocksdb::CompactOptions::default();
-            opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-            db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &opts);
-            Ok(())
-        })
+        self.compact_between(space, None, None)
     }
 
     fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> Result<(), Error> {
-        if self.shared.read_only.load(Ordering::SeqCst) {
-            return Err(self.shared.read_only_error());
-        }
-        self.shared.with_db(|db| {
-            let cf = cf(db, space)?;
-            db.flush_cf(cf).map_err(map_err)?;
-            let mut opts = rocksdb::CompactOptions::default();
-            opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-            db.compact_range_cf_opt(cf, Some(start), Some(end), &opts);
-            Ok(())
-        })
+        self.compact_between(space, Some(start), Some(end))
     }
 
     fn sync_mode(&self) -> SyncMode {

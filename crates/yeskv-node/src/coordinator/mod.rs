@@ -214,11 +214,7 @@ impl<E: Engine> Coordinator<E> {
             None | Some(Quorum::LocalQuorum) => {
                 // Data holders, not only replicas: a region just added holds replicas that
                 // are still receiving their partitions, and counts every replica meanwhile.
-                let local = p
-                    .data
-                    .iter()
-                    .any(|n| self.region_of(n).as_deref() == Some(&*region));
-                match local {
+                match self.count_in(&p.data, &region) > 0 {
                     true => Scope::Local(region.to_string()),
                     false => Scope::All,
                 }
@@ -228,11 +224,21 @@ impl<E: Engine> Coordinator<E> {
         }
     }
 
+    /// Whether `node` is in `region` (never without regions).
+    fn is_in(&self, node: &NodeId, region: &str) -> bool {
+        self.region_of(node).as_deref() == Some(region)
+    }
+
+    /// How many nodes of `set` are in `region`.
+    fn count_in(&self, set: &[NodeId], region: &str) -> usize {
+        set.iter().filter(|n| self.is_in(n, region)).count()
+    }
+
     /// `p` with only the nodes of `region` in its replicas, data holders and write set.
     fn in_region(&self, p: Placement, region: &str) -> Placement {
         let keep = |set: &Arc<[NodeId]>| -> Arc<[NodeId]> {
             set.iter()
-                .filter(|n| self.region_of(n).as_deref() == Some(region))
+                .filter(|n| self.is_in(n, region))
                 .cloned()
                 .collect()
         };
@@ -247,17 +253,12 @@ impl<E: Engine> Coordinator<E> {
     /// The quorum of a write of `p` in `scope`, `required` being the resolved `w` of
     /// [`Scope::All`]: one set over every replica, or a majority set per region counted.
     fn write_quorum(&self, p: &Placement, scope: &Scope, required: u8) -> WriteQuorum {
-        let in_region = |set: &[NodeId], region: &str| {
-            set.iter()
-                .filter(|n| self.region_of(n).as_deref() == Some(region))
-                .count()
-        };
         let regional = |region: &str| {
-            let replicas = in_region(&p.replicas, region);
+            let replicas = self.count_in(&p.replicas, region);
             let majority = (replicas / 2 + 1).min(usize::from(u8::MAX)) as u8;
             (
                 Some(Arc::from(region)),
-                QuorumSets::new(majority, replicas, in_region(&p.data, region)),
+                QuorumSets::new(majority, replicas, self.count_in(&p.data, region)),
             )
         };
         let sets = match scope {

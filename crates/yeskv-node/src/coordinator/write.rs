@@ -393,14 +393,7 @@ impl<E: Engine> Coordinator<E> {
         let w = w.clamp(1, p.writes.len().max(1) as u8);
         // A region this node's layout gives no data holder of this key counts every replica.
         let scope = match scope {
-            Scope::Local(region)
-                if !p
-                    .data
-                    .iter()
-                    .any(|n| self.region_of(n).as_deref() == Some(region.as_str())) =>
-            {
-                Scope::All
-            }
+            Scope::Local(region) if self.count_in(&p.data, &region) == 0 => Scope::All,
             other => other,
         };
         self.coordinate_local(&p, write, w, &scope, None).await
