@@ -74,6 +74,8 @@ struct Snapshot {
     syncing: Vec<(u16, u64)>,
     /// Each member's region, when the layout places replicas per region (else empty).
     regions: BTreeMap<NodeId, Arc<str>>,
+    /// The regions the layout places replicas in.
+    replicated: Vec<Arc<str>>,
 }
 
 impl Snapshot {
@@ -119,6 +121,11 @@ impl Snapshot {
             peers,
             moving,
             syncing: layout.syncing_of(local),
+            replicated: layout
+                .replication
+                .keys()
+                .map(|r| Arc::from(r.as_str()))
+                .collect(),
             regions: if layout.replication.is_empty() {
                 BTreeMap::new()
             } else {
@@ -256,6 +263,18 @@ impl Topology for ClusterTopology {
 
     fn region_of(&self, node: &NodeId) -> Option<Arc<str>> {
         self.snap()?.regions.get(node).cloned()
+    }
+
+    fn regions(&self) -> Vec<Arc<str>> {
+        self.snap()
+            .map(|s| s.replicated.clone())
+            .unwrap_or_default()
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        self.snap()
+            .map(|s| s.peers.keys().cloned().collect())
+            .unwrap_or_default()
     }
 }
 

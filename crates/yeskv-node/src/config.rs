@@ -55,6 +55,8 @@ pub struct Config {
     pub repair: Repair,
     /// Receiving partitions after a membership change.
     pub transfer: Transfer,
+    /// Sending writes to the other regions (`crate::xr`).
+    pub cross_region: CrossRegion,
     /// Test-only fault injection (off by default; see [`crate::chaos`]).
     pub chaos: Chaos,
     /// Log filter (tracing `EnvFilter` syntax); the `RUST_LOG` environment variable wins.
@@ -231,6 +233,32 @@ impl Default for Transfer {
     }
 }
 
+/// Sending writes to the other regions (`crate::xr`); used only with replicas per region.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrossRegion {
+    /// Most writes queued on this node for one region. Past it writes are still taken, but
+    /// not queued for that region (anti-entropy carries them; `yeskv_xr_overflow_total`).
+    pub queue_entries_max: u64,
+    /// Queued writes read and sent per batch.
+    pub batch: usize,
+    /// Wait before a region whose last batch failed is tried again.
+    pub retry_ms: u64,
+    /// Longest wait between looks at the queue when no write wakes the sender.
+    pub poll_ms: u64,
+}
+
+impl Default for CrossRegion {
+    fn default() -> Self {
+        CrossRegion {
+            queue_entries_max: crate::replica::XR_QUEUE_ENTRIES_MAX_DEFAULT,
+            batch: 512,
+            retry_ms: 1000,
+            poll_ms: 500,
+        }
+    }
+}
+
 /// Test-only fault injection, for the real-process chaos runner.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -273,6 +301,7 @@ impl Default for Config {
             server: Server::default(),
             repair: Repair::default(),
             transfer: Transfer::default(),
+            cross_region: CrossRegion::default(),
             chaos: Chaos::default(),
             log: "info".into(),
         }
@@ -412,6 +441,7 @@ impl Config {
         validate_ttl(&self.ttl)?;
         validate_repair(&self.repair)?;
         validate_transfer(&self.transfer)?;
+        validate_cross_region(&self.cross_region)?;
         Ok(Validated {
             node_id,
             http,
@@ -574,6 +604,24 @@ fn validate_transfer(transfer: &Transfer) -> Result<(), ConfigError> {
         0,
         7 * 86_400,
     )
+}
+
+/// The `[cross_region]` section.
+fn validate_cross_region(xr: &CrossRegion) -> Result<(), ConfigError> {
+    check_between(
+        "cross_region.queue_entries_max",
+        xr.queue_entries_max,
+        1,
+        1 << 32,
+    )?;
+    check_between(
+        "cross_region.batch",
+        xr.batch,
+        1,
+        crate::replication::MERGE_MANY_MAX,
+    )?;
+    check_between("cross_region.retry_ms", xr.retry_ms, 1, 3_600_000)?;
+    check_between("cross_region.poll_ms", xr.poll_ms, 1, 3_600_000)
 }
 
 /// The `[repair]` section (`hint_age_max_secs` is retired and accepted as anything).

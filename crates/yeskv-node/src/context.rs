@@ -65,6 +65,7 @@ pub struct NodeContext<E: Engine> {
     clock: Arc<dyn Clock>,
     settings: Settings,
     transfers: Arc<crate::transfer::TransferStats>,
+    xr_links: Arc<crate::xr::Links>,
 }
 
 impl<E: Engine> Clone for NodeContext<E> {
@@ -76,6 +77,7 @@ impl<E: Engine> Clone for NodeContext<E> {
             clock: self.clock.clone(),
             settings: self.settings.clone(),
             transfers: self.transfers.clone(),
+            xr_links: self.xr_links.clone(),
         }
     }
 }
@@ -96,7 +98,13 @@ impl<E: Engine> NodeContext<E> {
             clock,
             settings,
             transfers: Arc::default(),
+            xr_links: Arc::default(),
         }
+    }
+
+    /// What this node last saw of its links to the other regions (`crate::xr`).
+    pub fn xr_links(&self) -> &Arc<crate::xr::Links> {
+        &self.xr_links
     }
 
     /// What this node's partition transfers have done and have left.

@@ -124,6 +124,10 @@ pub enum Error {
     /// The layout service could not make a change the node asked for (no leader, refused).
     #[error("layout change failed: {0}")]
     Layout(String),
+    /// Writes queued for another region could not all be delivered (its nodes down, cut off,
+    /// or refusing); they stay queued (`crate::xr`).
+    #[error("cross-region replication: {0}")]
+    Undelivered(String),
 }
 
 impl Error {
@@ -145,7 +149,8 @@ impl Error {
             | Error::Transport { .. }
             | Error::PeerRefused { .. }
             | Error::Protocol { .. }
-            | Error::Layout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::Layout(_)
+            | Error::Undelivered(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -12,11 +12,12 @@
 //! coordinator replicates the object to the key's other primaries, or to fallbacks as hints for
 //! the down ones, through [`replication`] → the client gets `204` with its new context once `w`
 //! replicas hold it. Each other replica receives it in [`dispatch`] → [`replication::serve`] →
-//! [`replica::Replica::merge`].
+//! [`replica::Replica::merge`]. With replicas per region, the other regions' replicas get it
+//! from the coordinator's durable queue, through [`xr`] (`MergeMany`).
 //!
 //! Modules: [`context`] (what every subsystem works with, and its one `call` to a peer),
 //! [`dispatch`] (where peer messages arrive), [`peer`] (their envelope), [`replication`],
-//! [`handoff`], [`aae`] (anti-entropy) and [`reaper`] (each owns its messages and serves them),
+//! [`handoff`], [`xr`] (cross-region replication), [`aae`] (anti-entropy) and [`reaper`] (each owns its messages and serves them),
 //! [`workers`] (background work, reported and joined), [`topology`] and [`cluster`] (who holds a
 //! key, who is up), [`config`] (settings and validation), [`metrics`] (names and `/metrics`),
 //! [`clock`] (the time seam), [`error`], and [`chaos`] (delay injection for the chaos runner,
@@ -43,6 +44,7 @@ pub mod server;
 pub mod topology;
 pub mod transfer;
 pub mod workers;
+pub mod xr;
 
 pub use config::Config;
 pub use error::Error;

@@ -81,6 +81,22 @@ pub const TRANSFER_BYTES: &str = "yeskv_transfer_bytes_total";
 pub const TRANSFER_BATCHES_REFUSED: &str = "yeskv_transfer_batches_refused_total";
 /// Partitions whose data this node removed after it stopped holding them (cleanup).
 pub const TRANSFER_PARTITIONS_CLEANED: &str = "yeskv_transfer_partitions_cleaned_total";
+/// Writes queued for another region, by `region`, waiting to be sent (`crate::xr`).
+pub const XR_QUEUE: &str = "yeskv_xr_queue_entries";
+/// Age of the oldest write queued for a region, by `region` (0 when none is queued).
+pub const XR_LAG: &str = "yeskv_xr_lag_seconds";
+/// Writes delivered to another region and removed from its queue, by `region`.
+pub const XR_DELIVERED: &str = "yeskv_xr_delivered_total";
+/// Time from a write's store to its delivery in another region, by `region`.
+pub const XR_DELIVERY: &str = "yeskv_xr_delivery_seconds";
+/// Writes not queued for a region because its queue was full (left to anti-entropy), by
+/// `region`.
+pub const XR_OVERFLOW: &str = "yeskv_xr_overflow_total";
+/// Batches sent to another region that failed, by `region`.
+pub const XR_FAILURES: &str = "yeskv_xr_failures_total";
+/// 1 while the last batch sent to a region got through (or it owed nothing and a node of it
+/// is up), by `region`.
+pub const XR_LINK_UP: &str = "yeskv_xr_link_up";
 
 /// Per route (matched pattern), per (method, status): the request counter and the latency
 /// histogram of that route and method.
@@ -125,6 +141,16 @@ pub fn install() -> Option<PrometheusHandle> {
     ];
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency_buckets)
+        .and_then(|b| {
+            // A region cut off for minutes is what this histogram is for.
+            b.set_buckets_for_metric(
+                Matcher::Full(XR_DELIVERY.into()),
+                &[
+                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                    1800.0,
+                ],
+            )
+        })
         .and_then(|b| {
             b.set_buckets_for_metric(
                 Matcher::Full(READ_SIBLINGS.into()),
@@ -225,6 +251,15 @@ pub fn install() -> Option<PrometheusHandle> {
             TRANSFER_PARTITIONS_CLEANED,
             "Partitions whose data this node removed after it stopped holding them.",
         ),
+        (
+            XR_DELIVERED,
+            "Writes delivered to another region and removed from its queue.",
+        ),
+        (
+            XR_OVERFLOW,
+            "Writes not queued for a region (its queue was full): left to anti-entropy.",
+        ),
+        (XR_FAILURES, "Batches sent to another region that failed."),
     ];
     for (name, help) in counters {
         metrics::describe_counter!(name, help);
@@ -239,6 +274,19 @@ pub fn install() -> Option<PrometheusHandle> {
         "Partitions this node is receiving (syncing in the layout)."
     );
     metrics::gauge!(TRANSFER_PARTITIONS_PENDING).set(0.0);
+    metrics::describe_gauge!(XR_QUEUE, "Writes queued for another region, by region.");
+    metrics::describe_gauge!(
+        XR_LAG,
+        "Age of the oldest write queued for a region, in seconds."
+    );
+    metrics::describe_gauge!(
+        XR_LINK_UP,
+        "1 while the last batch sent to a region got through."
+    );
+    metrics::describe_histogram!(
+        XR_DELIVERY,
+        "Time from a write's store to its delivery in another region, in seconds."
+    );
     Some(handle)
 }
 

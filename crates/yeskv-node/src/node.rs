@@ -8,7 +8,7 @@
 //!
 //! [`NodeBuilder::build`] makes the [`NodeContext`], the [`Coordinator`] and the [`Dispatcher`]
 //! of peer messages, and starts the background workers (hinted handoff, anti-entropy, the
-//! reaper, receiving partitions) in [`Workers`]. [`Node::serve_peers`] answers peers on a listener until the node
+//! reaper, cross-region replication, receiving partitions) in [`Workers`]. [`Node::serve_peers`] answers peers on a listener until the node
 //! stops. [`Node::stop`] ends all of it and waits for every task it started.
 
 use std::sync::Arc;
@@ -35,6 +35,8 @@ pub struct RepairSettings {
     pub aae: AaeSettings,
     /// The reaper.
     pub reaper: ReaperSettings,
+    /// Cross-region replication ([`crate::xr`]).
+    pub xr: crate::xr::XrSettings,
 }
 
 /// What a node is built from (see the module docs).
@@ -135,12 +137,14 @@ impl<E: Engine> NodeBuilder<E> {
     }
 }
 
-/// Starts hinted handoff, anti-entropy exchanges and the reaper, in that order.
+/// Starts hinted handoff, anti-entropy exchanges, the reaper and cross-region replication, in
+/// that order.
 fn start_repair<E: Engine>(workers: &mut Workers, ctx: &NodeContext<E>, repair: RepairSettings) {
     let RepairSettings {
         handoff,
         aae,
         reaper,
+        xr,
     } = repair;
     let c = ctx.clone();
     workers.start("handoff", move |stop, status| async move {
@@ -167,6 +171,10 @@ fn start_repair<E: Engine>(workers: &mut Workers, ctx: &NodeContext<E>, repair: 
             outcome
         })
         .await
+    });
+    let c = ctx.clone();
+    workers.start("cross-region", move |stop, status| {
+        crate::xr::run(c, xr, stop, status)
     });
 }
 

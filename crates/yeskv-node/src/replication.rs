@@ -7,9 +7,11 @@
 //! | `ReadHints` | reads through a stand-in, the reaper | the merge of every hint it holds for the key |
 //! | `Merge` | write replication, read repair, anti-entropy, handoff | once the object is merged into its own replica (DVV `sync`) and durable |
 //! | `MergeHint` | write replication to a stand-in | once the object is merged into the hint it keeps for a down primary |
+//! | `MergeMany` | cross-region replication (`crate::xr`) | once every object of the batch it holds a copy of is merged and durable; it names the ones it refused |
 //! | `Coordinate` | a node that is not a replica of the key | once it coordinated the write as a replica ([`Coordinator`]) |
 //!
-//! This is where a replica *receives* a write: [`serve`] → [`Replica::merge`] for `Merge`, or
+//! This is where a replica *receives* a write: [`serve`] → [`Replica::merge`] for `Merge`,
+//! [`Replica::merge_many`] for a batch from another region (`MergeMany`), or
 //! `Coordinator::coordinate_forwarded` for a forwarded `Coordinate`.
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +69,13 @@ pub enum ReplicationRequest {
         #[serde(with = "serde_bytes")]
         record: Vec<u8>,
     },
+    /// Merge each of these objects into the local replica, as `Merge` does, and answer once
+    /// all are durable: a batch of cross-region replication (`crate::xr`). At most
+    /// [`MERGE_MANY_MAX`]; a batch with an undecodable record is refused whole.
+    MergeMany {
+        /// The objects.
+        objects: Vec<MergeItem>,
+    },
     /// Coordinate a client write: the receiver is a replica of the key; it applies the write
     /// with its own actor and replicates it to the key's other replicas.
     Coordinate {
@@ -98,6 +107,7 @@ impl ReplicationRequest {
             ReplicationRequest::ReadHints { .. } => "ReadHints",
             ReplicationRequest::Merge { .. } => "Merge",
             ReplicationRequest::MergeHint { .. } => "MergeHint",
+            ReplicationRequest::MergeMany { .. } => "MergeMany",
             ReplicationRequest::Coordinate { .. } => "Coordinate",
         }
     }
@@ -106,7 +116,9 @@ impl ReplicationRequest {
     pub fn is_idempotent(&self) -> bool {
         matches!(
             self,
-            ReplicationRequest::Read { .. } | ReplicationRequest::Merge { .. }
+            ReplicationRequest::Read { .. }
+                | ReplicationRequest::Merge { .. }
+                | ReplicationRequest::MergeMany { .. }
         )
     }
 }
@@ -118,11 +130,33 @@ pub enum ReplicationResponse {
     Object(Option<serde_bytes::ByteBuf>),
     /// A `Merge` or `MergeHint` is durable.
     Merged,
+    /// The objects of a `MergeMany` are durable, except those at these indices, which the
+    /// receiver refused: it holds no copy of their partition in its layout.
+    MergedMany {
+        /// Indices (in the batch) of the objects refused.
+        refused: Vec<u32>,
+    },
     /// A `Coordinate` reached its quorum; the client's new context token.
     Coordinated {
         /// The context token to hand to the client.
         context: String,
     },
+}
+
+/// Most objects in one `MergeMany`.
+pub const MERGE_MANY_MAX: usize = 4096;
+
+/// One object of a `MergeMany`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MergeItem {
+    /// The key's hash (selects the stripe lock).
+    pub key_hash: u64,
+    /// The key's storage key.
+    #[serde(with = "serde_bytes")]
+    pub storage_key: Vec<u8>,
+    /// The object, as a checksummed record.
+    #[serde(with = "serde_bytes")]
+    pub record: Vec<u8>,
 }
 
 /// Who holds one replica slot of a key for a read or a write.
@@ -227,6 +261,7 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             Ok(t) => merge_record(ctx, Slot::HintFor(&t), key_hash, &storage_key, &record).await,
             Err(e) => Err(Error::BadRequest(e.to_string())),
         },
+        ReplicationRequest::MergeMany { objects } => merge_many(ctx, objects).await,
         ReplicationRequest::Coordinate {
             bucket,
             key,
@@ -283,6 +318,55 @@ async fn merge_record<E: Engine>(
         .merge(slot, key_hash, storage_key, &incoming, ctx.now_ms())
         .await?;
     Ok(ReplicationResponse::Merged)
+}
+
+/// Merges a `MergeMany` batch into this node's own copies: the keys of partitions it is in the
+/// write set of (like `Merge`); the others are named as refused. Every record is decoded
+/// before anything is applied, so a bad batch changes nothing.
+async fn merge_many<E: Engine>(
+    ctx: &NodeContext<E>,
+    objects: Vec<MergeItem>,
+) -> Result<ReplicationResponse, Error> {
+    if objects.len() > MERGE_MANY_MAX {
+        return Err(Error::BadRequest(format!(
+            "a MergeMany of {} objects (at most {MERGE_MANY_MAX})",
+            objects.len()
+        )));
+    }
+    let mut refused = Vec::new();
+    let mut taken = Vec::with_capacity(objects.len());
+    for (i, item) in objects.into_iter().enumerate() {
+        let object = decode_record(&item.record)
+            .map_err(|e| Error::Corrupt(format!("incoming object {i} of a batch: {e}")))?;
+        if split_storage_key(&item.storage_key).is_none() {
+            return Err(Error::BadRequest(format!(
+                "object {i} of a batch: its storage key does not parse"
+            )));
+        }
+        if unless_in(ctx, &item.storage_key, Set::WriteSet).is_some() {
+            refused.push(i as u32);
+            continue;
+        }
+        taken.push((item.key_hash, item.storage_key, object));
+    }
+    ctx.replica().merge_many(&taken, ctx.now_ms()).await?;
+    Ok(ReplicationResponse::MergedMany { refused })
+}
+
+/// Sends a `MergeMany` batch to `node`; returns the indices it refused.
+pub async fn send_merge_many<E: Engine>(
+    ctx: &NodeContext<E>,
+    node: &NodeId,
+    objects: Vec<MergeItem>,
+) -> Result<Vec<u32>, Error> {
+    let request = ReplicationRequest::MergeMany { objects };
+    match ctx
+        .call(node, PeerRequest::Replication(request), Liveness::IfUp)
+        .await?
+    {
+        PeerResponse::Replication(ReplicationResponse::MergedMany { refused }) => Ok(refused),
+        other => Err(out_of_protocol(node, "MergeMany", other)),
+    }
 }
 
 /// The merge of every hint this node holds for the key: for any of `primaries`, and for any

@@ -38,6 +38,7 @@ use crate::reaper::ReaperSettings;
 use crate::replica::{HintLimits, Replica, Startup};
 use crate::transfer::{LayoutControl, TransferSettings};
 use crate::workers::WorkerStatus;
+use crate::xr::XrSettings;
 
 /// The engine a server runs: RocksDB, behind the object cache unless it is off.
 pub type ServerEngine = Arc<dyn Engine>;
@@ -255,6 +256,7 @@ pub async fn open_replica(
         }
     }
     replica.set_object_bytes_max(raw.limits.object_bytes_max);
+    replica.set_xr_queue_max(raw.cross_region.queue_entries_max);
     replica.set_hint_limits(HintLimits {
         per_target_max: raw.repair.hints_per_target_max,
         bytes_max: raw.repair.hints_mb_max.saturating_mul(1 << 20),
@@ -368,6 +370,12 @@ fn repair_settings(cfg: &Validated) -> RepairSettings {
         },
         reaper: ReaperSettings {
             interval: Duration::from_millis(r.reap_interval_ms),
+        },
+        xr: XrSettings {
+            batch: cfg.raw.cross_region.batch,
+            batch_bytes: cfg.raw.limits.object_bytes_max,
+            retry: Duration::from_millis(cfg.raw.cross_region.retry_ms),
+            poll: Duration::from_millis(cfg.raw.cross_region.poll_ms),
         },
     }
 }

@@ -51,6 +51,16 @@ pub trait Topology: Send + Sync + 'static {
     fn syncing(&self) -> Vec<(u16, u64)> {
         Vec::new()
     }
+    /// The regions the layout places replicas in (empty without regions).
+    fn regions(&self) -> Vec<Arc<str>> {
+        Vec::new()
+    }
+
+    /// The members of the layout.
+    fn members(&self) -> Vec<NodeId> {
+        Vec::new()
+    }
+
     /// The region of `node` when the layout places replicas per region (`None` without
     /// regions, and for a node the layout does not know).
     fn region_of(&self, _node: &NodeId) -> Option<Arc<str>> {

@@ -124,6 +124,21 @@ impl WorkerStatus {
         });
     }
 
+    /// For a worker that runs its own loop (`crate::xr`): whether it has a round in flight.
+    pub(crate) fn set_busy(&self, busy: bool) {
+        self.set(if busy { State::Busy } else { State::Idle });
+    }
+
+    /// For a worker that runs its own loop: records one round's outcome.
+    pub(crate) fn record(&self, outcome: &Result<Progress, Error>) {
+        self.finished(outcome);
+    }
+
+    /// For a worker that runs its own loop: it has ended.
+    pub(crate) fn set_stopped(&self) {
+        self.set(State::Stopped);
+    }
+
     /// Records a round's outcome.
     fn finished(&self, outcome: &Result<Progress, Error>) {
         self.rounds.fetch_add(1, Ordering::Relaxed);

@@ -96,6 +96,12 @@ pub fn repair_settings() -> RepairSettings {
         reaper: ReaperSettings {
             interval: Duration::from_millis(REAP_INTERVAL_MS),
         },
+        xr: yeskv_node::xr::XrSettings {
+            batch: 64,
+            retry: Duration::from_millis(200),
+            poll: Duration::from_millis(100),
+            ..Default::default()
+        },
     }
 }
 

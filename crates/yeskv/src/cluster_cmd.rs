@@ -287,6 +287,28 @@ fn transfer_cell(t: &serde_json::Value) -> String {
     format!("{partitions}p {left} {rate}/s {eta}")
 }
 
+/// A member's cross-region queue from its own `regions`: writes queued for the other regions,
+/// the oldest one's age, and the regions whose link it sees down (`-` without regions).
+fn xr_cell(regions: &serde_json::Value) -> String {
+    let Some(regions) = regions.as_object().filter(|r| !r.is_empty()) else {
+        return "-".to_string();
+    };
+    let queue: u64 = regions.values().filter_map(|r| r["queue"].as_u64()).sum();
+    let age = regions
+        .values()
+        .filter_map(|r| r["oldest_age_s"].as_f64())
+        .fold(0.0, f64::max);
+    let down: Vec<&str> = regions
+        .iter()
+        .filter(|(_, r)| r["link"] == "down")
+        .map(|(name, _)| name.as_str())
+        .collect();
+    match down.is_empty() {
+        true => format!("{queue} {age:.1}s"),
+        false => format!("{queue} {age:.1}s {}:down", down.join(",")),
+    }
+}
+
 /// The human-readable table of a `/v1/status` document, with each member's own status (those
 /// that answered) for the repair columns: hints it holds for others, and how many partitions
 /// have every replica reporting the same anti-entropy root.
@@ -315,8 +337,17 @@ fn render(
         s["hints_pending"],
     );
     out.push_str(&format!(
-        "{:<16} {:<8} {:<9} {:<12} {:>6} {:>7} {:>8} {:>22}  {}\n",
-        "member", "status", "state", "zone", "owns", "share", "hints", "receiving", "http"
+        "{:<16} {:<8} {:<9} {:<12} {:>6} {:>7} {:>8} {:>22} {:>18}  {}\n",
+        "member",
+        "status",
+        "state",
+        "zone",
+        "owns",
+        "share",
+        "hints",
+        "receiving",
+        "xr queue/lag",
+        "http"
     ));
     for m in &members {
         let owns = m["owns"].as_f64().unwrap_or(0.0);
@@ -333,8 +364,11 @@ fn render(
         let receiving = peers
             .get(id)
             .map_or_else(|| "?".to_string(), |p| transfer_cell(&p["transfers"]));
+        let xr = peers
+            .get(id)
+            .map_or_else(|| "?".to_string(), |p| xr_cell(&p["regions"]));
         out.push_str(&format!(
-            "{:<16} {:<8} {:<9} {:<12} {:>6} {:>6.1}% {:>8} {:>22}  {}\n",
+            "{:<16} {:<8} {:<9} {:<12} {:>6} {:>6.1}% {:>8} {:>22} {:>18}  {}\n",
             id,
             m["status"].as_str().unwrap_or("?"),
             m["state"].as_str().unwrap_or("?"),
@@ -346,6 +380,7 @@ fn render(
             share,
             hints,
             receiving,
+            xr,
             m["http"].as_str().unwrap_or("?"),
         ));
     }
@@ -427,6 +462,29 @@ mod tests {
                 .unwrap_or_else(|| panic!("{needle}: {text}"))
         };
         assert!(at("r1/b") < at("r2/a") && at("r2/a") < at("r2/b"), "{text}");
+    }
+
+    #[test]
+    fn shows_each_members_cross_region_queue() {
+        let regions = serde_json::json!({
+            "r2": {"queue": 40, "oldest_age_s": 12.5, "link": "down"},
+            "r3": {"queue": 2, "oldest_age_s": 0.2, "link": "up"}
+        });
+        assert_eq!(xr_cell(&regions), "42 12.5s r2:down");
+        assert_eq!(xr_cell(&serde_json::json!({})), "-");
+        let s = serde_json::json!({
+            "node": "n1", "zone": "a", "layout_version": 2, "hints_pending": 0,
+            "members": [{"id": "n1", "status": "up", "state": "valid", "region": "r1", "zone": "a", "owns": 1}]
+        });
+        let peers = std::collections::BTreeMap::from([(
+            "n1".to_string(),
+            serde_json::json!({"hints_pending": 0, "regions": regions}),
+        )]);
+        let text = render(&s, &peers);
+        assert!(
+            text.contains("xr queue/lag") && text.contains("42 12.5s r2:down"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -164,25 +164,10 @@ fn replication_per_region_places_and_moves_each_regions_replicas() {
     }
 }
 
-fn signal(node: &support::Node, sig: &str) {
-    let pid = node.child.as_ref().expect("running").id().to_string();
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .expect("kill");
-    assert!(ok.success(), "kill {sig} {pid}");
-}
-
-/// Three regions of two nodes, two replicas each; region r3 stopped (SIGSTOP). Writes through
-/// r1 and r2 with the default (`local_quorum`) are all acknowledged, and read back with
-/// `r=local_quorum` in their region; `w=each_quorum` answers 503 naming what failed. With r2
-/// stopped too, writes through r1 still succeed and `w=quorum` (four of six) answers 503.
-/// After SIGCONT an `each_quorum` write succeeds and every write reads back in r2 and r3.
-#[test]
-fn a_region_stopped_keeps_the_others_writing_with_local_quorums() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Three regions of two nodes (zones a and b in each), two replicas per region, applied.
+fn three_regions(dir: &std::path::Path, extra: &[&str]) -> support::Cluster {
     let zones = ["r1/a", "r1/b", "r2/a", "r2/b", "r3/a", "r3/b"];
-    let c = start_cluster(dir.path(), 6, &zones, &[]);
+    let c = start_cluster(dir, 6, &zones, extra);
     let addrs = c.addrs();
     let r = post(
         &addrs[0],
@@ -203,6 +188,123 @@ fn a_region_stopped_keeps_the_others_writing_with_local_quorums() {
             },
         );
     }
+    c
+}
+
+/// `region`'s entry in the `regions` of `addr`'s `/v1/status`.
+fn queue_for(addr: &str, region: &str) -> serde_json::Value {
+    status(addr)["regions"][region].clone()
+}
+
+/// Writes queued for other regions survive the coordinator's kill -9: with anti-entropy off
+/// (so the queue is the only way across) and regions r2 and r3 stopped, writes through n1 are
+/// acknowledged by r1 alone and queued on n1 (`/v1/status` shows the queue, its age and the
+/// links down); n1 is killed with kill -9, r2 and r3 continue, n1 restarts on its data, and
+/// every write reaches r2 and r3 (read there with `r=local_quorum`), the queues drained.
+#[test]
+fn queued_writes_cross_to_the_other_regions_after_the_coordinator_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("no-aae.toml");
+    std::fs::write(
+        &cfg,
+        "[repair]\naae_interval_ms = 0\n[cross_region]\nretry_ms = 200\n",
+    )
+    .expect("config");
+    let cfg = cfg.display().to_string();
+    let mut c = three_regions(dir.path(), &["--config", &cfg]);
+    let addrs = c.addrs();
+
+    // Replication lag with every region up: each write through r1 reads back in r3.
+    for i in 0..20 {
+        let key = format!("up{i}");
+        let r = request(&addrs[i % 2], "PUT", &format!("/v1/kv/b/{key}"), &[], b"v");
+        assert_eq!(r.status, 204, "{}", r.text());
+        wait_until("the write reaches r3", Duration::from_secs(10), || {
+            request(
+                &addrs[4 + i % 2],
+                "GET",
+                &format!("/v1/kv/b/{key}?r=local_quorum"),
+                &[],
+                b"",
+            )
+            .status
+                == 200
+        });
+    }
+
+    for node in &c.nodes[2..] {
+        signal(node, "-STOP");
+    }
+    let keys: Vec<String> = (0..50).map(|i| format!("q{i}")).collect();
+    for key in &keys {
+        let r = request(
+            &addrs[0],
+            "PUT",
+            &format!("/v1/kv/b/{key}"),
+            &[],
+            key.as_bytes(),
+        );
+        assert_eq!(r.status, 204, "{key} with r2 and r3 stopped: {}", r.text());
+    }
+    wait_until(
+        "n1 shows what it owes r2 and r3, and the links down",
+        Duration::from_secs(30),
+        || {
+            ["r2", "r3"].iter().all(|r| {
+                let q = queue_for(&addrs[0], r);
+                q["queue"].as_u64() >= Some(keys.len() as u64)
+                    && q["oldest_age_s"].as_f64() > Some(0.0)
+                    && q["link"] == "down"
+            })
+        },
+    );
+    assert!(c.nodes[0].metric("yeskv_xr_queue_entries") >= 2.0 * keys.len() as f64);
+    c.nodes[0].kill9();
+    for node in &c.nodes[2..] {
+        signal(node, "-CONT");
+    }
+    c.nodes[0].restart();
+    for addr in [&addrs[2], &addrs[3], &addrs[4], &addrs[5]] {
+        wait_until(
+            "every queued write reaches r2 and r3",
+            Duration::from_secs(60),
+            || {
+                keys.iter().all(|key| {
+                    let path = format!("/v1/kv/b/{key}?r=local_quorum");
+                    let r = request(addr, "GET", &path, &[], b"");
+                    r.status == 200 && r.text() == *key
+                })
+            },
+        );
+    }
+    wait_until("n1's queues drained", Duration::from_secs(30), || {
+        ["r2", "r3"].iter().all(|r| {
+            let q = queue_for(&addrs[0], r);
+            q["queue"] == 0 && q["link"] == "up"
+        })
+    });
+    assert!(c.nodes[0].metric("yeskv_xr_delivered_total") >= 2.0 * keys.len() as f64);
+}
+
+fn signal(node: &support::Node, sig: &str) {
+    let pid = node.child.as_ref().expect("running").id().to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+/// Three regions of two nodes, two replicas each; region r3 stopped (SIGSTOP). Writes through
+/// r1 and r2 with the default (`local_quorum`) are all acknowledged, and read back with
+/// `r=local_quorum` in their region; `w=each_quorum` answers 503 naming what failed. With r2
+/// stopped too, writes through r1 still succeed and `w=quorum` (four of six) answers 503.
+/// After SIGCONT an `each_quorum` write succeeds and every write reads back in r2 and r3.
+#[test]
+fn a_region_stopped_keeps_the_others_writing_with_local_quorums() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = three_regions(dir.path(), &[]);
+    let addrs = c.addrs();
 
     signal(&c.nodes[4], "-STOP");
     signal(&c.nodes[5], "-STOP");
@@ -271,7 +373,8 @@ fn a_region_stopped_keeps_the_others_writing_with_local_quorums() {
         Duration::from_secs(60),
         || request(&addrs[1], "PUT", "/v1/kv/b/each?w=each_quorum", &[], b"y").status == 204,
     );
-    // Every write made while r2 and r3 were stopped reaches them (hints, then anti-entropy).
+    // Every write made while r2 and r3 were stopped reaches them (each coordinator's queue,
+    // anti-entropy behind it), and every queue drains.
     for addr in [&addrs[3], &addrs[5]] {
         wait_until(
             "r2 and r3 hold every write",
@@ -284,5 +387,12 @@ fn a_region_stopped_keeps_the_others_writing_with_local_quorums() {
                 })
             },
         );
+    }
+    for addr in &addrs {
+        wait_until("every queue drained", Duration::from_secs(60), || {
+            status(addr)["regions"]
+                .as_object()
+                .is_some_and(|r| r.len() == 2 && r.values().all(|q| q["queue"] == 0))
+        });
     }
 }

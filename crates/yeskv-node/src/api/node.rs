@@ -47,6 +47,8 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
             &state.coordinator.context().transfers().snapshot(),
         ),
         "members": members,
+        // Each other region: writes queued for it here, the oldest one's age, the link.
+        "regions": crate::xr::regions(state.coordinator.context()),
         "hints_pending": replica.hints_pending(),
         "hint_bytes": replica.hint_bytes(),
         "disk": replica.engine().disk().map(|d| disk_json(&d)),

@@ -40,9 +40,12 @@
 //!   transition the three sets are the preference list and nothing changes.
 //! - **Regions** (a layout with replicas per region): `local_quorum` — the default there — counts
 //!   only the replicas (and data holders) in the coordinator's region, a majority of them;
-//!   `each_quorum` a majority in every region (writes; a read asks `quorum` of all). A write
-//!   is still sent to every replica of every region, and the ones beyond the quorum receive it
-//!   after the client is answered. Forwarding tries data holders of the receiving node's
+//!   `each_quorum` a majority in every region (writes; a read asks `quorum` of all). The
+//!   coordinator's store of its own copy queues the write for every other region holding
+//!   replicas of the key, in the same batch ([`crate::xr`] delivers it). A `local_quorum`
+//!   write is then sent at once only within the region; with any other level it is also sent
+//!   to every other region's replicas at once (their answers count), the queue still standing
+//!   behind it. Forwarding tries data holders of the receiving node's
 //!   region first, and a forwarded write carries its [`Scope`], not only a count. A stand-in
 //!   is of the down primary's region; when that region has none, a node of another region
 //!   keeps a hint for it, which does not count toward the quorum.
@@ -232,6 +235,19 @@ impl<E: Engine> Coordinator<E> {
     /// How many nodes of `set` are in `region`.
     fn count_in(&self, set: &[NodeId], region: &str) -> usize {
         set.iter().filter(|n| self.is_in(n, region)).count()
+    }
+
+    /// The regions of `nodes` other than this node's, each once (none without regions).
+    fn other_regions(&self, nodes: &[NodeId]) -> Vec<Arc<str>> {
+        let here = self.region_of(self.ctx.topology().local());
+        let mut regions: Vec<Arc<str>> = nodes
+            .iter()
+            .filter_map(|n| self.region_of(n))
+            .filter(|r| Some(r) != here.as_ref())
+            .collect();
+        regions.sort();
+        regions.dedup();
+        regions
     }
 
     /// `p` with only the nodes of `region` in its replicas, data holders and write set.

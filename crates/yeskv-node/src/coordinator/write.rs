@@ -139,9 +139,15 @@ impl<E: Engine> Coordinator<E> {
             None => Slot::Own,
             Some(t) => Slot::HintFor(t),
         };
+        // An own copy queues the write for the other regions in the same batch (`crate::xr`);
+        // a stand-in's hint sends to every region at once instead (below).
+        let xr = match slot {
+            Slot::Own => self.other_regions(&p.writes),
+            Slot::HintFor(_) => Vec::new(),
+        };
         let (obj, dot) = self
             .replica()
-            .coordinate(
+            .coordinate_queuing(
                 slot,
                 p.hash,
                 &p.storage_key,
@@ -149,6 +155,7 @@ impl<E: Engine> Coordinator<E> {
                 version,
                 now,
                 self.settings().siblings_max,
+                &xr,
             )
             .await?;
         let after = ctx.clone().with_dot(dot);
@@ -163,17 +170,22 @@ impl<E: Engine> Coordinator<E> {
         if outcome == Outcome::Reached && p.writes.len() == 1 {
             return Ok(after);
         }
-        // Replicate to every other slot of the write set; each runs to completion in its own
-        // task so replicas beyond the quorum still receive the write after the client is
-        // answered.
+        // Replicate to every other slot of the write set — only those of this region when the
+        // quorum is this region's and the write was queued for the others — each to
+        // completion in its own task, so replicas beyond the quorum still receive the write
+        // after the client is answered.
         let record: Arc<[u8]> = Arc::from(encode_record(&obj, None));
         let fallbacks = Arc::new(Mutex::new(self.live_fallbacks(p.partition)));
         let (tx, mut rx) = tokio::sync::mpsc::channel(p.writes.len());
-        for holder in p
-            .writes
-            .iter()
-            .filter(|n| !self.is_local(n) && Some(*n) != stand_in_for.as_ref())
-        {
+        let here_only = match scope {
+            Scope::Local(region) if !xr.is_empty() => Some(region.as_str()),
+            _ => None,
+        };
+        for holder in p.writes.iter().filter(|n| {
+            !self.is_local(n)
+                && Some(*n) != stand_in_for.as_ref()
+                && here_only.is_none_or(|r| self.is_in(n, r))
+        }) {
             let tx = tx.clone();
             let this = self.clone();
             let holder = holder.clone();

@@ -39,13 +39,17 @@ mod hints;
 mod ranges;
 mod reap;
 mod trees;
+mod xr;
 
 pub use hints::{Hint, HintLimits};
 pub use reap::{ReapEntry, META_REAP_QUEUE};
 pub use trees::TreeSummary;
+pub use xr::{
+    XrEntry, XrRegion, META_XR_QUEUE, QUEUE_ENTRIES_MAX_DEFAULT as XR_QUEUE_ENTRIES_MAX_DEFAULT,
+};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use yeskv_core::codec::{decode_record, encode_record, record_len};
@@ -57,6 +61,7 @@ use crate::error::Error;
 use hints::{count_hints, stored_hint_bytes, HintBook};
 use reap::reap_queue_key;
 use trees::{tree_meta_key, Trees};
+use xr::{count_queue, XrBook};
 
 /// Lock stripes for per-key write serialization.
 const STRIPES: usize = 1024;
@@ -115,6 +120,10 @@ pub struct Replica<E: Engine> {
     startup_record: Mutex<Option<WriteBatch>>,
     /// `startup_record.is_some()`, read without the lock on every store.
     startup_pending: AtomicBool,
+    /// The cross-region queue's counts ([`xr`]).
+    xr: Mutex<XrBook>,
+    /// Woken when entries are queued (the cross-region worker waits on it).
+    xr_queued: tokio::sync::Notify,
 }
 
 /// How the replica came up.
@@ -196,6 +205,7 @@ impl<E: Engine> Replica<E> {
             Err(e) => return Err(e.into()),
         };
         let hints = count_hints(&engine)?;
+        let xr = count_queue(&engine)?;
         let replica = Replica {
             engine,
             actor: Actor::new(node, epoch),
@@ -212,6 +222,8 @@ impl<E: Engine> Replica<E> {
             closed: AtomicBool::new(false),
             startup_pending: AtomicBool::new(startup_record.is_some()),
             startup_record: Mutex::new(startup_record),
+            xr: Mutex::new(xr),
+            xr_queued: tokio::sync::Notify::new(),
         };
         Ok((replica, startup))
     }
@@ -338,12 +350,23 @@ impl<E: Engine> Replica<E> {
         self.load(storage_key)
     }
 
-    fn store(&self, storage_key: &[u8], old: &Object, obj: &Object) -> Result<Durable, Error> {
+    /// Stores `obj` (replacing `old`) with, in the same batch, an entry of the cross-region
+    /// queue for each of `xr` ([`xr`]).
+    fn store(
+        &self,
+        key_hash: u64,
+        storage_key: &[u8],
+        old: &Object,
+        obj: &Object,
+        xr: &[Arc<str>],
+        now_ms: u64,
+    ) -> Result<Durable, Error> {
         // No reap instant in the record: only the reaper removes objects (module docs).
         tracing::trace!(node = %self.actor.node, key = %String::from_utf8_lossy(storage_key), ?old, new = ?obj, "store");
         let record = encode_record(obj, None);
         let mut b = WriteBatch::new();
         b.put(Space::Data, storage_key.to_vec(), record);
+        let queued = self.xr_enqueue(&mut b, xr, key_hash, storage_key, now_ms);
         if let Some(reap_at) = obj.reap_at_ms(self.reap_grace_ms) {
             b.put(
                 Space::Meta,
@@ -351,12 +374,18 @@ impl<E: Engine> Replica<E> {
                 Vec::new(),
             );
         }
-        self.commit_tracked(
+        let committed = self.commit_tracked(
             b,
             storage_key,
             tree_digest(storage_key, old),
             tree_digest(storage_key, obj),
-        )
+        );
+        match &committed {
+            Ok(_) if !queued.is_empty() => self.xr_notify(),
+            Ok(_) => {}
+            Err(_) => self.xr_unqueue(&queued),
+        }
+        committed
     }
 
     /// Commits `b` and replaces the key's digest in its partition's tree, atomically with
@@ -409,9 +438,9 @@ impl<E: Engine> Replica<E> {
         Ok(durable)
     }
 
-    /// Stores `obj` in `slot` (under the key's stripe lock).
-    /// Stores `obj` in `slot` (replacing `before`); a hint takes stand-in epoch `stand_in` if
-    /// given, else keeps its own.
+    /// Stores `obj` in `slot` (replacing `before`; under the key's stripe lock); a hint takes
+    /// stand-in epoch `stand_in` if given, else keeps its own. Only an own copy queues for
+    /// other regions (`xr`).
     #[allow(clippy::too_many_arguments)]
     fn store_slot(
         &self,
@@ -421,10 +450,11 @@ impl<E: Engine> Replica<E> {
         before: &Object,
         obj: &Object,
         stand_in: Option<u64>,
+        xr: &[Arc<str>],
         now_ms: u64,
     ) -> Result<Durable, Error> {
         match slot {
-            Slot::Own => self.store(storage_key, before, obj),
+            Slot::Own => self.store(key_hash, storage_key, before, obj, xr, now_ms),
             Slot::HintFor(t) => {
                 let existing = self.load_hint(t, storage_key)?;
                 let existing = existing
@@ -455,6 +485,33 @@ impl<E: Engine> Replica<E> {
         version: Version,
         now_ms: u64,
         siblings_max: usize,
+    ) -> Result<(Object, Dot), Error> {
+        self.coordinate_queuing(
+            slot,
+            key_hash,
+            storage_key,
+            ctx,
+            version,
+            now_ms,
+            siblings_max,
+            &[],
+        )
+        .await
+    }
+
+    /// [`Replica::coordinate`], whose store of an own copy also queues the write for the
+    /// regions `xr`, in the same batch ([`xr`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn coordinate_queuing(
+        &self,
+        slot: Slot<'_>,
+        key_hash: u64,
+        storage_key: &[u8],
+        ctx: &CausalContext,
+        version: Version,
+        now_ms: u64,
+        siblings_max: usize,
+        xr: &[Arc<str>],
     ) -> Result<(Object, Dot), Error> {
         // Every dot of this actor was drawn from its sequence, so a context that names a
         // higher counter of it is forged (a token's CRC is no signature); taking it would
@@ -518,8 +575,16 @@ impl<E: Engine> Replica<E> {
                     max: self.object_bytes_max,
                 });
             }
-            let durable =
-                self.store_slot(slot, key_hash, storage_key, &before, &obj, stand_in, now_ms)?;
+            let durable = self.store_slot(
+                slot,
+                key_hash,
+                storage_key,
+                &before,
+                &obj,
+                stand_in,
+                xr,
+                now_ms,
+            )?;
             (obj, dot, durable)
         };
         // Applied (visible to reads) from here on: a failure to make it durable leaves the
@@ -600,7 +665,16 @@ impl<E: Engine> Replica<E> {
         if obj == before && held {
             return Ok((obj, None));
         }
-        let durable = self.store_slot(slot, key_hash, storage_key, &before, &obj, None, now_ms)?;
+        let durable = self.store_slot(
+            slot,
+            key_hash,
+            storage_key,
+            &before,
+            &obj,
+            None,
+            &[],
+            now_ms,
+        )?;
         Ok((obj, Some(durable)))
     }
 }
