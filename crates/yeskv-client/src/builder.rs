@@ -5,6 +5,7 @@
 //! builder checks what it can before anything connects (node URLs, a positive ring refresh
 //! interval), so a misconfigured client fails at `build`, not at its first request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -48,6 +49,7 @@ pub struct ClientBuilder {
     read_routing: ReadRouting,
     ring_refresh_interval: Duration,
     node_cooldown: Duration,
+    region: Option<String>,
 }
 
 impl Default for ClientBuilder {
@@ -63,6 +65,7 @@ impl Default for ClientBuilder {
             read_routing: ReadRouting::default(),
             ring_refresh_interval: DEFAULT_RING_REFRESH_INTERVAL,
             node_cooldown: DEFAULT_NODE_COOLDOWN,
+            region: None,
         }
     }
 }
@@ -133,6 +136,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The client's region (a cluster with replicas per region): a key request goes to the
+    /// key's nodes in that region first, so its `local_quorum` is this region's; the others
+    /// only while none of them is reachable. Only for ring-aware clients.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
     /// How old the cached ring may get before a request triggers a background refresh (default
     /// [`DEFAULT_RING_REFRESH_INTERVAL`]; must be positive). Layout changes the nodes announce
     /// are picked up sooner, from the [`LAYOUT_VERSION_HEADER`] of their responses.
@@ -171,6 +182,7 @@ impl ClientBuilder {
                 read_routing: self.read_routing,
                 node_cooldown: self.node_cooldown,
                 ring_refresh_interval: self.ring_refresh_interval,
+                region: self.region.map(Arc::from),
             },
         )?;
 

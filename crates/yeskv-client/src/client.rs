@@ -207,7 +207,7 @@ impl Client {
         let seed = self.inner.router.seeds().get(index)?.clone();
         let config = RoutingConfig {
             ring_aware: false,
-            ..*self.inner.router.config()
+            ..self.inner.router.config().clone()
         };
         let router = Router::with_states(vec![seed], config).ok()?;
         Some(Client::from_parts(

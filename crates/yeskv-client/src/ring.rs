@@ -42,6 +42,8 @@ pub struct RingNode {
     pub http: String,
     /// The node's zone, when it has one.
     pub zone: Option<String>,
+    /// The node's region, when the cluster has regions (`default` and absent read as none).
+    pub region: Option<String>,
 }
 
 impl RingNode {
@@ -94,6 +96,8 @@ struct NodeJson {
     http: String,
     #[serde(default)]
     zone: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
 }
 
 /// Prefix of the [`Error::InvalidResponse`] message of every layout this module rejects.
@@ -208,6 +212,9 @@ impl Ring {
                     id: node.id,
                     http: node.http,
                     zone: node.zone.filter(|zone| !zone.is_empty()),
+                    region: node
+                        .region
+                        .filter(|region| !region.is_empty() && region != "default"),
                 })
                 .collect(),
             preferences,

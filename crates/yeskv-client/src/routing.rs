@@ -230,12 +230,14 @@ pub enum ReadRouting {
 }
 
 /// The routing settings of a client (see `ClientBuilder`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct RoutingConfig {
     pub(crate) ring_aware: bool,
     pub(crate) read_routing: ReadRouting,
     pub(crate) node_cooldown: Duration,
     pub(crate) ring_refresh_interval: Duration,
+    /// The client's region: key requests go to the key's nodes in it first.
+    pub(crate) region: Option<Arc<str>>,
 }
 
 /// The nodes a router knows, and the ring when it has a usable one. Immutable; replaced whole.
@@ -461,10 +463,29 @@ impl Router {
         now_ms: u64,
         advance: bool,
     ) -> usize {
-        let preference = ring.partition_preference(partition);
+        let all = ring.partition_preference(partition);
         let live = |index: &&usize| !view.nodes[**index].is_failed(now_ms);
+        // With a region, the key's nodes in it (all of them its primaries there), while one of
+        // them is live; otherwise the whole list.
+        let in_region: Vec<usize>;
+        let (preference, primaries) = match &self.config.region {
+            Some(region) => {
+                in_region = all
+                    .iter()
+                    .copied()
+                    .filter(|i| {
+                        ring.nodes().get(*i).and_then(|n| n.region.as_deref()) == Some(region)
+                    })
+                    .collect();
+                match in_region.iter().any(|i| live(&i)) {
+                    true => (&in_region[..], in_region.len()),
+                    false => (all, ring.n() as usize),
+                }
+            }
+            None => (all, ring.n() as usize),
+        };
         let spread = if access == Access::Read && self.config.read_routing == ReadRouting::Spread {
-            let primaries = &preference[..preference.len().min(ring.n() as usize)];
+            let primaries = &preference[..preference.len().min(primaries)];
             match primaries.iter().filter(live).count() {
                 0 => None,
                 live_count => primaries
@@ -478,9 +499,10 @@ impl Router {
         };
         spread
             .or_else(|| preference.iter().find(live).copied())
+            .or_else(|| all.iter().find(live).copied())
             .or_else(|| self.any_live(view, now_ms, advance))
             // Validated non-empty; 0 only guards against an impossible empty list.
-            .unwrap_or_else(|| preference.first().copied().unwrap_or(0))
+            .unwrap_or_else(|| all.first().copied().unwrap_or(0))
     }
 
     /// Round-robin over the routable nodes, skipping failed ones while any other is live.
@@ -726,6 +748,7 @@ mod tests {
             read_routing,
             node_cooldown: COOLDOWN,
             ring_refresh_interval: Duration::from_secs(30),
+            region: None,
         }
     }
 
@@ -740,6 +763,14 @@ mod tests {
     /// A ring over nodes a, b, c (at `http` addresses), 4 partitions, partition p preferring
     /// node p mod 3 first, then the next two.
     fn ring(version: u64, http: [&str; 3]) -> Ring {
+        Ring::from_json(ring_json_at(version, http).as_bytes()).expect("valid")
+    }
+
+    fn ring_json(version: u64) -> String {
+        ring_json_at(version, HTTP)
+    }
+
+    fn ring_json_at(version: u64, http: [&str; 3]) -> String {
         let ids = ["a", "b", "c"];
         let partitions: Vec<_> = (0..4)
             .map(|p| {
@@ -761,7 +792,7 @@ mod tests {
             ],
             "hash": SUPPORTED_HASH,
         });
-        Ring::from_json(json.to_string().as_bytes()).expect("valid")
+        json.to_string()
     }
 
     const HTTP: [&str; 3] = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];
@@ -854,6 +885,40 @@ mod tests {
             url(&route),
             "http://a:1",
             "wraps around once all were tried"
+        );
+    }
+
+    /// A client of region r2 sends each key to the key's node in r2 (b: a in r1, b in r2, c
+    /// in r3), whatever the preference order; when that node is marked failed, to the first
+    /// live node of the whole list.
+    #[test]
+    fn a_regional_client_goes_to_its_regions_node_first() {
+        let seed = "http://127.0.0.1:2";
+        let mut cfg = config(true, ReadRouting::Spread);
+        cfg.region = Some(Arc::from("r2"));
+        let router = Router::new(vec![Node::parse(seed).expect("valid")], cfg).expect("router");
+        let mut json: serde_json::Value = serde_json::from_str(&ring_json(3)).expect("ring json");
+        for (node, region) in ["r1", "r2", "r3"].iter().enumerate() {
+            json["nodes"][node]["region"] = serde_json::json!(region);
+        }
+        let ring = Ring::from_json(json.to_string().as_bytes()).expect("valid");
+        let source = Node::parse(seed).expect("valid");
+        router.install_ring(ring, &source).expect("installed");
+        let now = Instant::now();
+        for partition in 0..4 {
+            let key = key_in(partition);
+            assert_eq!(url(&router.route(write(&key), now)), "http://127.0.0.1:2");
+            assert_eq!(url(&router.route(read(&key), now)), "http://127.0.0.1:2");
+        }
+        let route = router.route(write(&key_in(0)), now);
+        route.node().mark_failed(now, COOLDOWN);
+        assert_eq!(
+            url(&router.route(write(&key_in(0)), now)),
+            "http://127.0.0.1:1"
+        );
+        assert_eq!(
+            url(&router.route(write(&key_in(1)), now)),
+            "http://127.0.0.1:3"
         );
     }
 

@@ -146,12 +146,18 @@ pub struct BenchArgs {
     /// Bucket to use.
     #[arg(long, default_value = "bench")]
     pub bucket: String,
-    /// Read quorum: one, quorum, all, or a number (default: the server's r).
+    /// Read quorum: one, quorum, all, local_quorum, each_quorum, or a number (default: the
+    /// server's r).
     #[arg(long)]
     pub r: Option<Quorum>,
-    /// Write quorum: one, quorum, all, or a number (default: the server's w).
+    /// Write quorum: one, quorum, all, local_quorum, each_quorum, or a number (default: the
+    /// server's w).
     #[arg(long)]
     pub w: Option<Quorum>,
+    /// The client's region (a cluster with replicas per region): each key goes to its node in
+    /// that region, as an application server of that region would send it.
+    #[arg(long)]
+    pub region: Option<String>,
     /// Make sure every key holds a value before measuring.
     #[arg(long)]
     pub preload: bool,
@@ -422,12 +428,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// A client of `--nodes` that keeps an idle connection per worker and never retries (a failed
 /// operation is counted, not hidden), once every node has answered.
 async fn connect(args: &BenchArgs, plan: &Plan) -> anyhow::Result<Client> {
-    let client = Client::builder()
+    let mut builder = Client::builder()
         .nodes(args.nodes.iter().cloned())
         .timeout(plan.timeout)
         .retries(0)
-        .pool_max_idle_per_host(yeskv_client::DEFAULT_POOL_MAX_IDLE_PER_HOST.max(plan.workers))
-        .build()?;
+        .pool_max_idle_per_host(yeskv_client::DEFAULT_POOL_MAX_IDLE_PER_HOST.max(plan.workers));
+    if let Some(region) = &args.region {
+        builder = builder.region(region.clone());
+    }
+    let client = builder.build()?;
     check_nodes(&client).await?;
     Ok(client)
 }
