@@ -81,6 +81,9 @@ pub const TRANSFER_BYTES: &str = "yeskv_transfer_bytes_total";
 pub const TRANSFER_BATCHES_REFUSED: &str = "yeskv_transfer_batches_refused_total";
 /// Partitions whose data this node removed after it stopped holding them (cleanup).
 pub const TRANSFER_PARTITIONS_CLEANED: &str = "yeskv_transfer_partitions_cleaned_total";
+/// `local_quorum` reads whose region could not make its majority, answered by as many data
+/// holders of the whole cluster.
+pub const READS_SPILLED: &str = "yeskv_reads_spilled_total";
 /// Writes queued for another region, by `region`, waiting to be sent (`crate::xr`).
 pub const XR_QUEUE: &str = "yeskv_xr_queue_entries";
 /// Age of the oldest write queued for a region, by `region` (0 when none is queued).
@@ -260,6 +263,10 @@ pub fn install() -> Option<PrometheusHandle> {
             "Writes not queued for a region (its queue was full): left to anti-entropy.",
         ),
         (XR_FAILURES, "Batches sent to another region that failed."),
+        (
+            READS_SPILLED,
+            "local_quorum reads answered by other regions' replicas: their own could not make a majority.",
+        ),
     ];
     for (name, help) in counters {
         metrics::describe_counter!(name, help);

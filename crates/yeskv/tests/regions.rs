@@ -396,3 +396,241 @@ fn a_region_stopped_keeps_the_others_writing_with_local_quorums() {
         });
     }
 }
+
+/// The visible values of a JSON-mode read (every sibling, tombstones left out).
+fn values(r: &support::Resp) -> Vec<String> {
+    use base64::Engine as _;
+    if r.status != 200 {
+        return Vec::new();
+    }
+    r.json()["siblings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["value"].as_str())
+        .filter_map(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .collect()
+}
+
+const JSON: (&str, &str) = ("Accept", "application/json");
+
+/// One cart add as a client of a region does it: read the cart (`r=one`: a stale read is
+/// fine, the write keeps what it did not see as a sibling), merge its siblings (a cart is
+/// the union of its items, comma separated), add the item, write back with the read's context.
+/// Whether the write was acknowledged.
+fn cart_add(addr: &str, cart: &str, item: &str) -> bool {
+    let path = format!("/v1/kv/carts/{cart}");
+    let read_path = format!("{path}?r=one");
+    let Ok(read) = support::try_request(addr, "GET", &read_path, &[JSON], b"") else {
+        return false;
+    };
+    if read.status != 200 && read.status != 404 {
+        return false;
+    }
+    let mut items: std::collections::BTreeSet<String> = values(&read)
+        .iter()
+        .flat_map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
+        .filter(|i| !i.is_empty())
+        .collect();
+    items.insert(item.to_string());
+    let body = items.into_iter().collect::<Vec<_>>().join(",");
+    let ctx = read.context();
+    let headers: Vec<(&str, &str)> = ctx
+        .as_deref()
+        .map(|c| vec![("X-Causal-Context", c)])
+        .unwrap_or_default();
+    matches!(support::try_request(addr, "PUT", &path, &headers, body.as_bytes()), Ok(r) if r.status == 204)
+}
+
+/// Issue 15's acceptance with real processes: 3 regions × 2 nodes, 2 replicas each, clients
+/// of r1 and r2 writing plain values and adding items to five shared carts (read with
+/// `r=one`, write back with the read's context; default `local_quorum`).
+/// 1. Region r3 is stopped (SIGSTOP) for `YESKV_REGION_STOP_SECS` (default 15; the acceptance
+///    run uses 60): every write through r1 and r2 is acknowledged, `w=each_quorum` answers 503
+///    with a reason, and two blind writes of one key from r1 and r2 are both kept.
+/// 2. After SIGCONT one node of each region is killed with kill -9 and restarted in turn: the
+///    clients of the nodes that stay up still get every write acknowledged, and a
+///    `local_quorum` read through n1 while n2 is dead is answered (a region down to one of its
+///    two replicas spills its quorum to the other regions).
+/// 3. Within 60 s every acknowledged write reads back in every region (a plain value as
+///    written, every acknowledged cart item in its cart), every node shows both siblings of
+///    the conflict, and every partition's six replicas report one anti-entropy root.
+#[test]
+fn a_region_stopped_under_carts_and_values_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let stop_secs: u64 = std::env::var("YESKV_REGION_STOP_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("fast.toml");
+    std::fs::write(&cfg, "[repair]\naae_interval_ms = 500\n").expect("config");
+    let cfg = cfg.display().to_string();
+    let mut c = three_regions(dir.path(), &["--config", &cfg]);
+    let addrs = c.addrs();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    // Client t writes through node t (n1, n2 of r1; n3, n4 of r2): plain keys of its own, and
+    // items into five carts shared by every client (concurrent adds from both regions).
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let addr = addrs[t].clone();
+            let (stop, refused) = (stop.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let (mut plain, mut carts) = (Vec::new(), Vec::new());
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("p{t}-{i}");
+                    let path = format!("/v1/kv/b/{key}");
+                    match support::try_request(&addr, "PUT", &path, &[], key.as_bytes()) {
+                        Ok(r) if r.status == 204 => plain.push(key),
+                        _ => {
+                            refused[t].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    let (cart, item) = (format!("cart{}", i % 5), format!("i{t}-{i}"));
+                    match cart_add(&addr, &cart, &item) {
+                        true => carts.push((cart, item)),
+                        false => {
+                            refused[t].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    i += 1;
+                }
+                (plain, carts)
+            })
+        })
+        .collect();
+    let refusals = || -> Vec<u64> { refused.iter().map(|r| r.load(Ordering::Relaxed)).collect() };
+
+    // 1. r3 stopped.
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&c.nodes[4], "-STOP");
+    signal(&c.nodes[5], "-STOP");
+    let stopped = std::time::Instant::now();
+    let each = request(&addrs[0], "PUT", "/v1/kv/b/each?w=each_quorum", &[], b"x");
+    assert_eq!(each.status, 503, "{}", each.text());
+    assert!(
+        each.json()["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{}",
+        each.text()
+    );
+    for (addr, value) in [(&addrs[0], "from-r1"), (&addrs[2], "from-r2")] {
+        let r = request(addr, "PUT", "/v1/kv/b/conflict", &[], value.as_bytes());
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    std::thread::sleep(Duration::from_secs(stop_secs).saturating_sub(stopped.elapsed()));
+    assert_eq!(
+        refusals(),
+        [0, 0, 0, 0],
+        "a write through r1 or r2 was refused while r3 was stopped"
+    );
+    signal(&c.nodes[4], "-CONT");
+    signal(&c.nodes[5], "-CONT");
+
+    // 2. One node of each region dies and comes back (n2 of r1, n4 of r2, n6 of r3).
+    for i in [1, 3, 5] {
+        c.nodes[i].kill9();
+        if i == 1 {
+            // r1 is down to n1: a local_quorum read through it is answered by other regions.
+            let r = request(
+                &addrs[0],
+                "GET",
+                "/v1/kv/b/conflict?r=local_quorum",
+                &[JSON],
+                b"",
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        c.nodes[i].restart();
+    }
+    assert!(c.nodes[0].metric("yeskv_reads_spilled_total") >= 1.0);
+    assert!(
+        c.nodes[0].metric("yeskv_sloppy_writes_total{reason=\"region\"}") >= 1.0,
+        "n1's writes made their quorum in other regions while n2 was dead"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (mut plain, mut carts) = (Vec::new(), Vec::new());
+    for client in clients {
+        let (p, k) = client.join().expect("client");
+        plain.extend(p);
+        carts.extend(k);
+    }
+    let refused = refusals();
+    eprintln!(
+        "r3 stopped {stop_secs} s, then a node of each region killed: {} plain writes and {} cart adds acknowledged; refused per client {refused:?} (clients 1 and 3 write through the killed n2 and n4)",
+        plain.len(),
+        carts.len()
+    );
+    assert_eq!(
+        (refused[0], refused[2]),
+        (0, 0),
+        "a write through a node that stayed up was refused"
+    );
+    assert!(
+        plain.len() > 100 && carts.len() > 100,
+        "too few writes to judge"
+    );
+
+    // 3. Nothing lost.
+    let healed = std::time::Instant::now();
+    for addr in &addrs {
+        wait_until(
+            "every acknowledged write reads back in every region",
+            Duration::from_secs(60),
+            || {
+                plain.iter().all(|key| {
+                    let path = format!("/v1/kv/b/{key}?r=local_quorum");
+                    values(&request(addr, "GET", &path, &[JSON], b"")) == [key.clone()]
+                }) && {
+                    let mut held: BTreeMap<String, std::collections::BTreeSet<String>> =
+                        BTreeMap::new();
+                    for cart in (0..5).map(|i| format!("cart{i}")) {
+                        let path = format!("/v1/kv/carts/{cart}?r=local_quorum");
+                        let items = values(&request(addr, "GET", &path, &[JSON], b""))
+                            .iter()
+                            .flat_map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
+                            .collect();
+                        held.insert(cart, items);
+                    }
+                    carts
+                        .iter()
+                        .all(|(cart, item)| held.get(cart).is_some_and(|h| h.contains(item)))
+                }
+            },
+        );
+    }
+    let readable = healed.elapsed();
+    for addr in &addrs {
+        wait_until(
+            "both siblings of the conflict everywhere",
+            Duration::from_secs(30),
+            || {
+                let r = request(
+                    addr,
+                    "GET",
+                    "/v1/kv/b/conflict?r=local_quorum",
+                    &[JSON],
+                    b"",
+                );
+                let mut v = values(&r);
+                v.sort();
+                v == ["from-r1", "from-r2"]
+            },
+        );
+    }
+    wait_until(
+        "every partition's six replicas agree",
+        Duration::from_secs(60),
+        || support::converged_over(&addrs, 6),
+    );
+    eprintln!(
+        "healed: every acknowledged write readable in every region within {:.1} s",
+        readable.as_secs_f64()
+    );
+}

@@ -111,6 +111,7 @@ pub enum Scope {
 }
 
 /// Where a key lives.
+#[derive(Clone)]
 struct Placement {
     partition: u16,
     hash: u64,

@@ -82,15 +82,29 @@ impl<E: Engine> Coordinator<E> {
         // `local_quorum` asks and counts the data holders of this node's region only (the
         // other regions converge by replication and anti-entropy); `each_quorum` reads ask a
         // quorum of every replica.
-        let p = match self.scope(r, &p) {
+        match self.scope(r, &p) {
             Scope::Local(region) => {
+                let whole = p.clone();
                 let p = self.in_region(p, &region);
                 let majority = p.replicas.len() / 2 + 1;
                 required = majority.min(p.data.len()).clamp(1, 255) as u8;
-                p
+                match self.read_placed(p, required).await {
+                    // The region cannot make its majority (a replica of it down): as many
+                    // data holders of the whole cluster answer instead (a sloppy local
+                    // quorum: a stale read is fine, no read is not).
+                    Err(Error::Quorum { .. }) if whole.data.len() > required as usize => {
+                        metrics::counter!(crate::metrics::READS_SPILLED).increment(1);
+                        self.read_placed(whole, required).await
+                    }
+                    other => other,
+                }
             }
-            Scope::All | Scope::Each => p,
-        };
+            Scope::All | Scope::Each => self.read_placed(p, required).await,
+        }
+    }
+
+    /// Reads the key placed at `p` from `required` of its data holders (see [`Coordinator::get`]).
+    async fn read_placed(&self, p: Placement, required: u8) -> Result<Object, Error> {
         let (queue, first) = self.read_queue(&p, required);
         let launch = |(holder, liveness): (Holder, Liveness)| {
             self.clone()

@@ -181,11 +181,7 @@ impl<E: Engine> Coordinator<E> {
             Scope::Local(region) if !xr.is_empty() => Some(region.as_str()),
             _ => None,
         };
-        for holder in p.writes.iter().filter(|n| {
-            !self.is_local(n)
-                && Some(*n) != stand_in_for.as_ref()
-                && here_only.is_none_or(|r| self.is_in(n, r))
-        }) {
+        let send = |tx: &Replies, holder: &NodeId| {
             let tx = tx.clone();
             let this = self.clone();
             let holder = holder.clone();
@@ -199,22 +195,69 @@ impl<E: Engine> Coordinator<E> {
                     .await;
                 let _ = tx.send((holder, result)).await;
             });
+        };
+        let mut elsewhere = Vec::new();
+        for holder in p
+            .writes
+            .iter()
+            .filter(|n| !self.is_local(n) && Some(*n) != stand_in_for.as_ref())
+        {
+            match here_only.is_none_or(|r| self.is_in(holder, r)) {
+                true => send(&tx, holder),
+                false => elsewhere.push(holder.clone()),
+            }
         }
-        drop(tx);
         if quorum.outcome() == Outcome::Reached {
             return Ok(after);
         }
+        // A region that cannot make its own majority (a replica of it down, and no stand-in
+        // of its region) spills: the write goes to the other regions' replicas at once, and
+        // any majority-of-the-region's-replicas data holders of the whole cluster holding it
+        // durably answer the client. A local quorum is then a sloppy one, never a "no" while
+        // that many nodes can take the write.
+        let mut spill = match (here_only, elsewhere.is_empty()) {
+            (Some(region), false) => Some(Spill {
+                needed: self.count_in(&p.replicas, region) / 2 + 1,
+                holding: usize::from(p.data.contains(me)),
+                tx: Some(tx),
+            }),
+            _ => {
+                drop(tx);
+                None
+            }
+        };
         while let Some((node, result)) = rx.recv().await {
+            let ok = result.is_ok();
             let reply = result.map_err(|e| e.join("; "));
             let region = self.region_of(&node);
-            match quorum.record(
+            let outcome = quorum.record(
                 region.as_ref(),
                 p.replicas.contains(&node),
                 p.data.contains(&node),
                 reply,
-            ) {
+            );
+            if let Some(s) = spill.as_mut() {
+                s.holding += usize::from(ok && p.data.contains(&node));
+                if s.tx.is_none() && s.holding >= s.needed {
+                    metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => "region")
+                        .increment(1);
+                    return Ok(after);
+                }
+            }
+            match outcome {
                 Outcome::Reached => return Ok(after),
-                Outcome::Impossible => return Err(write_quorum_error(&quorum)),
+                Outcome::Impossible => match spill.as_mut() {
+                    Some(s) => {
+                        if let Some(tx) = s.tx.take() {
+                            tracing::debug!(
+                                key = %String::from_utf8_lossy(&p.storage_key),
+                                "local quorum impossible; sending to the other regions"
+                            );
+                            elsewhere.iter().for_each(|n| send(&tx, n));
+                        }
+                    }
+                    None => return Err(write_quorum_error(&quorum)),
+                },
                 Outcome::Pending => {}
             }
         }
@@ -411,6 +454,21 @@ impl<E: Engine> Coordinator<E> {
         self.coordinate_local(&p, write, w, &scope, None).await
     }
 }
+
+/// A `local_quorum` write that may go to the other regions when its own cannot make its
+/// majority (see `coordinate_local`).
+struct Spill {
+    /// Data holders that must hold the write: the region's majority.
+    needed: usize,
+    /// Data holders, of any region, known to hold it durably.
+    holding: usize,
+    /// The channel the replies come back on, until the write is sent to the other regions
+    /// (then the loop ends once every reply is in).
+    tx: Option<Replies>,
+}
+
+/// Where replication tasks send their outcome: (the slot's primary, its result).
+type Replies = tokio::sync::mpsc::Sender<(NodeId, Result<(), Vec<String>>)>;
 
 /// Why a forwarded write did not complete.
 enum Forward {

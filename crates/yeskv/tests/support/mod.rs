@@ -365,8 +365,14 @@ pub fn roots(addrs: &[String]) -> BTreeMap<u64, BTreeMap<String, Option<String>>
 
 /// Every partition has 3 replicas among the nodes at `addrs`, reporting one and the same root.
 pub fn converged(addrs: &[String]) -> bool {
+    converged_over(addrs, 3)
+}
+
+/// Every partition has `replicas` replicas among the nodes at `addrs`, reporting one and the
+/// same root.
+pub fn converged_over(addrs: &[String], replicas: usize) -> bool {
     roots(addrs).values().all(|by_node| {
         let first = by_node.values().next().cloned().flatten();
-        by_node.len() == 3 && first.is_some() && by_node.values().all(|r| *r == first)
+        by_node.len() == replicas && first.is_some() && by_node.values().all(|r| *r == first)
     })
 }
