@@ -267,6 +267,20 @@ pub struct Chaos {
     /// /v1/admin/chaos` to set it. Never enable in production: anyone who reaches the client
     /// port can slow the node down.
     pub enabled: bool,
+    /// WAN delay, jitter and loss per region pair, e.g. `wan = [{from = "r1", to = "r2",
+    /// delay_ms = 40, jitter_ms = 5, loss = 0.0}]`: a node applies the links whose `from` is
+    /// its own `region` to its calls to nodes of region `to` (directional: a symmetric WAN
+    /// lists both directions). Any link turns the chaos layer on, as `enabled` does. Bounds
+    /// in [`crate::chaos`]: delays at most 60,000 ms, loss in `0..=1`, at most 8 links from
+    /// one region (one per `to`) and 64 in all.
+    pub wan: Vec<crate::chaos::WanLink>,
+}
+
+impl Chaos {
+    /// Whether the chaos layer is on: `enabled`, or WAN links configured.
+    pub fn is_on(&self) -> bool {
+        self.enabled || !self.wan.is_empty()
+    }
 }
 
 impl Default for Server {
@@ -442,6 +456,8 @@ impl Config {
         validate_repair(&self.repair)?;
         validate_transfer(&self.transfer)?;
         validate_cross_region(&self.cross_region)?;
+        crate::chaos::check_links(&self.chaos.wan)
+            .map_err(|e| ConfigError(format!("chaos.{e}")))?;
         Ok(Validated {
             node_id,
             http,
@@ -689,6 +705,51 @@ mod tests {
         assert!(!Config::default().chaos.enabled);
         let on = Config::from_toml("[chaos]\nenabled = true").expect("parses");
         assert!(on.chaos.enabled);
+        assert!(on.chaos.is_on());
+        assert!(!Config::default().chaos.is_on());
+    }
+
+    #[test]
+    fn chaos_wan_links_turn_the_layer_on_and_are_validated() {
+        let cfg = Config::from_toml(
+            "region = \"r1\"\n[chaos]\nwan = [\n  {from = \"r1\", to = \"r2\", delay_ms = 40, \
+             jitter_ms = 5, loss = 0.0},\n  {from = \"r2\", to = \"r1\", delay_ms = 40},\n]",
+        )
+        .expect("parses");
+        assert!(!cfg.chaos.enabled);
+        assert!(cfg.chaos.is_on(), "wan links imply the chaos layer");
+        let valid = cfg.validate().expect("validates");
+        let rules = crate::chaos::rules_from(&valid.raw.chaos.wan, &valid.raw.region);
+        assert_eq!(rules.len(), 1);
+        assert_eq!((rules[0].to.as_str(), rules[0].delay_ms), ("r2", 40));
+        for (bad, why) in [
+            (
+                "[chaos]\nwan = [{from = \"r1\", to = \"r2\", loss = 1.5}]",
+                "loss",
+            ),
+            (
+                "[chaos]\nwan = [{from = \"r1\", to = \"r2\", delay_ms = 60001}]",
+                "at most",
+            ),
+            ("[chaos]\nwan = [{from = \"\", to = \"r2\"}]", "wan from"),
+            ("[chaos]\nwan = [{from = \"r1\", to = \"\"}]", "region name"),
+            (
+                "[chaos]\nwan = [{from = \"r1\", to = \"r2\"}, {from = \"r1\", to = \"r2\"}]",
+                "twice",
+            ),
+        ] {
+            let e = Config::from_toml(bad)
+                .expect("parses")
+                .validate()
+                .map(|_| ())
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("chaos.") && e.contains(why), "{bad}: {e}");
+        }
+        // Unknown keys in a link are refused when parsing.
+        assert!(
+            Config::from_toml("[chaos]\nwan = [{from = \"r1\", to = \"r2\", drop = 1}]").is_err()
+        );
     }
 
     #[test]

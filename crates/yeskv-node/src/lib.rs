@@ -20,8 +20,8 @@
 //! [`handoff`], [`xr`] (cross-region replication), [`aae`] (anti-entropy) and [`reaper`] (each owns its messages and serves them),
 //! [`workers`] (background work, reported and joined), [`topology`] and [`cluster`] (who holds a
 //! key, who is up), [`config`] (settings and validation), [`metrics`] (names and `/metrics`),
-//! [`clock`] (the time seam), [`error`], and [`chaos`] (delay injection for the chaos runner,
-//! off unless configured).
+//! [`clock`] (the time seam), [`error`], and [`chaos`] (delay, and WAN delay and loss per
+//! destination region, for tests; off unless configured).
 
 pub mod aae;
 pub mod api;

@@ -72,12 +72,9 @@ pub async fn run(
     );
     let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe(), liveness);
 
-    // Test-only: the chaos runner's delay on the node's internode calls.
-    let chaos = raw
-        .chaos
-        .enabled
-        .then(|| Arc::new(crate::chaos::ChaosControl::default()));
-    let peers = peer_client(&rpc_client, chaos.as_ref());
+    // Test-only: the chaos runner's delay and WAN rules on the node's internode calls.
+    let chaos = chaos_control(&cfg)?;
+    let peers = peer_client(&rpc_client, chaos.as_ref(), &layout);
     let mut node = NodeBuilder::new(NodeContext::new(
         replica.clone(),
         topology,
@@ -138,17 +135,53 @@ fn cluster_shape(
     (n, partitions)
 }
 
-/// The node's internode client: the RPC client, behind the chaos runner's delays when the
-/// config turns them on.
+/// The test-only chaos layer's settings when the config turns it on (`[chaos] enabled`, or
+/// WAN links), holding the WAN links from this node's region as its rules.
+fn chaos_control(cfg: &Validated) -> Result<Option<Arc<crate::chaos::ChaosControl>>, Error> {
+    let chaos = &cfg.raw.chaos;
+    if !chaos.is_on() {
+        return Ok(None);
+    }
+    let control = crate::chaos::ChaosControl::default();
+    let rules = crate::chaos::rules_from(&chaos.wan, &cfg.raw.region);
+    if !rules.is_empty() {
+        tracing::warn!(
+            region = %cfg.raw.region,
+            rules = %serde_json::to_string(&rules).unwrap_or_default(),
+            "chaos: WAN rules from the config on outgoing internode calls"
+        );
+    }
+    control
+        .set_wan(rules)
+        .map_err(|e| Error::Startup(format!("[chaos] wan: {e}")))?;
+    Ok(Some(Arc::new(control)))
+}
+
+/// The node's internode client: the RPC client, behind the chaos layer when the config turns
+/// it on. The layer learns a destination's region from the layout: the member whose internode
+/// address the call goes to.
 fn peer_client(
     rpc_client: &RpcClient<PeerRequest, PeerResponse>,
     chaos: Option<&Arc<crate::chaos::ChaosControl>>,
+    layout: &LayoutService,
 ) -> Arc<dyn PeerClient> {
     match chaos {
-        Some(control) => Arc::new(crate::chaos::ChaosPeers::new(
-            Arc::new(rpc_client.clone()),
-            control.clone(),
-        )),
+        Some(control) => {
+            let layouts = layout.subscribe();
+            let region_of: crate::chaos::RegionOf = Arc::new(move |addr: &str| {
+                let layout = layouts.borrow().clone()?;
+                layout
+                    .members
+                    .values()
+                    .find(|m| m.peer == addr)
+                    .map(|m| m.region.clone())
+            });
+            Arc::new(crate::chaos::ChaosPeers::new(
+                Arc::new(rpc_client.clone()),
+                control.clone(),
+                region_of,
+            ))
+        }
         None => Arc::new(rpc_client.clone()),
     }
 }
@@ -509,7 +542,9 @@ async fn serve_http(
     };
     let mut app = router(state);
     if let Some(control) = chaos {
-        tracing::warn!("chaos layer enabled: POST /v1/admin/chaos delays internode calls");
+        tracing::warn!(
+            "chaos layer enabled: POST /v1/admin/chaos delays (and with WAN rules drops) internode calls"
+        );
         app = app.merge(crate::chaos::routes(control));
     }
     axum::serve(listener, app)

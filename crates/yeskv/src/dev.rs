@@ -14,6 +14,14 @@
 //! With `--regions R`, `R × --nodes` nodes start, region `rK` holding nodes in zones `z1`.. of
 //! their own, and the first formation also stages replicas per region (`min(--nodes, 3)` in
 //! each) in the same commit.
+//!
+//! With `--wan-delay-ms MS` (and `--wan-jitter-ms J`) beside `--regions`, every node also reads
+//! `[chaos] wan` links between every two regions, both directions (a symmetric WAN on one
+//! machine: each call from one region to another waits MS plus up to J ms, so a round trip
+//! across regions costs MS..MS+J, the answer riding back on the delayed call). This turns on
+//! the nodes' test-only chaos layer (`yeskv_node::chaos`), so they also serve
+//! `/v1/admin/chaos`. The links go into `DATA_DIR/dev-wan.toml`, written on each run: a copy
+//! of `--config` (if given) with the links added, which every node reads instead.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -46,6 +54,14 @@ pub struct DevArgs {
     /// data directory, seeds and `--sync` given by `yeskv dev` override its keys.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// With `--regions` (2 or more): delay in ms of every call from a node of one region to a
+    /// node of another, both directions, through the nodes' test-only chaos layer
+    /// (`[chaos] wan`); 0 for none.
+    #[arg(long, default_value_t = 0)]
+    wan_delay_ms: u64,
+    /// With `--wan-delay-ms`: extra random delay per call, uniform in 0..=J ms.
+    #[arg(long, default_value_t = 0)]
+    wan_jitter_ms: u64,
 }
 
 impl DevArgs {
@@ -62,6 +78,36 @@ impl DevArgs {
                 format!("z{}", index % self.nodes + 1),
             )
         })
+    }
+
+    /// Whether WAN delays between the regions were asked for.
+    fn wan(&self) -> bool {
+        self.wan_delay_ms > 0 || self.wan_jitter_ms > 0
+    }
+
+    /// Extra time to form the cluster over the WAN: the new replicas of the other regions
+    /// receive every partition across it, one call at a time per partition (about 20 s more
+    /// for 3 × 2 nodes at 40 ms): one second per millisecond of delay and jitter.
+    fn wan_allowance(&self) -> Duration {
+        Duration::from_secs(self.wan_delay_ms + self.wan_jitter_ms)
+    }
+
+    /// The `[chaos] wan` links of `--wan-delay-ms`: every ordered pair of distinct regions.
+    fn wan_links(&self) -> Vec<yeskv_node::chaos::WanLink> {
+        let regions: Vec<String> = (1..=self.regions).map(|r| format!("r{r}")).collect();
+        let mut links = Vec::new();
+        for from in &regions {
+            for to in regions.iter().filter(|to| *to != from) {
+                links.push(yeskv_node::chaos::WanLink {
+                    from: from.clone(),
+                    to: to.clone(),
+                    delay_ms: self.wan_delay_ms,
+                    jitter_ms: self.wan_jitter_ms,
+                    loss: 0.0,
+                });
+            }
+        }
+        links
     }
 
     /// The replicas per region to stage, with `--regions`.
@@ -263,8 +309,9 @@ async fn stop(nodes: &mut [Node]) {
 async fn start_up(
     nodes: &mut [Node],
     replication: Option<&serde_json::Value>,
+    allowance: Duration,
 ) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + START_TIMEOUT;
+    let deadline = Instant::now() + START_TIMEOUT + allowance;
     for node in nodes.iter_mut() {
         let addr = node.url.trim_start_matches("http://").to_string();
         while !healthy(&addr).await {
@@ -294,6 +341,13 @@ fn check_args(args: &DevArgs) -> anyhow::Result<()> {
     if args.regions > 8 || args.total() > 64 {
         bail!("--regions must be between 0 and 8, with at most 64 nodes in all");
     }
+    if args.wan() && args.regions < 2 {
+        bail!("--wan-delay-ms and --wan-jitter-ms need --regions 2 or more");
+    }
+    let max = yeskv_node::chaos::DELAY_MS_MAX;
+    if args.wan_delay_ms > max || args.wan_jitter_ms > max {
+        bail!("--wan-delay-ms and --wan-jitter-ms must be at most {max}");
+    }
     let total = args.total();
     if args.base_port < 1024 + total || args.base_port.checked_add(total).is_none() {
         bail!(
@@ -302,6 +356,44 @@ fn check_args(args: &DevArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes `DATA_DIR/dev-wan.toml`: the `--config` file (if any) with the `[chaos] wan` links of
+/// `--wan-delay-ms` added; returns its path. Refuses a `--config` that has links of its own.
+fn write_wan_config(args: &DevArgs) -> anyhow::Result<PathBuf> {
+    let mut table: toml::Table = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            text.parse()
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    let chaos = table
+        .entry("chaos")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(chaos) = chaos.as_table_mut() else {
+        bail!("--config: chaos must be a table");
+    };
+    if chaos.contains_key("wan") {
+        bail!("--config already has [chaos] wan: leave out --wan-delay-ms, or the config's links");
+    }
+    let links = args.wan_links();
+    yeskv_node::chaos::check_links(&links).map_err(|e| anyhow::anyhow!("{e}"))?;
+    chaos.insert(
+        "wan".into(),
+        toml::Value::try_from(&links).context("writing the WAN links")?,
+    );
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let path = args.data_dir.join("dev-wan.toml");
+    let text = format!(
+        "# written by yeskv dev --wan-delay-ms: the nodes' config (rewritten on each run)\n{}",
+        toml::to_string(&table).context("writing the WAN config")?
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// Starts every node's `yeskv server` process. If one cannot be started, the ones already
@@ -372,16 +464,23 @@ async fn first_exit(nodes: &mut [Node]) -> (String, ExitStatus) {
 }
 
 /// Runs the dev cluster until Ctrl-C / SIGTERM or until a node exits.
-pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: DevArgs) -> anyhow::Result<()> {
     // From here on a Ctrl-C or SIGTERM stops the nodes, also while they start.
     let shutdown = crate::shutdown_signal();
     tokio::pin!(shutdown);
     check_args(&args)?;
+    if args.wan() {
+        args.config = Some(write_wan_config(&args)?);
+        println!(
+            "WAN between regions: {}+{} ms per call, both directions (test-only chaos layer on)",
+            args.wan_delay_ms, args.wan_jitter_ms
+        );
+    }
     let mut nodes = spawn_nodes(&args)?;
 
     let started = {
         let replication = args.replication();
-        let start = start_up(&mut nodes, replication.as_ref());
+        let start = start_up(&mut nodes, replication.as_ref(), args.wan_allowance());
         tokio::pin!(start);
         tokio::select! {
             r = &mut start => Some(r),
@@ -418,5 +517,101 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     match outcome {
         None => Ok(()),
         Some((id, status)) => bail!("node {id} exited unexpectedly ({status})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dev: DevArgs,
+    }
+
+    fn args(flags: &[&str]) -> DevArgs {
+        Cli::try_parse_from(std::iter::once("dev").chain(flags.iter().copied()))
+            .expect("flags parse")
+            .dev
+    }
+
+    #[test]
+    fn wan_links_join_every_two_regions_both_ways() {
+        let a = args(&[
+            "--regions",
+            "3",
+            "--wan-delay-ms",
+            "40",
+            "--wan-jitter-ms",
+            "5",
+        ]);
+        check_args(&a).expect("valid");
+        let links = a.wan_links();
+        let pairs: Vec<(&str, &str)> = links
+            .iter()
+            .map(|l| (l.from.as_str(), l.to.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("r1", "r2"),
+                ("r1", "r3"),
+                ("r2", "r1"),
+                ("r2", "r3"),
+                ("r3", "r1"),
+                ("r3", "r2")
+            ]
+        );
+        assert!(links
+            .iter()
+            .all(|l| l.delay_ms == 40 && l.jitter_ms == 5 && l.loss == 0.0));
+        yeskv_node::chaos::check_links(&links).expect("the nodes take them");
+        assert!(!args(&["--regions", "3"]).wan());
+    }
+
+    #[test]
+    fn wan_without_regions_or_out_of_bounds_is_refused() {
+        for flags in [
+            &["--wan-delay-ms", "40"][..],
+            &["--regions", "1", "--wan-jitter-ms", "5"],
+            &["--regions", "2", "--wan-delay-ms", "60001"],
+        ] {
+            assert!(check_args(&args(flags)).is_err(), "{flags:?}");
+        }
+    }
+
+    #[test]
+    fn the_wan_config_keeps_the_given_config_and_refuses_links_of_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let given = dir.path().join("given.toml");
+        std::fs::write(
+            &given,
+            "[storage]\nsync = \"none\"\n[chaos]\nenabled = true\n",
+        )
+        .expect("write");
+        let data = dir.path().join("data");
+        let flags = [
+            "--regions",
+            "2",
+            "--wan-delay-ms",
+            "40",
+            "--config",
+            given.to_str().expect("utf-8"),
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ];
+        let written = write_wan_config(&args(&flags)).expect("written");
+        let text = std::fs::read_to_string(&written).expect("read");
+        let cfg = yeskv_node::config::Config::from_toml(&text).expect("a node config");
+        assert_eq!(cfg.storage.sync, "none");
+        assert!(cfg.chaos.enabled);
+        assert_eq!(cfg.chaos.wan.len(), 2);
+        cfg.validate().expect("validates");
+
+        std::fs::write(&given, "[chaos]\nwan = []\n").expect("write");
+        let e = write_wan_config(&args(&flags)).expect_err("refused");
+        assert!(e.to_string().contains("already has"), "{e}");
     }
 }

@@ -120,15 +120,24 @@ fn dev_stops_its_nodes_on_sigterm_during_start_up() {
 }
 
 /// `--regions 3 --nodes 2`: six nodes, two per region in zones of their own, two replicas per
-/// region, every partition's preference region by region.
+/// region, every partition's preference region by region. With `--wan-delay-ms`, every node
+/// holds a WAN rule to each other region, and a write that must reach other regions
+/// (`w=each_quorum`) waits for it.
 #[test]
 fn dev_with_regions_places_replicas_in_every_region() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = dev_port();
-    let (mut child, lines) =
-        run_dev_until(dir.path(), port, &["--regions", "3", "--nodes", "2"], |l| {
-            l.starts_with("ready")
-        });
+    let flags = [
+        "--regions",
+        "3",
+        "--nodes",
+        "2",
+        "--wan-delay-ms",
+        "40",
+        "--wan-jitter-ms",
+        "5",
+    ];
+    let (mut child, lines) = run_dev_until(dir.path(), port, &flags, |l| l.starts_with("ready"));
     assert!(
         lines
             .last()
@@ -164,6 +173,44 @@ fn dev_with_regions_places_replicas_in_every_region() {
             .map(|n| region[n.as_str().expect("id")].as_str())
             .collect();
         assert_eq!(regions, ["r1", "r1", "r2", "r2", "r3", "r3"], "{p}");
+    }
+
+    // The WAN: each node's rules name the two other regions, both ways.
+    for (node, to) in [(0, ["r2", "r3"]), (2, ["r1", "r3"]), (5, ["r1", "r2"])] {
+        let url = format!("127.0.0.1:{}", port + node);
+        let chaos = request(&url, "GET", "/v1/admin/chaos", &[], b"").json();
+        let rules = chaos["wan"].as_array().expect("wan rules");
+        let names: Vec<&str> = rules
+            .iter()
+            .map(|r| r["to"].as_str().expect("to"))
+            .collect();
+        assert_eq!(names, to, "n{}: {chaos}", node + 1);
+        assert!(
+            rules
+                .iter()
+                .all(|r| r["delay_ms"] == 40 && r["jitter_ms"] == 5 && r["loss"] == 0.0),
+            "{chaos}"
+        );
+        assert_eq!(chaos["delay_ms"], 0, "{chaos}");
+    }
+    // n1 holds every key of r1 (two replicas on two nodes), and an each_quorum write needs the
+    // replicas of r2 and r3: it waits at least one WAN delay.
+    let n1 = format!("127.0.0.1:{port}");
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        let put = request(
+            &n1,
+            "PUT",
+            &format!("/v1/kv/wan/k{i}?w=each_quorum"),
+            &[],
+            b"v",
+        );
+        assert_eq!(put.status, 204, "{}", put.text());
+        let took = started.elapsed();
+        assert!(
+            took >= std::time::Duration::from_millis(40),
+            "an each_quorum write took {took:?} with 40 ms between regions"
+        );
     }
     let status = sigterm(&mut child);
     assert!(status.success(), "{status}: {}", dev_err(dir.path()));
