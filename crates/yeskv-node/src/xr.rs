@@ -170,10 +170,20 @@ pub async fn run<E: Engine>(
     let mut inflight = FuturesUnordered::new();
     let mut busy: BTreeSet<String> = BTreeSet::new();
     let mut not_before: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
+    // Where each region's next batch starts (see `Replica::xr_peek_from`).
+    let mut cursors: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut gauges_at = tokio::time::Instant::now();
     loop {
         let now = tokio::time::Instant::now();
+        // Every write wakes the worker: the gauges (a scan per region) only now and then.
+        let gauges = now >= gauges_at;
+        if gauges {
+            gauges_at = now + settings.poll;
+        }
         for (region, q) in ctx.replica().xr_regions() {
-            set_gauges(&ctx, &region, q.entries);
+            if gauges {
+                set_gauges(&ctx, &region, q.entries);
+            }
             if q.entries == 0
                 || busy.contains(&region)
                 || not_before.get(&region).is_some_and(|t| *t > now)
@@ -182,17 +192,21 @@ pub async fn run<E: Engine>(
             }
             busy.insert(region.clone());
             let (c, s) = (ctx.clone(), settings.clone());
+            let cursor = cursors.remove(&region);
             inflight.push(async move {
-                let outcome = deliver(&c, &region, &s).await;
-                (region, outcome)
+                let (outcome, cursor) = deliver(&c, &region, &s, cursor).await;
+                (region, outcome, cursor)
             });
         }
         status.set_busy(!inflight.is_empty());
         tokio::select! {
             biased;
             _ = stop.stopped() => break,
-            Some((region, outcome)) = inflight.next(), if !inflight.is_empty() => {
+            Some((region, outcome, cursor)) = inflight.next(), if !inflight.is_empty() => {
                 busy.remove(&region);
+                if let Some(cursor) = cursor {
+                    cursors.insert(region.clone(), cursor);
+                }
                 match &outcome {
                     Ok(Progress::Throttled) | Ok(Progress::Done) => {
                         not_before.remove(&region);
@@ -227,18 +241,50 @@ fn set_gauges<E: Engine>(ctx: &NodeContext<E>, region: &str, entries: u64) {
     ::metrics::gauge!(metrics::XR_LAG, "region" => region.to_string()).set(age);
 }
 
-/// One batch of `region`'s queue (module docs, steps 1–4). Throttled when a full batch went
-/// through (more may wait); an error when some entry could not be delivered.
+/// One batch of `region`'s queue (module docs, steps 1–4), from `cursor` on (from the oldest
+/// entry when it finds nothing there: a clock that went back may queue behind it). Throttled
+/// when a full batch went through (more may wait); an error when some entry could not be
+/// delivered. Also returns where the next batch starts.
 pub async fn deliver<E: Engine>(
     ctx: &NodeContext<E>,
     region: &str,
     settings: &XrSettings,
+    cursor: Option<Vec<u8>>,
+) -> (Result<Progress, Error>, Option<Vec<u8>>) {
+    let replica = ctx.replica();
+    let batch = settings.batch.max(1);
+    let mut entries = match replica.xr_peek_from(region, cursor.as_deref(), batch) {
+        Ok(e) => e,
+        Err(e) => return (Err(e), cursor),
+    };
+    if entries.is_empty() && cursor.is_some() {
+        entries = match replica.xr_peek(region, batch) {
+            Ok(e) => e,
+            Err(e) => return (Err(e), None),
+        };
+    }
+    if entries.is_empty() {
+        return (Ok(Progress::Done), None);
+    }
+    // Resume after this batch if it all goes through, else at its first entry left.
+    let mut next = entries.last().map(|e| {
+        let mut k = e.queue_key.clone();
+        k.push(0);
+        k
+    });
+    let outcome = deliver_entries(ctx, region, settings, entries, &mut next).await;
+    (outcome, next)
+}
+
+/// Sends `entries` (steps 2–4); sets `next` to the first entry kept, if any is.
+async fn deliver_entries<E: Engine>(
+    ctx: &NodeContext<E>,
+    region: &str,
+    settings: &XrSettings,
+    entries: Vec<XrEntry>,
+    next: &mut Option<Vec<u8>>,
 ) -> Result<Progress, Error> {
     let replica = ctx.replica();
-    let entries = replica.xr_peek(region, settings.batch.max(1))?;
-    if entries.is_empty() {
-        return Ok(Progress::Done);
-    }
     let full = entries.len() >= settings.batch.max(1);
     let topology = ctx.topology();
     // Each key once, with the nodes of the region that should get it.
@@ -319,6 +365,9 @@ pub async fn deliver<E: Engine>(
     let (done, kept): (Vec<XrEntry>, Vec<XrEntry>) = entries
         .into_iter()
         .partition(|e| delivered_key(&e.storage_key));
+    if let Some(first) = kept.first() {
+        *next = Some(first.queue_key.clone());
+    }
     replica.xr_remove(region, &done)?;
     let now = ctx.now_ms();
     let delivery = ::metrics::histogram!(metrics::XR_DELIVERY, "region" => region.to_string());

@@ -180,9 +180,26 @@ impl<E: Engine> Replica<E> {
 
     /// Up to `limit` of `region`'s oldest entries.
     pub fn xr_peek(&self, region: &str, limit: usize) -> Result<Vec<XrEntry>, Error> {
-        let start = region_prefix(region);
-        let mut end = start.clone();
+        self.xr_peek_from(region, None, limit)
+    }
+
+    /// Up to `limit` of `region`'s entries from queue key `from` on (from the oldest without
+    /// one). A sender that resumes where its last batch ended does not step over the
+    /// tombstones of every entry it removed before, as a scan from the region's start would
+    /// until they are compacted away.
+    pub fn xr_peek_from(
+        &self,
+        region: &str,
+        from: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<XrEntry>, Error> {
+        let prefix = region_prefix(region);
+        let mut end = prefix.clone();
         *end.last_mut().expect("non-empty prefix") += 1;
+        let start = match from {
+            Some(k) if k.starts_with(&prefix) => k.to_vec(),
+            _ => prefix,
+        };
         let rows = self.engine.scan(Space::Meta, &start, &end, limit)?;
         Ok(rows
             .into_iter()
