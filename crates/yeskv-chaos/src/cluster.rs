@@ -7,6 +7,12 @@
 //! (the clock-skew fault rewrites that file), and forms the cluster the operator's way: `n1`
 //! creates it, the others start with `--seed`, then a staged join and commit on `n1`.
 //!
+//! With regions (`--regions R`), node `n{i}` is in region `r{(i - 1) % R + 1}` (round-robin)
+//! and, inside it, in zone `z{((i - 1) / R) % ZONES}`, so that a region's nodes are in zones of
+//! their own and placement inside the region stays zone-aware; the forming commit also stages
+//! replicas per region, `min(nodes in the region, 2)` in each (`POST /v1/cluster/replication`,
+//! as `yeskv dev --regions` does). The nodes' default quorum is then `local_quorum`.
+//!
 //! Invariants: a node is in exactly one of the states running / paused (SIGSTOP) / killed; the
 //! runner only signals its own children; every child is in its own process group (a Ctrl-C on
 //! the terminal reaches the runner, which stops them) and is killed when its handle drops.
@@ -26,8 +32,11 @@ use crate::http::{self, JsonBody as _};
 pub const HTTP_PORT: u16 = 8080;
 /// Peer (internode RPC and gossip) port of every node.
 pub const PEER_PORT: u16 = 7080;
-/// Zones the nodes are spread over (`n{i}` is in zone `z{i % ZONES}`).
+/// Zones the nodes are spread over (`n{i}` is in zone `z{i % ZONES}`; with regions, zones
+/// inside each region, module docs).
 pub const ZONES: usize = 3;
+/// Most replicas per region staged with regions (fewer in a region with fewer nodes).
+pub const REPLICAS_PER_REGION_MAX: usize = 2;
 /// How long a node may take to answer `/v1/health` after a start.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of one runner call to a node (status, ring, admin).
@@ -38,6 +47,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct Settings {
     /// Number of nodes.
     pub nodes: usize,
+    /// Regions the nodes are spread over (0: none, one implicit region).
+    pub regions: usize,
     /// Network namespace of node `i` (1-based) is `{netns_prefix}{i}`.
     pub netns_prefix: String,
     /// Node `i` listens on `{ip_prefix}.{10 + i}`.
@@ -67,6 +78,8 @@ pub struct NodeSpec {
     pub http: String,
     /// Its zone.
     pub zone: String,
+    /// Its region, with regions.
+    pub region: Option<String>,
     /// Its data directory.
     pub data_dir: PathBuf,
     config: PathBuf,
@@ -104,10 +117,12 @@ impl Cluster {
         for i in 1..=settings.nodes {
             let id = format!("n{i}");
             let ip = format!("{}.{}", settings.ip_prefix, 10 + i);
+            let (region, zone) = place(i, settings.regions);
             let spec = NodeSpec {
                 netns: format!("{}{i}", settings.netns_prefix),
                 http: format!("{ip}:{HTTP_PORT}"),
-                zone: format!("z{}", i % ZONES),
+                zone,
+                region,
                 data_dir: settings.data_root.join(&id),
                 config: settings.work_dir.join(format!("{id}.toml")),
                 faketime_file: settings.work_dir.join(format!("{id}.faketime")),
@@ -121,6 +136,10 @@ impl Cluster {
             } else {
                 format!("\"{seed}\"")
             };
+            let region = spec
+                .region
+                .as_ref()
+                .map_or(String::new(), |r| format!("region = \"{r}\"\n"));
             let config = format!(
                 r#"# written by yeskv-chaos
 cluster_name = "chaos"
@@ -130,7 +149,7 @@ http = "{http}"
 peer = "{ip}:{PEER_PORT}"
 seeds = [{seeds}]
 zone = "{zone}"
-n = 3
+{region}n = 3
 r = 2
 w = 2
 partitions = 64
@@ -321,9 +340,29 @@ enabled = true
         Some(status)
     }
 
-    /// Forms the cluster: stages a join of every other node on `n1`, commits, and waits until
-    /// every node applied the layout, sees every member up and no partition is still moving to
-    /// its new holders. Returns the layout version.
+    /// Replicas per region to stage (`{"r1": 2, ...}`), with regions.
+    pub fn replication(&self) -> Option<serde_json::Value> {
+        replication(self.settings.nodes, self.settings.regions)
+    }
+
+    /// The indexes of the nodes in `region`.
+    pub fn in_region(&self, region: &str) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| self.nodes[i].spec.region.as_deref() == Some(region))
+            .collect()
+    }
+
+    /// The region names, in order (empty without regions).
+    pub fn regions(&self) -> Vec<String> {
+        (1..=self.settings.regions)
+            .map(|r| format!("r{r}"))
+            .collect()
+    }
+
+    /// Forms the cluster: stages a join of every other node on `n1` (and, with regions, the
+    /// replicas per region), commits, and waits until every node applied the layout, sees
+    /// every member up and no partition is still moving to its new holders. Returns the layout
+    /// version.
     pub async fn form(&self, timeout: Duration) -> anyhow::Result<u64> {
         let deadline = Instant::now() + timeout;
         let first = &self.nodes[0].spec.http;
@@ -345,6 +384,24 @@ enabled = true
                     Ok(r) if r.status == 200 => break,
                     other if Instant::now() > deadline => bail!("staging the join: {other:?}"),
                     _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+            if let Some(replication) = self.replication() {
+                let body = replication.to_string();
+                let r = http::request(
+                    first,
+                    "POST",
+                    "/v1/cluster/replication",
+                    body.as_bytes(),
+                    CALL_TIMEOUT,
+                )
+                .await?;
+                if r.status != 200 {
+                    bail!(
+                        "staging replicas per region {body}: {} {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    );
                 }
             }
             let commit =
@@ -413,9 +470,29 @@ enabled = true
             .is_some_and(|v| v["transfers"]["partitions_pending"] == 0)
     }
 
-    /// Sets node `i`'s outgoing internode delay (the node's test-only chaos layer).
+    /// Sets node `i`'s outgoing internode delay (the node's test-only chaos layer); its WAN
+    /// rules stay as they are.
     pub async fn set_delay(&self, i: usize, delay_ms: u64, jitter_ms: u64) -> anyhow::Result<()> {
-        let body = serde_json::json!({ "delay_ms": delay_ms, "jitter_ms": jitter_ms }).to_string();
+        let body = serde_json::json!({ "delay_ms": delay_ms, "jitter_ms": jitter_ms });
+        self.set_chaos(i, &body).await
+    }
+
+    /// Replaces node `i`'s WAN rules (`[{"to", "delay_ms", "jitter_ms", "loss"}]`, `[]` for
+    /// none) and sets its global delay to 0 (the chaos layer's `POST` semantics).
+    pub async fn set_wan(&self, i: usize, rules: serde_json::Value) -> anyhow::Result<()> {
+        self.set_chaos(i, &serde_json::json!({ "wan": rules }))
+            .await
+    }
+
+    /// Clears node `i`'s chaos layer: no delay, no WAN rules.
+    pub async fn clear_chaos(&self, i: usize) -> anyhow::Result<()> {
+        let body = serde_json::json!({ "delay_ms": 0, "jitter_ms": 0, "wan": [] });
+        self.set_chaos(i, &body).await
+    }
+
+    /// `POST /v1/admin/chaos` with `body` on node `i`.
+    async fn set_chaos(&self, i: usize, body: &serde_json::Value) -> anyhow::Result<()> {
+        let body = body.to_string();
         let r = http::request(
             &self.nodes[i].spec.http,
             "POST",
@@ -426,9 +503,10 @@ enabled = true
         .await?;
         if r.status != 200 {
             bail!(
-                "{}: /v1/admin/chaos answered {}",
+                "{}: /v1/admin/chaos answered {} {}",
                 self.nodes[i].spec.id,
-                r.status
+                r.status,
+                String::from_utf8_lossy(&r.body)
             );
         }
         Ok(())
@@ -489,6 +567,34 @@ enabled = true
             }
         }
     }
+}
+
+/// Node `n{i}`'s (1-based) region and zone: without regions no region and zone
+/// `z{i % ZONES}`; with `regions` R, region `r{(i - 1) % R + 1}` and zone
+/// `z{((i - 1) / R) % ZONES}` inside it.
+pub fn place(i: usize, regions: usize) -> (Option<String>, String) {
+    if regions == 0 {
+        return (None, format!("z{}", i % ZONES));
+    }
+    let k = i - 1;
+    (
+        Some(format!("r{}", k % regions + 1)),
+        format!("z{}", (k / regions) % ZONES),
+    )
+}
+
+/// The replicas per region of `nodes` nodes placed over `regions` by [`place`]:
+/// `min(nodes in the region, REPLICAS_PER_REGION_MAX)` each; `None` without regions.
+pub fn replication(nodes: usize, regions: usize) -> Option<serde_json::Value> {
+    let mut per_region: std::collections::BTreeMap<String, usize> = Default::default();
+    for i in 1..=nodes {
+        *per_region.entry(place(i, regions).0?).or_default() += 1;
+    }
+    let map: serde_json::Map<String, serde_json::Value> = per_region
+        .into_iter()
+        .map(|(r, count)| (r, count.min(REPLICAS_PER_REGION_MAX).into()))
+        .collect();
+    Some(serde_json::Value::Object(map))
 }
 
 /// The value of the unlabelled metric `name` in the `/metrics` of the node at `addr`, if it
@@ -582,6 +688,42 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regions_are_round_robin_with_zones_of_their_own_inside() {
+        assert_eq!(place(4, 0), (None, "z1".to_string()));
+        let placed: Vec<(String, String)> = (1..=6)
+            .map(|i| {
+                let (r, z) = place(i, 3);
+                (r.expect("a region"), z)
+            })
+            .collect();
+        let names: Vec<String> = placed.iter().map(|(r, z)| format!("{r}/{z}")).collect();
+        assert_eq!(
+            names,
+            ["r1/z0", "r2/z0", "r3/z0", "r1/z1", "r2/z1", "r3/z1"],
+            "each region's two nodes in two zones"
+        );
+        // 7 nodes over 3 regions: r1 gets the third, in a third zone.
+        assert_eq!(place(7, 3), (Some("r1".to_string()), "z2".to_string()));
+    }
+
+    #[test]
+    fn replicas_per_region_are_at_most_two_and_at_most_the_regions_nodes() {
+        assert_eq!(replication(6, 0), None);
+        assert_eq!(
+            replication(6, 3),
+            Some(serde_json::json!({"r1": 2, "r2": 2, "r3": 2}))
+        );
+        assert_eq!(
+            replication(4, 3),
+            Some(serde_json::json!({"r1": 2, "r2": 1, "r3": 1}))
+        );
+        assert_eq!(
+            replication(9, 2),
+            Some(serde_json::json!({"r1": 2, "r2": 2}))
+        );
+    }
 
     #[test]
     fn http_dates() {

@@ -12,10 +12,13 @@
 //! | `clock-skew` | libfaketime offset file of one node rewritten to ±30..600 s, checked through the node's `Date` header (or, when hyper's cached Date hides a backward jump, by a fresh process with the same preload and file) | offset back to `+0` |
 //! | `disk-full` | a ballast file fills the small loop-mounted ext4 that is one node's data dir; probe writes through that node must be refused | delete the ballast; probe writes must succeed again |
 //! | `delay` | `POST /v1/admin/chaos` on 1-2 nodes: 50..500 ms (+ jitter 0..300 ms) before each outgoing internode call | delay 0 |
+//! | `region-cut` (2+ regions) | nft drop rules in the namespace of every node of one region: everything to/from the nodes of the other regions | flush the chains |
+//! | `slow-wan` (2+ regions) | `POST /v1/admin/chaos` WAN rules on every node between one region and the others, both ways: 100..400 ms (+ jitter 0..100 ms), loss 0..5 % on half of the faults | `"wan": []` on every node |
 //!
 //! One fault is active at a time; every kind has its own heal, and [`Faults::heal_everything`]
-//! resets every node at the end (rules flushed, offsets zero, delays zero, ballast gone, paused
-//! nodes continued, dead nodes restarted) whatever happened before.
+//! resets every node at the end (rules flushed, offsets zero, delays and WAN rules cleared,
+//! ballast gone, paused nodes continued, dead nodes restarted) whatever happened before. The
+//! region kinds are drawn only in a run with 2 or more regions.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -62,11 +65,15 @@ pub enum FaultKind {
     /// serving them), and once it is out it joins again on the data it kept: it must start every
     /// partition it receives anew empty, so that nothing deleted meanwhile comes back.
     LeaveJoin,
+    /// One region cut off from the others (every node of it drops their traffic).
+    RegionCut,
+    /// WAN delay, jitter and maybe loss between one region and the others.
+    SlowWan,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PartitionIsolate,
@@ -78,6 +85,8 @@ impl FaultKind {
         FaultKind::Delay,
         FaultKind::Replace,
         FaultKind::LeaveJoin,
+        FaultKind::RegionCut,
+        FaultKind::SlowWan,
     ];
 
     /// Its name in reports.
@@ -94,7 +103,14 @@ impl FaultKind {
             FaultKind::Delay => "delay",
             FaultKind::Replace => "replace",
             FaultKind::LeaveJoin => "leave-join",
+            FaultKind::RegionCut => "region-cut",
+            FaultKind::SlowWan => "slow-wan",
         }
+    }
+
+    /// Whether the kind needs regions (2 or more).
+    pub fn needs_regions(self) -> bool {
+        matches!(self, FaultKind::RegionCut | FaultKind::SlowWan)
     }
 }
 
@@ -115,6 +131,8 @@ pub enum Active {
     DiskFull(usize),
     /// Delay on these nodes.
     Delay(Vec<usize>),
+    /// WAN rules on these nodes.
+    SlowWan(Vec<usize>),
     /// Node replaced (already running again, empty, and a member): the heal waits until it has
     /// received its partitions.
     Replaced(usize),
@@ -200,6 +218,8 @@ pub struct Faults {
     pub disk_recovery_timeout: Duration,
     /// Nodes in the cluster (a node leaves only if `n = 3` members stay).
     pub nodes: usize,
+    /// Regions in the cluster (the region kinds need 2 or more).
+    pub regions: usize,
     probe_keys_used: u64,
     start: Instant,
 }
@@ -217,6 +237,7 @@ impl Faults {
             clock_verified_fresh: 0,
             disk_recovery_timeout: Duration::from_secs(30),
             nodes: 0,
+            regions: 0,
             probe_keys_used: 0,
             start,
         }
@@ -228,6 +249,7 @@ impl Faults {
             .into_iter()
             .filter(|k| *k != FaultKind::DiskFull || self.disk_node.is_some())
             .filter(|k| *k != FaultKind::LeaveJoin || self.nodes > 3)
+            .filter(|k| !k.needs_regions() || self.regions >= 2)
             .collect()
     }
 
@@ -259,6 +281,8 @@ impl Faults {
             FaultKind::Delay => self.inject_delay(cluster, rng).await?,
             FaultKind::Replace => self.inject_replace(cluster, rng).await?,
             FaultKind::LeaveJoin => self.inject_leave(cluster, rng).await?,
+            FaultKind::RegionCut => self.inject_region_cut(cluster, rng).await?,
+            FaultKind::SlowWan => self.inject_slow_wan(cluster, rng).await?,
         };
         *self.counts.entry(kind.name().to_string()).or_default() += 1;
         self.records.push(FaultRecord {
@@ -477,6 +501,101 @@ impl Faults {
         Ok((Active::Delay(order[..count].to_vec()), parts.join(", ")))
     }
 
+    /// A region drawn from `rng`: its name and the indexes of its nodes and of the others.
+    fn draw_region(
+        cluster: &Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(String, Vec<usize>, Vec<usize>)> {
+        let regions = cluster.regions();
+        if regions.len() < 2 {
+            bail!("a region fault needs 2 or more regions");
+        }
+        let region = regions[rng.random_range(0..regions.len())].clone();
+        let inside = cluster.in_region(&region);
+        let outside = (0..cluster.len()).filter(|i| !inside.contains(i)).collect();
+        Ok((region, inside, outside))
+    }
+
+    /// `region-cut`: a region drawn from `rng` is cut off: every node of it drops all traffic
+    /// to and from the nodes of the other regions (clients still reach every node).
+    async fn inject_region_cut(
+        &self,
+        cluster: &Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let (region, inside, outside) = Self::draw_region(cluster, rng)?;
+        let outside_ips = node_ips(cluster, &outside);
+        let mut blocked = Vec::new();
+        for &i in &inside {
+            let ns = cluster.nodes[i].spec.netns.clone();
+            // Recorded before the rule, so that a failure halfway is still healed.
+            blocked.push(i);
+            if let Err(e) = self
+                .firewall
+                .block(&ns, &outside_ips, Direction::Both)
+                .await
+            {
+                self.heal_partition(cluster, blocked).await?;
+                return Err(e);
+            }
+        }
+        let detail = format!(
+            "{region} ({}) | rest ({})",
+            node_ids(cluster, &inside),
+            node_ids(cluster, &outside)
+        );
+        Ok((Active::Partition(inside), detail))
+    }
+
+    /// `slow-wan`: between a region drawn from `rng` and the others, both ways, every call
+    /// waits 100 to 400 ms plus a jitter of up to 100 ms, and on half of the faults a share of
+    /// 0 to 5 % of the calls is dropped (the nodes' chaos layer: WAN rules by destination
+    /// region).
+    async fn inject_slow_wan(
+        &self,
+        cluster: &Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let (region, inside, outside) = Self::draw_region(cluster, rng)?;
+        let delay_ms: u64 = rng.random_range(100..=400);
+        let jitter_ms: u64 = rng.random_range(0..=100);
+        let loss = if rng.random_bool(0.5) {
+            f64::from(rng.random_range(0..=50u32)) / 1000.0
+        } else {
+            0.0
+        };
+        let rule = |to: &str| {
+            serde_json::json!({
+                "to": to, "delay_ms": delay_ms, "jitter_ms": jitter_ms, "loss": loss
+            })
+        };
+        let others: Vec<String> = cluster
+            .regions()
+            .into_iter()
+            .filter(|r| *r != region)
+            .collect();
+        let mut set = Vec::new();
+        for i in (0..cluster.len()).filter(|&i| cluster.is_running(i)) {
+            let rules: Vec<serde_json::Value> = if inside.contains(&i) {
+                others.iter().map(|r| rule(r)).collect()
+            } else {
+                vec![rule(&region)]
+            };
+            set.push(i);
+            if let Err(e) = cluster.set_wan(i, serde_json::Value::Array(rules)).await {
+                self.heal_slow_wan(cluster, set).await?;
+                return Err(e);
+            }
+        }
+        let detail = format!(
+            "{region} ({}) <-> rest ({}): {delay_ms}+{jitter_ms} ms, loss {:.1} %",
+            node_ids(cluster, &inside),
+            node_ids(cluster, &outside),
+            loss * 100.0
+        );
+        Ok((Active::SlowWan(set), detail))
+    }
+
     /// A node drawn from `rng` for a membership fault: not the first (whose configuration
     /// bootstraps the cluster and through which changes are staged), nor the disk node.
     fn membership_candidate(
@@ -639,6 +758,7 @@ impl Faults {
             }
             Active::DiskFull(i) => self.heal_disk_full(cluster, i).await?,
             Active::Delay(nodes) => self.heal_delay(cluster, nodes).await?,
+            Active::SlowWan(nodes) => self.heal_slow_wan(cluster, nodes).await?,
             Active::Replaced(i) => self.heal_replace(cluster, i).await?,
             Active::Leaving(i, true) => self.heal_leave(cluster, i).await?,
             Active::Leaving(i, false) => self.heal_replace(cluster, i).await?,
@@ -712,8 +832,19 @@ impl Faults {
         Ok("delay 0".to_string())
     }
 
+    /// Clears the WAN rules of `nodes`, skipping those not running (they cannot be asked; a
+    /// node starts without rules).
+    async fn heal_slow_wan(&self, cluster: &Cluster, nodes: Vec<usize>) -> anyhow::Result<String> {
+        for i in nodes {
+            if cluster.is_running(i) {
+                cluster.set_wan(i, serde_json::json!([])).await?;
+            }
+        }
+        Ok("wan rules cleared".to_string())
+    }
+
     /// Resets every node, whatever is in force: continues paused nodes, restarts dead ones,
-    /// flushes every rule, zeroes offsets and delays, removes the ballast.
+    /// flushes every rule, zeroes offsets, clears delays and WAN rules, removes the ballast.
     pub async fn heal_everything(&mut self, cluster: &mut Cluster) -> anyhow::Result<()> {
         let mut problems = Vec::new();
         for i in 0..cluster.len() {
@@ -732,7 +863,7 @@ impl Faults {
                 self.firewall.heal_partition(&ns).await,
                 self.firewall.heal_loss(&ns).await,
                 cluster.set_clock_offset(i, 0),
-                cluster.set_delay(i, 0, 0).await,
+                cluster.clear_chaos(i).await,
             ] {
                 if let Err(e) = r {
                     problems.push(e.to_string());
@@ -1058,4 +1189,29 @@ fn wipe(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("removing {}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_faults_are_drawn_only_with_two_or_more_regions() {
+        let firewall = Firewall {
+            table: "t".to_string(),
+        };
+        let mut faults = Faults::new(firewall, None, Instant::now());
+        faults.nodes = 6;
+        let has = |f: &Faults, k| f.kinds().contains(&k);
+        for regions in [0, 1] {
+            faults.regions = regions;
+            assert!(!has(&faults, FaultKind::RegionCut), "{regions} regions");
+            assert!(!has(&faults, FaultKind::SlowWan), "{regions} regions");
+            assert!(has(&faults, FaultKind::Kill));
+        }
+        faults.regions = 2;
+        assert!(has(&faults, FaultKind::RegionCut) && has(&faults, FaultKind::SlowWan));
+        assert_eq!(FaultKind::RegionCut.name(), "region-cut");
+        assert_eq!(FaultKind::SlowWan.name(), "slow-wan");
+    }
 }

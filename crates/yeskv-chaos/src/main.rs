@@ -4,11 +4,16 @@
 //! afterwards (also on Ctrl-C).
 //!
 //! A run: start `--nodes` real `yeskv server` processes (one per namespace, three zones, n=3,
-//! r=w=2) and form the cluster; run the register and cart workloads ([`workload`]) from the hub
-//! namespace while injecting one fault at a time ([`faults`]) for `--duration` seconds; stop
-//! the workload, heal everything, restart dead nodes and wait until every node sees every
-//! member up; read every key with `r=all` through every node until the answers agree
-//! (`reads_agreed_s`, bounded) and record them as the `merged` final state; sample every node's
+//! r=w=2; with `--regions R`, spread round-robin over regions `r1..rR` with zones inside each
+//! and `min(nodes in the region, 2)` replicas per region, so that the nodes' default quorum is
+//! `local_quorum`) and form the cluster; run the register and cart workloads ([`workload`])
+//! from the hub namespace while injecting one fault at a time ([`faults`]; `region-cut` and
+//! `slow-wan` with 2+ regions) for `--duration` seconds; stop the workload, heal everything,
+//! restart dead nodes and wait until every node sees every member up; read every key through
+//! every node until the answers agree (`reads_agreed_s`, bounded) and record them as the
+//! `merged` final state — with `r=all`, or with regions `r=local_quorum`, so that each region
+//! must serve every write from its own replicas, then `r=all` (the union of every replica)
+//! if they never agreed; sample every node's
 //! anti-entropy roots (`/v1/status`) once a second until every partition's replicas agree
 //! (`converged_s`, from the heal; the checker's convergence rule, bound `--converge-bound-s`);
 //! judge the history with `yeskv-check`; write the report (`--report FILE.json`), the history next to it
@@ -55,6 +60,10 @@ struct Args {
     /// Nodes (3 to 9).
     #[arg(long, default_value_t = 5)]
     nodes: usize,
+    /// Regions `r1..rR` the nodes are spread over round-robin, with `min(nodes in the region,
+    /// 2)` replicas in each (0: none, one implicit region; at most the nodes and 8).
+    #[arg(long, default_value_t = 0)]
+    regions: usize,
     /// Seconds of workload under faults.
     #[arg(long, default_value_t = 300)]
     duration: u64,
@@ -177,6 +186,9 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     if !(3..=9).contains(&args.nodes) {
         bail!("--nodes must be between 3 and 9");
     }
+    if args.regions > args.nodes.min(8) {
+        bail!("--regions must be at most the nodes and 8 (0: no regions)");
+    }
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -199,6 +211,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     let mut faults = Faults::new(firewall, disk_node, start);
     faults.disk_recovery_timeout = Duration::from_secs(if short { 15 } else { 30 });
     faults.nodes = args.nodes;
+    faults.regions = args.regions;
     let kinds = fault_kinds(&faults, &args.faults)?;
     let mut trouble = Trouble::default();
     let window = Window {
@@ -235,6 +248,7 @@ async fn start_cluster(
 ) -> anyhow::Result<Cluster> {
     let mut cluster = Cluster::prepare(Settings {
         nodes: args.nodes,
+        regions: args.regions,
         netns_prefix: args.netns_prefix.clone(),
         ip_prefix: args.ip_prefix.clone(),
         yeskv_bin: args.yeskv.clone(),
@@ -246,12 +260,19 @@ async fn start_cluster(
     for node in &cluster.nodes {
         firewall.install(&node.spec.netns).await?;
     }
+    let shape = match cluster.replication() {
+        Some(replication) => format!(
+            "{} regions round-robin, zones inside each, replicas per region {replication}, \
+             default quorum local_quorum",
+            args.regions
+        ),
+        None => format!("zones {}, n=3 r=2 w=2", cluster::ZONES),
+    };
     progress(
         start,
         &format!(
-            "seed {seed}: starting {} nodes (zones {}, n=3 r=2 w=2), logs in {}",
+            "seed {seed}: starting {} nodes ({shape}), logs in {}",
             args.nodes,
-            cluster::ZONES,
             paths.logs.display()
         ),
     );
@@ -559,15 +580,35 @@ async fn heal_and_settle(
             ),
         );
         let timeout = Duration::from_secs(args.converge_timeout_s);
-        let (reads, agreed_s) = final_reads(&workload.shared, &workload.keys(), timeout).await;
+        let quorum = final_read_quorum(args);
+        let keys = workload.keys();
+        let (mut reads, agreed_s) = final_reads(&workload.shared, &keys, timeout, quorum).await;
         progress(
             start,
             &format!(
-                "final reads: {} keys; r=all reads through every node agree: {}",
+                "final reads: {} keys; r={quorum} reads through every node{} agree: {}",
                 reads.len(),
+                if args.regions > 0 {
+                    " (every region)"
+                } else {
+                    ""
+                },
                 agreed_s.map_or("no".to_string(), |s| format!("after {s:.1} s"))
             ),
         );
+        if agreed_s.is_none() && quorum != Quorum::All {
+            // The regions never served the same answers: judge the union of every replica.
+            let (union, _) =
+                final_reads(&workload.shared, &keys, Duration::ZERO, Quorum::All).await;
+            let mut by_key: BTreeMap<String, FinalRead> =
+                reads.into_iter().map(|r| (r.key.clone(), r)).collect();
+            by_key.extend(union.into_iter().map(|r| (r.key.clone(), r)));
+            reads = by_key.into_values().collect();
+            progress(
+                start,
+                "final reads: the regions did not agree; the final state is one r=all read per key",
+            );
+        }
         (all_up, reads, agreed_s)
     };
     let (digests, (all_up, final_reads, reads_agreed_s)) = tokio::join!(sampling, settle);
@@ -659,6 +700,9 @@ fn judge(
             "seed": seed,
             "zones": cluster::ZONES,
             "n": 3, "r": 2, "w": 2,
+            "regions": args.regions,
+            "replication": cluster::replication(args.nodes, args.regions),
+            "final_read_quorum": final_read_quorum(args).to_string(),
             "workload": workload.shared.params,
             "request_timeout_ms": workload::REQUEST_TIMEOUT.as_millis() as u64,
             "disk_node": faults.disk_node.map(|i| node_ids[i].clone()),
@@ -703,8 +747,13 @@ fn print_verdict(
     let converged_s = report.converged_ms.map(|ms| ms as f64 / 1000.0);
     let bound_ms = args.converge_bound_s * 1000;
     println!(
-        "chaos: {} nodes, {} s, seed {seed}: ops ok {} (reads {}, writes {}, deletes {}, cart adds {}), acked {}, lost {}, resurrected {}, converged_s {}, reaped {reaped}, faults {}",
+        "chaos: {} nodes{}, {} s, seed {seed}: ops ok {} (reads {}, writes {}, deletes {}, cart adds {}), acked {}, lost {}, resurrected {}, converged_s {}, reaped {reaped}, faults {}",
         args.nodes,
+        if args.regions > 0 {
+            format!(" in {} regions", args.regions)
+        } else {
+            String::new()
+        },
         args.duration,
         recorder.ok.load(Ordering::Relaxed),
         count("read"),
@@ -785,18 +834,29 @@ fn failures(
     failures
 }
 
-/// Reads every key with `r=all` through every node, every second, until all nodes answer
-/// every key alike or `timeout` passes. Returns the `merged` final reads (the agreed answers,
-/// or, without agreement, each key's first successful answer) and the seconds agreement took.
+/// The quorum of the final reads: `all` (every replica), or with regions `local_quorum`, so
+/// that every node answers from its own region's replicas and agreement means every region
+/// serves every write.
+fn final_read_quorum(args: &Args) -> Quorum {
+    if args.regions > 0 {
+        Quorum::LocalQuorum
+    } else {
+        Quorum::All
+    }
+}
+
+/// Reads every key with `r=quorum` through every node, every second, until all nodes answer
+/// every key alike or `timeout` passes (one pass with a zero timeout). Returns the `merged`
+/// final reads (the agreed answers, or, without agreement, each key's first successful answer)
+/// and the seconds agreement took.
 async fn final_reads(
     shared: &Shared,
     keys: &[(String, &'static str)],
     timeout: Duration,
+    quorum: Quorum,
 ) -> (Vec<FinalRead>, Option<f64>) {
     let t = Instant::now();
-    let all = ReadOptions {
-        r: Some(Quorum::All),
-    };
+    let all = ReadOptions { r: Some(quorum) };
     let mut first: BTreeMap<String, Vec<String>> = BTreeMap::new();
     loop {
         let mut agreed = true;
