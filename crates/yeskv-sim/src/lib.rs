@@ -120,6 +120,7 @@ pub mod faults;
 pub mod net;
 pub mod node;
 pub mod protocol;
+pub mod regions;
 pub mod run;
 pub mod topology;
 pub mod trace;
