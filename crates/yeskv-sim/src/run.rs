@@ -4,7 +4,9 @@
 //!
 //! The driver owns the simulation loop: before each turmoil step (1 simulated ms) it applies the
 //! faults whose start or end has come, membership changes included (join, leave, replace: the
-//! shared layout of [`crate::topology`] changes by the product's state machine), and after each
+//! shared layout of [`crate::topology`] changes by the product's state machine; on a seed with
+//! regions also region cuts and slow WANs, and the WAN latency of every link between two
+//! regions is in force from the first step, [`crate::regions`]), and after each
 //! step it stops for good every node that left the layout gracefully and has been dropped from
 //! it. When the workload's time is up every fault has ended (the schedule clips them), so the
 //! cluster is healed and crashed nodes are restarted (not the ones gone for good); the clients
@@ -17,10 +19,12 @@
 //! settle phase lasts at least [`SETTLE_MIN_MS`] (long enough for tombstones of the workload to
 //! pass their grace and be reaped), then until every partition's replicas have equal roots, no
 //! hint is pending and no partition is in transition (every transfer reported done), at most
-//! [`SETTLE_MAX_MS`]. Then a final client reads every key with `r = all` through a coordinator
+//! [`SETTLE_MAX_MS`] ([`REGION_SETTLE_MAX_MS`] with regions, see [`Bounds`]). Then a final
+//! client reads every key with `r = all` through a coordinator
 //! among the final members, and the driver reads each final holder's copy of every key straight
 //! from its disk; nodes that left the layout are not read. Convergence (equal roots within
-//! [`CONVERGENCE_BOUND_MS`] of healing, equal per-replica reads) is enforced unless
+//! [`CONVERGENCE_BOUND_MS`] of healing, [`REGION_CONVERGENCE_BOUND_MS`] with regions, equal
+//! per-replica reads) is enforced unless
 //! [`SimOptions::require_convergence`] is turned off; a partition still in transition at the
 //! final reads fails the seed as well ([`SeedOutcome::transitions_left`]).
 

@@ -287,6 +287,30 @@ fn lose_ack_is_caught_within_ten_seeds() {
     );
 }
 
+/// The checkers see through regions: with three regions on every seed, the planted bug (`n1`,
+/// a replica of r1, acknowledges writes and drops them) loses acknowledged writes the checkers
+/// report within the first five seeds.
+#[test]
+fn lose_ack_is_caught_with_regions() {
+    let options = SimOptions {
+        bug: Some(Bug::LoseAck),
+        regions: Some(3),
+        ..SimOptions::default()
+    };
+    let lost: usize = (1..=5)
+        .map(|seed| {
+            let o = run_seed(&options, seed).expect("run");
+            assert_eq!(o.regions, 3);
+            assert!(o.lost_by_bug > 0, "seed {seed}: the bug never fired");
+            o.report.lost
+        })
+        .sum();
+    assert!(
+        lost > 0,
+        "no acknowledged write dropped by n1 was found lost in seeds 1-5 with regions"
+    );
+}
+
 /// Seeds that found a real bug: a write forwarded by a node that is not a replica timed out at
 /// the first replica (which had applied it) and was retried on the next, so one client write
 /// became two versions; a delete carrying the context of a read of one left the other, and the
