@@ -19,6 +19,8 @@
 //! | join | a spare node (a host running from the start with an empty disk, owning nothing) is staged to join and the plan committed ([`crate::topology::LayoutCell::change`]); it receives its partitions with the product's transfer worker |
 //! | leave | a member is staged to leave gracefully and the plan committed; it serves as a source until its partitions are received elsewhere, and once the layout has dropped it, it is stopped for good (killed; its disk is never read again) |
 //! | replace | a member is crashed for good, forced out (`leave --force`) and a fresh spare joins in the same plan; its partitions are rebuilt from the surviving data holders |
+//! | region cut (seeds with regions) | every link between the hosts of one region and the hosts of every other region cut both ways, then healed |
+//! | slow WAN (seeds with regions) | the latency of every link between one region and the others raised by tens to hundreds of ms, then restored |
 //!
 //! The membership faults (join, leave, replace: [`membership_changes`]) come from a generator of
 //! their own, like the long split, and each needs a spare of its own for a join: the spares are
@@ -44,6 +46,10 @@
 //! a 900 s chaos run lost (hints dropped for age after a 7.2 s split). It is drawn
 //! from its own generator, so the rest of a seed's schedule is what it was without it.
 //!
+//! On a seed with regions ([`crate::regions`]), [`region_faults`] adds 1 to
+//! [`REGION_FAULTS_MAX`] region cuts and slow WANs, drawn from the seed's region generator;
+//! every other fault is drawn as on any seed, over all hosts whatever their region.
+//!
 //! Partitions are kept as counts per directed link, so overlapping partitions compose: a link is
 //! cut while any active partition cuts it, and repaired when the last one ends. Clients are never
 //! partitioned from nodes (as in Jepsen: the faults are between the nodes).
@@ -56,6 +62,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use crate::regions::{region_name, Regions};
 /// Normal one-way latency bound between any two hosts, ms.
 pub const LATENCY_MS_MAX: u64 = 3;
 
@@ -125,6 +132,21 @@ pub enum Fault {
         /// Node index of the spare that joins.
         with: usize,
     },
+    /// Region `region` cut from every other region: the directed links `cut` drop everything.
+    RegionCut {
+        /// Region index (0 for `r1`).
+        region: usize,
+        /// Cut links, by node index: every host of the region to every host outside it and
+        /// back.
+        cut: Vec<(usize, usize)>,
+    },
+    /// The WAN links between region `region` and every other region `extra_ms` slower.
+    SlowWan {
+        /// Region index (0 for `r1`).
+        region: usize,
+        /// Latency added to both bounds of each link, ms.
+        extra_ms: u64,
+    },
 }
 
 /// The shape of a partition.
@@ -184,6 +206,21 @@ impl fmt::Display for Fault {
             Fault::Replace { node, with } => {
                 write!(f, "replace {} with {}", node_name(*node), node_name(*with))
             }
+            Fault::RegionCut { region, cut } => {
+                write!(
+                    f,
+                    "region cut {} from the other regions ({} links)",
+                    region_name(*region),
+                    cut.len()
+                )
+            }
+            Fault::SlowWan { region, extra_ms } => {
+                write!(
+                    f,
+                    "slow WAN {} to the other regions +{extra_ms} ms",
+                    region_name(*region)
+                )
+            }
         }
     }
 }
@@ -222,6 +259,8 @@ impl Fault {
             Fault::Join { .. } => "join",
             Fault::Leave { .. } => "leave",
             Fault::Replace { .. } => "replace",
+            Fault::RegionCut { .. } => "region-cut",
+            Fault::SlowWan { .. } => "slow-wan",
         }
     }
 
@@ -408,6 +447,50 @@ pub fn membership_changes(
     (faults, spares)
 }
 
+/// Most region faults (region cuts and slow WANs) in one seed with regions.
+pub const REGION_FAULTS_MAX: usize = 3;
+/// Shortest region cut, simulated ms.
+pub const REGION_CUT_MS_MIN: u64 = 300;
+/// Longest region cut, simulated ms.
+pub const REGION_CUT_MS_MAX: u64 = 2_500;
+/// Least latency a slow WAN adds, ms.
+pub const SLOW_WAN_MS_MIN: u64 = 40;
+/// Most latency a slow WAN adds, ms (above half the internode deadline: calls across it time
+/// out).
+pub const SLOW_WAN_MS_MAX: u64 = 250;
+
+/// The region faults of a seed with `regions` (see the module docs), drawn from `rng` (the
+/// region generator) over a workload of `duration_ms`: 1 to [`REGION_FAULTS_MAX`], each a
+/// region cut (three in five) or a slow WAN, of a region drawn at random, ending at the latest
+/// when the workload does.
+pub fn region_faults(rng: &mut StdRng, regions: &Regions, duration_ms: u64) -> Vec<Scheduled> {
+    let count = rng.random_range(1..=REGION_FAULTS_MAX);
+    let mut faults = Vec::with_capacity(count);
+    for _ in 0..count {
+        let region = rng.random_range(0..regions.count());
+        let start_ms = rng.random_range(100..duration_ms.saturating_sub(200).max(101));
+        let (fault, length_ms) = if rng.random_range(0..5) < 3 {
+            let inside = regions.hosts_in(region);
+            let outside: Vec<usize> = (0..regions.hosts())
+                .filter(|h| regions.region_of(*h) != region)
+                .collect();
+            let cut = both_ways(&inside, &outside);
+            let length = rng.random_range(REGION_CUT_MS_MIN..=REGION_CUT_MS_MAX);
+            (Fault::RegionCut { region, cut }, length)
+        } else {
+            let extra_ms = rng.random_range(SLOW_WAN_MS_MIN..=SLOW_WAN_MS_MAX);
+            let length = rng.random_range(300..=1_500);
+            (Fault::SlowWan { region, extra_ms }, length)
+        };
+        faults.push(Scheduled {
+            start_ms,
+            end_ms: (start_ms + length_ms).min(duration_ms),
+            fault,
+        });
+    }
+    faults
+}
+
 /// What is currently in force, composed from the active faults.
 #[derive(Debug, Default)]
 pub struct Active {
@@ -427,6 +510,25 @@ pub struct Active {
     pub skew_ms: BTreeMap<usize, Vec<i64>>,
     /// Active slow-disk delays per node (the highest applies).
     pub slow_ms: BTreeMap<usize, Vec<u64>>,
+    /// Active slow-WAN latencies per region (the highest applies).
+    pub slow_wan_ms: BTreeMap<usize, Vec<u64>>,
+}
+
+impl Active {
+    /// The latency a slow WAN adds to the link between regions `a` and `b`: the highest in
+    /// force on either side (0 within one region).
+    pub fn slow_wan_between(&self, a: usize, b: usize) -> u64 {
+        if a == b {
+            return 0;
+        }
+        [a, b]
+            .iter()
+            .filter_map(|r| self.slow_wan_ms.get(r))
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// The highest of `rates`, or 0.
@@ -451,6 +553,56 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
+
+    #[test]
+    fn a_region_cut_cuts_every_link_across_the_region_and_only_those() {
+        let regions = Regions::draw(
+            &mut StdRng::seed_from_u64(1),
+            3,
+            2,
+            &[crate::regions::SpareRegion::RoundRobin],
+        );
+        let (mut cuts, mut slow) = (0, 0);
+        for seed in 0..200 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let faults = region_faults(&mut rng, &regions, 3_000);
+            assert!((1..=REGION_FAULTS_MAX).contains(&faults.len()));
+            for f in faults {
+                assert!(f.start_ms >= 100 && f.start_ms < f.end_ms && f.end_ms <= 3_000);
+                match f.fault {
+                    Fault::RegionCut { region, cut } => {
+                        cuts += 1;
+                        // 7 hosts: the region's two or three members and spares, both ways to
+                        // each of the rest.
+                        let inside = regions.hosts_in(region).len();
+                        assert_eq!(cut.len(), 2 * inside * (7 - inside));
+                        for (a, b) in cut {
+                            assert_ne!(regions.region_of(a), regions.region_of(b));
+                            assert!(
+                                regions.region_of(a) == region || regions.region_of(b) == region
+                            );
+                        }
+                    }
+                    Fault::SlowWan { extra_ms, .. } => {
+                        slow += 1;
+                        assert!((SLOW_WAN_MS_MIN..=SLOW_WAN_MS_MAX).contains(&extra_ms));
+                    }
+                    other => panic!("not a region fault: {other:?}"),
+                }
+            }
+        }
+        assert!(cuts > 100 && slow > 100, "cuts {cuts}, slow WANs {slow}");
+    }
+
+    #[test]
+    fn a_slow_wan_slows_the_links_that_leave_its_region() {
+        let mut active = Active::default();
+        active.slow_wan_ms.entry(1).or_default().extend([50, 120]);
+        assert_eq!(active.slow_wan_between(0, 1), 120);
+        assert_eq!(active.slow_wan_between(1, 2), 120);
+        assert_eq!(active.slow_wan_between(0, 2), 0);
+        assert_eq!(active.slow_wan_between(1, 1), 0, "inside the region: LAN");
+    }
 
     #[test]
     fn each_join_and_replace_takes_a_spare_of_its_own() {

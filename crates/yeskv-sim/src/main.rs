@@ -8,6 +8,7 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 use yeskv_sim::chaos::ChaosCounts;
 use yeskv_sim::trace::Kind;
+use yeskv_sim::workload::WriteOutcomes;
 use yeskv_sim::{run_seed, Bug, SeedOutcome, SimOptions};
 
 /// Most events of a violating key printed with a failure.
@@ -37,10 +38,18 @@ struct Args {
     /// Print each seed's trace hash.
     #[arg(long)]
     hash: bool,
-    /// Members at the start, 3 to 7 (default: drawn from the seed); the spares that membership
-    /// changes join come on top.
+    /// Members at the start of a seed without regions, 3 to 7 (default: drawn from the seed);
+    /// the spares that membership changes join come on top.
     #[arg(long)]
     nodes: Option<usize>,
+    /// Regions of every seed: 0 for none, or 2 to 4 (`r1`..`rR`, WAN latency between them,
+    /// 2 replicas per region, region cuts and slow WANs among the faults). Default: every
+    /// third seed (3, 6, 9, ...) has 3 regions, the others none.
+    #[arg(long)]
+    regions: Option<usize>,
+    /// Members per region on a seed with regions, 2 or 3 (default: drawn from the seed).
+    #[arg(long)]
+    region_nodes: Option<usize>,
     /// Concurrent clients (default: drawn from the seed, 2 to 6).
     #[arg(long)]
     clients: Option<usize>,
@@ -64,12 +73,14 @@ struct Args {
 }
 
 /// Prints why seed `o` failed: its counts, its first violations each with the last events on
-/// its key and the key's final reads, every fault and node event, and how to replay it.
-fn print_failure(o: &SeedOutcome) {
+/// its key and the key's final reads, every fault and node event, and how to replay it
+/// (`replay`).
+fn print_failure(o: &SeedOutcome, replay: &str) {
     println!(
-        "FAILED seed {} ({} nodes, {} spares, {} clients): lost {}, resurrected {}, violations {}, \
-         partitions still moving {}{}",
+        "FAILED seed {} ({} regions, {} nodes, {} spares, {} clients): lost {}, resurrected {}, \
+         violations {}, partitions still moving {}{}",
         o.seed,
+        o.regions,
         o.nodes,
         o.spares,
         o.clients,
@@ -119,7 +130,7 @@ fn print_failure(o: &SeedOutcome) {
     {
         println!("    {line}");
     }
-    println!("  replay: yeskv-sim --seed {} -vv", o.seed);
+    println!("  replay: {replay}");
 }
 
 /// Log lines stamped with the simulated time (ms) instead of the wall clock.
@@ -155,7 +166,39 @@ fn sim_options(args: &Args) -> SimOptions {
         }),
         require_convergence: !args.no_convergence,
         repair: !args.no_repair,
+        regions: args.regions,
+        region_nodes: args.region_nodes,
     }
+}
+
+/// The command that replays `seed` with the options that change what a seed draws.
+fn replay_command(args: &Args, seed: u64) -> String {
+    let mut command = format!("yeskv-sim --seed {seed}");
+    let options = [
+        ("--regions", args.regions.map(|v| v.to_string())),
+        ("--region-nodes", args.region_nodes.map(|v| v.to_string())),
+        ("--nodes", args.nodes.map(|v| v.to_string())),
+        ("--clients", args.clients.map(|v| v.to_string())),
+        (
+            "--duration-ms",
+            (args.duration_ms != 3_000).then(|| args.duration_ms.to_string()),
+        ),
+        (
+            "--inject-bug",
+            args.inject_bug.map(|_| "lose-ack".to_string()),
+        ),
+        ("--no-convergence", args.no_convergence.then(String::new)),
+        ("--no-repair", args.no_repair.then(String::new)),
+    ];
+    for (flag, value) in options {
+        match value.as_deref() {
+            None => {}
+            Some("") => command.push_str(&format!(" {flag}")),
+            Some(v) => command.push_str(&format!(" {flag} {v}")),
+        }
+    }
+    command.push_str(" -vv");
+    command
 }
 
 /// The seeds to run, in order: `--seed` alone, else `--from` to `--from + --seeds - 1`.
@@ -207,6 +250,10 @@ struct Totals {
     chaos: ChaosCounts,
     /// Faults injected, by kind.
     fault_counts: BTreeMap<&'static str, usize>,
+    /// Seeds that ran with regions.
+    region_seeds: u64,
+    /// Writes of the seeds with regions by the quorum they asked, and how they ended.
+    region_writes: BTreeMap<&'static str, WriteOutcomes>,
 }
 
 impl Totals {
@@ -234,6 +281,12 @@ impl Totals {
         self.chaos.duplicated += outcome.chaos.duplicated;
         for (k, v) in &outcome.faults {
             *self.fault_counts.entry(k).or_default() += v;
+        }
+        if outcome.regions > 0 {
+            self.region_seeds += 1;
+            for (quorum, counts) in &outcome.writes_by_quorum {
+                self.region_writes.entry(quorum).or_default().add(counts);
+            }
         }
         let diverged = outcome
             .report
@@ -299,6 +352,27 @@ impl Totals {
             "tombstone copies reaped {} (in {} seeds); hints left at the final reads {}",
             self.reaped, self.seeds_reaping, self.hints_left
         );
+        if self.region_seeds > 0 {
+            let writes: Vec<String> = self
+                .region_writes
+                .iter()
+                .map(|(q, c)| {
+                    format!(
+                        "{q} acked {} (ms: median {}, p99 {}), indeterminate {}, refused {}",
+                        c.acked,
+                        c.acked_ms_quantile(0.5).unwrap_or(0),
+                        c.acked_ms_quantile(0.99).unwrap_or(0),
+                        c.indeterminate,
+                        c.refused
+                    )
+                })
+                .collect();
+            println!(
+                "seeds with regions {}; their writes by quorum: {}",
+                self.region_seeds,
+                writes.join("; ")
+            );
+        }
         println!(
             "time {:.1} s, seeds with diverged replicas after healing: {}",
             started.elapsed().as_secs_f64(),
@@ -323,11 +397,12 @@ fn quantile(sorted: &[u64], q: f64) -> u64 {
 fn print_seed_summary(o: &SeedOutcome) {
     let r = &o.report;
     println!(
-        "seed {}: {} nodes, {} spares, {} clients, ops {}, acked {}, info {}, fail {}, lost {}, \
+        "seed {}: {} regions, {} nodes, {} spares, {} clients, ops {}, acked {}, info {}, fail {}, lost {}, \
          not judgeable {}, warnings {}, simulated {} ms, converged {:?} ms after healing, \
          reaped {}, layout v{} epoch {}, partitions received {}, still moving {}, \
          lost unsynced {}, dropped by bug {}, chaos {:?}",
         o.seed,
+        o.regions,
         o.nodes,
         o.spares,
         o.clients,
@@ -359,7 +434,7 @@ fn run_and_report(args: &Args, options: &SimOptions, seed: u64, totals: &mut Tot
         Err(e) => {
             totals.failed += 1;
             println!("FAILED seed {seed}: {e}");
-            println!("  replay: yeskv-sim --seed {seed} -vv");
+            println!("  replay: {}", replay_command(args, seed));
             return;
         }
     };
@@ -377,7 +452,7 @@ fn run_and_report(args: &Args, options: &SimOptions, seed: u64, totals: &mut Tot
     }
     if !outcome.ok() {
         totals.failed += 1;
-        print_failure(&outcome);
+        print_failure(&outcome, &replay_command(args, seed));
     }
 }
 

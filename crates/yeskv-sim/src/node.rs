@@ -133,7 +133,9 @@ pub fn rpc_config(node_id: &str) -> RpcConfig {
     c
 }
 
-/// The coordinator settings of every simulated node: `n = 3`, `r = w = quorum`, the product's
+/// The coordinator settings of every simulated node: `n = 3`, `r = w = quorum` (on a seed with
+/// regions the layout's replicas per region decide, and a request without `r`/`w` asks
+/// `local_quorum`, as in the product), the product's
 /// default sibling limit.
 pub fn settings() -> Settings {
     Settings {

@@ -26,7 +26,8 @@ pub enum ClientRequest {
     Get {
         /// The key.
         key: String,
-        /// The read quorum by name (`one`, `quorum`, `all` or a number).
+        /// The read quorum by name (`one`, `quorum`, `all`, `local_quorum`, `each_quorum` or a
+        /// number); empty: none given, the node's default (`local_quorum` with regions).
         r: String,
     },
     /// `PUT` (with a value) or `DELETE` (without) `/v1/kv/sim/{key}?w={w}`.
@@ -37,7 +38,7 @@ pub enum ClientRequest {
         context: String,
         /// The value; `None` is a delete.
         value: Option<String>,
-        /// The write quorum by name.
+        /// The write quorum by name; empty: the node's default.
         w: String,
     },
 }
@@ -76,8 +77,13 @@ fn refused(e: Error) -> ClientResponse {
     }
 }
 
-fn quorum(name: &str) -> Result<Quorum, Error> {
+/// A quorum by name; an empty name is none given (the API without `r`/`w`: the default).
+fn quorum(name: &str) -> Result<Option<Quorum>, Error> {
+    if name.is_empty() {
+        return Ok(None);
+    }
     name.parse::<Quorum>()
+        .map(Some)
         .map_err(|e| Error::BadRequest(e.to_string()))
 }
 
@@ -89,7 +95,7 @@ pub async fn serve_client(c: &Coordinator<NodeEngine>, request: ClientRequest) -
                 Ok(r) => r,
                 Err(e) => return refused(e),
             };
-            match c.get(BUCKET, key.as_bytes(), Some(r)).await {
+            match c.get(BUCKET, key.as_bytes(), r).await {
                 Ok(obj) => {
                     let now = c.now_ms();
                     let tag = key_tag(BUCKET, key.as_bytes());
@@ -145,7 +151,7 @@ pub async fn serve_client(c: &Coordinator<NodeEngine>, request: ClientRequest) -
                     ctx.unwrap_or_default(),
                     value,
                     None,
-                    Some(w),
+                    w,
                 )
                 .await
             {

@@ -4,7 +4,9 @@
 //!
 //! The driver owns the simulation loop: before each turmoil step (1 simulated ms) it applies the
 //! faults whose start or end has come, membership changes included (join, leave, replace: the
-//! shared layout of [`crate::topology`] changes by the product's state machine), and after each
+//! shared layout of [`crate::topology`] changes by the product's state machine; on a seed with
+//! regions also region cuts and slow WANs, and the WAN latency of every link between two
+//! regions is in force from the first step, [`crate::regions`]), and after each
 //! step it stops for good every node that left the layout gracefully and has been dropped from
 //! it. When the workload's time is up every fault has ended (the schedule clips them), so the
 //! cluster is healed and crashed nodes are restarted (not the ones gone for good); the clients
@@ -17,10 +19,12 @@
 //! settle phase lasts at least [`SETTLE_MIN_MS`] (long enough for tombstones of the workload to
 //! pass their grace and be reaped), then until every partition's replicas have equal roots, no
 //! hint is pending and no partition is in transition (every transfer reported done), at most
-//! [`SETTLE_MAX_MS`]. Then a final client reads every key with `r = all` through a coordinator
+//! [`SETTLE_MAX_MS`] ([`REGION_SETTLE_MAX_MS`] with regions, see [`Bounds`]). Then a final
+//! client reads every key with `r = all` through a coordinator
 //! among the final members, and the driver reads each final holder's copy of every key straight
 //! from its disk; nodes that left the layout are not read. Convergence (equal roots within
-//! [`CONVERGENCE_BOUND_MS`] of healing, equal per-replica reads) is enforced unless
+//! [`CONVERGENCE_BOUND_MS`] of healing, [`REGION_CONVERGENCE_BOUND_MS`] with regions, equal
+//! per-replica reads) is enforced unless
 //! [`SimOptions::require_convergence`] is turned off; a partition still in transition at the
 //! final reads fails the seed as well ([`SeedOutcome::transitions_left`]).
 
@@ -45,9 +49,13 @@ use crate::error::Error;
 use crate::faults::{self, highest, latency, remove_one, Active, Fault, Scheduled};
 use crate::node::{node_main, NodeEnv, NodeSlot};
 use crate::protocol::BUCKET;
-use crate::topology::{join_spec, LayoutCell, Refusal};
+use crate::regions::{
+    region_name, spare_regions, Regions, REGIONS_DEFAULT, REGIONS_EVERY, REGIONS_MAX, REGIONS_MIN,
+    REGION_NODES_MAX, REGION_NODES_MIN,
+};
+use crate::topology::{join_spec, places, LayoutCell, Place, Refusal};
 use crate::trace::{self, Kind, Line, Recorder};
-use crate::workload::{client_main, final_reads_main, ClientEnv, Keys};
+use crate::workload::{client_main, final_reads_main, ClientEnv, Keys, WriteOutcomes, WriteTally};
 
 /// Least simulated time between healing and the final reads, ms: in-flight operations end,
 /// hints are handed off, anti-entropy runs, and tombstones written during the workload pass
@@ -59,6 +67,43 @@ pub const SETTLE_MIN_MS: u64 = 7_000;
 pub const SETTLE_MAX_MS: u64 = 12_000;
 /// Replicas must agree (equal tree roots) within this many simulated ms of healing.
 pub const CONVERGENCE_BOUND_MS: u64 = 10_000;
+/// [`SETTLE_MAX_MS`] on a seed with regions (see [`Bounds`]).
+pub const REGION_SETTLE_MAX_MS: u64 = 75_000;
+/// [`CONVERGENCE_BOUND_MS`] on a seed with regions (see [`Bounds`]).
+pub const REGION_CONVERGENCE_BOUND_MS: u64 = 60_000;
+
+/// How long a seed's cluster may take to settle and to converge after healing.
+///
+/// A seed with regions gets longer bounds. Not for the data path: hinted handoff and
+/// anti-entropy put a region that was cut off right within seconds of the heal. For the
+/// transfer worker (`yeskv_node::transfer`): a node receiving partitions takes them one at a
+/// time and confirms each with every data holder in turn, so with replicas in three regions a
+/// join or a replacement costs a WAN round trip per partition and holder — tens of simulated
+/// seconds for the 64 partitions (up to 43 s after healing in the first 300 seeds with
+/// regions), and the seed waits for it (no partition may still move at the final reads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Most simulated ms between healing and the final reads.
+    pub settle_max_ms: u64,
+    /// Replicas must agree within this many simulated ms of healing.
+    pub convergence_ms: u64,
+}
+
+impl Bounds {
+    /// The bounds of a seed with or without regions.
+    pub fn of(regions: bool) -> Self {
+        match regions {
+            false => Bounds {
+                settle_max_ms: SETTLE_MAX_MS,
+                convergence_ms: CONVERGENCE_BOUND_MS,
+            },
+            true => Bounds {
+                settle_max_ms: REGION_SETTLE_MAX_MS,
+                convergence_ms: REGION_CONVERGENCE_BOUND_MS,
+            },
+        }
+    }
+}
 /// Period of the tree-root samples after healing, simulated ms.
 pub const DIGEST_SAMPLE_MS: u64 = 100;
 /// Most nodes in a simulated cluster.
@@ -72,6 +117,9 @@ const LONG_SPLIT_SALT: u64 = 0x6c6f_6e67_5f73_706c;
 /// Mixed into a seed to draw its membership changes (`faults::membership_changes`) and its
 /// spares' randomness from a generator of their own.
 const MEMBERSHIP_SALT: u64 = 0x6d65_6d62_6572_7321;
+/// Mixed into a seed to draw its regions (members per region, WAN latencies, region faults)
+/// from a generator of their own.
+const REGIONS_SALT: u64 = 0x7265_6769_6f6e_7321;
 /// Longest workload, simulated ms.
 pub const DURATION_MS_MAX: u64 = 600_000;
 /// Extra simulated time allowed after the final reads should have finished before the run is
@@ -105,6 +153,13 @@ pub struct SimOptions {
     /// Whether the nodes run their background repair (hinted handoff, anti-entropy, reaper).
     /// Off only to show that the convergence rule fails without it.
     pub repair: bool,
+    /// Regions of every seed: `Some(0)` none, `Some(R)` R regions ([`REGIONS_MIN`] to
+    /// [`REGIONS_MAX`]); `None`: every [`REGIONS_EVERY`]th seed has [`REGIONS_DEFAULT`], the
+    /// others none ([`SimOptions::regions_of`]).
+    pub regions: Option<usize>,
+    /// Members per region on a seed with regions (`None`: drawn, [`REGION_NODES_MIN`] to
+    /// [`REGION_NODES_MAX`]).
+    pub region_nodes: Option<usize>,
 }
 
 impl Default for SimOptions {
@@ -116,13 +171,40 @@ impl Default for SimOptions {
             bug: None,
             require_convergence: true,
             repair: true,
+            regions: None,
+            region_nodes: None,
         }
     }
 }
 
 impl SimOptions {
+    /// The regions of `seed` (0: none): as the options fix them, else [`REGIONS_DEFAULT`] on
+    /// every [`REGIONS_EVERY`]th seed.
+    pub fn regions_of(&self, seed: u64) -> usize {
+        self.regions
+            .unwrap_or(if seed.is_multiple_of(REGIONS_EVERY) {
+                REGIONS_DEFAULT
+            } else {
+                0
+            })
+    }
+
     /// Refuses options out of range.
     pub fn validate(&self) -> Result<(), Error> {
+        if let Some(r) = self.regions {
+            if r != 0 && !(REGIONS_MIN..=REGIONS_MAX).contains(&r) {
+                return Err(Error::Config(format!(
+                    "--regions must be 0 or {REGIONS_MIN} to {REGIONS_MAX}, got {r}"
+                )));
+            }
+        }
+        if let Some(k) = self.region_nodes {
+            if !(REGION_NODES_MIN..=REGION_NODES_MAX).contains(&k) {
+                return Err(Error::Config(format!(
+                    "--region-nodes must be {REGION_NODES_MIN} to {REGION_NODES_MAX}, got {k}"
+                )));
+            }
+        }
         if let Some(n) = self.nodes {
             if !(NODES_MIN..=NODES_MAX).contains(&n) {
                 return Err(Error::Config(format!(
@@ -151,6 +233,8 @@ impl SimOptions {
 pub struct SeedOutcome {
     /// The seed.
     pub seed: u64,
+    /// Regions (0: none).
+    pub regions: usize,
     /// Members at the start.
     pub nodes: usize,
     /// Spare nodes (hosts that start owning nothing, for joins and replacements).
@@ -197,6 +281,9 @@ pub struct SeedOutcome {
     pub layout_version: u64,
     /// See [`SeedOutcome::layout_version`].
     pub layout_epoch: u64,
+    /// The workload's writes (and deletes, and cart writes) by the write quorum they asked:
+    /// acknowledged, indeterminate, refused.
+    pub writes_by_quorum: BTreeMap<&'static str, WriteOutcomes>,
 }
 
 impl SeedOutcome {
@@ -229,6 +316,14 @@ struct Driver<'a> {
     /// in transition since. A replace of another of their holders is skipped (see
     /// [`Driver::change_membership`]).
     degraded: BTreeSet<u16>,
+    /// Partitions whose region lost a replica for good to a graceful leave that moved nothing
+    /// (the region's replica count shrank): a replace of another holder of theirs is skipped
+    /// while their data holders disagree (see [`Driver::change_membership`]).
+    shrunk: BTreeSet<u16>,
+    /// The seed's regions, if it has some.
+    regions: Option<Arc<Regions>>,
+    /// Every host's region and zone (what it records when it joins).
+    places: Vec<Place>,
 }
 
 impl Driver<'_> {
@@ -236,12 +331,55 @@ impl Driver<'_> {
         self.sim.elapsed().as_millis() as u64
     }
 
+    /// Sets every node-to-node link's latency from what is in force: the LAN bound (raised by
+    /// delay faults) inside a region and on seeds without regions; between two regions their
+    /// WAN latency, slowed by a slow-WAN fault of either, its upper bound raised by delay
+    /// faults ([`Regions::link_latency`]).
     fn set_latency(&self) {
         let bound = latency(&self.active.delay_ms);
         for (i, a) in self.names.iter().enumerate() {
-            for b in &self.names[i + 1..] {
+            for (j, b) in self.names.iter().enumerate().skip(i + 1) {
+                let wan = self.regions.as_ref().and_then(|r| {
+                    let extra = self.active.slow_wan_between(r.region_of(i), r.region_of(j));
+                    r.link_latency(i, j, extra, bound)
+                });
+                match wan {
+                    None => self
+                        .sim
+                        .set_link_max_message_latency(a.as_str(), b.as_str(), bound),
+                    Some(link) => {
+                        // Both bounds; the lower first (it sets the upper to the same), so the
+                        // upper is never below the lower.
+                        self.sim.set_link_latency(a.as_str(), b.as_str(), link.min);
+                        self.sim
+                            .set_link_max_message_latency(a.as_str(), b.as_str(), link.max);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cuts the directed links `cut` (a partition or a region cut), each while any fault in
+    /// force cuts it.
+    fn cut_links(&mut self, cut: &[(usize, usize)]) {
+        for link in cut {
+            let c = self.active.cut.entry(*link).or_default();
+            *c += 1;
+            if *c == 1 {
                 self.sim
-                    .set_link_max_message_latency(a.as_str(), b.as_str(), bound);
+                    .partition_oneway(self.names[link.0].as_str(), self.names[link.1].as_str());
+            }
+        }
+    }
+
+    /// Ends one fault's cut of the links `cut`: each is repaired once no fault cuts it.
+    fn heal_links(&mut self, cut: &[(usize, usize)]) {
+        for link in cut {
+            let c = self.active.cut.entry(*link).or_default();
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.sim
+                    .repair_oneway(self.names[link.0].as_str(), self.names[link.1].as_str());
             }
         }
     }
@@ -279,7 +417,7 @@ impl Driver<'_> {
                 }
                 let join = StagedChange::Join {
                     node: self.ids[node].clone(),
-                    spec: join_spec(node, &self.ids[node]),
+                    spec: join_spec(&self.ids[node], &self.places[node]),
                 };
                 (vec![join], None, None)
             }
@@ -305,7 +443,7 @@ impl Driver<'_> {
                 }
                 let join = StagedChange::Join {
                     node: self.ids[with].clone(),
-                    spec: join_spec(with, &self.ids[with]),
+                    spec: join_spec(&self.ids[with], &self.places[with]),
                 };
                 let leave = StagedChange::Leave {
                     node: self.ids[node].clone(),
@@ -323,21 +461,41 @@ impl Driver<'_> {
             // says (seed 739 of the first long run). That is two permanent disk losses, beyond
             // what the product promises against. The product's own checks come first: what
             // the layout refuses is counted as its refusal.
+            //
+            // A partition whose region lost a replica to a graceful leave that moved nothing
+            // (`shrunk`) is never rebuilt in that region: its writes acknowledged there with
+            // `local_quorum` while the region was cut off may be on the remaining holder of the
+            // region alone. That holder is not destroyed until every data holder of the
+            // partition has the same tree root (everything it holds is somewhere else too).
             let victim = &self.ids[node];
-            if let Some(p) = self
+            let degraded = self
                 .degraded
                 .iter()
                 .find(|p| layout.data_holders(**p).contains(victim))
-            {
+                .map(|p| {
+                    format!("partition {p}, which lost a holder for good and is not rebuilt yet")
+                });
+            let shrunk = || {
+                self.shrunk
+                    .iter()
+                    .find(|p| {
+                        layout.data_holders(**p).contains(victim)
+                            && !self.holders_agree(&layout, **p)
+                    })
+                    .map(|p| {
+                        format!(
+                            "partition {p}, whose region lost a replica to a leave and whose \
+                             data holders do not all agree yet"
+                        )
+                    })
+            };
+            if let Some(why) = degraded.or_else(shrunk) {
                 return match self.layout.plan_change(&changes, |n| self.is_up(n)) {
                     Err(refusal @ Refusal::Layout(LayoutError::DataLoss { .. })) => {
                         Err(("replace-refused-data-loss", refusal.to_string()))
                     }
                     Err(refusal) => skipped(refusal.to_string()),
-                    Ok(_) => skipped(format!(
-                        "{victim} holds partition {p}, which lost a holder for good and is not \
-                         rebuilt yet"
-                    )),
+                    Ok(_) => skipped(format!("{victim} holds {why}")),
                 };
             }
         }
@@ -357,6 +515,25 @@ impl Driver<'_> {
         );
         if let Some(node) = leaving {
             self.leaving.insert(node);
+            // Partitions the node held that no transition keeps it a source of: its region's
+            // replicas shrank (its region has fewer owners than replicas now), nothing moves,
+            // and its copy goes when it is stopped.
+            let after = self.layout.current();
+            let leaver = &self.ids[node];
+            let dropped: Vec<u16> = (0..layout.partitions)
+                .map(|p| p as u16)
+                .filter(|p| {
+                    layout.data_holders(*p).contains(leaver)
+                        && !after.data_holders(*p).contains(leaver)
+                })
+                .collect();
+            if !dropped.is_empty() {
+                note.push_str(&format!(
+                    "; {} partition(s) lose their copy on {leaver} (its region's replicas shrink)",
+                    dropped.len()
+                ));
+            }
+            self.shrunk.extend(dropped);
         }
         if let Some(node) = replaced {
             // Crashed for good in the instant of the forced leave (no host runs in between):
@@ -375,6 +552,24 @@ impl Driver<'_> {
             ));
         }
         Ok(note)
+    }
+
+    /// Whether every data holder of partition `p` in `layout` runs and has the same tree root
+    /// for it (each holds what the others hold).
+    fn holders_agree(&self, layout: &Layout, p: u16) -> bool {
+        let mut roots = BTreeSet::new();
+        for holder in layout.data_holders(p).iter() {
+            let replica = self
+                .slots
+                .iter()
+                .find(|s| &s.id == holder)
+                .and_then(|s| s.replica.lock().clone());
+            match replica.and_then(|r| r.tree_summary(p)) {
+                Some(summary) => roots.insert(summary.root),
+                None => return false,
+            };
+        }
+        roots.len() <= 1
     }
 
     /// After each step: forgets the degraded partitions that are rebuilt (out of transition),
@@ -484,17 +679,14 @@ impl Driver<'_> {
                     note.push_str(": not serving yet");
                 }
             }
-            Fault::Partition { cut, .. } => {
-                for link in cut {
-                    let c = self.active.cut.entry(*link).or_default();
-                    *c += 1;
-                    if *c == 1 {
-                        self.sim.partition_oneway(
-                            self.names[link.0].as_str(),
-                            self.names[link.1].as_str(),
-                        );
-                    }
-                }
+            Fault::Partition { cut, .. } | Fault::RegionCut { cut, .. } => self.cut_links(cut),
+            Fault::SlowWan { region, extra_ms } => {
+                self.active
+                    .slow_wan_ms
+                    .entry(*region)
+                    .or_default()
+                    .push(*extra_ms);
+                self.set_latency();
             }
             Fault::Loss { rate } => {
                 self.active.loss.push(*rate);
@@ -567,17 +759,13 @@ impl Driver<'_> {
                     note.push_str(", restarted");
                 }
             }
-            Fault::Partition { cut, .. } => {
-                for link in cut {
-                    let c = self.active.cut.entry(*link).or_default();
-                    *c = c.saturating_sub(1);
-                    if *c == 0 {
-                        self.sim.repair_oneway(
-                            self.names[link.0].as_str(),
-                            self.names[link.1].as_str(),
-                        );
-                    }
-                }
+            Fault::Partition { cut, .. } | Fault::RegionCut { cut, .. } => self.heal_links(cut),
+            Fault::SlowWan { region, extra_ms } => {
+                remove_one(
+                    self.active.slow_wan_ms.entry(*region).or_default(),
+                    extra_ms,
+                );
+                self.set_latency();
             }
             Fault::Loss { rate } => {
                 remove_one(&mut self.active.loss, rate);
@@ -756,31 +944,73 @@ struct Setup {
     schedule: Vec<Scheduled>,
     /// How long the clients run, simulated ms (past the duration when a long split needs it).
     workload_ms: u64,
+    /// The seed's regions, if it has some.
+    regions: Option<Arc<Regions>>,
+    /// Every host's region and zone.
+    places: Vec<Place>,
+    /// The workload's writes by quorum level and outcome.
+    tally: Arc<WriteTally>,
 }
 
 impl Setup {
+    /// How long the cluster may take to settle and converge.
+    fn bounds(&self) -> Bounds {
+        Bounds::of(self.regions.is_some())
+    }
+
     /// Latest simulated ms the run may reach before it is declared stuck.
     fn limit_ms(&self) -> u64 {
-        self.workload_ms + SETTLE_MAX_MS + STUCK_AFTER_MS
+        self.workload_ms + self.bounds().settle_max_ms + STUCK_AFTER_MS
     }
 }
 
 /// Draws the cluster of `seed` from `rng`: node and client counts, keys, node slots (and the
 /// planted bug), the fault schedule. The draws come in a fixed order, since every later draw of
 /// the seed (the simulation's own seed, the clients') follows from where this leaves `rng`. The
-/// membership changes and the spares they need come from a generator of their own.
+/// membership changes and the spares they need come from a generator of their own, and so do a
+/// seed's regions (members per region, WAN latencies, region faults): a seed without regions
+/// draws from `rng` exactly what it drew before regions existed.
 fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup, Error> {
-    let nodes = options
-        .nodes
-        .unwrap_or_else(|| rng.random_range(NODES_MIN..=NODES_MAX));
-    let clients = options.clients.unwrap_or_else(|| rng.random_range(2..=6));
+    let region_count = options.regions_of(seed);
+    let mut region_rng = StdRng::seed_from_u64(seed ^ REGIONS_SALT);
+    let region_nodes = match region_count {
+        0 => 0,
+        _ => options
+            .region_nodes
+            .unwrap_or_else(|| region_rng.random_range(REGION_NODES_MIN..=REGION_NODES_MAX)),
+    };
+    let nodes = match region_count {
+        0 => options
+            .nodes
+            .unwrap_or_else(|| rng.random_range(NODES_MIN..=NODES_MAX)),
+        r => r * region_nodes,
+    };
+    // With regions, at least one client per region (client `i` is in region `i mod R`).
+    let clients = options.clients.unwrap_or_else(|| match region_count {
+        0 => rng.random_range(2..=6),
+        r => rng.random_range(r..=2 * r),
+    });
     let keys = Keys::new(rng.random_range(2..=5), rng.random_range(1..=3));
     let mut membership_rng = StdRng::seed_from_u64(seed ^ MEMBERSHIP_SALT);
     let (membership, spares) =
         faults::membership_changes(&mut membership_rng, nodes, options.duration_ms);
+    let regions = (region_count > 0).then(|| {
+        Arc::new(Regions::draw(
+            &mut region_rng,
+            region_count,
+            region_nodes,
+            &spare_regions(&membership),
+        ))
+    });
     let ids: Vec<NodeId> = (0..nodes + spares).map(node_id).collect::<Result<_, _>>()?;
+    let places = places(ids.len(), regions.as_deref());
     let recorder = Recorder::new();
-    let layout = LayoutCell::bootstrap(&ids[..nodes], recorder.clone())?;
+    let layout = LayoutCell::bootstrap(
+        &ids[..nodes],
+        &places[..nodes],
+        regions.as_ref().map(|r| r.replication()),
+        recorder.clone(),
+    )?;
     let chaos = Arc::new(NetChaos::new(rng.random()));
     let mut slots: Vec<Arc<NodeSlot>> = ids[..nodes]
         .iter()
@@ -794,8 +1024,16 @@ fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup
     if options.bug == Some(Bug::LoseAck) {
         slots[0].disk.set_lose_ack(LOSE_ACK_RATE, rng.random());
     }
-    let (schedule, workload_ms) =
+    let (mut schedule, workload_ms) =
         draw_schedule(rng, seed, nodes, membership, ids.len(), options.duration_ms);
+    if let Some(regions) = &regions {
+        schedule.extend(faults::region_faults(
+            &mut region_rng,
+            regions,
+            options.duration_ms,
+        ));
+        schedule.sort_by_key(|f| (f.start_ms, f.end_ms));
+    }
     recorder.note(
         0,
         Kind::Node,
@@ -806,6 +1044,21 @@ fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup
             options.bug
         ),
     );
+    if let Some(regions) = &regions {
+        let layout = layout.current();
+        recorder.note(
+            0,
+            Kind::Node,
+            format!(
+                "{}; formed: layout v{} epoch {}, replication {:?}, {} partitions moving",
+                regions.describe(),
+                layout.version,
+                layout.epoch,
+                layout.replication,
+                layout.transitions.len()
+            ),
+        );
+    }
     Ok(Setup {
         nodes,
         spares,
@@ -818,6 +1071,9 @@ fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup
         slots,
         schedule,
         workload_ms,
+        regions,
+        places,
+        tally: Arc::new(WriteTally::default()),
     })
 }
 
@@ -883,6 +1139,11 @@ fn build_sim(
         let env = ClientEnv {
             index,
             clients: setup.clients,
+            region: setup
+                .regions
+                .as_ref()
+                .map(|r| region_name(index % r.count())),
+            tally: setup.tally.clone(),
             layout: setup.layout.clone(),
             keys: setup.keys.clone(),
             seed: rng.random(),
@@ -1014,7 +1275,7 @@ impl Settle {
         }
         if !self.settled
             && now_ms >= healed + SETTLE_MIN_MS
-            && (self.agreed_at_ms.is_some() || now_ms >= healed + SETTLE_MAX_MS)
+            && (self.agreed_at_ms.is_some() || now_ms >= healed + setup.bounds().settle_max_ms)
         {
             self.settled = true;
             self.hints_left = hints;
@@ -1143,10 +1404,10 @@ fn read_final_state(
 
 /// Judges a recorded history with `yeskv-check`, enforcing convergence within
 /// [`CONVERGENCE_BOUND_MS`] of healing unless the options turn it off.
-fn judge(history: &History, options: &SimOptions) -> Report {
+fn judge(history: &History, options: &SimOptions, bounds: Bounds) -> Report {
     let check_options = Options {
         check_convergence: options.require_convergence,
-        convergence_bound_ms: CONVERGENCE_BOUND_MS,
+        convergence_bound_ms: bounds.convergence_ms,
         ..Options::default()
     };
     yeskv_check::check(history, &check_options)
@@ -1177,15 +1438,23 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
         gone: BTreeSet::new(),
         leaving: BTreeSet::new(),
         degraded: BTreeSet::new(),
+        shrunk: BTreeSet::new(),
+        regions: setup.regions.clone(),
+        places: setup.places.clone(),
     };
+    if setup.regions.is_some() {
+        // The WAN latencies between regions, in force from the first step.
+        driver.set_latency();
+    }
     let hints_left = drive(&mut driver, &setup, final_seed)?;
     let (simulated_ms, layout, disks, counters, faults) = read_final_state(driver, &setup);
 
     let (history, trace) = setup.recorder.take();
-    let report = judge(&history, options);
+    let report = judge(&history, options, setup.bounds());
     let hash = trace::hash(&trace);
     Ok(SeedOutcome {
         seed,
+        regions: setup.regions.as_ref().map_or(0, |r| r.count()),
         nodes: setup.nodes,
         spares: setup.spares,
         clients: setup.clients,
@@ -1207,5 +1476,6 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
         transitions_left: layout.transitions_left,
         layout_version: layout.version,
         layout_epoch: layout.epoch,
+        writes_by_quorum: setup.tally.counts(),
     })
 }

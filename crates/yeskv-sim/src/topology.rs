@@ -13,7 +13,11 @@
 //!
 //! - at the start, [`LayoutCell::bootstrap`] applies `Command::Bootstrap` with the first members
 //!   placed by the product's placement (`yeskv_core::placement::assign`; zones `z0`, `z1`, `z2`
-//!   round robin by host);
+//!   round robin by host, or on a seed with regions each member in its region and a zone of it,
+//!   [`crate::regions`]); with regions it then stages the replicas per region
+//!   (`StagedChange::Replication`), plans and commits — the forming commit, as `yeskv dev
+//!   --regions` stages the replication before its first commit — so every partition starts
+//!   moving to its regional replicas at time 0, from the bootstrap's holders;
 //! - a membership fault ([`crate::faults`]: join, leave, replace) stages its changes, plans them
 //!   and commits the plan ([`LayoutCell::change`]: `Command::Stage`, [`yeskv_layout::plan`],
 //!   `Command::commit`), with the checks an operator meets: the layout's own refusal of a change
@@ -54,7 +58,7 @@ use yeskv_core::placement::{assign, NodeSpec};
 use yeskv_core::NodeId;
 use yeskv_layout::{
     apply, Command, JoinSpec, Layout, LayoutError, LayoutState, Member, MemberState, Plan,
-    StagedChange, Transitions,
+    Replication, StagedChange, Transitions,
 };
 use yeskv_node::cluster::{ClusterTopology, Liveness};
 use yeskv_node::transfer::LayoutControl;
@@ -62,6 +66,7 @@ use yeskv_node::transfer::LayoutControl;
 use crate::clock::sim_now_ms;
 use crate::error::Error;
 use crate::node::{CLIENT_PORT, CLUSTER, N, PARTITIONS, PEER_PORT};
+use crate::regions::{region_name, Regions};
 use crate::trace::{Kind, Recorder};
 
 /// How often a node pings each peer, simulated ms.
@@ -73,14 +78,42 @@ pub const PING_PORT: u16 = 7002;
 /// Zones the hosts are spread over, round robin by host index.
 pub const ZONES: usize = 3;
 
-/// What host `index` (0 for `n1`) records when it joins: its zone, capacity 1, its addresses.
-pub fn join_spec(index: usize, node: &NodeId) -> JoinSpec {
+/// Where a host stands: its region and its zone inside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// The region (`yeskv_layout::DEFAULT_REGION` on a seed without regions).
+    pub region: String,
+    /// The zone.
+    pub zone: String,
+}
+
+/// The places of `hosts` hosts: on a seed without regions every host in the default region,
+/// zones `z0`, `z1`, `z2` round robin by host index; with `regions`, each host's region and
+/// its zone inside it.
+pub fn places(hosts: usize, regions: Option<&Regions>) -> Vec<Place> {
+    (0..hosts)
+        .map(|i| match regions {
+            None => Place {
+                region: yeskv_layout::DEFAULT_REGION.into(),
+                zone: format!("z{}", i % ZONES),
+            },
+            Some(r) => Place {
+                region: region_name(r.region_of(i)),
+                zone: r.zone_of(i),
+            },
+        })
+        .collect()
+}
+
+/// What `node` records when it joins at `place`: its region and zone, capacity 1, its
+/// addresses.
+pub fn join_spec(node: &NodeId, place: &Place) -> JoinSpec {
     JoinSpec {
-        zone: format!("z{}", index % ZONES),
+        zone: place.zone.clone(),
         capacity: 1,
         http: format!("{node}:{CLIENT_PORT}"),
         peer: peer_addr(node),
-        region: yeskv_layout::DEFAULT_REGION.into(),
+        region: place.region.clone(),
     }
 }
 
@@ -132,14 +165,28 @@ pub struct LayoutCell {
 }
 
 impl LayoutCell {
-    /// The first layout: `members` (hosts `0..members.len()`) own every partition, placed by
-    /// the product's placement, installed by `Command::Bootstrap`.
-    pub fn bootstrap(members: &[NodeId], recorder: Recorder) -> Result<Arc<LayoutCell>, Error> {
+    /// The first layout: `members` (hosts `0..members.len()`, at `places[i]`) own every
+    /// partition, placed by the product's placement, installed by `Command::Bootstrap`. With
+    /// `replication` (a seed with regions), the forming commit follows: the replicas per region
+    /// are staged, planned and committed, and the partitions move to them from there.
+    pub fn bootstrap(
+        members: &[NodeId],
+        places: &[Place],
+        replication: Option<Replication>,
+        recorder: Recorder,
+    ) -> Result<Arc<LayoutCell>, Error> {
         let specs: Vec<(NodeId, JoinSpec)> = members
             .iter()
-            .enumerate()
-            .map(|(i, id)| (id.clone(), join_spec(i, id)))
+            .zip(places)
+            .map(|(id, place)| (id.clone(), join_spec(id, place)))
             .collect();
+        if specs.len() != members.len() {
+            return Err(Error::Config(format!(
+                "{} members but {} places",
+                members.len(),
+                places.len()
+            )));
+        }
         let placement: Vec<NodeSpec> = specs
             .iter()
             .map(|(id, spec)| NodeSpec::new(id.clone(), spec.zone.clone(), spec.capacity))
@@ -182,7 +229,7 @@ impl LayoutCell {
             .clone()
             .ok_or_else(|| Error::Placement("bootstrap installed no layout".into()))?;
         let (layouts, _) = tokio::sync::watch::channel(Some(layout.clone()));
-        Ok(Arc::new(LayoutCell {
+        let cell = Arc::new(LayoutCell {
             cell: Mutex::new(Cell {
                 state,
                 layout,
@@ -190,7 +237,45 @@ impl LayoutCell {
             }),
             layouts,
             recorder,
-        }))
+        });
+        if let Some(regions) = replication {
+            cell.change(&[StagedChange::Replication { regions }], |_| true)
+                .map_err(|e| Error::Placement(format!("the forming commit: {e}")))?;
+            cell.record_empty_transfers()
+                .map_err(|e| Error::Placement(format!("after the forming commit: {e}")))?;
+        }
+        Ok(cell)
+    }
+
+    /// Applies `Command::TransferDone` for every partition every member is syncing, as each
+    /// node's transfer worker would report it, for a cluster whose disks are all still empty
+    /// (before the first node starts): there is nothing to copy. Without it the forming
+    /// commit's transfers run during the workload, and the transfer worker confirms each
+    /// partition with every data holder in turn, one WAN round trip each, which takes longer
+    /// than the whole run (see `docs/reliability.md`). Not counted as partitions received.
+    fn record_empty_transfers(&self) -> Result<(), LayoutError> {
+        let mut cell = self.cell.lock();
+        let members: Vec<NodeId> = cell.layout.members.keys().cloned().collect();
+        let mut state = cell.state.clone();
+        for node in members {
+            let syncing = state
+                .layout
+                .as_ref()
+                .map(|l| l.syncing_of(&node))
+                .unwrap_or_default();
+            if syncing.is_empty() {
+                continue;
+            }
+            state = apply(
+                &state,
+                &Command::TransferDone {
+                    node,
+                    partitions: syncing,
+                },
+            )?;
+        }
+        self.install(&mut cell, state);
+        Ok(())
     }
 
     /// The current layout.
@@ -448,13 +533,14 @@ mod tests {
 
     fn cell(members: usize) -> Arc<LayoutCell> {
         let ids: Vec<NodeId> = (0..members).map(id).collect();
-        LayoutCell::bootstrap(&ids, Recorder::new()).expect("bootstrap")
+        LayoutCell::bootstrap(&ids, &places(members, None), None, Recorder::new())
+            .expect("bootstrap")
     }
 
     fn join(i: usize) -> StagedChange {
         StagedChange::Join {
             node: id(i),
-            spec: join_spec(i, &id(i)),
+            spec: join_spec(&id(i), &places(i + 1, None)[i]),
         }
     }
 
@@ -482,6 +568,45 @@ mod tests {
             let control = CellControl::new(node.clone(), cell.clone());
             rt.block_on(control.transfer_done(syncing))
                 .expect("the report is taken");
+        }
+    }
+
+    #[test]
+    fn a_cluster_with_regions_is_formed_with_its_replicas_per_region() {
+        use rand::SeedableRng;
+        let regions = Regions::draw(&mut rand::rngs::StdRng::seed_from_u64(3), 3, 3, &[]);
+        let ids: Vec<NodeId> = (0..9).map(id).collect();
+        let cell = LayoutCell::bootstrap(
+            &ids,
+            &places(9, Some(&regions)),
+            Some(regions.replication()),
+            Recorder::new(),
+        )
+        .expect("formed");
+        let layout = cell.current();
+        // Bootstrap, then the forming commit, then one report per node that had partitions to
+        // receive: nothing left moving, and nothing counted as received.
+        assert!(layout.version >= 2, "the replication was committed");
+        assert!(layout.transitions.is_empty());
+        assert_eq!(cell.partitions_received(), 0);
+        assert_eq!(layout.replication, regions.replication());
+        for (i, node) in ids.iter().enumerate() {
+            let member = layout.member(node).expect("a member");
+            assert_eq!(member.region, region_name(i / 3));
+            assert_eq!(member.zone, format!("z{}", i % 3));
+        }
+        for p in 0..64 {
+            let replicas = layout.assignment.replicas(p);
+            let regions_of: Vec<&str> = replicas
+                .iter()
+                .map(|n| layout.region_of(n).expect("a member"))
+                .collect();
+            assert_eq!(
+                regions_of,
+                ["r1", "r1", "r2", "r2", "r3", "r3"],
+                "partition {p}"
+            );
+            assert_eq!(layout.data_holders(p).len(), 6);
         }
     }
 

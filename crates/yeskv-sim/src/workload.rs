@@ -4,8 +4,18 @@
 //! indeterminate operation it continues as a new process, as in Jepsen, since its old operation
 //! may still be running). Every request goes to a node picked at random among the members of the
 //! layout at that moment (as a ring-aware client routes by the layout it fetched), over the
-//! simulated network, with the client protocol of [`crate::protocol`]; `r = w = quorum`. Two workloads,
-//! mixed at random:
+//! simulated network, with the client protocol of [`crate::protocol`]; `r = w = quorum`.
+//!
+//! On a seed with regions each client is in a region (client `i` in region `i mod R`) and
+//! sends every request to a member of its own region (any member if its region has none), as an
+//! application talks to the data centre it runs in. Reads and writes then ask the product's
+//! default, `local_quorum` (a majority of the coordinator's region's replicas), except one read
+//! in ten asking `quorum` (a majority of all replicas, across the WAN) and one write in ten
+//! each asking `each_quorum` and `quorum`. During a region cut those fail (`503`, recorded as
+//! indeterminate: never acknowledged) while `local_quorum` writes go on; [`WriteTally`] counts
+//! the writes by the quorum they asked and how they ended.
+//!
+//! Two workloads, mixed at random:
 //!
 //! - **Registers** (keys `r0`, `r1`, ...): a read; a read followed by a write of a fresh value
 //!   with the read's context (`saw` = the read's values); a read followed by a delete with its
@@ -19,9 +29,11 @@
 //! Outcomes: an answer → `ok`; a `4xx`-like refusal → `fail` (not applied); a `5xx` (quorum
 //! missed, storage) or any transport error or timeout → `info` (indeterminate).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yeskv_check::history::{Event, Op, ProcessId, Status};
@@ -81,6 +93,81 @@ pub struct ClientEnv {
     pub until_ms: u64,
     /// Where to record.
     pub recorder: Recorder,
+    /// The client's region on a seed with regions: it talks to that region's members and asks
+    /// regional quorums (see the module docs).
+    pub region: Option<String>,
+    /// Where the writes' outcomes are counted by quorum.
+    pub tally: Arc<WriteTally>,
+}
+
+/// How the writes that asked one quorum ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteOutcomes {
+    /// Acknowledged.
+    pub acked: u64,
+    /// Indeterminate (timeout, `5xx`: a missed quorum).
+    pub indeterminate: u64,
+    /// Refused (`4xx`: not applied).
+    pub refused: u64,
+    /// Simulated ms from request to acknowledgement of each acknowledged write, as the client
+    /// saw it.
+    pub acked_ms: Vec<u64>,
+}
+
+impl WriteOutcomes {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &WriteOutcomes) {
+        self.acked += other.acked;
+        self.indeterminate += other.indeterminate;
+        self.refused += other.refused;
+        self.acked_ms.extend(&other.acked_ms);
+    }
+
+    /// The `q` quantile (nearest rank) of the acknowledged writes' latency, ms; `None` without
+    /// any.
+    pub fn acked_ms_quantile(&self, q: f64) -> Option<u64> {
+        let mut sorted = self.acked_ms.clone();
+        sorted.sort_unstable();
+        let rank = ((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1);
+        sorted.get(rank).copied()
+    }
+}
+
+/// The workload's writes (values, deletes, cart writes) by the write quorum they asked, shared
+/// by a seed's clients.
+#[derive(Debug, Default)]
+pub struct WriteTally {
+    counts: Mutex<BTreeMap<&'static str, WriteOutcomes>>,
+}
+
+/// The name a write's quorum is counted under (`""`, the default, as what it means with
+/// regions).
+fn quorum_label(w: &'static str) -> &'static str {
+    match w {
+        "" => "local_quorum (default)",
+        other => other,
+    }
+}
+
+impl WriteTally {
+    /// Counts a write that asked `w`, sent at `sent_ms`, ending with `outcome` now.
+    fn record(&self, w: &'static str, sent_ms: u64, outcome: &Outcome) {
+        let mut counts = self.counts.lock();
+        let entry = counts.entry(quorum_label(w)).or_default();
+        match outcome {
+            Outcome::Ok(_) => {
+                entry.acked += 1;
+                entry.acked_ms.push(sim_now_ms().saturating_sub(sent_ms));
+            }
+            Outcome::Info(_) => entry.indeterminate += 1,
+            Outcome::Fail(_) => entry.refused += 1,
+        }
+    }
+
+    /// The counts so far, by quorum.
+    pub fn counts(&self) -> BTreeMap<&'static str, WriteOutcomes> {
+        self.counts.lock().clone()
+    }
 }
 
 /// A request's outcome, as the history sees it.
@@ -112,15 +199,47 @@ struct ReadResult {
 }
 
 impl Worker {
+    /// A member to send the next request to: any member, or with regions one of the client's
+    /// region (any member if the region has none).
     fn pick_node(&mut self) -> NodeId {
         let layout = self.env.layout.current();
-        let i = self.rng.random_range(0..layout.members.len());
-        layout
-            .members
-            .keys()
-            .nth(i)
-            .cloned()
-            .expect("an index below the member count")
+        let mut candidates: Vec<&NodeId> = match &self.env.region {
+            None => Vec::new(),
+            Some(region) => layout
+                .members
+                .iter()
+                .filter(|(_, m)| &m.region == region)
+                .map(|(id, _)| id)
+                .collect(),
+        };
+        if candidates.is_empty() {
+            candidates = layout.members.keys().collect();
+        }
+        let i = self.rng.random_range(0..candidates.len());
+        candidates[i].clone()
+    }
+
+    /// The quorum a read asks, by name: `quorum` without regions; with regions the default
+    /// (`local_quorum`), one read in ten `quorum`.
+    fn read_quorum(&mut self) -> &'static str {
+        match &self.env.region {
+            None => "quorum",
+            Some(_) if self.rng.random_range(0..10) == 0 => "quorum",
+            Some(_) => "",
+        }
+    }
+
+    /// The quorum a write asks, by name: `quorum` without regions; with regions the default
+    /// (`local_quorum`), one write in ten `each_quorum` and one in ten `quorum`.
+    fn write_quorum(&mut self) -> &'static str {
+        match &self.env.region {
+            None => "quorum",
+            Some(_) => match self.rng.random_range(0..10) {
+                0 => "each_quorum",
+                1 => "quorum",
+                _ => "",
+            },
+        }
     }
 
     fn fresh(&mut self, prefix: &str) -> String {
@@ -183,7 +302,7 @@ impl Worker {
         self.record(Status::Invoke, invoke.clone(), &node, None);
         let request = ClientRequest::Get {
             key: key.to_string(),
-            r: "quorum".into(),
+            r: self.read_quorum().into(),
         };
         let outcome = self.call(&node, request).await;
         match outcome {
@@ -225,13 +344,16 @@ impl Worker {
             },
         };
         self.record(Status::Invoke, op.clone(), &node, None);
+        let w = self.write_quorum();
         let request = ClientRequest::Put {
             key: key.to_string(),
             context,
             value,
-            w: "quorum".into(),
+            w: w.into(),
         };
+        let sent_ms = sim_now_ms();
         let outcome = self.call(&node, request).await;
+        self.env.tally.record(w, sent_ms, &outcome);
         self.written.insert(key.to_string());
         self.complete(&outcome, op, &node);
     }
@@ -274,12 +396,13 @@ impl Worker {
         };
         let node = self.pick_node();
         self.record(Status::Invoke, op.clone(), &node, None);
+        let r = self.read_quorum();
         let read = self
             .call(
                 &node,
                 ClientRequest::Get {
                     key: cart.clone(),
-                    r: "quorum".into(),
+                    r: r.into(),
                 },
             )
             .await;
@@ -320,6 +443,8 @@ impl Worker {
         };
         let value = items.into_iter().collect::<Vec<_>>().join(",");
         let node = self.pick_node();
+        let w = self.write_quorum();
+        let sent_ms = sim_now_ms();
         let outcome = self
             .call(
                 &node,
@@ -327,10 +452,11 @@ impl Worker {
                     key: cart.clone(),
                     context,
                     value: Some(value),
-                    w: "quorum".into(),
+                    w: w.into(),
                 },
             )
             .await;
+        self.env.tally.record(w, sent_ms, &outcome);
         if matches!(outcome, Outcome::Ok(_)) {
             self.last_cart_add.insert(cart, item);
         }

@@ -1,9 +1,21 @@
 //! The simulator's acceptance tests: a bounded run passes with convergence enforced (handoff,
-//! anti-entropy and the reaper running in every node), a seed replays identically, the planted
-//! bug is caught, and without the nodes' repair the convergence rule fails.
+//! anti-entropy and the reaper running in every node), a third of its seeds with regions, a
+//! seed replays identically, the planted bug is caught, and without the nodes' repair the
+//! convergence rule fails. Regression seeds found before regions existed run without regions
+//! (`--regions 0`), as they were found.
 
 use yeskv_check::ViolationKind;
+use yeskv_sim::regions::WAN_BASE_MS_MIN;
+use yeskv_sim::workload::WriteOutcomes;
 use yeskv_sim::{run_seed, Bug, SimOptions};
+
+/// The options of a seed found before regions existed: no regions, whatever the seed.
+fn without_regions() -> SimOptions {
+    SimOptions {
+        regions: Some(0),
+        ..SimOptions::default()
+    }
+}
 
 /// Seeds of the bounded run (the issue asks for at least 50).
 const BOUNDED_SEEDS: u64 = 50;
@@ -21,6 +33,9 @@ fn a_bounded_run_passes() {
     let (mut ops, mut acked, mut reaped, mut seeds_reaping) = (0, 0, 0, 0);
     let mut membership: std::collections::BTreeMap<&'static str, usize> = Default::default();
     let mut partitions_received = 0;
+    let (mut region_seeds, mut region_faults) = (0, std::collections::BTreeMap::new());
+    let mut region_writes: std::collections::BTreeMap<&'static str, WriteOutcomes> =
+        Default::default();
     let seeds = (1..).filter(|s| !KNOWN_BUG_SEEDS.contains(s));
     for seed in seeds.take(BOUNDED_SEEDS as usize) {
         let o = run_seed(&options, seed).expect("the seed runs to its end");
@@ -59,6 +74,15 @@ fn a_bounded_run_passes() {
         ] {
             *membership.entry(kind).or_default() += o.faults.get(kind).copied().unwrap_or(0);
         }
+        if o.regions > 0 {
+            region_seeds += 1;
+            for kind in ["region-cut", "slow-wan"] {
+                *region_faults.entry(kind).or_insert(0) += o.faults.get(kind).copied().unwrap_or(0);
+            }
+            for (quorum, counts) in &o.writes_by_quorum {
+                region_writes.entry(quorum).or_default().add(counts);
+            }
+        }
         partitions_received += o.partitions_received;
         ops += o.report.ops;
         acked += o.report.acked;
@@ -92,6 +116,32 @@ fn a_bounded_run_passes() {
         partitions_received > 100,
         "{partitions_received} partitions received"
     );
+    // Every third seed has three regions: region cuts and slow WANs happened, writes with the
+    // default (`local_quorum`) were acknowledged at LAN speed while `quorum` writes waited for
+    // another region across the WAN, and `each_quorum` and `quorum` writes failed during cuts
+    // (indeterminate, never acknowledged) — and the checkers still found nothing lost.
+    assert_eq!(region_seeds, BOUNDED_SEEDS / 3, "seeds 3, 6, ..., 48");
+    assert!(region_faults["region-cut"] >= 5, "{region_faults:?}");
+    assert!(region_faults["slow-wan"] >= 5, "{region_faults:?}");
+    let local = &region_writes["local_quorum (default)"];
+    let (quorum, each) = (&region_writes["quorum"], &region_writes["each_quorum"]);
+    assert!(local.acked > 1_000, "{region_writes:?}");
+    assert!(each.acked > 0 && quorum.acked > 0, "{region_writes:?}");
+    assert!(
+        each.indeterminate > 0 && quorum.indeterminate > 0,
+        "no each_quorum or quorum write failed during a region cut: {region_writes:?}"
+    );
+    let median = |w: &WriteOutcomes| w.acked_ms_quantile(0.5).expect("acknowledged writes");
+    assert!(
+        median(local) < WAN_BASE_MS_MIN,
+        "local_quorum writes crossed the WAN: median {} ms",
+        median(local)
+    );
+    assert!(
+        median(quorum) >= 2 * WAN_BASE_MS_MIN,
+        "quorum writes did not wait for another region: median {} ms",
+        median(quorum)
+    );
 }
 
 #[test]
@@ -104,6 +154,76 @@ fn a_seed_replays_identically() {
     assert_eq!(a.history, b.history);
     let c = run_seed(&options, 8).expect("run");
     assert_ne!(a.hash, c.hash, "two seeds gave the same trace");
+}
+
+/// A seed with regions (WAN latencies, region faults, regional quorums) replays as exactly.
+/// Seed 9 has no membership change: a seed whose former holders clean up a partition may not
+/// replay (the compaction after the cleanup runs on a real thread, `docs/reliability.md`).
+#[test]
+fn a_seed_with_regions_replays_identically() {
+    let options = SimOptions::default();
+    let a = run_seed(&options, 9).expect("run");
+    assert_eq!(a.regions, 3, "seed 9 draws regions");
+    assert!(
+        a.faults.contains_key("region-cut"),
+        "seed 9 cuts a region off"
+    );
+    let b = run_seed(&options, 9).expect("run");
+    assert_eq!(a.hash, b.hash, "seed 9 gave two different traces");
+    assert_eq!(a.history, b.history);
+    // Regions change the run: seed 9 without them is another cluster.
+    let c = run_seed(&without_regions(), 9).expect("run");
+    assert_eq!(c.regions, 0);
+    assert_ne!(a.hash, c.hash);
+}
+
+/// Found by the first run with regions (seed 56 with `--regions 3`): r1 (n1, n2) was cut from
+/// the other regions; writes through it were acknowledged by its two replicas alone
+/// (`local_quorum`); n2 then left gracefully — r1 had two owners for two replicas, so its
+/// replicas shrank to one, nothing moved, and n2 was stopped for good at once — and n1 was
+/// replaced (crashed for good) 98 ms later, before cross-region repair had copied those writes
+/// out of r1: six acknowledged writes lost with both disks that held them, two permanent losses
+/// before repair as in seed 739. The simulator now skips a replace of a holder of a partition
+/// whose region shrank while that partition's data holders disagree.
+#[test]
+fn regression_no_replace_of_a_regions_last_copy_before_the_others_have_it() {
+    let options = SimOptions {
+        regions: Some(3),
+        ..SimOptions::default()
+    };
+    let o = run_seed(&options, 56).expect("run");
+    assert_eq!(
+        o.faults.get("replace-skipped"),
+        Some(&1),
+        "the replace is skipped"
+    );
+    assert_eq!(o.faults.get("leave"), Some(&1));
+    assert!(o.ok(), "seed 56: {:?}", o.report.violations);
+    assert_eq!(o.report.lost, 0);
+}
+
+#[test]
+fn region_options_out_of_range_are_refused() {
+    for regions in [1, 5] {
+        let options = SimOptions {
+            regions: Some(regions),
+            ..SimOptions::default()
+        };
+        assert!(options.validate().is_err(), "--regions {regions}");
+    }
+    for region_nodes in [1, 4] {
+        let options = SimOptions {
+            region_nodes: Some(region_nodes),
+            ..SimOptions::default()
+        };
+        assert!(options.validate().is_err(), "--region-nodes {region_nodes}");
+    }
+    let default = SimOptions::default();
+    assert_eq!(
+        (1..=9).map(|s| default.regions_of(s)).collect::<Vec<_>>(),
+        [0, 0, 3, 0, 0, 3, 0, 0, 3]
+    );
+    assert_eq!(without_regions().regions_of(3), 0);
 }
 
 /// Each seed's hash printed by `yeskv-sim --hash`.
@@ -167,13 +287,37 @@ fn lose_ack_is_caught_within_ten_seeds() {
     );
 }
 
+/// The checkers see through regions: with three regions on every seed, the planted bug (`n1`,
+/// a replica of r1, acknowledges writes and drops them) loses acknowledged writes the checkers
+/// report within the first five seeds.
+#[test]
+fn lose_ack_is_caught_with_regions() {
+    let options = SimOptions {
+        bug: Some(Bug::LoseAck),
+        regions: Some(3),
+        ..SimOptions::default()
+    };
+    let lost: usize = (1..=5)
+        .map(|seed| {
+            let o = run_seed(&options, seed).expect("run");
+            assert_eq!(o.regions, 3);
+            assert!(o.lost_by_bug > 0, "seed {seed}: the bug never fired");
+            o.report.lost
+        })
+        .sum();
+    assert!(
+        lost > 0,
+        "no acknowledged write dropped by n1 was found lost in seeds 1-5 with regions"
+    );
+}
+
 /// Seeds that found a real bug: a write forwarded by a node that is not a replica timed out at
 /// the first replica (which had applied it) and was retried on the next, so one client write
 /// became two versions; a delete carrying the context of a read of one left the other, and the
 /// deleted value came back. Since the fix such a write is indeterminate (`503`).
 #[test]
 fn regression_forwarded_write_retried_on_another_replica() {
-    let options = SimOptions::default();
+    let options = without_regions();
     for seed in [125, 128, 155] {
         let o = run_seed(&options, seed).expect("run");
         assert!(o.ok(), "seed {seed}: {:?}", o.report.violations);
@@ -226,7 +370,7 @@ fn without_repair_the_convergence_rule_fails() {
 /// Each stand-in write now gets an actor of its own.
 #[test]
 fn regression_stand_in_dot_reuse_after_handoff() {
-    let o = run_seed(&SimOptions::default(), 43).expect("run");
+    let o = run_seed(&without_regions(), 43).expect("run");
     assert!(o.ok(), "seed 43: {:?}", o.report.violations);
 }
 
@@ -238,7 +382,7 @@ fn regression_stand_in_dot_reuse_after_handoff() {
 /// for hints of the key and waits while any is held (or any member is down).
 #[test]
 fn regression_reaped_tombstone_and_a_late_hint() {
-    let o = run_seed(&SimOptions::default(), 1269).expect("run");
+    let o = run_seed(&without_regions(), 1269).expect("run");
     assert!(o.ok(), "seed 1269: {:?}", o.report.violations);
     assert_eq!(o.report.resurrected, 0);
 }
@@ -252,7 +396,7 @@ fn regression_reaped_tombstone_and_a_late_hint() {
 #[test]
 fn regression_hints_outlive_a_long_split() {
     for seed in [1, 16, 43] {
-        let o = run_seed(&SimOptions::default(), seed).expect("run");
+        let o = run_seed(&without_regions(), seed).expect("run");
         assert_eq!(
             o.faults.get("partition-long-split"),
             Some(&1),
@@ -271,7 +415,7 @@ fn regression_hints_outlive_a_long_split() {
 /// that is not rebuilt yet: the second replace is skipped.
 #[test]
 fn regression_no_second_permanent_loss_before_the_first_is_rebuilt() {
-    let o = run_seed(&SimOptions::default(), 739).expect("run");
+    let o = run_seed(&without_regions(), 739).expect("run");
     assert_eq!(
         o.faults.get("replace"),
         Some(&2),
@@ -298,7 +442,7 @@ fn regression_no_second_permanent_loss_before_the_first_is_rebuilt() {
 #[test]
 fn regression_cleared_partition_forgets_its_own_dots() {
     for seed in [134, 150, 221, 357, 504, 508, 526, 532, 792, 816, 929, 935] {
-        let o = run_seed(&SimOptions::default(), seed).expect("run");
+        let o = run_seed(&without_regions(), seed).expect("run");
         assert!(o.ok(), "seed {seed}: {:?}", o.report.violations);
     }
 }
