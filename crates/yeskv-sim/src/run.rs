@@ -802,8 +802,8 @@ impl Driver<'_> {
 
 /// One sample of the tree roots of every partition on each of its target replicas in `layout`
 /// that runs. Returns the samples, whether the replicas agree (every member running, every
-/// partition's sampled roots equal, no partition in transition), and the hints pending on the
-/// nodes not gone for good.
+/// partition's sampled roots equal, no partition in transition), and the hints and
+/// cross-region queue entries pending on the nodes not gone for good.
 fn sample_digests(
     layout: &Layout,
     slots: &[Arc<NodeSlot>],
@@ -822,7 +822,8 @@ fn sample_digests(
             complete &= !layout.members.contains_key(&slot.id);
             continue;
         };
-        hints += replica.hints_pending();
+        // Writes still owed to another region count like hints: not settled yet.
+        hints += replica.hints_pending() + replica.xr_pending();
         for p in 0..layout.partitions {
             let p = p as u16;
             if !layout.assignment.replicas(p).contains(&slot.id) {
