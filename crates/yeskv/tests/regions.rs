@@ -191,6 +191,18 @@ fn three_regions(dir: &std::path::Path, extra: &[&str]) -> support::Cluster {
     c
 }
 
+/// Waits up to 60 s until every key of `keys` (in bucket `b`, its own name as its value) reads
+/// back through `addr` with `r=local_quorum`.
+fn wait_all_read_back(addr: &str, keys: &[String], what: &str) {
+    wait_until(what, Duration::from_secs(60), || {
+        keys.iter().all(|key| {
+            let path = format!("/v1/kv/b/{key}?r=local_quorum");
+            let r = request(addr, "GET", &path, &[], b"");
+            r.status == 200 && r.text() == *key
+        })
+    });
+}
+
 /// `region`'s entry in the `regions` of `addr`'s `/v1/status`.
 fn queue_for(addr: &str, region: &str) -> serde_json::Value {
     status(addr)["regions"][region].clone()
@@ -265,17 +277,7 @@ fn queued_writes_cross_to_the_other_regions_after_the_coordinator_is_killed() {
     }
     c.nodes[0].restart();
     for addr in [&addrs[2], &addrs[3], &addrs[4], &addrs[5]] {
-        wait_until(
-            "every queued write reaches r2 and r3",
-            Duration::from_secs(60),
-            || {
-                keys.iter().all(|key| {
-                    let path = format!("/v1/kv/b/{key}?r=local_quorum");
-                    let r = request(addr, "GET", &path, &[], b"");
-                    r.status == 200 && r.text() == *key
-                })
-            },
-        );
+        wait_all_read_back(addr, &keys, "every queued write reaches r2 and r3");
     }
     wait_until("n1's queues drained", Duration::from_secs(30), || {
         ["r2", "r3"].iter().all(|r| {
@@ -376,17 +378,7 @@ fn a_region_stopped_keeps_the_others_writing_with_local_quorums() {
     // Every write made while r2 and r3 were stopped reaches them (each coordinator's queue,
     // anti-entropy behind it), and every queue drains.
     for addr in [&addrs[3], &addrs[5]] {
-        wait_until(
-            "r2 and r3 hold every write",
-            Duration::from_secs(60),
-            || {
-                written.iter().all(|key| {
-                    let path = format!("/v1/kv/b/{key}?r=local_quorum");
-                    let r = request(addr, "GET", &path, &[], b"");
-                    r.status == 200 && r.text() == *key
-                })
-            },
-        );
+        wait_all_read_back(addr, &written, "r2 and r3 hold every write");
     }
     for addr in &addrs {
         wait_until("every queue drained", Duration::from_secs(60), || {
@@ -395,22 +387,6 @@ fn a_region_stopped_keeps_the_others_writing_with_local_quorums() {
                 .is_some_and(|r| r.len() == 2 && r.values().all(|q| q["queue"] == 0))
         });
     }
-}
-
-/// The visible values of a JSON-mode read (every sibling, tombstones left out).
-fn values(r: &support::Resp) -> Vec<String> {
-    use base64::Engine as _;
-    if r.status != 200 {
-        return Vec::new();
-    }
-    r.json()["siblings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["value"].as_str())
-        .filter_map(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
-        .collect()
 }
 
 const JSON: (&str, &str) = ("Accept", "application/json");
@@ -428,7 +404,7 @@ fn cart_add(addr: &str, cart: &str, item: &str) -> bool {
     if read.status != 200 && read.status != 404 {
         return false;
     }
-    let mut items: std::collections::BTreeSet<String> = values(&read)
+    let mut items: std::collections::BTreeSet<String> = support::sibling_values(&read)
         .iter()
         .flat_map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
         .filter(|i| !i.is_empty())
@@ -586,16 +562,18 @@ fn a_region_stopped_under_carts_and_values_loses_nothing() {
             || {
                 plain.iter().all(|key| {
                     let path = format!("/v1/kv/b/{key}?r=local_quorum");
-                    values(&request(addr, "GET", &path, &[JSON], b"")) == [key.clone()]
+                    support::sibling_values(&request(addr, "GET", &path, &[JSON], b""))
+                        == [key.clone()]
                 }) && {
                     let mut held: BTreeMap<String, std::collections::BTreeSet<String>> =
                         BTreeMap::new();
                     for cart in (0..5).map(|i| format!("cart{i}")) {
                         let path = format!("/v1/kv/carts/{cart}?r=local_quorum");
-                        let items = values(&request(addr, "GET", &path, &[JSON], b""))
-                            .iter()
-                            .flat_map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
-                            .collect();
+                        let items =
+                            support::sibling_values(&request(addr, "GET", &path, &[JSON], b""))
+                                .iter()
+                                .flat_map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
+                                .collect();
                         held.insert(cart, items);
                     }
                     carts
@@ -618,7 +596,7 @@ fn a_region_stopped_under_carts_and_values_loses_nothing() {
                     &[JSON],
                     b"",
                 );
-                let mut v = values(&r);
+                let mut v = support::sibling_values(&r);
                 v.sort();
                 v == ["from-r1", "from-r2"]
             },

@@ -14,23 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use support::{request, start_cluster, try_request, wait_until, Cluster};
-
-/// The visible sibling values of a JSON-mode read.
-fn sibling_values(r: &support::Resp) -> Vec<String> {
-    if r.status != 200 {
-        return Vec::new();
-    }
-    r.json()["siblings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["value"].as_str())
-        .filter_map(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
-        .collect()
-}
+use support::{request, sibling_values, start_cluster, try_request, wait_until, Cluster};
 
 /// Short grace and fast background work, so the test sees reaping and repair within seconds.
 fn config(dir: &Path) -> String {

@@ -376,3 +376,20 @@ pub fn converged_over(addrs: &[String], replicas: usize) -> bool {
         by_node.len() == replicas && first.is_some() && by_node.values().all(|r| *r == first)
     })
 }
+
+/// The visible sibling values of a JSON-mode read (`Accept: application/json`; tombstones left
+/// out); none unless it answered 200.
+pub fn sibling_values(r: &Resp) -> Vec<String> {
+    use base64::Engine as _;
+    if r.status != 200 {
+        return Vec::new();
+    }
+    r.json()["siblings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["value"].as_str())
+        .filter_map(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .collect()
+}
