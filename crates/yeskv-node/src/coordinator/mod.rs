@@ -238,13 +238,12 @@ impl<E: Engine> Coordinator<E> {
         set.iter().filter(|n| self.is_in(n, region)).count()
     }
 
-    /// The regions of `nodes` other than this node's, each once (none without regions).
-    fn other_regions(&self, nodes: &[NodeId]) -> Vec<Arc<str>> {
-        let here = self.region_of(self.ctx.topology().local());
+    /// The regions of `nodes` other than `but`, each once (none without regions).
+    fn regions_but(&self, nodes: &[NodeId], but: Option<&str>) -> Vec<Arc<str>> {
         let mut regions: Vec<Arc<str>> = nodes
             .iter()
             .filter_map(|n| self.region_of(n))
-            .filter(|r| Some(r) != here.as_ref())
+            .filter(|r| Some(&r[..]) != but)
             .collect();
         regions.sort();
         regions.dedup();

@@ -141,9 +141,16 @@ impl<E: Engine> Coordinator<E> {
         };
         // An own copy queues the write for the other regions in the same batch (`crate::xr`);
         // a stand-in's hint sends to every region at once instead (below).
-        let xr = match slot {
-            Slot::Own => self.other_regions(&p.writes),
-            Slot::HintFor(_) => Vec::new(),
+        let xr = match (slot, scope) {
+            // Every region but the one the write is sent to now: a write forwarded here from
+            // another region counts that region's quorum, and this node's own region then
+            // gets it from the queue.
+            (Slot::Own, Scope::Local(region)) => self.regions_but(&p.writes, Some(region)),
+            (Slot::Own, _) => {
+                let here = self.region_of(self.ctx.topology().local());
+                self.regions_but(&p.writes, here.as_deref())
+            }
+            (Slot::HintFor(_), _) => Vec::new(),
         };
         let (obj, dot) = self
             .replica()
