@@ -208,6 +208,12 @@ pub async fn run<E: Engine>(
                     cursors.insert(region.clone(), cursor);
                 }
                 match &outcome {
+                    // Found nothing although the count said some were queued (the count
+                    // drifted from the disk): wait for new work instead of asking again at
+                    // once, which would never yield.
+                    Ok(Progress::Done) if !cursors.contains_key(&region) => {
+                        not_before.insert(region.clone(), tokio::time::Instant::now() + settings.poll);
+                    }
                     Ok(Progress::Throttled) | Ok(Progress::Done) => {
                         not_before.remove(&region);
                     }
