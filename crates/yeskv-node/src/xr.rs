@@ -175,7 +175,8 @@ pub async fn run<E: Engine>(
     let mut gauges_at = tokio::time::Instant::now();
     loop {
         let now = tokio::time::Instant::now();
-        // Every write wakes the worker: the gauges (a scan per region) only now and then.
+        // Every write wakes the worker: the gauges (a scan per region, from its oldest entry
+        // over the tombstones of delivered ones) only once per poll, not per write or batch.
         let gauges = now >= gauges_at;
         if gauges {
             gauges_at = now + settings.poll;
@@ -382,8 +383,6 @@ async fn deliver_entries<E: Engine>(
     }
     ::metrics::counter!(metrics::XR_DELIVERED, "region" => region.to_string())
         .increment(done.len() as u64);
-    let left = replica.xr_regions().get(region).map_or(0, |q| q.entries);
-    set_gauges(ctx, region, left);
     if kept.is_empty() {
         ctx.xr_links().record(region, Ok(()));
         return Ok(if full {
