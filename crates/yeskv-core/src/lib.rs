@@ -17,8 +17,10 @@
 //!   segments whose hashes are XORs of object digests, so a write updates the tree in O(1); the
 //!   stable object digest; and the key diff of one segment between two replicas.
 //! - [`quorum`]: `one` / `quorum` / `all` / numbers, resolved against `n`.
+//! - [`bucket`]: bucket properties (data type, conflict resolution, TTL, salt).
 //! - [`error`]: the one error enum of this crate.
 
+pub mod bucket;
 pub mod causality;
 pub mod codec;
 pub mod error;
@@ -28,6 +30,7 @@ pub mod placement;
 pub mod quorum;
 pub mod tictac;
 
+pub use bucket::{BucketPatch, BucketProps, Conflict, Datatype};
 pub use causality::{Actor, CausalContext, Dot, InvalidNodeId, NodeId, VersionVector};
 pub use error::Error;
 pub use object::{Object, Sibling, Version};
