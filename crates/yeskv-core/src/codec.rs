@@ -53,7 +53,7 @@ const FLAG_TOMBSTONE: u8 = 1;
 const FLAG_EXPIRES: u8 = 2;
 
 /// Appends a LEB128 varint.
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -61,27 +61,27 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
 
 /// A bounds-checked reader over untrusted bytes.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], what: &'static str) -> Self {
+    pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Self {
         Reader { buf, what }
     }
 
-    fn err(&self, reason: &str) -> Error {
+    pub(crate) fn err(&self, reason: &str) -> Error {
         Error::corrupt(self.what, reason)
     }
 
-    fn u8(&mut self) -> Result<u8, Error> {
+    pub(crate) fn u8(&mut self) -> Result<u8, Error> {
         let (&b, rest) = self
             .buf
             .split_first()
@@ -92,7 +92,7 @@ impl<'a> Reader<'a> {
 
     /// A dot counter: a varint of at most [`crate::causality::COUNTER_MAX`] (a larger one was
     /// never minted: it is forged or damaged, and counting up from it would overflow).
-    fn counter(&mut self) -> Result<u64, Error> {
+    pub(crate) fn counter(&mut self) -> Result<u64, Error> {
         let c = self.varint()?;
         if c > crate::causality::COUNTER_MAX {
             return Err(self.err("counter beyond any write an actor can make"));
@@ -100,7 +100,7 @@ impl<'a> Reader<'a> {
         Ok(c)
     }
 
-    fn varint(&mut self) -> Result<u64, Error> {
+    pub(crate) fn varint(&mut self) -> Result<u64, Error> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -116,7 +116,7 @@ impl<'a> Reader<'a> {
         Err(self.err("varint too long"))
     }
 
-    fn count(&mut self, max: usize) -> Result<usize, Error> {
+    pub(crate) fn count(&mut self, max: usize) -> Result<usize, Error> {
         let n = self.varint()?;
         if n > max as u64 {
             return Err(self.err("count out of bounds"));
@@ -124,21 +124,21 @@ impl<'a> Reader<'a> {
         Ok(n as usize)
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], Error> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], Error> {
         let n = self.count(self.buf.len())?;
         let (b, rest) = self.buf.split_at(n);
         self.buf = rest;
         Ok(b)
     }
 
-    fn actor(&mut self) -> Result<Actor, Error> {
+    pub(crate) fn actor(&mut self) -> Result<Actor, Error> {
         let node = std::str::from_utf8(self.bytes()?).map_err(|_| self.err("node id not utf-8"))?;
         let node = NodeId::new(node).map_err(|e| self.err(&e.to_string()))?;
         let epoch = self.varint()?;
         Ok(Actor::new(node, epoch))
     }
 
-    fn finish(&self) -> Result<(), Error> {
+    pub(crate) fn finish(&self) -> Result<(), Error> {
         if self.buf.is_empty() {
             Ok(())
         } else {
@@ -147,7 +147,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn put_actor(out: &mut Vec<u8>, a: &Actor) {
+pub(crate) fn put_actor(out: &mut Vec<u8>, a: &Actor) {
     put_bytes(out, a.node.as_str().as_bytes());
     put_varint(out, a.epoch);
 }

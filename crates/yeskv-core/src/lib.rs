@@ -18,11 +18,13 @@
 //!   stable object digest; and the key diff of one segment between two replicas.
 //! - [`quorum`]: `one` / `quorum` / `all` / numbers, resolved against `n`.
 //! - [`bucket`]: bucket properties (data type, conflict resolution, TTL, salt).
+//! - [`datatypes`]: the server-side data types (cart, counter, set) as state-based CRDTs.
 //! - [`error`]: the one error enum of this crate.
 
 pub mod bucket;
 pub mod causality;
 pub mod codec;
+pub mod datatypes;
 pub mod error;
 pub mod keyspace;
 pub mod object;

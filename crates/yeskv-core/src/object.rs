@@ -208,6 +208,40 @@ impl Object {
         dot
     }
 
+    /// The dot [`Object::update_at_least`] would give a write by `actor` with the empty context:
+    /// above everything known for `actor` here, and at least `min_counter`.
+    pub fn next_dot(&self, actor: &Actor, min_counter: u64) -> Dot {
+        Dot {
+            actor: actor.clone(),
+            counter: self.clock.get(actor).saturating_add(1).max(min_counter),
+        }
+    }
+
+    /// A write that supersedes every sibling held here (its context is the whole clock): the
+    /// fold of a data-type operation, or a last-writer-wins write. `dot` must come from
+    /// [`Object::next_dot`] on this object.
+    pub fn supersede(&mut self, dot: Dot, version: Version) {
+        self.siblings.clear();
+        self.clock.raise(&dot.actor, dot.counter);
+        self.siblings.push(Sibling { dot, version });
+    }
+
+    /// Extends the expiry of every expiring value to at least `expires_at_ms` (a touch).
+    /// Returns whether anything changed. Tombstones and values that never expire stay as they
+    /// are; the dots do not change (no new version: [`Object::sync`] keeps the later expiry).
+    pub fn extend_expiry(&mut self, expires_at_ms: u64) -> bool {
+        let mut changed = false;
+        for s in &mut self.siblings {
+            if let (Some(_), Some(e)) = (&s.version.value, s.version.expires_at_ms) {
+                if e < expires_at_ms {
+                    s.version.expires_at_ms = Some(expires_at_ms);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
     /// Merges what `other` knows into `self` (replica synchronization).
     ///
     /// A sibling is kept if both sides have it, or if the other side has never seen its dot; a
@@ -225,7 +259,15 @@ impl Object {
             };
             match order {
                 std::cmp::Ordering::Equal => {
-                    merged.push(a[i].clone());
+                    // One write, possibly with its expiry extended on one side (a touch):
+                    // the later expiry wins, so a touch is a lattice join like the rest.
+                    let mut s = a[i].clone();
+                    if let (Some(x), Some(y)) =
+                        (s.version.expires_at_ms, b[j].version.expires_at_ms)
+                    {
+                        s.version.expires_at_ms = Some(x.max(y));
+                    }
+                    merged.push(s);
                     i += 1;
                     j += 1;
                 }

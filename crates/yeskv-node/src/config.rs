@@ -85,8 +85,9 @@ pub struct Limits {
     /// holds, so copies that took concurrent writes on different replicas can merge to more
     /// than the limit: the default, 8 MiB, is half the default frame to leave them room.
     pub object_bytes_max: usize,
-    /// Most siblings one key may hold after a client write; a write that would exceed it is
-    /// refused with `409` (read and write back a merge). Replica merges are never refused.
+    /// Siblings a plain key may hold before its writes and reads are flagged: a write past it
+    /// is still taken (a plain bucket never refuses a write for its siblings), answered with
+    /// `X-Yeskv-Siblings: N`, counted in `yeskv_siblings_over_limit_total` and logged.
     pub siblings_max: usize,
 }
 

@@ -28,14 +28,10 @@ pub enum Error {
         "DELETE needs the X-Causal-Context of a read: a delete supersedes exactly what was read"
     )]
     ContextRequired,
-    /// The write would leave more siblings than `limits.siblings_max`.
-    #[error("key would hold {count} siblings (limit {max}); read it, merge the siblings, and write back with the read's X-Causal-Context")]
-    TooManySiblings {
-        /// Siblings the write would leave.
-        count: usize,
-        /// The configured limit.
-        max: usize,
-    },
+    /// Refused because of what the key or its bucket holds (an operation of another data
+    /// type, a plain value where a data type was expected): nothing was written.
+    #[error("{0}")]
+    Conflict(String),
     /// The write would leave the key's clock naming more actors than a context token carries
     /// ([`yeskv_core::codec::CLOCK_ACTORS_MAX`]).
     #[error("the key's causal history would name {actors} writers (limit {max}): its context could no longer be handed out; nothing was written")]
@@ -137,7 +133,7 @@ impl Error {
             Error::BadRequest(_) | Error::InvalidContext(_) => StatusCode::BAD_REQUEST,
             Error::TooLarge(_) | Error::ObjectTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ContextRequired => StatusCode::PRECONDITION_REQUIRED,
-            Error::TooManySiblings { .. } | Error::HistoryTooLong { .. } => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::HistoryTooLong { .. } => StatusCode::CONFLICT,
             Error::Corrupt(_) | Error::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Quorum { .. }
             | Error::Storage(_)

@@ -21,8 +21,12 @@ pub const HTTP_DURATION: &str = "yeskv_http_request_duration_seconds";
 pub const CORRUPT_RECORDS: &str = "yeskv_corrupt_records_total";
 /// Siblings returned per read.
 pub const READ_SIBLINGS: &str = "yeskv_read_siblings";
-/// Writes refused for too many siblings.
-pub const SIBLING_LIMIT_REFUSED: &str = "yeskv_sibling_limit_refused_total";
+/// Writes that left a plain key with more than `limits.siblings_max` siblings (taken, flagged).
+pub const SIBLINGS_OVER_LIMIT: &str = "yeskv_siblings_over_limit_total";
+/// Data-type operations applied as coordinator, by `type`.
+pub const DT_OPS: &str = "yeskv_dt_ops_total";
+/// Expiry extensions (touches) sent, by `reason` (`sliding` on a read or write, `touch`).
+pub const TOUCHES: &str = "yeskv_touches_total";
 /// Writes refused because the key's object would pass `limits.object_bytes_max`.
 pub const OBJECT_LIMIT_REFUSED: &str = "yeskv_object_limit_refused_total";
 /// Writes a fallback took for a down or slow primary (sloppy quorum), by `reason`.
@@ -170,9 +174,11 @@ pub fn install() -> Option<PrometheusHandle> {
     );
     metrics::describe_histogram!(READ_SIBLINGS, "Siblings returned per read.");
     metrics::describe_counter!(
-        SIBLING_LIMIT_REFUSED,
-        "Writes refused for too many siblings."
+        SIBLINGS_OVER_LIMIT,
+        "Writes taken that left a plain key with more siblings than limits.siblings_max."
     );
+    metrics::describe_counter!(DT_OPS, "Data-type operations coordinated, by type.");
+    metrics::describe_counter!(TOUCHES, "Expiry extensions sent, by reason.");
     metrics::describe_counter!(
         OBJECT_LIMIT_REFUSED,
         "Writes refused because the key's object would pass limits.object_bytes_max."

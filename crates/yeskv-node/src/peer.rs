@@ -86,13 +86,8 @@ pub enum PeerResponse {
 /// Why a remote request failed, preserving what the client must see.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum RemoteError {
-    /// The write would exceed the sibling limit.
-    TooManySiblings {
-        /// Siblings the write would leave.
-        count: u32,
-        /// The limit.
-        max: u32,
-    },
+    /// Refused because of what the key or its bucket holds (`409`: another data type).
+    Conflict(String),
     /// The write would make the key's clock too long.
     HistoryTooLong {
         /// Actors the write would leave.
@@ -136,10 +131,7 @@ impl From<crate::error::Error> for RemoteError {
                 actors: actors as u32,
                 max: max as u32,
             },
-            E::TooManySiblings { count, max } => RemoteError::TooManySiblings {
-                count: count as u32,
-                max: max as u32,
-            },
+            E::Conflict(m) => RemoteError::Conflict(m),
             E::ObjectTooLarge {
                 bytes,
                 siblings,
@@ -178,10 +170,7 @@ impl RemoteError {
                 actors: actors as usize,
                 max: max as usize,
             },
-            RemoteError::TooManySiblings { count, max } => E::TooManySiblings {
-                count: count as usize,
-                max: max as usize,
-            },
+            RemoteError::Conflict(m) => E::Conflict(m),
             RemoteError::Corrupt(m) => E::Corrupt(m),
             RemoteError::Quorum {
                 required,
@@ -306,7 +295,7 @@ mod tests {
             bucket: long.clone(),
             key: long,
             context: "A".repeat(yeskv_core::codec::TOKEN_LEN_MAX),
-            value: Some(ByteBuf::from(value.clone())),
+            body: crate::coordinator::WriteBody::Value(value.clone()),
             ttl_secs: Some(u64::MAX),
             w: u8::MAX,
             scope: crate::coordinator::Scope::Local("r".repeat(yeskv_layout::REGION_BYTES_MAX)),

@@ -21,7 +21,7 @@ use yeskv_core::{NodeId, Object};
 use yeskv_storage::Engine;
 
 use crate::context::{out_of_protocol, Liveness, NodeContext};
-use crate::coordinator::{Coordinator, Write};
+use crate::coordinator::{Coordinator, Write, WriteBody};
 use crate::error::Error;
 use crate::peer::{PeerRequest, PeerResponse, RemoteError};
 use crate::replica::{Hint, Slot};
@@ -87,8 +87,8 @@ pub enum ReplicationRequest {
         key: Vec<u8>,
         /// The client's context token (empty = none).
         context: String,
-        /// The value; `None` for a delete.
-        value: Option<serde_bytes::ByteBuf>,
+        /// What the write writes.
+        body: WriteBody,
         /// TTL of the value.
         ttl_secs: Option<u64>,
         /// Durable acknowledgements required (already resolved and capped), for
@@ -96,6 +96,17 @@ pub enum ReplicationRequest {
         w: u8,
         /// Which replicas the quorum counts.
         scope: crate::coordinator::Scope,
+    },
+    /// Extend the expiry of the key's expiring values to at least `expires_at_ms` (a touch:
+    /// no new version, no value sent; `Object::extend_expiry`).
+    Touch {
+        /// The key's hash (selects the stripe lock).
+        key_hash: u64,
+        /// The key's storage key.
+        #[serde(with = "serde_bytes")]
+        storage_key: Vec<u8>,
+        /// The new expiry.
+        expires_at_ms: u64,
     },
 }
 
@@ -109,6 +120,7 @@ impl ReplicationRequest {
             ReplicationRequest::MergeHint { .. } => "MergeHint",
             ReplicationRequest::MergeMany { .. } => "MergeMany",
             ReplicationRequest::Coordinate { .. } => "Coordinate",
+            ReplicationRequest::Touch { .. } => "Touch",
         }
     }
 
@@ -119,6 +131,7 @@ impl ReplicationRequest {
             ReplicationRequest::Read { .. }
                 | ReplicationRequest::Merge { .. }
                 | ReplicationRequest::MergeMany { .. }
+                | ReplicationRequest::Touch { .. }
         )
     }
 }
@@ -140,6 +153,13 @@ pub enum ReplicationResponse {
     Coordinated {
         /// The context token to hand to the client.
         context: String,
+        /// Siblings the key holds after the write, on the coordinator.
+        siblings: u32,
+    },
+    /// A `Touch` was applied (durably); `found`: the replica held a live expiring value.
+    Touched {
+        /// Whether anything was there to extend.
+        found: bool,
     },
 }
 
@@ -266,7 +286,7 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             bucket,
             key,
             context,
-            value,
+            body,
             ttl_secs,
             w,
             scope,
@@ -276,17 +296,36 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
                 Ok(ctx_token) => {
                     let write = Write {
                         ctx: ctx_token,
-                        value: value.map(|v| v.into_vec()),
+                        body,
                         ttl_secs,
                     };
                     c.coordinate_forwarded(&bucket, &key, &write, w, scope)
                         .await
                         .map(|after| ReplicationResponse::Coordinated {
-                            context: encode_token(&after, tag),
+                            context: encode_token(&after.ctx, tag),
+                            siblings: after.siblings.min(u32::MAX as usize) as u32,
                         })
                 }
                 Err(e) => Err(Error::BadRequest(e.to_string())),
             }
+        }
+        ReplicationRequest::Touch {
+            key_hash,
+            storage_key,
+            expires_at_ms,
+        } => {
+            if split_storage_key(&storage_key).is_none() {
+                return PeerResponse::Failed(RemoteError::BadRequest(
+                    "malformed storage key".into(),
+                ));
+            }
+            if let Some(refusal) = unless_in(ctx, &storage_key, Set::WriteSet) {
+                return refusal;
+            }
+            ctx.replica()
+                .touch(key_hash, &storage_key, expires_at_ms, ctx.now_ms())
+                .await
+                .map(|found| ReplicationResponse::Touched { found })
         }
     };
     match answer {
@@ -547,12 +586,12 @@ pub async fn coordinate_on<E: Engine>(
     w: u8,
     scope: &crate::coordinator::Scope,
     timeout: std::time::Duration,
-) -> Result<String, Error> {
+) -> Result<(String, u32), Error> {
     let request = ReplicationRequest::Coordinate {
         bucket: bucket.to_vec(),
         key: key.to_vec(),
         context: token,
-        value: write.value.clone().map(serde_bytes::ByteBuf::from),
+        body: write.body.clone(),
         ttl_secs: write.ttl_secs,
         w,
         scope: scope.clone(),
@@ -566,7 +605,31 @@ pub async fn coordinate_on<E: Engine>(
         )
         .await?
     {
-        PeerResponse::Replication(ReplicationResponse::Coordinated { context }) => Ok(context),
+        PeerResponse::Replication(ReplicationResponse::Coordinated { context, siblings }) => {
+            Ok((context, siblings))
+        }
         other => Err(out_of_protocol(node, "Coordinate", other)),
+    }
+}
+
+/// Sends a touch of a key to `node` (a replica of it); `Ok(found)` once applied there.
+pub async fn send_touch<E: Engine>(
+    ctx: &NodeContext<E>,
+    node: &NodeId,
+    key_hash: u64,
+    storage_key: &[u8],
+    expires_at_ms: u64,
+) -> Result<bool, Error> {
+    let request = ReplicationRequest::Touch {
+        key_hash,
+        storage_key: storage_key.to_vec(),
+        expires_at_ms,
+    };
+    match ctx
+        .call(node, PeerRequest::Replication(request), Liveness::IfUp)
+        .await?
+    {
+        PeerResponse::Replication(ReplicationResponse::Touched { found }) => Ok(found),
+        other => Err(out_of_protocol(node, "Touch", other)),
     }
 }

@@ -51,6 +51,10 @@ pub trait Topology: Send + Sync + 'static {
     fn syncing(&self) -> Vec<(u16, u64)> {
         Vec::new()
     }
+    /// The properties of `bucket`: a plain bucket unless the layout state says otherwise.
+    fn bucket_props(&self, _bucket: &[u8]) -> yeskv_core::BucketProps {
+        yeskv_core::BucketProps::default()
+    }
     /// The regions the layout places replicas in (empty without regions).
     fn regions(&self) -> Vec<Arc<str>> {
         Vec::new()

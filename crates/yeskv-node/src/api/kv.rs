@@ -14,19 +14,21 @@ use percent_encoding::percent_decode_str;
 use serde_json::json;
 use yeskv_core::codec::{decode_token, encode_token};
 use yeskv_core::keyspace::key_tag;
-use yeskv_core::{CausalContext, Object, Quorum};
+use yeskv_core::{CausalContext, Conflict, Object, Quorum};
 use yeskv_storage::Engine;
 
 use super::{json_error, AppState, Serving, CONTEXT_HEADER, LAYOUT_VERSION_HEADER};
 use crate::config::{Limits, TTL_SECS_MAX};
+use crate::coordinator::{Write, WriteBody, Written};
 use crate::error::Error;
 use crate::metrics;
 
-/// Parsed `/v1/kv/{bucket}/{key}` path.
-fn parse_kv_path(uri: &Uri, limits: &Limits) -> Result<(Vec<u8>, Vec<u8>), Error> {
+/// Parsed `/v1/kv/{bucket}/{key}` (or `/v1/dt/...`) path.
+pub(super) fn parse_kv_path(uri: &Uri, limits: &Limits) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let rest = uri
         .path()
         .strip_prefix("/v1/kv/")
+        .or_else(|| uri.path().strip_prefix("/v1/dt/"))
         .ok_or_else(|| Error::BadRequest("path must be /v1/kv/{bucket}/{key}".into()))?;
     let mut parts = rest.split('/');
     let (Some(b), Some(k), None) = (parts.next(), parts.next(), parts.next()) else {
@@ -58,13 +60,15 @@ fn parse_kv_path(uri: &Uri, limits: &Limits) -> Result<(Vec<u8>, Vec<u8>), Error
 
 /// Query parameters of a kv request.
 #[derive(Default, Debug)]
-struct KvQuery {
-    r: Option<Quorum>,
-    w: Option<Quorum>,
-    ttl_secs: Option<u64>,
+pub(super) struct KvQuery {
+    pub(super) r: Option<Quorum>,
+    pub(super) w: Option<Quorum>,
+    pub(super) ttl_secs: Option<u64>,
+    /// `POST ?touch`.
+    pub(super) touch: bool,
 }
 
-fn parse_query(uri: &Uri, method: &Method) -> Result<KvQuery, Error> {
+pub(super) fn parse_query(uri: &Uri, method: &Method) -> Result<KvQuery, Error> {
     let mut q = KvQuery::default();
     let Some(query) = uri.query() else {
         return Ok(q);
@@ -79,8 +83,9 @@ fn parse_query(uri: &Uri, method: &Method) -> Result<KvQuery, Error> {
         };
         match (name, method) {
             ("r", &Method::GET) => q.r = Some(quorum("r")?),
-            ("w", &Method::PUT | &Method::DELETE) => q.w = Some(quorum("w")?),
-            ("ttl", &Method::PUT) => {
+            ("w", &Method::PUT | &Method::DELETE | &Method::POST) => q.w = Some(quorum("w")?),
+            ("touch", &Method::POST) if value.is_empty() => q.touch = true,
+            ("ttl", &Method::PUT | &Method::POST) => {
                 let t: u64 = value.parse().map_err(|_| {
                     Error::BadRequest(format!(
                         "ttl must be a whole number of seconds, got {value:?}"
@@ -103,7 +108,7 @@ fn parse_query(uri: &Uri, method: &Method) -> Result<KvQuery, Error> {
     Ok(q)
 }
 
-fn parse_context(headers: &HeaderMap, tag: u32) -> Result<Option<CausalContext>, Error> {
+pub(super) fn parse_context(headers: &HeaderMap, tag: u32) -> Result<Option<CausalContext>, Error> {
     match headers.get(CONTEXT_HEADER) {
         None => Ok(None),
         Some(v) => {
@@ -117,7 +122,7 @@ fn parse_context(headers: &HeaderMap, tag: u32) -> Result<Option<CausalContext>,
     }
 }
 
-fn context_header(ctx: &CausalContext, tag: u32) -> HeaderValue {
+pub(super) fn context_header(ctx: &CausalContext, tag: u32) -> HeaderValue {
     // base64url is always a valid header value.
     HeaderValue::from_str(&encode_token(ctx, tag)).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -156,6 +161,12 @@ async fn kv_inner<E: Engine>(
     let tag = key_tag(&bucket, &key);
     let ctx = parse_context(&headers, tag)?;
     let coord = &state.coordinator;
+    let props = coord.bucket_props(&bucket);
+    if let Some(kind) = props.datatype {
+        return Err(Error::Conflict(format!(
+            "the bucket holds {kind}s: use /v1/dt/{{bucket}}/{{key}}"
+        )));
+    }
     match method {
         Method::GET | Method::HEAD => {
             let obj = coord.get(&bucket, &key, query.r).await?;
@@ -163,7 +174,28 @@ async fn kv_inner<E: Engine>(
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|a| a.contains("application/json"));
-            Ok(read_response(&obj, tag, json_mode, coord.now_ms()))
+            let now = coord.now_ms();
+            coord.slide(&bucket, &key, &obj);
+            let mut resp = match props.conflict {
+                Conflict::Lww => lww_response(&obj, tag, json_mode, now),
+                Conflict::Siblings => read_response(&obj, tag, json_mode, now),
+            };
+            flag_siblings(
+                &mut resp,
+                obj.visible(now).count(),
+                state.limits.siblings_max,
+            );
+            Ok(resp)
+        }
+        Method::POST if query.touch => {
+            let ttl = query.ttl_secs.or(props.ttl_secs).ok_or_else(|| {
+                Error::BadRequest("touch needs &ttl=SECONDS on a bucket without ttl_secs".into())
+            })?;
+            ::metrics::counter!(metrics::TOUCHES, "reason" => "touch").increment(1);
+            match coord.touch(&bucket, &key, ttl, query.w).await? {
+                true => Ok(StatusCode::NO_CONTENT.into_response()),
+                false => Ok(json_error(StatusCode::NOT_FOUND, "not found")),
+            }
         }
         Method::PUT => {
             let limit = state.limits.value_bytes_max;
@@ -181,34 +213,84 @@ async fn kv_inner<E: Engine>(
             let value: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
                 Error::TooLarge(format!("value exceeds the limit of {limit} bytes"))
             })?;
-            let after = coord
-                .put(
-                    &bucket,
-                    &key,
-                    ctx.unwrap_or_default(),
-                    Some(value.to_vec()),
-                    query.ttl_secs,
-                    query.w,
-                )
-                .await?;
-            Ok(written(&after, tag))
+            let write = Write {
+                ctx: ctx.unwrap_or_default(),
+                body: WriteBody::Value(value.to_vec()),
+                ttl_secs: query.ttl_secs,
+            };
+            let after = coord.write(&bucket, &key, write, query.w).await?;
+            Ok(written(&after, tag, state.limits.siblings_max))
         }
         Method::DELETE => {
             let ctx = ctx.ok_or(Error::ContextRequired)?;
-            let after = coord.put(&bucket, &key, ctx, None, None, query.w).await?;
-            Ok(written(&after, tag))
+            let write = Write {
+                ctx,
+                body: WriteBody::Delete,
+                ttl_secs: None,
+            };
+            let after = coord.write(&bucket, &key, write, query.w).await?;
+            Ok(written(&after, tag, state.limits.siblings_max))
         }
+        Method::POST => Err(Error::BadRequest(
+            "POST on /v1/kv/{bucket}/{key} needs ?touch".into(),
+        )),
         _ => Ok(json_error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "use GET, PUT or DELETE on /v1/kv/{bucket}/{key}",
+            "use GET, PUT, DELETE or POST ?touch on /v1/kv/{bucket}/{key}",
         )),
     }
 }
 
-fn written(ctx: &CausalContext, tag: u32) -> Response {
+/// The answer to a write: `204` with the new context, flagged when the key holds more
+/// siblings than `limits.siblings_max`.
+pub(super) fn written(after: &Written, tag: u32, siblings_max: usize) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
-        .insert(CONTEXT_HEADER, context_header(ctx, tag));
+        .insert(CONTEXT_HEADER, context_header(&after.ctx, tag));
+    flag_siblings(&mut resp, after.siblings, siblings_max);
+    resp
+}
+
+/// The header that flags a key over `limits.siblings_max`: how many siblings it holds.
+pub const SIBLINGS_HEADER: &str = "x-yeskv-siblings";
+
+/// Adds [`SIBLINGS_HEADER`] when `siblings` exceeds `max` (a plain bucket never refuses a
+/// write for its siblings; it says so instead).
+fn flag_siblings(resp: &mut Response, siblings: usize, max: usize) {
+    if siblings > max {
+        resp.headers_mut()
+            .insert(SIBLINGS_HEADER, HeaderValue::from(siblings as u64));
+    }
+}
+
+/// The answer to a read of a last-writer-wins bucket: the version with the highest timestamp
+/// (ties broken by dot), `404` when it is a tombstone or nothing is visible.
+fn lww_response(obj: &Object, tag: u32, json_mode: bool, now_ms: u64) -> Response {
+    let winner = obj
+        .visible(now_ms)
+        .max_by(|a, b| (a.version.written_at_ms, &a.dot).cmp(&(b.version.written_at_ms, &b.dot)));
+    let ctx = context_header(&obj.context(), tag);
+    let mut resp = match winner.and_then(|s| s.version.value.as_ref()) {
+        None => json_error(StatusCode::NOT_FOUND, "not found"),
+        Some(v) if json_mode => {
+            let body = json!({
+                "context": ctx.to_str().unwrap_or_default(),
+                "siblings": [{ "value": BASE64.encode(v), "deleted": false }],
+            });
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Some(v) => {
+            let mut r = (StatusCode::OK, v.clone()).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r
+        }
+    };
+    if !obj.is_empty() {
+        resp.headers_mut().insert(CONTEXT_HEADER, ctx);
+    }
     resp
 }
 

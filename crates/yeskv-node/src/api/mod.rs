@@ -1,6 +1,6 @@
 //! The client HTTP API (axum), exactly as `shared/spec/interface.md` describes it.
 //!
-//! Modules: [`kv`] (`/v1/kv`: keys and values), [`node`] (`/v1/status`, `/v1/ring`,
+//! Modules: [`kv`] (`/v1/kv`: keys and values), [`dt`] (`/v1/dt`: data types), [`node`] (`/v1/status`, `/v1/ring`,
 //! `/v1/health`, `/metrics`, `/v1/admin/compact`), [`cluster`] (`/v1/cluster/*`: staged
 //! membership changes), [`state`] (what handlers share). This module routes and renders errors.
 //!
@@ -10,6 +10,7 @@
 //! buckets are raw path segments percent-decoded to bytes, so any byte string is a valid key.
 
 mod cluster;
+mod dt;
 mod kv;
 mod node;
 mod state;
@@ -40,6 +41,7 @@ pub const LAYOUT_VERSION_HEADER: &str = "x-yeskv-layout-version";
 pub fn router<E: Engine>(state: Arc<AppState<E>>) -> Router {
     Router::new()
         .route("/v1/kv/{*path}", any(kv::kv::<E>))
+        .route("/v1/dt/{*path}", any(dt::dt::<E>))
         .route("/v1/status", get(node::status::<E>))
         .route("/v1/ring", get(node::ring::<E>))
         .route("/v1/health", get(node::health::<E>))
@@ -72,9 +74,6 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match self {
-            Error::TooManySiblings { .. } => {
-                ::metrics::counter!(metrics::SIBLING_LIMIT_REFUSED).increment(1)
-            }
             Error::ObjectTooLarge { .. } => {
                 ::metrics::counter!(metrics::OBJECT_LIMIT_REFUSED).increment(1)
             }

@@ -56,6 +56,7 @@
 //!
 //! The replicas' side of each message is in [`crate::replication`].
 
+mod expiry;
 mod read;
 mod write;
 
@@ -63,8 +64,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use yeskv_core::datatypes::DtOp;
 use yeskv_core::keyspace::{key_hash, partition_of, storage_key};
-use yeskv_core::{CausalContext, NodeId, Quorum, QuorumSets, QuorumTracker, ScopedQuorum};
+use yeskv_core::{
+    BucketProps, CausalContext, NodeId, Quorum, QuorumSets, QuorumTracker, ScopedQuorum,
+};
 use yeskv_storage::Engine;
 
 use crate::context::NodeContext;
@@ -93,10 +97,30 @@ impl<E: Engine> Clone for Coordinator<E> {
 pub struct Write {
     /// What the client had seen.
     pub ctx: CausalContext,
-    /// The value; `None` for a delete.
-    pub value: Option<Vec<u8>>,
-    /// TTL of the value, if the request set one.
+    /// What it writes.
+    pub body: WriteBody,
+    /// TTL of the value, if the request set one (else the bucket's, if any).
     pub ttl_secs: Option<u64>,
+}
+
+/// What a client write writes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WriteBody {
+    /// A value (plain or last-writer-wins bucket).
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A delete: a tombstone superseding what the context covers.
+    Delete,
+    /// An operation on a data-type key.
+    Dt(DtOp),
+}
+
+/// What a coordinated write left.
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// The context the client holds afterwards.
+    pub ctx: CausalContext,
+    /// Siblings the key holds after the write, on its coordinator.
+    pub siblings: usize,
 }
 
 /// Which replicas a request's quorum counts (see the module docs).
@@ -122,6 +146,8 @@ struct Placement {
     data: Arc<[NodeId]>,
     /// Every node a write goes to: `replicas`, then former holders still serving the key.
     writes: Arc<[NodeId]>,
+    /// The bucket's properties.
+    props: BucketProps,
 }
 
 impl<E: Engine> Coordinator<E> {
@@ -167,7 +193,13 @@ impl<E: Engine> Coordinator<E> {
             replicas: self.ctx.topology().preference(partition),
             data: self.ctx.topology().data_holders(partition),
             writes: self.ctx.topology().write_set(partition),
+            props: self.ctx.topology().bucket_props(bucket),
         }
+    }
+
+    /// The properties of `bucket` (from the last layout state this node applied).
+    pub fn bucket_props(&self, bucket: &[u8]) -> BucketProps {
+        self.ctx.topology().bucket_props(bucket)
     }
 
     /// Resolves a requested quorum (or the default) against the key's replica count — `n`, or

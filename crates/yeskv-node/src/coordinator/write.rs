@@ -6,14 +6,17 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use yeskv_core::codec::{decode_token, encode_record, encode_token};
+use yeskv_core::datatypes::{self, OpError};
 use yeskv_core::keyspace::key_tag;
-use yeskv_core::{CausalContext, NodeId, Outcome, Quorum, Version};
+use yeskv_core::{
+    BucketProps, CausalContext, Conflict, Dot, NodeId, Object, Outcome, Quorum, Version,
+};
 use yeskv_storage::Engine;
 
-use super::{write_quorum_error, Coordinator, Placement, Scope, Write};
+use super::{write_quorum_error, Coordinator, Placement, Scope, Write, WriteBody, Written};
 use crate::context::Liveness;
 use crate::error::Error;
-use crate::replica::Slot;
+use crate::replica::{Change, Slot};
 use crate::replication::{self, Holder};
 
 impl<E: Engine> Coordinator<E> {
@@ -39,14 +42,31 @@ impl<E: Engine> Coordinator<E> {
         ttl_secs: Option<u64>,
         w: Option<Quorum>,
     ) -> Result<CausalContext, Error> {
-        let p = self.place(bucket, key);
-        let required = self.quorum(w, self.settings().w, &p, p.writes.len(), "w")?;
-        let scope = self.scope(w, &p);
+        let body = match value {
+            Some(v) => WriteBody::Value(v),
+            None => WriteBody::Delete,
+        };
         let write = Write {
             ctx,
-            value,
+            body,
             ttl_secs,
         };
+        Ok(self.write(bucket, key, write, w).await?.ctx)
+    }
+
+    /// Coordinates a client write (a value, a delete or a data-type operation); see the
+    /// module docs of [`crate::coordinator`].
+    pub async fn write(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        write: Write,
+        w: Option<Quorum>,
+    ) -> Result<Written, Error> {
+        let p = self.place(bucket, key);
+        check_body(&write.body, &p.props)?;
+        let required = self.quorum(w, self.settings().w, &p, p.writes.len(), "w")?;
+        let scope = self.scope(w, &p);
         // Only a node that holds the key's data mints a dot of its own actor for it: a node still
         // receiving the partition clears it before its first copy, and a dot minted over a copy
         // that lost the actor's earlier dots of the key would cover writes it never saw (found by
@@ -65,7 +85,7 @@ impl<E: Engine> Coordinator<E> {
                         .forward(bucket, key, &p, &write, required, &scope)
                         .await
                     {
-                        Ok(ctx) => Ok(ctx),
+                        Ok(written) => Ok(written),
                         Err(Forward::Unreachable(errors)) => {
                             Err(Error::Storage(format!("{local}; {errors}")))
                         }
@@ -79,7 +99,7 @@ impl<E: Engine> Coordinator<E> {
             .forward(bucket, key, &p, &write, required, &scope)
             .await
         {
-            Ok(ctx) => Ok(ctx),
+            Ok(written) => Ok(written),
             // No primary could coordinate (all down, or none answered): this node stands in
             // for the first primary and coordinates the write itself (sloppy quorum), so the
             // write fails only when fewer than `w` nodes of the whole cluster can take it.
@@ -114,26 +134,58 @@ impl<E: Engine> Coordinator<E> {
         required: u8,
         scope: &Scope,
         stand_in_for: Option<NodeId>,
-    ) -> Result<CausalContext, Error> {
+    ) -> Result<Written, Error> {
         let Write {
             ctx,
-            value,
+            body,
             ttl_secs,
         } = write;
         let now = self.now_ms();
-        let version = match value {
-            None => Version::tombstone(now),
-            Some(v) => {
-                let ttl = ttl_secs.or(match self.settings().default_ttl_secs {
-                    0 => None,
-                    t => Some(t),
-                });
-                Version::value(
-                    v.clone(),
-                    now,
-                    ttl.map(|t| now.saturating_add(t.saturating_mul(1000))),
-                )
+        let ttl = ttl_secs
+            .or(p.props.ttl_secs)
+            .or(match self.settings().default_ttl_secs {
+                0 => None,
+                t => Some(t),
+            });
+        let expires = ttl.map(|t| now.saturating_add(t.saturating_mul(1000)));
+        let lww = p.props.conflict == Conflict::Lww;
+        // A fold sees the key's object under its lock: data-type operations fold the siblings'
+        // states, last-writer-wins writes stamp past every version held.
+        let fold: Option<Fold<'_>> = match body {
+            WriteBody::Dt(op) => {
+                let kind = p.props.datatype.ok_or_else(|| {
+                    Error::Conflict("a data-type operation on a plain bucket".into())
+                })?;
+                // What a remove removes: what the client read, else all the coordinator holds.
+                let read = (!ctx.seen.is_empty()).then(|| ctx.seen.clone());
+                Some(Box::new(move |obj: &Object, dot: &Dot| {
+                    let values = obj.visible(now).filter_map(|s| s.version.value.as_deref());
+                    let mut state = datatypes::fold(kind, values).map_err(|e| {
+                        Error::Conflict(format!("the key does not hold a {kind}: {e}"))
+                    })?;
+                    let seen = read.clone().unwrap_or_else(|| obj.clock().clone());
+                    state.apply(op, dot, &seen);
+                    Ok(Version::value(state.encode(), now, expires))
+                }))
             }
+            WriteBody::Value(v) if lww => Some(Box::new(move |obj: &Object, _: &Dot| {
+                Ok(Version::value(v.clone(), lww_stamp(obj, now), expires))
+            })),
+            WriteBody::Delete if lww => Some(Box::new(move |obj: &Object, _: &Dot| {
+                Ok(Version::tombstone(lww_stamp(obj, now)))
+            })),
+            WriteBody::Value(_) | WriteBody::Delete => None,
+        };
+        let change = match (&fold, body) {
+            (Some(f), _) => Change::Fold(f.as_ref()),
+            (None, WriteBody::Value(v)) => Change::Put {
+                ctx,
+                version: Version::value(v.clone(), now, expires),
+            },
+            (None, _) => Change::Put {
+                ctx,
+                version: Version::tombstone(now),
+            },
         };
         let slot = match &stand_in_for {
             None => Slot::Own,
@@ -154,18 +206,29 @@ impl<E: Engine> Coordinator<E> {
         };
         let (obj, dot) = self
             .replica()
-            .coordinate_queuing(
-                slot,
-                p.hash,
-                &p.storage_key,
-                ctx,
-                version,
-                now,
-                self.settings().siblings_max,
-                &xr,
-            )
+            .coordinate_queuing(slot, p.hash, &p.storage_key, change, now, &xr)
             .await?;
-        let after = ctx.clone().with_dot(dot);
+        // A fold's new version holds everything the object did: its context is the clock.
+        let after = Written {
+            ctx: match fold {
+                Some(_) => obj.context(),
+                None => ctx.clone().with_dot(dot),
+            },
+            siblings: obj.siblings().len(),
+        };
+        if let WriteBody::Dt(op) = body {
+            metrics::counter!(crate::metrics::DT_OPS, "type" => op.datatype().as_str())
+                .increment(1);
+        } else if after.siblings > self.settings().siblings_max {
+            // A plain bucket never refuses a write for its siblings: flagged instead.
+            metrics::counter!(crate::metrics::SIBLINGS_OVER_LIMIT).increment(1);
+            tracing::warn!(
+                key = %String::from_utf8_lossy(&p.storage_key),
+                siblings = after.siblings,
+                max = self.settings().siblings_max,
+                "a key holds more siblings than limits.siblings_max; read it and write back a merge"
+            );
+        }
         let me = stand_in_for.as_ref().unwrap_or(self.ctx.topology().local());
         let mut quorum = self.write_quorum(p, scope, required);
         let outcome = quorum.record(
@@ -372,7 +435,7 @@ impl<E: Engine> Coordinator<E> {
         write: &Write,
         required: u8,
         scope: &Scope,
-    ) -> Result<CausalContext, Forward> {
+    ) -> Result<Written, Forward> {
         let tag = key_tag(bucket, key);
         let token = encode_token(&write.ctx, tag);
         // A forwarded write waits for its own replication round, which may include a fallback
@@ -404,8 +467,12 @@ impl<E: Engine> Coordinator<E> {
             )
             .await;
             match answer {
-                Ok(context) => {
+                Ok((context, siblings)) => {
                     return decode_token(&context, tag)
+                        .map(|ctx| Written {
+                            ctx,
+                            siblings: siblings as usize,
+                        })
                         .map_err(|e| Forward::Refused(Error::InvalidContext(e)));
                 }
                 // Not asked (believed down, no address, no connection could be made: the
@@ -445,8 +512,9 @@ impl<E: Engine> Coordinator<E> {
         write: &Write,
         w: u8,
         scope: Scope,
-    ) -> Result<CausalContext, Error> {
+    ) -> Result<Written, Error> {
         let p = self.place(bucket, key);
+        check_body(&write.body, &p.props)?;
         if !p.data.iter().any(|n| self.is_local(n)) {
             return Err(Error::NotServing(
                 "not a holder of this key's data in its layout",
@@ -459,6 +527,40 @@ impl<E: Engine> Coordinator<E> {
             other => other,
         };
         self.coordinate_local(&p, write, w, &scope, None).await
+    }
+}
+
+/// A version made under the key's lock from its object and the new dot ([`Change::Fold`]).
+type Fold<'a> = Box<dyn Fn(&Object, &Dot) -> Result<Version, Error> + Send + Sync + 'a>;
+
+/// The timestamp of a last-writer-wins write: now, or past every version this replica holds
+/// for the key if its clock is behind theirs (a hybrid logical clock per key: a write always
+/// wins over what its coordinator had seen).
+fn lww_stamp(obj: &Object, now_ms: u64) -> u64 {
+    obj.siblings()
+        .iter()
+        .map(|s| s.version.written_at_ms.saturating_add(1))
+        .max()
+        .unwrap_or(0)
+        .max(now_ms)
+}
+
+/// Checks a write against its bucket: data-type operations only on a bucket of their type,
+/// values only on plain buckets.
+pub(crate) fn check_body(body: &WriteBody, props: &BucketProps) -> Result<(), Error> {
+    match (body, props.datatype) {
+        (WriteBody::Dt(op), Some(kind)) => op.check(kind).map_err(|e| match e {
+            OpError::Malformed(m) => Error::BadRequest(m),
+            e @ OpError::WrongType { .. } => Error::Conflict(e.to_string()),
+        }),
+        (WriteBody::Dt(op), None) => Err(Error::Conflict(format!(
+            "a {} operation on a plain bucket (set its datatype with PUT /v1/buckets/{{bucket}})",
+            op.datatype()
+        ))),
+        (WriteBody::Value(_), Some(kind)) => Err(Error::Conflict(format!(
+            "the bucket holds {kind}s: write with POST /v1/dt/{{bucket}}/{{key}}"
+        ))),
+        _ => Ok(()),
     }
 }
 

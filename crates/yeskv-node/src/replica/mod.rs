@@ -82,6 +82,21 @@ const META_TREE: &[u8] = b"aae/";
 /// Rows per page when scanning a partition.
 const SCAN_PAGE_ROWS: usize = 4096;
 
+/// What a coordinated write does to its key's object ([`Replica::coordinate_queuing`]).
+pub enum Change<'a> {
+    /// A client write: supersedes the siblings `ctx` covers and adds `version`.
+    Put {
+        /// What the client had seen.
+        ctx: &'a CausalContext,
+        /// What it writes.
+        version: Version,
+    },
+    /// Supersedes every sibling held here with a version made, under the key's lock, from the
+    /// object and the new write's dot: a data-type operation folding the siblings' states, a
+    /// last-writer-wins write. An error stores nothing.
+    Fold(&'a (dyn Fn(&Object, &Dot) -> Result<Version, Error> + Sync)),
+}
+
 /// Where an object lives on this node: among its own replicas, or as a hint for another node.
 #[derive(Clone, Copy, Debug)]
 pub enum Slot<'a> {
@@ -472,8 +487,7 @@ impl<E: Engine> Replica<E> {
 
     /// Applies a client write as coordinator: the new sibling gets a fresh dot of this replica's
     /// actor. Returns the resulting object and the new dot once the write is durable. Refused,
-    /// with nothing stored, if it would leave more than `siblings_max` siblings or grow the
-    /// object past `object_bytes_max` as stored (an object that grew past it by merges may
+    /// with nothing stored, if it would grow the object past `object_bytes_max` as stored (an object that grew past it by merges may
     /// still shrink: a write with a context that supersedes siblings is the way out).
     #[allow(clippy::too_many_arguments)]
     pub async fn coordinate(
@@ -484,16 +498,13 @@ impl<E: Engine> Replica<E> {
         ctx: &CausalContext,
         version: Version,
         now_ms: u64,
-        siblings_max: usize,
     ) -> Result<(Object, Dot), Error> {
         self.coordinate_queuing(
             slot,
             key_hash,
             storage_key,
-            ctx,
-            version,
+            Change::Put { ctx, version },
             now_ms,
-            siblings_max,
             &[],
         )
         .await
@@ -507,16 +518,17 @@ impl<E: Engine> Replica<E> {
         slot: Slot<'_>,
         key_hash: u64,
         storage_key: &[u8],
-        ctx: &CausalContext,
-        version: Version,
+        change: Change<'_>,
         now_ms: u64,
-        siblings_max: usize,
         xr: &[Arc<str>],
     ) -> Result<(Object, Dot), Error> {
         // Every dot of this actor was drawn from its sequence, so a context that names a
         // higher counter of it is forged (a token's CRC is no signature); taking it would
         // move the sequence — for every key — to wherever the token says, up to overflow.
-        let claimed = ctx.max_counter(&self.actor);
+        let claimed = match &change {
+            Change::Put { ctx, .. } => ctx.max_counter(&self.actor),
+            Change::Fold(_) => 0,
+        };
         if claimed > self.dot_seq.load(Ordering::SeqCst) {
             return Err(Error::BadRequest(format!(
                 "the causal context names write {claimed} of {}, which it never made",
@@ -528,16 +540,11 @@ impl<E: Engine> Replica<E> {
             let mut obj = self.load_slot(slot, storage_key)?;
             let before = obj.clone();
             let mut stand_in = None;
-            let dot = match slot {
-                Slot::Own => {
-                    let next = self.dot_seq.fetch_add(1, Ordering::SeqCst) + 1;
-                    let dot = obj.update_at_least(ctx, &self.actor, next, version, now_ms);
-                    // The sequence stays at or above every counter minted, whatever the
-                    // key's own history counted (it cannot count higher today: contexts are
-                    // checked above and pre-sequence directories get a new epoch).
-                    self.dot_seq.fetch_max(dot.counter, Ordering::SeqCst);
-                    dot
-                }
+            let (actor, floor) = match slot {
+                Slot::Own => (
+                    self.actor.clone(),
+                    self.dot_seq.fetch_add(1, Ordering::SeqCst) + 1,
+                ),
                 Slot::HintFor(t) => {
                     // The hint's own stand-in actor, or a fresh one for a new hint (see
                     // `hints.rs`, "Stand-in actors").
@@ -549,9 +556,26 @@ impl<E: Engine> Replica<E> {
                         None => self.stand_in_actor(),
                     };
                     stand_in = Some(actor.epoch);
-                    obj.update(ctx, &actor, version, now_ms)
+                    (actor, 1)
                 }
             };
+            let dot = match change {
+                Change::Put { ctx, version } => {
+                    obj.update_at_least(ctx, &actor, floor, version, now_ms)
+                }
+                Change::Fold(make) => {
+                    let dot = obj.next_dot(&actor, floor);
+                    let version = make(&obj, &dot)?;
+                    obj.supersede(dot.clone(), version);
+                    dot
+                }
+            };
+            if matches!(slot, Slot::Own) {
+                // The sequence stays at or above every counter minted, whatever the key's own
+                // history counted (it cannot count higher today: contexts are checked above and
+                // pre-sequence directories get a new epoch).
+                self.dot_seq.fetch_max(dot.counter, Ordering::SeqCst);
+            }
             let actors = obj.clock().len();
             if actors > yeskv_core::codec::CLOCK_ACTORS_MAX {
                 return Err(Error::HistoryTooLong {
@@ -560,12 +584,6 @@ impl<E: Engine> Replica<E> {
                 });
             }
             let count = obj.siblings().len();
-            if count > siblings_max {
-                return Err(Error::TooManySiblings {
-                    count,
-                    max: siblings_max,
-                });
-            }
             // Past the limit, an object could not replicate (issue 14: it outgrew the RPC frame).
             let bytes = record_len(&obj);
             if bytes > self.object_bytes_max && bytes > record_len(&before) {
@@ -592,6 +610,32 @@ impl<E: Engine> Replica<E> {
         // written".
         durable.wait().await?;
         Ok((obj, dot))
+    }
+
+    /// Extends the expiry of this node's own copy of a key to at least `expires_at_ms` (a
+    /// touch: [`Object::extend_expiry`], no new version). `Ok(false)` when the copy holds no
+    /// live value (nothing to extend: an expired session is not brought back).
+    pub async fn touch(
+        &self,
+        key_hash: u64,
+        storage_key: &[u8],
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, Error> {
+        let durable = {
+            let _guard = self.stripe(key_hash).lock();
+            let mut obj = self.load(storage_key)?;
+            if !obj.visible(now_ms).any(|s| !s.version.is_tombstone()) {
+                return Ok(false);
+            }
+            let before = obj.clone();
+            if !obj.extend_expiry(expires_at_ms) {
+                return Ok(true);
+            }
+            self.store(key_hash, storage_key, &before, &obj, &[], now_ms)?
+        };
+        durable.wait().await?;
+        Ok(true)
     }
 
     /// Merges an object from another replica (replication, read repair, anti-entropy, handoff)
@@ -750,7 +794,7 @@ mod tests {
             .await
             .expect("open");
         let v = Version::value(b"hello".to_vec(), 1, None);
-        r.coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 1, 100)
+        r.coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 1)
             .await
             .expect("write");
         let mut raw = engine
@@ -765,7 +809,7 @@ mod tests {
         // A write over a corrupt record is refused too: it would hide the damage.
         let v = Version::value(b"again".to_vec(), 2, None);
         assert!(r
-            .coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 2, 100)
+            .coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 2)
             .await
             .is_err());
     }
@@ -779,7 +823,7 @@ mod tests {
             .expect("open");
         let v = Version::value(b"hello".to_vec(), 1, None);
         let (good, _) = r
-            .coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 1, 100)
+            .coordinate(Slot::Own, 7, b"k", &CausalContext::empty(), v, 1)
             .await
             .expect("write");
         let mut raw = engine
@@ -794,25 +838,55 @@ mod tests {
         assert_eq!(r.read(b"k").expect("readable again"), good);
     }
 
+    /// A plain key never refuses a write for its number of siblings (issue 16): the
+    /// coordinator flags the object instead.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn sibling_limit_refuses_without_writing() {
+    async fn blind_writes_are_never_refused_for_their_siblings() {
+        let engine = Arc::new(MemoryEngine::new());
+        let (r, _) = Replica::open(engine, node(), 0, || 1).await.expect("open");
+        for i in 0..200u8 {
+            let v = Version::value(vec![i], 1, None);
+            r.coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1)
+                .await
+                .expect("write");
+        }
+        assert_eq!(r.read(b"k").expect("read").siblings().len(), 200);
+    }
+
+    /// A fold supersedes every sibling held, with a version made from the object.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_fold_supersedes_every_sibling() {
         let engine = Arc::new(MemoryEngine::new());
         let (r, _) = Replica::open(engine, node(), 0, || 1).await.expect("open");
         for i in 0..3u8 {
             let v = Version::value(vec![i], 1, None);
-            r.coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1, 3)
+            r.coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1)
                 .await
                 .expect("write");
         }
-        let v = Version::value(vec![9], 1, None);
-        let e = r
-            .coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1, 3)
-            .await;
-        assert!(matches!(
-            e,
-            Err(Error::TooManySiblings { count: 4, max: 3 })
-        ));
-        assert_eq!(r.read(b"k").expect("read").siblings().len(), 3);
+        let sum = |o: &Object, _: &Dot| -> Result<Version, Error> {
+            let total: u8 = o
+                .siblings()
+                .iter()
+                .filter_map(|s| s.version.value.as_ref())
+                .map(|v| v[0])
+                .sum();
+            Ok(Version::value(vec![total], 2, None))
+        };
+        let (obj, dot) = r
+            .coordinate_queuing(Slot::Own, 1, b"k", Change::Fold(&sum), 2, &[])
+            .await
+            .expect("fold");
+        assert_eq!(obj.siblings().len(), 1);
+        assert_eq!(obj.siblings()[0].version.value, Some(vec![3]));
+        assert!(obj.clock().contains(&dot));
+        let refuse =
+            |_: &Object, _: &Dot| -> Result<Version, Error> { Err(Error::BadRequest("no".into())) };
+        assert!(r
+            .coordinate_queuing(Slot::Own, 1, b"k", Change::Fold(&refuse), 3, &[])
+            .await
+            .is_err());
+        assert_eq!(r.read(b"k").expect("read"), obj);
     }
 
     /// Issue 14: blind writes pile up siblings until the object would pass its limit; that
@@ -827,7 +901,7 @@ mod tests {
         let blind = CausalContext::empty();
         let write = |i: u8| Version::value(vec![i; 1000], 1, None);
         for i in 0..3 {
-            r.coordinate(Slot::Own, 1, b"k", &blind, write(i), 1, 100)
+            r.coordinate(Slot::Own, 1, b"k", &blind, write(i), 1)
                 .await
                 .expect("under the limit");
         }
@@ -838,7 +912,7 @@ mod tests {
                 r.merge(slot, 1, b"k", &held, 1).await.expect("a hint");
                 assert_eq!(r.read_hint(t, b"k").expect("hint"), held);
             }
-            let e = r.coordinate(slot, 1, b"k", &blind, write(9), 1, 100).await;
+            let e = r.coordinate(slot, 1, b"k", &blind, write(9), 1).await;
             let Err(Error::ObjectTooLarge {
                 bytes,
                 siblings: 4,
@@ -862,18 +936,16 @@ mod tests {
         r.set_object_bytes_max(2000);
         let small = |i: u8| Version::value(vec![i; 10], 2, None);
         let (after, _) = r
-            .coordinate(Slot::Own, 1, b"k", &other.context(), small(1), 2, 100)
+            .coordinate(Slot::Own, 1, b"k", &other.context(), small(1), 2)
             .await
             .expect("a shrinking write");
         assert_eq!(after.siblings().len(), 4);
         assert!((2000..record_len(&merged)).contains(&record_len(&after)));
-        let e = r
-            .coordinate(Slot::Own, 1, b"k", &blind, small(2), 2, 100)
-            .await;
+        let e = r.coordinate(Slot::Own, 1, b"k", &blind, small(2), 2).await;
         assert!(matches!(e, Err(Error::ObjectTooLarge { .. })), "{e:?}");
         // The read's context supersedes every sibling: the object is the new value alone.
         let (last, _) = r
-            .coordinate(Slot::Own, 1, b"k", &after.context(), write(8), 3, 100)
+            .coordinate(Slot::Own, 1, b"k", &after.context(), write(8), 3)
             .await
             .expect("the way out");
         assert_eq!(last.siblings().len(), 1);
@@ -900,7 +972,6 @@ mod tests {
                 &empty,
                 Version::value(b"a".to_vec(), now, None),
                 now,
-                100,
             )
             .await
             .expect("write");
@@ -912,7 +983,6 @@ mod tests {
                 &written.context(),
                 Version::tombstone(now),
                 now,
-                100,
             )
             .await
             .expect("delete");
@@ -932,7 +1002,6 @@ mod tests {
                 &empty,
                 Version::value(b"b".to_vec(), now + 2, None),
                 now + 2,
-                100,
             )
             .await
             .expect("write after reap");
@@ -969,7 +1038,6 @@ mod tests {
                     &empty,
                     Version::value(vec![1], 1, None),
                     1,
-                    100,
                 )
                 .await
                 .expect("write");
@@ -989,7 +1057,6 @@ mod tests {
                 &empty,
                 Version::value(vec![1], 1, None),
                 1,
-                100,
             )
             .await
             .expect("write");
@@ -1032,7 +1099,6 @@ mod tests {
                 &empty,
                 Version::value(b"a".to_vec(), 1, None),
                 1,
-                100,
             )
             .await
             .expect("write");
@@ -1054,7 +1120,6 @@ mod tests {
                 &written.context(),
                 Version::value(b"b".to_vec(), 2, None),
                 2,
-                100,
             )
             .await
             .expect("newer");
@@ -1089,7 +1154,7 @@ mod tests {
         }
         let key = &[0u8, 3, b'k'][..];
         let v = Version::value(b"a".to_vec(), 1, None);
-        r.coordinate(Slot::Own, 9, key, &CausalContext::empty(), v, 1, 100)
+        r.coordinate(Slot::Own, 9, key, &CausalContext::empty(), v, 1)
             .await
             .expect("write");
         let good = r.tree_summary(3).expect("tree");
@@ -1120,7 +1185,7 @@ mod tests {
                 let sk = yeskv_core::keyspace::storage_key(p, b"b", key.as_bytes());
                 let hash = yeskv_core::keyspace::key_hash(b"b", key.as_bytes());
                 let v = Version::value(b"v".to_vec(), 1, None);
-                r.coordinate(Slot::Own, hash, &sk, &CausalContext::empty(), v, 1, 100)
+                r.coordinate(Slot::Own, hash, &sk, &CausalContext::empty(), v, 1)
                     .await
                     .expect("write");
             }
@@ -1147,12 +1212,12 @@ mod tests {
         let forged =
             CausalContext::from_seen([(r.actor().clone(), u64::MAX - 1)].into_iter().collect());
         let v = Version::value(b"x".to_vec(), 1, None);
-        let e = r.coordinate(Slot::Own, 1, b"k", &forged, v, 1, 100).await;
+        let e = r.coordinate(Slot::Own, 1, b"k", &forged, v, 1).await;
         assert!(matches!(e, Err(Error::BadRequest(_))), "{e:?}");
         assert!(r.read(b"k").expect("read").siblings().is_empty());
         let v = Version::value(b"y".to_vec(), 1, None);
         let (_, dot) = r
-            .coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1, 100)
+            .coordinate(Slot::Own, 1, b"k", &CausalContext::empty(), v, 1)
             .await
             .expect("write");
         assert_eq!(dot.counter, 1);
@@ -1178,7 +1243,7 @@ mod tests {
         let stored = r.read(b"k").expect("read");
         let ctx = CausalContext::from_seen(stored.clock().clone());
         let v = Version::value(b"one too many".to_vec(), 1, None);
-        let e = r.coordinate(Slot::Own, 1, b"k", &ctx, v, 1, 100).await;
+        let e = r.coordinate(Slot::Own, 1, b"k", &ctx, v, 1).await;
         assert!(matches!(e, Err(Error::HistoryTooLong { .. })), "{e:?}");
         assert_eq!(r.read(b"k").expect("read"), stored);
     }

@@ -210,7 +210,7 @@ mod tests {
         for (key, len) in [("a", 100), ("b", 100), ("c", 5000), ("d", 100)] {
             let v = Version::value(vec![7; len], 1, None);
             let sk = storage_key(3, b"b", key.as_bytes());
-            r.coordinate(Slot::Own, 1, &sk, &CausalContext::empty(), v, 1, 100)
+            r.coordinate(Slot::Own, 1, &sk, &CausalContext::empty(), v, 1)
                 .await
                 .expect("write");
         }

@@ -243,15 +243,25 @@ impl<E: Engine> Replica<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::Slot;
+    use crate::replica::{Change, Slot};
     use yeskv_core::{CausalContext, NodeId, Version};
     use yeskv_storage::MemoryEngine;
 
     async fn write(r: &Replica<Arc<MemoryEngine>>, key: &[u8], xr: &[Arc<str>], at: u64) {
         let v = Version::value(b"v".to_vec(), at, None);
-        r.coordinate_queuing(Slot::Own, 7, key, &CausalContext::empty(), v, at, 100, xr)
-            .await
-            .expect("write");
+        r.coordinate_queuing(
+            Slot::Own,
+            7,
+            key,
+            Change::Put {
+                ctx: &CausalContext::empty(),
+                version: v,
+            },
+            at,
+            xr,
+        )
+        .await
+        .expect("write");
     }
 
     /// Entries are queued with the write, per region, oldest first; they survive a crash
