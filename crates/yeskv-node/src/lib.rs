@@ -34,6 +34,7 @@ pub mod coordinator;
 pub mod dispatch;
 pub mod error;
 pub mod handoff;
+pub mod hot;
 pub mod metrics;
 pub mod node;
 pub mod peer;

@@ -71,25 +71,19 @@ async fn dt_inner<E: Engine>(
     };
     match method {
         Method::GET => {
-            let obj = coord.get(&bucket, &key, query.r).await?;
-            let now = coord.now_ms();
-            let values: Vec<&[u8]> = obj
-                .visible(now)
-                .filter_map(|s| s.version.value.as_deref())
-                .collect();
-            if values.is_empty() {
+            let read = coord.dt_read(&bucket, &key, &props, query.r).await?;
+            let obj = read.object;
+            let Some(value) = read.value else {
                 let mut resp = json_error(StatusCode::NOT_FOUND, "not found");
                 if !obj.is_empty() {
                     resp.headers_mut()
                         .insert(CONTEXT_HEADER, context_header(&obj.context(), tag));
                 }
                 return Ok(resp);
-            }
-            let state = datatypes::fold(kind, values.iter().copied())
-                .map_err(|e| Error::Conflict(format!("the key does not hold a {kind}: {e}")))?;
+            };
             coord.slide(&bucket, &key, &obj);
             let ctx = context_header(&obj.context(), tag);
-            let mut body = render(&state.value());
+            let mut body = render(&value);
             body.insert(
                 "context".into(),
                 Value::String(ctx.to_str().unwrap_or_default().to_string()),
@@ -123,7 +117,7 @@ async fn dt_inner<E: Engine>(
                 body: WriteBody::Dt(op),
                 ttl_secs: query.ttl_secs,
             };
-            let after = coord.write(&bucket, &key, write, query.w).await?;
+            let after = coord.dt_write(&bucket, &key, write, query.w).await?;
             Ok(written(&after, tag, usize::MAX))
         }
         _ => Ok(json_error(

@@ -1,7 +1,7 @@
 //! The client HTTP API (axum), exactly as `shared/spec/interface.md` describes it.
 //!
 //! Modules: [`kv`] (`/v1/kv`: keys and values), [`dt`] (`/v1/dt`: data types), [`node`] (`/v1/status`, `/v1/ring`,
-//! `/v1/health`, `/metrics`, `/v1/admin/compact`), [`cluster`] (`/v1/cluster/*`: staged
+//! `/v1/health`, `/v1/hot`, `/metrics`, `/v1/admin/compact`), [`cluster`] (`/v1/cluster/*`: staged
 //! membership changes), [`state`] (what handlers share). This module routes and renders errors.
 //!
 //! This module owns request parsing and validation (paths, query, limits, context tokens) and
@@ -45,6 +45,7 @@ pub fn router<E: Engine>(state: Arc<AppState<E>>) -> Router {
         .route("/v1/status", get(node::status::<E>))
         .route("/v1/ring", get(node::ring::<E>))
         .route("/v1/health", get(node::health::<E>))
+        .route("/v1/hot", get(node::hot::<E>))
         .route("/metrics", get(node::metrics_text::<E>))
         .route("/v1/admin/compact", axum::routing::post(node::compact::<E>))
         .route("/v1/cluster/join", axum::routing::post(cluster::join::<E>))

@@ -313,11 +313,12 @@ pub(super) async fn health<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
 pub(super) async fn metrics_text<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     match &state.metrics {
         Some(handle) => {
-            let text = metrics::render(
+            let mut text = metrics::render(
                 handle,
                 state.coordinator.replica().engine(),
                 &(state.peer_stats)(),
             );
+            hot_metrics(&mut text, state.coordinator.hot());
             let mut r = (StatusCode::OK, text).into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -330,4 +331,69 @@ pub(super) async fn metrics_text<E: Engine>(State(state): State<Arc<AppState<E>>
             "no metrics recorder in this process",
         ),
     }
+}
+
+/// Top keys shown in `/metrics` (`GET /v1/hot` shows every tracked one).
+const HOT_KEYS_IN_METRICS: usize = 10;
+
+/// Appends the hot keys and per-partition operation counts to the Prometheus text (rendered
+/// here: their label sets change with the load, and a key that cooled down must leave).
+fn hot_metrics(text: &mut String, hot: &crate::hot::HotKeys) {
+    use std::fmt::Write as _;
+    let label = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let _ = writeln!(
+        text,
+        "# HELP yeskv_hot_key_ops Operations on the hottest keys (Space-Saving estimate, halved every minute).\n# TYPE yeskv_hot_key_ops gauge"
+    );
+    for k in hot.top(HOT_KEYS_IN_METRICS) {
+        let _ = writeln!(
+            text,
+            "yeskv_hot_key_ops{{bucket=\"{}\",key=\"{}\"}} {}",
+            label(&k.bucket),
+            label(&k.key),
+            k.ops
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP yeskv_partition_ops_total Client operations coordinated here, by partition.\n# TYPE yeskv_partition_ops_total counter"
+    );
+    for (p, n) in hot.partitions() {
+        let _ = writeln!(text, "yeskv_partition_ops_total{{partition=\"{p}\"}} {n}");
+    }
+}
+
+/// `GET /v1/hot`: this node's hottest keys and its operations per partition.
+pub(super) async fn hot<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
+    let hot = state.coordinator.hot();
+    let keys: Vec<_> = hot
+        .top(crate::hot::TRACKED)
+        .into_iter()
+        .map(|k| {
+            json!({
+                "bucket": String::from_utf8_lossy(&k.bucket),
+                "key": String::from_utf8_lossy(&k.key),
+                "ops": k.ops,
+                "error": k.error,
+            })
+        })
+        .collect();
+    let mut partitions = hot.partitions();
+    partitions.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let partitions: Vec<_> = partitions
+        .into_iter()
+        .map(|(id, ops)| json!({ "id": id, "ops": ops }))
+        .collect();
+    axum::Json(json!({
+        "node": state.coordinator.context().topology().local().as_str(),
+        "decay_secs": crate::hot::DECAY.as_secs(),
+        "keys": keys,
+        "partitions": partitions,
+    }))
+    .into_response()
 }

@@ -58,7 +58,10 @@
 
 mod expiry;
 mod read;
+mod salt;
 mod write;
+
+pub use salt::{props_bucket, sub_key, DtRead, SALT_SUFFIX};
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -74,6 +77,7 @@ use yeskv_storage::Engine;
 use crate::context::NodeContext;
 pub use crate::context::Settings;
 use crate::error::Error;
+use crate::hot::HotKeys;
 
 /// See the module docs.
 pub struct Coordinator<E: Engine> {
@@ -81,6 +85,8 @@ pub struct Coordinator<E: Engine> {
     read_repairs: Arc<tokio::sync::Semaphore>,
     /// Reads coordinated (picks the ones that ask every replica).
     reads: Arc<AtomicU64>,
+    /// The hottest keys and partitions of client requests.
+    hot: Arc<HotKeys>,
 }
 
 impl<E: Engine> Clone for Coordinator<E> {
@@ -89,6 +95,7 @@ impl<E: Engine> Clone for Coordinator<E> {
             ctx: self.ctx.clone(),
             read_repairs: self.read_repairs.clone(),
             reads: self.reads.clone(),
+            hot: self.hot.clone(),
         }
     }
 }
@@ -156,11 +163,23 @@ impl<E: Engine> Coordinator<E> {
         let read_repairs = Arc::new(tokio::sync::Semaphore::new(
             ctx.settings().read_repair_inflight_max,
         ));
+        let hot = Arc::new(HotKeys::new(ctx.settings().partitions));
         Coordinator {
             ctx,
             read_repairs,
             reads: Arc::new(AtomicU64::new(0)),
+            hot,
         }
+    }
+
+    /// The hot-key and partition counters of client requests.
+    pub fn hot(&self) -> &HotKeys {
+        &self.hot
+    }
+
+    /// Counts a client request on `p`.
+    fn record_hot(&self, p: &Placement, bucket: &[u8], key: &[u8]) {
+        self.hot.record(p.partition, p.hash, bucket, key);
     }
 
     /// The node's context.
@@ -193,13 +212,14 @@ impl<E: Engine> Coordinator<E> {
             replicas: self.ctx.topology().preference(partition),
             data: self.ctx.topology().data_holders(partition),
             writes: self.ctx.topology().write_set(partition),
-            props: self.ctx.topology().bucket_props(bucket),
+            props: self.bucket_props(bucket),
         }
     }
 
-    /// The properties of `bucket` (from the last layout state this node applied).
+    /// The properties of `bucket` (from the last layout state this node applied); the
+    /// sub-keys of a salted bucket follow it ([`props_bucket`]).
     pub fn bucket_props(&self, bucket: &[u8]) -> BucketProps {
-        self.ctx.topology().bucket_props(bucket)
+        self.ctx.topology().bucket_props(props_bucket(bucket))
     }
 
     /// Resolves a requested quorum (or the default) against the key's replica count — `n`, or

@@ -78,6 +78,7 @@ impl<E: Engine> Coordinator<E> {
     /// [`Coordinator::read_repair`]).
     pub async fn get(&self, bucket: &[u8], key: &[u8], r: Option<Quorum>) -> Result<Object, Error> {
         let p = self.place(bucket, key);
+        self.record_hot(&p, bucket, key);
         let mut required = self.quorum(r, self.settings().r, &p, p.data.len(), "r")?;
         // `local_quorum` asks and counts the data holders of this node's region only (the
         // other regions converge by replication and anti-entropy); `each_quorum` reads ask a

@@ -64,6 +64,7 @@ impl<E: Engine> Coordinator<E> {
         w: Option<Quorum>,
     ) -> Result<Written, Error> {
         let p = self.place(bucket, key);
+        self.record_hot(&p, bucket, key);
         check_body(&write.body, &p.props)?;
         let required = self.quorum(w, self.settings().w, &p, p.writes.len(), "w")?;
         let scope = self.scope(w, &p);
