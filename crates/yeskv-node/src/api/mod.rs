@@ -74,11 +74,8 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        match self {
-            Error::ObjectTooLarge { .. } => {
-                ::metrics::counter!(metrics::OBJECT_LIMIT_REFUSED).increment(1)
-            }
-            _ => {}
+        if let Error::ObjectTooLarge { .. } = self {
+            ::metrics::counter!(metrics::OBJECT_LIMIT_REFUSED).increment(1)
         }
         json_error(self.status(), &self.to_string())
     }
