@@ -1017,8 +1017,8 @@ fn format_3_fixture_decodes() {
 /// The fixture layout's bytes after the format byte (formats 3 and 4 encode a layout alike).
 const FIXTURE_LAYOUT_BODY: &[u8] = &[
     1, 1, 7, b'f', b'i', b'x', b't', b'u', b'r', b'e', 3, 2, 1, 2, b'n', b'1', 1, b'z', 1, 1, 3,
-    b'h', b':', b'1', 3, b'p', b':', b'2', 7, b'd', b'e', b'f', b'a', b'u', b'l', b't', 1, 2, 0,
-    0, 0, 0,
+    b'h', b':', b'1', 3, b'p', b':', b'2', 7, b'd', b'e', b'f', b'a', b'u', b'l', b't', 1, 2, 0, 0,
+    0, 0,
 ];
 
 /// The state of a cluster bootstrapped with the fixture layout.
@@ -1176,7 +1176,8 @@ fn invalid_bucket_properties_are_refused() {
 
     let mut full = state.clone();
     for i in 0..BUCKETS_MAX {
-        full.buckets.insert(format!("b{i}").into_bytes(), lww.clone());
+        full.buckets
+            .insert(format!("b{i}").into_bytes(), lww.clone());
     }
     assert!(refused_by(&full, b"one-more", lww.clone()).contains("at most"));
     // A bucket already set can still change, and one can be set back to the defaults.

@@ -44,7 +44,8 @@
 //! - [`raft`]: the openraft glue: log store, state machine, network over `yeskv-rpc`
 //!   ([`RaftRpc`]).
 //! - [`LayoutService`]: what the node starts and calls: `bootstrap_single`, `stage_join`,
-//!   `stage_leave`, `plan`, `commit`, `current`, `subscribe`, `handle`.
+//!   `stage_leave`, `plan`, `commit`, `set_bucket`, `current`, `bucket_props`, `subscribe`,
+//!   `subscribe_state`, `handle`.
 //! - [`LayoutConfig`]: its settings.
 
 #![deny(missing_docs)]

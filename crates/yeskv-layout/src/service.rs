@@ -357,7 +357,12 @@ impl LayoutService {
     /// The properties of `bucket` in the state this node last applied (the defaults for a
     /// bucket never set). Never blocks, never needs a leader.
     pub fn bucket_props(&self, bucket: &[u8]) -> BucketProps {
-        self.inner.publisher.state.borrow().state.bucket_props(bucket)
+        self.inner
+            .publisher
+            .state
+            .borrow()
+            .state
+            .bucket_props(bucket)
     }
 
     /// Commits the staged changes as the next layout version (see the module docs) and returns

@@ -716,7 +716,10 @@ async fn bucket_properties_are_replicated_without_a_new_layout() {
         ttl_sliding: true,
         ..BucketProps::default()
     };
-    let refused = nodes[1].service.set_bucket(b"likes".to_vec(), invalid).await;
+    let refused = nodes[1]
+        .service
+        .set_bucket(b"likes".to_vec(), invalid)
+        .await;
     assert!(
         matches!(
             refused,
