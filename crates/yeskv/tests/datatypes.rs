@@ -449,7 +449,7 @@ fn a_salted_counter_spreads_a_hot_key_and_stays_exact() {
                         101..=110 => 4,
                         _ => 5,
                     };
-                    let by = (x % 3) as i64 + 1 - if x % 10 == 0 { 4 } else { 0 };
+                    let by = (x % 3) as i64 + 1 - if x.is_multiple_of(10) { 4 } else { 0 };
                     let addr = &addrs[(t + i) % addrs.len()];
                     let status = dt_op(
                         addr,
