@@ -16,15 +16,20 @@
 //!
 //! [`CachedEngine`] wraps either with an object cache for point reads of user data (`cache.rs`).
 //!
+//! Compaction may drop data records a [`DataFilter`] names (`filter.rs`: the node's expiry rule);
+//! nothing else ever removes a record but a write.
+//!
 //! Integrity: every record the node stores carries its own CRC32C (see `yeskv_core::codec`), and
 //! RocksDB checksums its blocks; a RocksDB corruption error surfaces as [`Error::Corrupt`].
 
 mod cache;
 pub mod disk;
+mod filter;
 mod memory;
 mod rocks;
 
 pub use cache::CachedEngine;
+pub use filter::{DataFilter, DropPredicate, WallClock};
 pub use memory::MemoryEngine;
 pub use rocks::{RocksConfig, RocksEngine};
 
