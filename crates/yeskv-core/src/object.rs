@@ -409,7 +409,11 @@ mod tests {
     fn an_object_is_expiring_only_when_every_sibling_is_an_expiring_value() {
         let (a, b) = (actor("a"), actor("b"));
         let blind = CausalContext::empty();
-        assert_eq!(Object::new().expires_at_ms(), None, "nothing is not expiring");
+        assert_eq!(
+            Object::new().expires_at_ms(),
+            None,
+            "nothing is not expiring"
+        );
         let mut o = Object::new();
         o.update(&blind, &a, expiring("x", 300), 0);
         assert_eq!(o.expires_at_ms(), Some(300));

@@ -712,7 +712,12 @@ mod tests {
         );
         assert_eq!(tree_digest(b"k", &both), None, "two expiring siblings");
         let mut kept = o.clone();
-        kept.update(&blind, &actor("b"), Version::value(b"u".to_vec(), 5, None), 0);
+        kept.update(
+            &blind,
+            &actor("b"),
+            Version::value(b"u".to_vec(), 5, None),
+            0,
+        );
         assert_eq!(tree_digest(b"k", &kept), Some(object_digest(b"k", &kept)));
         let mut deleted = o.clone();
         deleted.update(&blind, &actor("b"), Version::tombstone(5), 0);

@@ -33,6 +33,7 @@ pub mod context;
 pub mod coordinator;
 pub mod dispatch;
 pub mod error;
+pub mod expiry;
 pub mod handoff;
 pub mod metrics;
 pub mod node;

@@ -59,7 +59,8 @@ impl MemoryEngine {
         let now_ms = filter.now_ms();
         let mut spaces = self.spaces.write();
         spaces[index(Space::Data)].retain(|k, v| {
-            let inside = start.is_none_or(|s| k.as_slice() >= s) && end.is_none_or(|e| k.as_slice() < e);
+            let inside =
+                start.is_none_or(|s| k.as_slice() >= s) && end.is_none_or(|e| k.as_slice() < e);
             !(inside && filter.drops(k, v, now_ms))
         });
     }
