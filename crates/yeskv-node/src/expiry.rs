@@ -454,6 +454,128 @@ mod tests {
         assert_eq!((s.due, s.compactions), (Tally::default(), 1));
     }
 
+    /// A clock the test moves.
+    struct At(AtomicU64);
+
+    impl Clock for At {
+        fn now_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A node that never reaches a peer (the worker sends nothing).
+    struct NoPeers;
+
+    impl yeskv_rpc::Call<crate::peer::PeerRequest, crate::peer::PeerResponse> for NoPeers {
+        fn call<'a>(
+            &'a self,
+            _addr: &'a str,
+            _request: crate::peer::PeerRequest,
+            _timeout: Duration,
+        ) -> crate::peer::CallFuture<'a> {
+            Box::pin(async {
+                Err(yeskv_rpc::Error::Remote {
+                    reason: "no peers in this test".into(),
+                })
+            })
+        }
+    }
+
+    /// The worker compacts once enough bytes came due — not before, and not again within its
+    /// interval — and the compaction drops what came due: an idle node gives expired records
+    /// back without anything else compacting. Fails if the worker never compacts, or compacts
+    /// on every round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_worker_compacts_when_enough_came_due() {
+        use crate::replica::{Replica, Slot};
+        use yeskv_storage::MemoryEngine;
+
+        let clock = Arc::new(At(AtomicU64::new(1_000_000)));
+        let expiry = Arc::new(Expiry::new(10_000));
+        let engine = Arc::new(MemoryEngine::new());
+        engine.set_data_filter(Some(expiry.data_filter(clock.clone())));
+        let node = NodeId::new("n1").expect("id");
+        let (mut replica, _) = Replica::open(engine.clone(), node.clone(), 0, || 1)
+            .await
+            .expect("open");
+        replica.set_expiry(expiry.clone());
+        let replica = Arc::new(replica);
+        let ctx = NodeContext::new(
+            replica.clone(),
+            Arc::new(crate::topology::StaticTopology::new(
+                node.clone(),
+                vec![node],
+            )),
+            Arc::new(NoPeers),
+            clock.clone(),
+            crate::context::Settings {
+                n: 1,
+                r: 1,
+                w: 1,
+                partitions: 256,
+                siblings_max: 100,
+                default_ttl_secs: 0,
+                rpc_timeout: Duration::from_secs(1),
+                read_repair_inflight_max: 0,
+                read_all_every: 1,
+                read_hedge: Duration::from_millis(20),
+            },
+        );
+        let write = |i: u32, expires: u64| {
+            let replica = replica.clone();
+            async move {
+                let k = yeskv_core::keyspace::storage_key(1, b"b", &i.to_be_bytes());
+                let v = Version::value(vec![1; 1_000], 1, Some(expires));
+                replica
+                    .coordinate(
+                        Slot::Own,
+                        u64::from(i),
+                        &k,
+                        &CausalContext::empty(),
+                        v,
+                        1,
+                        100,
+                    )
+                    .await
+                    .expect("write");
+            }
+        };
+        for i in 0..10 {
+            write(i, 1_010_000).await;
+        }
+        let settings = ExpirySettings {
+            interval: Duration::from_millis(10),
+            compact_bytes: 5_000,
+            compact_interval: Duration::from_secs(3600),
+        };
+        let records = || {
+            engine
+                .scan(Space::Data, &[], &[0xff; 4], 1_000)
+                .expect("scan")
+                .len()
+        };
+        let mut worker = ExpiryWorker::default();
+        let compactions = |e: &Expiry| e.snapshot().compactions;
+        // Expired, not past the grace: nothing is due, nothing compacts.
+        clock.0.store(1_015_000, Ordering::SeqCst);
+        worker.round(&ctx, &settings).await.expect("round");
+        assert_eq!((compactions(&expiry), records()), (0, 10));
+        // Past the grace and the bucket's minute: due, compacted, dropped.
+        clock.0.store(1_080_000, Ordering::SeqCst);
+        worker.round(&ctx, &settings).await.expect("round");
+        assert_eq!((compactions(&expiry), records()), (1, 0));
+        assert_eq!(expiry.snapshot().due, Tally::default());
+        assert_eq!(expiry.dropped().records, 10);
+        // More comes due, but the interval has not passed: no second compaction yet.
+        for i in 10..20 {
+            write(i, 1_090_000).await;
+        }
+        clock.0.store(1_200_000, Ordering::SeqCst);
+        worker.round(&ctx, &settings).await.expect("round");
+        assert_eq!((compactions(&expiry), records()), (1, 10));
+        assert_eq!(expiry.snapshot().due.records, 10);
+    }
+
     /// The buckets are bounded; past the bound the latest minutes go first.
     #[test]
     fn the_buckets_are_bounded_and_keep_the_earliest() {
