@@ -493,17 +493,7 @@ async fn measure(
     description: RunDescription,
 ) -> anyhow::Result<Summary> {
     let contexts = if args.preload {
-        preload(
-            &client,
-            &args.bucket,
-            &plan,
-            value_pool.clone(),
-            args.r,
-            args.w,
-            args.ttl,
-            stop,
-        )
-        .await?
+        preload(&client, args, &plan, value_pool.clone(), stop).await?
     } else {
         (0..plan.workers).map(|_| HashMap::new()).collect()
     };
@@ -600,14 +590,12 @@ async fn stop_on_ctrl_c(stop: Arc<AtomicBool>) {
 /// stripe's keys (kept for the write workload only, which chains them).
 async fn preload(
     client: &Client,
-    bucket: &str,
+    args: &BenchArgs,
     plan: &Plan,
     pool: Bytes,
-    r: Option<Quorum>,
-    w: Option<Quorum>,
-    ttl: Option<u64>,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<HashMap<u64, String>>> {
+    let (bucket, r, w, ttl) = (&args.bucket, args.r, args.w, args.ttl);
     let done = Arc::new(AtomicU64::new(0));
     let keep_contexts = plan.workload == Workload::Write;
     let progress = Arc::new(Progress::new(

@@ -197,9 +197,9 @@ impl KeyChooser {
 
     /// Whether a sequential chooser has handed out every key (never for the others).
     pub fn exhausted(&self) -> bool {
-        self.sequence.as_ref().is_some_and(|s| {
-            s.load(std::sync::atomic::Ordering::Relaxed) >= self.count
-        })
+        self.sequence
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed) >= self.count)
     }
 
     /// The next key index (a sequential chooser starts over after the last).
