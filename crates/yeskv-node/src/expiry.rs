@@ -25,22 +25,25 @@
 //! With clocks within the grace of each other, a record is dropped only after every node already
 //! hides it, so dropping it changes no read. A node whose clock runs ahead by more than the grace
 //! drops a record early: a read coordinated by a node that runs behind could then find the value
-//! on one replica and not on another (read repair puts it back, harmlessly expired soon after).
+//! on one replica and not on another (a read repair does not put it back on the early one: by
+//! that node's clock it has expired).
 //! Only the instant of disappearance depends on the clocks, never whether a write survives.
 //!
 //! **Compaction that runs when idle.** RocksDB applies the filter only to files it compacts, and
 //! an idle node compacts nothing. So every own store of an expiring object counts its record's
 //! bytes in a bucket of the minute the record becomes droppable ([`Expiry::record_write`]: in
 //! memory, O(log buckets) under one short lock); the `expiry` worker ([`round`]) moves the buckets
-//! that came due to a count of droppable bytes, and once that count passes
-//! `ttl.expiry_compact_bytes` — and no such compaction ran in the last
+//! that came due to a count of droppable bytes, less what the filter dropped meanwhile (under
+//! load, natural compactions drop expired records too), and once that count passes
+//! `ttl.expiry_compact_bytes` or a quarter of the data's live bytes (so that the last expired
+//! records of an idle store go too) — and no such compaction ran in the last
 //! `ttl.expiry_compact_interval_secs` — compacts the data space (on the blocking pool). After a
 //! restart the buckets are empty: RocksDB's periodic compaction
 //! (`storage.periodic_compaction_secs`) is the backstop for what was written before.
 //!
 //! Metrics: `yeskv_expired_records_dropped_total` / `_bytes_total` (by the filter),
-//! `yeskv_expiry_compactions_total`, `yeskv_expiry_due_bytes` / `_records` (droppable, counted
-//! since the last expiry compaction), `yeskv_expiry_pending_bytes` / `_records` (expiring, not
+//! `yeskv_expiry_compactions_total`, `yeskv_expiry_due_bytes` / `_records` (droppable and not
+//! dropped yet, as far as the counts tell), `yeskv_expiry_pending_bytes` / `_records` (expiring, not
 //! due yet), `yeskv_expired_skipped_total{path}` (expired objects not stored or not sent).
 
 use std::collections::BTreeMap;
@@ -66,6 +69,10 @@ const BUCKET_MS: u64 = 60_000;
 /// Most buckets kept (about 69 days of minutes). Past it, the latest bucket is forgotten to make
 /// room for an earlier one: what is due soonest is what the worker needs to know.
 pub const BUCKETS_MAX: usize = 100_000;
+
+/// The worker also compacts once the droppable bytes reach `1 / LIVE_SHARE` of the data's live
+/// bytes, below `ttl.expiry_compact_bytes`.
+const LIVE_SHARE: u64 = 4;
 
 /// Whether a stored record may be dropped at `now_ms`: its object is expiring and its latest
 /// expiry is at least `grace_ms` behind. Read cheaply first (most records are kept), then
@@ -114,12 +121,23 @@ pub struct ExpirySnapshot {
     pub grace_secs: u64,
     /// Expiring records written since start that are not droppable yet.
     pub pending: Tally,
-    /// Records droppable (expired past the grace) written since the last expiry compaction.
+    /// Records droppable (expired past the grace) and not dropped since they came due, as
+    /// far as the counts tell (reset by each expiry compaction).
     pub due: Tally,
     /// Records the compaction filter dropped since start.
     pub dropped: Tally,
     /// Expiry compactions run since start.
     pub compactions: u64,
+}
+
+/// What came due, and what the filter had dropped when it was last counted.
+#[derive(Debug, Default)]
+struct Due {
+    /// Due bytes and records the filter has not dropped since (an estimate: the filter's
+    /// drops are taken off whatever records they were).
+    outstanding: Tally,
+    /// [`Expiry::dropped`] when `outstanding` was last brought up to date.
+    dropped_mark: Tally,
 }
 
 /// One replica's expiry bookkeeping (see the module docs).
@@ -129,8 +147,8 @@ pub struct Expiry {
     /// Expiring records stored, by the minute they become droppable (`(expiry + grace) /
     /// BUCKET_MS`, rounded up).
     buckets: Mutex<BTreeMap<u64, Tally>>,
-    /// Of the buckets, droppable since the last expiry compaction.
-    due: Mutex<Tally>,
+    /// What came due and the filter has not dropped yet (as far as the counts tell).
+    due: Mutex<Due>,
     dropped_records: AtomicU64,
     dropped_bytes: AtomicU64,
     compactions: AtomicU64,
@@ -148,7 +166,7 @@ impl Expiry {
         Expiry {
             grace_ms,
             buckets: Mutex::new(BTreeMap::new()),
-            due: Mutex::new(Tally::default()),
+            due: Mutex::new(Due::default()),
             dropped_records: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
@@ -164,13 +182,13 @@ impl Expiry {
     pub fn data_filter(self: &Arc<Self>, clock: Arc<dyn Clock>) -> DataFilter {
         let expiry = self.clone();
         DataFilter::new(
-            move |_key, record, now_ms| {
+            move |key, record, now_ms| {
                 let drop = droppable(record, now_ms, expiry.grace_ms);
                 if drop {
                     expiry.dropped_records.fetch_add(1, Ordering::Relaxed);
                     expiry
                         .dropped_bytes
-                        .fetch_add(record.len() as u64, Ordering::Relaxed);
+                        .fetch_add((key.len() + record.len()) as u64, Ordering::Relaxed);
                 }
                 drop
             },
@@ -178,7 +196,8 @@ impl Expiry {
         )
     }
 
-    /// Counts a stored record of `bytes` whose object expires at `expires_at_ms`.
+    /// Counts a stored record of `bytes` (key and record) whose object expires at
+    /// `expires_at_ms`.
     pub fn record_write(&self, expires_at_ms: u64, bytes: usize) {
         let minute = expires_at_ms
             .saturating_add(self.grace_ms)
@@ -200,7 +219,9 @@ impl Expiry {
         buckets.entry(minute).or_default().add(tally);
     }
 
-    /// Moves the buckets droppable at `now_ms` to the due count; returns the due count.
+    /// Moves the buckets droppable at `now_ms` to the due count, less what the filter dropped
+    /// since the last call (natural compactions under load drop expired records too, and then
+    /// no compaction of the node's own is needed for them); returns the due count.
     pub fn collect_due(&self, now_ms: u64) -> Tally {
         let mut came_due = Tally::default();
         {
@@ -212,16 +233,25 @@ impl Expiry {
                 came_due.add(entry.remove());
             }
         }
+        let dropped = self.dropped();
         let mut due = self.due.lock();
-        due.add(came_due);
-        *due
+        due.outstanding.add(came_due);
+        let since = Tally {
+            bytes: dropped.bytes.saturating_sub(due.dropped_mark.bytes),
+            records: dropped.records.saturating_sub(due.dropped_mark.records),
+        };
+        due.outstanding.bytes = due.outstanding.bytes.saturating_sub(since.bytes);
+        due.outstanding.records = due.outstanding.records.saturating_sub(since.records);
+        due.dropped_mark = dropped;
+        due.outstanding
     }
 
-    /// Records an expiry compaction that began when `due` was counted: that much is gone.
-    fn compacted(&self, due: Tally) {
-        let mut d = self.due.lock();
-        d.bytes = d.bytes.saturating_sub(due.bytes);
-        d.records = d.records.saturating_sub(due.records);
+    /// Records an expiry compaction of the whole data space: whatever was due is gone (a
+    /// record counted due but not dropped was overwritten, and its old version went anyway).
+    fn compacted(&self) {
+        let mut due = self.due.lock();
+        due.outstanding = Tally::default();
+        due.dropped_mark = self.dropped();
         self.compactions.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -247,7 +277,7 @@ impl Expiry {
         ExpirySnapshot {
             grace_secs: self.grace_ms / 1000,
             pending: self.pending(),
-            due: *self.due.lock(),
+            due: self.due.lock().outstanding,
             dropped: self.dropped(),
             compactions: self.compactions.load(Ordering::Relaxed),
         }
@@ -328,7 +358,13 @@ pub async fn round<E: Engine>(
     let expiry = replica.expiry();
     let due = expiry.collect_due(ctx.now_ms());
     expiry.export_metrics();
-    if settings.compact_bytes == 0 || due.bytes < settings.compact_bytes {
+    // Enough to be worth rewriting the data: `compact_bytes`, or a quarter of what the data
+    // holds (so that the last expired records of a small or idle store go too, and not only
+    // at the periodic compaction).
+    let live = replica.engine().live_data_bytes();
+    let enough = due.bytes >= settings.compact_bytes
+        || live.is_some_and(|l| due.bytes > 0 && due.bytes.saturating_mul(LIVE_SHARE) >= l);
+    if settings.compact_bytes == 0 || !enough {
         return Ok(Progress::Done);
     }
     let now = tokio::time::Instant::now();
@@ -348,7 +384,7 @@ pub async fn round<E: Engine>(
             .await
             .map_err(|e| Error::Storage(format!("expiry compaction task: {e}")))??,
     }
-    expiry.compacted(due);
+    expiry.compacted();
     expiry.export_metrics();
     let dropped = expiry.dropped();
     tracing::info!(
@@ -446,10 +482,7 @@ mod tests {
             }
         );
         assert_eq!(e.pending(), Tally::default());
-        e.compacted(Tally {
-            bytes: 60,
-            records: 3,
-        });
+        e.compacted();
         let s = e.snapshot();
         assert_eq!((s.due, s.compactions), (Tally::default(), 1));
     }
@@ -481,10 +514,11 @@ mod tests {
         }
     }
 
-    /// The worker compacts once enough bytes came due — not before, and not again within its
-    /// interval — and the compaction drops what came due: an idle node gives expired records
-    /// back without anything else compacting. Fails if the worker never compacts, or compacts
-    /// on every round.
+    /// The worker compacts once enough bytes came due — not before, not again within its
+    /// interval, and not for what another compaction dropped meanwhile — and the compaction drops
+    /// what came due: an idle node gives expired records back without anything else compacting.
+    /// Fails if the worker never compacts, compacts on every round, or compacts again for
+    /// records already gone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn the_worker_compacts_when_enough_came_due() {
         use crate::replica::{Replica, Slot};
@@ -574,6 +608,24 @@ mod tests {
         worker.round(&ctx, &settings).await.expect("round");
         assert_eq!((compactions(&expiry), records()), (1, 10));
         assert_eq!(expiry.snapshot().due.records, 10);
+        // Another compaction (an operator's, a natural one) drops them: nothing is left due, and
+        // the worker does not compact for them once its interval has passed.
+        engine.compact(Space::Data).expect("compact");
+        // (As if the interval had passed.)
+        let settings = ExpirySettings {
+            compact_interval: Duration::ZERO,
+            ..settings
+        };
+        worker.round(&ctx, &settings).await.expect("round");
+        assert_eq!((compactions(&expiry), records()), (1, 0));
+        assert_eq!(expiry.snapshot().due, Tally::default());
+        // New ones come due past the interval: compacted again.
+        for i in 20..30 {
+            write(i, 1_300_000).await;
+        }
+        clock.0.store(1_400_000, Ordering::SeqCst);
+        worker.round(&ctx, &settings).await.expect("round");
+        assert_eq!((compactions(&expiry), records()), (2, 0));
     }
 
     /// The buckets are bounded; past the bound the latest minutes go first.

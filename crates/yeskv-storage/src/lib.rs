@@ -296,6 +296,12 @@ pub trait Engine: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Bytes of the data space that compaction would keep (RocksDB's estimate of its live data,
+    /// memtables included); `None` where the engine cannot tell cheaply.
+    fn live_data_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// How writes become durable.
     fn sync_mode(&self) -> SyncMode;
 
@@ -333,6 +339,9 @@ impl<E: Engine + ?Sized> Engine for Arc<E> {
     }
     fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> Result<(), Error> {
         (**self).compact_range(space, start, end)
+    }
+    fn live_data_bytes(&self) -> Option<u64> {
+        (**self).live_data_bytes()
     }
     fn sync_mode(&self) -> SyncMode {
         (**self).sync_mode()

@@ -861,6 +861,12 @@ impl Engine for RocksEngine {
         self.compact_between(space, Some(start), Some(end))
     }
 
+    fn live_data_bytes(&self) -> Option<u64> {
+        let live = self.int_property(Space::Data, "rocksdb.estimate-live-data-size");
+        let memtables = self.int_property(Space::Data, "rocksdb.cur-size-all-mem-tables");
+        Some((live + memtables) as u64)
+    }
+
     fn sync_mode(&self) -> SyncMode {
         self.shared.config.sync
     }

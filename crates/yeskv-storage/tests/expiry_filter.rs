@@ -186,9 +186,12 @@ async fn rocks_live_data_shrinks_when_expired_records_go() {
     e.compact(Space::Data).expect("compact");
     let before = live(&e);
     assert!(before > 3_000_000.0, "{before}");
+    let estimate = e.live_data_bytes().expect("rocks tells") as f64;
+    assert!(estimate > before / 2.0, "{estimate} beside {before} of SST");
     now.store(20_000, Ordering::SeqCst);
     e.compact(Space::Data).expect("compact");
     let after = live(&e);
     assert!(after < before / 10.0, "{before} -> {after}");
+    assert!((e.live_data_bytes().expect("rocks tells") as f64) < estimate / 10.0);
     assert_eq!(present(&e, Space::Data, "keep", 4_000), 400);
 }
