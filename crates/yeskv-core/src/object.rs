@@ -289,6 +289,36 @@ impl Object {
         self.clock.merge(&other.clock);
     }
 
+    /// The latest expiry of an *expiring* object: one with at least one sibling, every sibling a
+    /// value (not a tombstone) with an expiry. `None` for any other object — one that holds a
+    /// tombstone, a value that never expires, or nothing.
+    ///
+    /// An expiring object leaves by itself: once `now_ms` reaches this instant every sibling is
+    /// hidden from reads, and past a grace its whole record may be dropped by the storage
+    /// engine on each replica without coordination (no sibling of it can hide a write another
+    /// replica still needs: they are all values, and all of them have expired). Such objects are
+    /// kept out of anti-entropy ([`crate::tictac::tree_digest`]), so a replica that dropped the
+    /// record and one that still holds it compare equal. Expired siblings of an object that is
+    /// kept are never pruned one by one: their dots stay in the clock, where they supersede what
+    /// they overwrote.
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        let mut latest: Option<u64> = None;
+        for s in &self.siblings {
+            match (&s.version.value, s.version.expires_at_ms) {
+                (Some(_), Some(exp)) => latest = Some(latest.map_or(exp, |l| l.max(exp))),
+                _ => return None,
+            }
+        }
+        latest
+    }
+
+    /// Whether the object is expiring ([`Object::expires_at_ms`]) and has expired at `now_ms`:
+    /// no reader sees any of it, and it never comes back into a replica that holds nothing of
+    /// the key.
+    pub fn is_expired_at(&self, now_ms: u64) -> bool {
+        self.expires_at_ms().is_some_and(|t| t <= now_ms)
+    }
+
     /// When this object may be physically removed: once every sibling is a tombstone or expired,
     /// `grace_ms` after the newest of those instants. `None` while any live value remains.
     ///
@@ -411,5 +441,57 @@ mod tests {
         assert_eq!(o.reap_at_ms(5), Some(105));
         o.update(&CausalContext::empty(), &a, val("forever"), 20);
         assert_eq!(o.reap_at_ms(5), None);
+    }
+
+    fn expiring(s: &str, exp: u64) -> Version {
+        Version::value(s.as_bytes().to_vec(), 1, Some(exp))
+    }
+
+    #[test]
+    fn an_object_is_expiring_only_when_every_sibling_is_an_expiring_value() {
+        let (a, b) = (actor("a"), actor("b"));
+        let blind = CausalContext::empty();
+        assert_eq!(
+            Object::new().expires_at_ms(),
+            None,
+            "nothing is not expiring"
+        );
+        let mut o = Object::new();
+        o.update(&blind, &a, expiring("x", 300), 0);
+        assert_eq!(o.expires_at_ms(), Some(300));
+        // A concurrent sibling that expires earlier: the latest expiry counts.
+        o.update(&blind, &b, expiring("y", 200), 0);
+        assert_eq!(o.expires_at_ms(), Some(300));
+        assert!(!o.is_expired_at(299));
+        assert!(o.is_expired_at(300));
+        // One value that never expires, or one tombstone, and the object is not expiring.
+        let mut forever = o.clone();
+        forever.update(&blind, &a, val("z"), 0);
+        assert_eq!(forever.expires_at_ms(), None);
+        assert!(!forever.is_expired_at(u64::MAX));
+        let mut deleted = o.clone();
+        deleted.update(&blind, &a, Version::tombstone(1), 0);
+        assert_eq!(deleted.expires_at_ms(), None);
+        // A write with the read's context that touches the key extends its expiry.
+        let ctx = o.context();
+        o.update(&ctx, &a, expiring("x", 900), 250);
+        assert_eq!(o.expires_at_ms(), Some(900));
+        assert_eq!(o.siblings().len(), 1);
+    }
+
+    #[test]
+    fn sync_of_expiring_objects_expires_at_the_latest_of_them() {
+        let (a, b) = (actor("a"), actor("b"));
+        let blind = CausalContext::empty();
+        let mut x = Object::new();
+        x.update(&blind, &a, expiring("x", 100), 0);
+        let mut y = Object::new();
+        y.update(&blind, &b, expiring("y", 500), 0);
+        let mut m = x.clone();
+        m.sync(&y);
+        assert_eq!(m.expires_at_ms(), Some(500));
+        // An expired sibling stays in an object that is kept (its dot still supersedes).
+        assert_eq!(m.siblings().len(), 2);
+        assert!(m.is_deleted_at(500));
     }
 }

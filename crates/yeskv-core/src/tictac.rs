@@ -55,10 +55,19 @@ use crate::causality::Actor;
 use crate::error::Error;
 use crate::object::{Object, Version};
 
-/// Version of the [`object_digest`] and [`TreeGeometry::segment_of`] functions. It is hashed into
-/// every digest, so bumping it changes all digests; trees persisted under another version are
-/// rebuilt (their encoding records the version they were made with).
-pub const DIGEST_FORMAT: u8 = 1;
+/// Version of what a tree holds: the [`object_digest`] and [`TreeGeometry::segment_of`]
+/// functions, and which objects count ([`tree_digest`]). Trees persisted under another version
+/// are rebuilt (their encoding records the version they were made with).
+///
+/// - 1: every object but the empty one.
+/// - 2: expiring objects ([`Object::expires_at_ms`]) no longer count. Digests themselves did
+///   not change ([`OBJECT_HASH_VERSION`] is still 1), so during a rolling upgrade a node of
+///   format 1 and one of format 2 still agree on every key that does not expire.
+pub const DIGEST_FORMAT: u8 = 2;
+/// Version of the [`object_digest`] function itself, hashed into every digest: bumping it
+/// changes every digest (and makes nodes of two releases disagree on every key until all are
+/// upgraded), so it changes only when the function does. Any change bumps [`DIGEST_FORMAT`] too.
+pub const OBJECT_HASH_VERSION: u8 = 1;
 /// Format version of the [`TictacTree::to_bytes`] encoding written by this build.
 pub const TREE_FORMAT: u8 = 1;
 /// Branches of a tree by default.
@@ -87,7 +96,7 @@ const FLAG_EXPIRES: u8 = 2;
 /// causal state.
 ///
 /// It hashes (XXH3-64, fixed-width little-endian integers, every variable-length field
-/// length-prefixed so that no two inputs share an encoding): [`DIGEST_FORMAT`]; the storage key;
+/// length-prefixed so that no two inputs share an encoding): [`OBJECT_HASH_VERSION`]; the storage key;
 /// the clock's `(actor, counter)` entries in actor order; and per sibling, in dot order, its dot
 /// and a digest of its version (tombstone flag, write time, expiry, value bytes). Objects keep
 /// their siblings sorted by dot and their clock as a sorted map, so equal objects — e.g. the same
@@ -100,12 +109,13 @@ const FLAG_EXPIRES: u8 = 2;
 /// as a difference instead of hiding behind an equal clock.
 ///
 /// Persisted in trees and compared between nodes: it must never change across releases without
-/// a bump of [`DIGEST_FORMAT`] (pinned by a test). An empty object (a key nobody wrote, or one
-/// physically reaped) contributes nothing to a tree: see [`tree_digest`].
+/// a bump of [`OBJECT_HASH_VERSION`] and [`DIGEST_FORMAT`] (pinned by a test). An empty object
+/// (a key nobody wrote, or one physically reaped) and an expiring one contribute nothing to a
+/// tree: see [`tree_digest`].
 pub fn object_digest(storage_key: &[u8], obj: &Object) -> u64 {
     let mut h = Xxh3::new();
     h.update(DIGEST_TAG);
-    h.update(&[DIGEST_FORMAT]);
+    h.update(&[OBJECT_HASH_VERSION]);
     put_bytes(&mut h, storage_key);
     let clock = obj.clock();
     h.update(&(clock.len() as u64).to_le_bytes());
@@ -124,10 +134,19 @@ pub fn object_digest(storage_key: &[u8], obj: &Object) -> u64 {
 }
 
 /// A key's contribution to a tree: `None` for an empty object (the key counts as absent, so a
-/// replica that never saw a key and one that reaped it agree), else [`object_digest`]. Feed the
-/// old and new results of a write to [`TictacTree::replace`].
+/// replica that never saw a key and one that reaped it agree) and for an *expiring* one
+/// ([`Object::expires_at_ms`]: every sibling a value with an expiry), else [`object_digest`].
+/// Feed the old and new results of a write to [`TictacTree::replace`].
+///
+/// Expiring objects are left out because each replica drops them by itself, at a time of its
+/// own choosing (its storage engine's compaction, some grace after the expiry by its own clock):
+/// counted, they would make replicas differ across every expiry, and anti-entropy would carry
+/// expired records back and forth. Left out, a replica that dropped a record and one that still
+/// holds it are equal, and no exchange ever compares or ships an expiring key. What keeps the
+/// replicas of an expiring key in step is replication, hinted handoff and read repair; an object
+/// that stops being expiring (a write without expiry, a delete) counts again at once.
 pub fn tree_digest(storage_key: &[u8], obj: &Object) -> Option<u64> {
-    (!obj.is_empty()).then(|| object_digest(storage_key, obj))
+    (!obj.is_empty() && obj.expires_at_ms().is_none()).then(|| object_digest(storage_key, obj))
 }
 
 /// Digest of one version: tombstone flag, write time, expiry and value bytes.
@@ -589,8 +608,8 @@ mod tests {
         // key's segment 314 is segment 2 of this 4-segment tree).
         let want = concat!(
             "01",
-            "f53c47d0",
-            "01",
+            "0288209d",
+            "02",
             "02000000",
             "02000000",
             "0100000000000000",
@@ -668,6 +687,79 @@ mod tests {
         assert_eq!(tree_digest(b"k", &Object::new()), None);
         let o = written(&["x"]);
         assert_eq!(tree_digest(b"k", &o), Some(object_digest(b"k", &o)));
+    }
+
+    /// Expiring objects are out of the trees, expired or not; an object stops being left out as
+    /// soon as one sibling is a tombstone or a value that never expires. Fails if `tree_digest`
+    /// counts expiring objects (replicas would then differ across every expiry).
+    #[test]
+    fn tree_digest_leaves_expiring_objects_out() {
+        let blind = CausalContext::empty();
+        let mut o = Object::new();
+        o.update(
+            &blind,
+            &actor("a"),
+            Version::value(b"s".to_vec(), 5, Some(60_000)),
+            0,
+        );
+        assert_eq!(tree_digest(b"k", &o), None);
+        let mut both = o.clone();
+        both.update(
+            &blind,
+            &actor("b"),
+            Version::value(b"t".to_vec(), 5, Some(10)),
+            0,
+        );
+        assert_eq!(tree_digest(b"k", &both), None, "two expiring siblings");
+        let mut kept = o.clone();
+        kept.update(
+            &blind,
+            &actor("b"),
+            Version::value(b"u".to_vec(), 5, None),
+            0,
+        );
+        assert_eq!(tree_digest(b"k", &kept), Some(object_digest(b"k", &kept)));
+        let mut deleted = o.clone();
+        deleted.update(&blind, &actor("b"), Version::tombstone(5), 0);
+        assert_eq!(
+            tree_digest(b"k", &deleted),
+            Some(object_digest(b"k", &deleted))
+        );
+        // A tree holding the expiring key and one without it are equal.
+        let g = TreeGeometry::default();
+        let mut with = TictacTree::new(g);
+        with.replace(b"k", None, tree_digest(b"k", &o));
+        assert_eq!(with, TictacTree::new(g));
+    }
+
+    /// A tree saved by a build of digest format 1 (expiring objects counted) is refused, so the
+    /// node rebuilds it without them instead of trusting it.
+    #[test]
+    fn a_tree_of_digest_format_1_is_rebuilt() {
+        let small = TreeGeometry::new(2, 2).expect("valid");
+        let hex = concat!(
+            "01",
+            "f53c47d0",
+            "01",
+            "02000000",
+            "02000000",
+            "0100000000000000",
+            "0000000000000000",
+            "0000000000000000",
+            "0807060504030201",
+            "0000000000000000",
+        );
+        let fixture: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        assert!(matches!(
+            TictacTree::from_bytes(&fixture, small),
+            Err(Error::UnsupportedFormat {
+                what: "object digest",
+                version: 1
+            })
+        ));
     }
 
     #[test]

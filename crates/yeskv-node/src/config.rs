@@ -114,16 +114,33 @@ pub struct Storage {
     /// when the database cannot open for lack of space (0 = none). A node on a full disk opens
     /// read-only if even that is not enough.
     pub reserve_mb: u64,
+    /// Data files older than this many seconds are compacted again, so that expired records
+    /// in files nothing else compacts go within this time (after a restart too, when the node
+    /// no longer knows what expired); 0 leaves RocksDB's default (30 days).
+    pub periodic_compaction_secs: u64,
 }
 
-/// Expiry settings.
+/// Expiry settings (`docs/architecture.md`, "Expiry").
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ttl {
     /// TTL applied to writes that carry no `?ttl=`; 0 = never expire.
     pub default_ttl_secs: u64,
-    /// How long tombstones and expired versions are kept before compaction may drop them.
+    /// How long a tombstone is kept before the reaper may remove it (and only once every
+    /// primary holds it and no member holds a hint of the key). Also applies to a key whose
+    /// siblings mix tombstones and expiring values.
     pub reap_grace_secs: u64,
+    /// The clock-skew allowance of expiry: a record whose every sibling is a value with an
+    /// expiry is dropped by the storage engine's compaction only this long after its latest
+    /// expiry, by this node's clock (reads hide it from the expiry on). Larger than the clock
+    /// skew between nodes and than a write's replication with its retries takes (0 ..= 1 day).
+    pub expiry_grace_secs: u64,
+    /// Bytes of expired records (past the grace, as written since the last such compaction)
+    /// at which the node compacts its data so that they go even while nothing else compacts
+    /// (an idle node); 0 = never (natural and periodic compactions only).
+    pub expiry_compact_bytes: u64,
+    /// Least time between two of those compactions, in seconds (1 ..= 1 day).
+    pub expiry_compact_interval_secs: u64,
 }
 
 /// HTTP server behaviour.
@@ -344,6 +361,7 @@ impl Default for Storage {
             write_buffer_mb: 64,
             group_commit_window_us: 1000,
             reserve_mb: 32,
+            periodic_compaction_secs: 86_400,
         }
     }
 }
@@ -353,6 +371,9 @@ impl Default for Ttl {
         Ttl {
             default_ttl_secs: 0,
             reap_grace_secs: 3600,
+            expiry_grace_secs: 60,
+            expiry_compact_bytes: 64 << 20,
+            expiry_compact_interval_secs: 600,
         }
     }
 }
@@ -597,7 +618,14 @@ fn validate_server(server: &Server) -> Result<(), ConfigError> {
 /// The `[ttl]` section: no duration past [`TTL_SECS_MAX`].
 fn validate_ttl(ttl: &Ttl) -> Result<(), ConfigError> {
     check_at_most("ttl.default_ttl_secs", ttl.default_ttl_secs, TTL_SECS_MAX)?;
-    check_at_most("ttl.reap_grace_secs", ttl.reap_grace_secs, TTL_SECS_MAX)
+    check_at_most("ttl.reap_grace_secs", ttl.reap_grace_secs, TTL_SECS_MAX)?;
+    check_at_most("ttl.expiry_grace_secs", ttl.expiry_grace_secs, 86_400)?;
+    check_between(
+        "ttl.expiry_compact_interval_secs",
+        ttl.expiry_compact_interval_secs,
+        1,
+        86_400,
+    )
 }
 
 /// The `[transfer]` section.

@@ -10,7 +10,9 @@
 //! (a write that arrived since keeps it for the next round).
 //!
 //! A hint is never dropped for its age (see `replica/hints.rs`): it waits, however long its
-//! target is away. If the target has left the layout, or no longer holds the key's partition
+//! target is away. A hint whose object is expiring and has expired is dropped instead of
+//! delivered (`crate::expiry`): its target may have dropped the record already, and it must not
+//! come back there. If the target has left the layout, or no longer holds the key's partition
 //! (the partition moved while it was away), the hint goes to the key's current holders instead
 //! (its write set: each merges it; the hint is removed once all of them took it durably), so a
 //! node that leaves for good takes nothing owed to it along, and no hint lands on a node that
@@ -50,6 +52,17 @@ pub struct Round {
     pub rehomed: u64,
     /// Sends that failed (the rest of the round for that target was skipped).
     pub failed: u64,
+    /// Hints whose object had expired (every sibling an expired value): removed, not sent.
+    pub expired: u64,
+}
+
+/// What became of one hint of a batch.
+enum Outcome {
+    /// Taken by its target (`rehomed`: by the key's current holders); `removed` unless it
+    /// changed meanwhile.
+    Delivered { removed: bool, rehomed: bool },
+    /// Expired: not sent; `removed` unless it changed meanwhile.
+    Expired { removed: bool },
 }
 
 /// One round of the worker: a [`round`] for every node this node holds hints for. Throttled
@@ -71,12 +84,14 @@ pub async fn worker_round<E: Engine>(
                         %target,
                         handed_off = r.handed_off,
                         rehomed = r.rehomed,
+                        expired = r.expired,
                         failed = r.failed,
                         pending = left,
                         "hinted handoff"
                     );
                 }
-                if left > 0 && r.failed == 0 && (r.handed_off > 0 || r.rehomed > 0) {
+                if left > 0 && r.failed == 0 && (r.handed_off > 0 || r.rehomed > 0 || r.expired > 0)
+                {
                     progress = Progress::Throttled;
                 }
             }
@@ -121,8 +136,15 @@ pub async fn round<E: Engine>(
             break;
         }
         let full = batch.len() == settings.batch;
-        let results: Vec<Result<(bool, bool), Error>> = stream::iter(batch)
+        let now_ms = ctx.now_ms();
+        let results: Vec<Result<Outcome, Error>> = stream::iter(batch)
             .map(|h| async move {
+                if crate::expiry::expired(&h.object, now_ms) {
+                    // Removed like a delivered hint (the book's counts follow); a write that
+                    // arrived since keeps it for the next round.
+                    let removed = replica.remove_hint(target, &h).await?;
+                    return Ok(Outcome::Expired { removed });
+                }
                 let holds = member
                     && split_storage_key(&h.storage_key)
                         .is_some_and(|(p, _, _)| topology.write_set(p).contains(target));
@@ -132,7 +154,10 @@ pub async fn round<E: Engine>(
                     replication::rehome(ctx, &h).await?;
                 }
                 ::metrics::counter!(metrics::HANDOFF_BYTES).increment(h.raw.len() as u64);
-                Ok((replica.remove_hint(target, &h).await?, holds))
+                Ok(Outcome::Delivered {
+                    removed: replica.remove_hint(target, &h).await?,
+                    rehomed: !holds,
+                })
             })
             .buffer_unordered(settings.inflight_max.max(1))
             .collect()
@@ -140,15 +165,27 @@ pub async fn round<E: Engine>(
         let mut failed = false;
         for r in results {
             match r {
-                Ok((true, true)) => {
+                Ok(Outcome::Delivered {
+                    removed: true,
+                    rehomed: false,
+                }) => {
                     done.handed_off += 1;
                     ::metrics::counter!(metrics::HINTS_HANDED_OFF).increment(1);
                 }
-                Ok((true, false)) => {
+                Ok(Outcome::Delivered {
+                    removed: true,
+                    rehomed: true,
+                }) => {
                     done.rehomed += 1;
                     ::metrics::counter!(metrics::HINTS_REHOMED).increment(1);
                 }
-                Ok((false, _)) => {}
+                Ok(Outcome::Expired { removed: true }) => {
+                    done.expired += 1;
+                    crate::expiry::skipped("hint");
+                }
+                Ok(
+                    Outcome::Delivered { removed: false, .. } | Outcome::Expired { removed: false },
+                ) => {}
                 Err(e) => {
                     failed = true;
                     done.failed += 1;

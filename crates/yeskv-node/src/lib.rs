@@ -35,6 +35,7 @@ pub mod context;
 pub mod coordinator;
 pub mod dispatch;
 pub mod error;
+pub mod expiry;
 pub mod handoff;
 pub mod hot;
 pub mod metrics;

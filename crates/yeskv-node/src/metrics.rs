@@ -63,8 +63,32 @@ pub const AAE_KEYS_REPAIRED: &str = "yeskv_aae_keys_repaired_total";
 pub const AAE_TREES_REPLACED: &str = "yeskv_aae_trees_replaced_total";
 /// Bytes of anti-entropy messages sent (trees, key lists, objects).
 pub const AAE_BYTES: &str = "yeskv_aae_bytes_total";
-/// Tombstones and expired versions removed after every primary held them past the grace period.
+/// Tombstones (and keys mixing tombstones with expiring values) removed by the reaper after
+/// every primary held them past the grace period.
 pub const TOMBSTONES_REAPED: &str = "yeskv_tombstones_reaped_total";
+/// Reap-queue entries written (stores of objects holding a tombstone: expiring objects need
+/// none).
+pub const REAP_QUEUED: &str = "yeskv_reap_queued_total";
+/// Reap requests this node sent to other primaries (the reaper's coordination).
+pub const REAP_REQUESTS_SENT: &str = "yeskv_reap_requests_sent_total";
+/// Records the compaction filter dropped: expiring objects past `ttl.expiry_grace_secs`.
+pub const EXPIRED_RECORDS_DROPPED: &str = "yeskv_expired_records_dropped_total";
+/// Bytes of the records the compaction filter dropped.
+pub const EXPIRED_BYTES_DROPPED: &str = "yeskv_expired_bytes_dropped_total";
+/// Compactions of the data space the expiry worker ran (`crate::expiry`).
+pub const EXPIRY_COMPACTIONS: &str = "yeskv_expiry_compactions_total";
+/// Bytes of records droppable (expired past the grace) written since the last expiry
+/// compaction.
+pub const EXPIRY_DUE_BYTES: &str = "yeskv_expiry_due_bytes";
+/// Records droppable written since the last expiry compaction.
+pub const EXPIRY_DUE_RECORDS: &str = "yeskv_expiry_due_records";
+/// Bytes of expiring records written since start and not droppable yet.
+pub const EXPIRY_PENDING_BYTES: &str = "yeskv_expiry_pending_bytes";
+/// Expiring records written since start and not droppable yet.
+pub const EXPIRY_PENDING_RECORDS: &str = "yeskv_expiry_pending_records";
+/// Expired expiring objects not stored or not sent, by `path` (`merge`: into a copy holding
+/// nothing of the key; `hint`: a hint dropped instead of delivered; `transfer`; `cross-region`).
+pub const EXPIRED_SKIPPED: &str = "yeskv_expired_skipped_total";
 /// Writes this node's storage refused (a full disk) that it handed to another primary.
 pub const WRITES_FORWARDED_STORAGE: &str = "yeskv_writes_forwarded_storage_total";
 /// Corrupt records replaced by another replica's copy (replication, repair, anti-entropy).
@@ -226,7 +250,31 @@ pub fn install() -> Option<PrometheusHandle> {
         (AAE_BYTES, "Bytes of anti-entropy messages sent."),
         (
             TOMBSTONES_REAPED,
-            "Tombstones/expired versions reaped after the grace period.",
+            "Tombstones reaped after every primary held them past the grace period.",
+        ),
+        (
+            REAP_QUEUED,
+            "Reap-queue entries written (objects holding a tombstone; expiring ones need none).",
+        ),
+        (
+            REAP_REQUESTS_SENT,
+            "Reap requests sent to other primaries by the reaper.",
+        ),
+        (
+            EXPIRED_RECORDS_DROPPED,
+            "Records the compaction filter dropped: expiring objects past the expiry grace.",
+        ),
+        (
+            EXPIRED_BYTES_DROPPED,
+            "Bytes of records the compaction filter dropped.",
+        ),
+        (
+            EXPIRY_COMPACTIONS,
+            "Compactions of the data the expiry worker ran for expired records.",
+        ),
+        (
+            EXPIRED_SKIPPED,
+            "Expired expiring objects not stored or not sent, by path.",
         ),
         (
             CORRUPT_RECORDS,
@@ -278,6 +326,27 @@ pub fn install() -> Option<PrometheusHandle> {
         metrics::describe_counter!(name, help);
         // Visible at 0 before anything happens.
         metrics::counter!(name).increment(0);
+    }
+    for (name, help) in [
+        (
+            EXPIRY_DUE_BYTES,
+            "Bytes of records droppable (expired past the grace) since the last expiry compaction.",
+        ),
+        (
+            EXPIRY_DUE_RECORDS,
+            "Records droppable (expired past the grace) since the last expiry compaction.",
+        ),
+        (
+            EXPIRY_PENDING_BYTES,
+            "Bytes of expiring records written since start, not droppable yet.",
+        ),
+        (
+            EXPIRY_PENDING_RECORDS,
+            "Expiring records written since start, not droppable yet.",
+        ),
+    ] {
+        metrics::describe_gauge!(name, help);
+        metrics::gauge!(name).set(0.0);
     }
     metrics::describe_gauge!(HINTS_PENDING, "Hints this node holds for others.");
     metrics::describe_gauge!(HINT_BYTES, "Bytes of the hints this node holds for others.");

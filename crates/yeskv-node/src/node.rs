@@ -8,7 +8,7 @@
 //!
 //! [`NodeBuilder::build`] makes the [`NodeContext`], the [`Coordinator`] and the [`Dispatcher`]
 //! of peer messages, and starts the background workers (hinted handoff, anti-entropy, the
-//! reaper, cross-region replication, receiving partitions) in [`Workers`]. [`Node::serve_peers`] answers peers on a listener until the node
+//! reaper, cross-region replication, expiry compactions, receiving partitions) in [`Workers`]. [`Node::serve_peers`] answers peers on a listener until the node
 //! stops. [`Node::stop`] ends all of it and waits for every task it started.
 
 use std::sync::Arc;
@@ -37,6 +37,8 @@ pub struct RepairSettings {
     pub reaper: ReaperSettings,
     /// Cross-region replication ([`crate::xr`]).
     pub xr: crate::xr::XrSettings,
+    /// Compactions for expired records ([`crate::expiry`]).
+    pub expiry: crate::expiry::ExpirySettings,
 }
 
 /// What a node is built from (see the module docs).
@@ -137,14 +139,15 @@ impl<E: Engine> NodeBuilder<E> {
     }
 }
 
-/// Starts hinted handoff, anti-entropy exchanges, the reaper and cross-region replication, in
-/// that order.
+/// Starts hinted handoff, anti-entropy exchanges, the reaper, cross-region replication and the
+/// expiry compactions, in that order.
 fn start_repair<E: Engine>(workers: &mut Workers, ctx: &NodeContext<E>, repair: RepairSettings) {
     let RepairSettings {
         handoff,
         aae,
         reaper,
         xr,
+        expiry,
     } = repair;
     let c = ctx.clone();
     workers.start("handoff", move |stop, status| async move {
@@ -175,6 +178,17 @@ fn start_repair<E: Engine>(workers: &mut Workers, ctx: &NodeContext<E>, repair: 
     let c = ctx.clone();
     workers.start("cross-region", move |stop, status| {
         crate::xr::run(c, xr, stop, status)
+    });
+    let c = ctx.clone();
+    workers.start("expiry", move |stop, status| async move {
+        let cell = parking_lot::Mutex::new(crate::expiry::ExpiryWorker::default());
+        crate::workers::every(expiry.interval, stop, &status, || async {
+            let mut w = std::mem::take(&mut *cell.lock());
+            let outcome = w.round(&c, &expiry).await;
+            *cell.lock() = w;
+            outcome
+        })
+        .await
     });
 }
 

@@ -1,7 +1,9 @@
-//! The reaper: physically removes tombstones and expired keys once that is safe.
+//! The reaper: physically removes tombstones once that is safe.
 //!
-//! A key whose every sibling is a tombstone or expired is queued when stored
-//! (`replica/reap.rs`); once the grace period (`ttl.reap_grace_secs`) has passed, the key's first
+//! A key whose every sibling is a tombstone or expiring, with at least one tombstone, is queued
+//! when stored (`replica/reap.rs`; a key whose every sibling is an expiring value is not: the
+//! storage engine drops it on each replica by itself, `crate::expiry`); once the grace period
+//! (`ttl.reap_grace_secs`) has passed, the key's first
 //! primary asks every primary for its object and every other member for any hint of the key and,
 //! only if all are up, the primaries hold the very same object (same digest) and no hint is left
 //! anywhere, tells each primary to remove it ([`ReapRequest`], checked again against the digest
@@ -149,8 +151,9 @@ pub async fn reap_round_with<E: Engine>(
                 continue;
             }
         };
-        if !replica.reapable(&obj, now) {
-            // Rewritten since (a newer entry exists if it will become reapable) or gone.
+        if !replica.reapable(&obj, now) || obj.expires_at_ms().is_some() {
+            // Rewritten since (a newer entry exists if it will become reapable) or gone; or
+            // expiring (an entry an earlier build queued): compaction drops it, not the reaper.
             sightings.remove(&storage_key);
             done_entries.push(entry);
             continue;
@@ -251,6 +254,7 @@ async fn reap_key<E: Engine>(
             storage_key: storage_key.to_vec(),
             digest,
         };
+        ::metrics::counter!(crate::metrics::REAP_REQUESTS_SENT).increment(1);
         match ctx
             .call(node, PeerRequest::Reap(request), Liveness::Anyway)
             .await?

@@ -31,6 +31,7 @@ use crate::config::Validated;
 use crate::context::NodeContext;
 use crate::context::Settings;
 use crate::error::Error;
+use crate::expiry::Expiry;
 use crate::handoff::HandoffSettings;
 use crate::node::{Node, NodeBuilder, RepairSettings};
 use crate::peer::{LayoutOverPeers, PeerClient, PeerRequest, PeerResponse};
@@ -50,8 +51,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let raw = &cfg.raw;
-    let engine = open_storage(&cfg).await?;
-    let replica = open_replica(engine, &cfg).await?;
+    // The expiry bookkeeping is shared by the engine's compaction filter (which counts what it
+    // drops) and the replica's stores (which count what will expire).
+    let expiry = Arc::new(Expiry::new(raw.ttl.expiry_grace_secs.saturating_mul(1000)));
+    let engine = open_storage(&cfg, &expiry).await?;
+    let replica = open_replica(engine, &cfg, expiry).await?;
     let rpc_config = RpcConfig {
         frame_bytes_max: raw.server.rpc_frame_bytes_max,
         ..RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str())
@@ -251,10 +255,13 @@ fn app_state(
     })
 }
 
-/// Opens RocksDB in `data_dir/db` (behind the object cache unless it is off).
-pub async fn open_storage(cfg: &Validated) -> Result<ServerEngine, Error> {
+/// Opens RocksDB in `data_dir/db` (behind the object cache unless it is off), its compactions
+/// dropping expired records by `expiry`'s rule and the system clock.
+pub async fn open_storage(cfg: &Validated, expiry: &Arc<Expiry>) -> Result<ServerEngine, Error> {
     let raw = &cfg.raw;
     let mut rocks = RocksConfig::new(raw.data_dir.join("db"));
+    rocks.data_filter = Some(expiry.data_filter(Arc::new(SystemClock)));
+    rocks.periodic_compaction_secs = raw.storage.periodic_compaction_secs;
     rocks.sync = cfg.sync;
     rocks.block_cache_mb = raw.storage.block_cache_mb;
     rocks.write_buffer_mb = raw.storage.write_buffer_mb;
@@ -280,6 +287,7 @@ pub async fn open_storage(cfg: &Validated) -> Result<ServerEngine, Error> {
 pub async fn open_replica(
     engine: ServerEngine,
     cfg: &Validated,
+    expiry: Arc<Expiry>,
 ) -> Result<Arc<Replica<ServerEngine>>, Error> {
     let raw = &cfg.raw;
     let (mut replica, startup) = Replica::open(
@@ -300,6 +308,7 @@ pub async fn open_replica(
             tracing::warn!(actor = %replica.actor(), "previous run did not stop cleanly; new actor epoch so no dot is ever reused")
         }
     }
+    replica.set_expiry(expiry);
     replica.set_object_bytes_max(raw.limits.object_bytes_max);
     replica.set_xr_queue_max(raw.cross_region.queue_entries_max);
     replica.set_hint_limits(HintLimits {
@@ -422,6 +431,7 @@ fn repair_settings(cfg: &Validated) -> RepairSettings {
             retry: Duration::from_millis(cfg.raw.cross_region.retry_ms),
             poll: Duration::from_millis(cfg.raw.cross_region.poll_ms),
         },
+        expiry: crate::expiry::ExpirySettings::new(&cfg.raw.ttl),
     }
 }
 

@@ -144,8 +144,18 @@ pub fn serve<E: Engine>(ctx: &NodeContext<E>, request: TransferRequest) -> PeerR
                 )));
             }
             let bytes_max = bytes_max.clamp(1, BATCH_BYTES_MAX) as usize;
-            match replica.scan_records(partition, after.as_deref().map(|a| &a[..]), bytes_max) {
+            let scanned = replica.scan_records(
+                partition,
+                after.as_deref().map(|a| &a[..]),
+                bytes_max,
+                ctx.now_ms(),
+            );
+            match scanned {
                 Ok(run) => {
+                    if run.expired > 0 {
+                        ::metrics::counter!(crate::metrics::EXPIRED_SKIPPED, "path" => "transfer")
+                            .increment(run.expired);
+                    }
                     let checksum = batch_checksum(run.rows.iter().map(|(k, r)| (&k[..], &r[..])));
                     TransferResponse::Batch(Batch {
                         records: run

@@ -10,7 +10,8 @@
 //! does not hold back the others):
 //! 1. it reads up to `cross_region.batch` of the region's oldest entries;
 //! 2. reads the key's *current* object for each (repeated writes to one key go once; a key
-//!    this node no longer holds, or that was reaped, is owed nothing from here);
+//!    this node no longer holds, or that was reaped, or whose object has expired, is owed
+//!    nothing from here);
 //! 3. sends the objects to every node of the key's write set in that region that is believed
 //!    up, in `MergeMany` batches, one RPC per node (split by bytes);
 //! 4. removes an entry once at least one of them took the key durably and none believed up
@@ -318,6 +319,12 @@ async fn deliver_entries<E: Engine>(
             .cloned()
             .collect();
         if obj.is_empty() || nodes.is_empty() {
+            continue;
+        }
+        // Expired (every sibling an expired value): owed nothing; it must not come back into a
+        // replica of the other region that dropped it (`crate::expiry`).
+        if crate::expiry::expired(&obj, ctx.now_ms()) {
+            crate::expiry::skipped("cross-region");
             continue;
         }
         let record = encode_record(&obj, None);

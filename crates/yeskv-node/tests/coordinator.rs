@@ -1010,3 +1010,117 @@ async fn the_reaper_holds_a_due_tombstone_by_its_own_clock() {
     let (second, _) = round(&mut seen).await;
     assert_eq!(second, 1, "held past the hold, then reaped");
 }
+
+/// An expiring write held only as hints for two primaries that were away until after it expired
+/// is dropped by handoff, not delivered; anti-entropy then finds the primary that holds the
+/// expired record and the two that never got it equal (expiring keys are in no tree), and a
+/// read with read repair finds nothing and writes nothing back. Fails if hints of expired
+/// objects are delivered, if anti-entropy counts expiring keys, or if a merge stores an expired
+/// object into a copy that holds nothing of the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_write_never_comes_back_through_hints_repair_or_anti_entropy() {
+    let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000)));
+    let nodes = cluster_settings(
+        &["n1", "n2", "n3", "n4", "n5"],
+        &["n1", "n2", "n3"],
+        0,
+        settings(),
+        clock.clone(),
+    )
+    .await;
+    for n in &nodes {
+        n.sees("n2", false);
+        n.sees("n3", false);
+    }
+    nodes[1].reachable(false);
+    nodes[2].reachable(false);
+    // A 10 s session, w = all: n1 and two hints (on n4 and n5) for n2 and n3.
+    nodes[0]
+        .coord
+        .put(
+            b"b",
+            b"sess",
+            CausalContext::empty(),
+            Some(b"cart".to_vec()),
+            Some(10),
+            Some(Quorum::All),
+        )
+        .await
+        .expect("sloppy w=all");
+    let hints = || -> u64 {
+        nodes[3..]
+            .iter()
+            .map(|n| n.coord.replica().hints_pending())
+            .sum()
+    };
+    assert_eq!(hints(), 2);
+    // A value that never expires, written the same way, is delivered as ever.
+    put(
+        &nodes[0],
+        b"keep",
+        CausalContext::empty(),
+        Some(b"v"),
+        Quorum::All,
+    )
+    .await
+    .expect("sloppy w=all");
+    assert_eq!(hints(), 4);
+    let p = partition_of(key_hash(b"b", b"sess"), 256);
+    let sk = storage_key(p, b"b", b"sess");
+    // n2 and n3 come back 11 s later: the session has expired.
+    clock.0.fetch_add(11_000, Ordering::SeqCst);
+    for n in &nodes[1..3] {
+        n.reachable(true);
+    }
+    for n in &nodes {
+        n.sees("n2", true);
+        n.sees("n3", true);
+    }
+    let mut expired = 0;
+    for n in &nodes[3..] {
+        for target in ["n2", "n3"] {
+            let r = yeskv_node::handoff::round(n.coord.context(), &id(target), &handoff_settings())
+                .await
+                .expect("handoff");
+            expired += r.expired;
+        }
+    }
+    assert_eq!(
+        (expired, hints()),
+        (2, 0),
+        "expired hints dropped, others delivered"
+    );
+    for n in &nodes[1..3] {
+        assert!(
+            n.coord.replica().read(&sk).expect("read").is_empty(),
+            "{} got the expired session",
+            n.id
+        );
+        assert_eq!(n.local_values(b"b", b"keep"), vec![b"v".to_vec()]);
+    }
+    // n1 still holds the expired record; its tree and theirs agree all the same.
+    assert!(!nodes[0].coord.replica().read(&sk).expect("read").is_empty());
+    for n in &nodes[1..3] {
+        assert_eq!(
+            n.root(b"b", b"sess"),
+            nodes[0].root(b"b", b"sess"),
+            "{}",
+            n.id
+        );
+        let r = yeskv_node::aae::exchange_round(n.coord.context(), 100)
+            .await
+            .expect("aae");
+        assert_eq!(r.keys_repaired, 0, "{}: nothing to repair", n.id);
+    }
+    // A read of all three finds nothing, and repairs nothing into the empty copies.
+    let read = get(&nodes[1], b"sess", Quorum::All).await.expect("read");
+    assert!(read.visible(clock.now_ms()).next().is_none());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for n in &nodes[1..3] {
+        assert!(
+            n.coord.replica().read(&sk).expect("read").is_empty(),
+            "{} got the expired session by read repair",
+            n.id
+        );
+    }
+}

@@ -200,6 +200,12 @@ impl Disk {
         Ok(())
     }
 
+    /// Sets what compacting the disk's data drops: the node's expiry rule at its simulated
+    /// clock (set by each incarnation of the node when it starts).
+    pub fn set_data_filter(&self, filter: Option<yeskv_storage::DataFilter>) {
+        self.durable.set_data_filter(filter);
+    }
+
     /// Makes everything pending durable now (the replica's `flush`).
     fn sync_all(&self) -> Result<(), Error> {
         let (seq, generation) = {
@@ -331,12 +337,17 @@ impl Engine for SimEngine {
         self.disk.sync_all()
     }
 
-    /// Makes everything durable, then compacts the durable state. (The memory engine's reaping
-    /// reads the system clock, so its outcome is not deterministic; nothing on the data path
-    /// compacts, and the simulator never calls it.)
+    /// Makes everything durable, then compacts the durable state: the memory engine drops the
+    /// data records the node's filter names, at the node's simulated clock (the expiry worker
+    /// compacts; so does a former holder's cleanup, by range).
     fn compact(&self, space: Space) -> Result<(), Error> {
         self.disk.sync_all()?;
         self.disk.durable.compact(space)
+    }
+
+    fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> Result<(), Error> {
+        self.disk.sync_all()?;
+        self.disk.durable.compact_range(space, start, end)
     }
 
     fn sync_mode(&self) -> SyncMode {

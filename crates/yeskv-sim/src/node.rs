@@ -28,6 +28,7 @@ use rand::{Rng, SeedableRng};
 use yeskv_core::NodeId;
 use yeskv_node::aae::AaeSettings;
 use yeskv_node::context::{NodeContext, Settings};
+use yeskv_node::expiry::Expiry;
 use yeskv_node::handoff::HandoffSettings;
 use yeskv_node::node::{NodeBuilder, RepairSettings};
 use yeskv_node::peer::{PeerRequest, PeerResponse};
@@ -75,6 +76,13 @@ pub const HANDOFF_INTERVAL_MS: u64 = 100;
 pub const AAE_INTERVAL_MS: u64 = 200;
 /// Pause between reaper rounds, simulated ms.
 pub const REAP_INTERVAL_MS: u64 = 500;
+/// Clock-skew allowance before a node's compaction drops an expired record, simulated ms.
+pub const EXPIRY_GRACE_MS: u64 = 2_000;
+/// Pause between the expiry worker's rounds (and least time between its compactions),
+/// simulated ms.
+pub const EXPIRY_INTERVAL_MS: u64 = 1_000;
+/// Droppable bytes at which the expiry worker compacts (small: runs are short).
+pub const EXPIRY_COMPACT_BYTES: u64 = 4 << 10;
 /// Pause between the transfer worker's rounds, simulated ms (the product's default is 1 s).
 pub const TRANSFER_INTERVAL_MS: u64 = 100;
 /// How long a former holder keeps a partition's data, simulated ms (the product's default is
@@ -101,6 +109,11 @@ pub fn repair_settings() -> RepairSettings {
             retry: Duration::from_millis(200),
             poll: Duration::from_millis(100),
             ..Default::default()
+        },
+        expiry: yeskv_node::expiry::ExpirySettings {
+            interval: Duration::from_millis(EXPIRY_INTERVAL_MS),
+            compact_bytes: EXPIRY_COMPACT_BYTES,
+            compact_interval: Duration::from_millis(EXPIRY_INTERVAL_MS),
         },
     }
 }
@@ -207,9 +220,16 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
         let mut rng = env.slot.rng.lock();
         (rng.random::<u64>(), rng.random::<u64>())
     };
-    // The product's object cache in front of the simulated disk, small enough to evict.
+    // The product's object cache in front of the simulated disk, small enough to evict; the
+    // disk's compactions drop expired records by the product's rule at this node's clock.
+    let clock = Arc::new(SimClock::new(env.slot.skew_ms.clone()));
+    let expiry = Arc::new(Expiry::new(EXPIRY_GRACE_MS));
+    env.slot
+        .disk
+        .set_data_filter(Some(expiry.data_filter(clock.clone())));
     let engine = CachedEngine::new(SimEngine::new(env.slot.disk.clone()), OBJECT_CACHE_BYTES);
     let (mut replica, startup) = Replica::open(engine, id.clone(), REAP_GRACE_MS, || epoch).await?;
+    replica.set_expiry(expiry);
     replica.set_hint_limits(HintLimits {
         per_target_max: HINTS_PER_TARGET_MAX,
         bytes_max: HINT_BYTES_MAX,
@@ -269,7 +289,7 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
         replica.clone(),
         topology,
         Arc::new(ChaosPeers::new(client, env.chaos.clone())),
-        Arc::new(SimClock::new(env.slot.skew_ms.clone())),
+        clock,
         settings(),
     ))
     .spawner(spawn_local)

@@ -303,6 +303,10 @@ impl<E: Engine> Engine for CachedEngine<E> {
         self.inner.compact_range(space, start, end)
     }
 
+    fn live_data_bytes(&self) -> Option<u64> {
+        self.inner.live_data_bytes()
+    }
+
     fn sync_mode(&self) -> SyncMode {
         self.inner.sync_mode()
     }

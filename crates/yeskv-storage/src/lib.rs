@@ -16,15 +16,20 @@
 //!
 //! [`CachedEngine`] wraps either with an object cache for point reads of user data (`cache.rs`).
 //!
+//! Compaction may drop data records a [`DataFilter`] names (`filter.rs`: the node's expiry rule);
+//! nothing else ever removes a record but a write.
+//!
 //! Integrity: every record the node stores carries its own CRC32C (see `yeskv_core::codec`), and
 //! RocksDB checksums its blocks; a RocksDB corruption error surfaces as [`Error::Corrupt`].
 
 mod cache;
 pub mod disk;
+mod filter;
 mod memory;
 mod rocks;
 
 pub use cache::CachedEngine;
+pub use filter::{DataFilter, DropPredicate, WallClock};
 pub use memory::MemoryEngine;
 pub use rocks::{RocksConfig, RocksEngine};
 
@@ -291,6 +296,12 @@ pub trait Engine: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Bytes of the data space that compaction would keep (RocksDB's estimate of its live data,
+    /// memtables included); `None` where the engine cannot tell cheaply.
+    fn live_data_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// How writes become durable.
     fn sync_mode(&self) -> SyncMode;
 
@@ -328,6 +339,9 @@ impl<E: Engine + ?Sized> Engine for Arc<E> {
     }
     fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> Result<(), Error> {
         (**self).compact_range(space, start, end)
+    }
+    fn live_data_bytes(&self) -> Option<u64> {
+        (**self).live_data_bytes()
     }
     fn sync_mode(&self) -> SyncMode {
         (**self).sync_mode()

@@ -1,12 +1,16 @@
 //! The in-memory engine: a `BTreeMap` per space behind a lock. For unit and simulation tests
 //! only — it forgets everything when dropped, so it is never the product's default.
+//!
+//! It has no background compaction: [`Engine::compact`] and [`Engine::compact_range`] of the
+//! data space apply its [`DataFilter`] (if one is set) to the records there, at the filter's
+//! clock, as a RocksDB compaction would.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
-use crate::{Durable, Engine, EngineStat, Error, Op, Space, SyncMode, WriteBatch};
+use crate::{DataFilter, Durable, Engine, EngineStat, Error, Op, Space, SyncMode, WriteBatch};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -18,6 +22,8 @@ pub struct MemoryEngine {
     failing: AtomicBool,
     /// Records overwritten by [`MemoryEngine::poke`] (the engine's [`Engine::epoch`]).
     pokes: AtomicU64,
+    /// What compacting the data space drops (module docs).
+    data_filter: RwLock<Option<DataFilter>>,
 }
 
 fn index(space: Space) -> usize {
@@ -38,6 +44,25 @@ impl MemoryEngine {
     pub fn poke(&self, space: Space, key: &[u8], value: &[u8]) {
         self.spaces.write()[index(space)].insert(key.to_vec(), value.to_vec());
         self.pokes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Sets what compacting the data space drops (`None`: nothing).
+    pub fn set_data_filter(&self, filter: Option<DataFilter>) {
+        *self.data_filter.write() = filter;
+    }
+
+    /// Drops the data records in `[start, end)` (unbounded where `None`) that the filter names.
+    fn filter_data(&self, start: Option<&[u8]>, end: Option<&[u8]>) {
+        let Some(filter) = self.data_filter.read().clone() else {
+            return;
+        };
+        let now_ms = filter.now_ms();
+        let mut spaces = self.spaces.write();
+        spaces[index(Space::Data)].retain(|k, v| {
+            let inside =
+                start.is_none_or(|s| k.as_slice() >= s) && end.is_none_or(|e| k.as_slice() < e);
+            !(inside && filter.drops(k, v, now_ms))
+        });
     }
 
     /// While `on`, every write fails with [`Error::Io`] and changes nothing, as on a full disk
@@ -94,7 +119,17 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn compact(&self, _space: Space) -> Result<(), Error> {
+    fn compact(&self, space: Space) -> Result<(), Error> {
+        if space == Space::Data {
+            self.filter_data(None, None);
+        }
+        Ok(())
+    }
+
+    fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> Result<(), Error> {
+        if space == Space::Data {
+            self.filter_data(Some(start), Some(end));
+        }
         Ok(())
     }
 

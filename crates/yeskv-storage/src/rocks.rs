@@ -28,6 +28,11 @@
 //! room. The node never exits in a restart loop because its disk filled up. While healthy, the
 //! doctor puts the reserve back whenever the disk has room for it.
 //!
+//! **Dropping expired records.** With a [`RocksConfig::data_filter`], every compaction of the
+//! data column family asks the node's predicate about each record it rewrites and drops those
+//! it names (`filter.rs`). A periodic compaction ([`RocksConfig::periodic_compaction_secs`])
+//! makes sure old files are looked at even when no write would compact them.
+//!
 //! **Bounded disk use.** RocksDB's defaults let a small database take far more disk than its
 //! data: each WAL file was preallocated (`fallocate`) by 1.1 x the memtable size, ahead of any
 //! data, and old WAL files live until every column family that wrote to them has flushed, up
@@ -44,11 +49,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex, RwLock};
+use rocksdb::compaction_filter::{CompactionFilter, Decision as CompactionDecision};
+use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteOptions, DB,
 };
 
 use crate::disk::{self, free_bytes};
+use crate::filter::DataFilter;
 use crate::{DiskStatus, Durable, Engine, EngineStat, Error, Op, Space, SyncMode, WriteBatch};
 
 /// Wall-clock now in ms since the Unix epoch.
@@ -90,6 +98,12 @@ pub struct RocksConfig {
     pub group_commit_window_us: u64,
     /// Bytes the reserve file keeps for a reopen on a full disk (0 = no reserve).
     pub reserve_bytes: u64,
+    /// What compactions of the data column family drop (`None`: nothing; see `filter.rs`).
+    pub data_filter: Option<DataFilter>,
+    /// Data files older than this are compacted again (RocksDB's
+    /// `periodic_compaction_seconds`), so that a [`RocksConfig::data_filter`] sees every record
+    /// within this time even when nothing else compacts them; 0 leaves RocksDB's default.
+    pub periodic_compaction_secs: u64,
 }
 
 impl RocksConfig {
@@ -102,6 +116,8 @@ impl RocksConfig {
             write_buffer_mb: 64,
             group_commit_window_us: 1000,
             reserve_bytes: 0,
+            data_filter: None,
+            periodic_compaction_secs: 0,
         }
     }
 
@@ -204,6 +220,52 @@ fn cf(db: &DB, space: Space) -> Result<&rocksdb::ColumnFamily, Error> {
         .ok_or_else(|| Error::Unavailable(format!("column family {} missing", space.name())))
 }
 
+/// Makes one [`DataRecordFilter`] per compaction of the data column family (`filter.rs`).
+struct FilterFactory {
+    filter: DataFilter,
+}
+
+/// The filter of one compaction: the node's predicate, judged at the instant the compaction
+/// began.
+struct DataRecordFilter {
+    filter: DataFilter,
+    now_ms: u64,
+}
+
+const FILTER_NAME: &std::ffi::CStr = c"yeskv.data-filter";
+const FILTER_FACTORY_NAME: &std::ffi::CStr = c"yeskv.data-filter-factory";
+
+impl CompactionFilterFactory for FilterFactory {
+    type Filter = DataRecordFilter;
+
+    // RocksDB may call this from several compaction threads at once, through rust-rocksdb's
+    // `&mut self`; it only clones and reads, which is what makes that harmless here.
+    fn create(&mut self, _context: CompactionFilterContext) -> DataRecordFilter {
+        DataRecordFilter {
+            now_ms: self.filter.now_ms(),
+            filter: self.filter.clone(),
+        }
+    }
+
+    fn name(&self) -> &std::ffi::CStr {
+        FILTER_FACTORY_NAME
+    }
+}
+
+impl CompactionFilter for DataRecordFilter {
+    fn filter(&mut self, _level: u32, key: &[u8], value: &[u8]) -> CompactionDecision {
+        if self.filter.drops(key, value, self.now_ms) {
+            CompactionDecision::Remove
+        } else {
+            CompactionDecision::Keep
+        }
+    }
+
+    fn name(&self) -> &std::ffi::CStr {
+        FILTER_NAME
+    }
+}
+
 /// Opens the database at `config.path` with the engine's column families (read-only: replays
 /// the WAL in memory and writes nothing).
 fn open_db(
@@ -217,8 +279,18 @@ fn open_db(
     table.set_bloom_filter(10.0, false);
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    let cf_opts = || {
+    let cf_opts = |space: Space| {
         let mut o = Options::default();
+        if space == Space::Data {
+            if let Some(filter) = &config.data_filter {
+                o.set_compaction_filter_factory(FilterFactory {
+                    filter: filter.clone(),
+                });
+            }
+            if config.periodic_compaction_secs > 0 {
+                o.set_periodic_compaction_seconds(config.periodic_compaction_secs);
+            }
+        }
         o.set_block_based_table_factory(&table);
         o.set_write_buffer_size(config.write_buffer_bytes() as usize);
         o.set_compression_type(DBCompressionType::Lz4);
@@ -238,7 +310,7 @@ fn open_db(
     default_opts.set_write_buffer_size(config.write_buffer_bytes() as usize);
     let cfs = Space::ALL
         .iter()
-        .map(|s| ColumnFamilyDescriptor::new(s.name(), cf_opts()))
+        .map(|s| ColumnFamilyDescriptor::new(s.name(), cf_opts(*s)))
         .chain(std::iter::once(ColumnFamilyDescriptor::new(
             rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
             default_opts,
@@ -789,6 +861,12 @@ impl Engine for RocksEngine {
         self.compact_between(space, Some(start), Some(end))
     }
 
+    fn live_data_bytes(&self) -> Option<u64> {
+        let live = self.int_property(Space::Data, "rocksdb.estimate-live-data-size");
+        let memtables = self.int_property(Space::Data, "rocksdb.cur-size-all-mem-tables");
+        Some((live + memtables) as u64)
+    }
+
     fn sync_mode(&self) -> SyncMode {
         self.shared.config.sync
     }
@@ -833,6 +911,11 @@ impl Engine for RocksEngine {
                 name: "rocksdb_live_sst_bytes",
                 help: "Bytes of live SST files (data column family).",
                 value: self.int_property(Space::Data, "rocksdb.live-sst-files-size"),
+            },
+            EngineStat {
+                name: "rocksdb_live_data_bytes",
+                help: "Estimated bytes of live data: what compaction would leave (data column family).",
+                value: self.int_property(Space::Data, "rocksdb.estimate-live-data-size"),
             },
             EngineStat {
                 name: "rocksdb_estimated_keys",

@@ -25,8 +25,8 @@ async fn contract(e: &dyn Engine) {
     e.write(d).expect("write").wait().await.expect("durable");
     assert_eq!(e.get(Space::Data, b"a").expect("get"), None);
 
-    // Compaction keeps every record, whatever its header's (unused) reap time says: records
-    // are removed only by the node's reaper, after every primary holds the same tombstone.
+    // Without a data filter, compaction keeps every record, whatever its header's (unused)
+    // reap time says (what a filter drops: `expiry_filter.rs`).
     let obj = Object::new();
     let mut r = WriteBatch::new();
     r.put(Space::Data, b"old".to_vec(), encode_record(&obj, Some(1)))

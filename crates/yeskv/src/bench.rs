@@ -96,7 +96,9 @@ WORKLOADS:
   An update reads the key and writes with the read's context (latency covers both), unless
   --context-updates false. Reads of keys never written count as successes ('read misses');
   --preload writes every key once first (cheap on reruns: keys already holding one value of
-  the right size are only read).
+  the right size are only read). --distribution sequential: each worker takes its keys once,
+  in order, then stops (the write workload writes every key exactly once). --ttl SECS: every
+  write expires SECS seconds after it is made.
 
 OUTPUT:
   stderr: a progress bar on a terminal, else 't=5s ops=... ops/s=... p99=...ms errors=...'
@@ -108,7 +110,8 @@ OUTPUT:
 EXAMPLES:
   yeskv bench --workload write --keys 100000 --duration 30
   yeskv bench --workload a --preload --distribution zipfian --nodes http://127.0.0.1:8081,http://127.0.0.1:8082
-  yeskv bench --workload c --rate 5000 --duration 60 --json > result.json")]
+  yeskv bench --workload c --rate 5000 --duration 60 --json > result.json
+  yeskv bench --workload write --fresh-keys --distribution sequential --keys 1000000 --ttl 60")]
 pub struct BenchArgs {
     /// Seed node URLs, comma separated; the client reads /v1/ring from them and sends each key
     /// to a node of its preference list.
@@ -182,6 +185,9 @@ pub struct BenchArgs {
     /// Per-request timeout.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub timeout: f64,
+    /// Every write (preload included) expires this many seconds after it is made (`?ttl=`).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ttl: Option<u64>,
 }
 
 /// Validated settings of a run.
@@ -309,6 +315,8 @@ struct Run {
     context_updates: bool,
     /// Skip the context read before a first write (`--fresh-keys`).
     fresh_keys: bool,
+    /// `--ttl`.
+    ttl_secs: Option<u64>,
     /// Random bytes that written values are sliced from.
     value_pool: Bytes,
     /// When measuring starts (after the warmup).
@@ -343,6 +351,7 @@ impl Run {
             w: args.w,
             context_updates: args.context_updates,
             fresh_keys: args.fresh_keys,
+            ttl_secs: args.ttl,
             value_pool,
             measure_start,
             deadline: plan.duration.map(|duration| measure_start + duration),
@@ -465,6 +474,7 @@ fn describe(args: &BenchArgs, plan: &Plan, client: &Client) -> RunDescription {
         w: args.w.map(|w| w.to_string()),
         context_updates: args.context_updates,
         fresh_keys: args.fresh_keys,
+        ttl_secs: args.ttl,
         rate_limit_ops_per_sec: plan.rate,
         preloaded: args.preload,
         warmup_secs: plan.warmup.as_secs_f64(),
@@ -483,16 +493,7 @@ async fn measure(
     description: RunDescription,
 ) -> anyhow::Result<Summary> {
     let contexts = if args.preload {
-        preload(
-            &client,
-            &args.bucket,
-            &plan,
-            value_pool.clone(),
-            args.r,
-            args.w,
-            stop,
-        )
-        .await?
+        preload(&client, args, &plan, value_pool.clone(), stop).await?
     } else {
         (0..plan.workers).map(|_| HashMap::new()).collect()
     };
@@ -589,13 +590,12 @@ async fn stop_on_ctrl_c(stop: Arc<AtomicBool>) {
 /// stripe's keys (kept for the write workload only, which chains them).
 async fn preload(
     client: &Client,
-    bucket: &str,
+    args: &BenchArgs,
     plan: &Plan,
     pool: Bytes,
-    r: Option<Quorum>,
-    w: Option<Quorum>,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<HashMap<u64, String>>> {
+    let (bucket, r, w, ttl) = (&args.bucket, args.r, args.w, args.ttl);
     let done = Arc::new(AtomicU64::new(0));
     let keep_contexts = plan.workload == Workload::Write;
     let progress = Arc::new(Progress::new(
@@ -620,7 +620,7 @@ async fn preload(
                 }
                 let key = stripe.key(position);
                 key_name(&mut name, key);
-                let context = preload_key(&client, &bucket, &name, value.clone(), r, w)
+                let context = preload_key(&client, &bucket, &name, value.clone(), r, w, ttl)
                     .await
                     .with_context(|| format!("preloading {bucket}/{name}"))?;
                 if keep_contexts {
@@ -683,6 +683,7 @@ async fn preload_key(
     value: Bytes,
     r: Option<Quorum>,
     w: Option<Quorum>,
+    ttl: Option<u64>,
 ) -> Result<String, yeskv_client::Error> {
     let mut attempt = 1;
     loop {
@@ -694,7 +695,7 @@ async fn preload_key(
             let options = WriteOptions {
                 context: Some(read.context).filter(|context| !context.is_empty()),
                 w,
-                ttl_secs: None,
+                ttl_secs: ttl,
             };
             client.put(bucket, key, value.clone(), &options).await
         }
@@ -767,7 +768,8 @@ impl Worker {
     /// every `--ops` operation is claimed; returns the statistics of the measured ones.
     async fn work(mut self) -> WorkerStats {
         loop {
-            if self.run.stop.load(Ordering::Relaxed) {
+            // A sequential worker stops once it took each of its keys.
+            if self.run.stop.load(Ordering::Relaxed) || self.chooser.exhausted() {
                 break;
             }
             let measuring = Instant::now() >= self.run.measure_start;
@@ -890,7 +892,7 @@ async fn update(
     let options = WriteOptions {
         context,
         w: run.w,
-        ttl_secs: None,
+        ttl_secs: run.ttl_secs,
     };
     run.client
         .put(&run.bucket, key, run.value(rng), &options)
@@ -937,7 +939,7 @@ async fn write(
     let options = WriteOptions {
         context,
         w: run.w,
-        ttl_secs: None,
+        ttl_secs: run.ttl_secs,
     };
     let new_context = run
         .client

@@ -197,12 +197,12 @@ fn limits_answer_4xx_and_store_nothing() {
 }
 
 #[test]
-fn ttl_expires_and_the_reaper_removes_it() {
+fn ttl_expires_and_compaction_removes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("node.toml");
     std::fs::write(
         &cfg,
-        "[ttl]\nreap_grace_secs = 0\n[repair]\nreap_interval_ms = 100\n",
+        "[ttl]\nreap_grace_secs = 0\nexpiry_grace_secs = 0\n[repair]\nreap_interval_ms = 100\n",
     )
     .expect("config");
     let cfg = cfg.display().to_string();
@@ -243,8 +243,9 @@ fn ttl_expires_and_the_reaper_removes_it() {
         "forever"
     );
 
-    // Expired past the grace and held by every primary (this node is the only one): the reaper
-    // removes the key itself, and the partition's anti-entropy tree forgets it.
+    // Keys that expire are in no anti-entropy tree (s1 and s2); the reaper has nothing to do
+    // with them: they queue no reap entry. A compaction drops s1 (expired past the grace of
+    // 0 s) and nothing else.
     let keys = || -> u64 {
         node.req("GET", "/v1/status", &[], b"").json()["partitions"]
             .as_array()
@@ -253,12 +254,17 @@ fn ttl_expires_and_the_reaper_removes_it() {
             .map(|p| p["keys"].as_u64().unwrap_or(0))
             .sum()
     };
-    wait_until("s1 reaped", Duration::from_secs(10), || {
-        node.metric("yeskv_tombstones_reaped_total") >= 1.0
-    });
-    assert_eq!(keys(), 2, "s2 and keep remain");
+    assert_eq!(keys(), 1, "only keep counts");
+    assert_eq!(node.metric("yeskv_reap_queued_total"), 0.0);
+    assert_eq!(node.metric("yeskv_expired_records_dropped_total"), 0.0);
     assert_eq!(node.req("POST", "/v1/admin/compact", &[], b"").status, 200);
+    assert_eq!(node.metric("yeskv_expired_records_dropped_total"), 1.0);
+    assert_eq!(node.metric("yeskv_tombstones_reaped_total"), 0.0);
+    let status = node.req("GET", "/v1/status", &[], b"").json();
+    assert_eq!(status["reap_queue_entries"], 0);
+    assert_eq!(status["expiry"]["dropped"]["records"], 1);
     assert_eq!(node.req("GET", "/v1/kv/sessions/s1", &[], b"").status, 404);
+    assert_eq!(node.req("GET", "/v1/kv/sessions/s2", &[], b"").text(), "b");
     assert_eq!(
         node.req("GET", "/v1/kv/sessions/keep", &[], b"").text(),
         "forever"

@@ -20,6 +20,9 @@ use crate::metrics;
 use crate::replica::Replica;
 use crate::workers::WorkerStatus;
 
+/// Most reap-queue entries `/v1/status` counts (it scans the queue).
+const REAP_QUEUE_COUNT_MAX: usize = 100_000;
+
 /// `GET /v1/status`: this node's view of itself and of the cluster, one JSON document.
 pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let settings = state.coordinator.settings();
@@ -51,6 +54,12 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
         "regions": crate::xr::regions(state.coordinator.context()),
         "hints_pending": replica.hints_pending(),
         "hint_bytes": replica.hint_bytes(),
+        // Keys waiting for the reaper (tombstones; expiring keys never queue), counted up to
+        // REAP_QUEUE_COUNT_MAX.
+        "reap_queue_entries": replica.reap_queue_len(REAP_QUEUE_COUNT_MAX).ok(),
+        // Expiring records: pending (not droppable yet), due (droppable, since the last expiry
+        // compaction), dropped by compaction, and expiry compactions run (`crate::expiry`).
+        "expiry": replica.expiry().snapshot(),
         "disk": replica.engine().disk().map(|d| disk_json(&d)),
         "corrupt_records": replica.corrupt_total(),
         // Keys this node stores in every partition, held or not (a former holder's copies stay
@@ -313,6 +322,7 @@ pub(super) async fn health<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
 pub(super) async fn metrics_text<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     match &state.metrics {
         Some(handle) => {
+            state.coordinator.replica().expiry().export_metrics();
             let mut text = metrics::render(
                 handle,
                 state.coordinator.replica().engine(),

@@ -139,6 +139,9 @@ pub struct Replica<E: Engine> {
     xr: Mutex<XrBook>,
     /// Woken when entries are queued (the cross-region worker waits on it).
     xr_queued: tokio::sync::Notify,
+    /// Expiry bookkeeping: what the own stores of expiring objects will leave for compaction
+    /// to drop ([`crate::expiry`]).
+    expiry: Arc<crate::expiry::Expiry>,
 }
 
 /// How the replica came up.
@@ -239,6 +242,7 @@ impl<E: Engine> Replica<E> {
             startup_record: Mutex::new(startup_record),
             xr: Mutex::new(xr),
             xr_queued: tokio::sync::Notify::new(),
+            expiry: Arc::default(),
         };
         Ok((replica, startup))
     }
@@ -309,6 +313,17 @@ impl<E: Engine> Replica<E> {
         &self.actor
     }
 
+    /// Uses `expiry` for the expiry bookkeeping of stores (the one whose
+    /// [`Expiry::data_filter`](crate::expiry::Expiry::data_filter) the engine was opened with).
+    pub fn set_expiry(&mut self, expiry: Arc<crate::expiry::Expiry>) {
+        self.expiry = expiry;
+    }
+
+    /// The expiry bookkeeping ([`crate::expiry`]).
+    pub fn expiry(&self) -> &Arc<crate::expiry::Expiry> {
+        &self.expiry
+    }
+
     /// The tombstone grace period, ms (`ttl.reap_grace_secs`).
     pub fn reap_grace_ms(&self) -> u64 {
         self.reap_grace_ms
@@ -376,18 +391,27 @@ impl<E: Engine> Replica<E> {
         xr: &[Arc<str>],
         now_ms: u64,
     ) -> Result<Durable, Error> {
-        // No reap instant in the record: only the reaper removes objects (module docs).
+        // No reap instant in the record: an expiring object goes by the engine's compaction
+        // filter, which reads the object itself; anything else only by the reaper (module docs).
         tracing::trace!(node = %self.actor.node, key = %String::from_utf8_lossy(storage_key), ?old, new = ?obj, "store");
         let record = encode_record(obj, None);
+        let expires_at = obj.expires_at_ms();
+        let record_bytes = record.len();
         let mut b = WriteBatch::new();
         b.put(Space::Data, storage_key.to_vec(), record);
         let queued = self.xr_enqueue(&mut b, xr, key_hash, storage_key, now_ms);
-        if let Some(reap_at) = obj.reap_at_ms(self.reap_grace_ms) {
+        // An expiring object needs no reap entry: compaction drops it on every replica by
+        // itself. A tombstone does (the reaper checks every primary holds it first).
+        if let Some(reap_at) = obj
+            .reap_at_ms(self.reap_grace_ms)
+            .filter(|_| expires_at.is_none())
+        {
             b.put(
                 Space::Meta,
                 reap_queue_key(reap_at, storage_key),
                 Vec::new(),
             );
+            metrics::counter!(crate::metrics::REAP_QUEUED).increment(1);
         }
         let committed = self.commit_tracked(
             b,
@@ -399,6 +423,10 @@ impl<E: Engine> Replica<E> {
             Ok(_) if !queued.is_empty() => self.xr_notify(),
             Ok(_) => {}
             Err(_) => self.xr_unqueue(&queued),
+        }
+        if let (Ok(_), Some(at)) = (&committed, expires_at) {
+            self.expiry
+                .record_write(at, storage_key.len() + record_bytes);
         }
         committed
     }
@@ -640,7 +668,9 @@ impl<E: Engine> Replica<E> {
 
     /// Merges an object from another replica (replication, read repair, anti-entropy, handoff)
     /// into `slot`. Returns the merged object once durable; writes nothing if the merge changes
-    /// nothing (a hint is still created if none was held, so that handoff delivers it).
+    /// nothing (a hint is still created if none was held, so that handoff delivers it), nor if
+    /// `incoming` is expiring and expired at `now_ms` while the slot holds nothing of the key
+    /// (then returns the empty object: [`crate::expiry`]).
     pub async fn merge(
         &self,
         slot: Slot<'_>,
@@ -704,6 +734,16 @@ impl<E: Engine> Replica<E> {
                 None => (Object::new(), false),
             },
         };
+        // An expired expiring object never comes back into a copy (or a hint) that holds
+        // nothing of the key: this replica may have dropped the record, and every other may
+        // drop it too ([`crate::expiry`]). Over something held, the merge is stored as ever
+        // (the expired siblings stay invisible, their dots in the clock); over a corrupt
+        // record too, which it replaces.
+        let corrupt_own = matches!(slot, Slot::Own) && !held;
+        if obj.is_empty() && !corrupt_own && crate::expiry::expired(incoming, now_ms) {
+            crate::expiry::skipped("merge");
+            return Ok((obj, None));
+        }
         let before = obj.clone();
         obj.sync(incoming);
         if obj == before && held {
@@ -1018,6 +1058,185 @@ mod tests {
             .filter_map(|s| s.version.value.clone())
             .collect();
         assert_eq!(values, vec![b"b".to_vec()]);
+    }
+
+    /// A store of an expiring object queues no reap entry and leaves its partition's tree
+    /// alone (it is counted for the expiry worker instead); a tombstone queues one and counts in
+    /// the tree; a value that never expires counts in the tree and queues nothing. Fails if
+    /// expiring objects queue reap entries or count in trees.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn expiring_objects_queue_no_reap_entry_and_stay_out_of_the_tree() {
+        let (r, _) = Replica::open(Arc::new(MemoryEngine::new()), node(), 0, || 1)
+            .await
+            .expect("open");
+        for p in r.init_trees(8) {
+            r.rebuild_tree(p).expect("rebuild");
+        }
+        let key = |k: &str| yeskv_core::keyspace::storage_key(3, b"b", k.as_bytes());
+        let blind = &CausalContext::empty();
+        let put = |k: &'static str, v: Version| {
+            let r = &r;
+            async move {
+                r.coordinate(Slot::Own, 9, &key(k), blind, v, 1_000)
+                    .await
+                    .expect("write")
+                    .0
+            }
+        };
+        put("s", Version::value(b"sess".to_vec(), 1_000, Some(61_000))).await;
+        assert_eq!(r.reap_queue_len(10).expect("queue"), 0);
+        assert_eq!(r.tree_summary(3).expect("tree").keys, 0);
+        let pending = r.expiry().pending();
+        assert_eq!(pending.records, 1);
+        assert!(pending.bytes > 10, "{pending:?}");
+        put("forever", Version::value(b"v".to_vec(), 1_000, None)).await;
+        assert_eq!(r.reap_queue_len(10).expect("queue"), 0);
+        assert_eq!(r.tree_summary(3).expect("tree").keys, 1);
+        let written = put("d", Version::value(b"v".to_vec(), 1_000, None)).await;
+        r.coordinate(
+            Slot::Own,
+            9,
+            &key("d"),
+            &written.context(),
+            Version::tombstone(1_000),
+            1_000,
+        )
+        .await
+        .expect("delete");
+        assert_eq!(r.reap_queue_len(10).expect("queue"), 1);
+        assert_eq!(r.tree_summary(3).expect("tree").keys, 2);
+        // The session is touched without expiry: it counts in the tree from then on.
+        let sess = r.read(&key("s")).expect("read");
+        r.coordinate(
+            Slot::Own,
+            9,
+            &key("s"),
+            &sess.context(),
+            Version::value(b"kept".to_vec(), 2_000, None),
+            2_000,
+        )
+        .await
+        .expect("touch");
+        assert_eq!(r.tree_summary(3).expect("tree").keys, 3);
+        assert_eq!(
+            r.expiry().pending().records,
+            1,
+            "counted once, when it was expiring"
+        );
+    }
+
+    /// An expired expiring object sent by another replica is not stored where nothing of the
+    /// key is held — as an own copy or as a hint — and is merged as ever where something is.
+    /// Fails if merges store expired objects into empty copies (a dropped record would come
+    /// back by repair, hints or transfers).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_expired_object_does_not_come_back_into_an_empty_copy() {
+        let (r, _) = Replica::open(Arc::new(MemoryEngine::new()), node(), 0, || 1)
+            .await
+            .expect("open");
+        let peer = Actor::new(NodeId::new("n2").expect("id"), 5);
+        let blind = CausalContext::empty();
+        let mut sess = Object::new();
+        sess.update(
+            &blind,
+            &peer,
+            Version::value(b"s".to_vec(), 1, Some(100)),
+            1,
+        );
+        let target = NodeId::new("n3").expect("id");
+        // Expired at 100: nothing stored, no hint made.
+        for slot in [Slot::Own, Slot::HintFor(&target)] {
+            let merged = r.merge(slot, 7, b"k", &sess, 100).await.expect("merge");
+            assert!(merged.is_empty(), "{slot:?}");
+        }
+        assert!(r.read(b"k").expect("read").is_empty());
+        assert_eq!(r.hints_pending(), 0);
+        // Not expired yet: stored, as a copy and as a hint.
+        let merged = r.merge(Slot::Own, 7, b"k", &sess, 99).await.expect("merge");
+        assert_eq!(merged, sess);
+        r.merge(Slot::HintFor(&target), 7, b"k", &sess, 99)
+            .await
+            .expect("hint");
+        assert_eq!(r.hints_pending(), 1);
+        // Where something is held, an expired object is merged as ever: its dots join the
+        // clock (they may supersede what the copy holds) and its siblings stay hidden.
+        let mut later = sess.clone();
+        later.update(
+            &sess.context(),
+            &peer,
+            Version::value(b"t".to_vec(), 2, Some(150)),
+            2,
+        );
+        let merged = r
+            .merge(Slot::Own, 7, b"k", &later, 200)
+            .await
+            .expect("merge");
+        assert_eq!(merged, later);
+        assert_eq!(r.read(b"k").expect("read"), later);
+        assert!(merged.is_deleted_at(200));
+    }
+
+    /// The compaction filter made from the replica's expiry drops an expired session from the
+    /// engine, past the grace and by the filter's clock, and counts it; the anti-entropy tree
+    /// is the same before and after (expiring objects were never in it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn compaction_drops_expired_sessions_and_leaves_the_tree_alone() {
+        struct At(std::sync::atomic::AtomicU64);
+        impl crate::clock::Clock for At {
+            fn now_ms(&self) -> u64 {
+                self.0.load(Ordering::SeqCst)
+            }
+        }
+        let clock = Arc::new(At(std::sync::atomic::AtomicU64::new(0)));
+        let expiry = Arc::new(crate::expiry::Expiry::new(5_000));
+        let engine = Arc::new(MemoryEngine::new());
+        engine.set_data_filter(Some(expiry.data_filter(clock.clone())));
+        let (mut r, _) = Replica::open(engine.clone(), node(), 0, || 1)
+            .await
+            .expect("open");
+        r.set_expiry(expiry.clone());
+        for p in r.init_trees(8) {
+            r.rebuild_tree(p).expect("rebuild");
+        }
+        let blind = CausalContext::empty();
+        for i in 0..50u32 {
+            let k = yeskv_core::keyspace::storage_key(3, b"b", &i.to_be_bytes());
+            let exp = (i % 2 == 0).then_some(10_000);
+            r.coordinate(
+                Slot::Own,
+                u64::from(i),
+                &k,
+                &blind,
+                Version::value(vec![1; 100], 1, exp),
+                1,
+            )
+            .await
+            .expect("write");
+        }
+        let tree = r.tree_summary(3).expect("tree");
+        assert_eq!(tree.keys, 25);
+        let count = || {
+            engine
+                .scan(Space::Data, &[0], &[0xff], 1000)
+                .expect("scan")
+                .len()
+        };
+        clock.0.store(14_999, Ordering::SeqCst);
+        engine.compact(Space::Data).expect("compact");
+        assert_eq!(count(), 50, "within the grace");
+        assert_eq!(expiry.collect_due(14_999).records, 0);
+        clock.0.store(15_000, Ordering::SeqCst);
+        assert_eq!(
+            expiry.collect_due(60_000).records,
+            25,
+            "due by the next minute"
+        );
+        engine.compact(Space::Data).expect("compact");
+        assert_eq!(count(), 25);
+        assert_eq!(expiry.dropped().records, 25);
+        assert_eq!(r.tree_summary(3).expect("tree"), tree);
+        r.rebuild_tree(3).expect("rebuild");
+        assert_eq!(r.tree_summary(3).expect("tree"), tree);
     }
 
     /// The dot sequence survives a clean restart (same actor: it must keep counting up).

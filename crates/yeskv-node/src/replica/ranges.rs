@@ -33,6 +33,9 @@ pub struct Records {
     pub next: Option<Vec<u8>>,
     /// Corrupt records met and left out (counted and logged as corrupt: never served).
     pub corrupt: u64,
+    /// Expired expiring objects met and left out (`crate::expiry`: the receiver would not
+    /// store them, and they must not come back).
+    pub expired: u64,
 }
 
 impl<E: Engine> Replica<E> {
@@ -70,12 +73,14 @@ impl<E: Engine> Replica<E> {
     /// first record alone is larger, that one record: a batch fits the internode frame whenever
     /// `bytes_max` and every object do (`crate::peer`, "What fits in one frame"). Each record is
     /// verified before it is sent; a corrupt one is left out (the receiver gets that key from
-    /// another holder when it syncs with each of them).
+    /// another holder when it syncs with each of them), and so is an object that is expiring
+    /// and expired at `now_ms`.
     pub fn scan_records(
         &self,
         partition: u16,
         after: Option<&[u8]>,
         bytes_max: usize,
+        now_ms: u64,
     ) -> Result<Records, Error> {
         let (start, end) = partition_range(partition);
         let mut from = match after {
@@ -90,6 +95,7 @@ impl<E: Engine> Replica<E> {
             rows: Vec::new(),
             next: None,
             corrupt: 0,
+            expired: 0,
         };
         let mut bytes = 0;
         loop {
@@ -105,6 +111,7 @@ impl<E: Engine> Replica<E> {
                 }
                 from.clone_from(&key);
                 match decode_record(&record) {
+                    Ok(obj) if crate::expiry::expired(&obj, now_ms) => out.expired += 1,
                     Ok(_) => {
                         bytes += row_bytes;
                         out.rows.push((key, record));
@@ -248,7 +255,7 @@ mod tests {
         let mut after = None;
         let mut batches = Vec::new();
         loop {
-            let run = r.scan_records(3, after.as_deref(), 1000).expect("scan");
+            let run = r.scan_records(3, after.as_deref(), 1000, 1).expect("scan");
             let keys: Vec<u8> = run.rows.iter().map(|(k, _)| k[k.len() - 1]).collect();
             let bytes: usize = run.rows.iter().map(|(k, v)| k.len() + v.len()).sum();
             assert!(bytes <= 1000 || run.rows.len() == 1, "{keys:?}: {bytes}");
@@ -301,5 +308,35 @@ mod tests {
         .await;
         assert!(r.holds_bucket(b"hinted", 8).expect("scan"));
         assert!(!r.holds_bucket(b"hint", 8).expect("scan"));
+    }
+
+    /// A transfer leaves out expired expiring objects (and only those): they would not be
+    /// stored by the receiver, and must not come back there.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_batch_leaves_out_expired_expiring_objects() {
+        let node = NodeId::new("n1").expect("valid");
+        let (r, _) = Replica::open(Arc::new(MemoryEngine::new()), node, 0, || 1)
+            .await
+            .expect("open");
+        for (key, expires) in [
+            ("a", Some(50)),
+            ("b", None),
+            ("c", Some(500)),
+            ("d", Some(10)),
+        ] {
+            let v = Version::value(vec![7; 10], 1, expires);
+            let sk = storage_key(3, b"b", key.as_bytes());
+            r.coordinate(Slot::Own, 1, &sk, &CausalContext::empty(), v, 1)
+                .await
+                .expect("write");
+        }
+        let run = r.scan_records(3, None, 1 << 20, 100).expect("scan");
+        let keys: String = run
+            .rows
+            .iter()
+            .map(|(k, _)| char::from(k[k.len() - 1]))
+            .collect();
+        assert_eq!((keys.as_str(), run.expired), ("bc", 2));
+        assert!(run.next.is_none());
     }
 }

@@ -1,9 +1,11 @@
 //! Reaping: the queue of keys that will become reapable, and removing one.
 //!
-//! Records are stored without a reap instant, so compaction never drops one by itself. Instead a
-//! store of an object that will become reapable (all tombstones or expiring) queues
-//! `(reap_at, key)` in `meta`; the reaper (`aae.rs`) removes the key through [`Replica::reap`]
-//! only once every primary holds the same object and the grace period has passed.
+//! A store of an object that will become reapable (all tombstones or expiring, one tombstone at
+//! least) queues `(reap_at, key)` in `meta`; the reaper (`reaper.rs`) removes the key through
+//! [`Replica::reap`] only once every primary holds the same object and the grace period has
+//! passed. An *expiring* object (every sibling a value with an expiry) is not queued: the
+//! storage engine's compaction filter drops it on each replica by itself (`crate::expiry`), and
+//! [`Replica::reap`] never removes one (it is in no tree, so no digest matches).
 //!
 //! [`Replica::clear_partition`] removes a whole partition's keys the same way (tree updated per
 //! key), for a partition this node starts receiving anew (`crate::transfer`).
@@ -37,6 +39,14 @@ impl<E: Engine> Replica<E> {
                 Some((k, at, sk))
             })
             .collect())
+    }
+
+    /// Entries in the reap queue, due or not, counted up to `limit` (a scan of the queue).
+    pub fn reap_queue_len(&self, limit: usize) -> Result<usize, Error> {
+        let start = META_REAP_QUEUE.to_vec();
+        let mut end = META_REAP_QUEUE.to_vec();
+        end.extend_from_slice(&[0xff; 9]);
+        Ok(self.engine.scan(Space::Meta, &start, &end, limit)?.len())
     }
 
     /// Removes reap-queue entries.

@@ -188,6 +188,8 @@ pub struct RunDescription {
     pub context_updates: bool,
     /// Whether first writes skipped the context read (`--fresh-keys`).
     pub fresh_keys: bool,
+    /// Expiry of every write, seconds (`--ttl`; `null`: none).
+    pub ttl_secs: Option<u64>,
     /// Target rate (`null`: as fast as the workers go).
     pub rate_limit_ops_per_sec: Option<f64>,
     /// Whether every key was written before the run.
@@ -304,6 +306,9 @@ impl Summary {
             }
         );
         let _ = writeln!(out, "value size    {} B", run.value_size);
+        if let Some(ttl) = run.ttl_secs {
+            let _ = writeln!(out, "ttl           {ttl} s");
+        }
         if run.r.is_some() || run.w.is_some() {
             let _ = writeln!(
                 out,
@@ -445,6 +450,7 @@ mod tests {
             w: Some("all".into()),
             context_updates: true,
             fresh_keys: false,
+            ttl_secs: None,
             rate_limit_ops_per_sec: None,
             preloaded: false,
             warmup_secs: 0.0,

@@ -148,6 +148,9 @@ pub enum KeyDistribution {
     Uniform,
     /// A few keys are hot (Zipfian, θ = 0.99, hot keys scattered over the key space).
     Zipfian,
+    /// Each worker takes its keys once, in order (in the write workload, its stripe: every key
+    /// is written exactly once), and stops when it has taken them all.
+    Sequential,
 }
 
 impl KeyDistribution {
@@ -156,15 +159,18 @@ impl KeyDistribution {
         match self {
             KeyDistribution::Uniform => "uniform",
             KeyDistribution::Zipfian => "zipfian",
+            KeyDistribution::Sequential => "sequential",
         }
     }
 }
 
 /// Draws key indexes in `0..count`.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct KeyChooser {
     count: u64,
     zipf: Option<Zipf<f64>>,
+    /// For [`KeyDistribution::Sequential`]: the next index handed out.
+    sequence: Option<std::sync::atomic::AtomicU64>,
 }
 
 impl KeyChooser {
@@ -174,17 +180,33 @@ impl KeyChooser {
             return Err("the key space must hold at least one key".into());
         }
         let zipf = match distribution {
-            KeyDistribution::Uniform => None,
+            KeyDistribution::Uniform | KeyDistribution::Sequential => None,
             KeyDistribution::Zipfian => Some(
                 Zipf::new(count as f64, ZIPFIAN_THETA)
                     .map_err(|error| format!("zipfian over {count} keys: {error}"))?,
             ),
         };
-        Ok(KeyChooser { count, zipf })
+        let sequence = (distribution == KeyDistribution::Sequential)
+            .then(|| std::sync::atomic::AtomicU64::new(0));
+        Ok(KeyChooser {
+            count,
+            zipf,
+            sequence,
+        })
     }
 
-    /// The next key index.
+    /// Whether a sequential chooser has handed out every key (never for the others).
+    pub fn exhausted(&self) -> bool {
+        self.sequence
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed) >= self.count)
+    }
+
+    /// The next key index (a sequential chooser starts over after the last).
     pub fn next(&self, rng: &mut impl Rng) -> u64 {
+        if let Some(s) = &self.sequence {
+            return s.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.count;
+        }
         match &self.zipf {
             None => rng.random_range(0..self.count),
             Some(zipf) => {
@@ -350,6 +372,12 @@ mod tests {
 
     #[test]
     fn empty_key_space_is_refused() {
+        let seq = KeyChooser::new(KeyDistribution::Sequential, 3).expect("valid");
+        let taken: Vec<u64> = (0..3).map(|_| seq.next(&mut rng())).collect();
+        assert_eq!((taken, seq.exhausted()), (vec![0, 1, 2], true));
+        assert!(!KeyChooser::new(KeyDistribution::Sequential, 3)
+            .expect("valid")
+            .exhausted());
         assert!(KeyChooser::new(KeyDistribution::Uniform, 0).is_err());
         assert!(KeyChooser::new(KeyDistribution::Zipfian, 0).is_err());
         let one = KeyChooser::new(KeyDistribution::Zipfian, 1).expect("valid");
