@@ -109,6 +109,17 @@ impl DtRead {
         })
     }
 
+    /// The server's JSON form of this read (see [`DtRead::from_json`]).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut body = match &self.value {
+            DtValue::Cart(items) => json!({"type": "cart", "items": items}),
+            DtValue::Counter(value) => json!({"type": "counter", "value": value}),
+            DtValue::Set(members) => json!({"type": "set", "members": members}),
+        };
+        body["context"] = self.context.clone().into();
+        body
+    }
+
     /// The read as a cart, or [`Error::WrongDatatype`].
     pub fn into_cart(self) -> Result<CartRead, Error> {
         match self.value {
@@ -618,6 +629,18 @@ mod tests {
             .into_set()
             .expect("a set");
         assert_eq!(set.members, ["x", "y"]);
+
+        for body in [
+            &br#"{"type":"cart","items":{"a":2},"context":"c1"}"#[..],
+            br#"{"type":"counter","value":-7,"context":"c2"}"#,
+            br#"{"type":"set","members":["x"],"context":"c3"}"#,
+        ] {
+            let read = DtRead::from_json(body).expect("valid");
+            let json = read.to_json();
+            let expected: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+            assert_eq!(json, expected);
+            assert_eq!(DtRead::from_json(json.to_string().as_bytes()), Ok(read));
+        }
     }
 
     #[test]

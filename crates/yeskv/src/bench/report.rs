@@ -119,6 +119,7 @@ pub fn error_kind(error: &yeskv_client::Error) -> String {
         Error::InvalidResponse(_) => "invalid_response".into(),
         Error::InvalidUrl(_) => "invalid_url".into(),
         Error::InvalidArgument(_) => "invalid_argument".into(),
+        Error::WrongDatatype { .. } => "wrong_datatype".into(),
     }
 }
 
