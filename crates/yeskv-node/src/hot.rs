@@ -30,6 +30,8 @@ pub struct HotKey {
     pub bucket: Vec<u8>,
     /// Its key.
     pub key: Vec<u8>,
+    /// Its partition.
+    pub partition: u16,
     /// Operations counted (an overestimate by at most `error`).
     pub ops: u64,
     /// How much of `ops` may belong to keys it displaced.
@@ -52,8 +54,8 @@ impl SpaceSaving {
         }
     }
 
-    /// Counts one operation on `(bucket, key)`, whose hash is `hash`.
-    pub fn record(&mut self, hash: u64, bucket: &[u8], key: &[u8]) {
+    /// Counts one operation on `(bucket, key)` of `partition`, whose hash is `hash`.
+    pub fn record(&mut self, partition: u16, hash: u64, bucket: &[u8], key: &[u8]) {
         if let Some(k) = self.keys.get_mut(&hash) {
             k.ops += 1;
             return;
@@ -75,6 +77,7 @@ impl SpaceSaving {
             HotKey {
                 bucket: bucket.to_vec(),
                 key: key.to_vec(),
+                partition,
                 ops,
                 error,
             },
@@ -125,7 +128,7 @@ impl HotKeys {
             summary.decay();
             *since = Instant::now();
         }
-        summary.record(hash, bucket, key);
+        summary.record(partition, hash, bucket, key);
     }
 
     /// The hottest `n` keys.
@@ -157,7 +160,7 @@ mod tests {
             let mut s = SpaceSaving::new(8);
             let mut truth: HashMap<u64, u64> = HashMap::new();
             for k in &stream {
-                s.record(*k, b"b", &k.to_be_bytes());
+                s.record(0, *k, b"b", &k.to_be_bytes());
                 *truth.entry(*k).or_default() += 1;
             }
             let top = s.top(8);
@@ -179,9 +182,9 @@ mod tests {
     fn decay_halves_and_forgets() {
         let mut s = SpaceSaving::new(4);
         for _ in 0..5 {
-            s.record(1, b"b", b"one");
+            s.record(0, 1, b"b", b"one");
         }
-        s.record(2, b"b", b"two");
+        s.record(0, 2, b"b", b"two");
         s.decay();
         let top = s.top(4);
         assert_eq!(top.len(), 1);

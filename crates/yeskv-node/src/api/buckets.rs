@@ -99,17 +99,29 @@ async fn put<E: Engine>(
         .patched(&patch)
         .map_err(|e| Error::BadRequest(e.to_string()))?;
     let name = String::from_utf8_lossy(&bucket).into_owned();
-    if next.datatype != current.datatype {
-        let holders = crate::buckets::holders(ctx, &bucket).await;
+    // A salted bucket's keys also live in its sub-key bucket; fewer sub-keys would hide what
+    // the dropped ones hold, so a smaller salt is a change of data type in that respect.
+    if next.datatype != current.datatype || next.salt < current.salt {
+        let mut holders = crate::buckets::holders(ctx, &bucket).await;
+        let sub = [&bucket[..], crate::coordinator::SALT_SUFFIX].concat();
+        let salted = crate::buckets::holders(ctx, &sub).await;
+        for n in salted.holding {
+            if !holders.holding.contains(&n) {
+                holders.holding.push(n);
+            }
+        }
+        holders.unasked.extend(salted.unasked);
         if !holders.holding.is_empty() {
             let holding: Vec<&str> = holders.holding.iter().map(|n| n.as_str()).collect();
             let body = json!({
                 "error": format!(
                     "bucket {name:?} holds data (keys on {}): its datatype cannot change from \
-                     {} to {}; use a new bucket",
+                     {} to {}, nor its salt shrink from {} to {}; use a new bucket",
                     holding.join(", "),
                     datatype_name(current.datatype),
                     datatype_name(next.datatype),
+                    current.salt,
+                    next.salt,
                 ),
                 "holding": holding,
             });

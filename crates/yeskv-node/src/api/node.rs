@@ -378,6 +378,7 @@ pub(super) async fn hot<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Res
             json!({
                 "bucket": String::from_utf8_lossy(&k.bucket),
                 "key": String::from_utf8_lossy(&k.key),
+                "partition": k.partition,
                 "ops": k.ops,
                 "error": k.error,
             })

@@ -274,7 +274,7 @@ mod tests {
             let r = &r;
             async move {
                 let sk = storage_key(partition, bucket, b"k");
-                r.coordinate(slot, 1, &sk, &CausalContext::empty(), version, 1, 100)
+                r.coordinate(slot, 1, &sk, &CausalContext::empty(), version, 1)
                     .await
                     .expect("write");
             }
