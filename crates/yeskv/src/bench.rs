@@ -1497,10 +1497,9 @@ mod tests {
         .expect("valid");
         assert_eq!((plan.bucket.as_str(), plan.ttl_secs), ("s", 30));
         assert_eq!(plan.distribution, KeyDistribution::Uniform);
-        let plan = Plan::new(
-            &parse(&["--workload", "cart", "--distribution", "uniform"]).expect("valid"),
-        )
-        .expect("valid");
+        let plan =
+            Plan::new(&parse(&["--workload", "cart", "--distribution", "uniform"]).expect("valid"))
+                .expect("valid");
         assert_eq!(plan.distribution, KeyDistribution::Uniform);
         for bad in [
             &["--workload", "cart", "--preload"][..],
