@@ -83,7 +83,7 @@ impl Inner {
 
 /// Whether a failed request may be tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Idempotence {
+pub(crate) enum Idempotence {
     /// Reads: retry after any retryable error.
     Idempotent,
     /// Writes: retry only when the request was certainly not sent.
@@ -91,25 +91,30 @@ enum Idempotence {
 }
 
 /// One request, independent of the node it goes to (so that it can be retried elsewhere).
-struct RequestSpec<'a> {
-    method: Method,
+pub(crate) struct RequestSpec<'a> {
+    pub(crate) method: Method,
     /// Path and query, without the node's prefix.
-    path_and_query: Bytes,
-    context: Option<&'a str>,
-    accept_json: bool,
-    body: Option<Bytes>,
-    idempotence: Idempotence,
+    pub(crate) path_and_query: Bytes,
+    pub(crate) context: Option<&'a str>,
+    pub(crate) accept_json: bool,
+    pub(crate) body: Option<Bytes>,
+    /// The body is JSON (`Content-Type: application/json`), not opaque bytes.
+    pub(crate) json_body: bool,
+    pub(crate) idempotence: Idempotence,
+    /// This request's per-attempt timeout, when it is not the client's (a request the server
+    /// may take long to answer).
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// A response with its body read.
-struct RawResponse {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct RawResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl RawResponse {
-    fn context(&self) -> Result<Option<String>, Error> {
+    pub(crate) fn context(&self) -> Result<Option<String>, Error> {
         match self.headers.get(CAUSAL_CONTEXT) {
             None => Ok(None),
             Some(value) => value
@@ -141,7 +146,7 @@ impl RawResponse {
             .ok()
     }
 
-    fn into_error(self) -> Error {
+    pub(crate) fn into_error(self) -> Error {
         Error::from_response(
             self.status.as_u16(),
             self.status.canonical_reason(),
@@ -216,6 +221,11 @@ impl Client {
             self.inner.timeout,
             self.inner.retries,
         ))
+    }
+
+    /// The per-attempt timeout of a request ([`ClientBuilder::timeout`]).
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
     }
 
     /// The version of the cached ring; `None` before it was fetched, when the server has no
@@ -337,6 +347,8 @@ impl Client {
                     accept_json: false,
                     body: None,
                     idempotence: Idempotence::Idempotent,
+                    json_body: false,
+                    timeout: None,
                 },
             )
             .await?;
@@ -372,8 +384,10 @@ impl Client {
     /// With [`WriteOptions::context`] from an earlier read, the write supersedes exactly the
     /// versions that read saw; without one it supersedes nothing and becomes a sibling of every
     /// existing version. The returned context covers the given context plus this write, so
-    /// passing it to the next put of the same key replaces this value. The server refuses a
-    /// write that would exceed its sibling limit with 409 ([`Error::is_too_many_siblings`]).
+    /// passing it to the next put of the same key replaces this value. A key never refuses a
+    /// write for its number of siblings (the server flags one over its limit with the
+    /// `X-Yeskv-Siblings` header); [`Client::update`] reads, merges and writes back in one call.
+    /// A bucket with a `datatype` refuses plain writes with 409 ([`Error::is_conflict`]).
     pub async fn put(
         &self,
         bucket: impl AsRef<[u8]>,
@@ -398,6 +412,8 @@ impl Client {
                     accept_json: false,
                     body: Some(value),
                     idempotence: Idempotence::NotIdempotent,
+                    json_body: false,
+                    timeout: None,
                 },
             )
             .await?;
@@ -439,6 +455,8 @@ impl Client {
                     accept_json: false,
                     body: None,
                     idempotence: Idempotence::NotIdempotent,
+                    json_body: false,
+                    timeout: None,
                 },
             )
             .await?;
@@ -473,6 +491,75 @@ impl Client {
         Ok(true)
     }
 
+    /// Writes `value` under a key that expires `ttl_secs` seconds after the write (a session):
+    /// a blind write (no context) with [`WriteOptions::ttl_secs`] set, otherwise as
+    /// [`Client::put`]. Returns the context of the new version. To keep a session alive without
+    /// rewriting it, [`Client::touch`] it; in a bucket with `ttl_sliding` every read does that.
+    pub async fn put_with_ttl(
+        &self,
+        bucket: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        value: Bytes,
+        ttl_secs: u64,
+    ) -> Result<String, Error> {
+        if ttl_secs == 0 {
+            return Err(Error::InvalidArgument(
+                "a TTL must be at least one second".into(),
+            ));
+        }
+        let options = WriteOptions {
+            ttl_secs: Some(ttl_secs),
+            ..WriteOptions::default()
+        };
+        self.put(bucket, key, value, &options).await
+    }
+
+    /// Extends a key's expiry without rewriting its value (`POST /v1/kv/{bucket}/{key}?touch`):
+    /// to `ttl_secs` seconds from now, or with `None` by the bucket's `ttl_secs` (the server
+    /// refuses with 400 a bucket that has none). Returns `false` when the key has no live value
+    /// (never written, deleted or already expired: a session that is gone stays gone).
+    ///
+    /// A touch sets an expiry and carries no value, so it is retried like a read.
+    pub async fn touch(
+        &self,
+        bucket: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+        ttl_secs: Option<u64>,
+    ) -> Result<bool, Error> {
+        let (bucket, key) = (bucket.as_ref(), key.as_ref());
+        check_names(bucket, key)?;
+        if ttl_secs == Some(0) {
+            return Err(Error::InvalidArgument(
+                "a TTL must be at least one second".into(),
+            ));
+        }
+        let path = path::touch_path(bucket, key, None, ttl_secs);
+        let response = self
+            .execute(
+                Target::Key {
+                    bucket,
+                    key,
+                    access: Access::Write,
+                },
+                RequestSpec {
+                    method: Method::POST,
+                    path_and_query: Bytes::from(path),
+                    context: None,
+                    accept_json: false,
+                    body: None,
+                    json_body: false,
+                    idempotence: Idempotence::Idempotent,
+                    timeout: None,
+                },
+            )
+            .await?;
+        match response.status {
+            status if status.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(response.into_error()),
+        }
+    }
+
     /// `GET /v1/status` of the next node: its view of the cluster, as JSON.
     pub async fn status(&self) -> Result<serde_json::Value, Error> {
         self.get_json("/v1/status").await
@@ -494,6 +581,8 @@ impl Client {
             accept_json: false,
             body: None,
             idempotence: Idempotence::Idempotent,
+            json_body: false,
+            timeout: None,
         };
         let route = self.inner.router.route(Target::AnyNode, Instant::now());
         match self.attempt(&route.node().node, &spec).await {
@@ -513,6 +602,8 @@ impl Client {
                     accept_json: true,
                     body: None,
                     idempotence: Idempotence::Idempotent,
+                    json_body: false,
+                    timeout: None,
                 },
             )
             .await?;
@@ -527,7 +618,7 @@ impl Client {
     /// a ring-routed request, moving down the preference list past refused connections without
     /// counting retries). Returns the response whatever its status, except that retryable
     /// statuses of idempotent requests are retried first.
-    async fn execute(
+    pub(crate) async fn execute(
         &self,
         target: Target<'_>,
         spec: RequestSpec<'_>,
@@ -707,6 +798,8 @@ impl Client {
             accept_json: true,
             body: None,
             idempotence: Idempotence::Idempotent,
+            json_body: false,
+            timeout: None,
         };
         let response = self.attempt(node, &spec).await?;
         if !response.status.is_success() {
@@ -731,7 +824,12 @@ impl Client {
             request = request.header(ACCEPT, APPLICATION_JSON);
         }
         if spec.body.is_some() {
-            request = request.header(CONTENT_TYPE, APPLICATION_OCTET_STREAM);
+            let content_type = if spec.json_body {
+                APPLICATION_JSON
+            } else {
+                APPLICATION_OCTET_STREAM
+            };
+            request = request.header(CONTENT_TYPE, content_type);
         }
         if let Some(context) = spec.context {
             let value = HeaderValue::from_str(context).map_err(|_| {
@@ -776,7 +874,8 @@ impl Client {
                 body,
             })
         };
-        match tokio::time::timeout(self.inner.timeout, exchange).await {
+        let timeout = spec.timeout.unwrap_or(self.inner.timeout);
+        match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout),
         }
@@ -802,7 +901,7 @@ impl Drop for RefreshGuard<'_> {
 
 /// Rejects names the server could never accept, before sending anything (an empty segment
 /// would even route to a different endpoint).
-fn check_names(bucket: &[u8], key: &[u8]) -> Result<(), Error> {
+pub(crate) fn check_names(bucket: &[u8], key: &[u8]) -> Result<(), Error> {
     if bucket.is_empty() {
         return Err(Error::InvalidArgument("bucket must not be empty".into()));
     }

@@ -1,5 +1,7 @@
 //! The one error type of the client crate.
 
+use yeskv_core::Datatype;
+
 /// Everything that can go wrong talking to a yeskv node.
 ///
 /// [`Error::is_retryable`] tells whether trying again (possibly on another node) may succeed.
@@ -35,6 +37,15 @@ pub enum Error {
     /// is not a valid header value, ...). Nothing was sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A data-type read found another type than the handle's (a counter read through
+    /// `Client::cart`, ...).
+    #[error("the key holds a {found}, not a {expected}")]
+    WrongDatatype {
+        /// The handle's type.
+        expected: Datatype,
+        /// The type the server answered.
+        found: Datatype,
+    },
 }
 
 impl Error {
@@ -46,7 +57,10 @@ impl Error {
         match self {
             Error::Http { status, .. } => matches!(status, 408 | 429 | 502 | 503 | 504),
             Error::Connect(_) | Error::Transport(_) | Error::Timeout => true,
-            Error::InvalidResponse(_) | Error::InvalidUrl(_) | Error::InvalidArgument(_) => false,
+            Error::InvalidResponse(_)
+            | Error::InvalidUrl(_)
+            | Error::InvalidArgument(_)
+            | Error::WrongDatatype { .. } => false,
         }
     }
 
@@ -58,10 +72,20 @@ impl Error {
         }
     }
 
-    /// Whether the request was refused because the key already holds the most siblings the
-    /// server allows (HTTP 409); a read-modify-write with the read's context resolves it.
-    pub fn is_too_many_siblings(&self) -> bool {
+    /// Whether the server refused the request as conflicting with the bucket (HTTP 409): a
+    /// data-type operation on a bucket of another type or a plain one, a plain request on a
+    /// data-type bucket, a change of `datatype` of a bucket holding data. (A plain key never
+    /// refuses a write for its number of siblings.) Retrying the same request will not help.
+    pub fn is_conflict(&self) -> bool {
         self.status() == Some(409)
+    }
+
+    /// The server's reason, for an [`Error::Http`].
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Error::Http { reason, .. } => Some(reason),
+            _ => None,
+        }
     }
 
     /// Builds an [`Error::Http`] from a status and a response body, taking the reason from a JSON
@@ -122,9 +146,18 @@ mod tests {
     }
 
     #[test]
-    fn too_many_siblings_is_409() {
-        let error = Error::from_response(409, None, br#"{"error":"too many siblings"}"#);
-        assert!(error.is_too_many_siblings());
+    fn conflict_is_409_with_the_reason() {
+        let error = Error::from_response(
+            409,
+            None,
+            br#"{"error":"\"incr\" of a counter on a cart bucket"}"#,
+        );
+        assert!(error.is_conflict());
         assert!(!error.is_retryable());
+        assert_eq!(
+            error.reason(),
+            Some("\"incr\" of a counter on a cart bucket")
+        );
+        assert_eq!(Error::Timeout.reason(), None);
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! A [`Client`] talks to one or more yeskv nodes over the HTTP API (`docs`: the external contract
 //! in `spec/interface.md`): [`Client::get`] / [`Client::read`], [`Client::put`],
-//! [`Client::delete`], plus [`Client::status`], [`Client::ring`] and [`Client::health`].
+//! [`Client::delete`], [`Client::update`] (read-modify-write), sessions
+//! ([`Client::put_with_ttl`], [`Client::touch`]), data types ([`Client::cart`],
+//! [`Client::counter`], [`Client::set`]), bucket properties ([`Client::bucket`],
+//! [`Client::set_bucket`]), plus [`Client::status`], [`Client::ring`] and [`Client::health`].
 //!
 //! ## Causal contexts and siblings
 //! yeskv is a Dynamo-style store: concurrent writes are all kept, as *siblings*. Every read
@@ -12,6 +15,35 @@
 //! code that updates a key should read it, merge the siblings, and write with the read's context
 //! (see [`Client::put`]). A put returns the context of the new version, so a client that keeps
 //! writing the same key can chain contexts without reading again.
+//!
+//! ## Data types and sessions
+//! A bucket can hold server-merged data types instead of opaque values: set its `datatype`
+//! ([`Client::set_bucket`]) and send operations through a typed handle. Concurrent operations
+//! merge on the server (a cart's concurrent adds both count; a remove removes only what the
+//! context it carries saw), so these reads never have siblings. A bucket's `ttl_secs` makes
+//! every write expire; with `ttl_sliding` every read extends the expiry, and
+//! [`Client::touch`] extends it without a read.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), yeskv_client::Error> {
+//! use yeskv_client::{BucketProps, Client, Datatype};
+//!
+//! let client = Client::builder().node("http://127.0.0.1:8081").build()?;
+//! client
+//!     .set_bucket("carts", &BucketProps { datatype: Some(Datatype::Cart), ..Default::default() })
+//!     .await?;
+//! let carts = client.cart("carts");
+//! carts.add("alice", "sku-1", 2).await?;
+//! if let Some(cart) = carts.get("alice").await? {
+//!     // Removes what this read saw of sku-1; an add made meanwhile elsewhere survives.
+//!     carts.remove("alice", "sku-1", Some(&cart.context)).await?;
+//! }
+//! client.counter("views").incr("page-1", 1).await?;
+//! client.put_with_ttl("sessions", "s1", "state".into(), 1800).await?;
+//! client.touch("sessions", "s1", Some(1800)).await?;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ## Performance
 //! The client is built on hyper's pooled HTTP/1.1 client: connections are kept alive and reused
@@ -65,14 +97,19 @@
 //! # }
 //! ```
 
+mod buckets;
 mod builder;
 mod client;
+mod datatypes;
 mod error;
 pub mod http1;
 mod path;
 mod ring;
 mod routing;
 mod types;
+mod update;
+
+pub use buckets::{patch_json, props_from_json, props_json, SET_BUCKET_TIMEOUT};
 
 pub use builder::{
     ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_NODE_COOLDOWN, DEFAULT_POOL_IDLE_TIMEOUT,
@@ -80,9 +117,16 @@ pub use builder::{
     DEFAULT_TIMEOUT,
 };
 pub use client::{Client, CAUSAL_CONTEXT_HEADER, LAYOUT_VERSION_HEADER, RESPONSE_BYTES_MAX};
+pub use datatypes::{
+    op_json, CartBucket, CartRead, CounterBucket, CounterRead, DtOp, DtOptions, DtRead, DtValue,
+    SetBucket, SetRead,
+};
 pub use error::Error;
 pub use path::encode_segment;
 pub use ring::{Ring, RingNode, RING_NODES_MAX, RING_PARTITIONS_MAX, SUPPORTED_HASH};
 pub use routing::ReadRouting;
 pub use types::{Read, ReadOptions, Sibling, WriteOptions};
-pub use yeskv_core::{ParseQuorumError, Quorum};
+pub use update::{
+    UpdateOptions, UPDATE_ATTEMPTS_DEFAULT, UPDATE_BACKOFF_INITIAL, UPDATE_BACKOFF_MAX,
+};
+pub use yeskv_core::{BucketPatch, BucketProps, Conflict, Datatype, ParseQuorumError, Quorum};

@@ -45,14 +45,67 @@ pub(crate) fn key_path(
     quorum: Option<(&str, Quorum)>,
     ttl_secs: Option<u64>,
 ) -> String {
+    object_path("/v1/kv/", bucket, key, None, quorum, ttl_secs)
+}
+
+/// The path and query of a data-type request: `/v1/dt/{bucket}/{key}` plus `r` or `w` and `ttl`.
+pub(crate) fn dt_path(
+    bucket: &[u8],
+    key: &[u8],
+    quorum: Option<(&str, Quorum)>,
+    ttl_secs: Option<u64>,
+) -> String {
+    object_path("/v1/dt/", bucket, key, None, quorum, ttl_secs)
+}
+
+/// The path and query of a touch: `/v1/kv/{bucket}/{key}?touch`, plus `w` and `ttl`.
+pub(crate) fn touch_path(
+    bucket: &[u8],
+    key: &[u8],
+    w: Option<Quorum>,
+    ttl_secs: Option<u64>,
+) -> String {
+    object_path(
+        "/v1/kv/",
+        bucket,
+        key,
+        Some("touch"),
+        w.map(|w| ("w", w)),
+        ttl_secs,
+    )
+}
+
+/// The path of a bucket's properties: `/v1/buckets/{bucket}`.
+pub(crate) fn bucket_path(bucket: &[u8]) -> String {
+    let mut path = String::with_capacity(12 + bucket.len());
+    path.push_str("/v1/buckets/");
+    push_segment(&mut path, bucket);
+    path
+}
+
+/// `{prefix}{bucket}/{key}`, then the query: `flag` (a parameter without a value), the quorum
+/// and `ttl`, in that order.
+fn object_path(
+    prefix: &str,
+    bucket: &[u8],
+    key: &[u8],
+    flag: Option<&str>,
+    quorum: Option<(&str, Quorum)>,
+    ttl_secs: Option<u64>,
+) -> String {
     use std::fmt::Write as _;
 
-    let mut path = String::with_capacity(16 + bucket.len() + key.len() + 24);
-    path.push_str("/v1/kv/");
+    let mut path = String::with_capacity(prefix.len() + bucket.len() + key.len() + 32);
+    path.push_str(prefix);
     push_segment(&mut path, bucket);
     path.push('/');
     push_segment(&mut path, key);
     let mut separator = '?';
+    if let Some(flag) = flag {
+        path.push(separator);
+        path.push_str(flag);
+        separator = '&';
+    }
     if let Some((name, quorum)) = quorum {
         // Writing into a String cannot fail.
         let _ = write!(path, "{separator}{name}={quorum}");
@@ -104,5 +157,20 @@ mod tests {
             "/v1/kv/b/k?w=3&ttl=60"
         );
         assert_eq!(key_path(b"b", b"k", None, Some(5)), "/v1/kv/b/k?ttl=5");
+    }
+
+    #[test]
+    fn data_type_touch_and_bucket_paths() {
+        assert_eq!(
+            dt_path(b"carts", b"al/ice", Some(("w", Quorum::One)), Some(60)),
+            "/v1/dt/carts/al%2Fice?w=one&ttl=60"
+        );
+        assert_eq!(dt_path(b"c", b"k", None, None), "/v1/dt/c/k");
+        assert_eq!(touch_path(b"s", b"k", None, None), "/v1/kv/s/k?touch");
+        assert_eq!(
+            touch_path(b"s", b"k", Some(Quorum::All), Some(30)),
+            "/v1/kv/s/k?touch&w=all&ttl=30"
+        );
+        assert_eq!(bucket_path(b"my carts"), "/v1/buckets/my%20carts");
     }
 }

@@ -10,8 +10,8 @@
 //!
 //! ## Workloads and causal contexts
 //! yeskv keeps every write it cannot prove superseded: a *blind* write (no causal context)
-//! becomes a sibling of whatever the key holds, and siblings accumulate until the server refuses
-//! the key with 409 (counted as `too_many_siblings`). So the benchmark writes the way a correct
+//! becomes a sibling of whatever the key holds, and siblings accumulate (the server flags a key
+//! past its sibling limit but never refuses it). So the benchmark writes the way a correct
 //! application would:
 //! - **`write`**: each worker owns a stripe of the keys (index ≡ worker mod concurrency), so no
 //!   two workers ever write the same key at once, and remembers the context each of its writes
@@ -25,11 +25,28 @@
 //! - **`a` / `b` updates**: read-modify-write: a read, then a write with the read's context; the
 //!   latency covers both. Two workers updating one hot key at once leave two siblings until the
 //!   next update folds them; `--context-updates false` makes updates blind writes instead
-//!   (siblings then grow until 409).
+//!   (siblings then grow).
 //! - **reads** of keys never written are successes that find nothing; they are reported as
 //!   `read misses`. `--preload` first makes sure every key holds one value of `--value-size`
 //!   bytes (reading each key and writing it, with the read's context, only when it does not), so
 //!   rerunning a preloaded benchmark costs one read per key.
+//!
+//! ## Carts and sessions
+//! Two workloads set their bucket's properties first (`PUT /v1/buckets`, a bucket of their own
+//! by default: `bench-cart`, `bench-session`):
+//! - **`cart`** (datatype `cart`; `--keys` carts, zipfian unless `--distribution` says otherwise;
+//!   `--items` products, zipfian): `add` 1–3 of a product (50%); `view` a cart (35%), which
+//!   the worker remembers; `remove` (10%) an item its last view saw, with that view's context
+//!   (before any view with items, the worker views a cart instead); `merge` (5%): two adds of
+//!   one product to one cart, sent at once from two tasks, as from a phone and a laptop.
+//! - **`session`** (`ttl_secs` = `--ttl`, sliding): `create` a session, a blind PUT under a new
+//!   key, whose expiry is the bucket's (10%); `read` a session in use (80%): a GET, which slides
+//!   its expiry; `expire` (10%): a GET of a session abandoned at least `--ttl` + 1 s ago, which
+//!   should find nothing (counted: expired as expected / still readable). Each worker keeps
+//!   `--keys / --concurrency` sessions in use; a creation beyond that abandons one at random.
+//!   A session in use is read about every `keys / (0.8 × ops/s)` seconds: when that exceeds
+//!   `--ttl`, sessions expire while in use (read misses). Before any session is due for a
+//!   check, `expire` reads a session in use instead, and `read` creates one when none is.
 //!
 //! ## Output
 //! Progress goes to stderr (a progress bar on a terminal, else a line every 5 s); the summary
@@ -50,10 +67,12 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
-use yeskv_client::{Client, Quorum, ReadOptions, WriteOptions};
+use yeskv_client::{BucketPatch, CartBucket, Client, Datatype, Quorum, ReadOptions, WriteOptions};
 
 use report::{RunDescription, Summary, WorkerStats};
-use workload::{key_name, KeyChooser, KeyDistribution, OpKind, Stripe, Workload};
+use workload::{
+    item_name, key_name, KeyChooser, KeyDistribution, OpKind, Sessions, Stripe, Workload,
+};
 
 /// Duration of a run given neither `--duration` nor `--ops`.
 const DEFAULT_DURATION_SECS: f64 = 10.0;
@@ -93,6 +112,12 @@ WORKLOADS:
   read    100% reads.
   a       YCSB A: 50% reads, 50% updates.   b   YCSB B: 95% reads, 5% updates.
   c       YCSB C: 100% reads.
+  cart    a cart bucket (datatype set first): 50% add an item, 35% view a cart, 10% remove an
+          item the worker's last view saw (with its context), 5% merge: two concurrent adds
+          to one cart from two tasks. Zipfian carts by default; --items products.
+  session a bucket with ttl_secs = --ttl, sliding: 10% create (blind PUT, the bucket's TTL),
+          80% read (slides the expiry), 10% expire: read a session abandoned --ttl + 1 s ago,
+          expected gone. --keys is the number of sessions in use at once (over all workers).
   An update reads the key and writes with the read's context (latency covers both), unless
   --context-updates false. Reads of keys never written count as successes ('read misses');
   --preload writes every key once first (cheap on reruns: keys already holding one value of
@@ -103,15 +128,18 @@ WORKLOADS:
 OUTPUT:
   stderr: a progress bar on a terminal, else 't=5s ops=... ops/s=... p99=...ms errors=...'
   every 5 s. stdout: the summary; with --json one object with ops, ops_per_sec, errors,
-  errors_by_kind, read_misses, and operations.<read|update|write|context_read>.{count, errors,
-  ops_per_sec, mean_ms, p50_ms, p90_ms, p99_ms, p999_ms, max_ms}.
+  errors_by_kind, read_misses, and operations.<read|update|write|context_read|add|view|remove|
+  merge|create|expire>.{count, errors, ops_per_sec, mean_ms, p50_ms, p90_ms, p99_ms, p999_ms,
+  max_ms}; the session workload adds sessions_expired and sessions_alive_past_ttl.
   Ctrl-C stops the run early and still prints the summary.
 
 EXAMPLES:
   yeskv bench --workload write --keys 100000 --duration 30
   yeskv bench --workload a --preload --distribution zipfian --nodes http://127.0.0.1:8081,http://127.0.0.1:8082
   yeskv bench --workload c --rate 5000 --duration 60 --json > result.json
-  yeskv bench --workload write --fresh-keys --distribution sequential --keys 1000000 --ttl 60")]
+  yeskv bench --workload write --fresh-keys --distribution sequential --keys 1000000 --ttl 60
+  yeskv bench --workload cart --keys 100000 --duration 30
+  yeskv bench --workload session --keys 2000 --ttl 5 --duration 30")]
 pub struct BenchArgs {
     /// Seed node URLs, comma separated; the client reads /v1/ring from them and sends each key
     /// to a node of its preference list.
@@ -143,12 +171,16 @@ pub struct BenchArgs {
     /// Target throughput over all workers (default: as fast as possible).
     #[arg(long, value_name = "OPS_PER_SEC")]
     pub rate: Option<f64>,
-    /// How keys are picked: uniform, or zipfian (θ = 0.99, hot keys scattered, as YCSB).
-    #[arg(long, value_enum, default_value_t = KeyDistribution::Uniform)]
-    pub distribution: KeyDistribution,
-    /// Bucket to use.
-    #[arg(long, default_value = "bench")]
-    pub bucket: String,
+    /// How keys are picked: uniform, or zipfian (θ = 0.99, hot keys scattered, as YCSB)
+    /// [default: zipfian for cart, uniform otherwise].
+    #[arg(long, value_enum)]
+    pub distribution: Option<KeyDistribution>,
+    /// Bucket to use [default: bench; bench-cart and bench-session for those workloads].
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// Products in the catalogue (cart workload; zipfian popularity).
+    #[arg(long, default_value_t = 1000)]
+    pub items: u64,
     /// Read quorum: one, quorum, all, local_quorum, each_quorum, or a number (default: the
     /// server's r).
     #[arg(long)]
@@ -185,16 +217,25 @@ pub struct BenchArgs {
     /// Per-request timeout.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub timeout: f64,
-    /// Every write (preload included) expires this many seconds after it is made (`?ttl=`).
+    /// Every write (preload included) expires this many seconds after it is made (`?ttl=`);
+    /// for the session workload, the session bucket's TTL (default 5; reads slide it).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub ttl: Option<u64>,
 }
+
+/// The session workload's bucket TTL without `--ttl`, seconds.
+const SESSION_TTL_SECS_DEFAULT: u64 = 5;
 
 /// Validated settings of a run.
 #[derive(Debug)]
 struct Plan {
     workload: Workload,
+    bucket: String,
     distribution: KeyDistribution,
+    /// Products in the catalogue (cart).
+    items: u64,
+    /// The bucket's TTL (session).
+    ttl_secs: u64,
     keys: u64,
     value_size: usize,
     workers: usize,
@@ -220,7 +261,16 @@ impl Plan {
             args.value_size <= VALUE_SIZE_MAX,
             "--value-size must be at most {VALUE_SIZE_MAX} bytes"
         );
-        anyhow::ensure!(!args.bucket.is_empty(), "--bucket must not be empty");
+        let bucket = args
+            .bucket
+            .clone()
+            .unwrap_or_else(|| args.workload.default_bucket().to_string());
+        anyhow::ensure!(!bucket.is_empty(), "--bucket must not be empty");
+        anyhow::ensure!(args.items >= 1, "--items must be at least 1");
+        anyhow::ensure!(
+            !args.preload || args.workload.is_plain(),
+            "--preload writes plain values: it applies to the write, read, a, b and c workloads"
+        );
         if let Some(ops) = args.ops {
             anyhow::ensure!(ops >= 1, "--ops must be at least 1");
         }
@@ -244,7 +294,12 @@ impl Plan {
         };
         Ok(Plan {
             workload: args.workload,
-            distribution: args.distribution,
+            bucket,
+            distribution: args
+                .distribution
+                .unwrap_or_else(|| args.workload.default_distribution()),
+            items: args.items,
+            ttl_secs: args.ttl.unwrap_or(SESSION_TTL_SECS_DEFAULT),
             keys: args.keys,
             value_size: args.value_size,
             workers,
@@ -308,6 +363,8 @@ struct LiveStats {
 /// Everything the workers share.
 struct Run {
     client: Client,
+    /// The cart handle (cart workload), with the run's quorums.
+    carts: CartBucket,
     bucket: String,
     plan: Plan,
     read_options: ReadOptions,
@@ -344,9 +401,17 @@ impl Run {
         start: Instant,
     ) -> Run {
         let measure_start = start + plan.warmup;
+        let mut carts = client.cart(&plan.bucket);
+        if let Some(r) = args.r {
+            carts = carts.r(r);
+        }
+        if let Some(w) = args.w {
+            carts = carts.w(w);
+        }
         Run {
             client,
-            bucket: args.bucket.clone(),
+            carts,
+            bucket: plan.bucket.clone(),
             read_options: ReadOptions { r: args.r },
             w: args.w,
             context_updates: args.context_updates,
@@ -425,6 +490,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     let client = connect(&args, &plan).await?;
+    prepare_bucket(&client, &plan).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let interrupt = tokio::spawn(stop_on_ctrl_c(stop.clone()));
     let value_pool = value_pool(&plan);
@@ -450,6 +516,38 @@ async fn connect(args: &BenchArgs, plan: &Plan) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// Sets the bucket's properties the workload needs: datatype `cart`, or a sliding TTL. The
+/// plain workloads leave their bucket as it is.
+async fn prepare_bucket(client: &Client, plan: &Plan) -> anyhow::Result<()> {
+    let (patch, what) = match plan.workload {
+        Workload::Cart => (
+            BucketPatch {
+                datatype: Some(Some(Datatype::Cart)),
+                ..BucketPatch::default()
+            },
+            "datatype cart".to_string(),
+        ),
+        Workload::Session => (
+            BucketPatch {
+                ttl_secs: Some(Some(plan.ttl_secs)),
+                ttl_sliding: Some(true),
+                ..BucketPatch::default()
+            },
+            format!("ttl_secs {} with sliding expiry", plan.ttl_secs),
+        ),
+        _ => return Ok(()),
+    };
+    client
+        .patch_bucket(&plan.bucket, &patch)
+        .await
+        .with_context(|| {
+            format!(
+                "setting bucket {} to {what} (PUT /v1/buckets/{}); --bucket picks another",
+                plan.bucket, plan.bucket
+            )
+        })
+}
+
 /// The random bytes written values are sliced from (see [`Run::value`]), drawn from the run's
 /// seed so that a seeded run writes the same values.
 fn value_pool(plan: &Plan) -> Bytes {
@@ -466,7 +564,7 @@ fn describe(args: &BenchArgs, plan: &Plan, client: &Client) -> RunDescription {
         workload_description: plan.workload.description(),
         distribution: plan.distribution.name(),
         nodes: client.nodes().map(str::to_string).collect(),
-        bucket: args.bucket.clone(),
+        bucket: plan.bucket.clone(),
         concurrency: plan.workers,
         keys: plan.keys,
         value_size: plan.value_size,
@@ -479,6 +577,8 @@ fn describe(args: &BenchArgs, plan: &Plan, client: &Client) -> RunDescription {
         preloaded: args.preload,
         warmup_secs: plan.warmup.as_secs_f64(),
         seed: plan.seed,
+        items: (plan.workload == Workload::Cart).then_some(plan.items),
+        session_ttl_secs: (plan.workload == Workload::Session).then_some(plan.ttl_secs),
     }
 }
 
@@ -595,7 +695,7 @@ async fn preload(
     pool: Bytes,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<HashMap<u64, String>>> {
-    let (bucket, r, w, ttl) = (&args.bucket, args.r, args.w, args.ttl);
+    let (bucket, r, w, ttl) = (&plan.bucket, args.r, args.w, args.ttl);
     let done = Arc::new(AtomicU64::new(0));
     let keep_contexts = plan.workload == Workload::Write;
     let progress = Arc::new(Progress::new(
@@ -726,10 +826,12 @@ struct Worker {
     rng: SmallRng,
     /// The keys it owns (written by the write workload only).
     stripe: Stripe,
-    /// Picks among the stripe's keys (write workload) or all keys.
+    /// Picks among the stripe's keys (write workload) or all keys (carts too).
     chooser: KeyChooser,
     /// The causal contexts of its own keys known so far (write workload).
     contexts: HashMap<u64, String>,
+    /// What the cart and session workloads keep between operations.
+    state: WorkloadState,
     /// The measured operations so far.
     stats: WorkerStats,
     /// Latencies not yet handed to the progress reporter.
@@ -737,6 +839,26 @@ struct Worker {
     last_flush: Instant,
     /// The current key's name (one buffer, reused).
     name: String,
+}
+
+/// A worker's memory between operations, for the workloads that need one.
+enum WorkloadState {
+    /// The YCSB-style workloads.
+    Plain,
+    /// Carts: the catalogue's popularity, and what the last view saw.
+    Cart {
+        items: KeyChooser,
+        last_view: Option<LastView>,
+    },
+    /// Sessions in use and abandoned.
+    Session(Sessions),
+}
+
+/// A cart as the worker last viewed it: what a remove removes, with which context.
+struct LastView {
+    cart: String,
+    items: Vec<String>,
+    context: String,
 }
 
 impl Worker {
@@ -751,16 +873,32 @@ impl Worker {
             plan.keys
         };
         let chooser = KeyChooser::new(plan.distribution, chooser_keys).ok()?;
+        let state = match plan.workload {
+            Workload::Cart => WorkloadState::Cart {
+                items: KeyChooser::new(KeyDistribution::Zipfian, plan.items).ok()?,
+                last_view: None,
+            },
+            Workload::Session => {
+                let in_use = usize::try_from(plan.keys / plan.workers as u64).unwrap_or(usize::MAX);
+                WorkloadState::Session(Sessions::new(
+                    format!("{:08x}-{index}", plan.seed as u32),
+                    in_use,
+                    Duration::from_secs(plan.ttl_secs),
+                ))
+            }
+            _ => WorkloadState::Plain,
+        };
         Some(Worker {
             run,
             rng,
             stripe,
             chooser,
             contexts,
+            state,
             stats: WorkerStats::default(),
             recent: report::latency_histogram(),
             last_flush: Instant::now(),
-            name: String::with_capacity(16),
+            name: String::with_capacity(32),
         })
     }
 
@@ -782,8 +920,8 @@ impl Worker {
             // An operation that claimed one of `--ops` is measured even if its slot was due
             // before the warmup ended.
             let measured = measuring || start >= self.run.measure_start;
-            let kind = self.run.plan.workload.next_op(&mut self.rng);
-            let outcome = self.perform(kind, measured).await;
+            let drawn = self.run.plan.workload.next_op(&mut self.rng);
+            let (kind, outcome) = self.perform(drawn, measured).await;
             let end = Instant::now();
             if measured {
                 self.record(kind, start, end, outcome).await;
@@ -793,28 +931,39 @@ impl Worker {
         self.stats
     }
 
-    /// Sends one operation of `kind` on a key it picks. Returns the time to leave out of the
-    /// operation's latency, or the error the operation failed with.
+    /// Sends one operation of kind `drawn` (or another when the worker's state does not allow
+    /// it: a remove before any view, an expiry check before any session is due) on a key it
+    /// picks. Returns the kind it did, and the time to leave out of its latency or the error it
+    /// failed with.
     async fn perform(
+        &mut self,
+        drawn: OpKind,
+        measured: bool,
+    ) -> (OpKind, Result<Duration, yeskv_client::Error>) {
+        match drawn {
+            OpKind::CartAdd | OpKind::CartView | OpKind::CartRemove | OpKind::CartMerge => {
+                self.perform_cart(drawn, measured).await
+            }
+            OpKind::SessionCreate | OpKind::SessionExpire => {
+                self.perform_session(drawn, measured).await
+            }
+            OpKind::Read if matches!(self.state, WorkloadState::Session(_)) => {
+                self.perform_session(drawn, measured).await
+            }
+            OpKind::Read | OpKind::Update | OpKind::Write | OpKind::ContextRead => {
+                (drawn, self.perform_plain(drawn, measured).await)
+            }
+        }
+    }
+
+    /// One operation of the YCSB-style workloads.
+    async fn perform_plain(
         &mut self,
         kind: OpKind,
         measured: bool,
     ) -> Result<Duration, yeskv_client::Error> {
         let run = &self.run;
         match kind {
-            OpKind::Read => {
-                key_name(&mut self.name, self.chooser.next(&mut self.rng));
-                run.client
-                    .read(&run.bucket, &self.name, &run.read_options)
-                    .await
-                    .map(|read| {
-                        if measured {
-                            self.stats.read_misses += u64::from(read.siblings.is_empty());
-                            self.stats.conflicted_reads += u64::from(read.is_conflict());
-                        }
-                        Duration::ZERO
-                    })
-            }
             OpKind::Update => {
                 key_name(&mut self.name, self.chooser.next(&mut self.rng));
                 update(run, &self.name, &mut self.rng, measured, &mut self.stats).await
@@ -833,7 +982,161 @@ impl Worker {
                 )
                 .await
             }
+            _ => {
+                key_name(&mut self.name, self.chooser.next(&mut self.rng));
+                run.client
+                    .read(&run.bucket, &self.name, &run.read_options)
+                    .await
+                    .map(|read| {
+                        if measured {
+                            self.stats.read_misses += u64::from(read.siblings.is_empty());
+                            self.stats.conflicted_reads += u64::from(read.is_conflict());
+                        }
+                        Duration::ZERO
+                    })
+            }
         }
+    }
+
+    /// One operation of the cart workload (see the module docs).
+    async fn perform_cart(
+        &mut self,
+        drawn: OpKind,
+        measured: bool,
+    ) -> (OpKind, Result<Duration, yeskv_client::Error>) {
+        let WorkloadState::Cart { items, last_view } = &mut self.state else {
+            return (drawn, Err(not_this_workload(drawn)));
+        };
+        let carts = &self.run.carts;
+        let rng = &mut self.rng;
+        if drawn == OpKind::CartRemove {
+            if let Some(view) = last_view.as_mut().filter(|view| !view.items.is_empty()) {
+                let item = view
+                    .items
+                    .swap_remove(rng.random_range(0..view.items.len()));
+                let outcome = carts
+                    .remove(&view.cart, item, Some(&view.context))
+                    .await
+                    .map(|_| Duration::ZERO);
+                return (OpKind::CartRemove, outcome);
+            }
+        }
+        key_name(&mut self.name, self.chooser.next(rng));
+        let outcome = match drawn {
+            OpKind::CartAdd => {
+                let item = item_name(items.next(rng));
+                let qty = rng.random_range(1..=3);
+                carts
+                    .add(&self.name, item, qty)
+                    .await
+                    .map(|_| Duration::ZERO)
+            }
+            OpKind::CartMerge => {
+                // The second device's add runs on a task of its own, sent at the same time.
+                let item = item_name(items.next(rng));
+                let (other, cart, other_item) = (carts.clone(), self.name.clone(), item.clone());
+                let second = tokio::spawn(async move { other.add(cart, other_item, 1).await });
+                let first = carts.add(&self.name, item, 1).await;
+                let second = second.await.unwrap_or_else(|error| {
+                    Err(yeskv_client::Error::Transport(format!(
+                        "the second device's task ended: {error}"
+                    )))
+                });
+                first.and(second).map(|_| Duration::ZERO)
+            }
+            // A view, also in place of a remove when no view saw an item yet.
+            _ => match carts.get(&self.name).await {
+                Ok(cart) => {
+                    match cart {
+                        Some(cart) if !cart.items.is_empty() => {
+                            *last_view = Some(LastView {
+                                cart: self.name.clone(),
+                                items: cart.items.into_keys().collect(),
+                                context: cart.context,
+                            });
+                        }
+                        Some(_) => {}
+                        None => {
+                            if measured {
+                                self.stats.read_misses += 1;
+                            }
+                        }
+                    }
+                    Ok(Duration::ZERO)
+                }
+                Err(error) => Err(error),
+            },
+        };
+        let kind = match drawn {
+            OpKind::CartRemove => OpKind::CartView,
+            other => other,
+        };
+        (kind, outcome)
+    }
+
+    /// One operation of the session workload (see the module docs).
+    async fn perform_session(
+        &mut self,
+        drawn: OpKind,
+        measured: bool,
+    ) -> (OpKind, Result<Duration, yeskv_client::Error>) {
+        let WorkloadState::Session(sessions) = &mut self.state else {
+            return (drawn, Err(not_this_workload(drawn)));
+        };
+        let run = &self.run;
+        let rng = &mut self.rng;
+        if drawn == OpKind::SessionExpire {
+            if let Some(id) = sessions.due_for_expiry(Instant::now()) {
+                sessions.key(id, &mut self.name);
+                let outcome = run
+                    .client
+                    .read(&run.bucket, &self.name, &run.read_options)
+                    .await
+                    .map(|read| {
+                        if measured {
+                            let alive = read.is_found();
+                            self.stats.sessions_alive_past_ttl += u64::from(alive);
+                            self.stats.sessions_expired += u64::from(!alive);
+                        }
+                        Duration::ZERO
+                    });
+                return (OpKind::SessionExpire, outcome);
+            }
+        }
+        if drawn != OpKind::SessionCreate {
+            if let Some((position, id)) = sessions.pick(rng) {
+                sessions.key(id, &mut self.name);
+                let outcome = run
+                    .client
+                    .read(&run.bucket, &self.name, &run.read_options)
+                    .await
+                    .map(|read| {
+                        let found = read.is_found();
+                        sessions.read(position, found, Instant::now());
+                        if measured {
+                            self.stats.read_misses += u64::from(!found);
+                        }
+                        Duration::ZERO
+                    });
+                return (OpKind::Read, outcome);
+            }
+        }
+        let id = sessions.next_id();
+        sessions.key(id, &mut self.name);
+        let options = WriteOptions {
+            context: None,
+            w: run.w,
+            ttl_secs: None,
+        };
+        let outcome = run
+            .client
+            .put(&run.bucket, &self.name, run.value(rng), &options)
+            .await
+            .map(|_| {
+                sessions.created(id, Instant::now(), rng);
+                Duration::ZERO
+            });
+        (OpKind::SessionCreate, outcome)
     }
 
     /// Records a measured operation of `kind` that ran from `start` to `end`: its latency, less
@@ -869,6 +1172,15 @@ impl Worker {
             self.last_flush = end;
         }
     }
+}
+
+/// The error of an operation drawn for another workload than the worker's (cannot happen: the
+/// workload draws its own kinds).
+fn not_this_workload(kind: OpKind) -> yeskv_client::Error {
+    yeskv_client::Error::InvalidArgument(format!(
+        "a {} operation outside its workload",
+        kind.name()
+    ))
 }
 
 /// An update: read-modify-write with the read's context, or a blind write. Returns the time to
@@ -1169,6 +1481,33 @@ mod tests {
             &["--warmup=-1"],
             &["--timeout", "0"],
             &["--bucket", ""],
+        ] {
+            let args = parse(bad).expect("parses");
+            assert!(Plan::new(&args).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn cart_and_session_workloads_have_their_own_defaults() {
+        let plan = Plan::new(&parse(&["--workload", "cart"]).expect("valid")).expect("valid");
+        assert_eq!(plan.bucket, "bench-cart");
+        assert_eq!(plan.distribution, KeyDistribution::Zipfian);
+        assert_eq!(plan.items, 1000);
+        let plan = Plan::new(
+            &parse(&["--workload", "session", "--ttl", "30", "--bucket", "s"]).expect("valid"),
+        )
+        .expect("valid");
+        assert_eq!((plan.bucket.as_str(), plan.ttl_secs), ("s", 30));
+        assert_eq!(plan.distribution, KeyDistribution::Uniform);
+        let plan =
+            Plan::new(&parse(&["--workload", "cart", "--distribution", "uniform"]).expect("valid"))
+                .expect("valid");
+        assert_eq!(plan.distribution, KeyDistribution::Uniform);
+        for bad in [
+            &["--workload", "cart", "--preload"][..],
+            &["--workload", "session", "--preload"],
+            &["--workload", "session", "--ttl", "0"],
+            &["--workload", "cart", "--items", "0"],
         ] {
             let args = parse(bad).expect("parses");
             assert!(Plan::new(&args).is_err(), "{bad:?} accepted");

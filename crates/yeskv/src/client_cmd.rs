@@ -1,4 +1,4 @@
-//! The command-line client: `yeskv get`, `yeskv put` and `yeskv delete`.
+//! The command-line client: `yeskv get`, `yeskv put`, `yeskv delete` and `yeskv touch`.
 //!
 //! Thin wrappers over [`yeskv_client::Client`], shaped for shells and scripts:
 //! - `get` prints a single value raw on stdout (byte for byte, so `yeskv get b k > file` copies
@@ -8,6 +8,7 @@
 //! - `put` prints the new causal context on stdout, so `ctx=$(yeskv put b k v)` captures it, and
 //!   `--context` sends one back: `yeskv put --context "$ctx" b k v2` replaces `v`.
 //! - `delete` deletes what a read saw: with `--context` exactly that, otherwise it reads first.
+//! - `touch` extends a key's expiry (`--ttl`, or the bucket's `ttl_secs`) without rewriting it.
 //!
 //! A key with no live value is an error (`not found`, exit status 1), like a missing file.
 
@@ -103,6 +104,24 @@ pub struct DeleteArgs {
     /// Replicas that must answer the read done without --context (default: the server's r).
     #[arg(long)]
     pub r: Option<Quorum>,
+    #[command(flatten)]
+    pub opts: ClientOpts,
+}
+
+/// Flags of `yeskv touch`.
+#[derive(clap::Args, Debug)]
+#[command(after_long_help = "\
+Extends the key's expiry to --ttl seconds from now (default: the bucket's ttl_secs; a bucket
+without one needs --ttl), without rewriting its value: a session kept alive. A key with no live
+value (never written, deleted, or already expired) is 'not found' (exit 1).")]
+pub struct TouchArgs {
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// New expiry, in seconds from now (default: the bucket's ttl_secs).
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<u64>,
     #[command(flatten)]
     pub opts: ClientOpts,
 }
@@ -218,8 +237,21 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `yeskv touch`: see the module docs.
+pub async fn touch(args: TouchArgs) -> anyhow::Result<()> {
+    let client = connect(&args.opts)?;
+    let touched = client
+        .touch(&args.bucket, &args.key, args.ttl)
+        .await
+        .map_err(|error| describe(error, &args.opts))?;
+    if !touched {
+        anyhow::bail!("not found");
+    }
+    Ok(())
+}
+
 /// A client for `--node`, with `--timeout`. The CLI talks to one node, so it does not retry.
-fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
+pub(crate) fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
     let timeout = Duration::try_from_secs_f64(opts.timeout)
         .ok()
         .filter(|timeout| !timeout.is_zero())
@@ -238,7 +270,7 @@ fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
 }
 
 /// One clear line for a client error, naming the node where the error itself does not.
-fn describe(error: yeskv_client::Error, opts: &ClientOpts) -> anyhow::Error {
+pub(crate) fn describe(error: yeskv_client::Error, opts: &ClientOpts) -> anyhow::Error {
     match error {
         yeskv_client::Error::Timeout => {
             anyhow::anyhow!("{} did not answer within {} s", opts.node, opts.timeout)

@@ -1,6 +1,6 @@
 //! `yeskv`: the one binary. `server` runs a node, `dev` runs a local cluster of real node
-//! processes, `get`/`put`/`delete` are the command-line client, `cluster` and `bucket` the
-//! operator's commands, and `bench` is the load generator.
+//! processes, `get`/`put`/`delete`/`touch` and `dt` (data types) are the command-line client,
+//! `cluster` and `bucket` the operator's commands, and `bench` is the load generator.
 //! Every failure ends with one line on stderr and a non-zero exit status.
 
 mod bench;
@@ -8,6 +8,7 @@ mod bucket_cmd;
 mod client_cmd;
 mod cluster_cmd;
 mod dev;
+mod dt_cmd;
 mod logging;
 
 use std::path::PathBuf;
@@ -45,6 +46,11 @@ enum Command {
     Put(client_cmd::PutArgs),
     /// Delete a key (with the context of a read; without --context the CLI reads first).
     Delete(client_cmd::DeleteArgs),
+    /// Extend a key's expiry without rewriting it (a session kept alive).
+    Touch(client_cmd::TouchArgs),
+    /// Data types: cart, counter and set operations and reads (bucket with a datatype).
+    #[command(subcommand)]
+    Dt(dt_cmd::DtCommand),
     /// Load generator: YCSB-style workloads, latency percentiles, ops/s.
     Bench(bench::BenchArgs),
     /// Operator commands on the cluster: status, join, leave, plan, commit.
@@ -180,6 +186,8 @@ fn main() {
                             Command::Get(a) => client_cmd::get(a).await,
                             Command::Put(a) => client_cmd::put(a).await,
                             Command::Delete(a) => client_cmd::delete(a).await,
+                            Command::Touch(a) => client_cmd::touch(a).await,
+                            Command::Dt(c) => dt_cmd::run(c).await,
                             Command::Bench(a) => bench::run(a).await,
                             Command::Cluster(c) => cluster_cmd::run(c).await,
                             Command::Bucket(c) => bucket_cmd::run(c).await,

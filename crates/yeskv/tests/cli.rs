@@ -1,5 +1,6 @@
 //! The command-line client against a real node: put/get/delete round trips with contexts,
-//! stdin values, labelled siblings, JSON output, and one-line errors with non-zero exit status.
+//! stdin values, labelled siblings, JSON output, data types (`dt`), `touch`, and one-line
+//! errors with non-zero exit status.
 
 mod support;
 
@@ -77,6 +78,113 @@ fn put_get_delete_round_trip() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not found"), "{err}");
+}
+
+/// The stderr of a failed command: exactly one line.
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn data_types_and_touch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]);
+    for (bucket, datatype) in [("carts", "cart"), ("views", "counter"), ("tags", "set")] {
+        ok(&yeskv(
+            &node,
+            &["bucket", "set", bucket, "--datatype", datatype],
+            None,
+        ));
+    }
+
+    // Cart: add (QTY defaults to 1), get as lines and JSON, remove with the read's context.
+    let ctx = ok(&yeskv(
+        &node,
+        &["dt", "add", "carts", "ada", "sku-1", "2"],
+        None,
+    ));
+    assert!(
+        !ctx.trim().is_empty(),
+        "an operation prints the new context"
+    );
+    ok(&yeskv(&node, &["dt", "add", "carts", "ada", "sku-2"], None));
+    assert_eq!(
+        ok(&yeskv(&node, &["dt", "get", "carts", "ada"], None)),
+        "sku-1\t2\nsku-2\t1\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&yeskv(
+        &node,
+        &["dt", "get", "--json", "carts", "ada"],
+        None,
+    )))
+    .expect("json");
+    assert_eq!(json["type"], "cart");
+    let ctx = json["context"].as_str().expect("context");
+    ok(&yeskv(
+        &node,
+        &["dt", "remove", "carts", "ada", "sku-1", "--context", ctx],
+        None,
+    ));
+    ok(&yeskv(
+        &node,
+        &["dt", "set", "carts", "ada", "sku-2", "4"],
+        None,
+    ));
+    assert_eq!(
+        ok(&yeskv(&node, &["dt", "get", "carts", "ada"], None)),
+        "sku-2\t4\n"
+    );
+
+    // Counter (a negative increment) and set.
+    ok(&yeskv(&node, &["dt", "incr", "views", "p1", "5"], None));
+    ok(&yeskv(&node, &["dt", "incr", "views", "p1", "-2"], None));
+    assert_eq!(
+        ok(&yeskv(&node, &["dt", "get", "views", "p1"], None)),
+        "3\n"
+    );
+    ok(&yeskv(
+        &node,
+        &["dt", "sadd", "tags", "p1", "b", "a", "c"],
+        None,
+    ));
+    ok(&yeskv(&node, &["dt", "srem", "tags", "p1", "b"], None));
+    assert_eq!(
+        ok(&yeskv(&node, &["dt", "get", "tags", "p1"], None)),
+        "a\nc\n"
+    );
+
+    // Refusals: one line, non-zero.
+    let err = failed(&yeskv(&node, &["dt", "incr", "carts", "ada", "1"], None));
+    assert!(err.contains("409"), "{err}");
+    let err = failed(&yeskv(&node, &["dt", "get", "carts", "nobody"], None));
+    assert!(err.contains("not found"), "{err}");
+    let err = failed(&yeskv(&node, &["dt", "add", "plain", "k", "sku"], None));
+    assert!(err.contains("plain bucket"), "{err}");
+
+    // touch: extends a live key's expiry; a missing key is 'not found'.
+    ok(&yeskv(
+        &node,
+        &["put", "sessions", "s1", "v", "--ttl", "2"],
+        None,
+    ));
+    ok(&yeskv(
+        &node,
+        &["touch", "sessions", "s1", "--ttl", "120"],
+        None,
+    ));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(ok(&yeskv(&node, &["get", "sessions", "s1"], None)), "v");
+    let err = failed(&yeskv(
+        &node,
+        &["touch", "sessions", "nope", "--ttl", "60"],
+        None,
+    ));
+    assert!(err.contains("not found"), "{err}");
+    let err = failed(&yeskv(&node, &["touch", "sessions", "s1"], None));
+    assert!(err.contains("400") && err.contains("ttl"), "{err}");
 }
 
 #[test]

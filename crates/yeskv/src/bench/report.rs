@@ -46,25 +46,32 @@ pub struct ErrorTally {
 #[derive(Debug)]
 pub struct WorkerStats {
     /// Latency of successful operations, per [`OpKind::index`], in µs.
-    pub latency_us: [Histogram<u64>; 4],
+    pub latency_us: [Histogram<u64>; OpKind::COUNT],
     /// Failed operations, per [`OpKind::index`].
-    pub errors: [u64; 4],
+    pub errors: [u64; OpKind::COUNT],
     /// Failed operations by error kind ([`error_kind`]).
     pub error_kinds: BTreeMap<String, ErrorTally>,
     /// Reads (of the read op) that found no value: successes, but worth knowing.
     pub read_misses: u64,
     /// Reads (also those of updates) that found more than one sibling.
     pub conflicted_reads: u64,
+    /// Session expiry checks that found the session gone, as they should.
+    pub sessions_expired: u64,
+    /// Session expiry checks that still found the session (its TTL and the grace had passed
+    /// since its last use).
+    pub sessions_alive_past_ttl: u64,
 }
 
 impl Default for WorkerStats {
     fn default() -> Self {
         WorkerStats {
             latency_us: std::array::from_fn(|_| latency_histogram()),
-            errors: [0; 4],
+            errors: [0; OpKind::COUNT],
             error_kinds: BTreeMap::new(),
             read_misses: 0,
             conflicted_reads: 0,
+            sessions_expired: 0,
+            sessions_alive_past_ttl: 0,
         }
     }
 }
@@ -103,15 +110,18 @@ impl WorkerStats {
         }
         self.read_misses += other.read_misses;
         self.conflicted_reads += other.conflicted_reads;
+        self.sessions_expired += other.sessions_expired;
+        self.sessions_alive_past_ttl += other.sessions_alive_past_ttl;
     }
 }
 
-/// The summary's name for the kind of `error`: `timeout`, `connect`, `transport`,
-/// `too_many_siblings` (HTTP 409), `http_<status>`, `invalid_response`, ...
+/// The summary's name for the kind of `error`: `timeout`, `connect`, `transport`, `conflict`
+/// (HTTP 409: the bucket holds another data type, or none), `http_<status>`,
+/// `invalid_response`, ...
 pub fn error_kind(error: &yeskv_client::Error) -> String {
     use yeskv_client::Error;
     match error {
-        Error::Http { status: 409, .. } => "too_many_siblings".into(),
+        Error::Http { status: 409, .. } => "conflict".into(),
         Error::Http { status, .. } => format!("http_{status}"),
         Error::Connect(_) => "connect".into(),
         Error::Transport(_) => "transport".into(),
@@ -119,6 +129,7 @@ pub fn error_kind(error: &yeskv_client::Error) -> String {
         Error::InvalidResponse(_) => "invalid_response".into(),
         Error::InvalidUrl(_) => "invalid_url".into(),
         Error::InvalidArgument(_) => "invalid_argument".into(),
+        Error::WrongDatatype { .. } => "wrong_datatype".into(),
     }
 }
 
@@ -164,7 +175,7 @@ impl OpSummary {
 /// What the run was (echoed in the summary so that a saved summary is self-describing).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunDescription {
-    /// `write`, `read`, `a`, `b` or `c`.
+    /// `write`, `read`, `a`, `b`, `c`, `cart` or `session`.
     pub workload: &'static str,
     /// The mix in words.
     pub workload_description: &'static str,
@@ -198,6 +209,12 @@ pub struct RunDescription {
     pub warmup_secs: f64,
     /// Seed of the workers' random choices.
     pub seed: u64,
+    /// Items in the catalogue (`cart` workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<u64>,
+    /// The bucket's TTL, in seconds (`session` workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_ttl_secs: Option<u64>,
 }
 
 /// The result of a run.
@@ -214,7 +231,7 @@ pub struct Summary {
     pub ops_per_sec: f64,
     /// Failed operations (context reads included).
     pub errors: u64,
-    /// Failed operations by kind (`too_many_siblings` is HTTP 409).
+    /// Failed operations by kind (`conflict` is HTTP 409).
     pub errors_by_kind: BTreeMap<String, u64>,
     /// The first error of each kind.
     pub error_examples: BTreeMap<String, String>,
@@ -222,6 +239,12 @@ pub struct Summary {
     pub read_misses: u64,
     /// Reads that found siblings.
     pub conflicted_reads: u64,
+    /// Session expiry checks that found the session gone (`session` workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_expired: Option<u64>,
+    /// Session expiry checks that still found it (`session` workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_alive_past_ttl: Option<u64>,
     /// Median latency over all operations.
     pub p50_ms: f64,
     /// 99th percentile latency over all operations.
@@ -234,6 +257,7 @@ impl Summary {
     /// Summarizes merged `stats` of a run that measured for `elapsed`.
     pub fn new(run: RunDescription, stats: &WorkerStats, elapsed: Duration) -> Summary {
         let elapsed_secs = elapsed.as_secs_f64();
+        let sessions = run.session_ttl_secs.is_some();
         let mut all_ops = latency_histogram();
         let mut operations = BTreeMap::new();
         for kind in OpKind::ALL {
@@ -265,6 +289,8 @@ impl Summary {
                 .collect(),
             read_misses: stats.read_misses,
             conflicted_reads: stats.conflicted_reads,
+            sessions_expired: sessions.then_some(stats.sessions_expired),
+            sessions_alive_past_ttl: sessions.then_some(stats.sessions_alive_past_ttl),
             p50_ms: quantile_ms(&all_ops, 0.50),
             p99_ms: quantile_ms(&all_ops, 0.99),
             operations,
@@ -305,6 +331,12 @@ impl Summary {
                 ""
             }
         );
+        if let Some(items) = run.items {
+            let _ = writeln!(out, "items         {items} (catalogue)");
+        }
+        if let Some(ttl_secs) = run.session_ttl_secs {
+            let _ = writeln!(out, "session ttl   {ttl_secs} s, sliding");
+        }
         let _ = writeln!(out, "value size    {} B", run.value_size);
         if let Some(ttl) = run.ttl_secs {
             let _ = writeln!(out, "ttl           {ttl} s");
@@ -343,11 +375,18 @@ impl Summary {
                 out,
                 "read misses   {} (reads that found no value{})",
                 self.read_misses,
-                if run.preloaded {
+                if run.preloaded || matches!(run.workload, "cart" | "session") {
                     ""
                 } else {
                     "; --preload writes every key first"
                 }
+            );
+        }
+        if let (Some(expired), Some(alive)) = (self.sessions_expired, self.sessions_alive_past_ttl)
+        {
+            let _ = writeln!(
+                out,
+                "sessions      {expired} expired as expected, {alive} still readable past their TTL"
             );
         }
         if self.conflicted_reads > 0 {
@@ -399,6 +438,26 @@ impl Summary {
                 out,
                 "(context_read: the read before a worker's first write of a key in this run, to \
                  learn its causal context; not counted in ops)"
+            );
+        }
+        if self.operations.contains_key(OpKind::CartRemove.name()) {
+            let _ = writeln!(
+                out,
+                "(remove: an item the worker's last view saw, with that view's context)"
+            );
+        }
+        if self.operations.contains_key(OpKind::CartMerge.name()) {
+            let _ = writeln!(
+                out,
+                "(merge: two concurrent adds to one cart from two tasks; latency until both are \
+                 acknowledged)"
+            );
+        }
+        if self.operations.contains_key(OpKind::SessionExpire.name()) {
+            let _ = writeln!(
+                out,
+                "(expire: a read of a session unused for its TTL and {} s; it should find nothing)",
+                super::workload::SESSION_EXPIRY_GRACE.as_secs()
             );
         }
         if self.operations.contains_key(OpKind::Update.name()) && self.run.context_updates {
@@ -455,6 +514,8 @@ mod tests {
             preloaded: false,
             warmup_secs: 0.0,
             seed: 1,
+            items: None,
+            session_ttl_secs: None,
         }
     }
 
@@ -483,7 +544,7 @@ mod tests {
         assert_eq!(summary.ops_per_sec, 100.0);
         assert_eq!(summary.errors, 2);
         assert_eq!(summary.errors_by_kind.get("timeout"), Some(&1));
-        assert_eq!(summary.errors_by_kind.get("too_many_siblings"), Some(&1));
+        assert_eq!(summary.errors_by_kind.get("conflict"), Some(&1));
         assert_eq!(summary.read_misses, 3);
         let read = &summary.operations["read"];
         assert_eq!(read.count, 100);
@@ -504,7 +565,7 @@ mod tests {
 
         let text = summary.to_text();
         assert!(text.contains("throughput    100.0 ops/s"), "{text}");
-        assert!(text.contains("too_many_siblings"), "{text}");
+        assert!(text.contains("conflict"), "{text}");
         assert!(text.contains("r=default w=all"), "{text}");
         assert!(text.contains("--preload"), "{text}");
     }

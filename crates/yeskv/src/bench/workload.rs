@@ -3,16 +3,21 @@
 //! Nothing here does I/O or reads a clock; every choice comes from the caller's seeded RNG, so a
 //! worker's sequence of operations and keys is a function of `--seed` and its worker index.
 //!
-//! - [`Workload`]: the operation mix (YCSB A/B/C, pure reads, pure writes).
+//! - [`Workload`]: the operation mix (YCSB A/B/C, pure reads, pure writes, carts, sessions).
 //! - [`KeyChooser`]: uniform or Zipfian key indexes. Zipfian ranks (θ = 0.99, as YCSB) are
 //!   *scrambled* by a bijection of `0..keys`, so the hot keys are spread over the key space
 //!   rather than being keys 0, 1, 2... (YCSB's "scrambled Zipfian"); being a bijection, the
 //!   hottest rank still maps to exactly one key.
 //! - [`Stripe`]: the keys one worker owns in the `write` workload (key index ≡ worker index
 //!   modulo the worker count), so that no two workers ever write the same key concurrently.
-//! - [`key_name`]: key index → key text (`key0000000042`).
+//! - [`key_name`]: key index → key text (`key0000000042`); [`item_name`] for cart items.
+//! - [`Sessions`]: one worker's sessions in the `session` workload: the ones in use, and the
+//!   ones abandoned, each due for an expiry check once its TTL (plus a grace) has passed since
+//!   its last use. Time comes in as an argument.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand_distr::{Distribution as _, Zipf};
@@ -27,6 +32,28 @@ const SCRAMBLE_PRIME: u64 = (1 << 61) - 1;
 /// Offset added by the scramble, so that the hottest key is not key 0.
 const SCRAMBLE_OFFSET: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// The `cart` workload's mix: a Black-Friday shop's carts.
+pub const CART_MIX: [(OpKind, f64); 4] = [
+    (OpKind::CartAdd, 0.50),
+    (OpKind::CartView, 0.35),
+    (OpKind::CartRemove, 0.10),
+    (OpKind::CartMerge, 0.05),
+];
+
+/// The `session` workload's mix.
+pub const SESSION_MIX: [(OpKind, f64); 3] = [
+    (OpKind::SessionCreate, 0.10),
+    (OpKind::Read, 0.80),
+    (OpKind::SessionExpire, 0.10),
+];
+
+/// Time past a session's TTL after which the `session` workload expects it gone: the server's
+/// expiry runs on its own clock from its own time of the write or slide, a little after ours.
+pub const SESSION_EXPIRY_GRACE: Duration = Duration::from_secs(1);
+
+/// Most abandoned sessions one worker keeps for later expiry checks (the oldest go first).
+pub const ABANDONED_SESSIONS_MAX: usize = 100_000;
+
 /// The operation mix of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
@@ -40,6 +67,12 @@ pub enum Workload {
     B,
     /// YCSB C, read only: 100% reads.
     C,
+    /// Shopping carts (a cart bucket): 50% add item, 35% view cart, 10% remove an item seen by
+    /// a view, 5% two concurrent adds to one cart (two devices).
+    Cart,
+    /// Sessions (a bucket with a sliding TTL): 10% create, 80% read (each read slides the
+    /// expiry), 10% expiry checks of sessions no longer used.
+    Session,
 }
 
 impl Workload {
@@ -51,6 +84,8 @@ impl Workload {
             Workload::A => "a",
             Workload::B => "b",
             Workload::C => "c",
+            Workload::Cart => "cart",
+            Workload::Session => "session",
         }
     }
 
@@ -62,16 +97,37 @@ impl Workload {
             Workload::A => "YCSB A: 50% reads, 50% updates",
             Workload::B => "YCSB B: 95% reads, 5% updates",
             Workload::C => "YCSB C: 100% reads",
+            Workload::Cart => {
+                "carts: 50% add, 35% view, 10% remove (a view's context), 5% two-device adds"
+            }
+            Workload::Session => {
+                "sessions: 10% create (bucket TTL), 80% read (slides it), 10% expiry checks"
+            }
         }
     }
 
-    /// Fraction of operations that are reads.
-    pub fn read_fraction(self) -> f64 {
+    /// Whether the workload writes plain values (the YCSB-style ones), as opposed to a data
+    /// type or sessions, which set their bucket's properties first.
+    pub fn is_plain(self) -> bool {
+        !matches!(self, Workload::Cart | Workload::Session)
+    }
+
+    /// The bucket used when `--bucket` is not given: each of the workloads that set bucket
+    /// properties has its own, so that they never change the plain workloads' bucket.
+    pub fn default_bucket(self) -> &'static str {
         match self {
-            Workload::Write => 0.0,
-            Workload::Read | Workload::C => 1.0,
-            Workload::A => 0.5,
-            Workload::B => 0.95,
+            Workload::Cart => "bench-cart",
+            Workload::Session => "bench-session",
+            _ => "bench",
+        }
+    }
+
+    /// The key distribution used when `--distribution` is not given: zipfian for carts (a
+    /// few carts are very busy), uniform otherwise.
+    pub fn default_distribution(self) -> KeyDistribution {
+        match self {
+            Workload::Cart => KeyDistribution::Zipfian,
+            _ => KeyDistribution::Uniform,
         }
     }
 
@@ -80,15 +136,24 @@ impl Workload {
         match self {
             Workload::Write => OpKind::Write,
             Workload::Read | Workload::C => OpKind::Read,
-            Workload::A | Workload::B => {
-                if rng.random::<f64>() < self.read_fraction() {
-                    OpKind::Read
-                } else {
-                    OpKind::Update
-                }
-            }
+            Workload::A => pick(rng, &[(OpKind::Read, 0.5), (OpKind::Update, 0.5)]),
+            Workload::B => pick(rng, &[(OpKind::Read, 0.95), (OpKind::Update, 0.05)]),
+            Workload::Cart => pick(rng, &CART_MIX),
+            Workload::Session => pick(rng, &SESSION_MIX),
         }
     }
+}
+
+/// Draws from a mix whose fractions add up to 1 (the last kind takes any rounding rest).
+fn pick(rng: &mut impl Rng, mix: &[(OpKind, f64)]) -> OpKind {
+    let mut draw = rng.random::<f64>();
+    for &(kind, fraction) in mix {
+        if draw < fraction {
+            return kind;
+        }
+        draw -= fraction;
+    }
+    mix.last().map_or(OpKind::Read, |&(kind, _)| kind)
 }
 
 /// What one operation does, and the row it is reported under.
@@ -104,15 +169,37 @@ pub enum OpKind {
     /// The GET a `write` worker does before its first write of a key, to learn the key's
     /// context (skipped after `--preload`). Reported apart, not counted in the ops.
     ContextRead,
+    /// Cart: add 1 to 3 of an item (one `POST /v1/dt`).
+    CartAdd,
+    /// Cart: read a cart (one `GET /v1/dt`); the worker keeps what it saw for a remove.
+    CartView,
+    /// Cart: remove an item the worker's last view saw, with that view's context.
+    CartRemove,
+    /// Cart: two concurrent adds to one cart from two tasks (two devices); latency until both
+    /// are acknowledged.
+    CartMerge,
+    /// Session: a blind PUT of a new session (the bucket's TTL applies).
+    SessionCreate,
+    /// Session: a GET of a session abandoned for its TTL and a grace: expected to find nothing.
+    SessionExpire,
 }
 
 impl OpKind {
+    /// How many kinds there are (the length of per-kind arrays).
+    pub const COUNT: usize = 10;
+
     /// Every kind, in report order.
-    pub const ALL: [OpKind; 4] = [
+    pub const ALL: [OpKind; OpKind::COUNT] = [
         OpKind::Read,
         OpKind::Update,
         OpKind::Write,
         OpKind::ContextRead,
+        OpKind::CartAdd,
+        OpKind::CartView,
+        OpKind::CartRemove,
+        OpKind::CartMerge,
+        OpKind::SessionCreate,
+        OpKind::SessionExpire,
     ];
 
     /// Position in [`OpKind::ALL`], for per-kind arrays.
@@ -122,6 +209,12 @@ impl OpKind {
             OpKind::Update => 1,
             OpKind::Write => 2,
             OpKind::ContextRead => 3,
+            OpKind::CartAdd => 4,
+            OpKind::CartView => 5,
+            OpKind::CartRemove => 6,
+            OpKind::CartMerge => 7,
+            OpKind::SessionCreate => 8,
+            OpKind::SessionExpire => 9,
         }
     }
 
@@ -132,6 +225,12 @@ impl OpKind {
             OpKind::Update => "update",
             OpKind::Write => "write",
             OpKind::ContextRead => "context_read",
+            OpKind::CartAdd => "add",
+            OpKind::CartView => "view",
+            OpKind::CartRemove => "remove",
+            OpKind::CartMerge => "merge",
+            OpKind::SessionCreate => "create",
+            OpKind::SessionExpire => "expire",
         }
     }
 
@@ -267,6 +366,122 @@ pub fn key_name(out: &mut String, index: u64) {
     let _ = write!(out, "key{index:010}");
 }
 
+/// The name of cart item `index` of the catalogue: `sku-` and six digits.
+pub fn item_name(index: u64) -> String {
+    format!("sku-{index:06}")
+}
+
+/// One session of the `session` workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Its number, unique within the worker's run.
+    pub id: u64,
+    /// When the worker last created or read it (or, once abandoned, when it was abandoned:
+    /// never earlier than its last use).
+    pub last_used: Instant,
+}
+
+/// One worker's sessions (see the module docs): at most `active_max` in use, the others
+/// abandoned and checked for expiry once `ttl + SESSION_EXPIRY_GRACE` has passed.
+#[derive(Debug)]
+pub struct Sessions {
+    prefix: String,
+    active: Vec<Session>,
+    active_max: usize,
+    abandoned: VecDeque<Session>,
+    next_id: u64,
+    expiry_wait: Duration,
+}
+
+impl Sessions {
+    /// Sessions named `session-{prefix}-{id}`, at most `active_max` (at least 1) in use, whose
+    /// bucket's TTL is `ttl`.
+    pub fn new(prefix: String, active_max: usize, ttl: Duration) -> Sessions {
+        Sessions {
+            prefix,
+            active: Vec::new(),
+            active_max: active_max.max(1),
+            abandoned: VecDeque::new(),
+            next_id: 0,
+            expiry_wait: ttl + SESSION_EXPIRY_GRACE,
+        }
+    }
+
+    /// Writes the key of session `id` into `out` (cleared first).
+    pub fn key(&self, id: u64, out: &mut String) {
+        out.clear();
+        let _ = write!(out, "session-{}-{id:010}", self.prefix);
+    }
+
+    /// A new session's id (not in use until [`Sessions::created`]).
+    pub fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Session `id` was written at `now`: it is in use. If that makes one too many, a random
+    /// one of the others is abandoned (users leave at random).
+    pub fn created(&mut self, id: u64, now: Instant, rng: &mut impl Rng) {
+        if self.active.len() >= self.active_max {
+            let leaving = self
+                .active
+                .swap_remove(rng.random_range(0..self.active.len()));
+            self.abandon(leaving, now);
+        }
+        self.active.push(Session { id, last_used: now });
+    }
+
+    /// A session in use, picked at random: its position and id (`None` when none is).
+    pub fn pick(&self, rng: &mut impl Rng) -> Option<(usize, u64)> {
+        if self.active.is_empty() {
+            return None;
+        }
+        let position = rng.random_range(0..self.active.len());
+        Some((position, self.active[position].id))
+    }
+
+    /// The session at `position` (from [`Sessions::pick`]) was read at `now`: found (its expiry
+    /// slid) or not (it expired while in use: it is gone).
+    pub fn read(&mut self, position: usize, found: bool, now: Instant) {
+        if position >= self.active.len() {
+            return;
+        }
+        if found {
+            self.active[position].last_used = now;
+        } else {
+            self.active.swap_remove(position);
+        }
+    }
+
+    /// The abandoned session due for an expiry check at `now`, if any (removed from the queue).
+    pub fn due_for_expiry(&mut self, now: Instant) -> Option<u64> {
+        let front = self.abandoned.front()?;
+        if now.saturating_duration_since(front.last_used) < self.expiry_wait {
+            return None;
+        }
+        self.abandoned.pop_front().map(|session| session.id)
+    }
+
+    /// Sessions in use.
+    #[cfg(test)]
+    pub fn active_len(&self) -> usize {
+        self.active.len()
+    }
+
+    fn abandon(&mut self, session: Session, now: Instant) {
+        if self.abandoned.len() >= ABANDONED_SESSIONS_MAX {
+            self.abandoned.pop_front();
+        }
+        // The queue is in order of abandonment: stamping each with the time it was abandoned
+        // (not earlier than its last use) keeps it sorted, so only its front can be due.
+        self.abandoned.push_back(Session {
+            id: session.id,
+            last_used: now,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +515,74 @@ mod tests {
         assert!((0..1000).all(|_| Workload::Write.next_op(&mut rng) == OpKind::Write));
         assert!((0..1000).all(|_| Workload::C.next_op(&mut rng) == OpKind::Read));
         assert!((0..1000).any(|_| Workload::B.next_op(&mut rng) == OpKind::Update));
+    }
+
+    #[test]
+    fn cart_and_session_mixes() {
+        let mut rng = rng();
+        let draws = 100_000;
+        for (workload, mix) in [
+            (Workload::Cart, &CART_MIX[..]),
+            (Workload::Session, &SESSION_MIX[..]),
+        ] {
+            let total: f64 = mix.iter().map(|(_, fraction)| fraction).sum();
+            assert!(
+                (total - 1.0).abs() < 1e-9,
+                "{workload:?} adds up to {total}"
+            );
+            let mut counts = [0u32; OpKind::COUNT];
+            for _ in 0..draws {
+                counts[workload.next_op(&mut rng).index()] += 1;
+            }
+            for &(kind, fraction) in mix {
+                let share = f64::from(counts[kind.index()]) / f64::from(draws);
+                assert!((share - fraction).abs() < 0.01, "{kind:?}: {share}");
+            }
+        }
+        assert_eq!(
+            Workload::Cart.default_distribution(),
+            KeyDistribution::Zipfian
+        );
+        assert_eq!(Workload::A.default_distribution(), KeyDistribution::Uniform);
+        assert_eq!(Workload::Session.default_bucket(), "bench-session");
+        assert!(!Workload::Cart.is_plain() && Workload::Write.is_plain());
+    }
+
+    #[test]
+    fn sessions_are_abandoned_then_due_after_their_ttl() {
+        let mut rng = rng();
+        let start = Instant::now();
+        let ttl = Duration::from_secs(5);
+        let mut sessions = Sessions::new("s1".into(), 2, ttl);
+        let mut key = String::new();
+        sessions.key(7, &mut key);
+        assert_eq!(key, "session-s1-0000000007");
+        assert_eq!(sessions.pick(&mut rng), None);
+        for offset in 0..3 {
+            let id = sessions.next_id();
+            sessions.created(id, start + Duration::from_secs(offset), &mut rng);
+        }
+        // Three created, two in use: the third creation abandoned one, at t = 2 s.
+        assert_eq!(sessions.active_len(), 2);
+        let wait = ttl + SESSION_EXPIRY_GRACE;
+        let abandoned_at = start + Duration::from_secs(2);
+        assert_eq!(sessions.due_for_expiry(abandoned_at + wait / 2), None);
+        let due = sessions
+            .due_for_expiry(abandoned_at + wait)
+            .expect("due after ttl + grace");
+        assert!(due < 2, "one of the first two was abandoned");
+        assert_eq!(
+            sessions.due_for_expiry(start + Duration::from_secs(60)),
+            None
+        );
+
+        // A read that misses drops the session; one that finds it keeps it.
+        let (position, _) = sessions.pick(&mut rng).expect("in use");
+        sessions.read(position, false, start);
+        assert_eq!(sessions.active_len(), 1);
+        let (position, id) = sessions.pick(&mut rng).expect("in use");
+        sessions.read(position, true, start + Duration::from_secs(9));
+        assert_eq!(sessions.pick(&mut rng), Some((0, id)));
     }
 
     #[test]
