@@ -14,8 +14,9 @@
 //!   [`LayoutError::UnsupportedFormat`] instead of misreading it. A new format bumps the byte
 //!   and keeps a decoder for the old one (the fixture tests pin the bytes of each). Format 1 had
 //!   no layout epoch and no transitions, format 2 no regions (members' and join specs' `region`,
-//!   the layout's and the staging's replication per region); both are still read
-//!   ([`reading_format`] tells the decoders which schema they are reading) and never written.
+//!   the layout's and the staging's replication per region), format 3 no bucket properties
+//!   (the state's `buckets`); all are still read ([`reading_format`] tells the decoders which
+//!   schema they are reading) and never written.
 //! - postcard is compact and not self-describing: the format byte is what names the schema.
 //! - A checksum failure or a payload that does not decode is [`LayoutError::Corrupt`]; decoding
 //!   never panics on any input (property-tested).
@@ -28,7 +29,7 @@ use serde::Serialize;
 use crate::error::LayoutError;
 
 /// The format byte this build writes (and the newest it reads).
-pub const FORMAT: u8 = 3;
+pub const FORMAT: u8 = 4;
 
 /// The oldest format this build reads.
 pub const FORMAT_MIN: u8 = 1;
@@ -94,8 +95,8 @@ mod tests {
     #[test]
     fn round_trip_and_fixture() {
         let sealed = seal(&(7u64, "z".to_string())).expect("encodes");
-        // format 3, varint 7, string of length 1 "z", crc32c LE.
-        assert_eq!(&sealed[..4], &[3, 7, 1, b'z']);
+        // format 4, varint 7, string of length 1 "z", crc32c LE.
+        assert_eq!(&sealed[..4], &[4, 7, 1, b'z']);
         assert_eq!(sealed.len(), 8);
         let back: (u64, String) = open(&sealed).expect("decodes");
         assert_eq!(back, (7, "z".to_string()));
@@ -113,7 +114,7 @@ mod tests {
         body.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         assert!(matches!(
             open::<u32>(&body),
-            Err(LayoutError::UnsupportedFormat { found: 4, .. })
+            Err(LayoutError::UnsupportedFormat { found: 5, .. })
         ));
         assert!(matches!(
             open::<u32>(&[1, 2]),

@@ -153,6 +153,15 @@ pub enum LayoutError {
         /// What is wrong.
         reason: String,
     },
+    /// A bucket's properties or name that break a rule or a limit
+    /// ([`crate::Command::SetBucket`]).
+    #[error("invalid properties for bucket {bucket:?}: {reason}")]
+    InvalidBucket {
+        /// The bucket's name (lossy UTF-8).
+        bucket: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl LayoutError {

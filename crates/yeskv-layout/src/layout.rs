@@ -20,6 +20,8 @@
 //! - [`Command::Unstage`]: drop staged changes (bumps the revision).
 //! - [`Command::Commit`]: install the next layout version.
 //! - [`Command::TransferDone`]: a node has the data of partitions it was syncing.
+//! - [`Command::SetBucket`]: a bucket's properties ([`BucketProps`]). Not a layout change: it
+//!   moves neither the version nor the epoch, so no node sees a new layout for it.
 //!
 //! # The version invariant
 //!
@@ -62,6 +64,7 @@ use std::sync::Arc;
 use serde::de::Error as _;
 use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use yeskv_core::bucket::BucketProps;
 use yeskv_core::placement::{self, Assignment, NodeSpec, MEMBERS_MAX, PARTITIONS_MAX};
 use yeskv_core::NodeId;
 
@@ -91,6 +94,12 @@ pub const ADDRESS_BYTES_MAX: usize = 256;
 pub const CLUSTER_ID_BYTES_MAX: usize = 255;
 /// Most changes staged at once (joins plus leaves).
 pub const STAGED_CHANGES_MAX: usize = 1024;
+/// Longest bucket name whose properties can be set, in bytes (the API's hard limit on a
+/// bucket name; `limits.bucket_bytes_max` may only lower it).
+pub const BUCKET_BYTES_MAX: usize = 512;
+/// Most buckets with properties other than the defaults. Each costs at most about 530 bytes of
+/// state, so the buckets add at most about 2 MiB to a snapshot.
+pub const BUCKETS_MAX: usize = 4096;
 
 /// Where a member stands (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -1075,13 +1084,52 @@ impl TryFrom<LayoutWire> for Layout {
     }
 }
 
-/// The replicated state: the committed layout (none before bootstrap) and the staged changes.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The replicated state: the committed layout (none before bootstrap), the staged changes and
+/// the buckets' properties.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LayoutState {
     /// The current layout; `None` before the cluster is bootstrapped.
     pub layout: Option<Arc<Layout>>,
     /// The changes staged for the next commit.
     pub staged: Staged,
+    /// The properties of every bucket whose properties differ from [`BucketProps::default`]
+    /// (a bucket set back to the defaults is dropped): at most [`BUCKETS_MAX`], names of 1 to
+    /// [`BUCKET_BYTES_MAX`] bytes. Not part of the layout: changing them moves no version.
+    pub buckets: BTreeMap<Vec<u8>, BucketProps>,
+}
+
+/// A state as formats 1 to 3 wrote it (no buckets).
+#[derive(Deserialize)]
+struct LayoutStateV3 {
+    layout: Option<Arc<Layout>>,
+    staged: Staged,
+}
+
+#[derive(Deserialize)]
+struct LayoutStateV4 {
+    layout: Option<Arc<Layout>>,
+    staged: Staged,
+    buckets: BTreeMap<Vec<u8>, BucketProps>,
+}
+
+impl<'de> Deserialize<'de> for LayoutState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<LayoutState, D::Error> {
+        Ok(if codec::reading_format() < 4 {
+            let s = LayoutStateV3::deserialize(deserializer)?;
+            LayoutState {
+                layout: s.layout,
+                staged: s.staged,
+                buckets: BTreeMap::new(),
+            }
+        } else {
+            let s = LayoutStateV4::deserialize(deserializer)?;
+            LayoutState {
+                layout: s.layout,
+                staged: s.staged,
+                buckets: s.buckets,
+            }
+        })
+    }
 }
 
 impl LayoutState {
@@ -1099,6 +1147,11 @@ impl LayoutState {
     /// The state after `command`; see [`apply`].
     pub fn apply(&self, command: &Command) -> Result<LayoutState, LayoutError> {
         apply(self, command)
+    }
+
+    /// The properties of `bucket`: the defaults for a bucket never set.
+    pub fn bucket_props(&self, bucket: &[u8]) -> BucketProps {
+        self.buckets.get(bucket).cloned().unwrap_or_default()
     }
 
     /// Every node the layout knows of with its state for display: the committed members, plus
@@ -1165,6 +1218,16 @@ pub enum Command {
         /// `(partition, since epoch)` pairs.
         partitions: Vec<(u16, u64)>,
     },
+    /// Set `bucket`'s properties (all of them; the proposer patched the current ones). Refused
+    /// only for invalid properties or name, or past [`BUCKETS_MAX`] buckets; whether the bucket
+    /// may change its data type (it must hold no data) is checked by the node before it
+    /// proposes. Appended last: postcard encodes the variant's index.
+    SetBucket {
+        /// The bucket's name.
+        bucket: Vec<u8>,
+        /// Its new properties.
+        props: BucketProps,
+    },
 }
 
 impl Command {
@@ -1191,7 +1254,50 @@ pub fn apply(state: &LayoutState, command: &Command) -> Result<LayoutState, Layo
             layout,
         } => apply_commit(state, *expected_version, *expected_staged_revision, layout),
         Command::TransferDone { node, partitions } => apply_transfer_done(state, node, partitions),
+        Command::SetBucket { bucket, props } => apply_set_bucket(state, bucket, props),
     }
+}
+
+/// [`Command::SetBucket`]: records `bucket`'s properties, or drops its entry when they are the
+/// defaults (so a bucket never set and one set back to the defaults are the same state). The
+/// layout and the staged changes are untouched: no version, epoch or revision moves.
+fn apply_set_bucket(
+    state: &LayoutState,
+    bucket: &[u8],
+    props: &BucketProps,
+) -> Result<LayoutState, LayoutError> {
+    let invalid = |reason: String| {
+        Err(LayoutError::InvalidBucket {
+            bucket: String::from_utf8_lossy(bucket).into_owned(),
+            reason,
+        })
+    };
+    if bucket.is_empty() || bucket.len() > BUCKET_BYTES_MAX {
+        return invalid(format!(
+            "a bucket name is 1 to {BUCKET_BYTES_MAX} bytes, got {}",
+            bucket.len()
+        ));
+    }
+    if let Err(e) = props.validate() {
+        return invalid(e.to_string());
+    }
+    let mut buckets = state.buckets.clone();
+    if *props == BucketProps::default() {
+        buckets.remove(bucket);
+    } else {
+        if !buckets.contains_key(bucket) && buckets.len() >= BUCKETS_MAX {
+            return invalid(format!(
+                "at most {BUCKETS_MAX} buckets can have properties set; set one back to the \
+                 defaults first"
+            ));
+        }
+        buckets.insert(bucket.to_vec(), props.clone());
+    }
+    Ok(LayoutState {
+        layout: state.layout.clone(),
+        staged: state.staged.clone(),
+        buckets,
+    })
 }
 
 /// [`Command::TransferDone`]: records the completed partitions; when that ends transitions,
@@ -1215,6 +1321,7 @@ fn apply_transfer_done(
     Ok(LayoutState {
         layout: Some(Arc::new(next)),
         staged: state.staged.clone(),
+        buckets: state.buckets.clone(),
     })
 }
 
@@ -1259,6 +1366,7 @@ fn apply_bootstrap(state: &LayoutState, layout: &Layout) -> Result<LayoutState, 
             revision: state.staged.revision + 1,
             ..Staged::default()
         },
+        buckets: state.buckets.clone(),
     })
 }
 
@@ -1289,6 +1397,7 @@ fn apply_stage(state: &LayoutState, change: &StagedChange) -> Result<LayoutState
     Ok(LayoutState {
         layout: state.layout.clone(),
         staged,
+        buckets: state.buckets.clone(),
     })
 }
 
@@ -1393,6 +1502,7 @@ fn apply_unstage(state: &LayoutState, nodes: &[NodeId]) -> Result<LayoutState, L
     Ok(LayoutState {
         layout: state.layout.clone(),
         staged,
+        buckets: state.buckets.clone(),
     })
 }
 
@@ -1428,6 +1538,7 @@ fn apply_commit(
             revision: state.staged.revision + 1,
             ..Staged::default()
         },
+        buckets: state.buckets.clone(),
     })
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
+use yeskv_core::bucket::{Conflict, Datatype};
 
 use super::*;
 
@@ -721,6 +722,7 @@ enum Action {
     Commit,
     StaleCommit,
     Done { node: u8 },
+    SetBucket { bucket: u8, counter: bool },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -731,6 +733,7 @@ fn action() -> impl Strategy<Value = Action> {
         3 => Just(Action::Commit),
         1 => Just(Action::StaleCommit),
         3 => (0u8..8).prop_map(|node| Action::Done { node }),
+        1 => (0u8..4, any::<bool>()).prop_map(|(bucket, counter)| Action::SetBucket { bucket, counter }),
     ]
 }
 
@@ -739,8 +742,9 @@ proptest! {
 
     /// Whatever operators do: every state keeps the layout invariants, versions only grow by one
     /// per accepted commit, epochs grow with every change, a commit planned against an old
-    /// version is always refused, `apply` is deterministic, the state round-trips through its
-    /// encoding, and every plan moves exactly the replicas the placement says. And no data is
+    /// version is always refused, bucket properties move no version, epoch or staging, `apply`
+    /// is deterministic, the state round-trips through its encoding, and every plan moves
+    /// exactly the replicas the placement says. And no data is
     /// lost: in a model where a node has a partition's data only if it was a holder from the
     /// start or reported the transfer done, every partition's data holders really have it and
     /// there is always at least one.
@@ -779,6 +783,13 @@ proptest! {
                     let partitions = state.layout.as_ref().expect("layout").syncing_of(&node);
                     Command::TransferDone { node, partitions }
                 }
+                Action::SetBucket { bucket, counter } => Command::SetBucket {
+                    bucket: vec![b'b', bucket],
+                    props: BucketProps {
+                        datatype: counter.then_some(Datatype::Counter),
+                        ..BucketProps::default()
+                    },
+                },
             };
             let version = state.version();
             let epoch = state.layout.as_ref().expect("layout").epoch;
@@ -795,6 +806,12 @@ proptest! {
                             prop_assert_eq!(layout.epoch, epoch + 1);
                             prop_assert!(next.staged.is_empty());
                             prop_assert!(next.staged.revision > state.staged.revision);
+                        }
+                        Command::SetBucket { bucket, props } => {
+                            prop_assert_eq!(layout.version, version);
+                            prop_assert_eq!(layout.epoch, epoch);
+                            prop_assert_eq!(&next.staged, &state.staged);
+                            prop_assert_eq!(&next.bucket_props(bucket), props);
                         }
                         Command::TransferDone { node, partitions } => {
                             prop_assert_eq!(layout.version, version);
@@ -990,9 +1007,205 @@ fn format_3_fixture_decodes() {
         1, 2, 0, 0, 0, 0,
     ];
     let layout = fixture_layout();
-    let encoded = layout.encode().expect("encodes");
-    assert_eq!(&encoded[..encoded.len() - 4], fixture);
     assert_eq!(Layout::decode(&sealed(fixture)).expect("decodes"), layout);
+    // Format 4 changed the state (buckets), not the layout: the same bytes after the format.
+    let encoded = layout.encode().expect("encodes");
+    assert_eq!(encoded[0], 4);
+    assert_eq!(&encoded[1..encoded.len() - 4], &fixture[1..]);
+}
+
+/// The fixture layout's bytes after the format byte (formats 3 and 4 encode a layout alike).
+const FIXTURE_LAYOUT_BODY: &[u8] = &[
+    1, 1, 7, b'f', b'i', b'x', b't', b'u', b'r', b'e', 3, 2, 1, 2, b'n', b'1', 1, b'z', 1, 1, 3,
+    b'h', b':', b'1', 3, b'p', b':', b'2', 7, b'd', b'e', b'f', b'a', b'u', b'l', b't', 1, 2, 0, 0,
+    0, 0,
+];
+
+/// The state of a cluster bootstrapped with the fixture layout.
+fn fixture_state() -> LayoutState {
+    LayoutState::default()
+        .apply(&Command::Bootstrap {
+            layout: fixture_layout(),
+        })
+        .expect("bootstraps")
+}
+
+/// The format-3 bytes of a whole state (a snapshot's payload: layout, staged changes, no
+/// buckets) read back with no bucket properties, in every future build.
+#[test]
+fn format_3_state_fixture_decodes_with_no_buckets() {
+    // Format 3, Some(layout), the layout, then staged: revision 1, no joins, no leaves, no
+    // replication.
+    let mut fixture = vec![3u8, 1];
+    fixture.extend_from_slice(FIXTURE_LAYOUT_BODY);
+    fixture.extend_from_slice(&[1, 0, 0, 0]);
+    let state = LayoutState::decode(&sealed(&fixture)).expect("decodes");
+    assert_eq!(state, fixture_state());
+    assert!(state.buckets.is_empty());
+    assert_eq!(state.bucket_props(b"carts"), BucketProps::default());
+}
+
+/// The format-4 bytes of a state with one bucket's properties: pinned, so a change of the
+/// encoding is a new format, not an accident.
+#[test]
+fn format_4_state_with_buckets_is_pinned_and_round_trips() {
+    let props = BucketProps {
+        datatype: Some(Datatype::Counter),
+        conflict: Conflict::Siblings,
+        ttl_secs: Some(60),
+        ttl_sliding: true,
+        salt: 4,
+    };
+    let state = fixture_state()
+        .apply(&Command::SetBucket {
+            bucket: b"b".to_vec(),
+            props: props.clone(),
+        })
+        .expect("applies");
+    let encoded = state.encode().expect("encodes");
+    let mut fixture = vec![4u8, 1];
+    fixture.extend_from_slice(FIXTURE_LAYOUT_BODY);
+    fixture.extend_from_slice(&[1, 0, 0, 0]);
+    // One bucket: name [b'b'], Some(Counter), Siblings, Some(60), sliding, salt 4.
+    fixture.extend_from_slice(&[1, 1, b'b', 1, 1, 0, 1, 60, 1, 4]);
+    assert_eq!(&encoded[..encoded.len() - 4], fixture.as_slice());
+    let back = LayoutState::decode(&encoded).expect("decodes");
+    assert_eq!(back, state);
+    assert_eq!(back.bucket_props(b"b"), props);
+    assert_eq!(back.bucket_props(b"other"), BucketProps::default());
+}
+
+/// `SetBucket` is the last variant of the log's commands: the entries written before it
+/// existed keep their indices (postcard writes the variant index first).
+#[test]
+fn set_bucket_is_appended_to_the_commands() {
+    let transfer = postcard::to_allocvec(&Command::TransferDone {
+        node: id("n1"),
+        partitions: vec![],
+    })
+    .expect("encodes");
+    assert_eq!(transfer[0], 4);
+    let set = postcard::to_allocvec(&Command::SetBucket {
+        bucket: b"b".to_vec(),
+        props: BucketProps::default(),
+    })
+    .expect("encodes");
+    assert_eq!(set[0], 5);
+}
+
+fn set_bucket(state: &LayoutState, bucket: &[u8], props: BucketProps) -> LayoutState {
+    state
+        .apply(&Command::SetBucket {
+            bucket: bucket.to_vec(),
+            props,
+        })
+        .expect("applies")
+}
+
+/// Bucket properties are replicated state but not a layout change: no version, epoch or
+/// staged revision moves, and the staging is kept.
+#[test]
+fn setting_a_bucket_moves_no_version() {
+    let state = stage(&three_nodes(), join("n4", "a"));
+    let layout = state.layout.clone().expect("layout");
+    let counter = BucketProps {
+        datatype: Some(Datatype::Counter),
+        salt: 8,
+        ..BucketProps::default()
+    };
+    let next = set_bucket(&state, b"likes", counter.clone());
+    assert_eq!(next.bucket_props(b"likes"), counter);
+    assert_eq!(next.bucket_props(b"other"), BucketProps::default());
+    let after = next.layout.clone().expect("layout");
+    assert_eq!(
+        (after.version, after.epoch, after.digest()),
+        (layout.version, layout.epoch, layout.digest())
+    );
+    assert_eq!(next.staged, state.staged);
+    // The staging still commits, and the commit keeps the buckets.
+    let committed = commit(&next);
+    assert_eq!(committed.bucket_props(b"likes"), counter);
+    // Before bootstrap too: buckets do not need a layout.
+    let empty = set_bucket(&LayoutState::default(), b"likes", counter.clone());
+    assert_eq!(empty.version(), 0);
+    assert_eq!(empty.bucket_props(b"likes"), counter);
+}
+
+/// Setting the defaults drops the bucket's entry: a bucket never set and one set back are the
+/// same state.
+#[test]
+fn a_bucket_set_back_to_the_defaults_is_dropped() {
+    let state = three_nodes();
+    let lww = BucketProps {
+        conflict: Conflict::Lww,
+        ..BucketProps::default()
+    };
+    let set = set_bucket(&state, b"b", lww);
+    assert_eq!(set.buckets.len(), 1);
+    let back = set_bucket(&set, b"b", BucketProps::default());
+    assert_eq!(back, state);
+}
+
+/// Invalid properties, names and too many buckets are refused, the state unchanged.
+#[test]
+fn invalid_bucket_properties_are_refused() {
+    let state = three_nodes();
+    let refused = |bucket: &[u8], props: BucketProps| refused_by(&state, bucket, props);
+    let sliding_alone = BucketProps {
+        ttl_sliding: true,
+        ..BucketProps::default()
+    };
+    assert!(refused(b"b", sliding_alone).contains("ttl_sliding"));
+    let salted_plain = BucketProps {
+        salt: 4,
+        ..BucketProps::default()
+    };
+    assert!(refused(b"b", salted_plain).contains("salt"));
+    let lww = BucketProps {
+        conflict: Conflict::Lww,
+        ..BucketProps::default()
+    };
+    assert!(refused(b"", lww.clone()).contains("1 to 512"));
+    assert!(refused(&[b'x'; BUCKET_BYTES_MAX + 1], lww.clone()).contains("1 to 512"));
+    assert!(state
+        .apply(&Command::SetBucket {
+            bucket: vec![b'x'; BUCKET_BYTES_MAX],
+            props: lww.clone(),
+        })
+        .is_ok());
+
+    let mut full = state.clone();
+    for i in 0..BUCKETS_MAX {
+        full.buckets
+            .insert(format!("b{i}").into_bytes(), lww.clone());
+    }
+    assert!(refused_by(&full, b"one-more", lww.clone()).contains("at most"));
+    // A bucket already set can still change, and one can be set back to the defaults.
+    assert!(full
+        .apply(&Command::SetBucket {
+            bucket: b"b0".to_vec(),
+            props: BucketProps {
+                ttl_secs: Some(5),
+                ..lww
+            },
+        })
+        .is_ok());
+    assert!(full
+        .apply(&Command::SetBucket {
+            bucket: b"b0".to_vec(),
+            props: BucketProps::default(),
+        })
+        .is_ok());
+}
+
+fn refused_by(state: &LayoutState, bucket: &[u8], props: BucketProps) -> String {
+    match state.apply(&Command::SetBucket {
+        bucket: bucket.to_vec(),
+        props,
+    }) {
+        Err(LayoutError::InvalidBucket { reason, .. }) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 /// A staged state written in format 2 (no replication, join specs without region) reads

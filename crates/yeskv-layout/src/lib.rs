@@ -22,12 +22,15 @@
 //! ## The commands and the version invariant
 //!
 //! The replicated state is a [`LayoutState`]: the committed [`Layout`] plus the [`Staged`]
-//! changes. Log entries are [`Command`]s: `Bootstrap`, `Stage`, `Unstage`, `Commit`. The state
-//! machine is the pure function [`layout::apply`]. A `Commit` carries the version and staged
-//! revision it was planned against and is refused unless both are still current, so two commits
-//! prepared concurrently on different nodes never give two layouts of one version: the second
-//! is refused with [`LayoutError::VersionMismatch`]. It also carries the planned layout itself,
-//! so replicas never re-run placement while applying the log (see [`layout`]).
+//! changes, and the buckets' properties (cluster-wide, consistent, and read by every request
+//! from the last applied state; they are not part of the layout and move no version). Log
+//! entries are [`Command`]s: `Bootstrap`, `Stage`, `Unstage`, `Commit`, `TransferDone`,
+//! `SetBucket`. The state machine is the pure function [`layout::apply`]. A `Commit` carries
+//! the version and staged revision it was planned against and is refused unless both are still
+//! current, so two commits prepared concurrently on different nodes never give two layouts of
+//! one version: the second is refused with [`LayoutError::VersionMismatch`]. It also carries
+//! the planned layout itself, so replicas never re-run placement while applying the log (see
+//! [`layout`]).
 //!
 //! ## Modules, bottom up
 //!
@@ -41,7 +44,8 @@
 //! - [`raft`]: the openraft glue: log store, state machine, network over `yeskv-rpc`
 //!   ([`RaftRpc`]).
 //! - [`LayoutService`]: what the node starts and calls: `bootstrap_single`, `stage_join`,
-//!   `stage_leave`, `plan`, `commit`, `current`, `subscribe`, `handle`.
+//!   `stage_leave`, `plan`, `commit`, `set_bucket`, `current`, `bucket_props`, `subscribe`,
+//!   `subscribe_state`, `handle`.
 //! - [`LayoutConfig`]: its settings.
 
 #![deny(missing_docs)]
@@ -61,7 +65,8 @@ pub use error::{Error, LayoutError, Result};
 pub use layout::{
     apply, plan, Command, JoinSpec, Layout, LayoutState, LeaveMode, Member, MemberState,
     OwnedChange, PartitionMove, Plan, Replication, Staged, StagedChange, ASSIGNMENT_ENTRIES_MAX,
-    DEFAULT_REGION, REGIONS_MAX, REGION_BYTES_MAX, REGION_REPLICAS_MAX,
+    BUCKETS_MAX, BUCKET_BYTES_MAX, DEFAULT_REGION, REGIONS_MAX, REGION_BYTES_MAX,
+    REGION_REPLICAS_MAX,
 };
 pub use raft::state_machine::AppliedState;
 pub use raft::{

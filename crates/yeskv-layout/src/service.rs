@@ -3,12 +3,14 @@
 //! It owns one openraft node of the layout group and exposes:
 //!
 //! - **reads that never wait**: [`LayoutService::current`], [`LayoutService::state`],
-//!   [`LayoutService::plan`] and [`LayoutService::subscribe`] read the state this node last
+//!   [`LayoutService::plan`], [`LayoutService::bucket_props`] and [`LayoutService::subscribe`]
+//!   read the state this node last
 //!   applied (published by the state machine on a `watch` channel). They need no leader and take
 //!   no lock the Raft engine holds, so the data path (routing by the layout) keeps working while
 //!   the layout group has no quorum;
 //! - **changes through the leader**: [`LayoutService::stage_join`], [`LayoutService::stage_leave`],
-//!   [`LayoutService::unstage`] and [`LayoutService::commit`] run on the Raft leader; on another
+//!   [`LayoutService::unstage`], [`LayoutService::commit`] and [`LayoutService::set_bucket`]
+//!   run on the Raft leader; on another
 //!   node they are forwarded to it ([`Forward`]) and retried across elections until
 //!   `request_timeout_ms`. They return once this node has applied the change too, so a caller
 //!   reads its own writes;
@@ -46,6 +48,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
+use yeskv_core::bucket::BucketProps;
 use yeskv_core::NodeId;
 use yeskv_rpc::{PeerInfo, RpcConfig, RpcServer};
 
@@ -338,6 +341,30 @@ impl LayoutService {
         Ok(())
     }
 
+    /// Sets `bucket`'s properties cluster-wide ([`crate::Command::SetBucket`]: all of them,
+    /// so the caller patches [`LayoutService::bucket_props`] first). Forwarded to the leader and
+    /// retried like the other changes; returns once this node has applied it, so
+    /// [`LayoutService::bucket_props`] here shows it at once. Moves no layout version or epoch:
+    /// [`LayoutService::subscribe`] does not fire for it, [`LayoutService::subscribe_state`]
+    /// does.
+    pub async fn set_bucket(&self, bucket: Vec<u8>, props: BucketProps) -> Result<()> {
+        self.inner
+            .propose(Forward::SetBucket { bucket, props })
+            .await?;
+        Ok(())
+    }
+
+    /// The properties of `bucket` in the state this node last applied (the defaults for a
+    /// bucket never set). Never blocks, never needs a leader.
+    pub fn bucket_props(&self, bucket: &[u8]) -> BucketProps {
+        self.inner
+            .publisher
+            .state
+            .borrow()
+            .state
+            .bucket_props(bucket)
+    }
+
     /// Commits the staged changes as the next layout version (see the module docs) and returns
     /// it. With `expected_version`, the commit is refused unless the layout is still at that
     /// version ([`LayoutError::VersionMismatch`]): pass the version the operator's plan showed.
@@ -556,6 +583,9 @@ impl Inner {
             Forward::Commit { expected_version } => self.commit_as_leader(expected_version).await,
             Forward::TransferDone { node, partitions } => {
                 self.write(Command::TransferDone { node, partitions }).await
+            }
+            Forward::SetBucket { bucket, props } => {
+                self.write(Command::SetBucket { bucket, props }).await
             }
         }
     }

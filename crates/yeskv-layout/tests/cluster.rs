@@ -650,3 +650,92 @@ async fn a_node_far_behind_catches_up_by_snapshot() {
         node.stop().await;
     }
 }
+
+/// A bucket's properties set through any node reach every node, are refused when invalid,
+/// survive a restart from disk, and are not a layout change: no version or epoch moves and the
+/// layout channel stays quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_properties_are_replicated_without_a_new_layout() {
+    use yeskv_core::bucket::{BucketProps, Datatype};
+    init_tracing();
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let storages = [0, 1, 2].map(|i| StorageConfig::Directory(dirs[i].path().to_path_buf()));
+    let mut nodes = three_node_cluster(storages).await;
+    let before: Vec<(u64, u64)> = nodes
+        .iter()
+        .map(|n| {
+            let layout = n.service.current().expect("layout");
+            (layout.version, layout.epoch)
+        })
+        .collect();
+    let mut layouts: Vec<_> = nodes.iter().map(|n| n.service.subscribe()).collect();
+    for receiver in &mut layouts {
+        receiver.borrow_and_update();
+    }
+
+    let counter = BucketProps {
+        datatype: Some(Datatype::Counter),
+        salt: 8,
+        ..BucketProps::default()
+    };
+    // Through a follower (n3 never leads here unless elected; either way it works).
+    nodes[2]
+        .service
+        .set_bucket(b"likes".to_vec(), counter.clone())
+        .await
+        .expect("sets");
+    assert_eq!(
+        nodes[2].service.bucket_props(b"likes"),
+        counter,
+        "the proposer reads its own change"
+    );
+    eventually("every node has the bucket's properties", || {
+        nodes
+            .iter()
+            .all(|n| n.service.bucket_props(b"likes") == counter)
+    })
+    .await;
+    assert_eq!(
+        nodes[0].service.bucket_props(b"other"),
+        BucketProps::default()
+    );
+    for (node, (version, epoch)) in nodes.iter().zip(&before) {
+        let layout = node.service.current().expect("layout");
+        assert_eq!((layout.version, layout.epoch), (*version, *epoch));
+    }
+    for receiver in &layouts {
+        assert!(
+            !receiver.has_changed().expect("open"),
+            "a bucket change is not a new layout"
+        );
+    }
+
+    let invalid = BucketProps {
+        ttl_sliding: true,
+        ..BucketProps::default()
+    };
+    let refused = nodes[1]
+        .service
+        .set_bucket(b"likes".to_vec(), invalid)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Rejected(LayoutError::InvalidBucket { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(nodes[1].service.bucket_props(b"likes"), counter);
+
+    // A restart rebuilds the state from snapshot + log: the properties are there before any
+    // leader is found.
+    nodes[1].stop().await;
+    nodes[1].restart().await;
+    assert_eq!(nodes[1].service.bucket_props(b"likes"), counter);
+    assert_one_layout_per_version(&nodes.iter().collect::<Vec<_>>());
+    for node in nodes.iter_mut() {
+        node.stop().await;
+    }
+}

@@ -7,6 +7,11 @@
 //! allocates to find its replicas) and swapped in. Requests read the current snapshot under a
 //! short read lock and never wait for Raft: with no leader, the last applied layout keeps
 //! serving.
+//!
+//! Bucket properties are not part of the layout (changing them moves no epoch, so no new
+//! routing snapshot is built for them): they come from the layout service's *applied state*
+//! channel into the topology's [`BucketTable`] ([`ClusterTopology::buckets`], fed by
+//! [`BucketTable::follow`]), read without a lock by [`Topology::bucket_props`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use parking_lot::RwLock;
 use yeskv_core::NodeId;
 use yeskv_layout::Layout;
 
-use crate::topology::Topology;
+use crate::topology::{BucketTable, Topology};
 
 /// Whether a node is up, as the failure detector sees it.
 pub type Liveness = Arc<dyn Fn(&NodeId) -> bool + Send + Sync>;
@@ -152,6 +157,7 @@ pub struct ClusterTopology {
     local: NodeId,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     liveness: Liveness,
+    buckets: Arc<BucketTable>,
 }
 
 impl ClusterTopology {
@@ -166,6 +172,7 @@ impl ClusterTopology {
             local,
             snapshot: RwLock::new(None),
             liveness,
+            buckets: Arc::default(),
         });
         let current = layouts.borrow_and_update().clone();
         topology.install(current.as_deref());
@@ -191,6 +198,13 @@ impl ClusterTopology {
             );
             *self.snapshot.write() = Some(snap);
         }
+    }
+
+    /// The bucket properties [`Topology::bucket_props`] answers from: empty (every bucket
+    /// plain) until something feeds it ([`BucketTable::follow`] the layout service's applied
+    /// states; the simulator runs without).
+    pub fn buckets(&self) -> &Arc<BucketTable> {
+        &self.buckets
     }
 
     fn snap(&self) -> Option<Arc<Snapshot>> {
@@ -275,6 +289,10 @@ impl Topology for ClusterTopology {
         self.snap()
             .map(|s| s.peers.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    fn bucket_props(&self, bucket: &[u8]) -> yeskv_core::bucket::BucketProps {
+        self.buckets.props(bucket)
     }
 }
 

@@ -6,6 +6,7 @@
 //! | `Aae` (roots, branches, segments, keys) | [`crate::aae::serve`] |
 //! | `Reap` | [`crate::reaper::serve`] |
 //! | `Transfer` (batches, sizes) | [`crate::transfer::serve`] |
+//! | `Buckets` (does this node hold a bucket's keys) | [`crate::buckets::serve`] |
 //! | `Layout` (Raft) | the layout service, when the node runs one |
 
 use std::sync::Arc;
@@ -56,6 +57,7 @@ impl<E: Engine> Dispatcher<E> {
             PeerRequest::Aae(r) => crate::aae::serve(ctx, r),
             PeerRequest::Reap(r) => crate::reaper::serve(ctx, r).await,
             PeerRequest::Transfer(r) => crate::transfer::serve(ctx, r),
+            PeerRequest::Buckets(r) => crate::buckets::serve(ctx, r).await,
             PeerRequest::Layout(rpc) => match &self.layout {
                 Some(handle) => PeerResponse::Layout(handle(rpc).await),
                 None => PeerResponse::Failed(RemoteError::BadRequest(

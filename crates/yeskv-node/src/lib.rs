@@ -17,7 +17,8 @@
 //!
 //! Modules: [`context`] (what every subsystem works with, and its one `call` to a peer),
 //! [`dispatch`] (where peer messages arrive), [`peer`] (their envelope), [`replication`],
-//! [`handoff`], [`xr`] (cross-region replication), [`aae`] (anti-entropy) and [`reaper`] (each owns its messages and serves them),
+//! [`handoff`], [`xr`] (cross-region replication), [`aae`] (anti-entropy), [`reaper`] and
+//! [`buckets`] (bucket properties' checks) (each owns its messages and serves them),
 //! [`workers`] (background work, reported and joined), [`topology`] and [`cluster`] (who holds a
 //! key, who is up), [`config`] (settings and validation), [`metrics`] (names and `/metrics`),
 //! [`clock`] (the time seam), [`error`], and [`chaos`] (delay, and WAN delay and loss per
@@ -25,6 +26,7 @@
 
 pub mod aae;
 pub mod api;
+pub mod buckets;
 pub mod chaos;
 pub mod clock;
 pub mod cluster;

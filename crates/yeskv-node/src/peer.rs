@@ -2,8 +2,9 @@
 //! seam those messages go through.
 //!
 //! Each subsystem owns its messages and answers them: replication (`replication.rs`: reads,
-//! merges, hints, forwarded writes), anti-entropy (`aae.rs`), the reaper (`reaper.rs`) and the
-//! layout's Raft group (`yeskv-layout`). This module only wraps them, so that one connection
+//! merges, hints, forwarded writes), anti-entropy (`aae.rs`), the reaper (`reaper.rs`),
+//! transfers (`transfer.rs`), bucket properties (`buckets.rs`) and the layout's Raft group
+//! (`yeskv-layout`). This module only wraps them, so that one connection
 //! carries all of them, and [`crate::dispatch`] hands each to its subsystem.
 //!
 //! Objects travel as stored records (`yeskv_core::codec::encode_record`: format byte + CRC32C),
@@ -28,6 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::aae::{AaeRequest, AaeResponse};
+use crate::buckets::{BucketRequest, BucketResponse};
 use crate::reaper::{ReapRequest, ReapResponse};
 use crate::replication::{ReplicationRequest, ReplicationResponse};
 use crate::transfer::{TransferRequest, TransferResponse};
@@ -51,6 +53,8 @@ pub enum PeerRequest {
     Reap(ReapRequest),
     /// Partition transfers (`transfer.rs`).
     Transfer(TransferRequest),
+    /// Questions about a bucket before its properties change (`buckets.rs`).
+    Buckets(BucketRequest),
 }
 
 impl PeerRequest {
@@ -62,6 +66,7 @@ impl PeerRequest {
             PeerRequest::Aae(r) => r.name(),
             PeerRequest::Reap(_) => "Reap",
             PeerRequest::Transfer(r) => r.name(),
+            PeerRequest::Buckets(r) => r.name(),
         }
     }
 }
@@ -81,6 +86,8 @@ pub enum PeerResponse {
     Transfer(TransferResponse),
     /// The request failed on the remote node.
     Failed(RemoteError),
+    /// The answer to a `Buckets` message.
+    Buckets(BucketResponse),
 }
 
 /// Why a remote request failed, preserving what the client must see.

@@ -71,6 +71,8 @@ pub async fn run(
         STARTUP_GRACE,
     );
     let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe(), liveness);
+    topology.buckets().follow(layout.subscribe_state());
+    let buckets = topology.buckets().clone();
 
     // Test-only: the chaos runner's delay and WAN rules on the node's internode calls.
     let chaos = chaos_control(&cfg)?;
@@ -99,7 +101,15 @@ pub async fn run(
         tracing::info!(cluster = %raw.cluster_name, "new cluster: this node owns every partition");
     }
 
-    let state = app_state(&cfg, &node, &layout, &membership, rpc_client, metrics);
+    let state = app_state(
+        &cfg,
+        &node,
+        &layout,
+        buckets,
+        &membership,
+        rpc_client,
+        metrics,
+    );
     serve_http(&cfg, state, chaos, shutdown).await?;
 
     if let Err(e) = layout.shutdown().await {
@@ -215,6 +225,7 @@ fn app_state(
     cfg: &Validated,
     node: &Node<ServerEngine>,
     layout: &LayoutService,
+    buckets: Arc<crate::topology::BucketTable>,
     membership: &Arc<Membership>,
     rpc_client: RpcClient<PeerRequest, PeerResponse>,
     metrics: Option<PrometheusHandle>,
@@ -223,6 +234,7 @@ fn app_state(
     Arc::new(AppState {
         coordinator: node.coordinator().clone(),
         layout: layout.clone(),
+        buckets,
         membership: Some(membership.clone()),
         directory: directory(membership),
         limits: raw.limits.clone(),

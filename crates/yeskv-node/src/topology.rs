@@ -5,12 +5,19 @@
 //! liveness from the failure detector: the node's implementation is
 //! [`crate::cluster::ClusterTopology`]; [`StaticTopology`] is a fixed layout for tests and the
 //! simulator.
+//!
+//! It also answers every request's first question, what its bucket is
+//! ([`Topology::bucket_props`]), from a [`BucketTable`]: the buckets' properties of the layout
+//! state this node last applied, swapped in whole when it changes and read without a lock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use parking_lot::RwLock;
+use yeskv_core::bucket::BucketProps;
 use yeskv_core::NodeId;
+use yeskv_layout::AppliedState;
 
 /// What the coordinator needs to know about the cluster (see the module docs).
 pub trait Topology: Send + Sync + 'static {
@@ -51,10 +58,6 @@ pub trait Topology: Send + Sync + 'static {
     fn syncing(&self) -> Vec<(u16, u64)> {
         Vec::new()
     }
-    /// The properties of `bucket`: a plain bucket unless the layout state says otherwise.
-    fn bucket_props(&self, _bucket: &[u8]) -> yeskv_core::BucketProps {
-        yeskv_core::BucketProps::default()
-    }
     /// The regions the layout places replicas in (empty without regions).
     fn regions(&self) -> Vec<Arc<str>> {
         Vec::new()
@@ -70,6 +73,101 @@ pub trait Topology: Send + Sync + 'static {
     fn region_of(&self, _node: &NodeId) -> Option<Arc<str>> {
         None
     }
+
+    /// The properties of `bucket` in the layout state this node last applied
+    /// ([`BucketProps::default`] for a bucket never set). Called by every request: it never
+    /// blocks, takes no lock and needs no Raft leader.
+    fn bucket_props(&self, _bucket: &[u8]) -> BucketProps {
+        BucketProps::default()
+    }
+}
+
+/// What a [`BucketTable`] holds: the buckets of one applied layout state.
+#[derive(Default)]
+struct InstalledBuckets {
+    /// The log index of the state they come from (0: none yet).
+    applied_index: u64,
+    buckets: BTreeMap<Vec<u8>, BucketProps>,
+}
+
+/// The buckets' properties as this node last applied them (`yeskv_layout::LayoutState`'s
+/// `buckets`), for [`Topology::bucket_props`].
+///
+/// Readers load the current table through an [`ArcSwap`] (no lock, no write to shared memory
+/// beyond arc-swap's per-thread debt slot) and look the bucket up in a `BTreeMap`. A new table
+/// is built only when an applied state's buckets differ from the installed ones (bucket changes
+/// are operator actions: rare) and swapped in whole. Two paths install: the task of
+/// [`BucketTable::follow`], on every state the layout service publishes, and the node that made
+/// a change, at once after the change applied ([`BucketTable::install`]), so that it reads its
+/// own write. An older state never replaces a newer one.
+#[derive(Default)]
+pub struct BucketTable {
+    current: ArcSwap<InstalledBuckets>,
+    /// Serialises installs (readers never take it).
+    installing: parking_lot::Mutex<()>,
+}
+
+impl BucketTable {
+    /// The properties of `bucket` ([`BucketProps::default`] for a bucket never set).
+    pub fn props(&self, bucket: &[u8]) -> BucketProps {
+        self.current
+            .load()
+            .buckets
+            .get(bucket)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Installs the buckets of `applied`, unless a state at least as new is installed.
+    pub fn install(&self, applied: &AppliedState) {
+        let _one_at_a_time = self.installing.lock();
+        let current = self.current.load();
+        if applied.applied_index <= current.applied_index && current.applied_index > 0 {
+            return;
+        }
+        let buckets = if applied.state.buckets == current.buckets {
+            current.buckets.clone()
+        } else {
+            tracing::info!(
+                buckets = applied.state.buckets.len(),
+                applied_index = applied.applied_index,
+                "bucket properties changed"
+            );
+            applied.state.buckets.clone()
+        };
+        self.current.store(Arc::new(InstalledBuckets {
+            applied_index: applied.applied_index,
+            buckets,
+        }));
+    }
+
+    /// Sets one bucket's properties by hand (tests and the simulator, which run no layout
+    /// service).
+    pub fn set(&self, bucket: &[u8], props: BucketProps) {
+        let _one_at_a_time = self.installing.lock();
+        let current = self.current.load();
+        let mut buckets = current.buckets.clone();
+        buckets.insert(bucket.to_vec(), props);
+        self.current.store(Arc::new(InstalledBuckets {
+            applied_index: current.applied_index,
+            buckets,
+        }));
+    }
+
+    /// Installs the current state of `states` now, then every state it publishes (a task on
+    /// the current runtime, ending with the channel or the table).
+    pub fn follow(self: &Arc<Self>, mut states: tokio::sync::watch::Receiver<Arc<AppliedState>>) {
+        let current = states.borrow_and_update().clone();
+        self.install(&current);
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while states.changed().await.is_ok() {
+                let Some(table) = weak.upgrade() else { return };
+                let applied = states.borrow_and_update().clone();
+                table.install(&applied);
+            }
+        });
+    }
 }
 
 /// A fixed layout: every partition has the same preference list; liveness is set by hand. For
@@ -80,6 +178,7 @@ pub struct StaticTopology {
     fallbacks: Arc<[NodeId]>,
     addrs: RwLock<BTreeMap<NodeId, String>>,
     down: RwLock<BTreeSet<NodeId>>,
+    buckets: Arc<BucketTable>,
 }
 
 impl StaticTopology {
@@ -91,7 +190,13 @@ impl StaticTopology {
             fallbacks: Arc::from(Vec::new()),
             addrs: RwLock::new(BTreeMap::new()),
             down: RwLock::new(BTreeSet::new()),
+            buckets: Arc::default(),
         }
+    }
+
+    /// The bucket properties it answers ([`BucketTable::set`] them).
+    pub fn buckets(&self) -> &Arc<BucketTable> {
+        &self.buckets
     }
 
     /// Sets the fallbacks of every partition.
@@ -139,5 +244,77 @@ impl Topology for StaticTopology {
     }
     fn layout_version(&self) -> u64 {
         1
+    }
+    fn bucket_props(&self, bucket: &[u8]) -> BucketProps {
+        self.buckets.props(bucket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use yeskv_core::bucket::Datatype;
+    use yeskv_layout::{Command, LayoutState};
+
+    use super::*;
+
+    fn applied(index: u64, state: &LayoutState) -> AppliedState {
+        AppliedState {
+            applied_index: index,
+            state: state.clone(),
+        }
+    }
+
+    #[test]
+    fn the_table_follows_applied_states_and_never_goes_back() {
+        let table = BucketTable::default();
+        assert_eq!(table.props(b"likes"), BucketProps::default());
+        let counter = BucketProps {
+            datatype: Some(Datatype::Counter),
+            ..BucketProps::default()
+        };
+        let set = LayoutState::default()
+            .apply(&Command::SetBucket {
+                bucket: b"likes".to_vec(),
+                props: counter.clone(),
+            })
+            .expect("applies");
+        table.install(&applied(7, &set));
+        assert_eq!(table.props(b"likes"), counter);
+        assert_eq!(table.props(b"other"), BucketProps::default());
+        // An older state (a late notification) does not undo it.
+        table.install(&applied(6, &LayoutState::default()));
+        assert_eq!(table.props(b"likes"), counter);
+        table.install(&applied(8, &LayoutState::default()));
+        assert_eq!(table.props(b"likes"), BucketProps::default());
+    }
+
+    #[tokio::test]
+    async fn follow_installs_the_current_state_at_once_and_then_each_new_one() {
+        let lww = BucketProps {
+            conflict: yeskv_core::bucket::Conflict::Lww,
+            ..BucketProps::default()
+        };
+        let first = LayoutState::default()
+            .apply(&Command::SetBucket {
+                bucket: b"a".to_vec(),
+                props: lww.clone(),
+            })
+            .expect("applies");
+        let (sender, receiver) = tokio::sync::watch::channel(Arc::new(applied(3, &first)));
+        let table = Arc::new(BucketTable::default());
+        table.follow(receiver);
+        assert_eq!(table.props(b"a"), lww, "installed before follow returns");
+        let second = first
+            .apply(&Command::SetBucket {
+                bucket: b"b".to_vec(),
+                props: lww.clone(),
+            })
+            .expect("applies");
+        sender.send_replace(Arc::new(applied(4, &second)));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while table.props(b"b") != lww {
+            assert!(tokio::time::Instant::now() < deadline, "never installed");
+            tokio::task::yield_now().await;
+        }
     }
 }

@@ -136,12 +136,24 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     }
 }
 
-/// One JSON request to a node's cluster endpoint; a non-2xx answer is an error with its reason.
-async fn call(
+/// One JSON request to a node's operator endpoint, answered within 30 s; a non-2xx answer is
+/// an error with its reason.
+pub(crate) async fn call(
     node: &str,
     method: &str,
     path: &str,
     body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    call_within(node, method, path, body, std::time::Duration::from_secs(30)).await
+}
+
+/// [`call`], answered within `timeout`.
+pub(crate) async fn call_within(
+    node: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+    timeout: std::time::Duration,
 ) -> anyhow::Result<serde_json::Value> {
     use http_body_util::{BodyExt as _, Full};
     let uri: hyper::Uri = format!("{}{path}", node.trim_end_matches('/'))
@@ -156,9 +168,9 @@ async fn call(
         .body(Full::new(bytes::Bytes::from(
             body.map(|b| b.to_string()).unwrap_or_default(),
         )))?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
+    let resp = tokio::time::timeout(timeout, client.request(req))
         .await
-        .with_context(|| format!("{node} did not answer within 30 s"))?
+        .with_context(|| format!("{node} did not answer within {} s", timeout.as_secs()))?
         .with_context(|| format!("cannot reach {node}"))?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();

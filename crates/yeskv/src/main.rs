@@ -1,8 +1,10 @@
 //! `yeskv`: the one binary. `server` runs a node, `dev` runs a local cluster of real node
-//! processes, `get`/`put`/`delete` are the command-line client, and `bench` is the load generator.
+//! processes, `get`/`put`/`delete` are the command-line client, `cluster` and `bucket` the
+//! operator's commands, and `bench` is the load generator.
 //! Every failure ends with one line on stderr and a non-zero exit status.
 
 mod bench;
+mod bucket_cmd;
 mod client_cmd;
 mod cluster_cmd;
 mod dev;
@@ -48,6 +50,9 @@ enum Command {
     /// Operator commands on the cluster: status, join, leave, plan, commit.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCommand),
+    /// A bucket's properties (data type, conflict resolution, TTL, salt), cluster-wide.
+    #[command(subcommand)]
+    Bucket(bucket_cmd::BucketCommand),
 }
 
 /// Flags of `yeskv server`; each overrides the same key of the config file.
@@ -177,6 +182,7 @@ fn main() {
                             Command::Delete(a) => client_cmd::delete(a).await,
                             Command::Bench(a) => bench::run(a).await,
                             Command::Cluster(c) => cluster_cmd::run(c).await,
+                            Command::Bucket(c) => bucket_cmd::run(c).await,
                             Command::Server(_) => Ok(()),
                         }
                     })

@@ -3,7 +3,7 @@
 //! A [`RaftRpc`] names the Raft id it is meant for (a node answers [`RaftRpcResponse::WrongNode`]
 //! to a message for another id, e.g. after an address was reused) and carries either a Raft
 //! protocol message (append entries, vote, install snapshot) or a [`Forward`]: a change a node
-//! asks the leader to make on its behalf (stage, unstage, commit).
+//! asks the leader to make on its behalf (stage, unstage, commit, a bucket's properties).
 //!
 //! The node multiplexes these with its data-path RPC: it wraps [`RaftRpc`] in its own request
 //! enum, hands it to [`crate::LayoutService::handle`] in its server, and implements
@@ -59,6 +59,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
+use yeskv_core::bucket::BucketProps;
 use yeskv_core::NodeId;
 
 use super::{Applied, PeerNode, RaftId, TypeConfig};
@@ -107,6 +108,13 @@ pub enum Forward {
         node: NodeId,
         /// `(partition, since epoch)` pairs.
         partitions: Vec<(u16, u64)>,
+    },
+    /// Set a bucket's properties ([`crate::Command::SetBucket`]).
+    SetBucket {
+        /// The bucket.
+        bucket: Vec<u8>,
+        /// Its new properties (all of them).
+        props: BucketProps,
     },
 }
 

@@ -1,14 +1,17 @@
 //! The client HTTP API (axum), exactly as `shared/spec/interface.md` describes it.
 //!
-//! Modules: [`kv`] (`/v1/kv`: keys and values), [`dt`] (`/v1/dt`: data types), [`node`] (`/v1/status`, `/v1/ring`,
-//! `/v1/health`, `/v1/hot`, `/metrics`, `/v1/admin/compact`), [`cluster`] (`/v1/cluster/*`: staged
-//! membership changes), [`state`] (what handlers share). This module routes and renders errors.
+//! Modules: [`kv`] (`/v1/kv`: keys and values), [`dt`] (`/v1/dt`: data types), [`node`]
+//! (`/v1/status`, `/v1/ring`, `/v1/health`, `/v1/hot`, `/metrics`, `/v1/admin/compact`),
+//! [`cluster`] (`/v1/cluster/*`: staged membership changes), [`buckets`]
+//! (`/v1/buckets/{bucket}`: bucket properties), [`state`] (what handlers share). This module
+//! routes and renders errors.
 //!
 //! This module owns request parsing and validation (paths, query, limits, context tokens) and
 //! response shapes (`200` raw / `300` siblings / `404`, JSON mode, error bodies). Everything it
 //! accepts is checked before the coordinator sees it: a rejected request writes nothing. Keys and
 //! buckets are raw path segments percent-decoded to bytes, so any byte string is a valid key.
 
+mod buckets;
 mod cluster;
 mod dt;
 mod kv;
@@ -29,6 +32,7 @@ use yeskv_storage::Engine;
 use crate::error::Error;
 use crate::metrics;
 
+pub use buckets::{props_json, BUCKET_BODY_BYTES_MAX};
 pub use cluster::plan_json;
 pub use state::{AppState, Directory, Serving};
 
@@ -42,6 +46,7 @@ pub fn router<E: Engine>(state: Arc<AppState<E>>) -> Router {
     Router::new()
         .route("/v1/kv/{*path}", any(kv::kv::<E>))
         .route("/v1/dt/{*path}", any(dt::dt::<E>))
+        .route("/v1/buckets/{*path}", any(buckets::bucket::<E>))
         .route("/v1/status", get(node::status::<E>))
         .route("/v1/ring", get(node::ring::<E>))
         .route("/v1/health", get(node::health::<E>))

@@ -52,6 +52,9 @@ pub struct AppState<E: Engine> {
     pub started: Instant,
     /// The cluster layout (Raft-replicated); `/v1/ring` and `/v1/status` are served from it.
     pub layout: yeskv_layout::LayoutService,
+    /// The bucket properties the topology answers from, installed at once after a change made
+    /// here (`api/buckets.rs`).
+    pub buckets: Arc<crate::topology::BucketTable>,
     /// Gossip membership: who is up, and what newcomers announce.
     pub membership: Option<Arc<yeskv_membership::Membership>>,
     /// What a join records about a node, from the membership view.

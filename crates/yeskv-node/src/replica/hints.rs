@@ -118,7 +118,7 @@ pub struct Hint {
 }
 
 /// The hints-space key of (target, storage key).
-fn hint_key(target: &NodeId, storage_key: &[u8]) -> Vec<u8> {
+pub(super) fn hint_key(target: &NodeId, storage_key: &[u8]) -> Vec<u8> {
     let t = target.as_str().as_bytes();
     let mut k = Vec::with_capacity(1 + t.len() + storage_key.len());
     k.push(t.len() as u8);

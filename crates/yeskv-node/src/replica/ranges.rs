@@ -5,12 +5,14 @@
 //! [`Replica::scan_records`] in key order, a receiver merges them ([`Replica::merge_many`]) and
 //! keeps its place in [`Replica::write_meta`], a node receiving a partition anew or a former
 //! holder cleaning up calls [`Replica::clear_partition`], and [`Replica::partition_size`] feeds
-//! the plan's bytes and the transfer's progress.
+//! the plan's bytes and the transfer's progress. [`Replica::holds_bucket`] tells whether a
+//! bucket has any key here (a bucket's data type may change only while it has none:
+//! `crate::buckets`).
 
 use std::sync::atomic::Ordering;
 
 use yeskv_core::codec::decode_record;
-use yeskv_core::keyspace::partition_range;
+use yeskv_core::keyspace::{partition_range, storage_key};
 use yeskv_storage::{Engine, Space, WriteBatch};
 
 use super::Replica;
@@ -34,6 +36,35 @@ pub struct Records {
 }
 
 impl<E: Engine> Replica<E> {
+    /// Whether this node stores any key of `bucket` in partitions `0..partitions`: among its own
+    /// copies, and among the hints it keeps for other nodes (a write acknowledged while its
+    /// primaries were down may exist only there). Any key counts, a tombstone or an expired
+    /// value too: it is still a key of the bucket. One seek of one row per partition (and per
+    /// partition and hint target): storage keys start with `partition ‖ len(bucket) ‖ bucket`,
+    /// so the first key at or after that prefix is one of the bucket's exactly when the bucket
+    /// has a key in the partition. Blocking (up to 65,536 seeks): call it off the async threads.
+    pub fn holds_bucket(&self, bucket: &[u8], partitions: u32) -> Result<bool, Error> {
+        let targets: Vec<_> = self.hint_counts().into_keys().collect();
+        for partition in 0..partitions.min(u32::from(u16::MAX) + 1) {
+            let partition = partition as u16;
+            let prefix = storage_key(partition, bucket, &[]);
+            let (_, end) = partition_range(partition);
+            let first = self.engine.scan(Space::Data, &prefix, &end, 1)?;
+            if first.first().is_some_and(|(k, _)| k.starts_with(&prefix)) {
+                return Ok(true);
+            }
+            for target in &targets {
+                let start = super::hints::hint_key(target, &prefix);
+                let end = super::hints::hint_key(target, &end);
+                let first = self.engine.scan(Space::Hints, &start, &end, 1)?;
+                if first.first().is_some_and(|(k, _)| k.starts_with(&start)) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// The records of `partition` after `after` (from its start when `None`), in key order,
     /// at most `bytes_max` bytes of keys and records with their length prefixes — or, when the
     /// first record alone is larger, that one record: a batch fits the internode frame whenever
@@ -228,5 +259,47 @@ mod tests {
             }
         }
         assert_eq!(batches, ["ab", "c", "d"]);
+    }
+
+    /// A bucket is held when any partition has a key of it, a tombstone or a hint for another
+    /// node included; buckets whose names extend or prefix it are other buckets.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_bucket_is_held_by_any_key_of_it_tombstones_and_hints_included() {
+        let node = NodeId::new("n1").expect("valid");
+        let other = NodeId::new("n2").expect("valid");
+        let (r, _) = Replica::open(Arc::new(MemoryEngine::new()), node, 0, || 1)
+            .await
+            .expect("open");
+        let write = |slot, partition: u16, bucket: &'static [u8], version: Version| {
+            let r = &r;
+            async move {
+                let sk = storage_key(partition, bucket, b"k");
+                r.coordinate(slot, 1, &sk, &CausalContext::empty(), version, 1)
+                    .await
+                    .expect("write");
+            }
+        };
+        assert!(!r.holds_bucket(b"ab", 8).expect("scan"));
+        write(Slot::Own, 5, b"ab", Version::value(b"v".to_vec(), 1, None)).await;
+        assert!(r.holds_bucket(b"ab", 8).expect("scan"));
+        assert!(!r.holds_bucket(b"a", 8).expect("scan"));
+        assert!(!r.holds_bucket(b"abc", 8).expect("scan"));
+        assert!(
+            !r.holds_bucket(b"ab", 5).expect("scan"),
+            "partition 5 not asked"
+        );
+
+        write(Slot::Own, 7, b"gone", Version::tombstone(1)).await;
+        assert!(r.holds_bucket(b"gone", 8).expect("scan"));
+
+        write(
+            Slot::HintFor(&other),
+            0,
+            b"hinted",
+            Version::value(b"v".to_vec(), 1, None),
+        )
+        .await;
+        assert!(r.holds_bucket(b"hinted", 8).expect("scan"));
+        assert!(!r.holds_bucket(b"hint", 8).expect("scan"));
     }
 }

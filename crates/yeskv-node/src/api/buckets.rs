@@ -1,0 +1,361 @@
+//! `/v1/buckets/{bucket}`: a bucket's properties, cluster-wide (`crate::buckets`).
+//!
+//! - `GET` answers every field from the properties this node last applied (the defaults for a
+//!   bucket never set): no Raft leader is asked or needed.
+//! - `PUT` takes a JSON object of the fields to change (`datatype`, `conflict`, `ttl_secs`,
+//!   `ttl_sliding`, `salt`); a missing field keeps its value, `null` clears a nullable one. The
+//!   body is checked whole before anything happens: an unknown field, a wrong type or value
+//!   (`400`, naming the field), properties that do not hold together (`400`). A change of
+//!   `datatype` is then checked against the data: `409` if any member stores a key of the
+//!   bucket, `503` if a member cannot be asked. The new properties go through the layout
+//!   service's leader (`503` if there is none within its request timeout) and the answer
+//!   (`204`) comes once this node applied them, so this node's next request sees them.
+//!
+//! The bucket is a percent-decoded path segment under the same rules as `/v1/kv`: 1 to
+//! `limits.bucket_bytes_max` bytes (`400` empty, `413` longer).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use percent_encoding::percent_decode_str;
+use serde_json::{json, Map, Value};
+use yeskv_core::bucket::{BucketPatch, BucketProps, Conflict, Datatype};
+use yeskv_storage::Engine;
+
+use super::{json_error, AppState, Serving};
+use crate::config::Limits;
+use crate::error::Error;
+
+/// Largest `PUT /v1/buckets/{bucket}` body, in bytes: the five fields take well under 200.
+pub const BUCKET_BODY_BYTES_MAX: usize = 4 * 1024;
+
+/// The fields a `PUT` may name.
+const FIELDS: &str = "datatype, conflict, ttl_secs, ttl_sliding, salt";
+
+pub(super) async fn bucket<E: Engine>(
+    State(state): State<Arc<AppState<E>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match bucket_inner(&state, method, uri, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn bucket_inner<E: Engine>(
+    state: &AppState<E>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    if state.serving() == Serving::Starting {
+        return Err(Error::NotServing("starting"));
+    }
+    let bucket = parse_bucket_path(&uri, &state.limits)?;
+    match method {
+        Method::GET | Method::HEAD => {
+            let props = state.coordinator.context().topology().bucket_props(&bucket);
+            Ok((StatusCode::OK, axum::Json(props_json(&props))).into_response())
+        }
+        Method::PUT => put(state, bucket, headers, body).await,
+        _ => Ok(json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET or PUT on /v1/buckets/{bucket}",
+        )),
+    }
+}
+
+/// `PUT`: parse, patch, check the data when the type changes, propose, wait until applied.
+async fn put<E: Engine>(
+    state: &AppState<E>,
+    bucket: Vec<u8>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let limit = BUCKET_BODY_BYTES_MAX;
+    let too_large = || Error::TooLarge(format!("the body exceeds the limit of {limit} bytes"));
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let body: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    let patch = parse_patch(&body)?;
+    let ctx = state.coordinator.context();
+    let current = ctx.topology().bucket_props(&bucket);
+    let next = current
+        .patched(&patch)
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let name = String::from_utf8_lossy(&bucket).into_owned();
+    if next.datatype != current.datatype {
+        let holders = crate::buckets::holders(ctx, &bucket).await;
+        if !holders.holding.is_empty() {
+            let holding: Vec<&str> = holders.holding.iter().map(|n| n.as_str()).collect();
+            let body = json!({
+                "error": format!(
+                    "bucket {name:?} holds data (keys on {}): its datatype cannot change from \
+                     {} to {}; use a new bucket",
+                    holding.join(", "),
+                    datatype_name(current.datatype),
+                    datatype_name(next.datatype),
+                ),
+                "holding": holding,
+            });
+            return Ok((StatusCode::CONFLICT, axum::Json(body)).into_response());
+        }
+        if !holders.unasked.is_empty() {
+            let reasons: Vec<String> = holders.unasked.iter().map(|(_, r)| r.clone()).collect();
+            let unasked: Vec<&str> = holders.unasked.iter().map(|(n, _)| n.as_str()).collect();
+            let body = json!({
+                "error": format!(
+                    "cannot tell whether bucket {name:?} holds data, so its datatype cannot \
+                     change now: {} could not be asked ({})",
+                    unasked.join(", "),
+                    reasons.join("; "),
+                ),
+                "unasked": unasked,
+            });
+            return Ok((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response());
+        }
+    }
+    state
+        .layout
+        .set_bucket(bucket, next)
+        .await
+        .map_err(layout_error)?;
+    // The change is applied here; install it now rather than when the follower task runs, so
+    // this node's next request (a GET, a write to the bucket) sees it.
+    state.buckets.install(&state.layout.state());
+    tracing::info!(bucket = %name, "bucket properties set");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A layout service error as the client sees it: a refusal of the properties is `400`, no
+/// leader or a storage failure `503` (with the service's reason).
+fn layout_error(e: yeskv_layout::Error) -> Error {
+    match e {
+        yeskv_layout::Error::Rejected(refused) => Error::BadRequest(refused.to_string()),
+        other => Error::Layout(other.to_string()),
+    }
+}
+
+/// The bucket of a `/v1/buckets/{bucket}` path, percent-decoded (rules of `/v1/kv`).
+fn parse_bucket_path(uri: &Uri, limits: &Limits) -> Result<Vec<u8>, Error> {
+    let segment = uri
+        .path()
+        .strip_prefix("/v1/buckets/")
+        .ok_or_else(|| Error::BadRequest("path must be /v1/buckets/{bucket}".into()))?;
+    if segment.contains('/') {
+        return Err(Error::BadRequest(
+            "path must be /v1/buckets/{bucket} (percent-encode '/' inside names)".into(),
+        ));
+    }
+    let bucket: Vec<u8> = percent_decode_str(segment).collect();
+    if bucket.is_empty() {
+        return Err(Error::BadRequest("bucket must not be empty".into()));
+    }
+    if bucket.len() > limits.bucket_bytes_max {
+        return Err(Error::TooLarge(format!(
+            "bucket is {} bytes, limit {}",
+            bucket.len(),
+            limits.bucket_bytes_max
+        )));
+    }
+    Ok(bucket)
+}
+
+/// A `PUT` body: a JSON object of the fields to change (module docs).
+fn parse_patch(body: &[u8]) -> Result<BucketPatch, Error> {
+    let bad = |m: String| Err(Error::BadRequest(m));
+    let fields: Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(fields)) => fields,
+        Ok(_) => {
+            return bad(format!(
+                "the body must be a JSON object of fields ({FIELDS})"
+            ))
+        }
+        Err(e) => return bad(format!("the body is not JSON: {e}")),
+    };
+    let mut patch = BucketPatch::default();
+    for (field, value) in &fields {
+        match field.as_str() {
+            "datatype" => {
+                patch.datatype = Some(match value {
+                    Value::Null => None,
+                    Value::String(s) => match Datatype::parse(s) {
+                        Some(d) => Some(d),
+                        None => {
+                            return bad(field_error(
+                                field,
+                                "\"cart\", \"counter\", \"set\" or null",
+                                value,
+                            ))
+                        }
+                    },
+                    _ => {
+                        return bad(field_error(
+                            field,
+                            "\"cart\", \"counter\", \"set\" or null",
+                            value,
+                        ))
+                    }
+                })
+            }
+            "conflict" => {
+                patch.conflict = match value.as_str().and_then(Conflict::parse) {
+                    Some(c) => Some(c),
+                    None => return bad(field_error(field, "\"siblings\" or \"lww\"", value)),
+                }
+            }
+            "ttl_secs" => {
+                patch.ttl_secs = Some(match value {
+                    Value::Null => None,
+                    _ => match value.as_u64() {
+                        Some(t) => Some(t),
+                        None => {
+                            return bad(field_error(
+                                field,
+                                "a whole number of seconds or null",
+                                value,
+                            ))
+                        }
+                    },
+                })
+            }
+            "ttl_sliding" => {
+                patch.ttl_sliding = match value.as_bool() {
+                    Some(b) => Some(b),
+                    None => return bad(field_error(field, "true or false", value)),
+                }
+            }
+            "salt" => {
+                patch.salt = match value.as_u64().and_then(|s| u8::try_from(s).ok()) {
+                    Some(s) => Some(s),
+                    None => {
+                        return bad(field_error(
+                            field,
+                            &format!("a whole number from 1 to {}", yeskv_core::bucket::SALT_MAX),
+                            value,
+                        ))
+                    }
+                }
+            }
+            _ => return bad(format!("unknown field {field:?} (fields: {FIELDS})")),
+        }
+    }
+    Ok(patch)
+}
+
+/// The message of a field with a wrong type or value.
+fn field_error(field: &str, expected: &str, got: &Value) -> String {
+    format!("field {field:?} must be {expected}, got {got}")
+}
+
+fn datatype_name(datatype: Option<Datatype>) -> &'static str {
+    datatype.map_or("none", Datatype::as_str)
+}
+
+/// Every field of `props`, as `GET` answers them.
+pub fn props_json(props: &BucketProps) -> Value {
+    json!({
+        "datatype": props.datatype.map(Datatype::as_str),
+        "conflict": props.conflict.as_str(),
+        "ttl_secs": props.ttl_secs,
+        "ttl_sliding": props.ttl_sliding,
+        "salt": props.salt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_paths() {
+        let l = Limits::default();
+        let p = |s: &str| parse_bucket_path(&s.parse::<Uri>().expect("uri"), &l);
+        assert_eq!(p("/v1/buckets/carts").expect("ok"), b"carts".to_vec());
+        assert_eq!(p("/v1/buckets/a%2Fb%FF").expect("ok"), b"a/b\xff".to_vec());
+        assert!(matches!(p("/v1/buckets/"), Err(Error::BadRequest(_))));
+        assert!(matches!(p("/v1/buckets/a/b"), Err(Error::BadRequest(_))));
+        let long = format!("/v1/buckets/{}", "b".repeat(513));
+        assert!(matches!(p(&long), Err(Error::TooLarge(_))));
+    }
+
+    fn patch(body: &str) -> Result<BucketPatch, String> {
+        parse_patch(body.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn missing_fields_keep_and_null_clears() {
+        assert_eq!(patch("{}").expect("ok"), BucketPatch::default());
+        assert_eq!(
+            patch(r#"{"datatype": "counter", "salt": 8}"#).expect("ok"),
+            BucketPatch {
+                datatype: Some(Some(Datatype::Counter)),
+                salt: Some(8),
+                ..BucketPatch::default()
+            }
+        );
+        assert_eq!(
+            patch(r#"{"datatype": null, "ttl_secs": null}"#).expect("ok"),
+            BucketPatch {
+                datatype: Some(None),
+                ttl_secs: Some(None),
+                ..BucketPatch::default()
+            }
+        );
+        assert_eq!(
+            patch(r#"{"conflict": "lww", "ttl_secs": 60, "ttl_sliding": true}"#).expect("ok"),
+            BucketPatch {
+                conflict: Some(Conflict::Lww),
+                ttl_secs: Some(Some(60)),
+                ttl_sliding: Some(true),
+                ..BucketPatch::default()
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_fields_types_and_values_name_the_field() {
+        for (body, field) in [
+            (r#"{"colour": "red"}"#, "colour"),
+            (r#"{"datatype": "map"}"#, "datatype"),
+            (r#"{"datatype": 3}"#, "datatype"),
+            (r#"{"conflict": null}"#, "conflict"),
+            (r#"{"conflict": "newest"}"#, "conflict"),
+            (r#"{"ttl_secs": -1}"#, "ttl_secs"),
+            (r#"{"ttl_secs": 1.5}"#, "ttl_secs"),
+            (r#"{"ttl_secs": "60"}"#, "ttl_secs"),
+            (r#"{"ttl_sliding": "yes"}"#, "ttl_sliding"),
+            (r#"{"salt": 256}"#, "salt"),
+            (r#"{"salt": null}"#, "salt"),
+        ] {
+            let error = patch(body).expect_err(body);
+            assert!(error.contains(&format!("{field:?}")), "{body}: {error}");
+        }
+        assert!(patch("[1]").expect_err("array").contains("JSON object"));
+        assert!(patch("").expect_err("empty").contains("not JSON"));
+    }
+
+    #[test]
+    fn get_shows_every_field() {
+        assert_eq!(
+            props_json(&BucketProps::default()),
+            json!({"datatype": null, "conflict": "siblings", "ttl_secs": null,
+                   "ttl_sliding": false, "salt": 1})
+        );
+    }
+}
