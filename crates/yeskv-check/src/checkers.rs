@@ -290,11 +290,17 @@ pub(crate) fn removed_items_in(analysis: &Analysis<'_>) -> Vec<Violation> {
 /// reading coordinator compares by its own, at most [`Options::skew_bound_ms`] behind.
 /// Indeterminate writes are not judged: their coordinator may have applied them any time.
 pub fn expired_values(history: &History, options: &Options) -> Vec<Violation> {
-    expired_values_in(&Analysis::new(history), options)
+    expired_values_in(&Analysis::new(history), options).0
 }
 
-pub(crate) fn expired_values_in(analysis: &Analysis<'_>, options: &Options) -> Vec<Violation> {
+/// [`expired_values`], and how many acknowledged TTL'd writes were judged: read (`ok` read or
+/// final state) after they must have expired.
+pub(crate) fn expired_values_in(
+    analysis: &Analysis<'_>,
+    options: &Options,
+) -> (Vec<Violation>, usize) {
     let mut findings = Vec::new();
+    let mut judged = 0;
     for (&key, info) in &analysis.keys {
         if info.kind != KeyKind::Register {
             continue;
@@ -323,9 +329,12 @@ pub(crate) fn expired_values_in(analysis: &Analysis<'_>, options: &Options) -> V
         }
         // (where, its time, the event if any, the value)
         let mut seen: Vec<(String, u64, Option<usize>, &str)> = Vec::new();
+        // The last read of the key (an `ok` read's invocation, the final state's last read).
+        let mut last_read_ms: Option<u64> = None;
         for operation in analysis.operations_on(info) {
             if let (Op::Read { values, .. }, Outcome::Ok) = (operation.op, operation.outcome) {
                 let at = invoked_ms(analysis, operation);
+                last_read_ms = last_read_ms.max(Some(at));
                 let place = format!("a read by process {} invoked at {at} ms", operation.process);
                 seen.extend(
                     values
@@ -340,6 +349,7 @@ pub(crate) fn expired_values_in(analysis: &Analysis<'_>, options: &Options) -> V
             ..
         } = &info.final_state
         {
+            last_read_ms = last_read_ms.max(Some(*last));
             let place = format!("the final state read at {last} ms");
             seen.extend(
                 values
@@ -347,6 +357,10 @@ pub(crate) fn expired_values_in(analysis: &Analysis<'_>, options: &Options) -> V
                     .map(|value| (place.clone(), *last, None, *value)),
             );
         }
+        judged += expired_by
+            .values()
+            .filter(|(by, _)| last_read_ms.is_some_and(|last| last > *by))
+            .count();
         let mut reported: HashSet<&str> = HashSet::new();
         for (place, at, index, value) in seen {
             let Some(&(by, process)) = expired_by.get(value) else {
@@ -367,7 +381,7 @@ pub(crate) fn expired_values_in(analysis: &Analysis<'_>, options: &Options) -> V
             }
         }
     }
-    findings
+    (findings, judged)
 }
 
 /// Rule 3: no value an acknowledged delete saw is in the final state — unless the value's own

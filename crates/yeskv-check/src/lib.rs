@@ -154,13 +154,14 @@ pub fn check(history: &History, options: &Options) -> Report {
     let lost_cart_adds = checkers::lost_cart_adds_in(&analysis);
     let resurrections = checkers::resurrections_in(&analysis);
     let removed = checkers::removed_items_in(&analysis);
-    let expired = checkers::expired_values_in(&analysis, options);
+    let (expired, ttl_judged) = checkers::expired_values_in(&analysis, options);
     let siblings = checkers::sibling_bounds_in(&analysis, options);
     let visible = checkers::visible_values_in(&analysis);
     let convergence = checkers::convergence_in(&analysis, options);
     report.lost = lost_writes.len() + lost_cart_adds.len();
     report.resurrected = resurrections.len() + removed.len();
     report.expired_visible = expired.len();
+    report.ttl_judged = ttl_judged;
     report.sibling_violations = siblings.len();
     report.converged_ms = convergence.converged_ms;
 

@@ -130,6 +130,10 @@ pub struct Report {
     /// Sightings of TTL'd values after they must have expired (one per value and key).
     #[serde(default)]
     pub expired_visible: usize,
+    /// Acknowledged writes with a TTL that a later `ok` read or the final state was read past
+    /// their expiry (+ the skew bound): judged by the expiry rule.
+    #[serde(default)]
+    pub ttl_judged: usize,
     /// Reads with too many siblings.
     pub sibling_violations: usize,
     /// Time from `healed_at_ms` to the first digest sample at which all replicas agreed.

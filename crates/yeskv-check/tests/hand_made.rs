@@ -339,7 +339,7 @@ fn a_value_read_after_it_must_have_expired_is_flagged() {
     // Acknowledged at 2 ms: visible at most until 2 + 1_000 + the 25_000 ms skew bound.
     let late = ttl_read(26_003);
     let report = judge(&late);
-    assert_eq!(report.expired_visible, 1);
+    assert_eq!((report.expired_visible, report.ttl_judged), (1, 1));
     assert_eq!(kinds(&report), vec![ViolationKind::ExpiredVisible]);
     assert_eq!(report.violations[0].value.as_deref(), Some("a"));
     // Within the skew bound: a reader whose clock is behind the writer's may still see it.
@@ -370,7 +370,15 @@ fn an_expired_value_in_the_final_state_is_flagged() {
     early
         .op(1, Acked, ttl_write_op("t", "a", &[], 1_000))
         .merged_at(1_002, "t", &["a"]);
-    assert!(check(&early.build(), &options).ok());
+    let report = check(&early.build(), &options);
+    assert!(report.ok());
+    assert_eq!(report.ttl_judged, 0, "read before it had to expire");
+    let mut gone = Builder::new();
+    gone.op(1, Acked, ttl_write_op("t", "a", &[], 1_000))
+        .merged_at(1_003, "t", &[]);
+    let report = check(&gone.build(), &options);
+    assert!(report.ok());
+    assert_eq!(report.ttl_judged, 1, "judged, and gone as it should be");
     // A final read without a time is not judged for expiry.
     let mut untimed = Builder::new();
     untimed
