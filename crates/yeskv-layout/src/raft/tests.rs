@@ -138,6 +138,36 @@ fn messages_survive_postcard() {
             crate::LayoutError::VersionMismatch { .. }
         )))
     ));
+
+    let props = yeskv_core::bucket::BucketProps {
+        datatype: Some(yeskv_core::bucket::Datatype::Set),
+        salt: 4,
+        ..Default::default()
+    };
+    let set_bucket = Forward::SetBucket {
+        bucket: b"tags".to_vec(),
+        props: props.clone(),
+    };
+    let forwarded = RaftRpc {
+        to: 2,
+        body: RaftRequest::Forward(set_bucket.clone()),
+    };
+    match roundtrip(&forwarded).body {
+        RaftRequest::Forward(back) => assert_eq!(back, set_bucket),
+        other => panic!("unexpected body {other:?}"),
+    }
+    let invalid = RaftRpcResponse::Forward(Err(ForwardError::Rejected(
+        crate::LayoutError::InvalidBucket {
+            bucket: "tags".into(),
+            reason: "salt".into(),
+        },
+    )));
+    assert!(matches!(
+        roundtrip(&invalid),
+        RaftRpcResponse::Forward(Err(ForwardError::Rejected(
+            crate::LayoutError::InvalidBucket { .. }
+        )))
+    ));
 }
 
 #[test]
