@@ -454,6 +454,56 @@ enabled = true
         metric(&self.nodes[i].spec.http, name, CALL_TIMEOUT).await
     }
 
+    /// Sets `bucket`'s properties to the JSON object `props` (`PUT /v1/buckets/{bucket}`
+    /// through node 0, retried while the layout service has no leader), then waits until every
+    /// node answers them (`GET`), each applying the change from its own Raft log.
+    pub async fn set_bucket(
+        &self,
+        bucket: &str,
+        props: &serde_json::Value,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let path = format!("/v1/buckets/{bucket}");
+        let body = serde_json::to_vec(props)?;
+        loop {
+            let answer =
+                http::request(&self.nodes[0].spec.http, "PUT", &path, &body, CALL_TIMEOUT).await;
+            match answer {
+                Ok(r) if (200..300).contains(&r.status) => break,
+                Ok(r) if r.status < 500 => {
+                    bail!("PUT {path}: {} {}", r.status, r.text())
+                }
+                other if Instant::now() >= deadline => {
+                    bail!("PUT {path}: no success within {timeout:?}: {other:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            loop {
+                let shown = http::request(&node.spec.http, "GET", &path, b"", CALL_TIMEOUT)
+                    .await
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .and_then(|r| r.json().ok());
+                let applied = shown.as_ref().is_some_and(|shown| {
+                    props
+                        .as_object()
+                        .is_some_and(|want| want.iter().all(|(k, v)| &shown[k] == v))
+                });
+                if applied {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!("{}: {path} still shows {shown:?} (node {i})", node.spec.id);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether node `i`'s failure detector sees every member up.
     pub async fn sees_all_up(&self, i: usize) -> bool {
         let Some(v) = self.status(i).await else {

@@ -209,6 +209,9 @@ pub struct Faults {
     pub counts: BTreeMap<String, u32>,
     /// Disk-full observations.
     pub disk: DiskChecks,
+    /// The largest clock offset ahead and behind (s, 0 included) any clock-skew fault set: any
+    /// two nodes' clocks were at most their difference apart during the run.
+    pub skew_s: (i64, i64),
     /// Clock-skew faults whose offset was seen in the node's `Date` header.
     pub clock_verified: u32,
     /// Clock-skew faults whose offset the node's `Date` header did not show (hyper's cached
@@ -233,6 +236,7 @@ impl Faults {
             records: Vec::new(),
             counts: BTreeMap::new(),
             disk: DiskChecks::default(),
+            skew_s: (0, 0),
             clock_verified: 0,
             clock_verified_fresh: 0,
             disk_recovery_timeout: Duration::from_secs(30),
@@ -417,6 +421,8 @@ impl Faults {
         } else {
             -magnitude
         };
+        // Counted before it is set: a node may read the file before this fault is over.
+        self.skew_s = (self.skew_s.0.max(offset), self.skew_s.1.min(offset));
         cluster.set_clock_offset(i, offset)?;
         // libfaketime re-reads the file within a second: look for it in `Date`.
         let deadline = Instant::now() + Duration::from_secs(5);

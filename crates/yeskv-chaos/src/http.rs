@@ -71,3 +71,60 @@ async fn request_inner(
         .await?;
     Ok(Response::parse(&raw)?)
 }
+
+/// Why an [`exchange`] has no answer.
+#[derive(Debug)]
+pub enum Failure {
+    /// No connection could be made: nothing was sent.
+    NotSent(String),
+    /// Sent (or possibly sent), no complete answer: timed out, connection broken, unreadable.
+    Indeterminate(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::NotSent(e) => write!(f, "not sent: {e}"),
+            Failure::Indeterminate(e) => write!(f, "no answer: {e}"),
+        }
+    }
+}
+
+/// One request with extra `headers` (for the workload's data-type calls, which `yeskv-client`
+/// does not make), telling a request never sent (the connection failed within
+/// `connect_timeout`) from one without an answer within `timeout`.
+pub async fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> Result<Response, Failure> {
+    let stream = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| Failure::NotSent(format!("connecting to {addr}: timed out")))?
+        .map_err(|e| Failure::NotSent(format!("connecting to {addr}: {e}")))?;
+    let mut all_headers = vec![
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json"),
+    ];
+    all_headers.extend_from_slice(headers);
+    let request = yeskv_client::http1::request_bytes(method, path, addr, &all_headers, body);
+    let exchange = async move {
+        let mut stream = stream;
+        stream.write_all(&request).await?;
+        let mut raw = Vec::new();
+        (&mut stream)
+            .take(RESPONSE_BYTES_MAX)
+            .read_to_end(&mut raw)
+            .await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| Failure::Indeterminate(format!("{method} {path}: timed out")))?
+        .map_err(|e| Failure::Indeterminate(format!("{method} {path}: {e}")))?;
+    Response::parse(&raw).map_err(|e| Failure::Indeterminate(format!("{method} {path}: {e}")))
+}

@@ -6,7 +6,9 @@
 //! A run: start `--nodes` real `yeskv server` processes (one per namespace, three zones, n=3,
 //! r=w=2; with `--regions R`, spread round-robin over regions `r1..rR` with zones inside each
 //! and `min(nodes in the region, 2)` replicas per region, so that the nodes' default quorum is
-//! `local_quorum`) and form the cluster; run the register and cart workloads ([`workload`])
+//! `local_quorum`) and form the cluster; set the data type of the server-side carts' bucket
+//! (`PUT /v1/buckets/dtcart {"datatype":"cart"}`, seen by every node); run the register, cart,
+//! server-side cart and TTL workloads ([`workload`])
 //! from the hub namespace while injecting one fault at a time ([`faults`]; `region-cut` and
 //! `slow-wan` with 2+ regions) for `--duration` seconds; stop the workload, heal everything,
 //! restart dead nodes and wait until every node sees every member up; read every key through
@@ -16,7 +18,8 @@
 //! if they never agreed; sample every node's
 //! anti-entropy roots (`/v1/status`) once a second until every partition's replicas agree
 //! (`converged_s`, from the heal; the checker's convergence rule, bound `--converge-bound-s`);
-//! judge the history with `yeskv-check`; write the report (`--report FILE.json`), the history next to it
+//! judge the history with `yeskv-check` (expiry judged with the clock-skew faults' spread plus
+//! [`EXPIRY_MARGIN_MS`] as the skew bound); write the report (`--report FILE.json`), the history next to it
 //! (`FILE.history.json`, replayable with the `yeskv-check` binary) and the node logs
 //! (`FILE.logs/`). Exit status 0 only when the checker, the crash watch and the disk checks
 //! all pass; 1 on a violation; 2 when the run itself could not be carried out; 130 when
@@ -49,6 +52,11 @@ use cluster::{Cluster, Settings};
 use faults::{FaultKind, Faults};
 use net::Firewall;
 use workload::{Params, Recorder, Shared};
+
+/// Added to the spread of the clock-skew faults' offsets for the expiry rule's skew bound, ms:
+/// the nodes' clocks may be up to 2 s off the runner's at the start (`start_cluster`), and a
+/// final read's time is when it was sent.
+const EXPIRY_MARGIN_MS: u64 = 3_000;
 
 /// Flags (scripts/chaos passes the namespace and path ones).
 #[derive(Parser, Debug)]
@@ -206,6 +214,21 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
         table: args.nft_table.clone(),
     };
     let mut cluster = start_cluster(&args, &paths, &firewall, seed, start).await?;
+    cluster
+        .set_bucket(
+            workload::DT_CART_BUCKET,
+            &json!({"datatype": "cart"}),
+            Duration::from_secs(60),
+        )
+        .await
+        .context("typing the server-side carts' bucket")?;
+    progress(
+        start,
+        &format!(
+            "bucket {} has data type cart on every node",
+            workload::DT_CART_BUCKET
+        ),
+    );
     let short = args.duration < 120;
     let mut workload = Workload::start(&cluster, disk_node, seed, start)?;
     let mut faults = Faults::new(firewall, disk_node, start);
@@ -315,8 +338,12 @@ impl Workload {
         let params = Params {
             register_keys: 12,
             cart_keys: 6,
+            dt_cart_keys: 6,
+            ttl_keys: 8,
             register_workers: 2 * nodes,
             cart_workers: nodes,
+            dt_cart_workers: nodes,
+            ttl_workers: nodes,
             think_ms_min: 20,
             think_ms_max: 80,
         };
@@ -325,12 +352,16 @@ impl Workload {
         let http_addrs: Vec<String> = cluster.nodes.iter().map(|n| n.spec.http.clone()).collect();
         let shared = Arc::new(Shared {
             clients: workload::clients(&http_addrs)?,
+            http_addrs: http_addrs.clone(),
             node_ids: node_ids.clone(),
             recorder: recorder.clone(),
             stop: AtomicBool::new(false),
             params: params.clone(),
         });
-        let stride = (params.register_workers + params.cart_workers) as u64;
+        let stride = (params.register_workers
+            + params.cart_workers
+            + params.dt_cart_workers
+            + params.ttl_workers) as u64;
         let mut workers = Vec::new();
         for w in 0..params.register_workers as u64 {
             let worker = workload::register_worker(shared.clone(), w, stride, seed);
@@ -339,6 +370,16 @@ impl Workload {
         for w in 0..params.cart_workers as u64 {
             let index = params.register_workers as u64 + w;
             let worker = workload::cart_worker(shared.clone(), index, stride, seed);
+            workers.push(tokio::spawn(worker));
+        }
+        let first_dt = (params.register_workers + params.cart_workers) as u64;
+        for w in 0..params.dt_cart_workers as u64 {
+            let worker = workload::dt_cart_worker(shared.clone(), first_dt + w, stride, seed);
+            workers.push(tokio::spawn(worker));
+        }
+        let first_ttl = first_dt + params.dt_cart_workers as u64;
+        for w in 0..params.ttl_workers as u64 {
+            let worker = workload::ttl_worker(shared.clone(), first_ttl + w, stride, seed);
             workers.push(tokio::spawn(worker));
         }
         let status = Arc::new(Mutex::new(String::from("none")));
@@ -370,11 +411,14 @@ impl Workload {
 
     /// Every key the workload touched, with its bucket.
     fn keys(&self) -> Vec<(String, &'static str)> {
-        (0..self.shared.params.register_keys)
-            .map(|k| (format!("r{k}"), workload::REGISTER_BUCKET))
-            .chain(
-                (0..self.shared.params.cart_keys).map(|k| (format!("c{k}"), workload::CART_BUCKET)),
-            )
+        let p = &self.shared.params;
+        let named = |prefix: &'static str, count: usize, bucket: &'static str| {
+            (0..count).map(move |k| (format!("{prefix}{k}"), bucket))
+        };
+        named("r", p.register_keys, workload::REGISTER_BUCKET)
+            .chain(named("c", p.cart_keys, workload::CART_BUCKET))
+            .chain(named("d", p.dt_cart_keys, workload::DT_CART_BUCKET))
+            .chain(named("t", p.ttl_keys, workload::TTL_BUCKET))
             .collect()
     }
 }
@@ -666,9 +710,11 @@ fn judge(
     std::fs::write(&paths.history, serde_json::to_vec(&history)?)
         .with_context(|| format!("writing {}", paths.history.display()))?;
     let bound_ms = args.converge_bound_s * 1000;
+    let skew_bound_ms = skew_bound_ms(faults);
     let options = yeskv_check::Options {
         check_convergence: true,
         convergence_bound_ms: bound_ms,
+        skew_bound_ms,
         ..yeskv_check::Options::default()
     };
     let report = yeskv_check::check(&history, &options);
@@ -689,6 +735,9 @@ fn judge(
         "acked": report.acked,
         "lost": report.lost,
         "resurrected": report.resurrected,
+        "expired_visible": report.expired_visible,
+        "ttl_judged": report.ttl_judged,
+        "skew_bound_ms": skew_bound_ms,
         "converged_s": converged_s,
         "reads_agreed_s": settled.reads_agreed_s,
         "tombstones_reaped_since_last_start": reaped,
@@ -747,7 +796,7 @@ fn print_verdict(
     let converged_s = report.converged_ms.map(|ms| ms as f64 / 1000.0);
     let bound_ms = args.converge_bound_s * 1000;
     println!(
-        "chaos: {} nodes{}, {} s, seed {seed}: ops ok {} (reads {}, writes {}, deletes {}, cart adds {}), acked {}, lost {}, resurrected {}, converged_s {}, reaped {reaped}, faults {}",
+        "chaos: {} nodes{}, {} s, seed {seed}: ops ok {} (reads {}, writes {}, deletes {}, cart adds {}, server-side cart adds {}, removes {}, reads {}, TTL-key writes {}), acked {}, lost {}, resurrected {}, TTL'd writes read past their expiry {} (skew bound {} s), expired and seen {}, converged_s {}, reaped {reaped}, faults {}",
         args.nodes,
         if args.regions > 0 {
             format!(" in {} regions", args.regions)
@@ -760,9 +809,16 @@ fn print_verdict(
         count("write"),
         count("delete"),
         count("cart_add"),
+        count("dt_add"),
+        count("dt_remove"),
+        count("dt_read"),
+        count("ttl_key_write"),
         report.acked,
         report.lost,
         report.resurrected,
+        report.ttl_judged,
+        skew_bound_ms(faults) / 1000,
+        report.expired_visible,
         converged_s.map_or("null".into(), |s| format!("{s:.1}")),
         faults
             .counts
@@ -772,10 +828,12 @@ fn print_verdict(
             .join(" "),
     );
     println!(
-        "chaos: report {}, history {} (replay: yeskv-check {} --convergence-bound-ms {bound_ms})",
+        "chaos: report {}, history {} (replay: yeskv-check {} --convergence-bound-ms {bound_ms} \
+         --skew-bound-ms {})",
         paths.report.display(),
         paths.history.display(),
-        paths.history.display()
+        paths.history.display(),
+        skew_bound_ms(faults)
     );
     if failures.is_empty() {
         println!("chaos: PASS");
@@ -834,6 +892,13 @@ fn failures(
     failures
 }
 
+/// The expiry rule's skew bound of the run: the spread of the clock-skew faults' offsets (the
+/// most two nodes' clocks were apart) plus [`EXPIRY_MARGIN_MS`].
+fn skew_bound_ms(faults: &Faults) -> u64 {
+    let (ahead, behind) = faults.skew_s;
+    ahead.abs_diff(behind) * 1000 + EXPIRY_MARGIN_MS
+}
+
 /// The quorum of the final reads: `all` (every replica), or with regions `local_quorum`, so
 /// that every node answers from its own region's replicas and agreement means every region
 /// serves every write.
@@ -847,8 +912,9 @@ fn final_read_quorum(args: &Args) -> Quorum {
 
 /// Reads every key with `r=quorum` through every node, every second, until all nodes answer
 /// every key alike or `timeout` passes (one pass with a zero timeout). Returns the `merged`
-/// final reads (the agreed answers, or, without agreement, each key's first successful answer)
-/// and the seconds agreement took.
+/// final reads (the agreed answers, or, without agreement, each key's first successful answer),
+/// each with the time its first read was sent, and the seconds agreement took. A server-side
+/// cart's answer is its items joined by `,` (none for a `404`).
 async fn final_reads(
     shared: &Shared,
     keys: &[(String, &'static str)],
@@ -857,26 +923,39 @@ async fn final_reads(
 ) -> (Vec<FinalRead>, Option<f64>) {
     let t = Instant::now();
     let all = ReadOptions { r: Some(quorum) };
-    let mut first: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut first: BTreeMap<String, (Vec<String>, u64)> = BTreeMap::new();
     loop {
         let mut agreed = true;
         for (key, bucket) in keys {
+            let sent_ms = shared.recorder.now_ms();
             let mut answers: Vec<Option<Vec<String>>> = Vec::new();
-            for client in &shared.clients {
-                let answer = client.read(*bucket, key, &all).await.ok().map(|r| {
-                    let mut v = workload::values_of(&r);
-                    v.sort();
-                    v
-                });
+            for (client, addr) in shared.clients.iter().zip(&shared.http_addrs) {
+                let answer = if *bucket == workload::DT_CART_BUCKET {
+                    workload::dt_read(addr, key, Some(quorum))
+                        .await
+                        .ok()
+                        .map(|(items, _)| match items.is_empty() {
+                            true => Vec::new(),
+                            false => vec![items.join(",")],
+                        })
+                } else {
+                    client.read(*bucket, key, &all).await.ok().map(|r| {
+                        let mut v = workload::values_of(&r);
+                        v.sort();
+                        v
+                    })
+                };
                 if let Some(v) = &answer {
-                    first.entry(key.clone()).or_insert_with(|| v.clone());
+                    first
+                        .entry(key.clone())
+                        .or_insert_with(|| (v.clone(), sent_ms));
                 }
                 answers.push(answer);
             }
             let agree = answers.iter().all(|a| a.is_some() && *a == answers[0]);
             if agree {
                 if let Some(Some(v)) = answers.first() {
-                    first.insert(key.clone(), v.clone());
+                    first.insert(key.clone(), (v.clone(), sent_ms));
                 }
             }
             agreed &= agree;
@@ -885,10 +964,11 @@ async fn final_reads(
         if agreed || t.elapsed() >= timeout {
             let reads = first
                 .into_iter()
-                .map(|(key, values)| FinalRead {
+                .map(|(key, (values, time_ms))| FinalRead {
                     key,
                     node: yeskv_check::MERGED_NODE.to_string(),
                     values,
+                    time_ms: Some(time_ms),
                 })
                 .collect();
             return (reads, converged);

@@ -9,6 +9,15 @@
 //! - **Carts** (bucket `cart`, keys `c0..`): each worker rotates over the nodes and adds a fresh
 //!   item: read the cart, take the union of its siblings' items, add the item, write the union
 //!   (items joined by `,`) back with the read's context. Recorded as one `CartAdd`.
+//! - **Server-side carts** (bucket `dtcart`, data type `cart`, set with `PUT /v1/buckets` before
+//!   the workload starts; keys `d0..`): each worker rotates over the nodes and either adds a
+//!   fresh item (`POST /v1/dt/dtcart/{key}` `{"op":"add","item":…,"qty":1}`, no context), reads
+//!   the cart (`GET /v1/dt`), or reads it and removes one of the items it showed
+//!   (`{"op":"remove","item":…}` with the read's `X-Causal-Context`). Recorded as `DtCartAdd`,
+//!   `DtCartRead`, `DtCartRemove`.
+//! - **TTL keys** (bucket `ttl`, keys `t0..`): as registers without deletes, each write with
+//!   `?ttl=` of [`TTL_SECS_MIN`] to [`TTL_SECS_MAX`] s (recorded as `ttl_ms`) but one in five
+//!   without, so a key holds both kinds of versions.
 //!
 //! Outcomes: `2xx` is `ok`; a `4xx` or a refused connection is `fail` (nothing was applied); a
 //! `5xx` (`503` quorum failure, `500`), a timeout or a broken connection is `info`
@@ -37,8 +46,18 @@ use yeskv_client::{Client, Error as ClientError, Read, ReadOptions, WriteOptions
 pub const REGISTER_BUCKET: &str = "reg";
 /// Bucket of the cart workload.
 pub const CART_BUCKET: &str = "cart";
+/// Bucket of the server-side cart workload (its data type is `cart`).
+pub const DT_CART_BUCKET: &str = "dtcart";
+/// Bucket of the TTL workload.
+pub const TTL_BUCKET: &str = "ttl";
+/// Shortest TTL of a TTL key's write, s.
+pub const TTL_SECS_MIN: u64 = 1;
+/// Longest TTL of a TTL key's write, s.
+pub const TTL_SECS_MAX: u64 = 5;
 /// Per-request timeout of the workload clients.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connect timeout of the workload clients.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the workload does.
 #[derive(Clone, Debug, Serialize)]
@@ -47,10 +66,18 @@ pub struct Params {
     pub register_keys: usize,
     /// Cart keys.
     pub cart_keys: usize,
+    /// Server-side cart keys.
+    pub dt_cart_keys: usize,
+    /// TTL keys.
+    pub ttl_keys: usize,
     /// Register workers.
     pub register_workers: usize,
     /// Cart workers.
     pub cart_workers: usize,
+    /// Server-side cart workers.
+    pub dt_cart_workers: usize,
+    /// TTL workers.
+    pub ttl_workers: usize,
     /// Pause between a worker's operations, in ms (uniform in `think_ms_min..=think_ms_max`).
     pub think_ms_min: u64,
     /// See `think_ms_min`.
@@ -218,7 +245,7 @@ pub fn clients(http_addrs: &[String]) -> anyhow::Result<Vec<Client>> {
                 .ring_aware(false)
                 .retries(0)
                 .timeout(REQUEST_TIMEOUT)
-                .connect_timeout(Duration::from_secs(1))
+                .connect_timeout(CONNECT_TIMEOUT)
                 .build()
                 .map_err(anyhow::Error::from)
         })
@@ -232,10 +259,117 @@ pub fn values_of(read: &Read) -> Vec<String> {
         .collect()
 }
 
+/// How a server-side cart request without a `2xx` answer ends in the history: a `4xx` or a
+/// request never sent is `fail`, anything else `info`.
+fn dt_failure(e: &DtError) -> (Status, Option<String>) {
+    match e {
+        DtError::Status(status, body) if (400..500).contains(status) => {
+            (Status::Fail, Some(format!("{status}: {body}")))
+        }
+        DtError::Status(status, body) => (Status::Info, Some(format!("{status}: {body}"))),
+        DtError::Http(crate::http::Failure::NotSent(m)) => (Status::Fail, Some(m.clone())),
+        DtError::Http(f) => (Status::Info, Some(f.to_string())),
+    }
+}
+
+/// A server-side cart request that did not succeed.
+#[derive(Debug)]
+pub enum DtError {
+    /// An answer other than `2xx` (and other than `404` for a read), with its body.
+    Status(u16, String),
+    /// No answer.
+    Http(crate::http::Failure),
+}
+
+impl std::fmt::Display for DtError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DtError::Status(status, body) => write!(f, "{status}: {body}"),
+            DtError::Http(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// `GET /v1/dt/dtcart/{cart}` on the node at `addr` (with `?r=` if `r` is set): the items
+/// shown, by name (none for a `404`), and the context token (empty if none).
+pub async fn dt_read(
+    addr: &str,
+    cart: &str,
+    r: Option<yeskv_client::Quorum>,
+) -> Result<(Vec<String>, String), DtError> {
+    let path = match r {
+        Some(r) => format!("/v1/dt/{DT_CART_BUCKET}/{cart}?r={r}"),
+        None => format!("/v1/dt/{DT_CART_BUCKET}/{cart}"),
+    };
+    let response = crate::http::exchange(
+        addr,
+        "GET",
+        &path,
+        &[],
+        b"",
+        CONNECT_TIMEOUT,
+        REQUEST_TIMEOUT,
+    )
+    .await
+    .map_err(DtError::Http)?;
+    let context = response
+        .header("x-causal-context")
+        .unwrap_or_default()
+        .to_string();
+    match response.status {
+        200 => {
+            let body: serde_json::Value = serde_json::from_slice(&response.body)
+                .map_err(|e| DtError::Status(200, format!("not JSON: {e}")))?;
+            let items = body["items"]
+                .as_object()
+                .ok_or_else(|| DtError::Status(200, format!("no items: {body}")))?
+                .keys()
+                .cloned()
+                .collect();
+            Ok((items, context))
+        }
+        404 => Ok((Vec::new(), context)),
+        status => Err(DtError::Status(status, response.text())),
+    }
+}
+
+/// `POST /v1/dt/dtcart/{cart}` on the node at `addr`: the JSON operation `op`, with
+/// `X-Causal-Context: context` unless it is empty.
+pub async fn dt_post(
+    addr: &str,
+    cart: &str,
+    op: &serde_json::Value,
+    context: &str,
+) -> Result<(), DtError> {
+    let path = format!("/v1/dt/{DT_CART_BUCKET}/{cart}");
+    let headers: Vec<(&str, &str)> = match context.is_empty() {
+        true => Vec::new(),
+        false => vec![("X-Causal-Context", context)],
+    };
+    let body = serde_json::to_vec(op).map_err(|e| DtError::Status(0, e.to_string()))?;
+    let response = crate::http::exchange(
+        addr,
+        "POST",
+        &path,
+        &headers,
+        &body,
+        CONNECT_TIMEOUT,
+        REQUEST_TIMEOUT,
+    )
+    .await
+    .map_err(DtError::Http)?;
+    match response.status {
+        200..=299 => Ok(()),
+        status => Err(DtError::Status(status, response.text())),
+    }
+}
+
 /// What every worker shares.
 pub struct Shared {
     /// One client per node.
     pub clients: Vec<Client>,
+    /// Each node's HTTP address (`HOST:PORT`), in the clients' order.
+    pub http_addrs: Vec<String>,
     /// Node ids, in the clients' order.
     pub node_ids: Vec<String>,
     /// The history.
@@ -284,8 +418,14 @@ impl Worker {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    /// A recorded register read; `Some` when it succeeded.
-    async fn read(&mut self, shared: &Shared, node: usize, key: &str) -> Option<Read> {
+    /// A recorded register read of `key` in `bucket`; `Some` when it succeeded.
+    async fn read(
+        &mut self,
+        shared: &Shared,
+        node: usize,
+        bucket: &str,
+        key: &str,
+    ) -> Option<Read> {
         let rec = &shared.recorder;
         let id = &shared.node_ids[node];
         let p = self.process;
@@ -299,7 +439,7 @@ impl Worker {
         );
         let t = Instant::now();
         let result = shared.clients[node]
-            .read(REGISTER_BUCKET, key, &ReadOptions::default())
+            .read(bucket, key, &ReadOptions::default())
             .await;
         match result {
             Ok(read) => {
@@ -327,7 +467,7 @@ impl Worker {
     async fn register_op(&mut self, shared: &Shared, node: usize) {
         let key = format!("r{}", self.rng.random_range(0..shared.params.register_keys));
         let roll = self.rng.random_range(0..100);
-        let Some(read) = self.read(shared, node, &key).await else {
+        let Some(read) = self.read(shared, node, REGISTER_BUCKET, &key).await else {
             return;
         };
         if roll < 30 {
@@ -348,6 +488,7 @@ impl Worker {
                 key: key.clone(),
                 value: value.clone(),
                 saw,
+                ttl_ms: None,
             };
             rec.invoke(p, op.clone(), id);
             let t = Instant::now();
@@ -442,6 +583,155 @@ impl Worker {
             self.last_cart_add.insert(cart, item);
         }
         self.after(status);
+    }
+}
+
+impl Worker {
+    /// An operation on a TTL key (module docs).
+    async fn ttl_op(&mut self, shared: &Shared, node: usize) {
+        let key = format!("t{}", self.rng.random_range(0..shared.params.ttl_keys));
+        let roll = self.rng.random_range(0..100);
+        let ttl_secs = match self.rng.random_range(0..5) {
+            0 => None,
+            _ => Some(self.rng.random_range(TTL_SECS_MIN..=TTL_SECS_MAX)),
+        };
+        let Some(read) = self.read(shared, node, TTL_BUCKET, &key).await else {
+            return;
+        };
+        if roll < 30 {
+            return;
+        }
+        let rec = &shared.recorder;
+        let id = &shared.node_ids[node];
+        let options = WriteOptions {
+            context: (!read.context.is_empty()).then(|| read.context.clone()),
+            ttl_secs,
+            ..WriteOptions::default()
+        };
+        self.seq += 1;
+        let value = format!("v{}.{}", self.index, self.seq);
+        let op = Op::Write {
+            key: key.clone(),
+            value: value.clone(),
+            saw: values_of(&read),
+            ttl_ms: ttl_secs.map(|s| s * 1000),
+        };
+        let p = self.process;
+        rec.invoke(p, op.clone(), id);
+        let t = Instant::now();
+        let result = shared.clients[node]
+            .put(TTL_BUCKET, &key, Bytes::from(value), &options)
+            .await;
+        let outcome = match &result {
+            Ok(_) => (Status::Ok, None),
+            Err(e) => classify(e),
+        };
+        let status = outcome.0;
+        // Counted as one kind whether it carried a TTL (4 in 5) or not.
+        rec.complete("ttl_key_write", p, outcome, op, id, t.elapsed());
+        self.after(status);
+    }
+
+    /// A recorded server-side cart read; `Some((items, context))` when it succeeded.
+    async fn dt_read(
+        &mut self,
+        shared: &Shared,
+        node: usize,
+        cart: &str,
+    ) -> Option<(Vec<String>, String)> {
+        let (rec, id, p) = (&shared.recorder, &shared.node_ids[node], self.process);
+        let mut op = Op::DtCartRead {
+            cart: cart.to_string(),
+            items: Vec::new(),
+        };
+        rec.invoke(p, op.clone(), id);
+        let t = Instant::now();
+        match dt_read(&shared.http_addrs[node], cart, None).await {
+            Ok((items, context)) => {
+                op = Op::DtCartRead {
+                    cart: cart.to_string(),
+                    items: items.clone(),
+                };
+                rec.complete("dt_read", p, (Status::Ok, None), op, id, t.elapsed());
+                Some((items, context))
+            }
+            Err(e) => {
+                let outcome = dt_failure(&e);
+                let status = outcome.0;
+                rec.complete("dt_read", p, outcome, op, id, t.elapsed());
+                self.after(status);
+                None
+            }
+        }
+    }
+
+    /// A recorded server-side cart operation `body`, recorded as `op`.
+    async fn dt_post(
+        &mut self,
+        shared: &Shared,
+        node: usize,
+        kind: &'static str,
+        op: Op,
+        body: serde_json::Value,
+        context: &str,
+    ) {
+        let (rec, id, p) = (&shared.recorder, &shared.node_ids[node], self.process);
+        rec.invoke(p, op.clone(), id);
+        let t = Instant::now();
+        let outcome = match dt_post(&shared.http_addrs[node], op.key(), &body, context).await {
+            Ok(()) => (Status::Ok, None),
+            Err(e) => dt_failure(&e),
+        };
+        let status = outcome.0;
+        rec.complete(kind, p, outcome, op, id, t.elapsed());
+        self.after(status);
+    }
+
+    /// An operation on a server-side cart (module docs).
+    async fn dt_cart_op(&mut self, shared: &Shared, node: usize) {
+        let cart = format!("d{}", self.rng.random_range(0..shared.params.dt_cart_keys));
+        let roll = self.rng.random_range(0..100);
+        if roll < 55 {
+            self.seq += 1;
+            let item = format!("d{}.{}", self.index, self.seq);
+            let body = serde_json::json!({"op": "add", "item": item, "qty": 1});
+            let op = Op::DtCartAdd { cart, item };
+            self.dt_post(shared, node, "dt_add", op, body, "").await;
+            return;
+        }
+        let Some((items, context)) = self.dt_read(shared, node, &cart).await else {
+            return;
+        };
+        if roll < 75 || items.is_empty() {
+            return;
+        }
+        let item = items[self.rng.random_range(0..items.len())].clone();
+        let body = serde_json::json!({"op": "remove", "item": item});
+        let op = Op::DtCartRemove { cart, item };
+        self.dt_post(shared, node, "dt_remove", op, body, &context)
+            .await;
+    }
+}
+
+/// Runs a TTL worker until `shared.stop`: it rotates over the nodes.
+pub async fn ttl_worker(shared: Arc<Shared>, index: u64, stride: u64, seed: u64) {
+    let mut w = Worker::new(index, stride, seed);
+    let mut node = index as usize;
+    while !shared.stop.load(Ordering::Relaxed) {
+        node = (node + 1) % shared.clients.len();
+        w.ttl_op(&shared, node).await;
+        w.think(&shared).await;
+    }
+}
+
+/// Runs a server-side cart worker until `shared.stop`: it rotates over the nodes.
+pub async fn dt_cart_worker(shared: Arc<Shared>, index: u64, stride: u64, seed: u64) {
+    let mut w = Worker::new(index, stride, seed);
+    let mut node = index as usize;
+    while !shared.stop.load(Ordering::Relaxed) {
+        node = (node + 1) % shared.clients.len();
+        w.dt_cart_op(&shared, node).await;
+        w.think(&shared).await;
     }
 }
 

@@ -54,7 +54,24 @@ impl Operation<'_> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum KeyKind {
     Register,
+    /// A client-side cart (a register holding items, [`Op::CartAdd`]).
     Cart,
+    /// A server-side cart (a data-type key, [`Op::DtCartAdd`] and the like).
+    DtCart,
+}
+
+impl KeyKind {
+    /// The kind of key an operation implies, and whether it writes (a read implies no kind,
+    /// except a data-type read).
+    fn of(op: &Op) -> Option<(KeyKind, bool)> {
+        match op {
+            Op::Write { .. } | Op::Delete { .. } => Some((KeyKind::Register, true)),
+            Op::CartAdd { .. } => Some((KeyKind::Cart, true)),
+            Op::DtCartAdd { .. } | Op::DtCartRemove { .. } => Some((KeyKind::DtCart, true)),
+            Op::DtCartRead { .. } => Some((KeyKind::DtCart, false)),
+            Op::Read { .. } => None,
+        }
+    }
 }
 
 /// The state a key was left in, as far as the final reads tell.
@@ -66,6 +83,9 @@ pub(crate) enum FinalState<'h> {
         /// The most siblings any read used returned (duplicates count: a retried write can
         /// leave two siblings of one value).
         siblings: usize,
+        /// When the reads used were made: the earliest and the latest (`None`: some read used
+        /// has no time).
+        read_ms: Option<(u64, u64)>,
     },
     /// No merged read and the per-node reads disagree, or no final read at all.
     NotJudgeable { reason: String },
@@ -75,6 +95,8 @@ pub(crate) enum FinalState<'h> {
 #[derive(Clone, Debug)]
 pub(crate) struct KeyInfo<'h> {
     pub(crate) kind: KeyKind,
+    /// Whether some operation fixed `kind` (a write, or a data-type read).
+    kind_known: bool,
     /// Indices into [`Analysis::operations`], in invocation order.
     pub(crate) operations: Vec<usize>,
     /// Whether any write, delete or cart add touched the key (only then must it be judged).
@@ -101,12 +123,35 @@ fn same_operation(invoked: &Op, completed: &Op) -> bool {
         (Op::Delete { key: a, .. }, Op::Delete { key: b, .. }) => a == b,
         (
             Op::Write {
-                key: a, value: va, ..
+                key: a,
+                value: va,
+                ttl_ms: ta,
+                ..
             },
             Op::Write {
-                key: b, value: vb, ..
+                key: b,
+                value: vb,
+                ttl_ms: tb,
+                ..
             },
-        ) => a == b && va == vb,
+        ) => a == b && va == vb && ta == tb,
+        (
+            Op::DtCartAdd {
+                cart: a, item: ia, ..
+            },
+            Op::DtCartAdd {
+                cart: b, item: ib, ..
+            },
+        )
+        | (
+            Op::DtCartRemove {
+                cart: a, item: ia, ..
+            },
+            Op::DtCartRemove {
+                cart: b, item: ib, ..
+            },
+        ) => a == b && ia == ib,
+        (Op::DtCartRead { cart: a, .. }, Op::DtCartRead { cart: b, .. }) => a == b,
         (
             Op::CartAdd {
                 cart: a, item: ia, ..
@@ -130,6 +175,7 @@ impl<'h> KeyInfo<'h> {
     fn empty(kind: KeyKind) -> Self {
         KeyInfo {
             kind,
+            kind_known: false,
             operations: Vec::new(),
             written: false,
             final_reads: Vec::new(),
@@ -240,7 +286,7 @@ fn check_written_value<'h>(
 ) {
     let written = match op {
         Op::Write { value, .. } => Some(value.as_str()),
-        Op::CartAdd { item, .. } => {
+        Op::CartAdd { item, .. } | Op::DtCartAdd { item, .. } => {
             if item.is_empty() || item.contains(',') {
                 errors.push(Error::BadCartItem {
                     index,
@@ -249,7 +295,9 @@ fn check_written_value<'h>(
             }
             Some(item.as_str())
         }
-        Op::Read { .. } | Op::Delete { .. } => None,
+        Op::Read { .. } | Op::Delete { .. } | Op::DtCartRemove { .. } | Op::DtCartRead { .. } => {
+            None
+        }
     };
     if let Some(value) = written {
         if let Some(&first_index) = first_use.get(value) {
@@ -287,8 +335,9 @@ fn complete_operation<'h>(
 }
 
 /// Groups `operations` by key, keeping invocation order. A key takes the kind of its first
-/// write, delete or cart add (a key only read is a register); a key written both as a register
-/// and as a cart goes to `errors` once.
+/// operation that implies one ([`KeyKind::of`]: a write, delete, cart add or server-side cart
+/// operation; a key only read with [`Op::Read`] is a register); a key used as two kinds goes to
+/// `errors` once.
 fn group_by_key<'h>(
     operations: &[Operation<'h>],
     errors: &mut Vec<Error>,
@@ -296,21 +345,18 @@ fn group_by_key<'h>(
     let mut keys: BTreeMap<&'h str, KeyInfo<'h>> = BTreeMap::new();
     let mut mixed: BTreeSet<&'h str> = BTreeSet::new();
     for (position, operation) in operations.iter().enumerate() {
-        let kind = match operation.op {
-            Op::Write { .. } | Op::Delete { .. } => Some(KeyKind::Register),
-            Op::CartAdd { .. } => Some(KeyKind::Cart),
-            Op::Read { .. } => None,
-        };
+        let implied = KeyKind::of(operation.op);
         let info = keys
             .entry(operation.op.key())
-            .or_insert_with(|| KeyInfo::empty(kind.unwrap_or(KeyKind::Register)));
-        if let Some(kind) = kind {
-            if !info.written {
+            .or_insert_with(|| KeyInfo::empty(KeyKind::Register));
+        if let Some((kind, writes)) = implied {
+            if !info.kind_known {
                 info.kind = kind;
-                info.written = true;
+                info.kind_known = true;
             } else if info.kind != kind {
                 mixed.insert(operation.op.key());
             }
+            info.written |= writes;
         }
         info.operations.push(position);
     }
@@ -374,5 +420,11 @@ fn resolve_final_state<'h>(
         };
     }
     let siblings = used.iter().map(|read| read.values.len()).max().unwrap_or(0);
-    FinalState::Judged { values, siblings }
+    let times: Option<Vec<u64>> = used.iter().map(|read| read.time_ms).collect();
+    let read_ms = times.and_then(|times| Some((*times.iter().min()?, *times.iter().max()?)));
+    FinalState::Judged {
+        values,
+        siblings,
+        read_ms,
+    }
 }

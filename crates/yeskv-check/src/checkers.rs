@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::analysis::{cart_items, Analysis, FinalState, KeyKind, Outcome, MERGED_NODE};
+use crate::analysis::{
+    cart_items, Analysis, FinalState, KeyInfo, KeyKind, Operation, Outcome, MERGED_NODE,
+};
 use crate::history::{History, Op, ProcessId, Status};
 use crate::report::{Options, Violation, ViolationKind};
 
@@ -45,17 +47,52 @@ fn finding(
     }
 }
 
-/// Rule 1, registers: every acknowledged write is in the final state or covered.
-pub fn lost_writes(history: &History, _options: &Options) -> Vec<Violation> {
-    lost_writes_in(&Analysis::new(history))
+/// Rule 1, registers: every acknowledged write is in the final state or covered (or, with a
+/// TTL, may have expired by the final reads).
+pub fn lost_writes(history: &History, options: &Options) -> Vec<Violation> {
+    lost_writes_in(&Analysis::new(history), options)
 }
 
-/// The values of a register key that survived: present in the final state, or seen (in `saw`)
-/// by a delete that may have applied, or by a write that itself survived — transitively.
+/// When an operation was invoked (its completion's time for a completion without an
+/// invocation, in a malformed history), ms.
+fn invoked_ms(analysis: &Analysis<'_>, operation: &Operation<'_>) -> u64 {
+    operation
+        .invoke_index
+        .or(operation.completion_index)
+        .map_or(0, |index| analysis.history.events[index].time_ms)
+}
+
+/// When an operation completed, ms (`None`: pending).
+fn completed_ms(analysis: &Analysis<'_>, operation: &Operation<'_>) -> Option<u64> {
+    operation
+        .completion_index
+        .map(|index| analysis.history.events[index].time_ms)
+}
+
+/// Whether a write with a TTL of `ttl_ms` invoked at `invoked_ms` may have expired for a reader
+/// at `read_ms` (`None`: unknown, so it may have): its coordinator may have applied it as soon
+/// as it was invoked, with a clock up to `skew_bound_ms` ahead of the reader's.
+fn may_have_expired(
+    invoked_ms: u64,
+    ttl_ms: u64,
+    read_ms: Option<u64>,
+    skew_bound_ms: u64,
+) -> bool {
+    read_ms.is_none_or(|read_ms| {
+        read_ms.saturating_add(skew_bound_ms) >= invoked_ms.saturating_add(ttl_ms)
+    })
+}
+
+/// The values of a register key that survived: present in the final state (read from
+/// `first_read_ms` on), or written with a TTL by a write that may have applied and may have
+/// expired by then, or seen (in `saw`) by a delete that may have applied, or by a write that
+/// itself survived — transitively.
 fn surviving_values<'h>(
     analysis: &Analysis<'h>,
     key: &str,
     final_values: &BTreeSet<&'h str>,
+    first_read_ms: Option<u64>,
+    options: &Options,
 ) -> HashSet<&'h str> {
     let Some(info) = analysis.keys.get(key) else {
         return HashSet::new();
@@ -66,13 +103,30 @@ fn surviving_values<'h>(
         match operation.op {
             // Any write that survived was applied whatever the client was told (a `fail` one
             // that is visible is reported by its own rule), so its context covers what it saw.
-            Op::Write { value, saw, .. } => {
+            Op::Write {
+                value, saw, ttl_ms, ..
+            } => {
                 saw_of.insert(value.as_str(), saw.as_slice());
+                // Applied and then expired: gone from the final state as it should be, and what
+                // it superseded stays superseded. (An indeterminate one may never have applied;
+                // absent, it cannot be told from one that expired, so it is given the benefit.)
+                let expired = ttl_ms.is_some_and(|ttl| {
+                    let invoked = invoked_ms(analysis, operation);
+                    may_have_expired(invoked, ttl, first_read_ms, options.skew_bound_ms)
+                });
+                if expired && operation.outcome.may_have_applied() {
+                    pending.push(value.as_str());
+                }
             }
             Op::Delete { saw, .. } if operation.outcome.may_have_applied() => {
                 pending.extend(saw.iter().map(String::as_str));
             }
-            Op::Delete { .. } | Op::Read { .. } | Op::CartAdd { .. } => {}
+            Op::Delete { .. }
+            | Op::Read { .. }
+            | Op::CartAdd { .. }
+            | Op::DtCartAdd { .. }
+            | Op::DtCartRemove { .. }
+            | Op::DtCartRead { .. } => {}
         }
     }
     let mut surviving = HashSet::new();
@@ -86,16 +140,20 @@ fn surviving_values<'h>(
     surviving
 }
 
-pub(crate) fn lost_writes_in(analysis: &Analysis<'_>) -> Vec<Violation> {
+pub(crate) fn lost_writes_in(analysis: &Analysis<'_>, options: &Options) -> Vec<Violation> {
     let mut findings = Vec::new();
     for (&key, info) in &analysis.keys {
-        let FinalState::Judged { values, .. } = &info.final_state else {
+        let FinalState::Judged {
+            values, read_ms, ..
+        } = &info.final_state
+        else {
             continue;
         };
         if info.kind != KeyKind::Register {
             continue;
         }
-        let surviving = surviving_values(analysis, key, values);
+        let first_read_ms = read_ms.map(|(first, _)| first);
+        let surviving = surviving_values(analysis, key, values, first_read_ms, options);
         for operation in analysis.operations_on(info) {
             let Op::Write { value, .. } = operation.op else {
                 continue;
@@ -108,7 +166,7 @@ pub(crate) fn lost_writes_in(analysis: &Analysis<'_>) -> Vec<Violation> {
                     operation.event_index(),
                     format!(
                         "acknowledged write of {value:?} by process {} is not in the final state \
-                         {} and no surviving write or delete saw it",
+                         {}, no surviving write or delete saw it, and it cannot have expired",
                         operation.process,
                         show(values.iter().copied()),
                     ),
@@ -119,9 +177,30 @@ pub(crate) fn lost_writes_in(analysis: &Analysis<'_>) -> Vec<Violation> {
     findings
 }
 
-/// Rule 2, carts: every acknowledged add is in the union of the final siblings' items.
+/// Rule 2, carts: every acknowledged add is in the union of the final siblings' items; for a
+/// server-side cart, unless a remove of the item may have applied (rule 2a).
 pub fn lost_cart_adds(history: &History, _options: &Options) -> Vec<Violation> {
     lost_cart_adds_in(&Analysis::new(history))
+}
+
+/// The items of a cart key's final state (the union of its siblings' items).
+fn final_items<'h>(values: &BTreeSet<&'h str>) -> HashSet<&'h str> {
+    values
+        .iter()
+        .flat_map(|sibling| cart_items(sibling))
+        .collect()
+}
+
+/// The items of a server-side cart that a remove may have removed (`ok`, `info` or pending).
+fn maybe_removed<'h>(analysis: &Analysis<'h>, info: &KeyInfo<'h>) -> HashSet<&'h str> {
+    analysis
+        .operations_on(info)
+        .filter(|operation| operation.outcome.may_have_applied())
+        .filter_map(|operation| match operation.op {
+            Op::DtCartRemove { item, .. } => Some(item.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 pub(crate) fn lost_cart_adds_in(analysis: &Analysis<'_>) -> Vec<Violation> {
@@ -130,16 +209,19 @@ pub(crate) fn lost_cart_adds_in(analysis: &Analysis<'_>) -> Vec<Violation> {
         let FinalState::Judged { values, .. } = &info.final_state else {
             continue;
         };
-        if info.kind != KeyKind::Cart {
+        if !matches!(info.kind, KeyKind::Cart | KeyKind::DtCart) {
             continue;
         }
-        let items: HashSet<&str> = values
-            .iter()
-            .flat_map(|sibling| cart_items(sibling))
-            .collect();
+        let items = final_items(values);
+        let removed = maybe_removed(analysis, info);
         for operation in analysis.operations_on(info) {
-            let Op::CartAdd { item, .. } = operation.op else {
-                continue;
+            let (item, place) = match operation.op {
+                Op::CartAdd { item, .. } => (item, "none of the final siblings"),
+                Op::DtCartAdd { item, .. } if !removed.contains(item.as_str()) => (
+                    item,
+                    "the final state of the server-side cart (and no remove of it was sent)",
+                ),
+                _ => continue,
             };
             if operation.outcome == Outcome::Ok && !items.contains(item.as_str()) {
                 findings.push(finding(
@@ -148,8 +230,7 @@ pub(crate) fn lost_cart_adds_in(analysis: &Analysis<'_>) -> Vec<Violation> {
                     Some(item),
                     operation.event_index(),
                     format!(
-                        "acknowledged add of {item:?} by process {} is in none of the final \
-                         siblings {}",
+                        "acknowledged add of {item:?} by process {} is in {place} {}",
                         operation.process,
                         show(values.iter().copied()),
                     ),
@@ -158,6 +239,149 @@ pub(crate) fn lost_cart_adds_in(analysis: &Analysis<'_>) -> Vec<Violation> {
         }
     }
     findings
+}
+
+/// Rule 2b, server-side carts: an item an acknowledged remove removed is not in the final
+/// state. Each item is added once and the remove carried the context of a read that showed
+/// it, so the remove saw the item's only add: add-wins (which keeps adds a remove did not see)
+/// cannot bring it back.
+pub fn removed_items(history: &History, _options: &Options) -> Vec<Violation> {
+    removed_items_in(&Analysis::new(history))
+}
+
+pub(crate) fn removed_items_in(analysis: &Analysis<'_>) -> Vec<Violation> {
+    let mut findings = Vec::new();
+    for (&key, info) in &analysis.keys {
+        let FinalState::Judged { values, .. } = &info.final_state else {
+            continue;
+        };
+        if info.kind != KeyKind::DtCart {
+            continue;
+        }
+        let items = final_items(values);
+        let mut reported: HashSet<&str> = HashSet::new();
+        for operation in analysis.operations_on(info) {
+            let Op::DtCartRemove { item, .. } = operation.op else {
+                continue;
+            };
+            let item = item.as_str();
+            if operation.outcome == Outcome::Ok && items.contains(item) && reported.insert(item) {
+                findings.push(finding(
+                    ViolationKind::RemovedItemPresent,
+                    key,
+                    Some(item),
+                    operation.event_index(),
+                    format!(
+                        "{item:?} was removed (acknowledged, process {}, with the context of a \
+                         read that showed it) but is in the final state",
+                        operation.process
+                    ),
+                ));
+            }
+        }
+    }
+    findings
+}
+
+/// Rule 7, expiry: a value written with a TTL by an acknowledged write that completed at `c`
+/// is not visible to a read invoked after `c + ttl + skew_bound_ms` — not in an `ok` read, not
+/// in the final state (judged at the time of its reads; final reads without a time are not
+/// judged). The write's coordinator stamped the expiry by its clock no later than `c`; the
+/// reading coordinator compares by its own, at most [`Options::skew_bound_ms`] behind.
+/// Indeterminate writes are not judged: their coordinator may have applied them any time.
+pub fn expired_values(history: &History, options: &Options) -> Vec<Violation> {
+    expired_values_in(&Analysis::new(history), options).0
+}
+
+/// [`expired_values`], and how many acknowledged TTL'd writes were judged: read (`ok` read or
+/// final state) after they must have expired.
+pub(crate) fn expired_values_in(
+    analysis: &Analysis<'_>,
+    options: &Options,
+) -> (Vec<Violation>, usize) {
+    let mut findings = Vec::new();
+    let mut judged = 0;
+    for (&key, info) in &analysis.keys {
+        if info.kind != KeyKind::Register {
+            continue;
+        }
+        // Each acknowledged TTL'd value: by when it must have expired for every reader.
+        let mut expired_by: HashMap<&str, (u64, ProcessId)> = HashMap::new();
+        for operation in analysis.operations_on(info) {
+            if let Op::Write {
+                value,
+                ttl_ms: Some(ttl),
+                ..
+            } = operation.op
+            {
+                if let (Outcome::Ok, Some(completed)) =
+                    (operation.outcome, completed_ms(analysis, operation))
+                {
+                    let by = completed
+                        .saturating_add(*ttl)
+                        .saturating_add(options.skew_bound_ms);
+                    expired_by.insert(value.as_str(), (by, operation.process));
+                }
+            }
+        }
+        if expired_by.is_empty() {
+            continue;
+        }
+        // (where, its time, the event if any, the value)
+        let mut seen: Vec<(String, u64, Option<usize>, &str)> = Vec::new();
+        // The last read of the key (an `ok` read's invocation, the final state's last read).
+        let mut last_read_ms: Option<u64> = None;
+        for operation in analysis.operations_on(info) {
+            if let (Op::Read { values, .. }, Outcome::Ok) = (operation.op, operation.outcome) {
+                let at = invoked_ms(analysis, operation);
+                last_read_ms = last_read_ms.max(Some(at));
+                let place = format!("a read by process {} invoked at {at} ms", operation.process);
+                seen.extend(
+                    values
+                        .iter()
+                        .map(|value| (place.clone(), at, operation.event_index(), value.as_str())),
+                );
+            }
+        }
+        if let FinalState::Judged {
+            values,
+            read_ms: Some((_, last)),
+            ..
+        } = &info.final_state
+        {
+            last_read_ms = last_read_ms.max(Some(*last));
+            let place = format!("the final state read at {last} ms");
+            seen.extend(
+                values
+                    .iter()
+                    .map(|value| (place.clone(), *last, None, *value)),
+            );
+        }
+        judged += expired_by
+            .values()
+            .filter(|(by, _)| last_read_ms.is_some_and(|last| last > *by))
+            .count();
+        let mut reported: HashSet<&str> = HashSet::new();
+        for (place, at, index, value) in seen {
+            let Some(&(by, process)) = expired_by.get(value) else {
+                continue;
+            };
+            if at > by && reported.insert(value) {
+                findings.push(finding(
+                    ViolationKind::ExpiredVisible,
+                    key,
+                    Some(value),
+                    index,
+                    format!(
+                        "{value:?} (written with a TTL by process {process}) is in {place}, \
+                         after it must have expired ({by} ms: completion + ttl + skew bound {} ms)",
+                        options.skew_bound_ms
+                    ),
+                ));
+            }
+        }
+    }
+    (findings, judged)
 }
 
 /// Rule 3: no value an acknowledged delete saw is in the final state — unless the value's own
@@ -224,7 +448,10 @@ pub(crate) fn visible_values_in(analysis: &Analysis<'_>) -> Vec<Violation> {
         // Every value or item written on the key: whether its write was refused.
         let mut written: HashMap<&str, (bool, ProcessId)> = HashMap::new();
         for operation in analysis.operations_on(info) {
-            if let Op::Write { value: v, .. } | Op::CartAdd { item: v, .. } = operation.op {
+            if let Op::Write { value: v, .. }
+            | Op::CartAdd { item: v, .. }
+            | Op::DtCartAdd { item: v, .. } = operation.op
+            {
                 written.insert(v, (operation.outcome == Outcome::Fail, operation.process));
             }
         }
@@ -239,7 +466,7 @@ pub(crate) fn visible_values_in(analysis: &Analysis<'_>) -> Vec<Violation> {
                 };
                 match info.kind {
                     KeyKind::Register => seen.push((place, None, sibling)),
-                    KeyKind::Cart => {
+                    KeyKind::Cart | KeyKind::DtCart => {
                         seen.extend(cart_items(sibling).map(|item| (place.clone(), None, item)))
                     }
                 }
@@ -253,11 +480,19 @@ pub(crate) fn visible_values_in(analysis: &Analysis<'_>) -> Vec<Violation> {
                         let place = format!("a read by process {}", operation.process);
                         match info.kind {
                             KeyKind::Register => seen.push((place, index, sibling)),
-                            KeyKind::Cart => seen.extend(
+                            KeyKind::Cart | KeyKind::DtCart => seen.extend(
                                 cart_items(sibling).map(|item| (place.clone(), index, item)),
                             ),
                         }
                     }
+                }
+                Op::DtCartRead { items, .. } if operation.outcome == Outcome::Ok => {
+                    let place = format!("a read by process {}", operation.process);
+                    seen.extend(
+                        items
+                            .iter()
+                            .map(|item| (place.clone(), index, item.as_str())),
+                    );
                 }
                 Op::Write { saw, .. } | Op::Delete { saw, .. } => {
                     for value in saw {
@@ -268,7 +503,11 @@ pub(crate) fn visible_values_in(analysis: &Analysis<'_>) -> Vec<Violation> {
                         seen.push((place, index, value));
                     }
                 }
-                Op::Read { .. } | Op::CartAdd { .. } => {}
+                Op::Read { .. }
+                | Op::CartAdd { .. }
+                | Op::DtCartAdd { .. }
+                | Op::DtCartRemove { .. }
+                | Op::DtCartRead { .. } => {}
             }
         }
         let mut reported: HashSet<&str> = HashSet::new();
@@ -404,16 +643,30 @@ pub(crate) fn sibling_bounds_in(analysis: &Analysis<'_>, options: &Options) -> V
         }
     }
     for (&key, info) in &analysis.keys {
-        if let FinalState::Judged { siblings, .. } = info.final_state {
-            findings.extend(sibling_finding(
-                key,
-                siblings,
-                counts.get(key),
-                options,
-                None,
-                "the final state",
-            ));
+        let FinalState::Judged { siblings, .. } = info.final_state else {
+            continue;
+        };
+        if info.kind == KeyKind::DtCart {
+            // A data-type read answers one value, whatever the siblings stored.
+            if siblings > 1 {
+                findings.push(finding(
+                    ViolationKind::TooManySiblings,
+                    key,
+                    None,
+                    None,
+                    format!("the final state of a server-side cart has {siblings} values, not 1"),
+                ));
+            }
+            continue;
         }
+        findings.extend(sibling_finding(
+            key,
+            siblings,
+            counts.get(key),
+            options,
+            None,
+            "the final state",
+        ));
     }
     // Reads first in history order, then final states by key: stable and readable.
     findings

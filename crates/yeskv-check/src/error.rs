@@ -65,8 +65,9 @@ pub enum Error {
         /// The item.
         item: String,
     },
-    /// A key used both by register operations (write, delete) and by cart adds.
-    #[error("key {key:?} is used both as a register and as a cart")]
+    /// A key used as two kinds: register operations (write, delete), client-side cart adds,
+    /// server-side cart operations (a key is one kind only).
+    #[error("key {key:?} is used as more than one kind (register, cart, server-side cart)")]
     MixedKey {
         /// The key.
         key: String,

@@ -42,7 +42,7 @@ pub enum Op {
         values: Vec<String>,
     },
     /// Register workload: write `value`, with the context of a read that returned `saw`
-    /// (empty `saw` and no context: a blind write).
+    /// (empty `saw` and no context: a blind write), and with a TTL if `ttl_ms` is set.
     Write {
         /// The key.
         key: String,
@@ -50,6 +50,11 @@ pub enum Op {
         value: String,
         /// The sibling values of the read whose context the write carried.
         saw: Vec<String>,
+        /// The value's time to live as the request set it (`?ttl=`, in ms; the API takes whole
+        /// seconds): it must be invisible once expired (`crate::checkers::expired_values`).
+        /// `None`: no TTL (and histories written before TTLs read as such).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
     },
     /// Register workload: delete, with the context of a read that returned `saw`.
     Delete {
@@ -71,6 +76,32 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         stale: bool,
     },
+    /// Server-side cart (a bucket of data type `cart`, `POST /v1/dt/{bucket}/{cart}`): add one
+    /// of `item` (`{"op":"add","item":…,"qty":1}`), without a context. The store merges
+    /// concurrent operations itself (an add-wins map), so there is no client-side read.
+    DtCartAdd {
+        /// The cart's key.
+        cart: String,
+        /// The item (unique in the history: each item is added once).
+        item: String,
+    },
+    /// Server-side cart: remove `item` (`{"op":"remove","item":…}`), sent with the causal
+    /// context of an `ok` [`Op::DtCartRead`] of the same process that returned the item — so
+    /// the remove saw the item's only add, and add-wins cannot keep it.
+    DtCartRemove {
+        /// The cart's key.
+        cart: String,
+        /// The item.
+        item: String,
+    },
+    /// Server-side cart: read it (`GET /v1/dt/{bucket}/{cart}`). On `Ok`, `items` are the
+    /// items shown (`404`: none); on `Invoke`, empty.
+    DtCartRead {
+        /// The cart's key.
+        cart: String,
+        /// The items returned.
+        items: Vec<String>,
+    },
 }
 
 impl Op {
@@ -78,8 +109,16 @@ impl Op {
     pub fn key(&self) -> &str {
         match self {
             Op::Read { key, .. } | Op::Write { key, .. } | Op::Delete { key, .. } => key,
-            Op::CartAdd { cart, .. } => cart,
+            Op::CartAdd { cart, .. }
+            | Op::DtCartAdd { cart, .. }
+            | Op::DtCartRemove { cart, .. }
+            | Op::DtCartRead { cart, .. } => cart,
         }
+    }
+
+    /// Whether the operation only reads.
+    pub fn is_read(&self) -> bool {
+        matches!(self, Op::Read { .. } | Op::DtCartRead { .. })
     }
 }
 
@@ -110,8 +149,14 @@ pub struct FinalRead {
     pub key: String,
     /// The node read.
     pub node: String,
-    /// The sibling values (for carts: each sibling's value is the cart's items joined by `,`).
+    /// The sibling values (for carts: each sibling's value is the cart's items joined by `,`;
+    /// for a server-side cart: one value, its items joined by `,`, or none when not found).
     pub values: Vec<String>,
+    /// When the read was made (ms since the run began, on the events' clock). Needed to judge
+    /// expiry in the final state; `None`: the TTL'd values of the key are not judged there
+    /// (and may be absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
 }
 
 /// A sample of each replica's anti-entropy digest (e.g. `merkle_root` per partition), taken

@@ -1,4 +1,5 @@
-//! `yeskv-check HISTORY.json [--convergence-bound-ms N] [--no-convergence] [--siblings-max N]`
+//! `yeskv-check HISTORY.json [--convergence-bound-ms N] [--no-convergence] [--siblings-max N]
+//! [--skew-bound-ms N]`
 //!
 //! Reads a history (JSON, `-` for stdin), prints the [`yeskv_check::Report`] as JSON on stdout
 //! and exits 0 when the history passes, 1 on any violation, 2 on bad input (unreadable file,
@@ -12,7 +13,7 @@ use yeskv_check::history::History;
 use yeskv_check::{check, Options};
 
 const USAGE: &str = "usage: yeskv-check HISTORY.json [--convergence-bound-ms N] \
-                     [--no-convergence] [--siblings-max N]";
+                     [--no-convergence] [--siblings-max N] [--skew-bound-ms N]";
 
 /// The parsed command line.
 struct Arguments {
@@ -38,6 +39,9 @@ fn parse_arguments(arguments: impl IntoIterator<Item = String>) -> Result<Argume
             }
             "--siblings-max" => {
                 options.siblings_max = Some(parse_number(&argument, arguments.next())?);
+            }
+            "--skew-bound-ms" => {
+                options.skew_bound_ms = parse_number(&argument, arguments.next())?;
             }
             "--no-convergence" => options.check_convergence = false,
             "-h" | "--help" => return Err(USAGE.to_string()),
@@ -96,10 +100,12 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         eprintln!(
-            "yeskv-check: {} violations (lost {}, resurrected {}, sibling bound {})",
+            "yeskv-check: {} violations (lost {}, resurrected {}, expired visible {}, sibling \
+             bound {})",
             report.violations.len() + report.violations_omitted,
             report.lost,
             report.resurrected,
+            report.expired_visible,
             report.sibling_violations
         );
         ExitCode::from(1)

@@ -12,6 +12,12 @@ use crate::error::Error;
 /// The default bound on how long replicas may take to agree after healing.
 pub const CONVERGENCE_BOUND_MS_DEFAULT: u64 = 60_000;
 
+/// The default bound on how far apart two nodes' clocks may be, for expiry
+/// ([`Options::skew_bound_ms`]): the simulator skews one node's clock by up to ±10 s, so two
+/// nodes may be 20 s apart (one +10 s coordinating the write, one −10 s coordinating the read),
+/// plus 5 s of margin.
+pub const SKEW_BOUND_MS_DEFAULT: u64 = 25_000;
+
 /// The default cap on the findings listed in a report (counts are never capped).
 pub const VIOLATIONS_MAX_DEFAULT: usize = 1_000;
 
@@ -31,6 +37,11 @@ pub struct Options {
     /// At most this many findings are listed in [`Report::violations`] (and as many in
     /// [`Report::warnings`]); the rest are only counted.
     pub violations_max: usize,
+    /// The most two nodes' clocks may differ during the run, ms: a TTL'd value's expiry is
+    /// stamped by its write's coordinator clock and judged by the reading coordinator's, so a
+    /// value may stay visible this long past `ttl` after its write completed (the expiry rule,
+    /// [`crate::checkers::expired_values`]), and may be gone this long before it.
+    pub skew_bound_ms: u64,
 }
 
 impl Default for Options {
@@ -40,6 +51,7 @@ impl Default for Options {
             convergence_bound_ms: CONVERGENCE_BOUND_MS_DEFAULT,
             siblings_max: None,
             violations_max: VIOLATIONS_MAX_DEFAULT,
+            skew_bound_ms: SKEW_BOUND_MS_DEFAULT,
         }
     }
 }
@@ -50,10 +62,15 @@ impl Default for Options {
 pub enum ViolationKind {
     /// An acknowledged register write is neither in the final state nor covered.
     LostWrite,
-    /// An acknowledged cart add is in no final sibling of its cart.
+    /// An acknowledged cart add is in no final sibling of its cart (client-side), or not in the
+    /// final state of its server-side cart while no remove of it may have applied.
     LostCartAdd,
     /// A value an acknowledged delete saw is back in the final state.
     Resurrected,
+    /// An item an acknowledged server-side cart remove removed is in the final state.
+    RemovedItemPresent,
+    /// A TTL'd value is visible (an `ok` read, the final state) after it must have expired.
+    ExpiredVisible,
     /// A write the store refused (`fail`) is visible (final state, a read, or a write's context).
     FailedWritePresent,
     /// A value no operation wrote is visible.
@@ -108,8 +125,15 @@ pub struct Report {
     pub not_judgeable: usize,
     /// Lost acknowledged writes and cart adds.
     pub lost: usize,
-    /// Deleted values that came back.
+    /// Deleted values and removed server-side cart items that came back.
     pub resurrected: usize,
+    /// Sightings of TTL'd values after they must have expired (one per value and key).
+    #[serde(default)]
+    pub expired_visible: usize,
+    /// Acknowledged writes with a TTL that a later `ok` read or the final state was read past
+    /// their expiry (+ the skew bound): judged by the expiry rule.
+    #[serde(default)]
+    pub ttl_judged: usize,
     /// Reads with too many siblings.
     pub sibling_violations: usize,
     /// Time from `healed_at_ms` to the first digest sample at which all replicas agreed.

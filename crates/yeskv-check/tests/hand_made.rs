@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{add_op, write_op, Builder};
+use common::{add_op, dt_add_op, dt_read_op, dt_remove_op, ttl_write_op, write_op, Builder};
 use yeskv_check::history::Status::{Fail, Info, Ok as Acked};
 use yeskv_check::{check, trace, validate, Error, Options, Report, ViolationKind};
 
@@ -187,6 +187,274 @@ fn a_refused_cart_add_must_stay_absent() {
     let report = judge(&history);
     assert_eq!(kinds(&report), vec![ViolationKind::FailedWritePresent]);
     assert_eq!(report.violations[0].value.as_deref(), Some("pear"));
+}
+
+// ---- rule 2a-2c: server-side carts ----
+
+/// One server-side cart: x and y added, y read and then removed with that read's context.
+fn dt_cart(remove: yeskv_check::history::Status) -> Builder {
+    let mut history = Builder::new();
+    history
+        .op(1, Acked, dt_add_op("d", "x"))
+        .op(2, Acked, dt_add_op("d", "y"))
+        .op(3, Acked, dt_read_op("d", &["x", "y"]))
+        .op(3, remove, dt_remove_op("d", "y"));
+    history
+}
+
+#[test]
+fn a_lost_server_side_cart_add_is_flagged() {
+    let mut history = Builder::new();
+    history
+        .op(1, Acked, dt_add_op("d", "x"))
+        .op(2, Acked, dt_add_op("d", "y"))
+        .op(3, Info, dt_add_op("d", "z"))
+        .merged("d", &["x"]);
+    let report = judge(&history);
+    assert_eq!(report.lost, 1);
+    assert_eq!(kinds(&report), vec![ViolationKind::LostCartAdd]);
+    assert_eq!(report.violations[0].value.as_deref(), Some("y"));
+}
+
+#[test]
+fn a_removed_item_may_be_absent_whatever_the_remove_ended_as() {
+    for remove in [Acked, Info] {
+        let mut history = dt_cart(remove);
+        history.merged("d", &["x"]);
+        assert_passes(&judge(&history));
+    }
+    // Pending: invoked, never answered.
+    let mut history = Builder::new();
+    history
+        .op(1, Acked, dt_add_op("d", "x"))
+        .op(2, Acked, dt_read_op("d", &["x"]))
+        .invoke(2, dt_remove_op("d", "x"))
+        .merged("d", &[]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn a_refused_remove_does_not_excuse_a_missing_item() {
+    let mut history = dt_cart(Fail);
+    history.merged("d", &["x"]);
+    let report = judge(&history);
+    assert_eq!(kinds(&report), vec![ViolationKind::LostCartAdd]);
+    assert_eq!(report.violations[0].value.as_deref(), Some("y"));
+}
+
+#[test]
+fn a_removed_item_back_in_the_final_state_is_flagged() {
+    let mut history = dt_cart(Acked);
+    history.merged("d", &["x,y"]);
+    let report = judge(&history);
+    assert_eq!(report.resurrected, 1);
+    assert_eq!(kinds(&report), vec![ViolationKind::RemovedItemPresent]);
+    assert_eq!(report.violations[0].value.as_deref(), Some("y"));
+}
+
+#[test]
+fn an_indeterminate_remove_may_leave_the_item() {
+    let mut history = dt_cart(Info);
+    history.merged("d", &["x,y"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn an_add_concurrent_with_a_remove_survives_it() {
+    // The remove of y saw x's add; z was added concurrently and is kept (add wins).
+    let mut history = Builder::new();
+    history
+        .op(1, Acked, dt_add_op("d", "x"))
+        .op(2, Acked, dt_read_op("d", &["x"]))
+        .invoke(2, dt_remove_op("d", "x"))
+        .op(1, Acked, dt_add_op("d", "z"))
+        .event(2, Acked, dt_remove_op("d", "x"))
+        .merged("d", &["z"]);
+    let report = judge(&history);
+    assert_passes(&report);
+    assert_eq!(
+        (report.acked, report.ops),
+        (3, 4),
+        "reads are not acked writes"
+    );
+}
+
+#[test]
+fn phantom_server_side_cart_items_are_flagged() {
+    let mut read = Builder::new();
+    read.op(1, Acked, dt_add_op("d", "x"))
+        .op(2, Acked, dt_read_op("d", &["x", "ghost"]))
+        .merged("d", &["x"]);
+    assert_eq!(kinds(&judge(&read)), vec![ViolationKind::UnknownValue]);
+
+    let mut refused = Builder::new();
+    refused
+        .op(1, Acked, dt_add_op("d", "x"))
+        .op(2, Fail, dt_add_op("d", "y"))
+        .merged("d", &["x,y"]);
+    let report = judge(&refused);
+    assert_eq!(kinds(&report), vec![ViolationKind::FailedWritePresent]);
+    assert_eq!(report.violations[0].value.as_deref(), Some("y"));
+
+    let mut fine = Builder::new();
+    fine.op(1, Acked, dt_add_op("d", "x"))
+        .op(2, Info, dt_add_op("d", "y"))
+        .op(3, Acked, dt_read_op("d", &["x", "y"]))
+        .op(3, Acked, dt_read_op("d", &[]))
+        .merged("d", &["x,y"]);
+    assert_passes(&judge(&fine));
+}
+
+#[test]
+fn a_server_side_cart_has_one_final_value() {
+    let mut history = Builder::new();
+    history
+        .op(1, Acked, dt_add_op("d", "x"))
+        .op(2, Acked, dt_add_op("d", "y"))
+        .merged("d", &["x", "y"]);
+    assert_eq!(
+        kinds(&judge(&history)),
+        vec![ViolationKind::TooManySiblings]
+    );
+    let mut one = Builder::new();
+    one.op(1, Acked, dt_add_op("d", "x"))
+        .op(2, Acked, dt_add_op("d", "y"))
+        .merged("d", &["x,y"]);
+    assert_passes(&judge(&one));
+}
+
+// ---- rule 7: expiry ----
+
+/// A TTL'd write of `a` (1 s) acknowledged at 2 ms, then a read at `read_at_ms` returning it.
+fn ttl_read(read_at_ms: u64) -> Builder {
+    let mut history = Builder::new();
+    history.op(1, Acked, ttl_write_op("t", "a", &[], 1_000));
+    let slept = read_at_ms - history.now_ms() - 1;
+    history.sleep(slept).read(2, Acked, "t", &["a"]);
+    history
+}
+
+#[test]
+fn a_value_read_after_it_must_have_expired_is_flagged() {
+    // Acknowledged at 2 ms: visible at most until 2 + 1_000 + the 25_000 ms skew bound.
+    let late = ttl_read(26_003);
+    let report = judge(&late);
+    assert_eq!((report.expired_visible, report.ttl_judged), (1, 1));
+    assert_eq!(kinds(&report), vec![ViolationKind::ExpiredVisible]);
+    assert_eq!(report.violations[0].value.as_deref(), Some("a"));
+    // Within the skew bound: a reader whose clock is behind the writer's may still see it.
+    assert_passes(&judge(&ttl_read(26_002)));
+    // A tighter bound (the simulator knows its seed's skews) judges it earlier.
+    let tight = Options {
+        skew_bound_ms: 100,
+        ..Options::default()
+    };
+    assert_eq!(check(&ttl_read(1_200).build(), &tight).expired_visible, 1);
+    assert!(check(&ttl_read(1_102).build(), &tight).ok());
+}
+
+#[test]
+fn an_expired_value_in_the_final_state_is_flagged() {
+    let options = Options {
+        skew_bound_ms: 0,
+        ..Options::default()
+    };
+    let mut history = Builder::new();
+    history
+        .op(1, Acked, ttl_write_op("t", "a", &[], 1_000))
+        .merged_at(1_003, "t", &["a"]);
+    let report = check(&history.build(), &options);
+    assert_eq!(kinds(&report), vec![ViolationKind::ExpiredVisible]);
+
+    let mut early = Builder::new();
+    early
+        .op(1, Acked, ttl_write_op("t", "a", &[], 1_000))
+        .merged_at(1_002, "t", &["a"]);
+    let report = check(&early.build(), &options);
+    assert!(report.ok());
+    assert_eq!(report.ttl_judged, 0, "read before it had to expire");
+    let mut gone = Builder::new();
+    gone.op(1, Acked, ttl_write_op("t", "a", &[], 1_000))
+        .merged_at(1_003, "t", &[]);
+    let report = check(&gone.build(), &options);
+    assert!(report.ok());
+    assert_eq!(report.ttl_judged, 1, "judged, and gone as it should be");
+    // A final read without a time is not judged for expiry.
+    let mut untimed = Builder::new();
+    untimed
+        .op(1, Acked, ttl_write_op("t", "a", &[], 1_000))
+        .merged("t", &["a"]);
+    assert!(check(&untimed.build(), &options).ok());
+}
+
+#[test]
+fn an_indeterminate_ttl_write_is_not_judged_for_expiry() {
+    let mut history = Builder::new();
+    history
+        .op(1, Info, ttl_write_op("t", "a", &[], 1_000))
+        .sleep(60_000)
+        .read(2, Acked, "t", &["a"])
+        .merged_at(70_000, "t", &["a"]);
+    assert_passes(&judge(&history));
+}
+
+#[test]
+fn an_expired_value_is_not_lost_and_covers_what_it_saw() {
+    // b (no TTL) superseded by a's write with a TTL; a expired: both gone, rightly.
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "t", "b", &[])
+        .read(1, Acked, "t", &["b"])
+        .op(1, Acked, ttl_write_op("t", "a", &["b"], 1_000))
+        .merged_at(5_000, "t", &[]);
+    let options = Options {
+        skew_bound_ms: 0,
+        ..Options::default()
+    };
+    assert!(check(&history.build(), &options).ok());
+}
+
+#[test]
+fn a_ttl_value_gone_before_it_can_have_expired_is_lost() {
+    let options = Options {
+        skew_bound_ms: 100,
+        ..Options::default()
+    };
+    let mut history = Builder::new();
+    history
+        .write(1, Acked, "t", "b", &[])
+        .op(2, Acked, ttl_write_op("t", "a", &[], 10_000))
+        .merged_at(5_000, "t", &["b"]);
+    let report = check(&history.build(), &options);
+    assert_eq!(report.lost, 1);
+    assert_eq!(kinds(&report), vec![ViolationKind::LostWrite]);
+    assert_eq!(report.violations[0].value.as_deref(), Some("a"));
+    // Without a time on the final read it may have expired: not judged lost.
+    let mut untimed = Builder::new();
+    untimed
+        .write(1, Acked, "t", "b", &[])
+        .op(2, Acked, ttl_write_op("t", "a", &[], 10_000))
+        .merged("t", &["b"]);
+    assert!(check(&untimed.build(), &options).ok());
+}
+
+#[test]
+fn histories_without_ttls_or_read_times_still_read() {
+    let json = r#"{
+        "events": [
+            {"process": 1, "time_ms": 1, "status": "invoke",
+             "op": {"type": "write", "key": "k", "value": "a", "saw": []}},
+            {"process": 1, "time_ms": 2, "status": "ok",
+             "op": {"type": "write", "key": "k", "value": "a", "saw": []}}
+        ],
+        "healed_at_ms": null,
+        "final_reads": [{"key": "k", "node": "merged", "values": ["a"]}],
+        "digests": []
+    }"#;
+    let history: yeskv_check::history::History = serde_json::from_str(json).expect("reads");
+    assert!(check(&history, &Options::default()).ok());
+    let written = serde_json::to_string(&history).expect("writes");
+    assert!(!written.contains("ttl_ms") && !written.contains("time_ms\":null"));
 }
 
 // ---- rule 3: resurrection ----
@@ -600,6 +868,40 @@ fn malformed_histories_are_errors() {
     assert!(matches!(
         validate(&mixed.build())[..],
         [Error::MixedKey { .. }]
+    ));
+
+    let mut mixed_dt = Builder::new();
+    mixed_dt
+        .write(1, Acked, "k", "a", &[])
+        .op(1, Acked, dt_read_op("k", &[]));
+    assert!(matches!(
+        validate(&mixed_dt.build())[..],
+        [Error::MixedKey { .. }]
+    ));
+
+    let mut mixed_carts = Builder::new();
+    mixed_carts
+        .add(1, Acked, "c", "x")
+        .op(1, Acked, dt_add_op("c", "y"));
+    assert!(matches!(
+        validate(&mixed_carts.build())[..],
+        [Error::MixedKey { .. }]
+    ));
+
+    let mut reused_item = Builder::new();
+    reused_item
+        .op(1, Acked, dt_add_op("d", "x"))
+        .op(2, Acked, dt_add_op("d", "x"));
+    assert!(matches!(
+        validate(&reused_item.build())[..],
+        [Error::DuplicateValue { .. }]
+    ));
+
+    let mut bad_dt_item = Builder::new();
+    bad_dt_item.op(1, Acked, dt_add_op("d", "a,b"));
+    assert!(matches!(
+        validate(&bad_dt_item.build())[..],
+        [Error::BadCartItem { .. }]
     ));
 
     let mut bad_item = Builder::new();

@@ -99,9 +99,11 @@ impl Model {
 
     fn apply_op(&mut self, op: &Op) {
         match op {
-            Op::Write { key, value, saw } => self.apply(key, Some(value), saw),
+            Op::Write {
+                key, value, saw, ..
+            } => self.apply(key, Some(value), saw),
             Op::Delete { key, saw } => self.apply(key, None, saw),
-            Op::Read { .. } | Op::CartAdd { .. } => {}
+            _ => {}
         }
     }
 
@@ -161,7 +163,10 @@ impl Model {
                     self.builder.event(process, Status::Info, op);
                 }
                 _ => {
-                    if let Op::Write { key, value, saw } = &op {
+                    if let Op::Write {
+                        key, value, saw, ..
+                    } = &op
+                    {
                         self.delayed
                             .push_back((key.clone(), value.clone(), saw.clone()));
                     }

@@ -5,8 +5,8 @@
 //! thread inside a [`turmoil`] simulation, driven by a
 //! seed: the seed picks the cluster (node and client counts, keys), the faults and their times,
 //! every random choice of the nodes (actor epochs, reconnect jitter), of the network (latencies)
-//! and of the clients. Concurrent clients run the register and cart workloads and record a
-//! history; at the end the cluster is healed, left to repair itself, and the history judged by `yeskv-check`. The same
+//! and of the clients. Concurrent clients run the register, cart, server-side cart and TTL
+//! workloads ([`workload`]) and record a history; at the end the cluster is healed, left to repair itself, and the history judged by `yeskv-check`. The same
 //! seed replays the same run, event for event (`--hash`).
 //!
 //! ## What runs: the product's node code
@@ -42,9 +42,10 @@
 //! - **Client API** ([`protocol`]): a small request/response protocol over `yeskv-rpc` whose
 //!   handler calls the coordinator exactly as the HTTP API does (axum cannot run on turmoil's
 //!   sockets). Not simulated: the HTTP layer, the Raft layout service (its state machine is, on
-//!   one shared cell: no log, no leader, every change applied at once), metrics export (a few
-//!   of the nodes' counters are read, [`counters`]), TTL expiry (no workload uses TTLs;
-//!   tombstones are reaped).
+//!   one shared cell: no log, no leader, every change applied at once; a bucket's data type is
+//!   set on it with the product's `Command::SetBucket`), metrics export (a few of the nodes'
+//!   counters are read, [`counters`]), the compaction filter that drops expired records (TTL'd
+//!   values expire on reads; tombstones are reaped).
 //!
 //! ## Regions ([`regions`])
 //!
@@ -75,8 +76,9 @@
 //! the layout's data-loss check, a fresh spare joining in the same plan), drawn from the seed
 //! and spread over the run, logged in the trace as they start and end. At the end of the
 //! workload every fault has ended; crashed nodes are restarted (not those gone for good); the
-//! cluster settles (at least [`run::SETTLE_MIN_MS`], until the replicas agree and no partition
-//! is in transition, at most [`run::SETTLE_MAX_MS`]) and the final state is read from the final
+//! cluster settles (at least [`run::SETTLE_MIN_MS`] and until every TTL'd value must have
+//! expired, until the replicas agree and no partition is in transition, at most
+//! [`run::SETTLE_MAX_MS`]) and the final state is read from the final
 //! layout's holders ([`run`]).
 //!
 //! ## Judging
@@ -85,15 +87,20 @@
 //! or `info` (timeouts, quorum misses: indeterminate). Final reads: per key, an `r = all` read
 //! through a coordinator recorded as node `merged`, and each replica's own copy read from its
 //! disk (the replicas of the final layout; nodes that left are not read). `yeskv_check::check`
-//! then looks for lost acknowledged writes and cart adds, resurrected
-//! deletes, refused or unknown values that became visible, too many siblings, and diverged
-//! replicas. After healing the driver samples every node's anti-entropy tree root of each
+//! then looks for lost acknowledged writes and cart adds (client-side and server-side),
+//! resurrected deletes and removed server-side cart items, refused or unknown values that
+//! became visible, values visible past their TTL (judged with the seed's exact clock-skew
+//! spread, [`run::expiry_skew_bound_ms`]; the settle phase outlasts every TTL), too many
+//! siblings, and diverged replicas. After healing the driver samples every node's anti-entropy tree root of each
 //! partition it is a replica of in the layout; convergence is enforced by default: equal roots within
 //! [`run::CONVERGENCE_BOUND_MS`] of healing and equal per-replica final reads
 //! (`--no-convergence` reports it only; `--no-repair` turns the nodes' repair off, to show the
 //! rule failing). A seed also fails if a partition is still in transition at the final reads
 //! (a transfer that never completed).
 //!
+//! `--inject-bug ignore-ttl` makes `n1`'s client API drop the TTL of the writes it takes, and
+//! `--inject-bug skip-remove` acknowledge server-side cart removes without applying them: the
+//! expiry and removed-items rules catch them (tests prove it within 5 seeds and on seed 1).
 //! `--inject-bug lose-ack` makes node `n1`'s disk acknowledge half of its data writes and then
 //! drop them; the checkers catch it within a few seeds (a test proves it within 10). Replication
 //! masks a single lost copy, so the loss shows where the product is genuinely exposed: `n1`

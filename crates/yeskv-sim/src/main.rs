@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
+use yeskv_check::history::{Op, Status};
 use yeskv_sim::chaos::ChaosCounts;
 use yeskv_sim::trace::Kind;
 use yeskv_sim::workload::WriteOutcomes;
@@ -20,6 +21,10 @@ const VIOLATIONS_SHOWN_MAX: usize = 5;
 enum BugArg {
     /// Node n1 acknowledges some writes, then drops them.
     LoseAck,
+    /// Node n1's API drops the TTL of the writes it takes (they never expire).
+    IgnoreTtl,
+    /// Node n1's API acknowledges server-side cart removes without applying them.
+    SkipRemove,
 }
 
 /// Deterministic simulation of yeskv clusters under faults.
@@ -78,7 +83,7 @@ struct Args {
 fn print_failure(o: &SeedOutcome, replay: &str) {
     println!(
         "FAILED seed {} ({} regions, {} nodes, {} spares, {} clients): lost {}, resurrected {}, \
-         violations {}, partitions still moving {}{}",
+         expired and seen {}, violations {}, partitions still moving {}{}",
         o.seed,
         o.regions,
         o.nodes,
@@ -86,6 +91,7 @@ fn print_failure(o: &SeedOutcome, replay: &str) {
         o.clients,
         o.report.lost,
         o.report.resurrected,
+        o.report.expired_visible,
         o.report.violations.len() + o.report.violations_omitted,
         o.transitions_left,
         if o.report.errors.is_empty() {
@@ -163,6 +169,8 @@ fn sim_options(args: &Args) -> SimOptions {
         duration_ms: args.duration_ms,
         bug: args.inject_bug.map(|b| match b {
             BugArg::LoseAck => Bug::LoseAck,
+            BugArg::IgnoreTtl => Bug::IgnoreTtl,
+            BugArg::SkipRemove => Bug::SkipRemove,
         }),
         require_convergence: !args.no_convergence,
         repair: !args.no_repair,
@@ -185,7 +193,11 @@ fn replay_command(args: &Args, seed: u64) -> String {
         ),
         (
             "--inject-bug",
-            args.inject_bug.map(|_| "lose-ack".to_string()),
+            args.inject_bug.map(|bug| match bug {
+                BugArg::LoseAck => "lose-ack".to_string(),
+                BugArg::IgnoreTtl => "ignore-ttl".to_string(),
+                BugArg::SkipRemove => "skip-remove".to_string(),
+            }),
         ),
         ("--no-convergence", args.no_convergence.then(String::new)),
         ("--no-repair", args.no_repair.then(String::new)),
@@ -254,6 +266,20 @@ struct Totals {
     region_seeds: u64,
     /// Writes of the seeds with regions by the quorum they asked, and how they ended.
     region_writes: BTreeMap<&'static str, WriteOutcomes>,
+    /// Acknowledged server-side cart adds.
+    dt_adds: u64,
+    /// Acknowledged server-side cart removes.
+    dt_removes: u64,
+    /// Acknowledged server-side cart reads.
+    dt_reads: u64,
+    /// Acknowledged writes with a TTL.
+    ttl_writes: u64,
+    /// Of those, the ones read (an `ok` read, the final state) after they had to be gone.
+    ttl_judged: u64,
+    /// Deleted values and removed server-side cart items that came back.
+    resurrected: u64,
+    /// TTL'd values seen after they had to be gone.
+    expired_visible: u64,
 }
 
 impl Totals {
@@ -263,6 +289,23 @@ impl Totals {
         self.acked += outcome.report.acked as u64;
         self.lost += outcome.report.lost as u64;
         self.indeterminate += outcome.report.indeterminate as u64;
+        self.ttl_judged += outcome.report.ttl_judged as u64;
+        self.resurrected += outcome.report.resurrected as u64;
+        self.expired_visible += outcome.report.expired_visible as u64;
+        for event in &outcome.history.events {
+            if event.status != Status::Ok {
+                continue;
+            }
+            match &event.op {
+                Op::DtCartAdd { .. } => self.dt_adds += 1,
+                Op::DtCartRemove { .. } => self.dt_removes += 1,
+                Op::DtCartRead { .. } => self.dt_reads += 1,
+                Op::Write {
+                    ttl_ms: Some(_), ..
+                } => self.ttl_writes += 1,
+                _ => {}
+            }
+        }
         self.lost_unsynced += outcome.lost_unsynced;
         self.reaped += outcome.reaped;
         self.seeds_reaping += u64::from(outcome.reaped > 0);
@@ -351,6 +394,18 @@ impl Totals {
         println!(
             "tombstone copies reaped {} (in {} seeds); hints left at the final reads {}",
             self.reaped, self.seeds_reaping, self.hints_left
+        );
+        println!(
+            "server-side carts: adds acked {}, removes acked {}, reads {}; writes with a TTL \
+             acked {}, read after their expiry {}; deleted or removed and back {}, expired and \
+             seen {}",
+            self.dt_adds,
+            self.dt_removes,
+            self.dt_reads,
+            self.ttl_writes,
+            self.ttl_judged,
+            self.resurrected,
+            self.expired_visible
         );
         if self.region_seeds > 0 {
             let writes: Vec<String> = self

@@ -210,6 +210,8 @@ pub struct NodeEnv {
     pub recorder: Recorder,
     /// Whether the background repair workers run.
     pub repair: bool,
+    /// A bug planted in this node (its client API's: [`crate::protocol::serve_client`]).
+    pub bug: Option<crate::Bug>,
 }
 
 /// The node's software (see the module docs). Runs until the host crashes, or until a restart
@@ -308,12 +310,13 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
     let client_listener = SimListener::bind(CLIENT_PORT).await?;
     let client_server: RpcServer<ClientRequest, ClientResponse> = RpcServer::new(rpc_config)?;
     let c = Arc::new(node.coordinator().clone());
+    let bug = env.bug;
     client_server
         .serve(
             client_listener,
             move |_peer, request| {
                 let c = c.clone();
-                async move { serve_client(&c, request).await }
+                async move { serve_client(&c, request, bug).await }
             },
             async move { stop.stopped().await },
         )

@@ -17,7 +17,9 @@
 //! tree root of every partition on each of its target replicas in the current layout (receiving
 //! ones included: they agree once they have the data) (`yeskv-check`'s digest samples). The
 //! settle phase lasts at least [`SETTLE_MIN_MS`] (long enough for tombstones of the workload to
-//! pass their grace and be reaped), then until every partition's replicas have equal roots, no
+//! pass their grace and be reaped) and until every TTL'd value the workload wrote must have
+//! expired for any reader (the expiry rule then judges every TTL key's final state, with the
+//! seed's exact skew bound: [`expiry_skew_bound_ms`]), then until every partition's replicas have equal roots, no
 //! hint is pending and no partition is in transition (every transfer reported done), at most
 //! [`SETTLE_MAX_MS`] ([`REGION_SETTLE_MAX_MS`] with regions, see [`Bounds`]). Then a final
 //! client reads every key with `r = all` through a coordinator
@@ -37,8 +39,9 @@ use rand::{Rng, SeedableRng};
 use yeskv_check::history::{DigestSample, FinalRead, History};
 use yeskv_check::{Options, Report};
 use yeskv_core::codec::decode_record;
+use yeskv_core::datatypes::{self, DtValue};
 use yeskv_core::keyspace::{key_hash, partition_of, storage_key};
-use yeskv_core::NodeId;
+use yeskv_core::{BucketProps, Datatype, NodeId};
 use yeskv_layout::{Layout, LayoutError, LeaveMode, MemberState, StagedChange};
 use yeskv_storage::Space;
 
@@ -48,14 +51,17 @@ use crate::counters::ProductCounters;
 use crate::error::Error;
 use crate::faults::{self, highest, latency, remove_one, Active, Fault, Scheduled};
 use crate::node::{node_main, NodeEnv, NodeSlot};
-use crate::protocol::BUCKET;
+use crate::protocol::DT_BUCKET;
 use crate::regions::{
     region_name, spare_regions, Regions, REGIONS_DEFAULT, REGIONS_EVERY, REGIONS_MAX, REGIONS_MIN,
     REGION_NODES_MAX, REGION_NODES_MIN,
 };
 use crate::topology::{join_spec, places, LayoutCell, Place, Refusal};
 use crate::trace::{self, Kind, Line, Recorder};
-use crate::workload::{client_main, final_reads_main, ClientEnv, Keys, WriteOutcomes, WriteTally};
+use crate::workload::{
+    client_main, final_reads_main, ClientEnv, Keys, WriteOutcomes, WriteTally, CLIENT_TIMEOUT_MS,
+    TTL_SECS_MAX,
+};
 
 /// Least simulated time between healing and the final reads, ms: in-flight operations end,
 /// hints are handed off, anti-entropy runs, and tombstones written during the workload pass
@@ -120,6 +126,12 @@ const MEMBERSHIP_SALT: u64 = 0x6d65_6d62_6572_7321;
 /// Mixed into a seed to draw its regions (members per region, WAN latencies, region faults)
 /// from a generator of their own.
 const REGIONS_SALT: u64 = 0x7265_6769_6f6e_7321;
+/// Mixed into a seed to draw its server-side cart and TTL keys from a generator of their own.
+const KEYS_SALT: u64 = 0x6474_5f74_746c_2121;
+/// Added to a seed's clock skew spread for the expiry rule's skew bound, ms
+/// ([`expiry_skew_bound_ms`]): a final read's time is when it was sent, and the read takes a
+/// few ms to reach its coordinator.
+pub const EXPIRY_MARGIN_MS: u64 = 500;
 /// Longest workload, simulated ms.
 pub const DURATION_MS_MAX: u64 = 600_000;
 /// Extra simulated time allowed after the final reads should have finished before the run is
@@ -131,6 +143,12 @@ const STUCK_AFTER_MS: u64 = 60_000;
 pub enum Bug {
     /// Node `n1`'s disk acknowledges a share of its data writes, then drops them.
     LoseAck,
+    /// Node `n1`'s client API drops the `?ttl=` of the writes it takes: their values never
+    /// expire (the expiry rule).
+    IgnoreTtl,
+    /// Node `n1`'s client API acknowledges server-side cart removes without applying them
+    /// (removed items staying removed).
+    SkipRemove,
 }
 
 /// Share of `n1`'s data writes the lose-ack bug drops.
@@ -851,25 +869,38 @@ fn node_id(i: usize) -> Result<NodeId, Error> {
 }
 
 /// Reads the copy of every key on each of its replicas in `layout` (the final holders) straight
-/// from its disk.
-fn replica_reads(layout: &Layout, slots: &[Arc<NodeSlot>], keys: &Keys) -> Vec<FinalRead> {
+/// from its disk at `time_ms`, as that replica would answer for itself: the values of its
+/// siblings not expired by its clock (a server-side cart's: the items of its siblings' joined
+/// states, joined by `,`).
+fn replica_reads(
+    layout: &Layout,
+    slots: &[Arc<NodeSlot>],
+    keys: &Keys,
+    time_ms: u64,
+) -> Vec<FinalRead> {
     let mut reads = Vec::new();
     for key in keys.all() {
-        let hash = key_hash(BUCKET, key.as_bytes());
+        let bucket = keys.bucket_of(key);
+        let hash = key_hash(bucket, key.as_bytes());
         let partition = partition_of(hash, layout.partitions);
-        let sk = storage_key(partition, BUCKET, key.as_bytes());
+        let sk = storage_key(partition, bucket, key.as_bytes());
         for node in layout.assignment.replicas(partition) {
             let Some(slot) = slots.iter().find(|s| &s.id == node) else {
                 continue;
             };
+            let skew_ms = slot.skew_ms.load(std::sync::atomic::Ordering::Relaxed);
+            let now = (BASE_UNIX_MS + time_ms).saturating_add_signed(skew_ms);
             let values = match slot.disk.get(Space::Data, &sk) {
                 Ok(Some(record)) => match decode_record(&record) {
-                    Ok(obj) => obj
-                        .siblings()
-                        .iter()
-                        .filter_map(|s| s.version.value.as_ref())
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                        .collect(),
+                    Ok(obj) => {
+                        let values = obj.visible(now).filter_map(|s| s.version.value.as_deref());
+                        match keys.is_dt(key) {
+                            false => values
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                                .collect(),
+                            true => cart_items(values),
+                        }
+                    }
                     Err(e) => vec![format!("<corrupt record: {e}>")],
                 },
                 Ok(None) => Vec::new(),
@@ -879,10 +910,27 @@ fn replica_reads(layout: &Layout, slots: &[Arc<NodeSlot>], keys: &Keys) -> Vec<F
                 key: key.clone(),
                 node: node.to_string(),
                 values,
+                time_ms: Some(time_ms),
             });
         }
     }
     reads
+}
+
+/// A server-side cart's final value from its siblings' encoded states: their join's items
+/// joined by `,` (none without a state), as `GET /v1/dt` would show them.
+fn cart_items<'a>(states: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    let states: Vec<&[u8]> = states.collect();
+    if states.is_empty() {
+        return Vec::new();
+    }
+    match datatypes::fold(Datatype::Cart, states) {
+        Ok(state) => match state.value() {
+            DtValue::Cart(items) => vec![items.into_keys().collect::<Vec<_>>().join(",")],
+            other => vec![format!("<not a cart: {other:?}>")],
+        },
+        Err(e) => vec![format!("<undecodable cart: {e}>")],
+    }
 }
 
 /// Held while a seed runs: seeds in one process run one at a time, so that no other
@@ -951,9 +999,19 @@ struct Setup {
     places: Vec<Place>,
     /// The workload's writes by quorum level and outcome.
     tally: Arc<WriteTally>,
+    /// The expiry rule's skew bound for this seed ([`expiry_skew_bound_ms`]).
+    skew_bound_ms: u64,
 }
 
 impl Setup {
+    /// The first simulated ms at which every TTL'd value the workload wrote must have expired
+    /// for any reader: the last write's completion (its read and its write each within the
+    /// client's timeout of the workload's end), plus the longest TTL, plus the skew bound. The
+    /// settle phase lasts until then, so the final state is judged for expiry.
+    fn expired_by_ms(&self) -> u64 {
+        self.workload_ms + 2 * CLIENT_TIMEOUT_MS + TTL_SECS_MAX * 1_000 + self.skew_bound_ms
+    }
+
     /// How long the cluster may take to settle and converge.
     fn bounds(&self) -> Bounds {
         Bounds::of(self.regions.is_some())
@@ -991,7 +1049,15 @@ fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup
         0 => rng.random_range(2..=6),
         r => rng.random_range(r..=2 * r),
     });
-    let keys = Keys::new(rng.random_range(2..=5), rng.random_range(1..=3));
+    // The server-side carts and TTL keys come from a generator of their own, so that a seed
+    // draws from `rng` what it drew before they existed (its clients' operations differ).
+    let mut keys_rng = StdRng::seed_from_u64(seed ^ KEYS_SALT);
+    let keys = Keys::new(
+        rng.random_range(2..=5),
+        rng.random_range(1..=3),
+        keys_rng.random_range(1..=3),
+        keys_rng.random_range(1..=3),
+    );
     let mut membership_rng = StdRng::seed_from_u64(seed ^ MEMBERSHIP_SALT);
     let (membership, spares) =
         faults::membership_changes(&mut membership_rng, nodes, options.duration_ms);
@@ -1012,6 +1078,15 @@ fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup
         regions.as_ref().map(|r| r.replication()),
         recorder.clone(),
     )?;
+    // The server-side carts' bucket, typed before any node starts (an operator's
+    // `PUT /v1/buckets/simdt {"datatype":"cart"}` before the bucket is used).
+    let cart = BucketProps {
+        datatype: Some(Datatype::Cart),
+        ..BucketProps::default()
+    };
+    layout
+        .set_bucket(DT_BUCKET, cart)
+        .map_err(|e| Error::Config(format!("setting the data type of the cart bucket: {e}")))?;
     let chaos = Arc::new(NetChaos::new(rng.random()));
     let mut slots: Vec<Arc<NodeSlot>> = ids[..nodes]
         .iter()
@@ -1060,6 +1135,7 @@ fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup
             ),
         );
     }
+    let skew_bound_ms = expiry_skew_bound_ms(&schedule);
     Ok(Setup {
         nodes,
         spares,
@@ -1075,7 +1151,25 @@ fn draw_setup(options: &SimOptions, seed: u64, rng: &mut StdRng) -> Result<Setup
         regions,
         places,
         tally: Arc::new(WriteTally::default()),
+        skew_bound_ms,
     })
+}
+
+/// The expiry rule's skew bound for a seed with `schedule` (`yeskv_check::Options::
+/// skew_bound_ms`): how far apart two nodes' clocks can be — the largest skew ahead minus the
+/// largest behind among its clock-skew faults, an unskewed clock counting as 0 (a node's clock
+/// is always unskewed or skewed by one of them) — plus [`EXPIRY_MARGIN_MS`]. Exact where the
+/// checker's default has to assume the worst of every seed, so a seed without skews judges the
+/// reads of its workload too, and only seeds with skews settle longer.
+pub fn expiry_skew_bound_ms(schedule: &[Scheduled]) -> u64 {
+    let skews = schedule.iter().filter_map(|f| match f.fault {
+        Fault::ClockSkew { skew_ms, .. } => Some(skew_ms),
+        _ => None,
+    });
+    let (ahead, behind) = skews.fold((0_i64, 0_i64), |(ahead, behind), skew| {
+        (ahead.max(skew), behind.min(skew))
+    });
+    ahead.abs_diff(behind) + EXPIRY_MARGIN_MS
 }
 
 /// Draws the fault schedule of `seed` and the workload time it needs. The usual faults come
@@ -1133,6 +1227,8 @@ fn build_sim(
             chaos: setup.chaos.clone(),
             recorder: setup.recorder.clone(),
             repair: options.repair,
+            // The API's planted bugs are `n1`'s (the disk's is planted on its disk).
+            bug: options.bug.filter(|_| i == 0),
         });
         sim.host(name.as_str(), move || node_main(env.clone()));
     }
@@ -1276,6 +1372,7 @@ impl Settle {
         }
         if !self.settled
             && now_ms >= healed + SETTLE_MIN_MS
+            && now_ms >= setup.expired_by_ms()
             && (self.agreed_at_ms.is_some() || now_ms >= healed + setup.bounds().settle_max_ms)
         {
             self.settled = true;
@@ -1377,7 +1474,7 @@ fn read_final_state(
 ) {
     let simulated_ms = driver.now_ms();
     let layout = setup.layout.current();
-    for read in replica_reads(&layout, &setup.slots, &setup.keys) {
+    for read in replica_reads(&layout, &setup.slots, &setup.keys, simulated_ms) {
         setup.recorder.final_read(simulated_ms, read);
     }
     let layout_totals = LayoutTotals {
@@ -1404,11 +1501,13 @@ fn read_final_state(
 }
 
 /// Judges a recorded history with `yeskv-check`, enforcing convergence within
-/// [`CONVERGENCE_BOUND_MS`] of healing unless the options turn it off.
-fn judge(history: &History, options: &SimOptions, bounds: Bounds) -> Report {
+/// [`CONVERGENCE_BOUND_MS`] of healing unless the options turn it off, and expiry with the
+/// seed's skew bound.
+fn judge(history: &History, options: &SimOptions, setup: &Setup) -> Report {
     let check_options = Options {
         check_convergence: options.require_convergence,
-        convergence_bound_ms: bounds.convergence_ms,
+        convergence_bound_ms: setup.bounds().convergence_ms,
+        skew_bound_ms: setup.skew_bound_ms,
         ..Options::default()
     };
     yeskv_check::check(history, &check_options)
@@ -1451,7 +1550,7 @@ pub fn run_seed(options: &SimOptions, seed: u64) -> Result<SeedOutcome, Error> {
     let (simulated_ms, layout, disks, counters, faults) = read_final_state(driver, &setup);
 
     let (history, trace) = setup.recorder.take();
-    let report = judge(&history, options, setup.bounds());
+    let report = judge(&history, options, &setup);
     let hash = trace::hash(&trace);
     Ok(SeedOutcome {
         seed,

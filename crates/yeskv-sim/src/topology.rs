@@ -28,14 +28,20 @@
 //! - each node's transfer worker (`yeskv_node::transfer`) reports the partitions it received
 //!   through [`CellControl`], its [`LayoutControl`], which applies `Command::TransferDone`: the
 //!   layout's `record_done` ends transitions, releases sources and drops leaving members that are
-//!   a source of nothing more.
+//!   a source of nothing more;
+//! - a bucket's properties are set by `Command::SetBucket` ([`LayoutCell::set_bucket`]; the
+//!   driver sets the server-side cart bucket's data type before the nodes start, as an
+//!   operator's `PUT /v1/buckets/{bucket}` would before the bucket is used).
 //!
 //! Every node follows the cell through a `watch` channel with the product's
 //! [`ClusterTopology::follow`], exactly as a node follows the layouts its layout service applies:
 //! the same per-epoch snapshots give preference lists, fallbacks, data holders, write sets and the
 //! partitions the node is syncing. A new epoch is installed by a task of the node's host the next
 //! time that host runs, so for a moment nodes route by different epochs (view skew as in
-//! production, if shorter: Raft's apply lag across nodes is not modelled).
+//! production, if shorter: Raft's apply lag across nodes is not modelled). Each node's bucket
+//! table follows the applied states ([`yeskv_layout::AppliedState`], numbered in the order
+//! they were applied, as by a log's index) with the product's `BucketTable::follow`, as a node follows its
+//! layout service's: a state is published to it only when the buckets change.
 //!
 //! ## Liveness
 //!
@@ -55,10 +61,10 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use yeskv_core::placement::{assign, NodeSpec};
-use yeskv_core::NodeId;
+use yeskv_core::{BucketProps, NodeId};
 use yeskv_layout::{
-    apply, Command, JoinSpec, Layout, LayoutError, LayoutState, Member, MemberState, Plan,
-    Replication, StagedChange, Transitions,
+    apply, AppliedState, Command, JoinSpec, Layout, LayoutError, LayoutState, Member, MemberState,
+    Plan, Replication, StagedChange, Transitions,
 };
 use yeskv_node::cluster::{ClusterTopology, Liveness};
 use yeskv_node::transfer::LayoutControl;
@@ -155,12 +161,17 @@ struct Cell {
     layout: Arc<Layout>,
     /// Partitions recorded received (reports that took a node out of a syncing set).
     received: u64,
+    /// Commands applied so far (the log index a Raft state machine would be at).
+    applied_index: u64,
 }
 
 /// The cluster's layout, shared by the driver and every node (see the module docs).
 pub struct LayoutCell {
     cell: Mutex<Cell>,
     layouts: tokio::sync::watch::Sender<Option<Arc<Layout>>>,
+    /// The applied state, published whenever the buckets' properties change (what each node's
+    /// bucket table follows).
+    states: tokio::sync::watch::Sender<Arc<AppliedState>>,
     recorder: Recorder,
 }
 
@@ -229,13 +240,19 @@ impl LayoutCell {
             .clone()
             .ok_or_else(|| Error::Placement("bootstrap installed no layout".into()))?;
         let (layouts, _) = tokio::sync::watch::channel(Some(layout.clone()));
+        let (states, _) = tokio::sync::watch::channel(Arc::new(AppliedState {
+            applied_index: 1,
+            state: state.clone(),
+        }));
         let cell = Arc::new(LayoutCell {
             cell: Mutex::new(Cell {
                 state,
                 layout,
                 received: 0,
+                applied_index: 1,
             }),
             layouts,
+            states,
             recorder,
         });
         if let Some(regions) = replication {
@@ -294,9 +311,27 @@ impl LayoutCell {
         self.layouts.subscribe()
     }
 
-    /// A topology of `local` that follows this cell, asking `liveness` who is up.
+    /// A topology of `local` that follows this cell, asking `liveness` who is up; its bucket
+    /// table follows the buckets' properties (a task of the calling host).
     pub fn topology(&self, local: NodeId, liveness: Liveness) -> Arc<ClusterTopology> {
-        ClusterTopology::follow(local, self.subscribe(), liveness)
+        let topology = ClusterTopology::follow(local, self.subscribe(), liveness);
+        topology.buckets().follow(self.states.subscribe());
+        topology
+    }
+
+    /// Applies `Command::SetBucket`: `bucket`'s properties are `props` on every node from the
+    /// next time its host runs (at once for a node started later).
+    pub fn set_bucket(&self, bucket: &[u8], props: BucketProps) -> Result<(), LayoutError> {
+        let mut cell = self.cell.lock();
+        let next = apply(
+            &cell.state,
+            &Command::SetBucket {
+                bucket: bucket.to_vec(),
+                props,
+            },
+        )?;
+        self.install(&mut cell, next);
+        Ok(())
     }
 
     /// Stages `changes` and plans them against the current layout without committing: the
@@ -397,13 +432,21 @@ impl LayoutCell {
         Ok(())
     }
 
-    /// Makes `state` current and hands its layout to every node.
+    /// Makes `state` current (one more command applied) and hands its layout to every node,
+    /// and its buckets if they changed.
     fn install(&self, cell: &mut Cell, state: LayoutState) {
+        cell.applied_index += 1;
         if let Some(layout) = state.layout.clone() {
             cell.layout = layout.clone();
             // No receiver is an error only for `send`; `send_replace` stores it regardless (a
             // node started later reads it).
             self.layouts.send_replace(Some(layout));
+        }
+        if state.buckets != cell.state.buckets {
+            self.states.send_replace(Arc::new(AppliedState {
+                applied_index: cell.applied_index,
+                state: state.clone(),
+            }));
         }
         cell.state = state;
     }

@@ -15,7 +15,7 @@
 //! indeterminate: never acknowledged) while `local_quorum` writes go on; [`WriteTally`] counts
 //! the writes by the quorum they asked and how they ended.
 //!
-//! Two workloads, mixed at random:
+//! Four workloads, mixed at random (30 %, 25 %, 25 %, 20 % of the operations):
 //!
 //! - **Registers** (keys `r0`, `r1`, ...): a read; a read followed by a write of a fresh value
 //!   with the read's context (`saw` = the read's values); a read followed by a delete with its
@@ -25,6 +25,14 @@
 //! - **Carts** (keys `c0`, `c1`, ...): `CartAdd` reads the cart, takes the union of its
 //!   siblings' items, adds a fresh item and writes the union back with the read's context. If the
 //!   read fails nothing was written, so the add is a definite failure.
+//! - **Server-side carts** (keys `d0`, `d1`, ... in the bucket of data type `cart`,
+//!   [`crate::protocol::DT_BUCKET`]): `DtCartAdd` of a fresh item, quantity 1, without a context
+//!   (the store merges); a `DtCartRead`; or a read followed, when it showed items, by a
+//!   `DtCartRemove` of one of them with the read's context.
+//! - **TTL keys** (keys `t0`, `t1`, ... in the plain bucket): as registers without deletes,
+//!   each write with a TTL of [`TTL_SECS_MIN`] to [`TTL_SECS_MAX`] s (`?ttl=`; recorded as
+//!   `ttl_ms`), except one write in five without one, so that a key holds both and the expiry of
+//!   one version must not take another with it.
 //!
 //! Outcomes: an answer → `ok`; a `4xx`-like refusal → `fail` (not applied); a `5xx` (quorum
 //! missed, storage) or any transport error or timeout → `info` (indeterminate).
@@ -37,13 +45,14 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use yeskv_check::history::{Event, Op, ProcessId, Status};
+use yeskv_core::datatypes::DtOp;
 use yeskv_core::NodeId;
 use yeskv_rpc::RpcClient;
 
 use crate::clock::sim_now_ms;
 use crate::net::SimConnector;
 use crate::node::{rpc_config, CLIENT_PORT};
-use crate::protocol::{ClientRequest, ClientResponse};
+use crate::protocol::{ClientRequest, ClientResponse, BUCKET, DT_BUCKET};
 use crate::topology::LayoutCell;
 use crate::trace::Recorder;
 
@@ -52,6 +61,10 @@ use crate::trace::Recorder;
 pub const CLIENT_TIMEOUT_MS: u64 = 1_500;
 /// Most think time between two operations of a client, simulated ms.
 pub const THINK_MS_MAX: u64 = 10;
+/// Shortest TTL of a TTL key's write, s.
+pub const TTL_SECS_MIN: u64 = 1;
+/// Longest TTL of a TTL key's write, s.
+pub const TTL_SECS_MAX: u64 = 3;
 
 /// The keys of one run.
 #[derive(Clone, Debug)]
@@ -60,20 +73,47 @@ pub struct Keys {
     pub registers: Vec<String>,
     /// Cart keys.
     pub carts: Vec<String>,
+    /// Server-side cart keys (in [`DT_BUCKET`]).
+    pub dt_carts: Vec<String>,
+    /// TTL keys (registers whose writes mostly carry a TTL).
+    pub ttl: Vec<String>,
 }
 
 impl Keys {
-    /// `registers` register keys and `carts` cart keys.
-    pub fn new(registers: usize, carts: usize) -> Self {
+    /// `registers` register keys, `carts` cart keys, `dt_carts` server-side cart keys and
+    /// `ttl` TTL keys.
+    pub fn new(registers: usize, carts: usize, dt_carts: usize, ttl: usize) -> Self {
+        let named = |prefix: &str, count: usize| -> Vec<String> {
+            (0..count).map(|i| format!("{prefix}{i}")).collect()
+        };
         Keys {
-            registers: (0..registers).map(|i| format!("r{i}")).collect(),
-            carts: (0..carts).map(|i| format!("c{i}")).collect(),
+            registers: named("r", registers),
+            carts: named("c", carts),
+            dt_carts: named("d", dt_carts),
+            ttl: named("t", ttl),
         }
     }
 
-    /// Every key, registers first.
+    /// Every key: registers, carts, TTL keys, server-side carts.
     pub fn all(&self) -> impl Iterator<Item = &String> {
-        self.registers.iter().chain(&self.carts)
+        self.registers
+            .iter()
+            .chain(&self.carts)
+            .chain(&self.ttl)
+            .chain(&self.dt_carts)
+    }
+
+    /// The bucket `key` lives in.
+    pub fn bucket_of(&self, key: &str) -> &'static [u8] {
+        match self.is_dt(key) {
+            true => DT_BUCKET,
+            false => BUCKET,
+        }
+    }
+
+    /// Whether `key` is a server-side cart.
+    pub fn is_dt(&self, key: &str) -> bool {
+        self.dt_carts.iter().any(|k| k == key)
     }
 }
 
@@ -133,8 +173,8 @@ impl WriteOutcomes {
     }
 }
 
-/// The workload's writes (values, deletes, cart writes) by the write quorum they asked, shared
-/// by a seed's clients.
+/// The workload's writes (values, deletes, cart writes, server-side cart operations) by the
+/// write quorum they asked, shared by a seed's clients.
 #[derive(Debug, Default)]
 pub struct WriteTally {
     counts: Mutex<BTreeMap<&'static str, WriteOutcomes>>,
@@ -328,8 +368,14 @@ impl Worker {
         }
     }
 
-    /// A recorded register write or delete (`value = None`).
-    async fn write(&mut self, key: &str, value: Option<String>, seen: Option<ReadResult>) {
+    /// A recorded register write (with a TTL of `ttl_secs`, if any) or delete (`value = None`).
+    async fn write(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        seen: Option<ReadResult>,
+        ttl_secs: Option<u64>,
+    ) {
         let node = self.pick_node();
         let (saw, context) = seen.map_or((Vec::new(), String::new()), |r| (r.values, r.context));
         let op = match &value {
@@ -337,6 +383,7 @@ impl Worker {
                 key: key.to_string(),
                 value: v.clone(),
                 saw,
+                ttl_ms: ttl_secs.map(|s| s * 1_000),
             },
             None => Op::Delete {
                 key: key.to_string(),
@@ -350,6 +397,7 @@ impl Worker {
             context,
             value,
             w: w.into(),
+            ttl_secs,
         };
         let sent_ms = sim_now_ms();
         let outcome = self.call(&node, request).await;
@@ -366,7 +414,7 @@ impl Worker {
         let roll: u32 = self.rng.random_range(0..100);
         if roll < 15 && !self.written.contains(&key) {
             let value = self.fresh("v");
-            self.write(&key, Some(value), None).await;
+            self.write(&key, Some(value), None, None).await;
             return;
         }
         let Some(read) = self.read(&key).await else {
@@ -376,11 +424,124 @@ impl Worker {
             return;
         }
         if roll < 50 && !read.context.is_empty() {
-            self.write(&key, None, Some(read)).await;
+            self.write(&key, None, Some(read), None).await;
             return;
         }
         let value = self.fresh("v");
-        self.write(&key, Some(value), Some(read)).await;
+        self.write(&key, Some(value), Some(read), None).await;
+    }
+
+    /// An operation on a TTL key (module docs).
+    async fn ttl_op(&mut self) {
+        let key = {
+            let keys = &self.env.keys.ttl;
+            keys[self.rng.random_range(0..keys.len())].clone()
+        };
+        let roll: u32 = self.rng.random_range(0..100);
+        let ttl_secs = match self.rng.random_range(0..5) {
+            0 => None,
+            _ => Some(self.rng.random_range(TTL_SECS_MIN..=TTL_SECS_MAX)),
+        };
+        if roll < 15 && !self.written.contains(&key) {
+            let value = self.fresh("v");
+            self.write(&key, Some(value), None, ttl_secs).await;
+            return;
+        }
+        let Some(read) = self.read(&key).await else {
+            return;
+        };
+        if roll < 40 {
+            return;
+        }
+        let value = self.fresh("v");
+        self.write(&key, Some(value), Some(read), ttl_secs).await;
+    }
+
+    /// A recorded server-side cart read.
+    async fn dt_read(&mut self, cart: &str) -> Option<(Vec<String>, String)> {
+        let node = self.pick_node();
+        let invoke = Op::DtCartRead {
+            cart: cart.to_string(),
+            items: Vec::new(),
+        };
+        self.record(Status::Invoke, invoke.clone(), &node, None);
+        let request = ClientRequest::DtGet {
+            key: cart.to_string(),
+            r: self.read_quorum().into(),
+        };
+        match self.call(&node, request).await {
+            Outcome::Ok(ClientResponse::DtRead { items, context, .. }) => {
+                let items: Vec<String> = items.into_iter().map(|(item, _)| item).collect();
+                let op = Op::DtCartRead {
+                    cart: cart.to_string(),
+                    items: items.clone(),
+                };
+                self.record(Status::Ok, op, &node, None);
+                Some((items, context))
+            }
+            Outcome::Ok(other) => {
+                let outcome = Outcome::Info(format!("unexpected answer {other:?}"));
+                self.complete(&outcome, invoke, &node);
+                None
+            }
+            outcome => {
+                self.complete(&outcome, invoke, &node);
+                None
+            }
+        }
+    }
+
+    /// A recorded server-side cart operation: `op` with the context token `context`.
+    async fn dt_post(&mut self, cart: &str, recorded: Op, op: DtOp, context: String) {
+        let node = self.pick_node();
+        self.record(Status::Invoke, recorded.clone(), &node, None);
+        let w = self.write_quorum();
+        let request = ClientRequest::DtPost {
+            key: cart.to_string(),
+            context,
+            op,
+            w: w.into(),
+        };
+        let sent_ms = sim_now_ms();
+        let outcome = match self.call(&node, request).await {
+            Outcome::Ok(answer @ ClientResponse::Written { .. }) => Outcome::Ok(answer),
+            Outcome::Ok(other) => Outcome::Info(format!("unexpected answer {other:?}")),
+            outcome => outcome,
+        };
+        self.env.tally.record(w, sent_ms, &outcome);
+        self.complete(&outcome, recorded, &node);
+    }
+
+    /// An operation on a server-side cart (module docs).
+    async fn dt_cart_op(&mut self) {
+        let cart = {
+            let keys = &self.env.keys.dt_carts;
+            keys[self.rng.random_range(0..keys.len())].clone()
+        };
+        let roll: u32 = self.rng.random_range(0..100);
+        if roll < 55 {
+            let item = self.fresh("d");
+            let recorded = Op::DtCartAdd {
+                cart: cart.clone(),
+                item: item.clone(),
+            };
+            let op = DtOp::CartAdd { item, qty: 1 };
+            self.dt_post(&cart, recorded, op, String::new()).await;
+            return;
+        }
+        let Some((items, context)) = self.dt_read(&cart).await else {
+            return;
+        };
+        if roll < 75 || items.is_empty() {
+            return;
+        }
+        let item = items[self.rng.random_range(0..items.len())].clone();
+        let recorded = Op::DtCartRemove {
+            cart: cart.clone(),
+            item: item.clone(),
+        };
+        self.dt_post(&cart, recorded, DtOp::CartRemove { item }, context)
+            .await;
     }
 
     async fn cart_op(&mut self) {
@@ -453,6 +614,7 @@ impl Worker {
                     context,
                     value: Some(value),
                     w: w.into(),
+                    ttl_secs: None,
                 },
             )
             .await;
@@ -481,10 +643,11 @@ pub async fn client_main(env: ClientEnv) -> turmoil::Result {
         last_cart_add: std::collections::BTreeMap::new(),
     };
     while sim_now_ms() < worker.env.until_ms {
-        if worker.rng.random_bool(0.5) {
-            worker.register_op().await;
-        } else {
-            worker.cart_op().await;
+        match worker.rng.random_range(0..20) {
+            0..6 => worker.register_op().await,
+            6..11 => worker.cart_op().await,
+            11..16 => worker.dt_cart_op().await,
+            _ => worker.ttl_op().await,
         }
         let think = worker.rng.random_range(0..=THINK_MS_MAX);
         tokio::time::sleep(Duration::from_millis(think)).await;
@@ -494,7 +657,9 @@ pub async fn client_main(env: ClientEnv) -> turmoil::Result {
 
 /// The final-read client: reads every key with `r = all` through the coordinator (trying each
 /// member of the final layout, `nodes`, in turn until one answers) and records each as a final
-/// read of node [`yeskv_check::MERGED_NODE`].
+/// read of node [`yeskv_check::MERGED_NODE`], made when the answering request was sent: a
+/// register or cart key's sibling values, a server-side cart's items joined by `,` (no value
+/// when not found).
 pub async fn final_reads_main(
     nodes: Vec<NodeId>,
     keys: Keys,
@@ -506,10 +671,17 @@ pub async fn final_reads_main(
         let mut result = None;
         for attempt in 0..nodes.len() * 2 {
             let node = &nodes[(k + attempt) % nodes.len()];
-            let request = ClientRequest::Get {
-                key: key.clone(),
-                r: "all".into(),
+            let request = match keys.is_dt(key) {
+                false => ClientRequest::Get {
+                    key: key.clone(),
+                    r: "all".into(),
+                },
+                true => ClientRequest::DtGet {
+                    key: key.clone(),
+                    r: "all".into(),
+                },
             };
+            let sent_ms = sim_now_ms();
             let answer = rpc
                 .call(
                     &format!("{node}:{CLIENT_PORT}"),
@@ -519,7 +691,16 @@ pub async fn final_reads_main(
                 .await;
             match answer {
                 Ok(ClientResponse::Read { values, .. }) => {
-                    result = Some(values);
+                    result = Some((values, sent_ms));
+                    break;
+                }
+                Ok(ClientResponse::DtRead { found, items, .. }) => {
+                    let joined = items
+                        .into_iter()
+                        .map(|(item, _)| item)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    result = Some((if found { vec![joined] } else { Vec::new() }, sent_ms));
                     break;
                 }
                 other => {
@@ -532,13 +713,14 @@ pub async fn final_reads_main(
                 }
             }
         }
-        if let Some(values) = result {
+        if let Some((values, sent_ms)) = result {
             recorder.final_read(
                 sim_now_ms(),
                 yeskv_check::history::FinalRead {
                     key: key.clone(),
                     node: yeskv_check::MERGED_NODE.to_string(),
                     values,
+                    time_ms: Some(sent_ms),
                 },
             );
         }

@@ -397,6 +397,7 @@ fn cart_adds_survive_repeated_kill9() {
             key: cart.to_string(),
             node: "merged".into(),
             values,
+            time_ms: None,
         });
     }
     let options = yeskv_check::Options {

@@ -20,6 +20,38 @@ pub fn write_op(key: &str, value: &str, saw: &[&str]) -> Op {
         key: key.to_string(),
         value: value.to_string(),
         saw: strings(saw),
+        ttl_ms: None,
+    }
+}
+
+/// A write with a TTL of `ttl_ms`.
+pub fn ttl_write_op(key: &str, value: &str, saw: &[&str], ttl_ms: u64) -> Op {
+    Op::Write {
+        key: key.to_string(),
+        value: value.to_string(),
+        saw: strings(saw),
+        ttl_ms: Some(ttl_ms),
+    }
+}
+
+pub fn dt_add_op(cart: &str, item: &str) -> Op {
+    Op::DtCartAdd {
+        cart: cart.to_string(),
+        item: item.to_string(),
+    }
+}
+
+pub fn dt_remove_op(cart: &str, item: &str) -> Op {
+    Op::DtCartRemove {
+        cart: cart.to_string(),
+        item: item.to_string(),
+    }
+}
+
+pub fn dt_read_op(cart: &str, items: &[&str]) -> Op {
+    Op::DtCartRead {
+        cart: cart.to_string(),
+        items: strings(items),
     }
 }
 
@@ -68,6 +100,10 @@ impl Builder {
             Op::Read { key, .. } => Op::Read {
                 key,
                 values: Vec::new(),
+            },
+            Op::DtCartRead { cart, .. } => Op::DtCartRead {
+                cart,
+                items: Vec::new(),
             },
             other => other,
         };
@@ -120,8 +156,31 @@ impl Builder {
             key: key.to_string(),
             node: node.to_string(),
             values: strings(values),
+            time_ms: None,
         });
         self
+    }
+
+    /// A `merged` final read made at `time_ms`.
+    pub fn merged_at(&mut self, time_ms: u64, key: &str, values: &[&str]) -> &mut Self {
+        self.history.final_reads.push(FinalRead {
+            key: key.to_string(),
+            node: "merged".to_string(),
+            values: strings(values),
+            time_ms: Some(time_ms),
+        });
+        self
+    }
+
+    /// Lets `ms` pass before the next event.
+    pub fn sleep(&mut self, ms: u64) -> &mut Self {
+        self.time_ms += ms;
+        self
+    }
+
+    /// The time of the last event, ms.
+    pub fn now_ms(&self) -> u64 {
+        self.time_ms
     }
 
     pub fn merged(&mut self, key: &str, values: &[&str]) -> &mut Self {
