@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use yeskv_core::datatypes::{self, DtOp, DtValue};
@@ -17,8 +17,8 @@ use yeskv_core::keyspace::key_tag;
 use yeskv_core::Datatype;
 use yeskv_storage::Engine;
 
-use super::kv::{context_header, parse_context, parse_kv_path, parse_query, written};
-use super::{json_error, AppState, Serving, CONTEXT_HEADER, LAYOUT_VERSION_HEADER};
+use super::kv::{context_header, key_response, parse_context, parse_kv_path, parse_query, written};
+use super::{json_error, AppState, Serving, CONTEXT_HEADER};
 use crate::coordinator::{Write, WriteBody};
 use crate::error::Error;
 
@@ -32,15 +32,8 @@ pub(super) async fn dt<E: Engine>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut resp = match dt_inner(&state, method, uri, headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    resp.headers_mut().insert(
-        LAYOUT_VERSION_HEADER,
-        HeaderValue::from(state.coordinator.context().topology().layout_version()),
-    );
-    resp
+    let result = dt_inner(&state, method, uri, headers, body).await;
+    key_response(&state, result)
 }
 
 async fn dt_inner<E: Engine>(

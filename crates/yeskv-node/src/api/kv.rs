@@ -134,11 +134,17 @@ pub(super) async fn kv<E: Engine>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut resp = match kv_inner(&state, method, uri, headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    // Ring-aware clients refresh their copy of /v1/ring when this exceeds theirs.
+    let result = kv_inner(&state, method, uri, headers, body).await;
+    key_response(&state, result)
+}
+
+/// The response of a request on a key (`/v1/kv`, `/v1/dt`), with the layout version the node
+/// routes by: ring-aware clients refresh their copy of /v1/ring when it exceeds theirs.
+pub(super) fn key_response<E: Engine>(
+    state: &AppState<E>,
+    result: Result<Response, Error>,
+) -> Response {
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
     resp.headers_mut().insert(
         LAYOUT_VERSION_HEADER,
         HeaderValue::from(state.coordinator.context().topology().layout_version()),
