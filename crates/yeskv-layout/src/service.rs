@@ -14,6 +14,8 @@
 //!   node they are forwarded to it ([`Forward`]) and retried across elections until
 //!   `request_timeout_ms`. They return once this node has applied the change too, so a caller
 //!   reads its own writes;
+//! - **catching up**: [`LayoutService::catch_up`] asks the leader for its read index and waits
+//!   until this node applied it (a node does so when it starts, before it serves keys);
 //! - **the Raft transport**: [`LayoutService::handle`] answers a [`RaftRpc`] (the node calls it
 //!   from its own RPC server), [`LayoutService::serve`] runs a standalone server.
 //!
@@ -354,6 +356,27 @@ impl LayoutService {
         Ok(())
     }
 
+    /// Waits until this node has applied every change the layout group committed before the
+    /// call: asks the leader for its read index ([`Forward::ReadIndex`], forwarded and retried
+    /// like a change until `request_timeout_ms`) and waits to have applied it. Returns the index
+    /// reached. A node calls it when it starts, so that it does not serve keys by a layout
+    /// state (bucket properties) older than the cluster's; it fails when no leader answers in
+    /// time, and the caller then goes on with what it has (reads and writes never wait for a
+    /// leader for longer than that).
+    pub async fn catch_up(&self) -> Result<u64> {
+        let reply = self.inner.propose(Forward::ReadIndex).await?;
+        let applied = self.inner.publisher.state.borrow().applied_index;
+        if applied < reply.log_index {
+            return Err(Error::Raft {
+                reason: format!(
+                    "the leader's commit index is {} but this node applied only {applied} in time",
+                    reply.log_index
+                ),
+            });
+        }
+        Ok(applied)
+    }
+
     /// The properties of `bucket` in the state this node last applied (the defaults for a
     /// bucket never set). Never blocks, never needs a leader.
     pub fn bucket_props(&self, bucket: &[u8]) -> BucketProps {
@@ -587,6 +610,30 @@ impl Inner {
             Forward::SetBucket { bucket, props } => {
                 self.write(Command::SetBucket { bucket, props }).await
             }
+            Forward::ReadIndex => self.read_index().await,
+        }
+    }
+
+    /// The index of the last entry the leader (this node) committed, once a quorum confirmed
+    /// it still leads: what a node must have applied to know every change made before.
+    async fn read_index(&self) -> Result<ForwardReply, ForwardError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => {
+                let state = self.publisher.state.borrow().clone();
+                Ok(ForwardReply {
+                    log_index: read.map_or(0, |id| id.index),
+                    applied: crate::raft::Applied {
+                        version: state.state.version(),
+                        staged_revision: state.state.staged.revision,
+                    },
+                })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(not_leader(forward))
+            }
+            Err(error) => Err(ForwardError::Failed {
+                reason: error.to_string(),
+            }),
         }
     }
 

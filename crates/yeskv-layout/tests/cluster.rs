@@ -739,3 +739,51 @@ async fn bucket_properties_are_replicated_without_a_new_layout() {
         node.stop().await;
     }
 }
+
+/// `catch_up`: a node restarted after missing a change applies it before `catch_up` returns
+/// (its own log ends before it, so only the leader's read index tells it there is more); with
+/// no majority, `catch_up` fails by the request timeout instead of waiting for a leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_applies_what_a_restarted_node_missed_and_gives_up_without_a_leader() {
+    use yeskv_core::bucket::{BucketProps, Datatype};
+    init_tracing();
+    let tune = |c: LayoutConfig| LayoutConfig {
+        request_timeout_ms: 2_000,
+        learner_catch_up_timeout_ms: 1_000,
+        ..c
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let storages = [0, 1, 2].map(|i| StorageConfig::Directory(dirs[i].path().to_path_buf()));
+    let mut nodes = three_node_cluster_with(storages, tune).await;
+    nodes[2].stop().await;
+    let cart = BucketProps {
+        datatype: Some(Datatype::Cart),
+        ..BucketProps::default()
+    };
+    nodes[0]
+        .service
+        .set_bucket(b"carts".to_vec(), cart.clone())
+        .await
+        .expect("sets with n1 and n2");
+    let committed = nodes[0].service.state().applied_index;
+
+    nodes[2].restart_with(tune).await;
+    let reached = nodes[2].service.catch_up().await.expect("catches up");
+    assert!(reached >= committed, "{reached} < {committed}");
+    assert_eq!(nodes[2].service.bucket_props(b"carts"), cart);
+
+    // No majority: n1 alone cannot learn the commit index, and says so by the deadline.
+    nodes[1].stop().await;
+    nodes[2].stop().await;
+    let started = Instant::now();
+    let lonely = nodes[0].service.catch_up().await;
+    assert!(matches!(lonely, Err(Error::NoLeader { .. })), "{lonely:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    nodes[0].stop().await;
+}

@@ -9,9 +9,11 @@
 //! serving.
 //!
 //! Bucket properties are not part of the layout (changing them moves no epoch, so no new
-//! routing snapshot is built for them): they come from the layout service's *applied state*
-//! channel into the topology's [`BucketTable`] ([`ClusterTopology::buckets`], fed by
-//! [`BucketTable::follow`]), read without a lock by [`Topology::bucket_props`].
+//! routing snapshot is built for them), but they come on the same channel, the layout
+//! service's *applied states*: one task installs each state's buckets into the topology's
+//! [`BucketTable`] ([`ClusterTopology::buckets`]) and then its layout, so routing by a layout
+//! never pairs it with older bucket properties. [`Topology::bucket_props`] reads them without
+//! a lock.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use yeskv_core::NodeId;
-use yeskv_layout::Layout;
+use yeskv_layout::{AppliedState, Layout};
 
 use crate::topology::{BucketTable, Topology};
 
@@ -161,11 +163,16 @@ pub struct ClusterTopology {
 }
 
 impl ClusterTopology {
-    /// A topology for `local` that follows `layouts` (spawns a task on the current runtime)
-    /// and asks `liveness` whether a node is up.
+    /// A topology for `local` that follows the layout service's applied `states` (spawns a
+    /// task on the current runtime) and asks `liveness` whether a node is up.
+    ///
+    /// One task installs each state, its bucket properties before its layout: a request that
+    /// routes by a layout reads the bucket properties of that state or of a newer one, never
+    /// older (a node that has just been given its first layout never takes a typed bucket for
+    /// a plain one).
     pub fn follow(
         local: NodeId,
-        mut layouts: tokio::sync::watch::Receiver<Option<Arc<Layout>>>,
+        mut states: tokio::sync::watch::Receiver<Arc<AppliedState>>,
         liveness: Liveness,
     ) -> Arc<ClusterTopology> {
         let topology = Arc::new(ClusterTopology {
@@ -174,35 +181,43 @@ impl ClusterTopology {
             liveness,
             buckets: Arc::default(),
         });
-        let current = layouts.borrow_and_update().clone();
-        topology.install(current.as_deref());
+        let current = states.borrow_and_update().clone();
+        topology.install(&current);
         let weak = Arc::downgrade(&topology);
         tokio::spawn(async move {
-            while layouts.changed().await.is_ok() {
+            while states.changed().await.is_ok() {
                 let Some(t) = weak.upgrade() else { return };
-                let layout = layouts.borrow_and_update().clone();
-                t.install(layout.as_deref());
+                let applied = states.borrow_and_update().clone();
+                t.install(&applied);
             }
         });
         topology
     }
 
-    fn install(&self, layout: Option<&Layout>) {
-        if let Some(layout) = layout {
-            let snap = Arc::new(Snapshot::of(&self.local, layout));
-            tracing::info!(
-                version = snap.version,
-                epoch = snap.epoch,
-                moving = snap.moving.len(),
-                "routing by layout"
-            );
-            *self.snapshot.write() = Some(snap);
+    /// Installs `applied`: its buckets, then its layout if it is not the one routed by.
+    fn install(&self, applied: &AppliedState) {
+        self.buckets.install(applied);
+        let Some(layout) = applied.state.layout.as_deref() else {
+            return;
+        };
+        let unchanged = self
+            .snap()
+            .is_some_and(|s| s.version == layout.version && s.epoch == layout.epoch);
+        if unchanged {
+            return;
         }
+        let snap = Arc::new(Snapshot::of(&self.local, layout));
+        tracing::info!(
+            version = snap.version,
+            epoch = snap.epoch,
+            moving = snap.moving.len(),
+            "routing by layout"
+        );
+        *self.snapshot.write() = Some(snap);
     }
 
-    /// The bucket properties [`Topology::bucket_props`] answers from: empty (every bucket
-    /// plain) until something feeds it ([`BucketTable::follow`] the layout service's applied
-    /// states; the simulator runs without).
+    /// The bucket properties [`Topology::bucket_props`] answers from (installed with each
+    /// applied state; a node that changed a bucket also installs its own change at once).
     pub fn buckets(&self) -> &Arc<BucketTable> {
         &self.buckets
     }
@@ -311,5 +326,68 @@ mod tests {
         assert!(up(&n2));
         let later = optimistic_at_start(|_| Heard::NotYet, Duration::ZERO);
         assert!(!later(&n2), "after the grace the detector decides");
+    }
+
+    #[tokio::test]
+    async fn each_state_installs_its_buckets_with_its_layout() {
+        use yeskv_core::bucket::{BucketProps, Datatype};
+        use yeskv_layout::{Command, JoinSpec, LayoutState};
+
+        let n1 = NodeId::new("n1").expect("id");
+        let spec = JoinSpec {
+            zone: "z1".into(),
+            capacity: 1,
+            http: "127.0.0.1:1".into(),
+            peer: "127.0.0.1:2".into(),
+            region: "r1".into(),
+        };
+        let layout = Layout::bootstrap("c", 1, 16, n1.clone(), spec).expect("layout");
+        let cart = BucketProps {
+            datatype: Some(Datatype::Cart),
+            ..BucketProps::default()
+        };
+        let typed = LayoutState::default()
+            .apply(&Command::SetBucket {
+                bucket: b"carts".to_vec(),
+                props: cart.clone(),
+            })
+            .expect("applies");
+        let applied = |index: u64, state: LayoutState| {
+            Arc::new(AppliedState {
+                applied_index: index,
+                state,
+            })
+        };
+        // The node starts with no layout: every bucket is plain, nothing routes.
+        let (sender, receiver) = tokio::sync::watch::channel(applied(0, LayoutState::default()));
+        let topology = ClusterTopology::follow(n1.clone(), receiver, Arc::new(|_: &NodeId| true));
+        assert_eq!(topology.layout_version(), 0);
+        assert_eq!(topology.bucket_props(b"carts"), BucketProps::default());
+        // Its first layout comes in a state that also types a bucket: whoever sees the one
+        // sees the other.
+        let mut joined = typed.clone();
+        joined.layout = Some(Arc::new(layout.clone()));
+        sender.send_replace(applied(2, joined.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while topology.layout_version() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never installed");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(topology.bucket_props(b"carts"), cart);
+        assert_eq!(&*topology.preference(0), std::slice::from_ref(&n1));
+        // A bucket change alone leaves the routing snapshot as it was.
+        let before = topology.snap().expect("routing");
+        let plain = joined
+            .apply(&Command::SetBucket {
+                bucket: b"carts".to_vec(),
+                props: BucketProps::default(),
+            })
+            .expect("applies");
+        sender.send_replace(applied(3, plain));
+        while topology.bucket_props(b"carts") != BucketProps::default() {
+            assert!(tokio::time::Instant::now() < deadline, "never installed");
+            tokio::task::yield_now().await;
+        }
+        assert!(Arc::ptr_eq(&before, &topology.snap().expect("routing")));
     }
 }

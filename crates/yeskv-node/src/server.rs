@@ -12,7 +12,7 @@
 //! a clean-shutdown marker is written so the next start keeps the actor epoch.
 
 use std::future::Future;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,8 +74,7 @@ pub async fn run(
         },
         STARTUP_GRACE,
     );
-    let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe(), liveness);
-    topology.buckets().follow(layout.subscribe_state());
+    let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe_state(), liveness);
     let buckets = topology.buckets().clone();
 
     // Test-only: the chaos runner's delay and WAN rules on the node's internode calls.
@@ -114,6 +113,7 @@ pub async fn run(
         rpc_client,
         metrics,
     );
+    start_catch_up(&layout, &state);
     serve_http(&cfg, state, chaos, shutdown).await?;
 
     if let Err(e) = layout.shutdown().await {
@@ -248,6 +248,7 @@ fn app_state(
         http: cfg.http.to_string(),
         peer: cfg.peer.to_string(),
         serving: AtomicU8::new(Serving::Starting as u8),
+        caught_up: AtomicBool::new(false),
         metrics,
         started: Instant::now(),
         peer_stats: Box::new(move || rpc_client.stats()),
@@ -531,6 +532,39 @@ fn directory(membership: &Arc<Membership>) -> crate::api::Directory {
             region: m.region.clone(),
         })
     })
+}
+
+/// Serves keys once this node has a layout and has applied what the layout group had committed
+/// by then ([`AppState::keys_gate`]). Without a leader in the layout's request timeout, it
+/// serves by the state it has (a missing leader delays a node's start, never blocks its data
+/// path for longer).
+fn start_catch_up(layout: &LayoutService, state: &Arc<AppState<ServerEngine>>) {
+    let layout = layout.clone();
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut layouts = layout.subscribe();
+        if layouts.wait_for(Option::is_some).await.is_err() {
+            return;
+        }
+        let started = Instant::now();
+        match layout.catch_up().await {
+            Ok(index) => tracing::info!(
+                index,
+                ms = started.elapsed().as_millis() as u64,
+                "caught up with the layout group: serving keys"
+            ),
+            Err(e) => tracing::warn!(
+                applied = layout.state().applied_index,
+                error = %e,
+                "could not learn the layout group's commit index; serving keys by the layout \
+                 state applied here"
+            ),
+        }
+        // Bucket properties come from the state applied now, even if the task that installs
+        // states has not run since.
+        state.buckets.install(&layout.state());
+        state.set_caught_up();
+    });
 }
 
 /// Serves the client HTTP API until `shutdown` resolves, then drains (module docs).

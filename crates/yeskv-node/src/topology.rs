@@ -97,9 +97,9 @@ struct InstalledBuckets {
 /// beyond arc-swap's per-thread debt slot) and look the bucket up in a `BTreeMap`. A new table
 /// is built only when an applied state's buckets differ from the installed ones (bucket changes
 /// are operator actions: rare) and swapped in whole. Two paths install: the task of
-/// [`BucketTable::follow`], on every state the layout service publishes, and the node that made
-/// a change, at once after the change applied ([`BucketTable::install`]), so that it reads its
-/// own write. An older state never replaces a newer one.
+/// [`crate::cluster::ClusterTopology::follow`], on every state the layout service publishes, and
+/// the node that made a change, at once after the change applied ([`BucketTable::install`]), so
+/// that it reads its own write. An older state never replaces a newer one.
 #[derive(Default)]
 pub struct BucketTable {
     current: ArcSwap<InstalledBuckets>,
@@ -152,21 +152,6 @@ impl BucketTable {
             applied_index: current.applied_index,
             buckets,
         }));
-    }
-
-    /// Installs the current state of `states` now, then every state it publishes (a task on
-    /// the current runtime, ending with the channel or the table).
-    pub fn follow(self: &Arc<Self>, mut states: tokio::sync::watch::Receiver<Arc<AppliedState>>) {
-        let current = states.borrow_and_update().clone();
-        self.install(&current);
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            while states.changed().await.is_ok() {
-                let Some(table) = weak.upgrade() else { return };
-                let applied = states.borrow_and_update().clone();
-                table.install(&applied);
-            }
-        });
     }
 }
 
@@ -286,35 +271,5 @@ mod tests {
         assert_eq!(table.props(b"likes"), counter);
         table.install(&applied(8, &LayoutState::default()));
         assert_eq!(table.props(b"likes"), BucketProps::default());
-    }
-
-    #[tokio::test]
-    async fn follow_installs_the_current_state_at_once_and_then_each_new_one() {
-        let lww = BucketProps {
-            conflict: yeskv_core::bucket::Conflict::Lww,
-            ..BucketProps::default()
-        };
-        let first = LayoutState::default()
-            .apply(&Command::SetBucket {
-                bucket: b"a".to_vec(),
-                props: lww.clone(),
-            })
-            .expect("applies");
-        let (sender, receiver) = tokio::sync::watch::channel(Arc::new(applied(3, &first)));
-        let table = Arc::new(BucketTable::default());
-        table.follow(receiver);
-        assert_eq!(table.props(b"a"), lww, "installed before follow returns");
-        let second = first
-            .apply(&Command::SetBucket {
-                bucket: b"b".to_vec(),
-                props: lww.clone(),
-            })
-            .expect("applies");
-        sender.send_replace(Arc::new(applied(4, &second)));
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        while table.props(b"b") != lww {
-            assert!(tokio::time::Instant::now() < deadline, "never installed");
-            tokio::task::yield_now().await;
-        }
     }
 }

@@ -33,15 +33,14 @@
 //!   driver sets the server-side cart bucket's data type before the nodes start, as an
 //!   operator's `PUT /v1/buckets/{bucket}` would before the bucket is used).
 //!
-//! Every node follows the cell through a `watch` channel with the product's
-//! [`ClusterTopology::follow`], exactly as a node follows the layouts its layout service applies:
+//! Every node follows the cell's applied states ([`yeskv_layout::AppliedState`], numbered in the
+//! order they were applied, as by a log's index) through a `watch` channel with the product's
+//! [`ClusterTopology::follow`], exactly as a node follows the states its layout service applies:
 //! the same per-epoch snapshots give preference lists, fallbacks, data holders, write sets and the
-//! partitions the node is syncing. A new epoch is installed by a task of the node's host the next
-//! time that host runs, so for a moment nodes route by different epochs (view skew as in
-//! production, if shorter: Raft's apply lag across nodes is not modelled). Each node's bucket
-//! table follows the applied states ([`yeskv_layout::AppliedState`], numbered in the order
-//! they were applied, as by a log's index) with the product's `BucketTable::follow`, as a node follows its
-//! layout service's: a state is published to it only when the buckets change.
+//! partitions the node is syncing, and each state's bucket properties come with its layout. A
+//! new state is installed by a task of the node's host the next time that host runs, so for a
+//! moment nodes route by different epochs (view skew as in production, if shorter: Raft's apply
+//! lag across nodes is not modelled).
 //!
 //! ## Liveness
 //!
@@ -314,9 +313,7 @@ impl LayoutCell {
     /// A topology of `local` that follows this cell, asking `liveness` who is up; its bucket
     /// table follows the buckets' properties (a task of the calling host).
     pub fn topology(&self, local: NodeId, liveness: Liveness) -> Arc<ClusterTopology> {
-        let topology = ClusterTopology::follow(local, self.subscribe(), liveness);
-        topology.buckets().follow(self.states.subscribe());
-        topology
+        ClusterTopology::follow(local, self.states.subscribe(), liveness)
     }
 
     /// Applies `Command::SetBucket`: `bucket`'s properties are `props` on every node from the
@@ -433,7 +430,7 @@ impl LayoutCell {
     }
 
     /// Makes `state` current (one more command applied) and hands its layout to every node,
-    /// and its buckets if they changed.
+    /// with its buckets.
     fn install(&self, cell: &mut Cell, state: LayoutState) {
         cell.applied_index += 1;
         if let Some(layout) = state.layout.clone() {
@@ -442,12 +439,10 @@ impl LayoutCell {
             // node started later reads it).
             self.layouts.send_replace(Some(layout));
         }
-        if state.buckets != cell.state.buckets {
-            self.states.send_replace(Arc::new(AppliedState {
-                applied_index: cell.applied_index,
-                state: state.clone(),
-            }));
-        }
+        self.states.send_replace(Arc::new(AppliedState {
+            applied_index: cell.applied_index,
+            state: state.clone(),
+        }));
         cell.state = state;
     }
 }

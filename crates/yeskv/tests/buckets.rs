@@ -2,7 +2,9 @@
 //! across a restart; a `PUT` keeps the fields it does not name and refuses unknown fields and
 //! bad values (`400`); the data type of a bucket that holds a key (a tombstone too) cannot
 //! change (`409`), of an empty one it can; a member that cannot be asked makes a type change
-//! `503`. And the CLI's `yeskv bucket set/get`.
+//! `503`. A restarted node serves only once it has caught up with changes it missed, a node not
+//! in the layout serves no key, a joined one serves by the types it was given with its layout.
+//! And the CLI's `yeskv bucket set/get`.
 
 mod support;
 
@@ -214,4 +216,51 @@ fn bucket_properties_are_cluster_wide_checked_and_durable() {
     // Changes that keep the type need no member but the layout's majority.
     let (status, error) = set(&addrs[0], "empty", r#"{"conflict": "lww"}"#);
     assert_eq!(status, 204, "{error}");
+
+    // The killed node missed that change: its own layout log ends before it. It answers its
+    // health (and so serves keys) only once it has caught up with the layout group's commit
+    // index, so its first answer already has the change.
+    c.nodes[2].restart();
+    assert_eq!(props(&addrs[2], "empty")["conflict"], "lww");
+
+    // A node that is not in the layout yet serves no key (it knows no bucket's type: it
+    // would take the set bucket for a plain one and store raw bytes in it); it answers its
+    // health, so that it can be joined.
+    let seed = c.nodes[0]
+        .args
+        .iter()
+        .skip_while(|a| *a != "--peer")
+        .nth(1)
+        .expect("n1's peer address")
+        .clone();
+    let n4 = support::Node::start(
+        &dir.path().join("n4"),
+        &["--node-id", "n4", "--zone", "a", "--seed", &seed],
+    );
+    for (method, path) in [("GET", "/v1/dt/likes/k"), ("PUT", "/v1/kv/likes/k")] {
+        let resp = n4.req(method, path, &[], b"raw bytes");
+        assert_eq!(resp.status, 503, "{method} {path}: {}", resp.text());
+        assert!(
+            resp.text().contains("not in the cluster's layout"),
+            "{}",
+            resp.text()
+        );
+    }
+    let join = json!({ "nodes": ["n4"] }).to_string();
+    wait_until("n4 in n1's gossip view", WAIT, || {
+        request(&addrs[0], "POST", "/v1/cluster/join", &[], join.as_bytes()).status == 200
+    });
+    let commit = request(&addrs[0], "POST", "/v1/cluster/commit", &[], b"");
+    assert_eq!(commit.status, 200, "{}", commit.text());
+    // Once it serves keys, it serves them by the set type it was given with its layout.
+    let mut first = None;
+    wait_until("n4 serves keys", WAIT, || {
+        let resp = n4.req("GET", "/v1/dt/likes/never-written", &[], b"");
+        let serving = resp.status != 503;
+        first = Some(resp);
+        serving
+    });
+    let first = first.expect("answered");
+    assert_eq!(first.status, 404, "{}", first.text());
+    assert_eq!(props(&n4.http, "likes")["datatype"], "set");
 }

@@ -116,6 +116,10 @@ pub enum Forward {
         /// Its new properties (all of them).
         props: BucketProps,
     },
+    /// Nothing to change: the leader confirms it still leads and answers the index of its last
+    /// committed entry (Raft's read index), which the caller then waits to have applied
+    /// ([`crate::LayoutService::catch_up`]).
+    ReadIndex,
 }
 
 /// The leader's answer to a [`Forward`] that was applied.

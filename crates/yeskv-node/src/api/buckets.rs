@@ -93,6 +93,10 @@ async fn put<E: Engine>(
         .await
         .map_err(|_| too_large())?;
     let patch = parse_patch(&body)?;
+    // Patch the cluster's current properties, not a state this node applied long ago: catch
+    // up with the layout group first (the change needs its leader anyway).
+    state.layout.catch_up().await.map_err(layout_error)?;
+    state.buckets.install(&state.layout.state());
     let ctx = state.coordinator.context();
     let current = ctx.topology().bucket_props(&bucket);
     let next = current

@@ -18,7 +18,7 @@ use yeskv_core::Datatype;
 use yeskv_storage::Engine;
 
 use super::kv::{context_header, key_response, parse_context, parse_kv_path, parse_query, written};
-use super::{json_error, AppState, Serving, CONTEXT_HEADER};
+use super::{json_error, AppState, CONTEXT_HEADER};
 use crate::coordinator::{Write, WriteBody};
 use crate::error::Error;
 
@@ -43,9 +43,7 @@ async fn dt_inner<E: Engine>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    if state.serving() == Serving::Starting {
-        return Err(Error::NotServing("starting"));
-    }
+    state.keys_gate()?;
     let (bucket, key) = parse_kv_path(&uri, &state.limits)?;
     let query = parse_query(&uri, &method)?;
     if query.touch {

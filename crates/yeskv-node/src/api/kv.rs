@@ -17,7 +17,7 @@ use yeskv_core::keyspace::key_tag;
 use yeskv_core::{CausalContext, Conflict, Object, Quorum};
 use yeskv_storage::Engine;
 
-use super::{json_error, AppState, Serving, CONTEXT_HEADER, LAYOUT_VERSION_HEADER};
+use super::{json_error, AppState, CONTEXT_HEADER, LAYOUT_VERSION_HEADER};
 use crate::config::{Limits, TTL_SECS_MAX};
 use crate::coordinator::{Write, WriteBody, Written};
 use crate::error::Error;
@@ -159,9 +159,7 @@ async fn kv_inner<E: Engine>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    if state.serving() == Serving::Starting {
-        return Err(Error::NotServing("starting"));
-    }
+    state.keys_gate()?;
     let (bucket, key) = parse_kv_path(&uri, &state.limits)?;
     let query = parse_query(&uri, &method)?;
     let tag = key_tag(&bucket, &key);

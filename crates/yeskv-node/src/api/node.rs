@@ -299,9 +299,15 @@ pub(super) async fn compact<E: Engine>(State(state): State<Arc<AppState<E>>>) ->
     }
 }
 
-/// `GET /v1/health`: `200` while serving, `503` while starting or draining.
+/// `GET /v1/health`: `200` while serving, `503` while starting, catching up with the layout
+/// ([`AppState::catching_up`]) or draining.
 pub(super) async fn health<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     match state.serving() {
+        Serving::Serving if state.catching_up() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "catching-up" })),
+        )
+            .into_response(),
         Serving::Serving => {
             (StatusCode::OK, axum::Json(json!({ "status": "serving" }))).into_response()
         }

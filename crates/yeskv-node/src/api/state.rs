@@ -1,7 +1,7 @@
 //! What every HTTP handler shares: the node's coordinator, its layout and membership, limits and
 //! identity, the serving state.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,6 +46,9 @@ pub struct AppState<E: Engine> {
     pub peer: String,
     /// Serving state.
     pub serving: AtomicU8,
+    /// Whether this node has caught up with the layout group since it started (see
+    /// [`AppState::keys_gate`]).
+    pub caught_up: AtomicBool,
     /// Prometheus renderer, if this process installed one.
     pub metrics: Option<PrometheusHandle>,
     /// When the node started.
@@ -78,5 +81,40 @@ impl<E: Engine> AppState<E> {
     /// Changes the serving state.
     pub fn set_serving(&self, s: Serving) {
         self.serving.store(s as u8, Ordering::Release);
+    }
+
+    /// Whether this node may serve a request on a key now, and why not. Not while it starts,
+    /// not before it is given a layout (a node waiting to be joined owns nothing and knows no
+    /// bucket's type), and not before it has caught up with the layout group's commit index
+    /// learned at start ([`yeskv_layout::LayoutService::catch_up`], bounded by the layout's
+    /// request timeout): a node restarted or rejoined after a bucket was typed would otherwise
+    /// take it for a plain bucket for a moment, and store raw bytes in a cart bucket.
+    pub fn keys_gate(&self) -> Result<(), crate::error::Error> {
+        use crate::error::Error;
+        match self.serving() {
+            Serving::Starting => return Err(Error::NotServing("starting")),
+            Serving::Serving | Serving::Draining => {}
+        }
+        if self.coordinator.context().topology().layout_version() == 0 {
+            return Err(Error::NotServing(
+                "not in the cluster's layout yet (join it with POST /v1/cluster/join)",
+            ));
+        }
+        if !self.caught_up.load(Ordering::Acquire) {
+            return Err(Error::NotServing("catching up with the cluster's layout"));
+        }
+        Ok(())
+    }
+
+    /// Marks this node caught up with the layout group (keys are served from now on).
+    pub fn set_caught_up(&self) {
+        self.caught_up.store(true, Ordering::Release);
+    }
+
+    /// Whether the node has a layout but has not caught up with it yet (`/v1/health` answers
+    /// `503 catching-up` then; with no layout it answers `200`, so that it can be joined).
+    pub fn catching_up(&self) -> bool {
+        !self.caught_up.load(Ordering::Acquire)
+            && self.coordinator.context().topology().layout_version() > 0
     }
 }
