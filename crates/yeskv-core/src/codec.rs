@@ -21,16 +21,25 @@
 //! written_at_ms, optional expires_at_ms, optional value). Integers are LEB128 varints; strings and values are
 //! length-prefixed.
 //!
-//! ## Causal context token (format 1)
-//! `base64url(no padding)` of `[format=1][key tag u32 LE][seen vv][loose dots][CRC32C u32 LE]`.
-//! The key tag binds a token to the key it was issued for, so a token from another key is refused;
-//! the checksum makes tampered or truncated tokens fail.
+//! ## Causal context token (format 2)
+//! `base64url(no padding)` of `[format=2][key tag u32 LE][seen vv][loose dots][MAC]`, where MAC
+//! is the first [`TOKEN_MAC_BYTES`] bytes of HMAC-SHA256 over everything before it, under the
+//! cluster's context subkey ([`crate::keyring`], [`crate::keyring::Purpose::Contexts`]). The key
+//! tag binds a token to the key it was issued for, so a token from another key is refused; the
+//! MAC makes a tampered, truncated or forged token fail (a client cannot make up a clock). A
+//! token is checked against every key of the ring (primary first), so tokens signed before a
+//! rotation stay valid while their key is in the ring. Format 1 (a CRC32C instead of the MAC,
+//! forgeable by anyone) is refused.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
 use crate::causality::{Actor, CausalContext, Dot, NodeId, VersionVector};
 use crate::error::Error;
+use crate::keyring::Subkeys;
 use crate::object::{Object, Sibling, Version};
 
 /// Format version of stored records written by this build.
@@ -38,7 +47,10 @@ pub const RECORD_FORMAT: u8 = 1;
 /// Bytes before the object body in a stored record.
 pub const RECORD_HEADER_LEN: usize = 13;
 /// Format version of causal context tokens issued by this build.
-pub const TOKEN_FORMAT: u8 = 1;
+pub const TOKEN_FORMAT: u8 = 2;
+/// Bytes of a token's MAC: a truncated HMAC-SHA256 (128 bits: a forger's chance per try is
+/// 2^-128).
+pub const TOKEN_MAC_BYTES: usize = 16;
 /// Most actors a write may leave in a key's clock, and so in a context token: a write past it
 /// is refused before anything is stored. Real clocks hold a few: one actor per primary and
 /// actor epoch, one per stand-in hint lifetime (an outage), not per write.
@@ -376,9 +388,10 @@ pub fn decode_record(record: &[u8]) -> Result<Object, Error> {
     })
 }
 
-/// Encodes a causal context as an opaque token bound to a key (by `key_tag`).
-pub fn encode_token(ctx: &CausalContext, key_tag: u32) -> String {
-    let mut out = Vec::with_capacity(16 + 24 * (ctx.seen.len() + ctx.dots.len()));
+/// Encodes a causal context as an opaque token bound to a key (by `key_tag`), signed with the
+/// primary of `keys`.
+pub fn encode_token(ctx: &CausalContext, key_tag: u32, keys: &Subkeys) -> String {
+    let mut out = Vec::with_capacity(24 + 24 * (ctx.seen.len() + ctx.dots.len()));
     out.push(TOKEN_FORMAT);
     out.extend_from_slice(&key_tag.to_le_bytes());
     put_vv(&mut out, &ctx.seen);
@@ -387,14 +400,21 @@ pub fn encode_token(ctx: &CausalContext, key_tag: u32) -> String {
         put_actor(&mut out, &d.actor);
         put_varint(&mut out, d.counter);
     }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    let mac = token_mac(keys.primary(), &out).finalize().into_bytes();
+    out.extend_from_slice(&mac[..TOKEN_MAC_BYTES]);
     URL_SAFE_NO_PAD.encode(out)
 }
 
-/// Decodes a token issued for the key with `key_tag`. Any malformed, tampered, truncated or
-/// foreign token is an [`Error::InvalidContext`].
-pub fn decode_token(token: &str, key_tag: u32) -> Result<CausalContext, Error> {
+fn token_mac(key: &[u8], body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(body);
+    mac
+}
+
+/// Decodes a token issued for the key with `key_tag` under one of `keys`. Any malformed,
+/// tampered, truncated, forged or foreign token is an [`Error::InvalidContext`]; nothing of a
+/// token is parsed before its MAC is verified (in constant time).
+pub fn decode_token(token: &str, key_tag: u32, keys: &Subkeys) -> Result<CausalContext, Error> {
     let invalid = |m: &str| Error::InvalidContext(m.to_string());
     if token.len() > TOKEN_LEN_MAX {
         return Err(invalid("token too long"));
@@ -402,17 +422,25 @@ pub fn decode_token(token: &str, key_tag: u32) -> Result<CausalContext, Error> {
     let raw = URL_SAFE_NO_PAD
         .decode(token.trim())
         .map_err(|_| invalid("not base64url"))?;
-    if raw.len() < 1 + 4 + 4 {
+    if raw.len() < 1 + 4 + TOKEN_MAC_BYTES {
         return Err(invalid("token too short"));
     }
-    let (body, crc) = raw.split_at(raw.len() - 4);
-    let mut crc_bytes = [0u8; 4];
-    crc_bytes.copy_from_slice(crc);
-    if crc32c::crc32c(body) != u32::from_le_bytes(crc_bytes) {
-        return Err(invalid("checksum mismatch (token altered or truncated)"));
+    if raw[0] != TOKEN_FORMAT {
+        return Err(invalid(&format!(
+            "unknown token format {} (tokens of format 1 were not signed: read the key again)",
+            raw[0]
+        )));
     }
-    if body[0] != TOKEN_FORMAT {
-        return Err(invalid(&format!("unknown token format {}", body[0])));
+    let (body, mac) = raw.split_at(raw.len() - TOKEN_MAC_BYTES);
+    let signed = keys
+        .all()
+        .iter()
+        .any(|key| token_mac(key, body).verify_truncated_left(mac).is_ok());
+    if !signed {
+        return Err(invalid(
+            "signature mismatch (token altered, truncated, forged, or signed by a key no \
+             longer in the cluster keyring)",
+        ));
     }
     let mut tag = [0u8; 4];
     tag.copy_from_slice(&body[1..5]);
@@ -443,6 +471,11 @@ pub fn decode_token(token: &str, key_tag: u32) -> Result<CausalContext, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyring::{Keyring, Purpose};
+
+    fn keys() -> Subkeys {
+        Keyring::unkeyed("test").derive(Purpose::Contexts)
+    }
 
     fn sample() -> Object {
         let a = Actor::new(NodeId::new("n1").expect("valid"), 42);
@@ -476,14 +509,14 @@ mod tests {
                 counter: crate::causality::COUNTER_MAX,
             });
         }
-        let token = encode_token(&ctx, 7);
+        let token = encode_token(&ctx, 7, &keys());
         assert!(token.len() <= TOKEN_LEN_MAX, "{} characters", token.len());
-        let back = decode_token(&token, 7).expect("decodes");
+        let back = decode_token(&token, 7, &keys()).expect("decodes");
         assert_eq!(back.seen.len(), CLOCK_ACTORS_MAX);
 
         ctx.seen.raise(&actor(CLOCK_ACTORS_MAX), 1);
-        let token = encode_token(&ctx, 7);
-        assert!(decode_token(&token, 7).is_err());
+        let token = encode_token(&ctx, 7, &keys());
+        assert!(decode_token(&token, 7, &keys()).is_err());
     }
 
     #[test]
@@ -528,14 +561,14 @@ mod tests {
     #[test]
     fn token_round_trip_and_key_binding() {
         let ctx = sample().context();
-        let t = encode_token(&ctx, 17);
-        assert_eq!(decode_token(&t, 17).expect("decodes"), ctx);
+        let t = encode_token(&ctx, 17, &keys());
+        assert_eq!(decode_token(&t, 17, &keys()).expect("decodes"), ctx);
         assert!(matches!(
-            decode_token(&t, 18),
+            decode_token(&t, 18, &keys()),
             Err(Error::InvalidContext(_))
         ));
-        assert!(decode_token("garbage!", 17).is_err());
-        assert!(decode_token("", 17).is_err());
+        assert!(decode_token("garbage!", 17, &keys()).is_err());
+        assert!(decode_token("", 17, &keys()).is_err());
     }
 
     /// A context naming a counter no actor can reach (forged: `u64::MAX` would wrap the next
@@ -545,9 +578,9 @@ mod tests {
         let actor = Actor::new(NodeId::new("n9").expect("id"), 1);
         let mut seen = CausalContext::empty();
         seen.seen.raise(&actor, u64::MAX);
-        let t = encode_token(&seen, 17);
+        let t = encode_token(&seen, 17, &keys());
         assert!(matches!(
-            decode_token(&t, 17),
+            decode_token(&t, 17, &keys()),
             Err(Error::InvalidContext(_))
         ));
         let loose = CausalContext {
@@ -557,14 +590,72 @@ mod tests {
                 counter: crate::causality::COUNTER_MAX + 1,
             }],
         };
-        let t = encode_token(&loose, 17);
+        let t = encode_token(&loose, 17, &keys());
         assert!(matches!(
-            decode_token(&t, 17),
+            decode_token(&t, 17, &keys()),
             Err(Error::InvalidContext(_))
         ));
         let mut fine = CausalContext::empty();
         fine.seen.raise(&actor, crate::causality::COUNTER_MAX);
-        let t = encode_token(&fine, 17);
-        assert_eq!(decode_token(&t, 17).expect("decodes"), fine);
+        let t = encode_token(&fine, 17, &keys());
+        assert_eq!(decode_token(&t, 17, &keys()).expect("decodes"), fine);
+    }
+
+    /// Changing any bit of a token, or cutting it short, makes it fail: the MAC covers every
+    /// byte before it, and the MAC itself is compared whole.
+    #[test]
+    fn every_flipped_bit_of_a_token_is_refused() {
+        let token = encode_token(&sample().context(), 17, &keys());
+        let raw = URL_SAFE_NO_PAD.decode(&token).expect("base64");
+        for i in 0..raw.len() {
+            for bit in 0..8 {
+                let mut bad = raw.clone();
+                bad[i] ^= 1 << bit;
+                let bad = URL_SAFE_NO_PAD.encode(&bad);
+                assert!(
+                    decode_token(&bad, 17, &keys()).is_err(),
+                    "byte {i} bit {bit}"
+                );
+            }
+        }
+        for cut in 1..raw.len() {
+            let short = URL_SAFE_NO_PAD.encode(&raw[..raw.len() - cut]);
+            assert!(decode_token(&short, 17, &keys()).is_err(), "cut {cut}");
+        }
+    }
+
+    /// A token signed by another cluster's key (or the unsigned format 1) is refused; after a
+    /// rotation the old key's tokens are accepted while it is in the ring, and refused once it
+    /// is dropped.
+    #[test]
+    fn tokens_follow_the_keyring_through_a_rotation() {
+        let old = Keyring::new(vec![[1; 32]]).expect("ring");
+        let ctx = sample().context();
+        let signed_old = encode_token(&ctx, 3, &old.derive(Purpose::Contexts));
+        assert!(decode_token(&signed_old, 3, &keys()).is_err());
+
+        let both = old.with_primary([2; 32]).expect("room");
+        let contexts = both.derive(Purpose::Contexts);
+        assert_eq!(
+            decode_token(&signed_old, 3, &contexts).expect("old key"),
+            ctx
+        );
+        let signed_new = encode_token(&ctx, 3, &contexts);
+        assert_ne!(signed_new, signed_old);
+
+        let new_only = Keyring::new(vec![[2; 32]])
+            .expect("ring")
+            .derive(Purpose::Contexts);
+        assert_eq!(
+            decode_token(&signed_new, 3, &new_only).expect("new key"),
+            ctx
+        );
+        let refused = decode_token(&signed_old, 3, &new_only).unwrap_err();
+        assert!(refused.to_string().contains("signature"), "{refused}");
+
+        let mut v1 = URL_SAFE_NO_PAD.decode(&signed_new).expect("base64");
+        v1[0] = 1;
+        let refused = decode_token(&URL_SAFE_NO_PAD.encode(v1), 3, &new_only).unwrap_err();
+        assert!(refused.to_string().contains("format 1"), "{refused}");
     }
 }

@@ -11,6 +11,8 @@
 //!   the replica has seen. Client writes (`update`) and replica merges (`sync`) live here.
 //! - [`codec`]: the versioned, checksummed binary encodings of objects (on disk and, later, on the
 //!   wire) and of the opaque causal context token handed to clients.
+//! - [`keyring`]: the cluster keyring (rotation) and the subkeys that sign context tokens and
+//!   encrypt gossip.
 //! - [`keyspace`]: the stable key hash, key → partition, and the storage key layout.
 //! - [`placement`]: the layout: partition → replicas, zone-spread, balanced, fewest moves.
 //! - [`tictac`]: Tictac trees for active anti-entropy (Riak 3): per partition replica, fixed
@@ -26,6 +28,7 @@ pub mod causality;
 pub mod codec;
 pub mod datatypes;
 pub mod error;
+pub mod keyring;
 pub mod keyspace;
 pub mod object;
 pub mod placement;

@@ -6,6 +6,11 @@
 
 use proptest::prelude::*;
 use yeskv_core::codec::{decode_record, decode_token, encode_record, encode_token, record_len};
+use yeskv_core::keyring::{Keyring, Purpose, Subkeys};
+
+fn keys() -> Subkeys {
+    Keyring::unkeyed("laws").derive(Purpose::Contexts)
+}
 use yeskv_core::{CausalContext, Version};
 
 mod support;
@@ -49,6 +54,36 @@ proptest! {
         }
         prop_assert!(target.siblings().iter().any(|x| x.dot == dot));
         prop_assert_eq!(target.siblings().len(), before.siblings().iter().filter(|s| !ctx.covers(&s.dot)).count() + 1);
+    }
+
+    /// A context clamped to an object's clock covers exactly the object's events it covered
+    /// before, and a write made with it never raises the clock of any actor but the writer's:
+    /// whatever a context claims (another replica's history, a forgery), the object claims no
+    /// event it does not have.
+    #[test]
+    fn a_clamped_context_claims_nothing_the_object_has_not_seen(r in objects(false), at in 0u8..3, from in 0u8..3) {
+        let mut target = r[at as usize].clone();
+        let mut claimed = r[from as usize].context();
+        // A claim far beyond any write, for an actor the target knows and one it does not.
+        claimed.seen.raise(&actor(at), 1 << 40);
+        claimed.seen.raise(&actor(7), 1 << 40);
+        let clamped = claimed.clamped_to(target.clock());
+        prop_assert!(target.clock().descends(&clamped.seen));
+        for d in &clamped.dots {
+            prop_assert!(target.clock().contains(d));
+        }
+        for s in target.siblings() {
+            prop_assert_eq!(clamped.covers(&s.dot), claimed.covers(&s.dot));
+        }
+        let before = target.clock().clone();
+        let writer = actor((at + 1) % 3);
+        let dot = target.update(&clamped, &writer, Version::value(b"w".to_vec(), 0, None), 0);
+        prop_assert_eq!(dot.counter, before.get(&writer) + 1);
+        for (a, counter) in target.clock().iter() {
+            if a != &writer {
+                prop_assert_eq!(counter, before.get(a), "actor {:?}", a);
+            }
+        }
     }
 
     #[test]
@@ -103,20 +138,38 @@ proptest! {
     #[test]
     fn token_round_trips(r in objects(false), tag in any::<u32>()) {
         let ctx = r[1].context();
-        let t = encode_token(&ctx, tag);
-        prop_assert_eq!(decode_token(&t, tag).expect("round trip"), ctx);
+        let t = encode_token(&ctx, tag, &keys());
+        prop_assert_eq!(decode_token(&t, tag, &keys()).expect("round trip"), ctx);
+    }
+
+    /// Changing any byte of a token (to any other value) makes it invalid: a client cannot
+    /// edit the clock it was given.
+    #[test]
+    fn tampered_tokens_are_refused(
+        r in objects(false),
+        tag in any::<u32>(),
+        at in any::<proptest::sample::Index>(),
+        flip in 1u8..=255,
+    ) {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let t = encode_token(&r[1].context(), tag, &keys());
+        let mut raw = engine.decode(&t).expect("base64");
+        let i = at.index(raw.len());
+        raw[i] ^= flip;
+        prop_assert!(decode_token(&engine.encode(&raw), tag, &keys()).is_err());
     }
 
     #[test]
     fn garbage_tokens_are_errors(s in ".{0,200}", tag in any::<u32>()) {
-        let _ = decode_token(&s, tag); // must not panic
+        let _ = decode_token(&s, tag, &keys()); // must not panic
     }
 
     #[test]
     fn garbage_bytes_tokens_are_errors(b in proptest::collection::vec(any::<u8>(), 0..200), tag in any::<u32>()) {
         use base64::Engine as _;
         let t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&b);
-        prop_assert!(decode_token(&t, tag).is_err());
+        prop_assert!(decode_token(&t, tag, &keys()).is_err());
     }
 
     #[test]

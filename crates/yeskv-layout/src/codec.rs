@@ -15,7 +15,7 @@
 //!   and keeps a decoder for the old one (the fixture tests pin the bytes of each). Format 1 had
 //!   no layout epoch and no transitions, format 2 no regions (members' and join specs' `region`,
 //!   the layout's and the staging's replication per region), format 3 no bucket properties
-//!   (the state's `buckets`); all are still read ([`reading_format`] tells the decoders which
+//!   (the state's `buckets`), format 4 no API keys (the state's `keys`); all are still read ([`reading_format`] tells the decoders which
 //!   schema they are reading) and never written.
 //! - postcard is compact and not self-describing: the format byte is what names the schema.
 //! - A checksum failure or a payload that does not decode is [`LayoutError::Corrupt`]; decoding
@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::error::LayoutError;
 
 /// The format byte this build writes (and the newest it reads).
-pub const FORMAT: u8 = 4;
+pub const FORMAT: u8 = 5;
 
 /// The oldest format this build reads.
 pub const FORMAT_MIN: u8 = 1;
@@ -95,8 +95,8 @@ mod tests {
     #[test]
     fn round_trip_and_fixture() {
         let sealed = seal(&(7u64, "z".to_string())).expect("encodes");
-        // format 4, varint 7, string of length 1 "z", crc32c LE.
-        assert_eq!(&sealed[..4], &[4, 7, 1, b'z']);
+        // format 5, varint 7, string of length 1 "z", crc32c LE.
+        assert_eq!(&sealed[..4], &[5, 7, 1, b'z']);
         assert_eq!(sealed.len(), 8);
         let back: (u64, String) = open(&sealed).expect("decodes");
         assert_eq!(back, (7, "z".to_string()));
@@ -114,7 +114,7 @@ mod tests {
         body.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         assert!(matches!(
             open::<u32>(&body),
-            Err(LayoutError::UnsupportedFormat { found: 5, .. })
+            Err(LayoutError::UnsupportedFormat { found: 6, .. })
         ));
         assert!(matches!(
             open::<u32>(&[1, 2]),

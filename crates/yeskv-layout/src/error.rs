@@ -162,6 +162,27 @@ pub enum LayoutError {
         /// What is wrong.
         reason: String,
     },
+    /// An API key's name or permissions that break a rule or a limit
+    /// ([`crate::Command::PutKey`]).
+    #[error("invalid API key {name:?}: {reason}")]
+    InvalidKey {
+        /// The key's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An API key of that name exists already.
+    #[error("an API key named {name:?} exists already")]
+    KeyExists {
+        /// The key's name.
+        name: String,
+    },
+    /// No API key of that name.
+    #[error("no API key named {name:?}")]
+    UnknownKey {
+        /// The key's name.
+        name: String,
+    },
 }
 
 impl LayoutError {

@@ -22,6 +22,8 @@
 //! - [`Command::TransferDone`]: a node has the data of partitions it was syncing.
 //! - [`Command::SetBucket`]: a bucket's properties ([`BucketProps`]). Not a layout change: it
 //!   moves neither the version nor the epoch, so no node sees a new layout for it.
+//! - [`Command::PutKey`], [`Command::RevokeKey`]: add or drop an API key ([`crate::keys`]).
+//!   Not layout changes either.
 //!
 //! # The version invariant
 //!
@@ -70,6 +72,7 @@ use yeskv_core::NodeId;
 
 use crate::codec;
 use crate::error::LayoutError;
+use crate::keys::{self, ApiKey, KEYS_MAX};
 use crate::transition::{self, Forced, Transition, Transitions};
 use crate::wire;
 
@@ -1096,6 +1099,9 @@ pub struct LayoutState {
     /// (a bucket set back to the defaults is dropped): at most [`BUCKETS_MAX`], names of 1 to
     /// [`BUCKET_BYTES_MAX`] bytes. Not part of the layout: changing them moves no version.
     pub buckets: BTreeMap<Vec<u8>, BucketProps>,
+    /// The API keys by name (at most [`KEYS_MAX`]; see [`crate::keys`]). Not part of the
+    /// layout: changing them moves no version.
+    pub keys: BTreeMap<String, ApiKey>,
 }
 
 /// A state as formats 1 to 3 wrote it (no buckets).
@@ -1112,21 +1118,43 @@ struct LayoutStateV4 {
     buckets: BTreeMap<Vec<u8>, BucketProps>,
 }
 
+#[derive(Deserialize)]
+struct LayoutStateV5 {
+    layout: Option<Arc<Layout>>,
+    staged: Staged,
+    buckets: BTreeMap<Vec<u8>, BucketProps>,
+    keys: BTreeMap<String, ApiKey>,
+}
+
 impl<'de> Deserialize<'de> for LayoutState {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<LayoutState, D::Error> {
-        Ok(if codec::reading_format() < 4 {
-            let s = LayoutStateV3::deserialize(deserializer)?;
-            LayoutState {
-                layout: s.layout,
-                staged: s.staged,
-                buckets: BTreeMap::new(),
+        Ok(match codec::reading_format() {
+            ..=3 => {
+                let s = LayoutStateV3::deserialize(deserializer)?;
+                LayoutState {
+                    layout: s.layout,
+                    staged: s.staged,
+                    buckets: BTreeMap::new(),
+                    keys: BTreeMap::new(),
+                }
             }
-        } else {
-            let s = LayoutStateV4::deserialize(deserializer)?;
-            LayoutState {
-                layout: s.layout,
-                staged: s.staged,
-                buckets: s.buckets,
+            4 => {
+                let s = LayoutStateV4::deserialize(deserializer)?;
+                LayoutState {
+                    layout: s.layout,
+                    staged: s.staged,
+                    buckets: s.buckets,
+                    keys: BTreeMap::new(),
+                }
+            }
+            _ => {
+                let s = LayoutStateV5::deserialize(deserializer)?;
+                LayoutState {
+                    layout: s.layout,
+                    staged: s.staged,
+                    buckets: s.buckets,
+                    keys: s.keys,
+                }
             }
         })
     }
@@ -1228,6 +1256,19 @@ pub enum Command {
         /// Its new properties.
         props: BucketProps,
     },
+    /// Add the API key `name`. Refused if a key of that name (or with that hash) exists, past
+    /// [`KEYS_MAX`] keys, or for an invalid name or key ([`crate::keys`]). Appended last.
+    PutKey {
+        /// The key's name.
+        name: String,
+        /// Its hash and permissions.
+        key: ApiKey,
+    },
+    /// Drop the API key `name`; refused if there is none.
+    RevokeKey {
+        /// The key's name.
+        name: String,
+    },
 }
 
 impl Command {
@@ -1255,7 +1296,54 @@ pub fn apply(state: &LayoutState, command: &Command) -> Result<LayoutState, Layo
         } => apply_commit(state, *expected_version, *expected_staged_revision, layout),
         Command::TransferDone { node, partitions } => apply_transfer_done(state, node, partitions),
         Command::SetBucket { bucket, props } => apply_set_bucket(state, bucket, props),
+        Command::PutKey { name, key } => apply_put_key(state, name, key),
+        Command::RevokeKey { name } => apply_revoke_key(state, name),
     }
+}
+
+/// [`Command::PutKey`]: adds a key that is valid and new (by name and by hash).
+fn apply_put_key(
+    state: &LayoutState,
+    name: &str,
+    key: &ApiKey,
+) -> Result<LayoutState, LayoutError> {
+    let invalid = |reason: String| {
+        Err(LayoutError::InvalidKey {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if let Err(reason) = keys::validate_name(name).and_then(|()| key.validate()) {
+        return invalid(reason);
+    }
+    if state.keys.contains_key(name) {
+        return Err(LayoutError::KeyExists {
+            name: name.to_string(),
+        });
+    }
+    if state.keys.values().any(|k| k.hash == key.hash) {
+        return invalid("another key has the same secret".to_string());
+    }
+    if state.keys.len() >= KEYS_MAX {
+        return invalid(format!(
+            "a cluster has at most {KEYS_MAX} keys; revoke one first"
+        ));
+    }
+    let mut next = state.clone();
+    next.keys.insert(name.to_string(), key.clone());
+    Ok(next)
+}
+
+/// [`Command::RevokeKey`]: drops a key that exists.
+fn apply_revoke_key(state: &LayoutState, name: &str) -> Result<LayoutState, LayoutError> {
+    if !state.keys.contains_key(name) {
+        return Err(LayoutError::UnknownKey {
+            name: name.to_string(),
+        });
+    }
+    let mut next = state.clone();
+    next.keys.remove(name);
+    Ok(next)
 }
 
 /// [`Command::SetBucket`]: records `bucket`'s properties, or drops its entry when they are the
@@ -1297,6 +1385,7 @@ fn apply_set_bucket(
         layout: state.layout.clone(),
         staged: state.staged.clone(),
         buckets,
+        keys: state.keys.clone(),
     })
 }
 
@@ -1322,6 +1411,7 @@ fn apply_transfer_done(
         layout: Some(Arc::new(next)),
         staged: state.staged.clone(),
         buckets: state.buckets.clone(),
+        keys: state.keys.clone(),
     })
 }
 
@@ -1367,6 +1457,7 @@ fn apply_bootstrap(state: &LayoutState, layout: &Layout) -> Result<LayoutState, 
             ..Staged::default()
         },
         buckets: state.buckets.clone(),
+        keys: state.keys.clone(),
     })
 }
 
@@ -1398,6 +1489,7 @@ fn apply_stage(state: &LayoutState, change: &StagedChange) -> Result<LayoutState
         layout: state.layout.clone(),
         staged,
         buckets: state.buckets.clone(),
+        keys: state.keys.clone(),
     })
 }
 
@@ -1503,6 +1595,7 @@ fn apply_unstage(state: &LayoutState, nodes: &[NodeId]) -> Result<LayoutState, L
         layout: state.layout.clone(),
         staged,
         buckets: state.buckets.clone(),
+        keys: state.keys.clone(),
     })
 }
 
@@ -1539,6 +1632,7 @@ fn apply_commit(
             ..Staged::default()
         },
         buckets: state.buckets.clone(),
+        keys: state.keys.clone(),
     })
 }
 

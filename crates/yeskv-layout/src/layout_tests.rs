@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use yeskv_core::bucket::{Conflict, Datatype};
 
+use crate::keys::{Access, ApiKey, KEYS_MAX, KEY_BUCKETS_MAX};
+
 use super::*;
 
 fn id(name: &str) -> NodeId {
@@ -1010,7 +1012,7 @@ fn format_3_fixture_decodes() {
     assert_eq!(Layout::decode(&sealed(fixture)).expect("decodes"), layout);
     // Format 4 changed the state (buckets), not the layout: the same bytes after the format.
     let encoded = layout.encode().expect("encodes");
-    assert_eq!(encoded[0], 4);
+    assert_eq!(encoded[0], codec::FORMAT);
     assert_eq!(&encoded[1..encoded.len() - 4], &fixture[1..]);
 }
 
@@ -1062,17 +1064,140 @@ fn format_4_state_with_buckets_is_pinned_and_round_trips() {
             props: props.clone(),
         })
         .expect("applies");
-    let encoded = state.encode().expect("encodes");
     let mut fixture = vec![4u8, 1];
     fixture.extend_from_slice(FIXTURE_LAYOUT_BODY);
     fixture.extend_from_slice(&[1, 0, 0, 0]);
     // One bucket: name [b'b'], Some(Counter), Siblings, Some(60), sliding, salt 4.
     fixture.extend_from_slice(&[1, 1, b'b', 1, 1, 0, 1, 60, 1, 4]);
-    assert_eq!(&encoded[..encoded.len() - 4], fixture.as_slice());
+    let back = LayoutState::decode(&sealed(&fixture)).expect("decodes");
+    assert_eq!(back, state);
+    assert!(back.keys.is_empty());
+    // Format 5 writes the same bytes, then the (empty) keys.
+    let encoded = state.encode().expect("encodes");
+    assert_eq!(encoded[0], 5);
+    assert_eq!(&encoded[1..encoded.len() - 5], &fixture[1..]);
+    assert_eq!(encoded[encoded.len() - 5], 0);
     let back = LayoutState::decode(&encoded).expect("decodes");
     assert_eq!(back, state);
     assert_eq!(back.bucket_props(b"b"), props);
     assert_eq!(back.bucket_props(b"other"), BucketProps::default());
+}
+
+fn api_key(hash: u8, admin: bool, buckets: &[(&[u8], Access)]) -> ApiKey {
+    ApiKey {
+        hash: [hash; 32],
+        admin,
+        buckets: buckets.iter().map(|(b, a)| (b.to_vec(), *a)).collect(),
+    }
+}
+
+fn put_key(state: &LayoutState, name: &str, key: ApiKey) -> Result<LayoutState, LayoutError> {
+    state.apply(&Command::PutKey {
+        name: name.to_string(),
+        key,
+    })
+}
+
+/// The format-5 bytes of a state with one API key: pinned, and read back.
+#[test]
+fn format_5_state_with_keys_is_pinned_and_round_trips() {
+    let state = put_key(
+        &fixture_state(),
+        "ci",
+        api_key(9, false, &[(b"b", Access::ReadWrite)]),
+    )
+    .expect("applies");
+    let encoded = state.encode().expect("encodes");
+    let mut fixture = vec![5u8, 1];
+    fixture.extend_from_slice(FIXTURE_LAYOUT_BODY);
+    fixture.extend_from_slice(&[1, 0, 0, 0]);
+    // No buckets; one key: name "ci", hash 32 x 9, not admin, one bucket b"b" ReadWrite (2).
+    fixture.extend_from_slice(&[0, 1, 2, b'c', b'i']);
+    fixture.extend_from_slice(&[9; 32]);
+    fixture.extend_from_slice(&[0, 1, 1, b'b', 2]);
+    assert_eq!(&encoded[..encoded.len() - 4], fixture.as_slice());
+    assert_eq!(LayoutState::decode(&encoded).expect("decodes"), state);
+}
+
+/// Keys are added once per name and per secret, revoked once, bounded, validated, and move
+/// no version, epoch or staging.
+#[test]
+fn api_keys_are_added_and_revoked_with_their_limits() {
+    let state = stage(&three_nodes(), join("n4", "a"));
+    let layout = state.layout.clone().expect("layout");
+    let next = put_key(&state, "reader", api_key(1, false, &[(b"b", Access::Read)])).expect("adds");
+    assert!(next.keys["reader"].may_read(b"b"));
+    assert!(!next.keys["reader"].may_write(b"b"));
+    let after = next.layout.clone().expect("layout");
+    assert_eq!((after.version, after.epoch), (layout.version, layout.epoch));
+    assert_eq!(next.staged, state.staged);
+
+    assert!(matches!(
+        put_key(&next, "reader", api_key(2, true, &[])),
+        Err(LayoutError::KeyExists { .. })
+    ));
+    assert!(matches!(
+        put_key(&next, "other", api_key(1, true, &[])),
+        Err(LayoutError::InvalidKey { reason, .. }) if reason.contains("same secret")
+    ));
+    assert!(matches!(
+        put_key(&next, "bad name", api_key(3, true, &[])),
+        Err(LayoutError::InvalidKey { .. })
+    ));
+    assert!(matches!(
+        put_key(
+            &next,
+            "empty-bucket",
+            api_key(3, false, &[(b"", Access::Read)])
+        ),
+        Err(LayoutError::InvalidKey { .. })
+    ));
+    let many: Vec<(Vec<u8>, Access)> = (0..=KEY_BUCKETS_MAX)
+        .map(|i| (format!("b{i}").into_bytes(), Access::Read))
+        .collect();
+    let wide = ApiKey {
+        hash: [4; 32],
+        admin: false,
+        buckets: many.into_iter().collect(),
+    };
+    assert!(matches!(
+        put_key(&next, "wide", wide),
+        Err(LayoutError::InvalidKey { .. })
+    ));
+
+    let mut full = next.clone();
+    for i in 0..KEYS_MAX - 1 {
+        let mut hash = [0u8; 32];
+        hash[..8].copy_from_slice(&(i as u64 + 100).to_le_bytes());
+        full.keys.insert(
+            format!("k{i}"),
+            ApiKey {
+                hash,
+                admin: false,
+                buckets: Default::default(),
+            },
+        );
+    }
+    assert!(matches!(
+        put_key(&full, "one-more", api_key(5, false, &[])),
+        Err(LayoutError::InvalidKey { reason, .. }) if reason.contains("at most")
+    ));
+
+    let revoked = next
+        .apply(&Command::RevokeKey {
+            name: "reader".into(),
+        })
+        .expect("revokes");
+    assert_eq!(revoked, state);
+    assert!(matches!(
+        revoked.apply(&Command::RevokeKey {
+            name: "reader".into()
+        }),
+        Err(LayoutError::UnknownKey { .. })
+    ));
+    // The keys survive a commit.
+    let committed = commit(&next);
+    assert!(committed.keys.contains_key("reader"));
 }
 
 /// `SetBucket` is the last variant of the log's commands: the entries written before it
@@ -1091,6 +1216,14 @@ fn set_bucket_is_appended_to_the_commands() {
     })
     .expect("encodes");
     assert_eq!(set[0], 5);
+    let put = postcard::to_allocvec(&Command::PutKey {
+        name: "k".into(),
+        key: api_key(1, false, &[]),
+    })
+    .expect("encodes");
+    assert_eq!(put[0], 6);
+    let revoke = postcard::to_allocvec(&Command::RevokeKey { name: "k".into() }).expect("encodes");
+    assert_eq!(revoke[0], 7);
 }
 
 fn set_bucket(state: &LayoutState, bucket: &[u8], props: BucketProps) -> LayoutState {

@@ -25,7 +25,7 @@
 //! changes, and the buckets' properties (cluster-wide, consistent, and read by every request
 //! from the last applied state; they are not part of the layout and move no version). Log
 //! entries are [`Command`]s: `Bootstrap`, `Stage`, `Unstage`, `Commit`, `TransferDone`,
-//! `SetBucket`. The state machine is the pure function [`layout::apply`]. A `Commit` carries
+//! `SetBucket`, `PutKey`, `RevokeKey` (API keys: [`keys`]). The state machine is the pure function [`layout::apply`]. A `Commit` carries
 //! the version and staged revision it was planned against and is refused unless both are still
 //! current, so two commits prepared concurrently on different nodes never give two layouts of
 //! one version: the second is refused with [`LayoutError::VersionMismatch`]. It also carries
@@ -53,6 +53,7 @@
 pub mod codec;
 mod config;
 mod error;
+pub mod keys;
 pub mod layout;
 pub mod raft;
 mod service;
@@ -62,6 +63,7 @@ mod wire;
 
 pub use config::{LayoutConfig, StorageConfig};
 pub use error::{Error, LayoutError, Result};
+pub use keys::{Access, ApiKey, KEYS_MAX, KEY_BUCKETS_MAX, KEY_NAME_BYTES_MAX};
 pub use layout::{
     apply, plan, Command, JoinSpec, Layout, LayoutState, LeaveMode, Member, MemberState,
     OwnedChange, PartitionMove, Plan, Replication, Staged, StagedChange, ASSIGNMENT_ENTRIES_MAX,

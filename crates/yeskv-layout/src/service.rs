@@ -356,6 +356,23 @@ impl LayoutService {
         Ok(())
     }
 
+    /// Adds the API key `name` cluster-wide ([`crate::Command::PutKey`]). Forwarded to the
+    /// leader and retried like the other changes; returns once this node has applied it.
+    /// Refused ([`crate::LayoutError::KeyExists`], [`crate::LayoutError::InvalidKey`]) with
+    /// nothing changed.
+    pub async fn put_key(&self, name: String, key: crate::keys::ApiKey) -> Result<()> {
+        self.inner.propose(Forward::PutKey { name, key }).await?;
+        Ok(())
+    }
+
+    /// Drops the API key `name` cluster-wide ([`crate::Command::RevokeKey`]); refused
+    /// ([`crate::LayoutError::UnknownKey`]) if there is none. Returns once this node has
+    /// applied it; every other node stops accepting the key when it applies the entry.
+    pub async fn revoke_key(&self, name: String) -> Result<()> {
+        self.inner.propose(Forward::RevokeKey { name }).await?;
+        Ok(())
+    }
+
     /// Waits until this node has applied every change the layout group committed before the
     /// call: asks the leader for its read index ([`Forward::ReadIndex`], forwarded and retried
     /// like a change until `request_timeout_ms`) and waits to have applied it. Returns the index
@@ -611,6 +628,8 @@ impl Inner {
                 self.write(Command::SetBucket { bucket, props }).await
             }
             Forward::ReadIndex => self.read_index().await,
+            Forward::PutKey { name, key } => self.write(Command::PutKey { name, key }).await,
+            Forward::RevokeKey { name } => self.write(Command::RevokeKey { name }).await,
         }
     }
 

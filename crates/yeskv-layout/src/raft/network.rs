@@ -120,6 +120,18 @@ pub enum Forward {
     /// committed entry (Raft's read index), which the caller then waits to have applied
     /// ([`crate::LayoutService::catch_up`]).
     ReadIndex,
+    /// Add an API key ([`crate::Command::PutKey`]).
+    PutKey {
+        /// Its name.
+        name: String,
+        /// Its hash and permissions.
+        key: crate::keys::ApiKey,
+    },
+    /// Drop an API key ([`crate::Command::RevokeKey`]).
+    RevokeKey {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// The leader's answer to a [`Forward`] that was applied.
