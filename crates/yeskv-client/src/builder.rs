@@ -50,6 +50,17 @@ pub struct ClientBuilder {
     ring_refresh_interval: Duration,
     node_cooldown: Duration,
     region: Option<String>,
+    api_key: Option<Redacted>,
+}
+
+/// An API key that `Debug` does not print.
+#[derive(Clone)]
+struct Redacted(String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for ClientBuilder {
@@ -66,6 +77,7 @@ impl Default for ClientBuilder {
             ring_refresh_interval: DEFAULT_RING_REFRESH_INTERVAL,
             node_cooldown: DEFAULT_NODE_COOLDOWN,
             region: None,
+            api_key: None,
         }
     }
 }
@@ -161,10 +173,28 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends `Authorization: Bearer KEY` with every request (nodes started with keys
+    /// required; `docs/security.md`).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(Redacted(key.into()));
+        self
+    }
+
     /// Builds the client. Fails if no node was given, a URL is not `http://host:port[/path]`,
     /// or the ring refresh interval is zero. Does not connect: the first request does (and, for
     /// a ring-aware client, the first key request fetches the ring first).
     pub fn build(self) -> Result<Client, Error> {
+        let authorization = match &self.api_key {
+            None => None,
+            Some(Redacted(key)) => {
+                let mut value = hyper::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| {
+                        Error::InvalidArgument("an API key is visible ASCII without spaces".into())
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
         let nodes = self
             .nodes
             .iter()
@@ -195,6 +225,12 @@ impl ClientBuilder {
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .pool_idle_timeout(self.pool_idle_timeout)
             .build(connector);
-        Ok(Client::from_parts(http, router, self.timeout, self.retries))
+        Ok(Client::from_parts(
+            http,
+            router,
+            self.timeout,
+            self.retries,
+            authorization,
+        ))
     }
 }

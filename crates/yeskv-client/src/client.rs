@@ -66,10 +66,18 @@ struct Inner {
     refreshes_ended: watch::Sender<u64>,
     /// Why the last ring refresh failed; `None` after one succeeded.
     ring_error: Mutex<Option<Error>>,
+    /// `Bearer KEY`, sent with every request when the client has an API key.
+    authorization: Option<HeaderValue>,
 }
 
 impl Inner {
-    fn new(http: HttpClient, router: Router, timeout: Duration, retries: u32) -> Inner {
+    fn new(
+        http: HttpClient,
+        router: Router,
+        timeout: Duration,
+        retries: u32,
+        authorization: Option<HeaderValue>,
+    ) -> Inner {
         Inner {
             http,
             router,
@@ -77,6 +85,7 @@ impl Inner {
             retries,
             refreshes_ended: watch::Sender::new(0),
             ring_error: Mutex::new(None),
+            authorization,
         }
     }
 }
@@ -163,9 +172,10 @@ impl Client {
         router: Router,
         timeout: Duration,
         retries: u32,
+        authorization: Option<HeaderValue>,
     ) -> Client {
         Client {
-            inner: Arc::new(Inner::new(http, router, timeout, retries)),
+            inner: Arc::new(Inner::new(http, router, timeout, retries, authorization)),
         }
     }
 
@@ -220,6 +230,7 @@ impl Client {
             router,
             self.inner.timeout,
             self.inner.retries,
+            self.inner.authorization.clone(),
         ))
     }
 
@@ -822,6 +833,9 @@ impl Client {
             .uri(node.uri(&spec.path_and_query)?);
         if spec.accept_json {
             request = request.header(ACCEPT, APPLICATION_JSON);
+        }
+        if let Some(authorization) = &self.inner.authorization {
+            request = request.header(hyper::header::AUTHORIZATION, authorization.clone());
         }
         if spec.body.is_some() {
             let content_type = if spec.json_body {

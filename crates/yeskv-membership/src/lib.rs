@@ -95,6 +95,7 @@
 pub mod config;
 pub mod error;
 pub mod membership;
+pub mod sealed;
 pub mod table;
 pub mod transport;
 pub mod view;

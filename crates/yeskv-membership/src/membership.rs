@@ -80,8 +80,9 @@ impl Membership {
     ) -> Result<Membership> {
         config.validate()?;
         let listen_addr = config.gossip_listen_addr()?;
+        let counters = Arc::new(GossipCounters::default());
         let socket = transport
-            .open(listen_addr)
+            .open(listen_addr, &config.cluster_id, &counters)
             .await
             .map_err(|error| Error::Bind {
                 addr: listen_addr,
@@ -92,7 +93,6 @@ impl Membership {
             reason: format!("{error:#}"),
         })?;
         let gossip_addr = config.gossip_advertise_addr_for(bound_addr)?;
-        let counters = Arc::new(GossipCounters::default());
         let socket = CountingSocket::new(socket, counters.clone(), config.cluster_id.clone());
 
         let info = NodeInfo {

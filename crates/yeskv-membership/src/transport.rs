@@ -4,7 +4,9 @@
 //! `Socket` with `send(to, envelope)` and `recv()`), so the gossip code is the same whatever
 //! carries the datagrams:
 //!
-//! - [`GossipTransport::Udp`]: real UDP, production.
+//! - [`GossipTransport::Udp`]: real UDP, production without a cluster keyring.
+//! - [`GossipTransport::SealedUdp`]: real UDP, every packet encrypted and authenticated with
+//!   the cluster keyring's gossip subkeys ([`crate::sealed`]).
 //! - [`GossipTransport::Memory`]: chitchat's in-process [`MemoryNetwork`] (`ChannelTransport`):
 //!   every node holding a clone of the same network reaches the others by (logical) address; it
 //!   serializes every envelope like the wire would, counts bytes, and can cut links
@@ -34,6 +36,8 @@ use parking_lot::Mutex;
 pub enum GossipTransport {
     /// Real UDP sockets.
     Udp,
+    /// Real UDP sockets, packets sealed with these keys ([`crate::sealed`]).
+    SealedUdp(yeskv_core::keyring::Subkeys),
     /// The in-process network shared by every node holding a clone of it.
     Memory(MemoryNetwork),
     /// Any chitchat transport.
@@ -41,9 +45,23 @@ pub enum GossipTransport {
 }
 
 impl GossipTransport {
-    pub(crate) async fn open(&self, addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+    pub(crate) async fn open(
+        &self,
+        addr: SocketAddr,
+        cluster_id: &str,
+        counters: &Arc<GossipCounters>,
+    ) -> anyhow::Result<Box<dyn Socket>> {
         match self {
             GossipTransport::Udp => UdpTransport.open(addr).await,
+            GossipTransport::SealedUdp(keys) => Ok(Box::new(
+                crate::sealed::SealedUdpSocket::open(
+                    addr,
+                    keys.clone(),
+                    cluster_id.to_string(),
+                    counters.clone(),
+                )
+                .await?,
+            )),
             GossipTransport::Memory(network) => network.open(addr).await,
             GossipTransport::Custom(transport) => transport.open(addr).await,
         }
@@ -54,6 +72,7 @@ impl std::fmt::Debug for GossipTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             GossipTransport::Udp => "Udp",
+            GossipTransport::SealedUdp(_) => "SealedUdp",
             GossipTransport::Memory(_) => "Memory",
             GossipTransport::Custom(_) => "Custom",
         })
@@ -79,6 +98,9 @@ pub struct GossipStats {
     pub foreign_cluster_syns_received: u64,
     /// Refusals received: a peer said this node belongs to another cluster.
     pub refusals_received: u64,
+    /// With sealed gossip: packets dropped because they did not open (forged, altered, other
+    /// keys, replayed outside the window) or did not decode ([`crate::sealed`]).
+    pub sealed_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +112,7 @@ pub(crate) struct GossipCounters {
     send_errors: AtomicU64,
     foreign_cluster_syns_received: AtomicU64,
     refusals_received: AtomicU64,
+    sealed_refused: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, amount: u64) {
@@ -107,7 +130,12 @@ impl GossipCounters {
             send_errors: read(&self.send_errors),
             foreign_cluster_syns_received: read(&self.foreign_cluster_syns_received),
             refusals_received: read(&self.refusals_received),
+            sealed_refused: read(&self.sealed_refused),
         }
+    }
+
+    pub(crate) fn count_sealed_refused(&self) {
+        add(&self.sealed_refused, 1);
     }
 }
 

@@ -292,3 +292,56 @@ async fn gossip_defaults_to_the_peer_address_port() {
     let node = start(config).await;
     assert_eq!(node.gossip_addr(), SocketAddr::from(([127, 0, 0, 1], port)));
 }
+
+fn sealed(seed: u8) -> GossipTransport {
+    use yeskv_core::keyring::{Keyring, Purpose};
+    let ring = Keyring::new(vec![[seed; 32]]).expect("ring");
+    GossipTransport::SealedUdp(ring.derive(Purpose::Gossip))
+}
+
+/// Sealed gossip: nodes with the same keyring converge (and see a killed node down); a node
+/// with another keyring never shows up, and its packets are counted as refused; a replayed or
+/// forged packet changes nothing (a forged `Ack` cannot be produced without the key, and
+/// garbage sent to the port is dropped).
+#[tokio::test]
+async fn sealed_gossip_admits_only_the_keyring() {
+    let names = ["n1", "n2", "n3"];
+    let first = Membership::start(config("n1", "sealed", &[], FAST_GOSSIP_MS), sealed(1))
+        .await
+        .expect("starts");
+    let seed = first.gossip_addr();
+    let mut nodes = vec![first];
+    for name in &names[1..] {
+        nodes.push(
+            Membership::start(config(name, "sealed", &[seed], FAST_GOSSIP_MS), sealed(1))
+                .await
+                .expect("starts"),
+        );
+    }
+    wait_all_up(&nodes, &names).await;
+
+    let stranger = Membership::start(config("x1", "sealed", &[seed], FAST_GOSSIP_MS), sealed(2))
+        .await
+        .expect("starts");
+    // Plaintext chitchat and random bytes aimed at the gossip port.
+    let plain = start(config("x2", "sealed", &[seed], FAST_GOSSIP_MS)).await;
+    let noise = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    for i in 0..20u8 {
+        noise.send_to(&[i; 200], seed).await.expect("send");
+    }
+    let deadline = Instant::now() + CONVERGE_WITHIN;
+    while nodes[0].stats().gossip.sealed_refused < 30 {
+        assert!(Instant::now() < deadline, "refusals not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in &nodes {
+        let view = node.view();
+        assert!(view.member(&id("x1")).is_none(), "other keyring admitted");
+        assert!(view.member(&id("x2")).is_none(), "plaintext node admitted");
+        assert!(all_up(&view, &names));
+    }
+    assert!(stranger.view().member(&id("n1")).is_none());
+    drop(plain);
+}

@@ -160,6 +160,7 @@ pub struct ClusterTopology {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     liveness: Liveness,
     buckets: Arc<BucketTable>,
+    keys: Arc<crate::auth::KeyTable>,
 }
 
 impl ClusterTopology {
@@ -180,6 +181,7 @@ impl ClusterTopology {
             snapshot: RwLock::new(None),
             liveness,
             buckets: Arc::default(),
+            keys: Arc::default(),
         });
         let current = states.borrow_and_update().clone();
         topology.install(&current);
@@ -197,6 +199,7 @@ impl ClusterTopology {
     /// Installs `applied`: its buckets, then its layout if it is not the one routed by.
     fn install(&self, applied: &AppliedState) {
         self.buckets.install(applied);
+        self.keys.install(applied);
         let Some(layout) = applied.state.layout.as_deref() else {
             return;
         };
@@ -220,6 +223,12 @@ impl ClusterTopology {
     /// applied state; a node that changed a bucket also installs its own change at once).
     pub fn buckets(&self) -> &Arc<BucketTable> {
         &self.buckets
+    }
+
+    /// The API keys requests are checked against (installed with each applied state, like
+    /// the buckets; see [`crate::auth`]).
+    pub fn keys(&self) -> &Arc<crate::auth::KeyTable> {
+        &self.keys
     }
 
     fn snap(&self) -> Option<Arc<Snapshot>> {

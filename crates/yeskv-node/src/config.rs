@@ -59,6 +59,8 @@ pub struct Config {
     pub cross_region: CrossRegion,
     /// Test-only fault injection (off by default; see [`crate::chaos`]).
     pub chaos: Chaos,
+    /// API keys, the cluster keyring (`docs/security.md`).
+    pub security: Security,
     /// Log filter (tracing `EnvFilter` syntax); the `RUST_LOG` environment variable wins.
     pub log: String,
 }
@@ -277,6 +279,39 @@ impl Default for CrossRegion {
     }
 }
 
+/// Security settings: API keys and the cluster keyring (`docs/security.md`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Security {
+    /// Whether requests need an API key (`Authorization: Bearer KEY`; [`crate::auth`]). Off
+    /// by default: every request is allowed.
+    pub auth: bool,
+    /// With `auth`, whether `GET /metrics` stays open (true) or needs an admin key.
+    /// `/v1/health` is always open.
+    pub open_metrics: bool,
+    /// The cluster keyring file (one base64url 32-byte key per line, `#` comments, the first
+    /// signs; `yeskv keyring new`): it signs causal context tokens and encrypts gossip. Every
+    /// node of a cluster needs the same keys. Without it, tokens are signed with a fixed key
+    /// derived from the cluster name, which is not secret, and gossip is plaintext.
+    pub cluster_keys: Option<PathBuf>,
+    /// Where the first admin key is: a node whose layout state has no API key at all
+    /// registers the key in this file as the admin key `admin`, first writing a new one to the
+    /// file (mode 0600) if the file does not exist. Give it to the node that creates the
+    /// cluster (or the same file to every node).
+    pub admin_key_file: Option<PathBuf>,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            auth: false,
+            open_metrics: true,
+            cluster_keys: None,
+            admin_key_file: None,
+        }
+    }
+}
+
 /// Test-only fault injection, for the real-process chaos runner.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -335,6 +370,7 @@ impl Default for Config {
             transfer: Transfer::default(),
             cross_region: CrossRegion::default(),
             chaos: Chaos::default(),
+            security: Security::default(),
             log: "info".into(),
         }
     }

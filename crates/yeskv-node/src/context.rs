@@ -45,6 +45,9 @@ pub struct Settings {
     pub read_all_every: u32,
     /// How long a read waits for its first replicas before asking one more.
     pub read_hedge: Duration,
+    /// The keys that sign and check causal context tokens (the cluster keyring's context
+    /// subkeys; `yeskv_core::keyring`).
+    pub context_keys: yeskv_core::keyring::Subkeys,
 }
 
 /// Whether a call to a node waits for the failure detector to say it is up.

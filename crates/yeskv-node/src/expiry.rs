@@ -553,6 +553,8 @@ mod tests {
                 read_repair_inflight_max: 0,
                 read_all_every: 1,
                 read_hedge: Duration::from_millis(20),
+                context_keys: yeskv_core::keyring::Keyring::unkeyed("test")
+                    .derive(yeskv_core::keyring::Purpose::Contexts),
             },
         );
         let write = |i: u32, expires: u64| {

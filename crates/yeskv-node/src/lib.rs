@@ -21,11 +21,12 @@
 //! [`buckets`] (bucket properties' checks) (each owns its messages and serves them),
 //! [`workers`] (background work, reported and joined), [`topology`] and [`cluster`] (who holds a
 //! key, who is up), [`config`] (settings and validation), [`metrics`] (names and `/metrics`),
-//! [`clock`] (the time seam), [`error`], and [`chaos`] (delay, and WAN delay and loss per
+//! [`clock`] (the time seam), [`auth`] (API keys and what each endpoint needs), [`error`], and [`chaos`] (delay, and WAN delay and loss per
 //! destination region, for tests; off unless configured).
 
 pub mod aae;
 pub mod api;
+pub mod auth;
 pub mod buckets;
 pub mod chaos;
 pub mod clock;

@@ -18,6 +18,8 @@ pub const HTTP_REQUESTS: &str = "yeskv_http_requests_total";
 /// HTTP request latency in seconds, by `route` and `method`.
 pub const HTTP_DURATION: &str = "yeskv_http_request_duration_seconds";
 /// Records that failed their checksum.
+/// Requests refused for their API key, labelled by `status` (`401`, `403`).
+pub const AUTH_REFUSED: &str = "yeskv_auth_refused_total";
 pub const CORRUPT_RECORDS: &str = "yeskv_corrupt_records_total";
 /// Siblings returned per read.
 pub const READ_SIBLINGS: &str = "yeskv_read_siblings";

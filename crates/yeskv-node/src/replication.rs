@@ -292,7 +292,8 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             scope,
         } => {
             let tag = key_tag(&bucket, &key);
-            match yeskv_core::codec::decode_token(&context, tag) {
+            let keys = &ctx.settings().context_keys;
+            match yeskv_core::codec::decode_token(&context, tag, keys) {
                 Ok(ctx_token) => {
                     let write = Write {
                         ctx: ctx_token,
@@ -302,7 +303,7 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
                     c.coordinate_forwarded(&bucket, &key, &write, w, scope)
                         .await
                         .map(|after| ReplicationResponse::Coordinated {
-                            context: encode_token(&after.ctx, tag),
+                            context: encode_token(&after.ctx, tag, keys),
                             siblings: after.siblings.min(u32::MAX as usize) as u32,
                         })
                 }

@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
+use yeskv_core::keyring::{Keyring, Purpose};
 use yeskv_layout::{JoinSpec, Layout, LayoutConfig, LayoutService, StorageConfig};
 use yeskv_membership::{GossipTransport, Membership, MembershipConfig};
 use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
 use yeskv_storage::{CachedEngine, Engine, RocksConfig, RocksEngine};
 
 use crate::aae::AaeSettings;
-use crate::api::{router, AppState, Serving};
+use crate::api::{AppState, Serving};
 use crate::clock::SystemClock;
 use crate::cluster::{optimistic_at_start, ClusterTopology, Heard, STARTUP_GRACE};
 use crate::config::Validated;
@@ -54,6 +55,7 @@ pub async fn run(
     // The expiry bookkeeping is shared by the engine's compaction filter (which counts what it
     // drops) and the replica's stores (which count what will expire).
     let expiry = Arc::new(Expiry::new(raw.ttl.expiry_grace_secs.saturating_mul(1000)));
+    let keyring = load_keyring(&cfg)?;
     let engine = open_storage(&cfg, &expiry).await?;
     let replica = open_replica(engine, &cfg, expiry).await?;
     let rpc_config = RpcConfig {
@@ -64,7 +66,7 @@ pub async fn run(
         .map_err(|e| Error::Startup(format!("internode RPC: {e}")))?;
     let (layout, bootstrap) = start_layout(&cfg, rpc_client.clone()).await?;
     let (n, partitions) = cluster_shape(&cfg, layout.current(), bootstrap.as_ref());
-    let membership = start_membership(&cfg, &layout).await?;
+    let membership = start_membership(&cfg, &layout, &keyring).await?;
     let view = membership.subscribe();
     let liveness = optimistic_at_start(
         move |node: &yeskv_core::NodeId| match view.borrow().member(node) {
@@ -76,6 +78,7 @@ pub async fn run(
     );
     let topology = ClusterTopology::follow(cfg.node_id.clone(), layout.subscribe_state(), liveness);
     let buckets = topology.buckets().clone();
+    let keys = topology.keys().clone();
 
     // Test-only: the chaos runner's delay and WAN rules on the node's internode calls.
     let chaos = chaos_control(&cfg)?;
@@ -85,7 +88,7 @@ pub async fn run(
         topology,
         peers,
         Arc::new(SystemClock),
-        settings(&cfg, n, partitions),
+        settings(&cfg, n, partitions, &keyring),
     ))
     .repair(repair_settings(&cfg))
     .transfers(transfer_settings(&cfg, &layout))
@@ -108,12 +111,15 @@ pub async fn run(
         &cfg,
         &node,
         &layout,
-        buckets,
+        (buckets, keys),
         &membership,
         rpc_client,
         metrics,
     );
     start_catch_up(&layout, &state);
+    if let Some(path) = &raw.security.admin_key_file {
+        start_admin_key(&layout, &state, path.clone());
+    }
     serve_http(&cfg, state, chaos, shutdown).await?;
 
     if let Err(e) = layout.shutdown().await {
@@ -229,7 +235,10 @@ fn app_state(
     cfg: &Validated,
     node: &Node<ServerEngine>,
     layout: &LayoutService,
-    buckets: Arc<crate::topology::BucketTable>,
+    (buckets, keys): (
+        Arc<crate::topology::BucketTable>,
+        Arc<crate::auth::KeyTable>,
+    ),
     membership: &Arc<Membership>,
     rpc_client: RpcClient<PeerRequest, PeerResponse>,
     metrics: Option<PrometheusHandle>,
@@ -239,6 +248,11 @@ fn app_state(
         coordinator: node.coordinator().clone(),
         layout: layout.clone(),
         buckets,
+        guard: Arc::new(crate::auth::Guard {
+            enabled: raw.security.auth,
+            open_metrics: raw.security.open_metrics,
+            keys,
+        }),
         membership: Some(membership.clone()),
         directory: directory(membership),
         limits: raw.limits.clone(),
@@ -370,6 +384,7 @@ pub async fn start_layout(
 pub async fn start_membership(
     cfg: &Validated,
     layout: &LayoutService,
+    keyring: &Keyring,
 ) -> Result<Arc<Membership>, Error> {
     let raw = &cfg.raw;
     let mut config = MembershipConfig::new(
@@ -382,7 +397,13 @@ pub async fn start_membership(
     config.seeds = raw.seeds.clone();
     config.region = raw.region.clone();
     config.layout_version = layout.current().map_or(0, |l| l.version);
-    let membership = Membership::start(config, GossipTransport::Udp)
+    // Sealed with a secret keyring; plaintext (as before keyrings) with the public default.
+    let transport = if keyring.is_secret() {
+        GossipTransport::SealedUdp(keyring.derive(Purpose::Gossip))
+    } else {
+        GossipTransport::Udp
+    };
+    let membership = Membership::start(config, transport)
         .await
         .map_err(|e| Error::Startup(format!("gossip: {e}")))?;
     Ok(Arc::new(membership))
@@ -390,7 +411,7 @@ pub async fn start_membership(
 
 /// The data path's settings from the configuration, `n` and the partition count being the
 /// layout's.
-fn settings(cfg: &Validated, n: u8, partitions: u32) -> Settings {
+fn settings(cfg: &Validated, n: u8, partitions: u32, keyring: &Keyring) -> Settings {
     let raw = &cfg.raw;
     Settings {
         n,
@@ -407,7 +428,134 @@ fn settings(cfg: &Validated, n: u8, partitions: u32) -> Settings {
         },
         read_all_every: raw.repair.read_all_every,
         read_hedge: Duration::from_millis(raw.repair.read_hedge_ms),
+        context_keys: keyring.derive(Purpose::Contexts),
     }
+}
+
+/// The cluster keyring: `security.cluster_keys` if set (refused if unreadable or invalid;
+/// a warning if others than the owner may read it), else the public default of the cluster
+/// name (`yeskv_core::keyring::Keyring::unkeyed`).
+pub fn load_keyring(cfg: &Validated) -> Result<Keyring, Error> {
+    let Some(path) = &cfg.raw.security.cluster_keys else {
+        return Ok(Keyring::unkeyed(&cfg.raw.cluster_name));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Startup(format!(
+            "cannot read the cluster keyring {}: {e}",
+            path.display()
+        ))
+    })?;
+    let keyring =
+        Keyring::parse(&text).map_err(|e| Error::Startup(format!("{}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the cluster keyring may be read by others than its owner (chmod 600 it)"
+                );
+            }
+        }
+    }
+    tracing::info!(
+        keys = keyring.keys().len(),
+        "cluster keyring loaded: contexts signed, gossip sealed"
+    );
+    Ok(keyring)
+}
+
+/// The first admin key (`security.admin_key_file`): once this node has a layout and has
+/// caught up, if the cluster has no API key at all, registers the key in `path` as the admin
+/// key `admin`, first writing a new one there (mode 0600) if the file does not exist. Retried
+/// until it is done or a key exists (the change needs a layout leader). A file whose key is
+/// not the one registered (another node won) is left alone and logged.
+fn start_admin_key(
+    layout: &LayoutService,
+    state: &Arc<AppState<ServerEngine>>,
+    path: std::path::PathBuf,
+) {
+    let layout = layout.clone();
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut layouts = layout.subscribe();
+        if layouts.wait_for(Option::is_some).await.is_err() {
+            return;
+        }
+        loop {
+            while !state.caught_up.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !layout.state().state.keys.is_empty() {
+                return;
+            }
+            let secret = match read_or_create_admin_key(&path) {
+                Ok(secret) => secret,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot create the first admin key");
+                    return;
+                }
+            };
+            let key = yeskv_layout::ApiKey {
+                hash: crate::auth::hash_secret(&secret),
+                admin: true,
+                buckets: Default::default(),
+            };
+            match layout.put_key("admin".to_string(), key).await {
+                Ok(()) => {
+                    state.guard.keys.install(&layout.state());
+                    tracing::info!(path = %path.display(), "first admin key \"admin\" registered");
+                    return;
+                }
+                Err(yeskv_layout::Error::Rejected(refused)) => {
+                    tracing::warn!(error = %refused, path = %path.display(), "the first admin key was not registered (another node's may have been)");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "registering the first admin key: retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+}
+
+/// The admin key in `path`, written there first (mode 0600, never overwriting) if absent.
+pub fn read_or_create_admin_key(path: &std::path::Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let secret = text.trim().to_string();
+            if secret.is_empty() || secret.len() > 256 || secret.contains(char::is_whitespace) {
+                return Err(format!("{} does not hold one key", path.display()));
+            }
+            Ok(secret)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = crate::auth::generate_secret()?;
+            write_secret_file(path, &secret)?;
+            Ok(secret)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Writes `secret` and a newline to a new file at `path`, readable by its owner only.
+pub fn write_secret_file(path: &std::path::Path, secret: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(format!("{secret}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The background repair's settings from the configuration.
@@ -596,13 +744,14 @@ async fn serve_http(
         );
         tokio::time::sleep(drain).await;
     };
-    let mut app = router(state);
+    let mut extra = axum::Router::new();
     if let Some(control) = chaos {
         tracing::warn!(
             "chaos layer enabled: POST /v1/admin/chaos delays (and with WAN rules drops) internode calls"
         );
-        app = app.merge(crate::chaos::routes(control));
+        extra = crate::chaos::routes(control);
     }
+    let app = crate::api::router_with(state, extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(graceful)
         .await

@@ -45,6 +45,8 @@ fn settings() -> Settings {
         read_repair_inflight_max: 64,
         read_all_every: 1,
         read_hedge: Duration::from_millis(20),
+        context_keys: yeskv_core::keyring::Keyring::unkeyed("test")
+            .derive(yeskv_core::keyring::Purpose::Contexts),
     }
 }
 

@@ -163,6 +163,7 @@ pub fn settings() -> Settings {
         // The product's defaults.
         read_all_every: yeskv_node::config::Repair::default().read_all_every,
         read_hedge: Duration::from_millis(yeskv_node::config::Repair::default().read_hedge_ms),
+        context_keys: crate::protocol::context_keys(),
     }
 }
 

@@ -142,12 +142,18 @@ fn plain(c: &Coordinator<NodeEngine>) -> Result<(), Error> {
     }
 }
 
+/// The keys the simulated cluster signs context tokens with (its nodes' settings use them too).
+pub(crate) fn context_keys() -> yeskv_core::keyring::Subkeys {
+    yeskv_core::keyring::Keyring::unkeyed("yeskv-sim")
+        .derive(yeskv_core::keyring::Purpose::Contexts)
+}
+
 /// The context token of a request (`None` for an empty one), checked against the key's tag.
 fn context_of(token: &str, bucket: &[u8], key: &str) -> Result<Option<CausalContext>, Error> {
     if token.is_empty() {
         return Ok(None);
     }
-    decode_token(token, key_tag(bucket, key.as_bytes()))
+    decode_token(token, key_tag(bucket, key.as_bytes()), &context_keys())
         .map(Some)
         .map_err(Error::InvalidContext)
 }
@@ -164,7 +170,11 @@ async fn dt_get(c: &Coordinator<NodeEngine>, key: &str, r: &str) -> Result<Clien
     let context = if obj.is_empty() {
         String::new()
     } else {
-        encode_token(&obj.context(), key_tag(DT_BUCKET, key.as_bytes()))
+        encode_token(
+            &obj.context(),
+            key_tag(DT_BUCKET, key.as_bytes()),
+            &context_keys(),
+        )
     };
     let Some(value) = read.value else {
         return Ok(ClientResponse::DtRead {
@@ -213,7 +223,11 @@ async fn dt_post(
     };
     let after = c.dt_write(DT_BUCKET, key.as_bytes(), write, w).await?;
     Ok(ClientResponse::Written {
-        context: encode_token(&after.ctx, key_tag(DT_BUCKET, key.as_bytes())),
+        context: encode_token(
+            &after.ctx,
+            key_tag(DT_BUCKET, key.as_bytes()),
+            &context_keys(),
+        ),
     })
 }
 
@@ -265,7 +279,7 @@ pub async fn serve_client(
                     let context = if obj.is_empty() {
                         String::new()
                     } else {
-                        encode_token(&obj.context(), tag)
+                        encode_token(&obj.context(), tag, &context_keys())
                     };
                     ClientResponse::Read {
                         values,
@@ -295,7 +309,7 @@ pub async fn serve_client(
             let ctx = if context.is_empty() {
                 None
             } else {
-                match decode_token(&context, tag) {
+                match decode_token(&context, tag, &context_keys()) {
                     Ok(ctx) => Some(ctx),
                     Err(e) => return refused(Error::InvalidContext(e)),
                 }
@@ -316,7 +330,7 @@ pub async fn serve_client(
                 .await
             {
                 Ok(after) => ClientResponse::Written {
-                    context: encode_token(&after, tag),
+                    context: encode_token(&after, tag, &context_keys()),
                 },
                 Err(e) => refused(e),
             }

@@ -511,6 +511,9 @@ async fn connect(args: &BenchArgs, plan: &Plan) -> anyhow::Result<Client> {
     if let Some(region) = &args.region {
         builder = builder.region(region.clone());
     }
+    if let Some(key) = crate::api_key() {
+        builder = builder.api_key(key);
+    }
     let client = builder.build()?;
     check_nodes(&client).await?;
     Ok(client)

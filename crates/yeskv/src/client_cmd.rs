@@ -261,12 +261,15 @@ pub(crate) fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
                 opts.timeout
             )
         })?;
-    Ok(Client::builder()
+    let mut builder = Client::builder()
         .node(opts.node.clone())
         .timeout(timeout)
         .connect_timeout(timeout)
-        .retries(0)
-        .build()?)
+        .retries(0);
+    if let Some(key) = crate::api_key() {
+        builder = builder.api_key(key);
+    }
+    Ok(builder.build()?)
 }
 
 /// One clear line for a client error, naming the node where the error itself does not.

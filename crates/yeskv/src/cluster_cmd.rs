@@ -31,6 +31,13 @@ pub struct NodeArg {
     node: String,
 }
 
+impl NodeArg {
+    /// The node's URL.
+    pub fn url(&self) -> &str {
+        &self.node
+    }
+}
+
 /// Flags of `yeskv cluster join`.
 #[derive(clap::Args, Debug)]
 pub struct ChangeArgs {
@@ -161,9 +168,11 @@ pub(crate) async fn call_within(
         .with_context(|| format!("bad node URL {node:?}"))?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<bytes::Bytes>>();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(uri)
+    let mut req = hyper::Request::builder().method(method).uri(uri);
+    if let Some(key) = crate::api_key() {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let req = req
         .header("content-type", "application/json")
         .body(Full::new(bytes::Bytes::from(
             body.map(|b| b.to_string()).unwrap_or_default(),

@@ -1,6 +1,8 @@
 //! `yeskv`: the one binary. `server` runs a node, `dev` runs a local cluster of real node
 //! processes, `get`/`put`/`delete`/`touch` and `dt` (data types) are the command-line client,
-//! `cluster` and `bucket` the operator's commands, and `bench` is the load generator.
+//! `cluster`, `bucket`, `key` (API keys) and `keyring` (the cluster keyring) the operator's
+//! commands, and `bench` is the load generator. `--key` (or `YESKV_KEY`) makes every client
+//! command send `Authorization: Bearer KEY`.
 //! Every failure ends with one line on stderr and a non-zero exit status.
 
 mod bench;
@@ -9,6 +11,7 @@ mod client_cmd;
 mod cluster_cmd;
 mod dev;
 mod dt_cmd;
+mod key_cmd;
 mod logging;
 
 use std::path::PathBuf;
@@ -26,8 +29,29 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(name = "yeskv", version, about, long_about = None)]
 struct Cli {
+    /// API key sent as `Authorization: Bearer KEY` by client commands (get, put, cluster,
+    /// bucket, key, bench...) to nodes started with --auth.
+    // Its own id: `get`/`put` have a positional `key`, which a global arg of the same id
+    // would swallow.
+    #[arg(
+        long = "key",
+        id = "api_key",
+        value_name = "KEY",
+        global = true,
+        env = "YESKV_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The `--key` of this run, set once in `main`.
+static API_KEY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// The API key client commands send (`--key` / `YESKV_KEY`), if any.
+pub(crate) fn api_key() -> Option<&'static str> {
+    API_KEY.get().and_then(|key| key.as_deref())
 }
 
 #[derive(Subcommand, Debug)]
@@ -59,6 +83,12 @@ enum Command {
     /// A bucket's properties (data type, conflict resolution, TTL, salt), cluster-wide.
     #[command(subcommand)]
     Bucket(bucket_cmd::BucketCommand),
+    /// API keys: create (the key is shown once), list, revoke (admin key needed).
+    #[command(subcommand)]
+    Key(key_cmd::KeyCommand),
+    /// The cluster keyring file (signs causal contexts, encrypts gossip): new, rotate.
+    #[command(subcommand)]
+    Keyring(key_cmd::KeyringCommand),
 }
 
 /// Flags of `yeskv server`; each overrides the same key of the config file.
@@ -91,6 +121,17 @@ struct ServerArgs {
     /// Durability of acknowledged writes: always, group or none (`storage.sync`).
     #[arg(long)]
     sync: Option<String>,
+    /// Require an API key on every request but the open ones (`security.auth`).
+    #[arg(long)]
+    auth: bool,
+    /// The cluster keyring file (`security.cluster_keys`): signs causal contexts, encrypts
+    /// gossip; the same on every node.
+    #[arg(long)]
+    cluster_keys: Option<PathBuf>,
+    /// While the cluster has no API key, register the key in FILE (created, mode 0600, if
+    /// absent) as the admin key "admin" (`security.admin_key_file`).
+    #[arg(long, value_name = "FILE")]
+    admin_key_file: Option<PathBuf>,
 }
 
 fn load_server_config(args: &ServerArgs) -> anyhow::Result<yeskv_node::config::Validated> {
@@ -124,6 +165,15 @@ fn load_server_config(args: &ServerArgs) -> anyhow::Result<yeskv_node::config::V
     }
     if let Some(v) = &args.sync {
         cfg.storage.sync = v.clone();
+    }
+    if args.auth {
+        cfg.security.auth = true;
+    }
+    if let Some(v) = &args.cluster_keys {
+        cfg.security.cluster_keys = Some(v.clone());
+    }
+    if let Some(v) = &args.admin_key_file {
+        cfg.security.admin_key_file = Some(v.clone());
     }
     cfg.validate().map_err(anyhow::Error::msg)
 }
@@ -171,6 +221,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
+    let _ = API_KEY.set(cli.api_key.clone());
     let result = match cli.command {
         Command::Server(args) => run_server(args),
         other => {
@@ -191,6 +242,8 @@ fn main() {
                             Command::Bench(a) => bench::run(a).await,
                             Command::Cluster(c) => cluster_cmd::run(c).await,
                             Command::Bucket(c) => bucket_cmd::run(c).await,
+                            Command::Key(c) => key_cmd::run(c).await,
+                            Command::Keyring(c) => key_cmd::keyring(c),
                             Command::Server(_) => Ok(()),
                         }
                     })

@@ -52,7 +52,8 @@ async fn dt_inner<E: Engine>(
         ));
     }
     let tag = key_tag(&bucket, &key);
-    let ctx = parse_context(&headers, tag)?;
+    let keys = &state.coordinator.settings().context_keys;
+    let ctx = parse_context(&headers, tag, keys)?;
     let coord = &state.coordinator;
     let props = coord.bucket_props(&bucket);
     let Some(kind) = props.datatype else {
@@ -68,12 +69,12 @@ async fn dt_inner<E: Engine>(
                 let mut resp = json_error(StatusCode::NOT_FOUND, "not found");
                 if !obj.is_empty() {
                     resp.headers_mut()
-                        .insert(CONTEXT_HEADER, context_header(&obj.context(), tag));
+                        .insert(CONTEXT_HEADER, context_header(&obj.context(), tag, keys));
                 }
                 return Ok(resp);
             };
             coord.slide(&bucket, &key, &obj);
-            let ctx = context_header(&obj.context(), tag);
+            let ctx = context_header(&obj.context(), tag, keys);
             let mut body = render(&value);
             body.insert(
                 "context".into(),
@@ -109,7 +110,7 @@ async fn dt_inner<E: Engine>(
                 ttl_secs: query.ttl_secs,
             };
             let after = coord.dt_write(&bucket, &key, write, query.w).await?;
-            Ok(written(&after, tag, usize::MAX))
+            Ok(written(&after, tag, keys, usize::MAX))
         }
         _ => Ok(json_error(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use yeskv_core::codec::{decode_token, encode_token};
+use yeskv_core::keyring::Subkeys;
 use yeskv_core::keyspace::key_tag;
 use yeskv_core::{CausalContext, Conflict, Object, Quorum};
 use yeskv_storage::Engine;
@@ -108,23 +109,28 @@ pub(super) fn parse_query(uri: &Uri, method: &Method) -> Result<KvQuery, Error> 
     Ok(q)
 }
 
-pub(super) fn parse_context(headers: &HeaderMap, tag: u32) -> Result<Option<CausalContext>, Error> {
+pub(super) fn parse_context(
+    headers: &HeaderMap,
+    tag: u32,
+    keys: &Subkeys,
+) -> Result<Option<CausalContext>, Error> {
     match headers.get(CONTEXT_HEADER) {
         None => Ok(None),
         Some(v) => {
             let s = v
                 .to_str()
                 .map_err(|_| Error::BadRequest("X-Causal-Context is not ASCII".into()))?;
-            decode_token(s, tag)
+            decode_token(s, tag, keys)
                 .map(Some)
                 .map_err(Error::InvalidContext)
         }
     }
 }
 
-pub(super) fn context_header(ctx: &CausalContext, tag: u32) -> HeaderValue {
+pub(super) fn context_header(ctx: &CausalContext, tag: u32, keys: &Subkeys) -> HeaderValue {
     // base64url is always a valid header value.
-    HeaderValue::from_str(&encode_token(ctx, tag)).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(&encode_token(ctx, tag, keys))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 pub(super) async fn kv<E: Engine>(
@@ -163,7 +169,8 @@ async fn kv_inner<E: Engine>(
     let (bucket, key) = parse_kv_path(&uri, &state.limits)?;
     let query = parse_query(&uri, &method)?;
     let tag = key_tag(&bucket, &key);
-    let ctx = parse_context(&headers, tag)?;
+    let keys = &state.coordinator.settings().context_keys;
+    let ctx = parse_context(&headers, tag, keys)?;
     let coord = &state.coordinator;
     let props = coord.bucket_props(&bucket);
     if let Some(kind) = props.datatype {
@@ -181,8 +188,8 @@ async fn kv_inner<E: Engine>(
             let now = coord.now_ms();
             coord.slide(&bucket, &key, &obj);
             let mut resp = match props.conflict {
-                Conflict::Lww => lww_response(&obj, tag, json_mode, now),
-                Conflict::Siblings => read_response(&obj, tag, json_mode, now),
+                Conflict::Lww => lww_response(&obj, tag, keys, json_mode, now),
+                Conflict::Siblings => read_response(&obj, tag, keys, json_mode, now),
             };
             flag_siblings(
                 &mut resp,
@@ -223,7 +230,7 @@ async fn kv_inner<E: Engine>(
                 ttl_secs: query.ttl_secs,
             };
             let after = coord.write(&bucket, &key, write, query.w).await?;
-            Ok(written(&after, tag, state.limits.siblings_max))
+            Ok(written(&after, tag, keys, state.limits.siblings_max))
         }
         Method::DELETE => {
             let ctx = ctx.ok_or(Error::ContextRequired)?;
@@ -233,7 +240,7 @@ async fn kv_inner<E: Engine>(
                 ttl_secs: None,
             };
             let after = coord.write(&bucket, &key, write, query.w).await?;
-            Ok(written(&after, tag, state.limits.siblings_max))
+            Ok(written(&after, tag, keys, state.limits.siblings_max))
         }
         Method::POST => Err(Error::BadRequest(
             "POST on /v1/kv/{bucket}/{key} needs ?touch".into(),
@@ -247,10 +254,10 @@ async fn kv_inner<E: Engine>(
 
 /// The answer to a write: `204` with the new context, flagged when the key holds more
 /// siblings than `limits.siblings_max`.
-pub(super) fn written(after: &Written, tag: u32, siblings_max: usize) -> Response {
+pub(super) fn written(after: &Written, tag: u32, keys: &Subkeys, siblings_max: usize) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
-        .insert(CONTEXT_HEADER, context_header(&after.ctx, tag));
+        .insert(CONTEXT_HEADER, context_header(&after.ctx, tag, keys));
     flag_siblings(&mut resp, after.siblings, siblings_max);
     resp
 }
@@ -269,11 +276,11 @@ fn flag_siblings(resp: &mut Response, siblings: usize, max: usize) {
 
 /// The answer to a read of a last-writer-wins bucket: the version with the highest timestamp
 /// (ties broken by dot), `404` when it is a tombstone or nothing is visible.
-fn lww_response(obj: &Object, tag: u32, json_mode: bool, now_ms: u64) -> Response {
+fn lww_response(obj: &Object, tag: u32, keys: &Subkeys, json_mode: bool, now_ms: u64) -> Response {
     let winner = obj
         .visible(now_ms)
         .max_by(|a, b| (a.version.written_at_ms, &a.dot).cmp(&(b.version.written_at_ms, &b.dot)));
-    let ctx = context_header(&obj.context(), tag);
+    let ctx = context_header(&obj.context(), tag, keys);
     let mut resp = match winner.and_then(|s| s.version.value.as_ref()) {
         None => json_error(StatusCode::NOT_FOUND, "not found"),
         Some(v) if json_mode => {
@@ -300,10 +307,10 @@ fn lww_response(obj: &Object, tag: u32, json_mode: bool, now_ms: u64) -> Respons
 
 /// The response to a read: `404` when nothing but tombstones is visible, `200` raw for a single
 /// value, `300` JSON for siblings, `200` JSON in JSON mode.
-fn read_response(obj: &Object, tag: u32, json_mode: bool, now_ms: u64) -> Response {
+fn read_response(obj: &Object, tag: u32, keys: &Subkeys, json_mode: bool, now_ms: u64) -> Response {
     let visible: Vec<_> = obj.visible(now_ms).collect();
     metrics::read_siblings().record(visible.len() as f64);
-    let ctx = context_header(&obj.context(), tag);
+    let ctx = context_header(&obj.context(), tag, keys);
     let mut resp = if visible.iter().all(|s| s.version.is_tombstone()) {
         json_error(StatusCode::NOT_FOUND, "not found")
     } else if visible.len() == 1 && !json_mode {

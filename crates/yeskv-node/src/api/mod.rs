@@ -3,8 +3,9 @@
 //! Modules: [`kv`] (`/v1/kv`: keys and values), [`dt`] (`/v1/dt`: data types), [`node`]
 //! (`/v1/status`, `/v1/ring`, `/v1/health`, `/v1/hot`, `/metrics`, `/v1/admin/compact`),
 //! [`cluster`] (`/v1/cluster/*`: staged membership changes), [`buckets`]
-//! (`/v1/buckets/{bucket}`: bucket properties), [`state`] (what handlers share). This module
-//! routes and renders errors.
+//! (`/v1/buckets/{bucket}`: bucket properties), [`keys`] (`/v1/admin/keys`: API keys),
+//! [`state`] (what handlers share). This module routes and renders errors; every route,
+//! the fallback included, passes the API key check first ([`crate::auth::require`]).
 //!
 //! This module owns request parsing and validation (paths, query, limits, context tokens) and
 //! response shapes (`200` raw / `300` siblings / `404`, JSON mode, error bodies). Everything it
@@ -14,6 +15,7 @@
 mod buckets;
 mod cluster;
 mod dt;
+mod keys;
 mod kv;
 mod node;
 mod state;
@@ -43,6 +45,13 @@ pub const LAYOUT_VERSION_HEADER: &str = "x-yeskv-layout-version";
 
 /// The router of the client API.
 pub fn router<E: Engine>(state: Arc<AppState<E>>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The router of the client API with `extra` routes (the chaos layer's), all behind the API
+/// key check.
+pub fn router_with<E: Engine>(state: Arc<AppState<E>>, extra: Router) -> Router {
+    let guard = state.guard.clone();
     Router::new()
         .route("/v1/kv/{*path}", any(kv::kv::<E>))
         .route("/v1/dt/{*path}", any(dt::dt::<E>))
@@ -53,6 +62,14 @@ pub fn router<E: Engine>(state: Arc<AppState<E>>) -> Router {
         .route("/v1/hot", get(node::hot::<E>))
         .route("/metrics", get(node::metrics_text::<E>))
         .route("/v1/admin/compact", axum::routing::post(node::compact::<E>))
+        .route(
+            "/v1/admin/keys",
+            get(keys::list::<E>).post(keys::create::<E>),
+        )
+        .route(
+            "/v1/admin/keys/{name}",
+            axum::routing::delete(keys::revoke::<E>),
+        )
         .route("/v1/cluster/join", axum::routing::post(cluster::join::<E>))
         .route(
             "/v1/cluster/leave",
@@ -69,8 +86,13 @@ pub fn router<E: Engine>(state: Arc<AppState<E>>) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(track))
         .with_state(state)
+        .merge(extra)
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::require,
+        ))
+        .layer(axum::middleware::from_fn(track))
 }
 
 pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {

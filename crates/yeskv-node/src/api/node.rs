@@ -50,6 +50,8 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
             &state.coordinator.context().transfers().snapshot(),
         ),
         "members": members,
+        // Gossip packets dropped for not opening under the cluster keyring (sealed gossip).
+        "gossip_sealed_refused": state.membership.as_ref().map(|m| m.stats().gossip.sealed_refused),
         // Each other region: writes queued for it here, the oldest one's age, the link.
         "regions": crate::xr::regions(state.coordinator.context()),
         "hints_pending": replica.hints_pending(),

@@ -58,6 +58,9 @@ pub struct AppState<E: Engine> {
     /// The bucket properties the topology answers from, installed at once after a change made
     /// here (`api/buckets.rs`).
     pub buckets: Arc<crate::topology::BucketTable>,
+    /// Whether requests need a key, which are open, and the API keys they are checked
+    /// against ([`crate::auth`]; `api/keys.rs` installs a change made here at once).
+    pub guard: Arc<crate::auth::Guard>,
     /// Gossip membership: who is up, and what newcomers announce.
     pub membership: Option<Arc<yeskv_membership::Membership>>,
     /// What a join records about a node, from the membership view.

@@ -438,7 +438,8 @@ impl<E: Engine> Coordinator<E> {
         scope: &Scope,
     ) -> Result<Written, Forward> {
         let tag = key_tag(bucket, key);
-        let token = encode_token(&write.ctx, tag);
+        let keys = &self.settings().context_keys;
+        let token = encode_token(&write.ctx, tag, keys);
         // A forwarded write waits for its own replication round, which may include a fallback
         // after a slow primary: allow three internode deadlines.
         let timeout = self.settings().rpc_timeout * 3;
@@ -469,7 +470,7 @@ impl<E: Engine> Coordinator<E> {
             .await;
             match answer {
                 Ok((context, siblings)) => {
-                    return decode_token(&context, tag)
+                    return decode_token(&context, tag, keys)
                         .map(|ctx| Written {
                             ctx,
                             siblings: siblings as usize,

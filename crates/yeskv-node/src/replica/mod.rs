@@ -589,7 +589,19 @@ impl<E: Engine> Replica<E> {
             };
             let dot = match change {
                 Change::Put { ctx, version } => {
-                    obj.update_at_least(ctx, &actor, floor, version, now_ms)
+                    // On a copy of this node's own, a context never claims more than the copy
+                    // has seen: events it names that the copy lacks are dropped before it
+                    // supersedes anything (`CausalContext::clamped_to`; it still covers every
+                    // sibling it covered here). A version the client saw on another replica
+                    // that this one lacks then stays a sibling: the write supersedes less,
+                    // never more. A stand-in's hint is an empty copy by design and keeps the
+                    // context whole, or no write through a stand-in could supersede anything;
+                    // its context was signed by a node of this cluster for this key.
+                    let ctx = match slot {
+                        Slot::Own => std::borrow::Cow::Owned(ctx.clamped_to(obj.clock())),
+                        Slot::HintFor(_) => std::borrow::Cow::Borrowed(ctx),
+                    };
+                    obj.update_at_least(&ctx, &actor, floor, version, now_ms)
                 }
                 Change::Fold(make) => {
                     let dot = obj.next_dot(&actor, floor);

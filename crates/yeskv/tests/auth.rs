@@ -1,0 +1,396 @@
+//! API keys, signed contexts and sealed gossip on real node processes: a 3-node cluster with
+//! `--auth` and a cluster keyring, formed with the first admin key (`--admin-key-file`).
+//!
+//! - no key → 401, a read-only key writing → 403 and nothing written, a write key writes, the
+//!   admin key plans, commits, creates and revokes keys; a revoked key → 401 on every node;
+//! - a tampered context → 400 and the object unchanged;
+//! - nodes with the same keyring form a cluster over sealed gossip, and a node with another
+//!   keyring never shows up in their members (its packets are counted as refused).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{bin, free_port, request, wait_until, Node};
+
+/// Runs the CLI with `args` (and `YESKV_KEY` when given); returns stdout, panics on failure.
+fn cli(key: Option<&str>, args: &[&str]) -> String {
+    let mut command = Command::new(bin());
+    command.args(args).env_remove("YESKV_KEY");
+    if let Some(key) = key {
+        command.env("YESKV_KEY", key);
+    }
+    let out = command.output().expect("run yeskv");
+    assert!(
+        out.status.success(),
+        "yeskv {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+/// Starts `ids` with `extra` args: the first creates the cluster (and gets `first_extra`),
+/// the others seed from it. Returns the nodes and the first node's peer address.
+fn start_nodes(dir: &Path, ids: &[&str], extra: &[&str], first_extra: &[&str]) -> Vec<Node> {
+    let peer1 = format!("127.0.0.1:{}", free_port());
+    let mut nodes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let mut args = vec!["--node-id", id];
+        if i == 0 {
+            args.extend(["--peer", &peer1]);
+            args.extend(first_extra);
+        } else {
+            args.extend(["--seed", &peer1]);
+        }
+        args.extend(extra);
+        nodes.push(Node::start(&dir.join(id), &args));
+    }
+    nodes
+}
+
+/// Joins `n2..` with the admin key and waits until every node applied the layout and sees
+/// every other up.
+fn form(nodes: &[Node], admin: &str) {
+    let auth = bearer(admin);
+    let headers = [("authorization", auth.as_str())];
+    let first = &nodes[0];
+    let joiners: Vec<String> = (2..=nodes.len()).map(|i| format!("n{i}")).collect();
+    let body = serde_json::json!({ "nodes": joiners }).to_string();
+    wait_until(
+        "newcomers in n1's gossip view",
+        Duration::from_secs(30),
+        || {
+            first
+                .req("POST", "/v1/cluster/join", &headers, body.as_bytes())
+                .status
+                == 200
+        },
+    );
+    let plan = first.req("GET", "/v1/cluster/plan", &headers, b"");
+    assert_eq!(plan.status, 200, "{}", plan.text());
+    let commit = first.req("POST", "/v1/cluster/commit", &headers, b"");
+    assert_eq!(commit.status, 200, "{}", commit.text());
+    let version = commit.json()["version"].as_u64().unwrap_or(2);
+    for n in nodes {
+        wait_until(
+            "every node applies the layout, all up",
+            Duration::from_secs(60),
+            || {
+                let status = n.req("GET", "/v1/status", &headers, b"").json();
+                let members = status["members"].as_array().cloned().unwrap_or_default();
+                status["layout_version"].as_u64() >= Some(version)
+                    && members.len() == nodes.len()
+                    && members.iter().all(|m| m["status"] == "up")
+                    && n.req("GET", "/v1/health", &[], b"").status == 200
+            },
+        );
+    }
+}
+
+#[test]
+fn keys_permissions_and_signed_contexts_on_three_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keyring = dir.path().join("cluster.keys");
+    let admin_file = dir.path().join("admin.key");
+    cli(
+        None,
+        &["keyring", "new", "--out", keyring.to_str().expect("utf-8")],
+    );
+    let keyring_arg = keyring.to_str().expect("utf-8");
+    let admin_arg = admin_file.to_str().expect("utf-8");
+    let nodes = start_nodes(
+        dir.path(),
+        &["n1", "n2", "n3"],
+        &["--auth", "--cluster-keys", keyring_arg],
+        &["--admin-key-file", admin_arg],
+    );
+    // The first node writes the admin key (0600) and registers it.
+    wait_until("the admin key file", Duration::from_secs(30), || {
+        admin_file.exists()
+    });
+    let admin = std::fs::read_to_string(&admin_file)
+        .expect("admin key")
+        .trim()
+        .to_string();
+    assert!(admin.starts_with("ykv_"), "{admin}");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&admin_file)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let admin_auth = bearer(&admin);
+    let as_admin = [("authorization", admin_auth.as_str())];
+    wait_until("the admin key registered", Duration::from_secs(30), || {
+        nodes[0].req("GET", "/v1/admin/keys", &as_admin, b"").status == 200
+    });
+    form(&nodes, &admin);
+
+    // No key: 401 with a reason, everywhere but the open endpoints.
+    for n in &nodes {
+        let r = n.req("GET", "/v1/kv/b/k", &[], b"");
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert!(r.json()["error"]
+            .as_str()
+            .expect("reason")
+            .contains("API key"));
+        assert_eq!(n.req("POST", "/v1/cluster/commit", &[], b"").status, 401);
+        assert_eq!(n.req("GET", "/v1/status", &[], b"").status, 401);
+        let wrong = [("authorization", "Bearer ykv_not-a-key")];
+        assert_eq!(n.req("GET", "/v1/kv/b/k", &wrong, b"").status, 401);
+        assert_eq!(n.req("GET", "/v1/health", &[], b"").status, 200);
+        assert_eq!(n.req("GET", "/metrics", &[], b"").status, 200);
+    }
+
+    // Keys: one over HTTP, one with the CLI; names are unique, bad input is 400.
+    let create = |body: serde_json::Value| {
+        nodes[1].req(
+            "POST",
+            "/v1/admin/keys",
+            &as_admin,
+            body.to_string().as_bytes(),
+        )
+    };
+    let reader = create(serde_json::json!({"name": "reader", "buckets": {"b": "read"}}));
+    assert_eq!(reader.status, 200, "{}", reader.text());
+    let reader = reader.json()["key"].as_str().expect("key").to_string();
+    let writer = cli(
+        Some(&admin),
+        &[
+            "key",
+            "create",
+            "writer",
+            "--bucket",
+            "b=readwrite",
+            "--node",
+            &format!("http://{}", nodes[2].http),
+        ],
+    )
+    .trim()
+    .to_string();
+    assert!(writer.starts_with("ykv_") && writer != reader);
+    let again = create(serde_json::json!({"name": "reader", "buckets": {"b": "write"}}));
+    assert_eq!(again.status, 409, "{}", again.text());
+    let bad = create(serde_json::json!({"name": "x", "buckets": {"b": "everything"}}));
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let by_reader = [("authorization", format!("Bearer {reader}"))];
+    let by_reader: Vec<(&str, &str)> = by_reader.iter().map(|(h, v)| (*h, v.as_str())).collect();
+    let writer_auth = bearer(&writer);
+    let by_writer = [("authorization", writer_auth.as_str())];
+    // A non-admin key cannot manage keys or the cluster.
+    assert_eq!(
+        nodes[0]
+            .req("GET", "/v1/admin/keys", &by_writer, b"")
+            .status,
+        403
+    );
+    assert_eq!(
+        nodes[0]
+            .req("POST", "/v1/cluster/commit", &by_writer, b"")
+            .status,
+        403
+    );
+    let listed = cli(
+        Some(&admin),
+        &[
+            "key",
+            "list",
+            "--node",
+            &format!("http://{}", nodes[0].http),
+        ],
+    );
+    assert!(
+        listed.contains("reader") && listed.contains("b=read"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("writer") && listed.contains("admin"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&reader) && !listed.contains(&writer));
+
+    // Every node knows the new keys once it applied them.
+    for n in &nodes {
+        wait_until("the keys reach every node", Duration::from_secs(20), || {
+            n.req("GET", "/v1/kv/b/none", &by_writer, b"").status == 404
+        });
+    }
+
+    // A read-only key writing: 403 with the reason, nothing written.
+    let refused = nodes[0].req("PUT", "/v1/kv/b/k", &by_reader, b"sneaky");
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(refused.json()["error"]
+        .as_str()
+        .expect("reason")
+        .contains("may not write bucket \"b\""));
+    assert_eq!(
+        nodes[0].req("GET", "/v1/kv/b/k", &as_admin, b"").status,
+        404
+    );
+    // Nor another bucket.
+    assert_eq!(
+        nodes[0].req("GET", "/v1/kv/c/k", &by_reader, b"").status,
+        403
+    );
+
+    // The write key writes; the read key reads it on every node.
+    let written = nodes[0].req("PUT", "/v1/kv/b/k?w=all", &by_writer, b"v1");
+    assert_eq!(written.status, 204, "{}", written.text());
+    for n in &nodes {
+        let r = n.req("GET", "/v1/kv/b/k", &by_reader, b"");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"v1");
+    }
+
+    // A tampered context: 400, and the object is unchanged.
+    let read = nodes[1].req("GET", "/v1/kv/b/k", &by_writer, b"");
+    let context = read.context().expect("context");
+    let mut tampered: Vec<char> = context.chars().collect();
+    let at = tampered.len() / 2;
+    tampered[at] = if tampered[at] == 'A' { 'B' } else { 'A' };
+    let tampered: String = tampered.into_iter().collect();
+    let mut headers = by_writer.to_vec();
+    headers.push(("x-causal-context", tampered.as_str()));
+    let refused = nodes[1].req("PUT", "/v1/kv/b/k", &headers, b"forged");
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains("causal context"),
+        "{}",
+        refused.text()
+    );
+    for n in &nodes {
+        let r = n.req("GET", "/v1/kv/b/k?r=all", &by_writer, b"");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"v1"[..]));
+        assert_eq!(r.context().as_deref(), Some(context.as_str()));
+    }
+    // The genuine context replaces the value.
+    let mut headers = by_writer.to_vec();
+    headers.push(("x-causal-context", context.as_str()));
+    assert_eq!(
+        nodes[2]
+            .req("PUT", "/v1/kv/b/k?w=all", &headers, b"v2")
+            .status,
+        204
+    );
+    assert_eq!(
+        nodes[0]
+            .req("GET", "/v1/kv/b/k?r=all", &by_reader, b"")
+            .body,
+        b"v2"
+    );
+
+    // The CLI sends --key / YESKV_KEY.
+    let got = cli(
+        Some(&reader),
+        &[
+            "get",
+            "b",
+            "k",
+            "--node",
+            &format!("http://{}", nodes[1].http),
+        ],
+    );
+    assert_eq!(got.trim(), "v2");
+
+    // Revoked on one node: refused (401) on every node.
+    cli(
+        Some(&admin),
+        &[
+            "key",
+            "revoke",
+            "writer",
+            "--node",
+            &format!("http://{}", nodes[1].http),
+        ],
+    );
+    for n in &nodes {
+        wait_until(
+            "the revocation reaches every node",
+            Duration::from_secs(20),
+            || n.req("GET", "/v1/kv/b/k", &by_writer, b"").status == 401,
+        );
+        assert_eq!(n.req("PUT", "/v1/kv/b/k", &by_writer, b"late").status, 401);
+    }
+    assert_eq!(
+        nodes[0]
+            .req("DELETE", "/v1/admin/keys/writer", &as_admin, b"")
+            .status,
+        404
+    );
+    assert_eq!(
+        nodes[0].req("GET", "/v1/kv/b/k", &by_reader, b"").body,
+        b"v2"
+    );
+    // The gossip between them is sealed (and nothing was refused among themselves).
+    let status = nodes[0].req("GET", "/v1/status", &as_admin, b"").json();
+    assert_eq!(status["gossip_sealed_refused"], 0, "{status}");
+}
+
+/// A node with another keyring seeded at a cluster never shows up in its members: its gossip
+/// packets do not open there, and are counted.
+#[test]
+fn a_node_with_another_keyring_stays_out_of_the_gossip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ours = dir.path().join("ours.keys");
+    let theirs = dir.path().join("theirs.keys");
+    cli(
+        None,
+        &["keyring", "new", "--out", ours.to_str().expect("utf-8")],
+    );
+    cli(
+        None,
+        &["keyring", "new", "--out", theirs.to_str().expect("utf-8")],
+    );
+    let nodes = start_nodes(
+        dir.path(),
+        &["n1", "n2"],
+        &["--cluster-keys", ours.to_str().expect("utf-8")],
+        &[],
+    );
+    let n1 = &nodes[0];
+    wait_until("n2 in n1's gossip", Duration::from_secs(30), || {
+        let status = n1.req("GET", "/v1/status", &[], b"").json();
+        status["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["id"] == "n2" && m["status"] == "up"))
+    });
+    let peer1 = n1.args[n1.args.iter().position(|a| a == "--peer").expect("peer") + 1].clone();
+    let stranger = Node::start(
+        &dir.path().join("x1"),
+        &[
+            "--node-id",
+            "x1",
+            "--seed",
+            &peer1,
+            "--cluster-keys",
+            theirs.to_str().expect("utf-8"),
+        ],
+    );
+    wait_until(
+        "the stranger's packets refused",
+        Duration::from_secs(30),
+        || {
+            let status = n1.req("GET", "/v1/status", &[], b"").json();
+            status["gossip_sealed_refused"].as_u64() >= Some(5)
+        },
+    );
+    for n in &nodes {
+        let status = n.req("GET", "/v1/status", &[], b"").json();
+        let members = status["members"].as_array().cloned().unwrap_or_default();
+        assert!(
+            members.iter().all(|m| m["id"] != "x1"),
+            "stranger admitted: {status}"
+        );
+    }
+    let seen = request(&stranger.http, "GET", "/v1/status", &[], b"").json();
+    let members = seen["members"].as_array().cloned().unwrap_or_default();
+    assert!(members.iter().all(|m| m["id"] != "n1"), "{seen}");
+}
