@@ -905,6 +905,62 @@ mod tests {
         assert_eq!(r.read(b"k").expect("read").siblings().len(), 200);
     }
 
+    /// A context claiming events of another actor that this copy never saw (here a counter
+    /// far past anything written) raises nothing: the object's clock keeps only what it has,
+    /// and a later genuine write of that actor is kept, not taken for one already seen. What
+    /// the context covers of the copy is still superseded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_context_never_raises_a_counter_beyond_what_the_copy_has_seen() {
+        use yeskv_core::{Actor, Object};
+        let engine = Arc::new(MemoryEngine::new());
+        let (r, _) = Replica::open(engine, node(), 0, || 1).await.expect("open");
+        let (_, first) = r
+            .coordinate(
+                Slot::Own,
+                1,
+                b"k",
+                &CausalContext::empty(),
+                Version::value(b"a".to_vec(), 1, None),
+                1,
+            )
+            .await
+            .expect("write");
+        let other = Actor::new(NodeId::new("n2").expect("id"), 5);
+        let mut claimed = CausalContext::empty().with_dot(first.clone());
+        claimed.seen.raise(&other, 1 << 40);
+        r.coordinate(
+            Slot::Own,
+            1,
+            b"k",
+            &claimed,
+            Version::value(b"b".to_vec(), 2, None),
+            2,
+        )
+        .await
+        .expect("write");
+        let stored = r.read(b"k").expect("read");
+        assert_eq!(stored.clock().get(&other), 0, "the claim was taken");
+        assert_eq!(
+            stored.siblings().len(),
+            1,
+            "what the context covered is superseded"
+        );
+        // n2's real write 7 arrives by a merge: it is kept as a sibling.
+        let mut theirs = Object::new();
+        theirs.update_at_least(
+            &CausalContext::empty(),
+            &other,
+            7,
+            Version::value(b"c".to_vec(), 3, None),
+            3,
+        );
+        let merged = r
+            .merge(Slot::Own, 1, b"k", &theirs, 3)
+            .await
+            .expect("merge");
+        assert_eq!(merged.siblings().len(), 2);
+    }
+
     /// A fold supersedes every sibling held, with a version made from the object.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_fold_supersedes_every_sibling() {
