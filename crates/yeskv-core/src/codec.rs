@@ -650,12 +650,12 @@ mod tests {
             decode_token(&signed_new, 3, &new_only).expect("new key"),
             ctx
         );
-        let refused = decode_token(&signed_old, 3, &new_only).unwrap_err();
+        let refused = decode_token(&signed_old, 3, &new_only).expect_err("refused");
         assert!(refused.to_string().contains("signature"), "{refused}");
 
         let mut v1 = URL_SAFE_NO_PAD.decode(&signed_new).expect("base64");
         v1[0] = 1;
-        let refused = decode_token(&URL_SAFE_NO_PAD.encode(v1), 3, &new_only).unwrap_err();
+        let refused = decode_token(&URL_SAFE_NO_PAD.encode(v1), 3, &new_only).expect_err("refused");
         assert!(refused.to_string().contains("format 1"), "{refused}");
     }
 }

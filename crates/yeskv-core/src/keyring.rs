@@ -238,25 +238,30 @@ mod tests {
     #[test]
     fn bad_keyrings_are_refused_with_the_line() {
         assert!(Keyring::parse("# only a comment\n")
-            .unwrap_err()
+            .expect_err("refused")
             .0
             .contains("no key"));
         let short = URL_SAFE_NO_PAD.encode([0u8; 16]);
-        let err = Keyring::parse(&format!("# c\n{short}\n")).unwrap_err().0;
+        let err = Keyring::parse(&format!("# c\n{short}\n"))
+            .expect_err("refused")
+            .0;
         assert!(err.contains("line 2") && err.contains("32 bytes"), "{err}");
         assert!(Keyring::parse("not base64!\n")
-            .unwrap_err()
+            .expect_err("refused")
             .0
             .contains("line 1"));
         let key = encode_key(&[7; 32]);
         assert!(Keyring::parse(&format!("{key}\n{key}\n"))
-            .unwrap_err()
+            .expect_err("refused")
             .0
             .contains("twice"));
         let many: String = (0..=KEYRING_KEYS_MAX as u8)
             .map(|i| encode_key(&[i; 32]) + "\n")
             .collect();
-        assert!(Keyring::parse(&many).unwrap_err().0.contains("at most"));
+        assert!(Keyring::parse(&many)
+            .expect_err("refused")
+            .0
+            .contains("at most"));
     }
 
     #[test]

@@ -338,7 +338,10 @@ mod tests {
         h
     }
 
-    fn table(keys: &[(&str, &str, bool, &[(&[u8], Access)])]) -> KeyTable {
+    /// Name, secret, admin, permissions.
+    type TestKey<'a> = (&'a str, &'a str, bool, &'a [(&'a [u8], Access)]);
+
+    fn table(keys: &[TestKey<'_>]) -> KeyTable {
         let t = KeyTable::default();
         t.set(
             keys.iter()
@@ -441,7 +444,7 @@ mod tests {
         assert_eq!(status(&Need::Admin, Some("a-secret")), Ok(()));
         assert_eq!(status(&write, Some("a-secret")), Ok(()));
         assert_eq!(status(&Need::AnyKey, Some("r-secret")), Ok(()));
-        let denied = check(&t, &write, &headers(Some("r-secret"))).unwrap_err();
+        let denied = check(&t, &write, &headers(Some("r-secret"))).expect_err("refused");
         assert!(denied
             .reason()
             .contains("\"reader\" may not write bucket \"b\""));
@@ -488,7 +491,7 @@ mod tests {
             if let Err(d) = got {
                 prop_assert_eq!(d.status(), StatusCode::FORBIDDEN);
             }
-            let refused = check(&t, &need, &headers(Some(&wrong))).unwrap_err();
+            let refused = check(&t, &need, &headers(Some(&wrong))).expect_err("refused");
             prop_assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
         }
     }

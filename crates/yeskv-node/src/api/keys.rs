@@ -54,8 +54,11 @@ pub(super) async fn list<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Re
     axum::Json(json!({ "keys": keys })).into_response()
 }
 
-/// A key request: name, permissions.
-fn parse_request(body: &[u8]) -> Result<(String, bool, BTreeMap<Vec<u8>, Access>), String> {
+/// A key request: name, admin flag, permissions per bucket.
+type KeyRequest = (String, bool, BTreeMap<Vec<u8>, Access>);
+
+/// Reads a key request.
+fn parse_request(body: &[u8]) -> Result<KeyRequest, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     let object = value
@@ -181,7 +184,7 @@ mod tests {
                 "unknown field",
             ),
         ] {
-            let err = parse_request(body).unwrap_err();
+            let err = parse_request(body).expect_err("refused");
             assert!(err.contains(expect), "{err}");
         }
     }
