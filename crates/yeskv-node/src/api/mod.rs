@@ -3,7 +3,8 @@
 //! Modules: [`kv`] (`/v1/kv`: keys and values), [`dt`] (`/v1/dt`: data types), [`node`]
 //! (`/v1/status`, `/v1/ring`, `/v1/health`, `/v1/hot`, `/metrics`, `/v1/admin/compact`),
 //! [`cluster`] (`/v1/cluster/*`: staged membership changes), [`buckets`]
-//! (`/v1/buckets/{bucket}`: bucket properties), [`state`] (what handlers share). This module
+//! (`/v1/buckets/{bucket}`: bucket properties), [`body`] (reading request bodies within size,
+//! time and memory bounds), [`state`] (what handlers share). This module
 //! routes and renders errors.
 //!
 //! This module owns request parsing and validation (paths, query, limits, context tokens) and
@@ -11,6 +12,7 @@
 //! accepts is checked before the coordinator sees it: a rejected request writes nothing. Keys and
 //! buckets are raw path segments percent-decoded to bytes, so any byte string is a valid key.
 
+mod body;
 mod buckets;
 mod cluster;
 mod dt;
@@ -32,6 +34,7 @@ use yeskv_storage::Engine;
 use crate::error::Error;
 use crate::metrics;
 
+pub use body::BodyLimits;
 pub use buckets::{props_json, BUCKET_BODY_BYTES_MAX};
 pub use cluster::plan_json;
 pub use state::{AppState, Directory, Serving};
