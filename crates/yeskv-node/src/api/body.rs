@@ -109,10 +109,12 @@ pub async fn read(
         match tokio::time::timeout_at(deadline, acquire).await {
             Ok(Ok(permit)) => Some(permit),
             Ok(Err(_closed)) => return Err(Error::NotServing("shutting down")),
-            Err(_elapsed) => return Err(Error::Busy(format!(
+            Err(_elapsed) => {
+                return Err(Error::Busy(format!(
                 "request bodies in flight fill server.http_inflight_bytes_max ({} bytes); retry",
                 limits.budget_bytes
-            ))),
+            )))
+            }
         }
     };
     let limited = http_body_util::Limited::new(body, limit);
