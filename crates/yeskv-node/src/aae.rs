@@ -389,9 +389,79 @@ pub async fn sync_key<E: Engine>(
     Ok(())
 }
 
-/// Answers an anti-entropy message of another node.
-pub fn serve<E: Engine>(ctx: &NodeContext<E>, request: AaeRequest) -> PeerResponse {
-    let replica = ctx.replica();
+/// Answers a peer's anti-entropy message. The request is checked first (partitions that
+/// exist, no more branches or segments than a tree has: a peer cannot make one request cost
+/// more than a whole tree), and answered off the async workers: a `Keys` request scans a whole
+/// partition under its tree's lock.
+pub async fn serve<E: Engine>(ctx: &NodeContext<E>, request: AaeRequest) -> PeerResponse {
+    if let Err(reason) = check(&request, ctx.settings().partitions) {
+        return PeerResponse::Failed(RemoteError::BadRequest(format!(
+            "{}: {reason}",
+            request.name()
+        )));
+    }
+    let replica = ctx.replica().clone();
+    crate::workers::off_async("anti-entropy answer", move || answer(&replica, request))
+        .await
+        .unwrap_or_else(|e| PeerResponse::Failed(RemoteError::from(e)))
+}
+
+/// Why `request` asks for more than any tree of a cluster of `partitions` partitions has.
+fn check(request: &AaeRequest, partitions: u32) -> Result<(), String> {
+    let geometry = yeskv_core::tictac::TreeGeometry::default();
+    let partition_ok = |p: u16| {
+        if u32::from(p) < partitions {
+            Ok(())
+        } else {
+            Err(format!(
+                "partition {p} does not exist (the cluster has {partitions})"
+            ))
+        }
+    };
+    match request {
+        AaeRequest::Roots { partitions: asked } => {
+            if asked.len() > partitions as usize {
+                return Err(format!(
+                    "{} partitions asked; the cluster has {partitions}",
+                    asked.len()
+                ));
+            }
+            asked.iter().try_for_each(|p| partition_ok(*p))
+        }
+        AaeRequest::Branches { partition } => partition_ok(*partition),
+        AaeRequest::Segments {
+            partition,
+            branches,
+        } => {
+            partition_ok(*partition)?;
+            if branches.len() > geometry.branches() as usize {
+                return Err(format!(
+                    "{} branches asked; a tree has {}",
+                    branches.len(),
+                    geometry.branches()
+                ));
+            }
+            Ok(())
+        }
+        AaeRequest::Keys {
+            partition,
+            segments,
+        } => {
+            partition_ok(*partition)?;
+            if segments.len() > geometry.segments() as usize {
+                return Err(format!(
+                    "{} segments asked; a tree has {}",
+                    segments.len(),
+                    geometry.segments()
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The answer to a checked request.
+fn answer<E: Engine>(replica: &crate::replica::Replica<E>, request: AaeRequest) -> PeerResponse {
     let answer = match request {
         AaeRequest::Roots { partitions } => AaeResponse::Roots(
             partitions

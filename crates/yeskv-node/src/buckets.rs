@@ -84,9 +84,10 @@ async fn holds_here<E: Engine>(ctx: &NodeContext<E>, bucket: Vec<u8>) -> Result<
     }
     let replica = ctx.replica().clone();
     let partitions = ctx.settings().partitions;
-    tokio::task::spawn_blocking(move || replica.holds_bucket(&bucket, partitions))
-        .await
-        .map_err(|e| Error::Storage(format!("scanning for a bucket's keys: {e}")))?
+    crate::workers::off_async("scanning for a bucket's keys", move || {
+        replica.holds_bucket(&bucket, partitions)
+    })
+    .await?
 }
 
 /// What the members of the layout said about a bucket.

@@ -162,6 +162,24 @@ pub struct Server {
     /// connection. It bounds the largest object that can replicate, hence
     /// `limits.object_bytes_max` (plus [`crate::peer::ENVELOPE_BYTES_MAX`]) must fit in it.
     pub rpc_frame_bytes_max: usize,
+    /// How long a client may take to send a request's headers, and how long a kept-alive
+    /// connection may sit idle before its next request, in milliseconds: a connection past it
+    /// is closed (slowloris: a client trickling headers holds nothing for longer).
+    pub http_header_timeout_ms: u64,
+    /// How long a client may take to send a request's body once its headers arrived, in
+    /// milliseconds (`408` past it).
+    pub http_body_timeout_ms: u64,
+    /// Most client connections open at once; past it a new connection is closed at once
+    /// (counted in `yeskv_http_connections_refused_total`).
+    pub http_connections_max: usize,
+    /// Most request-body bytes held by the node at once across all client requests; a request
+    /// waits for room (up to its body timeout, then `503`).
+    pub http_inflight_bytes_max: usize,
+    /// Most internode connections open at once on the peer port; past it a new one is closed.
+    pub rpc_connections_max: usize,
+    /// Most request bytes the internode server holds in running handlers at once; past it the
+    /// connections stop reading (back-pressure) until handlers finish.
+    pub rpc_inflight_bytes_max: usize,
 }
 
 /// Hinted handoff, read repair and active anti-entropy (AAE).
@@ -343,6 +361,12 @@ impl Default for Server {
             worker_threads: 0,
             rpc_timeout_ms: 2000,
             rpc_frame_bytes_max: yeskv_rpc::FRAME_BYTES_MAX_DEFAULT,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 30_000,
+            http_connections_max: 8192,
+            http_inflight_bytes_max: 256 << 20,
+            rpc_connections_max: 1024,
+            rpc_inflight_bytes_max: 512 << 20,
         }
     }
 }
@@ -642,6 +666,43 @@ fn validate_storage(storage: &Storage) -> Result<SyncMode, ConfigError> {
 /// The `[server]` section.
 fn validate_server(server: &Server) -> Result<(), ConfigError> {
     check_between("server.rpc_timeout_ms", server.rpc_timeout_ms, 1, 600_000)?;
+    check_between(
+        "server.http_header_timeout_ms",
+        server.http_header_timeout_ms,
+        100,
+        3_600_000,
+    )?;
+    check_between(
+        "server.http_body_timeout_ms",
+        server.http_body_timeout_ms,
+        100,
+        3_600_000,
+    )?;
+    check_between(
+        "server.http_connections_max",
+        server.http_connections_max,
+        1,
+        1 << 20,
+    )?;
+    check_between(
+        "server.rpc_connections_max",
+        server.rpc_connections_max,
+        1,
+        1 << 20,
+    )?;
+    // Room for the largest value (and a whole frame) at least: one request must always fit.
+    check_between(
+        "server.http_inflight_bytes_max",
+        server.http_inflight_bytes_max,
+        1 << 20,
+        1 << 40,
+    )?;
+    check_between(
+        "server.rpc_inflight_bytes_max",
+        server.rpc_inflight_bytes_max,
+        server.rpc_frame_bytes_max,
+        1 << 40,
+    )?;
     // Not below the default: the layout's and anti-entropy's own messages are sized for it.
     check_between(
         "server.rpc_frame_bytes_max",

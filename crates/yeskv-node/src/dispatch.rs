@@ -54,7 +54,7 @@ impl<E: Engine> Dispatcher<E> {
         let ctx = self.coordinator.context();
         match request {
             PeerRequest::Replication(r) => crate::replication::serve(&self.coordinator, r).await,
-            PeerRequest::Aae(r) => crate::aae::serve(ctx, r),
+            PeerRequest::Aae(r) => crate::aae::serve(ctx, r).await,
             PeerRequest::Reap(r) => crate::reaper::serve(ctx, r).await,
             PeerRequest::Transfer(r) => crate::transfer::serve(ctx, r),
             PeerRequest::Buckets(r) => crate::buckets::serve(ctx, r).await,

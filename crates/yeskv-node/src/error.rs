@@ -120,6 +120,13 @@ pub enum Error {
     /// The layout service could not make a change the node asked for (no leader, refused).
     #[error("layout change failed: {0}")]
     Layout(String),
+    /// The node has no room for the request now (its in-flight byte budget is full): nothing
+    /// was done; retry.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The request's body did not arrive in time: nothing was done.
+    #[error("{0}")]
+    BodyTimeout(String),
     /// Writes queued for another region could not all be delivered (its nodes down, cut off,
     /// or refusing); they stay queued (`crate::xr`).
     #[error("cross-region replication: {0}")]
@@ -146,7 +153,9 @@ impl Error {
             | Error::PeerRefused { .. }
             | Error::Protocol { .. }
             | Error::Layout(_)
+            | Error::Busy(_)
             | Error::Undelivered(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -376,14 +376,7 @@ pub async fn round<E: Engine>(
     let started = std::time::Instant::now();
     let r = replica.clone();
     let compact = move || r.engine().compact(Space::Data);
-    match tokio::runtime::Handle::current().runtime_flavor() {
-        // The simulator's single-threaded hosts (as `Replica::compact_partition`): its engine
-        // is in memory, and a blocking-pool thread would make the run depend on the OS.
-        tokio::runtime::RuntimeFlavor::CurrentThread => compact()?,
-        _ => tokio::task::spawn_blocking(compact)
-            .await
-            .map_err(|e| Error::Storage(format!("expiry compaction task: {e}")))??,
-    }
+    crate::workers::off_async("expiry compaction", compact).await??;
     expiry.compacted();
     expiry.export_metrics();
     let dropped = expiry.dropped();

@@ -17,6 +17,10 @@ use yeskv_storage::Engine;
 pub const HTTP_REQUESTS: &str = "yeskv_http_requests_total";
 /// HTTP request latency in seconds, by `route` and `method`.
 pub const HTTP_DURATION: &str = "yeskv_http_request_duration_seconds";
+/// Client connections closed at once because `server.http_connections_max` were open.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "yeskv_http_connections_refused_total";
+/// Client connections open now.
+pub const HTTP_CONNECTIONS_OPEN: &str = "yeskv_http_connections_open";
 /// Records that failed their checksum.
 /// Requests refused for their API key, labelled by `status` (`401`, `403`).
 pub const AUTH_REFUSED: &str = "yeskv_auth_refused_total";
@@ -142,6 +146,19 @@ static HTTP_SERIES: LazyLock<RwLock<HttpSeries>> = LazyLock::new(Default::defaul
 /// label, which was a measurable share of a request costing ~20 µs of CPU. Handles taken before
 /// the recorder is installed do nothing, so the recorder is installed before serving.
 pub fn http_series(route: &str, method: &Method, status: u16) -> (Counter, Histogram) {
+    // Any method name is valid HTTP: those the API does not know share one label, so a client
+    // cannot make a new series per request.
+    let method = match *method {
+        Method::GET
+        | Method::HEAD
+        | Method::PUT
+        | Method::POST
+        | Method::DELETE
+        | Method::OPTIONS
+        | Method::PATCH => method.clone(),
+        _ => Method::from_bytes(b"OTHER").unwrap_or(Method::GET),
+    };
+    let method = &method;
     if let Some(series) = HTTP_SERIES
         .read()
         .get(route)
@@ -379,7 +396,24 @@ pub fn render(
     handle: &PrometheusHandle,
     engine: &impl Engine,
     peers: &[yeskv_rpc::PeerStats],
+    server: &yeskv_rpc::ServerStats,
 ) -> String {
+    let figures = [
+        ("yeskv_rpc_server_connections_open", server.connections_open),
+        (
+            "yeskv_rpc_server_connections_refused_total",
+            server.connections_refused,
+        ),
+        (
+            "yeskv_rpc_server_handshakes_refused_total",
+            server.handshakes_refused,
+        ),
+        ("yeskv_rpc_server_requests_total", server.requests),
+        ("yeskv_rpc_server_idle_closed_total", server.idle_closed),
+    ];
+    for (name, value) in figures {
+        metrics::gauge!(name).set(value as f64);
+    }
     for stat in engine.stats() {
         metrics::gauge!(format!("yeskv_storage_{}", stat.name)).set(stat.value);
     }

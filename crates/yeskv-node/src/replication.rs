@@ -233,9 +233,60 @@ fn unless_in<E: Engine>(
     ))))
 }
 
+/// Longest bucket name a peer may send: the client limit's maximum (512) and the suffix of a
+/// salted bucket's sub-key bucket.
+pub const STORED_BUCKET_BYTES_MAX: usize = 512 + crate::coordinator::SALT_SUFFIX.len();
+/// Longest key a peer may send: the client limit's maximum (512) and a sub-key's salt byte.
+pub const STORED_KEY_BYTES_MAX: usize = 512 + 1;
+
+/// Checks a key a peer names, as the HTTP path checks a client's: a storage key that parses,
+/// a bucket and key within the stored-name limits, a partition that exists and is the key's,
+/// and, if given, the key's hash (it selects the stripe lock: a wrong one would let two writes
+/// of one key run at once).
+fn check_key<E: Engine>(
+    ctx: &NodeContext<E>,
+    key_hash: Option<u64>,
+    storage_key: &[u8],
+) -> Result<(), Error> {
+    let (partition, bucket, key) = split_storage_key(storage_key)
+        .ok_or_else(|| Error::BadRequest("malformed storage key".into()))?;
+    check_names(bucket, key)?;
+    let hash = yeskv_core::keyspace::key_hash(bucket, key);
+    let partitions = ctx.settings().partitions;
+    if partition != yeskv_core::keyspace::partition_of(hash, partitions) {
+        return Err(Error::BadRequest(format!(
+            "storage key names partition {partition}, not its key's (of {partitions})"
+        )));
+    }
+    if key_hash.is_some_and(|h| h != hash) {
+        return Err(Error::BadRequest("key hash does not match the key".into()));
+    }
+    Ok(())
+}
+
+/// Checks a bucket and key a peer names against the stored-name limits.
+fn check_names(bucket: &[u8], key: &[u8]) -> Result<(), Error> {
+    if bucket.is_empty() || bucket.len() > STORED_BUCKET_BYTES_MAX {
+        return Err(Error::BadRequest(format!(
+            "a bucket name is 1 to {STORED_BUCKET_BYTES_MAX} bytes, got {}",
+            bucket.len()
+        )));
+    }
+    if key.is_empty() || key.len() > STORED_KEY_BYTES_MAX {
+        return Err(Error::BadRequest(format!(
+            "a key is 1 to {STORED_KEY_BYTES_MAX} bytes, got {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Answers a replication message (see the module docs).
 pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -> PeerResponse {
     let ctx = c.context();
+    if let Err(e) = check_request(ctx, &request) {
+        return PeerResponse::Failed(RemoteError::from(e));
+    }
     let answer = match request {
         ReplicationRequest::Read { storage_key } => {
             // A node answers a read of its own copy only for a partition whose data it holds in
@@ -315,11 +366,6 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             storage_key,
             expires_at_ms,
         } => {
-            if split_storage_key(&storage_key).is_none() {
-                return PeerResponse::Failed(RemoteError::BadRequest(
-                    "malformed storage key".into(),
-                ));
-            }
             if let Some(refusal) = unless_in(ctx, &storage_key, Set::WriteSet) {
                 return refusal;
             }
@@ -332,6 +378,60 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
     match answer {
         Ok(a) => PeerResponse::Replication(a),
         Err(e) => PeerResponse::Failed(RemoteError::from(e)),
+    }
+}
+
+/// Checks what a replication message names before anything is done (see [`check_key`]); a
+/// `MergeMany`'s items are checked one by one by [`merge_many`].
+fn check_request<E: Engine>(
+    ctx: &NodeContext<E>,
+    request: &ReplicationRequest,
+) -> Result<(), Error> {
+    match request {
+        ReplicationRequest::Read { storage_key }
+        | ReplicationRequest::ReadHints { storage_key, .. } => check_key(ctx, None, storage_key),
+        ReplicationRequest::Merge {
+            key_hash,
+            storage_key,
+            ..
+        }
+        | ReplicationRequest::MergeHint {
+            key_hash,
+            storage_key,
+            ..
+        } => check_key(ctx, Some(*key_hash), storage_key),
+        ReplicationRequest::Touch {
+            key_hash,
+            storage_key,
+            expires_at_ms,
+        } => {
+            check_key(ctx, Some(*key_hash), storage_key)?;
+            let latest = ctx
+                .now_ms()
+                .saturating_add(crate::config::TTL_SECS_MAX.saturating_mul(1000));
+            if *expires_at_ms > latest {
+                return Err(Error::BadRequest(format!(
+                    "a touch to {expires_at_ms} ms is past the longest TTL"
+                )));
+            }
+            Ok(())
+        }
+        ReplicationRequest::Coordinate {
+            bucket,
+            key,
+            ttl_secs,
+            ..
+        } => {
+            check_names(bucket, key)?;
+            if ttl_secs.is_some_and(|t| t == 0 || t > crate::config::TTL_SECS_MAX) {
+                return Err(Error::BadRequest(format!(
+                    "ttl_secs must be 1 ..= {}",
+                    crate::config::TTL_SECS_MAX
+                )));
+            }
+            Ok(())
+        }
+        ReplicationRequest::MergeMany { .. } => Ok(()),
     }
 }
 
@@ -378,11 +478,8 @@ async fn merge_many<E: Engine>(
     for (i, item) in objects.into_iter().enumerate() {
         let object = decode_record(&item.record)
             .map_err(|e| Error::Corrupt(format!("incoming object {i} of a batch: {e}")))?;
-        if split_storage_key(&item.storage_key).is_none() {
-            return Err(Error::BadRequest(format!(
-                "object {i} of a batch: its storage key does not parse"
-            )));
-        }
+        check_key(ctx, Some(item.key_hash), &item.storage_key)
+            .map_err(|e| Error::BadRequest(format!("object {i} of a batch: {e}")))?;
         if unless_in(ctx, &item.storage_key, Set::WriteSet).is_some() {
             refused.push(i as u32);
             continue;

@@ -60,6 +60,8 @@ pub async fn run(
     let replica = open_replica(engine, &cfg, expiry).await?;
     let rpc_config = RpcConfig {
         frame_bytes_max: raw.server.rpc_frame_bytes_max,
+        connections_max: raw.server.rpc_connections_max,
+        inflight_bytes_max: raw.server.rpc_inflight_bytes_max,
         ..RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str())
     };
     let rpc_client: RpcClient<PeerRequest, PeerResponse> = RpcClient::new(rpc_config.clone())
@@ -97,7 +99,7 @@ pub async fn run(
     start_tree_rebuild(&mut node, partitions);
     start_layout_gossip(&mut node, &layout, &membership);
 
-    serve_peers(&cfg, &mut node, rpc_config).await?;
+    let peer_server = serve_peers(&cfg, &mut node, rpc_config).await?;
 
     if let Some(first) = bootstrap {
         layout
@@ -113,7 +115,7 @@ pub async fn run(
         &layout,
         (buckets, keys),
         &membership,
-        rpc_client,
+        (rpc_client, peer_server),
         metrics,
     );
     start_catch_up(&layout, &state);
@@ -215,19 +217,21 @@ fn layout_handler(layout: &LayoutService) -> crate::dispatch::LayoutHandler {
     })
 }
 
-/// Listens on the peer address and answers peers there until the node stops.
+/// Listens on the peer address and answers peers there until the node stops; returns a clone
+/// of the server for its counters.
 async fn serve_peers(
     cfg: &Validated,
     node: &mut Node<ServerEngine>,
     rpc_config: RpcConfig,
-) -> Result<(), Error> {
+) -> Result<RpcServer<PeerRequest, PeerResponse>, Error> {
     let listener = tokio::net::TcpListener::bind(cfg.peer)
         .await
         .map_err(|e| Error::Startup(format!("cannot listen on peer address {}: {e}", cfg.peer)))?;
     let server =
         RpcServer::new(rpc_config).map_err(|e| Error::Startup(format!("internode RPC: {e}")))?;
+    let stats = server.clone();
     node.serve_peers(listener, server);
-    Ok(())
+    Ok(stats)
 }
 
 /// What the HTTP handlers work with.
@@ -240,7 +244,10 @@ fn app_state(
         Arc<crate::auth::KeyTable>,
     ),
     membership: &Arc<Membership>,
-    rpc_client: RpcClient<PeerRequest, PeerResponse>,
+    (rpc_client, peer_server): (
+        RpcClient<PeerRequest, PeerResponse>,
+        RpcServer<PeerRequest, PeerResponse>,
+    ),
     metrics: Option<PrometheusHandle>,
 ) -> Arc<AppState<ServerEngine>> {
     let raw = &cfg.raw;
@@ -256,6 +263,10 @@ fn app_state(
         membership: Some(membership.clone()),
         directory: directory(membership),
         limits: raw.limits.clone(),
+        bodies: crate::api::BodyLimits::new(
+            Duration::from_millis(raw.server.http_body_timeout_ms),
+            raw.server.http_inflight_bytes_max,
+        ),
         node_id: cfg.node_id.clone(),
         zone: raw.zone.clone(),
         region: raw.region.clone(),
@@ -266,6 +277,7 @@ fn app_state(
         metrics,
         started: Instant::now(),
         peer_stats: Box::new(move || rpc_client.stats()),
+        peer_server_stats: Box::new(move || peer_server.stats()),
         workers: node.workers(),
     })
 }
@@ -752,8 +764,81 @@ async fn serve_http(
         extra = crate::chaos::routes(control);
     }
     let app = crate::api::router_with(state, extra);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(graceful)
-        .await
-        .map_err(|e| Error::Startup(format!("http server: {e}")))
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_millis(cfg.raw.server.http_header_timeout_ms),
+        connections_max: cfg.raw.server.http_connections_max,
+    };
+    serve_connections(listener, app, limits, graceful).await;
+    Ok(())
+}
+
+/// Bounds on the client API's connections (`[server]` settings).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Time to receive a request's headers; also how long a kept-alive connection may wait
+    /// idle for its next request.
+    pub header_timeout: Duration,
+    /// Connections open at once; past it a new one is closed at once.
+    pub connections_max: usize,
+}
+
+/// Serves `app` on every connection `listener` accepts until `shutdown` completes, then lets
+/// the open connections finish their requests (idle ones close at once).
+///
+/// The accept loop of `axum::serve`, with what it lacks: a header timeout (hyper's, which
+/// needs a timer; without it a client trickling headers holds a connection and its task
+/// forever: slowloris) and a cap on open connections (past it, accepted and closed at once,
+/// counted, so that the listen backlog does not fill with connections nobody serves).
+pub async fn serve_connections<L>(
+    mut listener: L,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) where
+    L: axum::serve::Listener,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections_max));
+    let open = ::metrics::gauge!(crate::metrics::HTTP_CONNECTIONS_OPEN);
+    let refused = ::metrics::counter!(crate::metrics::HTTP_CONNECTIONS_REFUSED);
+    tokio::pin!(shutdown);
+    loop {
+        let (io, _remote) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused.increment(1);
+            tracing::debug!(
+                max = limits.connections_max,
+                "client connection closed: server.http_connections_max open"
+            );
+            drop(io);
+            continue;
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+        let open = open.clone();
+        open.increment(1.0);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(error = %e, "client connection ended");
+            }
+            open.decrement(1.0);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }

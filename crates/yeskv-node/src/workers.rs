@@ -29,6 +29,25 @@ pub fn tokio_spawner(f: BoxFuture<'static, ()>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(f)
 }
 
+/// Runs `work` (a scan, a compaction: long, blocking) off the async workers, on tokio's
+/// blocking pool, and returns what it returned; `what` names it if the task fails.
+///
+/// In the simulator (single-threaded hosts) it runs in place: a blocking-pool thread would
+/// finish at a time the OS decides, and a seed would not replay the same (its engine is in
+/// memory, so this does not block for long).
+pub async fn off_async<T, F>(what: &str, work: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => Ok(work()),
+        _ => tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::Storage(format!("{what} task: {e}"))),
+    }
+}
+
 /// What a round left behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {

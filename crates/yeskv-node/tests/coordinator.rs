@@ -1126,3 +1126,93 @@ async fn an_expired_write_never_comes_back_through_hints_repair_or_anti_entropy(
         );
     }
 }
+
+/// A peer's message naming a key is checked as a client's request is: a storage key that does
+/// not parse, names a partition that is not its key's, carries a wrong key hash (it selects
+/// the stripe lock), or a bucket or key over the stored-name limits is refused with a reason
+/// and changes nothing; so is an anti-entropy request asking for more than a tree has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_messages_naming_bad_keys_are_refused_and_change_nothing() {
+    use yeskv_node::aae::AaeRequest;
+    use yeskv_node::dispatch::Dispatcher;
+    use yeskv_node::replication::{MergeItem, ReplicationRequest};
+
+    let nodes = cluster(&["n1"], &["n1"]).await;
+    let dispatcher = Dispatcher::new((*nodes[0].coord).clone(), None);
+    nodes[0].put_all(CausalContext::empty(), b"phone").await;
+    let written = nodes[0]
+        .coord
+        .get(b"carts", b"alice", Some(Quorum::All))
+        .await
+        .expect("reads");
+    let record = yeskv_core::codec::encode_record(&written, None);
+    let hash = key_hash(b"carts", b"mallory");
+    let good = storage_key(partition_of(hash, 256), b"carts", b"mallory");
+    let other_partition = storage_key(partition_of(hash, 256) ^ 1, b"carts", b"mallory");
+    let long_key = vec![b'k'; 600];
+    let long = storage_key(
+        partition_of(key_hash(b"carts", &long_key), 256),
+        b"carts",
+        &long_key,
+    );
+    let merge = |key_hash: u64, storage_key: Vec<u8>| {
+        PeerRequest::Replication(ReplicationRequest::Merge {
+            key_hash,
+            storage_key,
+            record: record.clone(),
+        })
+    };
+    let refused = [
+        ("malformed", merge(hash, vec![0, 1, 0])),
+        ("wrong partition", merge(hash, other_partition)),
+        ("wrong hash", merge(hash ^ 1, good.clone())),
+        (
+            "long key",
+            merge(key_hash(b"carts", &long_key), long.clone()),
+        ),
+        (
+            "batch item",
+            PeerRequest::Replication(ReplicationRequest::MergeMany {
+                objects: vec![MergeItem {
+                    key_hash: hash ^ 1,
+                    storage_key: good.clone(),
+                    record: record.clone(),
+                }],
+            }),
+        ),
+        (
+            "read",
+            PeerRequest::Replication(ReplicationRequest::Read {
+                storage_key: vec![0, 1],
+            }),
+        ),
+        (
+            "aae keys",
+            PeerRequest::Aae(AaeRequest::Keys {
+                partition: 0,
+                segments: vec![0; 1 << 12],
+            }),
+        ),
+        (
+            "aae partition",
+            PeerRequest::Aae(AaeRequest::Branches { partition: 256 }),
+        ),
+    ];
+    for (what, request) in refused {
+        match dispatcher.serve(request).await {
+            PeerResponse::Failed(RemoteError::BadRequest(reason)) => {
+                assert!(!reason.is_empty(), "{what}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert!(nodes[0].local_values(b"carts", b"mallory").is_empty());
+    // The same merge with the right hash and partition is taken.
+    if let PeerResponse::Failed(e) = dispatcher.serve(merge(hash, good)).await {
+        panic!("a good merge was refused: {e:?}");
+    }
+    assert_eq!(
+        nodes[0].local_values(b"carts", b"mallory"),
+        vec![b"phone".to_vec()]
+    );
+}

@@ -57,6 +57,14 @@ pub struct RpcConfig {
     /// On server shutdown, how long in-flight handlers may run before they are cancelled, in
     /// milliseconds (default 5000; 0 cancels them at once).
     pub shutdown_grace_ms: u64,
+    /// Server: most connections open at once (>= 1; default 1024). Past it a new connection
+    /// is closed as soon as it is accepted, before its handshake, and counted
+    /// ([`crate::ServerStats::connections_refused`]).
+    pub connections_max: usize,
+    /// Server: most request payload bytes held by running handlers across all connections
+    /// (>= `frame_bytes_max`; default 512 MiB). A connection whose next request does not fit
+    /// stops reading until handlers finish (backpressure), as with `inflight_max`.
+    pub inflight_bytes_max: usize,
 }
 
 impl RpcConfig {
@@ -75,6 +83,8 @@ impl RpcConfig {
             write_queue_frames_max: 1024,
             write_batch_bytes_max: 256 * 1024,
             shutdown_grace_ms: 5_000,
+            connections_max: 1024,
+            inflight_bytes_max: 512 * 1024 * 1024,
         }
     }
 
@@ -127,6 +137,15 @@ impl RpcConfig {
         }
         if self.write_batch_bytes_max == 0 {
             return invalid("write_batch_bytes_max must be >= 1".into());
+        }
+        if self.connections_max == 0 {
+            return invalid("connections_max must be >= 1".into());
+        }
+        if self.inflight_bytes_max < self.frame_bytes_max {
+            return invalid(format!(
+                "inflight_bytes_max ({}) must be >= frame_bytes_max ({}): one request must fit",
+                self.inflight_bytes_max, self.frame_bytes_max
+            ));
         }
         Ok(())
     }

@@ -91,6 +91,10 @@ impl<Req, Resp> Clone for RpcServer<Req, Resp> {
 struct ServerShared {
     config: RpcConfig,
     counters: ServerCounters,
+    /// One permit per open connection (`connections_max`).
+    connections: Arc<Semaphore>,
+    /// One permit per request payload byte held by a running handler (`inflight_bytes_max`).
+    bytes: Arc<Semaphore>,
 }
 
 impl<Req, Resp> RpcServer<Req, Resp>
@@ -101,10 +105,16 @@ where
     /// A server with this configuration (validated).
     pub fn new(config: RpcConfig) -> Result<Self> {
         config.validate()?;
+        let connections = Arc::new(Semaphore::new(config.connections_max));
+        let bytes = Arc::new(Semaphore::new(
+            config.inflight_bytes_max.min(Semaphore::MAX_PERMITS),
+        ));
         Ok(RpcServer {
             shared: Arc::new(ServerShared {
                 config,
                 counters: ServerCounters::default(),
+                connections,
+                bytes,
             }),
             _messages: PhantomData,
         })
@@ -142,6 +152,13 @@ where
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, addr)) => {
+                        let Ok(slot) = self.shared.connections.clone().try_acquire_owned() else {
+                            bump(&self.shared.counters.connections_refused);
+                            debug!(peer = %addr, max = self.shared.config.connections_max,
+                                "connection closed: connections_max open");
+                            drop(stream);
+                            continue;
+                        };
                         bump(&self.shared.counters.connections_accepted);
                         let connection = ServerConnection {
                             shared: self.shared.clone(),
@@ -152,7 +169,10 @@ where
                             tracker: tracker.clone(),
                             _messages: PhantomData,
                         };
-                        tracker.spawn(connection.run(stream));
+                        tracker.spawn(async move {
+                            connection.run(stream).await;
+                            drop(slot);
+                        });
                     }
                     Err(error) => {
                         warn!(%error, "accept failed; pausing");
@@ -378,6 +398,21 @@ where
                             Err(_closed) => return ReadEnd::Closed("slots closed".into()),
                         },
                     };
+                    // Frames are at most `frame_bytes_max` <= `inflight_bytes_max` (and 1 GiB,
+                    // which fits a u32), so one always fits once others finish.
+                    let room = frame
+                        .payload
+                        .len()
+                        .clamp(1, self.shared.config.inflight_bytes_max);
+                    let room = u32::try_from(room).unwrap_or(u32::MAX);
+                    let bytes = tokio::select! {
+                        biased;
+                        _ = self.stop.cancelled() => return ReadEnd::Stopped,
+                        bytes = self.shared.bytes.clone().acquire_many_owned(room) => match bytes {
+                            Ok(bytes) => bytes,
+                            Err(_closed) => return ReadEnd::Closed("byte budget closed".into()),
+                        },
+                    };
                     self.tracker.spawn(handle_request(
                         self.shared.clone(),
                         self.handler.clone(),
@@ -385,7 +420,7 @@ where
                         frame,
                         queue.clone(),
                         self.abort.clone(),
-                        slot,
+                        (slot, bytes),
                     ));
                 }
                 FrameKind::Ping => {
@@ -408,7 +443,7 @@ async fn handle_request<H, Req, Resp>(
     frame: Frame,
     queue: mpsc::Sender<Bytes>,
     abort: CancellationToken,
-    _slot: OwnedSemaphorePermit,
+    _held: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) where
     H: Handler<Req, Resp>,
     Req: DeserializeOwned + Send + 'static,

@@ -142,6 +142,7 @@ impl PeerCounters {
 pub(crate) struct ServerCounters {
     pub(crate) traffic: Arc<TrafficCounters>,
     pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
     pub(crate) connections_closed: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
     pub(crate) handshakes_failed: AtomicU64,
@@ -157,6 +158,9 @@ pub(crate) struct ServerCounters {
 pub struct ServerStats {
     /// Connections accepted by the listener.
     pub connections_accepted: u64,
+    /// Connections closed at once because `connections_max` were open (not counted as
+    /// accepted).
+    pub connections_refused: u64,
     /// Gauge: connections open now (accepted and not yet closed).
     pub connections_open: u64,
     /// Handshakes refused (other cluster, other protocol version, bad node id).
@@ -182,6 +186,7 @@ impl ServerCounters {
         let accepted = read(&self.connections_accepted);
         ServerStats {
             connections_accepted: accepted,
+            connections_refused: read(&self.connections_refused),
             connections_open: accepted.saturating_sub(read(&self.connections_closed)),
             handshakes_refused: read(&self.handshakes_refused),
             handshakes_failed: read(&self.handshakes_failed),

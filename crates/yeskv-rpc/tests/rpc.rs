@@ -970,3 +970,52 @@ impl AsyncWrite for CountingStream {
         Pin::new(&mut self.inner).poll_shutdown(context)
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_closed_before_their_handshake() {
+    let server = TestServer::start(RpcConfig {
+        connections_max: 2,
+        ..config("server")
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (stream, answer, _) =
+            raw_handshake(&server.addr, &hello(PROTOCOL_VERSION, CLUSTER)).await;
+        assert_eq!(answer.kind, FrameKind::Welcome);
+        held.push(stream);
+    }
+    let mut third = TcpStream::connect(&server.addr).await.expect("connect");
+    assert!(closed_by_peer(&mut third).await, "the third is closed");
+    let stats = server.server.stats();
+    assert_eq!((stats.connections_refused, stats.connections_open), (1, 2));
+    // Room again once one closes: a client connects and calls.
+    drop(held.pop());
+    let client = client("client");
+    let mut answered = None;
+    for _ in 0..100 {
+        if let Ok(r) = client
+            .call(&server.addr, &Request::Echo(7), CALL_TIMEOUT)
+            .await
+        {
+            answered = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answered, Some(Response::Echo(7)));
+    server.stop().await;
+}
+
+#[test]
+fn the_byte_budget_must_hold_one_frame() {
+    let too_small = RpcConfig {
+        inflight_bytes_max: 1024,
+        ..config("server")
+    };
+    let refused = too_small.validate();
+    assert!(
+        matches!(&refused, Err(yeskv_rpc::Error::InvalidConfig { reason }) if reason.contains("inflight_bytes_max")),
+        "{refused:?}"
+    );
+}

@@ -152,8 +152,13 @@ fn five_nodes_two_dead_take_every_write_then_heal() {
     wait_until("hints drained", Duration::from_secs(30), || {
         hints_pending(&c) == 0
     });
-    let handed = metric_sum(&c, "yeskv_hints_handed_off_total");
-    assert!(handed >= pending as f64, "handed off {handed} of {pending}");
+    // A handoff round removes each hint as it is delivered and counts the batch once all of
+    // it is: the count may trail the pending gauge by a batch for a moment.
+    wait_until(
+        "every hint counted as handed off",
+        Duration::from_secs(10),
+        || metric_sum(&c, "yeskv_hints_handed_off_total") >= pending as f64,
+    );
     eprintln!("hints drained {:?} after the restart", healed.elapsed());
     wait_until(
         "every replica reports the same merkle_root",

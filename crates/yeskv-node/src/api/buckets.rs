@@ -16,9 +16,9 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Map, Value};
@@ -79,19 +79,8 @@ async fn put<E: Engine>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let limit = BUCKET_BODY_BYTES_MAX;
-    let too_large = || Error::TooLarge(format!("the body exceeds the limit of {limit} bytes"));
-    if headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|len| len > limit as u64)
-    {
-        return Err(too_large());
-    }
-    let body: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())?;
+    let body =
+        super::body::read(&state.bodies, &headers, body, BUCKET_BODY_BYTES_MAX, "body").await?;
     let patch = parse_patch(&body)?;
     // Patch the cluster's current properties, not a state this node applied long ago: catch
     // up with the layout group first (the change needs its leader anyway).

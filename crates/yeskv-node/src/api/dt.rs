@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use yeskv_core::datatypes::{self, DtOp, DtValue};
@@ -85,24 +85,8 @@ async fn dt_inner<E: Engine>(
             Ok(resp)
         }
         Method::POST => {
-            if let Some(len) = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok())
-            {
-                if len > OP_BYTES_MAX {
-                    return Err(Error::TooLarge(format!(
-                        "operation is {len} bytes, limit {OP_BYTES_MAX}"
-                    )));
-                }
-            }
-            let bytes = axum::body::to_bytes(body, OP_BYTES_MAX)
-                .await
-                .map_err(|_| {
-                    Error::TooLarge(format!(
-                        "operation exceeds the limit of {OP_BYTES_MAX} bytes"
-                    ))
-                })?;
+            let bytes =
+                super::body::read(&state.bodies, &headers, body, OP_BYTES_MAX, "operation").await?;
             let op = parse_op(&bytes, kind)?;
             let write = Write {
                 ctx: ctx.unwrap_or_default(),

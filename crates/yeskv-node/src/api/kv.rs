@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -209,21 +209,14 @@ async fn kv_inner<E: Engine>(
             }
         }
         Method::PUT => {
-            let limit = state.limits.value_bytes_max;
-            if let Some(len) = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                if len > limit as u64 {
-                    return Err(Error::TooLarge(format!(
-                        "value is {len} bytes, limit {limit}"
-                    )));
-                }
-            }
-            let value: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-                Error::TooLarge(format!("value exceeds the limit of {limit} bytes"))
-            })?;
+            let value = super::body::read(
+                &state.bodies,
+                &headers,
+                body,
+                state.limits.value_bytes_max,
+                "value",
+            )
+            .await?;
             let write = Write {
                 ctx: ctx.unwrap_or_default(),
                 body: WriteBody::Value(value.to_vec()),

@@ -4,14 +4,16 @@
 //! (`/v1/status`, `/v1/ring`, `/v1/health`, `/v1/hot`, `/metrics`, `/v1/admin/compact`),
 //! [`cluster`] (`/v1/cluster/*`: staged membership changes), [`buckets`]
 //! (`/v1/buckets/{bucket}`: bucket properties), [`keys`] (`/v1/admin/keys`: API keys),
-//! [`state`] (what handlers share). This module routes and renders errors; every route,
-//! the fallback included, passes the API key check first ([`crate::auth::require`]).
+//! [`body`] (reading request bodies within size, time and memory bounds), [`state`] (what
+//! handlers share). This module routes and renders errors; every route, the fallback
+//! included, passes the API key check first ([`crate::auth::require`]).
 //!
 //! This module owns request parsing and validation (paths, query, limits, context tokens) and
 //! response shapes (`200` raw / `300` siblings / `404`, JSON mode, error bodies). Everything it
 //! accepts is checked before the coordinator sees it: a rejected request writes nothing. Keys and
 //! buckets are raw path segments percent-decoded to bytes, so any byte string is a valid key.
 
+mod body;
 mod buckets;
 mod cluster;
 mod dt;
@@ -34,6 +36,7 @@ use yeskv_storage::Engine;
 use crate::error::Error;
 use crate::metrics;
 
+pub use body::BodyLimits;
 pub use buckets::{props_json, BUCKET_BODY_BYTES_MAX};
 pub use cluster::plan_json;
 pub use state::{AppState, Directory, Serving};

@@ -335,6 +335,7 @@ pub(super) async fn metrics_text<E: Engine>(State(state): State<Arc<AppState<E>>
                 handle,
                 state.coordinator.replica().engine(),
                 &(state.peer_stats)(),
+                &(state.peer_server_stats)(),
             );
             hot_metrics(&mut text, state.coordinator.hot());
             let mut r = (StatusCode::OK, text).into_response();

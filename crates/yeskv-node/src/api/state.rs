@@ -34,6 +34,8 @@ pub struct AppState<E: Engine> {
     pub coordinator: Coordinator<E>,
     /// Request limits.
     pub limits: Limits,
+    /// Bounds on request bodies: time to arrive, bytes in flight ([`super::BodyLimits`]).
+    pub bodies: super::BodyLimits,
     /// This node.
     pub node_id: NodeId,
     /// Its zone.
@@ -67,6 +69,8 @@ pub struct AppState<E: Engine> {
     pub directory: Directory,
     /// Per-peer internode RPC figures, for `/metrics` (empty for a node with no peer client).
     pub peer_stats: Box<dyn Fn() -> Vec<yeskv_rpc::PeerStats> + Send + Sync>,
+    /// The internode server's counters (connections, refusals).
+    pub peer_server_stats: Box<dyn Fn() -> yeskv_rpc::ServerStats + Send + Sync>,
     /// The node's background workers, for `/v1/status`.
     pub workers: Vec<Arc<crate::workers::WorkerStatus>>,
 }

@@ -213,15 +213,7 @@ impl<E: Engine> Replica<E> {
         let (start, end) = partition_range(partition);
         let replica = self.clone();
         let compact = move || replica.engine.compact_range(Space::Data, &start, &end);
-        match tokio::runtime::Handle::current().runtime_flavor() {
-            // The simulator's single-threaded hosts: a blocking-pool thread would finish at a
-            // time the OS decides, and a seed would not replay the same (its engine is in
-            // memory, so this does not block for long).
-            tokio::runtime::RuntimeFlavor::CurrentThread => compact()?,
-            _ => tokio::task::spawn_blocking(compact)
-                .await
-                .map_err(|e| Error::Storage(format!("compaction task: {e}")))??,
-        }
+        crate::workers::off_async("compaction", compact).await??;
         Ok(())
     }
 }
