@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::routing::{Node, ReadRouting, Router, RoutingConfig};
@@ -50,6 +49,7 @@ pub struct ClientBuilder {
     ring_refresh_interval: Duration,
     node_cooldown: Duration,
     region: Option<String>,
+    ca_file: Option<std::path::PathBuf>,
     api_key: Option<Redacted>,
 }
 
@@ -69,6 +69,7 @@ impl Default for ClientBuilder {
             nodes: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ca_file: None,
             pool_max_idle_per_host: DEFAULT_POOL_MAX_IDLE_PER_HOST,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             retries: DEFAULT_RETRIES,
@@ -103,6 +104,13 @@ impl ClientBuilder {
     /// (default [`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The CA that signed the nodes' certificates (PEM), for `https://` nodes: the cluster CA of
+    /// `yeskv cert init`. An `https://` node without it is refused when the client is built.
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 
@@ -180,8 +188,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client. Fails if no node was given, a URL is not `http://host:port[/path]`,
-    /// or the ring refresh interval is zero. Does not connect: the first request does (and, for
+    /// Builds the client. Fails if no node was given, a URL is not `http://host:port[/path]`
+    /// or `https://host:port[/path]`, an `https://` node has no CA (or the CA file does not
+    /// load), or the ring refresh interval is zero. Does not connect: the first request does (and, for
     /// a ring-aware client, the first key request fetches the ring first).
     pub fn build(self) -> Result<Client, Error> {
         let authorization = match &self.api_key {
@@ -200,6 +209,15 @@ impl ClientBuilder {
             .iter()
             .map(|url| Node::parse(url))
             .collect::<Result<Vec<_>, _>>()?;
+        if self.ca_file.is_none() {
+            if let Some(node) = nodes.iter().find(|node| node.is_https()) {
+                return Err(Error::InvalidArgument(format!(
+                    "{} is https:// but no CA was given to check its certificate (--ca FILE or \
+                     YESKV_CA)",
+                    node.url
+                )));
+            }
+        }
         if self.ring_refresh_interval.is_zero() {
             return Err(Error::InvalidArgument(
                 "the ring refresh interval must be positive".into(),
@@ -216,10 +234,7 @@ impl ClientBuilder {
             },
         )?;
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(self.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = crate::tls::connector(self.ca_file.as_deref(), self.connect_timeout)?;
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(self.pool_max_idle_per_host)

@@ -46,8 +46,9 @@ const LAYOUT_VERSION: HeaderName = HeaderName::from_static(LAYOUT_VERSION_HEADER
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const APPLICATION_OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
-/// The pooled hyper client every request goes through.
-pub(crate) type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+/// The pooled hyper client every request goes through (HTTP, and HTTPS with a CA given).
+pub(crate) type HttpClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A handle to a yeskv cluster. Cheap to clone; clones share the connection pool.
 #[derive(Clone, Debug)]

@@ -106,6 +106,7 @@ pub mod http1;
 mod path;
 mod ring;
 mod routing;
+mod tls;
 mod types;
 mod update;
 
@@ -125,6 +126,7 @@ pub use error::Error;
 pub use path::encode_segment;
 pub use ring::{Ring, RingNode, RING_NODES_MAX, RING_PARTITIONS_MAX, SUPPORTED_HASH};
 pub use routing::ReadRouting;
+pub use tls::https_connector;
 pub use types::{Read, ReadOptions, Sibling, WriteOptions};
 pub use update::{
     UpdateOptions, UPDATE_ATTEMPTS_DEFAULT, UPDATE_BACKOFF_INITIAL, UPDATE_BACKOFF_MAX,

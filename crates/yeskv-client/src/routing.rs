@@ -63,7 +63,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    /// Parses `http://host:port[/prefix]`. Only plain HTTP is supported.
+    /// Parses `http://host:port[/prefix]` or `https://host:port[/prefix]`.
     pub(crate) fn parse(url: &str) -> Result<Node, Error> {
         let trimmed = url.trim();
         let uri: Uri = trimmed
@@ -71,12 +71,12 @@ impl Node {
             .map_err(|error| Error::InvalidUrl(format!("{trimmed:?}: {error}")))?;
         let scheme = uri.scheme().cloned().ok_or_else(|| {
             Error::InvalidUrl(format!(
-                "{trimmed:?}: missing scheme, expected http://host:port"
+                "{trimmed:?}: missing scheme, expected http://host:port or https://host:port"
             ))
         })?;
-        if scheme != Scheme::HTTP {
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(Error::InvalidUrl(format!(
-                "{trimmed:?}: only http:// is supported"
+                "{trimmed:?}: only http:// and https:// are supported"
             )));
         }
         let authority = uri
@@ -97,11 +97,24 @@ impl Node {
         })
     }
 
-    /// The node a ring entry names. A node that advertises an unspecified address (`0.0.0.0`,
-    /// `[::]`: it listens on every interface) is reached at the host of `source`, the node that
-    /// served the ring, on its advertised port.
+    /// Whether the node is reached over HTTPS.
+    pub(crate) fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// The node a ring entry names. An entry without a scheme (nodes publish `host:port`) is
+    /// reached with the scheme of `source`, the node that served the ring: a cluster serves
+    /// HTTPS on every node or on none. A node that advertises an unspecified address
+    /// (`0.0.0.0`, `[::]`: it listens on every interface) is reached at the host of `source`,
+    /// on its advertised port.
     fn from_ring(entry: &RingNode, source: &Node) -> Result<Node, Error> {
-        let node = Node::parse(&entry.url()).map_err(|error| {
+        let http = entry.http.trim();
+        let url = if http.contains("://") {
+            http.to_string()
+        } else {
+            format!("{}://{http}", source.scheme)
+        };
+        let node = Node::parse(&url).map_err(|error| {
             Error::InvalidResponse(format!(
                 "{UNUSABLE_RING}: node {:?} has an unusable http address {:?}: {error}",
                 entry.id, entry.http
@@ -844,7 +857,7 @@ mod tests {
     fn rejects_unusable_urls() {
         for url in [
             "127.0.0.1:8081",
-            "https://host:1",
+            "ftp://host:1",
             "http://host:1/?a=b",
             "",
             "not a url",
@@ -1046,6 +1059,30 @@ mod tests {
         assert!(router.ring().is_none());
         assert_eq!(router.ring_version(), None);
         assert_eq!(router.known_urls(), ["http://127.0.0.1:1"]);
+    }
+
+    #[test]
+    fn ring_entries_take_the_scheme_of_the_node_that_served_the_ring() {
+        let router = router(&["https://10.0.0.5:8081"], true, ReadRouting::Primary);
+        let source = Node::parse("https://10.0.0.5:8081").expect("valid");
+        assert!(source.is_https());
+        router
+            .install_ring(
+                ring(
+                    1,
+                    ["10.0.0.5:8081", "10.0.0.6:8081", "http://10.0.0.7:8083"],
+                ),
+                &source,
+            )
+            .expect("usable");
+        assert_eq!(
+            router.known_urls(),
+            [
+                "https://10.0.0.5:8081",
+                "https://10.0.0.6:8081",
+                "http://10.0.0.7:8083"
+            ]
+        );
     }
 
     #[test]

@@ -59,10 +59,69 @@ pub struct Config {
     pub cross_region: CrossRegion,
     /// Test-only fault injection (off by default; see [`crate::chaos`]).
     pub chaos: Chaos,
-    /// API keys, the cluster keyring (`docs/security.md`).
+    /// API keys, the cluster keyring, TLS and the secure-by-default rule (`docs/security.md`).
     pub security: Security,
     /// Log filter (tracing `EnvFilter` syntax); the `RUST_LOG` environment variable wins.
     pub log: String,
+}
+
+/// Security settings (`docs/security.md`): TLS, API keys and the cluster keyring. The three
+/// TLS files go together: all set (HTTPS API, mutual TLS between nodes) or none.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Security {
+    /// This node's certificate chain, PEM (`yeskv cert issue` writes `node.pem`); it must name
+    /// this node (URI SAN `yeskv:node:<node_id>`). Re-read on `SIGHUP`.
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key, PEM (`node.key`). Re-read on `SIGHUP`.
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA certificate, PEM (`ca.pem`): peers must present a certificate it signed.
+    /// Re-read on `SIGHUP`.
+    pub tls_ca: Option<PathBuf>,
+    /// Allows listening on a non-loopback address without TLS (plain HTTP and internode TCP
+    /// that anyone on the network can read and forge). For trusted networks and tests only.
+    pub insecure: bool,
+    /// Whether requests need an API key (`Authorization: Bearer KEY`; [`crate::auth`]). Off
+    /// by default: every request is allowed.
+    pub auth: bool,
+    /// With `auth`, whether `GET /metrics` stays open (true) or needs an admin key.
+    /// `/v1/health` is always open.
+    pub open_metrics: bool,
+    /// The cluster keyring file (one base64url 32-byte key per line, `#` comments, the first
+    /// signs; `yeskv keyring new`): it signs causal context tokens and encrypts gossip. Every
+    /// node of a cluster needs the same keys. Without it, tokens are signed with a fixed key
+    /// derived from the cluster name, which is not secret, and gossip is plaintext.
+    pub cluster_keys: Option<PathBuf>,
+    /// Where the first admin key is: a node whose layout state has no API key at all
+    /// registers the key in this file as the admin key `admin`, first writing a new one to the
+    /// file (mode 0600) if the file does not exist. Give it to the node that creates the
+    /// cluster (or the same file to every node).
+    pub admin_key_file: Option<PathBuf>,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            insecure: false,
+            auth: false,
+            open_metrics: true,
+            cluster_keys: None,
+            admin_key_file: None,
+        }
+    }
+}
+
+impl Security {
+    /// The TLS files when all three are set.
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf, PathBuf)> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => Some((cert.clone(), key.clone(), ca.clone())),
+            _ => None,
+        }
+    }
 }
 
 /// Request limits (STYLE habit 5: a limit on everything).
@@ -297,39 +356,6 @@ impl Default for CrossRegion {
     }
 }
 
-/// Security settings: API keys and the cluster keyring (`docs/security.md`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Security {
-    /// Whether requests need an API key (`Authorization: Bearer KEY`; [`crate::auth`]). Off
-    /// by default: every request is allowed.
-    pub auth: bool,
-    /// With `auth`, whether `GET /metrics` stays open (true) or needs an admin key.
-    /// `/v1/health` is always open.
-    pub open_metrics: bool,
-    /// The cluster keyring file (one base64url 32-byte key per line, `#` comments, the first
-    /// signs; `yeskv keyring new`): it signs causal context tokens and encrypts gossip. Every
-    /// node of a cluster needs the same keys. Without it, tokens are signed with a fixed key
-    /// derived from the cluster name, which is not secret, and gossip is plaintext.
-    pub cluster_keys: Option<PathBuf>,
-    /// Where the first admin key is: a node whose layout state has no API key at all
-    /// registers the key in this file as the admin key `admin`, first writing a new one to the
-    /// file (mode 0600) if the file does not exist. Give it to the node that creates the
-    /// cluster (or the same file to every node).
-    pub admin_key_file: Option<PathBuf>,
-}
-
-impl Default for Security {
-    fn default() -> Self {
-        Security {
-            auth: false,
-            open_metrics: true,
-            cluster_keys: None,
-            admin_key_file: None,
-        }
-    }
-}
-
 /// Test-only fault injection, for the real-process chaos runner.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -540,6 +566,8 @@ impl Config {
         validate_cross_region(&self.cross_region)?;
         crate::chaos::check_links(&self.chaos.wan)
             .map_err(|e| ConfigError(format!("chaos.{e}")))?;
+        validate_security(&self.security)?;
+        check_secure_by_default(&self.security, http, peer)?;
         Ok(Validated {
             node_id,
             http,
@@ -605,6 +633,65 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The `[security]` section: the TLS files go together.
+fn validate_security(security: &Security) -> Result<(), ConfigError> {
+    let set = [
+        ("tls_cert", "--tls-cert", &security.tls_cert),
+        ("tls_key", "--tls-key", &security.tls_key),
+        ("tls_ca", "--tls-ca", &security.tls_ca),
+    ];
+    let given = set.iter().filter(|(_, _, path)| path.is_some()).count();
+    if given != 0 && given != set.len() {
+        let missing: Vec<String> = set
+            .iter()
+            .filter(|(_, _, path)| path.is_none())
+            .map(|(name, flag, _)| format!("security.{name} ({flag})"))
+            .collect();
+        return Err(ConfigError(format!(
+            "TLS needs a certificate, a key and the cluster CA: {} missing",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The secure-by-default rule: a node listens on an address other machines can reach only with
+/// TLS, unless `security.insecure` (`--insecure`) says otherwise. Loopback addresses (a dev
+/// cluster, tests) need nothing. The one place this rule lives, so that other requirements
+/// (client keys) extend it here.
+pub fn check_secure_by_default(
+    security: &Security,
+    http: SocketAddr,
+    peer: SocketAddr,
+) -> Result<(), ConfigError> {
+    if security.insecure {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    if security.tls_files().is_none() {
+        missing.push("TLS (--tls-cert, --tls-key and --tls-ca; see `yeskv cert`)");
+    }
+    if !security.auth {
+        missing.push("API keys (--auth, with --admin-key-file on the first node)");
+    }
+    if security.cluster_keys.is_none() {
+        missing.push("a cluster keyring (--cluster-keys; see `yeskv keyring new`)");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for (what, addr) in [("http", http), ("peer", peer)] {
+        if !addr.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "refusing to serve {what} address {addr}: it is not loopback and the node has no {}; \
+                 give them, or --insecure to serve anyway",
+                missing.join(", no ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The `[limits]` section.
@@ -960,5 +1047,42 @@ mod tests {
             (1 << 20) + OBJECT_RECORD_ROOM_BYTES
         );
         assert!(Config::from_toml(&fits).expect("parses").validate().is_ok());
+    }
+
+    #[test]
+    fn a_reachable_address_needs_tls_keys_and_a_keyring_or_insecure() {
+        refused(
+            "http = \"0.0.0.0:8081\"",
+            ["http address 0.0.0.0:8081", "--insecure"],
+        );
+        refused(
+            "peer = \"10.0.0.7:7081\"",
+            ["peer address 10.0.0.7:7081", "--insecure"],
+        );
+        for allowed in [
+            "http = \"127.0.0.1:8081\"\npeer = \"[::1]:7081\"",
+            "http = \"0.0.0.0:8081\"\n[security]\ninsecure = true",
+            "http = \"0.0.0.0:8081\"\n[security]\ntls_cert = \"n.pem\"\ntls_key = \"n.key\"\ntls_ca = \"ca.pem\"\nauth = true\ncluster_keys = \"c.keys\"",
+        ] {
+            let cfg = Config::from_toml(allowed).expect("parses");
+            assert!(cfg.validate().is_ok(), "{allowed}");
+        }
+        // TLS alone is not enough: keys and the keyring too.
+        refused(
+            "http = \"0.0.0.0:8081\"\n[security]\ntls_cert = \"n.pem\"\ntls_key = \"n.key\"\ntls_ca = \"ca.pem\"",
+            ["no API keys", "no a cluster keyring", "--insecure"],
+        );
+        for allowed in [] as [&str; 0] {
+            let cfg = Config::from_toml(allowed).expect("parses");
+            assert!(cfg.validate().is_ok(), "{allowed}");
+        }
+    }
+
+    #[test]
+    fn tls_files_go_together() {
+        refused(
+            "[security]\ntls_cert = \"n.pem\"",
+            ["security.tls_key (--tls-key)", "security.tls_ca (--tls-ca)"],
+        );
     }
 }

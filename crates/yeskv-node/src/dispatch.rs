@@ -8,6 +8,14 @@
 //! | `Transfer` (batches, sizes) | [`crate::transfer::serve`] |
 //! | `Buckets` (does this node hold a bucket's keys) | [`crate::buckets::serve`] |
 //! | `Layout` (Raft) | the layout service, when the node runs one |
+//!
+//! A node acts only on messages of nodes in its layout ([`Dispatcher::serve_peer`]): a peer
+//! that is not a member gets `Unavailable` and is counted in
+//! `yeskv_peer_refused_total{reason="not_member"}`. The exception is `Layout` (Raft): a joining
+//! node talks to the layout group before it is a member, and Raft checks its own membership. A
+//! node without a layout yet (starting, joining) takes messages from anyone, as it cannot tell.
+//! Who the peer is comes from the RPC handshake: with mutual TLS, the node its certificate
+//! names (`yeskv-tls`); over plain TCP, the node id it announced.
 
 use std::sync::Arc;
 
@@ -47,6 +55,29 @@ impl<E: Engine> Dispatcher<E> {
             coordinator,
             layout,
         }
+    }
+
+    /// Answers one message of `peer` if it may send it (module docs).
+    pub async fn serve_peer(
+        &self,
+        peer: &yeskv_rpc::PeerInfo,
+        request: PeerRequest,
+    ) -> PeerResponse {
+        if !matches!(request, PeerRequest::Layout(_)) {
+            let topology = self.coordinator.context().topology();
+            let member = yeskv_core::NodeId::new(peer.node_id.to_string())
+                .is_ok_and(|node| topology.is_member(&node));
+            if !member {
+                metrics::counter!(yeskv_tls::PEER_REFUSED, "reason" => "not_member").increment(1);
+                tracing::debug!(peer = %peer.node_id, addr = %peer.addr, message = request.name(),
+                    "refused a message of a node that is not in the layout");
+                return PeerResponse::Failed(RemoteError::Unavailable(format!(
+                    "node {:?} is not in this node's layout",
+                    peer.node_id
+                )));
+            }
+        }
+        self.serve(request).await
     }
 
     /// Answers one message of a peer.

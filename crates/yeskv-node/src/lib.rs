@@ -21,7 +21,7 @@
 //! [`buckets`] (bucket properties' checks) (each owns its messages and serves them),
 //! [`workers`] (background work, reported and joined), [`topology`] and [`cluster`] (who holds a
 //! key, who is up), [`config`] (settings and validation), [`metrics`] (names and `/metrics`),
-//! [`clock`] (the time seam), [`auth`] (API keys and what each endpoint needs), [`error`], and [`chaos`] (delay, and WAN delay and loss per
+//! [`clock`] (the time seam), [`auth`] (API keys and what each endpoint needs), [`error`], [`tls`] (HTTPS, mutual TLS between nodes, reload), and [`chaos`] (delay, and WAN delay and loss per
 //! destination region, for tests; off unless configured).
 
 pub mod aae;
@@ -46,6 +46,7 @@ pub mod reaper;
 pub mod replica;
 pub mod replication;
 pub mod server;
+pub mod tls;
 pub mod topology;
 pub mod transfer;
 pub mod workers;

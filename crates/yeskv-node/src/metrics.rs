@@ -226,6 +226,15 @@ pub fn install() -> Option<PrometheusHandle> {
         OBJECT_LIMIT_REFUSED,
         "Writes refused because the key's object would pass limits.object_bytes_max."
     );
+    metrics::describe_counter!(
+        yeskv_tls::PEER_REFUSED,
+        "Connections and messages refused, by reason: tls (failed TLS handshake: no or foreign \
+         certificate, plain text on a TLS port), identity (a certificate naming another node \
+         than the one announced or expected), not_member (a message of a node not in the layout)."
+    );
+    for reason in ["tls", "identity", "not_member"] {
+        metrics::counter!(yeskv_tls::PEER_REFUSED, "reason" => reason).increment(0);
+    }
     let counters = [
         (
             WRITES_FORWARDED_STORAGE,

@@ -246,9 +246,9 @@ impl<E: Engine> Node<E> {
             server
                 .serve(
                     listener,
-                    move |_peer, request| {
+                    move |peer: yeskv_rpc::PeerInfo, request| {
                         let d = dispatcher.clone();
-                        async move { d.serve(request).await }
+                        async move { d.serve_peer(&peer, request).await }
                     },
                     async move { stop.stopped().await },
                 )

@@ -217,8 +217,11 @@ pub trait PeerClient: yeskv_rpc::Call<PeerRequest, PeerResponse> {}
 
 impl<T: yeskv_rpc::Call<PeerRequest, PeerResponse>> PeerClient for T {}
 
+/// The node's internode RPC client: over plain TCP or mutual TLS ([`yeskv_tls::NodeConnector`]).
+pub type PeerRpcClient = yeskv_rpc::RpcClient<PeerRequest, PeerResponse, yeskv_tls::NodeConnector>;
+
 /// The layout group's transport: Raft messages ride the node's own internode RPC client.
-pub struct LayoutOverPeers(pub yeskv_rpc::RpcClient<PeerRequest, PeerResponse>);
+pub struct LayoutOverPeers(pub PeerRpcClient);
 
 impl yeskv_rpc::Call<yeskv_layout::RaftRpc, yeskv_layout::RaftRpcResponse> for LayoutOverPeers {
     fn call<'a>(

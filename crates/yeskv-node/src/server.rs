@@ -21,7 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use yeskv_core::keyring::{Keyring, Purpose};
 use yeskv_layout::{JoinSpec, Layout, LayoutConfig, LayoutService, StorageConfig};
 use yeskv_membership::{GossipTransport, Membership, MembershipConfig};
-use yeskv_rpc::{RpcClient, RpcConfig, RpcServer};
+use yeskv_rpc::{RpcConfig, RpcServer};
 use yeskv_storage::{CachedEngine, Engine, RocksConfig, RocksEngine};
 
 use crate::aae::AaeSettings;
@@ -35,7 +35,7 @@ use crate::error::Error;
 use crate::expiry::Expiry;
 use crate::handoff::HandoffSettings;
 use crate::node::{Node, NodeBuilder, RepairSettings};
-use crate::peer::{LayoutOverPeers, PeerClient, PeerRequest, PeerResponse};
+use crate::peer::{LayoutOverPeers, PeerClient, PeerRequest, PeerResponse, PeerRpcClient};
 use crate::reaper::ReaperSettings;
 use crate::replica::{HintLimits, Replica, Startup};
 use crate::transfer::{LayoutControl, TransferSettings};
@@ -64,9 +64,19 @@ pub async fn run(
         inflight_bytes_max: raw.server.rpc_inflight_bytes_max,
         ..RpcConfig::new(raw.cluster_name.clone(), cfg.node_id.as_str())
     };
-    let rpc_client: RpcClient<PeerRequest, PeerResponse> = RpcClient::new(rpc_config.clone())
-        .map_err(|e| Error::Startup(format!("internode RPC: {e}")))?;
+    let tls = crate::tls::load(&cfg)?;
+    let layout_watch = crate::tls::LayoutWatch::default();
+    let rpc_client = PeerRpcClient::with_connector(
+        rpc_config.clone(),
+        crate::tls::connector(tls.as_ref(), &layout_watch),
+        rand::random(),
+    )
+    .map_err(|e| Error::Startup(format!("internode RPC: {e}")))?;
     let (layout, bootstrap) = start_layout(&cfg, rpc_client.clone()).await?;
+    let _ = layout_watch.set(layout.subscribe());
+    if let Some(state) = &tls {
+        crate::tls::reload_on_sighup(state.clone())?;
+    }
     let (n, partitions) = cluster_shape(&cfg, layout.current(), bootstrap.as_ref());
     let membership = start_membership(&cfg, &layout, &keyring).await?;
     let view = membership.subscribe();
@@ -99,7 +109,7 @@ pub async fn run(
     start_tree_rebuild(&mut node, partitions);
     start_layout_gossip(&mut node, &layout, &membership);
 
-    let peer_server = serve_peers(&cfg, &mut node, rpc_config).await?;
+    let peer_server = serve_peers(&cfg, &mut node, rpc_config, tls.as_ref()).await?;
 
     if let Some(first) = bootstrap {
         layout
@@ -122,7 +132,7 @@ pub async fn run(
     if let Some(path) = &raw.security.admin_key_file {
         start_admin_key(&layout, &state, path.clone());
     }
-    serve_http(&cfg, state, chaos, shutdown).await?;
+    serve_http(&cfg, state, chaos, tls.as_ref(), shutdown).await?;
 
     if let Err(e) = layout.shutdown().await {
         tracing::warn!(error = %e, "layout service did not stop cleanly");
@@ -183,7 +193,7 @@ fn chaos_control(cfg: &Validated) -> Result<Option<Arc<crate::chaos::ChaosContro
 /// it on. The layer learns a destination's region from the layout: the member whose internode
 /// address the call goes to.
 fn peer_client(
-    rpc_client: &RpcClient<PeerRequest, PeerResponse>,
+    rpc_client: &PeerRpcClient,
     chaos: Option<&Arc<crate::chaos::ChaosControl>>,
     layout: &LayoutService,
 ) -> Arc<dyn PeerClient> {
@@ -217,12 +227,13 @@ fn layout_handler(layout: &LayoutService) -> crate::dispatch::LayoutHandler {
     })
 }
 
-/// Listens on the peer address and answers peers there until the node stops; returns a clone
-/// of the server for its counters.
+/// Listens on the peer address (mutual TLS when `tls` is set) and answers peers there until
+/// the node stops; returns a clone of the server for its counters.
 async fn serve_peers(
     cfg: &Validated,
     node: &mut Node<ServerEngine>,
     rpc_config: RpcConfig,
+    tls: Option<&Arc<yeskv_tls::TlsState>>,
 ) -> Result<RpcServer<PeerRequest, PeerResponse>, Error> {
     let listener = tokio::net::TcpListener::bind(cfg.peer)
         .await
@@ -230,7 +241,10 @@ async fn serve_peers(
     let server =
         RpcServer::new(rpc_config).map_err(|e| Error::Startup(format!("internode RPC: {e}")))?;
     let stats = server.clone();
-    node.serve_peers(listener, server);
+    match tls {
+        Some(state) => node.serve_peers(crate::tls::rpc_listener(listener, state)?, server),
+        None => node.serve_peers(listener, server),
+    }
     Ok(stats)
 }
 
@@ -244,10 +258,7 @@ fn app_state(
         Arc<crate::auth::KeyTable>,
     ),
     membership: &Arc<Membership>,
-    (rpc_client, peer_server): (
-        RpcClient<PeerRequest, PeerResponse>,
-        RpcServer<PeerRequest, PeerResponse>,
-    ),
+    (rpc_client, peer_server): (PeerRpcClient, RpcServer<PeerRequest, PeerResponse>),
     metrics: Option<PrometheusHandle>,
 ) -> Arc<AppState<ServerEngine>> {
     let raw = &cfg.raw;
@@ -355,7 +366,7 @@ pub async fn open_replica(
 /// is returned, to be installed once the node serves its peers.
 pub async fn start_layout(
     cfg: &Validated,
-    peers: RpcClient<PeerRequest, PeerResponse>,
+    peers: PeerRpcClient,
 ) -> Result<(LayoutService, Option<Layout>), Error> {
     let raw = &cfg.raw;
     let layout_config = LayoutConfig::new(
@@ -727,11 +738,13 @@ fn start_catch_up(layout: &LayoutService, state: &Arc<AppState<ServerEngine>>) {
     });
 }
 
-/// Serves the client HTTP API until `shutdown` resolves, then drains (module docs).
+/// Serves the client HTTP API (HTTPS only when `tls` is set) until `shutdown` resolves, then
+/// drains (module docs).
 async fn serve_http(
     cfg: &Validated,
     state: Arc<AppState<ServerEngine>>,
     chaos: Option<Arc<crate::chaos::ChaosControl>>,
+    tls: Option<&Arc<yeskv_tls::TlsState>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(cfg.http)
@@ -740,11 +753,8 @@ async fn serve_http(
     let local = listener
         .local_addr()
         .map_err(|e| Error::Startup(format!("listener address: {e}")))?;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     state.set_serving(Serving::Serving);
-    tracing::info!(node = %cfg.node_id, http = %local, zone = %cfg.raw.zone, region = %cfg.raw.region, sync = %cfg.sync, "serving");
+    tracing::info!(node = %cfg.node_id, http = %local, https = tls.is_some(), zone = %cfg.raw.zone, region = %cfg.raw.region, sync = %cfg.sync, "serving");
     let drain = Duration::from_millis(cfg.raw.server.shutdown_drain_ms);
     let draining = state.clone();
     let graceful = async move {
@@ -768,7 +778,18 @@ async fn serve_http(
         header_timeout: Duration::from_millis(cfg.raw.server.http_header_timeout_ms),
         connections_max: cfg.raw.server.http_connections_max,
     };
-    serve_connections(listener, app, limits, graceful).await;
+    match tls {
+        Some(tls) => {
+            let listener = crate::tls::HttpsListener::new(listener, tls)?;
+            serve_connections(listener, app, limits, graceful).await;
+        }
+        None => {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            serve_connections(listener, app, limits, graceful).await;
+        }
+    }
     Ok(())
 }
 

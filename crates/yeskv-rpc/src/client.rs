@@ -46,7 +46,7 @@ use crate::frame::{
 use crate::io::{run_writer, write_frame, FrameReader, WriterEnd};
 use crate::protocol::{Failure, Hello, Refused, Welcome, PROTOCOL_VERSION};
 use crate::stats::{bump, PeerCounters, PeerStats};
-use crate::transport::{Connector, TcpConnector};
+use crate::transport::{Connector, PeerIdentity, TcpConnector};
 
 /// A client for the RPC protocol, generic over the request type `Req`, the response type `Resp`
 /// and the network ([`Connector`]).
@@ -337,6 +337,7 @@ impl<C: Connector> ClientInner<C> {
         let config = &self.config;
         let traffic = peer.counters.traffic.clone();
         let stream = self.connector.connect(&peer.addr).await?;
+        let identity = C::peer_identity(&stream);
         let (read_half, mut write_half) = tokio::io::split(stream);
         let mut reader = FrameReader::new(read_half, HANDSHAKE_FRAME_BYTES_MAX, traffic.clone());
         let hello = Hello {
@@ -366,6 +367,16 @@ impl<C: Connector> ClientInner<C> {
                 )));
             }
         };
+        if let PeerIdentity::Node(proved) = &identity {
+            if *proved != welcome.node_id {
+                return Err(Error::Refused {
+                    reason: format!(
+                        "{} welcomes as node {:?} but its certificate is node {proved:?}'s",
+                        peer.addr, welcome.node_id
+                    ),
+                });
+            }
+        }
         reader.set_frame_bytes_max(config.frame_bytes_max);
         *peer.remote_node_id.lock() = Some(welcome.node_id.clone());
 

@@ -47,6 +47,15 @@
 //! `keepalive_timeout_ms` (a crashed host or half-open TCP connection). The client reconnects
 //! lazily, on the next call, after an exponential, jittered backoff ([`Backoff`]).
 //!
+//! ## Peer identity
+//!
+//! A network that authenticates peers (mutual TLS, `yeskv-tls`) reports who the other end is
+//! ([`PeerIdentity`], from [`Listener::peer_identity`] / [`Connector::peer_identity`]). The
+//! server then refuses a `Hello` whose node id is not the one proved (and a peer that is not a
+//! node at all), counting it in [`ServerStats::identity_refused`] and in the
+//! `yeskv_peer_refused_total{reason="identity"}` metric; the client refuses a `Welcome` whose
+//! node id is not the one proved. Over plain TCP the ids are taken as announced.
+//!
 //! ## Invariants
 //!
 //! - **Never deliver a corrupt message.** A frame with a bad CRC, an unknown or unexpected kind,
@@ -95,4 +104,4 @@ pub use frame::{FrameKind, FRAME_BYTES_MAX_DEFAULT, HANDSHAKE_FRAME_BYTES_MAX};
 pub use protocol::{Hello, Refused, Welcome, PROTOCOL_VERSION};
 pub use server::{Handler, PeerInfo, RpcServer};
 pub use stats::{PeerStats, ServerStats, TrafficStats};
-pub use transport::{Connector, Listener, Stream, TcpConnector};
+pub use transport::{Connector, Listener, PeerIdentity, Stream, TcpConnector};

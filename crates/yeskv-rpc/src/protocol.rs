@@ -83,6 +83,21 @@ pub fn check_hello(payload: &[u8], cluster_id: &str) -> Result<Hello, Refusal> {
     Ok(hello)
 }
 
+/// Checks the node id an accepted `Hello` announces against the one the network proved.
+pub fn check_identity(hello: &Hello, proved: &crate::PeerIdentity) -> Result<(), Refusal> {
+    match proved {
+        crate::PeerIdentity::Unauthenticated => Ok(()),
+        crate::PeerIdentity::Node(id) if *id == hello.node_id => Ok(()),
+        crate::PeerIdentity::Node(id) => Err(Refusal(format!(
+            "hello announces node {:?} but the certificate is node {id:?}'s",
+            hello.node_id
+        ))),
+        crate::PeerIdentity::NotANode(reason) => Err(Refusal(format!(
+            "the peer's certificate is not a node's: {reason}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +141,20 @@ mod tests {
         .expect("encodes");
         let reason = check_hello(&payload, "c").expect_err("refused");
         assert!(reason.0.contains("protocol version 9"), "{reason}");
+    }
+
+    #[test]
+    fn identity_must_match_the_proved_node() {
+        let hello = check_hello(&hello(PROTOCOL_VERSION, "c"), "c").expect("accepted");
+        assert!(check_identity(&hello, &crate::PeerIdentity::Unauthenticated).is_ok());
+        assert!(check_identity(&hello, &crate::PeerIdentity::Node("n1".into())).is_ok());
+        let reason = check_identity(&hello, &crate::PeerIdentity::Node("n2".into()))
+            .expect_err("another node's certificate");
+        assert!(
+            reason.0.contains("\"n1\"") && reason.0.contains("\"n2\""),
+            "{reason}"
+        );
+        assert!(check_identity(&hello, &crate::PeerIdentity::NotANode("x".into())).is_err());
     }
 
     #[test]

@@ -29,9 +29,9 @@ use crate::config::RpcConfig;
 use crate::error::{Error, Result};
 use crate::frame::{encode_frame, encode_message, Frame, FrameKind, HANDSHAKE_FRAME_BYTES_MAX};
 use crate::io::{run_writer, write_frame, CatchUnwind, FrameReader};
-use crate::protocol::{check_hello, Failure, Hello, Refused, Welcome};
+use crate::protocol::{check_hello, check_identity, Failure, Hello, Refused, Welcome};
 use crate::stats::{bump, ServerCounters, ServerStats};
-use crate::transport::{Listener, Stream};
+use crate::transport::{Listener, PeerIdentity, Stream};
 
 /// How long the accept loop pauses after an accept error (for example too many open files)
 /// before trying again.
@@ -169,8 +169,9 @@ where
                             tracker: tracker.clone(),
                             _messages: PhantomData,
                         };
+                        let identity = L::peer_identity(&stream);
                         tracker.spawn(async move {
-                            connection.run(stream).await;
+                            connection.run(stream, identity).await;
                             drop(slot);
                         });
                     }
@@ -227,7 +228,7 @@ where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
-    async fn run<S: Stream>(self, stream: S) {
+    async fn run<S: Stream>(self, stream: S, identity: PeerIdentity) {
         let counters = &self.shared.counters;
         let config = &self.shared.config;
         let (read_half, mut write_half) = tokio::io::split(stream);
@@ -241,7 +242,7 @@ where
             _ = self.stop.cancelled() => None,
             handshake = tokio::time::timeout(
                 config.handshake_timeout(),
-                self.handshake(&mut reader, &mut write_half),
+                self.handshake(&mut reader, &mut write_half, &identity),
             ) => Some(handshake),
         };
         let hello = match handshake {
@@ -303,8 +304,14 @@ where
         bump(&counters.connections_closed);
     }
 
-    /// Reads the `Hello` and answers `Welcome` or `Refused`.
-    async fn handshake<R, W>(&self, reader: &mut FrameReader<R>, writer: &mut W) -> Result<Hello>
+    /// Reads the `Hello` and answers `Welcome` or `Refused` (also when the node id it announces
+    /// is not the one the network proved).
+    async fn handshake<R, W>(
+        &self,
+        reader: &mut FrameReader<R>,
+        writer: &mut W,
+        identity: &PeerIdentity,
+    ) -> Result<Hello>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -320,7 +327,19 @@ where
                 frame.kind
             )));
         }
-        match check_hello(&frame.payload, &self.shared.config.cluster_id) {
+        let checked =
+            check_hello(&frame.payload, &self.shared.config.cluster_id).and_then(|hello| {
+                match check_identity(&hello, identity) {
+                    Ok(()) => Ok(hello),
+                    Err(refusal) => {
+                        bump(&self.shared.counters.identity_refused);
+                        metrics::counter!("yeskv_peer_refused_total", "reason" => "identity")
+                            .increment(1);
+                        Err(refusal)
+                    }
+                }
+            });
+        match checked {
             Ok(hello) => {
                 let welcome = Welcome {
                     node_id: self.shared.config.node_id.clone(),

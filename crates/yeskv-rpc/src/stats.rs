@@ -146,6 +146,7 @@ pub(crate) struct ServerCounters {
     pub(crate) connections_closed: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
     pub(crate) handshakes_failed: AtomicU64,
+    pub(crate) identity_refused: AtomicU64,
     pub(crate) requests: AtomicU64,
     pub(crate) failures_sent: AtomicU64,
     pub(crate) handler_panics: AtomicU64,
@@ -167,6 +168,9 @@ pub struct ServerStats {
     pub handshakes_refused: u64,
     /// Handshakes that failed otherwise (timeout, garbage, disconnect).
     pub handshakes_failed: u64,
+    /// Handshakes refused because the node id announced is not the one the network proved (a
+    /// certificate naming another node, or no node); counted in `handshakes_refused` too.
+    pub identity_refused: u64,
     /// Requests received and handed to the handler.
     pub requests: u64,
     /// `Failure` answers sent (request did not decode, handler panicked, response too large).
@@ -190,6 +194,7 @@ impl ServerCounters {
             connections_open: accepted.saturating_sub(read(&self.connections_closed)),
             handshakes_refused: read(&self.handshakes_refused),
             handshakes_failed: read(&self.handshakes_failed),
+            identity_refused: read(&self.identity_refused),
             requests: read(&self.requests),
             failures_sent: read(&self.failures_sent),
             handler_panics: read(&self.handler_panics),

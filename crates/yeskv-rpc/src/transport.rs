@@ -14,6 +14,19 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Who the network layer proved the other end of a stream to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerIdentity {
+    /// The network does not authenticate peers (plain TCP, the simulator): the node id a
+    /// handshake announces is taken as claimed.
+    Unauthenticated,
+    /// The peer proved it is this node (a certificate naming it, checked by mutual TLS): a
+    /// handshake announcing another node id is refused.
+    Node(String),
+    /// The peer authenticated but is not a node (why, for the refusal): always refused.
+    NotANode(String),
+}
+
 /// A byte stream the transport can run a connection on.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
@@ -27,6 +40,12 @@ pub trait Connector: Send + Sync + 'static {
     /// Opens a stream to `addr` (`"host:port"`; resolved on every attempt, so a peer that moved
     /// is found again). The caller bounds the time this may take.
     fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Who the server at the other end of `stream` is, as far as the network proved it
+    /// (default: it does not).
+    fn peer_identity(_stream: &Self::Stream) -> PeerIdentity {
+        PeerIdentity::Unauthenticated
+    }
 }
 
 /// Accepts server streams.
@@ -37,6 +56,12 @@ pub trait Listener: Send + 'static {
     /// Waits for the next incoming stream and the address it came from. Must be cancel-safe
     /// (the server drops this future when it shuts down).
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+
+    /// Who the client at the other end of `stream` is, as far as the network proved it
+    /// (default: it does not).
+    fn peer_identity(_stream: &Self::Stream) -> PeerIdentity {
+        PeerIdentity::Unauthenticated
+    }
 }
 
 /// Connects over real TCP with `TCP_NODELAY` set (the writer task already coalesces frames, so

@@ -503,7 +503,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// A client of `--nodes` that keeps an idle connection per worker and never retries (a failed
 /// operation is counted, not hidden), once every node has answered.
 async fn connect(args: &BenchArgs, plan: &Plan) -> anyhow::Result<Client> {
-    let mut builder = Client::builder()
+    let mut builder = crate::client_builder()
         .nodes(args.nodes.iter().cloned())
         .timeout(plan.timeout)
         .retries(0)

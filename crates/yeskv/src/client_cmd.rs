@@ -261,7 +261,7 @@ pub(crate) fn connect(opts: &ClientOpts) -> anyhow::Result<Client> {
                 opts.timeout
             )
         })?;
-    let mut builder = Client::builder()
+    let mut builder = crate::client_builder()
         .node(opts.node.clone())
         .timeout(timeout)
         .connect_timeout(timeout)

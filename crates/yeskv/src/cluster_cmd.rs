@@ -166,8 +166,9 @@ pub(crate) async fn call_within(
     let uri: hyper::Uri = format!("{}{path}", node.trim_end_matches('/'))
         .parse()
         .with_context(|| format!("bad node URL {node:?}"))?;
+    let connector = yeskv_client::https_connector(crate::ca_file(), timeout)?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<bytes::Bytes>>();
+        .build::<_, Full<bytes::Bytes>>(connector);
     let mut req = hyper::Request::builder().method(method).uri(uri);
     if let Some(key) = crate::api_key() {
         req = req.header("authorization", format!("Bearer {key}"));
@@ -260,7 +261,15 @@ fn human_bytes(bytes: u64) -> String {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let client = yeskv_client::Client::new(&args.node)?;
+    let client = crate::client_builder()
+        .node(&args.node)
+        .ring_aware(false)
+        .build()?;
+    let scheme = if args.node.trim().starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
     let s = client
         .status()
         .await
@@ -278,7 +287,11 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         if m["status"] != "up" {
             continue;
         }
-        let Ok(c) = yeskv_client::Client::new(&format!("http://{http}")) else {
+        let Ok(c) = crate::client_builder()
+            .node(format!("{scheme}://{http}"))
+            .ring_aware(false)
+            .build()
+        else {
             continue;
         };
         if let Ok(Ok(st)) =

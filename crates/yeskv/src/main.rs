@@ -7,6 +7,7 @@
 
 mod bench;
 mod bucket_cmd;
+mod cert_cmd;
 mod client_cmd;
 mod cluster_cmd;
 mod dev;
@@ -42,6 +43,10 @@ struct Cli {
         hide_env_values = true
     )]
     api_key: Option<String>,
+    /// The cluster CA certificate (PEM) that https:// nodes' certificates are checked against
+    /// (`ca.pem` of `yeskv cert init`).
+    #[arg(long, global = true, env = "YESKV_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,6 +57,23 @@ static API_KEY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new()
 /// The API key client commands send (`--key` / `YESKV_KEY`), if any.
 pub(crate) fn api_key() -> Option<&'static str> {
     API_KEY.get().and_then(|key| key.as_deref())
+}
+
+/// The `--ca` of this run (set once, before any command runs).
+static CA_FILE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// The cluster CA file given with `--ca` / `YESKV_CA`, for clients of `https://` nodes.
+pub(crate) fn ca_file() -> Option<&'static std::path::Path> {
+    CA_FILE.get().and_then(|ca| ca.as_deref())
+}
+
+/// A client builder for the CLI's commands: with the `--ca` given, if any.
+pub(crate) fn client_builder() -> yeskv_client::ClientBuilder {
+    let builder = yeskv_client::Client::builder();
+    match ca_file() {
+        Some(ca) => builder.ca_file(ca),
+        None => builder,
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -89,6 +111,9 @@ enum Command {
     /// The cluster keyring file (signs causal contexts, encrypts gossip): new, rotate.
     #[command(subcommand)]
     Keyring(key_cmd::KeyringCommand),
+    /// Certificates: make the cluster CA, issue node certificates (TLS, `docs/security.md`).
+    #[command(subcommand)]
+    Cert(cert_cmd::CertCommand),
 }
 
 /// Flags of `yeskv server`; each overrides the same key of the config file.
@@ -132,6 +157,20 @@ struct ServerArgs {
     /// absent) as the admin key "admin" (`security.admin_key_file`).
     #[arg(long, value_name = "FILE")]
     admin_key_file: Option<PathBuf>,
+    /// This node's certificate chain, PEM (`security.tls_cert`); with --tls-key and --tls-ca
+    /// the node serves HTTPS and talks to its peers over mutual TLS.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key, PEM (`security.tls_key`).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// The cluster CA certificate, PEM (`security.tls_ca`).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Serve plain text on a non-loopback address (`security.insecure`): only on a network you
+    /// trust.
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn load_server_config(args: &ServerArgs) -> anyhow::Result<yeskv_node::config::Validated> {
@@ -174,6 +213,18 @@ fn load_server_config(args: &ServerArgs) -> anyhow::Result<yeskv_node::config::V
     }
     if let Some(v) = &args.admin_key_file {
         cfg.security.admin_key_file = Some(v.clone());
+    }
+    if let Some(v) = &args.tls_cert {
+        cfg.security.tls_cert = Some(v.clone());
+    }
+    if let Some(v) = &args.tls_key {
+        cfg.security.tls_key = Some(v.clone());
+    }
+    if let Some(v) = &args.tls_ca {
+        cfg.security.tls_ca = Some(v.clone());
+    }
+    if args.insecure {
+        cfg.security.insecure = true;
     }
     cfg.validate().map_err(anyhow::Error::msg)
 }
@@ -222,8 +273,10 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 fn main() {
     let cli = Cli::parse();
     let _ = API_KEY.set(cli.api_key.clone());
+    let _ = CA_FILE.set(cli.ca.clone());
     let result = match cli.command {
         Command::Server(args) => run_server(args),
+        Command::Cert(c) => cert_cmd::run(c),
         other => {
             logging::init("warn");
             tokio::runtime::Builder::new_multi_thread()
@@ -245,6 +298,7 @@ fn main() {
                             Command::Key(c) => key_cmd::run(c).await,
                             Command::Keyring(c) => key_cmd::keyring(c),
                             Command::Server(_) => Ok(()),
+                            Command::Server(_) | Command::Cert(_) => Ok(()),
                         }
                     })
                 })
