@@ -547,15 +547,30 @@ fn directory(membership: &Arc<Membership>) -> crate::api::Directory {
 }
 
 /// Serves keys once this node has a layout and has applied what the layout group had committed
-/// by then ([`AppState::keys_gate`]). Without a leader in the layout's request timeout, it
+/// by then ([`AppState::keys_gate`]): at once for a node given its first layout, after a read
+/// index from the leader for a node that restarted on a layout of its own. Without a leader in the layout's request timeout, it
 /// serves by the state it has (a missing leader delays a node's start, never blocks its data
 /// path for longer).
 fn start_catch_up(layout: &LayoutService, state: &Arc<AppState<ServerEngine>>) {
     let layout = layout.clone();
     let state = state.clone();
     tokio::spawn(async move {
+        // A node that starts with no layout gets its first one by the Raft log (or a
+        // snapshot) like every other entry, in order: by then it has applied every change
+        // committed before it was joined, so it serves at once. A node that starts on a layout
+        // of its own may have missed changes while it was down: it asks the leader.
+        let fresh = layout.current().is_none();
         let mut layouts = layout.subscribe();
         if layouts.wait_for(Option::is_some).await.is_err() {
+            return;
+        }
+        if fresh {
+            tracing::info!(
+                applied = layout.state().applied_index,
+                "given a layout: serving keys"
+            );
+            state.buckets.install(&layout.state());
+            state.set_caught_up();
             return;
         }
         let started = Instant::now();
