@@ -554,12 +554,12 @@ fn directory(membership: &Arc<Membership>) -> crate::api::Directory {
 fn start_catch_up(layout: &LayoutService, state: &Arc<AppState<ServerEngine>>) {
     let layout = layout.clone();
     let state = state.clone();
+    // A node that starts with no layout gets its first one by the Raft log (or a snapshot)
+    // like every other entry, in order: by then it has applied every change committed before
+    // it was joined, so it serves at once. A node that starts on a layout of its own may have
+    // missed changes while it was down: it asks the leader.
+    let fresh = layout.current().is_none();
     tokio::spawn(async move {
-        // A node that starts with no layout gets its first one by the Raft log (or a
-        // snapshot) like every other entry, in order: by then it has applied every change
-        // committed before it was joined, so it serves at once. A node that starts on a layout
-        // of its own may have missed changes while it was down: it asks the leader.
-        let fresh = layout.current().is_none();
         let mut layouts = layout.subscribe();
         if layouts.wait_for(Option::is_some).await.is_err() {
             return;
@@ -569,23 +569,21 @@ fn start_catch_up(layout: &LayoutService, state: &Arc<AppState<ServerEngine>>) {
                 applied = layout.state().applied_index,
                 "given a layout: serving keys"
             );
-            state.buckets.install(&layout.state());
-            state.set_caught_up();
-            return;
-        }
-        let started = Instant::now();
-        match layout.catch_up().await {
-            Ok(index) => tracing::info!(
-                index,
-                ms = started.elapsed().as_millis() as u64,
-                "caught up with the layout group: serving keys"
-            ),
-            Err(e) => tracing::warn!(
-                applied = layout.state().applied_index,
-                error = %e,
-                "could not learn the layout group's commit index; serving keys by the layout \
-                 state applied here"
-            ),
+        } else {
+            let started = Instant::now();
+            match layout.catch_up().await {
+                Ok(index) => tracing::info!(
+                    index,
+                    ms = started.elapsed().as_millis() as u64,
+                    "caught up with the layout group: serving keys"
+                ),
+                Err(e) => tracing::warn!(
+                    applied = layout.state().applied_index,
+                    error = %e,
+                    "could not learn the layout group's commit index; serving keys by the \
+                     layout state applied here"
+                ),
+            }
         }
         // Bucket properties come from the state applied now, even if the task that installs
         // states has not run since.
