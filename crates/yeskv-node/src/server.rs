@@ -706,30 +706,43 @@ fn directory(membership: &Arc<Membership>) -> crate::api::Directory {
 }
 
 /// Serves keys once this node has a layout and has applied what the layout group had committed
-/// by then ([`AppState::keys_gate`]). Without a leader in the layout's request timeout, it
+/// by then ([`AppState::keys_gate`]): at once for a node given its first layout, after a read
+/// index from the leader for a node that restarted on a layout of its own. Without a leader in the layout's request timeout, it
 /// serves by the state it has (a missing leader delays a node's start, never blocks its data
 /// path for longer).
 fn start_catch_up(layout: &LayoutService, state: &Arc<AppState<ServerEngine>>) {
     let layout = layout.clone();
     let state = state.clone();
+    // A node that starts with no layout gets its first one by the Raft log (or a snapshot)
+    // like every other entry, in order: by then it has applied every change committed before
+    // it was joined, so it serves at once. A node that starts on a layout of its own may have
+    // missed changes while it was down: it asks the leader.
+    let fresh = layout.current().is_none();
     tokio::spawn(async move {
         let mut layouts = layout.subscribe();
         if layouts.wait_for(Option::is_some).await.is_err() {
             return;
         }
-        let started = Instant::now();
-        match layout.catch_up().await {
-            Ok(index) => tracing::info!(
-                index,
-                ms = started.elapsed().as_millis() as u64,
-                "caught up with the layout group: serving keys"
-            ),
-            Err(e) => tracing::warn!(
+        if fresh {
+            tracing::info!(
                 applied = layout.state().applied_index,
-                error = %e,
-                "could not learn the layout group's commit index; serving keys by the layout \
-                 state applied here"
-            ),
+                "given a layout: serving keys"
+            );
+        } else {
+            let started = Instant::now();
+            match layout.catch_up().await {
+                Ok(index) => tracing::info!(
+                    index,
+                    ms = started.elapsed().as_millis() as u64,
+                    "caught up with the layout group: serving keys"
+                ),
+                Err(e) => tracing::warn!(
+                    applied = layout.state().applied_index,
+                    error = %e,
+                    "could not learn the layout group's commit index; serving keys by the \
+                     layout state applied here"
+                ),
+            }
         }
         // Bucket properties come from the state applied now, even if the task that installs
         // states has not run since.

@@ -92,10 +92,12 @@ impl<E: Engine> AppState<E> {
 
     /// Whether this node may serve a request on a key now, and why not. Not while it starts,
     /// not before it is given a layout (a node waiting to be joined owns nothing and knows no
-    /// bucket's type), and not before it has caught up with the layout group's commit index
-    /// learned at start ([`yeskv_layout::LayoutService::catch_up`], bounded by the layout's
-    /// request timeout): a node restarted or rejoined after a bucket was typed would otherwise
-    /// take it for a plain bucket for a moment, and store raw bytes in a cart bucket.
+    /// bucket's type), and not before it has caught up (`server.rs::start_catch_up`: at once
+    /// for a node given its first layout; for one restarted on a layout of its own, once it
+    /// applied the leader's commit index, [`yeskv_layout::LayoutService::catch_up`], bounded by
+    /// the layout's request timeout): a node restarted or rejoined after a bucket was typed
+    /// would otherwise take it for a plain bucket for a moment, and store raw bytes in a cart
+    /// bucket.
     pub fn keys_gate(&self) -> Result<(), crate::error::Error> {
         use crate::error::Error;
         match self.serving() {
