@@ -72,8 +72,9 @@ pub use layout::{
 };
 pub use raft::state_machine::AppliedState;
 pub use raft::{
-    raft_id, Forward, ForwardError, ForwardReply, LayoutTransport, PeerNode, RaftId, RaftRequest,
-    RaftRpc, RaftRpcResponse, TransportFuture,
+    check_snapshot_chunk, raft_id, Forward, ForwardError, ForwardReply, LayoutTransport, PeerNode,
+    RaftId, RaftRequest, RaftRpc, RaftRpcResponse, SnapshotChunkTooLarge, TransportFuture,
+    SNAPSHOT_BYTES_MAX,
 };
 pub use service::LayoutService;
 pub use transition::{Transition, Transitions};

@@ -60,8 +60,9 @@ use crate::layout::{Command, JoinSpec, Layout, LeaveMode, Plan, Staged, StagedCh
 use crate::raft::log_store::{LogStore, SharedStore};
 use crate::raft::state_machine::{AppliedState, Publisher, StateMachine};
 use crate::raft::{
-    network::Network, raft_id, Forward, ForwardError, ForwardReply, LayoutRaft, LayoutTransport,
-    PeerNode, RaftId, RaftRequest, RaftRpc, RaftRpcResponse,
+    check_snapshot_chunk, network::snapshot_refused, network::Network, raft_id, Forward,
+    ForwardError, ForwardReply, LayoutRaft, LayoutTransport, PeerNode, RaftId, RaftRequest,
+    RaftRpc, RaftRpcResponse,
 };
 use crate::store::{FileStore, RaftStore};
 
@@ -438,6 +439,11 @@ impl LayoutService {
             }
             RaftRequest::Vote(rpc) => RaftRpcResponse::Vote(inner.raft.vote(rpc).await),
             RaftRequest::InstallSnapshot(rpc) => {
+                // openraft buffers the chunk at its offset in memory: bound it first.
+                if let Err(error) = check_snapshot_chunk(rpc.offset, rpc.data.len()) {
+                    warn!(%error, snapshot = %rpc.meta.snapshot_id, "refused a snapshot chunk");
+                    return RaftRpcResponse::InstallSnapshot(Err(snapshot_refused(&rpc, &error)));
+                }
                 RaftRpcResponse::InstallSnapshot(inner.raft.install_snapshot(rpc).await)
             }
             RaftRequest::Forward(forward) => RaftRpcResponse::Forward(inner.execute(forward).await),

@@ -787,3 +787,54 @@ async fn catch_up_applies_what_a_restarted_node_missed_and_gives_up_without_a_le
     );
     nodes[0].stop().await;
 }
+
+/// Issue 17: an `InstallSnapshot` chunk at offset 2^40 made the receiver allocate ~1 TiB and
+/// abort. It is now refused with a reason naming the bound, before openraft buffers anything; the
+/// node keeps working, and a chunk within the bound still reaches openraft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_chunk_past_the_bound_is_refused_and_the_node_keeps_working() {
+    use openraft::raft::InstallSnapshotRequest;
+    use yeskv_layout::raft::{SnapshotMeta, Vote};
+    use yeskv_layout::{RaftRequest, SNAPSHOT_BYTES_MAX};
+    init_tracing();
+    let mut n1 = TestNode::start_with("n1", None, memory(), |c| c).await;
+    let first = Layout::bootstrap(CLUSTER, 3, 16, id("n1"), n1.spec("a", 1)).expect("layout");
+    n1.service
+        .bootstrap_single(first)
+        .await
+        .expect("bootstraps");
+    let chunk = |offset: u64| RaftRpc {
+        to: raft_id(&id("n1")),
+        body: RaftRequest::InstallSnapshot(InstallSnapshotRequest {
+            vote: Vote::new(0, raft_id(&id("n2"))),
+            meta: SnapshotMeta {
+                snapshot_id: "forged".into(),
+                ..SnapshotMeta::default()
+            },
+            offset,
+            data: vec![7; 16],
+            done: false,
+        }),
+    };
+    let refusal = |response: RaftRpcResponse| match response {
+        RaftRpcResponse::InstallSnapshot(Err(error)) => Some(error.to_string()),
+        _ => None,
+    };
+    let refused = refusal(n1.service.handle(chunk(1 << 40)).await).expect("refused");
+    assert!(
+        refused.contains(&format!("({SNAPSHOT_BYTES_MAX} bytes)")),
+        "the reason names the bound: {refused}"
+    );
+    // Within the bound, openraft answers (here: the stale vote is refused by Raft, not by us).
+    let answered = n1.service.handle(chunk(1024)).await;
+    if let Some(reason) = refusal(answered) {
+        assert!(!reason.contains("largest layout snapshot"), "{reason}");
+    }
+    n1.service
+        .stage_join(id("n1"), n1.spec("a", 2))
+        .await
+        .expect("the node still takes changes");
+    let layout = n1.service.commit(None).await.expect("commits");
+    assert_eq!(layout.version, 2);
+    n1.stop().await;
+}

@@ -2,7 +2,8 @@
 //!
 //! The I/O edge around the pure core: it owns sockets, storage handles, time and metrics.
 //! [`node::NodeBuilder`] assembles a node from its parts (the server, the simulator and the
-//! tests all build it there); [`server`] runs one as a process.
+//! tests all build it there); `server` runs one as a process (with the default `rocksdb`
+//! feature: without it the crate builds without RocksDB, for the fuzz targets of `fuzz/`).
 //!
 //! A write, end to end (the whole walk is in `docs/architecture.md`): [`api`] parses and
 //! validates `PUT /v1/kv/{bucket}/{key}` (limits, quorum, TTL, context token) → [`coordinator`]
@@ -45,6 +46,8 @@ pub mod peer;
 pub mod reaper;
 pub mod replica;
 pub mod replication;
+/// Needs the RocksDB engine (the default `rocksdb` feature).
+#[cfg(feature = "rocksdb")]
 pub mod server;
 pub mod tls;
 pub mod topology;

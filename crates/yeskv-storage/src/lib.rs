@@ -26,11 +26,13 @@ mod cache;
 pub mod disk;
 mod filter;
 mod memory;
+#[cfg(feature = "rocksdb")]
 mod rocks;
 
 pub use cache::CachedEngine;
 pub use filter::{DataFilter, DropPredicate, WallClock};
 pub use memory::MemoryEngine;
+#[cfg(feature = "rocksdb")]
 pub use rocks::{RocksConfig, RocksEngine};
 
 use std::sync::Arc;
@@ -198,13 +200,9 @@ pub struct Durable {
 enum Pending {
     /// Nothing: already durable.
     Done,
-    /// The group committer's fsync covering write `seq`, in the generation the write was
-    /// applied in (see `rocks::SyncedState`).
-    Group {
-        seq: u64,
-        generation: u64,
-        rx: tokio::sync::watch::Receiver<rocks::SyncedState>,
-    },
+    /// The group committer's fsync covering a write (RocksDB's `group` sync mode).
+    #[cfg(feature = "rocksdb")]
+    Group(rocks::GroupPending),
     /// An engine-defined completion (the simulator's disk model).
     Deferred(DurableFuture),
 }
@@ -233,26 +231,12 @@ impl Durable {
     /// Waits until the write is as durable as the engine's sync mode promises. The write was
     /// applied, so a failure here leaves its outcome unknown: [`Error::Uncertain`].
     pub async fn wait(self) -> Result<(), Error> {
-        let (seq, generation, mut rx) = match self.pending {
-            Pending::Done => return Ok(()),
-            Pending::Deferred(completion) => return completion.await,
-            Pending::Group {
-                seq,
-                generation,
-                rx,
-            } => (seq, generation, rx),
-        };
-        let state = rx
-            .wait_for(|s| s.synced >= seq || s.generation != generation)
-            .await
-            .map_err(|_| Error::Uncertain("group commit stopped".into()))?;
-        if state.generation == generation {
-            return Ok(());
+        match self.pending {
+            Pending::Done => Ok(()),
+            Pending::Deferred(completion) => completion.await,
+            #[cfg(feature = "rocksdb")]
+            Pending::Group(group) => group.wait().await,
         }
-        Err(Error::Uncertain(format!(
-            "the write may not be durable: {}",
-            state.failed.as_deref().unwrap_or("storage failed")
-        )))
     }
 }
 

@@ -144,6 +144,33 @@ pub(crate) struct SyncedState {
     pub(crate) failed: Option<String>,
 }
 
+/// A write waiting for the group committer's fsync that covers write `seq`, in the generation
+/// the write was applied in (see [`SyncedState`]).
+pub(crate) struct GroupPending {
+    seq: u64,
+    generation: u64,
+    rx: tokio::sync::watch::Receiver<SyncedState>,
+}
+
+impl GroupPending {
+    /// Waits for the fsync; [`Error::Uncertain`] if the generation changed first.
+    pub(crate) async fn wait(mut self) -> Result<(), Error> {
+        let (seq, generation) = (self.seq, self.generation);
+        let state = self
+            .rx
+            .wait_for(|s| s.synced >= seq || s.generation != generation)
+            .await
+            .map_err(|_| Error::Uncertain("group commit stopped".into()))?;
+        if state.generation == generation {
+            return Ok(());
+        }
+        Err(Error::Uncertain(format!(
+            "the write may not be durable: {}",
+            state.failed.as_deref().unwrap_or("storage failed")
+        )))
+    }
+}
+
 struct GroupCommit {
     written: AtomicU64,
     /// Set while the committer waits for work: only then does a writer need to wake it.
@@ -805,11 +832,11 @@ impl Engine for RocksEngine {
                     g.cond.notify_one();
                 }
                 Ok(Durable {
-                    pending: crate::Pending::Group {
+                    pending: crate::Pending::Group(GroupPending {
                         seq,
                         generation,
                         rx,
-                    },
+                    }),
                 })
             }
             _ => Ok(Durable::done()),

@@ -181,7 +181,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if inner.purged.as_ref() < Some(&log_id) {
             inner.purged = Some(log_id);
         }
-        inner.log = inner.log.split_off(&(log_id.index + 1));
+        crate::store::keep_after(&mut inner.log, log_id.index);
         Ok(())
     }
 }

@@ -31,8 +31,8 @@ pub mod network;
 pub mod state_machine;
 
 pub use network::{
-    Forward, ForwardError, ForwardReply, LayoutTransport, RaftRequest, RaftRpc, RaftRpcResponse,
-    TransportFuture,
+    check_snapshot_chunk, Forward, ForwardError, ForwardReply, LayoutTransport, RaftRequest,
+    RaftRpc, RaftRpcResponse, SnapshotChunkTooLarge, TransportFuture, SNAPSHOT_BYTES_MAX,
 };
 
 /// The number Raft knows a node by.

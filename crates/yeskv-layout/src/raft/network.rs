@@ -51,13 +51,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{StorageError, StorageIOError};
 use serde::{Deserialize, Serialize};
 use yeskv_core::bucket::BucketProps;
 use yeskv_core::NodeId;
@@ -87,6 +88,54 @@ pub enum RaftRequest {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A change for the leader to make.
     Forward(Forward),
+}
+
+/// The largest layout snapshot a node receives, in bytes: 64 MiB.
+///
+/// openraft writes each `InstallSnapshot` chunk into an in-memory buffer at the chunk's
+/// offset, so a chunk at offset 2^40 would make the receiver allocate a terabyte and abort. A
+/// chunk whose end (`offset + data.len()`) lies past this bound is refused before openraft sees
+/// it ([`check_snapshot_chunk`]). A layout snapshot is the members, their zones and states, the
+/// partition assignment and the bucket properties: kilobytes for hundreds of nodes, so the bound
+/// leaves room for thousands of buckets with properties. A leader whose snapshot outgrew it
+/// could not bring a new member up to date; the state machine warns when it builds one.
+pub const SNAPSHOT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// An `InstallSnapshot` chunk that would make the snapshot larger than [`SNAPSHOT_BYTES_MAX`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "snapshot chunk of {chunk_bytes} bytes at offset {offset} ends past the largest layout \
+     snapshot a node accepts ({SNAPSHOT_BYTES_MAX} bytes)"
+)]
+pub struct SnapshotChunkTooLarge {
+    /// The chunk's offset in the snapshot.
+    pub offset: u64,
+    /// The chunk's length.
+    pub chunk_bytes: u64,
+}
+
+/// Checks that a snapshot chunk of `chunk_bytes` bytes at `offset` ends within
+/// [`SNAPSHOT_BYTES_MAX`] (pure; [`crate::LayoutService::handle`] calls it on every chunk).
+pub fn check_snapshot_chunk(offset: u64, chunk_bytes: usize) -> Result<(), SnapshotChunkTooLarge> {
+    let chunk_bytes = chunk_bytes as u64;
+    match offset.checked_add(chunk_bytes) {
+        Some(end) if end <= SNAPSHOT_BYTES_MAX => Ok(()),
+        _ => Err(SnapshotChunkTooLarge {
+            offset,
+            chunk_bytes,
+        }),
+    }
+}
+
+/// The answer to a chunk [`check_snapshot_chunk`] refused: a write error on the receiver's
+/// snapshot, whose message names the bound (the leader logs it; openraft's `InstallSnapshot`
+/// answer has no variant for "too large").
+pub(crate) fn snapshot_refused(
+    rpc: &InstallSnapshotRequest<TypeConfig>,
+    error: &SnapshotChunkTooLarge,
+) -> RaftError<RaftId, InstallSnapshotError> {
+    let io = StorageIOError::write_snapshot(Some(rpc.meta.signature()), error);
+    RaftError::Fatal(Fatal::StorageError(StorageError::from(io)))
 }
 
 /// A change a node asks the leader to make.
@@ -312,6 +361,44 @@ impl RaftNetwork<TypeConfig> for Connection {
             }
             Ok(_) => Err(unexpected("vote")),
             Err(error) => Err(transport_error(&error)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_chunk_of_the_issue_is_refused_and_the_bound_itself_is_accepted() {
+        // Issue 17: a chunk at offset 2^40 made the receiver allocate ~1 TiB and abort.
+        let error = check_snapshot_chunk(1 << 40, 16).expect_err("offset 2^40");
+        assert_eq!(
+            error,
+            SnapshotChunkTooLarge {
+                offset: 1 << 40,
+                chunk_bytes: 16
+            }
+        );
+        assert!(error.to_string().contains("67108864 bytes"), "{error}");
+        check_snapshot_chunk(0, SNAPSHOT_BYTES_MAX as usize).expect("a whole snapshot at 0");
+        check_snapshot_chunk(SNAPSHOT_BYTES_MAX, 0).expect("an empty last chunk");
+        check_snapshot_chunk(SNAPSHOT_BYTES_MAX, 1).expect_err("one byte past");
+        check_snapshot_chunk(u64::MAX, 1).expect_err("an offset that overflows");
+    }
+
+    proptest! {
+        #[test]
+        fn a_chunk_is_accepted_exactly_when_it_ends_within_the_bound(
+            offset in prop_oneof![0..2 * SNAPSHOT_BYTES_MAX, any::<u64>()],
+            chunk_bytes in 0usize..1 << 20,
+        ) {
+            let end = u128::from(offset) + chunk_bytes as u128;
+            prop_assert_eq!(
+                check_snapshot_chunk(offset, chunk_bytes).is_ok(),
+                end <= u128::from(SNAPSHOT_BYTES_MAX)
+            );
         }
     }
 }

@@ -376,6 +376,31 @@ mod tests {
         store
     }
 
+    /// Found by the `layout_store` fuzz target: a purge record up to index `u64::MAX` overflowed
+    /// `index + 1` when the log was replayed.
+    #[test]
+    fn a_purge_up_to_the_last_index_drops_every_entry_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = filled(dir.path());
+        store.purge(log_id(1, u64::MAX)).expect("purge");
+        drop(store);
+        let mut reopened = FileStore::open(dir.path()).expect("reopens");
+        let contents = reopened.load().expect("loads");
+        assert!(contents.entries.is_empty(), "{:?}", contents.entries);
+        assert_eq!(contents.purged, Some(log_id(1, u64::MAX)));
+        assert_eq!(contents.vote, Some(vote(1)));
+    }
+
+    #[test]
+    fn keep_after_drops_up_to_the_index_inclusive() {
+        let mut entries: std::collections::BTreeMap<u64, ()> =
+            (1..=5).map(|index| (index, ())).collect();
+        crate::store::keep_after(&mut entries, 3);
+        assert_eq!(entries.keys().copied().collect::<Vec<_>>(), [4, 5]);
+        crate::store::keep_after(&mut entries, u64::MAX);
+        assert!(entries.is_empty());
+    }
+
     #[test]
     fn reopen_gives_back_everything() {
         let dir = tempfile::tempdir().expect("tempdir");

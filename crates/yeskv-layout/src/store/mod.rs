@@ -108,8 +108,19 @@ impl Recovered {
         if self.purged.as_ref() < Some(&upto) {
             self.purged = Some(upto);
         }
-        self.entries = self.entries.split_off(&(upto.index + 1));
+        keep_after(&mut self.entries, upto.index);
     }
+}
+
+/// Drops the entries up to `index` (inclusive). A purge up to `u64::MAX` drops them all: a purge
+/// record read back from disk can say so, and `index + 1` overflowed (a panic with overflow
+/// checks, and without them a wrap to 0 that kept every entry; found by the `layout_store` fuzz
+/// target).
+pub(crate) fn keep_after<V>(entries: &mut BTreeMap<u64, V>, index: u64) {
+    *entries = match index.checked_add(1) {
+        Some(next) => entries.split_off(&next),
+        None => BTreeMap::new(),
+    };
 }
 
 /// A [`RaftStore`] in memory; clones share the contents (see the module docs).
