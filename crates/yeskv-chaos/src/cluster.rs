@@ -175,6 +175,11 @@ reap_interval_ms = 1000
 
 [chaos]
 enabled = true
+
+# The namespaces' addresses are not loopback: a node refuses them without TLS, keys and a
+# keyring unless told it is on a network it trusts (the runner's own namespaces).
+[security]
+insecure = true
 "#,
                 id = spec.id,
                 data = spec.data_dir.display(),

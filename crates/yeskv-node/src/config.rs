@@ -677,7 +677,7 @@ pub fn check_secure_by_default(
         missing.push("API keys (--auth, with --admin-key-file on the first node)");
     }
     if security.cluster_keys.is_none() {
-        missing.push("a cluster keyring (--cluster-keys; see `yeskv keyring new`)");
+        missing.push("cluster keyring (--cluster-keys; see `yeskv keyring new`)");
     }
     if missing.is_empty() {
         return Ok(());
@@ -996,7 +996,7 @@ mod tests {
     }
 
     /// Refused, in one line naming both keys.
-    fn refused(toml: &str, keys: [&str; 2]) {
+    fn refused<const N: usize>(toml: &str, keys: [&str; N]) {
         let error = Config::from_toml(toml)
             .and_then(|c| c.validate().map(|_| ()))
             .expect_err(toml)
@@ -1070,12 +1070,8 @@ mod tests {
         // TLS alone is not enough: keys and the keyring too.
         refused(
             "http = \"0.0.0.0:8081\"\n[security]\ntls_cert = \"n.pem\"\ntls_key = \"n.key\"\ntls_ca = \"ca.pem\"",
-            ["no API keys", "no a cluster keyring", "--insecure"],
+            ["no API keys", "no cluster keyring", "--insecure"],
         );
-        for allowed in [] as [&str; 0] {
-            let cfg = Config::from_toml(allowed).expect("parses");
-            assert!(cfg.validate().is_ok(), "{allowed}");
-        }
     }
 
     #[test]

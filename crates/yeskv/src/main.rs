@@ -297,7 +297,6 @@ fn main() {
                             Command::Bucket(c) => bucket_cmd::run(c).await,
                             Command::Key(c) => key_cmd::run(c).await,
                             Command::Keyring(c) => key_cmd::keyring(c),
-                            Command::Server(_) => Ok(()),
                             Command::Server(_) | Command::Cert(_) => Ok(()),
                         }
                     })
