@@ -140,7 +140,7 @@ fn main() {
         }),
     ] {
         let mut input = key_tag.to_le_bytes().to_vec();
-        input.extend_from_slice(encode_token(&token_context, key_tag).as_bytes());
+        input.extend_from_slice(encode_token(&token_context, key_tag, &yeskv_fuzz::token_keys().0).as_bytes());
         write(dir, "context_token", name, &input);
     }
 

@@ -257,7 +257,8 @@ pub fn peer_message(data: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 // context_token
 
-/// A token body with a valid checksum: `[format][key tag][body]` + CRC32C, base64url.
+/// A token with a valid MAC: `[format][key tag][body]` + the first 16 bytes of HMAC-SHA256 under
+/// one of the fuzzing keyring's context subkeys (or under a key not in it), base64url.
 #[derive(Arbitrary, Debug)]
 pub struct TokenSpec {
     key_tag: u32,
@@ -265,22 +266,52 @@ pub struct TokenSpec {
     other_key: bool,
     format: u8,
     body: Vec<u8>,
+    /// Which key signs: the primary, the older key still accepted, or one the keyring lacks.
+    signer: Signer,
     /// Whitespace around the token (the decoder trims it).
     padded: bool,
 }
 
+/// Who signs a structured token.
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signer {
+    Primary,
+    Previous,
+    Stranger,
+}
+
+/// The keyring the node under test holds (two keys: a rotation in progress), and a keyring
+/// holding only a key it does not.
+pub fn token_keys() -> &'static (yeskv_core::keyring::Subkeys, yeskv_core::keyring::Subkeys) {
+    static KEYS: OnceLock<(yeskv_core::keyring::Subkeys, yeskv_core::keyring::Subkeys)> =
+        OnceLock::new();
+    KEYS.get_or_init(|| {
+        use yeskv_core::keyring::{Keyring, Purpose};
+        let node = Keyring::new(vec![[7; 32], [9; 32]]).expect("a two-key keyring");
+        let stranger = Keyring::new(vec![[8; 32]]).expect("a one-key keyring");
+        (
+            node.derive(Purpose::Contexts),
+            stranger.derive(Purpose::Contexts),
+        )
+    })
+}
+
 /// Decodes a token; a token that decodes must re-encode to one that decodes to the same context.
-fn check_token(token: &str, key_tag: u32) {
-    let Ok(context) = yeskv_core::codec::decode_token(token, key_tag) else {
-        return;
+fn check_token(token: &str, key_tag: u32) -> bool {
+    let (keys, _) = token_keys();
+    let Ok(context) = yeskv_core::codec::decode_token(token, key_tag, keys) else {
+        return false;
     };
-    let again = yeskv_core::codec::encode_token(&context, key_tag);
-    let decoded = yeskv_core::codec::decode_token(&again, key_tag).expect("a re-encoded token");
+    let again = yeskv_core::codec::encode_token(&context, key_tag, keys);
+    let decoded =
+        yeskv_core::codec::decode_token(&again, key_tag, keys).expect("a re-encoded token");
     assert_eq!(decoded, context, "token round trip changed the context");
+    true
 }
 
 /// The causal context token decoder (`yeskv_core::codec::decode_token`).
 pub fn context_token(data: &[u8]) {
+    use hmac::Mac as _;
     let Some((structured, rest)) = mode(data) else {
         return;
     };
@@ -296,11 +327,23 @@ pub fn context_token(data: &[u8]) {
     let Ok(spec) = TokenSpec::arbitrary_take_rest(Unstructured::new(rest)) else {
         return;
     };
-    let mut raw = vec![if spec.format < 128 { 1 } else { spec.format }];
+    let format = if spec.format < 128 {
+        yeskv_core::codec::TOKEN_FORMAT
+    } else {
+        spec.format
+    };
+    let mut raw = vec![format];
     raw.extend_from_slice(&spec.key_tag.to_le_bytes());
     raw.extend_from_slice(&spec.body);
-    let crc = crc32c::crc32c(&raw);
-    raw.extend_from_slice(&crc.to_le_bytes());
+    let (keys, stranger) = token_keys();
+    let key = match spec.signer {
+        Signer::Primary => &keys.all()[0],
+        Signer::Previous => &keys.all()[1],
+        Signer::Stranger => stranger.primary(),
+    };
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key).expect("any key");
+    mac.update(&raw);
+    raw.extend_from_slice(&mac.finalize().into_bytes()[..yeskv_core::codec::TOKEN_MAC_BYTES]);
     let mut token = URL_SAFE_NO_PAD.encode(&raw);
     if spec.padded {
         token = format!(" {token}\n");
@@ -310,7 +353,12 @@ pub fn context_token(data: &[u8]) {
     } else {
         spec.key_tag
     };
-    check_token(&token, presented);
+    let accepted = check_token(&token, presented);
+    // Only a token signed by a key of the keyring, for the key it is presented for, is accepted.
+    if accepted {
+        assert_ne!(spec.signer, Signer::Stranger, "a token signed by a stranger was accepted");
+        assert_eq!(presented, spec.key_tag, "a token was accepted for another key");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

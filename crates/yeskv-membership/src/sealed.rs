@@ -156,71 +156,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// How long a loopback round of [`LoopbackCodec`] may take: the kernel hands a loopback
-/// datagram over at once; past this, the bytes were not a chitchat message (chitchat's socket
-/// skips those silently) or the datagram was lost.
-const LOOPBACK_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Turns chitchat envelopes into their wire bytes and back with chitchat's own UDP socket:
-/// chitchat's (de)serialization of an envelope is private to it, so the codec sends the
-/// envelope from a chitchat socket to a raw socket (encoding), or the bytes from the raw
-/// socket to the chitchat socket (decoding), both bound to ephemeral loopback ports. Anything
-/// on either socket that does not come from the other one (another local process) is skipped.
-struct LoopbackCodec {
-    chitchat: chitchat::transport::UdpSocket,
-    chitchat_addr: SocketAddr,
-    raw: tokio::net::UdpSocket,
-    raw_addr: SocketAddr,
-    buf: Box<[u8]>,
-}
-
-impl LoopbackCodec {
-    async fn new() -> anyhow::Result<LoopbackCodec> {
-        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let chitchat = chitchat::transport::UdpSocket::open(loopback).await?;
-        let chitchat_addr = chitchat.local_addr()?;
-        let raw = tokio::net::UdpSocket::bind(loopback).await?;
-        let raw_addr = raw.local_addr()?;
-        Ok(LoopbackCodec {
-            chitchat,
-            chitchat_addr,
-            raw,
-            raw_addr,
-            buf: vec![0u8; DATAGRAM_BYTES_MAX].into_boxed_slice(),
-        })
-    }
-
-    async fn encode(&mut self, envelope: ChitchatEnvelope) -> anyhow::Result<Vec<u8>> {
-        self.chitchat.send(self.raw_addr, envelope).await?;
-        let encoded = tokio::time::timeout(LOOPBACK_TIMEOUT, async {
-            loop {
-                let (len, from) = self.raw.recv_from(&mut self.buf).await?;
-                if from == self.chitchat_addr {
-                    return anyhow::Ok(self.buf[..len].to_vec());
-                }
-            }
-        });
-        encoded
-            .await
-            .context("encoding a gossip message over loopback timed out")?
-    }
-
-    async fn decode(&mut self, bytes: &[u8]) -> anyhow::Result<ChitchatEnvelope> {
-        self.raw.send_to(bytes, self.chitchat_addr).await?;
-        let decoded = tokio::time::timeout(LOOPBACK_TIMEOUT, async {
-            loop {
-                let outcome = self.chitchat.recv().await?;
-                if outcome.from_addr == self.raw_addr {
-                    return anyhow::Ok(outcome.envelope);
-                }
-            }
-        });
-        decoded
-            .await
-            .context("the sealed packet is not a chitchat message")?
-    }
-}
-
 /// Messages opened by the receiving task and not yet taken by chitchat; past it, packets are
 /// dropped (and counted) rather than queued without bound.
 const RECEIVED_QUEUE_MAX: usize = 256;
@@ -232,7 +167,6 @@ pub struct SealedUdpSocket {
     socket: Arc<tokio::net::UdpSocket>,
     keys: Subkeys,
     cluster: String,
-    encoder: LoopbackCodec,
     received: mpsc::Receiver<RecvOutcome>,
 }
 
@@ -250,20 +184,17 @@ impl SealedUdpSocket {
                 .with_context(|| format!("failed to bind to {addr}/UDP for gossip"))?,
         );
         let (sender, received) = mpsc::channel(RECEIVED_QUEUE_MAX);
-        let decoder = LoopbackCodec::new().await?;
         tokio::spawn(receive(
             socket.clone(),
             keys.clone(),
             cluster.clone(),
             counters,
-            decoder,
             sender,
         ));
         Ok(SealedUdpSocket {
             socket,
             keys,
             cluster,
-            encoder: LoopbackCodec::new().await?,
             received,
         })
     }
@@ -275,7 +206,6 @@ async fn receive(
     keys: Subkeys,
     cluster: String,
     counters: Arc<GossipCounters>,
-    mut decoder: LoopbackCodec,
     sender: mpsc::Sender<RecvOutcome>,
 ) {
     let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
@@ -302,7 +232,7 @@ async fn receive(
                 continue;
             }
         };
-        match decoder.decode(&plain).await {
+        match ChitchatEnvelope::deserialize(&mut &plain[..]) {
             Ok(envelope) => {
                 let outcome = RecvOutcome {
                     from_addr,
@@ -335,7 +265,7 @@ impl Socket for SealedUdpSocket {
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
-        let plain = self.encoder.encode(envelope).await?;
+        let plain = envelope.serialize_to_vec();
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rng().fill_bytes(&mut nonce);
         let packet = seal(&self.keys, &self.cluster, now_ms(), nonce, &plain);

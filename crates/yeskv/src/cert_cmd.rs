@@ -43,12 +43,7 @@ pub enum CertCommand {
 pub fn run(command: CertCommand) -> anyhow::Result<()> {
     match command {
         CertCommand::Init { dir } => {
-            let ca = yeskv_tls::new_ca()?;
-            create_dir(&dir)?;
-            let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
-            refuse_existing(&[&cert, &key])?;
-            write_file(&key, &ca.key, true)?;
-            write_file(&cert, &ca.cert, false)?;
+            let (cert, key) = init(&dir)?;
             println!(
                 "cluster CA written: {} and {} (keep the key secret)",
                 cert.display(),
@@ -62,36 +57,7 @@ pub fn run(command: CertCommand) -> anyhow::Result<()> {
             hosts,
             out,
         } => {
-            let ca_cert = ca_dir.join("ca.pem");
-            let ca_key_path = ca_dir.join("ca.key");
-            let ca_key = std::fs::read_to_string(&ca_key_path)
-                .with_context(|| format!("cannot read the CA key {}", ca_key_path.display()))?;
-            let ca_pem = std::fs::read_to_string(&ca_cert)
-                .with_context(|| format!("cannot read the CA certificate {}", ca_cert.display()))?;
-            let node = yeskv_tls::issue_node(&ca_key, &node_id, &hosts)?;
-            create_dir(&out)?;
-            let (cert, key, ca_copy) = (
-                out.join("node.pem"),
-                out.join("node.key"),
-                out.join("ca.pem"),
-            );
-            refuse_existing(&[&cert, &key])?;
-            write_file(&key, &node.key, true)?;
-            write_file(&cert, &node.cert, false)?;
-            // The CA beside the node's files, unless `out` is the CA's directory.
-            if !ca_copy.exists() {
-                write_file(&ca_copy, &ca_pem, false)?;
-            }
-            // The certificate must load as the node will load it: chain, key, node id.
-            yeskv_tls::TlsMaterial::load(
-                &yeskv_tls::TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    ca: ca_cert,
-                },
-                &node_id,
-            )
-            .context("the issued certificate does not check out against the CA")?;
+            let (cert, key) = issue(&ca_dir, &node_id, &hosts, &out)?;
             println!(
                 "certificate for node {node_id} written: {} and {}",
                 cert.display(),
@@ -100,6 +66,59 @@ pub fn run(command: CertCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Creates the cluster CA in `dir`; returns the paths of `ca.pem` and `ca.key`.
+pub(crate) fn init(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ca = yeskv_tls::new_ca()?;
+    create_dir(dir)?;
+    let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    refuse_existing(&[&cert, &key])?;
+    write_file(&key, &ca.key, true)?;
+    write_file(&cert, &ca.cert, false)?;
+    Ok((cert, key))
+}
+
+/// Issues node `node_id`'s certificate with the CA in `ca_dir` into `out` (with a copy of the
+/// CA certificate), and checks that it loads as the node will load it; returns the paths of
+/// `node.pem` and `node.key`.
+pub(crate) fn issue(
+    ca_dir: &Path,
+    node_id: &str,
+    hosts: &[String],
+    out: &Path,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ca_cert = ca_dir.join("ca.pem");
+    let ca_key_path = ca_dir.join("ca.key");
+    let ca_key = std::fs::read_to_string(&ca_key_path)
+        .with_context(|| format!("cannot read the CA key {}", ca_key_path.display()))?;
+    let ca_pem = std::fs::read_to_string(&ca_cert)
+        .with_context(|| format!("cannot read the CA certificate {}", ca_cert.display()))?;
+    let node = yeskv_tls::issue_node(&ca_key, node_id, hosts)?;
+    create_dir(out)?;
+    let (cert, key, ca_copy) = (
+        out.join("node.pem"),
+        out.join("node.key"),
+        out.join("ca.pem"),
+    );
+    refuse_existing(&[&cert, &key])?;
+    write_file(&key, &node.key, true)?;
+    write_file(&cert, &node.cert, false)?;
+    // The CA beside the node's files, unless `out` is the CA's directory.
+    if !ca_copy.exists() {
+        write_file(&ca_copy, &ca_pem, false)?;
+    }
+    // The certificate must load as the node will load it: chain, key, node id.
+    yeskv_tls::TlsMaterial::load(
+        &yeskv_tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca_cert,
+        },
+        node_id,
+    )
+    .context("the issued certificate does not check out against the CA")?;
+    Ok((cert, key))
 }
 
 fn create_dir(dir: &Path) -> anyhow::Result<()> {

@@ -22,13 +22,20 @@
 //! the nodes' test-only chaos layer (`yeskv_node::chaos`), so they also serve
 //! `/v1/admin/chaos`. The links go into `DATA_DIR/dev-wan.toml`, written on each run: a copy
 //! of `--config` (if given) with the links added, which every node reads instead.
+//!
+//! With `--secure`, the cluster runs as production does (`docs/security.md`): HTTPS and mutual
+//! TLS, API keys required, contexts signed and gossip sealed with a cluster keyring. On its first
+//! run it creates, in the data directory, the cluster CA (`ca.pem`, `ca.key`), a certificate per
+//! node (`certs/nN/`), the keyring (`cluster.keys`) and the admin key (`admin.key`, registered by
+//! `n1` as the key `admin`); later runs reuse them. Secrets are written with mode 0600. It prints
+//! how to reach the cluster with them (`YESKV_CA`, `YESKV_KEY`, and a `curl`).
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Flags of `yeskv dev`.
@@ -62,6 +69,11 @@ pub struct DevArgs {
     /// With `--wan-delay-ms`: extra random delay per call, uniform in 0..=J ms.
     #[arg(long, default_value_t = 0)]
     wan_jitter_ms: u64,
+    /// HTTPS and mutual TLS, API keys, a cluster keyring: a CA, node certificates, the keyring
+    /// and an admin key are created in the data directory on the first run (`ca.pem`,
+    /// `admin.key`) and reused after.
+    #[arg(long)]
+    secure: bool,
 }
 
 impl DevArgs {
@@ -131,81 +143,123 @@ struct Node {
     child: Child,
 }
 
-/// One small HTTP/1.1 request; `(status, body)` or `None` if the node did not answer.
-async fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = tokio::time::timeout(
-        Duration::from_millis(500),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
+/// How this command reaches its nodes: plain HTTP, or HTTPS trusting the cluster CA with the
+/// admin key (`--secure`).
+struct Access {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    key: Option<String>,
 }
 
-async fn healthy(addr: &str) -> bool {
-    matches!(http(addr, "GET", "/v1/health", "").await, Some((200, _)))
-}
-
-/// The layout version and member ids a node routes by (`None` while it has no layout).
-async fn ring(addr: &str) -> Option<(u64, Vec<String>)> {
-    let (status, body) = http(addr, "GET", "/v1/ring", "").await?;
-    if status != 200 {
-        return None;
+impl Access {
+    fn new(secure: Option<&Secure>) -> anyhow::Result<Access> {
+        let connector = yeskv_client::https_connector(
+            secure.map(|s| s.ca.as_path()),
+            Duration::from_millis(500),
+        )?;
+        Ok(Access {
+            client: hyper_util::client::legacy::Client::builder(
+                hyper_util::rt::TokioExecutor::new(),
+            )
+            .build(connector),
+            key: secure.map(|s| s.admin_key.clone()),
+        })
     }
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    let ids = v["nodes"]
-        .as_array()?
-        .iter()
-        .filter_map(|n| n["id"].as_str().map(str::to_string))
-        .collect();
-    Some((v["version"].as_u64()?, ids))
-}
 
-/// Whether `addr`'s failure detector sees `count` members, all up.
-async fn all_up(addr: &str, count: usize) -> bool {
-    let Some((200, body)) = http(addr, "GET", "/v1/status", "").await else {
-        return false;
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
-        return false;
-    };
-    let members = v["members"].as_array().cloned().unwrap_or_default();
-    members.len() == count
-        && members.iter().all(|m| m["status"] == "up")
-        && v["transfers"]["partitions_pending"] == 0
+    /// One small request to the node at `url`; `(status, body)` or `None` if it did not answer
+    /// within 15 s.
+    async fn http(&self, url: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+        use http_body_util::BodyExt as _;
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{url}{path}"))
+            .header("content-type", "application/json");
+        if let Some(key) = &self.key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .ok()?;
+        let answer = async {
+            let resp = self.client.request(req).await.ok()?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            Some((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        tokio::time::timeout(Duration::from_secs(15), answer)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn healthy(&self, url: &str) -> bool {
+        matches!(
+            self.http(url, "GET", "/v1/health", "").await,
+            Some((200, _))
+        )
+    }
+
+    /// The layout version and member ids a node routes by (`None` while it has no layout).
+    async fn ring(&self, url: &str) -> Option<(u64, Vec<String>)> {
+        let (status, body) = self.http(url, "GET", "/v1/ring", "").await?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let ids = v["nodes"]
+            .as_array()?
+            .iter()
+            .filter_map(|n| n["id"].as_str().map(str::to_string))
+            .collect();
+        Some((v["version"].as_u64()?, ids))
+    }
+
+    /// Whether `url`'s failure detector sees `count` members, all up.
+    async fn all_up(&self, url: &str, count: usize) -> bool {
+        let Some((200, body)) = self.http(url, "GET", "/v1/status", "").await else {
+            return false;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return false;
+        };
+        let members = v["members"].as_array().cloned().unwrap_or_default();
+        members.len() == count
+            && members.iter().all(|m| m["status"] == "up")
+            && v["transfers"]["partitions_pending"] == 0
+    }
 }
 
 /// Stages a join of every node the layout lacks on the first node, commits, and waits until
 /// every node applied the result, sees every member up and every new holder has received its
 /// partitions.
 async fn form_cluster(
+    access: &Access,
     nodes: &[Node],
     replication: Option<&serde_json::Value>,
     deadline: Instant,
 ) -> anyhow::Result<u64> {
-    let first = nodes[0].url.trim_start_matches("http://").to_string();
+    let first = nodes[0].url.as_str();
     let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-    let (mut version, members) = ring(&first)
-        .await
-        .ok_or_else(|| anyhow::anyhow!("{} has no layout", nodes[0].id))?;
+    // With --secure, n1 registers the admin key once it has its layout: until then its
+    // answers are 401.
+    let (mut version, members) = loop {
+        match access.ring(first).await {
+            Some(ring) => break Some(ring),
+            None if access.key.is_some() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            None => break None,
+        }
+    }
+    .ok_or_else(|| anyhow::anyhow!("{} has no layout", nodes[0].id))?;
     let missing: Vec<&String> = ids.iter().filter(|id| !members.contains(id)).collect();
     // Replicas per region are staged once, when the layout has none yet.
     let replication = match replication {
-        Some(wanted) => match http(&first, "GET", "/v1/ring", "").await {
+        Some(wanted) => match access.http(first, "GET", "/v1/ring", "").await {
             Some((200, body)) => {
                 let ring: serde_json::Value = serde_json::from_str(&body)?;
                 let set = ring["replication"]
@@ -221,7 +275,7 @@ async fn form_cluster(
         let body = serde_json::json!({ "nodes": missing }).to_string();
         // The newcomers must be in n1's gossip view first: retry until they are.
         while !missing.is_empty() {
-            match http(&first, "POST", "/v1/cluster/join", &body).await {
+            match access.http(first, "POST", "/v1/cluster/join", &body).await {
                 Some((200, _)) => break,
                 Some((status, reply)) if Instant::now() > deadline => {
                     bail!("staging the join failed: {status} {reply}")
@@ -231,20 +285,21 @@ async fn form_cluster(
             }
         }
         if let Some(replication) = replication {
-            match http(
-                &first,
-                "POST",
-                "/v1/cluster/replication",
-                &replication.to_string(),
-            )
-            .await
+            match access
+                .http(
+                    first,
+                    "POST",
+                    "/v1/cluster/replication",
+                    &replication.to_string(),
+                )
+                .await
             {
                 Some((200, _)) => {}
                 Some((status, reply)) => bail!("staging replicas per region: {status} {reply}"),
                 None => bail!("staging replicas per region: no answer"),
             }
         }
-        match http(&first, "POST", "/v1/cluster/commit", "").await {
+        match access.http(first, "POST", "/v1/cluster/commit", "").await {
             Some((200, reply)) => {
                 let v: serde_json::Value = serde_json::from_str(&reply)?;
                 version = v["version"].as_u64().unwrap_or(version);
@@ -254,9 +309,11 @@ async fn form_cluster(
         }
     }
     for n in nodes {
-        let addr = n.url.trim_start_matches("http://").to_string();
         loop {
-            if let (Some((v, _)), true) = (ring(&addr).await, all_up(&addr, nodes.len()).await) {
+            if let (Some((v, _)), true) = (
+                access.ring(&n.url).await,
+                access.all_up(&n.url, nodes.len()).await,
+            ) {
                 if v >= version {
                     break;
                 }
@@ -307,14 +364,14 @@ async fn stop(nodes: &mut [Node]) {
 /// Waits until every node is healthy (printing each one's URL), then forms the cluster;
 /// returns the committed layout version.
 async fn start_up(
+    access: &Access,
     nodes: &mut [Node],
     replication: Option<&serde_json::Value>,
     allowance: Duration,
 ) -> anyhow::Result<u64> {
     let deadline = Instant::now() + START_TIMEOUT + allowance;
     for node in nodes.iter_mut() {
-        let addr = node.url.trim_start_matches("http://").to_string();
-        while !healthy(&addr).await {
+        while !access.healthy(&node.url).await {
             if let Ok(Some(status)) = node.child.try_wait() {
                 bail!("node {} exited during start-up ({status})", node.id);
             }
@@ -329,7 +386,7 @@ async fn start_up(
         }
         println!("{} {}", node.id, node.url);
     }
-    form_cluster(nodes, replication, deadline).await
+    form_cluster(access, nodes, replication, deadline).await
 }
 
 /// Refuses a node count or base port that would not give every node an HTTP port and a peer
@@ -396,15 +453,103 @@ fn write_wan_config(args: &DevArgs) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// What `--secure` nodes are started with, and how this command and its users reach them.
+struct Secure {
+    /// `DATA_DIR/ca.pem`: the cluster CA (clients trust it).
+    ca: PathBuf,
+    /// `DATA_DIR/cluster.keys`: the keyring every node reads.
+    keyring: PathBuf,
+    /// `DATA_DIR/admin.key`: the admin key's file (n1 registers it as the key `admin`).
+    admin_key_file: PathBuf,
+    /// The admin key itself.
+    admin_key: String,
+    /// `DATA_DIR/certs`: one directory per node (`nN/node.pem`, `nN/node.key`).
+    certs: PathBuf,
+}
+
+impl Secure {
+    /// Creates what is missing in `args.data_dir` (CA, node certificates, keyring, admin key)
+    /// and reuses what a previous run made.
+    fn prepare(args: &DevArgs) -> anyhow::Result<Secure> {
+        let dir = &args.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let ca = dir.join("ca.pem");
+        if !ca.exists() {
+            crate::cert_cmd::init(dir)?;
+            println!("created the cluster CA: {}", ca.display());
+        }
+        let certs = dir.join("certs");
+        for index in 0..args.total() {
+            let id = node_id(index);
+            let out = certs.join(&id);
+            if !out.join("node.pem").exists() {
+                crate::cert_cmd::issue(dir, &id, &[], &out)?;
+            }
+        }
+        let keyring = dir.join("cluster.keys");
+        if !keyring.exists() {
+            crate::key_cmd::new_keyring(&keyring)?;
+        }
+        let admin_key_file = dir.join("admin.key");
+        let admin_key = yeskv_node::server::read_or_create_admin_key(&admin_key_file)
+            .map_err(anyhow::Error::msg)?;
+        Ok(Secure {
+            ca,
+            keyring,
+            admin_key_file,
+            admin_key,
+            certs,
+        })
+    }
+
+    /// The `yeskv server` flags of node `index`.
+    fn flags(&self, index: u16) -> Vec<std::ffi::OsString> {
+        let node = self.certs.join(node_id(index));
+        let mut flags: Vec<std::ffi::OsString> = vec![
+            "--tls-cert".into(),
+            node.join("node.pem").into(),
+            "--tls-key".into(),
+            node.join("node.key").into(),
+            "--tls-ca".into(),
+            self.ca.clone().into(),
+            "--auth".into(),
+            "--cluster-keys".into(),
+            self.keyring.clone().into(),
+        ];
+        if index == 0 {
+            flags.push("--admin-key-file".into());
+            flags.push(self.admin_key_file.clone().into());
+        }
+        flags
+    }
+
+    /// How to use the cluster, printed once it is ready.
+    fn usage(&self, url: &str) -> String {
+        let (ca, key) = (self.ca.display(), self.admin_key_file.display());
+        format!(
+            "HTTPS with API keys required; the cluster CA is {ca}, the admin key {key}:\n  \
+             export YESKV_NODE={url} YESKV_CA={ca} YESKV_KEY=$(cat {key})\n  \
+             yeskv put demo greeting hello\n  \
+             curl --cacert {ca} -H \"Authorization: Bearer $(cat {key})\" \
+             -X PUT --data-binary hello {url}/v1/kv/demo/greeting"
+        )
+    }
+}
+
+/// Node `index`'s id.
+fn node_id(index: u16) -> String {
+    format!("n{}", index + 1)
+}
+
 /// Starts every node's `yeskv server` process. If one cannot be started, the ones already
 /// started are killed when their handles are dropped.
-fn spawn_nodes(args: &DevArgs) -> anyhow::Result<Vec<Node>> {
+fn spawn_nodes(args: &DevArgs, secure: Option<&Secure>) -> anyhow::Result<Vec<Node>> {
     let exe = std::env::current_exe().context("locating the yeskv binary")?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let mut nodes = Vec::new();
     for index in 0..args.total() {
-        nodes.push(spawn_node(args, &exe, index)?);
+        nodes.push(spawn_node(args, secure, &exe, index)?);
     }
     Ok(nodes)
 }
@@ -412,8 +557,13 @@ fn spawn_nodes(args: &DevArgs) -> anyhow::Result<Vec<Node>> {
 /// Starts node `index` (`n{index + 1}`) from `exe` with its own ports and data directory,
 /// seeded with the first node's peer address unless it is the first, and streams its output
 /// here prefixed by its id.
-fn spawn_node(args: &DevArgs, exe: &Path, index: u16) -> anyhow::Result<Node> {
-    let id = format!("n{}", index + 1);
+fn spawn_node(
+    args: &DevArgs,
+    secure: Option<&Secure>,
+    exe: &Path,
+    index: u16,
+) -> anyhow::Result<Node> {
+    let id = node_id(index);
     let http = format!("127.0.0.1:{}", args.base_port + index);
     let peer = format!("127.0.0.1:{}", args.base_port - 1000 + index);
     let mut cmd = Command::new(exe);
@@ -437,6 +587,9 @@ fn spawn_node(args: &DevArgs, exe: &Path, index: u16) -> anyhow::Result<Node> {
     if index > 0 {
         cmd.args(["--seed", &format!("127.0.0.1:{}", args.base_port - 1000)]);
     }
+    if let Some(secure) = secure {
+        cmd.args(secure.flags(index));
+    }
     let mut child = cmd.spawn().with_context(|| format!("starting node {id}"))?;
     if let Some(out) = child.stdout.take() {
         stream_logs(id.clone(), out);
@@ -444,9 +597,10 @@ fn spawn_node(args: &DevArgs, exe: &Path, index: u16) -> anyhow::Result<Node> {
     if let Some(err) = child.stderr.take() {
         stream_logs(id.clone(), err);
     }
+    let scheme = if secure.is_some() { "https" } else { "http" };
     Ok(Node {
         id,
-        url: format!("http://{http}"),
+        url: format!("{scheme}://{http}"),
         child,
     })
 }
@@ -476,11 +630,18 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<()> {
             args.wan_delay_ms, args.wan_jitter_ms
         );
     }
-    let mut nodes = spawn_nodes(&args)?;
+    let secure = args.secure.then(|| Secure::prepare(&args)).transpose()?;
+    let access = Access::new(secure.as_ref())?;
+    let mut nodes = spawn_nodes(&args, secure.as_ref())?;
 
     let started = {
         let replication = args.replication();
-        let start = start_up(&mut nodes, replication.as_ref(), args.wan_allowance());
+        let start = start_up(
+            &access,
+            &mut nodes,
+            replication.as_ref(),
+            args.wan_allowance(),
+        );
         tokio::pin!(start);
         tokio::select! {
             r = &mut start => Some(r),
@@ -502,11 +663,20 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    println!(
-        "ready: {} node(s), layout version {version}; try: curl -X PUT --data-binary hello {}/v1/kv/demo/greeting",
-        nodes.len(),
-        nodes[0].url
-    );
+    match &secure {
+        None => println!(
+            "ready: {} node(s), layout version {version}; try: curl -X PUT --data-binary hello {}/v1/kv/demo/greeting",
+            nodes.len(),
+            nodes[0].url
+        ),
+        Some(secure) => {
+            println!("{}", secure.usage(&nodes[0].url));
+            println!(
+                "ready: {} node(s), layout version {version} (HTTPS, API keys required)",
+                nodes.len()
+            );
+        }
+    }
 
     let outcome = tokio::select! {
         _ = &mut shutdown => None,

@@ -146,12 +146,17 @@ fn random_key() -> anyhow::Result<[u8; KEY_BYTES]> {
     Ok(key)
 }
 
+/// Writes a new keyring of one random key to a new file at `out` (mode 0600).
+pub(crate) fn new_keyring(out: &std::path::Path) -> anyhow::Result<()> {
+    let ring = Keyring::new(vec![random_key()?]).map_err(anyhow::Error::msg)?;
+    write_private(out, &ring.render(), true)
+}
+
 /// Runs a `yeskv keyring` command.
 pub fn keyring(cmd: KeyringCommand) -> anyhow::Result<()> {
     match cmd {
         KeyringCommand::New { out } => {
-            let ring = Keyring::new(vec![random_key()?]).map_err(anyhow::Error::msg)?;
-            write_private(&out, &ring.render(), true)?;
+            new_keyring(&out)?;
             println!("wrote a new cluster keyring to {}", out.display());
             Ok(())
         }

@@ -5,13 +5,17 @@
 //!   admin key plans, commits, creates and revokes keys; a revoked key → 401 on every node;
 //! - a tampered context → 400 and the object unchanged;
 //! - nodes with the same keyring form a cluster over sealed gossip, and a node with another
-//!   keyring never shows up in their members (its packets are counted as refused).
+//!   keyring never shows up in their members (its packets are counted as refused);
+//! - a genuine gossip packet captured on the wire and replayed changes nothing; the same
+//!   message sealed outside the replay window, under another key, or unsealed is dropped.
 
 mod support;
 
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::{bin, free_port, request, wait_until, Node};
 
@@ -393,4 +397,150 @@ fn a_node_with_another_keyring_stays_out_of_the_gossip() {
     let seen = request(&stranger.http, "GET", "/v1/status", &[], b"").json();
     let members = seen["members"].as_array().cloned().unwrap_or_default();
     assert!(members.iter().all(|m| m["id"] != "n1"), "{seen}");
+}
+
+/// n1's members as `(id, status)` pairs, and its count of dropped gossip packets.
+fn gossip_view(n: &Node) -> (Vec<(String, String)>, u64) {
+    let status = n.req("GET", "/v1/status", &[], b"").json();
+    let mut members: Vec<(String, String)> = status["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| (m["id"].to_string(), m["status"].to_string()))
+        .collect();
+    members.sort();
+    let refused = status["gossip_sealed_refused"].as_u64().expect("counted");
+    (members, refused)
+}
+
+/// Relays gossip between `n2` (whose only seed is the relay) and `n1` at `target`, keeping a
+/// copy of every packet that comes from elsewhere than `target` (n2's), as a wiretap would.
+fn relay(socket: UdpSocket, target: SocketAddr, taken: Arc<Mutex<Vec<Vec<u8>>>>) {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut other: Option<SocketAddr> = None;
+    let mut buf = vec![0u8; 65_536];
+    while Arc::strong_count(&taken) > 1 {
+        let Ok((len, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        if from == target {
+            if let Some(other) = other {
+                let _ = socket.send_to(&buf[..len], other);
+            }
+        } else {
+            other = Some(from);
+            taken.lock().expect("lock").push(buf[..len].to_vec());
+            let _ = socket.send_to(&buf[..len], target);
+        }
+    }
+}
+
+/// A wiretap between two nodes of a keyring'd cluster keeps n2's sealed gossip. Replayed to n1,
+/// a genuine packet changes nothing (chitchat already has its versions) and is not refused; the
+/// same message sealed 60 s ago (a replay past the window), sealed under another keyring, sent
+/// unsealed, or altered by one bit is dropped and counted, and n1's view stays the same.
+#[test]
+fn replayed_and_forged_gossip_packets_change_nothing() {
+    use yeskv_core::keyring::{Keyring, Purpose};
+    use yeskv_membership::sealed;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ours = dir.path().join("ours.keys");
+    cli(
+        None,
+        &["keyring", "new", "--out", ours.to_str().expect("utf-8")],
+    );
+    let keys = Keyring::parse(&std::fs::read_to_string(&ours).expect("keyring"))
+        .expect("parses")
+        .derive(Purpose::Gossip);
+    let stranger = Keyring::new(vec![[42; 32]])
+        .expect("one key")
+        .derive(Purpose::Gossip);
+    let peer1: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let keyring = ["--cluster-keys", ours.to_str().expect("utf-8")];
+    let n1 = Node::start(
+        &dir.path().join("n1"),
+        &[
+            &["--node-id", "n1", "--peer", &peer1.to_string()][..],
+            &keyring,
+        ]
+        .concat(),
+    );
+    let tap = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let tap_addr = tap.local_addr().expect("addr");
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    let relayed = taken.clone();
+    let relay = std::thread::spawn(move || relay(tap, peer1, relayed));
+    let _n2 = Node::start(
+        &dir.path().join("n2"),
+        &[
+            &["--node-id", "n2", "--seed", &tap_addr.to_string()][..],
+            &keyring,
+        ]
+        .concat(),
+    );
+    wait_until("n2 up in n1's gossip", Duration::from_secs(30), || {
+        let (members, _) = gossip_view(&n1);
+        members.len() == 2 && members.iter().all(|(_, status)| status == "\"up\"")
+    });
+    let captured = std::mem::take(&mut *taken.lock().expect("lock"));
+    drop(taken);
+    relay.join().expect("relay");
+    assert!(!captured.is_empty(), "nothing went through the relay");
+    let now_ms = || {
+        u64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock")
+                .as_millis(),
+        )
+        .expect("ms")
+    };
+    let plains: Vec<Vec<u8>> = captured
+        .iter()
+        .map(|p| sealed::open(&keys, "yeskv", now_ms(), p).expect("n2's packets are sealed"))
+        .collect();
+
+    let attacker = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let before = gossip_view(&n1);
+    // Replays of genuine packets: authentic, so not counted, and harmless.
+    for packet in &captured {
+        attacker.send_to(packet, peer1).expect("send");
+    }
+    // Forgeries: each must be dropped and counted.
+    let mut forged = Vec::new();
+    for plain in &plains {
+        let stale = now_ms() - 60_000;
+        forged.push(sealed::seal(&keys, "yeskv", stale, [1; 24], plain));
+        forged.push(sealed::seal(&stranger, "yeskv", now_ms(), [2; 24], plain));
+        forged.push(sealed::seal(
+            &keys,
+            "another-cluster",
+            now_ms(),
+            [3; 24],
+            plain,
+        ));
+        forged.push(plain.clone());
+    }
+    for packet in &captured {
+        let mut flipped = packet.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        forged.push(flipped);
+    }
+    for packet in &forged {
+        attacker.send_to(packet, peer1).expect("send");
+    }
+    let want = before.1 + forged.len() as u64;
+    wait_until("every forgery counted", Duration::from_secs(10), || {
+        gossip_view(&n1).1 >= want
+    });
+    let after = gossip_view(&n1);
+    assert_eq!(
+        after.1, want,
+        "a replayed genuine packet was refused, or more"
+    );
+    assert_eq!(after.0, before.0, "n1's members changed");
 }

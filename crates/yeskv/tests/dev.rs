@@ -215,3 +215,99 @@ fn dev_with_regions_places_replicas_in_every_region() {
     let status = sigterm(&mut child);
     assert!(status.success(), "{status}: {}", dev_err(dir.path()));
 }
+
+/// `yeskv dev --secure`: HTTPS with keys required, from a CA, node certificates, a keyring and an
+/// admin key it creates in the data directory (secrets 0600); the CLI reaches it the way the
+/// ready line says (`YESKV_NODE`, `YESKV_CA`, `YESKV_KEY`), plain HTTP and no key do not. A
+/// second run reuses the same material and the data comes back.
+#[test]
+fn dev_secure_serves_https_with_keys_from_its_data_directory() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = dev_port();
+    let ready = |l: &str| l.starts_with("ready");
+    let (mut child, lines) = run_dev_until(dir.path(), port, &["--secure"], ready);
+    let url = format!("https://127.0.0.1:{port}");
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("ready: 3 node(s)")),
+        "{lines:?}: {}",
+        dev_err(dir.path())
+    );
+    assert!(lines.iter().any(|l| l.contains(&url)), "{lines:?}");
+    let ca = dir.path().join("ca.pem");
+    let admin_key_file = dir.path().join("admin.key");
+    for secret in [
+        admin_key_file.clone(),
+        dir.path().join("ca.key"),
+        dir.path().join("cluster.keys"),
+        dir.path().join("certs/n2/node.key"),
+    ] {
+        let mode = std::fs::metadata(&secret)
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", secret.display());
+    }
+    // What the ready lines tell the user to run.
+    let text = lines.join("\n");
+    for said in [
+        format!("YESKV_CA={}", ca.display()),
+        format!("$(cat {})", admin_key_file.display()),
+        format!("curl --cacert {}", ca.display()),
+    ] {
+        assert!(text.contains(&said), "{said} not in {text}");
+    }
+    let admin = std::fs::read_to_string(&admin_key_file).expect("admin key");
+    let cli = |key: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .env("YESKV_NODE", &url)
+            .env("YESKV_CA", &ca)
+            .env_remove("YESKV_KEY");
+        if let Some(key) = key {
+            cmd.env("YESKV_KEY", key.trim());
+        }
+        cmd.output().expect("run the CLI")
+    };
+    let put = cli(Some(&admin), &["put", "demo", "greeting", "hello"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let get = cli(Some(&admin), &["get", "demo", "greeting"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "hello");
+    // No key: refused with a 401; plain HTTP: no answer.
+    let refused = cli(None, &["get", "demo", "greeting"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let plain = format!("127.0.0.1:{port}");
+    assert!(
+        !support::try_request(&plain, "GET", "/v1/health", &[], b"").is_ok_and(|r| r.status == 200),
+        "plain HTTP answered"
+    );
+    let status = sigterm(&mut child);
+    assert!(status.success(), "{status}: {}", dev_err(dir.path()));
+
+    let (mut child, lines) = run_dev_until(dir.path(), port, &["--secure"], ready);
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("ready")),
+        "{lines:?}: {}",
+        dev_err(dir.path())
+    );
+    assert_eq!(
+        std::fs::read_to_string(&admin_key_file).expect("admin key"),
+        admin,
+        "the admin key was replaced"
+    );
+    let get = cli(Some(&admin), &["get", "demo", "greeting"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "hello");
+    let status = sigterm(&mut child);
+    assert!(status.success(), "{status}: {}", dev_err(dir.path()));
+}
