@@ -63,6 +63,8 @@ pub struct Settings {
     pub work_dir: PathBuf,
     /// Node logs (`n{i}.log`, appended across restarts).
     pub log_dir: PathBuf,
+    /// Run the nodes as production does (`--secure`): TLS, API keys, a cluster keyring.
+    pub secure: bool,
 }
 
 /// One node's fixed facts.
@@ -86,6 +88,108 @@ pub struct NodeSpec {
     /// The file libfaketime reads the node's clock offset from.
     pub faketime_file: PathBuf,
     log: PathBuf,
+}
+
+/// The files of a `--secure` run, under `{work_dir}/tls` and `{work_dir}`: the cluster CA, a
+/// certificate per node naming its address, the keyring and the admin key (which the first
+/// node to have a layout registers, and the runner's calls and workloads carry).
+struct SecureFiles {
+    tls: PathBuf,
+    keyring: PathBuf,
+    admin_key: PathBuf,
+}
+
+impl SecureFiles {
+    fn create(settings: &Settings) -> anyhow::Result<SecureFiles> {
+        let tls = settings.work_dir.join("tls");
+        let keyring = settings.work_dir.join("cluster.keys");
+        let admin_key = settings.work_dir.join("admin.key");
+        // Fresh material for each run (the commands refuse to overwrite).
+        let _ = std::fs::remove_dir_all(&tls);
+        for file in [&keyring, &admin_key] {
+            let _ = std::fs::remove_file(file);
+        }
+        let yeskv = |args: &[&std::ffi::OsStr]| -> anyhow::Result<()> {
+            let out = std::process::Command::new(&settings.yeskv_bin)
+                .args(args)
+                .output()
+                .with_context(|| format!("running {}", settings.yeskv_bin.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "yeskv {:?}: {}",
+                    args,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(())
+        };
+        yeskv(&[
+            "cert".as_ref(),
+            "init".as_ref(),
+            "--dir".as_ref(),
+            tls.as_os_str(),
+        ])?;
+        for i in 1..=settings.nodes {
+            let ip = format!("{}.{}", settings.ip_prefix, 10 + i);
+            let id = format!("n{i}");
+            yeskv(&[
+                "cert".as_ref(),
+                "issue".as_ref(),
+                "--ca-dir".as_ref(),
+                tls.as_os_str(),
+                "--node-id".as_ref(),
+                id.as_ref(),
+                "--host".as_ref(),
+                ip.as_ref(),
+                "--out".as_ref(),
+                tls.join(&id).as_os_str(),
+            ])?;
+        }
+        yeskv(&[
+            "keyring".as_ref(),
+            "new".as_ref(),
+            "--out".as_ref(),
+            keyring.as_os_str(),
+        ])?;
+        let key = {
+            use rand::RngCore as _;
+            let mut bytes = [0u8; 24];
+            rand::rng().fill_bytes(&mut bytes);
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            format!("ykv_chaos_{hex}")
+        };
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&admin_key)
+                .with_context(|| format!("creating {}", admin_key.display()))?;
+            writeln!(file, "{key}")?;
+        }
+        crate::http::set_secure(tls.join("ca.pem"), key)?;
+        Ok(SecureFiles {
+            tls,
+            keyring,
+            admin_key,
+        })
+    }
+
+    /// Node `id`'s `[security]` keys.
+    fn section(&self, id: &str) -> String {
+        let node = self.tls.join(id);
+        format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\nauth = true\n\
+             cluster_keys = \"{}\"\nadmin_key_file = \"{}\"\n",
+            node.join("node.pem").display(),
+            node.join("node.key").display(),
+            self.tls.join("ca.pem").display(),
+            self.keyring.display(),
+            self.admin_key.display()
+        )
+    }
 }
 
 /// A node process and its state.
@@ -113,6 +217,11 @@ impl Cluster {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let seed = format!("{}.{}:{PEER_PORT}", settings.ip_prefix, 11);
+        let secure = if settings.secure {
+            Some(SecureFiles::create(&settings)?)
+        } else {
+            None
+        };
         let mut nodes = Vec::new();
         for i in 1..=settings.nodes {
             let id = format!("n{i}");
@@ -140,6 +249,13 @@ impl Cluster {
                 .region
                 .as_ref()
                 .map_or(String::new(), |r| format!("region = \"{r}\"\n"));
+            let security = match &secure {
+                Some(files) => files.section(&spec.id),
+                // The namespaces' addresses are not loopback: a node refuses them without TLS,
+                // keys and a keyring unless told it is on a network it trusts (the runner's own
+                // namespaces).
+                None => "insecure = true\n".to_string(),
+            };
             let config = format!(
                 r#"# written by yeskv-chaos
 cluster_name = "chaos"
@@ -176,11 +292,8 @@ reap_interval_ms = 1000
 [chaos]
 enabled = true
 
-# The namespaces' addresses are not loopback: a node refuses them without TLS, keys and a
-# keyring unless told it is on a network it trusts (the runner's own namespaces).
 [security]
-insecure = true
-"#,
+{security}"#,
                 id = spec.id,
                 data = spec.data_dir.display(),
                 http = spec.http,

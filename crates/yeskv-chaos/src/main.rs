@@ -117,6 +117,11 @@ struct Args {
     /// anti-entropy root.
     #[arg(long, default_value_t = 120)]
     converge_bound_s: u64,
+    /// Run the nodes as production does: HTTPS and mutual TLS (a CA and node certificates made
+    /// for the run), API keys required (the runner and workloads carry an admin key), contexts
+    /// signed and gossip sealed with a cluster keyring.
+    #[arg(long)]
+    secure: bool,
 }
 
 /// Ends the run with this exit status.
@@ -279,6 +284,7 @@ async fn start_cluster(
         data_root: args.work_dir.join("data"),
         work_dir: args.work_dir.join("conf"),
         log_dir: paths.logs.clone(),
+        secure: args.secure,
     })?;
     for node in &cluster.nodes {
         firewall.install(&node.spec.netns).await?;

@@ -240,14 +240,19 @@ pub fn clients(http_addrs: &[String]) -> anyhow::Result<Vec<Client>> {
     http_addrs
         .iter()
         .map(|a| {
-            Client::builder()
-                .node(format!("http://{a}"))
+            let builder = Client::builder()
                 .ring_aware(false)
                 .retries(0)
                 .timeout(REQUEST_TIMEOUT)
-                .connect_timeout(CONNECT_TIMEOUT)
-                .build()
-                .map_err(anyhow::Error::from)
+                .connect_timeout(CONNECT_TIMEOUT);
+            let builder = match crate::http::secure() {
+                None => builder.node(format!("http://{a}")),
+                Some(secure) => builder
+                    .node(format!("https://{a}"))
+                    .ca_file(&secure.ca)
+                    .api_key(&secure.key),
+            };
+            builder.build().map_err(anyhow::Error::from)
         })
         .collect()
 }

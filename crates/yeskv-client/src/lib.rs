@@ -126,7 +126,7 @@ pub use error::Error;
 pub use path::encode_segment;
 pub use ring::{Ring, RingNode, RING_NODES_MAX, RING_PARTITIONS_MAX, SUPPORTED_HASH};
 pub use routing::ReadRouting;
-pub use tls::https_connector;
+pub use tls::{client_config, https_connector};
 pub use types::{Read, ReadOptions, Sibling, WriteOptions};
 pub use update::{
     UpdateOptions, UPDATE_ATTEMPTS_DEFAULT, UPDATE_BACKOFF_INITIAL, UPDATE_BACKOFF_MAX,

@@ -34,22 +34,29 @@ fn roots(path: &Path) -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
+/// The TLS configuration of a client of the nodes: trusting only the CA in `ca_file` (none: no
+/// server at all), no client certificate. For callers that speak HTTP over their own streams.
+pub fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, Error> {
+    let roots = match ca_file {
+        Some(path) => roots(path)?,
+        None => RootCertStore::empty(),
+    };
+    Ok(
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
 /// A connector for `http://` and `https://` nodes, trusting the CA in `ca_file` (none: no
 /// `https://` node can be reached), connecting within `connect_timeout`.
 pub fn https_connector(
     ca_file: Option<&Path>,
     connect_timeout: Duration,
 ) -> Result<HttpsConnector<HttpConnector>, Error> {
-    let roots = match ca_file {
-        Some(path) => roots(path)?,
-        None => RootCertStore::empty(),
-    };
-    let config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let config = client_config(ca_file)?;
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
