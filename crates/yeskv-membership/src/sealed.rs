@@ -19,11 +19,15 @@
 //! ([`crate::GossipStats::sealed_refused`]); it never reaches chitchat.
 //!
 //! **Replays.** An attacker can resend a genuine packet. A packet whose `sent_at_ms` is more
-//! than [`REPLAY_WINDOW_MS`] from the receiver's clock is dropped (so nodes' clocks must agree
-//! within that window: run NTP). Inside the window a replay is a genuine message of the last
-//! seconds delivered twice, which chitchat's versioning already makes harmless: a digest or
+//! than [`REPLAY_WINDOW_MS`] (5 minutes, Kerberos' default skew) from the receiver's clock is
+//! dropped, so nodes' clocks must agree within that window (run NTP): a node whose clock is off
+//! by more is cut off from the gossip, seen down by the others, and says why in its log (a
+//! warning at most once a minute). Inside the window a replay is a genuine message of the last
+//! minutes delivered twice, which chitchat's versioning already makes harmless: a digest or
 //! delta with versions the receiver has is ignored, heartbeats only ever move forward, and no
-//! replayed packet can carry a state that its sender did not hold.
+//! replayed packet can carry a state that its sender did not hold. The window is wide on
+//! purpose: it bounds how old a replayed packet can be, while a narrow one would turn an
+//! ordinary clock drift into a partition (the chaos runner skews clocks by 30 s to 10 min).
 //!
 //! The envelope costs [`SEAL_OVERHEAD_BYTES`] per packet. chitchat fills a datagram up to the
 //! UDP maximum only with far more cluster state than yeskv gossips (a few hundred bytes per
@@ -55,7 +59,7 @@ pub const NONCE_BYTES: usize = 24;
 /// Bytes a sealed packet adds to the chitchat envelope: format, nonce, timestamp, tag.
 pub const SEAL_OVERHEAD_BYTES: usize = 1 + NONCE_BYTES + 8 + 16;
 /// How far a packet's send time may be from the receiver's clock, either way (module docs).
-pub const REPLAY_WINDOW_MS: u64 = 30_000;
+pub const REPLAY_WINDOW_MS: u64 = 300_000;
 /// The largest UDP payload (IPv4).
 const DATAGRAM_BYTES_MAX: usize = 65_507;
 
@@ -209,6 +213,7 @@ async fn receive(
     sender: mpsc::Sender<RecvOutcome>,
 ) {
     let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
+    let mut skew_warned: Option<std::time::Instant> = None;
     loop {
         let received = tokio::select! {
             received = socket.recv_from(&mut buf) => received,
@@ -228,7 +233,15 @@ async fn receive(
             Ok(plain) => plain,
             Err(refusal) => {
                 counters.count_sealed_refused();
-                tracing::debug!(from = %from_addr, %refusal, "gossip packet dropped");
+                let warn = matches!(refusal, Refusal::OutsideWindow { .. })
+                    && skew_warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
+                if warn {
+                    skew_warned = Some(std::time::Instant::now());
+                    tracing::warn!(from = %from_addr, %refusal,
+                        "gossip packet dropped: its sender's clock or ours is off (run NTP), or it is a replay");
+                } else {
+                    tracing::debug!(from = %from_addr, %refusal, "gossip packet dropped");
+                }
                 continue;
             }
         };

@@ -440,8 +440,9 @@ fn relay(socket: UdpSocket, target: SocketAddr, taken: Arc<Mutex<Vec<Vec<u8>>>>)
 
 /// A wiretap between two nodes of a keyring'd cluster keeps n2's sealed gossip. Replayed to n1,
 /// a genuine packet changes nothing (chitchat already has its versions) and is not refused; the
-/// same message sealed 60 s ago (a replay past the window), sealed under another keyring, sent
-/// unsealed, or altered by one bit is dropped and counted, and n1's view stays the same.
+/// same message sealed a minute before the replay window (an old packet replayed), sealed under
+/// another keyring or for another cluster, sent unsealed, or altered by one bit is dropped and
+/// counted, and n1's view stays the same.
 #[test]
 fn replayed_and_forged_gossip_packets_change_nothing() {
     use yeskv_core::keyring::{Keyring, Purpose};
@@ -512,7 +513,7 @@ fn replayed_and_forged_gossip_packets_change_nothing() {
     // Forgeries: each must be dropped and counted.
     let mut forged = Vec::new();
     for plain in &plains {
-        let stale = now_ms() - 60_000;
+        let stale = now_ms() - sealed::REPLAY_WINDOW_MS - 60_000;
         forged.push(sealed::seal(&keys, "yeskv", stale, [1; 24], plain));
         forged.push(sealed::seal(&stranger, "yeskv", now_ms(), [2; 24], plain));
         forged.push(sealed::seal(
