@@ -1,8 +1,8 @@
 //! TLS end to end, with real processes: certificates made by `yeskv cert`, a 3-node cluster
-//! serving HTTPS and talking mutual TLS, the CLI with `--ca`, plain HTTP refused, a node of
-//! another CA kept out, certificate reload on SIGHUP, and the secure-by-default rule.
-//! (The RPC identity checks — a `Hello` claiming another node — are tested over real TCP in
-//! `crates/yeskv-tls/tests/mtls.rs`.)
+//! serving HTTPS and talking mutual TLS, the CLI with `--ca`, a peer claiming another node's id
+//! refused at the handshake, plain HTTP refused, a node of another CA kept out, certificate
+//! reload on SIGHUP, and the secure-by-default rule. (The RPC identity checks are also tested
+//! one by one over real TCP in `crates/yeskv-tls/tests/mtls.rs`.)
 
 mod support;
 
@@ -17,6 +17,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use support::{bin, free_port, try_request, wait_until, Resp};
 use yeskv_client::http1::{request_bytes, Http1Response};
+use yeskv_node::buckets::BucketRequest;
+use yeskv_node::peer::{PeerRequest, PeerResponse};
 
 fn yeskv(args: &[&str]) -> Output {
     Command::new(bin())
@@ -284,6 +286,57 @@ fn a_tls_cluster_serves_https_keeps_strangers_out_and_reloads_on_sighup() {
         !out.status.success() && stderr.contains("--ca") && stderr.trim().lines().count() == 1,
         "{stderr}"
     );
+
+    // A peer claiming another node's id: n2's certificate announcing n3 on n1's peer port is
+    // refused at the handshake (counted as `identity`) and nothing is served; the same
+    // certificate announcing n2 is answered.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let n2_certs = dir.path().join("n2-certs");
+    let peer_client = |announced: &str| {
+        let state = yeskv_tls::TlsState::load(
+            yeskv_tls::TlsFiles {
+                cert: n2_certs.join("node.pem"),
+                key: n2_certs.join("node.key"),
+                ca: ca.clone(),
+            },
+            "n2",
+        )
+        .expect("n2's certificate");
+        let expected: yeskv_tls::connector::ExpectedNode =
+            std::sync::Arc::new(|_: &str| Some("n1".to_string()));
+        yeskv_rpc::RpcClient::<PeerRequest, PeerResponse, _>::with_connector(
+            yeskv_rpc::RpcConfig::new("yeskv", announced),
+            yeskv_tls::NodeConnector::Tls(yeskv_tls::TlsConnector::new(state, expected)),
+            1,
+        )
+        .expect("client")
+    };
+    let ask = PeerRequest::Buckets(BucketRequest::HoldsData {
+        bucket: b"tls".to_vec(),
+    });
+    let identity = "yeskv_peer_refused_total{reason=\"identity\"}";
+    let before = n1.metric(&ca, identity);
+    let refused = runtime
+        .block_on(async {
+            peer_client("n3")
+                .call(&n1.peer, &ask, Duration::from_secs(5))
+                .await
+        })
+        .expect_err("an impostor is refused");
+    let text = refused.to_string();
+    assert!(text.contains("n3") && text.contains("n2"), "{text}");
+    wait_until("the impostor counted", Duration::from_secs(10), || {
+        n1.metric(&ca, identity) > before
+    });
+    let answered = runtime.block_on(async {
+        peer_client("n2")
+            .call(&n1.peer, &ask, Duration::from_secs(5))
+            .await
+    });
+    assert!(answered.is_ok(), "{answered:?}");
 
     // Plain HTTP to an HTTPS port gets no HTTP answer, and is counted.
     let before = n1.metric(&ca, "yeskv_peer_refused_total{reason=\"tls\"}");
