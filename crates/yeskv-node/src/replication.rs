@@ -233,6 +233,29 @@ fn unless_in<E: Engine>(
     ))))
 }
 
+/// How long a merge or touch of a partition this node is not in the write set of waits for a
+/// newer layout before it is refused: a coordinator that applied a layout first may already
+/// count this node as a new holder while this node has not applied it yet (every node applies a
+/// committed layout within milliseconds). Refused at once, the write would miss its quorum in
+/// that window (seen in the transfer test: two new holders refused one write).
+const WRITE_SET_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// [`unless_in`] for the write set, waiting up to [`WRITE_SET_GRACE`] for this node's layout to
+/// change and make it a holder (polled every 10 ms).
+async fn unless_in_write_set<E: Engine>(
+    ctx: &NodeContext<E>,
+    storage_key: &[u8],
+) -> Option<PeerResponse> {
+    let deadline = tokio::time::Instant::now() + WRITE_SET_GRACE;
+    loop {
+        let refusal = unless_in(ctx, storage_key, Set::WriteSet)?;
+        if tokio::time::Instant::now() >= deadline {
+            return Some(refusal);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// Longest bucket name a peer may send: the client limit's maximum (512) and the suffix of a
 /// salted bucket's sub-key bucket.
 pub const STORED_BUCKET_BYTES_MAX: usize = 512 + crate::coordinator::SALT_SUFFIX.len();
@@ -317,8 +340,9 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             // A node takes a copy into its own data only for a partition it is in the write set
             // of in its layout: a coordinator (or a handoff) with an older layout may still
             // count a former holder, whose copy would be cleaned up, and a write acknowledged
-            // on it would be lost. Refused, the sender uses another holder or a stand-in.
-            if let Some(refusal) = unless_in(ctx, &storage_key, Set::WriteSet) {
+            // on it would be lost. Refused (after a short wait for a newer layout that makes
+            // it a holder), the sender uses another holder or a stand-in.
+            if let Some(refusal) = unless_in_write_set(ctx, &storage_key).await {
                 return refusal;
             }
             merge_record(ctx, Slot::Own, key_hash, &storage_key, &record).await
@@ -366,7 +390,7 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             storage_key,
             expires_at_ms,
         } => {
-            if let Some(refusal) = unless_in(ctx, &storage_key, Set::WriteSet) {
+            if let Some(refusal) = unless_in_write_set(ctx, &storage_key).await {
                 return refusal;
             }
             ctx.replica()
