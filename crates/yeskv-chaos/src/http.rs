@@ -102,30 +102,11 @@ pub async fn request(
     body: &[u8],
     timeout: Duration,
 ) -> anyhow::Result<Response> {
-    tokio::time::timeout(timeout, request_inner(addr, method, path, body))
+    let answer = exchange(addr, method, path, &[], body, timeout, timeout);
+    tokio::time::timeout(timeout, answer)
         .await
         .map_err(|_| anyhow!("{method} {path} on {addr}: no answer within {timeout:?}"))?
-}
-
-async fn request_inner(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> anyhow::Result<Response> {
-    let mut stream = connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    let bearer = bearer();
-    let request =
-        yeskv_client::http1::request_bytes(method, path, addr, &headers(&[], &bearer), body);
-    stream.write_all(&request).await?;
-    let mut raw = Vec::new();
-    (&mut stream)
-        .take(RESPONSE_BYTES_MAX)
-        .read_to_end(&mut raw)
-        .await?;
-    Ok(Response::parse(&raw)?)
+        .map_err(|e| anyhow!("{method} {path} on {addr}: {e}"))
 }
 
 /// Why an [`exchange`] has no answer.

@@ -556,27 +556,32 @@ pub fn read_or_create_admin_key(path: &std::path::Path) -> Result<String, String
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = crate::auth::generate_secret()?;
-            write_secret_file(path, &secret)?;
+            write_new_file(path, &format!("{secret}\n"), true)?;
             Ok(secret)
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 
-/// Writes `secret` and a newline to a new file at `path`, readable by its owner only.
-pub fn write_secret_file(path: &std::path::Path, secret: &str) -> Result<(), String> {
+/// Writes `text` to a new file at `path` (never over an existing one) and syncs it; a `secret`
+/// one is created readable by its owner only (mode 0600 from the start, never readable by
+/// others, not even briefly). The one writer of the node's and the CLI's key and certificate
+/// files.
+pub fn write_new_file(path: &std::path::Path, text: &str, secret: bool) -> Result<(), String> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
+        if secret {
+            options.mode(0o600);
+        }
     }
     let mut file = options
         .open(path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    file.write_all(format!("{secret}\n").as_bytes())
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

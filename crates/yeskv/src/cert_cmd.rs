@@ -7,7 +7,6 @@
 //!
 //! Existing files are never overwritten (a second `init` would orphan every certificate issued).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -132,19 +131,7 @@ fn refuse_existing(paths: &[&Path]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `text` to a new file; a secret one is created with mode 0600 (never readable by
-/// others, not even briefly).
-fn write_file(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    if secret {
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
+/// Writes `text` to a new file; a secret one with mode 0600 (`yeskv_node::server::write_new_file`).
+pub(crate) fn write_file(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
+    yeskv_node::server::write_new_file(path, text, secret).map_err(anyhow::Error::msg)
 }

@@ -162,28 +162,10 @@ pub(crate) async fn call_within(
     body: Option<serde_json::Value>,
     timeout: std::time::Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    use http_body_util::{BodyExt as _, Full};
-    let uri: hyper::Uri = format!("{}{path}", node.trim_end_matches('/'))
-        .parse()
-        .with_context(|| format!("bad node URL {node:?}"))?;
-    let connector = yeskv_client::https_connector(crate::ca_file(), timeout)?;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, Full<bytes::Bytes>>(connector);
-    let mut req = hyper::Request::builder().method(method).uri(uri);
-    if let Some(key) = crate::api_key() {
-        req = req.header("authorization", format!("Bearer {key}"));
-    }
-    let req = req
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(
-            body.map(|b| b.to_string()).unwrap_or_default(),
-        )))?;
-    let resp = tokio::time::timeout(timeout, client.request(req))
-        .await
-        .with_context(|| format!("{node} did not answer within {} s", timeout.as_secs()))?
-        .with_context(|| format!("cannot reach {node}"))?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
+    let client = http_client(crate::ca_file(), timeout)?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, bytes) =
+        send(&client, crate::api_key(), node, method, path, body, timeout).await?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
         anyhow::bail!(
@@ -193,6 +175,61 @@ pub(crate) async fn call_within(
         );
     }
     Ok(v)
+}
+
+/// A client of `http://` and `https://` nodes for operator calls.
+pub(crate) type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// An [`HttpClient`] trusting the CA in `ca` (for `https://` nodes), connecting within
+/// `connect_timeout`.
+pub(crate) fn http_client(
+    ca: Option<&std::path::Path>,
+    connect_timeout: std::time::Duration,
+) -> anyhow::Result<HttpClient> {
+    let connector = yeskv_client::https_connector(ca, connect_timeout)?;
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
+}
+
+/// One JSON request to `node` with the API key `key`, if any: its status and body, read within
+/// `timeout`, whatever the status.
+pub(crate) async fn send(
+    client: &HttpClient,
+    key: Option<&str>,
+    node: &str,
+    method: &str,
+    path: &str,
+    body: String,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(hyper::StatusCode, bytes::Bytes)> {
+    use http_body_util::{BodyExt as _, Full};
+    let uri: hyper::Uri = format!("{}{path}", node.trim_end_matches('/'))
+        .parse()
+        .with_context(|| format!("bad node URL {node:?}"))?;
+    let mut req = hyper::Request::builder().method(method).uri(uri);
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let req = req
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))?;
+    let answer = async {
+        let resp = client
+            .request(req)
+            .await
+            .with_context(|| format!("cannot reach {node}"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, bytes))
+    };
+    tokio::time::timeout(timeout, answer)
+        .await
+        .with_context(|| format!("{node} did not answer within {} s", timeout.as_secs()))?
 }
 
 fn print_plan(p: &serde_json::Value) {

@@ -146,24 +146,17 @@ struct Node {
 /// How this command reaches its nodes: plain HTTP, or HTTPS trusting the cluster CA with the
 /// admin key (`--secure`).
 struct Access {
-    client: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        http_body_util::Full<bytes::Bytes>,
-    >,
+    client: crate::cluster_cmd::HttpClient,
     key: Option<String>,
 }
 
 impl Access {
     fn new(secure: Option<&Secure>) -> anyhow::Result<Access> {
-        let connector = yeskv_client::https_connector(
-            secure.map(|s| s.ca.as_path()),
-            Duration::from_millis(500),
-        )?;
         Ok(Access {
-            client: hyper_util::client::legacy::Client::builder(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .build(connector),
+            client: crate::cluster_cmd::http_client(
+                secure.map(|s| s.ca.as_path()),
+                Duration::from_millis(500),
+            )?,
             key: secure.map(|s| s.admin_key.clone()),
         })
     }
@@ -171,29 +164,12 @@ impl Access {
     /// One small request to the node at `url`; `(status, body)` or `None` if it did not answer
     /// within 15 s.
     async fn http(&self, url: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-        use http_body_util::BodyExt as _;
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(format!("{url}{path}"))
-            .header("content-type", "application/json");
-        if let Some(key) = &self.key {
-            req = req.header("authorization", format!("Bearer {key}"));
-        }
-        let req = req
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.to_string(),
-            )))
-            .ok()?;
-        let answer = async {
-            let resp = self.client.request(req).await.ok()?;
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.ok()?.to_bytes();
-            Some((status, String::from_utf8_lossy(&body).into_owned()))
-        };
-        tokio::time::timeout(Duration::from_secs(15), answer)
-            .await
-            .ok()
-            .flatten()
+        let key = self.key.as_deref();
+        let timeout = Duration::from_secs(15);
+        let sent =
+            crate::cluster_cmd::send(&self.client, key, url, method, path, body.into(), timeout);
+        let (status, body) = sent.await.ok()?;
+        Some((status.as_u16(), String::from_utf8_lossy(&body).into_owned()))
     }
 
     async fn healthy(&self, url: &str) -> bool {

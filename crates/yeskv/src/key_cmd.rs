@@ -182,29 +182,17 @@ pub fn keyring(cmd: KeyringCommand) -> anyhow::Result<()> {
 /// Writes `text` to `path` with mode 0600: a new file (`create_new`), or replacing one
 /// through a temporary file renamed over it.
 fn write_private(path: &std::path::Path, text: &str, create_new: bool) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let target = if create_new {
-        path.to_path_buf()
-    } else {
-        path.with_extension("tmp")
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).mode(0o600);
     if create_new {
-        options.create_new(true);
-    } else {
-        options.create(true).truncate(true);
+        return crate::cert_cmd::write_file(path, text, true);
     }
-    let mut file = options
-        .open(&target)
-        .with_context(|| format!("cannot create {}", target.display()))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", target.display()))?;
-    if !create_new {
-        std::fs::rename(&target, path)
-            .with_context(|| format!("cannot replace {}", path.display()))?;
+    let temporary = path.with_extension("tmp");
+    // A temporary file left by an interrupted rotation.
+    match std::fs::remove_file(&temporary) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", temporary.display()))
+        }
+        _ => {}
     }
-    Ok(())
+    crate::cert_cmd::write_file(&temporary, text, true)?;
+    std::fs::rename(&temporary, path).with_context(|| format!("cannot replace {}", path.display()))
 }
