@@ -69,6 +69,7 @@ pub struct NodeContext<E: Engine> {
     settings: Settings,
     transfers: Arc<crate::transfer::TransferStats>,
     xr_links: Arc<crate::xr::Links>,
+    merges: Arc<crate::merges::MergeQueues>,
 }
 
 impl<E: Engine> Clone for NodeContext<E> {
@@ -81,6 +82,7 @@ impl<E: Engine> Clone for NodeContext<E> {
             settings: self.settings.clone(),
             transfers: self.transfers.clone(),
             xr_links: self.xr_links.clone(),
+            merges: self.merges.clone(),
         }
     }
 }
@@ -102,7 +104,13 @@ impl<E: Engine> NodeContext<E> {
             settings,
             transfers: Arc::default(),
             xr_links: Arc::default(),
+            merges: Arc::default(),
         }
+    }
+
+    /// The per-peer queues that coalesce this node's replica writes (`crate::merges`).
+    pub fn merges(&self) -> &Arc<crate::merges::MergeQueues> {
+        &self.merges
     }
 
     /// What this node last saw of its links to the other regions (`crate::xr`).

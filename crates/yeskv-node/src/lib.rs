@@ -40,6 +40,7 @@ pub mod error;
 pub mod expiry;
 pub mod handoff;
 pub mod hot;
+pub mod merges;
 pub mod metrics;
 pub mod node;
 pub mod peer;

@@ -134,6 +134,8 @@ pub const XR_FAILURES: &str = "yeskv_xr_failures_total";
 /// 1 while the last batch sent to a region got through (or it owed nothing and a node of it
 /// is up), by `region`.
 pub const XR_LINK_UP: &str = "yeskv_xr_link_up";
+/// Objects per coalesced replica write (`MergeMany`) a coordinator sent (`crate::merges`).
+pub const MERGE_BATCH: &str = "yeskv_merge_batch_objects";
 
 /// Per route (matched pattern), per (method, status): the request counter and the latency
 /// histogram of that route and method.
@@ -184,6 +186,12 @@ pub fn read_siblings() -> &'static Histogram {
     &H
 }
 
+/// Records one coalesced batch of `objects` replica writes ([`MERGE_BATCH`]).
+pub fn merge_batch(objects: usize) {
+    static H: LazyLock<Histogram> = LazyLock::new(|| metrics::histogram!(MERGE_BATCH));
+    H.record(objects as f64);
+}
+
 /// Installs the process-wide Prometheus recorder; `None` if one is already installed.
 pub fn install() -> Option<PrometheusHandle> {
     let latency_buckets = [
@@ -203,6 +211,12 @@ pub fn install() -> Option<PrometheusHandle> {
         })
         .and_then(|b| {
             b.set_buckets_for_metric(
+                Matcher::Full(MERGE_BATCH.into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
                 Matcher::Full(READ_SIBLINGS.into()),
                 &[1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 100.0],
             )
@@ -216,6 +230,10 @@ pub fn install() -> Option<PrometheusHandle> {
         "Stored records that failed their checksum."
     );
     metrics::describe_histogram!(READ_SIBLINGS, "Siblings returned per read.");
+    metrics::describe_histogram!(
+        MERGE_BATCH,
+        "Objects per coalesced replica write (MergeMany) this node sent as coordinator."
+    );
     metrics::describe_counter!(
         SIBLINGS_OVER_LIMIT,
         "Writes taken that left a plain key with more siblings than limits.siblings_max."

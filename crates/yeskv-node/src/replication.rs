@@ -497,20 +497,36 @@ async fn merge_many<E: Engine>(
             objects.len()
         )));
     }
-    let mut refused = Vec::new();
+    let mut waiting = Vec::new();
     let mut taken = Vec::with_capacity(objects.len());
     for (i, item) in objects.into_iter().enumerate() {
         let object = decode_record(&item.record)
             .map_err(|e| Error::Corrupt(format!("incoming object {i} of a batch: {e}")))?;
         check_key(ctx, Some(item.key_hash), &item.storage_key)
             .map_err(|e| Error::BadRequest(format!("object {i} of a batch: {e}")))?;
-        if unless_in(ctx, &item.storage_key, Set::WriteSet).is_some() {
-            refused.push(i as u32);
-            continue;
+        let entry = (item.key_hash, item.storage_key, object);
+        if unless_in(ctx, &entry.1, Set::WriteSet).is_some() {
+            waiting.push((i as u32, entry));
+        } else {
+            taken.push(entry);
         }
-        taken.push((item.key_hash, item.storage_key, object));
     }
     ctx.replica().merge_many(&taken, ctx.now_ms()).await?;
+    // As a `Merge` does, an object of a partition this node is not (yet) a holder of waits
+    // for the layout that makes it one, up to WRITE_SET_GRACE, before it is refused.
+    let deadline = tokio::time::Instant::now() + WRITE_SET_GRACE;
+    while !waiting.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let (ready, still): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|(_, entry)| unless_in(ctx, &entry.1, Set::WriteSet).is_none());
+        waiting = still;
+        let ready: Vec<_> = ready.into_iter().map(|(_, entry)| entry).collect();
+        if !ready.is_empty() {
+            ctx.replica().merge_many(&ready, ctx.now_ms()).await?;
+        }
+    }
+    let refused = waiting.into_iter().map(|(i, _)| i).collect();
     Ok(ReplicationResponse::MergedMany { refused })
 }
 
@@ -610,6 +626,19 @@ pub async fn send_merge<E: Engine>(
     record: &[u8],
     liveness: Liveness,
 ) -> Result<(), Error> {
+    if let (Holder::Primary(node), Liveness::IfUp) = (holder, liveness) {
+        if record.len() <= crate::merges::BATCH_BYTES_MAX / 16 && std::env::var_os("YESKV_NO_COALESCE").is_none() {
+            if !ctx.topology().is_up(node) {
+                return Err(Error::PeerDown(node.clone()));
+            }
+            let item = MergeItem {
+                key_hash,
+                storage_key: storage_key.to_vec(),
+                record: record.to_vec(),
+            };
+            return ctx.merges().merge(ctx, node, item).await;
+        }
+    }
     let request = match holder {
         Holder::Primary(_) => ReplicationRequest::Merge {
             key_hash,

@@ -177,8 +177,11 @@ struct GroupCommit {
     idle: AtomicBool,
     wake: Mutex<()>,
     cond: Condvar,
-    /// How long the committer waits for more writes before each fsync.
+    /// The longest the committer waits for more writes before an fsync (module docs).
     window: Duration,
+    /// While the committer gathers writes for its next fsync: the write count at which it
+    /// stops waiting (the writer that reaches it wakes it); `u64::MAX` otherwise.
+    gather_until: AtomicU64,
     tx: tokio::sync::watch::Sender<SyncedState>,
     fsyncs: AtomicU64,
 }
@@ -440,6 +443,7 @@ impl RocksEngine {
                 wake: Mutex::new(()),
                 cond: Condvar::new(),
                 window: Duration::from_micros(config.group_commit_window_us),
+                gather_until: AtomicU64::new(u64::MAX),
                 tx,
                 fsyncs: AtomicU64::new(0),
             }
@@ -732,6 +736,10 @@ fn doctor_loop(s: &Shared) {
     }
 }
 
+/// Most writes the group committer waits for before an fsync (it waits for as many as the
+/// last fsync carried, up to this and the window).
+const GATHER_MAX: u64 = 256;
+
 fn group_commit_loop(s: &Shared) {
     let Some(g) = &s.group else { return };
     // Writes up to here have been dealt with: made durable, or failed.
@@ -753,9 +761,20 @@ fn group_commit_loop(s: &Shared) {
         }
         if !g.window.is_zero() && last_batch > 1 && !s.stop.load(Ordering::Acquire) {
             // Under concurrent load (the last fsync carried several writes), let more writes
-            // join this one: fewer, larger fsyncs leave CPU to the writers. A lone writer
-            // (last batch of one) is never delayed.
-            std::thread::sleep(g.window);
+            // join this one: fewer, larger fsyncs leave CPU to the writers. The wait ends as
+            // soon as as many writes wait as the last fsync carried (the load's own batch
+            // size), and at the window at most; a lone writer (last batch of one) is never
+            // delayed.
+            let want = handled + last_batch.min(GATHER_MAX);
+            let deadline = Instant::now() + g.window;
+            let mut guard = g.wake.lock();
+            g.gather_until.store(want, Ordering::SeqCst);
+            while g.written.load(Ordering::SeqCst) < want && !s.stop.load(Ordering::Acquire) {
+                if g.cond.wait_until(&mut guard, deadline).timed_out() {
+                    break;
+                }
+            }
+            g.gather_until.store(u64::MAX, Ordering::SeqCst);
         }
         let target = g.written.load(Ordering::Acquire);
         if target == handled && s.stop.load(Ordering::Acquire) {
@@ -826,8 +845,10 @@ impl Engine for RocksEngine {
         match (&s.group, pending) {
             (Some(g), Some((rx, generation))) => {
                 let seq = g.written.fetch_add(1, Ordering::SeqCst) + 1;
-                // A busy committer picks this write up in its next round without being told.
-                if g.idle.load(Ordering::SeqCst) {
+                // A busy committer picks this write up in its next round without being told;
+                // a gathering one is told once its batch is complete.
+                if g.idle.load(Ordering::SeqCst) || seq == g.gather_until.load(Ordering::SeqCst)
+                {
                     let _guard = g.wake.lock();
                     g.cond.notify_one();
                 }

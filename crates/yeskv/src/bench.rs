@@ -51,7 +51,9 @@
 //! ## Output
 //! Progress goes to stderr (a progress bar on a terminal, else a line every 5 s); the summary
 //! (throughput, errors by kind, per-operation p50/p90/p99/p99.9/max) goes to stdout, as a table
-//! or, with `--json`, as one JSON object.
+//! or, with `--json`, as one JSON object. `--sweep 25,50,75,90` measures latency at stated
+//! loads: a run as fast as possible gives the maximum, then one paced run (`--rate`) at each
+//! percentage of it; the workers' causal contexts carry from step to step.
 
 mod report;
 mod workload;
@@ -131,12 +133,16 @@ OUTPUT:
   errors_by_kind, read_misses, and operations.<read|update|write|context_read|add|view|remove|
   merge|create|expire>.{count, errors, ops_per_sec, mean_ms, p50_ms, p90_ms, p99_ms, p999_ms,
   max_ms}; the session workload adds sessions_expired and sessions_alive_past_ttl.
+  With --sweep: one line per step and operation (step, target ops/s, ops/s, p50, p99,
+  p99.9, errors); with --json one object with steps: [{percent, target_ops_per_sec, summary}],
+  the first step (percent null) being the maximum.
   Ctrl-C stops the run early and still prints the summary.
 
 EXAMPLES:
   yeskv bench --workload write --keys 100000 --duration 30
   yeskv bench --workload a --preload --distribution zipfian --nodes http://127.0.0.1:8081,http://127.0.0.1:8082
   yeskv bench --workload c --rate 5000 --duration 60 --json > result.json
+  yeskv bench --workload write --preload --sweep 25,50,75,90 --warmup 2 --duration 15 --json
   yeskv bench --workload write --fresh-keys --distribution sequential --keys 1000000 --ttl 60
   yeskv bench --workload cart --keys 100000 --duration 30
   yeskv bench --workload session --keys 2000 --ttl 5 --duration 30")]
@@ -169,8 +175,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N")]
     pub ops: Option<u64>,
     /// Target throughput over all workers (default: as fast as possible).
-    #[arg(long, value_name = "OPS_PER_SEC")]
+    #[arg(long, value_name = "OPS_PER_SEC", conflicts_with = "sweep")]
     pub rate: Option<f64>,
+    /// Latency at stated loads: first a run as fast as possible (the maximum), then one run at
+    /// each of these percentages of the maximum it measured (`--rate`), each `--duration` long
+    /// after its `--warmup`; prints one line per step and operation (`--json`: one object with
+    /// every step's summary). Example: `--sweep 25,50,75,90`.
+    #[arg(long, value_name = "PERCENTS", value_delimiter = ',', conflicts_with = "ops")]
+    pub sweep: Option<Vec<f64>>,
     /// How keys are picked: uniform, or zipfian (θ = 0.99, hot keys scattered, as YCSB)
     /// [default: zipfian for cart, uniform otherwise].
     #[arg(long, value_enum)]
@@ -227,7 +239,7 @@ pub struct BenchArgs {
 const SESSION_TTL_SECS_DEFAULT: u64 = 5;
 
 /// Validated settings of a run.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Plan {
     workload: Workload,
     bucket: String,
@@ -494,10 +506,125 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let interrupt = tokio::spawn(stop_on_ctrl_c(stop.clone()));
     let value_pool = value_pool(&plan);
+    if let Some(percents) = args.sweep.clone() {
+        let result = sweep(&args, &percents, plan, client, value_pool, &stop).await;
+        interrupt.abort();
+        return result;
+    }
     let description = describe(&args, &plan, &client);
-    let result = measure(&args, plan, client, value_pool, &stop, description).await;
+    let contexts = start_contexts(&args, &plan, &client, &value_pool, &stop).await?;
+    let result = measure(&args, plan, client, value_pool, &stop, description, contexts).await;
     interrupt.abort();
-    print_summary(&result?, args.json)
+    print_summary(&result?.0, args.json)
+}
+
+/// One step of a sweep: its share of the maximum and what it measured.
+#[derive(serde::Serialize)]
+struct SweepStep {
+    /// Percent of the measured maximum (`None`: the maximum itself).
+    percent: Option<f64>,
+    /// The step's `--rate` (`None`: as fast as possible).
+    target_ops_per_sec: Option<f64>,
+    summary: Summary,
+}
+
+/// `--sweep`: the maximum, then each percentage of it (see [`BenchArgs::sweep`]). Contexts of
+/// the write workload carry from step to step, so no step reads keys to learn them.
+async fn sweep(
+    args: &BenchArgs,
+    percents: &[f64],
+    plan: Plan,
+    client: Client,
+    value_pool: Bytes,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    for p in percents {
+        anyhow::ensure!(
+            p.is_finite() && *p > 0.0 && *p <= 100.0,
+            "--sweep takes percentages of the maximum in (0, 100], got {p}"
+        );
+    }
+    let mut contexts = start_contexts(args, &plan, &client, &value_pool, stop).await?;
+    let mut steps = Vec::new();
+    let mut max = None;
+    for percent in std::iter::once(None).chain(percents.iter().map(|p| Some(*p))) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let target = percent.and_then(|p| max.map(|m: f64| m * p / 100.0));
+        let step_plan = Plan {
+            rate: target,
+            ..plan.clone()
+        };
+        let description = RunDescription {
+            rate_limit_ops_per_sec: target,
+            ..describe(args, &step_plan, &client)
+        };
+        let (summary, left) = measure(
+            args,
+            step_plan,
+            client.clone(),
+            value_pool.clone(),
+            stop,
+            description,
+            contexts,
+        )
+        .await?;
+        contexts = left;
+        if percent.is_none() {
+            anyhow::ensure!(
+                summary.ops > 0,
+                "the maximum step measured no operation ({} errors)",
+                summary.errors
+            );
+            max = Some(summary.ops_per_sec);
+        }
+        if !args.json {
+            print_sweep_step(percent, target, &summary);
+        }
+        steps.push(SweepStep {
+            percent,
+            target_ops_per_sec: target,
+            summary,
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "steps": steps }))?);
+    }
+    Ok(())
+}
+
+/// One line per operation kind of a sweep step.
+fn print_sweep_step(percent: Option<f64>, target: Option<f64>, summary: &Summary) {
+    if percent.is_none() {
+        println!(
+            "{:<7} {:>10} {:>10} {:<13} {:>8} {:>8} {:>9} {:>7}",
+            "step", "target/s", "ops/s", "operation", "p50 ms", "p99 ms", "p99.9 ms", "errors"
+        );
+    }
+    let step = percent.map_or("max".to_string(), |p| format!("{p}%"));
+    let target = target.map_or("-".to_string(), |t| format!("{t:.0}"));
+    for (name, op) in &summary.operations {
+        println!(
+            "{:<7} {:>10} {:>10.0} {:<13} {:>8.2} {:>8.2} {:>9.2} {:>7}",
+            step, target, summary.ops_per_sec, name, op.p50_ms, op.p99_ms, op.p999_ms, op.errors
+        );
+    }
+}
+
+/// The causal contexts each worker starts with: what the preload learnt, if asked for.
+async fn start_contexts(
+    args: &BenchArgs,
+    plan: &Plan,
+    client: &Client,
+    value_pool: &Bytes,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Vec<HashMap<u64, String>>> {
+    if args.preload {
+        preload(client, args, plan, value_pool.clone(), stop).await
+    } else {
+        Ok((0..plan.workers).map(|_| HashMap::new()).collect())
+    }
 }
 
 /// A client of `--nodes` that keeps an idle connection per worker and never retries (a failed
@@ -594,12 +721,8 @@ async fn measure(
     value_pool: Bytes,
     stop: &Arc<AtomicBool>,
     description: RunDescription,
-) -> anyhow::Result<Summary> {
-    let contexts = if args.preload {
-        preload(&client, args, &plan, value_pool.clone(), stop).await?
-    } else {
-        (0..plan.workers).map(|_| HashMap::new()).collect()
-    };
+    contexts: Vec<HashMap<u64, String>>,
+) -> anyhow::Result<(Summary, Vec<HashMap<u64, String>>)> {
     let start = Instant::now();
     let run = Arc::new(Run::new(
         args,
@@ -610,10 +733,10 @@ async fn measure(
         start,
     ));
     let reporter = Reporter::start(run.clone(), start);
-    let stats = run_workers(&run, contexts).await?;
+    let (stats, contexts) = run_workers(&run, contexts).await?;
     let elapsed = Instant::now().saturating_duration_since(run.measure_start);
     reporter.finish().await;
-    Ok(Summary::new(description, &stats, elapsed))
+    Ok((Summary::new(description, &stats, elapsed), contexts))
 }
 
 /// Runs one worker per entry of `contexts` (the causal contexts it starts with) and merges
@@ -621,18 +744,20 @@ async fn measure(
 async fn run_workers(
     run: &Arc<Run>,
     contexts: Vec<HashMap<u64, String>>,
-) -> anyhow::Result<WorkerStats> {
+) -> anyhow::Result<(WorkerStats, Vec<HashMap<u64, String>>)> {
     let workers: Vec<_> = contexts
         .into_iter()
         .enumerate()
         .map(|(index, contexts)| tokio::spawn(worker(run.clone(), index, contexts)))
         .collect();
     let mut stats = WorkerStats::default();
+    let mut left = Vec::with_capacity(workers.len());
     for handle in workers {
-        let worker_stats = handle.await.context("a bench worker panicked")?;
+        let (worker_stats, contexts) = handle.await.context("a bench worker panicked")?;
         stats.merge(&worker_stats);
+        left.push(contexts);
     }
-    Ok(stats)
+    Ok((stats, left))
 }
 
 /// Prints `summary` on stdout, as a table or one JSON object. Fails, with the first error,
@@ -815,11 +940,15 @@ async fn preload_key(
 
 /// One worker's closed loop (see the module docs); `contexts` are the causal contexts of its
 /// own keys known so far (write workload).
-async fn worker(run: Arc<Run>, index: usize, contexts: HashMap<u64, String>) -> WorkerStats {
+async fn worker(
+    run: Arc<Run>,
+    index: usize,
+    contexts: HashMap<u64, String>,
+) -> (WorkerStats, HashMap<u64, String>) {
     match Worker::new(run, index, contexts) {
         Some(worker) => worker.work().await,
         // Only an empty stripe fails, and plan.workers <= keys for the write workload.
-        None => WorkerStats::default(),
+        None => (WorkerStats::default(), HashMap::new()),
     }
 }
 
@@ -906,8 +1035,9 @@ impl Worker {
     }
 
     /// Sends operations one after another until the run is stopped, its deadline comes or
-    /// every `--ops` operation is claimed; returns the statistics of the measured ones.
-    async fn work(mut self) -> WorkerStats {
+    /// every `--ops` operation is claimed; returns the statistics of the measured ones and the
+    /// causal contexts it knows (the next step of a sweep starts with them).
+    async fn work(mut self) -> (WorkerStats, HashMap<u64, String>) {
         loop {
             // A sequential worker stops once it took each of its keys.
             if self.run.stop.load(Ordering::Relaxed) || self.chooser.exhausted() {
@@ -931,7 +1061,7 @@ impl Worker {
             }
         }
         flush_recent(&self.run.live, &mut self.recent);
-        self.stats
+        (self.stats, self.contexts)
     }
 
     /// Sends one operation of kind `drawn` (or another when the worker's state does not allow
