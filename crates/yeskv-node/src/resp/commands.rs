@@ -349,7 +349,7 @@ fn parse_known(name: &'static str, args: &[Bytes]) -> Result<Command, Reply> {
         "exists" => Command::Exists(rest(1)),
         "mget" => Command::MGet(rest(1)),
         "mset" => {
-            if args.len() % 2 == 0 {
+            if args.len().is_multiple_of(2) {
                 return Err(arity_error(name));
             }
             Command::MSet(pairs(&args[1..]))
@@ -412,7 +412,7 @@ fn parse_known(name: &'static str, args: &[Bytes]) -> Result<Command, Reply> {
         "sismember" => Command::SIsMember(arg(1), arg(2)),
         "scard" => Command::SCard(arg(1)),
         "hset" | "hmset" => {
-            if args.len() % 2 != 0 {
+            if !args.len().is_multiple_of(2) {
                 return Err(arity_error(name));
             }
             Command::HSet {
