@@ -61,6 +61,8 @@ pub struct Config {
     pub chaos: Chaos,
     /// API keys, the cluster keyring, TLS and the secure-by-default rule (`docs/security.md`).
     pub security: Security,
+    /// The Redis-protocol listener (`crate::resp`, `docs/resp.md`): off unless `listen` is set.
+    pub resp: Resp,
     /// Log filter (tracing `EnvFilter` syntax); the `RUST_LOG` environment variable wins.
     pub log: String,
 }
@@ -120,6 +122,37 @@ impl Security {
         match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
             (Some(cert), Some(key), Some(ca)) => Some((cert.clone(), key.clone(), ca.clone())),
             _ => None,
+        }
+    }
+}
+
+/// The Redis-protocol (RESP2/RESP3) listener (`crate::resp`, `docs/resp.md`). Off by default.
+/// It serves the same keys as the HTTP API, with the same limits (`[limits]`), API keys and TLS.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resp {
+    /// Address to serve RESP on, HOST:PORT (`--resp`); unset = no listener. Under the same
+    /// secure-by-default rule as `http`: a non-loopback address needs TLS, API keys and a
+    /// keyring, or `security.insecure`. With TLS on, the listener speaks TLS.
+    pub listen: Option<String>,
+    /// The bucket of a key without a `bucket:` prefix, until a connection picks its own with
+    /// `YESKV.BUCKET name` (1 to `limits.bucket_bytes_max` bytes, no `:`).
+    pub default_bucket: String,
+    /// Most RESP connections open at once (1 ..= 1,048,576); past it a new connection is
+    /// answered `-ERR max number of clients reached` and closed.
+    pub connections_max: usize,
+    /// How long a connection may stay silent — idle, or in the middle of a command — before
+    /// it is closed, in milliseconds (1,000 ..= 1 day).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Resp {
+    fn default() -> Self {
+        Resp {
+            listen: None,
+            default_bucket: "default".into(),
+            connections_max: 4096,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -421,6 +454,7 @@ impl Default for Config {
             cross_region: CrossRegion::default(),
             chaos: Chaos::default(),
             security: Security::default(),
+            resp: Resp::default(),
             log: "info".into(),
         }
     }
@@ -475,6 +509,8 @@ pub struct Validated {
     pub http: SocketAddr,
     /// Parsed peer address.
     pub peer: SocketAddr,
+    /// Parsed RESP address, when the listener is on (`[resp] listen`).
+    pub resp: Option<SocketAddr>,
     /// Parsed sync mode.
     pub sync: SyncMode,
 }
@@ -555,6 +591,7 @@ impl Config {
     pub fn validate(self) -> Result<Validated, ConfigError> {
         let node_id = self.validate_identity()?;
         let (http, peer) = self.validate_addresses()?;
+        let resp = validate_resp(&self.resp, &self.limits)?;
         self.validate_replication()?;
         validate_limits(&self.limits)?;
         let sync = validate_storage(&self.storage)?;
@@ -567,11 +604,14 @@ impl Config {
         crate::chaos::check_links(&self.chaos.wan)
             .map_err(|e| ConfigError(format!("chaos.{e}")))?;
         validate_security(&self.security)?;
-        check_secure_by_default(&self.security, http, peer)?;
+        let mut listeners = vec![("http", http), ("peer", peer)];
+        listeners.extend(resp.map(|addr| ("resp", addr)));
+        check_secure_by_default(&self.security, &listeners)?;
         Ok(Validated {
             node_id,
             http,
             peer,
+            resp,
             sync,
             raw: self,
         })
@@ -660,11 +700,11 @@ fn validate_security(security: &Security) -> Result<(), ConfigError> {
 /// The secure-by-default rule: a node listens on an address other machines can reach only with
 /// TLS, unless `security.insecure` (`--insecure`) says otherwise. Loopback addresses (a dev
 /// cluster, tests) need nothing. The one place this rule lives, so that other requirements
-/// (client keys) extend it here.
+/// (client keys) extend it here. `listeners`: each address the node serves, with its setting's
+/// name (`http`, `peer`, `resp`).
 pub fn check_secure_by_default(
     security: &Security,
-    http: SocketAddr,
-    peer: SocketAddr,
+    listeners: &[(&str, SocketAddr)],
 ) -> Result<(), ConfigError> {
     if security.insecure {
         return Ok(());
@@ -682,7 +722,7 @@ pub fn check_secure_by_default(
     if missing.is_empty() {
         return Ok(());
     }
-    for (what, addr) in [("http", http), ("peer", peer)] {
+    for &(what, addr) in listeners {
         if !addr.ip().is_loopback() {
             return Err(ConfigError(format!(
                 "refusing to serve {what} address {addr}: it is not loopback and the node has no {}; \
@@ -692,6 +732,28 @@ pub fn check_secure_by_default(
         }
     }
     Ok(())
+}
+
+/// The `[resp]` section; returns the listener's address when it is on.
+fn validate_resp(resp: &Resp, limits: &Limits) -> Result<Option<SocketAddr>, ConfigError> {
+    let bucket = resp.default_bucket.as_bytes();
+    if bucket.is_empty() || bucket.len() > limits.bucket_bytes_max || bucket.contains(&b':') {
+        return Err(ConfigError(format!(
+            "resp.default_bucket must be 1 to limits.bucket_bytes_max ({}) bytes without ':'",
+            limits.bucket_bytes_max
+        )));
+    }
+    check_between("resp.connections_max", resp.connections_max, 1, 1 << 20)?;
+    check_between(
+        "resp.idle_timeout_ms",
+        resp.idle_timeout_ms,
+        1000,
+        86_400_000,
+    )?;
+    resp.listen
+        .as_deref()
+        .map(|listen| parse_addr("resp", listen))
+        .transpose()
 }
 
 /// The `[limits]` section.
@@ -1072,6 +1134,31 @@ mod tests {
             "http = \"0.0.0.0:8081\"\n[security]\ntls_cert = \"n.pem\"\ntls_key = \"n.key\"\ntls_ca = \"ca.pem\"",
             ["no API keys", "no cluster keyring", "--insecure"],
         );
+    }
+
+    #[test]
+    fn the_resp_listener_is_off_by_default_and_follows_the_secure_rule() {
+        let cfg = Config::default().validate().expect("defaults");
+        assert_eq!(cfg.resp, None);
+        let on = Config::from_toml("[resp]\nlisten = \"127.0.0.1:6380\"")
+            .expect("parses")
+            .validate()
+            .expect("loopback is fine");
+        assert_eq!(on.resp, Some("127.0.0.1:6380".parse().expect("addr")));
+        refused(
+            "[resp]\nlisten = \"0.0.0.0:6380\"",
+            ["resp address 0.0.0.0:6380", "--insecure"],
+        );
+        let insecure = "[resp]\nlisten = \"0.0.0.0:6380\"\n[security]\ninsecure = true";
+        assert!(Config::from_toml(insecure)
+            .expect("parses")
+            .validate()
+            .is_ok());
+        refused("[resp]\nlisten = \"nowhere\"", ["resp address"]);
+        refused("[resp]\ndefault_bucket = \"a:b\"", ["resp.default_bucket"]);
+        refused("[resp]\ndefault_bucket = \"\"", ["resp.default_bucket"]);
+        refused("[resp]\nconnections_max = 0", ["resp.connections_max"]);
+        refused("[resp]\nidle_timeout_ms = 10", ["resp.idle_timeout_ms"]);
     }
 
     #[test]

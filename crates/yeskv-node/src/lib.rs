@@ -22,7 +22,8 @@
 //! [`buckets`] (bucket properties' checks) (each owns its messages and serves them),
 //! [`workers`] (background work, reported and joined), [`topology`] and [`cluster`] (who holds a
 //! key, who is up), [`config`] (settings and validation), [`metrics`] (names and `/metrics`),
-//! [`clock`] (the time seam), [`auth`] (API keys and what each endpoint needs), [`error`], [`tls`] (HTTPS, mutual TLS between nodes, reload), and [`chaos`] (delay, and WAN delay and loss per
+//! [`clock`] (the time seam), [`auth`] (API keys and what each endpoint needs), [`resp`] (the
+//! Redis-protocol listener, off unless configured), [`error`], [`tls`] (HTTPS, mutual TLS between nodes, reload), and [`chaos`] (delay, and WAN delay and loss per
 //! destination region, for tests; off unless configured).
 
 pub mod aae;
@@ -47,6 +48,7 @@ pub mod peer;
 pub mod reaper;
 pub mod replica;
 pub mod replication;
+pub mod resp;
 /// Needs the RocksDB engine (the default `rocksdb` feature).
 #[cfg(feature = "rocksdb")]
 pub mod server;

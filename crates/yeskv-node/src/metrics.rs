@@ -136,6 +136,16 @@ pub const XR_FAILURES: &str = "yeskv_xr_failures_total";
 pub const XR_LINK_UP: &str = "yeskv_xr_link_up";
 /// Objects per coalesced replica write (`MergeMany`) a coordinator sent (`crate::merges`).
 pub const MERGE_BATCH: &str = "yeskv_merge_batch_objects";
+/// RESP commands run, by `command` (the table's lower-case name, `unknown`, `protocol`).
+pub const RESP_COMMANDS: &str = "yeskv_resp_commands_total";
+/// RESP commands answered with an error, by `command` and `code` (`ERR`, `WRONGTYPE`, …).
+pub const RESP_ERRORS: &str = "yeskv_resp_errors_total";
+/// RESP command latency in seconds, by `command`.
+pub const RESP_DURATION: &str = "yeskv_resp_command_duration_seconds";
+/// RESP connections open now.
+pub const RESP_CONNECTIONS_OPEN: &str = "yeskv_resp_connections_open";
+/// RESP connections closed at once because `resp.connections_max` were open.
+pub const RESP_CONNECTIONS_REFUSED: &str = "yeskv_resp_connections_refused_total";
 
 /// Per route (matched pattern), per (method, status): the request counter and the latency
 /// histogram of that route and method.

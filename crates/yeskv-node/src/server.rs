@@ -7,7 +7,8 @@
 //!
 //! Shutdown order (on the future passed to [`run`] resolving, i.e. SIGTERM or Ctrl-C): health
 //! turns `503` ("draining"), the node waits `server.shutdown_drain_ms` for load balancers to
-//! notice, the HTTP listener closes and in-flight requests finish, the layout service stops,
+//! notice, the HTTP listener closes and in-flight requests finish, the RESP listener (if any)
+//! closes after each connection's running batch, the layout service stops,
 //! the background workers end their rounds, the internode server closes, storage is flushed, and
 //! a clean-shutdown marker is written so the next start keeps the actor epoch.
 
@@ -132,7 +133,11 @@ pub async fn run(
     if let Some(path) = &raw.security.admin_key_file {
         start_admin_key(&layout, &state, path.clone());
     }
+    let resp = crate::resp::start(&cfg, state.clone(), tls.as_ref()).await?;
     serve_http(&cfg, state, chaos, tls.as_ref(), shutdown).await?;
+    if let Some(resp) = resp {
+        resp.stop().await;
+    }
 
     if let Err(e) = layout.shutdown().await {
         tracing::warn!(error = %e, "layout service did not stop cleanly");

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Bump it whenever the encoding of any message changes
 /// (including the node's request and response enums): peers of another version are refused.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Longest cluster id or node id accepted in a handshake, in bytes.
 pub const ID_BYTES_MAX: usize = 255;

@@ -1,7 +1,8 @@
 //! `yeskv dev`: a local cluster of real `yeskv server` processes on 127.0.0.1.
 //!
 //! Each node is a child process of this command with its own data directory
-//! (`DATA_DIR/nN`), HTTP port `BASE_PORT + i` and peer port `BASE_PORT - 1000 + i`. Their logs are
+//! (`DATA_DIR/nN`), HTTP port `BASE_PORT + i` and peer port `BASE_PORT - 1000 + i`; with
+//! `--resp`, a Redis-protocol port `BASE_PORT + 1000 + i` too (`docs/resp.md`). Their logs are
 //! streamed here prefixed by node id. The command prints each node's URL and one `ready` line once
 //! every node answers `/v1/health`, and stops them all (SIGTERM, which flushes storage) on Ctrl-C
 //! or SIGTERM. Running it again on the same data directory brings back the same nodes and data.
@@ -74,6 +75,10 @@ pub struct DevArgs {
     /// `admin.key`) and reused after.
     #[arg(long)]
     secure: bool,
+    /// Also serve the Redis protocol on every node, at `BASE_PORT + 1000 + i` (TLS and keys
+    /// too with `--secure`).
+    #[arg(long)]
+    resp: bool,
 }
 
 impl DevArgs {
@@ -140,6 +145,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 struct Node {
     id: String,
     url: String,
+    /// The RESP address, with `--resp`.
+    resp: Option<String>,
     child: Child,
 }
 
@@ -360,7 +367,10 @@ async fn start_up(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        println!("{} {}", node.id, node.url);
+        match &node.resp {
+            Some(resp) => println!("{} {} resp {resp}", node.id, node.url),
+            None => println!("{} {}", node.id, node.url),
+        }
     }
     form_cluster(access, nodes, replication, deadline).await
 }
@@ -385,6 +395,12 @@ fn check_args(args: &DevArgs) -> anyhow::Result<()> {
     if args.base_port < 1024 + total || args.base_port.checked_add(total).is_none() {
         bail!(
             "--base-port {} leaves no room for peer ports 1000 lower",
+            args.base_port
+        );
+    }
+    if args.resp && args.base_port.checked_add(1000 + total).is_none() {
+        bail!(
+            "--base-port {} leaves no room for RESP ports 1000 higher",
             args.base_port
         );
     }
@@ -542,6 +558,9 @@ fn spawn_node(
     let id = node_id(index);
     let http = format!("127.0.0.1:{}", args.base_port + index);
     let peer = format!("127.0.0.1:{}", args.base_port - 1000 + index);
+    let resp = args
+        .resp
+        .then(|| format!("127.0.0.1:{}", args.base_port + 1000 + index));
     let mut cmd = Command::new(exe);
     cmd.arg("server")
         .args(["--node-id", &id, "--http", &http, "--peer", &peer])
@@ -566,6 +585,9 @@ fn spawn_node(
     if let Some(secure) = secure {
         cmd.args(secure.flags(index));
     }
+    if let Some(resp) = &resp {
+        cmd.args(["--resp", resp]);
+    }
     let mut child = cmd.spawn().with_context(|| format!("starting node {id}"))?;
     if let Some(out) = child.stdout.take() {
         stream_logs(id.clone(), out);
@@ -577,6 +599,7 @@ fn spawn_node(
     Ok(Node {
         id,
         url: format!("{scheme}://{http}"),
+        resp,
         child,
     })
 }
@@ -639,6 +662,17 @@ pub async fn run(mut args: DevArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    if let Some(resp) = &nodes[0].resp {
+        let (host, port) = resp.rsplit_once(':').unwrap_or((resp, ""));
+        match &secure {
+            None => println!("RESP: redis-cli -h {host} -p {port} SET demo:greeting hello"),
+            Some(s) => println!(
+                "RESP: redis-cli -h {host} -p {port} --tls --cacert {} --user admin --pass $(cat {}) SET demo:greeting hello",
+                s.ca.display(),
+                s.admin_key_file.display()
+            ),
+        }
+    }
     match &secure {
         None => println!(
             "ready: {} node(s), layout version {version}; try: curl -X PUT --data-binary hello {}/v1/kv/demo/greeting",

@@ -134,6 +134,9 @@ struct ServerArgs {
     /// Peer address other nodes reach this node at, HOST:PORT (`peer`).
     #[arg(long)]
     peer: Option<String>,
+    /// Also serve the Redis protocol (RESP2/RESP3) on HOST:PORT (`resp.listen`; docs/resp.md).
+    #[arg(long, value_name = "ADDR")]
+    resp: Option<String>,
     /// Peer address of a node of the cluster to join; repeatable (`seeds`).
     #[arg(long = "seed")]
     seeds: Vec<String>,
@@ -192,6 +195,9 @@ fn load_server_config(args: &ServerArgs) -> anyhow::Result<yeskv_node::config::V
     }
     if let Some(v) = &args.peer {
         cfg.peer = v.clone();
+    }
+    if let Some(v) = &args.resp {
+        cfg.resp.listen = Some(v.clone());
     }
     if !args.seeds.is_empty() {
         cfg.seeds = args.seeds.clone();

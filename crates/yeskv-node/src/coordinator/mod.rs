@@ -59,6 +59,7 @@
 mod expiry;
 mod read;
 mod salt;
+mod supersede;
 mod write;
 
 pub use salt::{props_bucket, sub_key, DtRead, SALT_SUFFIX};
@@ -119,6 +120,10 @@ pub enum WriteBody {
     Delete,
     /// An operation on a data-type key.
     Dt(DtOp),
+    /// A value (`None`: a tombstone) that supersedes every sibling its coordinating replica
+    /// holds of the key, whatever the client's context ([`supersede`]): the RESP listener's
+    /// `SET`, `DEL`, `MSET` and the rewrites of `EXPIRE` and `PERSIST`.
+    Supersede(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
 }
 
 /// What a coordinated write left.

@@ -73,6 +73,17 @@ impl<E: Engine> Coordinator<E> {
         // that lost the actor's earlier dots of the key would cover writes it never saw (found by
         // the simulator, seed 134). Such a node forwards to a data holder like any other.
         if p.data.iter().any(|n| self.is_local(n)) {
+            if self.defers_to_first_holder(&p, &write.body) {
+                match self
+                    .forward(bucket, key, &p, &write, required, &scope)
+                    .await
+                {
+                    Ok(written) => return Ok(written),
+                    Err(Forward::Refused(e)) => return Err(e),
+                    // No other holder could be reached: this one coordinates.
+                    Err(Forward::Unreachable(_)) => {}
+                }
+            }
             return match self
                 .coordinate_local(&p, &write, required, &scope, None)
                 .await
@@ -174,6 +185,9 @@ impl<E: Engine> Coordinator<E> {
             })),
             WriteBody::Delete if lww => Some(Box::new(move |obj: &Object, _: &Dot| {
                 Ok(Version::tombstone(lww_stamp(obj, now)))
+            })),
+            WriteBody::Supersede(v) => Some(Box::new(move |obj: &Object, _: &Dot| {
+                Ok(super::supersede::version(v.as_deref(), obj, now, expires))
             })),
             WriteBody::Value(_) | WriteBody::Delete => None,
         };
@@ -538,7 +552,7 @@ type Fold<'a> = Box<dyn Fn(&Object, &Dot) -> Result<Version, Error> + Send + Syn
 /// The timestamp of a last-writer-wins write: now, or past every version this replica holds
 /// for the key if its clock is behind theirs (a hybrid logical clock per key: a write always
 /// wins over what its coordinator had seen).
-fn lww_stamp(obj: &Object, now_ms: u64) -> u64 {
+pub(super) fn lww_stamp(obj: &Object, now_ms: u64) -> u64 {
     obj.siblings()
         .iter()
         .map(|s| s.version.written_at_ms.saturating_add(1))
@@ -559,9 +573,9 @@ pub(crate) fn check_body(body: &WriteBody, props: &BucketProps) -> Result<(), Er
             "a {} operation on a plain bucket (set its datatype with PUT /v1/buckets/{{bucket}})",
             op.datatype()
         ))),
-        (WriteBody::Value(_), Some(kind)) => Err(Error::Conflict(format!(
-            "the bucket holds {kind}s: write with POST /v1/dt/{{bucket}}/{{key}}"
-        ))),
+        (WriteBody::Value(_) | WriteBody::Supersede(_), Some(kind)) => Err(Error::Conflict(
+            format!("the bucket holds {kind}s: write with POST /v1/dt/{{bucket}}/{{key}}"),
+        )),
         _ => Ok(()),
     }
 }

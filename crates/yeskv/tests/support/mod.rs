@@ -231,6 +231,18 @@ pub struct Cluster {
 /// e.g. `--config FILE`), forms the cluster the operator's way (seed, staged join, commit) and
 /// waits until every node applied the layout and sees every other up.
 pub fn start_cluster(dir: &Path, count: usize, zones: &[&str], extra: &[&str]) -> Cluster {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    start_cluster_each(dir, count, zones, |_| extra.clone())
+}
+
+/// [`start_cluster`] with each node's extra args from `extra_of(index)` (e.g. a port of its
+/// own for `--resp`).
+pub fn start_cluster_each(
+    dir: &Path,
+    count: usize,
+    zones: &[&str],
+    extra_of: impl Fn(usize) -> Vec<String>,
+) -> Cluster {
     let peer1 = format!("127.0.0.1:{}", free_port());
     let mut nodes = Vec::new();
     for i in 0..count {
@@ -253,7 +265,7 @@ pub fn start_cluster(dir: &Path, count: usize, zones: &[&str], extra: &[&str]) -
         } else {
             args.extend(["--seed".into(), peer1.clone()]);
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra_of(i));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         nodes.push(Node::start(&data, &args));
     }
