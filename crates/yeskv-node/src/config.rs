@@ -201,8 +201,9 @@ pub struct Storage {
     /// RocksDB memtable size in MiB.
     pub write_buffer_mb: usize,
     /// With `sync = "group"`: under concurrent load (the previous fsync carried several
-    /// writes), microseconds the committer waits for more writes to join the next fsync
-    /// (0 = never). A lone writer is never delayed. Fewer fsyncs leave CPU to the writers.
+    /// writes), the most microseconds the committer waits for more writes to join the next
+    /// fsync (0 = never); it stops waiting once as many writes wait as the previous fsync
+    /// carried. A lone writer is never delayed. Fewer fsyncs leave CPU to the writers.
     pub group_commit_window_us: u64,
     /// MiB kept in a reserve file beside the database while the disk has room, and released
     /// when the database cannot open for lack of space (0 = none). A node on a full disk opens

@@ -153,40 +153,38 @@ impl<E: Engine> Drop for Slot<E> {
 }
 
 /// Sends one batch and answers each of its merges.
-fn drive<E: Engine>(
+async fn drive<E: Engine>(
     ctx: NodeContext<E>,
     node: NodeId,
     queue: Arc<PeerQueue>,
     batch: Vec<Queued>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _slot = Slot {
-            ctx: ctx.clone(),
-            node: node.clone(),
-            queue,
-        };
-        let (items, answers): (Vec<MergeItem>, Vec<_>) =
-            batch.into_iter().map(|q| (q.item, q.answer)).unzip();
-        crate::metrics::merge_batch(items.len());
-        match send_merge_many(&ctx, &node, items).await {
-            Ok(refused) => {
-                let mut refused = refused.into_iter().peekable();
-                for (i, answer) in answers.into_iter().enumerate() {
-                    let outcome = if refused.next_if_eq(&(i as u32)).is_some() {
-                        Err(format!(
-                            "holds no copy of this key's partition in its layout (merge {i} of a batch)"
-                        ))
-                    } else {
-                        Ok(())
-                    };
-                    let _ = answer.send(outcome);
-                }
+) {
+    let _slot = Slot {
+        ctx: ctx.clone(),
+        node: node.clone(),
+        queue,
+    };
+    let (items, answers): (Vec<MergeItem>, Vec<_>) =
+        batch.into_iter().map(|q| (q.item, q.answer)).unzip();
+    crate::metrics::merge_batch(items.len());
+    match send_merge_many(&ctx, &node, items).await {
+        Ok(refused) => {
+            let mut refused = refused.into_iter().peekable();
+            for (i, answer) in answers.into_iter().enumerate() {
+                let outcome = if refused.next_if_eq(&(i as u32)).is_some() {
+                    Err(format!(
+                        "holds no copy of this key's partition in its layout (merge {i} of a batch)"
+                    ))
+                } else {
+                    Ok(())
+                };
+                let _ = answer.send(outcome);
             }
-            Err(e) => {
-                let reason = e.to_string();
-                for answer in answers {
-                    let _ = answer.send(Err(reason.clone()));
-                }
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            for answer in answers {
+                let _ = answer.send(Err(reason.clone()));
             }
         }
     }
@@ -210,8 +208,10 @@ mod tests {
 
     #[test]
     fn batches_are_bounded_by_count_and_bytes_and_never_empty() {
-        let mut s = QueueState::default();
-        s.queued = (0..BATCH_ITEMS_MAX + 3).map(|_| queued(10)).collect();
+        let mut s = QueueState {
+            queued: (0..BATCH_ITEMS_MAX + 3).map(|_| queued(10)).collect(),
+            inflight: 0,
+        };
         assert_eq!(s.take_batch().len(), BATCH_ITEMS_MAX);
         assert_eq!(s.take_batch().len(), 3);
         assert!(s.take_batch().is_empty());

@@ -4,7 +4,10 @@
 //! configured [`SyncMode`]; `group` mode runs a *group commit* thread: writers append to the WAL
 //! without syncing, take a sequence number, and wait until the committer has fsynced past it. The
 //! committer loops "take the highest sequence written, fsync the WAL, publish it", so however
-//! many writes arrive during one fsync, they share the next one.
+//! many writes arrive during one fsync, they share the next one. Under concurrent load (the last
+//! fsync carried several writes) it first gathers: it waits until as many writes wait as the
+//! last fsync carried, or `group_commit_window_us` at most, so the batch follows the load and
+//! a lone writer (last batch of one) is never delayed.
 //!
 //! **Recovery from write failures** (a full disk, an I/O error). Once RocksDB fails to append
 //! to or sync its WAL it may keep the error ("Writer has previous error") and refuse every later
@@ -847,8 +850,7 @@ impl Engine for RocksEngine {
                 let seq = g.written.fetch_add(1, Ordering::SeqCst) + 1;
                 // A busy committer picks this write up in its next round without being told;
                 // a gathering one is told once its batch is complete.
-                if g.idle.load(Ordering::SeqCst) || seq == g.gather_until.load(Ordering::SeqCst)
-                {
+                if g.idle.load(Ordering::SeqCst) || seq == g.gather_until.load(Ordering::SeqCst) {
                     let _guard = g.wake.lock();
                     g.cond.notify_one();
                 }

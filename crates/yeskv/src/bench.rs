@@ -181,7 +181,12 @@ pub struct BenchArgs {
     /// each of these percentages of the maximum it measured (`--rate`), each `--duration` long
     /// after its `--warmup`; prints one line per step and operation (`--json`: one object with
     /// every step's summary). Example: `--sweep 25,50,75,90`.
-    #[arg(long, value_name = "PERCENTS", value_delimiter = ',', conflicts_with = "ops")]
+    #[arg(
+        long,
+        value_name = "PERCENTS",
+        value_delimiter = ',',
+        conflicts_with = "ops"
+    )]
     pub sweep: Option<Vec<f64>>,
     /// How keys are picked: uniform, or zipfian (θ = 0.99, hot keys scattered, as YCSB)
     /// [default: zipfian for cart, uniform otherwise].
@@ -513,7 +518,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let description = describe(&args, &plan, &client);
     let contexts = start_contexts(&args, &plan, &client, &value_pool, &stop).await?;
-    let result = measure(&args, plan, client, value_pool, &stop, description, contexts).await;
+    let result = measure(
+        &args,
+        plan,
+        client,
+        value_pool,
+        &stop,
+        description,
+        contexts,
+    )
+    .await;
     interrupt.abort();
     print_summary(&result?.0, args.json)
 }
@@ -589,7 +603,10 @@ async fn sweep(
         });
     }
     if args.json {
-        println!("{}", serde_json::to_string(&serde_json::json!({ "steps": steps }))?);
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "steps": steps }))?
+        );
     }
     Ok(())
 }
