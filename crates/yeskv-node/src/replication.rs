@@ -627,9 +627,7 @@ pub async fn send_merge<E: Engine>(
     liveness: Liveness,
 ) -> Result<(), Error> {
     if let (Holder::Primary(node), Liveness::IfUp) = (holder, liveness) {
-        if record.len() <= crate::merges::BATCH_BYTES_MAX / 16
-            && std::env::var_os("YESKV_NO_COALESCE").is_none()
-        {
+        if record.len() <= crate::merges::BATCH_BYTES_MAX / 16 {
             if !ctx.topology().is_up(node) {
                 return Err(Error::PeerDown(node.clone()));
             }
