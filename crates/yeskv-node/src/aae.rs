@@ -139,6 +139,8 @@ pub async fn round<E: Engine>(
     settings: &AaeSettings,
 ) -> Result<Progress, Error> {
     let r = exchange_round(ctx, settings.keys_per_round_max).await?;
+    ::metrics::gauge!(metrics::AAE_PARTITIONS_COMPARED).set(r.partitions_compared as f64);
+    ::metrics::gauge!(metrics::AAE_PARTITIONS_DIFFERING).set(r.partitions_differing as f64);
     if r.keys_repaired > 0 {
         tracing::info!(
             compared = r.partitions_compared,

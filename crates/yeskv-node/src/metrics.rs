@@ -21,9 +21,10 @@ pub const HTTP_DURATION: &str = "yeskv_http_request_duration_seconds";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "yeskv_http_connections_refused_total";
 /// Client connections open now.
 pub const HTTP_CONNECTIONS_OPEN: &str = "yeskv_http_connections_open";
-/// Records that failed their checksum.
-/// Requests refused for their API key, labelled by `status` (`401`, `403`).
+/// Requests refused for their API key, labelled by `status` (`401`, `403`; `resp` for a RESP
+/// command refused for its connection's key).
 pub const AUTH_REFUSED: &str = "yeskv_auth_refused_total";
+/// Records that failed their checksum.
 pub const CORRUPT_RECORDS: &str = "yeskv_corrupt_records_total";
 /// Siblings returned per read.
 pub const READ_SIBLINGS: &str = "yeskv_read_siblings";
@@ -63,6 +64,10 @@ pub const READ_REPAIRS_SKIPPED: &str = "yeskv_read_repairs_skipped_total";
 pub const AAE_EXCHANGES: &str = "yeskv_aae_exchanges_total";
 /// Keys anti-entropy found different and synced (counted on the node that ran the exchange).
 pub const AAE_KEYS_REPAIRED: &str = "yeskv_aae_keys_repaired_total";
+/// Partitions whose roots this node compared with a peer's in its last anti-entropy round.
+pub const AAE_PARTITIONS_COMPARED: &str = "yeskv_aae_partitions_compared";
+/// Of those, the partitions whose roots differed (0 once the replicas agree).
+pub const AAE_PARTITIONS_DIFFERING: &str = "yeskv_aae_partitions_differing";
 /// Anti-entropy trees found to disagree with the disk while listing a segment's keys, and
 /// replaced by one built from the disk (a tree that lags its disk would keep its partition
 /// unequal forever).
@@ -248,6 +253,14 @@ pub fn install() -> Option<PrometheusHandle> {
         SIBLINGS_OVER_LIMIT,
         "Writes taken that left a plain key with more siblings than limits.siblings_max."
     );
+    metrics::counter!(SIBLINGS_OVER_LIMIT).increment(0);
+    metrics::describe_counter!(
+        AUTH_REFUSED,
+        "Requests refused for their API key, by status (401, 403; resp: a RESP command)."
+    );
+    for status in ["401", "403", "resp"] {
+        metrics::counter!(AUTH_REFUSED, "status" => status).increment(0);
+    }
     metrics::describe_counter!(DT_OPS, "Data-type operations coordinated, by type.");
     metrics::describe_counter!(TOUCHES, "Expiry extensions sent, by reason.");
     metrics::describe_counter!(
@@ -264,6 +277,10 @@ pub fn install() -> Option<PrometheusHandle> {
         metrics::counter!(yeskv_tls::PEER_REFUSED, "reason" => reason).increment(0);
     }
     let counters = [
+        (
+            AAE_TREES_REPLACED,
+            "Anti-entropy trees found to disagree with the disk and rebuilt from it.",
+        ),
         (
             WRITES_FORWARDED_STORAGE,
             "Writes this node's storage refused that another primary coordinated.",
@@ -399,6 +416,19 @@ pub fn install() -> Option<PrometheusHandle> {
         (
             EXPIRY_PENDING_RECORDS,
             "Expiring records written since start, not droppable yet.",
+        ),
+    ] {
+        metrics::describe_gauge!(name, help);
+        metrics::gauge!(name).set(0.0);
+    }
+    for (name, help) in [
+        (
+            AAE_PARTITIONS_COMPARED,
+            "Partitions compared with a peer in the last anti-entropy round.",
+        ),
+        (
+            AAE_PARTITIONS_DIFFERING,
+            "Partitions whose roots differed from a peer's in the last anti-entropy round.",
         ),
     ] {
         metrics::describe_gauge!(name, help);

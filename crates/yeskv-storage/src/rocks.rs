@@ -983,6 +983,26 @@ impl Engine for RocksEngine {
                 value: self.int_property(Space::Data, "rocksdb.actual-delayed-write-rate"),
             },
             EngineStat {
+                name: "rocksdb_running_compactions",
+                help: "Compactions running now.",
+                value: self.int_property(Space::Data, "rocksdb.num-running-compactions"),
+            },
+            EngineStat {
+                name: "rocksdb_l0_files",
+                help: "SST files in level 0 (data column family); writes slow, then stop, as they pile up.",
+                value: self.int_property(Space::Data, "rocksdb.num-files-at-level0"),
+            },
+            EngineStat {
+                name: "rocksdb_compaction_read_bytes_total",
+                help: "Bytes compactions read.",
+                value: ticker(Ticker::CompactReadBytes),
+            },
+            EngineStat {
+                name: "rocksdb_compaction_write_bytes_total",
+                help: "Bytes compactions wrote.",
+                value: ticker(Ticker::CompactWriteBytes),
+            },
+            EngineStat {
                 name: "rocksdb_stall_micros_total",
                 help: "Microseconds writers were stalled by RocksDB.",
                 value: ticker(Ticker::StallMicros),

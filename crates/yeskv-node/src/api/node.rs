@@ -66,10 +66,7 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
         "corrupt_records": replica.corrupt_total(),
         // Keys this node stores in every partition, held or not (a former holder's copies stay
         // until cleanup removes them).
-        "keys_stored": (0..replica.tree_partitions().unwrap_or(0))
-            .filter_map(|p| replica.tree_summary(p as u16))
-            .map(|s| s.keys)
-            .sum::<u64>(),
+        "keys_stored": keys_stored(replica),
         "workers": workers_json(&state.workers),
         "partitions": partitions,
     });
@@ -338,6 +335,7 @@ pub(super) async fn metrics_text<E: Engine>(State(state): State<Arc<AppState<E>>
                 &(state.peer_server_stats)(),
             );
             hot_metrics(&mut text, state.coordinator.hot());
+            cluster_metrics(&mut text, &state);
             let mut r = (StatusCode::OK, text).into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -385,6 +383,124 @@ fn hot_metrics(text: &mut String, hot: &crate::hot::HotKeys) {
     for (p, n) in hot.partitions() {
         let _ = writeln!(text, "yeskv_partition_ops_total{{partition=\"{p}\"}} {n}");
     }
+}
+
+/// Keys this node stores in every partition, held or not (a former holder's copies stay until
+/// cleanup removes them), from the anti-entropy trees.
+fn keys_stored<E: Engine>(replica: &Replica<E>) -> u64 {
+    (0..replica.tree_partitions().unwrap_or(0))
+        .filter_map(|p| replica.tree_summary(p as u16))
+        .map(|s| s.keys)
+        .sum()
+}
+
+/// One metric family in the Prometheus text format: `# HELP`, `# TYPE`, then each sample as
+/// `(labels, value)` (labels already rendered, without braces; empty for none).
+fn family(text: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(text, "{name} {value}");
+        } else {
+            let _ = writeln!(text, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// Appends what an operator watches of the cluster as this node sees it: the layout version,
+/// gossip members up and suspected (rendered here: a member forgotten by gossip must leave the
+/// text, not linger at its last value), gossip traffic refused, the reaper's queue and the
+/// keys stored.
+fn cluster_metrics<E: Engine>(text: &mut String, state: &AppState<E>) {
+    let layout = state.layout.current();
+    let version = layout.as_ref().map_or(0, |l| l.version);
+    family(
+        text,
+        "yeskv_layout_version",
+        "gauge",
+        "Version of the cluster layout this node holds (0 before the first).",
+        &[(String::new(), version as f64)],
+    );
+    if let Some(membership) = &state.membership {
+        let view = membership.view();
+        let stats = membership.stats();
+        let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let (up, down) = (view.up().count(), view.down().count());
+        family(
+            text,
+            "yeskv_gossip_members",
+            "gauge",
+            "Members gossip knows, by status: up, or down (suspected by the failure detector).",
+            &[
+                ("status=\"up\"".into(), up as f64),
+                ("status=\"down\"".into(), down as f64),
+            ],
+        );
+        let each: Vec<(String, f64)> = view
+            .members
+            .iter()
+            .map(|m| {
+                let labels = format!(
+                    "member=\"{}\",zone=\"{}\",region=\"{}\"",
+                    label(m.id.as_str()),
+                    label(&m.zone),
+                    label(&m.region)
+                );
+                (labels, f64::from(u8::from(m.status == MemberStatus::Up)))
+            })
+            .collect();
+        family(
+            text,
+            "yeskv_gossip_member_up",
+            "gauge",
+            "1 while the failure detector hears the member, 0 while it suspects it.",
+            &each,
+        );
+        let behind = view
+            .members
+            .iter()
+            .filter(|m| m.status == MemberStatus::Up && m.layout_version < version)
+            .count();
+        family(
+            text,
+            "yeskv_layout_members_behind",
+            "gauge",
+            "Members up whose gossiped layout version is older than this node's.",
+            &[(String::new(), behind as f64)],
+        );
+        family(
+            text,
+            "yeskv_gossip_sealed_refused_total",
+            "counter",
+            "Gossip packets dropped for not opening under the cluster keyring.",
+            &[(String::new(), stats.gossip.sealed_refused as f64)],
+        );
+        family(
+            text,
+            "yeskv_gossip_send_errors_total",
+            "counter",
+            "Gossip messages the transport failed to send.",
+            &[(String::new(), stats.gossip.send_errors as f64)],
+        );
+    }
+    let replica = state.coordinator.replica();
+    if let Ok(n) = replica.reap_queue_len(REAP_QUEUE_COUNT_MAX) {
+        family(
+            text,
+            "yeskv_reap_queue_entries",
+            "gauge",
+            &format!("Tombstones waiting for the reaper (counted up to {REAP_QUEUE_COUNT_MAX})."),
+            &[(String::new(), n as f64)],
+        );
+    }
+    family(
+        text,
+        "yeskv_keys_stored",
+        "gauge",
+        "Keys this node stores, over every partition it has data of.",
+        &[(String::new(), keys_stored(replica) as f64)],
+    );
 }
 
 /// `GET /v1/hot`: this node's hottest keys and its operations per partition.
