@@ -7,14 +7,16 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 use yeskv_core::keyspace::HASH_NAME;
 use yeskv_core::NodeId;
 use yeskv_layout::Layout;
 use yeskv_membership::{MemberStatus, MembershipView};
 use yeskv_storage::{DiskStatus, Engine};
 
-use super::{json_error, AppState, Serving};
+use super::{json_error, AppState, ErrorBody, Serving};
 use crate::error::Error;
 use crate::metrics;
 use crate::replica::Replica;
@@ -24,6 +26,19 @@ use crate::workers::WorkerStatus;
 const REAP_QUEUE_COUNT_MAX: usize = 100_000;
 
 /// `GET /v1/status`: this node's view of itself and of the cluster, one JSON document.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "node",
+    operation_id = "status",
+    summary = "This node's view of itself and of the cluster",
+    description = "`node`, `zone`, `region`, `serving`, quorum settings, layout version, \
+        `transfers`, `members` (each `id`, `peer`, `http`, `zone`, `region`, `status`, `state`, \
+        `owns`), `regions`, hints, reaping, expiry, `disk`, `workers`, `partitions` (each `id`, \
+        `merkle_root`, `keys`).",
+    responses((status = 200, description = "The status document", body = Object)),
+    security(("admin_key" = []))
+)]
 pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let settings = state.coordinator.settings();
     let replica = state.coordinator.replica();
@@ -234,6 +249,21 @@ fn workers_json(workers: &[Arc<WorkerStatus>]) -> Vec<serde_json::Value> {
 }
 
 /// `GET /v1/ring`: the layout clients route by (`503` while this node has none).
+#[utoipa::path(
+    get,
+    path = "/v1/ring",
+    tag = "node",
+    operation_id = "ring",
+    summary = "The layout clients route by",
+    description = "`version`, `epoch`, `n`, `replication`, `partition_count`, `partitions` (each \
+        `id`, `preference`: node ids, primaries first; `syncing` and `sources` while it moves), \
+        `nodes` (each `id`, `http`, `zone`, `region`), `hash` (the key-to-partition function).",
+    responses(
+        (status = 200, description = "The layout", body = Object),
+        (status = 503, description = "This node has no layout yet", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub(super) async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let Some(layout) = state.layout.current() else {
         return json_error(
@@ -283,7 +313,30 @@ pub(super) async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Re
     .into_response()
 }
 
+/// The answer of `POST /v1/admin/compact`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompactBody {
+    /// The space compacted (`data`).
+    pub compacted: &'static str,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
 /// `POST /v1/admin/compact`: compacts the data space now and says how long it took.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/compact",
+    tag = "node",
+    operation_id = "compact",
+    summary = "Compact this node's data now",
+    responses(
+        (status = 200, description = "Compacted", body = CompactBody),
+        (status = 500, description = "The compaction task failed", body = ErrorBody),
+        (status = 503, description = "Storage refused", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
 pub(super) async fn compact<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let replica = state.coordinator.replica().clone();
     let started = Instant::now();
@@ -291,42 +344,80 @@ pub(super) async fn compact<E: Engine>(State(state): State<Arc<AppState<E>>>) ->
         tokio::task::spawn_blocking(move || replica.engine().compact(yeskv_storage::Space::Data))
             .await;
     match result {
-        Ok(Ok(())) => axum::Json(json!({
-            "compacted": "data",
-            "duration_ms": started.elapsed().as_millis() as u64,
-        }))
+        Ok(Ok(())) => axum::Json(CompactBody {
+            compacted: "data",
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
         .into_response(),
         Ok(Err(e)) => Error::from(e).into_response(),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
+/// A node's serving state, as `/v1/health` answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthStatus {
+    /// Taking requests.
+    Serving,
+    /// Opening storage.
+    Starting,
+    /// Given a layout but not yet caught up with the layout group.
+    CatchingUp,
+    /// Shutting down.
+    Draining,
+}
+
+/// The answer of `GET /v1/health`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthBody {
+    /// The serving state.
+    pub status: HealthStatus,
+}
+
 /// `GET /v1/health`: `200` while serving, `503` while starting, catching up with the layout
 /// ([`AppState::catching_up`]) or draining.
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "node",
+    operation_id = "health",
+    summary = "Whether this node serves (for load balancers)",
+    description = "Open: needs no key.",
+    responses(
+        (status = 200, description = "Serving", body = HealthBody),
+        (status = 503, description = "Starting, catching up or draining", body = HealthBody),
+    )
+)]
 pub(super) async fn health<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
-    match state.serving() {
-        Serving::Serving if state.catching_up() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "catching-up" })),
-        )
-            .into_response(),
-        Serving::Serving => {
-            (StatusCode::OK, axum::Json(json!({ "status": "serving" }))).into_response()
-        }
-        Serving::Starting => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "starting" })),
-        )
-            .into_response(),
-        Serving::Draining => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "draining" })),
-        )
-            .into_response(),
-    }
+    let status = match state.serving() {
+        Serving::Serving if state.catching_up() => HealthStatus::CatchingUp,
+        Serving::Serving => HealthStatus::Serving,
+        Serving::Starting => HealthStatus::Starting,
+        Serving::Draining => HealthStatus::Draining,
+    };
+    let code = match status {
+        HealthStatus::Serving => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, axum::Json(HealthBody { status })).into_response()
 }
 
 /// `GET /metrics`: Prometheus text (`503` when this process installed no recorder).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "node",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "Open unless `security.open_metrics = false` (then it needs an admin key).",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4",
+            body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 503, description = "No metrics recorder in this process", body = ErrorBody),
+    )
+)]
 pub(super) async fn metrics_text<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     match &state.metrics {
         Some(handle) => {
@@ -388,6 +479,17 @@ fn hot_metrics(text: &mut String, hot: &crate::hot::HotKeys) {
 }
 
 /// `GET /v1/hot`: this node's hottest keys and its operations per partition.
+#[utoipa::path(
+    get,
+    path = "/v1/hot",
+    tag = "node",
+    operation_id = "hot",
+    summary = "This node's hottest keys and its operations per partition",
+    description = "`node`, `decay_secs`, `keys` (each `bucket`, `key`, `partition`, `ops`, \
+        `error`), `partitions` (each `id`, `ops`), busiest first.",
+    responses((status = 200, description = "Hot keys", body = Object)),
+    security(("admin_key" = []))
+)]
 pub(super) async fn hot<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let hot = state.coordinator.hot();
     let keys: Vec<_> = hot
