@@ -1,6 +1,7 @@
 //! The node's own endpoints: `/v1/status`, `/v1/ring`, `/v1/health`, `/metrics`,
 //! `/v1/admin/compact`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -255,11 +256,8 @@ fn workers_json(workers: &[Arc<WorkerStatus>]) -> Vec<serde_json::Value> {
     tag = "node",
     operation_id = "ring",
     summary = "The layout clients route by",
-    description = "`version`, `epoch`, `n`, `replication`, `partition_count`, `partitions` (each \
-        `id`, `preference`: node ids, primaries first; `syncing` and `sources` while it moves), \
-        `nodes` (each `id`, `http`, `zone`, `region`), `hash` (the key-to-partition function).",
     responses(
-        (status = 200, description = "The layout", body = Object),
+        (status = 200, description = "The layout", body = RingBody),
         (status = 503, description = "This node has no layout yet", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -271,46 +269,93 @@ pub(super) async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Re
             "this node has no layout yet (it joined the gossip but owns nothing)",
         );
     };
-    let partitions: Vec<_> = (0..layout.partitions)
+    let names = |nodes: &mut dyn Iterator<Item = &NodeId>| {
+        nodes.map(|n| n.as_str().to_string()).collect::<Vec<_>>()
+    };
+    let partitions = (0..layout.partitions)
         .map(|id| {
-            let prefs: Vec<&str> = layout
-                .assignment
-                .replicas(id as u16)
-                .iter()
-                .map(|n| n.as_str())
-                .collect();
-            let names = |nodes: &mut dyn Iterator<Item = &NodeId>| {
-                nodes.map(|n| n.as_str().to_string()).collect::<Vec<_>>()
-            };
-            match layout.transition(id as u16) {
-                None => json!({ "id": id, "preference": prefs }),
-                Some(t) => json!({
-                    "id": id,
-                    "preference": prefs,
-                    "syncing": names(&mut t.syncing.keys()),
-                    "sources": names(&mut t.sources.iter()),
-                }),
+            let transition = layout.transition(id as u16);
+            RingPartition {
+                id,
+                preference: names(&mut layout.assignment.replicas(id as u16).iter()),
+                syncing: transition.map(|t| names(&mut t.syncing.keys())),
+                sources: transition.map(|t| names(&mut t.sources.iter())),
             }
         })
         .collect();
-    let nodes: Vec<_> = layout
+    let nodes = layout
         .members
         .iter()
-        .map(|(id, m)| {
-            json!({ "id": id.as_str(), "http": m.http, "zone": m.zone, "region": m.region })
+        .map(|(id, m)| RingNode {
+            id: id.as_str().to_string(),
+            http: m.http.clone(),
+            zone: m.zone.clone(),
+            region: m.region.clone(),
         })
         .collect();
-    axum::Json(json!({
-        "version": layout.version,
-        "epoch": layout.epoch,
-        "n": layout.n,
-        "replication": layout.replication,
-        "partition_count": layout.partitions,
-        "partitions": partitions,
-        "nodes": nodes,
-        "hash": HASH_NAME,
-    }))
+    axum::Json(RingBody {
+        version: layout.version,
+        epoch: layout.epoch,
+        n: layout.n,
+        replication: layout.replication.clone(),
+        partition_count: layout.partitions,
+        partitions,
+        nodes,
+        hash: HASH_NAME,
+    })
     .into_response()
+}
+
+/// The answer of `GET /v1/ring`: the layout, so that a client can route by key.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RingBody {
+    /// The layout version.
+    pub version: u64,
+    /// The layout epoch (bumped when a cluster is re-created from a backup or a forced change).
+    pub epoch: u64,
+    /// Replicas per key.
+    pub n: u8,
+    /// Replicas per region (empty: one implicit region).
+    pub replication: BTreeMap<String, u8>,
+    /// How many partitions the key space is cut into.
+    pub partition_count: u32,
+    /// Every partition's replicas.
+    pub partitions: Vec<RingPartition>,
+    /// The members.
+    pub nodes: Vec<RingNode>,
+    /// The key-to-partition function.
+    pub hash: &'static str,
+}
+
+/// One partition of `/v1/ring`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RingPartition {
+    /// The partition.
+    pub id: u32,
+    /// Its replicas, primaries first.
+    pub preference: Vec<String>,
+    /// While it moves: the nodes receiving it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syncing: Option<Vec<String>>,
+    /// While it moves: the nodes it is copied from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
+}
+
+/// One member of `/v1/ring`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RingNode {
+    /// Its id.
+    pub id: String,
+    /// Its client (HTTP) address.
+    pub http: String,
+    /// Its zone.
+    pub zone: String,
+    /// Its region.
+    pub region: String,
 }
 
 /// The answer of `POST /v1/admin/compact`.
@@ -485,37 +530,79 @@ fn hot_metrics(text: &mut String, hot: &crate::hot::HotKeys) {
     tag = "node",
     operation_id = "hot",
     summary = "This node's hottest keys and its operations per partition",
-    description = "`node`, `decay_secs`, `keys` (each `bucket`, `key`, `partition`, `ops`, \
-        `error`), `partitions` (each `id`, `ops`), busiest first.",
-    responses((status = 200, description = "Hot keys", body = Object)),
+    responses((status = 200, description = "Hot keys", body = HotBody)),
     security(("admin_key" = []))
 )]
 pub(super) async fn hot<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let hot = state.coordinator.hot();
-    let keys: Vec<_> = hot
+    let keys = hot
         .top(crate::hot::TRACKED)
         .into_iter()
-        .map(|k| {
-            json!({
-                "bucket": String::from_utf8_lossy(&k.bucket),
-                "key": String::from_utf8_lossy(&k.key),
-                "partition": k.partition,
-                "ops": k.ops,
-                "error": k.error,
-            })
+        .map(|k| HotKeyBody {
+            bucket: String::from_utf8_lossy(&k.bucket).into_owned(),
+            key: String::from_utf8_lossy(&k.key).into_owned(),
+            partition: k.partition,
+            ops: k.ops,
+            error: k.error,
         })
         .collect();
     let mut partitions = hot.partitions();
     partitions.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let partitions: Vec<_> = partitions
+    let partitions = partitions
         .into_iter()
-        .map(|(id, ops)| json!({ "id": id, "ops": ops }))
+        .map(|(id, ops)| HotPartition { id, ops })
         .collect();
-    axum::Json(json!({
-        "node": state.coordinator.context().topology().local().as_str(),
-        "decay_secs": crate::hot::DECAY.as_secs(),
-        "keys": keys,
-        "partitions": partitions,
-    }))
+    axum::Json(HotBody {
+        node: state
+            .coordinator
+            .context()
+            .topology()
+            .local()
+            .as_str()
+            .to_string(),
+        decay_secs: crate::hot::DECAY.as_secs(),
+        keys,
+        partitions,
+    })
     .into_response()
+}
+
+/// The answer of `GET /v1/hot`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HotBody {
+    /// This node.
+    pub node: String,
+    /// Every this many seconds the counts are halved.
+    pub decay_secs: u64,
+    /// The hottest keys, hottest first.
+    pub keys: Vec<HotKeyBody>,
+    /// Operations per partition, busiest first.
+    pub partitions: Vec<HotPartition>,
+}
+
+/// A hot key (Space-Saving estimate).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HotKeyBody {
+    /// Its bucket (lossy UTF-8).
+    pub bucket: String,
+    /// The key (lossy UTF-8).
+    pub key: String,
+    /// Its partition.
+    pub partition: u16,
+    /// Operations counted.
+    pub ops: u64,
+    /// How much `ops` may overcount.
+    pub error: u64,
+}
+
+/// Operations on one partition.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HotPartition {
+    /// The partition.
+    pub id: u16,
+    /// Operations coordinated here.
+    pub ops: u64,
 }
