@@ -21,11 +21,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 use yeskv_core::bucket::{BucketPatch, BucketProps, Conflict, Datatype};
 use yeskv_storage::Engine;
 
-use super::{json_error, AppState, Serving};
+use super::{json_error, AppState, ErrorBody, Serving};
 use crate::config::Limits;
 use crate::error::Error;
 
@@ -60,11 +62,8 @@ async fn bucket_inner<E: Engine>(
     }
     let bucket = parse_bucket_path(&uri, &state.limits)?;
     match method {
-        Method::GET | Method::HEAD => {
-            let props = state.coordinator.context().topology().bucket_props(&bucket);
-            Ok((StatusCode::OK, axum::Json(props_json(&props))).into_response())
-        }
-        Method::PUT => put(state, bucket, headers, body).await,
+        Method::GET | Method::HEAD => Ok(get_props(state, &bucket)),
+        Method::PUT => set_props(state, bucket, headers, body).await,
         _ => Ok(json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "use GET or PUT on /v1/buckets/{bucket}",
@@ -72,8 +71,52 @@ async fn bucket_inner<E: Engine>(
     }
 }
 
-/// `PUT`: parse, patch, check the data when the type changes, propose, wait until applied.
-async fn put<E: Engine>(
+/// `GET /v1/buckets/{bucket}`: every property, as this node last applied them.
+#[utoipa::path(
+    get,
+    path = "/v1/buckets/{bucket}",
+    tag = "buckets",
+    operation_id = "get_bucket",
+    summary = "Read a bucket's properties",
+    description = "Every field, from the properties this node last applied (the defaults for a \
+        bucket never set). Also `HEAD`.",
+    params(("bucket" = String, Path, description = "The bucket, percent-encoded")),
+    responses(
+        (status = 200, description = "The properties", body = BucketPropsBody),
+        (status = 400, description = "Malformed path", body = ErrorBody),
+        (status = 413, description = "Bucket name over its limit", body = ErrorBody),
+        (status = 503, description = "The node is starting", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub(super) fn get_props<E: Engine>(state: &AppState<E>, bucket: &[u8]) -> Response {
+    let props = state.coordinator.context().topology().bucket_props(bucket);
+    (StatusCode::OK, axum::Json(BucketPropsBody::from(&props))).into_response()
+}
+
+/// `PUT /v1/buckets/{bucket}`: parse, patch, check the data when the type changes, propose,
+/// wait until applied.
+#[utoipa::path(
+    put,
+    path = "/v1/buckets/{bucket}",
+    tag = "buckets",
+    operation_id = "set_bucket",
+    summary = "Change a bucket's properties",
+    description = "Cluster-wide, through the layout's Raft group; answers once this node \
+        applied the change. A missing field keeps its value; `null` clears a nullable one.",
+    params(("bucket" = String, Path, description = "The bucket, percent-encoded")),
+    request_body(content = BucketPatchBody, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 400, description = "Unknown field, wrong type or value, or properties that do not hold together", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within `server.http_body_timeout_ms`", body = ErrorBody),
+        (status = 409, description = "The bucket holds data: its datatype cannot change, nor its salt shrink (`holding` names the members)", body = ErrorBody),
+        (status = 413, description = "Bucket name or body over its limit", body = ErrorBody),
+        (status = 503, description = "No layout leader, or a member could not be asked (`unasked`)", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
+pub(super) async fn set_props<E: Engine>(
     state: &AppState<E>,
     bucket: Vec<u8>,
     headers: HeaderMap,
@@ -106,8 +149,9 @@ async fn put<E: Engine>(
         holders.unasked.extend(salted.unasked);
         if !holders.holding.is_empty() {
             let holding: Vec<&str> = holders.holding.iter().map(|n| n.as_str()).collect();
-            let body = json!({
-                "error": format!(
+            let body = ErrorBody {
+                holding: Some(holding.iter().map(|n| n.to_string()).collect()),
+                ..ErrorBody::new(format!(
                     "bucket {name:?} holds data (keys on {}): its datatype cannot change from \
                      {} to {}, nor its salt shrink from {} to {}; use a new bucket",
                     holding.join(", "),
@@ -115,24 +159,23 @@ async fn put<E: Engine>(
                     datatype_name(next.datatype),
                     current.salt,
                     next.salt,
-                ),
-                "holding": holding,
-            });
-            return Ok((StatusCode::CONFLICT, axum::Json(body)).into_response());
+                ))
+            };
+            return Ok(body.into_response(StatusCode::CONFLICT));
         }
         if !holders.unasked.is_empty() {
             let reasons: Vec<String> = holders.unasked.iter().map(|(_, r)| r.clone()).collect();
             let unasked: Vec<&str> = holders.unasked.iter().map(|(n, _)| n.as_str()).collect();
-            let body = json!({
-                "error": format!(
+            let body = ErrorBody {
+                unasked: Some(unasked.iter().map(|n| n.to_string()).collect()),
+                ..ErrorBody::new(format!(
                     "cannot tell whether bucket {name:?} holds data, so its datatype cannot \
                      change now: {} could not be asked ({})",
                     unasked.join(", "),
                     reasons.join("; "),
-                ),
-                "unasked": unasked,
-            });
-            return Ok((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response());
+                ))
+            };
+            return Ok(body.into_response(StatusCode::SERVICE_UNAVAILABLE));
         }
     }
     state
@@ -272,20 +315,70 @@ fn datatype_name(datatype: Option<Datatype>) -> &'static str {
     datatype.map_or("none", Datatype::as_str)
 }
 
+/// Every property of a bucket, as `GET /v1/buckets/{bucket}` answers them.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BucketPropsBody {
+    /// The data type its keys hold (`/v1/dt`), or `null` for plain values (`/v1/kv`).
+    #[schema(value_type = Option<String>, required = true, examples("cart", "counter", "set"))]
+    pub datatype: Option<&'static str>,
+    /// How concurrent plain writes resolve: `siblings` (kept, answered `300`) or `lww`.
+    #[schema(value_type = String, examples("siblings", "lww"))]
+    pub conflict: &'static str,
+    /// Expiry of every write, in seconds; `null` for none.
+    #[schema(required = true)]
+    pub ttl_secs: Option<u64>,
+    /// Whether a read extends the expiry (sessions).
+    pub ttl_sliding: bool,
+    /// Sub-keys each key is spread over (1: none).
+    pub salt: u8,
+}
+
+impl From<&BucketProps> for BucketPropsBody {
+    fn from(props: &BucketProps) -> Self {
+        BucketPropsBody {
+            datatype: props.datatype.map(Datatype::as_str),
+            conflict: props.conflict.as_str(),
+            ttl_secs: props.ttl_secs,
+            ttl_sliding: props.ttl_sliding,
+            salt: props.salt,
+        }
+    }
+}
+
+/// The body of `PUT /v1/buckets/{bucket}`: the fields to change. [`parse_patch`] reads it by
+/// hand, to tell a missing field (kept) from `null` (cleared) and to name the field in a `400`;
+/// this type states the shape for the OpenAPI document, and a test checks the two agree.
+// Its fields are read by the schema and the tests only: `parse_patch` reads the body by hand.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BucketPatchBody {
+    /// `cart`, `counter`, `set`, or `null` for plain values.
+    #[schema(value_type = Option<String>, pattern = "^(cart|counter|set)$")]
+    pub datatype: Option<Option<String>>,
+    /// `siblings` or `lww`.
+    #[schema(pattern = "^(siblings|lww)$")]
+    pub conflict: Option<String>,
+    /// Expiry in seconds, or `null` for none.
+    #[schema(value_type = Option<u64>)]
+    pub ttl_secs: Option<Option<u64>>,
+    /// Whether a read extends the expiry.
+    pub ttl_sliding: Option<bool>,
+    /// Sub-keys per key, from 1 to `SALT_MAX`.
+    #[schema(minimum = 1)]
+    pub salt: Option<u8>,
+}
+
 /// Every field of `props`, as `GET` answers them.
 pub fn props_json(props: &BucketProps) -> Value {
-    json!({
-        "datatype": props.datatype.map(Datatype::as_str),
-        "conflict": props.conflict.as_str(),
-        "ttl_secs": props.ttl_secs,
-        "ttl_sliding": props.ttl_sliding,
-        "salt": props.salt,
-    })
+    serde_json::to_value(BucketPropsBody::from(props)).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn bucket_paths() {
@@ -353,6 +446,20 @@ mod tests {
         }
         assert!(patch("[1]").expect_err("array").contains("JSON object"));
         assert!(patch("").expect_err("empty").contains("not JSON"));
+    }
+
+    #[test]
+    fn the_documented_patch_accepts_what_the_parser_accepts() {
+        for body in [
+            "{}",
+            r#"{"datatype": "counter", "salt": 8}"#,
+            r#"{"datatype": null, "ttl_secs": null}"#,
+            r#"{"conflict": "lww", "ttl_secs": 60, "ttl_sliding": true}"#,
+        ] {
+            assert!(patch(body).is_ok(), "{body}");
+            serde_json::from_str::<BucketPatchBody>(body).expect(body);
+        }
+        assert!(serde_json::from_str::<BucketPatchBody>(r#"{"colour": 1}"#).is_err());
     }
 
     #[test]

@@ -19,29 +19,33 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 use yeskv_core::NodeId;
 use yeskv_layout::{LayoutError, LeaveMode, Plan};
 use yeskv_storage::Engine;
 
-use super::AppState;
+use super::{AppState, ErrorBody};
 
 /// Most nodes named in one join or leave request.
 pub const NODES_PER_REQUEST_MAX: usize = 64;
 
 /// Body of `join`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinBody {
+    /// The nodes to make owners (known to this node's gossip view), 1 to 64.
     nodes: Vec<String>,
 }
 
 /// Body of `leave`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaveBody {
+    /// The nodes to hand their partitions to others and drop, 1 to 64.
     nodes: Vec<String>,
+    /// For a node that is dead: do not wait for it to hand over.
     #[serde(default)]
     force: bool,
     /// With `force`: accept that partitions whose only copies are on these nodes start empty.
@@ -50,7 +54,17 @@ pub struct LeaveBody {
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, axum::Json(json!({ "error": message.to_string() }))).into_response()
+    ErrorBody::new(message.to_string()).into_response(status)
+}
+
+/// The answer of `POST /v1/cluster/commit`: the layout installed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    /// Its version.
+    pub version: u64,
+    /// Its members.
+    pub members: Vec<String>,
 }
 
 fn layout_error(e: yeskv_layout::Error) -> Response {
@@ -74,12 +88,12 @@ fn layout_error(e: yeskv_layout::Error) -> Response {
         holders,
     }) = &e
     {
-        let body = json!({
-            "error": e.to_string(),
-            "unsafe_partitions": partitions,
-            "holders": holders,
-        });
-        return (status, axum::Json(body)).into_response();
+        let body = ErrorBody {
+            unsafe_partitions: Some(partitions.iter().copied().collect()),
+            holders: Some(holders.iter().map(|n| n.to_string()).collect()),
+            ..ErrorBody::new(e.to_string())
+        };
+        return body.into_response(status);
     }
     error(status, e)
 }
@@ -257,18 +271,19 @@ fn without_live_holder<E: Engine>(state: &AppState<E>, plan: &Plan) -> Option<Re
     if partitions.is_empty() {
         return None;
     }
-    let body = json!({
-        "error": format!(
+    let body = ErrorBody {
+        error: format!(
             "after this change {} partition(s) would have no holder of their data that is up \
              (holders {}, all down): bring one back, or force the dead nodes out with \
              allow_data_loss if their copies are gone for good",
             partitions.len(),
             holders.join(", ")
         ),
-        "unsafe_partitions": partitions,
-        "holders": holders,
-    });
-    Some((StatusCode::CONFLICT, axum::Json(body)).into_response())
+        unsafe_partitions: Some(partitions),
+        holders: Some(holders),
+        ..ErrorBody::default()
+    };
+    Some(body.into_response(StatusCode::CONFLICT))
 }
 
 /// Whether every partition's replicas in `layout` are spread over zones as placement promises:
@@ -320,6 +335,21 @@ async fn plan_response<E: Engine>(state: &AppState<E>) -> Response {
 }
 
 /// `POST /v1/cluster/join`.
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/join",
+    tag = "cluster",
+    operation_id = "cluster_join",
+    summary = "Stage nodes joining as owners",
+    request_body(content = JoinBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The plan: staged changes, the partition moves they cause, bytes, ETA, zone and data safety", body = Object),
+        (status = 400, description = "Malformed body, or a node this node's gossip does not know", body = ErrorBody),
+        (status = 409, description = "Refused by the layout (e.g. the staged changes moved meanwhile)", body = ErrorBody),
+        (status = 503, description = "No layout leader within its request timeout", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn join<E: Engine>(
     State(state): State<Arc<AppState<E>>>,
     body: axum::body::Bytes,
@@ -354,6 +384,21 @@ pub async fn join<E: Engine>(
 
 /// `POST /v1/cluster/replication`: stages replicas per region, a JSON object of region name →
 /// replicas (`{}` goes back to one implicit region of `n` replicas over every owner).
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/replication",
+    tag = "cluster",
+    operation_id = "cluster_replication",
+    summary = "Stage replicas per region",
+    request_body(content = BTreeMap<String, u8>, content_type = "application/json", description = "Region name → replicas; `{}` for one implicit region"),
+    responses(
+        (status = 200, description = "The plan: staged changes, the partition moves they cause, bytes, ETA, zone and data safety", body = Object),
+        (status = 400, description = "Malformed body or replication", body = ErrorBody),
+        (status = 409, description = "Refused by the layout", body = ErrorBody),
+        (status = 503, description = "No layout leader within its request timeout", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn replication<E: Engine>(
     State(state): State<Arc<AppState<E>>>,
     body: axum::body::Bytes,
@@ -374,6 +419,21 @@ pub async fn replication<E: Engine>(
 }
 
 /// `POST /v1/cluster/leave`.
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/leave",
+    tag = "cluster",
+    operation_id = "cluster_leave",
+    summary = "Stage nodes leaving",
+    request_body(content = LeaveBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The plan: staged changes, the partition moves they cause, bytes, ETA, zone and data safety", body = Object),
+        (status = 400, description = "Malformed body or node name", body = ErrorBody),
+        (status = 409, description = "Refused: not an owner, already leaving, or data would be lost (`unsafe_partitions`, `holders`)", body = ErrorBody),
+        (status = 503, description = "No layout leader within its request timeout", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn leave<E: Engine>(
     State(state): State<Arc<AppState<E>>>,
     body: axum::body::Bytes,
@@ -424,11 +484,37 @@ pub async fn leave<E: Engine>(
 }
 
 /// `GET /v1/cluster/plan`.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/plan",
+    tag = "cluster",
+    operation_id = "cluster_plan",
+    summary = "Show the staged changes and their moves",
+    responses(
+        (status = 200, description = "The plan: staged changes, the partition moves they cause, bytes, ETA, zone and data safety", body = Object),
+        (status = 409, description = "Nothing staged, or the plan would lose data", body = ErrorBody),
+        (status = 503, description = "No layout leader within its request timeout", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn plan<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     plan_response(&state).await
 }
 
 /// `POST /v1/cluster/commit`.
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/commit",
+    tag = "cluster",
+    operation_id = "cluster_commit",
+    summary = "Apply the staged changes as one new layout version",
+    responses(
+        (status = 200, description = "The new layout", body = CommitBody),
+        (status = 409, description = "Nothing staged, the staged changes moved, or a partition would be left without a live holder", body = ErrorBody),
+        (status = 503, description = "No layout leader within its request timeout", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
 pub async fn commit<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     // The plan must leave every partition a holder of its data that is up now: the structural
     // check in the layout model knows nothing of liveness.
@@ -438,10 +524,10 @@ pub async fn commit<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Respons
         }
     }
     match state.layout.commit(None).await {
-        Ok(layout) => axum::Json(json!({
-            "version": layout.version,
-            "members": layout.members.keys().map(|n| n.as_str()).collect::<Vec<_>>(),
-        }))
+        Ok(layout) => axum::Json(CommitBody {
+            version: layout.version,
+            members: layout.members.keys().map(|n| n.to_string()).collect(),
+        })
         .into_response(),
         Err(e) => layout_error(e),
     }

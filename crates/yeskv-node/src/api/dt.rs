@@ -11,20 +11,23 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
 use yeskv_core::datatypes::{self, DtOp, DtValue};
-use yeskv_core::keyspace::key_tag;
 use yeskv_core::Datatype;
 use yeskv_storage::Engine;
 
-use super::kv::{context_header, key_response, parse_context, parse_kv_path, parse_query, written};
-use super::{json_error, AppState, CONTEXT_HEADER};
+use super::kv::{context_header, key_response, written, KeyRequest};
+use super::{json_error, AppState, ErrorBody, CONTEXT_HEADER};
 use crate::coordinator::{Write, WriteBody};
 use crate::error::Error;
 
 /// Largest JSON operation accepted (a set operation of many members fits).
 const OP_BYTES_MAX: usize = 1 << 20;
 
+/// `/v1/dt/{*path}`: parses and checks the request, then dispatches by method.
 pub(super) async fn dt<E: Engine>(
     State(state): State<Arc<AppState<E>>>,
     method: Method,
@@ -43,59 +46,20 @@ async fn dt_inner<E: Engine>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    state.keys_gate()?;
-    let (bucket, key) = parse_kv_path(&uri, &state.limits)?;
-    let query = parse_query(&uri, &method)?;
-    if query.touch {
+    let request = KeyRequest::parse(state, &method, &uri, &headers)?;
+    if request.query.touch {
         return Err(Error::BadRequest(
             "touch a data-type key with POST /v1/kv/{bucket}/{key}?touch".into(),
         ));
     }
-    let tag = key_tag(&bucket, &key);
-    let keys = &state.coordinator.settings().context_keys;
-    let ctx = parse_context(&headers, tag, keys)?;
-    let coord = &state.coordinator;
-    let props = coord.bucket_props(&bucket);
-    let Some(kind) = props.datatype else {
+    let Some(kind) = request.props.datatype else {
         return Err(Error::Conflict(
             "a plain bucket: set its datatype with PUT /v1/buckets/{bucket}, or use /v1/kv".into(),
         ));
     };
     match method {
-        Method::GET => {
-            let read = coord.dt_read(&bucket, &key, &props, query.r).await?;
-            let obj = read.object;
-            let Some(value) = read.value else {
-                let mut resp = json_error(StatusCode::NOT_FOUND, "not found");
-                if !obj.is_empty() {
-                    resp.headers_mut()
-                        .insert(CONTEXT_HEADER, context_header(&obj.context(), tag, keys));
-                }
-                return Ok(resp);
-            };
-            coord.slide(&bucket, &key, &obj);
-            let ctx = context_header(&obj.context(), tag, keys);
-            let mut body = render(&value);
-            body.insert(
-                "context".into(),
-                Value::String(ctx.to_str().unwrap_or_default().to_string()),
-            );
-            let mut resp = (StatusCode::OK, axum::Json(Value::Object(body))).into_response();
-            resp.headers_mut().insert(CONTEXT_HEADER, ctx);
-            Ok(resp)
-        }
-        Method::POST => {
-            let bytes =
-                super::body::read(&state.bodies, &headers, body, OP_BYTES_MAX, "operation").await?;
-            let op = parse_op(&bytes, kind)?;
-            let write = Write {
-                ctx: ctx.unwrap_or_default(),
-                body: WriteBody::Dt(op),
-                ttl_secs: query.ttl_secs,
-            };
-            let after = coord.dt_write(&bucket, &key, write, query.w).await?;
-            Ok(written(&after, tag, keys, usize::MAX))
-        }
+        Method::GET => read_datatype(state, request).await,
+        Method::POST => update_datatype(state, request, kind, &headers, body).await,
         _ => Ok(json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "use GET or POST on /v1/dt/{bucket}/{key}",
@@ -103,24 +67,187 @@ async fn dt_inner<E: Engine>(
     }
 }
 
-/// The JSON of a value (without its context).
-fn render(value: &DtValue) -> Map<String, Value> {
-    let mut m = Map::new();
-    match value {
-        DtValue::Cart(items) => {
-            m.insert("type".into(), json!("cart"));
-            m.insert("items".into(), json!(items));
+/// `GET /v1/dt/{bucket}/{key}`: the value of a data-type key, its siblings' states joined.
+#[utoipa::path(
+    get,
+    path = "/v1/dt/{bucket}/{key}",
+    tag = "datatypes",
+    operation_id = "read_datatype",
+    summary = "Read a cart, counter or set",
+    description = "Joins the states of the key's siblings and answers the value: data types \
+        never answer `300`.",
+    params(
+        ("bucket" = String, Path, description = "The bucket (its `datatype` set), percent-encoded"),
+        ("key" = String, Path, description = "The key, percent-encoded"),
+        ("r" = Option<String>, Query, description = "Read quorum: `one`, `quorum`, `all`, `local_quorum`, `each_quorum` or a number 1..=n"),
+    ),
+    responses(
+        (status = 200, description = "The value", body = DtValueBody,
+            headers(("x-causal-context" = String, description = "The context token of what was read"))),
+        (status = 400, description = "Malformed path, quorum or context", body = ErrorBody),
+        (status = 404, description = "Never written (or removed)", body = ErrorBody,
+            headers(("x-causal-context" = String, description = "The context, when the key has a history"))),
+        (status = 409, description = "A plain bucket: use `/v1/kv`", body = ErrorBody),
+        (status = 413, description = "Bucket or key over its limit", body = ErrorBody),
+        (status = 503, description = "Quorum not reached, or the node is not serving keys", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub(super) async fn read_datatype<E: Engine>(
+    state: &AppState<E>,
+    request: KeyRequest,
+) -> Result<Response, Error> {
+    let KeyRequest {
+        bucket,
+        key,
+        query,
+        tag,
+        props,
+        ..
+    } = request;
+    let coord = &state.coordinator;
+    let keys = &coord.settings().context_keys;
+    let read = coord.dt_read(&bucket, &key, &props, query.r).await?;
+    let obj = read.object;
+    let Some(value) = read.value else {
+        let mut resp = json_error(StatusCode::NOT_FOUND, "not found");
+        if !obj.is_empty() {
+            resp.headers_mut()
+                .insert(CONTEXT_HEADER, context_header(&obj.context(), tag, keys));
         }
-        DtValue::Counter(v) => {
-            m.insert("type".into(), json!("counter"));
-            m.insert("value".into(), json!(v));
-        }
-        DtValue::Set(members) => {
-            m.insert("type".into(), json!("set"));
-            m.insert("members".into(), json!(members));
+        return Ok(resp);
+    };
+    coord.slide(&bucket, &key, &obj);
+    let ctx = context_header(&obj.context(), tag, keys);
+    let body = DtValueBody::of(value, ctx.to_str().unwrap_or_default().to_string());
+    let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
+    resp.headers_mut().insert(CONTEXT_HEADER, ctx);
+    Ok(resp)
+}
+
+/// `POST /v1/dt/{bucket}/{key}`: applies one operation.
+#[utoipa::path(
+    post,
+    path = "/v1/dt/{bucket}/{key}",
+    tag = "datatypes",
+    operation_id = "update_datatype",
+    summary = "Apply an operation to a cart, counter or set",
+    params(
+        ("bucket" = String, Path, description = "The bucket (its `datatype` set), percent-encoded"),
+        ("key" = String, Path, description = "The key, percent-encoded"),
+        ("w" = Option<String>, Query, description = "Write quorum: `one`, `quorum`, `all`, `local_quorum`, `each_quorum` or a number 1..=n"),
+        ("ttl" = Option<u64>, Query, description = "Expire the key this many seconds after the write"),
+        ("x-causal-context" = Option<String>, Header, description = "The context token of a read of this key"),
+    ),
+    request_body(content = DtOpBody, content_type = "application/json",
+        description = "One operation of the bucket's data type (up to 1 MiB)"),
+    responses(
+        (status = 204, description = "Applied",
+            headers(("x-causal-context" = String, description = "The context after the write"))),
+        (status = 400, description = "Malformed operation, request or context", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within `server.http_body_timeout_ms`", body = ErrorBody),
+        (status = 409, description = "An operation of another data type, or a plain bucket", body = ErrorBody),
+        (status = 413, description = "Bucket, key or operation over its limit", body = ErrorBody),
+        (status = 503, description = "Fewer than `w` nodes could take the write, or the node is busy or not serving keys", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub(super) async fn update_datatype<E: Engine>(
+    state: &AppState<E>,
+    request: KeyRequest,
+    kind: Datatype,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let bytes = super::body::read(&state.bodies, headers, body, OP_BYTES_MAX, "operation").await?;
+    let op = parse_op(&bytes, kind)?;
+    let write = Write {
+        ctx: request.ctx.unwrap_or_default(),
+        body: WriteBody::Dt(op),
+        ttl_secs: request.query.ttl_secs,
+    };
+    let coord = &state.coordinator;
+    let after = coord
+        .dt_write(&request.bucket, &request.key, write, request.query.w)
+        .await?;
+    let keys = &coord.settings().context_keys;
+    Ok(written(&after, request.tag, keys, usize::MAX))
+}
+
+/// The answer to a read of a data-type key: its value, tagged by type, and its context.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum DtValueBody {
+    /// A cart: items with a positive quantity.
+    Cart {
+        /// Item → quantity.
+        items: BTreeMap<String, i64>,
+        /// The context token (as the `X-Causal-Context` header).
+        context: String,
+    },
+    /// A counter.
+    Counter {
+        /// Its value.
+        value: i64,
+        /// The context token (as the `X-Causal-Context` header).
+        context: String,
+    },
+    /// A set.
+    Set {
+        /// The members, sorted.
+        members: Vec<String>,
+        /// The context token (as the `X-Causal-Context` header).
+        context: String,
+    },
+}
+
+impl DtValueBody {
+    fn of(value: DtValue, context: String) -> DtValueBody {
+        match value {
+            DtValue::Cart(items) => DtValueBody::Cart { items, context },
+            DtValue::Counter(value) => DtValueBody::Counter { value, context },
+            DtValue::Set(members) => DtValueBody::Set { members, context },
         }
     }
-    m
+}
+
+/// One operation of `POST /v1/dt/{bucket}/{key}`, by data type (what [`parse_op`] accepts;
+/// it parses by hand to tell a malformed operation, `400`, from one of another type, `409`).
+// Its fields are read by the schema and the tests only: `parse_op` reads the body by hand.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+#[schema(title = "DtOp")]
+pub enum DtOpBody {
+    /// Cart: add `qty` of `item`; set: add `members`.
+    Add {
+        /// Cart: the item.
+        item: Option<String>,
+        /// Cart: how many (at least 1).
+        #[schema(minimum = 1)]
+        qty: Option<u64>,
+        /// Set: the members to add.
+        members: Option<Vec<String>>,
+    },
+    /// Cart: remove `item`; set: remove `members`.
+    Remove {
+        /// Cart: the item.
+        item: Option<String>,
+        /// Set: the members to remove.
+        members: Option<Vec<String>>,
+    },
+    /// Cart: set the quantity of `item` to `qty`.
+    Set {
+        /// The item.
+        item: String,
+        /// Its quantity.
+        qty: u64,
+    },
+    /// Counter: add `by` (negative to decrement).
+    Incr {
+        /// How much.
+        by: i64,
+    },
 }
 
 /// Parses one JSON operation for a `kind` bucket: unknown fields, missing or mistyped ones
@@ -252,5 +379,21 @@ mod tests {
         ] {
             assert!(matches!(p(body, kind), Err(Error::Conflict(_))), "{body}");
         }
+    }
+
+    #[test]
+    fn the_documented_operation_reads_what_the_parser_accepts() {
+        for (body, kind) in [
+            (r#"{"op":"add","item":"sku","qty":2}"#, Datatype::Cart),
+            (r#"{"op":"set","item":"sku","qty":0}"#, Datatype::Cart),
+            (r#"{"op":"remove","item":"sku"}"#, Datatype::Cart),
+            (r#"{"op":"incr","by":-3}"#, Datatype::Counter),
+            (r#"{"op":"add","members":["a"]}"#, Datatype::Set),
+            (r#"{"op":"remove","members":["a","b"]}"#, Datatype::Set),
+        ] {
+            assert!(parse_op(body.as_bytes(), kind).is_ok(), "{body}");
+            serde_json::from_str::<DtOpBody>(body).expect(body);
+        }
+        assert!(serde_json::from_str::<DtOpBody>(r#"{"op":"frobnicate"}"#).is_err());
     }
 }

@@ -17,41 +17,87 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 use yeskv_layout::{Access, ApiKey, LayoutError};
 use yeskv_storage::Engine;
 
-use super::{json_error, AppState};
+use super::{json_error, AppState, ErrorBody};
 use crate::auth;
 
 /// Largest body of `POST /v1/admin/keys`.
 pub const KEY_BODY_BYTES_MAX: usize = 64 * 1024;
 
-/// The JSON of a key (name and permissions, never its hash).
-fn key_json(name: &str, key: &ApiKey) -> Value {
-    let buckets: serde_json::Map<String, Value> = key
-        .buckets
-        .iter()
-        .map(|(bucket, access)| {
-            (
-                String::from_utf8_lossy(bucket).into_owned(),
-                Value::from(access.as_str()),
-            )
-        })
-        .collect();
-    json!({ "name": name, "admin": key.admin, "buckets": buckets })
+/// A key as listed: name and permissions, never its hash.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KeyInfo {
+    /// The key's name.
+    pub name: String,
+    /// Whether it is an admin key (in a request, default `false`).
+    #[serde(default)]
+    pub admin: bool,
+    /// Bucket → `read`, `write` or `readwrite`.
+    #[serde(default)]
+    pub buckets: BTreeMap<String, String>,
+}
+
+impl KeyInfo {
+    fn of(name: &str, key: &ApiKey) -> KeyInfo {
+        KeyInfo {
+            name: name.to_string(),
+            admin: key.admin,
+            buckets: key
+                .buckets
+                .iter()
+                .map(|(bucket, access)| {
+                    (
+                        String::from_utf8_lossy(bucket).into_owned(),
+                        access.as_str().to_string(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The answer of `GET /v1/admin/keys`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyList {
+    /// Every key, by name.
+    pub keys: Vec<KeyInfo>,
+}
+
+/// The answer of `POST /v1/admin/keys`: the secret, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCreated {
+    /// The key's name.
+    pub name: String,
+    /// The secret (`ykv_…`), for `Authorization: Bearer`.
+    pub key: String,
 }
 
 /// `GET /v1/admin/keys`.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/keys",
+    tag = "keys",
+    operation_id = "list_keys",
+    summary = "List API keys",
+    responses((status = 200, description = "Every key, without secrets or hashes", body = KeyList)),
+    security(("admin_key" = []))
+)]
 pub(super) async fn list<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
-    let keys: Vec<Value> = state
+    let keys = state
         .guard
         .keys
         .all()
         .iter()
-        .map(|(name, key)| key_json(name, key))
+        .map(|(name, key)| KeyInfo::of(name, key))
         .collect();
-    axum::Json(json!({ "keys": keys })).into_response()
+    axum::Json(KeyList { keys }).into_response()
 }
 
 /// A key request: name, admin flag, permissions per bucket.
@@ -102,6 +148,25 @@ fn parse_request(body: &[u8]) -> Result<KeyRequest, String> {
 }
 
 /// `POST /v1/admin/keys`.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/keys",
+    tag = "keys",
+    operation_id = "create_key",
+    summary = "Create an API key",
+    description = "Needs `\"admin\": true` or at least one bucket. The answer shows the secret \
+        this once; only its hash is kept.",
+    request_body(content = KeyInfo, content_type = "application/json",
+        description = "`name`, `admin` (default false), `buckets`: bucket → `read`, `write` or `readwrite`"),
+    responses(
+        (status = 200, description = "Created", body = KeyCreated),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 409, description = "A key of that name exists", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 503, description = "No layout leader", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
 pub(super) async fn create<E: Engine>(
     State(state): State<Arc<AppState<E>>>,
     body: Body,
@@ -130,10 +195,24 @@ pub(super) async fn create<E: Engine>(
     }
     state.guard.keys.install(&state.layout.state());
     tracing::info!(key = %name, admin, "API key created");
-    axum::Json(json!({ "name": name, "key": secret })).into_response()
+    axum::Json(KeyCreated { name, key: secret }).into_response()
 }
 
 /// `DELETE /v1/admin/keys/{name}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/keys/{name}",
+    tag = "keys",
+    operation_id = "revoke_key",
+    summary = "Revoke an API key",
+    params(("name" = String, Path, description = "The key's name")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No key of that name", body = ErrorBody),
+        (status = 503, description = "No layout leader", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
 pub(super) async fn revoke<E: Engine>(
     State(state): State<Arc<AppState<E>>>,
     Path(name): Path<String>,
@@ -186,6 +265,14 @@ mod tests {
         ] {
             let err = parse_request(body).expect_err("refused");
             assert!(err.contains(expect), "{err}");
+        }
+        // The documented request body (`KeyInfo`) reads what the parser accepts.
+        for body in [
+            &br#"{"name": "ci", "buckets": {"b": "read", "c": "readwrite"}}"#[..],
+            br#"{"name": "root", "admin": true}"#,
+        ] {
+            assert!(parse_request(body).is_ok());
+            serde_json::from_slice::<KeyInfo>(body).expect("the documented shape");
         }
     }
 }

@@ -4,7 +4,7 @@
 //! (`/v1/status`, `/v1/ring`, `/v1/health`, `/v1/hot`, `/metrics`, `/v1/admin/compact`),
 //! [`cluster`] (`/v1/cluster/*`: staged membership changes), [`buckets`]
 //! (`/v1/buckets/{bucket}`: bucket properties), [`keys`] (`/v1/admin/keys`: API keys),
-//! [`body`] (reading request bodies within size, time and memory bounds), [`state`] (what
+//! [`openapi`] (`/v1/openapi.json`: the OpenAPI description of all of these), [`body`] (reading request bodies within size, time and memory bounds), [`state`] (what
 //! handlers share). This module routes and renders errors; every route, the fallback
 //! included, passes the API key check first ([`crate::auth::require`]).
 //!
@@ -20,6 +20,7 @@ mod dt;
 mod keys;
 mod kv;
 mod node;
+pub mod openapi;
 mod state;
 
 use axum::extract::{MatchedPath, Request};
@@ -28,7 +29,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use serde_json::json;
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 use yeskv_storage::Engine;
@@ -39,6 +40,7 @@ use crate::metrics;
 pub use body::BodyLimits;
 pub use buckets::{props_json, BUCKET_BODY_BYTES_MAX};
 pub use cluster::plan_json;
+pub use openapi::ApiDoc;
 pub use state::{AppState, Directory, Serving};
 
 /// The header carrying causal context tokens.
@@ -63,6 +65,7 @@ pub fn router_with<E: Engine>(state: Arc<AppState<E>>, extra: Router) -> Router 
         .route("/v1/ring", get(node::ring::<E>))
         .route("/v1/health", get(node::health::<E>))
         .route("/v1/hot", get(node::hot::<E>))
+        .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(node::metrics_text::<E>))
         .route("/v1/admin/compact", axum::routing::post(node::compact::<E>))
         .route(
@@ -98,8 +101,45 @@ pub fn router_with<E: Engine>(state: Arc<AppState<E>>, extra: Router) -> Router 
         .layer(axum::middleware::from_fn(track))
 }
 
+/// The JSON body of every error answer: `{"error": REASON}`, with the nodes or partitions it
+/// is about when a refusal names them.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// What went wrong, for a person to read.
+    pub error: String,
+    /// `409` of `PUT /v1/buckets/{bucket}`: the members that store keys of the bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holding: Option<Vec<String>>,
+    /// `503` of `PUT /v1/buckets/{bucket}`: the members that could not be asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unasked: Option<Vec<String>>,
+    /// `409` of a cluster change: partitions that would be left without a live holder of
+    /// their data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsafe_partitions: Option<Vec<u16>>,
+    /// `409` of a cluster change: the (down) nodes that hold those partitions' data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holders: Option<Vec<String>>,
+}
+
+impl ErrorBody {
+    /// A body with just the reason.
+    pub fn new(message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: message.into(),
+            ..ErrorBody::default()
+        }
+    }
+
+    /// The answer: `status` with this body.
+    pub fn into_response(self, status: StatusCode) -> Response {
+        (status, axum::Json(self)).into_response()
+    }
+}
+
 pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({ "error": message }))).into_response()
+    ErrorBody::new(message).into_response(status)
 }
 
 impl IntoResponse for Error {

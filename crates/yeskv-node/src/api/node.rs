@@ -1,20 +1,23 @@
 //! The node's own endpoints: `/v1/status`, `/v1/ring`, `/v1/health`, `/metrics`,
 //! `/v1/admin/compact`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 use yeskv_core::keyspace::HASH_NAME;
 use yeskv_core::NodeId;
 use yeskv_layout::Layout;
 use yeskv_membership::{MemberStatus, MembershipView};
 use yeskv_storage::{DiskStatus, Engine};
 
-use super::{json_error, AppState, Serving};
+use super::{json_error, AppState, ErrorBody, Serving};
 use crate::error::Error;
 use crate::metrics;
 use crate::replica::Replica;
@@ -24,6 +27,19 @@ use crate::workers::WorkerStatus;
 const REAP_QUEUE_COUNT_MAX: usize = 100_000;
 
 /// `GET /v1/status`: this node's view of itself and of the cluster, one JSON document.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "node",
+    operation_id = "status",
+    summary = "This node's view of itself and of the cluster",
+    description = "`node`, `zone`, `region`, `serving`, quorum settings, layout version, \
+        `transfers`, `members` (each `id`, `peer`, `http`, `zone`, `region`, `status`, `state`, \
+        `owns`), `regions`, hints, reaping, expiry, `disk`, `workers`, `partitions` (each `id`, \
+        `merkle_root`, `keys`).",
+    responses((status = 200, description = "The status document", body = Object)),
+    security(("admin_key" = []))
+)]
 pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let settings = state.coordinator.settings();
     let replica = state.coordinator.replica();
@@ -231,6 +247,18 @@ fn workers_json(workers: &[Arc<WorkerStatus>]) -> Vec<serde_json::Value> {
 }
 
 /// `GET /v1/ring`: the layout clients route by (`503` while this node has none).
+#[utoipa::path(
+    get,
+    path = "/v1/ring",
+    tag = "node",
+    operation_id = "ring",
+    summary = "The layout clients route by",
+    responses(
+        (status = 200, description = "The layout", body = RingBody),
+        (status = 503, description = "This node has no layout yet", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub(super) async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let Some(layout) = state.layout.current() else {
         return json_error(
@@ -238,49 +266,119 @@ pub(super) async fn ring<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Re
             "this node has no layout yet (it joined the gossip but owns nothing)",
         );
     };
-    let partitions: Vec<_> = (0..layout.partitions)
+    let names = |nodes: &mut dyn Iterator<Item = &NodeId>| {
+        nodes.map(|n| n.as_str().to_string()).collect::<Vec<_>>()
+    };
+    let partitions = (0..layout.partitions)
         .map(|id| {
-            let prefs: Vec<&str> = layout
-                .assignment
-                .replicas(id as u16)
-                .iter()
-                .map(|n| n.as_str())
-                .collect();
-            let names = |nodes: &mut dyn Iterator<Item = &NodeId>| {
-                nodes.map(|n| n.as_str().to_string()).collect::<Vec<_>>()
-            };
-            match layout.transition(id as u16) {
-                None => json!({ "id": id, "preference": prefs }),
-                Some(t) => json!({
-                    "id": id,
-                    "preference": prefs,
-                    "syncing": names(&mut t.syncing.keys()),
-                    "sources": names(&mut t.sources.iter()),
-                }),
+            let transition = layout.transition(id as u16);
+            RingPartition {
+                id,
+                preference: names(&mut layout.assignment.replicas(id as u16).iter()),
+                syncing: transition.map(|t| names(&mut t.syncing.keys())),
+                sources: transition.map(|t| names(&mut t.sources.iter())),
             }
         })
         .collect();
-    let nodes: Vec<_> = layout
+    let nodes = layout
         .members
         .iter()
-        .map(|(id, m)| {
-            json!({ "id": id.as_str(), "http": m.http, "zone": m.zone, "region": m.region })
+        .map(|(id, m)| RingNode {
+            id: id.as_str().to_string(),
+            http: m.http.clone(),
+            zone: m.zone.clone(),
+            region: m.region.clone(),
         })
         .collect();
-    axum::Json(json!({
-        "version": layout.version,
-        "epoch": layout.epoch,
-        "n": layout.n,
-        "replication": layout.replication,
-        "partition_count": layout.partitions,
-        "partitions": partitions,
-        "nodes": nodes,
-        "hash": HASH_NAME,
-    }))
+    axum::Json(RingBody {
+        version: layout.version,
+        epoch: layout.epoch,
+        n: layout.n,
+        replication: layout.replication.clone(),
+        partition_count: layout.partitions,
+        partitions,
+        nodes,
+        hash: HASH_NAME,
+    })
     .into_response()
 }
 
+/// The answer of `GET /v1/ring`: the layout, so that a client can route by key.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RingBody {
+    /// The layout version.
+    pub version: u64,
+    /// The layout epoch (bumped when a cluster is re-created from a backup or a forced change).
+    pub epoch: u64,
+    /// Replicas per key.
+    pub n: u8,
+    /// Replicas per region (empty: one implicit region).
+    pub replication: BTreeMap<String, u8>,
+    /// How many partitions the key space is cut into.
+    pub partition_count: u32,
+    /// Every partition's replicas.
+    pub partitions: Vec<RingPartition>,
+    /// The members.
+    pub nodes: Vec<RingNode>,
+    /// The key-to-partition function.
+    pub hash: &'static str,
+}
+
+/// One partition of `/v1/ring`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RingPartition {
+    /// The partition.
+    pub id: u32,
+    /// Its replicas, primaries first.
+    pub preference: Vec<String>,
+    /// While it moves: the nodes receiving it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syncing: Option<Vec<String>>,
+    /// While it moves: the nodes it is copied from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
+}
+
+/// One member of `/v1/ring`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RingNode {
+    /// Its id.
+    pub id: String,
+    /// Its client (HTTP) address.
+    pub http: String,
+    /// Its zone.
+    pub zone: String,
+    /// Its region.
+    pub region: String,
+}
+
+/// The answer of `POST /v1/admin/compact`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompactBody {
+    /// The space compacted (`data`).
+    pub compacted: &'static str,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
 /// `POST /v1/admin/compact`: compacts the data space now and says how long it took.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/compact",
+    tag = "node",
+    operation_id = "compact",
+    summary = "Compact this node's data now",
+    responses(
+        (status = 200, description = "Compacted", body = CompactBody),
+        (status = 500, description = "The compaction task failed", body = ErrorBody),
+        (status = 503, description = "Storage refused", body = ErrorBody),
+    ),
+    security(("admin_key" = []))
+)]
 pub(super) async fn compact<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let replica = state.coordinator.replica().clone();
     let started = Instant::now();
@@ -288,42 +386,80 @@ pub(super) async fn compact<E: Engine>(State(state): State<Arc<AppState<E>>>) ->
         tokio::task::spawn_blocking(move || replica.engine().compact(yeskv_storage::Space::Data))
             .await;
     match result {
-        Ok(Ok(())) => axum::Json(json!({
-            "compacted": "data",
-            "duration_ms": started.elapsed().as_millis() as u64,
-        }))
+        Ok(Ok(())) => axum::Json(CompactBody {
+            compacted: "data",
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
         .into_response(),
         Ok(Err(e)) => Error::from(e).into_response(),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
+/// A node's serving state, as `/v1/health` answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthStatus {
+    /// Taking requests.
+    Serving,
+    /// Opening storage.
+    Starting,
+    /// Given a layout but not yet caught up with the layout group.
+    CatchingUp,
+    /// Shutting down.
+    Draining,
+}
+
+/// The answer of `GET /v1/health`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthBody {
+    /// The serving state.
+    pub status: HealthStatus,
+}
+
 /// `GET /v1/health`: `200` while serving, `503` while starting, catching up with the layout
 /// ([`AppState::catching_up`]) or draining.
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "node",
+    operation_id = "health",
+    summary = "Whether this node serves (for load balancers)",
+    description = "Open: needs no key.",
+    responses(
+        (status = 200, description = "Serving", body = HealthBody),
+        (status = 503, description = "Starting, catching up or draining", body = HealthBody),
+    )
+)]
 pub(super) async fn health<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
-    match state.serving() {
-        Serving::Serving if state.catching_up() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "catching-up" })),
-        )
-            .into_response(),
-        Serving::Serving => {
-            (StatusCode::OK, axum::Json(json!({ "status": "serving" }))).into_response()
-        }
-        Serving::Starting => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "starting" })),
-        )
-            .into_response(),
-        Serving::Draining => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "draining" })),
-        )
-            .into_response(),
-    }
+    let status = match state.serving() {
+        Serving::Serving if state.catching_up() => HealthStatus::CatchingUp,
+        Serving::Serving => HealthStatus::Serving,
+        Serving::Starting => HealthStatus::Starting,
+        Serving::Draining => HealthStatus::Draining,
+    };
+    let code = match status {
+        HealthStatus::Serving => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, axum::Json(HealthBody { status })).into_response()
 }
 
 /// `GET /metrics`: Prometheus text (`503` when this process installed no recorder).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "node",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "Open unless `security.open_metrics = false` (then it needs an admin key).",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4",
+            body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 503, description = "No metrics recorder in this process", body = ErrorBody),
+    )
+)]
 pub(super) async fn metrics_text<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     match &state.metrics {
         Some(handle) => {
@@ -504,32 +640,85 @@ fn cluster_metrics<E: Engine>(text: &mut String, state: &AppState<E>) {
 }
 
 /// `GET /v1/hot`: this node's hottest keys and its operations per partition.
+#[utoipa::path(
+    get,
+    path = "/v1/hot",
+    tag = "node",
+    operation_id = "hot",
+    summary = "This node's hottest keys and its operations per partition",
+    responses((status = 200, description = "Hot keys", body = HotBody)),
+    security(("admin_key" = []))
+)]
 pub(super) async fn hot<E: Engine>(State(state): State<Arc<AppState<E>>>) -> Response {
     let hot = state.coordinator.hot();
-    let keys: Vec<_> = hot
+    let keys = hot
         .top(crate::hot::TRACKED)
         .into_iter()
-        .map(|k| {
-            json!({
-                "bucket": String::from_utf8_lossy(&k.bucket),
-                "key": String::from_utf8_lossy(&k.key),
-                "partition": k.partition,
-                "ops": k.ops,
-                "error": k.error,
-            })
+        .map(|k| HotKeyBody {
+            bucket: String::from_utf8_lossy(&k.bucket).into_owned(),
+            key: String::from_utf8_lossy(&k.key).into_owned(),
+            partition: k.partition,
+            ops: k.ops,
+            error: k.error,
         })
         .collect();
     let mut partitions = hot.partitions();
     partitions.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let partitions: Vec<_> = partitions
+    let partitions = partitions
         .into_iter()
-        .map(|(id, ops)| json!({ "id": id, "ops": ops }))
+        .map(|(id, ops)| HotPartition { id, ops })
         .collect();
-    axum::Json(json!({
-        "node": state.coordinator.context().topology().local().as_str(),
-        "decay_secs": crate::hot::DECAY.as_secs(),
-        "keys": keys,
-        "partitions": partitions,
-    }))
+    axum::Json(HotBody {
+        node: state
+            .coordinator
+            .context()
+            .topology()
+            .local()
+            .as_str()
+            .to_string(),
+        decay_secs: crate::hot::DECAY.as_secs(),
+        keys,
+        partitions,
+    })
     .into_response()
+}
+
+/// The answer of `GET /v1/hot`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HotBody {
+    /// This node.
+    pub node: String,
+    /// Every this many seconds the counts are halved.
+    pub decay_secs: u64,
+    /// The hottest keys, hottest first.
+    pub keys: Vec<HotKeyBody>,
+    /// Operations per partition, busiest first.
+    pub partitions: Vec<HotPartition>,
+}
+
+/// A hot key (Space-Saving estimate).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HotKeyBody {
+    /// Its bucket (lossy UTF-8).
+    pub bucket: String,
+    /// The key (lossy UTF-8).
+    pub key: String,
+    /// Its partition.
+    pub partition: u16,
+    /// Operations counted.
+    pub ops: u64,
+    /// How much `ops` may overcount.
+    pub error: u64,
+}
+
+/// Operations on one partition.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HotPartition {
+    /// The partition.
+    pub id: u16,
+    /// Operations coordinated here.
+    pub ops: u64,
 }
