@@ -32,6 +32,9 @@ pub enum Error {
     /// type, a plain value where a data type was expected): nothing was written.
     #[error("{0}")]
     Conflict(String),
+    /// An admin resource that does not exist (a backup, a backup's file).
+    #[error("{0}")]
+    NotFound(String),
     /// The write would leave the key's clock naming more actors than a context token carries
     /// ([`yeskv_core::codec::CLOCK_ACTORS_MAX`]).
     #[error("the key's causal history would name {actors} writers (limit {max}): its context could no longer be handed out; nothing was written")]
@@ -140,6 +143,7 @@ impl Error {
             Error::BadRequest(_) | Error::InvalidContext(_) => StatusCode::BAD_REQUEST,
             Error::TooLarge(_) | Error::ObjectTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ContextRequired => StatusCode::PRECONDITION_REQUIRED,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) | Error::HistoryTooLong { .. } => StatusCode::CONFLICT,
             Error::Corrupt(_) | Error::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::Quorum { .. }

@@ -29,6 +29,7 @@
 pub mod aae;
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod buckets;
 pub mod chaos;
 pub mod clock;

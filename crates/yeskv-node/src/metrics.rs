@@ -30,6 +30,8 @@ pub const CORRUPT_RECORDS: &str = "yeskv_corrupt_records_total";
 pub const READ_SIBLINGS: &str = "yeskv_read_siblings";
 /// Writes that left a plain key with more than `limits.siblings_max` siblings (taken, flagged).
 pub const SIBLINGS_OVER_LIMIT: &str = "yeskv_siblings_over_limit_total";
+/// Objects a restore merged into their write sets (`POST /v1/admin/import`).
+pub const IMPORTED_OBJECTS: &str = "yeskv_imported_objects_total";
 /// Data-type operations applied as coordinator, by `type`.
 pub const DT_OPS: &str = "yeskv_dt_ops_total";
 /// Expiry extensions (touches) sent, by `reason` (`sliding` on a read or write, `touch`).
@@ -239,6 +241,10 @@ pub fn install() -> Option<PrometheusHandle> {
         .ok()?;
     let handle = builder.install_recorder().ok()?;
     metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status.");
+    metrics::describe_counter!(
+        IMPORTED_OBJECTS,
+        "Objects a restore merged into every node of their write set."
+    );
     metrics::describe_histogram!(HTTP_DURATION, "HTTP request latency in seconds.");
     metrics::describe_counter!(
         CORRUPT_RECORDS,

@@ -288,7 +288,7 @@ fn check_key<E: Engine>(
 }
 
 /// Checks a bucket and key a peer names against the stored-name limits.
-fn check_names(bucket: &[u8], key: &[u8]) -> Result<(), Error> {
+pub(crate) fn check_names(bucket: &[u8], key: &[u8]) -> Result<(), Error> {
     if bucket.is_empty() || bucket.len() > STORED_BUCKET_BYTES_MAX {
         return Err(Error::BadRequest(format!(
             "a bucket name is 1 to {STORED_BUCKET_BYTES_MAX} bytes, got {}",
@@ -544,6 +544,64 @@ pub async fn send_merge_many<E: Engine>(
         PeerResponse::Replication(ReplicationResponse::MergedMany { refused }) => Ok(refused),
         other => Err(out_of_protocol(node, "MergeMany", other)),
     }
+}
+
+/// Merges every object of `objects` into each node of its partition's write set: this node's
+/// own copy if it is one of them (as a `MergeMany` it received would), every other over
+/// `MergeMany`, the nodes concurrently. Keys are checked first (a malformed one, or one of
+/// another partition count, fails the whole call before anything is sent). Fails unless every
+/// node of every write set took its objects durably; a merge is idempotent, so the caller
+/// retries the same objects. Used by `POST /v1/admin/import` (a restore, `crate::backup`).
+pub async fn merge_into_write_sets<E: Engine>(
+    ctx: &NodeContext<E>,
+    objects: Vec<MergeItem>,
+) -> Result<(), Error> {
+    let mut by_node: std::collections::BTreeMap<NodeId, Vec<MergeItem>> = Default::default();
+    for (i, item) in objects.into_iter().enumerate() {
+        check_key(ctx, Some(item.key_hash), &item.storage_key)
+            .map_err(|e| Error::BadRequest(format!("object {i}: {e}")))?;
+        let partition = split_storage_key(&item.storage_key)
+            .map(|(p, _, _)| p)
+            .ok_or_else(|| Error::BadRequest(format!("object {i}: malformed storage key")))?;
+        let nodes = ctx.topology().write_set(partition);
+        if nodes.is_empty() {
+            return Err(Error::NotServing(
+                "without a layout: the key has no replicas",
+            ));
+        }
+        for node in nodes.iter() {
+            by_node.entry(node.clone()).or_default().push(item.clone());
+        }
+    }
+    let sends = by_node.into_iter().map(|(node, items)| async move {
+        let mut refused = 0;
+        for chunk in items.chunks(MERGE_MANY_MAX) {
+            let chunk = chunk.to_vec();
+            refused += if ctx.is_local(&node) {
+                match merge_many(ctx, chunk).await? {
+                    ReplicationResponse::MergedMany { refused } => refused.len(),
+                    other => {
+                        return Err(Error::Storage(format!(
+                            "unexpected local merge answer {other:?}"
+                        )))
+                    }
+                }
+            } else {
+                send_merge_many(ctx, &node, chunk).await?.len()
+            };
+        }
+        if refused > 0 {
+            return Err(Error::Busy(format!(
+                "{node} refused {refused} objects: not in their write set (the layout is \
+                 changing); retry"
+            )));
+        }
+        Ok(())
+    });
+    for result in futures_util::future::join_all(sends).await {
+        result?;
+    }
+    Ok(())
 }
 
 /// The merge of every hint this node holds for the key: for any of `primaries`, and for any

@@ -295,6 +295,7 @@ fn app_state(
         peer_stats: Box::new(move || rpc_client.stats()),
         peer_server_stats: Box::new(move || peer_server.stats()),
         workers: node.workers(),
+        backups: raw.data_dir.join(crate::backup::BACKUPS_DIR),
     })
 }
 

@@ -303,6 +303,10 @@ impl<E: Engine> Engine for CachedEngine<E> {
         self.inner.compact_range(space, start, end)
     }
 
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), Error> {
+        self.inner.checkpoint(dir)
+    }
+
     fn live_data_bytes(&self) -> Option<u64> {
         self.inner.live_data_bytes()
     }

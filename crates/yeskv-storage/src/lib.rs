@@ -33,7 +33,7 @@ pub use cache::CachedEngine;
 pub use filter::{DataFilter, DropPredicate, WallClock};
 pub use memory::MemoryEngine;
 #[cfg(feature = "rocksdb")]
-pub use rocks::{RocksConfig, RocksEngine};
+pub use rocks::{CheckpointReader, RocksConfig, RocksEngine};
 
 use std::sync::Arc;
 
@@ -280,6 +280,17 @@ pub trait Engine: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Writes a consistent point-in-time copy of the whole database (every space, every write
+    /// acknowledged before the call) into `dir`, which must not exist yet. On the database's
+    /// own filesystem the copy's files are hard links: quick, and no extra space until
+    /// compaction rewrites the originals. Engines that keep no files refuse.
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), Error> {
+        let _ = dir;
+        Err(Error::Unavailable(
+            "this engine keeps no files to take a checkpoint of".into(),
+        ))
+    }
+
     /// Bytes of the data space that compaction would keep (RocksDB's estimate of its live data,
     /// memtables included); `None` where the engine cannot tell cheaply.
     fn live_data_bytes(&self) -> Option<u64> {
@@ -323,6 +334,9 @@ impl<E: Engine + ?Sized> Engine for Arc<E> {
     }
     fn compact_range(&self, space: Space, start: &[u8], end: &[u8]) -> Result<(), Error> {
         (**self).compact_range(space, start, end)
+    }
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), Error> {
+        (**self).checkpoint(dir)
     }
     fn live_data_bytes(&self) -> Option<u64> {
         (**self).live_data_bytes()

@@ -93,3 +93,68 @@ async fn group_commit_shares_fsyncs() {
     // The committer's fsyncs are real WAL syncs, as RocksDB counts them.
     assert!(stat("rocksdb_wal_syncs_total") >= fsyncs);
 }
+
+/// A checkpoint holds every write acknowledged before it and nothing after, in every space, and
+/// reads back read-only while the engine goes on; the in-memory engine refuses one.
+#[tokio::test]
+async fn checkpoint_is_a_point_in_time_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = RocksEngine::open(&RocksConfig::new(dir.path().join("db"))).expect("open");
+    let mut b = WriteBatch::new();
+    for i in 0..100u32 {
+        b.put(
+            Space::Data,
+            format!("k{i:03}").into_bytes(),
+            i.to_be_bytes().to_vec(),
+        );
+    }
+    b.put(Space::Hints, b"h".to_vec(), b"hint".to_vec());
+    e.write(b).expect("write").wait().await.expect("durable");
+    let copy = dir.path().join("copy");
+    e.checkpoint(&copy).expect("checkpoint");
+    let mut after = WriteBatch::new();
+    after
+        .put(Space::Data, b"k999".to_vec(), b"later".to_vec())
+        .delete(Space::Data, b"k000".to_vec());
+    e.write(after)
+        .expect("write")
+        .wait()
+        .await
+        .expect("durable");
+
+    let mut seen = Vec::new();
+    let reader = yeskv_storage::CheckpointReader::open(&copy).expect("open the copy");
+    let n = reader
+        .scan(Space::Data, b"", None, |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .expect("read");
+    assert_eq!(n, 100);
+    assert_eq!(seen[0], (b"k000".to_vec(), 0u32.to_be_bytes().to_vec()));
+    assert!(seen.iter().all(|(k, _)| k != b"k999"));
+    let mut ranged = Vec::new();
+    let in_range = reader
+        .scan(Space::Data, b"k010", Some(b"k020"), |k, _| {
+            ranged.push(k.to_vec());
+            Ok(())
+        })
+        .expect("read a range");
+    assert_eq!(in_range, 10);
+    assert_eq!(
+        (ranged[0].as_slice(), ranged[9].as_slice()),
+        (&b"k010"[..], &b"k019"[..])
+    );
+    let hints = reader
+        .scan(Space::Hints, b"", None, |k, v| {
+            assert_eq!((k, v), (&b"h"[..], &b"hint"[..]));
+            Ok(())
+        })
+        .expect("read hints");
+    assert_eq!(hints, 1);
+    assert!(
+        e.checkpoint(&copy).is_err(),
+        "a checkpoint into an existing directory is refused"
+    );
+    assert!(MemoryEngine::new().checkpoint(&copy).is_err());
+}

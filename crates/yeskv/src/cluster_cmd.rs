@@ -207,6 +207,32 @@ pub(crate) async fn send(
     body: String,
     timeout: std::time::Duration,
 ) -> anyhow::Result<(hyper::StatusCode, bytes::Bytes)> {
+    let body = bytes::Bytes::from(body);
+    send_bytes(
+        client,
+        key,
+        node,
+        method,
+        path,
+        body,
+        "application/json",
+        timeout,
+    )
+    .await
+}
+
+/// [`send`] with a body of `content_type`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn send_bytes(
+    client: &HttpClient,
+    key: Option<&str>,
+    node: &str,
+    method: &str,
+    path: &str,
+    body: bytes::Bytes,
+    content_type: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<(hyper::StatusCode, bytes::Bytes)> {
     use http_body_util::{BodyExt as _, Full};
     let uri: hyper::Uri = format!("{}{path}", node.trim_end_matches('/'))
         .parse()
@@ -216,8 +242,8 @@ pub(crate) async fn send(
         req = req.header("authorization", format!("Bearer {key}"));
     }
     let req = req
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body)))?;
+        .header("content-type", content_type)
+        .body(Full::new(body))?;
     let answer = async {
         let resp = client
             .request(req)

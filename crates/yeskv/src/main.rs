@@ -5,6 +5,7 @@
 //! command send `Authorization: Bearer KEY`.
 //! Every failure ends with one line on stderr and a non-zero exit status.
 
+mod backup_cmd;
 mod bench;
 mod bucket_cmd;
 mod cert_cmd;
@@ -111,6 +112,10 @@ enum Command {
     /// The cluster keyring file (signs causal contexts, encrypts gossip): new, rotate.
     #[command(subcommand)]
     Keyring(key_cmd::KeyringCommand),
+    /// Copy every member's data into a directory (checkpoints, checked by SHA-256).
+    Backup(backup_cmd::BackupArgs),
+    /// Merge a backup directory into a cluster of any size (checked before anything changes).
+    Restore(backup_cmd::RestoreArgs),
     /// Certificates: make the cluster CA, issue node certificates (TLS, `docs/security.md`).
     #[command(subcommand)]
     Cert(cert_cmd::CertCommand),
@@ -303,6 +308,8 @@ fn main() {
                             Command::Bucket(c) => bucket_cmd::run(c).await,
                             Command::Key(c) => key_cmd::run(c).await,
                             Command::Keyring(c) => key_cmd::keyring(c),
+                            Command::Backup(a) => backup_cmd::backup(a).await,
+                            Command::Restore(a) => backup_cmd::restore(a).await,
                             Command::Server(_) | Command::Cert(_) => Ok(()),
                         }
                     })

@@ -76,7 +76,10 @@ impl Spec {
             }
         };
         // Headers.
-        let headers = described["headers"].as_object().cloned().unwrap_or_default();
+        let headers = described["headers"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         for (name, value) in &resp.headers {
             let name = name.to_ascii_lowercase();
             if !(name.starts_with("x-") || name == "www-authenticate") {
@@ -88,9 +91,9 @@ impl Spec {
                 .map(|(_, h)| h)
                 .unwrap_or_else(|| panic!("{what}: header {name} not described"));
             let instance = match header["schema"]["type"].as_str() {
-                Some("integer") => json!(value
-                    .parse::<i64>()
-                    .unwrap_or_else(|_| panic!("{what}: header {name}: {value:?} is not an integer"))),
+                Some("integer") => json!(value.parse::<i64>().unwrap_or_else(|_| panic!(
+                    "{what}: header {name}: {value:?} is not an integer"
+                ))),
                 _ => json!(value),
             };
             self.validate(&what, &header["schema"], &instance);
@@ -121,7 +124,7 @@ impl Spec {
             .unwrap_or_else(|e| panic!("{what}: the schema does not compile: {e}"));
         let errors: Vec<String> = validator
             .iter_errors(instance)
-            .map(|e| format!("{e} at {}", e.instance_path))
+            .map(|e| format!("{e} at {}", e.instance_path()))
             .collect();
         assert!(
             errors.is_empty(),
@@ -218,8 +221,24 @@ fn live_answers_match_the_served_openapi_document() {
     call(&n1, "GET", "/v1/ring", "/v1/ring", &admin, b"", 200);
     call(&n2, "GET", "/v1/ring", "/v1/ring", &admin, b"", 401);
     call(&n1, "GET", "/v1/hot", "/v1/hot", &admin, b"", 200);
-    call(&n1, "POST", "/v1/admin/compact", "/v1/admin/compact", &admin, b"", 200);
-    call(&n1, "POST", "/v1/admin/compact", "/v1/admin/compact", &[], b"", 401);
+    call(
+        &n1,
+        "POST",
+        "/v1/admin/compact",
+        "/v1/admin/compact",
+        &admin,
+        b"",
+        200,
+    );
+    call(
+        &n1,
+        "POST",
+        "/v1/admin/compact",
+        "/v1/admin/compact",
+        &[],
+        b"",
+        401,
+    );
 
     // API keys.
     let keys = "/v1/admin/keys";
@@ -234,7 +253,15 @@ fn live_answers_match_the_served_openapi_document() {
     );
     let reader = format!("Bearer {}", created.json()["key"].as_str().expect("key"));
     let reader = [("authorization", reader.as_str())];
-    call(&n1, "POST", keys, keys, &admin, br#"{"name": "reader", "admin": true}"#, 409);
+    call(
+        &n1,
+        "POST",
+        keys,
+        keys,
+        &admin,
+        br#"{"name": "reader", "admin": true}"#,
+        409,
+    );
     call(&n1, "POST", keys, keys, &admin, br#"{"name": "x"}"#, 400);
     call(&n1, "GET", keys, keys, &admin, b"", 200);
     call(&n1, "GET", keys, keys, &reader, b"", 403);
@@ -264,8 +291,24 @@ fn live_answers_match_the_served_openapi_document() {
     call(&n1, "DELETE", "/v1/kv/b/k", kv, &covering, b"", 204);
     call(&n1, "GET", "/v1/kv/b/k", kv, &admin, b"", 404);
     call(&n1, "PUT", "/v1/kv/b/session", kv, &admin, b"s", 204);
-    call(&n1, "POST", "/v1/kv/b/session?touch&ttl=60", kv, &admin, b"", 204);
-    call(&n1, "POST", "/v1/kv/b/gone?touch&ttl=60", kv, &admin, b"", 404);
+    call(
+        &n1,
+        "POST",
+        "/v1/kv/b/session?touch&ttl=60",
+        kv,
+        &admin,
+        b"",
+        204,
+    );
+    call(
+        &n1,
+        "POST",
+        "/v1/kv/b/gone?touch&ttl=60",
+        kv,
+        &admin,
+        b"",
+        404,
+    );
     call(&n1, "POST", "/v1/kv/b/session?touch", kv, &admin, b"", 400);
 
     // Buckets and data types.
@@ -275,7 +318,15 @@ fn live_answers_match_the_served_openapi_document() {
     call(&n1, "GET", &long_bucket, bucket, &admin, b"", 413);
     let cart = br#"{"datatype": "cart"}"#;
     call(&n1, "PUT", "/v1/buckets/carts", bucket, &admin, cart, 204);
-    call(&n1, "PUT", "/v1/buckets/carts", bucket, &admin, br#"{"colour": 1}"#, 400);
+    call(
+        &n1,
+        "PUT",
+        "/v1/buckets/carts",
+        bucket,
+        &admin,
+        br#"{"colour": 1}"#,
+        400,
+    );
     call(&n1, "PUT", "/v1/buckets/carts", bucket, &reader, cart, 403);
     call(&n1, "GET", "/v1/buckets/carts", bucket, &admin, b"", 200);
     let add = br#"{"op": "add", "item": "sku", "qty": 2}"#;
@@ -283,16 +334,140 @@ fn live_answers_match_the_served_openapi_document() {
     call(&n1, "GET", "/v1/dt/carts/c1", dt, &admin, b"", 200);
     call(&n1, "GET", "/v1/dt/carts/none", dt, &admin, b"", 404);
     call(&n1, "GET", "/v1/dt/b/k", dt, &admin, b"", 409);
-    call(&n1, "POST", "/v1/dt/carts/c1", dt, &admin, br#"{"op": "incr", "by": 1}"#, 409);
-    call(&n1, "POST", "/v1/dt/carts/c1", dt, &admin, br#"{"op": 1}"#, 400);
+    call(
+        &n1,
+        "POST",
+        "/v1/dt/carts/c1",
+        dt,
+        &admin,
+        br#"{"op": "incr", "by": 1}"#,
+        409,
+    );
+    call(
+        &n1,
+        "POST",
+        "/v1/dt/carts/c1",
+        dt,
+        &admin,
+        br#"{"op": 1}"#,
+        400,
+    );
     call(&n1, "POST", "/v1/dt/carts/c1", dt, &reader, add, 403);
     call(&n1, "GET", "/v1/kv/carts/c1", kv, &admin, b"", 409);
     let counter = br#"{"datatype": "counter"}"#;
-    call(&n1, "PUT", "/v1/buckets/carts", bucket, &admin, counter, 409);
+    call(
+        &n1,
+        "PUT",
+        "/v1/buckets/carts",
+        bucket,
+        &admin,
+        counter,
+        409,
+    );
+
+    // Backups: a checkpoint, one of its files, deletion; the import a restore sends.
+    let backup = "/v1/admin/backups/{id}";
+    let file = "/v1/admin/backups/{id}/{file}";
+    let import = "/v1/admin/import";
+    let taken = call(
+        &n1,
+        "POST",
+        "/v1/admin/backups/b1",
+        backup,
+        &admin,
+        b"",
+        200,
+    );
+    let name = taken.json()["files"][0]["name"]
+        .as_str()
+        .expect("a file")
+        .to_string();
+    call(
+        &n1,
+        "POST",
+        "/v1/admin/backups/b1",
+        backup,
+        &admin,
+        b"",
+        409,
+    );
+    call(
+        &n1,
+        "POST",
+        "/v1/admin/backups/.b",
+        backup,
+        &admin,
+        b"",
+        400,
+    );
+    call(
+        &n1,
+        "POST",
+        "/v1/admin/backups/b2",
+        backup,
+        &reader,
+        b"",
+        403,
+    );
+    call(
+        &n1,
+        "GET",
+        &format!("/v1/admin/backups/b1/{name}"),
+        file,
+        &admin,
+        b"",
+        200,
+    );
+    call(
+        &n1,
+        "GET",
+        "/v1/admin/backups/b1/NONE",
+        file,
+        &admin,
+        b"",
+        404,
+    );
+    call(
+        &n1,
+        "DELETE",
+        "/v1/admin/backups/b1",
+        backup,
+        &admin,
+        b"",
+        204,
+    );
+    call(
+        &n1,
+        "DELETE",
+        "/v1/admin/backups/b1",
+        backup,
+        &admin,
+        b"",
+        404,
+    );
+    call(&n1, "POST", import, import, &admin, b"", 200);
+    call(&n1, "POST", import, import, &admin, b"\x00\x05ab", 400);
+    call(&n1, "POST", import, import, &[], b"", 401);
 
     // Revoking the key.
-    call(&n1, "DELETE", "/v1/admin/keys/reader", "/v1/admin/keys/{name}", &admin, b"", 204);
-    call(&n1, "DELETE", "/v1/admin/keys/reader", "/v1/admin/keys/{name}", &admin, b"", 404);
+    call(
+        &n1,
+        "DELETE",
+        "/v1/admin/keys/reader",
+        "/v1/admin/keys/{name}",
+        &admin,
+        b"",
+        204,
+    );
+    call(
+        &n1,
+        "DELETE",
+        "/v1/admin/keys/reader",
+        "/v1/admin/keys/{name}",
+        &admin,
+        b"",
+        404,
+    );
     call(&n1, "GET", "/v1/kv/b/session", kv, &reader, b"", 401);
 
     // Cluster changes: nothing staged, bad requests, then n2 joins.
@@ -304,7 +479,15 @@ fn live_answers_match_the_served_openapi_document() {
     call(&n1, "GET", plan, plan, &admin, b"", 409);
     call(&n1, "POST", commit, commit, &admin, b"", 409);
     call(&n1, "GET", plan, plan, &[], b"", 401);
-    call(&n1, "POST", join, join, &admin, br#"{"nodes": ["n9"]}"#, 400);
+    call(
+        &n1,
+        "POST",
+        join,
+        join,
+        &admin,
+        br#"{"nodes": ["n9"]}"#,
+        400,
+    );
     call(&n1, "POST", leave, leave, &admin, br#"{"nodes": []}"#, 400);
     call(&n1, "POST", replication, replication, &admin, b"[1]", 400);
     let n2_up = br#"{"nodes": ["n2"]}"#;
@@ -320,10 +503,21 @@ fn live_answers_match_the_served_openapi_document() {
         n2.req("GET", "/v1/ring", &admin, b"").status == 200
     });
     call(&n2, "GET", "/v1/ring", "/v1/ring", &admin, b"", 200);
-    call(&n1, "POST", replication, replication, &admin, br#"{"r1": 2}"#, 400);
+    call(
+        &n1,
+        "POST",
+        replication,
+        replication,
+        &admin,
+        br#"{"r1": 2}"#,
+        400,
+    );
     call(&n1, "POST", replication, replication, &admin, b"{}", 200);
     call(&n1, "POST", leave, leave, &admin, n2_up, 200);
 
     let uncalled = spec.uncalled();
-    assert!(uncalled.is_empty(), "operations never exercised: {uncalled:?}");
+    assert!(
+        uncalled.is_empty(),
+        "operations never exercised: {uncalled:?}"
+    );
 }

@@ -89,7 +89,7 @@ fn layout_error(e: yeskv_layout::Error) -> Response {
     }) = &e
     {
         let body = ErrorBody {
-            unsafe_partitions: Some(partitions.iter().copied().collect()),
+            unsafe_partitions: Some(partitions.to_vec()),
             holders: Some(holders.iter().map(|n| n.to_string()).collect()),
             ..ErrorBody::new(e.to_string())
         };

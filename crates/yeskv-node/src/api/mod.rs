@@ -3,7 +3,8 @@
 //! Modules: [`kv`] (`/v1/kv`: keys and values), [`dt`] (`/v1/dt`: data types), [`node`]
 //! (`/v1/status`, `/v1/ring`, `/v1/health`, `/v1/hot`, `/metrics`, `/v1/admin/compact`),
 //! [`cluster`] (`/v1/cluster/*`: staged membership changes), [`buckets`]
-//! (`/v1/buckets/{bucket}`: bucket properties), [`keys`] (`/v1/admin/keys`: API keys),
+//! (`/v1/buckets/{bucket}`: bucket properties), [`keys`] (`/v1/admin/keys`: API keys), [`backups`]
+//! (`/v1/admin/backups`, `/v1/admin/import`: backup checkpoints and restores),
 //! [`openapi`] (`/v1/openapi.json`: the OpenAPI description of all of these), [`body`] (reading request bodies within size, time and memory bounds), [`state`] (what
 //! handlers share). This module routes and renders errors; every route, the fallback
 //! included, passes the API key check first ([`crate::auth::require`]).
@@ -13,6 +14,7 @@
 //! accepts is checked before the coordinator sees it: a rejected request writes nothing. Keys and
 //! buckets are raw path segments percent-decoded to bytes, so any byte string is a valid key.
 
+mod backups;
 mod body;
 mod buckets;
 mod cluster;
@@ -68,6 +70,15 @@ pub fn router_with<E: Engine>(state: Arc<AppState<E>>, extra: Router) -> Router 
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(node::metrics_text::<E>))
         .route("/v1/admin/compact", axum::routing::post(node::compact::<E>))
+        .route(
+            "/v1/admin/backups/{id}",
+            axum::routing::post(backups::create::<E>).delete(backups::delete::<E>),
+        )
+        .route("/v1/admin/backups/{id}/{file}", get(backups::file::<E>))
+        .route(
+            "/v1/admin/import",
+            axum::routing::post(backups::import::<E>),
+        )
         .route(
             "/v1/admin/keys",
             get(keys::list::<E>).post(keys::create::<E>),

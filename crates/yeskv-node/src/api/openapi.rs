@@ -36,7 +36,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as OpenApiDoc, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema};
 
-use super::{buckets, cluster, dt, keys, kv, node, ErrorBody, LAYOUT_VERSION_HEADER};
+use super::{backups, buckets, cluster, dt, keys, kv, node, ErrorBody, LAYOUT_VERSION_HEADER};
 
 /// The OpenAPI document of the client API (module docs).
 #[derive(OpenApi)]
@@ -72,6 +72,10 @@ use super::{buckets, cluster, dt, keys, kv, node, ErrorBody, LAYOUT_VERSION_HEAD
         node::hot,
         node::metrics_text,
         node::compact,
+        backups::create,
+        backups::file,
+        backups::delete,
+        backups::import,
         serve,
     ),
     components(schemas(ErrorBody)),
@@ -83,6 +87,7 @@ use super::{buckets, cluster, dt, keys, kv, node, ErrorBody, LAYOUT_VERSION_HEAD
         (name = "keys", description = "API keys (admin)"),
         (name = "cluster", description = "Staged membership changes (admin)"),
         (name = "node", description = "This node: health, status, ring, metrics"),
+        (name = "backups", description = "Backup checkpoints and restores (admin)"),
     )
 )]
 pub struct ApiDoc;

@@ -71,6 +71,8 @@ pub struct AppState<E: Engine> {
     pub peer_stats: Box<dyn Fn() -> Vec<yeskv_rpc::PeerStats> + Send + Sync>,
     /// The internode server's counters (connections, refusals).
     pub peer_server_stats: Box<dyn Fn() -> yeskv_rpc::ServerStats + Send + Sync>,
+    /// Where this node's backup checkpoints go (`<data_dir>/backups`, [`crate::backup`]).
+    pub backups: std::path::PathBuf,
     /// The node's background workers, for `/v1/status`.
     pub workers: Vec<Arc<crate::workers::WorkerStatus>>,
 }

@@ -299,6 +299,25 @@ impl<E: Engine> Replica<E> {
     }
 }
 
+/// A hint as stored in the hints space (its key and value, as a backup copies them): the
+/// storage key of the key it is for, and the object owed. Checks the record's checksum.
+pub fn decode_stored_hint(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(Vec<u8>, yeskv_core::Object), yeskv_core::Error> {
+    let target_len = usize::from(*key.first().ok_or_else(|| yeskv_core::Error::Corrupt {
+        what: "hint key",
+        reason: "empty".into(),
+    })?);
+    let storage_key = key
+        .get(1 + target_len..)
+        .ok_or_else(|| yeskv_core::Error::Corrupt {
+            what: "hint key",
+            reason: format!("{} bytes, shorter than its target's name", key.len()),
+        })?;
+    Ok((storage_key.to_vec(), decode_hint(value)?.object))
+}
+
 /// Decodes a hint record (format 2, or 1 without a stand-in epoch).
 fn decode_hint(raw: &[u8]) -> Result<HintRecord, yeskv_core::Error> {
     let header = match raw.first() {

@@ -41,7 +41,7 @@ mod reap;
 mod trees;
 mod xr;
 
-pub use hints::{Hint, HintLimits};
+pub use hints::{decode_stored_hint, Hint, HintLimits};
 pub use reap::{ReapEntry, META_REAP_QUEUE};
 pub use trees::TreeSummary;
 pub use xr::{
