@@ -22,7 +22,8 @@
 //! documented for operators in `docs/security.md`:
 //!
 //! - open: `GET /v1/health`, `GET /v1/openapi.json` (the API's description: nothing in it
-//!   that is not in the source); `GET /metrics` unless `security.open_metrics = false`;
+//!   that is not in the source), the web console's page `/ui`, `/ui/…` (static assets: the
+//!   data the page shows comes from the endpoints below, with the key typed into the page); `GET /metrics` unless `security.open_metrics = false`;
 //! - a bucket's read permission: `GET`/`HEAD` on `/v1/kv/{bucket}/…`, `/v1/dt/{bucket}/…` and
 //!   `/v1/buckets/{bucket}`; its write permission: the other methods on `/v1/kv` and `/v1/dt`.
 //!   A salted bucket's sub-key bucket (`coordinator::salt`) counts as the bucket itself;
@@ -174,7 +175,11 @@ pub fn need(method: &Method, path: &str, open_metrics: bool) -> Need {
         let bucket: Vec<u8> = percent_decode_str(segment).collect();
         crate::coordinator::props_bucket(&bucket).to_vec()
     };
-    if path == "/v1/health" || path == "/v1/openapi.json" {
+    if path == "/v1/health"
+        || path == "/v1/openapi.json"
+        || path == "/ui"
+        || path.starts_with("/ui/")
+    {
         return Need::Open;
     }
     if path == "/metrics" {
@@ -378,6 +383,11 @@ mod tests {
         let put = Method::PUT;
         assert_eq!(need(&get, "/v1/health", false), Need::Open);
         assert_eq!(need(&get, "/v1/openapi.json", false), Need::Open);
+        assert_eq!(need(&get, "/ui", false), Need::Open);
+        assert_eq!(need(&get, "/ui/", false), Need::Open);
+        assert_eq!(need(&get, "/ui/app.js", false), Need::Open);
+        assert_eq!(need(&get, "/uix", false), Need::Admin);
+        assert_eq!(need(&get, "/v1/ui", false), Need::Admin);
         assert_eq!(need(&get, "/metrics", true), Need::Open);
         assert_eq!(need(&get, "/metrics", false), Need::Admin);
         assert_eq!(need(&get, "/v1/ring", true), Need::AnyKey);

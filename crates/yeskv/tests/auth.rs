@@ -152,6 +152,9 @@ fn keys_permissions_and_signed_contexts_on_three_nodes() {
         assert_eq!(n.req("GET", "/v1/kv/b/k", &wrong, b"").status, 401);
         assert_eq!(n.req("GET", "/v1/health", &[], b"").status, 200);
         assert_eq!(n.req("GET", "/metrics", &[], b"").status, 200);
+        // The console's page is open; what it shows is not (the /v1/status above).
+        assert_eq!(n.req("GET", "/ui", &[], b"").status, 200);
+        assert_eq!(n.req("GET", "/ui/app.js", &[], b"").status, 200);
     }
 
     // Keys: one over HTTP, one with the CLI; names are unique, bad input is 400.

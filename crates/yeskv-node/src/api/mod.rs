@@ -5,7 +5,8 @@
 //! [`cluster`] (`/v1/cluster/*`: staged membership changes), [`buckets`]
 //! (`/v1/buckets/{bucket}`: bucket properties), [`keys`] (`/v1/admin/keys`: API keys), [`backups`]
 //! (`/v1/admin/backups`, `/v1/admin/import`: backup checkpoints and restores),
-//! [`openapi`] (`/v1/openapi.json`: the OpenAPI description of all of these), [`body`] (reading request bodies within size, time and memory bounds), [`state`] (what
+//! [`openapi`] (`/v1/openapi.json`: the OpenAPI description of all of these), [`ui`] (`/ui`:
+//! the web console's embedded page), [`body`] (reading request bodies within size, time and memory bounds), [`state`] (what
 //! handlers share). This module routes and renders errors; every route, the fallback
 //! included, passes the API key check first ([`crate::auth::require`]).
 //!
@@ -24,6 +25,7 @@ mod kv;
 mod node;
 pub mod openapi;
 mod state;
+mod ui;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
@@ -69,6 +71,9 @@ pub fn router_with<E: Engine>(state: Arc<AppState<E>>, extra: Router) -> Router 
         .route("/v1/hot", get(node::hot::<E>))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(node::metrics_text::<E>))
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{asset}", get(ui::asset))
         .route("/v1/admin/compact", axum::routing::post(node::compact::<E>))
         .route(
             "/v1/admin/backups/{id}",

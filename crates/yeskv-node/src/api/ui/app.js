@@ -1,0 +1,403 @@
+// The yeskv console: polls the node that served it and draws what it says.
+// Plain DOM code, no framework. Data requests carry the API key typed into the page (kept in
+// sessionStorage for this tab only); the page itself is open. Every figure is the answering
+// node's view: browsers block reading other nodes' answers (no CORS), so a member's own figures
+// are one click away, on its own /ui.
+"use strict";
+
+const POLL_MS = 1500;
+const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948",
+  "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#17becf", "#8c564b"];
+const KEY_STORE = "yeskv-console-api-key";
+
+const state = { status: null, ring: null, metrics: null, previousOps: null, colourBy: "owner" };
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v; else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : String(c));
+  return node;
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+
+function apiKey() { return sessionStorage.getItem(KEY_STORE) || ""; }
+
+function showMessage(text, info) {
+  const m = $("message");
+  if (!text) { m.hidden = true; return; }
+  m.hidden = false;
+  m.className = info ? "info" : "";
+  m.textContent = text;
+}
+
+class HttpError extends Error {
+  constructor(status, text) { super(text); this.status = status; }
+}
+
+async function api(path, options) {
+  const opts = options || {};
+  const headers = Object.assign({}, opts.headers || {});
+  if (apiKey()) headers.Authorization = "Bearer " + apiKey();
+  const resp = await fetch(path, { method: opts.method || "GET", headers, cache: "no-store" });
+  if (resp.status === 401) throw new HttpError(401, "401: this node needs an API key; enter one above.");
+  if (resp.status === 403) throw new HttpError(403, "403: the API key lacks the permission (an admin key is needed for the cluster views).");
+  return resp;
+}
+
+async function json(path) {
+  const resp = await api(path);
+  const text = await resp.text();
+  if (!resp.ok) {
+    let reason = text;
+    try { reason = JSON.parse(text).error || text; } catch (_) { /* not JSON: as is */ }
+    throw new HttpError(resp.status, `${path}: ${resp.status} ${reason}`);
+  }
+  return JSON.parse(text);
+}
+
+// ---- Prometheus text -------------------------------------------------------------------
+
+function parseMetrics(text) {
+  const series = [];
+  for (const line of text.split("\n")) {
+    if (!line || line[0] === "#") continue;
+    const m = line.match(/^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)/);
+    if (!m) continue;
+    const labels = {};
+    if (m[3]) for (const l of m[3].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
+    series.push({ name: m[1], labels, value: Number(m[4]) });
+  }
+  return series;
+}
+
+const isClientRoute = (labels) => /^\/v1\/(kv|dt)\//.test(labels.route || "");
+
+function clientOps(series) {
+  return series.filter((s) => s.name === "yeskv_http_requests_total" && isClientRoute(s.labels))
+    .reduce((sum, s) => sum + s.value, 0);
+}
+
+// p99 from the cumulative buckets of the client routes' latency histogram (all summed).
+function p99Seconds(series) {
+  const buckets = new Map();
+  for (const s of series) {
+    if (s.name !== "yeskv_http_request_duration_seconds_bucket" || !isClientRoute(s.labels)) continue;
+    const le = s.labels.le === "+Inf" ? Infinity : Number(s.labels.le);
+    buckets.set(le, (buckets.get(le) || 0) + s.value);
+  }
+  const sorted = [...buckets.entries()].sort((a, b) => a[0] - b[0]);
+  if (!sorted.length) return null;
+  const total = sorted[sorted.length - 1][1];
+  if (!total) return null;
+  for (const [le, count] of sorted) if (count >= 0.99 * total) return le;
+  return null;
+}
+
+function metric(series, name) {
+  const found = series.filter((s) => s.name === name);
+  return found.length ? found.reduce((sum, s) => sum + s.value, 0) : null;
+}
+
+// ---- formatting ------------------------------------------------------------------------
+
+function bytes(n) {
+  if (n === null || n === undefined) return "?";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function seconds(s) {
+  if (s === null || s === undefined) return "?";
+  if (s === Infinity) return "> largest bucket";
+  return s < 1 ? `${(s * 1000).toFixed(1)} ms` : `${s.toFixed(2)} s`;
+}
+
+function facts(dl, pairs) {
+  dl.replaceChildren();
+  for (const [k, v] of pairs) dl.append(el("dt", {}, k), el("dd", {}, v));
+}
+
+// ---- views -----------------------------------------------------------------------------
+
+function renderNodes(status) {
+  const body = $("nodes").querySelector("tbody");
+  body.replaceChildren();
+  const members = status.members || [];
+  let up = 0;
+  for (const m of members) {
+    if (m.status === "up") up++;
+    const where = m.region ? `${m.region} / ${m.zone || "?"}` : (m.zone || "?");
+    const link = el("a", { href: `http://${m.http}/ui` }, m.http || "?");
+    body.append(el("tr", { "data-node-id": m.id, "data-status": m.status },
+      el("td", {}, m.id),
+      el("td", {}, el("span", { class: `badge ${m.status}` }, m.status)),
+      el("td", {}, m.state || "?"),
+      el("td", {}, where),
+      el("td", {}, m.owns ?? "?"),
+      el("td", {}, link)));
+  }
+  const summary = $("nodes-summary");
+  summary.textContent = `${up} of ${members.length} up`;
+  summary.setAttribute("data-up", String(up));
+  $("node-name").textContent = `· ${status.node}`;
+  $("self-id").textContent = status.node;
+  $("layout").textContent = `layout v${status.layout_version} · N=${status.n} R=${status.r} W=${status.w}`;
+}
+
+function renderSelf(status, series, opsPerSecond) {
+  const disk = status.disk;
+  const t = status.transfers || {};
+  const lag = Object.entries(status.regions || {})
+    .map(([r, x]) => `${r}: ${x.link}, ${x.queue} queued, ${Number(x.oldest_age_s).toFixed(1)} s behind`)
+    .join("; ") || "none (one region)";
+  facts($("self"), [
+    ["serving", status.serving],
+    ["load", opsPerSecond === null ? "measuring…" : `${opsPerSecond.toFixed(1)} ops/s`],
+    ["p99 (kv, dt)", seconds(p99Seconds(series))],
+    ["disk", disk ? `${bytes(disk.used_bytes.total)} used, ${bytes(disk.free_bytes)} free of ${bytes(disk.total_bytes)}${disk.writable ? "" : " (NOT WRITABLE)"}` : "?"],
+    ["keys stored", status.keys_stored ?? "?"],
+    ["hints", `${status.hints_pending ?? "?"} pending (${bytes(status.hint_bytes)})`],
+    ["transfers", `${t.partitions_incoming ?? 0} incoming, ${t.partitions_pending ?? 0} pending, ETA ${t.eta_s ?? "?"} s`],
+    ["replication lag", lag],
+    ["uptime", `${status.uptime_secs} s`],
+  ]);
+}
+
+// Anti-entropy convergence as this node sees it: its partitions, which of them have a built
+// tree, and how many its last exchange round found equal to the peer's (the CLI's
+// `yeskv cluster status` compares the roots of every node instead).
+function renderAae(status, series) {
+  const parts = status.partitions || [];
+  const built = parts.filter((p) => p.merkle_root !== null).length;
+  const compared = metric(series, "yeskv_aae_partitions_compared");
+  const differing = metric(series, "yeskv_aae_partitions_differing");
+  const agreeing = compared === null || differing === null ? "?" : compared - differing;
+  const node = $("aae");
+  const ran = compared !== null && compared > 0;
+  facts(node, [
+    ["replica of", `${parts.length} partitions (${built} trees built)`],
+    ["last round", ran ? `${agreeing} of ${compared} partitions agree with the peer` : "no exchange yet"],
+    ["converged", !ran ? "not known yet" : differing === 0 ? "yes" : `no: ${differing} differ`],
+  ]);
+  node.setAttribute("data-differing", String(differing));
+}
+
+function colourKey(nodeId, nodes) {
+  if (state.colourBy === "owner") return nodeId;
+  const n = nodes.get(nodeId) || {};
+  return state.colourBy === "zone" ? (n.zone || "?") : (n.region || "(default)");
+}
+
+function renderRing(ring, status) {
+  const wheel = $("wheel");
+  wheel.replaceChildren();
+  const nodes = new Map();
+  for (const m of (status && status.members) || []) nodes.set(m.id, m);
+  const parts = ring.partitions || [];
+  const count = parts.length || 1;
+  const colours = new Map();
+  const colourOf = (key) => {
+    if (!colours.has(key)) colours.set(key, PALETTE[colours.size % PALETTE.length]);
+    return colours.get(key);
+  };
+  const point = (r, turn) => {
+    const a = turn * 2 * Math.PI - Math.PI / 2;
+    return `${(r * Math.cos(a)).toFixed(3)} ${(r * Math.sin(a)).toFixed(3)}`;
+  };
+  parts.forEach((p, i) => {
+    const owner = (p.preference || [])[0] || "?";
+    const a0 = i / count, a1 = (i + 1) / count;
+    const d = `M ${point(100, a0)} A 100 100 0 0 1 ${point(100, a1)} L ${point(62, a1)} A 62 62 0 0 0 ${point(62, a0)} Z`;
+    const down = nodes.has(owner) && nodes.get(owner).status !== "up";
+    const seg = svg("path", { d, fill: colourOf(colourKey(owner, nodes)), stroke: "#fff",
+      "stroke-width": count > 64 ? "0.15" : "0.6", "data-partition": p.id, opacity: down ? "0.35" : "1" });
+    const title = svg("title", {});
+    title.textContent = `partition ${p.id}: ${(p.preference || []).join(", ")}${p.syncing ? " (moving to " + p.syncing.join(", ") + ")" : ""}`;
+    seg.append(title);
+    wheel.append(seg);
+  });
+  const label = svg("text", { x: "0", y: "5", "text-anchor": "middle", "font-size": "13", fill: "#1d2330" });
+  label.textContent = `${parts.length} partitions`;
+  wheel.append(label);
+  const legend = $("legend");
+  legend.replaceChildren();
+  for (const [key, colour] of colours) {
+    const sw = el("span", { class: "swatch" });
+    sw.style.background = colour;
+    legend.append(el("li", {}, sw, key));
+  }
+}
+
+function renderPlan(plan) {
+  const box = $("plan");
+  box.replaceChildren();
+  const commit = $("commit");
+  const staged = plan.staged || {};
+  const nothing = !(staged.joins || []).length && !(staged.leaves || []).length && !staged.replication;
+  if (nothing && !(plan.moves || []).length) {
+    box.append(el("p", { class: "muted" }, "Nothing staged."));
+    commit.disabled = true;
+    return;
+  }
+  const leaves = (staged.leaves || []).map((l) => `${l.node} (${l.mode})`).join(", ") || "none";
+  const dl = el("dl", { class: "facts" });
+  facts(dl, [
+    ["version", `${plan.base_version} → ${plan.new_version}`],
+    ["joins", (staged.joins || []).join(", ") || "none"],
+    ["leaves", leaves],
+    ["replicas moved", `${plan.replicas_moved} (${plan.partitions_moving} partitions)`],
+    ["data to move", plan.bytes_known ? bytes(plan.bytes_moving) : `≥ ${bytes(plan.bytes_moving)}`],
+    ["safe", `zones: ${plan.zone_safe ? "yes" : "NO"}, data: ${plan.data_safe ? "yes" : "NO"}`],
+  ]);
+  box.append(dl);
+  const list = el("ul", { class: "moves" });
+  for (const m of (plan.moves || []).slice(0, 512)) {
+    list.append(el("li", {}, `partition ${m.partition}: ${m.from || "–"} → ${m.to || "–"}`));
+  }
+  box.append(list);
+  commit.disabled = false;
+}
+
+async function refreshPlan() {
+  try {
+    renderPlan(await json("/v1/cluster/plan"));
+  } catch (e) {
+    // 409: nothing staged (the usual case), said plainly.
+    const text = e.status === 409 ? "Nothing staged (stage a join or a leave with the CLI or the API)." : e.message;
+    $("plan").replaceChildren(el("p", { class: "muted" }, text));
+    $("commit").disabled = true;
+  }
+}
+
+async function commitPlan() {
+  if (!confirm("Commit the staged plan as a new layout version?")) return;
+  try {
+    const resp = await api("/v1/cluster/commit", { method: "POST" });
+    const text = await resp.text();
+    if (!resp.ok) throw new HttpError(resp.status, `commit: ${resp.status} ${text}`);
+    showMessage("Committed: " + text, true);
+  } catch (e) {
+    showMessage(e.message);
+  }
+  refreshPlan();
+}
+
+// ---- key browser -----------------------------------------------------------------------
+
+function decode(b64) {
+  try {
+    return new TextDecoder("utf-8", { fatal: false }).decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
+  } catch (_) { return b64; }
+}
+
+async function browse(bucket, key) {
+  const out = $("key-result");
+  out.replaceChildren(el("p", { class: "muted" }, "reading…"));
+  try {
+    const path = `/v1/kv/${encodeURIComponent(bucket)}/${encodeURIComponent(key)}`;
+    const resp = await api(path, { headers: { Accept: "application/json" } });
+    const text = await resp.text();
+    if (resp.status === 404) { out.replaceChildren(el("p", {}, `${bucket}/${key}: not found`)); return; }
+    if (!resp.ok) throw new HttpError(resp.status, `${resp.status} ${text}`);
+    const body = JSON.parse(text);
+    const context = resp.headers.get("X-Causal-Context") || body.context || "";
+    const siblings = body.siblings || [];
+    const result = el("div", { "data-key": `${bucket}/${key}`, "data-siblings": String(siblings.length) });
+    result.append(el("p", {}, `${bucket}/${key}: ${siblings.length} sibling${siblings.length === 1 ? "" : "s"}`));
+    siblings.forEach((s, i) => {
+      result.append(el("div", { class: "sibling", "data-sibling": String(i), "data-deleted": String(s.deleted) },
+        el("strong", {}, s.deleted ? `#${i + 1} (tombstone)` : `#${i + 1}`),
+        el("pre", {}, s.deleted ? "" : decode(s.value))));
+    });
+    result.append(el("p", { class: "muted" }, "causal context (X-Causal-Context):"),
+      el("div", { class: "context", "data-context": context }, context));
+    out.replaceChildren(result);
+  } catch (e) {
+    out.replaceChildren(el("p", {}, e.message));
+  }
+}
+
+// ---- polling ---------------------------------------------------------------------------
+
+async function poll() {
+  try {
+    const [status, ring, metricsText] = await Promise.all([
+      json("/v1/status"),
+      json("/v1/ring"),
+      api("/metrics").then((r) => (r.ok ? r.text() : "")),
+    ]);
+    const series = parseMetrics(metricsText);
+    const now = performance.now();
+    const ops = clientOps(series);
+    let rate = null;
+    if (state.previousOps) {
+      const dt = (now - state.previousOps.at) / 1000;
+      if (dt > 0) rate = Math.max(0, ops - state.previousOps.ops) / dt;
+    }
+    state.previousOps = { at: now, ops };
+    state.status = status; state.ring = ring; state.metrics = series;
+    renderNodes(status);
+    renderSelf(status, series, rate);
+    renderAae(status, series);
+    renderRing(ring, status);
+    document.body.setAttribute("data-loaded", "true");
+    showMessage("");
+  } catch (e) {
+    showMessage(e instanceof HttpError ? e.message : `cannot reach this node: ${e.message}`);
+  }
+}
+
+function fromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.has("apikey")) {
+    sessionStorage.setItem(KEY_STORE, params.get("apikey"));
+    params.delete("apikey");
+    history.replaceState(null, "", location.pathname + (params.toString() ? "#" + params.toString() : ""));
+  }
+  const deep = params.get("key");
+  if (deep && deep.includes("/")) {
+    const at = deep.indexOf("/");
+    return [deep.slice(0, at), deep.slice(at + 1)];
+  }
+  return null;
+}
+
+function start() {
+  const deep = fromFragment();
+  $("api-key").value = apiKey();
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(KEY_STORE, $("api-key").value.trim());
+    poll(); refreshPlan();
+  });
+  $("colour-by").addEventListener("change", (e) => {
+    state.colourBy = e.target.value;
+    if (state.ring) renderRing(state.ring, state.status);
+  });
+  $("commit").addEventListener("click", commitPlan);
+  $("browse").addEventListener("submit", (e) => {
+    e.preventDefault();
+    browse($("browse-bucket").value, $("browse-key").value);
+  });
+  if (deep) {
+    $("browse-bucket").value = deep[0];
+    $("browse-key").value = deep[1];
+    browse(deep[0], deep[1]);
+  }
+  poll(); refreshPlan();
+  setInterval(poll, POLL_MS);
+  setInterval(refreshPlan, POLL_MS * 4);
+}
+
+document.addEventListener("DOMContentLoaded", start);
