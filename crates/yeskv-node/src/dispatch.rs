@@ -10,7 +10,9 @@
 //! | `Layout` (Raft) | the layout service, when the node runs one |
 //!
 //! A node acts only on messages of nodes in its layout ([`Dispatcher::serve_peer`]): a peer
-//! that is not a member gets `Unavailable` and is counted in
+//! that is not a member, nor becomes one within [`MEMBER_GRACE`] (a node just joined applies
+//! the layout that names it moments before the others, and its first reads and writes arrive
+//! in between), gets `Unavailable` and is counted in
 //! `yeskv_peer_refused_total{reason="not_member"}`. The exception is `Layout` (Raft): a joining
 //! node talks to the layout group before it is a member, and Raft checks its own membership. A
 //! node without a layout yet (starting, joining) takes messages from anyone, as it cannot tell.
@@ -31,6 +33,10 @@ pub type LayoutHandler = Arc<
         + Send
         + Sync,
 >;
+
+/// How long a message of a node not in this node's layout waits for a layout that names it
+/// before it is refused (module docs).
+pub const MEMBER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// See the module docs.
 pub struct Dispatcher<E: Engine> {
@@ -65,8 +71,16 @@ impl<E: Engine> Dispatcher<E> {
     ) -> PeerResponse {
         if !matches!(request, PeerRequest::Layout(_)) {
             let topology = self.coordinator.context().topology();
-            let member = yeskv_core::NodeId::new(peer.node_id.to_string())
-                .is_ok_and(|node| topology.is_member(&node));
+            let node = yeskv_core::NodeId::new(peer.node_id.to_string()).ok();
+            let is_member = || node.as_ref().is_some_and(|n| topology.is_member(n));
+            let mut member = is_member();
+            if !member && node.is_some() {
+                let deadline = tokio::time::Instant::now() + MEMBER_GRACE;
+                while !member && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    member = is_member();
+                }
+            }
             if !member {
                 metrics::counter!(yeskv_tls::PEER_REFUSED, "reason" => "not_member").increment(1);
                 tracing::debug!(peer = %peer.node_id, addr = %peer.addr, message = request.name(),
