@@ -802,7 +802,7 @@ fn print_verdict(
     let converged_s = report.converged_ms.map(|ms| ms as f64 / 1000.0);
     let bound_ms = args.converge_bound_s * 1000;
     println!(
-        "chaos: {} nodes{}, {} s, seed {seed}: ops ok {} (reads {}, writes {}, deletes {}, cart adds {}, server-side cart adds {}, removes {}, reads {}, TTL-key writes {}), acked {}, lost {}, resurrected {}, TTL'd writes read past their expiry {} (skew bound {} s), expired and seen {}, converged_s {}, reaped {reaped}, faults {}",
+        "chaos: {} nodes{}, {} s, seed {seed}: ops ok {} (reads {}, writes {}, deletes {}, cart adds {}, server-side cart adds {}, removes {}, reads {}, TTL-key writes {}), acked {}, lost {}, resurrected {}, TTL'd writes checked after their expiry {} (skew bound {} s), of them still seen {}, converged_s {}, reaped {reaped}, faults {}",
         args.nodes,
         if args.regions > 0 {
             format!(" in {} regions", args.regions)
