@@ -155,6 +155,44 @@ fn keys_permissions_and_signed_contexts_on_three_nodes() {
         // The console's page is open; what it shows is not (the /v1/status above).
         assert_eq!(n.req("GET", "/ui", &[], b"").status, 200);
         assert_eq!(n.req("GET", "/ui/app.js", &[], b"").status, 200);
+        // CORS: a browser's preflight carries no key and is answered before the key check;
+        // every other answer, a refusal included, allows any origin (bearer keys, no cookies).
+        let preflight = n.req(
+            "OPTIONS",
+            "/v1/status",
+            &[
+                ("origin", "http://127.0.0.1:1"),
+                ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "authorization"),
+            ],
+            b"",
+        );
+        assert_eq!(preflight.status, 204, "{}", preflight.text());
+        assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+        let methods = preflight
+            .header("access-control-allow-methods")
+            .unwrap_or_default();
+        for method in ["GET", "HEAD", "PUT", "POST", "DELETE"] {
+            assert!(methods.contains(method), "{methods}");
+        }
+        assert_eq!(
+            preflight.header("access-control-allow-headers"),
+            Some("authorization, accept, content-type, x-causal-context")
+        );
+        assert!(preflight.header("access-control-max-age").is_some());
+        let answered = n.req("GET", "/v1/status", &as_admin, b"");
+        assert_eq!(answered.status, 200);
+        assert_eq!(answered.header("access-control-allow-origin"), Some("*"));
+        let refused = n.req("GET", "/v1/status", &[], b"");
+        assert_eq!(refused.header("access-control-allow-origin"), Some("*"));
+        let open = n.req("GET", "/v1/health", &[], b"");
+        assert_eq!(open.header("access-control-allow-origin"), Some("*"));
+        assert_eq!(
+            open.header("access-control-expose-headers"),
+            Some("x-causal-context, x-yeskv-layout-version")
+        );
+        // An OPTIONS that is not a preflight still meets the key check.
+        assert_eq!(n.req("OPTIONS", "/v1/status", &[], b"").status, 401);
     }
 
     // Keys: one over HTTP, one with the CLI; names are unique, bad input is 400.

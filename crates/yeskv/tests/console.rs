@@ -10,9 +10,13 @@
 //! `${CARGO_TARGET_DIR:-target}/console-screenshots/` as test artefacts.
 //!
 //! Asserted: the page and its assets are served with their content types and a strict
-//! Content-Security-Policy, without an API key; the page shows three nodes up; a key written
+//! Content-Security-Policy, without an API key; the page shows three nodes up, each with its
+//! own figures (read cross-origin from the node's own address: ops/s, p99, disk used, hints,
+//! receiving, cross-region lag in `data-*` cells of its `data-node-id` row) and the
+//! anti-entropy agreement of all members' merkle roots (`data-agreeing`); a key written
 //! twice without a context shows both siblings and a causal context (deep link
-//! `/ui#key=BUCKET/KEY`); a node killed with SIGKILL shows as down within 10 s of the kill.
+//! `/ui#key=BUCKET/KEY`); a node killed with SIGKILL shows as down within 10 s of the kill,
+//! its figures as "—" and no error banner.
 //! Without Chromium the test fails (it does not skip): `scripts/setup` installs it.
 
 mod support;
@@ -132,6 +136,19 @@ fn screenshot(browser: &str, profile: &Path, url: &str, (width, height): (u32, u
     assert!(size > 1000, "no screenshot of {url} at {}", path.display());
 }
 
+/// The row of node `id` in a dumped DOM, from its `<tr` to its `</tr>`.
+fn node_row<'d>(dom: &'d str, id: &str) -> Option<&'d str> {
+    let at = dom.find(&format!("data-node-id=\"{id}\""))?;
+    let end = at + dom[at..].find("</tr>")?;
+    Some(&dom[at..end])
+}
+
+/// The value of attribute `name` of the first element carrying it in `html`.
+fn attribute<'d>(html: &'d str, name: &str) -> Option<&'d str> {
+    let value = html.split(&format!("{name}=\"")).nth(1)?;
+    Some(&value[..value.find('"')?])
+}
+
 /// The `data-status` of node `id`'s row in a dumped DOM.
 fn node_status(dom: &str, id: &str) -> Option<String> {
     let at = dom.find(&format!("data-node-id=\"{id}\""))?;
@@ -189,6 +206,45 @@ fn console_shows_the_cluster_in_headless_chromium() {
         );
     }
     assert!(dom.contains("3 of 3 up"), "the summary says 3 of 3 up");
+    // Every node's own figures, read from its own address (cross-origin), in its row.
+    for id in ["n1", "n2", "n3"] {
+        let row = node_row(&dom, id).unwrap_or_default();
+        assert_eq!(
+            attribute(row, "data-answered"),
+            Some("true"),
+            "node {id} answered the page; row: {row}"
+        );
+        let disk = attribute(row, "data-disk").unwrap_or("—");
+        assert!(
+            disk != "—" && disk.parse::<u64>().is_ok_and(|b| b > 0),
+            "node {id}'s disk used shown, not {disk:?}; row: {row}"
+        );
+        for cell in [
+            "data-ops",
+            "data-p99",
+            "data-hints",
+            "data-receiving",
+            "data-lag",
+        ] {
+            let value = attribute(row, cell);
+            assert!(
+                value.is_some_and(|v| v != "—"),
+                "node {id}'s {cell} shown, not {value:?}; row: {row}"
+            );
+        }
+    }
+    // Anti-entropy: the merkle roots of every member compared, per partition.
+    let agreeing = attribute(&dom, "data-agreeing").and_then(|a| a.parse::<u32>().ok());
+    assert!(
+        agreeing.is_some_and(|a| a <= 256)
+            && dom.contains("of 256 partitions agree across replicas")
+            && dom.contains("merkle roots of 3 of 3 members"),
+        "the anti-entropy agreement across the three nodes shown ({agreeing:?}); DOM:\n{dom}"
+    );
+    eprintln!(
+        "console: {} of 256 partitions agree across replicas",
+        agreeing.unwrap_or(0)
+    );
     assert!(dom.contains("data-partition="), "the ring is drawn");
     assert!(
         dom.contains("apple-sibling") && dom.contains("pear-sibling"),
@@ -237,6 +293,16 @@ fn console_shows_the_cluster_in_headless_chromium() {
         let status = node_status(&dom, "n3");
         if status.as_deref() == Some("down") {
             assert!(dom.contains("2 of 3 up"), "the summary says 2 of 3 up");
+            let row = node_row(&dom, "n3").unwrap_or_default();
+            assert_eq!(
+                attribute(row, "data-disk"),
+                Some("—"),
+                "a node that does not answer shows \"—\", not stale figures; row: {row}"
+            );
+            assert!(
+                !dom.contains("cannot reach"),
+                "no error banner for a member down"
+            );
             break;
         }
         assert!(

@@ -6,9 +6,11 @@
 //! (`/v1/buckets/{bucket}`: bucket properties), [`keys`] (`/v1/admin/keys`: API keys), [`backups`]
 //! (`/v1/admin/backups`, `/v1/admin/import`: backup checkpoints and restores),
 //! [`openapi`] (`/v1/openapi.json`: the OpenAPI description of all of these), [`ui`] (`/ui`:
-//! the web console's embedded page), [`body`] (reading request bodies within size, time and memory bounds), [`state`] (what
+//! the web console's embedded page), [`cors`] (cross-origin headers, so the console of one node
+//! can read the others), [`body`] (reading request bodies within size, time and memory bounds), [`state`] (what
 //! handlers share). This module routes and renders errors; every route, the fallback
-//! included, passes the API key check first ([`crate::auth::require`]).
+//! included, passes the API key check first ([`crate::auth::require`]), except a CORS
+//! preflight, which [`cors::cors`] (layered outside the check) answers without a key.
 //!
 //! This module owns request parsing and validation (paths, query, limits, context tokens) and
 //! response shapes (`200` raw / `300` siblings / `404`, JSON mode, error bodies). Everything it
@@ -19,6 +21,7 @@ mod backups;
 mod body;
 mod buckets;
 mod cluster;
+mod cors;
 mod dt;
 mod keys;
 mod kv;
@@ -114,6 +117,8 @@ pub fn router_with<E: Engine>(state: Arc<AppState<E>>, extra: Router) -> Router 
             guard,
             crate::auth::require,
         ))
+        // Outside the key check: a browser's preflight carries no key (see `cors`).
+        .layer(axum::middleware::from_fn(cors::cors))
         .layer(axum::middleware::from_fn(track))
 }
 

@@ -6,12 +6,15 @@
 //! with `include_str!`, so the console works offline, on any node, with nothing else to deploy
 //! and no CDN to reach. Its figures come from the node's own API, polled by the page every
 //! 1.5 s: `/v1/status`, `/v1/ring`, `/metrics`, `/v1/cluster/plan` (and `POST
-//! /v1/cluster/commit`), `/v1/kv/{bucket}/{key}`. Those requests carry the API key the
-//! operator typed into the page (kept in `sessionStorage`), so the page itself is open
-//! ([`crate::auth::need`]) and the data it shows is not.
+//! /v1/cluster/commit`), `/v1/kv/{bucket}/{key}`; and every 3 s from each other member's
+//! `/v1/status` and `/metrics`, at the member's HTTP address (cross-origin: [`super::cors`]).
+//! Those requests carry the API key the operator typed into the page (kept in
+//! `sessionStorage`), so the page itself is open ([`crate::auth::need`]) and the data it
+//! shows is not.
 //!
 //! Every answer carries a strict Content-Security-Policy (`default-src 'self'`: no inline
-//! script or style, no other origin), `X-Content-Type-Options: nosniff` and
+//! script or style, nothing loaded from another origin; the script may only connect to other
+//! `http:`/`https:` origins, to read the members), `X-Content-Type-Options: nosniff` and
 //! `Cache-Control: no-cache` (the assets are not fingerprinted, so a browser revalidates
 //! them and an upgraded node serves its own page at once).
 
@@ -26,9 +29,12 @@ const APP_JS: &str = include_str!("ui/app.js");
 /// The page's style sheet.
 const APP_CSS: &str = include_str!("ui/app.css");
 
-/// What the page may load: only this origin, no inline code, no framing.
+/// What the page may load: only this origin, no inline code, no framing. Its script may also
+/// connect to other origins (`connect-src ... http: https:`): it reads every member's
+/// `/v1/status` and `/metrics` at the member's own address (the nodes answer cross-origin
+/// requests, see [`super::cors`]).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-    style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
+    style-src 'self'; img-src 'self' data:; connect-src 'self' http: https:; object-src 'none'; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /ui` and `GET /ui/`: the page.

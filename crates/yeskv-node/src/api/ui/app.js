@@ -1,16 +1,24 @@
-// The yeskv console: polls the node that served it and draws what it says.
+// The yeskv console: polls the node that served it and draws what it says, and reads every
+// other member's /v1/status and /metrics at the member's own HTTP address (the nodes answer
+// cross-origin requests: api/cors.rs) for the per-node figures and the anti-entropy agreement.
 // Plain DOM code, no framework. Data requests carry the API key typed into the page (kept in
-// sessionStorage for this tab only); the page itself is open. Every figure is the answering
-// node's view: browsers block reading other nodes' answers (no CORS), so a member's own figures
-// are one click away, on its own /ui.
+// sessionStorage for this tab only); the page itself is open.
 "use strict";
 
 const POLL_MS = 1500;
+// The other members are read half as often: 2 requests per member per 3 s.
+const PEER_POLL_MS = 3000;
+// A member that has not answered within this long is shown as not answering ("—").
+const PEER_TIMEOUT_MS = 2500;
+const MISSING = "—";
 const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948",
   "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#17becf", "#8c564b"];
 const KEY_STORE = "yeskv-console-api-key";
 
-const state = { status: null, ring: null, metrics: null, previousOps: null, colourBy: "owner" };
+// figures: node id -> { status, series, ops: {at, count}, rate } of the last answer of that
+// member (the answering node's from its own poll); absent when the member did not answer.
+const state = { status: null, ring: null, metrics: null, colourBy: "owner",
+  figures: new Map(), peersInFlight: false };
 
 const $ = (id) => document.getElementById(id);
 
@@ -47,7 +55,8 @@ async function api(path, options) {
   const opts = options || {};
   const headers = Object.assign({}, opts.headers || {});
   if (apiKey()) headers.Authorization = "Bearer " + apiKey();
-  const resp = await fetch(path, { method: opts.method || "GET", headers, cache: "no-store" });
+  const resp = await fetch(path, { method: opts.method || "GET", headers, cache: "no-store",
+    signal: opts.signal });
   if (resp.status === 401) throw new HttpError(401, "401: this node needs an API key; enter one above.");
   if (resp.status === 403) throw new HttpError(403, "403: the API key lacks the permission (an admin key is needed for the cluster views).");
   return resp;
@@ -130,6 +139,44 @@ function facts(dl, pairs) {
 
 // ---- views -----------------------------------------------------------------------------
 
+// A member's transfers as a cell: partitions it is receiving, bytes left, ETA.
+function receivingCell(t) {
+  const parts = (t && t.partitions_incoming) || 0;
+  if (!parts) return "none";
+  const left = t.bytes_pending === null || t.bytes_pending === undefined ? "?" : bytes(t.bytes_pending);
+  const eta = t.eta_s === null || t.eta_s === undefined ? "?" : `${Number(t.eta_s).toFixed(0)} s`;
+  return `${parts} partitions, ${left} left, ETA ${eta}`;
+}
+
+// A member's cross-region queue as a cell: writes queued, the oldest one's age, links down.
+function lagCell(regions) {
+  const entries = Object.entries(regions || {});
+  if (!entries.length) return "none";
+  const queue = entries.reduce((sum, [, r]) => sum + (Number(r.queue) || 0), 0);
+  const age = entries.reduce((max, [, r]) => Math.max(max, Number(r.oldest_age_s) || 0), 0);
+  const down = entries.filter(([, r]) => r.link && r.link !== "up").map(([name, r]) => `${name}: ${r.link}`);
+  return `${queue} queued, ${age.toFixed(1)} s behind${down.length ? "; " + down.join(", ") : ""}`;
+}
+
+// The per-node cells of member `id`: [attribute, machine value, text] each; "—" for all when
+// the member did not answer.
+function figureCells(id) {
+  const f = state.figures.get(id);
+  const names = ["ops", "p99", "disk", "hints", "receiving", "lag"];
+  if (!f) return names.map((n) => [n, MISSING, MISSING]);
+  const s = f.status;
+  const p99 = p99Seconds(f.series);
+  const used = s.disk && s.disk.used_bytes ? s.disk.used_bytes.total : null;
+  return [
+    ["ops", f.rate === null ? "" : f.rate.toFixed(1), f.rate === null ? "measuring…" : f.rate.toFixed(1)],
+    ["p99", p99 === null ? "" : String(p99), p99 === null ? "no requests" : seconds(p99)],
+    ["disk", used === null ? MISSING : String(used), used === null ? MISSING : bytes(used) + (s.disk.writable ? "" : " (NOT WRITABLE)")],
+    ["hints", String(s.hints_pending ?? ""), String(s.hints_pending ?? "?")],
+    ["receiving", String((s.transfers && s.transfers.partitions_incoming) || 0), receivingCell(s.transfers)],
+    ["lag", String(Object.values(s.regions || {}).reduce((sum, r) => sum + (Number(r.queue) || 0), 0)), lagCell(s.regions)],
+  ];
+}
+
 function renderNodes(status) {
   const body = $("nodes").querySelector("tbody");
   body.replaceChildren();
@@ -138,13 +185,15 @@ function renderNodes(status) {
   for (const m of members) {
     if (m.status === "up") up++;
     const where = m.region ? `${m.region} / ${m.zone || "?"}` : (m.zone || "?");
-    const link = el("a", { href: `http://${m.http}/ui` }, m.http || "?");
-    body.append(el("tr", { "data-node-id": m.id, "data-status": m.status },
+    const link = el("a", { href: `${location.protocol}//${m.http}/ui` }, m.http || "?");
+    const cells = figureCells(m.id).map(([name, value, text]) => el("td", { [`data-${name}`]: value, class: "num" }, text));
+    body.append(el("tr", { "data-node-id": m.id, "data-status": m.status, "data-answered": String(state.figures.has(m.id)) },
       el("td", {}, m.id),
       el("td", {}, el("span", { class: `badge ${m.status}` }, m.status)),
       el("td", {}, m.state || "?"),
       el("td", {}, where),
       el("td", {}, m.owns ?? "?"),
+      ...cells,
       el("td", {}, link)));
   }
   const summary = $("nodes-summary");
@@ -174,23 +223,48 @@ function renderSelf(status, series, opsPerSecond) {
   ]);
 }
 
-// Anti-entropy convergence as this node sees it: its partitions, which of them have a built
-// tree, and how many its last exchange round found equal to the peer's (the CLI's
-// `yeskv cluster status` compares the roots of every node instead).
+// Anti-entropy convergence across the cluster, as `yeskv cluster status` computes it: every
+// member that answered reports the merkle root of each partition it is a replica of; a
+// partition agrees when at least two replicas reported and all their roots are built and
+// equal. Out of the ring's partitions (one not reported by two replicas does not agree).
+function agreement(members, partitionCount) {
+  const roots = new Map();
+  let answered = 0;
+  for (const m of members) {
+    const f = state.figures.get(m.id);
+    if (!f) continue;
+    answered++;
+    for (const p of f.status.partitions || []) {
+      if (!roots.has(p.id)) roots.set(p.id, []);
+      roots.get(p.id).push(p.merkle_root ?? null);
+    }
+  }
+  let agreeing = 0;
+  for (const r of roots.values()) {
+    if (r.length > 1 && r.every((x) => x !== null && x === r[0])) agreeing++;
+  }
+  return { agreeing, total: partitionCount || roots.size, answered };
+}
+
 function renderAae(status, series) {
+  const members = status.members || [];
+  const partitionCount = state.ring && state.ring.partitions ? state.ring.partitions.length : 0;
+  const { agreeing, total, answered } = agreement(members, partitionCount);
   const parts = status.partitions || [];
   const built = parts.filter((p) => p.merkle_root !== null).length;
   const compared = metric(series, "yeskv_aae_partitions_compared");
   const differing = metric(series, "yeskv_aae_partitions_differing");
-  const agreeing = compared === null || differing === null ? "?" : compared - differing;
+  const ran = compared !== null && compared > 0 && differing !== null;
   const node = $("aae");
-  const ran = compared !== null && compared > 0;
   facts(node, [
-    ["replica of", `${parts.length} partitions (${built} trees built)`],
-    ["last round", ran ? `${agreeing} of ${compared} partitions agree with the peer` : "no exchange yet"],
-    ["converged", !ran ? "not known yet" : differing === 0 ? "yes" : `no: ${differing} differ`],
+    ["replicas", el("span", { "data-agreeing": String(agreeing), "data-partitions": String(total) },
+      `${agreeing} of ${total} partitions agree across replicas`)],
+    ["compared", `merkle roots of ${answered} of ${members.length} members`],
+    [`${status.node}'s last round`, ran ? `${compared - differing} of ${compared} partitions agree with the peer` : "no exchange yet"],
+    [`${status.node} replica of`, `${parts.length} partitions (${built} trees built)`],
   ]);
-  node.setAttribute("data-differing", String(differing));
+  node.setAttribute("data-agreeing", String(agreeing));
+  node.setAttribute("data-differing", String(total - agreeing));
 }
 
 function colourKey(nodeId, nodes) {
@@ -338,23 +412,77 @@ async function poll() {
       api("/metrics").then((r) => (r.ok ? r.text() : "")),
     ]);
     const series = parseMetrics(metricsText);
-    const now = performance.now();
-    const ops = clientOps(series);
-    let rate = null;
-    if (state.previousOps) {
-      const dt = (now - state.previousOps.at) / 1000;
-      if (dt > 0) rate = Math.max(0, ops - state.previousOps.ops) / dt;
-    }
-    state.previousOps = { at: now, ops };
+    const first = state.status === null;
     state.status = status; state.ring = ring; state.metrics = series;
-    renderNodes(status);
+    const rate = record(status.node, status, series);
+    render();
     renderSelf(status, series, rate);
-    renderAae(status, series);
     renderRing(ring, status);
     document.body.setAttribute("data-loaded", "true");
     showMessage("");
+    if (first) pollPeers();
   } catch (e) {
     showMessage(e instanceof HttpError ? e.message : `cannot reach this node: ${e.message}`);
+  }
+}
+
+// Keeps member `id`'s answer; its ops/s from the client requests counted since its last one.
+function record(id, status, series) {
+  const now = performance.now();
+  const count = clientOps(series);
+  const before = state.figures.get(id);
+  let rate = before ? before.rate : null;
+  if (before && before.ops) {
+    const dt = (now - before.ops.at) / 1000;
+    if (dt > 0) rate = Math.max(0, count - before.ops.count) / dt;
+  }
+  state.figures.set(id, { status, series, ops: { at: now, count }, rate });
+  return rate;
+}
+
+function render() {
+  if (!state.status) return;
+  renderNodes(state.status);
+  renderAae(state.status, state.metrics || []);
+}
+
+// One member's /v1/status and /metrics at its own address (same scheme as the page, same
+// key), within PEER_TIMEOUT_MS; null when it does not answer both.
+async function readMember(m) {
+  const base = `${location.protocol}//${m.http}`;
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), PEER_TIMEOUT_MS);
+  try {
+    const [statusResp, metricsResp] = await Promise.all([
+      api(`${base}/v1/status`, { signal: abort.signal }),
+      api(`${base}/metrics`, { signal: abort.signal }),
+    ]);
+    if (!statusResp.ok || !metricsResp.ok) return null;
+    return { status: await statusResp.json(), series: parseMetrics(await metricsResp.text()) };
+  } catch (_) {
+    return null; // down, unreachable from this browser, or refused: shown as "—"
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// Every other member, in parallel; one round at a time.
+async function pollPeers() {
+  if (!state.status || state.peersInFlight) return;
+  state.peersInFlight = true;
+  try {
+    const self = state.status.node;
+    const others = (state.status.members || []).filter((m) => m.id !== self && m.http);
+    const answers = await Promise.all(others.map(readMember));
+    others.forEach((m, i) => {
+      if (answers[i]) record(m.id, answers[i].status, answers[i].series);
+      else state.figures.delete(m.id);
+    });
+    const known = new Set((state.status.members || []).map((m) => m.id));
+    for (const id of [...state.figures.keys()]) if (!known.has(id)) state.figures.delete(id);
+    render();
+  } finally {
+    state.peersInFlight = false;
   }
 }
 
@@ -379,7 +507,7 @@ function start() {
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     sessionStorage.setItem(KEY_STORE, $("api-key").value.trim());
-    poll(); refreshPlan();
+    poll(); pollPeers(); refreshPlan();
   });
   $("colour-by").addEventListener("change", (e) => {
     state.colourBy = e.target.value;
@@ -397,6 +525,7 @@ function start() {
   }
   poll(); refreshPlan();
   setInterval(poll, POLL_MS);
+  setInterval(pollPeers, PEER_POLL_MS);
   setInterval(refreshPlan, POLL_MS * 4);
 }
 

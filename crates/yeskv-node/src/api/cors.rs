@@ -1,0 +1,188 @@
+//! Cross-origin requests (CORS): lets a page served by one node (the console at `/ui`) read
+//! the answers of the other members (`/v1/status`, `/metrics`, …).
+//!
+//! This module owns the CORS headers of every answer of the client API. It is an axum
+//! middleware layered *outside* the API key check ([`crate::auth::require`]), because a
+//! browser's preflight (`OPTIONS` with `Access-Control-Request-Method`) never carries the
+//! `Authorization` header: it asks whether the real request may be sent, and only then does
+//! the page's script send it, key included. So:
+//!
+//! - a preflight is answered here, `204` with the allowed methods and headers, without a key
+//!   and without reaching a handler (it reads and writes nothing);
+//! - every other request (a non-preflight `OPTIONS` included) goes on unchanged, through the
+//!   key check, and its answer gets `Access-Control-Allow-Origin: *` and the headers the page
+//!   may read (`X-Causal-Context`, `X-Yeskv-Layout-Version`).
+//!
+//! The origin is the wildcard `*` on purpose: the API's only credential is a bearer key that
+//! the calling page's own script adds to each request, never a cookie or other ambient
+//! credential a browser attaches by itself (and `*` makes browsers refuse credentialed
+//! requests anyway). A foreign page can therefore do nothing it could not do with `curl` and
+//! the key it does not have; `docs/security.md` says the same.
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// `Access-Control-Allow-Origin`: any origin (bearer keys, no cookies; see the module doc).
+pub const ALLOW_ORIGIN: &str = "*";
+/// `Access-Control-Allow-Methods` of a preflight: the methods the API serves.
+pub const ALLOW_METHODS: &str = "GET, HEAD, PUT, POST, DELETE";
+/// `Access-Control-Allow-Headers` of a preflight: the request headers a page may send.
+pub const ALLOW_HEADERS: &str = "authorization, accept, content-type, x-causal-context";
+/// `Access-Control-Expose-Headers`: the answer headers a page's script may read.
+pub const EXPOSE_HEADERS: &str = "x-causal-context, x-yeskv-layout-version";
+/// `Access-Control-Max-Age`: how long, in seconds, a browser may reuse a preflight's answer
+/// (Chromium caps it at 7200), so a page polling every few seconds sends one preflight per
+/// URL per 10 minutes, not one per poll.
+pub const PREFLIGHT_MAX_AGE_SECS: u32 = 600;
+
+/// Whether `request` is a CORS preflight: `OPTIONS` asking about another method.
+fn is_preflight(request: &Request) -> bool {
+    request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// The axum middleware: answers a preflight itself (`204`, no key needed) and adds
+/// `Access-Control-Allow-Origin` and `Access-Control-Expose-Headers` to every other answer.
+pub async fn cors(request: Request, next: Next) -> Response {
+    if is_preflight(&request) {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static(ALLOW_ORIGIN),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(ALLOW_METHODS),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(ALLOW_HEADERS),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from(PREFLIGHT_MAX_AGE_SECS),
+        );
+        return response;
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static(ALLOW_ORIGIN),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSE_HEADERS),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt as _;
+
+    /// A router shaped like the API's: a route behind a key check that refuses every request
+    /// (as `auth::require` refuses one without a key), and this middleware outside it.
+    fn router() -> Router {
+        async fn refuse_without_key(request: Request, next: Next) -> Response {
+            if request.headers().contains_key(header::AUTHORIZATION) {
+                next.run(request).await
+            } else {
+                StatusCode::UNAUTHORIZED.into_response()
+            }
+        }
+        Router::new()
+            .route("/v1/status", get(|| async { "{}" }))
+            .layer(axum::middleware::from_fn(refuse_without_key))
+            .layer(axum::middleware::from_fn(cors))
+    }
+
+    fn send(request: axum::http::Request<Body>) -> Response {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(router().oneshot(request))
+            .expect("infallible")
+    }
+
+    fn header_of(response: &Response, name: header::HeaderName) -> Option<&str> {
+        response.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn preflight_is_answered_before_the_auth_check() {
+        let response = send(
+            axum::http::Request::builder()
+                .method(Method::OPTIONS)
+                .uri("/v1/status")
+                .header(header::ORIGIN, "http://127.0.0.1:8082")
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+                .body(Body::empty())
+                .expect("request"),
+        );
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            header_of(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            Some("*")
+        );
+        let methods = header_of(&response, header::ACCESS_CONTROL_ALLOW_METHODS).unwrap_or("");
+        for method in ["GET", "HEAD", "PUT", "POST", "DELETE"] {
+            assert!(methods.contains(method), "{methods}");
+        }
+        assert_eq!(
+            header_of(&response, header::ACCESS_CONTROL_ALLOW_HEADERS),
+            Some(ALLOW_HEADERS)
+        );
+        assert_eq!(
+            header_of(&response, header::ACCESS_CONTROL_MAX_AGE),
+            Some("600")
+        );
+    }
+
+    #[test]
+    fn other_answers_keep_their_status_and_allow_any_origin_under_auth() {
+        // Refused by the key check: still readable cross-origin, so the page can say why.
+        let refused = send(
+            axum::http::Request::builder()
+                .uri("/v1/status")
+                .body(Body::empty())
+                .expect("request"),
+        );
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            header_of(&refused, header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            Some("*")
+        );
+        let answered = send(
+            axum::http::Request::builder()
+                .uri("/v1/status")
+                .header(header::AUTHORIZATION, "Bearer ykv_x")
+                .body(Body::empty())
+                .expect("request"),
+        );
+        assert_eq!(answered.status(), StatusCode::OK);
+        assert_eq!(
+            header_of(&answered, header::ACCESS_CONTROL_EXPOSE_HEADERS),
+            Some(EXPOSE_HEADERS)
+        );
+        // An OPTIONS that is not a preflight is not answered here: the key check sees it.
+        let plain_options = send(
+            axum::http::Request::builder()
+                .method(Method::OPTIONS)
+                .uri("/v1/status")
+                .body(Body::empty())
+                .expect("request"),
+        );
+        assert_eq!(plain_options.status(), StatusCode::UNAUTHORIZED);
+    }
+}
