@@ -156,19 +156,25 @@ fn keys_permissions_and_signed_contexts_on_three_nodes() {
         assert_eq!(n.req("GET", "/ui", &[], b"").status, 200);
         assert_eq!(n.req("GET", "/ui/app.js", &[], b"").status, 200);
         // CORS: a browser's preflight carries no key and is answered before the key check;
-        // every other answer, a refusal included, allows any origin (bearer keys, no cookies).
+        // every other answer, a refusal included, lets in a page of the node's own address and
+        // no other origin.
+        let own = format!("http://{}", n.http);
+        let origin = [("origin", own.as_str())];
         let preflight = n.req(
             "OPTIONS",
             "/v1/status",
             &[
-                ("origin", "http://127.0.0.1:1"),
+                ("origin", own.as_str()),
                 ("access-control-request-method", "GET"),
                 ("access-control-request-headers", "authorization"),
             ],
             b"",
         );
         assert_eq!(preflight.status, 204, "{}", preflight.text());
-        assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+        assert_eq!(
+            preflight.header("access-control-allow-origin"),
+            Some(own.as_str())
+        );
         let methods = preflight
             .header("access-control-allow-methods")
             .unwrap_or_default();
@@ -180,13 +186,26 @@ fn keys_permissions_and_signed_contexts_on_three_nodes() {
             Some("authorization, accept, content-type, x-causal-context")
         );
         assert!(preflight.header("access-control-max-age").is_some());
-        let answered = n.req("GET", "/v1/status", &as_admin, b"");
+        let answered = n.req("GET", "/v1/status", &[as_admin[0], origin[0]], b"");
         assert_eq!(answered.status, 200);
-        assert_eq!(answered.header("access-control-allow-origin"), Some("*"));
-        let refused = n.req("GET", "/v1/status", &[], b"");
-        assert_eq!(refused.header("access-control-allow-origin"), Some("*"));
-        let open = n.req("GET", "/v1/health", &[], b"");
-        assert_eq!(open.header("access-control-allow-origin"), Some("*"));
+        assert_eq!(
+            answered.header("access-control-allow-origin"),
+            Some(own.as_str())
+        );
+        let foreign = [as_admin[0], ("origin", "http://127.0.0.1:1")];
+        let answered = n.req("GET", "/v1/status", &foreign, b"");
+        assert_eq!(answered.status, 200);
+        assert_eq!(answered.header("access-control-allow-origin"), None);
+        let refused = n.req("GET", "/v1/status", &origin, b"");
+        assert_eq!(
+            refused.header("access-control-allow-origin"),
+            Some(own.as_str())
+        );
+        let open = n.req("GET", "/v1/health", &origin, b"");
+        assert_eq!(
+            open.header("access-control-allow-origin"),
+            Some(own.as_str())
+        );
         assert_eq!(
             open.header("access-control-expose-headers"),
             Some("x-causal-context, x-yeskv-layout-version")

@@ -13,19 +13,25 @@
 //!   key check, and its answer gets `Access-Control-Allow-Origin: *` and the headers the page
 //!   may read (`X-Causal-Context`, `X-Yeskv-Layout-Version`).
 //!
-//! The origin is the wildcard `*` on purpose: the API's only credential is a bearer key that
-//! the calling page's own script adds to each request, never a cookie or other ambient
-//! credential a browser attaches by itself (and `*` makes browsers refuse credentialed
-//! requests anyway). A foreign page can therefore do nothing it could not do with `curl` and
-//! the key it does not have; `docs/security.md` says the same.
+//! Only the cluster's own pages are let in: an origin is allowed when it is `http://` or
+//! `https://` followed by the HTTP address of a member of the layout (or of this node), the
+//! address the console of that member is served from; the answer then names that origin
+//! (`Access-Control-Allow-Origin: ORIGIN`, `Vary: Origin`). Any other origin gets no CORS
+//! header, so a browser keeps the answer from the page. That matters for a node without API
+//! keys: a page from anywhere, opened by someone whose browser can reach the node, could
+//! otherwise read it. No cookie or other ambient credential is ever accepted, and
+//! `Access-Control-Allow-Credentials` is never sent; `docs/security.md` says the same.
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 
-/// `Access-Control-Allow-Origin`: any origin (bearer keys, no cookies; see the module doc).
-pub const ALLOW_ORIGIN: &str = "*";
+/// Whether a page of an origin's `HOST:PORT` may read answers: one of the cluster's members'
+/// HTTP addresses.
+pub type Origins = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// `Access-Control-Allow-Methods` of a preflight: the methods the API serves.
 pub const ALLOW_METHODS: &str = "GET, HEAD, PUT, POST, DELETE";
 /// `Access-Control-Allow-Headers` of a preflight: the request headers a page may send.
@@ -37,6 +43,17 @@ pub const EXPOSE_HEADERS: &str = "x-causal-context, x-yeskv-layout-version";
 /// URL per 10 minutes, not one per poll.
 pub const PREFLIGHT_MAX_AGE_SECS: u32 = 600;
 
+/// The `Origin` of `request` if it is allowed: `http://` or `https://` and an address that
+/// `origins` accepts.
+fn allowed_origin(request: &Request, origins: &Origins) -> Option<HeaderValue> {
+    let origin = request.headers().get(header::ORIGIN)?;
+    let text = origin.to_str().ok()?;
+    let addr = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))?;
+    origins(addr).then(|| origin.clone())
+}
+
 /// Whether `request` is a CORS preflight: `OPTIONS` asking about another method.
 fn is_preflight(request: &Request) -> bool {
     request.method() == Method::OPTIONS
@@ -45,16 +62,23 @@ fn is_preflight(request: &Request) -> bool {
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-/// The axum middleware: answers a preflight itself (`204`, no key needed) and adds
-/// `Access-Control-Allow-Origin` and `Access-Control-Expose-Headers` to every other answer.
-pub async fn cors(request: Request, next: Next) -> Response {
+/// The axum middleware: answers a preflight itself (`204`, no key needed; the CORS headers
+/// only for an allowed origin) and adds `Access-Control-Allow-Origin` and
+/// `Access-Control-Expose-Headers` to every other answer to an allowed origin.
+pub async fn cors(
+    axum::extract::State(origins): axum::extract::State<Origins>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let allowed = allowed_origin(&request, &origins);
     if is_preflight(&request) {
         let mut response = StatusCode::NO_CONTENT.into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static(ALLOW_ORIGIN),
-        );
+        headers.insert(header::VARY, HeaderValue::from_static("origin"));
+        let Some(origin) = allowed else {
+            return response;
+        };
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static(ALLOW_METHODS),
@@ -71,10 +95,11 @@ pub async fn cors(request: Request, next: Next) -> Response {
     }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static(ALLOW_ORIGIN),
-    );
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    let Some(origin) = allowed else {
+        return response;
+    };
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(EXPOSE_HEADERS),
@@ -103,7 +128,10 @@ mod tests {
         Router::new()
             .route("/v1/status", get(|| async { "{}" }))
             .layer(axum::middleware::from_fn(refuse_without_key))
-            .layer(axum::middleware::from_fn(cors))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(|addr: &str| addr == "127.0.0.1:8082") as Origins,
+                cors,
+            ))
     }
 
     fn send(request: axum::http::Request<Body>) -> Response {
@@ -133,7 +161,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
         assert_eq!(
             header_of(&response, header::ACCESS_CONTROL_ALLOW_ORIGIN),
-            Some("*")
+            Some("http://127.0.0.1:8082")
         );
         let methods = header_of(&response, header::ACCESS_CONTROL_ALLOW_METHODS).unwrap_or("");
         for method in ["GET", "HEAD", "PUT", "POST", "DELETE"] {
@@ -155,17 +183,19 @@ mod tests {
         let refused = send(
             axum::http::Request::builder()
                 .uri("/v1/status")
+                .header(header::ORIGIN, "https://127.0.0.1:8082")
                 .body(Body::empty())
                 .expect("request"),
         );
         assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
             header_of(&refused, header::ACCESS_CONTROL_ALLOW_ORIGIN),
-            Some("*")
+            Some("https://127.0.0.1:8082")
         );
         let answered = send(
             axum::http::Request::builder()
                 .uri("/v1/status")
+                .header(header::ORIGIN, "http://127.0.0.1:8082")
                 .header(header::AUTHORIZATION, "Bearer ykv_x")
                 .body(Body::empty())
                 .expect("request"),
@@ -184,5 +214,45 @@ mod tests {
                 .expect("request"),
         );
         assert_eq!(plain_options.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn pages_of_other_origins_get_no_cors_headers() {
+        for origin in [
+            "http://evil.example",
+            "http://127.0.0.1:8083",
+            "file://127.0.0.1:8082",
+            "null",
+        ] {
+            let preflight = send(
+                axum::http::Request::builder()
+                    .method(Method::OPTIONS)
+                    .uri("/v1/status")
+                    .header(header::ORIGIN, origin)
+                    .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+                    .body(Body::empty())
+                    .expect("request"),
+            );
+            assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+            assert_eq!(
+                header_of(&preflight, header::ACCESS_CONTROL_ALLOW_ORIGIN),
+                None,
+                "{origin}"
+            );
+            let answered = send(
+                axum::http::Request::builder()
+                    .uri("/v1/status")
+                    .header(header::ORIGIN, origin)
+                    .header(header::AUTHORIZATION, "Bearer ykv_x")
+                    .body(Body::empty())
+                    .expect("request"),
+            );
+            assert_eq!(answered.status(), StatusCode::OK);
+            assert_eq!(
+                header_of(&answered, header::ACCESS_CONTROL_ALLOW_ORIGIN),
+                None,
+                "{origin}"
+            );
+        }
     }
 }

@@ -64,6 +64,7 @@ pub fn router<E: Engine>(state: Arc<AppState<E>>) -> Router {
 /// key check.
 pub fn router_with<E: Engine>(state: Arc<AppState<E>>, extra: Router) -> Router {
     let guard = state.guard.clone();
+    let origins = member_origins(state.clone());
     Router::new()
         .route("/v1/kv/{*path}", any(kv::kv::<E>))
         .route("/v1/dt/{*path}", any(dt::dt::<E>))
@@ -118,8 +119,20 @@ pub fn router_with<E: Engine>(state: Arc<AppState<E>>, extra: Router) -> Router 
             crate::auth::require,
         ))
         // Outside the key check: a browser's preflight carries no key (see `cors`).
-        .layer(axum::middleware::from_fn(cors::cors))
+        .layer(axum::middleware::from_fn_with_state(origins, cors::cors))
         .layer(axum::middleware::from_fn(track))
+}
+
+/// The origins whose pages may read answers (`cors`): the HTTP addresses of the layout's
+/// members and of this node.
+fn member_origins<E: Engine>(state: Arc<AppState<E>>) -> cors::Origins {
+    Arc::new(move |addr: &str| {
+        addr == state.http
+            || state
+                .layout
+                .current()
+                .is_some_and(|l| l.members.values().any(|m| m.http == addr))
+    })
 }
 
 /// The JSON body of every error answer: `{"error": REASON}`, with the nodes or partitions it
