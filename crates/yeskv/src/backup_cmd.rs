@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use yeskv_node::backup::{self, BackupFile, BackupObject, NodeBackup};
 
-use crate::cluster_cmd::{http_client, send_bytes, HttpClient};
+use crate::cluster_cmd::{http_client, human_bytes, send_bytes, HttpClient};
 
 /// The manifest's format version.
 const MANIFEST_FORMAT: u32 = 1;
@@ -184,7 +184,7 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         eprintln!(
             "checkpoint on {member}: {} files, {}",
             files.len(),
-            human(files.iter().map(|f| f.bytes).sum())
+            human_bytes(files.iter().map(|f| f.bytes).sum())
         );
         nodes.push((
             url.clone(),
@@ -239,7 +239,7 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     println!(
         "backup {id}: {} members, {} in {}",
         manifest.nodes.len(),
-        human(total),
+        human_bytes(total),
         args.to.display()
     );
     Ok(())
@@ -336,7 +336,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         .iter()
         .flat_map(|n| n.files.iter().map(|f| f.bytes))
         .sum();
-    eprintln!("checking {} of files", human(total));
+    eprintln!("checking {} of files", human_bytes(total));
     for n in &manifest.nodes {
         let dir = node_dir(&args.from, n)?;
         for f in &n.files {
@@ -555,18 +555,6 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
-}
-
-/// `bytes` for a person: B, KiB, MiB, GiB.
-fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < units.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", units[unit])
 }
 
 #[cfg(test)]

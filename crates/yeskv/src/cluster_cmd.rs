@@ -308,7 +308,7 @@ fn print_plan(p: &serde_json::Value) {
 }
 
 /// `bytes` in B, KiB, MiB or GiB.
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
