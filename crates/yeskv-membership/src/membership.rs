@@ -101,6 +101,7 @@ impl Membership {
             http_addr: config.http_addr.clone(),
             peer_addr: config.peer_addr.clone(),
             layout_version: config.layout_version,
+            release: Some(env!("CARGO_PKG_VERSION").to_string()),
         };
         let dead_node_grace = std::time::Duration::from_millis(config.dead_node_grace_ms);
         let chitchat_config = ChitchatConfig {

@@ -213,6 +213,7 @@ fn member(id: NodeId, generation: u64, info: NodeInfo, status: MemberStatus) -> 
         http_addr: info.http_addr,
         peer_addr: info.peer_addr,
         layout_version: info.layout_version,
+        release: info.release,
         seen_up: status == MemberStatus::Up,
         status,
     }
@@ -235,6 +236,7 @@ mod tests {
             http_addr: format!("http-{zone}"),
             peer_addr: format!("peer-{zone}"),
             layout_version,
+            release: None,
         }
     }
 

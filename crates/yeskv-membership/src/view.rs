@@ -51,6 +51,8 @@ pub struct Member {
     pub peer_addr: String,
     /// Version of the cluster layout this member holds.
     pub layout_version: u64,
+    /// The release the member runs (`None`: release 0.1.0, which does not say).
+    pub release: Option<String>,
     /// Up or down, from the failure detector.
     pub status: MemberStatus,
     /// Whether this node has seen this incarnation up since it started (a member it has only

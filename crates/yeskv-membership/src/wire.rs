@@ -1,7 +1,7 @@
 //! What each node gossips about itself, as chitchat key-values, and how a peer's key-values are
 //! read back. Pure: no I/O.
 //!
-//! chitchat replicates a small string map per node (scuttlebutt reconciliation). yeskv puts five
+//! chitchat replicates a small string map per node (scuttlebutt reconciliation). yeskv puts these
 //! keys in it:
 //!
 //! | key              | value                                                  |
@@ -13,6 +13,11 @@
 //! | `layout_version` | the cluster layout version the node holds, decimal u64 |
 //! | `region`         | the node's region; optional: a node of a build before regions does not |
 //! |                  | publish it, and reads as [`DEFAULT_REGION`]                             |
+//! | `release`        | the release the node runs (`0.2.0`); optional: release 0.1.0 does not   |
+//! |                  | publish it (so, in a rolling upgrade, an absent one is 0.1.0)           |
+//!
+//! Keys are only ever added, optional, so a node of the previous release reads a newer node's
+//! map (it ignores keys it does not know) and the other way round: a rolling upgrade runs both.
 //!
 //! The node id, the generation and the gossip address travel in chitchat's own node identity
 //! (`ChitchatId`), and the cluster id in every SYN, so they are not repeated here.
@@ -39,6 +44,9 @@ pub(crate) const KEY_HTTP: &str = "http";
 pub(crate) const KEY_PEER: &str = "peer";
 pub(crate) const KEY_LAYOUT_VERSION: &str = "layout_version";
 pub(crate) const KEY_REGION: &str = "region";
+pub(crate) const KEY_RELEASE: &str = "release";
+/// Longest accepted release name, in bytes.
+pub const RELEASE_BYTES_MAX: usize = 64;
 
 /// What a node says about itself in gossip.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +61,8 @@ pub struct NodeInfo {
     pub peer_addr: String,
     /// Version of the cluster layout the node holds.
     pub layout_version: u64,
+    /// The release the node runs (`None`: a node of release 0.1.0, which does not say).
+    pub release: Option<String>,
 }
 
 /// A peer's key-values read back.
@@ -80,6 +90,13 @@ impl NodeInfo {
                 self.layout_version.to_string(),
             ),
         ]
+        .into_iter()
+        .chain(
+            self.release
+                .iter()
+                .map(|release| (KEY_RELEASE.to_string(), release.clone())),
+        )
+        .collect()
     }
 
     /// Reads a node's info back from its key-values (`get` looks a key up).
@@ -122,12 +139,22 @@ impl NodeInfo {
         let Ok(layout_version) = layout_version.parse::<u64>() else {
             return Decoded::Invalid(format!("layout_version {layout_version:?} is not a u64"));
         };
+        let release = get(KEY_RELEASE);
+        if let Some(release) = release {
+            if release.is_empty() || release.len() > RELEASE_BYTES_MAX {
+                return Decoded::Invalid(format!(
+                    "release of {} bytes (1 to {RELEASE_BYTES_MAX} allowed)",
+                    release.len()
+                ));
+            }
+        }
         Decoded::Complete(NodeInfo {
             zone: zone.to_string(),
             region: region.to_string(),
             http_addr: http.to_string(),
             peer_addr: peer.to_string(),
             layout_version,
+            release: release.map(str::to_string),
         })
     }
 }
@@ -145,6 +172,7 @@ mod tests {
             http_addr: "127.0.0.1:8081".into(),
             peer_addr: "127.0.0.1:7081".into(),
             layout_version: 7,
+            release: Some("0.2.0".into()),
         }
     }
 
@@ -178,6 +206,17 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_without_a_release_is_of_the_first_release_and_reads_whole() {
+        let mut map: BTreeMap<_, _> = info().to_key_values().into_iter().collect();
+        map.remove(KEY_RELEASE);
+        let Decoded::Complete(read) = decode_map(&map) else {
+            panic!("a node info without release (release 0.1.0) decodes");
+        };
+        assert_eq!(read.release, None);
+        assert_eq!(read.zone, info().zone);
+    }
+
+    #[test]
     fn malformed_values_are_invalid() {
         let cases = [
             (KEY_FORMAT, "2".to_string()),
@@ -189,6 +228,8 @@ mod tests {
             (KEY_PEER, "p".repeat(ADDRESS_BYTES_MAX + 1)),
             (KEY_LAYOUT_VERSION, "-1".to_string()),
             (KEY_LAYOUT_VERSION, "seven".to_string()),
+            (KEY_RELEASE, String::new()),
+            (KEY_RELEASE, "r".repeat(RELEASE_BYTES_MAX + 1)),
         ];
         for (key, value) in cases {
             let mut map: BTreeMap<_, _> = info().to_key_values().into_iter().collect();

@@ -506,6 +506,10 @@ pub fn render(
         for (name, value) in figures {
             metrics::gauge!(name, "peer" => peer.clone()).set(value as f64);
         }
+        // The protocol version the connection speaks (0: none open); in a rolling upgrade the
+        // older of the two releases' newest versions.
+        metrics::gauge!("yeskv_rpc_protocol_version", "peer" => peer.clone())
+            .set(f64::from(p.protocol_version.unwrap_or(0)));
         metrics::gauge!("yeskv_rpc_connected", "peer" => peer)
             .set(f64::from(u8::from(p.connected)));
     }

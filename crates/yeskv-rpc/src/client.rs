@@ -44,7 +44,7 @@ use crate::frame::{
     encode_frame, encode_message, Frame, FrameKind, UnsealedFrame, HANDSHAKE_FRAME_BYTES_MAX,
 };
 use crate::io::{run_writer, write_frame, FrameReader, WriterEnd};
-use crate::protocol::{Failure, Hello, Refused, Welcome, PROTOCOL_VERSION};
+use crate::protocol::{Failure, Hello, Refused, Welcome, PROTOCOL_VERSION_MIN};
 use crate::stats::{bump, PeerCounters, PeerStats};
 use crate::transport::{Connector, PeerIdentity, TcpConnector};
 
@@ -110,11 +110,25 @@ where
     /// [`Error::Decode`] if the response is not a `Resp`; [`Error::Remote`] if the peer could not
     /// handle the request. See [`Error::is_retryable`].
     pub async fn call(&self, addr: &str, request: &Req, timeout: Duration) -> Result<Resp> {
+        self.call_since(addr, request, PROTOCOL_VERSION_MIN, timeout)
+            .await
+    }
+
+    /// [`RpcClient::call`] for a request introduced in protocol version `since`: sent only on a
+    /// connection that agreed on `since` or later; to a peer of an older release it fails with
+    /// [`Error::Unsupported`] before anything is sent.
+    pub async fn call_since(
+        &self,
+        addr: &str,
+        request: &Req,
+        since: u16,
+        timeout: Duration,
+    ) -> Result<Resp> {
         let peer = self.inner.peer(addr);
         bump(&peer.counters.calls);
         let deadline = Instant::now() + timeout;
-        let result = match tokio::time::timeout_at(deadline, self.inner.call(&peer, request)).await
-        {
+        let call = self.inner.call(&peer, request, since);
+        let result = match tokio::time::timeout_at(deadline, call).await {
             Ok(result) => result,
             Err(_elapsed) => Err(Error::Timeout {
                 timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
@@ -144,7 +158,9 @@ where
                 peer.counters.snapshot(
                     &peer.addr,
                     peer.remote_node_id.lock().clone(),
-                    usable.is_some(),
+                    usable
+                        .as_ref()
+                        .map(|connection| connection.protocol_version),
                     inflight,
                 )
             })
@@ -251,9 +267,16 @@ impl<C: Connector> ClientInner<C> {
         &self,
         peer: &Arc<Peer>,
         request: &Req,
+        since: u16,
     ) -> Result<Resp> {
         let unsealed = UnsealedFrame::encode(request, self.config.frame_bytes_max)?;
         let connection = self.connection(peer).await.map_err(Error::before_sending)?;
+        if connection.protocol_version < since {
+            return Err(Error::Unsupported {
+                needed: since,
+                agreed: connection.protocol_version,
+            });
+        }
         let _slot = connection
             .slots
             .acquire()
@@ -340,10 +363,12 @@ impl<C: Connector> ClientInner<C> {
         let identity = C::peer_identity(&stream);
         let (read_half, mut write_half) = tokio::io::split(stream);
         let mut reader = FrameReader::new(read_half, HANDSHAKE_FRAME_BYTES_MAX, traffic.clone());
+        let (oldest, newest) = config.protocol_versions;
         let hello = Hello {
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version: oldest,
             cluster_id: config.cluster_id.clone(),
             node_id: config.node_id.clone(),
+            protocol_version_max: newest,
         };
         let hello = encode_message(FrameKind::Hello, 0, &hello, HANDSHAKE_FRAME_BYTES_MAX)?;
         write_frame(&mut write_half, &hello, &traffic).await?;
@@ -351,7 +376,7 @@ impl<C: Connector> ClientInner<C> {
             Error::disconnected("the peer closed the connection during the handshake")
         })?;
         let welcome: Welcome = match frame.kind {
-            FrameKind::Welcome => postcard::from_bytes(&frame.payload)
+            FrameKind::Welcome => Welcome::decode(&frame.payload, oldest)
                 .map_err(|error| Error::corrupt(format!("malformed welcome: {error}")))?,
             FrameKind::Refused => {
                 let reason = postcard::from_bytes::<Refused>(&frame.payload).map_or_else(
@@ -377,6 +402,15 @@ impl<C: Connector> ClientInner<C> {
                 });
             }
         }
+        if !(oldest..=newest).contains(&welcome.protocol_version) {
+            return Err(Error::Refused {
+                reason: format!(
+                    "{} welcomes at protocol version {}, which this node (speaking {oldest} to \
+                     {newest}) did not offer",
+                    peer.addr, welcome.protocol_version
+                ),
+            });
+        }
         reader.set_frame_bytes_max(config.frame_bytes_max);
         *peer.remote_node_id.lock() = Some(welcome.node_id.clone());
 
@@ -390,11 +424,13 @@ impl<C: Connector> ClientInner<C> {
             next_request_id: AtomicU64::new(1),
             slots: Semaphore::new(config.inflight_max),
             inflight_max: config.inflight_max,
+            protocol_version: welcome.protocol_version,
             draining: AtomicBool::new(false),
             cancel: self.closed.child_token(),
             counters: peer.counters.clone(),
         });
-        debug!(peer = %peer.addr, remote_node_id = %welcome.node_id, "connected");
+        debug!(peer = %peer.addr, remote_node_id = %welcome.node_id,
+            protocol_version = welcome.protocol_version, "connected");
 
         let writer_connection = connection.clone();
         let batch_bytes_max = config.write_batch_bytes_max;
@@ -502,6 +538,8 @@ struct Connection {
     /// `inflight_max` permits; a call holds one until it ends.
     slots: Semaphore,
     inflight_max: usize,
+    /// The protocol version agreed in the handshake.
+    protocol_version: u16,
     /// The server sent `GoAway`: no new calls here (pending ones still complete).
     draining: AtomicBool,
     /// Cancelled when the connection closes; stops the reader and writer tasks.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::frame::{FRAME_BYTES_MAX_DEFAULT, HANDSHAKE_FRAME_BYTES_MAX};
-use crate::protocol::ID_BYTES_MAX;
+use crate::protocol::{ID_BYTES_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 
 /// Largest allowed [`RpcConfig::frame_bytes_max`]: 1 GiB (the length field could say 4 GiB, but
 /// no yeskv message should come near this).
@@ -65,6 +65,11 @@ pub struct RpcConfig {
     /// (>= `frame_bytes_max`; default 512 MiB). A connection whose next request does not fit
     /// stops reading until handlers finish (backpressure), as with `inflight_max`.
     pub inflight_bytes_max: usize,
+    /// The protocol versions this side speaks, oldest and newest (within
+    /// [`PROTOCOL_VERSION_MIN`]`..=`[`PROTOCOL_VERSION`], the default). Each connection speaks the
+    /// newest version both ends speak. Narrowed only to pin a node to an older version, as
+    /// tests do to stand in for a node of the previous release.
+    pub protocol_versions: (u16, u16),
 }
 
 impl RpcConfig {
@@ -85,6 +90,7 @@ impl RpcConfig {
             shutdown_grace_ms: 5_000,
             connections_max: 1024,
             inflight_bytes_max: 512 * 1024 * 1024,
+            protocol_versions: (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION),
         }
     }
 
@@ -141,6 +147,13 @@ impl RpcConfig {
         if self.connections_max == 0 {
             return invalid("connections_max must be >= 1".into());
         }
+        let (oldest, newest) = self.protocol_versions;
+        if !(PROTOCOL_VERSION_MIN <= oldest && oldest <= newest && newest <= PROTOCOL_VERSION) {
+            return invalid(format!(
+                "protocol_versions must be a range within {PROTOCOL_VERSION_MIN} ..= \
+                 {PROTOCOL_VERSION}, got {oldest} ..= {newest}"
+            ));
+        }
         if self.inflight_bytes_max < self.frame_bytes_max {
             return invalid(format!(
                 "inflight_bytes_max ({}) must be >= frame_bytes_max ({}): one request must fit",
@@ -193,6 +206,20 @@ mod tests {
                 "inflight_max",
                 RpcConfig {
                     inflight_max: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "protocol_versions",
+                RpcConfig {
+                    protocol_versions: (PROTOCOL_VERSION, PROTOCOL_VERSION_MIN),
+                    ..base.clone()
+                },
+            ),
+            (
+                "protocol_versions",
+                RpcConfig {
+                    protocol_versions: (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION + 1),
                     ..base.clone()
                 },
             ),

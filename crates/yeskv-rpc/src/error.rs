@@ -79,6 +79,16 @@ pub enum Error {
         /// The peer's explanation.
         reason: String,
     },
+    /// The request is of a protocol version newer than the one the connection to the peer
+    /// speaks (a peer of an older release): it was **not sent**. The caller does without it
+    /// or falls back to what the older version offers.
+    #[error("not sent: the request needs protocol version {needed}, the peer speaks {agreed}")]
+    Unsupported {
+        /// The version that introduced the request.
+        needed: u16,
+        /// The version the connection agreed on.
+        agreed: u16,
+    },
     /// The configuration is nonsense; see [`crate::RpcConfig::validate`].
     #[error("invalid rpc configuration: {reason}")]
     InvalidConfig {
@@ -102,13 +112,17 @@ impl Error {
             | Error::Encode { .. }
             | Error::Decode { .. }
             | Error::Remote { .. }
+            | Error::Unsupported { .. }
             | Error::InvalidConfig { .. } => false,
         }
     }
 
     /// Whether the request certainly did not reach the peer (no connection was made).
     pub fn not_sent(&self) -> bool {
-        matches!(self, Error::Unreachable { .. } | Error::Refused { .. })
+        matches!(
+            self,
+            Error::Unreachable { .. } | Error::Refused { .. } | Error::Unsupported { .. }
+        )
     }
 
     /// `self`, a failure to get a connection, as the error of a call that was never sent:

@@ -101,7 +101,7 @@ pub use client::RpcClient;
 pub use config::{RpcConfig, FRAME_BYTES_MAX_LIMIT, INFLIGHT_MAX_LIMIT};
 pub use error::{Error, Result};
 pub use frame::{FrameKind, FRAME_BYTES_MAX_DEFAULT, HANDSHAKE_FRAME_BYTES_MAX};
-pub use protocol::{Hello, Refused, Welcome, PROTOCOL_VERSION};
+pub use protocol::{Hello, Refused, Welcome, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 pub use server::{Handler, PeerInfo, RpcServer};
 pub use stats::{PeerStats, ServerStats, TrafficStats};
 pub use transport::{Connector, Listener, PeerIdentity, Stream, TcpConnector};

@@ -246,7 +246,7 @@ where
             ) => Some(handshake),
         };
         let hello = match handshake {
-            Some(Ok(Ok(hello))) => hello,
+            Some(Ok(Ok(accepted))) => accepted,
             Some(Ok(Err(error @ Error::Refused { .. }))) => {
                 bump(&counters.handshakes_refused);
                 info!(peer = %self.addr, %error, "refused a connection");
@@ -271,12 +271,13 @@ where
             }
         };
         reader.set_frame_bytes_max(config.frame_bytes_max);
+        let (hello, protocol_version) = hello;
         let peer = PeerInfo {
             node_id: Arc::from(hello.node_id.as_str()),
             addr: self.addr,
-            protocol_version: hello.protocol_version,
+            protocol_version,
         };
-        debug!(peer = %self.addr, node_id = %peer.node_id, "client connected");
+        debug!(peer = %self.addr, node_id = %peer.node_id, protocol_version, "client connected");
 
         let (queue, queue_receiver) = mpsc::channel(config.write_queue_frames_max);
         let writer_cancel = self.abort.child_token();
@@ -305,13 +306,13 @@ where
     }
 
     /// Reads the `Hello` and answers `Welcome` or `Refused` (also when the node id it announces
-    /// is not the one the network proved).
+    /// is not the one the network proved); the accepted `Hello` and the protocol version agreed.
     async fn handshake<R, W>(
         &self,
         reader: &mut FrameReader<R>,
         writer: &mut W,
         identity: &PeerIdentity,
-    ) -> Result<Hello>
+    ) -> Result<(Hello, u16)>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -327,27 +328,27 @@ where
                 frame.kind
             )));
         }
-        let checked =
-            check_hello(&frame.payload, &self.shared.config.cluster_id).and_then(|hello| {
-                match check_identity(&hello, identity) {
-                    Ok(()) => Ok(hello),
-                    Err(refusal) => {
-                        bump(&self.shared.counters.identity_refused);
-                        metrics::counter!("yeskv_peer_refused_total", "reason" => "identity")
-                            .increment(1);
-                        Err(refusal)
-                    }
+        let config = &self.shared.config;
+        let checked = check_hello(&frame.payload, &config.cluster_id, config.protocol_versions)
+            .and_then(|(hello, agreed)| match check_identity(&hello, identity) {
+                Ok(()) => Ok((hello, agreed)),
+                Err(refusal) => {
+                    bump(&self.shared.counters.identity_refused);
+                    metrics::counter!("yeskv_peer_refused_total", "reason" => "identity")
+                        .increment(1);
+                    Err(refusal)
                 }
             });
         match checked {
-            Ok(hello) => {
+            Ok((hello, agreed)) => {
                 let welcome = Welcome {
-                    node_id: self.shared.config.node_id.clone(),
+                    node_id: config.node_id.clone(),
+                    protocol_version: agreed,
                 };
                 let welcome =
                     encode_message(FrameKind::Welcome, 0, &welcome, HANDSHAKE_FRAME_BYTES_MAX)?;
                 write_frame(writer, &welcome, traffic).await?;
-                Ok(hello)
+                Ok((hello, agreed))
             }
             Err(reason) => {
                 let refused = Refused {

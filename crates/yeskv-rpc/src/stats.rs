@@ -88,6 +88,8 @@ pub struct PeerStats {
     pub remote_node_id: Option<String>,
     /// Gauge: a connection is open and accepting new calls.
     pub connected: bool,
+    /// The protocol version the open connection speaks (`None` while there is none).
+    pub protocol_version: Option<u16>,
     /// Gauge: calls awaiting a response on the current connection.
     pub inflight: u64,
     /// Calls made (each ends as a success, an error or a timeout).
@@ -115,14 +117,16 @@ impl PeerCounters {
         &self,
         addr: &str,
         remote_node_id: Option<String>,
-        connected: bool,
+        protocol_version: Option<u16>,
         inflight: u64,
     ) -> PeerStats {
+        let connected = protocol_version.is_some();
         let connects = read(&self.connects);
         PeerStats {
             addr: addr.to_string(),
             remote_node_id,
             connected,
+            protocol_version,
             inflight,
             calls: read(&self.calls),
             errors: read(&self.errors),

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use yeskv_rpc::frame::{encode_message, Frame, FrameDecoder, FrameKind};
 use yeskv_rpc::{
     Connector, Error, Hello, PeerInfo, Refused, RpcClient, RpcConfig, RpcServer, TcpConnector,
-    Welcome, PROTOCOL_VERSION,
+    Welcome, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
 
 const CLUSTER: &str = "test-cluster";
@@ -204,6 +204,7 @@ fn hello(protocol_version: u16, cluster_id: &str) -> Hello {
         protocol_version,
         cluster_id: cluster_id.to_string(),
         node_id: "raw".to_string(),
+        protocol_version_max: protocol_version,
     }
 }
 
@@ -357,7 +358,7 @@ async fn a_corrupt_frame_from_a_client_closes_the_connection_and_is_counted() {
     let (mut stream, answer, _) =
         raw_handshake(&server.addr, &hello(PROTOCOL_VERSION, CLUSTER)).await;
     assert_eq!(answer.kind, FrameKind::Welcome);
-    let welcome: Welcome = postcard::from_bytes(&answer.payload).expect("welcome");
+    let welcome = Welcome::decode(&answer.payload, PROTOCOL_VERSION).expect("welcome");
     assert_eq!(welcome.node_id, "server");
 
     let mut frame = encode_message(FrameKind::Request, 1, &Request::Echo(5), 1 << 20)
@@ -515,6 +516,132 @@ async fn a_node_speaking_another_protocol_version_is_refused() {
     assert!(closed_by_peer(&mut stream).await);
     assert_refused_once(&server).await;
     server.stop().await;
+}
+
+/// A node of the previous release (pinned to the oldest version) and one of this release talk
+/// at the older version, both ways; a request of the newer version is not sent to the older
+/// node but is to a node of this release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_two_releases_agree_on_the_older_version_and_newer_requests_wait() {
+    let pinned = |name: &str| RpcConfig {
+        protocol_versions: (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MIN),
+        ..config(name)
+    };
+    let old_server = TestServer::start(pinned("old-server")).await;
+    let new_server = TestServer::start(config("new-server")).await;
+    let new_client = client("new-client");
+    let old_client: Client = RpcClient::new(pinned("old-client")).expect("valid config");
+
+    // New → old: the connection speaks the old version; plain requests flow.
+    let answer = new_client
+        .call(&old_server.addr, &Request::Echo(1), CALL_TIMEOUT)
+        .await
+        .expect("a call at the older version");
+    assert_eq!(answer, Response::Echo(1));
+    let requests_before = old_server.server.stats().requests;
+    let error = new_client
+        .call_since(
+            &old_server.addr,
+            &Request::Echo(2),
+            PROTOCOL_VERSION,
+            CALL_TIMEOUT,
+        )
+        .await
+        .expect_err("a newer request is not sent to an older peer");
+    assert!(
+        matches!(error, Error::Unsupported { needed, agreed }
+            if needed == PROTOCOL_VERSION && agreed == PROTOCOL_VERSION_MIN),
+        "{error}"
+    );
+    assert!(error.not_sent() && !error.is_retryable(), "{error}");
+    assert_eq!(
+        old_server.server.stats().requests,
+        requests_before,
+        "nothing reached the older peer"
+    );
+    let stats = new_client.stats();
+    assert_eq!(stats[0].protocol_version, Some(PROTOCOL_VERSION_MIN));
+    assert_eq!(
+        stats[0].connects, 1,
+        "the refusal did not cost the connection"
+    );
+
+    // Old → new: the newer server steps down to the old client's version.
+    let answer = old_client
+        .call(&new_server.addr, &Request::Echo(3), CALL_TIMEOUT)
+        .await
+        .expect("an old client is served");
+    assert_eq!(answer, Response::Echo(3));
+    assert_eq!(
+        old_client.stats()[0].protocol_version,
+        Some(PROTOCOL_VERSION_MIN)
+    );
+
+    // New → new: the newest version, and the newer request is sent.
+    let answer = new_client
+        .call_since(
+            &new_server.addr,
+            &Request::Echo(4),
+            PROTOCOL_VERSION,
+            CALL_TIMEOUT,
+        )
+        .await
+        .expect("a newer request to a newer peer");
+    assert_eq!(answer, Response::Echo(4));
+    let to_new = new_client
+        .stats()
+        .into_iter()
+        .find(|s| s.addr == new_server.addr)
+        .expect("stats of the newer peer");
+    assert_eq!(to_new.protocol_version, Some(PROTOCOL_VERSION));
+    old_server.stop().await;
+    new_server.stop().await;
+}
+
+/// A server of release 0.1.0 sends a `Welcome` without a version: the client takes it as
+/// the one version its `Hello` led with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_of_the_previous_release_is_understood() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let old = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut buffer = BytesMut::new();
+        let hello = read_frame(&mut stream, &mut buffer).await.expect("hello");
+        // What 0.1.0 checks: the first field is its one version.
+        let (first, _) = postcard::take_from_bytes::<u16>(&hello.payload).expect("version");
+        assert_eq!(first, PROTOCOL_VERSION_MIN);
+        let welcome =
+            encode_message(FrameKind::Welcome, 0, &"old".to_string(), 1 << 16).expect("encode");
+        stream.write_all(&welcome).await.expect("welcome");
+        let request = loop {
+            let frame = read_frame(&mut stream, &mut buffer).await.expect("request");
+            if frame.kind == FrameKind::Request {
+                break frame;
+            }
+        };
+        let answer = encode_message(
+            FrameKind::Response,
+            request.request_id,
+            &Response::Echo(7),
+            1 << 16,
+        )
+        .expect("encode");
+        stream.write_all(&answer).await.expect("answer");
+        closed_by_peer(&mut stream).await
+    });
+    let client = client("client");
+    let answer = client
+        .call(&addr, &Request::Echo(7), CALL_TIMEOUT)
+        .await
+        .expect("served by an old server");
+    assert_eq!(answer, Response::Echo(7));
+    assert_eq!(
+        client.stats()[0].protocol_version,
+        Some(PROTOCOL_VERSION_MIN)
+    );
+    drop(client);
+    old.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -764,6 +891,7 @@ async fn a_silent_server_is_detected_by_keepalive() {
         assert_eq!(hello.kind, FrameKind::Hello);
         let welcome = Welcome {
             node_id: "silent".into(),
+            protocol_version: PROTOCOL_VERSION,
         };
         let frame = encode_message(FrameKind::Welcome, 0, &welcome, 1 << 16).expect("encode");
         stream.write_all(&frame).await.expect("welcome");
@@ -804,6 +932,7 @@ async fn a_corrupt_frame_from_the_server_fails_pending_calls_and_is_counted() {
         read_frame(&mut stream, &mut buffer).await.expect("hello");
         let welcome = Welcome {
             node_id: "evil".into(),
+            protocol_version: PROTOCOL_VERSION,
         };
         let frame = encode_message(FrameKind::Welcome, 0, &welcome, 1 << 16).expect("encode");
         stream.write_all(&frame).await.expect("welcome");

@@ -23,6 +23,9 @@ use crate::metrics;
 use crate::replica::Replica;
 use crate::workers::WorkerStatus;
 
+/// The release this build is (the workspace's version).
+pub const RELEASE: &str = env!("CARGO_PKG_VERSION");
+
 /// Most reap-queue entries `/v1/status` counts (it scans the queue).
 const REAP_QUEUE_COUNT_MAX: usize = 100_000;
 
@@ -33,9 +36,11 @@ const REAP_QUEUE_COUNT_MAX: usize = 100_000;
     tag = "node",
     operation_id = "status",
     summary = "This node's view of itself and of the cluster",
-    description = "`node`, `zone`, `region`, `serving`, quorum settings, layout version, \
-        `transfers`, `members` (each `id`, `peer`, `http`, `zone`, `region`, `status`, `state`, \
-        `owns`), `regions`, hints, reaping, expiry, `disk`, `workers`, `partitions` (each `id`, \
+    description = "`node`, `release`, `protocol_versions` (oldest and newest internode protocol \
+        spoken), `zone`, `region`, `serving`, quorum settings, layout version, \
+        `transfers`, `members` (each `id`, `peer`, `http`, `zone`, `region`, `status`, `release` \
+        (null: 0.1.0), `protocol` (the version this node's connection to it speaks; null: none \
+        open), `state`, `owns`), `regions`, hints, reaping, expiry, `disk`, `workers`, `partitions` (each `id`, \
         `merkle_root`, `keys`).",
     responses((status = 200, description = "The status document", body = Object)),
     security(("admin_key" = []))
@@ -49,6 +54,10 @@ pub(super) async fn status<E: Engine>(State(state): State<Arc<AppState<E>>>) -> 
     let partitions = partitions_json(&state.node_id, replica, layout.as_deref());
     let body = json!({
         "node": state.node_id.as_str(),
+        "release": RELEASE,
+        // The internode protocol versions this build speaks (a connection speaks the newest
+        // both ends do), and the store and record formats it writes.
+        "protocol_versions": [yeskv_rpc::PROTOCOL_VERSION_MIN, yeskv_rpc::PROTOCOL_VERSION],
         "zone": state.zone,
         "region": state.region,
         "actor": replica.actor().to_string(),
@@ -126,6 +135,26 @@ fn members_json<E: Engine>(
     gossip: Option<&MembershipView>,
 ) -> Vec<serde_json::Value> {
     let liveness = |id: &NodeId| liveness(&state.node_id, gossip, id);
+    // The release each member runs, as it gossips it (`null`: release 0.1.0, which does not).
+    let release = |id: &NodeId| -> Option<String> {
+        if *id == state.node_id {
+            return Some(RELEASE.to_string());
+        }
+        gossip
+            .and_then(|g| g.member(id))
+            .and_then(|m| m.release.clone())
+    };
+    // The protocol version this node's connection to each peer address speaks, if one is open.
+    let protocols: BTreeMap<String, u16> = (state.peer_stats)()
+        .into_iter()
+        .filter_map(|p| Some((p.addr, p.protocol_version?)))
+        .collect();
+    let protocol = |id: &NodeId, peer: &str| -> Option<u16> {
+        if *id == state.node_id {
+            return Some(yeskv_rpc::PROTOCOL_VERSION);
+        }
+        protocols.get(peer).copied()
+    };
     let mut members: Vec<serde_json::Value> = Vec::new();
     if let Some(l) = layout {
         for (id, m) in &l.members {
@@ -136,6 +165,8 @@ fn members_json<E: Engine>(
                 "zone": m.zone,
                 "region": m.region,
                 "status": liveness(id),
+                "release": release(id),
+                "protocol": protocol(id, &m.peer),
                 "state": m.state.as_str(),
                 "owns": l.assignment.owned(id),
                 "receiving": l.syncing_of(id).len(),
@@ -153,6 +184,7 @@ fn members_json<E: Engine>(
                 "zone": m.zone,
                 "region": m.region,
                 "status": liveness(&m.id),
+                "release": m.release,
                 "state": "joining",
                 "owns": 0,
             }));
@@ -166,6 +198,7 @@ fn members_json<E: Engine>(
             "zone": state.zone,
             "region": state.region,
             "status": "up",
+            "release": RELEASE,
             "state": "joining",
             "owns": 0,
         }));

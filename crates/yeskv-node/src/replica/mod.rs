@@ -24,6 +24,15 @@
 //! and writes the record first thing at its first store (`Replica::commit`), which fails like
 //! any store until the disk has room.
 //!
+//! ## Store format (the downgrade guard)
+//! The `meta` space records the store format of the directory ([`STORE_FORMAT`]: what the
+//! spaces hold and how their keys are laid out; the records and layouts carry format bytes of
+//! their own). A build opens a directory of its own format or older (a directory of release
+//! 0.1.0 has no marker and is format 1) and writes its format in the startup record; it
+//! refuses, before changing anything, a directory a newer release wrote, whose keys it might
+//! misread. So an upgrade is one way per format: a release that bumps the format says so in
+//! the changelog.
+//!
 //! ## Dot counters (the reaped-key guard)
 //! Within one epoch the actor's counters come from one sequence over all keys
 //! ([`Object::update_at_least`]): a new dot exceeds every dot this actor ever minted, for any
@@ -67,6 +76,11 @@ use xr::{count_queue, XrBook};
 const STRIPES: usize = 1024;
 
 const META_NODE_ID: &[u8] = b"node_id";
+
+/// The store format this build writes and the newest it reads (see the module docs).
+pub const STORE_FORMAT: u32 = 1;
+
+const META_STORE_FORMAT: &[u8] = b"store_format";
 
 const META_EPOCH: &[u8] = b"actor_epoch";
 
@@ -173,6 +187,24 @@ impl<E: Engine> Replica<E> {
                 )));
             }
         }
+        if let Some(format) = engine.get(Space::Meta, META_STORE_FORMAT)? {
+            let format = <[u8; 4]>::try_from(format.as_slice())
+                .map(u32::from_le_bytes)
+                .map_err(|_| {
+                    Error::Startup(format!(
+                        "the data directory's store format marker is {} bytes, not 4: corrupt",
+                        format.len()
+                    ))
+                })?;
+            if format > STORE_FORMAT {
+                return Err(Error::Startup(format!(
+                    "the data directory is of store format {format}, written by a newer release; \
+                     this build ({}) reads formats up to {STORE_FORMAT}: downgrading is not \
+                     supported, run the newer release",
+                    env!("CARGO_PKG_VERSION")
+                )));
+            }
+        }
         let stored_epoch = engine
             .get(Space::Meta, META_EPOCH)?
             .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
@@ -209,7 +241,12 @@ impl<E: Engine> Replica<E> {
             META_EPOCH.to_vec(),
             epoch.to_le_bytes().to_vec(),
         )
-        .put(Space::Meta, META_CLEAN.to_vec(), vec![0]);
+        .put(Space::Meta, META_CLEAN.to_vec(), vec![0])
+        .put(
+            Space::Meta,
+            META_STORE_FORMAT.to_vec(),
+            STORE_FORMAT.to_le_bytes().to_vec(),
+        );
         // The sequence was read above; from here on only a clean stop of this build writes it
         // again (an older build running in between would leave a stale one behind).
         b.delete(Space::Meta, META_DOT_SEQ.to_vec());
@@ -837,6 +874,45 @@ mod tests {
         // Another node may not adopt this data directory.
         let other = NodeId::new("n2").expect("valid");
         assert!(Replica::open(engine, other, 0, || 1).await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_directory_of_a_newer_store_format_is_refused_and_left_alone() {
+        let engine = Arc::new(MemoryEngine::new());
+        let (r, _) = Replica::open(engine.clone(), node(), 0, || 5)
+            .await
+            .expect("open");
+        let marker = engine.get(Space::Meta, META_STORE_FORMAT).expect("get");
+        assert_eq!(marker, Some(STORE_FORMAT.to_le_bytes().to_vec()));
+        r.close_cleanly().await.expect("close");
+        // Release 0.1.0 wrote no marker: still opened, and marked.
+        let mut b = WriteBatch::new();
+        b.delete(Space::Meta, META_STORE_FORMAT.to_vec());
+        let _durable = engine.write(b).expect("write");
+        let (r, s) = Replica::open(engine.clone(), node(), 0, || 6)
+            .await
+            .expect("a directory of 0.1.0 opens");
+        assert_eq!((s, r.actor().epoch), (Startup::Clean, 5));
+        r.close_cleanly().await.expect("close");
+        // A newer release's directory: refused, and nothing written (still clean, same epoch).
+        let mut b = WriteBatch::new();
+        b.put(
+            Space::Meta,
+            META_STORE_FORMAT.to_vec(),
+            (STORE_FORMAT + 1).to_le_bytes().to_vec(),
+        );
+        let _durable = engine.write(b).expect("write");
+        let error = match Replica::open(engine.clone(), node(), 0, || 7).await {
+            Ok(_) => panic!("a newer store format must be refused"),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            error.contains(&format!("store format {}", STORE_FORMAT + 1))
+                && error.contains("downgrading is not supported"),
+            "{error}"
+        );
+        let clean = engine.get(Space::Meta, META_CLEAN).expect("get");
+        assert_eq!(clean, Some(vec![1]), "the refused open changed nothing");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

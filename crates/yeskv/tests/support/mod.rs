@@ -112,17 +112,30 @@ pub fn request(
         .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
 }
 
+/// When set, nodes started from then on log to `{dir}/{data dir name}.log` instead of the
+/// test's stderr (for a test whose nodes are expected to log loudly).
+pub static NODE_LOG_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
 /// A running node process.
 pub struct Node {
     pub child: Option<Child>,
     pub http: String,
     pub data_dir: PathBuf,
     pub args: Vec<String>,
+    /// The `yeskv` binary it runs: this build's, or another release's (the upgrade test).
+    pub program: PathBuf,
+    /// Where its log (stderr) goes, appended across restarts; `None`: the test's stderr.
+    pub log: Option<PathBuf>,
 }
 
 impl Node {
     /// Starts `yeskv server` with a fresh port and the given extra args, waits for health.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Node {
+        Node::start_program(Path::new(bin()), data_dir, extra)
+    }
+
+    /// [`Node::start`] of the `yeskv` binary at `program`.
+    pub fn start_program(program: &Path, data_dir: &Path, extra: &[&str]) -> Node {
         let port = free_port();
         let http = format!("127.0.0.1:{port}");
         let has = |flag: &str| extra.contains(&flag);
@@ -145,18 +158,33 @@ impl Node {
             http,
             data_dir: data_dir.to_path_buf(),
             args,
+            program: program.to_path_buf(),
+            log: NODE_LOG_DIR.lock().expect("lock").as_ref().map(|dir| {
+                let name = data_dir.file_name().unwrap_or_default().to_string_lossy();
+                dir.join(format!("{name}.log"))
+            }),
         };
         node.spawn();
         node
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(bin())
+        let stderr = match &self.log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap_or_else(|e| panic!("log file {}: {e}", path.display())),
+            ),
+            None => Stdio::inherit(),
+        };
+        let child = Command::new(&self.program)
             .args(&self.args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn yeskv server");
         self.child = Some(child);
@@ -243,6 +271,17 @@ pub fn start_cluster_each(
     zones: &[&str],
     extra_of: impl Fn(usize) -> Vec<String>,
 ) -> Cluster {
+    start_cluster_program(Path::new(bin()), dir, count, zones, extra_of)
+}
+
+/// [`start_cluster_each`] of nodes running the `yeskv` binary at `program`.
+pub fn start_cluster_program(
+    program: &Path,
+    dir: &Path,
+    count: usize,
+    zones: &[&str],
+    extra_of: impl Fn(usize) -> Vec<String>,
+) -> Cluster {
     let peer1 = format!("127.0.0.1:{}", free_port());
     let mut nodes = Vec::new();
     for i in 0..count {
@@ -267,7 +306,7 @@ pub fn start_cluster_each(
         }
         args.extend(extra_of(i));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        nodes.push(Node::start(&data, &args));
+        nodes.push(Node::start_program(program, &data, &args));
     }
     let first = nodes[0].http.clone();
     let joiners: Vec<String> = (2..=count).map(|i| format!("n{i}")).collect();
