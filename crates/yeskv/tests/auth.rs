@@ -12,12 +12,11 @@
 mod support;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{bin, free_port, request, wait_until, Node};
+use support::{bearer, bin, form, free_port, request, start_nodes, wait_until, Node};
 
 /// Runs the CLI with `args` (and `YESKV_KEY` when given); returns stdout, panics on failure.
 fn cli(key: Option<&str>, args: &[&str]) -> String {
@@ -33,68 +32,6 @@ fn cli(key: Option<&str>, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn bearer(key: &str) -> String {
-    format!("Bearer {key}")
-}
-
-/// Starts `ids` with `extra` args: the first creates the cluster (and gets `first_extra`),
-/// the others seed from it. Returns the nodes and the first node's peer address.
-fn start_nodes(dir: &Path, ids: &[&str], extra: &[&str], first_extra: &[&str]) -> Vec<Node> {
-    let peer1 = format!("127.0.0.1:{}", free_port());
-    let mut nodes = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let mut args = vec!["--node-id", id];
-        if i == 0 {
-            args.extend(["--peer", &peer1]);
-            args.extend(first_extra);
-        } else {
-            args.extend(["--seed", &peer1]);
-        }
-        args.extend(extra);
-        nodes.push(Node::start(&dir.join(id), &args));
-    }
-    nodes
-}
-
-/// Joins `n2..` with the admin key and waits until every node applied the layout and sees
-/// every other up.
-fn form(nodes: &[Node], admin: &str) {
-    let auth = bearer(admin);
-    let headers = [("authorization", auth.as_str())];
-    let first = &nodes[0];
-    let joiners: Vec<String> = (2..=nodes.len()).map(|i| format!("n{i}")).collect();
-    let body = serde_json::json!({ "nodes": joiners }).to_string();
-    wait_until(
-        "newcomers in n1's gossip view",
-        Duration::from_secs(30),
-        || {
-            first
-                .req("POST", "/v1/cluster/join", &headers, body.as_bytes())
-                .status
-                == 200
-        },
-    );
-    let plan = first.req("GET", "/v1/cluster/plan", &headers, b"");
-    assert_eq!(plan.status, 200, "{}", plan.text());
-    let commit = first.req("POST", "/v1/cluster/commit", &headers, b"");
-    assert_eq!(commit.status, 200, "{}", commit.text());
-    let version = commit.json()["version"].as_u64().unwrap_or(2);
-    for n in nodes {
-        wait_until(
-            "every node applies the layout, all up",
-            Duration::from_secs(60),
-            || {
-                let status = n.req("GET", "/v1/status", &headers, b"").json();
-                let members = status["members"].as_array().cloned().unwrap_or_default();
-                status["layout_version"].as_u64() >= Some(version)
-                    && members.len() == nodes.len()
-                    && members.iter().all(|m| m["status"] == "up")
-                    && n.req("GET", "/v1/health", &[], b"").status == 200
-            },
-        );
-    }
 }
 
 #[test]

@@ -366,6 +366,69 @@ impl Cluster {
     }
 }
 
+/// `Bearer KEY`, the value of an `Authorization` header.
+pub fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+/// Starts `ids` with `extra` args: the first creates the cluster (and gets `first_extra`),
+/// the others seed from it (the first node's `--peer` is in its `args`).
+pub fn start_nodes(dir: &Path, ids: &[&str], extra: &[&str], first_extra: &[&str]) -> Vec<Node> {
+    let peer1 = format!("127.0.0.1:{}", free_port());
+    let mut nodes = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let mut args = vec!["--node-id", id];
+        if i == 0 {
+            args.extend(["--peer", &peer1]);
+            args.extend(first_extra);
+        } else {
+            args.extend(["--seed", &peer1]);
+        }
+        args.extend(extra);
+        nodes.push(Node::start(&dir.join(id), &args));
+    }
+    nodes
+}
+
+/// Joins `n2..` with the admin key and waits until every node applied the layout and sees
+/// every other up.
+pub fn form(nodes: &[Node], admin: &str) {
+    let auth = bearer(admin);
+    let headers = [("authorization", auth.as_str())];
+    let first = &nodes[0];
+    let joiners: Vec<String> = (2..=nodes.len()).map(|i| format!("n{i}")).collect();
+    let body = serde_json::json!({ "nodes": joiners }).to_string();
+    wait_until(
+        "newcomers in n1's gossip view",
+        Duration::from_secs(30),
+        || {
+            first
+                .req("POST", "/v1/cluster/join", &headers, body.as_bytes())
+                .status
+                == 200
+        },
+    );
+    let plan = first.req("GET", "/v1/cluster/plan", &headers, b"");
+    assert_eq!(plan.status, 200, "{}", plan.text());
+    let commit = first.req("POST", "/v1/cluster/commit", &headers, b"");
+    assert_eq!(commit.status, 200, "{}", commit.text());
+    let version = commit.json()["version"].as_u64().unwrap_or(2);
+    for n in nodes {
+        wait_until(
+            "every node applies the layout, all up",
+            Duration::from_secs(60),
+            || {
+                let status = n.req("GET", "/v1/status", &headers, b"").json();
+                let members = status["members"].as_array().cloned().unwrap_or_default();
+                status["layout_version"].as_u64() >= Some(version)
+                    && members.len() == nodes.len()
+                    && members.iter().all(|m| m["status"] == "up")
+                    && n.req("GET", "/v1/health", &[], b"").status == 200
+            },
+        );
+    }
+}
+
 /// `len` incompressible bytes (xorshift), so a value's bytes appear verbatim in an SST file.
 pub fn incompressible(len: usize) -> Vec<u8> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;

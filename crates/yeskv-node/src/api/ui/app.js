@@ -14,10 +14,14 @@ const MISSING = "—";
 const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948",
   "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#17becf", "#8c564b"];
 const KEY_STORE = "yeskv-console-api-key";
+// ops/s and p99 are over the requests of about this long: the difference between a member's
+// scrape of /metrics now and its scrape this long ago (less until the page has one that old).
+const WINDOW_MS = 15000;
 
-// figures: node id -> { status, series, ops: {at, count}, rate } of the last answer of that
-// member (the answering node's from its own poll); absent when the member did not answer.
-const state = { status: null, ring: null, metrics: null, colourBy: "owner",
+// figures: node id -> { status, series, samples, load } of the last answer of that member (the
+// answering node's from its own poll; samples: its scrapes within the load window, load: its
+// ops/s and p99 over them); absent when the member did not answer.
+const state = { status: null, ring: null, metrics: null, colourBy: "owner", plan: null,
   figures: new Map(), peersInFlight: false };
 
 const $ = (id) => document.getElementById(id);
@@ -39,16 +43,33 @@ function svg(tag, attrs) {
 
 function apiKey() { return sessionStorage.getItem(KEY_STORE) || ""; }
 
-function showMessage(text, info) {
+// The banner under the header: what the page's polls of this node ran into; `code` (the HTTP
+// status, or "unreachable") in its data-code.
+function showMessage(text, code) {
   const m = $("message");
-  if (!text) { m.hidden = true; return; }
+  if (!text) { m.hidden = true; m.removeAttribute("data-code"); return; }
   m.hidden = false;
-  m.className = info ? "info" : "";
+  m.setAttribute("data-code", String(code || "error"));
   m.textContent = text;
 }
 
 class HttpError extends Error {
-  constructor(status, text) { super(text); this.status = status; }
+  constructor(status, text, reason) { super(text); this.status = status; this.reason = reason || text; }
+}
+
+// The node's `{"error": …}` reason of a refused answer (its text when not JSON).
+async function reasonOf(resp) {
+  const text = await resp.text();
+  try { return JSON.parse(text).error || text; } catch (_) { return text; }
+}
+
+// A 401 or 403 answer as an error saying what to do.
+async function refusal(resp) {
+  const reason = await reasonOf(resp);
+  const text = resp.status === 401
+    ? `401 Unauthorized: ${apiKey() ? "the node does not accept this API key" : "this node needs an API key"} (${reason}). Enter a key above.`
+    : `403 Forbidden: this API key lacks the permission (${reason}). The cluster views and Commit need an admin key.`;
+  return new HttpError(resp.status, text, reason);
 }
 
 async function api(path, options) {
@@ -57,8 +78,7 @@ async function api(path, options) {
   if (apiKey()) headers.Authorization = "Bearer " + apiKey();
   const resp = await fetch(path, { method: opts.method || "GET", headers, cache: "no-store",
     signal: opts.signal });
-  if (resp.status === 401) throw new HttpError(401, "401: this node needs an API key; enter one above.");
-  if (resp.status === 403) throw new HttpError(403, "403: the API key lacks the permission (an admin key is needed for the cluster views).");
+  if (resp.status === 401 || resp.status === 403) throw await refusal(resp);
   return resp;
 }
 
@@ -68,7 +88,7 @@ async function json(path) {
   if (!resp.ok) {
     let reason = text;
     try { reason = JSON.parse(text).error || text; } catch (_) { /* not JSON: as is */ }
-    throw new HttpError(resp.status, `${path}: ${resp.status} ${reason}`);
+    throw new HttpError(resp.status, `${path}: ${resp.status} ${reason}`, reason);
   }
   return JSON.parse(text);
 }
@@ -95,19 +115,48 @@ function clientOps(series) {
     .reduce((sum, s) => sum + s.value, 0);
 }
 
-// p99 from the cumulative buckets of the client routes' latency histogram (all summed).
-function p99Seconds(series) {
+// The cumulative buckets of the client routes' latency histogram (all routes summed), as a Map
+// upper bound (seconds, Infinity for "+Inf") -> requests that took at most that long.
+function clientBuckets(series) {
   const buckets = new Map();
   for (const s of series) {
     if (s.name !== "yeskv_http_request_duration_seconds_bucket" || !isClientRoute(s.labels)) continue;
     const le = s.labels.le === "+Inf" ? Infinity : Number(s.labels.le);
     buckets.set(le, (buckets.get(le) || 0) + s.value);
   }
-  const sorted = [...buckets.entries()].sort((a, b) => a[0] - b[0]);
-  if (!sorted.length) return null;
-  const total = sorted[sorted.length - 1][1];
+  return buckets;
+}
+
+// Quantile `q` (0..1) of the requests observed between two scrapes of one cumulative
+// Prometheus histogram, `before` and `after` (each iterable of [upper bound, cumulative
+// count], e.g. a Map; Infinity for "+Inf"), interpolated linearly inside the bucket it falls in
+// as Prometheus's histogram_quantile does (the first bucket starts at 0). Infinity when it
+// falls in the "+Inf" bucket; null when nothing was observed in between or a count went back
+// (the node restarted: its histogram started over). Pure: no DOM, no state.
+function quantileFromDeltas(before, after, q) {
+  const start = new Map(before);
+  const bounds = [...new Map(after).entries()].sort((a, b) => a[0] - b[0]);
+  const deltas = [];
+  for (const [le, count] of bounds) {
+    const d = count - (start.get(le) || 0);
+    if (!(d >= 0)) return null;
+    deltas.push([le, d]);
+  }
+  // Cumulative deltas never decrease; a smaller one means mixed-up scrapes: no answer.
+  for (let i = 1; i < deltas.length; i++) if (deltas[i][1] < deltas[i - 1][1]) return null;
+  const total = deltas.length ? deltas[deltas.length - 1][1] : 0;
   if (!total) return null;
-  for (const [le, count] of sorted) if (count >= 0.99 * total) return le;
+  const rank = q * total;
+  let lower = 0;
+  let below = 0;
+  for (const [le, d] of deltas) {
+    if (d >= rank && d > below) {
+      if (le === Infinity) return Infinity;
+      return lower + (le - lower) * ((rank - below) / (d - below));
+    }
+    lower = le;
+    below = d;
+  }
   return null;
 }
 
@@ -165,11 +214,11 @@ function figureCells(id) {
   const names = ["ops", "p99", "disk", "hints", "receiving", "lag"];
   if (!f) return names.map((n) => [n, MISSING, MISSING]);
   const s = f.status;
-  const p99 = p99Seconds(f.series);
+  const { rate, p99, span } = f.load;
   const used = s.disk && s.disk.used_bytes ? s.disk.used_bytes.total : null;
   return [
-    ["ops", f.rate === null ? "" : f.rate.toFixed(1), f.rate === null ? "measuring…" : f.rate.toFixed(1)],
-    ["p99", p99 === null ? "" : String(p99), p99 === null ? "no requests" : seconds(p99)],
+    ["ops", rate === null ? "" : rate.toFixed(1), rate === null ? "measuring…" : rate.toFixed(1)],
+    ["p99", p99 === null ? "" : String(p99), rate === null ? "measuring…" : p99 === null ? "no requests" : seconds(p99)],
     ["disk", used === null ? MISSING : String(used), used === null ? MISSING : bytes(used) + (s.disk.writable ? "" : " (NOT WRITABLE)")],
     ["hints", String(s.hints_pending ?? ""), String(s.hints_pending ?? "?")],
     ["receiving", String((s.transfers && s.transfers.partitions_incoming) || 0), receivingCell(s.transfers)],
@@ -202,9 +251,10 @@ function renderNodes(status) {
   $("node-name").textContent = `· ${status.node}`;
   $("self-id").textContent = status.node;
   $("layout").textContent = `layout v${status.layout_version} · N=${status.n} R=${status.r} W=${status.w}`;
+  $("layout").setAttribute("data-layout-version", String(status.layout_version));
 }
 
-function renderSelf(status, series, opsPerSecond) {
+function renderSelf(status, load) {
   const disk = status.disk;
   const t = status.transfers || {};
   const lag = Object.entries(status.regions || {})
@@ -212,8 +262,8 @@ function renderSelf(status, series, opsPerSecond) {
     .join("; ") || "none (one region)";
   facts($("self"), [
     ["serving", status.serving],
-    ["load", opsPerSecond === null ? "measuring…" : `${opsPerSecond.toFixed(1)} ops/s`],
-    ["p99 (kv, dt)", seconds(p99Seconds(series))],
+    [`load (last ${WINDOW_MS / 1000} s)`, load.rate === null ? "measuring…" : `${load.rate.toFixed(1)} ops/s over ${load.span.toFixed(1)} s`],
+    [`p99 (kv, dt; last ${WINDOW_MS / 1000} s)`, load.rate === null ? "measuring…" : load.p99 === null ? "no requests" : seconds(load.p99)],
     ["disk", disk ? `${bytes(disk.used_bytes.total)} used, ${bytes(disk.free_bytes)} free of ${bytes(disk.total_bytes)}${disk.writable ? "" : " (NOT WRITABLE)"}` : "?"],
     ["keys stored", status.keys_stored ?? "?"],
     ["hints", `${status.hints_pending ?? "?"} pending (${bytes(status.hint_bytes)})`],
@@ -313,6 +363,8 @@ function renderRing(ring, status) {
   }
 }
 
+// The staged plan (or why there is none to show) in the plan card; its box's data-staged is
+// "true", "false", or "unknown" (the plan could not be read with this key).
 function renderPlan(plan) {
   const box = $("plan");
   box.replaceChildren();
@@ -320,10 +372,16 @@ function renderPlan(plan) {
   const staged = plan.staged || {};
   const nothing = !(staged.joins || []).length && !(staged.leaves || []).length && !staged.replication;
   if (nothing && !(plan.moves || []).length) {
+    state.plan = null;
+    box.setAttribute("data-staged", "false");
     box.append(el("p", { class: "muted" }, "Nothing staged."));
     commit.disabled = true;
     return;
   }
+  state.plan = plan;
+  box.setAttribute("data-staged", "true");
+  box.setAttribute("data-base-version", String(plan.base_version));
+  box.setAttribute("data-new-version", String(plan.new_version));
   const leaves = (staged.leaves || []).map((l) => `${l.node} (${l.mode})`).join(", ") || "none";
   const dl = el("dl", { class: "facts" });
   facts(dl, [
@@ -335,36 +393,78 @@ function renderPlan(plan) {
     ["safe", `zones: ${plan.zone_safe ? "yes" : "NO"}, data: ${plan.data_safe ? "yes" : "NO"}`],
   ]);
   box.append(dl);
-  const list = el("ul", { class: "moves" });
-  for (const m of (plan.moves || []).slice(0, 512)) {
-    list.append(el("li", {}, `partition ${m.partition}: ${m.from || "–"} → ${m.to || "–"}`));
+  const moves = plan.moves || [];
+  const list = el("ul", { class: "moves", "data-moves": String(moves.length) });
+  for (const m of moves.slice(0, 512)) {
+    list.append(el("li", { "data-move": String(m.partition) }, `partition ${m.partition}: ${m.from || "–"} → ${m.to || "–"}`));
   }
+  if (moves.length > 512) list.append(el("li", { class: "muted" }, `… and ${moves.length - 512} more`));
   box.append(list);
   commit.disabled = false;
 }
 
 async function refreshPlan() {
+  const box = $("plan");
   try {
     renderPlan(await json("/v1/cluster/plan"));
   } catch (e) {
-    // 409: nothing staged (the usual case), said plainly.
-    const text = e.status === 409 ? "Nothing staged (stage a join or a leave with the CLI or the API)." : e.message;
-    $("plan").replaceChildren(el("p", { class: "muted" }, text));
-    $("commit").disabled = true;
+    state.plan = null;
+    box.replaceChildren();
+    if (e.status === 409) {
+      // Nothing staged (the usual case), said plainly.
+      box.setAttribute("data-staged", "false");
+      box.append(el("p", { class: "muted" }, "Nothing staged (stage a join or a leave with the CLI or the API)."));
+      $("commit").disabled = true;
+    } else if (e.status === 401 || e.status === 403) {
+      // The key may not read the plan; Commit stays offered and the node decides (and says why
+      // not in the commit banner).
+      box.setAttribute("data-staged", "unknown");
+      box.append(el("p", { class: "muted" }, `The staged plan cannot be read with this key: ${e.reason}.`));
+      $("commit").disabled = false;
+    } else {
+      box.setAttribute("data-staged", "unknown");
+      box.append(el("p", { class: "muted" }, e.message));
+      $("commit").disabled = true;
+    }
   }
 }
 
+// The banner of the last Commit: what the node answered (data-code: its HTTP status, or
+// "unreachable"); it stays until the next Commit or key change.
+function commitMessage(text, code) {
+  const m = $("commit-message");
+  if (!text) { m.hidden = true; m.removeAttribute("data-code"); return; }
+  m.hidden = false;
+  m.setAttribute("data-code", String(code));
+  m.className = code === 200 ? "banner info" : "banner";
+  m.textContent = text;
+}
+
 async function commitPlan() {
-  if (!confirm("Commit the staged plan as a new layout version?")) return;
+  const plan = state.plan;
+  const question = plan
+    ? `Commit the staged plan as layout v${plan.new_version} (now v${plan.base_version}; ${plan.replicas_moved} replicas move)?`
+    : "Commit what is staged on this node? (The plan could not be read with this key.)";
+  if (!confirm(question)) return;
+  commitMessage("");
   try {
     const resp = await api("/v1/cluster/commit", { method: "POST" });
-    const text = await resp.text();
-    if (!resp.ok) throw new HttpError(resp.status, `commit: ${resp.status} ${text}`);
-    showMessage("Committed: " + text, true);
+    if (!resp.ok) throw new HttpError(resp.status, `Commit failed: ${resp.status} ${await reasonOf(resp)}`);
+    const body = await resp.json();
+    commitMessage(`Committed: the cluster is at layout v${body.version} (${(body.members || []).length} members).`, 200);
   } catch (e) {
-    showMessage(e.message);
+    if (e.status === 401) {
+      commitMessage(`Commit refused (401 Unauthorized): ${e.reason}. Enter an admin key above.`, 401);
+    } else if (e.status === 403) {
+      commitMessage(`Commit refused (403 Forbidden): ${e.reason}. Committing needs an admin key.`, 403);
+    } else if (e instanceof HttpError) {
+      commitMessage(e.message, e.status);
+    } else {
+      commitMessage(`Commit: cannot reach this node: ${e.message}`, "unreachable");
+    }
   }
   refreshPlan();
+  poll();
 }
 
 // ---- key browser -----------------------------------------------------------------------
@@ -414,30 +514,50 @@ async function poll() {
     const series = parseMetrics(metricsText);
     const first = state.status === null;
     state.status = status; state.ring = ring; state.metrics = series;
-    const rate = record(status.node, status, series);
+    const load = record(status.node, status, series);
     render();
-    renderSelf(status, series, rate);
+    renderSelf(status, load);
     renderRing(ring, status);
     document.body.setAttribute("data-loaded", "true");
     showMessage("");
     if (first) pollPeers();
   } catch (e) {
-    showMessage(e instanceof HttpError ? e.message : `cannot reach this node: ${e.message}`);
+    if (e instanceof HttpError) showMessage(e.message, e.status);
+    else showMessage(`cannot reach this node: ${e.message}`, "unreachable");
   }
 }
 
-// Keeps member `id`'s answer; its ops/s from the client requests counted since its last one.
+// Keeps member `id`'s answer and a scrape of its client requests (count and latency buckets)
+// in its window; returns its load over the window.
 function record(id, status, series) {
-  const now = performance.now();
-  const count = clientOps(series);
   const before = state.figures.get(id);
-  let rate = before ? before.rate : null;
-  if (before && before.ops) {
-    const dt = (now - before.ops.at) / 1000;
-    if (dt > 0) rate = Math.max(0, count - before.ops.count) / dt;
-  }
-  state.figures.set(id, { status, series, ops: { at: now, count }, rate });
-  return rate;
+  const samples = windowed(before ? before.samples : [],
+    { at: performance.now(), count: clientOps(series), buckets: clientBuckets(series) });
+  const load = loadOver(samples);
+  state.figures.set(id, { status, series, samples, load });
+  return load;
+}
+
+// `samples` with `sample` added, less those older than the window needs: the oldest kept is the
+// last one taken at or before WINDOW_MS ago (so the window spans WINDOW_MS once it can). A
+// count that went back (the node restarted) starts the window over.
+function windowed(samples, sample) {
+  const last = samples[samples.length - 1];
+  const kept = last && sample.count >= last.count ? samples.concat([sample]) : [sample];
+  const from = sample.at - WINDOW_MS;
+  while (kept.length > 2 && kept[1].at <= from) kept.shift();
+  return kept;
+}
+
+// Requests per second and p99 between the oldest and the newest sample: { rate, p99, span }
+// (span in seconds); rate null until two samples, p99 null when no request in between.
+function loadOver(samples) {
+  const first = samples[0];
+  const last = samples[samples.length - 1];
+  const span = (last.at - first.at) / 1000;
+  if (samples.length < 2 || !(span > 0)) return { rate: null, p99: null, span: 0 };
+  return { rate: Math.max(0, last.count - first.count) / span,
+    p99: quantileFromDeltas(first.buckets, last.buckets, 0.99), span };
 }
 
 function render() {
@@ -507,6 +627,7 @@ function start() {
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     sessionStorage.setItem(KEY_STORE, $("api-key").value.trim());
+    commitMessage("");
     poll(); pollPeers(); refreshPlan();
   });
   $("colour-by").addEventListener("change", (e) => {
