@@ -39,6 +39,8 @@ pub const ZONES: usize = 3;
 pub const REPLICAS_PER_REGION_MAX: usize = 2;
 /// How long a node may take to answer `/v1/health` after a start.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node may take to exit after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of one runner call to a node (status, ring, admin).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -55,6 +57,8 @@ pub struct Settings {
     pub ip_prefix: String,
     /// The `yeskv` binary.
     pub yeskv_bin: PathBuf,
+    /// The previous release's `yeskv` binary, for the `old-release` fault (none: no such faults).
+    pub previous_bin: Option<PathBuf>,
     /// libfaketime (preloaded into every node).
     pub faketime_lib: PathBuf,
     /// Parent of the nodes' data directories (`{data_root}/n{i}`).
@@ -200,6 +204,8 @@ pub struct Node {
     paused: bool,
     /// Times the node was started.
     pub starts: u32,
+    /// Runs (from its next start) the previous release's binary (the `old-release` fault).
+    pub on_previous: bool,
 }
 
 /// All nodes.
@@ -307,6 +313,7 @@ enabled = true
                 child: None,
                 paused: false,
                 starts: 0,
+                on_previous: false,
             });
         }
         Ok(Cluster { settings, nodes })
@@ -329,9 +336,13 @@ enabled = true
             .open(&node.spec.log)
             .with_context(|| format!("opening {}", node.spec.log.display()))?;
         let log2 = log.try_clone()?;
+        let program = match (&self.settings.previous_bin, node.on_previous) {
+            (Some(previous), true) => previous,
+            _ => &self.settings.yeskv_bin,
+        };
         let child = Command::new("ip")
             .args(["netns", "exec", &node.spec.netns])
-            .arg(&self.settings.yeskv_bin)
+            .arg(program)
             .arg("server")
             .arg("--config")
             .arg(&node.spec.config)
@@ -400,6 +411,32 @@ enabled = true
             .ok_or_else(|| anyhow!("{} is not running", node.spec.id))?;
         child.start_kill()?;
         child.wait().await?;
+        node.paused = false;
+        Ok(())
+    }
+
+    /// SIGTERM node `i` and wait for it to exit (it drains, as in a rolling upgrade); after
+    /// `STOP_TIMEOUT` it is killed.
+    pub async fn terminate(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        let mut child = node
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("{} is not running", node.spec.id))?;
+        if let Some(pid) = child.id() {
+            // `ip netns exec` runs the node in its place (exec), so the pid is the node's.
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+            .await
+            .is_err()
+        {
+            child.start_kill()?;
+            child.wait().await?;
+        }
         node.paused = false;
         Ok(())
     }

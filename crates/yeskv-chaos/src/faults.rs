@@ -69,11 +69,15 @@ pub enum FaultKind {
     RegionCut,
     /// WAN delay, jitter and maybe loss between one region and the others.
     SlowWan,
+    /// A rolling upgrade's mixed releases: a node is stopped (SIGTERM) and started on the
+    /// previous release's binary over its data directory; healed by stopping it and starting it
+    /// on this build again. Needs the previous release (`--previous-yeskv`).
+    OldRelease,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PartitionIsolate,
@@ -87,6 +91,7 @@ impl FaultKind {
         FaultKind::LeaveJoin,
         FaultKind::RegionCut,
         FaultKind::SlowWan,
+        FaultKind::OldRelease,
     ];
 
     /// Its name in reports.
@@ -105,6 +110,7 @@ impl FaultKind {
             FaultKind::LeaveJoin => "leave-join",
             FaultKind::RegionCut => "region-cut",
             FaultKind::SlowWan => "slow-wan",
+            FaultKind::OldRelease => "old-release",
         }
     }
 
@@ -133,6 +139,8 @@ pub enum Active {
     Delay(Vec<usize>),
     /// WAN rules on these nodes.
     SlowWan(Vec<usize>),
+    /// Node running the previous release: the heal starts it on this build again.
+    OldRelease(usize),
     /// Node replaced (already running again, empty, and a member): the heal waits until it has
     /// received its partitions.
     Replaced(usize),
@@ -223,6 +231,8 @@ pub struct Faults {
     pub nodes: usize,
     /// Regions in the cluster (the region kinds need 2 or more).
     pub regions: usize,
+    /// Whether the previous release's binary is at hand (the `old-release` fault).
+    pub previous_release: bool,
     probe_keys_used: u64,
     start: Instant,
 }
@@ -242,6 +252,7 @@ impl Faults {
             disk_recovery_timeout: Duration::from_secs(30),
             nodes: 0,
             regions: 0,
+            previous_release: false,
             probe_keys_used: 0,
             start,
         }
@@ -254,6 +265,7 @@ impl Faults {
             .filter(|k| *k != FaultKind::DiskFull || self.disk_node.is_some())
             .filter(|k| *k != FaultKind::LeaveJoin || self.nodes > 3)
             .filter(|k| !k.needs_regions() || self.regions >= 2)
+            .filter(|k| *k != FaultKind::OldRelease || self.previous_release)
             .collect()
     }
 
@@ -287,6 +299,7 @@ impl Faults {
             FaultKind::LeaveJoin => self.inject_leave(cluster, rng).await?,
             FaultKind::RegionCut => self.inject_region_cut(cluster, rng).await?,
             FaultKind::SlowWan => self.inject_slow_wan(cluster, rng).await?,
+            FaultKind::OldRelease => self.inject_old_release(cluster, rng).await?,
         };
         *self.counts.entry(kind.name().to_string()).or_default() += 1;
         self.records.push(FaultRecord {
@@ -307,6 +320,20 @@ impl Faults {
         let i = rng.random_range(0..cluster.len());
         cluster.kill9(i).await?;
         Ok((Active::Killed(i), node_id(cluster, i)))
+    }
+
+    /// `old-release`: a node drawn from `rng` stopped with SIGTERM and started on the previous
+    /// release over the same data directory (waited for until it serves).
+    async fn inject_old_release(
+        &self,
+        cluster: &mut Cluster,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<(Active, String)> {
+        let i = rng.random_range(0..cluster.len());
+        cluster.terminate(i).await?;
+        cluster.nodes[i].on_previous = true;
+        cluster.start(i).await?;
+        Ok((Active::OldRelease(i), node_id(cluster, i)))
     }
 
     /// `pause`: SIGSTOP of a node drawn from `rng`; healed by SIGCONT.
@@ -765,6 +792,12 @@ impl Faults {
             Active::DiskFull(i) => self.heal_disk_full(cluster, i).await?,
             Active::Delay(nodes) => self.heal_delay(cluster, nodes).await?,
             Active::SlowWan(nodes) => self.heal_slow_wan(cluster, nodes).await?,
+            Active::OldRelease(i) => {
+                cluster.terminate(i).await?;
+                cluster.nodes[i].on_previous = false;
+                cluster.start(i).await?;
+                "restarted on this release".to_string()
+            }
             Active::Replaced(i) => self.heal_replace(cluster, i).await?,
             Active::Leaving(i, true) => self.heal_leave(cluster, i).await?,
             Active::Leaving(i, false) => self.heal_replace(cluster, i).await?,

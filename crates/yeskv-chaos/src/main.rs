@@ -10,7 +10,7 @@
 //! (`PUT /v1/buckets/dtcart {"datatype":"cart"}`, seen by every node); run the register, cart,
 //! server-side cart and TTL workloads ([`workload`])
 //! from the hub namespace while injecting one fault at a time ([`faults`]; `region-cut` and
-//! `slow-wan` with 2+ regions) for `--duration` seconds; stop the workload, heal everything,
+//! `slow-wan` with 2+ regions, `old-release` with `--previous-yeskv`) for `--duration` seconds; stop the workload, heal everything,
 //! restart dead nodes and wait until every node sees every member up; read every key through
 //! every node until the answers agree (`reads_agreed_s`, bounded) and record them as the
 //! `merged` final state — with `r=all`, or with regions `r=local_quorum`, so that each region
@@ -93,6 +93,11 @@ struct Args {
     /// The yeskv binary.
     #[arg(long)]
     yeskv: PathBuf,
+    /// The previous release's yeskv binary (`scripts/prev-release`): adds the `old-release`
+    /// fault, a node running the previous release over its data for a while, as in a rolling
+    /// upgrade (none: no such faults).
+    #[arg(long)]
+    previous_yeskv: Option<PathBuf>,
     /// libfaketime to preload into the nodes.
     #[arg(long)]
     faketime_lib: PathBuf,
@@ -240,6 +245,7 @@ async fn run(args: Args) -> anyhow::Result<Outcome> {
     faults.disk_recovery_timeout = Duration::from_secs(if short { 15 } else { 30 });
     faults.nodes = args.nodes;
     faults.regions = args.regions;
+    faults.previous_release = args.previous_yeskv.is_some();
     let kinds = fault_kinds(&faults, &args.faults)?;
     let mut trouble = Trouble::default();
     let window = Window {
@@ -280,6 +286,7 @@ async fn start_cluster(
         netns_prefix: args.netns_prefix.clone(),
         ip_prefix: args.ip_prefix.clone(),
         yeskv_bin: args.yeskv.clone(),
+        previous_bin: args.previous_yeskv.clone(),
         faketime_lib: args.faketime_lib.clone(),
         data_root: args.work_dir.join("data"),
         work_dir: args.work_dir.join("conf"),

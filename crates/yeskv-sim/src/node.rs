@@ -10,7 +10,10 @@
 //! only what was durable), so an unclean stop yields a new actor epoch, drawn from the node's
 //! seeded RNG (the product draws it from the OS), while a clean stop (a restart fault: servers
 //! and workers stopped, the replica closed as SIGTERM closes it) keeps the epoch, the dot
-//! sequences and the saved anti-entropy trees. Every host runs it from the start, the cluster's
+//! sequences and the saved anti-entropy trees. One start in three (drawn from the seed) speaks
+//! only the oldest internode protocol version, as a node of the previous release in a rolling
+//! upgrade does, so connections negotiate between versions as nodes restart. Every host runs it
+//! from the start, the cluster's
 //! spare nodes too: a spare serves with an empty disk and owns nothing until a membership fault
 //! joins it. What the node does not run: the HTTP API (replaced by the client protocol of
 //! [`crate::protocol`], served with the same coordinator calls), gossip membership (replaced by
@@ -278,7 +281,17 @@ pub async fn node_main(env: Arc<NodeEnv>) -> turmoil::Result {
     let liveness: yeskv_node::cluster::Liveness =
         Arc::new(move |node: &NodeId| detector.is_up(node, sim_now_ms()));
     let topology = env.layout.topology(id.clone(), liveness);
-    let rpc_config = rpc_config(id.as_str());
+    let mut rpc_config = rpc_config(id.as_str());
+    if rpc_seed % 3 == 0 {
+        // This incarnation stands in for the previous release (see the module docs).
+        let oldest = yeskv_rpc::PROTOCOL_VERSION_MIN;
+        rpc_config.protocol_versions = (oldest, oldest);
+        env.recorder.note(
+            sim_now_ms(),
+            Kind::Node,
+            format!("{id}: speaks only internode protocol {oldest} (a previous release)"),
+        );
+    }
     let client: RpcClient<PeerRequest, PeerResponse, SimConnector> =
         RpcClient::with_connector(rpc_config.clone(), SimConnector, rpc_seed)?;
 

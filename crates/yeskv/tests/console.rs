@@ -226,6 +226,14 @@ fn console_shows_the_cluster_in_headless_chromium() {
         );
     }
     assert!(dom.contains("3 of 3 up"), "the summary says 3 of 3 up");
+    for id in ["n1", "n2", "n3"] {
+        let row = node_row(&dom, id).unwrap_or_default();
+        assert_eq!(
+            attribute(row, "data-release"),
+            Some(env!("CARGO_PKG_VERSION")),
+            "node {id}'s release shown: {row}"
+        );
+    }
     assert!(
         dom.contains("ops/s (last 15 s)") && dom.contains("p99 (last 15 s)"),
         "the load's window named"

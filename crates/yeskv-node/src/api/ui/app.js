@@ -240,6 +240,8 @@ function renderNodes(status) {
       el("td", {}, m.id),
       el("td", {}, el("span", { class: `badge ${m.status}` }, m.status)),
       el("td", {}, m.state || "?"),
+      // A member that gossips no release runs 0.1.0 (rolling upgrades: docs/operations.md).
+      el("td", { "data-release": m.release ?? "0.1.0" }, m.release ?? "0.1.0"),
       el("td", {}, where),
       el("td", {}, m.owns ?? "?"),
       ...cells,
@@ -262,6 +264,7 @@ function renderSelf(status, load) {
     .join("; ") || "none (one region)";
   facts($("self"), [
     ["serving", status.serving],
+    ["release", `${status.release ?? "0.1.0"} (internode protocol ${(status.protocol_versions || ["?"]).join(" to ")})`],
     [`load (last ${WINDOW_MS / 1000} s)`, load.rate === null ? "measuring…" : `${load.rate.toFixed(1)} ops/s over ${load.span.toFixed(1)} s`],
     [`p99 (kv, dt; last ${WINDOW_MS / 1000} s)`, load.rate === null ? "measuring…" : load.p99 === null ? "no requests" : seconds(load.p99)],
     ["disk", disk ? `${bytes(disk.used_bytes.total)} used, ${bytes(disk.free_bytes)} free of ${bytes(disk.total_bytes)}${disk.writable ? "" : " (NOT WRITABLE)"}` : "?"],
