@@ -40,7 +40,8 @@
 //!   transition the three sets are the preference list and nothing changes.
 //! - **Re-placement**: a member of the write set may refuse a copy because its layout, newer
 //!   than the coordinator's, no longer has it in the write set (a transition ended and released
-//!   it as a source). When the quorum then fails, the coordinator waits — for its own layout to
+//!   it as a source), or it may have left the coordinator's own layout since the write was
+//!   placed (no known address). When the quorum then fails, the coordinator waits — for its own layout to
 //!   move on (`Topology::layout_changes`), bounded — places the key again and counts the *same*
 //!   object under the new sets: copies acknowledged by data holders of the placement they were
 //!   sent under still count if their node is in the new write set; every other member gets the

@@ -474,6 +474,10 @@ impl<E: Engine> Coordinator<E> {
             errors.push(Error::PeerDown(primary.clone()).to_string());
             "down"
         };
+        // A primary that is no longer a member of this node's layout (it left since the write
+        // was placed: "no known address") is as stale a choice as one that refused by its own
+        // layout: the write is worth re-placing if its quorum fails.
+        refused_by_layout |= !ctx.topology().is_member(&primary);
         // With regions, a stand-in is of the primary's region: a copy kept across the WAN
         // would make a region's quorum out of another region's nodes.
         let region = self.region_of(&primary);
@@ -811,7 +815,8 @@ struct SlotFailure {
     /// What each node tried said.
     errors: Vec<String>,
     /// Whether the primary refused because its layout does not make it a member of the key's
-    /// write set ([`replication::refused_by_layout`]).
+    /// write set ([`replication::refused_by_layout`]), or is not in this node's layout any
+    /// more: either way the write was placed by a layout older than the newest one.
     refused_by_layout: bool,
 }
 
