@@ -4,9 +4,10 @@
 //! The layout arrives on a `watch` channel from the layout service; each new epoch is turned
 //! once into per-partition preference lists (and, for partitions in transition, their data
 //! holders and write sets) (shared `Arc<[NodeId]>`, so a request never
-//! allocates to find its replicas) and swapped in. Requests read the current snapshot under a
-//! short read lock and never wait for Raft: with no leader, the last applied layout keeps
-//! serving.
+//! allocates to find its replicas) and swapped in, and its epoch is then announced on a `watch`
+//! channel ([`Topology::layout_changes`]: a write re-placed after a replica refused it by a
+//! newer layout waits on it). Requests read the current snapshot under a short read lock and
+//! never wait for Raft: with no leader, the last applied layout keeps serving.
 //!
 //! Bucket properties are not part of the layout (changing them moves no epoch, so no new
 //! routing snapshot is built for them), but they come on the same channel, the layout
@@ -161,6 +162,8 @@ pub struct ClusterTopology {
     liveness: Liveness,
     buckets: Arc<BucketTable>,
     keys: Arc<crate::auth::KeyTable>,
+    /// The epoch of each layout installed ([`Topology::layout_changes`]).
+    epochs: tokio::sync::watch::Sender<u64>,
 }
 
 impl ClusterTopology {
@@ -182,6 +185,7 @@ impl ClusterTopology {
             liveness,
             buckets: Arc::default(),
             keys: Arc::default(),
+            epochs: tokio::sync::watch::channel(0).0,
         });
         let current = states.borrow_and_update().clone();
         topology.install(&current);
@@ -216,7 +220,10 @@ impl ClusterTopology {
             moving = snap.moving.len(),
             "routing by layout"
         );
+        let epoch = snap.epoch;
         *self.snapshot.write() = Some(snap);
+        // After the snapshot is in: a waiter woken by it routes by it.
+        self.epochs.send_replace(epoch);
     }
 
     /// The bucket properties [`Topology::bucket_props`] answers from (installed with each
@@ -274,6 +281,41 @@ impl Topology for ClusterTopology {
 
     fn layout_version(&self) -> u64 {
         self.snap().map_or(0, |s| s.version)
+    }
+
+    fn layout_epoch(&self) -> u64 {
+        self.snap().map_or(0, |s| s.epoch)
+    }
+
+    fn layout_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.epochs.subscribe()
+    }
+
+    fn routes(&self, partition: u16) -> crate::topology::Routes {
+        let Some(s) = self.snap() else {
+            let none: Arc<[NodeId]> = Arc::from(Vec::new());
+            return crate::topology::Routes {
+                epoch: 0,
+                replicas: none.clone(),
+                data: none.clone(),
+                writes: none,
+            };
+        };
+        let replicas = s
+            .prefs
+            .get(usize::from(partition))
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()));
+        let (data, writes) = match s.moving.get(&partition) {
+            Some(m) => (m.data.clone(), m.writes.clone()),
+            None => (replicas.clone(), replicas.clone()),
+        };
+        crate::topology::Routes {
+            epoch: s.epoch,
+            replicas,
+            data,
+            writes,
+        }
     }
 
     fn data_holders(&self, partition: u16) -> Arc<[NodeId]> {

@@ -173,7 +173,8 @@ async fn drive<E: Engine>(
             for (i, answer) in answers.into_iter().enumerate() {
                 let outcome = if refused.next_if_eq(&(i as u32)).is_some() {
                     Err(format!(
-                        "holds no copy of this key's partition in its layout (merge {i} of a batch)"
+                        "{} (merge {i} of a batch)",
+                        crate::replication::NOT_IN_WRITE_SET
                     ))
                 } else {
                     Ok(())

@@ -109,6 +109,9 @@ pub const CORRUPT_RECORDS_REPLACED: &str = "yeskv_corrupt_records_replaced_total
 /// Forwarded writes that went to the next replica because no connection to the first could be
 /// made (the request was never sent there).
 pub const WRITES_REROUTED: &str = "yeskv_writes_rerouted_total";
+/// Writes re-placed by a newer layout of their coordinator after a member of their write set
+/// refused them by its own, newer, layout.
+pub const WRITES_REPLACED: &str = "yeskv_writes_replaced_total";
 /// Partitions this node is receiving (syncing in the layout).
 pub const TRANSFER_PARTITIONS_PENDING: &str = "yeskv_transfer_partitions_pending";
 /// Partitions this node received and reported complete to the layout.
@@ -366,6 +369,10 @@ pub fn install() -> Option<PrometheusHandle> {
         (
             WRITES_REROUTED,
             "Forwarded writes sent to the next replica: the first could not be connected to.",
+        ),
+        (
+            WRITES_REPLACED,
+            "Writes re-placed by a newer layout after a write set member refused them by its own.",
         ),
         (
             TRANSFER_PARTITIONS_DONE,

@@ -223,6 +223,7 @@ fn unless_in<E: Engine>(
         Set::DataHolders => (topology.data_holders(partition), "no data"),
         Set::WriteSet => (topology.write_set(partition), "no copy"),
     };
+    // The write-set text is NOT_IN_WRITE_SET: the sender recognises the refusal by it.
     if members.contains(topology.local()) {
         return None;
     }
@@ -231,6 +232,18 @@ fn unless_in<E: Engine>(
         topology.local(),
         topology.layout_version()
     ))))
+}
+
+/// The words of a replica's refusal of a merge of a partition it is not in the write set of in
+/// its layout (a `Merge` answered `Unavailable`, or an index of a `MergeMany`'s `refused`, which
+/// the sender words so: `crate::merges`). [`refused_by_layout`] recognises it.
+pub const NOT_IN_WRITE_SET: &str = "holds no copy of this key's partition in its layout";
+
+/// Whether `e` is a replica's refusal of a merge because it is not in the key's write set in
+/// its layout ([`NOT_IN_WRITE_SET`]): the sender's layout and the replica's disagree, and a
+/// sender with a newer layout would not have asked it (`crate::coordinator`, write path).
+pub fn refused_by_layout(e: &Error) -> bool {
+    matches!(e, Error::PeerRefused { reason, .. } if reason.contains(NOT_IN_WRITE_SET))
 }
 
 /// How long a merge or touch of a partition this node is not in the write set of waits for a
@@ -341,7 +354,8 @@ pub async fn serve<E: Engine>(c: &Coordinator<E>, request: ReplicationRequest) -
             // of in its layout: a coordinator (or a handoff) with an older layout may still
             // count a former holder, whose copy would be cleaned up, and a write acknowledged
             // on it would be lost. Refused (after a short wait for a newer layout that makes
-            // it a holder), the sender uses another holder or a stand-in.
+            // it a holder), the sender uses a stand-in, and a coordinator re-places the write
+            // by its next layout (`crate::coordinator`, re-placement).
             if let Some(refusal) = unless_in_write_set(ctx, &storage_key).await {
                 return refusal;
             }

@@ -39,6 +39,28 @@ pub trait Topology: Send + Sync + 'static {
     fn is_member(&self, node: &NodeId) -> bool;
     /// The version of the layout the preference lists come from.
     fn layout_version(&self) -> u64;
+    /// The epoch of the layout the preference lists come from: it moves with every change of
+    /// the layout (a commit, and a transfer completion, which moves no version).
+    fn layout_epoch(&self) -> u64 {
+        self.layout_version()
+    }
+    /// A receiver that is told the epoch of every layout this node installs from now on
+    /// ([`Topology::layout_epoch`]), for a request that must wait for a newer layout. A
+    /// topology whose layout never changes answers one whose sender is gone (`changed()` fails
+    /// at once: nothing to wait for).
+    fn layout_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        tokio::sync::watch::channel(self.layout_epoch()).1
+    }
+    /// Everything a request of `partition` routes by, from one layout: a layout installed
+    /// between the reads of its parts never mixes two layouts' sets.
+    fn routes(&self, partition: u16) -> Routes {
+        Routes {
+            epoch: self.layout_epoch(),
+            replicas: self.preference(partition),
+            data: self.data_holders(partition),
+            writes: self.write_set(partition),
+        }
+    }
     /// The nodes trusted to hold every acknowledged write of `partition`: its replicas that
     /// are not syncing it, then the former holders still serving it (`yeskv_layout::transition`).
     /// Reads count only these. The preference list outside a transition.
@@ -80,6 +102,19 @@ pub trait Topology: Send + Sync + 'static {
     fn bucket_props(&self, _bucket: &[u8]) -> BucketProps {
         BucketProps::default()
     }
+}
+
+/// The sets of one partition in one layout ([`Topology::routes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routes {
+    /// The layout's epoch.
+    pub epoch: u64,
+    /// Its replicas ([`Topology::preference`]).
+    pub replicas: Arc<[NodeId]>,
+    /// Its data holders ([`Topology::data_holders`]).
+    pub data: Arc<[NodeId]>,
+    /// Its write set ([`Topology::write_set`]).
+    pub writes: Arc<[NodeId]>,
 }
 
 /// What a [`BucketTable`] holds: the buckets of one applied layout state.

@@ -650,6 +650,17 @@ fn two_joins_and_a_leave_in_one_plan() {
         r.join().expect("reader");
     }
     let (acked, refused) = writes.join().expect("writer");
+    // Writes a released former holder refused and their coordinator re-placed by its next
+    // layout (`coordinator/write.rs`): the race this test once lost a write to.
+    let replaced: f64 = c.nodes[1..]
+        .iter()
+        .map(|n| n.metric("yeskv_writes_replaced_total"))
+        .sum();
+    eprintln!(
+        "writes: {} acked, {} refused, {replaced} re-placed",
+        acked.len(),
+        refused.len()
+    );
     assert_clean(&seen, "during the change");
     assert!(
         refused.len() * 1000 <= acked.len(),

@@ -38,6 +38,14 @@
 //!   the data holders ([`QuorumSets`](yeskv_core::QuorumSets)); a read asks and counts only the
 //!   data holders, so a node still receiving the partition never answers for it. Outside a
 //!   transition the three sets are the preference list and nothing changes.
+//! - **Re-placement**: a member of the write set may refuse a copy because its layout, newer
+//!   than the coordinator's, no longer has it in the write set (a transition ended and released
+//!   it as a source), or it may have left the coordinator's own layout since the write was
+//!   placed (no known address). When the quorum then fails, the coordinator waits — for its own layout to
+//!   move on (`Topology::layout_changes`), bounded — places the key again and counts the *same*
+//!   object under the new sets: copies acknowledged by data holders of the placement they were
+//!   sent under still count if their node is in the new write set; every other member gets the
+//!   object again. No second version is minted (`write.rs`, `Rounds`).
 //! - **Regions** (a layout with replicas per region): `local_quorum` — the default there — counts
 //!   only the replicas (and data holders) in the coordinator's region, a majority of them;
 //!   `each_quorum` a majority in every region (writes; a read asks `quorum` of all). The
@@ -158,8 +166,22 @@ struct Placement {
     data: Arc<[NodeId]>,
     /// Every node a write goes to: `replicas`, then former holders still serving the key.
     writes: Arc<[NodeId]>,
+    /// The epoch of the layout the three sets come from.
+    epoch: u64,
     /// The bucket's properties.
     props: BucketProps,
+}
+
+impl Placement {
+    /// Its sets, as the topology gave them.
+    fn routes(&self) -> crate::topology::Routes {
+        crate::topology::Routes {
+            epoch: self.epoch,
+            replicas: self.replicas.clone(),
+            data: self.data.clone(),
+            writes: self.writes.clone(),
+        }
+    }
 }
 
 impl<E: Engine> Coordinator<E> {
@@ -210,13 +232,15 @@ impl<E: Engine> Coordinator<E> {
     fn place(&self, bucket: &[u8], key: &[u8]) -> Placement {
         let hash = key_hash(bucket, key);
         let partition = partition_of(hash, self.settings().partitions);
+        let routes = self.ctx.topology().routes(partition);
         Placement {
             partition,
             hash,
             storage_key: Arc::new(storage_key(partition, bucket, key)),
-            replicas: self.ctx.topology().preference(partition),
-            data: self.ctx.topology().data_holders(partition),
-            writes: self.ctx.topology().write_set(partition),
+            replicas: routes.replicas,
+            data: routes.data,
+            writes: routes.writes,
+            epoch: routes.epoch,
             props: self.bucket_props(bucket),
         }
     }

@@ -1,7 +1,8 @@
 //! The write path: coordinate locally, replicate with sloppy quorum, forward to a replica
 //! (module docs of [`crate::coordinator`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -244,14 +245,18 @@ impl<E: Engine> Coordinator<E> {
                 "a key holds more siblings than limits.siblings_max; read it and write back a merge"
             );
         }
-        let me = stand_in_for.as_ref().unwrap_or(self.ctx.topology().local());
+        let me = stand_in_for
+            .clone()
+            .unwrap_or_else(|| self.ctx.topology().local().clone());
+        let mut rounds = Rounds::new(p.routes());
         let mut quorum = self.write_quorum(p, scope, required);
         let outcome = quorum.record(
-            self.region_of(me).as_ref(),
-            p.replicas.contains(me),
-            p.data.contains(me),
+            self.region_of(&me).as_ref(),
+            p.replicas.contains(&me),
+            p.data.contains(&me),
             Ok(()),
         );
+        rounds.count(0, &me, true);
         if outcome == Outcome::Reached && p.writes.len() == 1 {
             return Ok(after);
         }
@@ -260,25 +265,34 @@ impl<E: Engine> Coordinator<E> {
         // completion in its own task, so replicas beyond the quorum still receive the write
         // after the client is answered.
         let record: Arc<[u8]> = Arc::from(encode_record(&obj, None));
-        let fallbacks = Arc::new(Mutex::new(self.live_fallbacks(p.partition)));
-        let (tx, mut rx) = tokio::sync::mpsc::channel(p.writes.len());
+        let mut fallbacks = Arc::new(Mutex::new(self.live_fallbacks(p.partition)));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let here_only = match scope {
             Scope::Local(region) if !xr.is_empty() => Some(region.as_str()),
             _ => None,
         };
-        let send = |tx: &Replies, holder: &NodeId| {
-            let tx = tx.clone();
+        // Copies sent whose reply is not in yet.
+        let pending = std::sync::atomic::AtomicUsize::new(0);
+        let send = |round: usize, holder: &NodeId, fallbacks: &Fallbacks| {
+            let tx: Replies = tx.clone();
             let this = self.clone();
             let holder = holder.clone();
             let fallbacks = fallbacks.clone();
             let record = record.clone();
             let storage_key = p.storage_key.clone();
             let hash = p.hash;
+            pending.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
+                let mut reply = Reply {
+                    tx,
+                    round,
+                    holder: holder.clone(),
+                    result: None,
+                };
                 let result = this
-                    .replicate_slot(holder.clone(), hash, storage_key, record, fallbacks)
+                    .replicate_slot(holder, hash, storage_key, record, fallbacks)
                     .await;
-                let _ = tx.send((holder, result)).await;
+                reply.result = Some(result);
             });
         };
         let mut elsewhere = Vec::new();
@@ -288,7 +302,7 @@ impl<E: Engine> Coordinator<E> {
             .filter(|n| !self.is_local(n) && Some(*n) != stand_in_for.as_ref())
         {
             match here_only.is_none_or(|r| self.is_in(holder, r)) {
-                true => send(&tx, holder),
+                true => send(0, holder, &fallbacks),
                 false => elsewhere.push(holder.clone()),
             }
         }
@@ -303,50 +317,130 @@ impl<E: Engine> Coordinator<E> {
         let mut spill = match (here_only, elsewhere.is_empty()) {
             (Some(region), false) => Some(Spill {
                 needed: self.count_in(&p.replicas, region) / 2 + 1,
-                holding: usize::from(p.data.contains(me)),
-                tx: Some(tx),
+                holding: usize::from(p.data.contains(&me)),
+                spilled: false,
             }),
-            _ => {
-                drop(tx);
-                None
-            }
+            _ => None,
         };
-        while let Some((node, result)) = rx.recv().await {
-            let ok = result.is_ok();
-            let reply = result.map_err(|e| e.join("; "));
-            let region = self.region_of(&node);
-            let outcome = quorum.record(
-                region.as_ref(),
-                p.replicas.contains(&node),
-                p.data.contains(&node),
-                reply,
-            );
-            if let Some(s) = spill.as_mut() {
-                s.holding += usize::from(ok && p.data.contains(&node));
-                if s.tx.is_none() && s.holding >= s.needed {
-                    metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => "region")
-                        .increment(1);
-                    return Ok(after);
+        // A write set member that refused the copy because its layout does not make it one
+        // (a layout newer than the one this write was placed by) re-places the write: see
+        // `Rounds`. Waiting for this node's layout is bounded for the whole write.
+        let mut refused_by_layout = false;
+        let mut placement = p.clone();
+        let layout_deadline = tokio::time::Instant::now() + LAYOUT_WAIT_MAX;
+        loop {
+            let reply = match pending.load(Ordering::Relaxed) {
+                0 => None,
+                _ => rx.recv().await,
+            };
+            if let Some((round, node, result)) = reply {
+                pending.fetch_sub(1, Ordering::Relaxed);
+                let Some((in_replicas, in_data)) = rounds.count(round, &node, result.is_ok())
+                else {
+                    continue;
+                };
+                let ok = result.is_ok();
+                let reply = result.map_err(|f| {
+                    refused_by_layout |= f.refused_by_layout;
+                    f.errors.join("; ")
+                });
+                let outcome =
+                    quorum.record(self.region_of(&node).as_ref(), in_replicas, in_data, reply);
+                if let Some(s) = spill.as_mut() {
+                    s.holding += usize::from(ok && in_data);
+                    if s.spilled && s.holding >= s.needed {
+                        metrics::counter!(crate::metrics::SLOPPY_WRITES, "reason" => "region")
+                            .increment(1);
+                        return Ok(after);
+                    }
                 }
-            }
-            match outcome {
-                Outcome::Reached => return Ok(after),
-                Outcome::Impossible => match spill.as_mut() {
-                    Some(s) => {
-                        if let Some(tx) = s.tx.take() {
-                            tracing::debug!(
-                                key = %String::from_utf8_lossy(&p.storage_key),
-                                "local quorum impossible; sending to the other regions"
-                            );
-                            elsewhere.iter().for_each(|n| send(&tx, n));
+                match outcome {
+                    Outcome::Reached => return Ok(after),
+                    Outcome::Pending => continue,
+                    Outcome::Impossible => {
+                        if let Some(s) = spill.as_mut() {
+                            if !s.spilled {
+                                s.spilled = true;
+                                tracing::debug!(
+                                    key = %String::from_utf8_lossy(&p.storage_key),
+                                    "local quorum impossible; sending to the other regions"
+                                );
+                                elsewhere.iter().for_each(|n| send(0, n, &fallbacks));
+                            }
+                            continue;
                         }
                     }
-                    None => return Err(write_quorum_error(&quorum)),
-                },
-                Outcome::Pending => {}
+                }
+            }
+            // The quorum cannot be reached under this placement. Unless a member refused by
+            // its layout, that is the answer; else the write is re-placed by a newer layout of
+            // this node, if one comes in time.
+            if !refused_by_layout || rounds.current() + 1 >= ROUNDS_MAX {
+                return Err(write_quorum_error(&quorum));
+            }
+            let Some(next) = self.newer_placement(&placement, layout_deadline).await else {
+                return Err(write_quorum_error(&quorum));
+            };
+            metrics::counter!(crate::metrics::WRITES_REPLACED).increment(1);
+            tracing::debug!(
+                key = %String::from_utf8_lossy(&p.storage_key),
+                from_epoch = placement.epoch,
+                to_epoch = next.epoch,
+                "a write set member refused by its layout; re-placing the write"
+            );
+            let (carried, to_send) = rounds.replace(next.routes());
+            quorum = self.write_quorum(&next, scope, required);
+            for (node, in_replicas, in_data) in carried {
+                quorum.record(self.region_of(&node).as_ref(), in_replicas, in_data, Ok(()));
+            }
+            if quorum.outcome() == Outcome::Reached {
+                return Ok(after);
+            }
+            // This node merges no copy into itself here: a copy of its own that counts was
+            // carried; else it holds a hint, or nothing it may count.
+            // Stand-ins come from this node's layout now (the one the round is placed by, or
+            // newer), so that none of them is in the new write set.
+            let round = rounds.current();
+            fallbacks = Arc::new(Mutex::new(self.live_fallbacks(p.partition)));
+            to_send
+                .iter()
+                .filter(|n| !self.is_local(n))
+                .for_each(|n| send(round, n, &fallbacks));
+            refused_by_layout = false;
+            spill = None;
+            placement = next;
+        }
+    }
+
+    /// `p` placed by this node's layout once one newer than `p`'s places its key differently
+    /// (other replicas, data holders or write set), waiting for it until `deadline`; `None`
+    /// if none came by then.
+    async fn newer_placement(
+        &self,
+        p: &Placement,
+        deadline: tokio::time::Instant,
+    ) -> Option<Placement> {
+        let topology = self.ctx.topology();
+        // Subscribed before the layout is read: one installed in between wakes the wait.
+        let mut changes = topology.layout_changes();
+        loop {
+            let now = topology.routes(p.partition);
+            let moved = now.replicas != p.replicas || now.data != p.data || now.writes != p.writes;
+            if now.epoch > p.epoch && moved {
+                return Some(Placement {
+                    replicas: now.replicas,
+                    data: now.data,
+                    writes: now.writes,
+                    epoch: now.epoch,
+                    ..p.clone()
+                });
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // The deadline, or a topology whose layout never changes.
+                _ => return None,
             }
         }
-        Err(write_quorum_error(&quorum))
     }
 
     /// Puts one primary slot's copy of a write: on the primary if it is up and takes it, else
@@ -357,9 +451,10 @@ impl<E: Engine> Coordinator<E> {
         key_hash: u64,
         storage_key: Arc<Vec<u8>>,
         record: Arc<[u8]>,
-        fallbacks: Arc<Mutex<VecDeque<NodeId>>>,
-    ) -> Result<(), Vec<String>> {
+        fallbacks: Fallbacks,
+    ) -> Result<(), SlotFailure> {
         let mut errors = Vec::new();
+        let mut refused_by_layout = false;
         let (ctx, storage_key, record) = (&self.ctx, &storage_key[..], &record[..]);
         let send = |holder: Holder, liveness: Liveness| async move {
             replication::send_merge(ctx, &holder, key_hash, storage_key, record, liveness).await
@@ -370,6 +465,7 @@ impl<E: Engine> Coordinator<E> {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::debug!(node = %primary, error = %e, "replication to a primary failed");
+                    refused_by_layout = replication::refused_by_layout(&e);
                     errors.push(e.of(&primary));
                     "failed"
                 }
@@ -378,6 +474,10 @@ impl<E: Engine> Coordinator<E> {
             errors.push(Error::PeerDown(primary.clone()).to_string());
             "down"
         };
+        // A primary that is no longer a member of this node's layout (it left since the write
+        // was placed: "no known address") is as stale a choice as one that refused by its own
+        // layout: the write is worth re-placing if its quorum fails.
+        refused_by_layout |= !ctx.topology().is_member(&primary);
         // With regions, a stand-in is of the primary's region: a copy kept across the WAN
         // would make a region's quorum out of another region's nodes.
         let region = self.region_of(&primary);
@@ -435,7 +535,10 @@ impl<E: Engine> Coordinator<E> {
                 }
             }
         }
-        Err(errors)
+        Err(SlotFailure {
+            errors,
+            refused_by_layout,
+        })
     }
 
     /// Sends a write to the first live data holder of the key in preference order (those of
@@ -546,6 +649,89 @@ impl<E: Engine> Coordinator<E> {
     }
 }
 
+/// How long, in all, a write waits for its coordinator's layout to move on after members of its
+/// write set refused it by theirs (the coordinator's layout lags the one that released them:
+/// every node applies a layout within milliseconds of the first).
+pub(crate) const LAYOUT_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most placements of one write (the first and its re-placements).
+const ROUNDS_MAX: usize = 4;
+
+/// The rounds of one write's replication: the first under the placement the write was
+/// coordinated by, then one more each time members of its write set refused it by their
+/// (newer) layout and this node's layout moved on. The object is the same in every round:
+/// no second version is minted, a re-placed write only goes to more nodes.
+///
+/// An acknowledgement counts in the round it was sent in by that round's placement, as ever.
+/// In a later round it still counts only if the node was a *data holder* of the placement its
+/// copy was sent under (its copy is kept: a node still receiving a partition may clear it
+/// before its first copy, `crate::transfer`) and is in the new write set: such a copy is
+/// *kept*, and is counted by the new placement's sets at once. Every other member of the new
+/// write set is sent the object again; a merge is idempotent.
+struct Rounds {
+    /// The placement of each round, the current one last.
+    placements: Vec<crate::topology::Routes>,
+    /// Slots whose copy is kept (see above).
+    kept: BTreeSet<NodeId>,
+    /// Slots counted in the current round (each once).
+    counted: BTreeSet<NodeId>,
+}
+
+impl Rounds {
+    fn new(first: crate::topology::Routes) -> Self {
+        Rounds {
+            placements: vec![first],
+            kept: BTreeSet::new(),
+            counted: BTreeSet::new(),
+        }
+    }
+
+    /// The current round (0 for the first).
+    fn current(&self) -> usize {
+        self.placements.len() - 1
+    }
+
+    /// Takes the reply of `node` (its slot) to the copy sent in `round`: whether it counts in
+    /// the current round, and if so as a replica and/or a data holder of its placement.
+    fn count(&mut self, round: usize, node: &NodeId, ok: bool) -> Option<(bool, bool)> {
+        let sent_under = &self.placements[round];
+        if ok && sent_under.data.contains(node) {
+            self.kept.insert(node.clone());
+        }
+        let now = &self.placements[self.current()];
+        let counts = round == self.current()
+            || (ok && self.kept.contains(node) && now.writes.contains(node));
+        if !counts || !self.counted.insert(node.clone()) {
+            return None;
+        }
+        Some((now.replicas.contains(node), now.data.contains(node)))
+    }
+
+    /// Starts a round under `next`: the members of its write set whose copy is kept (each with
+    /// whether it is a replica and a data holder of `next`; counted now), and the others, to
+    /// send the object to.
+    fn replace(
+        &mut self,
+        next: crate::topology::Routes,
+    ) -> (Vec<(NodeId, bool, bool)>, Vec<NodeId>) {
+        let (kept, send): (Vec<NodeId>, Vec<NodeId>) = next
+            .writes
+            .iter()
+            .cloned()
+            .partition(|n| self.kept.contains(n));
+        self.counted = kept.iter().cloned().collect();
+        let carried = kept
+            .into_iter()
+            .map(|n| {
+                let (r, d) = (next.replicas.contains(&n), next.data.contains(&n));
+                (n, r, d)
+            })
+            .collect();
+        self.placements.push(next);
+        (carried, send)
+    }
+}
+
 /// A version made under the key's lock from its object and the new dot ([`Change::Fold`]).
 type Fold<'a> = Box<dyn Fn(&Object, &Dot) -> Result<Version, Error> + Send + Sync + 'a>;
 
@@ -587,13 +773,52 @@ struct Spill {
     needed: usize,
     /// Data holders, of any region, known to hold it durably.
     holding: usize,
-    /// The channel the replies come back on, until the write is sent to the other regions
-    /// (then the loop ends once every reply is in).
-    tx: Option<Replies>,
+    /// Whether the write was sent to the other regions (then the loop ends once every reply
+    /// is in).
+    spilled: bool,
 }
 
-/// Where replication tasks send their outcome: (the slot's primary, its result).
-type Replies = tokio::sync::mpsc::Sender<(NodeId, Result<(), Vec<String>>)>;
+/// Where replication tasks send their outcome: (the round the copy was sent in, the slot's
+/// primary, its result).
+type Replies = tokio::sync::mpsc::UnboundedSender<(usize, NodeId, Result<(), SlotFailure>)>;
+
+/// Sends one slot's outcome when dropped: its result, or, if the task ended without one (it
+/// panicked, the runtime stopped), a failure, so the coordinator never waits for a reply that
+/// cannot come (it keeps a sender for later rounds, so the channel never closes by itself).
+struct Reply {
+    tx: Replies,
+    round: usize,
+    holder: NodeId,
+    result: Option<Result<(), SlotFailure>>,
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        let result = self.result.take().unwrap_or_else(|| {
+            Err(SlotFailure {
+                errors: vec![format!(
+                    "{}: replication ended without an answer",
+                    self.holder
+                )],
+                refused_by_layout: false,
+            })
+        });
+        let _ = self.tx.send((self.round, self.holder.clone(), result));
+    }
+}
+
+/// The stand-ins of one round of a write, in the order to try them (each used once).
+type Fallbacks = Arc<Mutex<VecDeque<NodeId>>>;
+
+/// Why one slot of a write holds no copy.
+struct SlotFailure {
+    /// What each node tried said.
+    errors: Vec<String>,
+    /// Whether the primary refused because its layout does not make it a member of the key's
+    /// write set ([`replication::refused_by_layout`]), or is not in this node's layout any
+    /// more: either way the write was placed by a layout older than the newest one.
+    refused_by_layout: bool,
+}
 
 /// Why a forwarded write did not complete.
 enum Forward {
@@ -610,5 +835,107 @@ fn indeterminate(required: u8, errors: &[String]) -> Error {
         required,
         succeeded: 0,
         errors: errors.join("; "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use yeskv_core::QuorumSets;
+
+    use super::*;
+    use crate::topology::Routes;
+
+    fn ids(names: &[&str]) -> Arc<[NodeId]> {
+        names.iter().map(|n| NodeId::new(*n).expect("id")).collect()
+    }
+
+    fn id(name: &str) -> NodeId {
+        NodeId::new(name).expect("id")
+    }
+
+    /// Feeds `count`'s answer to `quorum`.
+    fn record(quorum: &mut QuorumSets, counted: Option<(bool, bool)>, ok: bool) -> Outcome {
+        match counted {
+            Some((r, d)) => quorum.record(r, d, if ok { Ok(()) } else { Err("no".into()) }),
+            None => quorum.outcome(),
+        }
+    }
+
+    /// The transfer test's failure (two joins and a leave in one plan): the coordinator `n4`
+    /// placed a write by the transition (`n5`, `n6` receiving, `n2`, `n3` its sources); `n2`
+    /// and `n3` had applied the layout that ended it and refused. Under the first placement
+    /// the data-holder quorum is impossible; under the newer one the coordinator's own copy
+    /// counts at once, the copies `n5` and `n6` took while receiving do not (they may clear
+    /// the partition before their first copy), and the object goes to them again.
+    #[test]
+    fn a_write_refused_by_newer_layouts_counts_only_kept_copies_under_the_next() {
+        let first = Routes {
+            epoch: 2,
+            replicas: ids(&["n4", "n5", "n6"]),
+            data: ids(&["n4", "n2", "n3"]),
+            writes: ids(&["n4", "n5", "n6", "n2", "n3"]),
+        };
+        let mut rounds = Rounds::new(first.clone());
+        let mut quorum = QuorumSets::new(2, 3, 3);
+        for (node, ok) in [("n4", true), ("n5", true), ("n6", true), ("n2", false)] {
+            let counted = rounds.count(0, &id(node), ok);
+            assert!(counted.is_some(), "{node} counts in its own round");
+            assert_ne!(record(&mut quorum, counted, ok), Outcome::Reached);
+        }
+        let counted = rounds.count(0, &id("n3"), false);
+        assert_eq!(record(&mut quorum, counted, false), Outcome::Impossible);
+
+        let holders = ids(&["n4", "n5", "n6"]);
+        let next = Routes {
+            epoch: 3,
+            replicas: holders.clone(),
+            data: holders.clone(),
+            writes: holders,
+        };
+        let (carried, send) = rounds.replace(next);
+        assert_eq!(carried, vec![(id("n4"), true, true)]);
+        assert_eq!(send, vec![id("n5"), id("n6")]);
+        let mut quorum = QuorumSets::new(2, 3, 3);
+        for (node, r, d) in &carried {
+            assert_eq!(quorum.record(*r, *d, Ok(())), Outcome::Pending, "{node}");
+        }
+        // A late answer of the first round from a node that was receiving then does not count.
+        assert_eq!(rounds.count(0, &id("n5"), true), None);
+        // Nor does any answer of a released source.
+        assert_eq!(rounds.count(0, &id("n2"), true), None);
+        // The object sent again to n6 under the new placement counts, as a data holder.
+        let counted = rounds.count(1, &id("n6"), true);
+        assert_eq!(counted, Some((true, true)));
+        assert_eq!(record(&mut quorum, counted, true), Outcome::Reached);
+        // Each slot counts once per round.
+        assert_eq!(rounds.count(1, &id("n6"), true), None);
+    }
+
+    /// A data holder's copy acknowledged in an earlier round counts in a later one if the node
+    /// is still in the write set (as a source, say), and not if it is out of it.
+    #[test]
+    fn kept_copies_carry_over_only_into_a_write_set_that_still_has_their_node() {
+        let first = Routes {
+            epoch: 5,
+            replicas: ids(&["a", "b", "c"]),
+            data: ids(&["a", "b", "c"]),
+            writes: ids(&["a", "b", "c"]),
+        };
+        let mut rounds = Rounds::new(first);
+        assert!(rounds.count(0, &id("a"), true).is_some());
+        assert!(rounds.count(0, &id("b"), true).is_some());
+        assert!(rounds.count(0, &id("c"), false).is_some());
+        // b is a source of the next layout, c is out, d receiving.
+        let (carried, send) = rounds.replace(Routes {
+            epoch: 6,
+            replicas: ids(&["a", "d", "e"]),
+            data: ids(&["a", "e", "b"]),
+            writes: ids(&["a", "d", "e", "b"]),
+        });
+        assert_eq!(carried, vec![(id("a"), true, true), (id("b"), false, true)]);
+        assert_eq!(send, vec![id("d"), id("e")]);
+        // c's answer, late or not, is of a node the new placement does not write to.
+        assert_eq!(rounds.count(0, &id("c"), true), None);
+        assert_eq!(rounds.current(), 1);
     }
 }
