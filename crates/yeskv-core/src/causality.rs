@@ -222,34 +222,6 @@ impl CausalContext {
         self.seen.contains(dot) || self.dots.contains(dot)
     }
 
-    /// This context limited to what `clock` has seen: per actor, `seen` lowered to the clock's
-    /// counter, and loose dots the clock does not contain dropped. A write applies the context
-    /// of its request clamped to the object's clock, so a context can never raise a counter
-    /// beyond what the object has seen (a forged or foreign context would otherwise make the
-    /// object claim writes it never had, and drop them as "already seen" when they arrive). It
-    /// covers exactly the same events of the object as `self`: clamping only forgets events the
-    /// object does not hold, so a write made with it supersedes no less of what is there.
-    pub fn clamped_to(&self, clock: &VersionVector) -> CausalContext {
-        let mut seen = VersionVector::new();
-        for (actor, counter) in self.seen.iter() {
-            let have = counter.min(clock.get(actor));
-            if have > 0 {
-                seen.raise(actor, have);
-            }
-        }
-        let mut clamped = CausalContext {
-            seen,
-            dots: self
-                .dots
-                .iter()
-                .filter(|d| clock.contains(d))
-                .cloned()
-                .collect(),
-        };
-        clamped.normalize();
-        clamped
-    }
-
     /// Adds the dot of a write made with this context and normalizes.
     pub fn with_dot(mut self, dot: Dot) -> Self {
         self.dots.push(dot);

@@ -511,3 +511,16 @@ fn regression_cleared_partition_forgets_its_own_dots() {
         assert!(o.ok(), "seed {seed}: {:?}", o.report.violations);
     }
 }
+
+/// Seed 20111 (no regions): an acknowledged delete came back. The client read `r1 = v3.58`
+/// from n2 (split from the other replicas, the only one holding it) and deleted through n4,
+/// whose copy was behind. n4 clamped the context to its copy's clock before applying it, so
+/// the tombstone's clock lacked v3.58's dot (`n2:83`, the tombstone said `n2:69`); once the
+/// split healed, v3.58 met the tombstone as a concurrent sibling and was back in every read.
+/// The coordinator now applies the (signed, key-bound) context whole (`Replica::coordinate`).
+#[test]
+fn regression_delete_through_a_replica_behind_the_read() {
+    let o = run_seed(&SimOptions::default(), 20111).expect("run");
+    assert!(o.ok(), "seed 20111: {:?}", o.report.violations);
+    assert_eq!(o.report.resurrected, 0);
+}

@@ -626,19 +626,17 @@ impl<E: Engine> Replica<E> {
             };
             let dot = match change {
                 Change::Put { ctx, version } => {
-                    // On a copy of this node's own, a context never claims more than the copy
-                    // has seen: events it names that the copy lacks are dropped before it
-                    // supersedes anything (`CausalContext::clamped_to`; it still covers every
-                    // sibling it covered here). A version the client saw on another replica
-                    // that this one lacks then stays a sibling: the write supersedes less,
-                    // never more. A stand-in's hint is an empty copy by design and keeps the
-                    // context whole, or no write through a stand-in could supersede anything;
-                    // its context was signed by a node of this cluster for this key.
-                    let ctx = match slot {
-                        Slot::Own => std::borrow::Cow::Owned(ctx.clamped_to(obj.clock())),
-                        Slot::HintFor(_) => std::borrow::Cow::Borrowed(ctx),
-                    };
-                    obj.update_at_least(&ctx, &actor, floor, version, now_ms)
+                    // The context is applied whole, on an own copy as on a stand-in's hint: its
+                    // `seen` joins the clock even where it names writes this copy has not
+                    // received yet, so the new version supersedes them on every replica they
+                    // reach by sync. Clamped to this copy's clock, a write coordinated by a
+                    // replica behind the client's read left what the client saw (and meant to
+                    // overwrite or delete) as a sibling: an acknowledged delete came back
+                    // (seed 20111). A context is genuine — signed under the cluster keyring
+                    // for this key — so it names only events of this key that a replica
+                    // holds or held; a counter of this node's own actor beyond its sequence
+                    // is refused above.
+                    obj.update_at_least(ctx, &actor, floor, version, now_ms)
                 }
                 Change::Fold(make) => {
                     let dot = obj.next_dot(&actor, floor);
@@ -981,60 +979,57 @@ mod tests {
         assert_eq!(r.read(b"k").expect("read").siblings().len(), 200);
     }
 
-    /// A context claiming events of another actor that this copy never saw (here a counter
-    /// far past anything written) raises nothing: the object's clock keeps only what it has,
-    /// and a later genuine write of that actor is kept, not taken for one already seen. What
-    /// the context covers of the copy is still superseded.
+    /// Seed 20111: a client read `v` from one replica and deleted the key through another
+    /// that had not received `v` yet. The tombstone must supersede `v` wherever the two meet:
+    /// the coordinator takes the context whole, so the tombstone's clock covers `v`'s dot and
+    /// a merge drops `v`, in either direction. (Clamped to the coordinator's copy, the context
+    /// lost `v`'s dot and `v` came back as a sibling of the acknowledged delete.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_context_never_raises_a_counter_beyond_what_the_copy_has_seen() {
-        use yeskv_core::{Actor, Object};
-        let engine = Arc::new(MemoryEngine::new());
-        let (r, _) = Replica::open(engine, node(), 0, || 1).await.expect("open");
-        let (_, first) = r
+    async fn a_delete_through_a_replica_behind_the_read_supersedes_what_was_read() {
+        let (a, _) = Replica::open(Arc::new(MemoryEngine::new()), node(), 0, || 1)
+            .await
+            .expect("open");
+        let n2 = NodeId::new("n2").expect("id");
+        let (b, _) = Replica::open(Arc::new(MemoryEngine::new()), n2, 0, || 2)
+            .await
+            .expect("open");
+        let value = |v: &[u8], at| Version::value(v.to_vec(), at, None);
+        // Both copies hold v1; then v2 overwrites it on `a` only (`b` is cut off).
+        let (v1, _) = a
             .coordinate(
                 Slot::Own,
                 1,
                 b"k",
                 &CausalContext::empty(),
-                Version::value(b"a".to_vec(), 1, None),
+                value(b"v1", 1),
                 1,
             )
             .await
-            .expect("write");
-        let other = Actor::new(NodeId::new("n2").expect("id"), 5);
-        let mut claimed = CausalContext::empty().with_dot(first.clone());
-        claimed.seen.raise(&other, 1 << 40);
-        r.coordinate(
-            Slot::Own,
-            1,
-            b"k",
-            &claimed,
-            Version::value(b"b".to_vec(), 2, None),
-            2,
-        )
-        .await
-        .expect("write");
-        let stored = r.read(b"k").expect("read");
-        assert_eq!(stored.clock().get(&other), 0, "the claim was taken");
-        assert_eq!(
-            stored.siblings().len(),
-            1,
-            "what the context covered is superseded"
+            .expect("write v1");
+        b.merge(Slot::Own, 1, b"k", &v1, 1).await.expect("merge v1");
+        let (v2, v2_dot) = a
+            .coordinate(Slot::Own, 1, b"k", &v1.context(), value(b"v2", 2), 2)
+            .await
+            .expect("write v2");
+        // The client reads v2 from `a` and deletes through `b`.
+        let (tombstone, _) = b
+            .coordinate(Slot::Own, 1, b"k", &v2.context(), Version::tombstone(3), 3)
+            .await
+            .expect("delete");
+        assert!(
+            tombstone.clock().contains(&v2_dot),
+            "the tombstone's clock covers what the client read: {tombstone:?}"
         );
-        // n2's real write 7 arrives by a merge: it is kept as a sibling.
-        let mut theirs = Object::new();
-        theirs.update_at_least(
-            &CausalContext::empty(),
-            &other,
-            7,
-            Version::value(b"c".to_vec(), 3, None),
-            3,
-        );
-        let merged = r
-            .merge(Slot::Own, 1, b"k", &theirs, 3)
+        let deleted = |o: &Object| o.siblings().iter().all(|s| s.version.is_tombstone());
+        // `b`'s tombstone reaches `a`, and `a`'s v2 reaches `b`: v2 is gone on both.
+        let on_a = a
+            .merge(Slot::Own, 1, b"k", &tombstone, 4)
             .await
             .expect("merge");
-        assert_eq!(merged.siblings().len(), 2);
+        assert!(deleted(&on_a), "v2 came back on a: {on_a:?}");
+        let on_b = b.merge(Slot::Own, 1, b"k", &v2, 4).await.expect("merge");
+        assert!(deleted(&on_b), "v2 came back on b: {on_b:?}");
+        assert_eq!(on_a, on_b);
     }
 
     /// A fold supersedes every sibling held, with a version made from the object.
