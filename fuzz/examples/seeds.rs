@@ -71,9 +71,10 @@ fn main() {
     // Internode messages, bare (peer_message: a selector byte, then postcard) and framed.
     let mut stream = Vec::new();
     let hello = yeskv_rpc::Hello {
-        protocol_version: yeskv_rpc::PROTOCOL_VERSION,
+        protocol_version: yeskv_rpc::PROTOCOL_VERSION_MIN,
         cluster_id: "yeskv".into(),
         node_id: "n1".into(),
+        protocol_version_max: yeskv_rpc::PROTOCOL_VERSION,
     };
     stream.extend_from_slice(&encode_message(FrameKind::Hello, 0, &hello, max).expect("hello"));
     let mut selector_4 = vec![4];
@@ -140,7 +141,9 @@ fn main() {
         }),
     ] {
         let mut input = key_tag.to_le_bytes().to_vec();
-        input.extend_from_slice(encode_token(&token_context, key_tag, &yeskv_fuzz::token_keys().0).as_bytes());
+        input.extend_from_slice(
+            encode_token(&token_context, key_tag, &yeskv_fuzz::token_keys().0).as_bytes(),
+        );
         write(dir, "context_token", name, &input);
     }
 

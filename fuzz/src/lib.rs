@@ -96,10 +96,15 @@ fn put_raw_frame(stream: &mut Vec<u8>, kind: u8, request_id: u64, payload: &[u8]
 fn decode_payload(kind: FrameKind, payload: &[u8]) {
     match kind {
         FrameKind::Hello => {
-            let _ = yeskv_rpc::protocol::check_hello(payload, "yeskv");
+            let _ = yeskv_rpc::protocol::check_hello(
+                payload,
+                "yeskv",
+                (yeskv_rpc::PROTOCOL_VERSION_MIN, yeskv_rpc::PROTOCOL_VERSION),
+            );
         }
         FrameKind::Welcome => {
             let _ = postcard_round_trip::<yeskv_rpc::Welcome>(payload);
+            let _ = yeskv_rpc::Welcome::decode(payload, yeskv_rpc::PROTOCOL_VERSION_MIN);
         }
         FrameKind::Refused => {
             let _ = postcard_round_trip::<yeskv_rpc::Refused>(payload);
@@ -246,7 +251,11 @@ pub fn peer_message(data: &[u8]) {
             let _ = postcard_round_trip::<RaftRpcResponse>(payload);
         }
         4 => {
-            let _ = yeskv_rpc::protocol::check_hello(payload, "yeskv");
+            let _ = yeskv_rpc::protocol::check_hello(
+                payload,
+                "yeskv",
+                (yeskv_rpc::PROTOCOL_VERSION_MIN, yeskv_rpc::PROTOCOL_VERSION),
+            );
         }
         _ => {
             let _ = postcard_round_trip::<yeskv_rpc::Welcome>(payload);
@@ -356,8 +365,15 @@ pub fn context_token(data: &[u8]) {
     let accepted = check_token(&token, presented);
     // Only a token signed by a key of the keyring, for the key it is presented for, is accepted.
     if accepted {
-        assert_ne!(spec.signer, Signer::Stranger, "a token signed by a stranger was accepted");
-        assert_eq!(presented, spec.key_tag, "a token was accepted for another key");
+        assert_ne!(
+            spec.signer,
+            Signer::Stranger,
+            "a token signed by a stranger was accepted"
+        );
+        assert_eq!(
+            presented, spec.key_tag,
+            "a token was accepted for another key"
+        );
     }
 }
 
