@@ -314,9 +314,9 @@ fn a_cluster_of_the_previous_release_upgrades_node_by_node_under_load_and_loses_
             && request(&addrs[0], "GET", "/v1/dt/counts/visits", &[], b"").status == 200
     });
 
-    let mut upgraded = [false; 3];
-    for i in 0..3 {
-        let started = Instant::now();
+    // Stops node `i` (SIGTERM), starts it on `program` over the same data directory and ports,
+    // and waits until every node is up and every upgraded node sees the releases and protocols.
+    let restart_on = |c: &mut Cluster, i: usize, program: &Path, upgraded: &mut [bool; 3]| {
         let node = &mut c.nodes[i];
         let exit = node.stop();
         assert!(
@@ -324,16 +324,21 @@ fn a_cluster_of_the_previous_release_upgrades_node_by_node_under_load_and_loses_
             "n{} stops cleanly on SIGTERM: {exit}",
             i + 1
         );
-        node.program = PathBuf::from(bin());
+        node.program = program.to_path_buf();
         node.restart();
-        upgraded[i] = true;
+        upgraded[i] = program == Path::new(bin());
         c.wait_all_up(c.version, Duration::from_secs(60));
-        assert_eq!(status(&addrs[i])["release"], json!(RELEASE));
         for (j, addr) in addrs.iter().enumerate() {
             if upgraded[j] {
-                wait_versions_seen(addr, &upgraded, &ids);
+                wait_versions_seen(addr, upgraded, &ids);
             }
         }
+    };
+    let mut upgraded = [false; 3];
+    for i in 0..3 {
+        let started = Instant::now();
+        restart_on(&mut c, i, Path::new(bin()), &mut upgraded);
+        assert_eq!(status(&addrs[i])["release"], json!(RELEASE));
         if i < 2 {
             // The layout (Raft) while the releases are mixed: a bucket created through an
             // upgraded node and one through an old node reach every node.
@@ -360,24 +365,6 @@ fn a_cluster_of_the_previous_release_upgrades_node_by_node_under_load_and_loses_
 
     // A rollback and a second upgrade of one node (no format changed between the releases, so
     // the previous release opens the directory this build wrote), still under load.
-    let restart_on = |c: &mut Cluster, i: usize, program: &Path, upgraded: &mut [bool; 3]| {
-        let node = &mut c.nodes[i];
-        let exit = node.stop();
-        assert!(
-            exit.success(),
-            "n{} stops cleanly on SIGTERM: {exit}",
-            i + 1
-        );
-        node.program = program.to_path_buf();
-        node.restart();
-        upgraded[i] = program == Path::new(bin());
-        c.wait_all_up(c.version, Duration::from_secs(60));
-        for (j, addr) in addrs.iter().enumerate() {
-            if upgraded[j] {
-                wait_versions_seen(addr, upgraded, &ids);
-            }
-        }
-    };
     restart_on(&mut c, 2, &previous, &mut upgraded);
     assert!(
         status(&addrs[2]).get("release").is_none(),
@@ -424,36 +411,20 @@ fn a_cluster_of_the_previous_release_upgrades_node_by_node_under_load_and_loses_
         Duration::from_secs(120),
         || converged(&addrs),
     );
+    // `value` at `path` through `addr`, as the value or a sibling; else what was read instead.
+    let missing = |addr: &str, path: &str, value: &str| -> Option<String> {
+        let r = request(addr, "GET", path, &[("accept", "application/json")], b"");
+        let found = sibling_values(&r).iter().any(|v| v == value);
+        (!found).then(|| format!("{path}={value} via {addr}: {} {}", r.status, r.text()))
+    };
     let mut lost = Vec::new();
     for (n, (key, value)) in all.acked.iter().enumerate() {
         let addr = &addrs[n % addrs.len()];
-        let r = request(
-            addr,
-            "GET",
-            &format!("/v1/kv/up/{key}"),
-            &[("accept", "application/json")],
-            b"",
-        );
-        if !sibling_values(&r).contains(value) {
-            lost.push(format!("{key} via {addr}: {} {}", r.status, r.text()));
-        }
+        lost.extend(missing(addr, &format!("/v1/kv/up/{key}"), value));
     }
     for (cart, value) in &all.carts {
         for addr in &addrs {
-            let r = request(
-                addr,
-                "GET",
-                &format!("/v1/kv/carts/{cart}"),
-                &[("accept", "application/json")],
-                b"",
-            );
-            if !sibling_values(&r).contains(value) {
-                lost.push(format!(
-                    "{cart}={value} via {addr}: {} {}",
-                    r.status,
-                    r.text()
-                ));
-            }
+            lost.extend(missing(addr, &format!("/v1/kv/carts/{cart}"), value));
         }
     }
     assert!(
