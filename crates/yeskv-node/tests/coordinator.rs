@@ -2,6 +2,9 @@
 //! (in-memory storage, real TCP), quorum writes and reads, writes while a replica is down,
 //! siblings merged across replicas, and forwarding from a node that is not a replica.
 
+mod common;
+
+use common::{id, settings};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,27 +34,6 @@ struct TestNode {
     refused: Arc<AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
-}
-
-fn settings() -> Settings {
-    Settings {
-        n: 3,
-        r: 2,
-        w: 2,
-        partitions: 256,
-        siblings_max: 100,
-        default_ttl_secs: 0,
-        rpc_timeout: Duration::from_millis(1000),
-        read_repair_inflight_max: 64,
-        read_all_every: 1,
-        read_hedge: Duration::from_millis(20),
-        context_keys: yeskv_core::keyring::Keyring::unkeyed("test")
-            .derive(yeskv_core::keyring::Purpose::Contexts),
-    }
-}
-
-fn id(s: &str) -> NodeId {
-    NodeId::new(s).expect("valid")
 }
 
 /// Starts nodes `names`; every partition's replicas are `replicas`, the others its fallbacks.

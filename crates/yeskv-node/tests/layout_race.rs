@@ -8,6 +8,9 @@
 //! layout; with `w = 2` the write can only reach its data-holder quorum under the newer layout,
 //! once `n4` applies it too.
 
+mod common;
+
+use common::{id, settings};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use yeskv_core::keyspace::{key_hash, partition_of, storage_key};
 use yeskv_core::{CausalContext, NodeId, Quorum};
 use yeskv_node::clock::SystemClock;
-use yeskv_node::context::{NodeContext, Settings};
+use yeskv_node::context::NodeContext;
 use yeskv_node::coordinator::Coordinator;
 use yeskv_node::node::NodeBuilder;
 use yeskv_node::peer::{PeerRequest, PeerResponse};
@@ -28,29 +31,8 @@ use yeskv_storage::MemoryEngine;
 
 type Coord = Coordinator<Arc<MemoryEngine>>;
 
-fn id(s: &str) -> NodeId {
-    NodeId::new(s).expect("valid")
-}
-
 fn ids(names: &[&str]) -> Arc<[NodeId]> {
     names.iter().map(|n| id(n)).collect()
-}
-
-fn settings() -> Settings {
-    Settings {
-        n: 3,
-        r: 2,
-        w: 2,
-        partitions: 256,
-        siblings_max: 100,
-        default_ttl_secs: 0,
-        rpc_timeout: Duration::from_millis(1000),
-        read_repair_inflight_max: 64,
-        read_all_every: 1,
-        read_hedge: Duration::from_millis(20),
-        context_keys: yeskv_core::keyring::Keyring::unkeyed("test")
-            .derive(yeskv_core::keyring::Purpose::Contexts),
-    }
 }
 
 /// The transition's layout (epoch 2): `n5` and `n6` receiving, `n2` and `n3` its sources.

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{bearer, bin, form, free_port, request, start_nodes, wait_until, Node};
+use support::{admin_key, bearer, bin, form, free_port, request, start_nodes, wait_until, Node};
 
 /// Runs the CLI with `args` (and `YESKV_KEY` when given); returns stdout, panics on failure.
 fn cli(key: Option<&str>, args: &[&str]) -> String {
@@ -52,13 +52,7 @@ fn keys_permissions_and_signed_contexts_on_three_nodes() {
         &["--admin-key-file", admin_arg],
     );
     // The first node writes the admin key (0600) and registers it.
-    wait_until("the admin key file", Duration::from_secs(30), || {
-        admin_file.exists()
-    });
-    let admin = std::fs::read_to_string(&admin_file)
-        .expect("admin key")
-        .trim()
-        .to_string();
+    let admin = admin_key(&admin_file, Duration::from_secs(30));
     assert!(admin.starts_with("ykv_"), "{admin}");
     {
         use std::os::unix::fs::PermissionsExt as _;

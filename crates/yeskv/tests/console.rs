@@ -42,7 +42,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{bearer, form, start_cluster, start_nodes, wait_until, Node};
+use support::{admin_key, bearer, form, start_cluster, start_nodes, wait_until, Node};
 
 /// Where Chromium is looked for, in order.
 const CHROMIUM_CANDIDATES: [&str; 3] =
@@ -686,13 +686,7 @@ fn console_commits_a_staged_join_with_an_admin_key() {
         &secure,
         &["--admin-key-file", admin_file.to_str().expect("utf-8")],
     );
-    wait_until("the admin key file", Duration::from_secs(30), || {
-        admin_file.exists()
-    });
-    let admin = std::fs::read_to_string(&admin_file)
-        .expect("admin key")
-        .trim()
-        .to_string();
+    let admin = admin_key(&admin_file, Duration::from_secs(30));
     let admin_auth = bearer(&admin);
     let as_admin = [("authorization", admin_auth.as_str())];
     wait_until("the admin key registered", Duration::from_secs(30), || {

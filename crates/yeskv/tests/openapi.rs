@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{free_port, wait_until, Node, Resp};
+use support::{admin_key, free_port, wait_until, Node, Resp};
 
 /// The document, and which of its operations the test called.
 struct Spec {
@@ -167,15 +167,7 @@ fn live_answers_match_the_served_openapi_document() {
         &dir.path().join("n2"),
         &["--node-id", "n2", "--seed", &peer1, "--auth"],
     );
-    wait_until("the admin key file", Duration::from_secs(30), || {
-        admin_file.exists()
-    });
-    let admin = format!(
-        "Bearer {}",
-        std::fs::read_to_string(&admin_file)
-            .expect("admin key")
-            .trim()
-    );
+    let admin = format!("Bearer {}", admin_key(&admin_file, Duration::from_secs(30)));
     let admin = [("authorization", admin.as_str())];
     wait_until("the admin key registered", Duration::from_secs(30), || {
         n1.req("GET", "/v1/admin/keys", &admin, b"").status == 200

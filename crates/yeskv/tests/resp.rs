@@ -419,13 +419,7 @@ fn resp_with_api_keys_and_tls() {
     let _kill = Kill(&mut child);
     let tls = ["--tls", "--cacert", ca.to_str().expect("utf-8")];
     let as_key = |key: Option<&str>, args: &[&str]| cli_with(resp, &tls, key, args);
-    wait_until("the admin key file", Duration::from_secs(60), || {
-        admin_file.exists()
-    });
-    let admin = std::fs::read_to_string(&admin_file)
-        .expect("admin key")
-        .trim()
-        .to_string();
+    let admin = admin_key(&admin_file, Duration::from_secs(60));
     wait_until(
         "the admin key works over RESP",
         Duration::from_secs(60),

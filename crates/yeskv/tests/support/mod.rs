@@ -507,3 +507,13 @@ pub fn sibling_values(r: &Resp) -> Vec<String> {
         .map(|v| String::from_utf8_lossy(&v).into_owned())
         .collect()
 }
+
+/// Waits (up to `timeout`) for the admin key a node started with `--admin-key-file FILE`
+/// writes to `file`, and returns it.
+pub fn admin_key(file: &Path, timeout: Duration) -> String {
+    wait_until("the admin key file", timeout, || file.exists());
+    std::fs::read_to_string(file)
+        .expect("admin key")
+        .trim()
+        .to_string()
+}
